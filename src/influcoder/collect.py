@@ -1,0 +1,189 @@
+"""``collect``: a data set -> a store of sketched, normalised per-sample LoRA gradients.
+
+The steps, in the order that keeps a bad input from ever leaving a half-written store:
+
+1. read and validate every sample, load the decoder, tokenize every sample (masks,
+   truncation): any problem raises before anything is written;
+2. settle the adapter: the user's (``--adapter``), the one of an existing store (``--like``,
+   or a store being resumed), or a seeded fresh/warmed-up one;
+3. create the store (adapter, samples, manifest), or check that the existing one was made
+   with exactly this setup;
+4. compute the missing shards, each atomically written: a killed run resumes where it
+   stopped and ends with the vectors of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .arguments import CollectArguments
+from .constants import ADAPTER_DIR, MANIFEST_NAME
+from .data import Fields, load_samples, resolve_template, tokenize_samples
+from .errors import InflucoderError, StoreError
+from .store import Store, StoreWriter, atomic_write_dir, setup_differences
+
+
+def adapter_digest(model) -> str:
+    """SHA-256 of the LoRA weights (names and float32 bytes)."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if "lora_" in name:
+            h.update(name.encode() + b"\0")
+            h.update(p.detach().float().contiguous().numpy().tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def gradient_target(args: CollectArguments) -> str:
+    """Which LoRA matrices carry signal: a fresh adapter has B = 0, so every A-gradient is
+    exactly zero and only the B-gradients are kept."""
+    return "lora-b" if args.adapter is None and args.adapter_init == "fresh" else "lora"
+
+
+def args_from_store(store: Store, **overrides) -> CollectArguments:
+    """The settings an existing gradient store was built with (for ``--like``)."""
+    if store.kind != "gradients":
+        raise StoreError(f"{store.path}: --like needs a gradient store, this one holds {store.kind}")
+    saved = dict(store.manifest["provenance"]["arguments"])
+    saved["lora_targets"] = tuple(saved["lora_targets"])
+    return replace(CollectArguments(**saved), **overrides)
+
+
+def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, template: str,
+                adapter_sha: str, adapter_origin: str) -> dict:
+    """Everything that must be identical for two gradient stores to be comparable."""
+    chat = getattr(tokenizer, "chat_template", None) or ""
+    return {
+        "model": {"fingerprint": model_fingerprint},
+        "adapter": {"sha256": adapter_sha, "origin": adapter_origin, "rank": args.lora_rank,
+                    "alpha": args.lora_alpha, "targets": list(args.lora_targets)},
+        "gradient": {"target": gradient_target(args), "loss": "mean response-token CE",
+                     "precision": "bf16-autocast" if args.bf16 else "float32",
+                     "normalized": True},
+        "sketch": {"kind": "countsketch" if args.sketch_dim else "none",
+                   "dim": args.sketch_dim, "seed": args.sketch_seed},
+        "tokens": {"template": template, "max_length": args.max_length,
+                   "truncation": args.truncation,
+                   "chat_template_sha256": hashlib.sha256(chat.encode()).hexdigest()
+                   if template == "chat" else None,
+                   "vocab_size": len(tokenizer)},
+    }
+
+
+def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: Store | None,
+                     log) -> tuple[object, str]:
+    """Return ``(peft_model, origin)``; the adapter comes from, in order: the store being
+    resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up seeded one."""
+    from .gradients import attach_lora, load_adapter, warmup
+
+    for store_dir, origin in ((out if (out / MANIFEST_NAME).is_file() else None, None),
+                              (like.path if like else None, None)):
+        if store_dir is not None and (Path(store_dir) / ADAPTER_DIR).is_dir():
+            prior = Store(store_dir, allow_incomplete=True)
+            origin = prior.setup["adapter"]["origin"]
+            return load_adapter(model, Path(store_dir) / ADAPTER_DIR), origin
+    if args.adapter:
+        if not Path(args.adapter, "adapter_config.json").is_file():
+            raise InflucoderError(f"{args.adapter}: not a PEFT adapter directory "
+                                  f"(no adapter_config.json)")
+        return load_adapter(model, args.adapter), "user"
+    peft_model = attach_lora(model, rank=args.lora_rank, alpha=args.lora_alpha,
+                             targets=args.lora_targets, seed=args.seed)
+    if args.adapter_init == "fresh" or args.warmup_steps == 0:
+        return peft_model, "fresh"
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(tokenized))
+    bs = args.warmup_batch_size
+    batches = [[tokenized[i] for i in order[j:j + bs]] for j in range(0, len(order), bs)]
+    log(f"warming up the LoRA adapter: {args.warmup_steps} steps of {bs} samples, "
+        f"lr {args.warmup_lr}")
+    losses = warmup(peft_model, batches, steps=args.warmup_steps, lr=args.warmup_lr,
+                    seed=args.seed)
+    log(f"warm-up loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    return peft_model, "warmup"
+
+
+def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, *,
+            like: str | os.PathLike | None = None, fields: Fields | None = None,
+            limit: int | None = None, progress: bool = True, log=print) -> Store:
+    """Collect the gradient store of ``data`` (a path or a list of :class:`Sample`) into
+    ``out``. With ``like``, every setting comes from that store (``args`` is ignored), so the
+    two stores' vectors are comparable."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .gradients import GradientComputer
+    from .models import fingerprint, load_decoder
+
+    out = Path(out)
+    like_store = None
+    if like is not None:
+        like_store = Store(like)
+        args = args_from_store(like_store)
+    args = args or CollectArguments()
+    if (out / MANIFEST_NAME).is_file():
+        # Resuming: the store's own settings win, so a resumed run is the same run.
+        args = args_from_store(Store(out, allow_incomplete=True))
+
+    samples = data if isinstance(data, list) else load_samples(data, fields=fields, limit=limit)
+    source = "<samples>" if isinstance(data, list) else str(data)
+    model, tokenizer, ref = load_decoder(args.model)
+    template = resolve_template(tokenizer, args.template)
+    tokenized = tokenize_samples(tokenizer, samples, max_length=args.max_length,
+                                 truncation=args.truncation, template=template, path=source)
+    model_fp = fingerprint(ref)
+    if like_store is not None and like_store.setup["model"]["fingerprint"] != model_fp:
+        raise StoreError(f"{like_store.path} was built with another model than '{args.model}'")
+
+    torch.manual_seed(args.seed)
+    peft_model, origin = _prepare_adapter(model, args, tokenized, out, like_store, log)
+    setup = build_setup(args, ref, model_fp, tokenizer, template, adapter_digest(peft_model),
+                        origin)
+    computer = GradientComputer(peft_model, target=gradient_target(args),
+                                sketch_dim=args.sketch_dim, sketch_seed=args.sketch_seed,
+                                bf16=args.bf16, pad_token_id=tokenizer.pad_token_id)
+
+    def save_adapter(store_dir: Path) -> None:
+        atomic_write_dir(store_dir / ADAPTER_DIR, lambda d: peft_model.save_pretrained(d))
+
+    if like_store is not None and setup != like_store.setup:
+        raise StoreError(f"cannot reproduce the setup of {like_store.path} (stored vs now):\n  "
+                         + "\n  ".join(setup_differences(like_store.setup, setup)))
+    writer = StoreWriter(out, kind="gradients", setup=setup, samples=samples,
+                         dim=computer.output_dim, dtype=args.dtype, shard_rows=args.shard_rows,
+                         prepare=save_adapter,
+                         provenance={"arguments": args.to_dict(), "source": source,
+                                     "model_name": args.model, "versions": versions()})
+    missing = writer.missing_shards()
+    done = writer.n - writer.missing_rows()
+    if done:
+        log(f"resuming {out}: {done} of {writer.n} samples already done")
+    bar = tqdm(total=writer.n, initial=done, unit="sample", desc="collect", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        for k in missing:
+            start, stop = writer.shard_range(k)
+            rows = [computer(tokenized[i:min(i + args.batch_size, stop)])
+                    for i in range(start, stop, args.batch_size)]
+            writer.write_shard(k, np.concatenate(rows))
+            bar.update(stop - start)
+    finally:
+        bar.close()
+    return writer.finish(seconds=bar.format_dict.get("elapsed"))
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("influcoder", "torch", "transformers", "peft", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
