@@ -47,6 +47,8 @@ FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"
 #: ``error``: an over-long sample is an error.
 TRUNCATION_POLICIES = ("prompt-left", "right", "error")
 TEMPLATES = ("auto", "chat", "plain")
+#: The label of tokens that carry no loss (the prompt), as in Hugging Face.
+IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
@@ -333,16 +335,39 @@ def load_samples(source: str | os.PathLike, *, fields: Fields | None = None,
 
 @dataclass(frozen=True)
 class TokenizedSample:
-    """Token ids and next-token labels; ``labels[t] == -100`` where no loss is taken (the
-    prompt), ``labels[t] == input_ids[t]`` on response tokens."""
+    """One tokenized prompt + response: the unit every gradient is taken of.
+
+    Args:
+        input_ids: Token ids of the whole conversation (prompt then response).
+        labels: Same length; ``-100`` on prompt tokens, equal to ``input_ids`` on response tokens.
+            Labels are *not* shifted: as in Hugging Face, the loss at position ``t`` compares the
+            logits at ``t - 1`` with ``labels[t]``, so ``labels[0]`` never counts.
+
+    Lists (or any sequence of ints) are accepted and stored as tuples, so samples are hashable.
+
+    Example::
+
+        >>> s = TokenizedSample(input_ids=[5, 6, 7, 8], labels=[-100, -100, 7, 8])
+        >>> s.n_response
+        2
+    """
 
     input_ids: tuple[int, ...]
     labels: tuple[int, ...]
 
+    def __post_init__(self):
+        object.__setattr__(self, "input_ids", tuple(int(i) for i in self.input_ids))
+        object.__setattr__(self, "labels", tuple(int(i) for i in self.labels))
+        if not self.input_ids:
+            raise ValueError("a sample needs at least one token")
+        if len(self.labels) != len(self.input_ids):
+            raise ValueError(f"labels ({len(self.labels)}) and input_ids ({len(self.input_ids)}) "
+                             "must have the same length")
+
     @property
     def n_response(self) -> int:
-        """Tokens that carry loss: labels are shifted by one (token t predicts t + 1)."""
-        return sum(1 for label in self.labels[1:] if label != -100)
+        """Number of tokens that carry loss: labels other than -100 in ``labels[1:]``."""
+        return sum(label != IGNORE_INDEX for label in self.labels[1:])
 
 
 def resolve_template(tokenizer, template: str) -> str:
@@ -390,7 +415,7 @@ def tokenize_sample(tokenizer, sample: Sample, *, max_length: int, truncation: s
         else:  # right
             p, r = p[:max_length], r[: max(0, max_length - len(p))]
     ids = tuple(p + r)
-    labels = tuple([-100] * len(p) + r)
+    labels = tuple([IGNORE_INDEX] * len(p) + r)
     out = TokenizedSample(ids, labels)
     if out.n_response == 0:
         raise InputError(f"no response tokens left to take a loss on (prompt {len(p)} tokens, "
