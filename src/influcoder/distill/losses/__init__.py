@@ -1,0 +1,14 @@
+"""Losses for distilling influence scores into a sentence encoder.
+
+They follow the sentence-transformers contract (``Loss(model)``, ``forward(features, labels)``,
+``get_config_dict()``), with one difference in the inputs: ``features`` is
+``[pool_features, query_features]``, two tokenized batches of different lengths ``P`` and ``Q``,
+and ``labels`` is the ground-truth block ``[P, Q]`` of their influence scores.
+"""
+
+from .influence_distill import InfluenceDistillLoss
+from .pearson import PearsonLoss, pearson_loss
+from .softmax_kl import SoftmaxKLLoss, softmax_kl_loss
+
+__all__ = ["InfluenceDistillLoss", "PearsonLoss", "SoftmaxKLLoss", "pearson_loss",
+           "softmax_kl_loss"]

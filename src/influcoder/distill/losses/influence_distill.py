@@ -1,0 +1,104 @@
+"""The distillation objective: a weighted sum of the Pearson and softmax KL losses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from torch import Tensor, nn
+
+from ._scores import block_scores
+from .pearson import pearson_loss
+from .softmax_kl import DEFAULT_TEMPERATURE, check_temperatures, softmax_kl_loss
+
+DEFAULT_PEARSON_WEIGHT = 0.3
+DEFAULT_KL_WEIGHT = 1.0
+
+
+def check_weights(pearson_weight: float, kl_weight: float) -> None:
+    """Both weights >= 0 and not both 0, or ``ValueError``."""
+    if pearson_weight < 0 or kl_weight < 0 or pearson_weight + kl_weight == 0:
+        raise ValueError(f"pearson_weight and kl_weight must be >= 0 and not both 0, "
+                         f"got {pearson_weight} and {kl_weight}")
+
+
+class InfluenceDistillLoss(nn.Module):
+    def __init__(self, model: nn.Module, pearson_weight: float = DEFAULT_PEARSON_WEIGHT,
+                 kl_weight: float = DEFAULT_KL_WEIGHT, temperature: float = DEFAULT_TEMPERATURE,
+                 target_temperature: float | None = None) -> None:
+        """
+        The Influcoder distillation loss: teaches a sentence encoder to rank pool samples for a
+        query the way their gradient influence does.
+
+        ``loss = pearson_weight * (1 - r) + kl_weight * KL``, computed on the cosine block of one
+        embedding pass: ``r`` is the Pearson correlation of the block's predicted and ground-truth
+        scores (see :class:`PearsonLoss`), ``KL`` the mean over queries of the divergence between
+        their ground-truth and predicted softmax distributions over the pool samples (see
+        :class:`SoftmaxKLLoss`).
+
+        The two terms do different jobs. The KL term, at a low temperature, pulls each query's
+        most influential pool samples to the top of its ranking, which is what attribution
+        retrieves, but its gradient comes mostly from those few samples. The Pearson term keeps
+        the rest of the block in order and the scores comparable across queries, which
+        pool-wide (aggregated) rankings need. The KL term leads (weight 1) and the Pearson term
+        supports it: the Influcoder paper's code found temperature 0.05 and a Pearson weight
+        between 0.2 and 0.5 best, hence the defaults ``temperature=0.05``,
+        ``pearson_weight=0.3``, ``kl_weight=1.0``.
+
+        Args:
+            model: the SentenceTransformer being trained.
+            pearson_weight: weight of the Pearson term (``>= 0``).
+            kl_weight: weight of the softmax KL term (``>= 0``; not both 0).
+            temperature: divides the predicted cosines in the KL term.
+            target_temperature: divides the ground-truth scores in the KL term; ``None``
+                (default) uses ``temperature``.
+
+        References:
+            - Influcoder: https://arxiv.org/abs/2606.13668
+
+        Inputs:
+            +------------------------------------------+----------------------------------------+
+            | Inputs                                   | Labels                                 |
+            +==========================================+========================================+
+            | [pool_features, query_features]: two     | ground-truth influence block ``[P, Q]``|
+            | tokenized batches (``P`` and ``Q`` texts)| (pool sample i, query j)               |
+            +------------------------------------------+----------------------------------------+
+
+        Relations:
+            - With ``pearson_weight=1, kl_weight=0`` it is :class:`PearsonLoss`.
+            - With ``pearson_weight=0, kl_weight=1`` it is :class:`SoftmaxKLLoss`.
+
+        Example:
+            ::
+
+                import torch
+                from sentence_transformers import SentenceTransformer
+                from influcoder.distill.losses import InfluenceDistillLoss
+
+                model = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
+                loss = InfluenceDistillLoss(model)
+                pool = model.preprocess(["Paris is in France.", "Boil eggs nine minutes.",
+                                         "Rome is in Italy."])
+                queries = model.preprocess(["capital of France?", "how to cook an egg?"])
+                labels = torch.tensor([[0.8, 0.0], [0.1, 0.7], [0.4, 0.0]])
+                loss([pool, queries], labels).backward()
+        """
+        super().__init__()
+        target_temperature = temperature if target_temperature is None else target_temperature
+        check_weights(pearson_weight, kl_weight)
+        check_temperatures(temperature, target_temperature)
+        self.model = model
+        self.pearson_weight = pearson_weight
+        self.kl_weight = kl_weight
+        self.temperature = temperature
+        self.target_temperature = target_temperature
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        scores = block_scores(self.model, sentence_features)
+        return (self.pearson_weight * pearson_loss(scores, labels)
+                + self.kl_weight * softmax_kl_loss(scores, labels, self.temperature,
+                                                   self.target_temperature))
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"pearson_weight": self.pearson_weight, "kl_weight": self.kl_weight,
+                "temperature": self.temperature, "target_temperature": self.target_temperature}
