@@ -126,8 +126,13 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
         args = args_from_store(like_store)
     args = args or CollectArguments()
     if (out / MANIFEST_NAME).is_file():
-        # Resuming: the store's own settings win, so a resumed run is the same run.
-        args = args_from_store(Store(out, allow_incomplete=True))
+        # Resuming: only the very same run may continue a store.
+        stored = args_from_store(Store(out, allow_incomplete=True))
+        diffs = setup_differences(stored.to_dict(), args.to_dict())
+        if diffs:
+            raise StoreError(f"{out} holds a store collected with other settings (stored vs "
+                             f"requested):\n  " + "\n  ".join(diffs) + "\nRerun with the same "
+                             f"options to resume it, or choose another --out.")
 
     samples = data if isinstance(data, list) else load_samples(data, fields=fields, limit=limit)
     source = "<samples>" if isinstance(data, list) else str(data)
