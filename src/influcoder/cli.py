@@ -16,6 +16,7 @@ import typing
 import click
 
 from .arguments import CollectArguments
+from .distill.arguments import DistillArguments
 from .errors import InflucoderError
 
 
@@ -202,6 +203,42 @@ def score(pool, queries, out, top_k, width):
             sample = ps[i]
             click.echo(f"  {rank:>3}  {s:+.4f}  {sample.id}  "
                        f"{_textwrap(sample.prompt + ' -> ' + sample.response, width)}")
+
+
+@cli.command()
+@click.argument("pool", type=click.Path(exists=True, file_okay=False))
+@click.argument("queries", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "-o", required=True, help="directory for the trained encoder")
+@click.option("--encoder", default="all-minilm-l6-v2", show_default=True,
+              help="encoder to start from: 'all-minilm-l6-v2' (bundled) or a "
+                   "sentence-transformers/HF encoder directory")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@dataclass_options(DistillArguments)
+@handle_errors
+def distill(pool, queries, out, encoder, quiet, **kw):
+    """Train an encoder whose cosines rank like the gradient influence of POOL on QUERIES.
+
+    POOL and QUERIES are gradient stores from `collect` (QUERIES made --like POOL). A share of
+    both is held out; the three validation figures (per-anchor, pairwise and aggregated
+    Spearman) are printed for the untrained encoder and after every epoch, and the best epoch is
+    kept. The output is a standard sentence-transformers directory plus
+    influcoder_distill.json (settings, ground-truth fingerprint, history).
+
+    \b
+    Examples:
+      influcoder distill runs/pool runs/queries --out runs/encoder
+      influcoder distill runs/pool runs/queries -o runs/enc --epochs 5 --hard-fraction 0.25
+    """
+    from .distill.stores import distill_stores
+    from .store import open_store
+
+    args = settings_from(DistillArguments, kw)
+    result = distill_stores(open_store(pool), open_store(queries), out, args, encoder=encoder,
+                            progress=not quiet)
+    log(f"untrained: " + ", ".join(f"{k} {v:+.3f}" for k, v in result.untrained.items()))
+    log(f"best (epoch {result.best_epoch}): "
+        + ", ".join(f"{k} {v:+.3f}" for k, v in result.best.items()))
+    log(f"wrote {out}")
 
 
 @cli.command()

@@ -1,0 +1,55 @@
+"""`influcoder distill` on gradient stores collected from the tiny Llama."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+from sentence_transformers import SentenceTransformer
+
+from influcoder.cli import cli
+
+from ..conftest import write_jsonl
+
+COLLECT = ["--adapter-init", "fresh", "--sketch-dim", "64", "--max-length", "64", "-q"]
+
+
+def _rows(prefix, n):
+    topics = ["the cat sat on the mat", "boil the egg in water", "gravity pulls the moon",
+              "the sea is blue and deep"]
+    return [{"id": f"{prefix}{i}", "prompt": f"Tell me about {topics[i % 4].split()[1]} {i}",
+             "response": topics[i % 4]} for i in range(n)]
+
+
+def test_distill_from_stores(tiny_model_dir, tiny_encoder_dir, tmp_path):
+    run = CliRunner()
+    pool = write_jsonl(tmp_path / "pool.jsonl", _rows("p", 24))
+    queries = write_jsonl(tmp_path / "q.jsonl", _rows("q", 12))
+    assert run.invoke(cli, ["collect", str(pool), "-o", str(tmp_path / "gp"), "--model",
+                            str(tiny_model_dir), *COLLECT]).exit_code == 0
+    assert run.invoke(cli, ["collect", str(queries), "--like", str(tmp_path / "gp"), "-o",
+                            str(tmp_path / "gq")]).exit_code == 0
+    r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o",
+                         str(tmp_path / "enc"), "--encoder", tiny_encoder_dir, "--epochs", "1",
+                         "--val-fraction", "0.25", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "untrained: per_anchor_spearman" in r.output
+    card = json.loads((tmp_path / "enc" / "influcoder_distill.json").read_text())
+    assert card["ground_truth"]["pool"]["n"] == 24
+    assert card["ground_truth"]["setup"]["sketch"]["dim"] == 64
+    assert SentenceTransformer(str(tmp_path / "enc")).encode(["hi"]).shape[0] == 1
+
+
+def test_distill_errors(tiny_model_dir, tiny_encoder_dir, tmp_path):
+    run = CliRunner()
+    pool = write_jsonl(tmp_path / "pool.jsonl", _rows("p", 3))
+    assert run.invoke(cli, ["collect", str(pool), "-o", str(tmp_path / "gp"), "--model",
+                            str(tiny_model_dir), *COLLECT]).exit_code == 0
+    r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gp"), "-o",
+                         str(tmp_path / "enc"), "--encoder", tiny_encoder_dir, "-q"])
+    assert r.exit_code == 2 and "too few" in r.output
+    assert not (tmp_path / "enc").exists()
+    (tmp_path / "notenc").mkdir()
+    r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gp"), "-o",
+                         str(tmp_path / "enc"), "--encoder", str(tmp_path / "notenc"), "-q"])
+    assert r.exit_code == 2 and "not a sentence-transformers or HF encoder directory" in r.output
