@@ -134,3 +134,15 @@ def test_manifest_is_json_with_provenance(tmp_path):
     m = json.loads((tmp_path / "s" / MANIFEST_NAME).read_text())
     assert m["provenance"]["source"] == "x.jsonl" and m["provenance"]["seconds"] == 1.5
     assert Store(tmp_path / "s").kind == "embeddings"
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    from influcoder.store import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f", b"x")
+    finally:
+        os.umask(old)
+    # The mode follows the process umask read at import; 0o644 under the usual 022.
+    assert (tmp_path / "f").stat().st_mode & 0o777 in (0o644, 0o666 & ~old)

@@ -40,6 +40,8 @@ from .data import Sample
 from .errors import StoreError
 
 FORMAT_NAME = "influcoder-store"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 DTYPES = {"float16": np.float16, "float32": np.float32, "int8": np.int8}
 
 
@@ -63,6 +65,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; keep the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -1,0 +1,107 @@
+"""The HTML report: files that exist, valid PNG figures, tables, escaping."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from influcoder.data import Sample
+from influcoder.evaluate import evaluate
+from influcoder.report import write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EVIL = "<script>alert('x')</script> & \"quotes\""
+
+
+@pytest.fixture()
+def case():
+    rng = np.random.default_rng(0)
+    n_pool, n_query = 40, 6
+    gt = rng.normal(size=(n_pool, n_query))
+    labels = np.zeros(n_pool, dtype=bool)
+    labels[[1, 7, 30]] = True
+    gt[labels] += 1.0
+    method_scores = {"gradient": gt.copy(),
+                     "distilled": gt + 0.4 * rng.normal(size=gt.shape),
+                     "semantic": gt + 1.5 * rng.normal(size=gt.shape),
+                     "random": rng.random(gt.shape)}
+    infos = {"gradient": {"seconds": 0.002, "prepare_seconds": 0.01, "bytes_per_sample": 16384},
+             "distilled": {"seconds": 0.5, "prepare_seconds": 20.0, "bytes_per_sample": 1536},
+             "semantic": {"seconds": 0.4, "prepare_seconds": 18.0, "bytes_per_sample": 1536},
+             "random": {"seconds": 1e-5, "prepare_seconds": 0.0, "bytes_per_sample": 0}}
+    rows = evaluate(gt, {n: (s, infos[n]) for n, s in method_scores.items()}, labels=labels,
+                    k=5)
+    pool = [Sample(id=f"p{i}", prompt=f"pool prompt {i}",
+                   response=EVIL if i == 3 else f"pool response {i}") for i in range(n_pool)]
+    queries = [Sample(id=f"q{j}", prompt=f"query {j} <i>asks</i>", response="r")
+               for j in range(n_query)]
+    return rows, gt, method_scores, labels, pool, queries
+
+
+def _images(page: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', page)
+
+
+def test_full_report(case, tmp_path):
+    rows, gt, method_scores, labels, pool, queries = case
+    # Make sample 3 the ground truth's top sample for query 0, so it appears side by side.
+    gt[3, 0] = method_scores["gradient"][3, 0] = 10.0
+    targets = [("distilled spearman", True, "per_anchor_spearman 0.9 >= 0.5"),
+               ("semantic <beats> random", False, "auprc 0.2 < 0.5")]
+    path = write_report(tmp_path / "r", rows, gt=gt, method_scores=method_scores,
+                        labels=labels, pool_samples=pool, query_samples=queries,
+                        title="Eval <1>", notes=["a note with <html> & more"], targets=targets,
+                        queries_shown=2, top_n=3)
+    assert path == tmp_path / "r" / "report.html"
+    page = path.read_text(encoding="utf-8")
+    images = _images(page)
+    assert images == ["pr_curves.png", "scatter.png", "cost.png"]
+    for name in images:
+        data = (path.parent / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 5000
+    # Results table at the top, with every method; the ground truth marked as such.
+    assert page.index("<h2>Results</h2>") < page.index("<h2>Targets")
+    assert page.index("<h2>Targets") < page.index("pr_curves.png")
+    assert "gradient (ground truth)" in page
+    for row in rows:
+        assert f"<td>{row['method']}" in page
+    # Targets: one met, one missed, escaped.
+    assert "1 of 2 met (1 MISSED)" in page
+    assert '<span class="missed">MISSED</span> <b>semantic &lt;beats&gt; random</b>' in page
+    # Side by side: ground truth first, then the methods that are not the ground truth.
+    assert page.count('<table class="side">') == 2
+    header = re.search(r'<table class="side"><tr>(.*?)</tr>', page).group(1)
+    assert re.findall(r"<th>(.*?)</th>", header) == [
+        "rank", "ground truth", "distilled", "semantic", "random"]
+    assert 'class="planted"' in page
+    # Everything user-supplied is escaped.
+    assert "<script>" not in page and "<i>asks</i>" not in page and "<html>" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;quotes&quot;" in page
+    assert "<title>Eval &lt;1&gt;</title>" in page and "a note with &lt;html&gt; &amp; more" in page
+
+
+def test_minimal_report_without_labels_or_samples(case, tmp_path):
+    rows, gt, method_scores, _, _, _ = case
+    rows = evaluate(gt, {"distilled": (method_scores["distilled"], {"seconds": 0.1})}, k=5)
+    path = write_report(tmp_path, rows, gt=gt, method_scores={
+        "distilled": method_scores["distilled"]})
+    page = path.read_text(encoding="utf-8")
+    assert _images(page) == ["scatter.png", "cost.png"]
+    assert not (tmp_path / "pr_curves.png").exists()
+    assert "side by side" not in page and "Targets" not in page
+    assert "n/a" in page  # the missing costs
+
+
+def test_report_refuses_inconsistent_input(case, tmp_path):
+    rows, gt, method_scores, labels, pool, queries = case
+    with pytest.raises(ValueError, match="method 'bad': scores have shape"):
+        write_report(tmp_path, rows, gt=gt, method_scores={"bad": gt[:3]})
+    with pytest.raises(ValueError, match="labels must have 40 entries"):
+        write_report(tmp_path, rows, gt=gt, method_scores=method_scores, labels=labels[:3])
+    with pytest.raises(ValueError, match="give both"):
+        write_report(tmp_path, rows, gt=gt, method_scores=method_scores, pool_samples=pool)
+    with pytest.raises(ValueError, match="query_indices"):
+        write_report(tmp_path, rows, gt=gt, method_scores=method_scores, pool_samples=pool,
+                     query_samples=queries, query_indices=[6])
