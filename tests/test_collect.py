@@ -58,7 +58,8 @@ def test_like_reproduces_the_vectors(tiny_model_dir, small_data, tmp_path):
     """The same data collected --like a store gives the same vectors (adapter, sketch, template
     all come from the store)."""
     assert run("collect", small_data, "-o", tmp_path / "a", "--model", tiny_model_dir,
-               "--warmup-steps", "2", "--sketch-dim", "32", "--max-length", "64", "-q",
+               "--adapter-init", "warmup", "--warmup-steps", "2", "--sketch-dim", "32",
+               "--max-length", "64", "-q",
                "--shard-rows", "4").exit_code == 0
     assert run("collect", small_data, "--like", tmp_path / "a", "-o", tmp_path / "b").exit_code == 0
     a, b = open_store(tmp_path / "a"), open_store(tmp_path / "b")
