@@ -13,6 +13,28 @@ from .store import Store, open_store
 __version__ = "0.1.0"
 
 
+def encode(*args, **kwargs):
+    """Embed a data set into a store; see :func:`influcoder.encode.encode`."""
+    from .encode import encode as _encode
+
+    return _encode(*args, **kwargs)
+
+
+def build_index(*args, **kwargs):
+    """Build, resume or extend an index; see :func:`influcoder.index.build_index`."""
+    from .index import build_index as _build_index
+
+    return _build_index(*args, **kwargs)
+
+
+def __getattr__(name):
+    if name == "Attributor":  # imports torch and sentence-transformers: only when asked
+        from .attribute import Attributor
+
+        return Attributor
+    raise AttributeError(f"module 'influcoder' has no attribute {name!r}")
+
+
 def collect(*args, **kwargs):
     """Collect a gradient store; see :func:`influcoder.collect.collect`."""
     from .collect import collect as _collect
@@ -20,5 +42,5 @@ def collect(*args, **kwargs):
     return _collect(*args, **kwargs)
 
 
-__all__ = ["CollectArguments", "InflucoderError", "InputError", "Sample", "Store", "StoreError",
-           "collect", "load_samples", "open_store"]
+__all__ = ["Attributor", "CollectArguments", "InflucoderError", "InputError", "Sample", "Store",
+           "StoreError", "build_index", "collect", "encode", "load_samples", "open_store"]

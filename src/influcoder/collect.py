@@ -14,9 +14,10 @@ The steps, in the order that keeps a bad input from ever leaving a half-written 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,13 +110,18 @@ def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: 
 
 def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, *,
             like: str | os.PathLike | None = None, fields: Fields | None = None,
-            limit: int | None = None, progress: bool = True, log=print) -> Store:
+            limit: int | None = None, progress: bool = True, log=print,
+            engine: str = "local", ray_address: str | None = None,
+            num_workers: int | None = None) -> Store:
     """Collect the gradient store of ``data`` (a path or a list of :class:`Sample`) into
     ``out``. With ``like``, every setting comes from that store (``args`` is ignored), so the
-    two stores' vectors are comparable."""
+    two stores' vectors are comparable. ``engine`` (``local`` or ``ray``, with ``ray_address``
+    and ``num_workers``) says where shards are computed (:mod:`influcoder.engines`); the
+    vectors are the same either way."""
     import torch
     from tqdm.auto import tqdm
 
+    from .engines import get_engine
     from .gradients import GradientComputer
     from .models import fingerprint, load_decoder
 
@@ -167,18 +173,75 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
     done = writer.n - writer.missing_rows()
     if done:
         log(f"resuming {out}: {done} of {writer.n} samples already done")
+    if engine == "local":
+        def factory():
+            return functools.partial(compute_shard, computer, args.batch_size)
+    else:
+        factory = GradientWorker(args, read_adapter_files(out / ADAPTER_DIR), model_fp,
+                                 setup["adapter"]["sha256"], tokenizer.pad_token_id)
+    jobs = [(k, tokenized[slice(*writer.shard_range(k))]) for k in missing]
     bar = tqdm(total=writer.n, initial=done, unit="sample", desc="collect", disable=not progress,
                dynamic_ncols=True)
     try:
-        for k in missing:
-            start, stop = writer.shard_range(k)
-            rows = [computer(tokenized[i:min(i + args.batch_size, stop)])
-                    for i in range(start, stop, args.batch_size)]
-            writer.write_shard(k, np.concatenate(rows))
-            bar.update(stop - start)
+        with get_engine(engine, address=ray_address, num_workers=num_workers) as runner:
+            for k, rows in runner.map(factory, jobs):
+                writer.write_shard(k, rows)
+                bar.update(len(rows))
     finally:
         bar.close()
     return writer.finish(seconds=bar.format_dict.get("elapsed"))
+
+
+def compute_shard(computer, batch_size: int, tokenized) -> np.ndarray:
+    """The vectors of one shard's samples, ``batch_size`` at a time from its first row."""
+    return np.concatenate([computer(tokenized[i:i + batch_size])
+                           for i in range(0, len(tokenized), batch_size)])
+
+
+def read_adapter_files(folder: Path) -> dict[str, bytes]:
+    """Every file of a saved adapter, by relative path (so it can travel to a worker)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@dataclass(frozen=True)
+class GradientWorker:
+    """Builds the gradient computer in a worker process (picklable, for the Ray engine).
+
+    The decoder is loaded from its own files on the worker, the adapter from the bytes of the
+    store's saved adapter; a decoder whose fingerprint or an adapter whose digest differ from
+    the store's setup is refused, so every worker computes exactly the driver's vectors.
+    """
+
+    args: CollectArguments
+    adapter_files: dict
+    model_fingerprint: str
+    adapter_sha256: str
+    pad_token_id: int
+
+    def __call__(self):
+        import tempfile
+
+        from .gradients import GradientComputer, load_adapter
+        from .models import fingerprint, load_decoder
+
+        model, _, ref = load_decoder(self.args.model)
+        found = fingerprint(ref)
+        if found != self.model_fingerprint:
+            raise StoreError(f"the decoder '{self.args.model}' on this worker has fingerprint "
+                             f"{found}, the store's has {self.model_fingerprint}")
+        with tempfile.TemporaryDirectory() as folder:
+            for name, data in self.adapter_files.items():
+                (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(folder) / name).write_bytes(data)
+            peft_model = load_adapter(model, folder)
+        if adapter_digest(peft_model) != self.adapter_sha256:
+            raise StoreError("the adapter loaded on a worker differs from the store's")
+        computer = GradientComputer(peft_model, target=gradient_target(self.args),
+                                    sketch_dim=self.args.sketch_dim,
+                                    sketch_seed=self.args.sketch_seed, bf16=self.args.bf16,
+                                    pad_token_id=self.pad_token_id)
+        return functools.partial(compute_shard, computer, self.args.batch_size)
 
 
 def versions() -> dict:

@@ -1,0 +1,143 @@
+"""Encoder backends against the float32 reference, and embedding stores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from influcoder.cli import cli
+from influcoder.data import Sample, encoder_text
+from influcoder.encode import EncodeArguments, encode, quantize_int8
+from influcoder.errors import StoreError
+from influcoder.fast_encoder import FastEncoder, encoder_fingerprint
+from influcoder.influence import cosine_scores
+from influcoder.metrics import spearman
+from influcoder.store import open_store
+
+from .encoders import POOL, other_encoder, pool_rows, tiny_encoder  # noqa: F401
+
+TEXTS = [f"{p}\n\n{r}" for p, r in POOL] + ["hello", "the sea " * 30]
+
+
+def reference(encoder_dir, texts):
+    """Plain sentence-transformers, float32, one call."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(encoder_dir), device="cpu").encode(
+        texts, normalize_embeddings=True, convert_to_numpy=True)
+
+
+def pairwise_spearman(a, b):
+    iu = np.triu_indices(len(a), 1)
+    return spearman((a @ a.T)[iu], (b @ b.T)[iu])
+
+
+def test_torch_backend_equals_sentence_transformers(tiny_encoder):
+    enc = FastEncoder(str(tiny_encoder), backend="torch", batch_size=3)
+    got = enc.encode(TEXTS)
+    np.testing.assert_allclose(got, reference(tiny_encoder, TEXTS), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-6)
+    # Length-bucketed batches put every vector back in input order.
+    np.testing.assert_allclose(enc.encode(TEXTS[::-1]), got[::-1], atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["bf16", "onnx", "int8"])
+def test_fast_backends_rank_like_float32(tiny_encoder, tmp_path, monkeypatch, backend):
+    if backend in ("onnx", "int8"):
+        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("INFLUCODER_CACHE", str(tmp_path / "cache"))
+    fast = FastEncoder(str(tiny_encoder), backend=backend, batch_size=4).encode(TEXTS)
+    assert pairwise_spearman(reference(tiny_encoder, TEXTS), fast) >= 0.99
+
+
+def test_fingerprint_covers_every_file(tiny_encoder, other_encoder):
+    fp = encoder_fingerprint(str(tiny_encoder))
+    assert fp.startswith("sha256:") and fp == encoder_fingerprint(str(tiny_encoder))
+    assert fp != encoder_fingerprint(str(other_encoder))
+
+
+def test_int8_quantisation_keeps_cosines():
+    x = np.random.default_rng(0).normal(size=(50, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = quantize_int8(x)
+    assert q.dtype == np.int8 and np.abs(q).max(axis=1).min() == 127
+    qf = q.astype(np.float32)
+    qf /= np.linalg.norm(qf, axis=1, keepdims=True)
+    np.testing.assert_allclose(qf @ x.T, x @ x.T, atol=0.02)
+
+
+@pytest.mark.parametrize("dtype,atol", [("float16", 2e-3), ("int8", 0.03)])
+def test_encode_store(tiny_encoder, tmp_path, dtype, atol):
+    samples = [Sample(**{k: r[k] for k in ("id", "prompt", "response")}) for r in pool_rows()]
+    args = EncodeArguments(encoder=str(tiny_encoder), backend="torch", dtype=dtype, shard_rows=5)
+    store = encode(samples, tmp_path / "emb", args, progress=False)
+    again = open_store(tmp_path / "emb")
+    assert again.kind == "embeddings" and again.dtype == dtype and again.n == len(samples)
+    assert again.setup == {"encoder": {"fingerprint": encoder_fingerprint(str(tiny_encoder))},
+                           "text": "prompt\n\nresponse", "max_seq_length": 64,
+                           "normalized": True, "storage": dtype}
+    ref = reference(tiny_encoder, [encoder_text(s) for s in samples])
+    # Scores from the store (cosine, rows renormalised) match the float32 encoder.
+    np.testing.assert_allclose(cosine_scores(store, store), ref @ ref.T, atol=atol)
+
+
+def test_encode_resumes_after_a_crash(tiny_encoder, tmp_path, monkeypatch):
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in pool_rows()))
+    args = EncodeArguments(encoder=str(tiny_encoder), backend="torch", shard_rows=5)
+    whole = encode(data, tmp_path / "whole", args, progress=False).vectors()
+
+    calls = {"n": 0}
+    real = FastEncoder.encode
+
+    def crash_on_third(self, texts):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, texts)
+
+    monkeypatch.setattr(FastEncoder, "encode", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        encode(data, tmp_path / "part", args, progress=False)
+    with pytest.raises(StoreError, match="incomplete store \\(2 of 5 shards\\)"):
+        open_store(tmp_path / "part")
+    monkeypatch.setattr(FastEncoder, "encode", real)
+    with pytest.raises(StoreError, match="dtype: 'float16' vs 'int8'"):
+        encode(data, tmp_path / "part", EncodeArguments(encoder=str(tiny_encoder),
+                                                        backend="torch", shard_rows=5,
+                                                        dtype="int8"), progress=False)
+    logs = []
+    resumed = encode(data, tmp_path / "part", args, progress=False, log=logs.append)
+    assert logs == [f"resuming {tmp_path / 'part'}: 10 of 24 samples already done"]
+    np.testing.assert_array_equal(resumed.vectors(), whole)
+
+
+def test_cli_encode_then_score(tiny_encoder, tmp_path):
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in pool_rows()))
+    runner = CliRunner()
+    for name, rows in (("pool", None), ("queries", 3)):
+        args = ["encode", str(data), "-e", str(tiny_encoder), "-o", str(tmp_path / name), "-q",
+                "--backend", "torch"] + (["--limit", str(rows)] if rows else [])
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["score", str(tmp_path / "pool"), str(tmp_path / "queries"),
+                                 "--top-k", "1"])
+    assert result.exit_code == 0, result.output
+    # Each query's best pool sample is itself.
+    for i in range(3):
+        assert f"query p{i}:" in result.output
+    assert result.output.count("+1.0000  p") == 3
+
+
+def test_cli_encode_bad_input_exits_2(tiny_encoder, tmp_path):
+    result = CliRunner().invoke(cli, ["encode", str(tmp_path / "missing.jsonl"), "-e",
+                                      str(tiny_encoder), "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "no such file" in result.output
+    result = CliRunner().invoke(cli, ["encode", "x.jsonl", "-e", str(tmp_path / "nope"),
+                                      "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2
