@@ -26,7 +26,8 @@ from .arguments import CollectArguments
 from .constants import ADAPTER_DIR, MANIFEST_NAME
 from .data import Fields, load_samples, resolve_template, tokenize_samples
 from .errors import InflucoderError, StoreError
-from .store import Store, StoreWriter, atomic_write_dir, setup_differences
+from .store import (Store, StoreWriter, atomic_write_dir, package_versions,
+                    setup_differences)
 
 
 def adapter_digest(model) -> str:
@@ -119,9 +120,7 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
     and ``num_workers``) says where shards are computed (:mod:`influcoder.engines`); the
     vectors are the same either way."""
     import torch
-    from tqdm.auto import tqdm
-
-    from .engines import get_engine
+    from .engines import fill_store
     from .gradients import GradientComputer
     from .models import fingerprint, load_decoder
 
@@ -168,28 +167,17 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
                          dim=computer.output_dim, dtype=args.dtype, shard_rows=args.shard_rows,
                          prepare=save_adapter,
                          provenance={"arguments": args.to_dict(), "source": source,
-                                     "model_name": args.model, "versions": versions()})
-    missing = writer.missing_shards()
-    done = writer.n - writer.missing_rows()
-    if done:
-        log(f"resuming {out}: {done} of {writer.n} samples already done")
+                                     "model_name": args.model, "versions": package_versions(
+                                         "peft")})
     if engine == "local":
         def factory():
             return functools.partial(compute_shard, computer, args.batch_size)
     else:
         factory = GradientWorker(args, read_adapter_files(out / ADAPTER_DIR), model_fp,
                                  setup["adapter"]["sha256"], tokenizer.pad_token_id)
-    jobs = [(k, tokenized[slice(*writer.shard_range(k))]) for k in missing]
-    bar = tqdm(total=writer.n, initial=done, unit="sample", desc="collect", disable=not progress,
-               dynamic_ncols=True)
-    try:
-        with get_engine(engine, address=ray_address, num_workers=num_workers) as runner:
-            for k, rows in runner.map(factory, jobs):
-                writer.write_shard(k, rows)
-                bar.update(len(rows))
-    finally:
-        bar.close()
-    return writer.finish(seconds=bar.format_dict.get("elapsed"))
+    return fill_store(writer, factory, lambda start, stop: tokenized[start:stop], desc="collect",
+                      engine=engine, address=ray_address, num_workers=num_workers,
+                      progress=progress, log=log)
 
 
 def compute_shard(computer, batch_size: int, tokenized) -> np.ndarray:
@@ -243,15 +231,4 @@ class GradientWorker:
                                     pad_token_id=self.pad_token_id)
         return functools.partial(compute_shard, computer, self.args.batch_size)
 
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("influcoder", "torch", "transformers", "peft", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
 

@@ -36,7 +36,7 @@ from .data import Fields, encoder_text, load_samples
 from .errors import InputError, StoreError
 from .fast_encoder import (BACKENDS, DEFAULT_BATCH_SIZE, FastEncoder, encoder_fingerprint,
                            resolve_backend)
-from .store import Store, StoreWriter, setup_differences
+from .store import Store, StoreWriter, package_versions, setup_differences
 
 KIND = "embeddings"
 TEXT_LAYOUT = "prompt\n\nresponse"
@@ -144,9 +144,7 @@ def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
         >>> store.vectors().shape
         (1000, 384)
     """
-    from tqdm.auto import tqdm
-
-    from .engines import get_engine
+    from .engines import fill_store
 
     out = Path(out)
     args = args or EncodeArguments()
@@ -170,39 +168,18 @@ def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
                          dtype=args.dtype, shard_rows=args.shard_rows,
                          provenance={"arguments": args.to_dict(),
                                      "source": "<samples>" if isinstance(data, list) else str(data),
-                                     "encoder_name": args.encoder, "versions": versions()})
-    missing = writer.missing_shards()
-    done = writer.n - writer.missing_rows()
-    if done:
-        log(f"resuming {out}: {done} of {writer.n} samples already done")
+                                     "encoder_name": args.encoder, "versions": package_versions(
+                                         "sentence-transformers", "onnxruntime")})
     if engine == "local":
         def factory():
             return encoder.encode
     else:
         factory = EncoderWorker(args.encoder, fingerprint, encoder.backend,
                                 encoder.max_seq_length, args.batch_size)
-    jobs = [(k, [encoder_text(s) for s in samples[slice(*writer.shard_range(k))]])
-            for k in missing]
-    bar = tqdm(total=writer.n, initial=done, unit="sample", desc="encode", disable=not progress,
-               dynamic_ncols=True)
-    try:
-        with get_engine(engine, address=ray_address, num_workers=num_workers) as runner:
-            for k, rows in runner.map(factory, jobs):
-                writer.write_shard(k, to_storage(rows, args.dtype))
-                bar.update(len(rows))
-    finally:
-        bar.close()
-    return writer.finish(seconds=bar.format_dict.get("elapsed"))
+    return fill_store(writer, factory,
+                      lambda start, stop: [encoder_text(s) for s in samples[start:stop]],
+                      desc="encode", engine=engine, address=ray_address,
+                      num_workers=num_workers, convert=lambda rows: to_storage(rows, args.dtype),
+                      progress=progress, log=log)
 
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("influcoder", "torch", "transformers", "sentence-transformers", "onnxruntime"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
 

@@ -380,5 +380,19 @@ class StoreWriter:
         return Store(self.path)
 
 
+def package_versions(*packages: str) -> dict:
+    """Installed versions of influcoder, torch, transformers, numpy and ``packages`` (None
+    where absent), for a store's provenance."""
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("influcoder", "torch", "transformers", "numpy", *packages):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

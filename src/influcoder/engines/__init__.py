@@ -63,3 +63,31 @@ def get_engine(name: str = "local", *, address: str | None = None,
     from .ray import RayEngine
 
     return RayEngine(address=address, num_workers=num_workers)
+
+
+def fill_store(writer, factory: WorkerFactory, payload: Callable[[int, int], Any], *, desc: str,
+               engine: str = "local", address: str | None = None,
+               num_workers: int | None = None, convert: Callable[[np.ndarray], np.ndarray] | None
+               = None, progress: bool = True, log=print):
+    """Compute every missing shard of ``writer`` on ``engine`` and finish the store.
+
+    ``payload(start, stop)`` is what a worker needs for rows ``[start, stop)``; ``convert``
+    turns a worker's rows into what is stored. A progress bar counts samples (rate and ETA),
+    starting from those an earlier, interrupted run already wrote."""
+    from tqdm.auto import tqdm
+
+    missing = writer.missing_shards()
+    done = writer.n - writer.missing_rows()
+    if done:
+        log(f"resuming {writer.path}: {done} of {writer.n} samples already done")
+    jobs = [(k, payload(*writer.shard_range(k))) for k in missing]
+    bar = tqdm(total=writer.n, initial=done, unit="sample", desc=desc, disable=not progress,
+               dynamic_ncols=True)
+    try:
+        with get_engine(engine, address=address, num_workers=num_workers) as runner:
+            for k, rows in runner.map(factory, jobs):
+                writer.write_shard(k, rows if convert is None else convert(rows))
+                bar.update(len(rows))
+    finally:
+        bar.close()
+    return writer.finish(seconds=bar.format_dict.get("elapsed"))
