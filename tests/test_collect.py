@@ -49,7 +49,7 @@ def test_collect_like_and_score(tiny_model_dir, small_data, tmp_path):
     ref = v @ q.vectors().T / np.outer(np.linalg.norm(v, axis=1), np.linalg.norm(q.vectors(), axis=1))
     np.testing.assert_allclose(scores, ref, atol=1e-5)
     best = pool.ids[int(np.argmax(ref[:, 0]))]
-    assert f"query q1:" in r.output
+    assert "query q1:" in r.output
     first_row = r.output.split("query q1:")[1].splitlines()[1]
     assert best in first_row
 

@@ -257,7 +257,7 @@ def distill(pool, queries, out, encoder, quiet, **kw):
     args = settings_from(DistillArguments, kw)
     result = distill_stores(open_store(pool), open_store(queries), out, args, encoder=encoder,
                             progress=not quiet)
-    log(f"untrained: " + ", ".join(f"{k} {v:+.3f}" for k, v in result.untrained.items()))
+    log("untrained: " + ", ".join(f"{k} {v:+.3f}" for k, v in result.untrained.items()))
     log(f"best (epoch {result.best_epoch}): "
         + ", ".join(f"{k} {v:+.3f}" for k, v in result.best.items()))
     log(f"wrote {out}")
@@ -392,7 +392,7 @@ def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, l
         click.echo(f"planted: {int(labels.sum())} of {labels.size} pool samples "
                    f"({labels.mean():.1%}); a random ranking's expected AUPRC is "
                    f"{expected_random_auprc(labels.size, int(labels.sum())):.3f}")
-    for name, achieved, text in checked:
+    for _name, achieved, text in checked:
         click.echo(f"{'MET   ' if achieved else 'MISSED'}  {text}")
     if out is None:
         return

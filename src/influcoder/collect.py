@@ -137,7 +137,7 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
         if diffs:
             raise StoreError(f"{out} holds a store collected with other settings (stored vs "
                              f"requested):\n  " + "\n  ".join(diffs) + "\nRerun with the same "
-                             f"options to resume it, or choose another --out.")
+                             "options to resume it, or choose another --out.")
 
     samples = data if isinstance(data, list) else load_samples(data, fields=fields, limit=limit)
     source = "<samples>" if isinstance(data, list) else str(data)

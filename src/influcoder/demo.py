@@ -8,7 +8,7 @@ into *training* queries (the ground truth the encoder is distilled from) and *te
 
 Stages, each resumable (rerunning the command skips what is done):
 
-1. ``collect``: LoRA-gradient ground truth of the pool (with a short warm-up), and of both
+1. ``collect``: LoRA-gradient ground truth of the pool (fresh seeded adapter), and of both
    query sets ``--like`` the pool (SmolLM2-135M, bundled);
 2. ``distill``: all-MiniLM-L6-v2 (bundled) trained on pool x training queries;
 3. ``index``: the pool embedded by the distilled encoder into a FAISS index;
@@ -126,7 +126,6 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
     from .evaluate import evaluate, expected_random_auprc, format_table, score_methods, write_results
     from .index import build_index
     from .report import write_report
-    from .store import open_store
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}")
@@ -143,7 +142,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
         log(f"    pool {len(pool)} ({spec.pool_harmful} planted harmful, {spec.pool_reasoning} "
             f"reasoning), training queries {len(train_q)}, test queries {len(test_q)}")
 
-    with stage("collect: gradient ground truth (SmolLM2-135M, LoRA warm-up, CountSketch 8192)"):
+    with stage("collect: gradient ground truth (SmolLM2-135M, fresh LoRA, sketch 8192)"):
         args = CollectArguments(model=model, max_length=spec.max_length, seed=seed)
         gt_pool = collect(out / "data" / "pool.jsonl", out / "grad_pool", args, progress=progress,
                           log=log)

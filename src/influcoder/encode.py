@@ -156,7 +156,7 @@ def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
         if diffs:
             raise StoreError(f"{out} holds a store encoded with other settings (stored vs "
                              f"requested):\n  " + "\n  ".join(diffs) + "\nRerun with the same "
-                             f"options to resume it, or choose another --out.")
+                             "options to resume it, or choose another --out.")
     samples = data if isinstance(data, list) else load_samples(data, fields=fields, limit=limit)
     if not samples:
         raise InputError("no samples to encode")

@@ -232,8 +232,8 @@ class Index:
                 index.add(chunk)
             return index
         file = self.path / FAISS_FILE
-        rebuild = (f"delete it and rerun `influcoder index` with the same arguments to rebuild "
-                   f"it from the stored embeddings")
+        rebuild = ("delete it and rerun `influcoder index` with the same arguments to rebuild "
+                   "it from the stored embeddings")
         try:
             index = faiss.read_index(str(file))
         except RuntimeError as e:
