@@ -179,3 +179,21 @@ def test_kill_and_resume_gives_identical_store(tiny_model_dir, tmp_path):
     assert resumed.ids == whole.ids
     np.testing.assert_array_equal(resumed.vectors(), whole.vectors())
     assert resumed.setup == whole.setup
+
+
+def test_shards_batch_by_length_and_keep_row_order(tiny_model, tiny_tokenizer):
+    """Length-sorted batching inside a shard returns each sample's own row, as the
+    one-sample-at-a-time reference computes it."""
+    from influcoder.collect import compute_shard
+    from influcoder.data import Sample, tokenize_samples
+    from influcoder.gradients import GradientComputer, attach_lora, reference_gradients
+
+    model = attach_lora(tiny_model, seed=0)
+    samples = [Sample(id=str(i), prompt="word " * (1 + (7 * i) % 11), response="yes " * (1 + i % 3))
+               for i in range(9)]
+    tokd = tokenize_samples(tiny_tokenizer, samples, max_length=64)
+    computer = GradientComputer(model, target="lora-b", sketch_dim=32, sketch_seed=0,
+                                pad_token_id=tiny_tokenizer.pad_token_id)
+    fast = compute_shard(computer, 4, tokd)
+    ref = reference_gradients(model, tokd, target="lora-b", sketch_dim=32, sketch_seed=0)
+    np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-5)

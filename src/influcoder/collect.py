@@ -181,9 +181,21 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
 
 
 def compute_shard(computer, batch_size: int, tokenized) -> np.ndarray:
-    """The vectors of one shard's samples, ``batch_size`` at a time from its first row."""
-    return np.concatenate([computer(tokenized[i:i + batch_size])
-                           for i in range(0, len(tokenized), batch_size)])
+    """The vectors of one shard's samples, in row order.
+
+    Samples are batched by length (a stable sort within the shard), so a batch pads only to
+    its own longest sample: a row does not depend on its batch-mates (the gradient tests check
+    this), and a shard is always cut into the same batches, so a resumed run computes exactly
+    what an uninterrupted one does."""
+    order = sorted(range(len(tokenized)), key=lambda i: len(tokenized[i].input_ids))
+    out = None
+    for i in range(0, len(order), batch_size):
+        rows = order[i:i + batch_size]
+        vectors = computer([tokenized[r] for r in rows])
+        if out is None:
+            out = np.empty((len(tokenized), vectors.shape[1]), dtype=vectors.dtype)
+        out[rows] = vectors
+    return out
 
 
 def read_adapter_files(folder: Path) -> dict[str, bytes]:
