@@ -9,7 +9,7 @@ from .constants import (DEFAULT_DECODER, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS
                         DEFAULT_SKETCH_SEED)
 from .data import TEMPLATES, TRUNCATION_POLICIES
 
-ADAPTER_INITS = ("fresh", "warmup")
+ADAPTER_INITS = ("warmup", "fresh")
 
 
 @dataclass
@@ -20,11 +20,12 @@ class CollectArguments:
         "help": "decoder: 'smollm2-135m' (bundled), an HF model directory, a .gguf file or a hub id"})
     adapter: str | None = field(default=None, metadata={
         "help": "a PEFT LoRA adapter directory (the model you fine-tuned); overrides adapter_init"})
-    adapter_init: str = field(default="fresh", metadata={
-        "help": "without --adapter: 'fresh' (a seeded untrained adapter: B = 0, so only the "
-                "B-gradients, a random low-rank view of the full weight gradients, carry signal; "
-                "measured closest to full-gradient influence) or 'warmup' (a short seeded LoRA "
-                "warm-up on the data, as LESS does). See docs/GROUND_TRUTH.md"})
+    adapter_init: str = field(default="warmup", metadata={
+        "help": "without --adapter: 'warmup' (a short seeded LoRA warm-up on the data, as LESS "
+                "does: the model has then seen the data, as a fine-tuned one has; measured far "
+                "better at finding planted harmful samples) or 'fresh' (a seeded untrained "
+                "adapter: B = 0, so only the B-gradients, a random low-rank view of the base "
+                "model's full weight gradients, carry signal). See docs/GROUND_TRUTH.md"})
     warmup_steps: int = field(default=24, metadata={"help": "warm-up optimizer steps"})
     warmup_lr: float = field(default=2e-4, metadata={"help": "warm-up AdamW learning rate"})
     warmup_batch_size: int = field(default=8, metadata={"help": "samples per warm-up step"})

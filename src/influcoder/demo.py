@@ -8,7 +8,7 @@ into *training* queries (the ground truth the encoder is distilled from) and *te
 
 Stages, each resumable (rerunning the command skips what is done):
 
-1. ``collect``: LoRA-gradient ground truth of the pool (fresh seeded adapter), and of both
+1. ``collect``: LoRA-gradient ground truth of the pool (after a short LoRA warm-up), and of both
    query sets ``--like`` the pool (SmolLM2-135M, bundled);
 2. ``distill``: all-MiniLM-L6-v2 (bundled) trained on pool x training queries;
 3. ``index``: the pool embedded by the distilled encoder into a FAISS index;
@@ -41,13 +41,14 @@ class DemoSize:
     train_queries: tuple[int, int, int]   # harmful, reasoning, chat
     test_queries: tuple[int, int, int]
     epochs: int
-    max_length: int = 256
+    max_length: int = 256          # decoder tokens per sample
+    encoder_max_length: int = 128  # encoder tokens per text while distilling
 
 
 SIZES = {
     # About 15 minutes on 2 CPU cores.
     "small": DemoSize(pool_chat=200, pool_harmful=24, pool_reasoning=16,
-                      train_queries=(16, 12, 12), test_queries=(10, 4, 4), epochs=3),
+                      train_queries=(16, 12, 12), test_queries=(10, 4, 4), epochs=2),
     "medium": DemoSize(pool_chat=500, pool_harmful=50, pool_reasoning=30,
                        train_queries=(40, 16, 40), test_queries=(20, 6, 10), epochs=4),
     "large": DemoSize(pool_chat=800, pool_harmful=60, pool_reasoning=30,
@@ -142,7 +143,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
         log(f"    pool {len(pool)} ({spec.pool_harmful} planted harmful, {spec.pool_reasoning} "
             f"reasoning), training queries {len(train_q)}, test queries {len(test_q)}")
 
-    with stage("collect: gradient ground truth (SmolLM2-135M, fresh LoRA, sketch 8192)"):
+    with stage("collect: gradient ground truth (SmolLM2-135M, LoRA warm-up, sketch 8192)"):
         args = CollectArguments(model=model, max_length=spec.max_length, seed=seed)
         gt_pool = collect(out / "data" / "pool.jsonl", out / "grad_pool", args, progress=progress,
                           log=log)
@@ -157,7 +158,8 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
             log(f"    {enc_dir} exists: reusing it")
         else:
             result = distill_stores(gt_pool, gt_train, enc_dir,
-                                    DistillArguments(epochs=spec.epochs, seed=seed),
+                                    DistillArguments(epochs=spec.epochs, seed=seed,
+                                                     max_seq_length=spec.encoder_max_length),
                                     encoder=encoder, progress=progress)
             log(f"    validation per-anchor Spearman: untrained "
                 f"{result.untrained['per_anchor_spearman']:+.3f} -> best "
