@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -158,7 +159,11 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
                                 bf16=args.bf16, pad_token_id=tokenizer.pad_token_id)
 
     def save_adapter(store_dir: Path) -> None:
-        atomic_write_dir(store_dir / ADAPTER_DIR, lambda d: peft_model.save_pretrained(d))
+        with warnings.catch_warnings():
+            # PEFT looks for the base model's config.json to check the vocabulary; a GGUF
+            # model has none, and we never resize the vocabulary.
+            warnings.filterwarnings("ignore", message="Could not find a config file")
+            atomic_write_dir(store_dir / ADAPTER_DIR, lambda d: peft_model.save_pretrained(d))
 
     if like_store is not None and setup != like_store.setup:
         raise StoreError(f"cannot reproduce the setup of {like_store.path} (stored vs now):\n  "
