@@ -289,6 +289,16 @@ def _response_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return token_losses.sum(dim=1) / (shift_labels != IGNORE_INDEX).sum(dim=1)
 
 
+def _kept_response_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean response loss ``[B]`` from logits ``[B, K, V]`` at kept positions and
+    the tokens they predict, ``targets [B, K]`` (-100 where no loss is taken)."""
+    batch, kept, vocab = logits.shape
+    token_losses = nn.functional.cross_entropy(
+        logits.float().reshape(-1, vocab), targets.reshape(-1), ignore_index=IGNORE_INDEX,
+        reduction="none").view(batch, kept)
+    return token_losses.sum(dim=1) / (targets != IGNORE_INDEX).sum(dim=1)
+
+
 def _normalise(vectors: torch.Tensor) -> np.ndarray:
     """Scale each row to unit L2 norm; a zero or non-finite row is an error, never a NaN."""
     norms = vectors.norm(dim=1)
@@ -468,10 +478,13 @@ class GradientComputer:
                 # Root the backward pass at a detached copy of the embeddings: with every
                 # parameter frozen, autograd then computes activation gradients only.
                 embeds = self.model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
+                # Only positions whose next token is a response token carry loss: the LM head
+                # (a fifth of a small model's work) runs on those alone.
+                keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
                     logits = self.model(inputs_embeds=embeds, attention_mask=attention_mask,
-                                        use_cache=False).logits
-                loss = _response_losses(logits, labels).sum()
+                                        use_cache=False, logits_to_keep=keep).logits
+                loss = _kept_response_losses(logits, labels[:, keep + 1]).sum()
                 torch.autograd.grad(loss, embeds)
         finally:
             for handle in handles:
