@@ -27,7 +27,7 @@ from .arguments import CollectArguments
 from .constants import ADAPTER_DIR, MANIFEST_NAME
 from .data import Fields, load_samples, resolve_template, tokenize_samples
 from .errors import InflucoderError, StoreError
-from .store import (Store, StoreWriter, atomic_write_dir, package_versions,
+from .store import (Store, StoreWriter, atomic_write_dir, check_resumable, package_versions,
                     setup_differences)
 
 
@@ -83,11 +83,10 @@ def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: 
     resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up seeded one."""
     from .gradients import attach_lora, load_adapter, warmup
 
-    for store_dir, origin in ((out if (out / MANIFEST_NAME).is_file() else None, None),
-                              (like.path if like else None, None)):
+    resumed = out if (out / MANIFEST_NAME).is_file() else None
+    for store_dir in (resumed, like.path if like else None):
         if store_dir is not None and (Path(store_dir) / ADAPTER_DIR).is_dir():
-            prior = Store(store_dir, allow_incomplete=True)
-            origin = prior.setup["adapter"]["origin"]
+            origin = Store(store_dir, allow_incomplete=True).setup["adapter"]["origin"]
             return load_adapter(model, Path(store_dir) / ADAPTER_DIR), origin
     if args.adapter:
         if not Path(args.adapter, "adapter_config.json").is_file():
@@ -134,11 +133,7 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
     if (out / MANIFEST_NAME).is_file():
         # Resuming: only the very same run may continue a store.
         stored = args_from_store(Store(out, allow_incomplete=True))
-        diffs = setup_differences(stored.to_dict(), args.to_dict())
-        if diffs:
-            raise StoreError(f"{out} holds a store collected with other settings (stored vs "
-                             f"requested):\n  " + "\n  ".join(diffs) + "\nRerun with the same "
-                             "options to resume it, or choose another --out.")
+        check_resumable(out, stored.to_dict(), args.to_dict(), "collected")
 
     samples = data if isinstance(data, list) else load_samples(data, fields=fields, limit=limit)
     source = "<samples>" if isinstance(data, list) else str(data)

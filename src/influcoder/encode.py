@@ -36,7 +36,7 @@ from .data import Fields, encoder_text, load_samples
 from .errors import InputError, StoreError
 from .fast_encoder import (BACKENDS, DEFAULT_BATCH_SIZE, FastEncoder, encoder_fingerprint,
                            resolve_backend)
-from .store import Store, StoreWriter, package_versions, setup_differences
+from .store import Store, StoreWriter, check_resumable, package_versions
 
 KIND = "embeddings"
 TEXT_LAYOUT = "prompt\n\nresponse"
@@ -152,11 +152,7 @@ def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
     if (out / MANIFEST_NAME).is_file():
         # Resuming: only the very same run may continue a store.
         stored = args_from_store(Store(out, allow_incomplete=True), encoder=args.encoder)
-        diffs = setup_differences(stored.to_dict(), args.to_dict())
-        if diffs:
-            raise StoreError(f"{out} holds a store encoded with other settings (stored vs "
-                             f"requested):\n  " + "\n  ".join(diffs) + "\nRerun with the same "
-                             "options to resume it, or choose another --out.")
+        check_resumable(out, stored.to_dict(), args.to_dict(), "encoded")
     samples = data if isinstance(data, list) else load_samples(data, fields=fields, limit=limit)
     if not samples:
         raise InputError("no samples to encode")

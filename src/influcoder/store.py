@@ -128,6 +128,15 @@ def setup_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def check_resumable(path, stored: dict, requested: dict, made: str) -> None:
+    """Only the very same run may continue a store: refuse other settings, naming each."""
+    diffs = setup_differences(stored, requested)
+    if diffs:
+        raise StoreError(f"{path} holds a store {made} with other settings (stored vs "
+                         f"requested):\n  " + "\n  ".join(diffs) + "\nRerun with the same "
+                         "options to resume it, or choose another --out.")
+
+
 def check_same_setup(a: "Store", b: "Store") -> None:
     """Refuse to combine two stores whose vectors are not comparable, naming the difference."""
     diffs = [] if a.kind == b.kind else [f"kind: {a.kind!r} vs {b.kind!r}"]
