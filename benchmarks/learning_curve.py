@@ -31,7 +31,7 @@ def main() -> None:
     from influcoder.baselines import encoder_scores, tfidf_scores
     from influcoder.collect import collect
     from influcoder.demo import CHAT, HARMFUL, REASONING, _samples
-    from influcoder.datasets import load_bbh_cot, load_chatterbot, load_harmful, split_disjoint
+    from influcoder.datasets import load_bbh_cot, load_chatterbot, load_harmful, load_rho_qa
     from influcoder.data import encoder_text
     from influcoder.distill import DistillArguments, distill
     from influcoder.influence import cosine_scores
@@ -42,7 +42,14 @@ def main() -> None:
     ap.add_argument("--sizes", default="16x48,32x96,64x192", help="QUERIESxPOOL, comma separated")
     ap.add_argument("--test", default="24x96", help="held-out QUERIESxPOOL")
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--max-length", type=int, default=256, help="decoder tokens per sample")
+    ap.add_argument("--encoder-max-length", type=int, default=128,
+                    help="encoder tokens per text while distilling")
+    ap.add_argument("--batch-pool", type=int, default=32)
+    ap.add_argument("--batch-query", type=int, default=32,
+                    help="queries per step: a square block trains on 4x the pairs of 32x8 "
+                         "for 1.6x the texts encoded")
+    ap.add_argument("--hard-fraction", type=float, default=0.0)
     ap.add_argument("--work", default="runs/learning_curve")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -52,30 +59,19 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 
-    # Pool and queries: chat with some harmful and reasoning samples, all disjoint.
-    rows = {HARMFUL: load_harmful(), REASONING: load_bbh_cot(), CHAT: load_chatterbot()}
-    share = {HARMFUL: 0.1, REASONING: 0.05}
-    pools, queries = [], []
-    for label in (HARMFUL, REASONING, CHAT):
-        n_p = round((max_p + tp) * share[label]) if label in share else None
-        n_q = round((max_q + tq) * 0.3) if label != CHAT else None
-        if n_p is None:
-            n_p = max_p + tp - sum(len(p) for p in pools)
-        if n_q is None:
-            n_q = max_q + tq - sum(len(q) for q in queries)
-        p, rest = split_disjoint(rows[label], n_p, args.seed)
-        q, _ = split_disjoint(rest, n_q, args.seed + 1)
-        if len(p) < n_p or len(q) < n_q:
-            raise SystemExit(f"not enough {label} samples for these sizes")
-        pools.append(_samples(p, label))
-        queries.append(_samples(q, label))
-    rng = np.random.default_rng(args.seed)
-    pool = [s for part in pools for s in part]
-    query = [s for part in queries for s in part]
-    pool = [pool[i] for i in rng.permutation(len(pool))]
-    query = [query[i] for i in rng.permutation(len(query))]
-    test_pool, train_pool = pool[:tp], pool[tp:]
-    test_q, train_q = query[:tq], query[tq:]
+    # Every sample the demo packages ship (chat, benign QA in four styles, harmful, reasoning),
+    # shuffled once; test queries, test pool, training queries and training pool are cut
+    # from the front in that order, so a larger size extends a smaller one and no sample is
+    # in two parts.
+    rows = ([(r, CHAT) for r in load_chatterbot()] + [(r, "qa") for r in load_rho_qa()]
+            + [(r, HARMFUL) for r in load_harmful()] + [(r, REASONING) for r in load_bbh_cot()])
+    need = tq + tp + max_q + max_p
+    if need > len(rows):
+        raise SystemExit(f"these sizes need {need} samples; the demo packages ship {len(rows)}")
+    order = np.random.default_rng(args.seed).permutation(len(rows))
+    samples = [_samples([rows[i][0]], rows[i][1])[0] for i in order[:need]]
+    test_q, test_pool = samples[:tq], samples[tq:tq + tp]
+    train_q, train_pool = samples[tq + tp:tq + tp + max_q], samples[tq + tp + max_q:]
 
     t = time.perf_counter()
     cargs = CollectArguments(max_length=args.max_length, seed=args.seed)
@@ -103,7 +99,10 @@ def main() -> None:
             distill(load_encoder("all-minilm-l6-v2"),
                     [encoder_text(s) for s in gp.samples[:p]],
                     [encoder_text(s) for s in gq.samples[:q]], full_gt[:p, :q],
-                    DistillArguments(epochs=args.epochs, seed=args.seed), out_dir=enc_dir,
+                    DistillArguments(epochs=args.epochs, seed=args.seed,
+                                     max_seq_length=args.encoder_max_length,
+                                     batch_pool=args.batch_pool, batch_query=args.batch_query,
+                                     hard_fraction=args.hard_fraction), out_dir=enc_dir,
                     extra_card={"ground_truth": {"pool": p, "queries": q}})
         train_seconds = time.perf_counter() - t
         card = json.loads((enc_dir / "influcoder_distill.json").read_text())

