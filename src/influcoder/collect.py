@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .arguments import CollectArguments
+from .batching import length_batches
 from .constants import ADAPTER_DIR, MANIFEST_NAME
 from .data import Fields, load_samples, resolve_template, tokenize_samples
 from .errors import InflucoderError, StoreError
@@ -183,14 +184,12 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
 def compute_shard(computer, batch_size: int, tokenized) -> np.ndarray:
     """The vectors of one shard's samples, in row order.
 
-    Samples are batched by length (a stable sort within the shard), so a batch pads only to
-    its own longest sample: a row does not depend on its batch-mates (the gradient tests check
-    this), and a shard is always cut into the same batches, so a resumed run computes exactly
-    what an uninterrupted one does."""
-    order = sorted(range(len(tokenized)), key=lambda i: len(tokenized[i].input_ids))
+    Samples are batched by length (:func:`~influcoder.batching.length_batches`), so a batch
+    pads only to its own longest sample and little: a row does not depend on its batch-mates
+    (the gradient tests check this), and a shard is always cut into the same batches, so a
+    resumed run computes exactly what an uninterrupted one does."""
     out = None
-    for i in range(0, len(order), batch_size):
-        rows = order[i:i + batch_size]
+    for rows in length_batches([len(t.input_ids) for t in tokenized], batch_size):
         vectors = computer([tokenized[r] for r in rows])
         if out is None:
             out = np.empty((len(tokenized), vectors.shape[1]), dtype=vectors.dtype)

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .batching import length_batches
 from .errors import InflucoderError, MissingPackageError
 from .models import resolve_encoder
 
@@ -227,9 +228,7 @@ class FastEncoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        order = np.argsort(self.token_lengths(texts), kind="stable")
-        for i in range(0, len(texts), self.batch_size):
-            idx = order[i:i + self.batch_size]
+        for idx in length_batches(self.token_lengths(texts), self.batch_size):
             out[idx] = self._forward([texts[j] for j in idx])
         return normalize(out)
 
