@@ -79,7 +79,7 @@ def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, 
 
 
 def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: Store | None,
-                     log) -> tuple[object, str]:
+                     log, progress: bool = False) -> tuple[object, str]:
     """Return ``(peft_model, origin)``; the adapter comes from, in order: the store being
     resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up seeded one."""
     from .gradients import attach_lora, load_adapter, warmup
@@ -105,7 +105,7 @@ def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: 
     log(f"warming up the LoRA adapter: {args.warmup_steps} steps of {bs} samples, "
         f"lr {args.warmup_lr}")
     losses = warmup(peft_model, batches, steps=args.warmup_steps, lr=args.warmup_lr,
-                    seed=args.seed)
+                    seed=args.seed, progress=progress)
     log(f"warm-up loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     return peft_model, "warmup"
 
@@ -147,7 +147,8 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
         raise StoreError(f"{like_store.path} was built with another model than '{args.model}'")
 
     torch.manual_seed(args.seed)
-    peft_model, origin = _prepare_adapter(model, args, tokenized, out, like_store, log)
+    peft_model, origin = _prepare_adapter(model, args, tokenized, out, like_store, log,
+                                          progress)
     setup = build_setup(args, ref, model_fp, tokenizer, template, adapter_digest(peft_model),
                         origin)
     computer = GradientComputer(peft_model, target=gradient_target(args),

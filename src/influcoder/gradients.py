@@ -64,6 +64,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
+from tqdm.auto import tqdm
 
 from influcoder.constants import (
     DEFAULT_LORA_RANK,
@@ -333,7 +334,7 @@ class _FrozenExcept:
 
 
 def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, steps: int, lr: float,
-           seed: int) -> list[float]:
+           seed: int, progress: bool = False) -> list[float]:
     """Train the LoRA adapter of ``model`` for a few steps (LESS's warm-up), in place.
 
     A fresh adapter has B = 0, so its A gradients are all zero and its B gradients only see the
@@ -349,6 +350,7 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
         steps: Number of optimiser steps (0 is allowed and does nothing).
         lr: AdamW learning rate.
         seed: Seed of torch's RNG during training.
+        progress: Show a progress bar with the loss and an ETA.
 
     Returns:
         The loss of each step, measured before that step's update. The model is left in eval
@@ -369,7 +371,8 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
     try:
         with torch.random.fork_rng(), torch.enable_grad(), _FrozenExcept(model, params, train=True):
             torch.manual_seed(seed)
-            for step in range(steps):
+            bar = tqdm(range(steps), desc="warm-up", unit="step", disable=not progress)
+            for step in bar:
                 input_ids, attention_mask, labels = _pad(batches[step % len(batches)],
                                                          _WARMUP_PAD_ID, device)
                 logits = model(input_ids=input_ids, attention_mask=attention_mask,
@@ -379,6 +382,7 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.eval()
