@@ -54,10 +54,20 @@ def _quiet(msg: str) -> None:
 # 1. gradient path vs encoder path
 
 
-def gradient_vs_encoder(pool, queries, work: Path, adapter_init: str) -> list[dict]:
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def gradient_vs_encoder(pool, queries, work: Path, adapter_init: str,
+                        repeats: int = 3) -> list[dict]:
     from influcoder.arguments import CollectArguments
     from influcoder.attribute import Attributor
-    from influcoder.collect import collect
+    from influcoder.collect import collect, compute_shard
     from influcoder.gradients import GradientComputer
     from influcoder.index import build_index
     from influcoder.influence import score_stores
@@ -86,11 +96,12 @@ def gradient_vs_encoder(pool, queries, work: Path, adapter_init: str) -> list[di
                             bf16=True, pad_token_id=tok.pad_token_id)
     tokd = tokenize_samples(tok, queries, max_length=args["max_length"])
     pool_vectors = pool_store.vectors()
-    t = time.perf_counter()
-    q = np.concatenate([comp(tokd[i:i + args["batch_size"]])
-                        for i in range(0, len(tokd), args["batch_size"])])
-    np.argsort(-(pool_vectors @ q.T), axis=0)[:K]
-    grad_loaded = time.perf_counter() - t
+
+    def gradient_attribute():
+        q = compute_shard(comp, args["batch_size"], tokd)  # collect's own length batching
+        np.argsort(-(pool_vectors @ q.T), axis=0)[:K]
+
+    grad_loaded = _median_seconds(gradient_attribute, repeats)
 
     t = time.perf_counter()
     index = build_index(pool, work / "index", ENCODER, progress=False, log=_quiet)
@@ -99,9 +110,7 @@ def gradient_vs_encoder(pool, queries, work: Path, adapter_init: str) -> list[di
     attributor = Attributor.load(work / "index")
     attributor.attribute(queries, k=K)
     enc_e2e = time.perf_counter() - t
-    t = time.perf_counter()
-    attributor.attribute(queries, k=K)
-    enc_loaded = time.perf_counter() - t
+    enc_loaded = _median_seconds(lambda: attributor.attribute(queries, k=K), repeats)
 
     n, m = len(pool), len(queries)
     seg = work / "index" / "segments" / "00000"
@@ -261,6 +270,8 @@ def main() -> None:
     ap.add_argument("--adapter-init", default="fresh", choices=["fresh", "warmup"],
                     help="gradient path's adapter (warmup adds its cost to pool prep)")
     ap.add_argument("--skip-gradient", action="store_true", help="encoder path only")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="the 'loaded' timings are the median of this many runs, both paths")
     ap.add_argument("--backend-texts", type=int, default=256, help="texts for section 2")
     ap.add_argument("--backends", default="torch,bf16,onnx,int8")
     ap.add_argument("--lengths", default="256,128", help="max_seq_length values, section 2")
@@ -284,7 +295,8 @@ def main() -> None:
             if args.skip_gradient:
                 rows = encoder_only(pool, queries, Path(d))
             else:
-                rows = gradient_vs_encoder(pool, queries, Path(d), args.adapter_init)
+                rows = gradient_vs_encoder(pool, queries, Path(d), args.adapter_init,
+                                           args.repeats)
         print(f"\n1. attributing M={args.queries} queries against N={args.pool} pool samples "
               f"(top {K})")
         print(common.table(rows, ["path", "pool prep s", "attribute M s (e2e)",

@@ -13,6 +13,7 @@ from influcoder.data import Sample, encoder_text
 from influcoder.encode import EncodeArguments, encode, quantize_int8
 from influcoder.errors import StoreError
 from influcoder.fast_encoder import FastEncoder, encoder_fingerprint
+from influcoder.models import load_encoder
 from influcoder.influence import cosine_scores
 from influcoder.metrics import spearman
 from influcoder.store import open_store
@@ -52,6 +53,46 @@ def test_fast_backends_rank_like_float32(tiny_encoder, tmp_path, monkeypatch, ba
     monkeypatch.setenv("INFLUCODER_CACHE", str(tmp_path / "cache"))
     fast = FastEncoder(str(tiny_encoder), backend=backend, batch_size=4).encode(TEXTS)
     assert pairwise_spearman(reference(tiny_encoder, TEXTS), fast) >= 0.99
+
+
+def test_fused_bert_float32_equals_sentence_transformers(tiny_encoder):
+    """The fused pass (the bf16 backend's fast path) is the same arithmetic as the module tree:
+    in float32 it matches sentence-transformers, padded batches and token types included."""
+    import torch
+
+    from influcoder.fused_bert import FusedBert, fusable
+
+    model = load_encoder(str(tiny_encoder)).eval()
+    assert fusable(model) is None
+    fused = FusedBert(model, torch.float32)
+    for batch in (TEXTS[:1], TEXTS[:3], TEXTS):  # no padding, some, much
+        features = model.preprocess(batch)
+        got = fused(features["input_ids"], features["attention_mask"],
+                    features.get("token_type_ids")).numpy()
+        got /= np.linalg.norm(got, axis=1, keepdims=True)
+        np.testing.assert_allclose(got, reference(tiny_encoder, batch), atol=1e-5)
+    # token_type_ids left out means all zeros
+    features = model.preprocess(TEXTS)
+    np.testing.assert_allclose(fused(features["input_ids"], features["attention_mask"]).numpy(),
+                               fused(features["input_ids"], features["attention_mask"],
+                                     torch.zeros_like(features["input_ids"])).numpy())
+
+
+def test_bf16_backend_uses_the_fused_pass_only_where_it_is_exact(tiny_encoder, tmp_path):
+    from sentence_transformers import SentenceTransformer, models
+
+    from influcoder.fused_bert import fusable
+
+    assert FastEncoder(str(tiny_encoder), backend="bf16")._fused is not None
+    model = load_encoder(str(tiny_encoder))
+    cls = SentenceTransformer(modules=[model[0], models.Pooling(
+        model.get_embedding_dimension(), pooling_mode="cls")], device="cpu")
+    assert "pooling is 'cls'" in fusable(cls)
+    cls.save(str(tmp_path / "cls"))
+    enc = FastEncoder(str(tmp_path / "cls"), backend="bf16")
+    assert enc._fused is None  # the module tree in bf16 instead
+    ref = cls.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(enc.encode(TEXTS), ref, atol=0.03)  # bf16 rounding
 
 
 def test_fingerprint_covers_every_file(tiny_encoder, other_encoder):

@@ -9,9 +9,11 @@ on the real MiniLM, ``tests/test_encode.py`` on a tiny one):
 backend    what runs                                        fidelity / needs
 =========  ==============================================  =====================================
 ``torch``  the sentence-transformers modules in float32     the reference
-``bf16``   the same modules, weights and activations in     Spearman >= 0.9999 on MiniLM; fast
-           bfloat16 (the output renormalised in float32)    only where the CPU has bf16 units
-                                                            (AVX512-BF16, AMX) or on a GPU
+``bf16``   weights and activations in bfloat16 (the        Spearman >= 0.9999 on MiniLM; fast
+           output renormalised in float32): BERT encoders   only where the CPU has bf16 units
+           with mean pooling run one fused pass             (AVX512-BF16, AMX) or on a GPU
+           (:mod:`influcoder.fused_bert`), others the
+           sentence-transformers modules
 ``onnx``   the model exported once to ONNX, run by ONNX     equal to float32 up to 1e-6; needs
            Runtime with its graph optimisations             ``onnx`` and ``onnxruntime``
 ``int8``   that ONNX model with int8 weights (ONNX          Spearman about 0.99 on MiniLM, the
@@ -23,8 +25,9 @@ backend    what runs                                        fidelity / needs
 PyTorch's own dynamic int8 quantisation (``quantize_dynamic`` of the Linear layers) is not
 offered: on MiniLM its scores correlate only ~0.93 with float32 and it is barely faster.
 
-Batches: texts are sorted by token count, cut into batches, encoded, and put back in input
-order, so each batch pads to the length of its own longest text. A text's vector does not
+Batches: texts are sorted by token count, cut into batches of similar length
+(:func:`~influcoder.batching.length_batches`: at most 20% of a batch is padding), encoded, and
+put back in input order. A text's vector does not
 depend on the other texts of its batch (the attention mask hides the padding), so the order
 changes only the speed.
 
@@ -141,7 +144,12 @@ class FastEncoder:
         self.dim = int(self.model.get_embedding_dimension())
         self._device = torch.device(device)
         self._session = None
-        if self.backend == "bf16":
+        self._fused = None
+        from .fused_bert import FusedBert, fusable
+
+        if self.backend == "bf16" and fusable(self.model) is None:
+            self._fused = FusedBert(self.model, torch.bfloat16)
+        elif self.backend == "bf16":
             self.model.to(torch.bfloat16)
         elif self.backend in ("onnx", "int8"):
             self._session = self._onnx_session()
@@ -207,6 +215,9 @@ class FastEncoder:
         import torch
 
         features = self.model.preprocess(texts)
+        if self._fused is not None:
+            return self._fused(features["input_ids"], features["attention_mask"],
+                               features.get("token_type_ids")).cpu().numpy()
         if self._session is not None:
             names = [i.name for i in self._session.get_inputs()]
             return self._session.run(None, {n: features[n].numpy() for n in names})[0]
