@@ -13,7 +13,10 @@ the demo data packages) it prints:
    for a shorter ``max_seq_length``;
 3. a synthetic pool of unit vectors (dim 384, clustered like real embeddings, rounded to
    float16 as the store keeps them): single-query latency once loaded and recall@10 against
-   exact search, for the exact index and the approximate kinds.
+   exact search, for the exact index and the approximate kinds;
+4. the search stage of both paths at a realistic pool size (``--scale-n``, synthetic vectors
+   of each path's own dimension and format), added to section 1's query-side cost: at scale
+   the gradient path must read N sketched gradients per batch of queries.
 
 Targets: (1) >= 50x faster than the gradient path in bf16, <= 768 index bytes per pool sample
 in float16; (2) the default backend at Spearman >= 0.99; (3) one query against 1M vectors in
@@ -263,6 +266,51 @@ def faiss_at_scale(n: int, hnsw_n: int, n_queries: int, dim: int, nprobe: int | 
 # ---------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------
+# 4. the search stage at a realistic pool size
+
+
+def search_at_scale(n: int, m: int, work: Path, repeats: int) -> list[dict]:
+    """Time each path's search stage for M queries against N pool vectors of its own kind:
+    ``score_stores`` over a gradient store (sketch dim, float16, collect's shard size) and the
+    flat (exact) FAISS index the encoder path opens by default. The vectors are random (their
+    values do not change the cost); the query-side costs come from section 1."""
+    import faiss
+
+    from influcoder.arguments import CollectArguments
+    from influcoder.data import Sample
+    from influcoder.influence import score_stores
+    from influcoder.store import StoreWriter
+
+    cargs = CollectArguments()
+    rng = np.random.default_rng(0)
+
+    def store(path: Path, rows: int, dim: int):
+        samples = [Sample(id=f"{path.name}{i}", prompt="p", response="r") for i in range(rows)]
+        w = StoreWriter(path, kind="gradients", setup={"synthetic": True}, samples=samples,
+                        dim=dim, dtype=cargs.dtype, shard_rows=cargs.shard_rows)
+        for k in w.missing_shards():
+            a, b = w.shard_range(k)
+            w.write_shard(k, rng.standard_normal((b - a, dim), dtype=np.float32))
+        return w.finish()
+
+    pool = store(work / "grad-pool", n, cargs.sketch_dim)
+    queries = store(work / "grad-queries", m, cargs.sketch_dim)
+    score_stores(pool, queries, k=K)  # page cache warm: the cheapest case for the gradient path
+    grad = _median_seconds(lambda: score_stores(pool, queries, k=K), repeats)
+
+    x = rng.standard_normal((n, 384), dtype=np.float32)
+    faiss.normalize_L2(x)
+    q = x[rng.choice(n, m, replace=False)].copy()
+    index = faiss.IndexFlatIP(384)
+    index.add(x)
+    enc = _median_seconds(lambda: index.search(q, K), repeats)
+    return [{"path": "gradient (score_stores)", "n": n, "search M s": grad,
+             "ms/query": 1000 * grad / m, "pool GB": n * cargs.sketch_dim * 2 / 1e9},
+            {"path": "encoder (flat FAISS)", "n": n, "search M s": enc,
+             "ms/query": 1000 * enc / m, "pool GB": n * 384 * 2 / 1e9}]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pool", type=int, default=64, help="N: pool samples (real texts)")
@@ -284,10 +332,13 @@ def main() -> None:
     ap.add_argument("--ef-search", type=int, default=None, help="hnsw candidates (default: "
                     "the index's own choice)")
     ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: 1,2,3")
+    ap.add_argument("--scale-n", type=int, default=100_000,
+                    help="section 4: pool size for the search stage of both paths")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: 1,2,3,4")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
 
+    section1 = None
     if "1" not in skip or "2" not in skip:
         pool, queries = common.mixed_samples(args.pool, args.queries)
     if "1" not in skip:
@@ -308,6 +359,7 @@ def main() -> None:
             loaded = g["attribute M s (loaded)"] / e["attribute M s (loaded)"]
             print(f"encoder path: {e2e:.0f}x faster end to end, {loaded:.0f}x once loaded "
                   f"(target >= 50x)")
+            section1 = {"gradient": g["ms/query (loaded)"], "encoder": e["ms/query (loaded)"]}
     if "2" not in skip:
         from influcoder.data import encoder_text
 
@@ -326,6 +378,17 @@ def main() -> None:
         print(common.table(rows, ["kind", "n", "params", "build s", "median ms/query",
                                   "p95 ms/query", "recall@10", "store B/sample (fp16)",
                                   "faiss.index B/sample"]))
+    if "4" not in skip:
+        with tempfile.TemporaryDirectory() as d:
+            rows = search_at_scale(args.scale_n, args.queries, Path(d), args.repeats)
+        print(f"\n4. the search stage for M={args.queries} queries against N={args.scale_n} "
+              f"pool vectors (synthetic, each path's own size and format)")
+        print(common.table(rows, ["path", "n", "pool GB", "search M s", "ms/query"]))
+        if section1:
+            g = section1["gradient"] + rows[0]["ms/query"]
+            e = section1["encoder"] + rows[1]["ms/query"]
+            print(f"per query at N={args.scale_n}, once loaded (section 1's query side + this "
+                  f"search): gradient {g:.0f} ms, encoder {e:.1f} ms: {g / e:.0f}x")
     print(f"\nreproduce: {common.command_line()}")
 
 
