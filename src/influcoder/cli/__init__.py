@@ -1,0 +1,11 @@
+"""The ``influcoder`` command line: a thin layer over the Python API.
+
+User mistakes (bad input, a store built differently, a missing package) are printed as one
+clean message and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+# Importing the command modules registers their commands on the group.
+from . import attribution, demo, ground_truth, training  # noqa: F401
+from .app import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,257 @@
+"""Commands of the online side: encode, index, attribute, filter."""
+
+from __future__ import annotations
+
+import click
+
+from .app import cli
+from .options import (encoder_options, engine_options, field_options, fields_from,
+                      handle_errors, log, textwrap)
+
+
+@cli.command()
+@click.argument("data")
+@click.option("--encoder", "-e", default="all-minilm-l6-v2", show_default=True,
+              help="a sentence-transformers directory or 'all-minilm-l6-v2' (bundled)")
+@click.option("--out", "-o", required=True, help="store directory to create (or resume)")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@encoder_options
+@engine_options
+@field_options
+@handle_errors
+def encode(data, encoder, out, quiet, limit, engine, ray_address, num_workers, **kw):
+    """Embeddings of DATA (prompt, blank line, response) into a store, like `collect` makes
+    for gradients: `score`, `info` and open_store() work on both.
+
+    \b
+    Examples:
+      influcoder encode train.jsonl --encoder runs/encoder --out runs/train-emb
+      influcoder encode train.jsonl -e all-minilm-l6-v2 -o runs/emb --dtype int8
+      influcoder encode big.jsonl -e runs/encoder -o runs/big --engine ray
+    """
+    from dataclasses import replace
+
+    from ..encode import EncodeArguments
+    from ..encode import encode as run_encode
+
+    fields = fields_from(kw)
+    given = {k: v for k, v in kw.items() if v is not None}
+    try:
+        args = replace(EncodeArguments(encoder=encoder), **given)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    store = run_encode(data, out, args, fields=fields, limit=limit, engine=engine,
+                       ray_address=ray_address, num_workers=num_workers, progress=not quiet,
+                       log=log)
+    log(f"wrote {store.path}: {store.n} samples x {store.dim} ({store.dtype})")
+
+
+@cli.command()
+@click.argument("encoder")
+@click.argument("data")
+@click.option("--out", "-o", required=True, help="index directory to create, resume or extend")
+@click.option("--append", is_flag=True,
+              help="add DATA as a new segment (the old ones are not re-encoded; ids must be new)")
+@click.option("--approx", type=click.Choice(["flat", "hnsw", "ivf"]), default=None,
+              help="FAISS kind: flat (exact, the default for a new index), hnsw or ivf "
+                   "(approximate, for millions of samples); changing it rebuilds faiss.index")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@encoder_options
+@engine_options
+@field_options
+@handle_errors
+def index(encoder, data, out, append, approx, quiet, limit, engine, ray_address, num_workers,
+          **kw):
+    """Encode the pool DATA with ENCODER into a persistent, searchable index.
+
+    ENCODER is a sentence-transformers directory (from `distill`) or 'all-minilm-l6-v2'.
+    A killed run resumes when run again with the same command; rerunning it on a finished
+    index rebuilds a missing faiss.index (or, with --approx, another kind) from the stored
+    embeddings.
+
+    \b
+    Examples:
+      influcoder index runs/encoder train.jsonl --out runs/index
+      influcoder index runs/encoder more.jsonl --out runs/index --append
+      influcoder index runs/encoder big.parquet -o runs/big --approx hnsw --engine ray
+    """
+    from ..index import build_index
+
+    fields = fields_from(kw)
+    try:
+        built = build_index(data, out, encoder, append=append, approx=approx, fields=fields,
+                            limit=limit, engine=engine, ray_address=ray_address,
+                            num_workers=num_workers, progress=not quiet, log=log, **kw)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    log(f"wrote {built.path}: {built.n} samples x {built.dim} in {len(built.segments)} "
+        f"segment(s), {built.kind} search")
+
+
+def _query_options(f):
+    f = click.option("--ef-search", type=int, default=None,
+                     help="hnsw index: candidates per search (more: slower, higher recall)")(f)
+    f = click.option("--nprobe", type=int, default=None,
+                     help="ivf index: lists searched (more: slower, higher recall)")(f)
+    f = click.option("--backend", type=click.Choice(["auto", "torch", "bf16", "onnx", "int8"]),
+                     default="auto", show_default=True, help="encoder inference for the queries")(f)
+    f = click.option("--encoder", "-e", default=None,
+                     help="the index's encoder, if it moved (its fingerprint must match)")(f)
+    f = click.option("--prompt", default="", help="the prompt the --text responses answered")(f)
+    f = click.option("--text", "texts", multiple=True,
+                     help="a query: a response text (repeatable; with --prompt, its prompt)")(f)
+    return f
+
+
+def _load_queries(queries, texts, prompt, kw):
+    from ..attribute import read_queries
+
+    if queries is None and not texts:
+        raise click.UsageError("give QUERIES (a data file, a .txt file, or - for stdin) or --text")
+    limit = kw.pop("limit")
+    return read_queries(queries, texts, prompt=prompt, fields=fields_from(kw), limit=limit)
+
+
+def _sample_text(sample, width: int) -> str:
+    text = f"{sample.prompt} -> {sample.response}" if sample.prompt else sample.response
+    return textwrap(text, width)
+
+
+SCORE_LEGEND = ("score: cosine of the embeddings (1 = same direction, 0 = unrelated); "
+                "z: standard deviations above this query's average score over the pool")
+
+
+@cli.command()
+@click.argument("index_dir", metavar="INDEX", type=click.Path(exists=True, file_okay=False))
+@click.argument("queries", required=False)
+@_query_options
+@click.option("--top-k", "-k", type=int, default=10, show_default=True,
+              help="pool samples per query (clamped to the pool's size, with a warning)")
+@click.option("--aggregate", type=click.Choice(["sum", "mean", "max"]), default=None,
+              help="one score per pool sample over all the queries, as a ranking")
+@click.option("--out", "-o", default=None,
+              help="write the results to a .jsonl, .csv, .json or .parquet file (with "
+                   "--aggregate: every pool sample, ranked)")
+@click.option("--width", type=int, default=100, show_default=True,
+              help="characters of text shown per sample")
+@field_options
+@handle_errors
+def attribute(index_dir, queries, texts, prompt, encoder, backend, nprobe, ef_search, top_k,
+              aggregate, out, width, **kw):
+    """The pool samples of INDEX that most influenced each query.
+
+    QUERIES: a data file of samples (prompt and response), a .txt file (one response per
+    line), or - for stdin (a line holding a JSON object is a sample, any other line a
+    response); or give --text. Many queries are encoded and searched in one batch.
+
+    \b
+    Examples:
+      influcoder attribute runs/index --text "The capital of France is Paris." -k 5
+      influcoder attribute runs/index queries.jsonl -k 20 --out top.csv
+      echo "I cannot help with that." | influcoder attribute runs/index -
+      influcoder attribute runs/index unwanted.jsonl --aggregate mean --out ranking.parquet
+    """
+    import warnings
+
+    from ..attribute import Attributor, attribution_rows, ranking_rows, write_table
+
+    if top_k < 1:
+        raise click.UsageError("--top-k must be >= 1")
+    samples = _load_queries(queries, texts, prompt, kw)
+    attributor = Attributor.load(index_dir, encoder, backend=backend, nprobe=nprobe,
+                                 ef_search=ef_search)
+    index = attributor.index
+    if aggregate is not None:
+        ranking = attributor.aggregate(samples, aggregate)
+        if out is not None:
+            write_table(out, ranking_rows(ranking, index))
+            log(f"wrote {out}: {index.n} pool samples ranked by {aggregate} score")
+        click.echo(f"{aggregate} score over {len(samples)} queries, top {min(top_k, index.n)} "
+                   f"of {index.n} pool samples (z: standard deviations above the pool's mean)")
+        click.echo(f"{'rank':>5}  {'score':>7}  {'z':>6}  id  text")
+        for h in ranking.top(index, top_k):
+            click.echo(f"{h.rank:>5}  {h.score:+.4f}  {h.z:+6.1f}  {h.id}  "
+                       f"{_sample_text(h.sample, width)}")
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = attributor.attribute(samples, top_k)
+    for w in caught:
+        log(f"warning: {w.message}")
+    if out is not None:
+        write_table(out, attribution_rows(results))
+        log(f"wrote {out}: {len(results)} queries x top {len(results[0].hits)}")
+        return
+    click.echo(SCORE_LEGEND)
+    for j, r in enumerate(results, start=1):
+        click.echo(f"\nquery {j} ({r.query.id}): {_sample_text(r.query, width)}")
+        click.echo(f"  {'rank':>4}  {'score':>7}  {'z':>6}  id  text")
+        for h in r.hits:
+            click.echo(f"  {h.rank:>4}  {h.score:+.4f}  {h.z:+6.1f}  {h.id}  "
+                       f"{_sample_text(h.sample, width)}")
+
+
+@cli.command(name="filter")
+@click.argument("index_dir", metavar="INDEX", type=click.Path(exists=True, file_okay=False))
+@click.argument("queries", required=False)
+@click.option("--out", "-o", required=True,
+              help="the cleaned data file (format by extension; use the pool's to keep it); "
+                   "OUT_STEM.removed.jsonl lists what was removed and why")
+@click.option("--top-k", "-k", type=int, default=None, help="remove the N highest-scoring samples")
+@click.option("--fraction", type=float, default=None,
+              help="remove this share of the pool (0.05: the top 5%)")
+@click.option("--threshold", type=float, default=None,
+              help="remove every sample whose aggregate score is at least this")
+@click.option("--aggregate", type=click.Choice(["mean", "max", "sum"]), default="mean",
+              show_default=True,
+              help="mean: resembles the unwanted behaviour as a whole (steady as queries are "
+                   "added); max: resembles any one example strongly (finds near-copies)")
+@_query_options
+@click.option("--width", type=int, default=80, show_default=True,
+              help="characters of text shown per sample")
+@field_options
+@handle_errors
+def filter_command(index_dir, queries, out, top_k, fraction, threshold, aggregate, texts, prompt,
+                   encoder, backend, nprobe, ef_search, width, **kw):
+    """Remove from the pool of INDEX the samples most like QUERIES (examples of unwanted
+    behaviour), and write the rest in the pool's own format.
+
+    Every pool sample is scored (exactly) against every query and the scores are aggregated;
+    give one of --top-k, --fraction, --threshold. Kept rows are written as they are in the
+    files the index was built from. OUT may not be an input.
+
+    \b
+    Examples:
+      influcoder filter runs/index harmful.jsonl --fraction 0.02 --out clean.jsonl
+      influcoder filter runs/index harmful.jsonl -k 100 --aggregate max --out clean.parquet
+      influcoder filter runs/index harmful.jsonl --threshold 0.45 --out clean.csv
+    """
+    from ..attribute import Attributor, filter_pool
+
+    if sum(x is not None for x in (top_k, fraction, threshold)) != 1:
+        raise click.UsageError("give exactly one of --top-k, --fraction, --threshold")
+    samples = _load_queries(queries, texts, prompt, kw)
+    attributor = Attributor.load(index_dir, encoder, backend=backend, nprobe=nprobe,
+                                 ef_search=ef_search)
+    try:
+        result = filter_pool(attributor, samples, out, top_k=top_k, fraction=fraction,
+                             threshold=threshold, how=aggregate, inputs=[queries], log=log)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    kept = result.n_pool - result.n_removed
+    click.echo(f"removed {result.n_removed} of {result.n_pool} pool samples ({rule_text(result)}); "
+               f"kept {kept}")
+    click.echo(f"wrote {result.out} (kept) and {result.removed_path} (removed, with scores and "
+               f"why)")
+    if result.removed:
+        click.echo(f"{'rank':>5}  {'score':>7}  {'z':>6}  id  closest query")
+        for r in result.removed[:10]:
+            click.echo(f"{r['rank']:>5}  {r['score']:+.4f}  {r['z']:+6.1f}  {r['id']}  "
+                       f"{textwrap(r['top_query']['id'], width)}")
+        if result.n_removed > 10:
+            click.echo(f"  ... {result.n_removed - 10} more in {result.removed_path}")
+
+
+def rule_text(result) -> str:
+    cutoff = "" if result.cutoff is None else f", lowest removed score {result.cutoff:+.4f}"
+    return result.rule + cutoff

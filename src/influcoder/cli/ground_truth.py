@@ -1,0 +1,110 @@
+"""Commands of the gradient side: collect, score, info."""
+
+from __future__ import annotations
+
+import click
+
+from ..arguments import CollectArguments
+from .app import cli
+from .options import (dataclass_options, engine_options, field_options, fields_from,
+                      handle_errors, log, settings_from, textwrap)
+
+
+@cli.command()
+@click.argument("data")
+@click.option("--out", "-o", required=True, help="store directory to create (or resume)")
+@click.option("--like", type=click.Path(exists=True, file_okay=False), default=None,
+              help="copy every setting (model, adapter, LoRA, sketch, template, truncation) "
+                   "from this store, so the two are comparable")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@engine_options
+@field_options
+@dataclass_options(CollectArguments)
+@handle_errors
+def collect(data, out, like, quiet, limit, engine, ray_address, num_workers, **kw):
+    """Per-sample response-only LoRA gradients of DATA, sketched and L2-normalised, into a
+    store.
+
+    DATA is a .jsonl/.json/.csv/.parquet file ('-' reads JSONL from stdin) with 'prompt' and
+    'response' fields or chat 'messages', or a Hugging Face dataset name (needs the hub).
+    A killed run resumes when run again with the same command.
+
+    \b
+    Examples:
+      influcoder collect train.jsonl --out runs/pool
+      influcoder collect train.jsonl --out runs/pool --adapter my-lora/ --bf16
+      influcoder collect queries.jsonl --like runs/pool --out runs/queries
+      influcoder collect data.csv --prompt-field question --response-field answer -o runs/x
+    """
+    from ..collect import collect as run_collect
+
+    fields = fields_from(kw)
+    if like is not None and any(v is not None for v in kw.values()):
+        raise click.UsageError("--like copies every setting from the store; drop "
+                               + ", ".join("--" + k.replace("_", "-")
+                                           for k, v in kw.items() if v is not None))
+    args = settings_from(CollectArguments, kw)
+    store = run_collect(data, out, args, like=like, fields=fields, limit=limit,
+                        progress=not quiet, log=log, engine=engine, ray_address=ray_address,
+                        num_workers=num_workers)
+    log(f"wrote {store.path}: {store.n} samples x {store.dim} ({store.dtype})")
+
+
+@cli.command()
+@click.argument("pool", type=click.Path(exists=True, file_okay=False))
+@click.argument("queries", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "-o", default=None,
+              help="directory for the full score matrix (scores.npy: pool x queries, float32; "
+                   "scores.json: the ids)")
+@click.option("--top-k", "-k", type=int, default=0,
+              help="print the K most influential pool samples for each query")
+@click.option("--width", type=int, default=100, show_default=True,
+              help="characters of text shown per sample")
+@handle_errors
+def score(pool, queries, out, top_k, width):
+    """Influence of every POOL sample on every QUERIES sample: cosine of their vectors.
+
+    Works on gradient stores and embedding stores alike; the two stores must share one
+    setup. The pool streams through memory a shard at a time.
+
+    \b
+    Examples:
+      influcoder score runs/pool runs/queries --top-k 5
+      influcoder score runs/pool runs/queries --out runs/scores
+    """
+    from ..influence import score_stores
+    from ..store import open_store
+
+    if out is None and top_k <= 0:
+        raise click.UsageError("nothing to do: give --out, --top-k, or both")
+    if top_k < 0:
+        raise click.UsageError("--top-k must be >= 0")
+    p, q = open_store(pool), open_store(queries)
+    rows, scores = score_stores(p, q, out, k=top_k)
+    if out is not None:
+        log(f"wrote {out}: {p.n} x {q.n} scores")
+    if rows is None:
+        return
+    ps, qs = p.samples, q.samples
+    for j, query in enumerate(qs):
+        click.echo(f"\nquery {query.id}: {textwrap(query.prompt + ' -> ' + query.response, width)}")
+        for rank, (i, s) in enumerate(zip(rows[:, j], scores[:, j]), start=1):
+            sample = ps[i]
+            click.echo(f"  {rank:>3}  {s:+.4f}  {sample.id}  "
+                       f"{textwrap(sample.prompt + ' -> ' + sample.response, width)}")
+
+
+@cli.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@handle_errors
+def info(store):
+    """What a store holds and how it was made."""
+    import json
+
+    from ..store import Store
+
+    s = Store(store, allow_incomplete=True)
+    m = s.manifest
+    state = "complete" if m["complete"] else f"{len(s.present_shards())}/{s.n_shards} shards"
+    click.echo(f"{s.path}: {m['kind']}, {s.n} samples x {s.dim} ({s.dtype}), {state}")
+    click.echo(json.dumps({"setup": m["setup"], "provenance": m.get("provenance", {})}, indent=2))

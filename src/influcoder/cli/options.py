@@ -1,0 +1,150 @@
+"""Option helpers shared by the ``influcoder`` commands, and the one error handler."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+import types
+import typing
+
+import click
+
+from ..errors import InflucoderError
+
+
+def textwrap(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def dataclass_options(cls, exclude: tuple[str, ...] = ()):
+    """Click options generated from a settings dataclass: ``--field-name``, with the field's
+    default and its ``metadata['help']``. Values left at their default are not passed on."""
+    hints = typing.get_type_hints(cls)
+
+    def decorate(f):
+        for fld in reversed(dataclasses.fields(cls)):
+            if fld.name in exclude:
+                continue
+            hint = hints[fld.name]
+            flag = "--" + fld.name.replace("_", "-")
+            help_ = fld.metadata.get("help", "")
+            default = fld.default
+            if hint is bool:
+                opt = click.option(f"{flag}/--no-{flag[2:]}", fld.name, default=None,
+                                   help=f"{help_} [default: {'on' if default else 'off'}]")
+            elif typing.get_origin(hint) is tuple:
+                opt = click.option(flag, fld.name, default=None, metavar="A,B,...",
+                                   help=f"{help_} [default: {','.join(fld.default)}]")
+            else:
+                base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+                plain = isinstance(base[0], type) and base[0] is not types.NoneType
+                typ = base[0] if plain else str
+                opt = click.option(flag, fld.name, type=typ, default=None,
+                                   help=f"{help_} [default: {default}]")
+            f = opt(f)
+        return f
+    return decorate
+
+
+def settings_from(cls, values: dict):
+    """Build ``cls`` from the options that were given (None = not given)."""
+    given = {}
+    for fld in dataclasses.fields(cls):
+        v = values.get(fld.name)
+        if v is None:
+            continue
+        if isinstance(fld.default, tuple) and isinstance(v, str):
+            v = tuple(x.strip() for x in v.split(",") if x.strip())
+        given[fld.name] = v
+    try:
+        return cls(**given)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def field_options(f):
+    """Options naming the fields of the input data."""
+    f = click.option("--limit", type=int, default=None, help="read only the first N samples")(f)
+    f = click.option("--messages-field", default="messages", show_default=True,
+                     help="field with chat messages (the last assistant turn is the response)")(f)
+    f = click.option("--id-field", default="id", show_default=True,
+                     help="field with a sample id (missing ids are derived from the content)")(f)
+    f = click.option("--response-field", default="response", show_default=True)(f)
+    f = click.option("--prompt-field", default="prompt", show_default=True)(f)
+    return f
+
+
+def fields_from(kw: dict):
+    from ..data import Fields
+
+    return Fields(prompt=kw.pop("prompt_field"), response=kw.pop("response_field"),
+                  id=kw.pop("id_field"), messages=kw.pop("messages_field"))
+
+
+def engine_options(f):
+    """Where the parallel stages run: --engine, --ray-address, --num-workers."""
+    f = click.option("--num-workers", type=int, default=None,
+                     help="Ray actors (default: one per free CPU of the cluster)")(f)
+    f = click.option("--ray-address", default=None,
+                     help="join this Ray cluster ('auto', 'ray://head:10001'); default with "
+                          "--engine ray: start a local Ray instance for the run")(f)
+    f = click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+                     show_default=True,
+                     help="compute shards here, or on Ray workers (needs influcoder[ray])")(f)
+    return f
+
+
+def handle_errors(f):
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except InflucoderError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(e.exit_code)
+    return wrapper
+
+
+def log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def parse_named(values: tuple[str, ...], option: str) -> dict[str, str]:
+    """``NAME=VALUE`` option values as a dict, refusing malformed or repeated names."""
+    out = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name.strip() or not rest.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {value!r}", param_hint=option)
+        if name.strip() in out:
+            raise click.BadParameter(f"the name {name.strip()!r} is used twice",
+                                     param_hint=option)
+        out[name.strip()] = rest.strip()
+    return out
+
+
+def split_list(value: str) -> list[str]:
+    return [] if value.strip().lower() == "none" else [
+        x.strip() for x in value.split(",") if x.strip()]
+
+
+def encoder_options(f):
+    """How embeddings are made; left unset, a new store or index gets the defaults and an
+    existing one keeps its own."""
+    from ..encode import STORAGE_DTYPES
+    from ..fast_encoder import BACKENDS
+
+    f = click.option("--shard-rows", type=int, default=None,
+                     help="rows per store shard, the unit of resumption [default: 1024]")(f)
+    f = click.option("--batch-size", type=int, default=None,
+                     help="texts per batch [default: 32]")(f)
+    f = click.option("--max-seq-length", type=int, default=None,
+                     help="tokens per text, longer ones are cut [default: the encoder's own]")(f)
+    f = click.option("--dtype", type=click.Choice(STORAGE_DTYPES), default=None,
+                     help="stored dtype; int8 scales each row to +-127 [default: float16]")(f)
+    f = click.option("--backend", type=click.Choice(BACKENDS), default=None,
+                     help="encoder inference: torch (float32 reference), bf16, onnx, int8; auto "
+                          "= bf16 where the CPU has bf16 units, else torch [default: auto]")(f)
+    return f

@@ -1,0 +1,159 @@
+"""Commands that train and judge encoders: distill, evaluate."""
+
+from __future__ import annotations
+
+import click
+
+from ..distill.arguments import DistillArguments
+from .app import cli
+from .options import (dataclass_options, handle_errors, log, parse_named, settings_from,
+                      split_list)
+
+
+@cli.command()
+@click.argument("pool", type=click.Path(exists=True, file_okay=False))
+@click.argument("queries", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "-o", required=True, help="directory for the trained encoder")
+@click.option("--encoder", default="all-minilm-l6-v2", show_default=True,
+              help="encoder to start from: 'all-minilm-l6-v2' (bundled) or a "
+                   "sentence-transformers/HF encoder directory")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@dataclass_options(DistillArguments)
+@handle_errors
+def distill(pool, queries, out, encoder, quiet, **kw):
+    """Train an encoder whose cosines rank like the gradient influence of POOL on QUERIES.
+
+    POOL and QUERIES are gradient stores from `collect` (QUERIES made --like POOL). A share of
+    both is held out; the three validation figures (per-anchor, pairwise and aggregated
+    Spearman) are printed for the untrained encoder and after every epoch, and the best epoch is
+    kept. The output is a standard sentence-transformers directory plus
+    influcoder_distill.json (settings, ground-truth fingerprint, history).
+
+    \b
+    Examples:
+      influcoder distill runs/pool runs/queries --out runs/encoder
+      influcoder distill runs/pool runs/queries -o runs/enc --epochs 5 --hard-fraction 0.25
+    """
+    from ..distill.stores import distill_stores
+    from ..store import open_store
+
+    args = settings_from(DistillArguments, kw)
+    result = distill_stores(open_store(pool), open_store(queries), out, args, encoder=encoder,
+                            progress=not quiet)
+    log("untrained: " + ", ".join(f"{k} {v:+.3f}" for k, v in result.untrained.items()))
+    log(f"best (epoch {result.best_epoch}): "
+        + ", ".join(f"{k} {v:+.3f}" for k, v in result.best.items()))
+    log(f"wrote {out}")
+
+
+@cli.command()
+@click.argument("pool", type=click.Path(exists=True, file_okay=False))
+@click.argument("queries", type=click.Path(exists=True, file_okay=False))
+@click.option("--method", "-m", "store_methods", multiple=True, metavar="NAME=POOL,QUERIES",
+              help="a method scored from two stores of precomputed vectors (e.g. embedding "
+                   "stores of the same pool and queries); repeatable")
+@click.option("--encoder", "-e", "encoders", multiple=True, metavar="NAME=ENCODER",
+              help="a sentence encoder (directory or bundled name) that embeds the samples' "
+                   "text now, timed; repeatable")
+@click.option("--baselines", default="random,tfidf,bm25", show_default=True,
+              help="text baselines to run, comma separated, or 'none'")
+@click.option("--gradient-dims", default="", metavar="D1,D2,...",
+              help="also score the ground-truth stores re-sketched to these smaller "
+                   "dimensions (storage vs fidelity)")
+@click.option("--label-field", default=None,
+              help="meta field of the pool samples that marks planted samples (adds AUPRC)")
+@click.option("--positive", default=None, help="the --label-field value of a planted sample")
+@click.option("-k", "k", type=int, default=10, show_default=True,
+              help="cut-off of ndcg@k and recall@k")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed of the random baseline and of the re-sketches")
+@click.option("--target", "targets", multiple=True, metavar="METHOD:METRIC>=VALUE",
+              help="a figure to reach (or METRIC<=VALUE), reported as MET or MISSED; repeatable")
+@click.option("--out", "-o", default=None,
+              help="directory for results.json, results.csv and report.html with its figures")
+@click.option("--title", default="influcoder evaluation", show_default=True,
+              help="title of the HTML report")
+@click.option("--show-queries", type=int, default=3, show_default=True,
+              help="queries whose top samples the report shows side by side")
+@handle_errors
+def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, label_field,
+             positive, k, seed, targets, out, title, show_queries):
+    """Judge attribution methods against the gradient ground truth of POOL x QUERIES.
+
+    POOL and QUERIES are the gradient stores whose cosines are the ground truth. Every other
+    method scores the same samples: stores of precomputed vectors (--method), encoders run
+    now (--encoder), text baselines (--baselines) and smaller re-sketches of the gradients
+    (--gradient-dims). Prints one row of figures per method; docs/EVALUATION.md explains them.
+
+    \b
+    Examples:
+      influcoder evaluate runs/pool runs/queries
+      influcoder evaluate runs/pool runs/queries -e semantic=all-minilm-l6-v2 \
+          -e distilled=runs/encoder --gradient-dims 1024,256 --out runs/eval
+      influcoder evaluate runs/pool runs/queries -m distilled=runs/pool_emb,runs/query_emb \
+          --label-field label --positive harmful --target distilled:auprc_mean>=0.5
+    """
+    from ..evaluate import (GROUND_TRUTH_METHOD, check_target, evaluate as run_evaluate,
+                           expected_random_auprc, format_table, labels_from_samples,
+                           method_names, placeholder_rows, score_methods, write_results)
+    from ..report import write_report
+    from ..store import open_store
+
+    if (label_field is None) != (positive is None):
+        raise click.UsageError("--label-field and --positive go together")
+    try:
+        dims = [int(d) for d in split_list(gradient_dims)]
+    except ValueError:
+        raise click.BadParameter(f"expected integers, got {gradient_dims!r}",
+                                 param_hint="--gradient-dims") from None
+    pairs = {}
+    for name, value in parse_named(store_methods, "--method").items():
+        paths = [p.strip() for p in value.split(",")]
+        if len(paths) != 2 or not all(paths):
+            raise click.BadParameter(f"{name}: expected NAME=POOL_STORE,QUERY_STORE, got "
+                                     f"{value!r}", param_hint="--method")
+        pairs[name] = (open_store(paths[0]), open_store(paths[1]))
+    gt_pool, gt_queries = open_store(pool), open_store(queries)
+    if not 1 <= k <= gt_pool.n:
+        raise click.BadParameter(f"must lie between 1 and the pool size {gt_pool.n}",
+                                 param_hint="-k")
+    labels = (labels_from_samples(gt_pool.samples, label_field, positive)
+              if label_field is not None else None)
+    named = {"stores": pairs, "encoders": parse_named(encoders, "--encoder"),
+             "baselines": split_list(baselines), "gradient_dims": dims}
+    # Targets are checked against the rows to come before the (maybe slow) scoring starts.
+    expected = placeholder_rows(method_names(**named), k, labels is not None)
+    try:
+        for spec in targets:
+            check_target(expected, spec)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--target") from None
+    try:
+        methods = score_methods(gt_pool, gt_queries, seed=seed, log=log, **named)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    gt = methods[GROUND_TRUTH_METHOD][0]
+    rows = run_evaluate(gt, methods, labels=labels, k=k)
+    checked = [check_target(rows, spec) for spec in targets]
+    click.echo(format_table(rows))
+    if labels is not None:
+        click.echo(f"planted: {int(labels.sum())} of {labels.size} pool samples "
+                   f"({labels.mean():.1%}); a random ranking's expected AUPRC is "
+                   f"{expected_random_auprc(labels.size, int(labels.sum())):.3f}")
+    for _name, achieved, text in checked:
+        click.echo(f"{'MET   ' if achieved else 'MISSED'}  {text}")
+    if out is None:
+        return
+    write_results(out, rows, pool=str(gt_pool.path), queries=str(gt_queries.path), k=k,
+                  n_pool=gt_pool.n, n_query=gt_queries.n,
+                  positives=None if labels is None else int(labels.sum()),
+                  random_expected_auprc=None if labels is None else expected_random_auprc(
+                      labels.size, int(labels.sum())),
+                  methods={name: info for name, (_, info) in methods.items()},
+                  targets=[{"target": n, "achieved": a, "text": t} for n, a, t in checked])
+    report = write_report(out, rows, gt=gt,
+                          method_scores={name: s for name, (s, _) in methods.items()},
+                          labels=labels, pool_samples=gt_pool.samples,
+                          query_samples=gt_queries.samples, title=title, targets=checked,
+                          queries_shown=show_queries)
+    log(f"wrote {out}: results.json, results.csv, {report.name}")
