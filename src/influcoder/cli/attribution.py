@@ -6,7 +6,7 @@ import click
 
 from .app import cli
 from .options import (encoder_options, engine_options, field_options, fields_from,
-                      handle_errors, log, textwrap)
+                      handle_errors, log, clip_text)
 
 
 @cli.command()
@@ -114,7 +114,7 @@ def _load_queries(queries, texts, prompt, kw):
 
 def _sample_text(sample, width: int) -> str:
     text = f"{sample.prompt} -> {sample.response}" if sample.prompt else sample.response
-    return textwrap(text, width)
+    return clip_text(text, width)
 
 
 SCORE_LEGEND = ("score: cosine of the embeddings (1 = same direction, 0 = unrelated); "
@@ -247,7 +247,7 @@ def filter_command(index_dir, queries, out, top_k, fraction, threshold, aggregat
         click.echo(f"{'rank':>5}  {'score':>7}  {'z':>6}  id  closest query")
         for r in result.removed[:10]:
             click.echo(f"{r['rank']:>5}  {r['score']:+.4f}  {r['z']:+6.1f}  {r['id']}  "
-                       f"{textwrap(r['top_query']['id'], width)}")
+                       f"{clip_text(r['top_query']['id'], width)}")
         if result.n_removed > 10:
             click.echo(f"  ... {result.n_removed - 10} more in {result.removed_path}")
 

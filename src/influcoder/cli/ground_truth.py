@@ -7,7 +7,7 @@ import click
 from ..arguments import CollectArguments
 from .app import cli
 from .options import (dataclass_options, engine_options, field_options, fields_from,
-                      handle_errors, log, settings_from, textwrap)
+                      handle_errors, log, settings_from, clip_text)
 
 
 @cli.command()
@@ -87,11 +87,12 @@ def score(pool, queries, out, top_k, width):
         return
     ps, qs = p.samples, q.samples
     for j, query in enumerate(qs):
-        click.echo(f"\nquery {query.id}: {textwrap(query.prompt + ' -> ' + query.response, width)}")
+        text = clip_text(query.prompt + " -> " + query.response, width)
+        click.echo(f"\nquery {query.id}: {text}")
         for rank, (i, s) in enumerate(zip(rows[:, j], scores[:, j]), start=1):
             sample = ps[i]
             click.echo(f"  {rank:>3}  {s:+.4f}  {sample.id}  "
-                       f"{textwrap(sample.prompt + ' -> ' + sample.response, width)}")
+                       f"{clip_text(sample.prompt + ' -> ' + sample.response, width)}")
 
 
 @cli.command()

@@ -13,7 +13,7 @@ import click
 from ..errors import InflucoderError
 
 
-def textwrap(text: str, width: int) -> str:
+def clip_text(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
