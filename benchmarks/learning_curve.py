@@ -9,6 +9,8 @@ encoder and TF-IDF.
 
     python benchmarks/learning_curve.py                       # sizes 16x48,32x96,64x192
     python benchmarks/learning_curve.py --sizes 100x200,300x600,1000x2000 --epochs 3
+    python benchmarks/learning_curve.py --sizes 500x1000 --epochs 2 --work runs/more \
+        --init runs/learning_curve/encoder_500x1000    # 2 more epochs for a trained encoder
 
 Everything is cached under --work (stores resume, encoders are reused), so a long run can be
 stopped and continued.
@@ -30,12 +32,21 @@ def main() -> None:
     from influcoder.arguments import CollectArguments
     from influcoder.baselines import encoder_scores, tfidf_scores
     from influcoder.collect import collect
-    from influcoder.demo import CHAT, HARMFUL, REASONING, _samples
-    from influcoder.datasets import load_bbh_cot, load_chatterbot, load_harmful, load_rho_qa
     from influcoder.data import encoder_text
+    from influcoder.datasets import (
+        load_bbh_cot,
+        load_chatterbot,
+        load_harmful,
+        load_rho_qa,
+    )
+    from influcoder.demo import CHAT, HARMFUL, REASONING, _samples
     from influcoder.distill import DistillArguments, distill
     from influcoder.influence import cosine_scores
-    from influcoder.metrics import aggregated_spearman, pairwise_spearman, per_anchor_spearman
+    from influcoder.metrics import (
+        aggregated_spearman,
+        pairwise_spearman,
+        per_anchor_spearman,
+    )
     from influcoder.models import load_encoder
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -50,6 +61,10 @@ def main() -> None:
                     help="queries per step: a square block trains on 4x the pairs of 32x8 "
                          "for 1.6x the texts encoded")
     ap.add_argument("--hard-fraction", type=float, default=0.0)
+    ap.add_argument("--init", default="all-minilm-l6-v2",
+                    help="encoder to start from: the bundled MiniLM, or an encoder directory "
+                         "distilled before (to train it for more epochs; keep --seed so the "
+                         "validation split stays the one it never trained on)")
     ap.add_argument("--work", default="runs/learning_curve")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -96,14 +111,14 @@ def main() -> None:
         t = time.perf_counter()
         if not (enc_dir / "influcoder_distill.json").is_file():
             # Distil on the first p pool samples x first q queries of the training ground truth.
-            distill(load_encoder("all-minilm-l6-v2"),
+            distill(load_encoder(args.init),
                     [encoder_text(s) for s in gp.samples[:p]],
                     [encoder_text(s) for s in gq.samples[:q]], full_gt[:p, :q],
                     DistillArguments(epochs=args.epochs, seed=args.seed,
                                      max_seq_length=args.encoder_max_length,
                                      batch_pool=args.batch_pool, batch_query=args.batch_query,
                                      hard_fraction=args.hard_fraction), out_dir=enc_dir,
-                    extra_card={"ground_truth": {"pool": p, "queries": q}})
+                    extra_card={"ground_truth": {"pool": p, "queries": q}, "init": args.init})
         train_seconds = time.perf_counter() - t
         card = json.loads((enc_dir / "influcoder_distill.json").read_text())
         rows_out.append({"method": f"distilled {q}x{p}",

@@ -53,3 +53,48 @@ def test_distill_errors(tiny_model_dir, tiny_encoder_dir, tmp_path):
     r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gp"), "-o",
                          str(tmp_path / "enc"), "--encoder", str(tmp_path / "notenc"), "-q"])
     assert r.exit_code == 2 and "not a sentence-transformers or HF encoder directory" in r.output
+
+
+class Killed(BaseException):
+    """Stands for the process being killed (not an Exception: the CLI's handler lets it by)."""
+
+
+def test_killed_distill_resumes_with_the_same_options(tiny_model_dir, tiny_encoder_dir,
+                                                      tmp_path, monkeypatch):
+    from influcoder.distill import trainer
+
+    run = CliRunner()
+    pool = write_jsonl(tmp_path / "pool.jsonl", _rows("p", 24))
+    queries = write_jsonl(tmp_path / "q.jsonl", _rows("q", 12))
+    assert run.invoke(cli, ["collect", str(pool), "-o", str(tmp_path / "gp"), "--model",
+                            str(tiny_model_dir), *COLLECT]).exit_code == 0
+    assert run.invoke(cli, ["collect", str(queries), "--like", str(tmp_path / "gp"), "-o",
+                            str(tmp_path / "gq")]).exit_code == 0
+    enc = tmp_path / "enc"
+    distill = ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o", str(enc),
+               "--encoder", tiny_encoder_dir, "--epochs", "2", "--steps-per-epoch", "2",
+               "--val-fraction", "0.25", "-q"]
+    original, calls = trainer._BlockSampler.sample, []
+
+    def sample(self):  # killed at the first step of epoch 2, after epoch 1's checkpoint
+        calls.append(1)
+        if len(calls) == 3:
+            raise Killed
+        return original(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer._BlockSampler, "sample", sample)
+        try:
+            run.invoke(cli, distill, catch_exceptions=False)
+        except Killed:
+            pass
+    assert len(calls) == 3 and not enc.exists() and (tmp_path / "enc.checkpoint").is_dir()
+
+    r = run.invoke(cli, [*distill, "--lr", "1e-4"])
+    assert r.exit_code == 2 and "another distillation run" in r.output
+    assert "args.lr: 5e-05 vs 0.0001" in r.output
+    r = run.invoke(cli, distill)
+    assert r.exit_code == 0, r.output
+    assert "resuming from" in r.output and "1 of 2 epochs already done" in r.output
+    assert (enc / "influcoder_distill.json").is_file()
+    assert not (tmp_path / "enc.checkpoint").exists()

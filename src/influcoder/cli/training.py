@@ -29,6 +29,10 @@ def distill(pool, queries, out, encoder, quiet, **kw):
     kept. The output is a standard sentence-transformers directory plus
     influcoder_distill.json (settings, ground-truth fingerprint, history).
 
+    After every epoch the run is checkpointed to OUT.checkpoint: if it is killed, the same
+    command resumes from the last finished epoch and ends with exactly the encoder an
+    uninterrupted run gives. Other options or data are refused while a checkpoint is there.
+
     \b
     Examples:
       influcoder distill runs/pool runs/queries --out runs/encoder

@@ -24,7 +24,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import aggregated_spearman, pairwise_spearman, per_anchor_spearman
 from ..store import atomic_write_dir
+from . import checkpoint
 from .arguments import DistillArguments
 from .losses import InfluenceDistillLoss
 
@@ -82,7 +83,8 @@ class DistillResult:
 
 def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: np.ndarray,
             args: DistillArguments | None = None, *, out_dir: str | Path | None = None,
-            progress: bool = True, extra_card: dict[str, Any] | None = None) -> DistillResult:
+            progress: bool = True, extra_card: dict[str, Any] | None = None,
+            log: Callable[[str], None] = print) -> DistillResult:
     """Train ``encoder`` in place so that the cosines of its embeddings rank like ``gt``.
 
     Same settings, encoder and data give the same result: the split and the blocks come from a
@@ -101,10 +103,15 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
         out_dir: if given, the trained encoder is saved there as a sentence-transformers
             directory (load it with ``SentenceTransformer(out_dir)``), together with
             ``influcoder_distill.json`` (settings, split sizes, per-epoch history, best epoch).
-            The directory appears whole or not at all; an existing one is replaced.
+            The directory appears whole or not at all; an existing one is replaced. After
+            every epoch but the last the run's state is checkpointed to ``<out_dir>.checkpoint``
+            (see :mod:`influcoder.distill.checkpoint`): if the run is killed, calling ``distill``
+            again with the same encoder, data and settings resumes from the last finished epoch
+            and ends exactly as an uninterrupted run would; another run's checkpoint is refused.
         progress: show a progress bar with the loss and the last validation figures.
         extra_card: more entries for ``influcoder_distill.json`` (for example fingerprints of
             the ground truth); they may not reuse the card's own keys.
+        log: where the line saying that a checkpoint is resumed goes.
 
     Returns:
         A :class:`DistillResult`.
@@ -112,6 +119,7 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
     Raises:
         ValueError: ``gt`` does not match the texts or is not finite, the split leaves fewer
             than 2 pool samples or queries on either side, or ``extra_card`` reuses a key.
+        InflucoderError: ``<out_dir>.checkpoint`` is unreadable or from another run.
 
     Example:
         ::
@@ -153,13 +161,25 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
                                    target_temperature=args.target_temperature)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr)
 
-    untrained = validate()
-    best, best_epoch, best_state = untrained, 0, _state_copy(encoder)
-    history: list[dict[str, float]] = []
-    bar = tqdm(total=args.epochs * steps, desc="distill", unit="step", disable=not progress)
-    last = untrained  # the latest validation figures, shown beside the loss
+    checkpoints = None if out_dir is None else checkpoint.checkpoint_dir(out_dir)
+    fingerprint = (None if checkpoints is None else
+                   checkpoint.run_fingerprint(encoder, pool_texts, query_texts, gt,
+                                              args.to_dict()))
+    resumed = (None if checkpoints is None else
+               checkpoint.load(checkpoints, fingerprint, encoder, optimizer, rng))
+    if resumed is None:
+        untrained = validate()
+        loop = checkpoint.LoopState(epoch=0, history=[], untrained=untrained, best=untrained,
+                                    best_epoch=0, best_state=_state_copy(encoder))
+    else:
+        loop = resumed
+        log(f"resuming from {checkpoints}: {loop.epoch} of {args.epochs} epochs already done")
+    untrained = loop.untrained
+    bar = tqdm(total=args.epochs * steps, initial=loop.epoch * steps, desc="distill",
+               unit="step", disable=not progress)
+    last = loop.history[-1] if loop.history else untrained  # shown beside the loss
     bar.set_postfix(_postfix(None, last))
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(loop.epoch + 1, args.epochs + 1):
         start = time.perf_counter()
         encoder.train()
         total = 0.0
@@ -176,17 +196,21 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
             bar.set_postfix(_postfix(loss.item(), last), refresh=False)
             bar.update()
         last = validate()
-        history.append({"epoch": epoch, "train_loss": total / steps, **last,
-                        "seconds": time.perf_counter() - start})
+        loop.history.append({"epoch": epoch, "train_loss": total / steps, **last,
+                             "seconds": time.perf_counter() - start})
+        loop.epoch = epoch
         bar.set_postfix(_postfix(total / steps, last))
-        if last[SELECTION_METRIC] > best[SELECTION_METRIC]:
-            best, best_epoch, best_state = last, epoch, _state_copy(encoder)
-        elif epoch - best_epoch >= args.patience:
+        if last[SELECTION_METRIC] > loop.best[SELECTION_METRIC]:
+            loop.best, loop.best_epoch, loop.best_state = last, epoch, _state_copy(encoder)
+        elif epoch - loop.best_epoch >= args.patience:
             break
+        if checkpoints is not None and epoch < args.epochs:
+            checkpoint.save(checkpoints, fingerprint, encoder, optimizer, rng, loop)
     bar.close()
 
-    encoder.load_state_dict(best_state)
+    encoder.load_state_dict(loop.best_state)
     encoder.eval()
+    history, best_epoch, best = loop.history, loop.best_epoch, loop.best
     if best_epoch == 0:
         warnings.warn(f"no epoch beat the untrained encoder's validation {SELECTION_METRIC} "
                       f"({untrained[SELECTION_METRIC]:.4f}); the untrained weights are kept",
@@ -195,6 +219,7 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
                            best=best, split=split)
     if out_dir is not None:
         _save(encoder, Path(out_dir), {**_card(encoder, args, result), **extra_card})
+        checkpoint.remove(checkpoints)
     return result
 
 
