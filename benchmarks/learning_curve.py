@@ -33,20 +33,12 @@ def main() -> None:
     from influcoder.baselines import encoder_scores, tfidf_scores
     from influcoder.collect import collect
     from influcoder.data import encoder_text
-    from influcoder.datasets import (
-        load_bbh_cot,
-        load_chatterbot,
-        load_harmful,
-        load_rho_qa,
-    )
+    from influcoder.datasets import load_bbh_cot, load_chatterbot, load_harmful, load_rho_qa
     from influcoder.demo import CHAT, HARMFUL, REASONING, _samples
     from influcoder.distill import DistillArguments, distill
     from influcoder.influence import cosine_scores
-    from influcoder.metrics import (
-        aggregated_spearman,
-        pairwise_spearman,
-        per_anchor_spearman,
-    )
+    from influcoder.metrics import (aggregated_spearman, bootstrap_interval, pairwise_spearman,
+                                    per_anchor_spearman)
     from influcoder.models import load_encoder
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -98,9 +90,17 @@ def main() -> None:
     gt_test = cosine_scores(gtp, gtq)
 
     def figures(pred):
+        # 95% bootstrap intervals over test pool samples and queries: how much a test block of
+        # this size moves the figure, to read it against the targets.
+        def interval(fn):
+            low, high = bootstrap_interval(fn, gt_test, pred, seed=args.seed)
+            return f"[{low:.2f}, {high:.2f}]"
+
         return {"per-anchor": per_anchor_spearman(gt_test, pred),
+                "per-anchor 95%": interval(per_anchor_spearman),
                 "pairwise": pairwise_spearman(gt_test, pred),
-                "aggregated": aggregated_spearman(gt_test, pred)}
+                "aggregated": aggregated_spearman(gt_test, pred),
+                "aggregated 95%": interval(aggregated_spearman)}
 
     rows_out = [{"method": "TF-IDF", **figures(tfidf_scores(gtp.samples, gtq.samples)[0])},
                 {"method": "untrained MiniLM",
@@ -127,8 +127,8 @@ def main() -> None:
                          "best epoch": card.get("best_epoch")})
     print(f"\ntest block: {len(test_pool)} pool x {len(test_q)} queries, never trained on; "
           f"ground truth collected in {collect_seconds:.0f} s")
-    print(common.table(rows_out, ["method", "per-anchor", "pairwise", "aggregated", "train s",
-                                  "best epoch"]))
+    print(common.table(rows_out, ["method", "per-anchor", "per-anchor 95%", "pairwise",
+                                  "aggregated", "aggregated 95%", "train s", "best epoch"]))
     print(f"\nreproduce: {common.command_line()}")
     (work / "results.json").write_text(json.dumps(rows_out, indent=2, default=float))
 

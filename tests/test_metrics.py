@@ -229,3 +229,24 @@ def test_aggregate_scores():
         m.aggregate_scores(scores, how="median")
     with pytest.raises(ValueError, match="2-D"):
         m.aggregate_scores([1.0, 2.0])
+
+
+def test_bootstrap_interval_resamples_pool_and_queries(rng):
+    gt = rng.standard_normal((40, 12))
+    pred = gt + rng.standard_normal((40, 12))
+    # One resample is that block's figure, drawn as documented: rows, then columns.
+    draw = np.random.default_rng(7)
+    rows, cols = draw.integers(40, size=40), draw.integers(12, size=12)
+    expected = m.aggregated_spearman(gt[np.ix_(rows, cols)], pred[np.ix_(rows, cols)])
+    assert m.bootstrap_interval(m.aggregated_spearman, gt, pred, n_resamples=1, seed=7) == (
+        pytest.approx(expected), pytest.approx(expected))
+
+    low, high = m.bootstrap_interval(m.per_anchor_spearman, gt, pred, n_resamples=300)
+    assert low < m.per_anchor_spearman(gt, pred) < high
+    assert (low, high) == m.bootstrap_interval(m.per_anchor_spearman, gt, pred, n_resamples=300)
+    small = m.bootstrap_interval(m.per_anchor_spearman, gt[:10], pred[:10], n_resamples=300)
+    assert small[1] - small[0] > high - low  # fewer pool samples, wider interval
+    # A perfect prediction stays perfect in every resample (duplicated rows tie in both).
+    assert m.bootstrap_interval(m.pairwise_spearman, gt, gt, n_resamples=50) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="level"):
+        m.bootstrap_interval(m.pairwise_spearman, gt, pred, level=1.0)

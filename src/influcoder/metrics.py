@@ -305,3 +305,39 @@ def aggregate_scores(scores, how: str = "mean") -> np.ndarray:
         raise ValueError(f"how must be one of {AGGREGATIONS}, got {how!r}")
     scores = _matrix(scores, "scores")
     return scores.mean(axis=1) if how == "mean" else scores.max(axis=1)
+
+
+def bootstrap_interval(metric, gt, pred, *, n_resamples: int = 1000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric(gt, pred)`` over both pool samples and queries.
+
+    Each resample draws the pool samples (rows) and the queries (columns) with replacement,
+    independently, and recomputes ``metric`` on that block: the spread is what a test block of
+    the same size drawn afresh from the same data would show. Use it to tell whether a figure
+    on a small test block is clearly above or below a target.
+
+    Args:
+        metric: one of this module's matrix metrics, e.g. :func:`aggregated_spearman`.
+        gt, pred: ``[n_pool, n_query]`` matrices of one shape.
+        n_resamples: bootstrap resamples.
+        level: coverage of the interval, in (0, 1).
+        seed: seed of the resampling.
+
+    Returns:
+        ``(low, high)``: the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the
+        resampled figures.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    gt, pred = _pair(gt, pred)
+    rng = np.random.default_rng(seed)
+    n_pool, n_query = gt.shape
+    figures = np.empty(n_resamples)
+    for b in range(n_resamples):
+        rows = rng.integers(n_pool, size=n_pool)
+        cols = rng.integers(n_query, size=n_query)
+        figures[b] = metric(gt[np.ix_(rows, cols)], pred[np.ix_(rows, cols)])
+    low, high = np.quantile(figures, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
