@@ -12,6 +12,10 @@ encoder and TF-IDF.
     python benchmarks/learning_curve.py --sizes 500x1000 --epochs 2 --work runs/more \
         --init runs/learning_curve/encoder_500x1000    # 2 more epochs for a trained encoder
 
+With --extra-test, the samples after the largest training size give a second held-out block,
+and the figures are also given on both test blocks together: a larger block, whose bootstrap
+intervals (printed beside each figure) are narrower.
+
 Everything is cached under --work (stores resume, encoders are reused), so a long run can be
 stopped and continued.
 """
@@ -57,6 +61,11 @@ def main() -> None:
                     help="encoder to start from: the bundled MiniLM, or an encoder directory "
                          "distilled before (to train it for more epochs; keep --seed so the "
                          "validation split stays the one it never trained on)")
+    ap.add_argument("--extra-test", default=None, metavar="QUERIESxPOOL",
+                    help="a second held-out block, cut from the samples after the largest "
+                         "training size; figures are then also given on both test blocks "
+                         "together (all their queries x all their pool), whose intervals are "
+                         "narrower")
     ap.add_argument("--work", default="runs/learning_curve")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -72,13 +81,16 @@ def main() -> None:
     # in two parts.
     rows = ([(r, CHAT) for r in load_chatterbot()] + [(r, "qa") for r in load_rho_qa()]
             + [(r, HARMFUL) for r in load_harmful()] + [(r, REASONING) for r in load_bbh_cot()])
-    need = tq + tp + max_q + max_p
+    eq, ep = (int(x) for x in args.extra_test.split("x")) if args.extra_test else (0, 0)
+    base = tq + tp + max_q + max_p
+    need = base + eq + ep
     if need > len(rows):
         raise SystemExit(f"these sizes need {need} samples; the demo packages ship {len(rows)}")
     order = np.random.default_rng(args.seed).permutation(len(rows))
     samples = [_samples([rows[i][0]], rows[i][1])[0] for i in order[:need]]
     test_q, test_pool = samples[:tq], samples[tq:tq + tp]
-    train_q, train_pool = samples[tq + tp:tq + tp + max_q], samples[tq + tp + max_q:]
+    train_q, train_pool = samples[tq + tp:tq + tp + max_q], samples[tq + tp + max_q:base]
+    extra_q, extra_pool = samples[base:base + eq], samples[base + eq:]
 
     t = time.perf_counter()
     cargs = CollectArguments(max_length=args.max_length, seed=args.seed)
@@ -86,29 +98,42 @@ def main() -> None:
     gq = collect(train_q, work / "grad_train_queries", like=work / "grad_train_pool")
     gtp = collect(test_pool, work / "grad_test_pool", like=work / "grad_train_pool")
     gtq = collect(test_q, work / "grad_test_queries", like=work / "grad_train_pool")
+    # Test blocks: name -> (pool samples, queries, ground truth [pool, queries]).
+    blocks = {"test": (gtp.samples, gtq.samples, cosine_scores(gtp, gtq))}
+    if eq:
+        gep = collect(extra_pool, work / "grad_extra_pool", like=work / "grad_train_pool")
+        geq = collect(extra_q, work / "grad_extra_queries", like=work / "grad_train_pool")
+        blocks["both"] = (gtp.samples + gep.samples, gtq.samples + geq.samples,
+                          np.block([[blocks["test"][2], cosine_scores(gtp, geq)],
+                                    [cosine_scores(gep, gtq), cosine_scores(gep, geq)]]))
     collect_seconds = time.perf_counter() - t
-    gt_test = cosine_scores(gtp, gtq)
 
-    def figures(pred):
-        # 95% bootstrap intervals over test pool samples and queries: how much a test block of
-        # this size moves the figure, to read it against the targets.
-        def interval(fn):
-            low, high = bootstrap_interval(fn, gt_test, pred, seed=args.seed)
+    def figures(method) -> dict[str, dict]:
+        """The figures of ``method(pool, queries) -> scores`` on each test block, with 95%
+        bootstrap intervals over pool samples and queries (how much a block of this size
+        moves a figure, to read it against the targets)."""
+        def interval(fn, gt, pred):
+            low, high = bootstrap_interval(fn, gt, pred, seed=args.seed)
             return f"[{low:.2f}, {high:.2f}]"
 
-        return {"per-anchor": per_anchor_spearman(gt_test, pred),
-                "per-anchor 95%": interval(per_anchor_spearman),
-                "pairwise": pairwise_spearman(gt_test, pred),
-                "aggregated": aggregated_spearman(gt_test, pred),
-                "aggregated 95%": interval(aggregated_spearman)}
+        out = {}
+        for name, (pool, queries, gt) in blocks.items():
+            pred = method(pool, queries)
+            out[name] = {"per-anchor": per_anchor_spearman(gt, pred),
+                         "per-anchor 95%": interval(per_anchor_spearman, gt, pred),
+                         "pairwise": pairwise_spearman(gt, pred),
+                         "aggregated": aggregated_spearman(gt, pred),
+                         "aggregated 95%": interval(aggregated_spearman, gt, pred)}
+        return out
 
-    rows_out = [{"method": "TF-IDF", **figures(tfidf_scores(gtp.samples, gtq.samples)[0])},
-                {"method": "untrained MiniLM",
-                 **figures(encoder_scores("all-minilm-l6-v2", gtp.samples, gtq.samples)[0])}]
+    def encoder(name):
+        return lambda pool, queries: encoder_scores(name, pool, queries)[0]
+
+    rows_out = [{"method": "TF-IDF", **figures(lambda p, q: tfidf_scores(p, q)[0])},
+                {"method": "untrained MiniLM", **figures(encoder("all-minilm-l6-v2"))}]
     full_gt = cosine_scores(gp, gq)
     for q, p in sizes:
         enc_dir = work / f"encoder_{q}x{p}"
-        t = time.perf_counter()
         if not (enc_dir / "influcoder_distill.json").is_file():
             # Distil on the first p pool samples x first q queries of the training ground truth.
             distill(load_encoder(args.init),
@@ -119,16 +144,19 @@ def main() -> None:
                                      batch_pool=args.batch_pool, batch_query=args.batch_query,
                                      hard_fraction=args.hard_fraction), out_dir=enc_dir,
                     extra_card={"ground_truth": {"pool": p, "queries": q}, "init": args.init})
-        train_seconds = time.perf_counter() - t
         card = json.loads((enc_dir / "influcoder_distill.json").read_text())
-        rows_out.append({"method": f"distilled {q}x{p}",
-                         **figures(encoder_scores(str(enc_dir), gtp.samples, gtq.samples)[0]),
-                         "train s": train_seconds if train_seconds > 1 else None,
+        rows_out.append({"method": f"distilled {q}x{p}", **figures(encoder(str(enc_dir))),
+                         # training and validation time of the epochs run, from the card
+                         "train s": sum(h["seconds"] for h in card["history"]),
                          "best epoch": card.get("best_epoch")})
-    print(f"\ntest block: {len(test_pool)} pool x {len(test_q)} queries, never trained on; "
-          f"ground truth collected in {collect_seconds:.0f} s")
-    print(common.table(rows_out, ["method", "per-anchor", "per-anchor 95%", "pairwise",
-                                  "aggregated", "aggregated 95%", "train s", "best epoch"]))
+    print(f"\nground truth ready in {collect_seconds:.0f} s (collected, or checked if already "
+          f"there)")
+    for name, (pool, queries, _) in blocks.items():
+        print(f"\n{name} block: {len(pool)} pool x {len(queries)} queries, never trained on")
+        print(common.table([{"method": r["method"], **r[name], "train s": r.get("train s"),
+                             "best epoch": r.get("best epoch")} for r in rows_out],
+                           ["method", "per-anchor", "per-anchor 95%", "pairwise", "aggregated",
+                            "aggregated 95%", "train s", "best epoch"]))
     print(f"\nreproduce: {common.command_line()}")
     (work / "results.json").write_text(json.dumps(rows_out, indent=2, default=float))
 
