@@ -21,14 +21,19 @@ def _rows(prefix, n):
              "response": topics[i % 4]} for i in range(n)]
 
 
-def test_distill_from_stores(tiny_model_dir, tiny_encoder_dir, tmp_path):
-    run = CliRunner()
+def collect_stores(run, tiny_model_dir, tmp_path) -> None:
+    """Gradient stores of 24 pool samples (tmp_path/gp) and 12 queries (tmp_path/gq)."""
     pool = write_jsonl(tmp_path / "pool.jsonl", _rows("p", 24))
     queries = write_jsonl(tmp_path / "q.jsonl", _rows("q", 12))
     assert run.invoke(cli, ["collect", str(pool), "-o", str(tmp_path / "gp"), "--model",
                             str(tiny_model_dir), *COLLECT]).exit_code == 0
     assert run.invoke(cli, ["collect", str(queries), "--like", str(tmp_path / "gp"), "-o",
                             str(tmp_path / "gq")]).exit_code == 0
+
+
+def test_distill_from_stores(tiny_model_dir, tiny_encoder_dir, tmp_path):
+    run = CliRunner()
+    collect_stores(run, tiny_model_dir, tmp_path)
     r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o",
                          str(tmp_path / "enc"), "--encoder", tiny_encoder_dir, "--epochs", "1",
                          "--val-fraction", "0.25", "-q"])
@@ -64,12 +69,7 @@ def test_killed_distill_resumes_with_the_same_options(tiny_model_dir, tiny_encod
     from influcoder.distill import trainer
 
     run = CliRunner()
-    pool = write_jsonl(tmp_path / "pool.jsonl", _rows("p", 24))
-    queries = write_jsonl(tmp_path / "q.jsonl", _rows("q", 12))
-    assert run.invoke(cli, ["collect", str(pool), "-o", str(tmp_path / "gp"), "--model",
-                            str(tiny_model_dir), *COLLECT]).exit_code == 0
-    assert run.invoke(cli, ["collect", str(queries), "--like", str(tmp_path / "gp"), "-o",
-                            str(tmp_path / "gq")]).exit_code == 0
+    collect_stores(run, tiny_model_dir, tmp_path)
     enc = tmp_path / "enc"
     distill = ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o", str(enc),
                "--encoder", tiny_encoder_dir, "--epochs", "2", "--steps-per-epoch", "2",
