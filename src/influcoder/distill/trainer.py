@@ -161,23 +161,22 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
                                    target_temperature=args.target_temperature)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr)
 
-    checkpoints = None if out_dir is None else checkpoint.checkpoint_dir(out_dir)
-    fingerprint = (None if checkpoints is None else
-                   checkpoint.run_fingerprint(encoder, pool_texts, query_texts, gt,
-                                              args.to_dict()))
-    resumed = (None if checkpoints is None else
-               checkpoint.load(checkpoints, fingerprint, encoder, optimizer, rng))
-    if resumed is None:
+    loop = None
+    if out_dir is not None:
+        checkpoints = checkpoint.checkpoint_dir(out_dir)
+        fingerprint = checkpoint.run_fingerprint(encoder, pool_texts, query_texts, gt,
+                                                 args.to_dict())
+        loop = checkpoint.load(checkpoints, fingerprint, encoder, optimizer, rng)
+        if loop is not None:
+            log(f"resuming from {checkpoints}: {loop.epoch} of {args.epochs} epochs already "
+                f"done")
+    if loop is None:
         untrained = validate()
         loop = checkpoint.LoopState(epoch=0, history=[], untrained=untrained, best=untrained,
                                     best_epoch=0, best_state=_state_copy(encoder))
-    else:
-        loop = resumed
-        log(f"resuming from {checkpoints}: {loop.epoch} of {args.epochs} epochs already done")
-    untrained = loop.untrained
     bar = tqdm(total=args.epochs * steps, initial=loop.epoch * steps, desc="distill",
                unit="step", disable=not progress)
-    last = loop.history[-1] if loop.history else untrained  # shown beside the loss
+    last = loop.history[-1] if loop.history else loop.untrained  # shown beside the loss
     bar.set_postfix(_postfix(None, last))
     for epoch in range(loop.epoch + 1, args.epochs + 1):
         start = time.perf_counter()
@@ -204,19 +203,18 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
             loop.best, loop.best_epoch, loop.best_state = last, epoch, _state_copy(encoder)
         elif epoch - loop.best_epoch >= args.patience:
             break
-        if checkpoints is not None and epoch < args.epochs:
+        if out_dir is not None and epoch < args.epochs:
             checkpoint.save(checkpoints, fingerprint, encoder, optimizer, rng, loop)
     bar.close()
 
     encoder.load_state_dict(loop.best_state)
     encoder.eval()
-    history, best_epoch, best = loop.history, loop.best_epoch, loop.best
-    if best_epoch == 0:
+    if loop.best_epoch == 0:
         warnings.warn(f"no epoch beat the untrained encoder's validation {SELECTION_METRIC} "
-                      f"({untrained[SELECTION_METRIC]:.4f}); the untrained weights are kept",
+                      f"({loop.untrained[SELECTION_METRIC]:.4f}); the untrained weights are kept",
                       stacklevel=2)
-    result = DistillResult(history=history, best_epoch=best_epoch, untrained=untrained,
-                           best=best, split=split)
+    result = DistillResult(history=loop.history, best_epoch=loop.best_epoch,
+                           untrained=loop.untrained, best=loop.best, split=split)
     if out_dir is not None:
         _save(encoder, Path(out_dir), {**_card(encoder, args, result), **extra_card})
         checkpoint.remove(checkpoints)
