@@ -125,13 +125,13 @@ def test_checkpoint_of_another_run_is_refused(tiny_encoder_dir, planted, tmp_pat
         run(tiny_encoder_dir, planted, out, lr=1e-3)
     gt = planted.gt.copy()
     gt[0, 0] += 0.5
-    with pytest.raises(InflucoderError, match="texts or ground truth"):
+    with pytest.raises(InflucoderError, match="texts_and_ground_truth_sha256"):
         run(tiny_encoder_dir, planted, out, gt=gt)
     other = SentenceTransformer(tiny_encoder_dir, device="cpu")
     with torch.no_grad():
         next(other.parameters()).add_(1.0)
     other.save(str(tmp_path / "other"))
-    with pytest.raises(InflucoderError, match="starting encoder"):
+    with pytest.raises(InflucoderError, match="starting_encoder_sha256"):
         run(str(tmp_path / "other"), planted, out)
     assert checkpoint.checkpoint_dir(out).is_dir() and not out.exists()  # left as it was
 

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import InflucoderError
-from ..store import atomic_write_dir
+from ..store import atomic_write_dir, setup_differences
 
 FORMAT = "influcoder-distill-checkpoint"
 FORMAT_VERSION = 1
@@ -52,7 +52,8 @@ def run_fingerprint(encoder, pool_texts: Sequence[str], query_texts: Sequence[st
         data.update(json.dumps(list(texts), ensure_ascii=False).encode("utf-8"))
     data.update(np.ascontiguousarray(gt, dtype=np.float32).tobytes())
     return {"args": args, "n_pool": len(pool_texts), "n_query": len(query_texts),
-            "data_sha256": data.hexdigest(), "encoder_sha256": state_digest(encoder.state_dict())}
+            "texts_and_ground_truth_sha256": data.hexdigest(),
+            "starting_encoder_sha256": state_digest(encoder.state_dict())}
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
@@ -114,7 +115,7 @@ def load(path: Path, fingerprint: dict[str, Any], encoder, optimizer: torch.opti
     if state.get("format") != FORMAT or state.get("format_version") != FORMAT_VERSION:
         raise InflucoderError(f"{state_file}: not a distillation checkpoint of format "
                               f"{FORMAT} v{FORMAT_VERSION}; delete {path} to start over")
-    diffs = _differences(state["run"], fingerprint)
+    diffs = setup_differences(state["run"], fingerprint)
     if diffs:
         raise InflucoderError(f"{path} holds the checkpoint of another distillation run "
                               f"(checkpoint vs now):\n  " + "\n  ".join(diffs) + "\nRerun with "
@@ -135,19 +136,6 @@ def load(path: Path, fingerprint: dict[str, Any], encoder, optimizer: torch.opti
 
 def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
-
-
-def _differences(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    diffs = []
-    for key in sorted(set(stored) | set(now)):
-        a, b = stored.get(key), now.get(key)
-        if key == "args" and isinstance(a, dict) and isinstance(b, dict):
-            diffs += [f"{key}.{k}: {a.get(k)!r} vs {b.get(k)!r}"
-                      for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        elif a != b:
-            what = {"data_sha256": "texts or ground truth", "encoder_sha256": "starting encoder"}
-            diffs.append(f"{what.get(key, key)}: {a!r} vs {b!r}")
-    return diffs
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
