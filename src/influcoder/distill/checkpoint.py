@@ -74,7 +74,7 @@ class LoopState:
     untrained: dict[str, float]
     best: dict[str, float]
     best_epoch: int
-    best_state: dict[str, torch.Tensor]
+    best_state: dict[str, torch.Tensor]  # a state_copy
 
 
 def save(path: Path, fingerprint: dict[str, Any], encoder, optimizer: torch.optim.Optimizer,
@@ -82,8 +82,8 @@ def save(path: Path, fingerprint: dict[str, Any], encoder, optimizer: torch.opti
     """Write the checkpoint of the epoch just finished to ``path``, replacing the older one."""
 
     def fill(tmp: Path) -> None:
-        save_file(_cpu(encoder.state_dict()), tmp / "model.safetensors")
-        save_file(_cpu(loop.best_state), tmp / "best.safetensors")
+        save_file(state_copy(encoder), tmp / "model.safetensors")
+        save_file(loop.best_state, tmp / "best.safetensors")  # already a state_copy
         save_file(_flat_optimizer_state(optimizer), tmp / "optimizer.safetensors")
         save_file(_torch_generators(), tmp / "generators.safetensors")
         state = {"format": FORMAT, "format_version": FORMAT_VERSION, "run": fingerprint,
@@ -138,10 +138,12 @@ def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # Cloned so that tensors sharing storage (tied weights) are saved as separate ones, which
-    # safetensors requires; load_state_dict ties them again.
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+def state_copy(encoder) -> dict[str, torch.Tensor]:
+    """A host-memory copy of ``encoder``'s weights, each tensor cloned: tensors that share
+    storage (tied weights) become separate ones, as safetensors requires, and
+    ``load_state_dict`` ties them again."""
+    return {k: v.detach().to("cpu", copy=True).contiguous()
+            for k, v in encoder.state_dict().items()}
 
 
 def _flat_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

@@ -173,7 +173,7 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
     if loop is None:
         untrained = validate()
         loop = checkpoint.LoopState(epoch=0, history=[], untrained=untrained, best=untrained,
-                                    best_epoch=0, best_state=_state_copy(encoder))
+                                    best_epoch=0, best_state=checkpoint.state_copy(encoder))
     bar = tqdm(total=args.epochs * steps, initial=loop.epoch * steps, desc="distill",
                unit="step", disable=not progress)
     last = loop.history[-1] if loop.history else loop.untrained  # shown beside the loss
@@ -200,7 +200,8 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
         loop.epoch = epoch
         bar.set_postfix(_postfix(total / steps, last))
         if last[SELECTION_METRIC] > loop.best[SELECTION_METRIC]:
-            loop.best, loop.best_epoch, loop.best_state = last, epoch, _state_copy(encoder)
+            loop.best, loop.best_epoch = last, epoch
+            loop.best_state = checkpoint.state_copy(encoder)
         elif epoch - loop.best_epoch >= args.patience:
             break
         if out_dir is not None and epoch < args.epochs:
@@ -311,10 +312,6 @@ def _max_seq_length(encoder, wanted: int) -> int:
     the tokenizer's length on loading): longer inputs would index past them."""
     limit = getattr(getattr(encoder[0], "config", None), "max_position_embeddings", None)
     return min(wanted, limit) if isinstance(limit, int) and limit > 0 else wanted
-
-
-def _state_copy(encoder) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in encoder.state_dict().items()}
 
 
 def _postfix(loss: float | None, figures: dict[str, float]) -> dict[str, str]:
