@@ -15,6 +15,7 @@ def test_defaults():
     assert (args.epochs, args.lr, args.batch_pool, args.batch_query) == (3, 5e-5, 32, 8)
     assert (args.hard_fraction, args.temperature, args.target_temperature) == (0.0, 0.05, None)
     assert (args.pearson_weight, args.kl_weight, args.val_fraction) == (0.3, 1.0, 0.1)
+    assert args.aggregate_weight == 0.0
     assert (args.patience, args.seed) == (2, 0)
     assert (args.max_seq_length, args.steps_per_epoch) == (256, None)
 
@@ -31,7 +32,8 @@ def test_to_dict_is_json_and_round_trips():
 @pytest.mark.parametrize("bad", [
     {"epochs": 0}, {"lr": 0.0}, {"batch_pool": 1}, {"batch_query": 0}, {"hard_fraction": -0.1},
     {"hard_fraction": 1.5}, {"temperature": 0.0}, {"target_temperature": 0.0},
-    {"pearson_weight": -0.1}, {"pearson_weight": 0.0, "kl_weight": 0.0}, {"val_fraction": 0.0},
+    {"pearson_weight": -0.1}, {"pearson_weight": 0.0, "kl_weight": 0.0}, {"aggregate_weight": -1.0},
+    {"val_fraction": 0.0},
     {"val_fraction": 1.0}, {"patience": 0}, {"max_seq_length": 0}, {"steps_per_epoch": 0},
 ])
 def test_invalid_settings_raise_value_error(bad):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from influcoder.distill.losses import (InfluenceDistillLoss, PearsonLoss, SoftmaxKLLoss,
-                                       pearson_loss, softmax_kl_loss)
+                                       aggregated_pearson_loss, pearson_loss, softmax_kl_loss)
 
 PRED = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
 TARGET = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -40,6 +40,32 @@ def test_pearson_loss_extremes():
     assert pearson_loss(3 * target + 1, target).item() == pytest.approx(0, abs=1e-6)
     assert pearson_loss(-target, target).item() == pytest.approx(2, abs=1e-6)
     assert pearson_loss(torch.ones(5, 3), target).item() == pytest.approx(1, abs=1e-6)
+
+
+def test_aggregated_pearson_loss_3x2_by_hand():
+    pred = torch.tensor([[1.0, 2.0], [3.0, 5.0], [0.0, 1.0]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    # Row means: pred [1.5, 4, 0.5], target [0.5, 0.5, 0]; centred: [-0.5, 2, -1.5] and
+    # [1/6, 1/6, -1/3]; covariance sum 0.75, squared norms 6.5 and 1/6.
+    expected = 1 - 0.75 / math.sqrt(6.5 / 6)
+    assert aggregated_pearson_loss(pred, target).item() == pytest.approx(expected, abs=1e-6)
+    r = np.corrcoef(pred.numpy().mean(axis=1), target.numpy().mean(axis=1))[0, 1]
+    assert aggregated_pearson_loss(pred, target).item() == pytest.approx(1 - r, abs=1e-6)
+
+
+def test_aggregated_pearson_loss_sees_only_the_row_means():
+    gen = torch.Generator().manual_seed(3)
+    target = torch.randn(6, 4, generator=gen)
+    # A per-query shift moves every row mean by the same amount: no change.
+    shifted = target + torch.tensor([0.5, -2.0, 1.0, 3.0])
+    assert aggregated_pearson_loss(shifted, target).item() == pytest.approx(0, abs=1e-6)
+    # Each row's scores as in the target, but the row means reversed: this loss is at its
+    # maximum, whatever the rest of the block does.
+    means = target.mean(dim=1, keepdim=True)
+    reversed_means = target - means - 3 * means
+    assert aggregated_pearson_loss(reversed_means, target).item() == pytest.approx(2, abs=1e-6)
+    with pytest.raises(ValueError, match="blocks"):
+        aggregated_pearson_loss(target.ravel(), target.ravel())
 
 
 def test_softmax_kl_2x2_by_hand():
@@ -86,7 +112,9 @@ def test_losses_refuse_bad_inputs():
 
 
 LOSSES = [(PearsonLoss, {}), (SoftmaxKLLoss, {"temperature": 0.1, "target_temperature": 0.2}),
-          (InfluenceDistillLoss, {"pearson_weight": 0.5, "kl_weight": 2.0, "temperature": 0.1})]
+          (InfluenceDistillLoss, {"pearson_weight": 0.5, "kl_weight": 2.0, "temperature": 0.1}),
+          (InfluenceDistillLoss, {"pearson_weight": 0.0, "kl_weight": 0.0,
+                                  "aggregate_weight": 1.0})]
 
 
 @pytest.fixture()
@@ -130,14 +158,25 @@ def test_combined_loss_is_the_weighted_sum(tiny_encoder, tiny_block):
                                         temperature=0.05)(features, labels).item()
         pearson = PearsonLoss(tiny_encoder)(features, labels).item()
         kl = SoftmaxKLLoss(tiny_encoder, temperature=0.05)(features, labels).item()
+        with_aggregate = InfluenceDistillLoss(tiny_encoder, pearson_weight=0.3, kl_weight=1.0,
+                                              temperature=0.05, aggregate_weight=0.7)
+        with_aggregate = with_aggregate(features, labels).item()
+        scores = tiny_encoder.similarity(*(tiny_encoder(f)["sentence_embedding"]
+                                           for f in features))
+        aggregate = aggregated_pearson_loss(scores, labels).item()
     assert combined == pytest.approx(0.3 * pearson + kl, rel=1e-5)
+    assert with_aggregate == pytest.approx(0.3 * pearson + kl + 0.7 * aggregate, rel=1e-5)
+    assert aggregate > 0.01  # the term is not a zero added to the sum
     assert InfluenceDistillLoss(tiny_encoder).get_config_dict() == {
-        "pearson_weight": 0.3, "kl_weight": 1.0, "temperature": 0.05, "target_temperature": 0.05}
+        "pearson_weight": 0.3, "kl_weight": 1.0, "temperature": 0.05, "target_temperature": 0.05,
+        "aggregate_weight": 0.0}
 
 
 def test_losses_refuse_bad_settings(tiny_encoder, tiny_block):
-    with pytest.raises(ValueError, match="not both 0"):
+    with pytest.raises(ValueError, match="not all 0"):
         InfluenceDistillLoss(tiny_encoder, pearson_weight=0, kl_weight=0)
+    with pytest.raises(ValueError, match=">= 0"):
+        InfluenceDistillLoss(tiny_encoder, aggregate_weight=-0.5)
     with pytest.raises(ValueError, match=">= 0"):
         InfluenceDistillLoss(tiny_encoder, pearson_weight=-1)
     with pytest.raises(ValueError, match="temperatures"):

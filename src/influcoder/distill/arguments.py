@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .losses.influence_distill import DEFAULT_KL_WEIGHT, DEFAULT_PEARSON_WEIGHT, check_weights
+from .losses.influence_distill import (DEFAULT_AGGREGATE_WEIGHT, DEFAULT_KL_WEIGHT,
+                                       DEFAULT_PEARSON_WEIGHT, check_weights)
 from .losses.softmax_kl import DEFAULT_TEMPERATURE, check_temperatures
 
 
@@ -39,6 +40,10 @@ class DistillArguments:
         "help": "weight of the Pearson term (0.2 to 0.5 were best in the paper's code)"})
     kl_weight: float = field(default=DEFAULT_KL_WEIGHT, metadata={
         "help": "weight of the softmax KL term"})
+    aggregate_weight: float = field(default=DEFAULT_AGGREGATE_WEIGHT, metadata={
+        "help": "weight of the aggregated term: 1 - Pearson correlation of each pool sample's "
+                "mean score over the step's queries, the pool-wide ranking that aggregated "
+                "Spearman scores (0: off)"})
     val_fraction: float = field(default=0.1, metadata={
         "help": "share of the pool samples AND of the queries held out for validation, which "
                 "scores held-out queries against held-out pool samples"})
@@ -71,7 +76,7 @@ class DistillArguments:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         check_temperatures(self.temperature, self.temperature if self.target_temperature is None
                            else self.target_temperature)
-        check_weights(self.pearson_weight, self.kl_weight)
+        check_weights(self.pearson_weight, self.kl_weight, self.aggregate_weight)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -158,7 +158,8 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
     encoder.max_seq_length = _max_seq_length(encoder, args.max_seq_length)
     loss_fn = InfluenceDistillLoss(encoder, pearson_weight=args.pearson_weight,
                                    kl_weight=args.kl_weight, temperature=args.temperature,
-                                   target_temperature=args.target_temperature)
+                                   target_temperature=args.target_temperature,
+                                   aggregate_weight=args.aggregate_weight)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr)
 
     loop = None

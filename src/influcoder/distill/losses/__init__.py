@@ -7,8 +7,8 @@ and ``labels`` is the ground-truth block ``[P, Q]`` of their influence scores.
 """
 
 from .influence_distill import InfluenceDistillLoss
-from .pearson import PearsonLoss, pearson_loss
+from .pearson import PearsonLoss, aggregated_pearson_loss, pearson_loss
 from .softmax_kl import SoftmaxKLLoss, softmax_kl_loss
 
-__all__ = ["InfluenceDistillLoss", "PearsonLoss", "SoftmaxKLLoss", "pearson_loss",
-           "softmax_kl_loss"]
+__all__ = ["InfluenceDistillLoss", "PearsonLoss", "SoftmaxKLLoss", "aggregated_pearson_loss",
+           "pearson_loss", "softmax_kl_loss"]

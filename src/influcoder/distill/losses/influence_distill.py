@@ -8,33 +8,38 @@ from typing import Any
 from torch import Tensor, nn
 
 from ._scores import block_scores
-from .pearson import pearson_loss
+from .pearson import aggregated_pearson_loss, pearson_loss
 from .softmax_kl import DEFAULT_TEMPERATURE, check_temperatures, softmax_kl_loss
 
 DEFAULT_PEARSON_WEIGHT = 0.3
 DEFAULT_KL_WEIGHT = 1.0
+DEFAULT_AGGREGATE_WEIGHT = 0.0
 
 
-def check_weights(pearson_weight: float, kl_weight: float) -> None:
-    """Both weights >= 0 and not both 0, or ``ValueError``."""
-    if pearson_weight < 0 or kl_weight < 0 or pearson_weight + kl_weight == 0:
-        raise ValueError(f"pearson_weight and kl_weight must be >= 0 and not both 0, "
-                         f"got {pearson_weight} and {kl_weight}")
+def check_weights(pearson_weight: float, kl_weight: float, aggregate_weight: float = 0.0) -> None:
+    """Every weight >= 0 and not all 0, or ``ValueError``."""
+    weights = (pearson_weight, kl_weight, aggregate_weight)
+    if min(weights) < 0 or sum(weights) == 0:
+        raise ValueError(f"pearson_weight, kl_weight and aggregate_weight must be >= 0 and not "
+                         f"all 0, got {pearson_weight}, {kl_weight} and {aggregate_weight}")
 
 
 class InfluenceDistillLoss(nn.Module):
     def __init__(self, model: nn.Module, pearson_weight: float = DEFAULT_PEARSON_WEIGHT,
                  kl_weight: float = DEFAULT_KL_WEIGHT, temperature: float = DEFAULT_TEMPERATURE,
-                 target_temperature: float | None = None) -> None:
+                 target_temperature: float | None = None,
+                 aggregate_weight: float = DEFAULT_AGGREGATE_WEIGHT) -> None:
         """
         The Influcoder distillation loss: teaches a sentence encoder to rank pool samples for a
         query the way their gradient influence does.
 
-        ``loss = pearson_weight * (1 - r) + kl_weight * KL``, computed on the cosine block of one
-        embedding pass: ``r`` is the Pearson correlation of the block's predicted and ground-truth
-        scores (see :class:`PearsonLoss`), ``KL`` the mean over queries of the divergence between
-        their ground-truth and predicted softmax distributions over the pool samples (see
-        :class:`SoftmaxKLLoss`).
+        ``loss = pearson_weight * (1 - r) + kl_weight * KL + aggregate_weight * (1 - r_agg)``,
+        computed on the cosine block of one embedding pass: ``r`` is the Pearson correlation of
+        the block's predicted and ground-truth scores (see :class:`PearsonLoss`), ``KL`` the mean
+        over queries of the divergence between their ground-truth and predicted softmax
+        distributions over the pool samples (see :class:`SoftmaxKLLoss`), and ``r_agg`` the
+        Pearson correlation of each pool sample's mean score over the block's queries (see
+        :func:`aggregated_pearson_loss`).
 
         The two terms do different jobs. The KL term, at a low temperature, pulls each query's
         most influential pool samples to the top of its ranking, which is what attribution
@@ -52,6 +57,9 @@ class InfluenceDistillLoss(nn.Module):
             temperature: divides the predicted cosines in the KL term.
             target_temperature: divides the ground-truth scores in the KL term; ``None``
                 (default) uses ``temperature``.
+            aggregate_weight: weight of the aggregated term (``>= 0``). It targets the pool-wide
+                ranking that aggregated Spearman scores; 0 (off) by default, see
+                docs/DISTILLATION.md for what it was measured to do.
 
         References:
             - Influcoder: https://arxiv.org/abs/2606.13668
@@ -85,20 +93,25 @@ class InfluenceDistillLoss(nn.Module):
         """
         super().__init__()
         target_temperature = temperature if target_temperature is None else target_temperature
-        check_weights(pearson_weight, kl_weight)
+        check_weights(pearson_weight, kl_weight, aggregate_weight)
         check_temperatures(temperature, target_temperature)
         self.model = model
         self.pearson_weight = pearson_weight
         self.kl_weight = kl_weight
         self.temperature = temperature
         self.target_temperature = target_temperature
+        self.aggregate_weight = aggregate_weight
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         scores = block_scores(self.model, sentence_features)
-        return (self.pearson_weight * pearson_loss(scores, labels)
+        loss = (self.pearson_weight * pearson_loss(scores, labels)
                 + self.kl_weight * softmax_kl_loss(scores, labels, self.temperature,
                                                    self.target_temperature))
+        if self.aggregate_weight:
+            loss = loss + self.aggregate_weight * aggregated_pearson_loss(scores, labels)
+        return loss
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"pearson_weight": self.pearson_weight, "kl_weight": self.kl_weight,
-                "temperature": self.temperature, "target_temperature": self.target_temperature}
+                "temperature": self.temperature, "target_temperature": self.target_temperature,
+                "aggregate_weight": self.aggregate_weight}

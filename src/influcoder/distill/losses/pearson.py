@@ -27,6 +27,27 @@ def pearson_loss(pred: Tensor, target: Tensor) -> Tensor:
     return 1 - F.cosine_similarity(pred - pred.mean(), target - target.mean(), dim=0)
 
 
+def aggregated_pearson_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """``1 - r`` of each pool sample's mean score over the block's queries.
+
+    The row means of a ``[P, Q]`` block are the block's estimate of what *aggregated Spearman*
+    ranks: each pool sample's score averaged over the queries (its influence on the query set as
+    a whole, which data cleaning and data valuation rank by). The Pearson term over all
+    ``P * Q`` entries sees these means only as one small part of the block's variance, and each
+    query's softmax KL term never compares one query's scores with another's; this term asks
+    for the means alone. ``[0, 2]``, as :func:`pearson_loss`.
+
+    Args:
+        pred: predicted scores ``[P, Q]`` (pool x query).
+        target: ground-truth scores ``[P, Q]``; cast to ``pred``'s dtype and device.
+    """
+    target = check_block(pred, target)
+    if pred.ndim != 2:
+        raise ValueError(f"aggregated_pearson_loss expects [n_pool, n_query] blocks, got "
+                         f"{pred.ndim} dims")
+    return pearson_loss(pred.mean(dim=1), target.mean(dim=1))
+
+
 class PearsonLoss(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         """
