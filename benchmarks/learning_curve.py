@@ -57,6 +57,13 @@ def main() -> None:
                     help="queries per step: a square block trains on 4x the pairs of 32x8 "
                          "for 1.6x the texts encoded")
     ap.add_argument("--hard-fraction", type=float, default=0.0)
+    ap.add_argument("--aggregate-weight", type=float, default=0.0,
+                    help="weight of the loss term on each pool sample's mean score over the "
+                         "step's queries (what aggregated Spearman ranks)")
+    ap.add_argument("--train-size", default=None, metavar="QUERIESxPOOL",
+                    help="training ground truth to collect (default: the largest of --sizes); "
+                         "give the size of an earlier, larger run to reuse its stores for a "
+                         "smaller size")
     ap.add_argument("--init", default="all-minilm-l6-v2",
                     help="encoder to start from: the bundled MiniLM, or an encoder directory "
                          "distilled before (to train it for more epochs; keep --seed so the "
@@ -72,6 +79,11 @@ def main() -> None:
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
     tq, tp = (int(x) for x in args.test.split("x"))
     max_q, max_p = max(q for q, _ in sizes), max(p for _, p in sizes)
+    if args.train_size:
+        train_q, train_p = (int(x) for x in args.train_size.split("x"))
+        if train_q < max_q or train_p < max_p:
+            raise SystemExit(f"--train-size {args.train_size} is smaller than a size in --sizes")
+        max_q, max_p = train_q, train_p
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -132,8 +144,11 @@ def main() -> None:
     rows_out = [{"method": "TF-IDF", **figures(lambda p, q: tfidf_scores(p, q)[0])},
                 {"method": "untrained MiniLM", **figures(encoder("all-minilm-l6-v2"))}]
     full_gt = cosine_scores(gp, gq)
+    # Settings off their defaults name the encoder, so a trial never reuses another's encoder.
+    tag = "".join(f"_{name}{value:g}" for name, value in
+                  (("hard", args.hard_fraction), ("agg", args.aggregate_weight)) if value)
     for q, p in sizes:
-        enc_dir = work / f"encoder_{q}x{p}"
+        enc_dir = work / f"encoder_{q}x{p}{tag}"
         if not (enc_dir / "influcoder_distill.json").is_file():
             # Distil on the first p pool samples x first q queries of the training ground truth.
             distill(load_encoder(args.init),
@@ -142,10 +157,11 @@ def main() -> None:
                     DistillArguments(epochs=args.epochs, seed=args.seed,
                                      max_seq_length=args.encoder_max_length,
                                      batch_pool=args.batch_pool, batch_query=args.batch_query,
-                                     hard_fraction=args.hard_fraction), out_dir=enc_dir,
+                                     hard_fraction=args.hard_fraction,
+                                     aggregate_weight=args.aggregate_weight), out_dir=enc_dir,
                     extra_card={"ground_truth": {"pool": p, "queries": q}, "init": args.init})
         card = json.loads((enc_dir / "influcoder_distill.json").read_text())
-        rows_out.append({"method": f"distilled {q}x{p}", **figures(encoder(str(enc_dir))),
+        rows_out.append({"method": f"distilled {q}x{p}{tag}", **figures(encoder(str(enc_dir))),
                          # training and validation time of the epochs run, from the card
                          "train s": sum(h["seconds"] for h in card["history"]),
                          "best epoch": card.get("best_epoch")})
