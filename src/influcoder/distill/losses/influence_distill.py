@@ -41,19 +41,22 @@ class InfluenceDistillLoss(nn.Module):
         Pearson correlation of each pool sample's mean score over the block's queries (see
         :func:`aggregated_pearson_loss`).
 
-        The two terms do different jobs. The KL term, at a low temperature, pulls each query's
+        The terms do different jobs. The KL term, at a low temperature, pulls each query's
         most influential pool samples to the top of its ranking, which is what attribution
         retrieves, but its gradient comes mostly from those few samples. The Pearson term keeps
         the rest of the block in order and the scores comparable across queries, which
         pool-wide (aggregated) rankings need. The KL term leads (weight 1) and the Pearson term
         supports it: the Influcoder paper's code found temperature 0.05 and a Pearson weight
         between 0.2 and 0.5 best, hence the defaults ``temperature=0.05``,
-        ``pearson_weight=0.3``, ``kl_weight=1.0``.
+        ``pearson_weight=0.3``, ``kl_weight=1.0``. The aggregated term asks for the pool-wide
+        ranking itself, which carries only a few percent of the block's variance and so is
+        hardly seen by the Pearson term; it trades a little per-query ranking for it, hence
+        ``aggregate_weight=0`` by default and 0.5 when the encoder is for pool-wide rankings.
 
         Args:
             model: the SentenceTransformer being trained.
             pearson_weight: weight of the Pearson term (``>= 0``).
-            kl_weight: weight of the softmax KL term (``>= 0``; not both 0).
+            kl_weight: weight of the softmax KL term (``>= 0``; not all weights 0).
             temperature: divides the predicted cosines in the KL term.
             target_temperature: divides the ground-truth scores in the KL term; ``None``
                 (default) uses ``temperature``.
