@@ -42,8 +42,8 @@ def main() -> None:
         work = Path(args.work)
         return [open_store(work / name) for name in names if (work / name).is_dir()]
 
-    train_pool, train_q = open_store(f"{args.work}/grad_train_pool"), open_store(
-        f"{args.work}/grad_train_queries")
+    train_pool = open_store(Path(args.work) / "grad_train_pool")
+    train_q = open_store(Path(args.work) / "grad_train_queries")
     test_pool = stores("grad_test_pool", "grad_extra_pool")
     test_q = stores("grad_test_queries", "grad_extra_queries")
     gt = cosine_scores(train_pool, train_q)
