@@ -41,10 +41,7 @@ def aggregated_pearson_loss(pred: Tensor, target: Tensor) -> Tensor:
         pred: predicted scores ``[P, Q]`` (pool x query).
         target: ground-truth scores ``[P, Q]``; cast to ``pred``'s dtype and device.
     """
-    target = check_block(pred, target)
-    if pred.ndim != 2:
-        raise ValueError(f"aggregated_pearson_loss expects [n_pool, n_query] blocks, got "
-                         f"{pred.ndim} dims")
+    target = check_block(pred, target, two_dims_for="aggregated_pearson_loss")
     return pearson_loss(pred.mean(dim=1), target.mean(dim=1))
 
 

@@ -33,9 +33,7 @@ def softmax_kl_loss(pred: Tensor, target: Tensor, temperature: float = DEFAULT_T
     """
     target_temperature = temperature if target_temperature is None else target_temperature
     check_temperatures(temperature, target_temperature)
-    target = check_block(pred, target)
-    if pred.ndim != 2:
-        raise ValueError(f"softmax_kl_loss expects [n_pool, n_query] blocks, got {pred.ndim} dims")
+    target = check_block(pred, target, two_dims_for="softmax_kl_loss")
     log_p = F.log_softmax(target / target_temperature, dim=0)
     log_q = F.log_softmax(pred / temperature, dim=0)
     return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=0).mean()
