@@ -10,6 +10,7 @@ import torch
 
 from influcoder.distill.losses import (InfluenceDistillLoss, PearsonLoss, SoftmaxKLLoss,
                                        aggregated_pearson_loss, pearson_loss, softmax_kl_loss)
+from influcoder.distill.losses._scores import block_scores
 
 PRED = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
 TARGET = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -161,8 +162,7 @@ def test_combined_loss_is_the_weighted_sum(tiny_encoder, tiny_block):
         with_aggregate = InfluenceDistillLoss(tiny_encoder, pearson_weight=0.3, kl_weight=1.0,
                                               temperature=0.05, aggregate_weight=0.7)
         with_aggregate = with_aggregate(features, labels).item()
-        scores = tiny_encoder.similarity(*(tiny_encoder(f)["sentence_embedding"]
-                                           for f in features))
+        scores = block_scores(tiny_encoder, features)
         aggregate = aggregated_pearson_loss(scores, labels).item()
     assert combined == pytest.approx(0.3 * pearson + kl, rel=1e-5)
     assert with_aggregate == pytest.approx(0.3 * pearson + kl + 0.7 * aggregate, rel=1e-5)
