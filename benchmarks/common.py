@@ -13,6 +13,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from influcoder.data import Sample  # noqa: E402
 
 
+def block_size(text: str) -> tuple[int, int]:
+    """``"QUERIESxPOOL"`` (e.g. ``"500x1000"``) as ``(queries, pool)``."""
+    queries, pool = (int(x) for x in text.split("x"))
+    return queries, pool
+
+
 def to_samples(rows) -> list[Sample]:
     return [Sample(id=r["id"], prompt=r["prompt"], response=r["response"],
                    meta={k: v for k, v in r.items() if k not in ("id", "prompt", "response")})

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import common  # noqa: F401  (offline settings)
+import common
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=200, help="random training blocks drawn")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    bq, bp = (int(x) for x in args.batch.split("x"))
+    bq, bp = common.block_size(args.batch)
 
     def stores(*names):
         """The stores of ``names`` that the run collected (the extra test block is optional)."""

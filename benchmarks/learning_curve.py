@@ -76,11 +76,11 @@ def main() -> None:
     ap.add_argument("--work", default="runs/learning_curve")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
-    tq, tp = (int(x) for x in args.test.split("x"))
+    sizes = [common.block_size(s) for s in args.sizes.split(",")]
+    tq, tp = common.block_size(args.test)
     max_q, max_p = max(q for q, _ in sizes), max(p for _, p in sizes)
     if args.train_size:
-        train_q, train_p = (int(x) for x in args.train_size.split("x"))
+        train_q, train_p = common.block_size(args.train_size)
         if train_q < max_q or train_p < max_p:
             raise SystemExit(f"--train-size {args.train_size} is smaller than a size in --sizes")
         max_q, max_p = train_q, train_p
@@ -93,7 +93,7 @@ def main() -> None:
     # in two parts.
     rows = ([(r, CHAT) for r in load_chatterbot()] + [(r, "qa") for r in load_rho_qa()]
             + [(r, HARMFUL) for r in load_harmful()] + [(r, REASONING) for r in load_bbh_cot()])
-    eq, ep = (int(x) for x in args.extra_test.split("x")) if args.extra_test else (0, 0)
+    eq, ep = common.block_size(args.extra_test) if args.extra_test else (0, 0)
     base = tq + tp + max_q + max_p
     need = base + eq + ep
     if need > len(rows):
