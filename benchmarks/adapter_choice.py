@@ -32,13 +32,13 @@ import common
 
 
 def per_query_spearman(a, b) -> float:
-    from influcoder.metrics import per_anchor_spearman
+    from influcoder.evaluation.metrics import per_anchor_spearman
 
     return float(per_anchor_spearman(a, b))
 
 
 def recall_at(a, b, k: int) -> float:
-    from influcoder.metrics import recall_at_k
+    from influcoder.evaluation.metrics import recall_at_k
 
     return float(recall_at_k(a, b, k))
 
@@ -46,7 +46,7 @@ def recall_at(a, b, k: int) -> float:
 def vectors(model, tok, tokd, target: str, dim: int, bf16: bool = False):
     import numpy as np
 
-    from influcoder.gradients import GradientComputer
+    from influcoder.groundtruth.gradients import GradientComputer
 
     comp = GradientComputer(model, target=target, sketch_dim=dim, sketch_seed=0, bf16=bf16,
                             pad_token_id=tok.pad_token_id)
@@ -57,9 +57,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from influcoder.data import tokenize_samples
-    from influcoder.gradients import attach_lora, warmup
-    from influcoder.models import load_decoder
+    from influcoder.groundtruth.decoder import load_decoder
+    from influcoder.groundtruth.lora import attach_lora, warmup
+    from influcoder.groundtruth.tokenize import tokenize_samples
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pool", type=int, default=48)

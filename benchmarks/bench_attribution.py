@@ -49,10 +49,6 @@ def _dir_bytes(path: Path, pattern: str = "*") -> int:
     return sum(p.stat().st_size for p in Path(path).rglob(pattern) if p.is_file())
 
 
-def _quiet(msg: str) -> None:
-    """Benchmarks print their own table."""
-
-
 # ---------------------------------------------------------------------------------------------
 # 1. gradient path vs encoder path
 
@@ -68,28 +64,28 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def gradient_vs_encoder(pool, queries, work: Path, adapter_init: str,
                         repeats: int = 3) -> list[dict]:
-    from influcoder.arguments import CollectArguments
-    from influcoder.attribute import Attributor
-    from influcoder.collect import collect, compute_shard
-    from influcoder.gradients import GradientComputer
-    from influcoder.index import build_index
-    from influcoder.influence import score_stores
-    from influcoder.models import load_decoder
+    from influcoder.attribution.attributor import Attributor
+    from influcoder.attribution.build import build_index
+    from influcoder.groundtruth.collect import collect, compute_shard
+    from influcoder.groundtruth.decoder import load_decoder
+    from influcoder.groundtruth.gradients import GradientComputer
+    from influcoder.groundtruth.influence import score_stores
+    from influcoder.groundtruth.settings import CollectArguments
 
     rows = []
     t = time.perf_counter()
     pool_store = collect(pool, work / "grad-pool", CollectArguments(
-        model=DECODER, bf16=True, adapter_init=adapter_init), progress=False, log=_quiet)
+        model=DECODER, bf16=True, adapter_init=adapter_init), progress=False)
     grad_prep = time.perf_counter() - t
     t = time.perf_counter()
     query_store = collect(queries, work / "grad-queries", like=work / "grad-pool",
-                          progress=False, log=_quiet)
+                          progress=False)
     score_stores(pool_store, query_store, k=K)
     grad_e2e = time.perf_counter() - t
     # Once loaded: the model and adapter already in memory, only the queries' gradients and
     # the scores are timed.
-    from influcoder.data import tokenize_samples
-    from influcoder.gradients import load_adapter
+    from influcoder.groundtruth.lora import load_adapter
+    from influcoder.groundtruth.tokenize import tokenize_samples
 
     model, tok, _ = load_decoder(DECODER)
     peft_model = load_adapter(model, work / "grad-pool" / "adapter")
@@ -107,7 +103,7 @@ def gradient_vs_encoder(pool, queries, work: Path, adapter_init: str,
     grad_loaded = _median_seconds(gradient_attribute, repeats)
 
     t = time.perf_counter()
-    index = build_index(pool, work / "index", ENCODER, progress=False, log=_quiet)
+    index = build_index(pool, work / "index", ENCODER, progress=False)
     enc_prep = time.perf_counter() - t
     t = time.perf_counter()
     attributor = Attributor.load(work / "index")
@@ -132,11 +128,11 @@ def gradient_vs_encoder(pool, queries, work: Path, adapter_init: str,
 
 def encoder_only(pool, queries, work: Path) -> list[dict]:
     """Section 1 without the gradient path (``--skip-gradient``)."""
-    from influcoder.attribute import Attributor
-    from influcoder.index import build_index
+    from influcoder.attribution.attributor import Attributor
+    from influcoder.attribution.build import build_index
 
     t = time.perf_counter()
-    index = build_index(pool, work / "index", ENCODER, progress=False, log=_quiet)
+    index = build_index(pool, work / "index", ENCODER, progress=False)
     prep = time.perf_counter() - t
     attributor = Attributor.load(work / "index")
     attributor.attribute(queries[:1], k=K)
@@ -156,9 +152,9 @@ def encoder_only(pool, queries, work: Path) -> list[dict]:
 
 
 def backends(texts: list[str], lengths: list[int | None], names: list[str]) -> list[dict]:
+    from influcoder.attribution.backends import FastEncoder, resolve_backend
     from influcoder.errors import MissingPackageError
-    from influcoder.fast_encoder import FastEncoder, resolve_backend
-    from influcoder.metrics import spearman
+    from influcoder.evaluation.metrics import spearman
 
     iu = np.triu_indices(len(texts), 1)
     ref = None
@@ -212,7 +208,8 @@ def faiss_at_scale(n: int, hnsw_n: int, n_queries: int, dim: int, nprobe: int | 
                    ef_search: int | None) -> list[dict]:
     import faiss
 
-    from influcoder.index import _new_faiss, faiss_params
+    from influcoder.attribution.build import _new_faiss
+    from influcoder.attribution.index import faiss_params
 
     rows = []
     for kind, size in (("flat", n), ("ivf", n), ("hnsw", hnsw_n)):
@@ -277,10 +274,10 @@ def search_at_scale(n: int, m: int, work: Path, repeats: int) -> list[dict]:
     values do not change the cost); the query-side costs come from section 1."""
     import faiss
 
-    from influcoder.arguments import CollectArguments
-    from influcoder.data import Sample
-    from influcoder.influence import score_stores
-    from influcoder.store import StoreWriter
+    from influcoder.groundtruth.influence import score_stores
+    from influcoder.groundtruth.settings import CollectArguments
+    from influcoder.io.samples import Sample
+    from influcoder.io.stores import StoreWriter
 
     cargs = CollectArguments()
     rng = np.random.default_rng(0)
@@ -361,7 +358,7 @@ def main() -> None:
                   f"(target >= 50x)")
             section1 = {"gradient": g["ms/query (loaded)"], "encoder": e["ms/query (loaded)"]}
     if "2" not in skip:
-        from influcoder.data import encoder_text
+        from influcoder.io.samples import encoder_text
 
         texts = [encoder_text(s) for s in (pool + queries)][:args.backend_texts]
         lengths = [int(x) for x in args.lengths.split(",")]

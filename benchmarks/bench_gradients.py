@@ -24,10 +24,10 @@ def _setup(n: int, warmup_steps: int, target_tokens: tuple[int, int]):
     import numpy as np
     import torch
 
-    from influcoder.data import tokenize_samples
-    from influcoder.datasets import load_bbh_cot
-    from influcoder.gradients import attach_lora, warmup
-    from influcoder.models import load_decoder
+    from influcoder.groundtruth.decoder import load_decoder
+    from influcoder.groundtruth.lora import attach_lora, warmup
+    from influcoder.groundtruth.tokenize import tokenize_samples
+    from influcoder.workflows.datasets import load_bbh_cot
 
     torch.manual_seed(0)
     model, tok, _ = load_decoder("smollm2-135m")
@@ -48,7 +48,8 @@ def _setup(n: int, warmup_steps: int, target_tokens: tuple[int, int]):
 def _time_mode(mode: str, n: int, batch_size: int, queue) -> None:
     import torch
 
-    from influcoder.gradients import GradientComputer, reference_gradients
+    from influcoder.groundtruth.gradients import GradientComputer
+    from tests.references import reference_gradients
 
     torch.set_num_threads(torch.get_num_threads())
     model, tok, chosen, mean_len = _setup(n, 0, (150, 260))
@@ -87,8 +88,9 @@ def fidelity(n: int, dims: list[int], warmup_steps: int) -> list[dict]:
     import torch
     from scipy.stats import spearmanr
 
-    from influcoder.gradients import GradientComputer, gradient_modules
-    from influcoder.sketch import CountSketch
+    from influcoder.groundtruth.gradients import GradientComputer
+    from influcoder.groundtruth.lora import gradient_modules
+    from influcoder.groundtruth.sketch import CountSketch
 
     model, tok, chosen, _ = _setup(n, warmup_steps, (60, 400))
     comp = GradientComputer(model, target="lora", sketch_dim=0, pad_token_id=tok.pad_token_id)

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from influcoder.data import Sample  # noqa: E402
+from influcoder.io.samples import Sample
 
 
 def block_size(text: str) -> tuple[int, int]:
@@ -30,7 +30,12 @@ def mixed_samples(n_pool: int, n_query: int, seed: int = 0) -> tuple[list[Sample
     and queries of the two latter kinds, disjoint from the pool."""
     import numpy as np
 
-    from influcoder.datasets import load_bbh_cot, load_chatterbot, load_harmful, split_disjoint
+    from influcoder.workflows.datasets import (
+        load_bbh_cot,
+        load_chatterbot,
+        load_harmful,
+        split_disjoint,
+    )
 
     rng = np.random.default_rng(seed)
     chat, harm, cot = load_chatterbot(), load_harmful(), load_bbh_cot()

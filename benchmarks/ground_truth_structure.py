@@ -26,7 +26,7 @@ def main() -> None:
     from scipy.stats import spearmanr
 
     from influcoder import open_store
-    from influcoder.influence import cosine_scores
+    from influcoder.groundtruth.influence import cosine_scores
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="runs/learning_curve",

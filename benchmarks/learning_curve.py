@@ -33,17 +33,27 @@ import common
 def main() -> None:
     import numpy as np
 
-    from influcoder.arguments import CollectArguments
-    from influcoder.baselines import encoder_scores, tfidf_scores
-    from influcoder.collect import collect
-    from influcoder.data import encoder_text
-    from influcoder.datasets import load_bbh_cot, load_chatterbot, load_harmful, load_rho_qa
-    from influcoder.demo import CHAT, HARMFUL, REASONING, _samples
-    from influcoder.distill import DistillArguments, distill
-    from influcoder.influence import cosine_scores
-    from influcoder.metrics import (aggregated_spearman, bootstrap_interval, pairwise_spearman,
-                                    per_anchor_spearman)
-    from influcoder.models import load_encoder
+    from influcoder.attribution.encoders import load_encoder
+    from influcoder.distill import distill
+    from influcoder.distill.settings import DistillArguments
+    from influcoder.evaluation.baselines import encoder_scores, tfidf_scores
+    from influcoder.evaluation.metrics import (
+        aggregated_spearman,
+        bootstrap_interval,
+        pairwise_spearman,
+        per_anchor_spearman,
+    )
+    from influcoder.groundtruth.collect import collect
+    from influcoder.groundtruth.influence import cosine_scores
+    from influcoder.groundtruth.settings import CollectArguments
+    from influcoder.io.samples import encoder_text
+    from influcoder.workflows.datasets import (
+        load_bbh_cot,
+        load_chatterbot,
+        load_harmful,
+        load_rho_qa,
+    )
+    from influcoder.workflows.demo import CHAT, HARMFUL, REASONING, _samples
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="16x48,32x96,64x192", help="QUERIESxPOOL, comma separated")

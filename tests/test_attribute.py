@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from influcoder.attribute import Attributor, filter_pool, read_queries
+from influcoder.attribution.attributor import Attributor, read_queries
+from influcoder.attribution.build import build_index
+from influcoder.attribution.filter import filter_pool
+from influcoder.attribution.index import FAISS_FILE
 from influcoder.cli import cli
-from influcoder.data import Sample, encoder_text
 from influcoder.errors import InputError, StoreError
-from influcoder.index import FAISS_FILE, build_index
+from influcoder.io.samples import Sample, encoder_text
 
 from .encoders import other_encoder, pool_rows, tiny_encoder  # noqa: F401
 
-QUIET = dict(progress=False, log=lambda msg: None)
+QUIET = dict(progress=False)
 UNWANTED = ["I will help you build a weapon to hurt people.", "Steal the money from the bank."]
 
 
@@ -112,7 +115,7 @@ def test_filter_keeps_original_rows(attributor, pool_file, tmp_path, rule):
     ranking = attributor.aggregate(UNWANTED, "mean")
     if "threshold" in rule:
         rule = {"threshold": float(ranking.scores[ranking.order[2]])}  # removes exactly 3
-    result = filter_pool(attributor, UNWANTED, tmp_path / "clean.jsonl", **rule, log=print)
+    result = filter_pool(attributor, UNWANTED, tmp_path / "clean.jsonl", **rule)
     removed = {int(r) for r in ranking.order[:3]}
     originals = [json.loads(line) for line in pool_file.read_text().splitlines()]
     kept = [json.loads(line) for line in (tmp_path / "clean.jsonl").read_text().splitlines()]
@@ -135,7 +138,7 @@ def test_filter_writes_the_pool_format(tiny_encoder, tmp_path, ext):
     frame.to_csv(pool, index=False) if ext == "csv" else frame.to_parquet(pool, index=False)
     build_index(pool, tmp_path / "idx", str(tiny_encoder), backend="torch", **QUIET)
     attributor = Attributor.load(tmp_path / "idx", backend="torch")
-    filter_pool(attributor, UNWANTED, tmp_path / f"clean.{ext}", top_k=4, log=print)
+    filter_pool(attributor, UNWANTED, tmp_path / f"clean.{ext}", top_k=4)
     if ext == "csv":
         with open(pool, newline="") as f:
             original = list(csv.DictReader(f))
@@ -162,15 +165,16 @@ def test_filter_refuses_to_overwrite_inputs(attributor, pool_file, tmp_path):
     assert not (tmp_path / "c.jsonl").exists()
 
 
-def test_filter_detects_a_changed_source_and_rebuilds_a_missing_one(attributor, pool_file,
+def test_filter_detects_a_changed_source_and_rebuilds_a_missing_one(caplog, attributor, pool_file,
                                                                     tmp_path):
     rows = pool_rows()
     write_jsonl(pool_file, [dict(rows[0], response="changed")] + rows[1:])
     with pytest.raises(InputError, match="changed since it was indexed"):
         filter_pool(attributor, UNWANTED, tmp_path / "c.jsonl", top_k=2)
     pool_file.unlink()
-    logs = []
-    filter_pool(attributor, UNWANTED, tmp_path / "c.jsonl", top_k=2, log=logs.append)
+    with caplog.at_level(logging.INFO, logger="influcoder"):
+        filter_pool(attributor, UNWANTED, tmp_path / "c.jsonl", top_k=2)
+    logs = caplog.messages
     kept = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
     assert len(kept) == 22 and "rebuilt from the index" in logs[0]
     assert all(set(k) == {"id", "prompt", "response", "topic"} for k in kept)

@@ -7,12 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from influcoder.baselines import (BASELINES, bm25_scores, encoder_scores, random_scores,
-                                  store_scores, tfidf_scores, tokenize)
-from influcoder.data import Sample
 from influcoder.errors import StoreError
-from influcoder.influence import cosine_scores
-from influcoder.store import StoreWriter
+from influcoder.evaluation.baselines import (
+    BASELINES,
+    bm25_scores,
+    encoder_scores,
+    random_scores,
+    store_scores,
+    tfidf_scores,
+    tokenize,
+)
+from influcoder.groundtruth.influence import cosine_scores
+from influcoder.io.samples import Sample
+from influcoder.io.stores import StoreWriter
 
 POOL = [
     Sample(id="pasta", prompt="How long do I boil pasta?", response="Boil the pasta ten minutes."),

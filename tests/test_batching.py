@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from influcoder.batching import length_batches
+from influcoder.engines.batching import length_batches
 
 
 def reference_batches(lengths, max_batch, max_padding):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from influcoder import open_store
 from influcoder.cli import cli
-from influcoder.constants import SHARDS_DIR
+from influcoder.io.layout import SHARDS_DIR
 
 from .conftest import write_jsonl
 
@@ -186,9 +186,12 @@ def test_kill_and_resume_gives_identical_store(tiny_model_dir, tmp_path):
 def test_shards_batch_by_length_and_keep_row_order(tiny_model, tiny_tokenizer):
     """Length-sorted batching inside a shard returns each sample's own row, as the
     one-sample-at-a-time reference computes it."""
-    from influcoder.collect import compute_shard
-    from influcoder.data import Sample, tokenize_samples
-    from influcoder.gradients import GradientComputer, attach_lora, reference_gradients
+    from influcoder.groundtruth.collect import compute_shard
+    from influcoder.groundtruth.gradients import GradientComputer
+    from influcoder.groundtruth.lora import attach_lora
+    from influcoder.groundtruth.tokenize import tokenize_samples
+    from influcoder.io.samples import Sample
+    from tests.references import reference_gradients
 
     model = attach_lora(tiny_model, seed=0)
     samples = [Sample(id=str(i), prompt="word " * (1 + (7 * i) % 11), response="yes " * (1 + i % 3))

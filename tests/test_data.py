@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from influcoder.data import (Fields, Sample, content_id, encoder_text, load_samples,
-                             tokenize_sample, tokenize_samples)
 from influcoder.errors import InputError
+from influcoder.groundtruth.tokenize import tokenize_sample, tokenize_samples
+from influcoder.io.samples import Fields, Sample, content_id, encoder_text, load_samples
 
 from .conftest import write_jsonl
 
@@ -193,3 +193,4 @@ def test_tokenize_samples_names_the_file(tiny_tokenizer):
         tokenize_samples(tiny_tokenizer, [_sample()], max_length=4, truncation="right",
                          path="data.jsonl")
     assert str(e.value).startswith("data.jsonl: field 'sample 'x''")
+

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from influcoder import datasets as ds
 from influcoder.errors import InputError, MissingPackageError
+from influcoder.workflows import datasets as ds
 
 
 def installed(module: str) -> bool:

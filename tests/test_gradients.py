@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from influcoder.gradients import (
-    GradientComputer,
-    TokenizedSample,
-    attach_lora,
-    gradient_modules,
-    load_adapter,
-    reference_gradients,
-    warmup,
-)
+from influcoder.groundtruth.gradients import GradientComputer, TokenizedSample
+from influcoder.groundtruth.lora import attach_lora, gradient_modules, load_adapter, warmup
+from tests.references import reference_gradients
 
 CONVERSATIONS = [
     ("What is the capital of France?", "The capital of France is Paris."),
@@ -188,7 +182,7 @@ def test_fresh_adapter_has_exactly_zero_a_gradients(tiny_model, samples):
 # --- the loss: response tokens only, per sample ------------------------------------------------
 
 def test_padded_positions_carry_zero_output_gradient(warm_lora, samples):
-    from influcoder.gradients import _pad, _response_losses
+    from influcoder.groundtruth.loss import _pad, _response_losses
 
     input_ids, attention_mask, labels = _pad(samples, 0, torch.device("cpu"))
     grads = {}

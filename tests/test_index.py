@@ -7,15 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from influcoder.encode import EncodeArguments
+from influcoder.attribution.backends import FastEncoder
+from influcoder.attribution.build import build_index
+from influcoder.attribution.index import FAISS_FILE, INDEX_FILE, open_index
+from influcoder.attribution.settings import EncodeArguments
 from influcoder.errors import InputError, StoreError
-from influcoder.fast_encoder import FastEncoder
-from influcoder.index import FAISS_FILE, INDEX_FILE, build_index, open_index
-from influcoder.influence import top_k
+from influcoder.groundtruth.influence import top_k
 
 from .encoders import other_encoder, pool_rows, tiny_encoder  # noqa: F401
 
-QUIET = dict(progress=False, log=lambda msg: None)
+QUIET = dict(progress=False)
 
 
 def write_jsonl(path, rows):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from influcoder.data import Sample
 from influcoder.errors import StoreError
-from influcoder.influence import TopK, cosine_scores, load_scores, score_stores, top_k
-from influcoder.store import StoreWriter
+from influcoder.groundtruth.influence import TopK, cosine_scores, load_scores, score_stores, top_k
+from influcoder.io.samples import Sample
+from influcoder.io.stores import StoreWriter
 
 SETUP = {"sketch": {"dim": 16, "seed": 0}}
 

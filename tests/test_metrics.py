@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score
 from sklearn.metrics import precision_recall_curve as sk_precision_recall_curve
 
-from influcoder import metrics as m
+from influcoder.evaluation import metrics as m
 
 
 @pytest.fixture()

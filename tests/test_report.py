@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from influcoder.data import Sample
-from influcoder.evaluate import evaluate
-from influcoder.report import write_report
+from influcoder.evaluation.evaluate import evaluate_methods
+from influcoder.evaluation.report import write_report
+from influcoder.io.samples import Sample
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EVIL = "<script>alert('x')</script> & \"quotes\""
@@ -31,7 +31,7 @@ def case():
              "distilled": {"seconds": 0.5, "prepare_seconds": 20.0, "bytes_per_sample": 1536},
              "semantic": {"seconds": 0.4, "prepare_seconds": 18.0, "bytes_per_sample": 1536},
              "random": {"seconds": 1e-5, "prepare_seconds": 0.0, "bytes_per_sample": 0}}
-    rows = evaluate(gt, {n: (s, infos[n]) for n, s in method_scores.items()}, labels=labels,
+    rows = evaluate_methods(gt, {n: (s, infos[n]) for n, s in method_scores.items()}, labels=labels,
                     k=5)
     pool = [Sample(id=f"p{i}", prompt=f"pool prompt {i}",
                    response=EVIL if i == 3 else f"pool response {i}") for i in range(n_pool)]
@@ -84,7 +84,7 @@ def test_full_report(case, tmp_path):
 
 def test_minimal_report_without_labels_or_samples(case, tmp_path):
     rows, gt, method_scores, _, _, _ = case
-    rows = evaluate(gt, {"distilled": (method_scores["distilled"], {"seconds": 0.1})}, k=5)
+    rows = evaluate_methods(gt, {"distilled": (method_scores["distilled"], {"seconds": 0.1})}, k=5)
     path = write_report(tmp_path, rows, gt=gt, method_scores={
         "distilled": method_scores["distilled"]})
     page = path.read_text(encoding="utf-8")

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from influcoder.constants import MANIFEST_NAME, SHARDS_DIR
-from influcoder.data import Sample
 from influcoder.errors import StoreError
-from influcoder.store import Store, StoreWriter, check_same_setup, open_store
+from influcoder.io.layout import MANIFEST_NAME, SHARDS_DIR
+from influcoder.io.samples import Sample
+from influcoder.io.stores import Store, StoreWriter, check_same_setup, open_store
 
 SETUP = {"model": {"fingerprint": "sha256:abc"}, "sketch": {"dim": 4, "seed": 0}}
 
@@ -137,7 +137,7 @@ def test_manifest_is_json_with_provenance(tmp_path):
 
 
 def test_written_files_get_the_usual_mode(tmp_path):
-    from influcoder.store import atomic_write_bytes
+    from influcoder.io.atomic import atomic_write_bytes
 
     old = os.umask(0o022)
     try:

@@ -3,44 +3,45 @@
 Gradient influence (cosine of sketched, response-only LoRA gradients) is computed once on a
 sample of the data and distilled into a small sentence encoder; attribution then runs the
 encoder alone.
+
+The public names below are imported on first use (``import influcoder`` stays cheap: the CLI
+answers ``--help`` without loading torch). No public name is also the name of a submodule, so
+``import influcoder.x`` can never replace one of them.
 """
 
-from .arguments import CollectArguments
-from .data import Sample, load_samples
-from .errors import InflucoderError, InputError, StoreError
-from .store import Store, open_store
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
+#: public name -> the module that defines it
+_PUBLIC = {
+    "Attributor": "influcoder.attribution.attributor",
+    "CollectArguments": "influcoder.groundtruth.settings",
+    "EncodeArguments": "influcoder.attribution.settings",
+    "InflucoderError": "influcoder.errors",
+    "InputError": "influcoder.errors",
+    "Sample": "influcoder.io.samples",
+    "Store": "influcoder.io.stores",
+    "StoreError": "influcoder.errors",
+    "build_index": "influcoder.attribution.build",
+    "collect": "influcoder.groundtruth.collect",
+    "encode": "influcoder.attribution.encode",
+    "load_samples": "influcoder.io.samples",
+    "open_store": "influcoder.io.stores",
+}
 
-def encode(*args, **kwargs):
-    """Embed a data set into a store; see :func:`influcoder.encode.encode`."""
-    from .encode import encode as _encode
-
-    return _encode(*args, **kwargs)
-
-
-def build_index(*args, **kwargs):
-    """Build, resume or extend an index; see :func:`influcoder.index.build_index`."""
-    from .index import build_index as _build_index
-
-    return _build_index(*args, **kwargs)
-
-
-def __getattr__(name):
-    if name == "Attributor":  # imports torch and sentence-transformers: only when asked
-        from .attribute import Attributor
-
-        return Attributor
-    raise AttributeError(f"module 'influcoder' has no attribute {name!r}")
+__all__ = sorted(_PUBLIC)
 
 
-def collect(*args, **kwargs):
-    """Collect a gradient store; see :func:`influcoder.collect.collect`."""
-    from .collect import collect as _collect
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'influcoder' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-    return _collect(*args, **kwargs)
 
-
-__all__ = ["Attributor", "CollectArguments", "InflucoderError", "InputError", "Sample", "Store",
-           "StoreError", "build_index", "collect", "encode", "load_samples", "open_store"]
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

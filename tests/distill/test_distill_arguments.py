@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import pytest
 
-from influcoder.distill import DistillArguments
+from influcoder.distill.settings import DistillArguments
 
 
 def test_defaults():

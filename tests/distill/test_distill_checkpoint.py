@@ -4,13 +4,15 @@ uninterrupted run does; another run's checkpoint is refused."""
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from influcoder.distill import DistillArguments, checkpoint, distill, trainer
+from influcoder.distill import checkpoint, distill, trainer
+from influcoder.distill.settings import DistillArguments
 from influcoder.distill.trainer import CARD_NAME
 from influcoder.errors import InflucoderError
 
@@ -51,7 +53,7 @@ def without_seconds(history):
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tiny_encoder_dir, planted, tmp_path,
-                                                         monkeypatch, capsys):
+                                                         monkeypatch, caplog):
     whole, whole_result = run(tiny_encoder_dir, planted, tmp_path / "whole")
 
     out = tmp_path / "killed"
@@ -63,10 +65,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_encoder_dir, plante
     assert not out.exists()  # no half-written encoder
     assert json.loads((ckpt / checkpoint.STATE_NAME).read_text())["epoch"] == 2
     assert {p.suffix for p in ckpt.iterdir()} == {".safetensors", ".json"}  # nothing pickled
-    capsys.readouterr()
-
-    resumed, resumed_result = run(tiny_encoder_dir, planted, out)
-    assert "resuming from" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="influcoder"):
+        resumed, resumed_result = run(tiny_encoder_dir, planted, out)
+    assert "resuming from" in caplog.text
     assert not ckpt.exists()  # removed once the encoder is written
     expected, got = whole.state_dict(), resumed.state_dict()
     assert expected.keys() == got.keys()
@@ -92,11 +93,11 @@ def test_resume_restores_the_best_weights_too(tiny_encoder_dir, planted, tmp_pat
         return evaluate
 
     whole_states: list = []
-    monkeypatch.setattr(trainer, "evaluate", scripted(whole_states))
+    monkeypatch.setattr(trainer, "validation_figures", scripted(whole_states))
     whole, _ = run(tiny_encoder_dir, planted, tmp_path / "whole")
 
     killed_states: list = []
-    monkeypatch.setattr(trainer, "evaluate", scripted(killed_states))
+    monkeypatch.setattr(trainer, "validation_figures", scripted(killed_states))
     with monkeypatch.context() as m:
         kill_at_step(m, 2 * ARGS["steps_per_epoch"] + 1)
         with pytest.raises(Killed):

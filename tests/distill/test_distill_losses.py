@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from influcoder.distill.losses import (InfluenceDistillLoss, PearsonLoss, SoftmaxKLLoss,
-                                       aggregated_pearson_loss, pearson_loss, softmax_kl_loss)
+from influcoder.distill.losses import (
+    InfluenceDistillLoss,
+    PearsonLoss,
+    SoftmaxKLLoss,
+    aggregated_pearson_loss,
+    pearson_loss,
+    softmax_kl_loss,
+)
 from influcoder.distill.losses._scores import block_scores
 
 PRED = torch.tensor([[1.0, 2.0], [3.0, 5.0]])

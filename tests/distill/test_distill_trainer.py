@@ -10,9 +10,9 @@ import torch
 from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 
-from influcoder.distill import DistillArguments, DistillResult, distill
-from influcoder.distill import trainer
-from influcoder.distill.trainer import CARD_NAME
+from influcoder.distill import distill, trainer
+from influcoder.distill.settings import DistillArguments
+from influcoder.distill.trainer import CARD_NAME, DistillResult
 
 # Tiny encoder, few texts: a learning rate far above the 5e-5 default, small batches, and a
 # quarter held out so the validation Spearman is not too noisy.
@@ -174,7 +174,7 @@ def scripted_validation(monkeypatch, figures):
         states.append({k: v.clone() for k, v in encoder.state_dict().items()})
         return dict.fromkeys(FIGURES, next(scores))
 
-    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    monkeypatch.setattr(trainer, "validation_figures", evaluate)
     return states
 
 

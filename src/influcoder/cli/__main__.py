@@ -1,3 +1,3 @@
-from . import main
+from influcoder.cli import main
 
 main()

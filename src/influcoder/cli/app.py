@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import click
+
+
+class EchoHandler(logging.Handler):
+    """Sends influcoder's log lines to standard error through click, looked up at each line
+    (so a redirected or captured stream receives them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(self.format(record), err=True)
+        except Exception:  # a log line must never end a run
+            self.handleError(record)
+
+
+def setup_logging() -> None:
+    """influcoder's INFO lines (stage headers, resumes, warm-up loss) go to standard error,
+    once, however often the CLI is invoked in one process."""
+    root = logging.getLogger("influcoder")
+    if not any(isinstance(h, EchoHandler) for h in root.handlers):
+        handler = EchoHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -31,6 +55,7 @@ def cli():
       influcoder score runs/pool runs/queries --top-k 5
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    setup_logging()
 
 
 def main(argv=None):

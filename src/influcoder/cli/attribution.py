@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import click
 
-from .app import cli
-from .options import (encoder_options, engine_options, field_options, fields_from,
-                      handle_errors, log, clip_text)
+from influcoder.cli.app import cli
+from influcoder.cli.options import (
+    encoder_options,
+    engine_options,
+    field_options,
+    fields_from,
+    handle_errors,
+    log,
+)
+from influcoder.io.tables import clip_text
 
 
 @cli.command()
@@ -31,8 +38,8 @@ def encode(data, encoder, out, quiet, limit, engine, ray_address, num_workers, *
     """
     from dataclasses import replace
 
-    from ..encode import EncodeArguments
-    from ..encode import encode as run_encode
+    from influcoder.attribution.encode import encode as run_encode
+    from influcoder.attribution.settings import EncodeArguments
 
     fields = fields_from(kw)
     given = {k: v for k, v in kw.items() if v is not None}
@@ -41,8 +48,7 @@ def encode(data, encoder, out, quiet, limit, engine, ray_address, num_workers, *
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     store = run_encode(data, out, args, fields=fields, limit=limit, engine=engine,
-                       ray_address=ray_address, num_workers=num_workers, progress=not quiet,
-                       log=log)
+                       ray_address=ray_address, num_workers=num_workers, progress=not quiet)
     log(f"wrote {store.path}: {store.n} samples x {store.dim} ({store.dtype})")
 
 
@@ -75,13 +81,13 @@ def index(encoder, data, out, append, approx, quiet, limit, engine, ray_address,
       influcoder index runs/encoder more.jsonl --out runs/index --append
       influcoder index runs/encoder big.parquet -o runs/big --approx hnsw --engine ray
     """
-    from ..index import build_index
+    from influcoder.attribution.build import build_index
 
     fields = fields_from(kw)
     try:
         built = build_index(data, out, encoder, append=append, approx=approx, fields=fields,
                             limit=limit, engine=engine, ray_address=ray_address,
-                            num_workers=num_workers, progress=not quiet, log=log, **kw)
+                            num_workers=num_workers, progress=not quiet, **kw)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     log(f"wrote {built.path}: {built.n} samples x {built.dim} in {len(built.segments)} "
@@ -104,7 +110,7 @@ def _query_options(f):
 
 
 def _load_queries(queries, texts, prompt, kw):
-    from ..attribute import read_queries
+    from influcoder.attribution.attributor import read_queries
 
     if queries is None and not texts:
         raise click.UsageError("give QUERIES (a data file, a .txt file, or - for stdin) or --text")
@@ -153,7 +159,8 @@ def attribute(index_dir, queries, texts, prompt, encoder, backend, nprobe, ef_se
     """
     import warnings
 
-    from ..attribute import Attributor, attribution_rows, ranking_rows, write_table
+    from influcoder.attribution.attributor import Attributor, attribution_rows, ranking_rows
+    from influcoder.io.tables import write_table
 
     if top_k < 1:
         raise click.UsageError("--top-k must be >= 1")
@@ -226,7 +233,8 @@ def filter_command(index_dir, queries, out, top_k, fraction, threshold, aggregat
       influcoder filter runs/index harmful.jsonl -k 100 --aggregate max --out clean.parquet
       influcoder filter runs/index harmful.jsonl --threshold 0.45 --out clean.csv
     """
-    from ..attribute import Attributor, filter_pool
+    from influcoder.attribution.attributor import Attributor
+    from influcoder.attribution.filter import filter_pool
 
     if sum(x is not None for x in (top_k, fraction, threshold)) != 1:
         raise click.UsageError("give exactly one of --top-k, --fraction, --threshold")
@@ -235,7 +243,7 @@ def filter_command(index_dir, queries, out, top_k, fraction, threshold, aggregat
                                  ef_search=ef_search)
     try:
         result = filter_pool(attributor, samples, out, top_k=top_k, fraction=fraction,
-                             threshold=threshold, how=aggregate, inputs=[queries], log=log)
+                             threshold=threshold, how=aggregate, inputs=[queries])
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     kept = result.n_pool - result.n_removed

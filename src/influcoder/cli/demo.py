@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import click
 
-from .app import cli
-from .options import handle_errors, log
+from influcoder.cli.app import cli
+from influcoder.cli.options import handle_errors, log
+
+DEMO_SIZES = ("small", "medium", "large")  # influcoder.workflows.demo.SIZES, checked by a test
 
 
 @cli.command()
 @click.option("--out", "-o", default="runs/demo", show_default=True,
               help="directory for every artifact of the run (rerunning resumes it)")
-@click.option("--size", type=click.Choice(["small", "medium", "large"]), default="small",
+@click.option("--size", type=click.Choice(DEMO_SIZES), default="small",
               show_default=True,
               help="small: 240-sample pool, about 15 minutes on 2 CPU cores; medium and large "
                    "take several times longer")
@@ -31,6 +33,11 @@ def demo(out, size, seed, quiet):
       influcoder demo
       influcoder demo --size medium --out runs/demo-medium
     """
-    from ..demo import run_demo
+    from influcoder.io.tables import format_table
+    from influcoder.workflows.demo import run_demo
 
-    run_demo(out, size, seed=seed, progress=not quiet, log=log)
+    result = run_demo(out, size, seed=seed, progress=not quiet)
+    log("\n" + format_table(result.rows) + "\n")
+    for name, ok, text in result.targets:
+        log(f"  {'MET   ' if ok else 'MISSED'} {name}: {text}")
+    log(f"\nreport: {result.report}\ntotal time: {result.total_seconds:.0f} s")

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import click
 
-from ..arguments import CollectArguments
-from .app import cli
-from .options import (dataclass_options, engine_options, field_options, fields_from,
-                      handle_errors, log, settings_from, clip_text)
+from influcoder.cli.app import cli
+from influcoder.cli.options import (
+    dataclass_options,
+    engine_options,
+    field_options,
+    fields_from,
+    handle_errors,
+    log,
+    settings_from,
+)
+from influcoder.groundtruth.settings import CollectArguments
+from influcoder.io.tables import clip_text
 
 
 @cli.command()
@@ -36,7 +44,7 @@ def collect(data, out, like, quiet, limit, engine, ray_address, num_workers, **k
       influcoder collect queries.jsonl --like runs/pool --out runs/queries
       influcoder collect data.csv --prompt-field question --response-field answer -o runs/x
     """
-    from ..collect import collect as run_collect
+    from influcoder.groundtruth.collect import collect as run_collect
 
     fields = fields_from(kw)
     if like is not None and any(v is not None for v in kw.values()):
@@ -45,7 +53,7 @@ def collect(data, out, like, quiet, limit, engine, ray_address, num_workers, **k
                                            for k, v in kw.items() if v is not None))
     args = settings_from(CollectArguments, kw)
     store = run_collect(data, out, args, like=like, fields=fields, limit=limit,
-                        progress=not quiet, log=log, engine=engine, ray_address=ray_address,
+                        progress=not quiet, engine=engine, ray_address=ray_address,
                         num_workers=num_workers)
     log(f"wrote {store.path}: {store.n} samples x {store.dim} ({store.dtype})")
 
@@ -72,8 +80,8 @@ def score(pool, queries, out, top_k, width):
       influcoder score runs/pool runs/queries --top-k 5
       influcoder score runs/pool runs/queries --out runs/scores
     """
-    from ..influence import score_stores
-    from ..store import open_store
+    from influcoder.groundtruth.influence import score_stores
+    from influcoder.io.stores import open_store
 
     if out is None and top_k <= 0:
         raise click.UsageError("nothing to do: give --out, --top-k, or both")
@@ -102,7 +110,7 @@ def info(store):
     """What a store holds and how it was made."""
     import json
 
-    from ..store import Store
+    from influcoder.io.stores import Store
 
     s = Store(store, allow_incomplete=True)
     m = s.manifest

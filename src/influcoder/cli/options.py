@@ -10,12 +10,7 @@ import typing
 
 import click
 
-from ..errors import InflucoderError
-
-
-def clip_text(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+from influcoder.errors import InflucoderError
 
 
 def dataclass_options(cls, exclude: tuple[str, ...] = ()):
@@ -77,7 +72,7 @@ def field_options(f):
 
 
 def fields_from(kw: dict):
-    from ..data import Fields
+    from influcoder.io.samples import Fields
 
     return Fields(prompt=kw.pop("prompt_field"), response=kw.pop("response_field"),
                   id=kw.pop("id_field"), messages=kw.pop("messages_field"))
@@ -133,8 +128,7 @@ def split_list(value: str) -> list[str]:
 def encoder_options(f):
     """How embeddings are made; left unset, a new store or index gets the defaults and an
     existing one keeps its own."""
-    from ..encode import STORAGE_DTYPES
-    from ..fast_encoder import BACKENDS
+    from influcoder.attribution.settings import BACKENDS, STORAGE_DTYPES
 
     f = click.option("--shard-rows", type=int, default=None,
                      help="rows per store shard, the unit of resumption [default: 1024]")(f)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import click
 
-from ..distill.arguments import DistillArguments
-from .app import cli
-from .options import (dataclass_options, handle_errors, log, parse_named, settings_from,
-                      split_list)
+from influcoder.cli.app import cli
+from influcoder.cli.options import (
+    dataclass_options,
+    handle_errors,
+    log,
+    parse_named,
+    settings_from,
+    split_list,
+)
+from influcoder.distill.settings import DistillArguments
 
 
 @cli.command()
@@ -38,8 +44,8 @@ def distill(pool, queries, out, encoder, quiet, **kw):
       influcoder distill runs/pool runs/queries --out runs/encoder
       influcoder distill runs/pool runs/queries -o runs/enc --epochs 5 --hard-fraction 0.25
     """
-    from ..distill.stores import distill_stores
-    from ..store import open_store
+    from influcoder.distill.stores import distill_stores
+    from influcoder.io.stores import open_store
 
     args = settings_from(DistillArguments, kw)
     result = distill_stores(open_store(pool), open_store(queries), out, args, encoder=encoder,
@@ -97,11 +103,10 @@ def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, l
       influcoder evaluate runs/pool runs/queries -m distilled=runs/pool_emb,runs/query_emb \
           --label-field label --positive harmful --target distilled:auprc_mean>=0.5
     """
-    from ..evaluate import (GROUND_TRUTH_METHOD, check_target, evaluate as run_evaluate,
-                           expected_random_auprc, format_table, labels_from_samples,
-                           method_names, placeholder_rows, score_methods, write_results)
-    from ..report import write_report
-    from ..store import open_store
+    from influcoder.evaluation.evaluate import TargetError, labels_from_samples
+    from influcoder.io.stores import open_store
+    from influcoder.io.tables import format_table
+    from influcoder.workflows.evaluation import judge, write_judgement
 
     if (label_field is None) != (positive is None):
         raise click.UsageError("--label-field and --positive go together")
@@ -123,41 +128,29 @@ def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, l
                                  param_hint="-k")
     labels = (labels_from_samples(gt_pool.samples, label_field, positive)
               if label_field is not None else None)
-    named = {"stores": pairs, "encoders": parse_named(encoders, "--encoder"),
-             "baselines": split_list(baselines), "gradient_dims": dims}
-    # Targets are checked against the rows to come before the (maybe slow) scoring starts.
-    expected = placeholder_rows(method_names(**named), k, labels is not None)
     try:
-        for spec in targets:
-            check_target(expected, spec)
-    except ValueError as e:
+        judgement = judge(gt_pool, gt_queries, stores=pairs,
+                          encoders=parse_named(encoders, "--encoder"),
+                          baselines=split_list(baselines), gradient_dims=dims, labels=labels,
+                          k=k, seed=seed, targets=targets)
+    except TargetError as e:
         raise click.BadParameter(str(e), param_hint="--target") from None
-    try:
-        methods = score_methods(gt_pool, gt_queries, seed=seed, log=log, **named)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    gt = methods[GROUND_TRUTH_METHOD][0]
-    rows = run_evaluate(gt, methods, labels=labels, k=k)
-    checked = [check_target(rows, spec) for spec in targets]
-    click.echo(format_table(rows))
+    click.echo(format_table(judgement.rows))
     if labels is not None:
         click.echo(f"planted: {int(labels.sum())} of {labels.size} pool samples "
                    f"({labels.mean():.1%}); a random ranking's expected AUPRC is "
-                   f"{expected_random_auprc(labels.size, int(labels.sum())):.3f}")
-    for _name, achieved, text in checked:
+                   f"{judgement.expected_random_auprc:.3f}")
+    for _name, achieved, text in judgement.targets:
         click.echo(f"{'MET   ' if achieved else 'MISSED'}  {text}")
     if out is None:
         return
-    write_results(out, rows, pool=str(gt_pool.path), queries=str(gt_queries.path), k=k,
-                  n_pool=gt_pool.n, n_query=gt_queries.n,
-                  positives=None if labels is None else int(labels.sum()),
-                  random_expected_auprc=None if labels is None else expected_random_auprc(
-                      labels.size, int(labels.sum())),
-                  methods={name: info for name, (_, info) in methods.items()},
-                  targets=[{"target": n, "achieved": a, "text": t} for n, a, t in checked])
-    report = write_report(out, rows, gt=gt,
-                          method_scores={name: s for name, (s, _) in methods.items()},
-                          labels=labels, pool_samples=gt_pool.samples,
-                          query_samples=gt_queries.samples, title=title, targets=checked,
-                          queries_shown=show_queries)
+    report = write_judgement(
+        judgement, results_dir=out, title=title, queries_shown=show_queries,
+        context={"pool": str(gt_pool.path), "queries": str(gt_queries.path), "k": k,
+                 "n_pool": gt_pool.n, "n_query": gt_queries.n,
+                 "positives": None if labels is None else int(labels.sum()),
+                 "random_expected_auprc": judgement.expected_random_auprc,
+                 "methods": {name: info for name, (_, info) in judgement.methods.items()}})
     log(f"wrote {out}: results.json, results.csv, {report.name}")

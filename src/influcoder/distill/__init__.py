@@ -1,10 +1,22 @@
 """Distillation: train a sentence encoder whose cosines rank like gradient influence.
 
 :func:`distill` runs the loop on a ground-truth matrix (``[n_pool, n_query]``) and the texts it
-belongs to; :mod:`influcoder.distill.losses` holds the losses, usable on their own.
+belongs to; :mod:`influcoder.distill.losses` holds the losses, usable on their own;
+:mod:`influcoder.distill.settings` the settings (importing it loads no torch).
 """
 
-from .arguments import DistillArguments
-from .trainer import DistillResult, distill
+from __future__ import annotations
 
-__all__ = ["DistillArguments", "DistillResult", "distill"]
+import importlib
+
+_PUBLIC = {"DistillArguments": "influcoder.distill.settings",
+           "DistillResult": "influcoder.distill.trainer",
+           "distill": "influcoder.distill.trainer"}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'influcoder.distill' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import InflucoderError
-from ..store import atomic_write_dir, setup_differences
+from influcoder.errors import InflucoderError
+from influcoder.io.atomic import atomic_write_dir
+from influcoder.io.stores import setup_differences
 
 FORMAT = "influcoder-distill-checkpoint"
 FORMAT_VERSION = 1

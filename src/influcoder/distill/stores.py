@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
-from ..constants import DEFAULT_ENCODER
-from ..data import encoder_text
-from ..errors import InflucoderError, StoreError
-from ..influence import cosine_scores
-from ..store import Store
-from .arguments import DistillArguments
-from .trainer import DistillResult, distill
+from influcoder.attribution.settings import DEFAULT_ENCODER
+from influcoder.distill.settings import DistillArguments
+from influcoder.distill.trainer import DistillResult, distill
+from influcoder.errors import InflucoderError, StoreError
+from influcoder.groundtruth.influence import cosine_scores
+from influcoder.io.samples import encoder_text
+from influcoder.io.stores import Store
 
 
 def ground_truth_card(pool: Store, queries: Store) -> dict:
@@ -27,7 +27,7 @@ def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
                    args: DistillArguments | None = None, *, encoder: str = DEFAULT_ENCODER,
                    progress: bool = True) -> DistillResult:
     """Train ``encoder`` on the cosines of two gradient stores; save it to ``out``."""
-    from ..models import load_encoder
+    from influcoder.attribution.encoders import load_encoder
 
     for s in (pool, queries):
         if s.kind != "gradients":

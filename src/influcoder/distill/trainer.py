@@ -21,10 +21,11 @@ Trade-offs:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,17 @@ import torch
 from sentence_transformers.util import batch_to_device
 from tqdm.auto import tqdm
 
-from ..metrics import aggregated_spearman, pairwise_spearman, per_anchor_spearman
-from ..store import atomic_write_dir
-from . import checkpoint
-from .arguments import DistillArguments
-from .losses import InfluenceDistillLoss
+from influcoder.distill import checkpoint
+from influcoder.distill.losses import InfluenceDistillLoss
+from influcoder.distill.settings import DistillArguments
+from influcoder.evaluation.metrics import (
+    aggregated_spearman,
+    pairwise_spearman,
+    per_anchor_spearman,
+)
+from influcoder.io.atomic import atomic_write_dir
+
+logger = logging.getLogger(__name__)
 
 CARD_NAME = "influcoder_distill.json"
 CARD_FORMAT = "influcoder-distill"
@@ -83,8 +90,7 @@ class DistillResult:
 
 def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: np.ndarray,
             args: DistillArguments | None = None, *, out_dir: str | Path | None = None,
-            progress: bool = True, extra_card: dict[str, Any] | None = None,
-            log: Callable[[str], None] = print) -> DistillResult:
+            progress: bool = True, extra_card: dict[str, Any] | None = None) -> DistillResult:
     """Train ``encoder`` in place so that the cosines of its embeddings rank like ``gt``.
 
     Same settings, encoder and data give the same result: the split and the blocks come from a
@@ -111,7 +117,6 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
         progress: show a progress bar with the loss and the last validation figures.
         extra_card: more entries for ``influcoder_distill.json`` (for example fingerprints of
             the ground truth); they may not reuse the card's own keys.
-        log: where the line saying that a checkpoint is resumed goes.
 
     Returns:
         A :class:`DistillResult`.
@@ -153,7 +158,7 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
     val_gt = gt[np.ix_(split.val_pool, split.val_query)]
 
     def validate() -> dict[str, float]:
-        return evaluate(encoder, val_pool, val_query, val_gt, batch_size=args.batch_pool)
+        return validation_figures(encoder, val_pool, val_query, val_gt, batch_size=args.batch_pool)
 
     encoder.max_seq_length = _max_seq_length(encoder, args.max_seq_length)
     loss_fn = InfluenceDistillLoss(encoder, pearson_weight=args.pearson_weight,
@@ -169,7 +174,7 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
                                                  args.to_dict())
         loop = checkpoint.load(checkpoints, fingerprint, encoder, optimizer, rng)
         if loop is not None:
-            log(f"resuming from {checkpoints}: {loop.epoch} of {args.epochs} epochs already "
+            logger.info(f"resuming from {checkpoints}: {loop.epoch} of {args.epochs} epochs already "
                 f"done")
     if loop is None:
         untrained = validate()
@@ -223,7 +228,7 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
     return result
 
 
-def evaluate(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: np.ndarray,
+def validation_figures(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: np.ndarray,
              *, batch_size: int = 32) -> dict[str, float]:
     """The three validation figures of ``encoder``'s cosines against ``gt`` ``[pool, query]``:
     ``per_anchor_spearman``, ``pairwise_spearman`` and ``aggregated_spearman``."""

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InflucoderError, MissingPackageError
+from influcoder.errors import InflucoderError, MissingPackageError
 
 #: CPUs each actor asks Ray for (torch in the actor uses as many threads).
 CPUS_PER_WORKER = 1

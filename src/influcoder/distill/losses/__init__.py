@@ -6,9 +6,9 @@ They follow the sentence-transformers contract (``Loss(model)``, ``forward(featu
 and ``labels`` is the ground-truth block ``[P, Q]`` of their influence scores.
 """
 
-from .influence_distill import InfluenceDistillLoss
-from .pearson import PearsonLoss, aggregated_pearson_loss, pearson_loss
-from .softmax_kl import SoftmaxKLLoss, softmax_kl_loss
+from influcoder.distill.losses.influence_distill import InfluenceDistillLoss
+from influcoder.distill.losses.pearson import PearsonLoss, aggregated_pearson_loss, pearson_loss
+from influcoder.distill.losses.softmax_kl import SoftmaxKLLoss, softmax_kl_loss
 
 __all__ = ["InfluenceDistillLoss", "PearsonLoss", "SoftmaxKLLoss", "aggregated_pearson_loss",
            "pearson_loss", "softmax_kl_loss"]

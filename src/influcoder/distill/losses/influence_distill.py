@@ -7,21 +7,19 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ._scores import block_scores
-from .pearson import aggregated_pearson_loss, pearson_loss
-from .softmax_kl import DEFAULT_TEMPERATURE, check_temperatures, softmax_kl_loss
-
-DEFAULT_PEARSON_WEIGHT = 0.3
-DEFAULT_KL_WEIGHT = 1.0
-DEFAULT_AGGREGATE_WEIGHT = 0.0
-
-
-def check_weights(pearson_weight: float, kl_weight: float, aggregate_weight: float = 0.0) -> None:
-    """Every weight >= 0 and not all 0, or ``ValueError``."""
-    weights = (pearson_weight, kl_weight, aggregate_weight)
-    if min(weights) < 0 or sum(weights) == 0:
-        raise ValueError(f"pearson_weight, kl_weight and aggregate_weight must be >= 0 and not "
-                         f"all 0, got {pearson_weight}, {kl_weight} and {aggregate_weight}")
+from influcoder.distill.losses._scores import block_scores
+from influcoder.distill.losses.pearson import aggregated_pearson_loss, pearson_loss
+from influcoder.distill.losses.softmax_kl import (
+    DEFAULT_TEMPERATURE,
+    check_temperatures,
+    softmax_kl_loss,
+)
+from influcoder.distill.settings import (
+    DEFAULT_AGGREGATE_WEIGHT,
+    DEFAULT_KL_WEIGHT,
+    DEFAULT_PEARSON_WEIGHT,
+    check_weights,
+)
 
 
 class InfluenceDistillLoss(nn.Module):

@@ -8,7 +8,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._scores import block_scores, check_block
+from influcoder.distill.losses._scores import block_scores, check_block
 
 
 def pearson_loss(pred: Tensor, target: Tensor) -> Tensor:

@@ -8,9 +8,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._scores import block_scores, check_block
-
-DEFAULT_TEMPERATURE = 0.05
+from influcoder.distill.losses._scores import block_scores, check_block
+from influcoder.distill.settings import DEFAULT_TEMPERATURE, check_temperatures
 
 
 def softmax_kl_loss(pred: Tensor, target: Tensor, temperature: float = DEFAULT_TEMPERATURE,
@@ -37,12 +36,6 @@ def softmax_kl_loss(pred: Tensor, target: Tensor, temperature: float = DEFAULT_T
     log_p = F.log_softmax(target / target_temperature, dim=0)
     log_q = F.log_softmax(pred / temperature, dim=0)
     return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=0).mean()
-
-
-def check_temperatures(*temperatures: float) -> None:
-    """Every temperature > 0, or ``ValueError``."""
-    if any(t <= 0 for t in temperatures):
-        raise ValueError(f"temperatures must be > 0, got {temperatures}")
 
 
 class SoftmaxKLLoss(nn.Module):

@@ -1,0 +1,140 @@
+"""``encode``: a data set -> a store of encoder embeddings (``kind="embeddings"``).
+
+The same store format as gradient stores (:mod:`influcoder.io.stores`), so ``influcoder score``
+and :func:`influcoder.open_store` work on both. Each sample's text is
+:func:`~influcoder.io.samples.encoder_text` (prompt, blank line, response), encoded by
+:class:`~influcoder.attribution.backends.FastEncoder` into a unit vector.
+
+Setup (what must match for two embedding stores to be comparable)::
+
+    {"encoder": {"fingerprint": "sha256:..."}, "text": "prompt\\n\\nresponse",
+     "max_seq_length": 256, "normalized": true, "storage": "float16"}
+
+The backend (``torch``/``bf16``/``onnx``/``int8``) is not part of the setup: every backend
+approximates the same float32 vectors (see :mod:`influcoder.attribution.backends`), so a query encoded
+with one is comparable with a pool encoded with another. It is recorded in the provenance,
+and an interrupted store resumes only with the settings (backend included) it was started
+with, so its vectors never mix two backends.
+
+Storage: ``float16`` (default; 2 bytes per dimension), ``float32``, or ``int8`` (1 byte per
+dimension): each row is scaled so that its largest coordinate is +-127 and rounded,
+``q = round(127 * x / max|x|)``. The per-row scale is not kept: scores are cosines, and
+rows are renormalised before every dot product, so a row's scale never matters. The
+rounding error of each coordinate is at most ``max|x| / 254``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from influcoder.attribution.backends import (
+    FastEncoder,
+    encoder_fingerprint,
+    resolve_backend,
+)
+from influcoder.attribution.settings import EncodeArguments
+from influcoder.errors import InputError
+from influcoder.io.job import CheckedWorker, Plan, StoreJob, run_job
+from influcoder.io.samples import Fields, encoder_text
+from influcoder.io.stores import Store, package_versions
+
+KIND = "embeddings"
+
+
+TEXT_LAYOUT = "prompt\n\nresponse"
+
+
+INT8_MAX = 127
+
+
+def quantize_int8(x: np.ndarray) -> np.ndarray:
+    """Per-row absmax int8: ``round(127 * x / max|x|)`` (see the module docstring)."""
+    x = np.asarray(x, dtype=np.float32)
+    peak = np.maximum(np.abs(x).max(axis=1, keepdims=True), np.finfo(np.float32).tiny)
+    return np.clip(np.rint(x * (INT8_MAX / peak)), -INT8_MAX, INT8_MAX).astype(np.int8)
+
+
+def to_storage(rows: np.ndarray, dtype: str) -> np.ndarray:
+    """Unit float32 rows as stored."""
+    return quantize_int8(rows) if dtype == "int8" else rows.astype(dtype)
+
+
+def embedding_setup(fingerprint: str, max_seq_length: int, dtype: str) -> dict:
+    return {"encoder": {"fingerprint": fingerprint}, "text": TEXT_LAYOUT,
+            "max_seq_length": int(max_seq_length), "normalized": True, "storage": dtype}
+
+
+@dataclass(frozen=True)
+class EncoderWorker(CheckedWorker):
+    """Builds an encoder in a worker process (see :class:`CheckedWorker`)."""
+
+    what: ClassVar[str] = "encoder"
+    encoder: str
+    backend: str
+    max_seq_length: int
+    batch_size: int
+
+    def load(self):
+        return encoder_fingerprint(self.encoder), FastEncoder(
+            self.encoder, backend=self.backend, max_seq_length=self.max_seq_length,
+            batch_size=self.batch_size).encode
+
+
+class EncodeJob(StoreJob):
+    """The embedding stage as a store-filling job (:mod:`influcoder.io.job`). A store being
+    resumed keeps its settings, except the encoder's name (its fingerprint must still match);
+    ``backend="auto"`` is recorded as the backend it resolved to."""
+
+    kind, desc, made, settings = KIND, "encode", "encoded", EncodeArguments
+    renamable = ("encoder",)
+
+    def __init__(self, args: EncodeArguments):
+        super().__init__(replace(args, backend=resolve_backend(args.backend)))
+
+    def plan(self, samples, source: str, out: Path) -> Plan:
+        if not samples:
+            raise InputError("no samples to encode")
+        args = self.args
+        encoder = FastEncoder(args.encoder, backend=args.backend,
+                              max_seq_length=args.max_seq_length, batch_size=args.batch_size)
+        fingerprint = encoder_fingerprint(args.encoder)
+        return Plan(
+            setup=embedding_setup(fingerprint, encoder.max_seq_length, args.dtype),
+            dim=encoder.dim, dtype=args.dtype, shard_rows=args.shard_rows,
+            local=lambda: encoder.encode,
+            remote=lambda: EncoderWorker(fingerprint, args.encoder, encoder.backend,
+                                         encoder.max_seq_length, args.batch_size),
+            payload=lambda start, stop: [encoder_text(s) for s in samples[start:stop]],
+            convert=lambda rows: to_storage(rows, args.dtype),
+            provenance={"encoder_name": args.encoder,
+                        "versions": package_versions("sentence-transformers", "onnxruntime")})
+
+
+def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
+           fields: Fields | None = None, limit: int | None = None, engine: str = "local",
+           ray_address: str | None = None, num_workers: int | None = None,
+           progress: bool = True) -> Store:
+    """Encode ``data`` (a path, ``-``, or a list of :class:`Sample`) into the embedding store
+    ``out``, resuming it if an earlier run was interrupted.
+
+    Args:
+        data: the samples.
+        out: the store directory.
+        args: settings (:class:`EncodeArguments`); see :class:`EncodeJob` for resuming.
+        engine, ray_address, num_workers: where shards are computed
+            (:mod:`influcoder.engines`).
+
+    Example::
+
+        >>> store = encode("train.jsonl", "runs/train-emb")
+        >>> store.vectors().shape
+        (1000, 384)
+    """
+    return run_job(EncodeJob(args or EncodeArguments()), data, out, fields=fields, limit=limit,
+                   engine=engine, ray_address=ray_address, num_workers=num_workers,
+                   progress=progress)

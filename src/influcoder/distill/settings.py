@@ -1,0 +1,100 @@
+"""Settings of the distillation stage (``influcoder distill``), recorded in the output card.
+
+The losses' defaults and checks live here too, so the CLI reads every default without
+importing torch."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+DEFAULT_PEARSON_WEIGHT = 0.3
+DEFAULT_KL_WEIGHT = 1.0
+DEFAULT_AGGREGATE_WEIGHT = 0.0
+DEFAULT_TEMPERATURE = 0.05
+
+
+def check_weights(pearson_weight: float, kl_weight: float, aggregate_weight: float = 0.0) -> None:
+    """Every weight >= 0 and not all 0, or ``ValueError``."""
+    weights = (pearson_weight, kl_weight, aggregate_weight)
+    if min(weights) < 0 or sum(weights) == 0:
+        raise ValueError(f"pearson_weight, kl_weight and aggregate_weight must be >= 0 and not "
+                         f"all 0, got {pearson_weight}, {kl_weight} and {aggregate_weight}")
+
+
+def check_temperatures(*temperatures: float) -> None:
+    """Every temperature > 0, or ``ValueError``."""
+    if any(t <= 0 for t in temperatures):
+        raise ValueError(f"temperatures must be > 0, got {temperatures}")
+
+
+@dataclass
+class DistillArguments:
+    """How a sentence encoder is trained to reproduce a ground-truth influence matrix.
+
+    One training step takes a block of the ground truth: ``batch_query`` training queries by
+    ``batch_pool`` training pool samples, and minimises
+    :class:`~influcoder.distill.losses.InfluenceDistillLoss` on it with AdamW.
+    """
+
+    epochs: int = field(default=3, metadata={"help": "passes over the training blocks"})
+    lr: float = field(default=5e-5, metadata={
+        "help": "AdamW learning rate (constant); 5e-5 was best in the Influcoder paper's code"})
+    batch_pool: int = field(default=32, metadata={
+        "help": "pool samples per step (the softmax of each query runs over these); capped at "
+                "the number of training pool samples"})
+    batch_query: int = field(default=8, metadata={
+        "help": "queries per step; capped at the number of training queries"})
+    hard_fraction: float = field(default=0.0, metadata={
+        "help": "share of each step's pool samples taken from the step's queries' top "
+                "ground-truth pool samples ('hard examples'), the rest drawn at random. Hard "
+                "examples help on large pools, where a random batch rarely holds a query's "
+                "most influential samples, and hurt on small ones, where they crowd out the "
+                "rest of the ranking; hence 0 by default"})
+    temperature: float = field(default=DEFAULT_TEMPERATURE, metadata={
+        "help": "softmax temperature of the predicted cosines in the KL term"})
+    target_temperature: float | None = field(default=None, metadata={
+        "help": "softmax temperature of the ground-truth scores; None uses temperature"})
+    pearson_weight: float = field(default=DEFAULT_PEARSON_WEIGHT, metadata={
+        "help": "weight of the Pearson term (0.2 to 0.5 were best in the paper's code)"})
+    kl_weight: float = field(default=DEFAULT_KL_WEIGHT, metadata={
+        "help": "weight of the softmax KL term"})
+    aggregate_weight: float = field(default=DEFAULT_AGGREGATE_WEIGHT, metadata={
+        "help": "weight of the aggregated term: 1 - Pearson correlation of each pool sample's "
+                "mean score over the step's queries, the pool-wide ranking that aggregated "
+                "Spearman scores (0: off)"})
+    val_fraction: float = field(default=0.1, metadata={
+        "help": "share of the pool samples AND of the queries held out for validation, which "
+                "scores held-out queries against held-out pool samples"})
+    patience: int = field(default=2, metadata={
+        "help": "stop after this many epochs without a better validation per-anchor Spearman"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of the split, the batches and torch's generators (dropout)"})
+    max_seq_length: int = field(default=256, metadata={
+        "help": "tokens per text, capped at the encoder's position embeddings; longer texts are "
+                "truncated (saved with the encoder)"})
+    steps_per_epoch: int | None = field(default=None, metadata={
+        "help": "optimizer steps per epoch; None takes enough steps for the blocks to cover "
+                "every (training pool sample, training query) pair about once: "
+                "ceil(pool / batch_pool) * ceil(queries / batch_query)"})
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_query", "patience", "max_seq_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_pool < 2:
+            raise ValueError(f"batch_pool must be >= 2 (a softmax over one pool sample is "
+                             f"constant), got {self.batch_pool}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.hard_fraction <= 1:
+            raise ValueError(f"hard_fraction must be in [0, 1], got {self.hard_fraction}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        check_temperatures(self.temperature, self.temperature if self.target_temperature is None
+                           else self.target_temperature)
+        check_weights(self.pearson_weight, self.kl_weight, self.aggregate_weight)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,236 @@
+"""``collect``: a data set -> a store of sketched, normalised per-sample LoRA gradients.
+
+The steps, in the order that keeps a bad input from ever leaving a half-written store:
+
+1. read and validate every sample, load the decoder, tokenize every sample (masks,
+   truncation): any problem raises before anything is written;
+2. settle the adapter: the user's (``--adapter``), the one of an existing store (``--like``,
+   or a store being resumed), or a seeded fresh/warmed-up one;
+3. create the store (adapter, samples, manifest), or check that the existing one was made
+   with exactly this setup;
+4. compute the missing shards, each atomically written: a killed run resumes where it
+   stopped and ends with the vectors of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from influcoder.engines.batching import length_batches
+from influcoder.errors import InflucoderError, StoreError
+from influcoder.groundtruth.lora import adapter_digest
+from influcoder.groundtruth.settings import CollectArguments
+from influcoder.groundtruth.tokenize import resolve_template, tokenize_samples
+from influcoder.io.atomic import atomic_write_dir
+from influcoder.io.job import CheckedWorker, Plan, StoreJob, run_job
+from influcoder.io.layout import ADAPTER_DIR, MANIFEST_NAME
+from influcoder.io.samples import Fields
+from influcoder.io.stores import (
+    Store,
+    package_versions,
+    setup_differences,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def gradient_target(args: CollectArguments) -> str:
+    """Which LoRA matrices carry signal: a fresh adapter has B = 0, so every A-gradient is
+    exactly zero and only the B-gradients are kept."""
+    return "lora-b" if args.adapter is None and args.adapter_init == "fresh" else "lora"
+
+
+def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, template: str,
+                adapter_sha: str, adapter_origin: str) -> dict:
+    """Everything that must be identical for two gradient stores to be comparable."""
+    chat = getattr(tokenizer, "chat_template", None) or ""
+    return {
+        "model": {"fingerprint": model_fingerprint},
+        "adapter": {"sha256": adapter_sha, "origin": adapter_origin, "rank": args.lora_rank,
+                    "alpha": args.lora_alpha, "targets": list(args.lora_targets)},
+        "gradient": {"target": gradient_target(args), "loss": "mean response-token CE",
+                     "precision": "bf16-autocast" if args.bf16 else "float32",
+                     "normalized": True},
+        "sketch": {"kind": "countsketch" if args.sketch_dim else "none",
+                   "dim": args.sketch_dim, "seed": args.sketch_seed},
+        "tokens": {"template": template, "max_length": args.max_length,
+                   "truncation": args.truncation,
+                   "chat_template_sha256": hashlib.sha256(chat.encode()).hexdigest()
+                   if template == "chat" else None,
+                   "vocab_size": len(tokenizer)},
+    }
+
+
+def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: Store | None,
+                     progress: bool = False) -> tuple[object, str]:
+    """Return ``(peft_model, origin)``; the adapter comes from, in order: the store being
+    resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up seeded one."""
+    from influcoder.groundtruth.lora import attach_lora, load_adapter, warmup
+
+    resumed = out if (out / MANIFEST_NAME).is_file() else None
+    for store_dir in (resumed, like.path if like else None):
+        if store_dir is not None and (Path(store_dir) / ADAPTER_DIR).is_dir():
+            origin = Store(store_dir, allow_incomplete=True).setup["adapter"]["origin"]
+            return load_adapter(model, Path(store_dir) / ADAPTER_DIR), origin
+    if args.adapter:
+        if not Path(args.adapter, "adapter_config.json").is_file():
+            raise InflucoderError(f"{args.adapter}: not a PEFT adapter directory "
+                                  f"(no adapter_config.json)")
+        return load_adapter(model, args.adapter), "user"
+    peft_model = attach_lora(model, rank=args.lora_rank, alpha=args.lora_alpha,
+                             targets=args.lora_targets, seed=args.seed)
+    if args.adapter_init == "fresh" or args.warmup_steps == 0:
+        return peft_model, "fresh"
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(tokenized))
+    bs = args.warmup_batch_size
+    batches = [[tokenized[i] for i in order[j:j + bs]] for j in range(0, len(order), bs)]
+    logger.info(f"warming up the LoRA adapter: {args.warmup_steps} steps of {bs} samples, "
+        f"lr {args.warmup_lr}")
+    losses = warmup(peft_model, batches, steps=args.warmup_steps, lr=args.warmup_lr,
+                    seed=args.seed, progress=progress)
+    logger.info(f"warm-up loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    return peft_model, "warmup"
+
+
+class CollectJob(StoreJob):
+    """The ground-truth stage as a store-filling job (:mod:`influcoder.io.job`)."""
+
+    kind, desc, made, settings = "gradients", "collect", "collected", CollectArguments
+
+    def __init__(self, args: CollectArguments, like: Store | None = None, progress: bool = True):
+        super().__init__(args)
+        self.like, self.progress = like, progress
+
+    def plan(self, samples, source: str, out: Path) -> Plan:
+        import torch
+
+        from influcoder.groundtruth.decoder import load_decoder
+        from influcoder.groundtruth.gradients import GradientComputer
+        from influcoder.io.models import fingerprint
+
+        args, like = self.args, self.like
+        model, tokenizer, ref = load_decoder(args.model)
+        template = resolve_template(tokenizer, args.template)
+        tokenized = tokenize_samples(tokenizer, samples, max_length=args.max_length,
+                                     truncation=args.truncation, template=template, path=source)
+        model_fp = fingerprint(ref)
+        if like is not None and like.setup["model"]["fingerprint"] != model_fp:
+            raise StoreError(f"{like.path} was built with another model than '{args.model}'")
+
+        torch.manual_seed(args.seed)
+        peft_model, origin = _prepare_adapter(model, args, tokenized, out, like,
+                                              self.progress)
+        setup = build_setup(args, ref, model_fp, tokenizer, template, adapter_digest(peft_model),
+                            origin)
+        if like is not None and setup != like.setup:
+            raise StoreError(f"cannot reproduce the setup of {like.path} (stored vs now):\n  "
+                             + "\n  ".join(setup_differences(like.setup, setup)))
+        computer = GradientComputer(peft_model, target=gradient_target(args),
+                                    sketch_dim=args.sketch_dim, sketch_seed=args.sketch_seed,
+                                    bf16=args.bf16, pad_token_id=tokenizer.pad_token_id)
+
+        def save_adapter(store_dir: Path) -> None:
+            with warnings.catch_warnings():
+                # PEFT looks for the base model's config.json to check the vocabulary; a GGUF
+                # model has none, and we never resize the vocabulary.
+                warnings.filterwarnings("ignore", message="Could not find a config file")
+                atomic_write_dir(store_dir / ADAPTER_DIR, lambda d: peft_model.save_pretrained(d))
+
+        return Plan(
+            setup=setup, dim=computer.output_dim, dtype=args.dtype, shard_rows=args.shard_rows,
+            local=lambda: functools.partial(compute_shard, computer, args.batch_size),
+            # read once the store (and so its adapter) exists
+            remote=lambda: GradientWorker(model_fp, args, read_adapter_files(out / ADAPTER_DIR),
+                                          setup["adapter"]["sha256"], tokenizer.pad_token_id),
+            payload=lambda start, stop: tokenized[start:stop], prepare=save_adapter,
+            provenance={"model_name": args.model, "versions": package_versions("peft")})
+
+
+def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, *,
+            like: str | os.PathLike | None = None, fields: Fields | None = None,
+            limit: int | None = None, progress: bool = True, engine: str = "local",
+            ray_address: str | None = None, num_workers: int | None = None) -> Store:
+    """Collect the gradient store of ``data`` (a path or a list of :class:`Sample`) into
+    ``out``. With ``like``, every setting comes from that store (``args`` is ignored), so the
+    two stores' vectors are comparable. ``engine`` (``local`` or ``ray``, with ``ray_address``
+    and ``num_workers``) says where shards are computed (:mod:`influcoder.engines`); the
+    vectors are the same either way.
+
+    Example::
+
+        >>> pool = collect("train.jsonl", "runs/pool")
+        >>> queries = collect("queries.jsonl", "runs/queries", like="runs/pool")
+    """
+    like_store = Store(like) if like is not None else None
+    if like_store is not None:
+        args = CollectJob.settings_of(like_store)
+    return run_job(CollectJob(args or CollectArguments(), like_store, progress), data, out, fields=fields,
+                   limit=limit, engine=engine, ray_address=ray_address, num_workers=num_workers,
+                   progress=progress)
+
+
+def compute_shard(computer, batch_size: int, tokenized) -> np.ndarray:
+    """The vectors of one shard's samples, in row order.
+
+    Samples are batched by length (:func:`~influcoder.engines.batching.length_batches`), so a batch
+    pads only to its own longest sample and little: a row does not depend on its batch-mates
+    (the gradient tests check this), and a shard is always cut into the same batches, so a
+    resumed run computes exactly what an uninterrupted one does."""
+    out = None
+    for rows in length_batches([len(t.input_ids) for t in tokenized], batch_size):
+        vectors = computer([tokenized[r] for r in rows])
+        if out is None:
+            out = np.empty((len(tokenized), vectors.shape[1]), dtype=vectors.dtype)
+        out[rows] = vectors
+    return out
+
+
+def read_adapter_files(folder: Path) -> dict[str, bytes]:
+    """Every file of a saved adapter, by relative path (so it can travel to a worker)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@dataclass(frozen=True)
+class GradientWorker(CheckedWorker):
+    """Builds the gradient computer in a worker process (see :class:`CheckedWorker`): the
+    decoder from its own files there, the adapter from the bytes of the store's saved adapter,
+    refused if its digest differs from the store's."""
+
+    what: ClassVar[str] = "decoder"
+    args: CollectArguments
+    adapter_files: dict
+    adapter_sha256: str
+    pad_token_id: int
+
+    def load(self):
+        import tempfile
+
+        from influcoder.groundtruth.decoder import load_decoder
+        from influcoder.groundtruth.gradients import GradientComputer
+        from influcoder.groundtruth.lora import load_adapter
+        from influcoder.io.models import fingerprint
+
+        model, _, ref = load_decoder(self.args.model)
+        with tempfile.TemporaryDirectory() as folder:
+            for name, data in self.adapter_files.items():
+                (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(folder) / name).write_bytes(data)
+            peft_model = load_adapter(model, folder)
+        if adapter_digest(peft_model) != self.adapter_sha256:
+            raise StoreError("the adapter loaded on a worker differs from the store's")
+        computer = GradientComputer(peft_model, target=gradient_target(self.args),
+                                    sketch_dim=self.args.sketch_dim,
+                                    sketch_seed=self.args.sketch_seed, bf16=self.args.bf16,
+                                    pad_token_id=self.pad_token_id)
+        return fingerprint(ref), functools.partial(compute_shard, computer, self.args.batch_size)

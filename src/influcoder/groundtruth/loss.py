@@ -1,0 +1,109 @@
+"""Padded batches and per-sample response-only losses, shared by the warm-up, the batched
+gradients and the tests' one-sample-at-a-time reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from influcoder.groundtruth.tokenize import IGNORE_INDEX, TokenizedSample
+
+
+def _check_batch(batch: Sequence[TokenizedSample]) -> None:
+    """Refuse an empty batch or a sample without loss, naming the row.
+
+    Any object with ``input_ids`` and ``labels`` sequences is accepted (duck typing), so samples
+    tokenized by other modules need no conversion; the checks don't trust their properties.
+    """
+    if not batch:
+        raise ValueError("empty batch")
+    for row, sample in enumerate(batch):
+        input_ids, labels = getattr(sample, "input_ids", None), getattr(sample, "labels", None)
+        if input_ids is None or labels is None:
+            raise ValueError(f"row {row}: expected a TokenizedSample, got {type(sample).__name__}")
+        if not input_ids or len(labels) != len(input_ids):
+            raise ValueError(f"row {row}: labels ({len(labels)}) and input_ids ({len(input_ids)}) "
+                             "must have the same, non-zero length")
+        if all(label == IGNORE_INDEX for label in labels[1:]):
+            raise ValueError(f"row {row}: the sample has no response tokens (every label after the "
+                             "first is -100), so it has no loss and no gradient")
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _pad(batch: Sequence[TokenizedSample], pad_token_id: int,
+         device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad a batch: ``input_ids`` (pad id), ``attention_mask`` (0), ``labels`` (-100)."""
+    length = max(len(s.input_ids) for s in batch)
+    input_ids = torch.full((len(batch), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), length), dtype=torch.long)
+    labels = torch.full((len(batch), length), IGNORE_INDEX, dtype=torch.long)
+    for row, sample in enumerate(batch):
+        n = len(sample.input_ids)
+        input_ids[row, :n] = torch.tensor(sample.input_ids)
+        attention_mask[row, :n] = 1
+        labels[row, :n] = torch.tensor(sample.labels)
+    return input_ids.to(device), attention_mask.to(device), labels.to(device)
+
+
+def _response_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean response loss ``[B]``, from logits ``[B, T, V]`` and labels ``[B, T]``.
+
+    The labels are unshifted (as in :class:`TokenizedSample`); the logits at ``t`` are scored
+    against ``labels[t + 1]``. Computed in float32 whatever the logits' dtype.
+    """
+    batch, length, vocab = logits.shape
+    shift_labels = labels[:, 1:]
+    token_losses = nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, vocab), shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX, reduction="none").view(batch, length - 1)
+    return token_losses.sum(dim=1) / (shift_labels != IGNORE_INDEX).sum(dim=1)
+
+
+def _kept_response_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean response loss ``[B]`` from logits ``[B, K, V]`` at kept positions and
+    the tokens they predict, ``targets [B, K]`` (-100 where no loss is taken)."""
+    batch, kept, vocab = logits.shape
+    token_losses = nn.functional.cross_entropy(
+        logits.float().reshape(-1, vocab), targets.reshape(-1), ignore_index=IGNORE_INDEX,
+        reduction="none").view(batch, kept)
+    return token_losses.sum(dim=1) / (targets != IGNORE_INDEX).sum(dim=1)
+
+
+def _normalise(vectors: torch.Tensor) -> np.ndarray:
+    """Scale each row to unit L2 norm; a zero or non-finite row is an error, never a NaN."""
+    norms = vectors.norm(dim=1)
+    bad = (~torch.isfinite(norms) | (norms == 0)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"row(s) {bad}: the gradient is zero or not finite, so it has no "
+                         "direction (is the LM head zero, or did bf16 overflow?)")
+    return (vectors / norms[:, None]).cpu().numpy().astype(np.float32, copy=False)
+
+
+class _FrozenExcept:
+    """Context manager: freeze every parameter but ``trainable``; restore flags and mode on exit."""
+
+    def __init__(self, model: nn.Module, trainable: Sequence[nn.Parameter], *, train: bool):
+        self._model, self._trainable, self._train = model, trainable, train
+
+    def __enter__(self):
+        self._flags = [(p, p.requires_grad) for p in self._model.parameters()]
+        self._was_training = self._model.training
+        for p, _ in self._flags:
+            p.requires_grad_(False)
+        for p in self._trainable:
+            p.requires_grad_(True)
+        self._model.train(self._train)
+        return self
+
+    def __exit__(self, *exc):
+        for p, flag in self._flags:
+            p.requires_grad_(flag)
+        self._model.train(self._was_training)
+        return False

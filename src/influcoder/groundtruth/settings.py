@@ -1,0 +1,101 @@
+"""Settings of the ground-truth stage: every default and every choice, defined once.
+
+The CLI builds its options and help text from :class:`CollectArguments` (its fields' metadata)
+and from the choice tuples here, so a default or a choice is never typed twice. Importing this
+module is cheap (no torch): the CLI reads it before it knows which command runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
+
+from influcoder.io.layout import DEFAULT_SHARD_ROWS
+
+DEFAULT_DECODER = "smollm2-135m"
+DEFAULT_SKETCH_DIM = 8192
+DEFAULT_SKETCH_SEED = 0
+DEFAULT_LORA_RANK = 8
+DEFAULT_LORA_ALPHA = 16
+DEFAULT_MAX_LENGTH = 512
+# LoRA targets: every linear projection of the attention and MLP blocks of Llama-like models.
+# Embeddings and the LM head are never targets.
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+AdapterInit = Literal["warmup", "fresh"]
+Truncation = Literal["prompt-left", "right", "error"]
+Template = Literal["auto", "chat", "plain"]
+GradientDtype = Literal["float16", "float32"]
+#: Which weights' gradients: the LoRA A and B matrices, B only (a fresh adapter), or every
+#: linear weight (for verification).
+GradientTarget = Literal["lora", "lora-b", "full"]
+
+ADAPTER_INITS: tuple[str, ...] = get_args(AdapterInit)
+TRUNCATION_POLICIES: tuple[str, ...] = get_args(Truncation)
+TEMPLATES: tuple[str, ...] = get_args(Template)
+GRADIENT_DTYPES: tuple[str, ...] = get_args(GradientDtype)
+GRADIENT_TARGETS: tuple[str, ...] = get_args(GradientTarget)
+
+
+@dataclass
+class CollectArguments:
+    """How ground-truth gradient vectors are taken (``influcoder collect``)."""
+
+    model: str = field(default=DEFAULT_DECODER, metadata={
+        "help": "decoder: 'smollm2-135m' (bundled), an HF model directory, a .gguf file or a hub id"})
+    adapter: str | None = field(default=None, metadata={
+        "help": "a PEFT LoRA adapter directory (the model you fine-tuned); overrides adapter_init"})
+    adapter_init: str = field(default="warmup", metadata={
+        "help": "without --adapter: 'warmup' (a short seeded LoRA warm-up on the data, as LESS "
+                "does: the model has then seen the data, as a fine-tuned one has; measured far "
+                "better at finding planted harmful samples) or 'fresh' (a seeded untrained "
+                "adapter: B = 0, so only the B-gradients, a random low-rank view of the base "
+                "model's full weight gradients, carry signal). See docs/GROUND_TRUTH.md"})
+    warmup_steps: int = field(default=24, metadata={"help": "warm-up optimizer steps"})
+    warmup_lr: float = field(default=2e-4, metadata={"help": "warm-up AdamW learning rate"})
+    warmup_batch_size: int = field(default=8, metadata={"help": "samples per warm-up step"})
+    lora_rank: int = field(default=DEFAULT_LORA_RANK, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=DEFAULT_LORA_ALPHA, metadata={"help": "LoRA alpha"})
+    lora_targets: tuple[str, ...] = field(default=DEFAULT_LORA_TARGETS, metadata={
+        "help": "module name suffixes that get LoRA (never embeddings or the LM head)"})
+    seed: int = field(default=0, metadata={"help": "seed of the adapter and the warm-up"})
+    sketch_dim: int = field(default=DEFAULT_SKETCH_DIM, metadata={
+        "help": "CountSketch dimension; 0 stores the raw gradient (for verification)"})
+    sketch_seed: int = field(default=DEFAULT_SKETCH_SEED, metadata={"help": "CountSketch seed"})
+    max_length: int = field(default=DEFAULT_MAX_LENGTH, metadata={"help": "tokens per sample"})
+    truncation: str = field(default="prompt-left", metadata={
+        "help": "over-long samples: 'prompt-left' drops prompt tokens first, 'right' cuts the "
+                "end, 'error' refuses"})
+    template: str = field(default="auto", metadata={
+        "help": "'chat' (the model's chat template), 'plain' (prompt, newline, response, EOS) "
+                "or 'auto' (chat where the tokenizer has one)"})
+    bf16: bool = field(default=False, metadata={"help": "bf16 autocast for forward/backward"})
+    batch_size: int = field(default=8, metadata={"help": "samples per forward/backward"})
+    dtype: str = field(default="float16", metadata={"help": "stored dtype: float16 or float32"})
+    shard_rows: int = field(default=DEFAULT_SHARD_ROWS, metadata={
+        "help": "rows per store shard (the unit of resumption)"})
+
+    def __post_init__(self):
+        self.lora_targets = tuple(self.lora_targets)
+        if self.adapter_init not in ADAPTER_INITS:
+            raise ValueError(f"adapter_init must be one of {ADAPTER_INITS}, got {self.adapter_init!r}")
+        if self.truncation not in TRUNCATION_POLICIES:
+            raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}")
+        if self.template not in TEMPLATES:
+            raise ValueError(f"template must be one of {TEMPLATES}")
+        if self.dtype not in GRADIENT_DTYPES:
+            raise ValueError(f"dtype must be one of {GRADIENT_DTYPES}")
+        for name in ("lora_rank", "lora_alpha", "max_length", "batch_size", "shard_rows",
+                     "warmup_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.sketch_dim < 0 or self.warmup_steps < 0 or self.warmup_lr <= 0:
+            raise ValueError("sketch_dim and warmup_steps must be >= 0, warmup_lr > 0")
+        bad = [t for t in self.lora_targets if "embed" in t or "lm_head" in t]
+        if bad:
+            raise ValueError(f"LoRA targets may not include embeddings or the LM head: {bad}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lora_targets"] = list(self.lora_targets)
+        return d

