@@ -194,3 +194,26 @@ def test_tokenize_samples_names_the_file(tiny_tokenizer):
                          path="data.jsonl")
     assert str(e.value).startswith("data.jsonl: field 'sample 'x''")
 
+
+@pytest.mark.parametrize("ext", ["jsonl", "json"])
+def test_files_windows_tools_write_are_read_in_full(tmp_path, ext):
+    """A UTF-8 byte-order mark, CRLF line ends and blank lines carry no data."""
+    rows = [{"id": "a", "prompt": "Hi", "response": "Hello."},
+            {"id": "b", "prompt": "Bye", "response": "Goodbye."}]
+    clean = tmp_path / f"clean.{ext}"
+    windows = tmp_path / f"windows.{ext}"
+    if ext == "jsonl":
+        clean.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        body = "\r\n".join(["", json.dumps(rows[0]), "", "", json.dumps(rows[1]), "", ""])
+    else:
+        clean.write_text(json.dumps(rows), encoding="utf-8")
+        body = json.dumps(rows, indent=1).replace("\n", "\r\n") + "\r\n\r\n"
+    windows.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    assert load_samples(windows) == load_samples(clean)
+
+
+def test_bom_file_errors_keep_their_line_numbers(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"prompt": "a", "response": "b"}\r\n\r\n{"prompt": "a"}\r\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:3: field 'response'"):
+        load_samples(path)

@@ -102,9 +102,12 @@ class Fields:
 
 
 def _jsonl_rows(stream: io.BufferedIOBase, path: str) -> Iterator[tuple[int, Any]]:
+    """Rows of a JSONL file with their line numbers. What Windows tools write is read in full:
+    a UTF-8 byte-order mark before the first line, CRLF line ends and blank lines carry no
+    data (line numbers still count every line)."""
     for lineno, raw in enumerate(stream, start=1):
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
         except UnicodeDecodeError as e:
             raise InputError(f"not valid UTF-8 (byte {e.start})", path=path, line=lineno) from None
         if not text.strip():
@@ -119,7 +122,7 @@ def _jsonl_rows(stream: io.BufferedIOBase, path: str) -> Iterator[tuple[int, Any
 def _json_rows(data: bytes, path: str) -> Iterator[tuple[int, Any]]:
     """Rows of a JSON array (or ``{"data": [...]}``) with the line each element starts on."""
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise InputError(f"not valid UTF-8 (byte {e.start})", path=path, line=line) from None
