@@ -62,10 +62,10 @@ def test_fused_bert_float32_equals_sentence_transformers(tiny_encoder):
     in float32 it matches sentence-transformers, padded batches and token types included."""
     import torch
 
-    from influcoder.attribution.fused_bert import FusedBert, fusable
+    from influcoder.attribution.fused_bert import FusedBert, why_not_fusable
 
     model = load_encoder(str(tiny_encoder)).eval()
-    assert fusable(model) is None
+    assert why_not_fusable(model) is None
     fused = FusedBert(model, torch.float32)
     for batch in (TEXTS[:1], TEXTS[:3], TEXTS):  # no padding, some, much
         features = model.preprocess(batch)
@@ -83,13 +83,13 @@ def test_fused_bert_float32_equals_sentence_transformers(tiny_encoder):
 def test_bf16_backend_uses_the_fused_pass_only_where_it_is_exact(tiny_encoder, tmp_path):
     from sentence_transformers import SentenceTransformer, models
 
-    from influcoder.attribution.fused_bert import fusable
+    from influcoder.attribution.fused_bert import why_not_fusable
 
     assert FastEncoder(str(tiny_encoder), backend="bf16")._fused is not None
     model = load_encoder(str(tiny_encoder))
     cls = SentenceTransformer(modules=[model[0], models.Pooling(
         model.get_embedding_dimension(), pooling_mode="cls")], device="cpu")
-    assert "pooling is 'cls'" in fusable(cls)
+    assert "pooling is 'cls'" in why_not_fusable(cls)
     cls.save(str(tmp_path / "cls"))
     enc = FastEncoder(str(tmp_path / "cls"), backend="bf16")
     assert enc._fused is None  # the module tree in bf16 instead

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from influcoder.attribution.backends import FastEncoder, encoder_fingerprint
+from influcoder.attribution.backends import FastEncoder, encoder_fingerprint, query_encoder
 from influcoder.attribution.index import Index, check_encoder
 from influcoder.attribution.settings import AGGREGATES
 from influcoder.errors import InflucoderError, InputError
@@ -179,7 +179,9 @@ class Attributor:
              backend: str = "auto", batch_size: int | None = None, nprobe: int | None = None,
              ef_search: int | None = None) -> "Attributor":
         """Open an index with its encoder (``encoder``: None means the one it was built
-        with; another one must have the same fingerprint)."""
+        with; another one must have the same fingerprint). ``backend="auto"`` encodes queries
+        with ONNX Runtime where it is installed (float32-exact; no torch is imported once the
+        encoder's export is cached, see :mod:`influcoder.attribution.light`)."""
         index = Index(index_dir, nprobe=nprobe, ef_search=ef_search)
         name = encoder or index.encoder_name
         try:
@@ -191,9 +193,10 @@ class Attributor:
                                   f"not found here ({e}); pass its new location with "
                                   f"--encoder") from None
         check_encoder({**index.meta, "path": str(index.path)}, name, fingerprint)
-        fast = FastEncoder(name, backend=backend, max_seq_length=index.setup["max_seq_length"],
-                           batch_size=batch_size or index.arguments.batch_size)
-        return cls(index, fast)
+        encoder = query_encoder(name, backend=backend, fingerprint=fingerprint,
+                                max_seq_length=index.setup["max_seq_length"],
+                                batch_size=batch_size or index.arguments.batch_size)
+        return cls(index, encoder)
 
     def encode(self, queries) -> tuple[list[Sample], np.ndarray]:
         samples = as_queries(queries)

@@ -38,6 +38,7 @@ ONNX files are exported once per encoder (keyed by the encoder's fingerprint) in
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -92,6 +93,52 @@ def cache_dir() -> Path:
     return Path(os.environ.get("INFLUCODER_CACHE", Path.home() / ".cache" / "influcoder"))
 
 
+def onnx_file(fingerprint: str, backend: str) -> Path:
+    """Where the ONNX export of the encoder with ``fingerprint`` for ``backend`` is cached."""
+    return cache_dir() / "onnx" / f"{fingerprint.split(':', 1)[1][:32]}-{backend}" / "model.onnx"
+
+
+def resolve_query_backend(backend: str) -> str:
+    """The backend ``auto`` stands for when encoding queries: ``onnx`` (float32-exact, and it
+    starts without torch, :mod:`influcoder.attribution.light`) where ONNX Runtime and the ONNX
+    exporter are installed, else what :func:`resolve_backend` says."""
+    from influcoder.attribution.light import onnx_runtime_available
+
+    if backend == "auto" and onnx_runtime_available() and importlib.util.find_spec("onnx"):
+        return "onnx"
+    return resolve_backend(backend)
+
+
+def query_encoder(name: str, *, backend: str = "auto", fingerprint: str | None = None,
+                  max_seq_length: int, batch_size: int = DEFAULT_BATCH_SIZE):
+    """The encoder for queries: the torch-free :class:`~influcoder.attribution.light.
+    LightEncoder` where it can serve (an ONNX backend whose export is cached), else a
+    :class:`FastEncoder`. Both expose ``encode(texts)``, ``dim``, ``name`` and ``backend``."""
+    from influcoder.attribution.light import light_encoder
+
+    backend = resolve_query_backend(backend)
+    fingerprint = fingerprint or encoder_fingerprint(name)
+    if fingerprint.startswith("sha256:"):
+        light = light_encoder(resolve_encoder(name), onnx_file(fingerprint, backend),
+                              backend=backend, max_seq_length=max_seq_length,
+                              batch_size=batch_size)
+        if light is not None:
+            return light
+    return FastEncoder(name, backend=backend, max_seq_length=max_seq_length,
+                       batch_size=batch_size)
+
+
+def export_for_queries(name: str, fingerprint: str) -> bool:
+    """Export the encoder to ONNX ahead of the first query (once per encoder), where queries
+    will use it (:func:`resolve_query_backend`); True if an export is there afterwards."""
+    backend = resolve_query_backend("auto")
+    if backend not in ("onnx", "int8") or not fingerprint.startswith("sha256:"):
+        return False
+    if not onnx_file(fingerprint, backend).is_file():
+        FastEncoder(name, backend=backend)
+    return True
+
+
 def _onnx_packages(backend: str):
     try:
         import onnxruntime
@@ -142,9 +189,9 @@ class FastEncoder:
         self._device = torch.device(device)
         self._session = None
         self._fused = None
-        from influcoder.attribution.fused_bert import FusedBert, fusable
+        from influcoder.attribution.fused_bert import FusedBert, why_not_fusable
 
-        if self.backend == "bf16" and fusable(self.model) is None:
+        if self.backend == "bf16" and why_not_fusable(self.model) is None:
             self._fused = FusedBert(self.model, torch.bfloat16)
         elif self.backend == "bf16":
             self.model.to(torch.bfloat16)
@@ -159,13 +206,12 @@ class FastEncoder:
         """Export (once) and return the ONNX file for this encoder and backend."""
         from influcoder.io.atomic import atomic_write_dir
 
-        key = encoder_fingerprint(self.name).split(":", 1)[1][:32]
-        target = cache_dir() / "onnx" / f"{key}-{self.backend}"
-        if (target / "model.onnx").is_file():
-            return target / "model.onnx"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_dir(target, self._export)
-        return target / "model.onnx"
+        target = onnx_file(encoder_fingerprint(self.name), self.backend)
+        if target.is_file():
+            return target
+        target.parent.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_dir(target.parent, self._export)
+        return target
 
     def _export(self, folder: Path) -> None:
         import torch

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from influcoder.attribution.backends import encoder_fingerprint
+from influcoder.attribution.backends import encoder_fingerprint, export_for_queries
 from influcoder.attribution.encode import encode
 from influcoder.attribution.index import (
     FAISS_FILE,
@@ -296,6 +296,8 @@ def build_index(data, out: str | os.PathLike, encoder: str | None = None, *,
     faiss_meta = _update_faiss(out, stores, meta["faiss"] if meta else None, kind, n_old)
     if not _stats_current(out, n):
         _write_stats(out, stores)
+    if export_for_queries(args.encoder, fingerprint):
+        logger.info("the encoder's ONNX export for queries is ready (fast start-up of attribute)")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     atomic_write_json(out / INDEX_FILE, {
         "format": INDEX_FORMAT, "version": INDEX_VERSION, "kind": "embeddings",
