@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from influcoder.attribution.settings import AGGREGATES, BACKENDS, DEFAULT_ENCODER, FAISS_KINDS
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
     encoder_options,
@@ -18,7 +19,7 @@ from influcoder.io.tables import clip_text
 
 @cli.command()
 @click.argument("data")
-@click.option("--encoder", "-e", default="all-minilm-l6-v2", show_default=True,
+@click.option("--encoder", "-e", default=DEFAULT_ENCODER, show_default=True,
               help="a sentence-transformers directory or 'all-minilm-l6-v2' (bundled)")
 @click.option("--out", "-o", required=True, help="store directory to create (or resume)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
@@ -58,7 +59,7 @@ def encode(data, encoder, out, quiet, limit, engine, ray_address, num_workers, *
 @click.option("--out", "-o", required=True, help="index directory to create, resume or extend")
 @click.option("--append", is_flag=True,
               help="add DATA as a new segment (the old ones are not re-encoded; ids must be new)")
-@click.option("--approx", type=click.Choice(["flat", "hnsw", "ivf"]), default=None,
+@click.option("--approx", type=click.Choice(FAISS_KINDS), default=None,
               help="FAISS kind: flat (exact, the default for a new index), hnsw or ivf "
                    "(approximate, for millions of samples); changing it rebuilds faiss.index")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
@@ -99,7 +100,7 @@ def _query_options(f):
                      help="hnsw index: candidates per search (more: slower, higher recall)")(f)
     f = click.option("--nprobe", type=int, default=None,
                      help="ivf index: lists searched (more: slower, higher recall)")(f)
-    f = click.option("--backend", type=click.Choice(["auto", "torch", "bf16", "onnx", "int8"]),
+    f = click.option("--backend", type=click.Choice(BACKENDS),
                      default="auto", show_default=True, help="encoder inference for the queries")(f)
     f = click.option("--encoder", "-e", default=None,
                      help="the index's encoder, if it moved (its fingerprint must match)")(f)
@@ -133,7 +134,7 @@ SCORE_LEGEND = ("score: cosine of the embeddings (1 = same direction, 0 = unrela
 @_query_options
 @click.option("--top-k", "-k", type=int, default=10, show_default=True,
               help="pool samples per query (clamped to the pool's size, with a warning)")
-@click.option("--aggregate", type=click.Choice(["sum", "mean", "max"]), default=None,
+@click.option("--aggregate", type=click.Choice(AGGREGATES), default=None,
               help="one score per pool sample over all the queries, as a ranking")
 @click.option("--out", "-o", default=None,
               help="write the results to a .jsonl, .csv, .json or .parquet file (with "
@@ -209,7 +210,7 @@ def attribute(index_dir, queries, texts, prompt, encoder, backend, nprobe, ef_se
               help="remove this share of the pool (0.05: the top 5%)")
 @click.option("--threshold", type=float, default=None,
               help="remove every sample whose aggregate score is at least this")
-@click.option("--aggregate", type=click.Choice(["mean", "max", "sum"]), default="mean",
+@click.option("--aggregate", type=click.Choice(AGGREGATES), default="mean",
               show_default=True,
               help="mean: resembles the unwanted behaviour as a whole (steady as queries are "
                    "added); max: resembles any one example strongly (finds near-copies)")

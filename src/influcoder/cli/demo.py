@@ -6,14 +6,13 @@ import click
 
 from influcoder.cli.app import cli
 from influcoder.cli.options import handle_errors, log
-
-DEMO_SIZES = ("small", "medium", "large")  # influcoder.workflows.demo.SIZES, checked by a test
+from influcoder.workflows.demo import SIZES
 
 
 @cli.command()
 @click.option("--out", "-o", default="runs/demo", show_default=True,
               help="directory for every artifact of the run (rerunning resumes it)")
-@click.option("--size", type=click.Choice(DEMO_SIZES), default="small",
+@click.option("--size", type=click.Choice(tuple(SIZES)), default="small",
               show_default=True,
               help="small: 240-sample pool, about 15 minutes on 2 CPU cores; medium and large "
                    "take several times longer")

@@ -10,6 +10,7 @@ import typing
 
 import click
 
+from influcoder.engines import ENGINES
 from influcoder.errors import InflucoderError
 
 
@@ -85,7 +86,7 @@ def engine_options(f):
     f = click.option("--ray-address", default=None,
                      help="join this Ray cluster ('auto', 'ray://head:10001'); default with "
                           "--engine ray: start a local Ray instance for the run")(f)
-    f = click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+    f = click.option("--engine", type=click.Choice(ENGINES), default="local",
                      show_default=True,
                      help="compute shards here, or on Ray workers (needs influcoder[ray])")(f)
     return f
@@ -128,17 +129,21 @@ def split_list(value: str) -> list[str]:
 def encoder_options(f):
     """How embeddings are made; left unset, a new store or index gets the defaults and an
     existing one keeps its own."""
-    from influcoder.attribution.settings import BACKENDS, STORAGE_DTYPES
+    from influcoder.attribution.settings import BACKENDS, STORAGE_DTYPES, EncodeArguments
 
+    default = EncodeArguments()
     f = click.option("--shard-rows", type=int, default=None,
-                     help="rows per store shard, the unit of resumption [default: 1024]")(f)
+                     help=f"rows per store shard, the unit of resumption "
+                          f"[default: {default.shard_rows}]")(f)
     f = click.option("--batch-size", type=int, default=None,
-                     help="texts per batch [default: 32]")(f)
+                     help=f"texts per batch [default: {default.batch_size}]")(f)
     f = click.option("--max-seq-length", type=int, default=None,
                      help="tokens per text, longer ones are cut [default: the encoder's own]")(f)
     f = click.option("--dtype", type=click.Choice(STORAGE_DTYPES), default=None,
-                     help="stored dtype; int8 scales each row to +-127 [default: float16]")(f)
+                     help=f"stored dtype; int8 scales each row to +-127 "
+                          f"[default: {default.dtype}]")(f)
     f = click.option("--backend", type=click.Choice(BACKENDS), default=None,
-                     help="encoder inference: torch (float32 reference), bf16, onnx, int8; auto "
-                          "= bf16 where the CPU has bf16 units, else torch [default: auto]")(f)
+                     help=f"encoder inference: torch (float32 reference), bf16, onnx, int8; auto "
+                          f"= bf16 where the CPU has bf16 units, else torch "
+                          f"[default: {default.backend}]")(f)
     return f

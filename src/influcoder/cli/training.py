@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from influcoder.attribution.settings import DEFAULT_ENCODER
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
     dataclass_options,
@@ -20,7 +21,7 @@ from influcoder.distill.settings import DistillArguments
 @click.argument("pool", type=click.Path(exists=True, file_okay=False))
 @click.argument("queries", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "-o", required=True, help="directory for the trained encoder")
-@click.option("--encoder", default="all-minilm-l6-v2", show_default=True,
+@click.option("--encoder", default=DEFAULT_ENCODER, show_default=True,
               help="encoder to start from: 'all-minilm-l6-v2' (bundled) or a "
                    "sentence-transformers/HF encoder directory")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
