@@ -13,10 +13,7 @@ from torch import nn
 from influcoder.groundtruth.gradients import _blocks
 from influcoder.groundtruth.lora import gradient_modules
 from influcoder.groundtruth.loss import _check_batch, _device, _FrozenExcept, _normalise
-from influcoder.groundtruth.settings import (
-    DEFAULT_SKETCH_DIM,
-    DEFAULT_SKETCH_SEED,
-)
+from influcoder.groundtruth.settings import DEFAULT_SKETCH_DIM, DEFAULT_SKETCH_SEED
 from influcoder.groundtruth.sketch import CountSketch, countsketch_matrix
 from influcoder.groundtruth.tokenize import TokenizedSample
 

@@ -38,14 +38,7 @@ from influcoder.attribution.backends import FastEncoder, encoder_fingerprint, qu
 from influcoder.attribution.index import Index, check_encoder
 from influcoder.attribution.settings import AGGREGATES
 from influcoder.errors import InflucoderError, InputError
-from influcoder.io.samples import (
-    Fields,
-    Sample,
-    content_id,
-    encoder_text,
-    read_rows,
-    row_to_sample,
-)
+from influcoder.io.samples import Fields, Sample, content_id, encoder_text, read_rows, row_to_sample
 
 
 def text_query(text: str, prompt: str = "") -> Sample:

@@ -32,11 +32,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from influcoder.attribution.backends import (
-    FastEncoder,
-    encoder_fingerprint,
-    resolve_backend,
-)
+from influcoder.attribution.backends import FastEncoder, encoder_fingerprint, resolve_backend
 from influcoder.attribution.settings import EncodeArguments
 from influcoder.errors import InputError
 from influcoder.io.job import CheckedWorker, Plan, StoreJob, run_job

@@ -20,12 +20,7 @@ from influcoder.attribution.attributor import Attributor, Ranking
 from influcoder.attribution.build import Source
 from influcoder.attribution.index import Index
 from influcoder.errors import InputError
-from influcoder.io.samples import (
-    Fields,
-    Sample,
-    read_rows,
-    row_to_sample,
-)
+from influcoder.io.samples import Fields, Sample, read_rows, row_to_sample
 from influcoder.io.tables import output_format, write_table
 
 logger = logging.getLogger(__name__)

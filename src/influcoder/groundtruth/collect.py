@@ -34,11 +34,7 @@ from influcoder.io.atomic import atomic_write_dir
 from influcoder.io.job import CheckedWorker, Plan, StoreJob, run_job
 from influcoder.io.layout import ADAPTER_DIR, MANIFEST_NAME
 from influcoder.io.samples import Fields
-from influcoder.io.stores import (
-    Store,
-    package_versions,
-    setup_differences,
-)
+from influcoder.io.stores import Store, package_versions, setup_differences
 
 logger = logging.getLogger(__name__)
 

@@ -71,10 +71,7 @@ from influcoder.groundtruth.loss import (
     _normalise,
     _pad,
 )
-from influcoder.groundtruth.settings import (
-    DEFAULT_SKETCH_DIM,
-    DEFAULT_SKETCH_SEED,
-)
+from influcoder.groundtruth.settings import DEFAULT_SKETCH_DIM, DEFAULT_SKETCH_SEED
 from influcoder.groundtruth.sketch import CountSketch
 from influcoder.groundtruth.tokenize import IGNORE_INDEX, TokenizedSample
 

@@ -119,13 +119,18 @@ def _jsonl_rows(stream: io.BufferedIOBase, path: str) -> Iterator[tuple[int, Any
                              line=lineno) from None
 
 
-def _json_rows(data: bytes, path: str) -> Iterator[tuple[int, Any]]:
-    """Rows of a JSON array (or ``{"data": [...]}``) with the line each element starts on."""
+def _decode(data: bytes, path: str) -> str:
+    """A whole file's UTF-8 text (a leading byte-order mark dropped); a bad byte is located."""
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise InputError(f"not valid UTF-8 (byte {e.start})", path=path, line=line) from None
+
+
+def _json_rows(data: bytes, path: str) -> Iterator[tuple[int, Any]]:
+    """Rows of a JSON array (or ``{"data": [...]}``) with the line each element starts on."""
+    text = _decode(data, path)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
@@ -149,11 +154,7 @@ def _json_rows(data: bytes, path: str) -> Iterator[tuple[int, Any]]:
 
 
 def _csv_rows(data: bytes, path: str) -> Iterator[tuple[int, Any]]:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise InputError(f"not valid UTF-8 (byte {e.start})", path=path, line=line) from None
+    text = _decode(data, path)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     line = 1
     try:

@@ -114,6 +114,11 @@ def _load_shard(path: Path, rows: int, dim: int, dtype: str) -> np.ndarray:
     return arr
 
 
+def _manifest_field(name: str, doc: str) -> property:
+    """A read-only attribute that is the manifest's field ``name``."""
+    return property(lambda self: self.manifest[name], doc=doc)
+
+
 class Store:
     """A finished store, opened read-only. Use :func:`open_store`."""
 
@@ -135,29 +140,12 @@ class Store:
         self._samples: list[Sample] | None = None
 
     # -- manifest fields
-    @property
-    def kind(self) -> str:
-        return self.manifest["kind"]
-
-    @property
-    def setup(self) -> dict:
-        return self.manifest["setup"]
-
-    @property
-    def n(self) -> int:
-        return self.manifest["n"]
-
-    @property
-    def dim(self) -> int:
-        return self.manifest["dim"]
-
-    @property
-    def dtype(self) -> str:
-        return self.manifest["dtype"]
-
-    @property
-    def shard_rows(self) -> int:
-        return self.manifest["shard_rows"]
+    kind = _manifest_field("kind", "``gradients`` or ``embeddings``")
+    setup = _manifest_field("setup", "what must match for two stores to be comparable")
+    n = _manifest_field("n", "number of rows (samples)")
+    dim = _manifest_field("dim", "vector dimension")
+    dtype = _manifest_field("dtype", "stored dtype of the vectors")
+    shard_rows = _manifest_field("shard_rows", "rows per shard")
 
     @property
     def n_shards(self) -> int:

@@ -19,6 +19,17 @@ HARMFUL_DIR = ("probes", "data", "refusal")
 HARMFUL_FILES = ("harmful_benign_50.json", "expanded_100.json")
 
 
+def _objects(path: Path):
+    """``(index, entry)`` of each entry of the JSON list of objects at ``path``."""
+    if not path.is_file():
+        raise InputError("no such file", path=str(path))
+    for index, row in enumerate(_json_list(path)):
+        if not isinstance(row, dict):
+            raise InputError(f"entry {index}: expected an object, got {type(row).__name__}",
+                             path=str(path))
+        yield index, row
+
+
 def _json_list(path: Path) -> list:
     try:
         rows = json.loads(_read_text(path))
@@ -72,12 +83,7 @@ def load_harmful(root: str | Path | None = None,
     samples, seen = [], set()
     for name in files:
         path = folder / name
-        if not path.is_file():
-            raise InputError("no such file", path=str(path))
-        for index, row in enumerate(_json_list(path)):
-            if not isinstance(row, dict):
-                raise InputError(f"entry {index}: expected an object, got {type(row).__name__}",
-                                 path=str(path))
+        for index, row in _objects(path):
             text = row.get("harmful_version")
             if not isinstance(text, str):
                 raise InputError(f"entry {index}: missing or not a string", path=str(path),
@@ -172,12 +178,7 @@ def load_rho_qa(root: str | Path | None = None,
                            ("probes", "data", *sub))
         for name in files:
             path = folder / name
-            if not path.is_file():
-                raise InputError("no such file", path=str(path))
-            for index, row in enumerate(_json_list(path)):
-                if not isinstance(row, dict):
-                    raise InputError(f"entry {index}: expected an object, got "
-                                     f"{type(row).__name__}", path=str(path))
+            for index, row in _objects(path):
                 prompt, response = _rho_qa_pair(kind, row, index, path)
                 key = _text_key(prompt, response)
                 if not prompt or not response or key in seen:
