@@ -4,6 +4,7 @@ the library itself).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,7 +15,7 @@ from influcoder.groundtruth.gradients import _blocks
 from influcoder.groundtruth.lora import gradient_modules
 from influcoder.groundtruth.loss import _check_batch, _device, _FrozenExcept, _normalise
 from influcoder.groundtruth.settings import DEFAULT_SKETCH_DIM, DEFAULT_SKETCH_SEED
-from influcoder.groundtruth.sketch import CountSketch, countsketch_matrix
+from influcoder.groundtruth.sketch import CountSketch
 from influcoder.groundtruth.tokenize import TokenizedSample
 
 
@@ -26,7 +27,7 @@ def reference_gradients(model: nn.Module, batch: Sequence[TokenizedSample], *, t
     One sample at a time: ``model(input_ids, labels=labels).loss`` (Hugging Face's mean
     next-token loss over the non-ignored labels), ``loss.backward()``, the ``.weight.grad`` of each
     of :func:`gradient_modules` flattened and concatenated, multiplied by the dense
-    :func:`~influcoder.groundtruth.sketch.countsketch_matrix` (unless ``sketch_dim`` is 0), L2-normalised.
+    :func:`countsketch_matrix` (unless ``sketch_dim`` is 0), L2-normalised.
     The matrix is applied one weight block at a time, which is the same product: memory is that of
     the largest block's ``[numel, sketch_dim]`` matrix (400 MB for SmolLM2-135M's largest LoRA
     block at 8192; a full-model sketch of a real model is out of the reference's reach).
@@ -67,3 +68,37 @@ def reference_gradients(model: nn.Module, batch: Sequence[TokenizedSample], *, t
             offset += n
         vectors = projected
     return _normalise(vectors)
+
+
+def countsketch_matrix(sketch: CountSketch, blocks: list[tuple[str, int]]) -> torch.Tensor:
+    """The explicit dense ``[D, dim]`` matrix ``S`` of ``sketch`` over ``blocks`` (the reference).
+
+    ``blocks`` lists ``(name, size)`` in concatenation order; ``D`` is the sum of the sizes.
+    ``S[offset + i, h_i] = s_i``, so ``concatenated_x @ S`` equals the sum of
+    ``sketch.project(name, block_x)`` over the blocks. Built with a plain loop, one entry at a
+    time: it is the obviously-correct reference, not something to use on a real model.
+    """
+    total = sum(n for _, n in blocks)
+    matrix = np.zeros((total, sketch.dim), dtype=np.float32)
+    offset = 0
+    for name, n in blocks:
+        h, s = sketch.hashes(name, n)
+        for i in range(n):
+            matrix[offset + i, h[i]] = s[i]
+        offset += n
+    return torch.from_numpy(matrix)
+
+
+def gaussian_projection(x: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
+    """Dense Johnson-Lindenstrauss projection ``x @ G``, ``G ~ N(0, 1/dim)`` of shape ``[D, dim]``.
+
+    A baseline for tests and benchmarks on small ``D``: it materialises ``G`` (``D * dim`` floats).
+    ``E ||x G||^2 = ||x||^2``. Drawn with a torch generator seeded with ``seed``, on the CPU.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"x must be [batch, D], got shape {tuple(x.shape)}")
+    if dim < 1:
+        raise ValueError(f"projection dim must be >= 1, got {dim}")
+    generator = torch.Generator().manual_seed(seed)
+    matrix = torch.randn(x.shape[1], dim, generator=generator) / math.sqrt(dim)
+    return x.to(torch.float32) @ matrix.to(x.device)

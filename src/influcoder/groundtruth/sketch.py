@@ -29,19 +29,18 @@ Trade-offs, against a dense Gaussian (Johnson-Lindenstrauss) matrix:
   per coordinate) so repeated batches don't redraw them. For a full-model sketch of a 135M model
   that cache is about 1.6 GB; LoRA sketches need a few tens of MB.
 
-Two references live here for tests and benchmarks only: :func:`countsketch_matrix`, the explicit
-dense matrix of a :class:`CountSketch`, and :func:`gaussian_projection`, a dense JL projection.
+Its explicit dense matrix (the obviously correct reference the tests compare with) and a dense
+JL projection live in ``tests/references.py``: they are never used by the library.
 """
 
 from __future__ import annotations
 
-import math
 import zlib
 
 import numpy as np
 import torch
 
-__all__ = ["CountSketch", "countsketch_matrix", "gaussian_projection"]
+__all__ = ["CountSketch"]
 
 
 class CountSketch:
@@ -59,8 +58,12 @@ class CountSketch:
         >>> out = torch.zeros(2, 4)
         >>> sketch.project_into(out, "b.weight", b)           # any order
         >>> sketch.project_into(out, "a.weight", a)
-        >>> S = countsketch_matrix(sketch, [("a.weight", 10), ("b.weight", 3)])
-        >>> torch.allclose(out, torch.cat([a, b], dim=1) @ S, atol=1e-6)
+        >>> ha, sa = sketch.hashes("a.weight", 10)             # bucket and sign per coordinate
+        >>> expected = torch.zeros(2, 4)
+        >>> expected.index_add_(1, torch.from_numpy(ha), a * torch.from_numpy(sa))
+        >>> hb, sb = sketch.hashes("b.weight", 3)
+        >>> expected.index_add_(1, torch.from_numpy(hb), b * torch.from_numpy(sb))
+        >>> torch.allclose(out, expected, atol=1e-6)
         True
     """
 
@@ -136,37 +139,3 @@ class CountSketch:
         out = torch.zeros(x.shape[0], self._dim, dtype=torch.float32, device=x.device)
         self.project_into(out, name, x)
         return out
-
-
-def countsketch_matrix(sketch: CountSketch, blocks: list[tuple[str, int]]) -> torch.Tensor:
-    """The explicit dense ``[D, dim]`` matrix ``S`` of ``sketch`` over ``blocks`` (tests only).
-
-    ``blocks`` lists ``(name, size)`` in concatenation order; ``D`` is the sum of the sizes.
-    ``S[offset + i, h_i] = s_i``, so ``concatenated_x @ S`` equals the sum of
-    ``sketch.project(name, block_x)`` over the blocks. Built with a plain loop, one entry at a
-    time: it is the obviously-correct reference, not something to use on a real model.
-    """
-    total = sum(n for _, n in blocks)
-    matrix = np.zeros((total, sketch.dim), dtype=np.float32)
-    offset = 0
-    for name, n in blocks:
-        h, s = sketch.hashes(name, n)
-        for i in range(n):
-            matrix[offset + i, h[i]] = s[i]
-        offset += n
-    return torch.from_numpy(matrix)
-
-
-def gaussian_projection(x: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
-    """Dense Johnson-Lindenstrauss projection ``x @ G``, ``G ~ N(0, 1/dim)`` of shape ``[D, dim]``.
-
-    A baseline for tests and benchmarks on small ``D``: it materialises ``G`` (``D * dim`` floats).
-    ``E ||x G||^2 = ||x||^2``. Drawn with a torch generator seeded with ``seed``, on the CPU.
-    """
-    if x.ndim != 2:
-        raise ValueError(f"x must be [batch, D], got shape {tuple(x.shape)}")
-    if dim < 1:
-        raise ValueError(f"projection dim must be >= 1, got {dim}")
-    generator = torch.Generator().manual_seed(seed)
-    matrix = torch.randn(x.shape[1], dim, generator=generator) / math.sqrt(dim)
-    return x.to(torch.float32) @ matrix.to(x.device)
