@@ -118,10 +118,10 @@ def _pr_figure(path: Path, method_scores: Mapping[str, np.ndarray], labels: np.n
     rate = float(labels.mean())
     chance = expected_random_auprc(labels.size, int(labels.sum()))
     fig = Figure(figsize=(11, 4.4 + 0.22 * len(method_scores)), layout="constrained")
-    axes = fig.subplots(1, len(metrics.AGGREGATIONS), sharey=True)
+    axes = fig.subplots(1, len(metrics.AUPRC_AGGREGATES), sharey=True)
     # Earlier curves are drawn wider, so a curve hidden under a later one still shows.
     widths = np.linspace(3.2, 1.4, len(method_scores)) if len(method_scores) > 1 else [1.6]
-    for ax, how in zip(axes, metrics.AGGREGATIONS):
+    for ax, how in zip(axes, metrics.AUPRC_AGGREGATES):
         for (name, scores), width in zip(method_scores.items(), widths):
             pool_scores = metrics.aggregate_scores(scores, how)
             precision, recall = metrics.precision_recall_curve(labels, pool_scores)
