@@ -16,9 +16,9 @@ external CSS or fonts. From top to bottom:
 
 The page is the jinja2 template ``templates/report.html.j2`` (with ``templates/report.css``
 inlined), rendered with autoescaping: every sample text, method name, title and note is
-escaped, whatever it holds. This module computes what goes into it and draws the figures.
-
-The figures are drawn by :mod:`influcoder.evaluation.figures`.
+escaped, whatever it holds. This module checks the input, computes what goes on the page
+(formatted cells, best marks, each query's top samples) and renders it; the figures are drawn
+by :mod:`influcoder.evaluation.figures`.
 """
 
 from __future__ import annotations
@@ -211,7 +211,8 @@ def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], 
     references = {name for name, s in method_scores.items()
                   if np.array_equal(np.asarray(s, dtype=np.float64), gt)}
     judged = {name: s for name, s in method_scores.items() if name not in references}
-    colors = figures.method_colors(list(dict.fromkeys([r["method"] for r in rows] + list(method_scores))))
+    names = dict.fromkeys([r["method"] for r in rows] + list(method_scores))
+    colors = figures.method_colors(list(names))
     rate = float(labels.mean()) if labels is not None and labels.any() else None
 
     summary = (f"{n_pool} pool samples × {n_query} queries"
