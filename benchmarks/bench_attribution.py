@@ -208,8 +208,7 @@ def faiss_at_scale(n: int, hnsw_n: int, n_queries: int, dim: int, nprobe: int | 
                    ef_search: int | None) -> list[dict]:
     import faiss
 
-    from influcoder.attribution.build import _new_faiss
-    from influcoder.attribution.index import faiss_params
+    from influcoder.attribution.index import faiss_params, new_faiss
 
     rows = []
     for kind, size in (("flat", n), ("ivf", n), ("hnsw", hnsw_n)):
@@ -228,7 +227,7 @@ def faiss_at_scale(n: int, hnsw_n: int, n_queries: int, dim: int, nprobe: int | 
                 params["nprobe"] = nprobe
             if kind == "hnsw" and ef_search:
                 params["ef_search"] = ef_search
-            index = _new_faiss(kind, dim, params)
+            index = new_faiss(kind, dim, params)
             if not index.is_trained:
                 pick = np.random.default_rng(0).choice(size, min(size, 64 * params["nlist"]),
                                                        replace=False)

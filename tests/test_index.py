@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from influcoder.attribution.backends import FastEncoder
-from influcoder.attribution.build import build_index
-from influcoder.attribution.index import FAISS_FILE, INDEX_FILE, open_index
+from influcoder.attribution.build import _update_faiss, build_index
+from influcoder.attribution.index import (
+    FAISS_FILE,
+    INDEX_FILE,
+    _faiss,
+    faiss_params,
+    open_index,
+)
 from influcoder.attribution.settings import EncodeArguments
 from influcoder.errors import InputError, StoreError
 from influcoder.groundtruth.influence import top_k
@@ -17,6 +25,8 @@ from influcoder.groundtruth.influence import top_k
 from .encoders import other_encoder, pool_rows, tiny_encoder  # noqa: F401
 
 QUIET = dict(progress=False)
+#: hnsw and ivf indexes written by the FAISS classes built by hand, before index_factory.
+FAISS_CLASSES = Path(__file__).parent / "data" / "faiss-classes"
 
 
 def write_jsonl(path, rows):
@@ -69,6 +79,31 @@ def test_approximate_kinds_find_the_exact_top_k_on_a_small_pool(tiny_encoder, tm
     ref_scores, ref_rows = brute_force(index, q, 5)
     np.testing.assert_array_equal(rows, ref_rows)
     np.testing.assert_allclose(scores, ref_scores, atol=2e-3)  # float16 codes
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_faiss_files_of_the_hand_built_classes_open_and_rebuild_byte_for_byte(kind, tmp_path):
+    """Frozen by tests/data/faiss-classes/make.py with the code that built IndexHNSWSQ and
+    IndexIVFScalarQuantizer by hand: the files still search as they did, and building the same
+    kind over the same vectors now (faiss.index_factory) writes the same bytes, so the classes,
+    efConstruction, the k-means seed and its training rows are all unchanged."""
+    expected = json.loads((FAISS_CLASSES / "expected.json").read_text())[kind]
+    index = open_index(FAISS_CLASSES / kind)
+    scores, rows = index.search(index.vectors()[:4], 5)
+    np.testing.assert_array_equal(rows, expected["search_rows"])
+    np.testing.assert_allclose(scores, expected["search_scores"], atol=1e-5)
+    assert faiss_params(kind, index.n) == expected["params"] == index.meta["faiss"]["params"]
+
+    out = shutil.copytree(FAISS_CLASSES / kind, tmp_path / kind)
+    (out / FAISS_FILE).unlink()
+    faiss = _faiss()
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # the HNSW graph is reproducible on one thread
+    try:
+        _update_faiss(out, index.segments, None, kind, 0)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    assert (out / FAISS_FILE).read_bytes() == (FAISS_CLASSES / kind / FAISS_FILE).read_bytes()
 
 
 @pytest.mark.parametrize("approx", ["flat", "hnsw"])

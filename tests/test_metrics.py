@@ -250,3 +250,17 @@ def test_bootstrap_interval_resamples_pool_and_queries(rng):
     assert m.bootstrap_interval(m.pairwise_spearman, gt, gt, n_resamples=50) == (1.0, 1.0)
     with pytest.raises(ValueError, match="level"):
         m.bootstrap_interval(m.pairwise_spearman, gt, pred, level=1.0)
+
+
+def test_aggregations_are_the_attribution_aggregates():
+    from influcoder.attribution.settings import AGGREGATES
+
+    scores = np.array([[1.0, 3.0], [4.0, 0.0], [0.5, 0.5]])
+    # Every attribution aggregate is accepted, "sum" included.
+    assert set(m.AUPRC_AGGREGATES) < set(AGGREGATES)
+    np.testing.assert_allclose(m.aggregate_scores(scores, how="sum"), [4.0, 4.0, 1.0])
+    # The AUPRC aggregates leave out "sum" because it ranks the pool exactly as "mean" does.
+    assert m.AUPRC_AGGREGATES == ("mean", "max")
+    labels = [True, False, False]
+    assert m.auprc(labels, m.aggregate_scores(scores, "sum")) == m.auprc(
+        labels, m.aggregate_scores(scores, "mean"))

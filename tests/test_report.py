@@ -105,3 +105,49 @@ def test_report_refuses_inconsistent_input(case, tmp_path):
     with pytest.raises(ValueError, match="query_indices"):
         write_report(tmp_path, rows, gt=gt, method_scores=method_scores, pool_samples=pool,
                      query_samples=queries, query_indices=[6])
+
+
+def test_script_in_sample_texts_and_names_is_escaped_everywhere(case, tmp_path):
+    """Sample texts and ids, query texts, method names, target names, the title and notes
+    all reach the page as text: no tag, and no quote that ends an attribute early."""
+    rows, gt, method_scores, labels, pool, queries = case
+    script = "<script>alert(1)</script>"
+    breakout = '" onmouseover="alert(2)'
+    pool = [Sample(id=f"{script}{i}", prompt=script, response=breakout) for i in range(len(pool))]
+    queries = [Sample(id=f"q{j}{script}", prompt=script, response=breakout)
+               for j in range(len(queries))]
+    method_scores = {f"{script}{name}": s for name, s in method_scores.items()}
+    rows = [{**row, "method": f"{script}{row['method']}"} for row in rows]
+    path = write_report(tmp_path, rows, gt=gt, method_scores=method_scores, labels=labels,
+                        pool_samples=pool, query_samples=queries, title=script,
+                        notes=[script], targets=[(script, True, script)], top_n=3)
+    page = path.read_text(encoding="utf-8")
+    assert "<script" not in page and 'onmouseover="' not in page
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f"<title>{escaped}</title>" in page
+    assert f"<td>{escaped}distilled</td>" in page                      # results table
+    assert f"<th>{escaped}distilled</th>" in page                      # side-by-side header
+    assert f'<h3>Query 1: <span class="id">q0{escaped}</span></h3>' in page
+    assert re.search(f'<span class="id">{re.escape(escaped)}[0-9]+</span>', page)  # pool ids
+    assert f'<p class="query">{escaped} → &quot; onmouseover=&quot;alert(2)</p>' in page
+    assert f'title="{escaped} → &quot; onmouseover=&quot;alert(2)"' in page  # a cell's tooltip
+    assert f"<p>{escaped}</p>" in page and f"<b>{escaped}</b>: {escaped}</li>" in page
+
+
+def test_the_template_ships_with_the_package():
+    """pyproject.toml's package-data names every file of the report's templates directory,
+    so an installed influcoder (not only a checkout) can write a report."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    import influcoder
+
+    root = Path(__file__).parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-data"]["influcoder"]
+    package = Path(influcoder.__file__).parent
+    files = [p.relative_to(package).as_posix()
+             for p in (package / "evaluation" / "templates").rglob("*") if p.is_file()]
+    assert "evaluation/templates/report.html.j2" in files
+    assert all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in files), files

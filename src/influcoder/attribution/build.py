@@ -29,6 +29,7 @@ from influcoder.attribution.index import (
     _read_meta,
     check_encoder,
     faiss_params,
+    new_faiss,
 )
 from influcoder.attribution.settings import FAISS_KINDS, IVF_TRAIN_PER_LIST, SEED, EncodeArguments
 from influcoder.errors import InputError, StoreError
@@ -61,21 +62,6 @@ class Source:
             return cls(str(path.resolve()), FORMATS.get(path.suffix.lower()), asdict(fields),
                        limit)
         return cls(str(data), "hf", asdict(fields), limit, split)
-
-
-def _new_faiss(kind: str, dim: int, params: dict):
-    faiss = _faiss()
-    fp16 = faiss.ScalarQuantizer.QT_fp16
-    if kind == "hnsw":
-        index = faiss.IndexHNSWSQ(dim, fp16, params["m"], faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = params["ef_construction"]
-        return index
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFScalarQuantizer(quantizer, dim, params["nlist"], fp16,
-                                          faiss.METRIC_INNER_PRODUCT)
-    index.cp.spherical = True
-    index.cp.seed = SEED
-    return index
 
 
 def _training_rows(stores: list[Store], n: int, want: int) -> np.ndarray:
@@ -146,7 +132,7 @@ def _update_faiss(out: Path, stores: list[Store], old: dict | None, kind: str, n
     else:
         params = faiss_params(kind, n)
         dim = stores[0].dim
-        index = _new_faiss(kind, dim, params)
+        index = new_faiss(kind, dim, params)
         logger.info(f"building the {kind} index over {n} rows")
         if not index.is_trained:
             want = params.get("nlist", 1) * IVF_TRAIN_PER_LIST

@@ -12,7 +12,8 @@ An index is a directory::
 
 Rows are numbered across segments in order: segment 0's rows, then segment 1's, and so on.
 
-FAISS kinds (all inner product on unit vectors, i.e. cosine):
+FAISS kinds (all inner product on unit vectors, i.e. cosine; each made by
+``faiss.index_factory`` from the string :func:`faiss_spec` gives):
 
 * ``flat`` (default): exact search. Nothing extra is written: an exact index *is* the
   vectors, so it is rebuilt in memory from the stores when the index is opened (the same
@@ -48,6 +49,7 @@ from influcoder.attribution.settings import (
     HNSW_M,
     IVF_MIN_PER_LIST,
     IVF_PROBE_FRACTION,
+    SEED,
     EncodeArguments,
 )
 from influcoder.errors import MissingPackageError, StoreError
@@ -90,6 +92,36 @@ def faiss_params(kind: str, n: int) -> dict:
         nlist = max(1, min(round(math.sqrt(n)), n // IVF_MIN_PER_LIST))
         return {"nlist": nlist, "nprobe": max(1, math.ceil(nlist * IVF_PROBE_FRACTION))}
     return {}
+
+
+def faiss_spec(kind: str, params: dict) -> str:
+    """The ``faiss.index_factory`` string of a FAISS kind: ``Flat``, ``HNSW{m}_SQfp16`` (an
+    ``IndexHNSWSQ``) or ``IVF{nlist},SQfp16`` (an ``IndexIVFScalarQuantizer`` on a flat
+    quantizer). These are the classes indexes have always been built with, so a
+    ``faiss.index`` written by any release reads back the same."""
+    if kind == "hnsw":
+        return f"HNSW{params['m']}_SQfp16"
+    if kind == "ivf":
+        return f"IVF{params['nlist']},SQfp16"
+    return "Flat"
+
+
+def new_faiss(kind: str, dim: int, params: dict):
+    """An empty inner-product FAISS index of ``kind`` with ``params`` (see :func:`faiss_params`).
+
+    The factory string fixes the structure; what it cannot say is set here: HNSW's
+    ``efConstruction``, and IVF's k-means, spherical (the rows are unit vectors) and seeded
+    (:data:`~influcoder.attribution.settings.SEED`), so a rebuild trains the same lists.
+    Search-time settings (``efSearch``, ``nprobe``) are applied by :meth:`Index.search`.
+    """
+    faiss = _faiss()
+    index = faiss.index_factory(dim, faiss_spec(kind, params), faiss.METRIC_INNER_PRODUCT)
+    if kind == "hnsw":
+        index.hnsw.efConstruction = params["ef_construction"]
+    elif kind == "ivf":
+        index.cp.spherical = True
+        index.cp.seed = SEED
+    return index
 
 
 def _read_meta(path: Path) -> dict:
@@ -200,7 +232,7 @@ class Index:
     def _load_faiss(self):
         faiss = _faiss()
         if self.kind == "flat":
-            index = faiss.IndexFlatIP(self.dim)
+            index = new_faiss("flat", self.dim, {})
             for _, chunk in self.iter_chunks():
                 index.add(chunk)
             return index

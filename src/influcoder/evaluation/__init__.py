@@ -2,5 +2,6 @@
 
 ``metrics`` (Spearman variants, NDCG, recall, AUPRC through scikit-learn, bootstrap
 intervals), ``baselines`` (random, TF-IDF, BM25, encoders, re-sketched gradients),
-``evaluate`` (one row of figures per method), ``report`` (the HTML report, a jinja2 template).
+``evaluate`` (one row of figures per method), ``figures`` (the report's plots), ``report``
+(the HTML report, a jinja2 template).
 """

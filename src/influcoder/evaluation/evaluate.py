@@ -140,7 +140,7 @@ def metric_columns(k: int, labels: bool) -> list[str]:
     """The metric columns of a row, in table order."""
     cols = ["per_anchor_spearman", "pairwise_spearman", "aggregated_spearman",
             f"ndcg@{k}", f"recall@{k}"]
-    return cols + (["auprc_mean", "auprc_max"] if labels else [])
+    return cols + ([f"auprc_{how}" for how in metrics.AUPRC_AGGREGATES] if labels else [])
 
 
 def evaluate_methods(gt: np.ndarray, methods: Mapping[str, tuple[np.ndarray, Mapping[str, Any]]], *,
@@ -195,7 +195,7 @@ def evaluate_methods(gt: np.ndarray, methods: Mapping[str, tuple[np.ndarray, Map
             f"recall@{k}": metrics.recall_at_k(gt, scores, k),
         }
         if labels is not None:
-            for how in metrics.AGGREGATIONS:
+            for how in metrics.AUPRC_AGGREGATES:
                 row[f"auprc_{how}"] = metrics.auprc(labels,
                                                     metrics.aggregate_scores(scores, how))
         for col in COST_COLUMNS:

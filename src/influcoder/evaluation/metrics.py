@@ -16,7 +16,8 @@ Three families of metric answer three different questions:
   only reads the top of an attribution list sees.
 * **Planted-sample retrieval** (:func:`auprc`, :func:`precision_recall_curve`): given a
   boolean label per pool sample (say, the harmful samples planted into the pool), how well does
-  one score per sample (see :func:`aggregate_scores`) find them?
+  one score per sample (see :func:`aggregate_scores`) find them? scikit-learn computes these;
+  this module checks the input and orders the curve for plotting.
 
 Ties: correlations give tied values their average rank, as scipy does. Top-k metrics need a
 strict order, and break ties by pool index (lower index first), so results are deterministic;
@@ -40,7 +41,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-AGGREGATIONS = ("mean", "max")
+from influcoder.attribution.settings import AGGREGATES, Aggregate
+
+#: The pool scores (:func:`aggregate_scores`) whose AUPRC an evaluation reports: the
+#: attribution aggregates less ``sum``, which ranks the pool exactly as ``mean`` does and so
+#: has the same AUPRC.
+AUPRC_AGGREGATES: tuple[Aggregate, ...] = tuple(a for a in AGGREGATES if a != "sum")
 
 
 def _vector(x, name: str) -> np.ndarray:
@@ -234,21 +240,6 @@ def _labels_and_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     return positive, scores
 
 
-def _precision_recall_points(positive: np.ndarray, scores: np.ndarray):
-    """Precision and recall after retrieving everything scoring >= each distinct score.
-
-    Thresholds run from the highest distinct score down to the lowest; samples with equal
-    scores are retrieved together, as one step.
-    """
-    order = np.argsort(-scores, kind="stable")
-    positive, scores = positive[order], scores[order]
-    # The last position of each run of equal scores closes one threshold.
-    ends = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
-    true_pos = np.cumsum(positive)[ends]
-    retrieved = ends + 1
-    return true_pos / retrieved, true_pos / true_pos[-1]
-
-
 def auprc(labels, scores) -> float:
     """Average precision of retrieving the positive samples by descending score.
 
@@ -258,8 +249,9 @@ def auprc(labels, scores) -> float:
 
         AP = sum_n (R_n - R_{n-1}) * P_n,     R_0 = 0
 
-    This is the same quantity as ``sklearn.metrics.average_precision_score`` (a step-wise
-    area under the precision-recall curve, without interpolation). A random ranking scores
+    This is ``sklearn.metrics.average_precision_score`` (a step-wise area under the
+    precision-recall curve, without interpolation), called after this module's checks so a
+    bad input fails with the same messages as the other metrics. A random ranking scores
     about the fraction of positives; a perfect one scores 1.
 
     Args:
@@ -269,8 +261,9 @@ def auprc(labels, scores) -> float:
     Raises:
         ValueError: on a length mismatch, labels other than 0/1, or no positive label.
     """
-    precision, recall = _precision_recall_points(*_labels_and_scores(labels, scores))
-    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(*_labels_and_scores(labels, scores)))
 
 
 def precision_recall_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
@@ -280,31 +273,40 @@ def precision_recall_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
         ``(precision, recall)``, two arrays ordered by increasing recall: the first point is
         ``(1.0, 0.0)`` (nothing retrieved yet, by convention) and point ``i >= 1`` holds the
         precision and recall after retrieving every sample scoring at least the ``i``-th
-        highest distinct score. This is ``sklearn.metrics.precision_recall_curve``'s output
-        in reverse order. Draw it as a step plot (``plt.step(recall, precision,
+        highest distinct score (tied samples enter together). This is
+        ``sklearn.metrics.precision_recall_curve``'s output in reverse order, so it reads
+        left to right. Draw it as a step plot (``plt.step(recall, precision,
         where="post")``), whose area is :func:`auprc`.
 
     Raises:
         ValueError: as :func:`auprc`.
     """
-    precision, recall = _precision_recall_points(*_labels_and_scores(labels, scores))
-    return np.r_[1.0, precision], np.r_[0.0, recall]
+    from sklearn.metrics import precision_recall_curve as sk_precision_recall_curve
+
+    precision, recall, _ = sk_precision_recall_curve(*_labels_and_scores(labels, scores))
+    return precision[::-1].copy(), recall[::-1].copy()
 
 
-def aggregate_scores(scores, how: str = "mean") -> np.ndarray:
+def aggregate_scores(scores, how: Aggregate = "mean") -> np.ndarray:
     """One score per pool sample from a ``[n_pool, n_query]`` matrix.
 
+    ``how`` is one of the attribution aggregates
+    (:data:`~influcoder.attribution.settings.AGGREGATES`, as ``influcoder attribute``
+    computes them), so an evaluation judges the pool scores a user gets:
     ``how="mean"`` averages over queries (steady influence on the whole query set);
+    ``how="sum"`` is the mean times the number of queries (the same ranking);
     ``how="max"`` takes each sample's strongest score (a sample that matters a lot to a
     single query stands out, as a planted sample aimed at a few queries would).
 
     Returns:
         A float64 array of shape ``[n_pool]``.
     """
-    if how not in AGGREGATIONS:
-        raise ValueError(f"how must be one of {AGGREGATIONS}, got {how!r}")
+    if how not in AGGREGATES:
+        raise ValueError(f"how must be one of {AGGREGATES}, got {how!r}")
     scores = _matrix(scores, "scores")
-    return scores.mean(axis=1) if how == "mean" else scores.max(axis=1)
+    if how == "max":
+        return scores.max(axis=1)
+    return scores.mean(axis=1) if how == "mean" else scores.sum(axis=1)
 
 
 def bootstrap_interval(metric, gt, pred, *, n_resamples: int = 1000, level: float = 0.95,

@@ -14,15 +14,17 @@ external CSS or fonts. From top to bottom:
    ground truth first; a cell is green when the ground truth also ranks that sample in its top;
 7. notes, and a short guide to reading the figures (``docs/EVALUATION.md`` has the full one).
 
-Figures are drawn with matplotlib's object API (``matplotlib.figure.Figure``, Agg canvas), so
-nothing touches pyplot's global state or needs a display. Scatter plots subsample to at most
-``max_points`` (seeded) so a large pool stays a small PNG.
+The page is the jinja2 template ``templates/report.html.j2`` (with ``templates/report.css``
+inlined), rendered with autoescaping: every sample text, method name, title and note is
+escaped, whatever it holds. This module checks the input, computes what goes on the page
+(formatted cells, best marks, each query's top samples) and renders it; the figures are drawn
+by :mod:`influcoder.evaluation.figures`.
 """
 
 from __future__ import annotations
 
+import functools
 import html
-import io
 import math
 import os
 import time
@@ -32,233 +34,46 @@ from typing import Any
 
 import numpy as np
 
-from influcoder.evaluation import metrics
+from influcoder.evaluation import figures, metrics
 from influcoder.evaluation.evaluate import COST_COLUMNS, expected_random_auprc
 from influcoder.io.atomic import atomic_write_bytes
 from influcoder.io.samples import Sample
-from influcoder.io.tables import clip_text, format_bytes, format_seconds, format_value
+from influcoder.io.tables import _columns, clip_text, format_value
 
 __all__ = ["REPORT_NAME", "write_report"]
 
 
 REPORT_NAME = "report.html"
-
-
-PR_FIGURE = "pr_curves.png"
-
-
-SCATTER_FIGURE = "scatter.png"
-
-
-COST_FIGURE = "cost.png"
-
-
+#: The page's jinja2 template, in ``templates/`` next to this module (shipped as package data).
+TEMPLATE = "report.html.j2"
+#: The figures, PNG files next to the page.
+PR_FIGURE, SCATTER_FIGURE, COST_FIGURE = "pr_curves.png", "scatter.png", "cost.png"
+#: The heading of the ground truth's column in the side-by-side tables.
 GROUND_TRUTH = "ground truth"
-
-
-DPI = 110
-
-
-MAX_SCATTER_COLUMNS = 4
-
-
-#: How wide a range (max / min) of positive values must be before an axis goes logarithmic.
-LOG_SCALE_RANGE = 20.0
-
-
+#: Characters of a sample's text in a side-by-side cell's tooltip.
 TITLE_TEXT_CHARS = 1000
 
 
-CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
-.meta { color: #666; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.55em; vertical-align: top; }
-th { background: #f3f3f3; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.best { font-weight: bold; }
-tr.reference td { color: #555; font-style: italic; }
-.met { color: #fff; background: #2e7d32; padding: 0.05em 0.45em; border-radius: 3px; }
-.missed { color: #fff; background: #c62828; padding: 0.05em 0.45em; border-radius: 3px; }
-table.side td { width: 15em; font-size: 0.9em; }
-table.side td.hit { background: #e8f5e9; }
-.score { font-variant-numeric: tabular-nums; font-weight: bold; }
-.id { color: #888; font-size: 0.85em; }
-.planted { color: #fff; background: #c62828; font-size: 0.8em; padding: 0 0.3em;
-           border-radius: 3px; }
-.query { background: #f7f7fb; border-left: 4px solid #5c6bc0; padding: 0.4em 0.8em; }
-img { max-width: 100%; height: auto; border: 1px solid #eee; }
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _colors(names: Sequence[str]) -> dict[str, Any]:
-    """One colour per method, the same in every figure."""
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
-
-
-def _save(fig, path: Path) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _pr_figure(path: Path, method_scores: Mapping[str, np.ndarray], labels: np.ndarray,
-               colors: Mapping[str, Any]) -> None:
-    from matplotlib.figure import Figure
-
-    rate = float(labels.mean())
-    chance = expected_random_auprc(labels.size, int(labels.sum()))
-    fig = Figure(figsize=(11, 4.4 + 0.22 * len(method_scores)), layout="constrained")
-    axes = fig.subplots(1, len(metrics.AGGREGATIONS), sharey=True)
-    # Earlier curves are drawn wider, so a curve hidden under a later one still shows.
-    widths = np.linspace(3.2, 1.4, len(method_scores)) if len(method_scores) > 1 else [1.6]
-    for ax, how in zip(axes, metrics.AGGREGATIONS):
-        for (name, scores), width in zip(method_scores.items(), widths):
-            pool_scores = metrics.aggregate_scores(scores, how)
-            precision, recall = metrics.precision_recall_curve(labels, pool_scores)
-            ap = metrics.auprc(labels, pool_scores)
-            ax.step(recall, precision, where="post", color=colors[name], lw=width, alpha=0.9,
-                    label=f"{name} (AUPRC {ap:.3f})")
-        ax.axhline(rate, color="grey", ls="--", lw=1,
-                   label=f"chance: {rate:.1%} positives (random AUPRC {chance:.3f})")
-        ax.set(xlim=(0, 1), ylim=(0, 1.03), xlabel="recall (share of planted samples found)",
-               title=f"pool score = {how} over queries")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2,
-                  frameon=False)
-    axes[0].set_ylabel("precision (share of retrieved that are planted)")
-    fig.suptitle(f"Finding the {int(labels.sum())} planted samples among {labels.size}")
-    _save(fig, path)
-
-
-def _scatter_figure(path: Path, gt: np.ndarray, method_scores: Mapping[str, np.ndarray],
-                    rows_by_name: Mapping[str, Mapping[str, Any]], labels: np.ndarray | None,
-                    colors: Mapping[str, Any], max_points: int, seed: int) -> None:
-    from matplotlib.figure import Figure
-
-    n_query = gt.shape[1]
-    flat = np.arange(gt.size)
-    if gt.size > max_points:
-        flat = np.sort(np.random.default_rng(seed).choice(gt.size, max_points, replace=False))
-    pool_rows = flat // n_query
-    planted = labels[pool_rows].astype(bool) if labels is not None else np.zeros(flat.size, bool)
-    names = list(method_scores)
-    ncols = min(MAX_SCATTER_COLUMNS, len(names))
-    nrows = math.ceil(len(names) / ncols)
-    fig = Figure(figsize=(3.3 * ncols, 3.1 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    x = gt.ravel()[flat]
-    for ax, name in zip(axes, names):
-        y = np.asarray(method_scores[name], dtype=np.float64).ravel()[flat]
-        ax.scatter(x[~planted], y[~planted], s=4, alpha=0.35, color=colors[name], lw=0,
-                   label="pairs")
-        if planted.any():
-            ax.scatter(x[planted], y[planted], s=7, alpha=0.8, color="black", lw=0,
-                       label="planted pool sample")
-        row = rows_by_name.get(name, {})
-        rho = {c: format_value(c, row.get(c, math.nan))
-               for c in ("per_anchor_spearman", "pairwise_spearman")}
-        ax.set_title(f"{name}\nper-anchor ρ {rho['per_anchor_spearman']}, "
-                     f"pairwise ρ {rho['pairwise_spearman']}", fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in axes[len(names):]:
-        ax.set_visible(False)
-    if planted.any():
-        axes[0].legend(fontsize=7, loc="upper left", markerscale=2)
-    fig.supxlabel("ground-truth influence (gradient cosine)", fontsize=9)
-    fig.supylabel("method's score", fontsize=9)
-    shown = f"{flat.size} of {gt.size}" if flat.size < gt.size else f"all {gt.size}"
-    fig.suptitle(f"Scores of (pool, query) pairs: {shown} pairs", fontsize=10)
-    _save(fig, path)
-
-
-def _bars(ax, names: Sequence[str], values: Sequence[float], colors: Mapping[str, Any],
-          title: str, fmt) -> None:
-    """Horizontal bars, log scale when the positive values span a wide range; zero and
-    missing values are written, not drawn."""
-    values = np.asarray(values, dtype=np.float64)
-    shown = np.where(np.isfinite(values) & (values > 0), values, np.nan)
-    positive = shown[np.isfinite(shown)]
-    log = positive.size > 1 and positive.max() / positive.min() > LOG_SCALE_RANGE
-    y = np.arange(len(names))
-    ax.barh(y, np.nan_to_num(shown), color=[colors[n] for n in names])
-    if log:
-        ax.set_xscale("log")
-    if positive.size:
-        low = positive.min() / 3 if log else 0
-        ax.set_xlim(low, positive.max() * (6 if log else 1.35))
-    for yi, value in zip(y, values):
-        at = value if np.isfinite(value) and value > 0 else ax.get_xlim()[0]
-        ax.text(at, yi, "  " + fmt(value), va="center", fontsize=8)
-    ax.set_yticks(y, names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_title(title + (" (log scale)" if log else ""), fontsize=9)
-    ax.tick_params(axis="x", labelsize=7)
-    ax.grid(axis="x", alpha=0.3)
-
-
-def _cost_figure(path: Path, rows: Sequence[Mapping[str, Any]], n_query: int,
-                 colors: Mapping[str, Any]) -> None:
-    from matplotlib.figure import Figure
-
-    names = [r["method"] for r in rows]
-    fig = Figure(figsize=(12, 0.45 * len(names) + 1.6), layout="constrained")
-    axes = fig.subplots(1, 3, sharey=True)
-    panels = [("seconds", f"attribution time, all {n_query} queries", format_seconds),
-              ("prepare_seconds", "preparation time (pool side, once)", format_seconds),
-              ("bytes_per_sample", "storage per pool sample", format_bytes)]
-    for ax, (column, title, fmt) in zip(axes, panels):
-        _bars(ax, names, [r.get(column, math.nan) for r in rows], colors, title, fmt)
-    fig.suptitle("What each method costs", fontsize=10)
-    _save(fig, path)
-
-
-def _results_table(rows: Sequence[Mapping[str, Any]], references: set[str]) -> str:
-    columns = list(dict.fromkeys(k for r in rows for k in r))
+def _results(rows: Sequence[Mapping[str, Any]], references: set[str]) -> dict[str, Any]:
+    """The results table: formatted cells, each metric's best value (over the methods that
+    are not the ground truth; costs are not ranked) marked."""
+    columns = _columns(rows)
     judged = [r for r in rows if r["method"] not in references]
     best: dict[str, float] = {}
     for col in columns[1:]:
         values = [float(r[col]) for r in judged if col in r and math.isfinite(float(r[col]))]
         if values and col not in COST_COLUMNS:
             best[col] = max(values)
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    body = []
+    table = []
     for r in rows:
         reference = r["method"] in references
-        cells = []
-        for col in columns:
-            text = format_value(col, r.get(col, math.nan))
-            if col == "method":
-                label = f"{text} (ground truth)" if reference else text
-                cells.append(f"<td>{_e(label)}</td>")
-                continue
-            is_best = (not reference and col in best and col in r
-                       and float(r[col]) == best[col])
-            cells.append(f'<td class="num{" best" if is_best else ""}">{_e(text)}</td>')
-        row_class = ' class="reference"' if reference else ""
-        body.append(f"<tr{row_class}>{''.join(cells)}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
-
-
-def _targets_section(targets: Sequence[tuple[str, bool, str]]) -> str:
-    met = sum(bool(achieved) for _, achieved, _ in targets)
-    items = []
-    for name, achieved, text in targets:
-        badge = '<span class="met">MET</span>' if achieved else '<span class="missed">MISSED</span>'
-        items.append(f"<li>{badge} <b>{_e(name)}</b>: {_e(text)}</li>")
-    verdict = "all met" if met == len(targets) else f"{len(targets) - met} MISSED"
-    return (f"<h2>Targets: {met} of {len(targets)} met ({verdict})</h2>"
-            f"<ul>{''.join(items)}</ul>")
+        cells = [{"text": format_value(col, r.get(col, math.nan)),
+                  "best": (not reference and col in best and col in r
+                           and float(r[col]) == best[col])} for col in columns[1:]]
+        label = format_value("method", r["method"])
+        table.append({"reference": reference, "cells": cells,
+                      "label": f"{label} (ground truth)" if reference else label})
+    return {"columns": columns, "rows": table}
 
 
 def _display_text(sample: Sample) -> str:
@@ -266,75 +81,64 @@ def _display_text(sample: Sample) -> str:
     return f"{sample.prompt} → {sample.response}"
 
 
-def _sample_cell(sample: Sample, score: float, hit: bool, planted: bool, chars: int) -> str:
-    text = _display_text(sample)
-    badge = ' <span class="planted">planted</span>' if planted else ""
-    hit_class = ' class="hit"' if hit else ""
-    return (f'<td{hit_class} title="{_e(clip_text(text, TITLE_TEXT_CHARS))}">'
-            f'<span class="score">{score:+.3f}</span>{badge} '
-            f'<span class="id">{_e(sample.id)}</span><br>{_e(clip_text(text, chars))}</td>')
-
-
 def _side_by_side(gt: np.ndarray, method_scores: Mapping[str, np.ndarray],
                   pool: Sequence[Sample], queries: Sequence[Sample],
                   query_indices: Sequence[int], labels: np.ndarray | None, top_n: int,
-                  chars: int) -> str:
+                  chars: int) -> dict[str, Any]:
+    """For each shown query, the ``top_n`` pool samples of the ground truth and of each
+    method; a method's cell is a hit when the ground truth also has it in its top."""
     columns = {GROUND_TRUTH: gt, **method_scores}
-    parts = [f"<h2>Top {top_n} attributed training samples, side by side</h2>"
-             f"<p>Green: the ground truth also ranks the sample in its top {top_n}. "
-             f"Hover over a cell for more of its text.</p>"]
+    shown = []
     for j in query_indices:
         tops = {name: np.argsort(-np.asarray(s[:, j], dtype=np.float64), kind="stable")[:top_n]
                 for name, s in columns.items()}
         gt_top = set(tops[GROUND_TRUTH].tolist())
-        head = "<th>rank</th>" + "".join(f"<th>{_e(name)}</th>" for name in columns)
-        body = []
+        table = []
         for rank in range(min(top_n, len(pool))):
-            cells = [f'<td class="num">{rank + 1}</td>']
+            cells = []
             for name, s in columns.items():
                 i = int(tops[name][rank])
-                cells.append(_sample_cell(pool[i], float(s[i, j]),
-                                          name != GROUND_TRUTH and i in gt_top,
-                                          labels is not None and bool(labels[i]), chars))
-            body.append(f"<tr>{''.join(cells)}</tr>")
-        query = queries[j]
-        parts.append(f'<h3>Query {j + 1}: <span class="id">{_e(query.id)}</span></h3>'
-                     f'<p class="query">{_e(clip_text(_display_text(query), 4 * chars))}</p>'
-                     f'<table class="side"><tr>{head}</tr>{"".join(body)}</table>')
-    return "".join(parts)
+                text = _display_text(pool[i])
+                cells.append({"score": float(s[i, j]), "id": pool[i].id,
+                              "hit": name != GROUND_TRUTH and i in gt_top,
+                              "planted": labels is not None and bool(labels[i]),
+                              "title": clip_text(text, TITLE_TEXT_CHARS),
+                              "text": clip_text(text, chars)})
+            table.append(cells)
+        shown.append({"number": j + 1, "id": queries[j].id, "rows": table,
+                      "text": clip_text(_display_text(queries[j]), 4 * chars)})
+    return {"top_n": top_n, "columns": list(columns), "queries": shown}
 
 
-def _reading_guide(k: int | None, labels: np.ndarray | None) -> str:
-    items = [
-        "<b>per_anchor_spearman</b>: for each query, the rank correlation between the method's "
-        "ordering of the pool and the ground truth's, averaged over queries. 0 is chance, 1 is "
-        "the same order; above 0.3 the method's top results are clearly informative, above "
-        "0.6 it ranks the pool much like the gradients do.",
-        "<b>pairwise_spearman</b>: the same over all (pool, query) pairs at once; it also asks "
-        "that queries with stronger influence get larger scores.",
-        "<b>aggregated_spearman</b>: rank correlation of each pool sample's influence averaged "
-        "over all queries: which training samples matter most to the query set as a whole.",
-    ]
-    if k is not None:
-        items.append(f"<b>ndcg@{k}</b>, <b>recall@{k}</b>: how many of each query's {k} "
-                     f"most influential samples (by the ground truth) the method puts in its own "
-                     f"top {k}; NDCG also rewards placing them early. Chance is about "
-                     f"k / n_pool.")
-    if labels is not None:
-        chance = expected_random_auprc(labels.size, int(labels.sum()))
-        items.append(f"<b>auprc_mean</b> / <b>auprc_max</b>: how well the pool score (mean / "
-                     f"max over the queries) finds the planted samples; 1 puts all of them first."
-                     f" A random ranking scores about the positive rate, {labels.mean():.1%} "
-                     f"here (exactly {chance:.3f} on average with {int(labels.sum())} "
-                     f"positives among {labels.size}).")
-    items.append("<b>seconds</b>: time to score all queries once the pool side is prepared; "
-                 "<b>prepare_seconds</b>: one-off pool-side cost; <b>bytes_per_sample</b>: "
-                 "what the method keeps per pool sample. For stored vectors, computing the "
-                 "query vectors themselves is not included.")
-    return "<h2>How to read this</h2><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+def _html_escape(value: Any):
+    """``value`` escaped by :func:`html.escape`, as jinja2's ``finalize``.
+
+    Autoescaping would use markupsafe, which writes quotes as ``&#34;``/``&#39;``; reports
+    have always had ``&quot;``/``&#x27;``, and the tests pin that. The result is
+    :class:`~markupsafe.Markup`, which autoescaping then leaves alone; values that already
+    are markup pass through unchanged.
+    """
+    from markupsafe import Markup
+
+    if hasattr(value, "__html__"):
+        return value
+    return Markup(html.escape(str(value), quote=True))
+
+
+@functools.cache
+def _template():
+    """The report template, loaded once (jinja2 is imported only when a report is written)."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=PackageLoader("influcoder.evaluation", "templates"),
+                      autoescape=select_autoescape(["html.j2"], default=True),
+                      finalize=_html_escape, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    return env.get_template(TEMPLATE)
 
 
 def _k_of(rows: Sequence[Mapping[str, Any]]) -> int | None:
+    """The ``k`` of the rows' ``ndcg@k`` column, or None if they have none."""
     for key in rows[0]:
         if key.startswith("ndcg@"):
             return int(key.split("@", 1)[1])
@@ -407,38 +211,34 @@ def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], 
     references = {name for name, s in method_scores.items()
                   if np.array_equal(np.asarray(s, dtype=np.float64), gt)}
     judged = {name: s for name, s in method_scores.items() if name not in references}
-    colors = _colors(list(dict.fromkeys([r["method"] for r in rows] + list(method_scores))))
+    names = dict.fromkeys([r["method"] for r in rows] + list(method_scores))
+    colors = figures.method_colors(list(names))
     rate = float(labels.mean()) if labels is not None and labels.any() else None
 
     summary = (f"{n_pool} pool samples × {n_query} queries"
                + (f"; {int(labels.sum())} planted ({rate:.1%})" if rate is not None else "")
                + f"; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    parts = [f'<h1>{_e(title)}</h1><p class="meta">{_e(summary)}</p>',
-             "<h2>Results</h2>", _results_table(rows, references)]
-    if targets:
-        parts.append(_targets_section(targets))
     if rate is not None:
-        _pr_figure(out / PR_FIGURE, method_scores, labels, colors)
-        parts.append(f'<h2>Finding the planted samples</h2><img src="{PR_FIGURE}" '
-                     f'alt="precision-recall curves of each method">')
+        figures.pr_figure(out / PR_FIGURE, method_scores, labels, colors)
     if judged:
-        _scatter_figure(out / SCATTER_FIGURE, gt, judged, {r["method"]: r for r in rows},
-                        labels, colors, max_points, seed)
-        parts.append(f'<h2>Predicted vs ground-truth scores</h2><img src="{SCATTER_FIGURE}" '
-                     f'alt="scatter of each method\'s scores against the ground truth">')
-    _cost_figure(out / COST_FIGURE, rows, n_query, colors)
-    parts.append(f'<h2>Cost</h2><img src="{COST_FIGURE}" '
-                 f'alt="attribution time, preparation time and storage per method">')
+        figures.scatter_figure(out / SCATTER_FIGURE, gt, judged,
+                               {r["method"]: r for r in rows}, labels, colors, max_points, seed)
+    figures.cost_figure(out / COST_FIGURE, rows, n_query, colors)
+    side = None
     if pool_samples is not None and len(query_indices):
-        parts.append(_side_by_side(gt, judged, pool_samples, query_samples, query_indices,
-                                   labels, min(top_n, n_pool), text_chars))
-    if notes:
-        parts.append("<h2>Notes</h2>" + "".join(f"<p>{_e(n)}</p>" for n in notes))
-    parts.append(_reading_guide(_k_of(rows), labels if rate is not None else None))
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body>\n"
-            + "\n".join(parts) + "\n</body></html>\n")
+        side = _side_by_side(gt, judged, pool_samples, query_samples, query_indices, labels,
+                             min(top_n, n_pool), text_chars)
+    planted = None
+    if rate is not None:
+        planted = {"rate": rate, "count": int(labels.sum()), "n_pool": n_pool,
+                   "chance": expected_random_auprc(n_pool, int(labels.sum())),
+                   "aggregates": metrics.AUPRC_AGGREGATES}
+    page = _template().render(
+        title=title, summary=summary, results=_results(rows, references),
+        targets=list(targets), targets_met=sum(bool(achieved) for _, achieved, _ in targets),
+        pr_figure=PR_FIGURE if rate is not None else None,
+        scatter_figure=SCATTER_FIGURE if judged else None, cost_figure=COST_FIGURE,
+        side=side, notes=list(notes), k=_k_of(rows), planted=planted)
     path = out / REPORT_NAME
     atomic_write_bytes(path, page.encode("utf-8"))
     return path
