@@ -18,9 +18,9 @@ Trade-offs, against a dense Gaussian (Johnson-Lindenstrauss) matrix:
 * **Blockwise.** The hashes of each named block (one weight matrix, flattened row-major) are
   drawn from their own seed, derived from the sketch seed and the block's name. Blocks can be
   projected one at a time, in any order, and their sum is exactly the projection of the
-  concatenated vector. That is what lets :mod:`influcoder.groundtruth.gradients` project each module's
-  per-sample gradients inside a backward hook and throw them away: the full gradient is never
-  materialised.
+  concatenated vector. That is what lets :mod:`influcoder.groundtruth.gradients` project each
+  module's per-sample gradients inside a backward hook and throw them away: the full gradient
+  is never materialised.
 * **Reproducible from the manifest.** The block seed is
   ``SeedSequence([seed, crc32(name)])`` fed to NumPy's ``default_rng`` (PCG64), which does not
   depend on Python's per-process string hashing, the platform or the torch version. A store that
@@ -60,9 +60,9 @@ class CountSketch:
         >>> sketch.project_into(out, "a.weight", a)
         >>> ha, sa = sketch.hashes("a.weight", 10)             # bucket and sign per coordinate
         >>> expected = torch.zeros(2, 4)
-        >>> expected.index_add_(1, torch.from_numpy(ha), a * torch.from_numpy(sa))
+        >>> _ = expected.index_add_(1, torch.from_numpy(ha), a * torch.from_numpy(sa))
         >>> hb, sb = sketch.hashes("b.weight", 3)
-        >>> expected.index_add_(1, torch.from_numpy(hb), b * torch.from_numpy(sb))
+        >>> _ = expected.index_add_(1, torch.from_numpy(hb), b * torch.from_numpy(sb))
         >>> torch.allclose(out, expected, atol=1e-6)
         True
     """
