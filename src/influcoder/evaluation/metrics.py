@@ -49,28 +49,27 @@ from influcoder.attribution.settings import AGGREGATES, Aggregate
 AUPRC_AGGREGATES: tuple[Aggregate, ...] = tuple(a for a in AGGREGATES if a != "sum")
 
 
-def _vector(x, name: str) -> np.ndarray:
-    """``x`` as a finite, non-empty 1-D float64 array, or a ValueError naming it."""
+def _finite(x, name: str, ndim: int, what: str) -> np.ndarray:
+    """``x`` as a finite, non-empty float64 array of ``ndim`` dimensions, or a ValueError
+    naming it (``what`` says which shape is expected)."""
     arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {what}, got shape {arr.shape}")
     if arr.size == 0:
-        raise ValueError(f"{name} is empty")
+        raise ValueError(f"{name} is empty" + ("" if ndim == 1 else f" (shape {arr.shape})"))
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return arr
+
+
+def _vector(x, name: str) -> np.ndarray:
+    """``x`` as a finite, non-empty 1-D float64 array, or a ValueError naming it."""
+    return _finite(x, name, 1, "1-D")
 
 
 def _matrix(x, name: str) -> np.ndarray:
     """``x`` as a finite, non-empty ``[n_pool, n_query]`` float64 array, or a ValueError."""
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D [n_pool, n_query] matrix, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape})")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+    return _finite(x, name, 2, "a 2-D [n_pool, n_query] matrix")
 
 
 def _pair(gt, pred) -> tuple[np.ndarray, np.ndarray]:
@@ -210,12 +209,7 @@ def recall_at_k(gt, pred, k: int) -> float:
 
     For each query, the fraction of the ``k`` pool samples that ``gt`` ranks highest which
     ``pred`` also puts in its top ``k``, regardless of their order there. Ties in either
-    matrix are broken by pool index (lower first).
-
-    Args:
-        gt: ``[n_pool, n_query]`` ground-truth scores.
-        pred: ``[n_pool, n_query]`` predicted scores.
-        k: how many top samples to compare, ``1 <= k <= n_pool``.
+    matrix are broken by pool index (lower first). Arguments as :func:`ndcg_at_k`.
     """
     gt, pred = _pair(gt, pred)
     k = _check_k(k, gt.shape[0])

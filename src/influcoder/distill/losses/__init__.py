@@ -3,7 +3,14 @@
 They follow the sentence-transformers contract (``Loss(model)``, ``forward(features, labels)``,
 ``get_config_dict()``), with one difference in the inputs: ``features`` is
 ``[pool_features, query_features]``, two tokenized batches of different lengths ``P`` and ``Q``,
-and ``labels`` is the ground-truth block ``[P, Q]`` of their influence scores.
+and ``labels`` is the ground-truth block ``[P, Q]`` of their influence scores:
+
++------------------------------------------+----------------------------------------+
+| Inputs                                   | Labels                                 |
++==========================================+========================================+
+| [pool_features, query_features]: two     | ground-truth influence block ``[P, Q]``|
+| tokenized batches (``P`` and ``Q`` texts)| (pool sample i, query j)               |
++------------------------------------------+----------------------------------------+
 """
 
 from influcoder.distill.losses.influence_distill import InfluenceDistillLoss

@@ -66,12 +66,8 @@ class InfluenceDistillLoss(nn.Module):
             - Influcoder: https://arxiv.org/abs/2606.13668
 
         Inputs:
-            +------------------------------------------+----------------------------------------+
-            | Inputs                                   | Labels                                 |
-            +==========================================+========================================+
-            | [pool_features, query_features]: two     | ground-truth influence block ``[P, Q]``|
-            | tokenized batches (``P`` and ``Q`` texts)| (pool sample i, query j)               |
-            +------------------------------------------+----------------------------------------+
+            ``[pool_features, query_features]`` and the ``[P, Q]`` ground-truth block, as
+            :mod:`influcoder.distill.losses` describes.
 
         Relations:
             - With ``pearson_weight=1, kl_weight=0`` it is :class:`PearsonLoss`.

@@ -68,12 +68,8 @@ class PearsonLoss(nn.Module):
             - Influcoder: https://arxiv.org/abs/2606.13668
 
         Inputs:
-            +------------------------------------------+----------------------------------------+
-            | Inputs                                   | Labels                                 |
-            +==========================================+========================================+
-            | [pool_features, query_features]: two     | ground-truth influence block ``[P, Q]``|
-            | tokenized batches (``P`` and ``Q`` texts)| (pool sample i, query j)               |
-            +------------------------------------------+----------------------------------------+
+            ``[pool_features, query_features]`` and the ``[P, Q]`` ground-truth block, as
+            :mod:`influcoder.distill.losses` describes.
 
             Pool and query batches have different lengths, so this loss is driven by
             :func:`influcoder.distill.distill` (which samples the blocks) rather than by the

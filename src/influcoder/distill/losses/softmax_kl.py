@@ -67,31 +67,23 @@ class SoftmaxKLLoss(nn.Module):
               https://arxiv.org/abs/1503.02531
 
         Inputs:
-            +------------------------------------------+----------------------------------------+
-            | Inputs                                   | Labels                                 |
-            +==========================================+========================================+
-            | [pool_features, query_features]: two     | ground-truth influence block ``[P, Q]``|
-            | tokenized batches (``P`` and ``Q`` texts)| (pool sample i, query j)               |
-            +------------------------------------------+----------------------------------------+
+            ``[pool_features, query_features]`` and the ``[P, Q]`` ground-truth block, as
+            :mod:`influcoder.distill.losses` describes.
 
         Relations:
             - :class:`PearsonLoss` matches the scores of the whole block instead.
             - :class:`InfluenceDistillLoss` is a weighted sum of the two, embedding the texts once.
 
         Example:
-            ::
+            The loss of a block of cosines (what the module computes after embedding the
+            texts; :class:`InfluenceDistillLoss` shows the module on real texts)::
 
                 import torch
-                from sentence_transformers import SentenceTransformer
-                from influcoder.distill.losses import SoftmaxKLLoss
+                from influcoder.distill.losses import softmax_kl_loss
 
-                model = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
-                loss = SoftmaxKLLoss(model, temperature=0.05)
-                pool = model.preprocess(["Paris is in France.", "Boil eggs nine minutes.",
-                                         "Rome is in Italy."])
-                queries = model.preprocess(["capital of France?", "how to cook an egg?"])
+                cosines = torch.randn(3, 2, requires_grad=True)    # 3 pool texts x 2 queries
                 labels = torch.tensor([[0.8, 0.0], [0.1, 0.7], [0.4, 0.0]])
-                loss([pool, queries], labels).backward()
+                softmax_kl_loss(cosines, labels, temperature=0.05).backward()
         """
         super().__init__()
         target_temperature = temperature if target_temperature is None else target_temperature
