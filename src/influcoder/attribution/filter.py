@@ -86,7 +86,7 @@ def _segment_rows(index: Index, seg: int) -> list[dict]:
     return rows
 
 
-def _parquet_schema(index: Index, out_fmt: str):
+def parquet_schema(index: Index, out_fmt: str):
     """The schema of the single Parquet source, to write kept rows with the same types."""
     sources = [Source(**s["source"]) for s in index.meta["segments"]]
     if out_fmt != "parquet" or len(sources) != 1 or sources[0].format != "parquet" \
@@ -132,6 +132,24 @@ def select(ranking: Ranking, *, top_k: int | None = None, fraction: float | None
     return ranking.order[:count], f"{ranking.how} score >= {threshold}"
 
 
+def split_pool(index: Index, rows_removed) -> tuple[list[dict], dict[int, dict]]:
+    """The pool's rows as they are in the files it was built from (see
+    :func:`_segment_rows`), split into those kept (in pool order) and those removed
+    (``{pool row: original row}``). Reads only; ``filter_pool`` and the server's download of
+    a cleaned file both build on it."""
+    gone = {int(r) for r in rows_removed}
+    kept, originals = [], {}
+    for seg in range(len(index.segments)):
+        rows = _segment_rows(index, seg)
+        offset = int(index.offsets[seg])
+        for i, row in enumerate(rows):
+            if offset + i in gone:
+                originals[offset + i] = row
+            else:
+                kept.append(row)
+    return kept, originals
+
+
 def filter_pool(attributor: Attributor, queries, out: str | os.PathLike, *,
                 top_k: int | None = None, fraction: float | None = None,
                 threshold: float | None = None, how: str = "mean", inputs=()) -> FilterResult:
@@ -153,16 +171,7 @@ def filter_pool(attributor: Attributor, queries, out: str | os.PathLike, *,
     index = attributor.index
     ranking = attributor.aggregate(queries, how)
     rows_removed, rule = select(ranking, top_k=top_k, fraction=fraction, threshold=threshold)
-    gone = set(rows_removed.tolist())
-    kept, originals = [], {}
-    for seg in range(len(index.segments)):
-        rows = _segment_rows(index, seg)
-        offset = int(index.offsets[seg])
-        for i, row in enumerate(rows):
-            if offset + i in gone:
-                originals[offset + i] = row
-            else:
-                kept.append(row)
+    kept, originals = split_pool(index, rows_removed)
     n_queries = len(ranking.queries)
     removed = []
     for rank, r in enumerate(rows_removed.tolist(), start=1):
@@ -177,7 +186,7 @@ def filter_pool(attributor: Attributor, queries, out: str | os.PathLike, *,
             "top_query": {"id": query.id, "score": float(ranking.top_query_score[r])},
             "segment": index.meta["segments"][seg]["name"],
             "source": index.meta["segments"][seg]["source"]["path"], "row": originals[r]})
-    write_table(out, kept, schema=_parquet_schema(index, fmt))
+    write_table(out, kept, schema=parquet_schema(index, fmt))
     write_table(removed_path, removed)
     cutoff = float(ranking.scores[rows_removed[-1]]) if len(rows_removed) else None
     return FilterResult(out, removed_path, index.n, removed, rule, cutoff)

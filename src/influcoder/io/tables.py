@@ -34,29 +34,36 @@ def _cell(value):
     return json.dumps(value, ensure_ascii=False)
 
 
-def write_table(path: str | os.PathLike, rows: list[dict], *, schema=None) -> None:
-    """Write ``rows`` atomically as JSONL, JSON, CSV or Parquet (by the extension). CSV cells
-    that are lists or objects are written as JSON."""
-    fmt = output_format(path)
+def table_bytes(rows: list[dict], fmt: str, *, schema=None) -> bytes:
+    """``rows`` encoded as a ``fmt`` file (one of :data:`OUTPUT_FORMATS`), in memory: what
+    :func:`write_table` writes, and what the server sends as a download. CSV cells that are
+    lists or objects are written as JSON."""
     if fmt == "jsonl":
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    elif fmt == "json":
-        data = (json.dumps(rows, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
-    elif fmt == "csv":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    if fmt == "json":
+        return (json.dumps(rows, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+    if fmt == "csv":
         columns = list(dict.fromkeys(k for r in rows for k in r))
         buf = io.StringIO(newline="")
         writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: _cell(v) for k, v in r.items()} for r in rows)
-        data = buf.getvalue().encode("utf-8")
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        return buf.getvalue().encode("utf-8")
+    if fmt != "parquet":
+        raise ValueError(f"fmt must be one of {OUTPUT_FORMATS}, got {fmt!r}")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-        table = pa.Table.from_pylist(rows, schema=schema)
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        data = sink.getvalue()
+    table = pa.Table.from_pylist(rows, schema=schema)
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def write_table(path: str | os.PathLike, rows: list[dict], *, schema=None) -> None:
+    """Write ``rows`` atomically as JSONL, JSON, CSV or Parquet (by the extension), see
+    :func:`table_bytes`."""
+    data = table_bytes(rows, output_format(path), schema=schema)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
 
