@@ -1,0 +1,56 @@
+"""Fixtures of the server tests: a tiny index with metadata, a gradient store of the same
+pool (random vectors: the comparison's arithmetic is what is tested), and a service over
+both, built once per session."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ..encoders import pool_rows, tiny_encoder  # noqa: F401
+
+#: Pool samples missing from the gradient store (a query with such an id has no ground truth).
+NOT_IN_STORE = ("p23",)
+
+
+@pytest.fixture(scope="session")
+def serve_pool(tmp_path_factory):
+    path = tmp_path_factory.mktemp("serve-pool") / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in pool_rows()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def serve_index(serve_pool, tiny_encoder):  # noqa: F811
+    from influcoder.attribution.build import build_index
+
+    out = serve_pool.parent / "index"
+    build_index(serve_pool, out, str(tiny_encoder), backend="torch", shard_rows=10,
+                progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def gradient_store(serve_pool):
+    from influcoder.io.samples import load_samples
+    from influcoder.io.stores import StoreWriter
+
+    samples = [s for s in load_samples(serve_pool) if s.id not in NOT_IN_STORE]
+    rng = np.random.default_rng(0)
+    writer = StoreWriter(serve_pool.parent / "grads", kind="gradients",
+                         setup={"synthetic": True}, samples=samples, dim=16, shard_rows=8)
+    for k in writer.missing_shards():
+        a, b = writer.shard_range(k)
+        writer.write_shard(k, rng.standard_normal((b - a, 16)).astype(np.float32))
+    return writer.finish().path
+
+
+@pytest.fixture(scope="session")
+def service(serve_index, gradient_store):
+    from influcoder.attribution.serve.server import open_service
+
+    svc = open_service(serve_index, ground_truth=str(gradient_store), backend="torch")
+    yield svc
+    svc.close()
