@@ -5,6 +5,18 @@ set -euo pipefail
 venv=${1:-.venv}
 py=${2:-python3}
 here=$(cd "$(dirname "$0")/.." && pwd)
+# The browser test of `influcoder serve` drives a headless Chromium. On Debian as root (as CI
+# runs `make test` on a fresh machine) install it and its driver when they are missing;
+# elsewhere that test is skipped, saying why.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+  else
+    echo "note: no /usr/bin/chromium + /usr/bin/chromedriver; the browser test will be skipped" \
+         "(Debian: sudo apt-get install chromium chromium-driver)" >&2
+  fi
+fi
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 pip="$venv/bin/python -m pip"
 $pip install -q --upgrade pip

@@ -54,3 +54,40 @@ def service(serve_index, gradient_store):
     svc = open_service(serve_index, ground_truth=str(gradient_store), backend="torch")
     yield svc
     svc.close()
+
+
+#: The token of the live server.
+TOKEN = "test-token-1"
+
+
+@pytest.fixture(scope="session")
+def live_server(service):
+    """A real uvicorn server over the service, on a free loopback port, with a token; yields
+    its base URL."""
+    import asyncio
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from influcoder.attribution.serve.app import create_app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(service, token=TOKEN), log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])),
+                              daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()

@@ -110,12 +110,13 @@ function renderResult(r) {
     `max ${fmt(r.pool_scores.max)}.`;
   drawHistogram(r);
   const list = $("hits");
-  list.replaceChildren(...r.hits.map(renderHit));
+  list.replaceChildren(...r.hits.map((h) => renderHit(h, r.pool_scores)));
   renderGroundTruth(r.ground_truth);
 }
 
-function renderHit(h) {
-  const width = Math.max(0, Math.min(1, h.score)) * 100;
+function renderHit(h, pool) {
+  // the bar: where the score lies between this query's lowest and highest pool score
+  const width = Math.max(0, Math.min(1, (h.score - pool.min) / ((pool.max - pool.min) || 1))) * 100;
   const chips = Object.entries(h.meta || {}).map(([k, v]) => {
     const value = typeof v === "string" ? v : JSON.stringify(v);
     return el("span", { class: "chip", title: "filter by " + k, "data-field": k, text: `${k}: ${value}`,
@@ -128,7 +129,8 @@ function renderHit(h) {
       el("span", { class: "bar", title: "score (cosine) " + fmt(h.score, 4) },
         el("span", { style: `width:${width.toFixed(1)}%` })),
       el("span", { class: "score", text: fmt(h.score, 4) }),
-      el("span", { class: "pct", text: `${fmt(h.percentile, 2)}th percentile · z ${fmt(h.z, 1)}` }),
+      el("span", { class: "pct", title: "share of the pool scoring at or below this sample; z: standard deviations above the pool's mean",
+                   text: `percentile ${fmt(h.percentile, 1)} · z ${fmt(h.z, 1)}` }),
       el("span", { class: "hit-id", text: h.id }), ...chips),
     el("p", { class: "preview", text: clip(text, 160) }),
     el("details", {}, el("summary", { text: "full text" }),

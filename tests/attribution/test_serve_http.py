@@ -1,0 +1,51 @@
+"""The server over real HTTP: uvicorn on a free loopback port, requests from httpx, some of
+them at once (the batcher's path), and the gate (token, size limit) on the wire."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .conftest import TOKEN
+
+httpx = pytest.importorskip("httpx")
+
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+def test_real_server(live_server):
+    with httpx.Client(base_url=live_server, timeout=30) as c:
+        assert c.get("/api/health").status_code == 401
+        assert c.get("/api/health", headers=AUTH).json()["status"] == "ok"
+        page = c.get("/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        r = c.post("/api/attribute", headers=AUTH,
+                   json={"text": "The capital of France is Paris.", "k": 3})
+        assert r.status_code == 200 and [h["rank"] for h in r.json()["hits"]] == [1, 2, 3]
+        assert "encode;dur=" in r.headers["server-timing"]
+        big = c.post("/api/attribute", headers=AUTH, json={"text": "z" * 1_100_000})
+        assert big.status_code == 413
+        bad = c.post("/api/attribute", headers={**AUTH, "content-type": "application/json"},
+                     content=b"{oops")
+        assert bad.status_code == 400 and bad.json()["error"] == "malformed JSON body"
+        kept = c.post("/api/filter/kept", params={"token": TOKEN}, json={"remove": ["p0"]})
+        assert kept.status_code == 200 and len(kept.text.splitlines()) == 23
+
+
+def test_concurrent_requests_are_batched_and_all_answered(live_server):
+    texts = [f"how do I cook {w}" for w in ("bread", "an egg", "cake", "fish")] * 8
+
+    def ask(text):
+        with httpx.Client(base_url=live_server, timeout=60) as c:
+            r = c.post("/api/attribute", headers=AUTH, json={"text": text, "k": 2})
+            return r.status_code, r.json()
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, texts))
+    assert all(status == 200 for status, _ in answers)
+    by_text = {}
+    for text, (_, body) in zip(texts, answers):  # the same query, the same answer
+        by_text.setdefault(text, set()).add(tuple(h["id"] for h in body["hits"]))
+    assert all(len(v) == 1 for v in by_text.values())
+    assert max(body["timing_ms"]["batch"] for _, body in answers) >= 1
