@@ -170,11 +170,12 @@ class Attributor:
     @classmethod
     def load(cls, index_dir: str | os.PathLike, encoder: str | None = None, *,
              backend: str = "auto", batch_size: int | None = None, nprobe: int | None = None,
-             ef_search: int | None = None) -> "Attributor":
+             ef_search: int | None = None, threads: int | None = None) -> "Attributor":
         """Open an index with its encoder (``encoder``: None means the one it was built
         with; another one must have the same fingerprint). ``backend="auto"`` encodes queries
         with ONNX Runtime where it is installed (float32-exact; no torch is imported once the
-        encoder's export is cached, see :mod:`influcoder.attribution.light`)."""
+        encoder's export is cached, see :mod:`influcoder.attribution.light`; ``threads``: its
+        ONNX Runtime threads, see :class:`~influcoder.attribution.light.LightEncoder`)."""
         index = Index(index_dir, nprobe=nprobe, ef_search=ef_search)
         name = encoder or index.encoder_name
         try:
@@ -188,7 +189,8 @@ class Attributor:
         check_encoder({**index.meta, "path": str(index.path)}, name, fingerprint)
         encoder = query_encoder(name, backend=backend, fingerprint=fingerprint,
                                 max_seq_length=index.setup["max_seq_length"],
-                                batch_size=batch_size or index.arguments.batch_size)
+                                batch_size=batch_size or index.arguments.batch_size,
+                                threads=threads)
         return cls(index, encoder)
 
     def encode(self, queries) -> tuple[list[Sample], np.ndarray]:

@@ -110,10 +110,12 @@ def resolve_query_backend(backend: str) -> str:
 
 
 def query_encoder(name: str, *, backend: str = "auto", fingerprint: str | None = None,
-                  max_seq_length: int, batch_size: int = DEFAULT_BATCH_SIZE):
+                  max_seq_length: int, batch_size: int = DEFAULT_BATCH_SIZE,
+                  threads: int | None = None):
     """The encoder for queries: the torch-free :class:`~influcoder.attribution.light.
-    LightEncoder` where it can serve (an ONNX backend whose export is cached), else a
-    :class:`FastEncoder`. Both expose ``encode(texts)``, ``dim``, ``name`` and ``backend``."""
+    LightEncoder` where it can serve (an ONNX backend whose export is cached; ``threads``: its
+    ONNX Runtime threads), else a :class:`FastEncoder`. Both expose ``encode(texts)``, ``dim``,
+    ``name`` and ``backend``."""
     from influcoder.attribution.light import light_encoder
 
     backend = resolve_query_backend(backend)
@@ -121,7 +123,7 @@ def query_encoder(name: str, *, backend: str = "auto", fingerprint: str | None =
     if fingerprint.startswith("sha256:"):
         light = light_encoder(resolve_encoder(name), onnx_file(fingerprint, backend),
                               backend=backend, max_seq_length=max_seq_length,
-                              batch_size=batch_size)
+                              batch_size=batch_size, threads=threads)
         if light is not None:
             return light
     return FastEncoder(name, backend=backend, max_seq_length=max_seq_length,

@@ -66,10 +66,13 @@ class LightEncoder:
         onnx_file: the exported model (``FastEncoder``'s export of this encoder).
         max_seq_length: tokens per text, as the index was built with.
         batch_size: texts per run of the graph.
+        threads: ONNX Runtime's threads per run, which then sleep between runs instead of
+            spinning; None: its default (one per core, spinning), fastest for one process
+            alone. A server that runs several encodings at once on a shared machine sets 1.
     """
 
     def __init__(self, encoder_dir: str | Path, onnx_file: str | Path, *, max_seq_length: int,
-                 batch_size: int, backend: str = "onnx"):
+                 batch_size: int, backend: str = "onnx", threads: int | None = None):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -86,6 +89,9 @@ class LightEncoder:
         self._pad_id = _pad_id(tdir, self._tokenizer)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(onnx_file), options,
                                              providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self._session.get_inputs()]
@@ -138,10 +144,10 @@ def _pad_id(folder: Path, tokenizer) -> int:
 
 
 def light_encoder(encoder_dir: str, onnx_file: Path, *, backend: str, max_seq_length: int,
-                  batch_size: int) -> LightEncoder | None:
+                  batch_size: int, threads: int | None = None) -> LightEncoder | None:
     """A :class:`LightEncoder` where one can serve (see the module docstring), else None."""
     if (backend not in ONNX_BACKENDS or not onnx_file.is_file() or not onnx_runtime_available()
             or transformer_dir(encoder_dir) is None):
         return None
     return LightEncoder(encoder_dir, onnx_file, max_seq_length=max_seq_length,
-                        batch_size=batch_size, backend=backend)
+                        batch_size=batch_size, backend=backend, threads=threads)

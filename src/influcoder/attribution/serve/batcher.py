@@ -5,8 +5,9 @@ scores that percentiles need) and one run of the encoder; both cost nearly the s
 queries as for one, because the pass becomes a matrix product and the encoder pads a batch
 once. So queries are queued and each worker thread takes *everything waiting* (up to
 ``max_batch``) as one batch, without waiting for more to arrive: a lone request is answered
-at once, and under load the batch grows by itself. Two workers overlap one batch's encoding
-with the other's scoring (numpy and ONNX Runtime release the GIL).
+at once, and under load the batch grows by itself. Two workers run two batches at once, one
+per core (numpy and ONNX Runtime release the GIL); ``max_batch`` keeps one worker from taking
+everything while the other idles.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Batcher:
     ``fn`` fails every item of its batch. Each item's future also gets ``queued_s`` (seconds
     it waited) and ``batch_size`` attributes, for the timing header."""
 
-    def __init__(self, fn: Callable[[Sequence], list], *, max_batch: int = 64,
+    def __init__(self, fn: Callable[[Sequence], list], *, max_batch: int = 16,
                  workers: int = 2, name: str = "influcoder-batch"):
         if max_batch < 1 or workers < 1:
             raise ValueError("max_batch and workers must be >= 1")

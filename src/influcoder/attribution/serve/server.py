@@ -43,14 +43,17 @@ def check_binding(host: str, token: str | None, no_auth: bool) -> None:
 
 def open_service(index_dir: str | os.PathLike, *, ground_truth: str | None = None,
                  encoder: str | None = None, backend: str = "auto", workers: int = 2,
-                 max_batch: int = 64):
+                 max_batch: int = 16):
     """Load the index, its encoder and the optional gradient store into a
-    :class:`~influcoder.attribution.serve.service.Service`."""
+    :class:`~influcoder.attribution.serve.service.Service`. The ONNX query encoder runs one
+    thread per batch worker (``workers`` batches are encoded at once, see batcher.py), and
+    its threads sleep rather than spin between runs: on a shared machine spinning threads
+    took a core from every other request."""
     from influcoder.attribution.attributor import Attributor
     from influcoder.attribution.serve.ground_truth import GroundTruth
     from influcoder.attribution.serve.service import Service
 
-    attributor = Attributor.load(index_dir, encoder, backend=backend)
+    attributor = Attributor.load(index_dir, encoder, backend=backend, threads=1)
     gt = None if ground_truth is None else GroundTruth(ground_truth, attributor.index.ids)
     return Service(attributor, ground_truth=gt, workers=workers, max_batch=max_batch)
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from influcoder.attribution.attributor import Attributor, Hit
 from influcoder.attribution.filter import parquet_schema, split_pool
+from influcoder.attribution.light import LightEncoder
 from influcoder.attribution.serve.batcher import Batcher
 from influcoder.attribution.serve.scores import histogram, percentiles, top_rows
 from influcoder.errors import InputError
@@ -60,7 +61,8 @@ def hit_dict(hit: Hit, percentile: float) -> dict:
 
 class _LockedEncoder:
     """The attributor's encoder behind a lock: batches and aggregates may encode at the same
-    time, and not every back end's tokenizer may be entered twice."""
+    time, and a torch encoder's tokenizer may not be entered twice (ONNX Runtime sessions
+    and the ``tokenizers`` of :class:`LightEncoder` may, so it runs unlocked)."""
 
     def __init__(self, encoder, lock: threading.Lock):
         self._encoder, self._lock = encoder, lock
@@ -77,11 +79,12 @@ class Service:
     """The state of one server: an :class:`Attributor`, the pool's vectors and samples, the
     metadata facets, an optional ground truth, and the batcher that answers queries."""
 
-    def __init__(self, attributor: Attributor, *, ground_truth=None, max_batch: int = 64,
+    def __init__(self, attributor: Attributor, *, ground_truth=None, max_batch: int = 16,
                  workers: int = 2):
         self.attributor = attributor
         self.index = index = attributor.index
-        attributor.encoder = _LockedEncoder(attributor.encoder, threading.Lock())
+        if not isinstance(attributor.encoder, LightEncoder):
+            attributor.encoder = _LockedEncoder(attributor.encoder, threading.Lock())
         self.vectors = index.vectors()
         self.samples = [s for seg in index.segments for s in seg.samples]
         self.row_of = {s.id: r for r, s in enumerate(self.samples)}
