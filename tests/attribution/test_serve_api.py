@@ -281,3 +281,16 @@ def test_binding_needs_a_token_beyond_loopback(serve_index):
     assert result.exit_code == 2 and "without a token" in result.output
     helped = CliRunner().invoke(cli, ["serve", "--help"])
     assert helped.exit_code == 0 and "--ground-truth" in helped.output
+
+
+@pytest.mark.parametrize("k", [1, 10, 64, 300])
+def test_top_rows_is_exact(k):
+    """The bounded search equals a full sort, ties (lower row first) and masks included."""
+    from influcoder.attribution.serve.scores import top_rows
+
+    rng = np.random.default_rng(k)
+    scores = np.round(rng.standard_normal(5000), 2).astype(np.float32)  # many ties
+    assert top_rows(scores, k).tolist() == top(scores, k).tolist()
+    masked = np.where(rng.random(5000) < 0.995, -np.inf, scores).astype(np.float32)
+    assert top_rows(masked, k).tolist() == top(masked, k, masked > -np.inf).tolist()
+    assert top_rows(scores[:7], k).tolist() == top(scores[:7], k).tolist()

@@ -196,13 +196,13 @@ class Service:
                 for rank, (r, s, zz, p) in enumerate(zip(rows, top, z, pct), start=1)]
         query = item.sample
         gt = self.ground_truth
+        lo, hi = float(scores.min()), float(scores.max())
         return {"query": {"id": query.id, "prompt": query.prompt, "response": query.response},
                 "k": item.k, "filters": {k: list(v) for k, v in item.filters.items()},
                 "n_pool": self.index.n,
                 "n_candidates": self.index.n if mask is None else int(mask.sum()),
-                "pool_scores": {"mean": float(scores.mean()), "min": float(scores.min()),
-                                "max": float(scores.max())},
-                "histogram": histogram(scores, item.bins), "hits": hits,
+                "pool_scores": {"mean": float(scores.mean()), "min": lo, "max": hi},
+                "histogram": histogram(scores, item.bins, lo, hi), "hits": hits,
                 "ground_truth": None if gt is None else gt.compare(query.id, scores, item.k)}
 
     # -- aggregation and the cleaned file
