@@ -29,8 +29,11 @@ from influcoder.cli.options import handle_errors
               help="encoder inference for the queries")
 @click.option("--max-body", type=int, default=1_000_000, show_default=True,
               help="largest request body in bytes (larger: 413)")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="batches answered at once [default: one per core, 2 to 8]")
 @handle_errors
-def serve(index_dir, ground_truth, host, port, token, no_auth, encoder, backend, max_body):
+def serve(index_dir, ground_truth, host, port, token, no_auth, encoder, backend, max_body,
+          workers):
     """Serve INDEX: a web page at / (query box, hits, filters, histogram, downloads, and a
     view that cleans the training file) and a JSON API under /api (OpenAPI page: /docs).
 
@@ -48,4 +51,5 @@ def serve(index_dir, ground_truth, host, port, token, no_auth, encoder, backend,
     from influcoder.attribution.serve.server import serve as run
 
     run(index_dir, host=host, port=port, token=token, no_auth=no_auth,
-        ground_truth=ground_truth, encoder=encoder, backend=backend, max_body=max_body)
+        ground_truth=ground_truth, encoder=encoder, backend=backend, max_body=max_body,
+        workers=workers)

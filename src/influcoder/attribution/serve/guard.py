@@ -60,9 +60,9 @@ class Guard:
 
     def _authorised(self, scope) -> bool:
         for name, value in scope.get("headers", ()):
-            if name == b"authorization" and value[:7].lower() == b"bearer ":
-                if hmac.compare_digest(value[7:].strip(), self.token):
-                    return True
+            if (name == b"authorization" and value[:7].lower() == b"bearer "
+                    and hmac.compare_digest(value[7:].strip(), self.token)):
+                return True
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         return any(hmac.compare_digest(t.encode("utf-8"), self.token)
                    for t in query.get("token", ()))
