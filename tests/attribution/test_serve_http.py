@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 from .conftest import TOKEN
@@ -49,3 +50,35 @@ def test_concurrent_requests_are_batched_and_all_answered(live_server):
         by_text.setdefault(text, set()).add(tuple(h["id"] for h in body["hits"]))
     assert all(len(v) == 1 for v in by_text.values())
     assert max(body["timing_ms"]["batch"] for _, body in answers) >= 1
+
+
+def test_onnx_encoder_runs_unlocked_and_concurrently(serve_index, service, tiny_encoder,
+                                                     tmp_path, monkeypatch):
+    """With the torch-free ONNX encoder (the default where ONNX Runtime is installed) the
+    batch workers encode at once, unlocked, on one sleeping thread each: many queries at once
+    get the answers the torch encoder gives."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from influcoder.attribution.attributor import text_query
+    from influcoder.attribution.backends import query_encoder
+    from influcoder.attribution.light import LightEncoder
+    from influcoder.attribution.serve.server import open_service
+    from influcoder.attribution.serve.service import QueryItem
+
+    monkeypatch.setenv("INFLUCODER_CACHE", str(tmp_path / "cache"))
+    query_encoder(str(tiny_encoder), backend="onnx", max_seq_length=64)  # exports it
+    onnx = open_service(serve_index, backend="onnx", workers=3, max_batch=4)
+    try:
+        assert isinstance(onnx.attributor.encoder, LightEncoder)  # not behind the lock
+        items = [QueryItem(text_query(f"{w} the {x}"), 5) for w in ("cook", "boil", "steal")
+                 for x in ("egg", "bread", "money", "cake", "road", "moon")]
+        futures = [onnx.submit(item) for item in items]
+        got = [f.result(timeout=60) for f in futures]
+        want = service.attribute(items)
+        assert max(f.batch_size for f in futures) > 1
+        for g, w in zip(got, want):
+            assert [h["id"] for h in g["hits"]] == [h["id"] for h in w["hits"]]
+            np.testing.assert_allclose([h["score"] for h in g["hits"]],
+                                       [h["score"] for h in w["hits"]], atol=1e-5)
+    finally:
+        onnx.close()
