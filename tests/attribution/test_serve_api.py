@@ -294,3 +294,12 @@ def test_top_rows_is_exact(k):
     masked = np.where(rng.random(5000) < 0.995, -np.inf, scores).astype(np.float32)
     assert top_rows(masked, k).tolist() == top(masked, k, masked > -np.inf).tolist()
     assert top_rows(scores[:7], k).tolist() == top(scores[:7], k).tolist()
+
+
+def test_a_bug_is_a_500_and_the_server_keeps_serving(service, monkeypatch):
+    with TestClient(create_app(service), raise_server_exceptions=False) as c:
+        monkeypatch.setattr(service, "sample", lambda sample_id: 1 / 0)
+        r = c.get("/api/samples/p1")
+        assert r.status_code == 500 and r.json()["error"].startswith("internal error")
+        monkeypatch.undo()
+        assert c.get("/api/samples/p1").status_code == 200
