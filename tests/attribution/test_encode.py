@@ -20,7 +20,7 @@ from influcoder.groundtruth.influence import cosine_scores
 from influcoder.io.samples import Sample, encoder_text
 from influcoder.io.stores import open_store
 
-from .encoders import POOL, other_encoder, pool_rows, tiny_encoder  # noqa: F401
+from ..encoders import POOL, other_encoder, pool_rows, tiny_encoder  # noqa: F401
 
 TEXTS = [f"{p}\n\n{r}" for p, r in POOL] + ["hello", "the sea " * 30]
 

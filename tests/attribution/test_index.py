@@ -22,11 +22,11 @@ from influcoder.attribution.settings import EncodeArguments
 from influcoder.errors import InputError, StoreError
 from influcoder.groundtruth.influence import top_k
 
-from .encoders import other_encoder, pool_rows, tiny_encoder  # noqa: F401
+from ..encoders import other_encoder, pool_rows, tiny_encoder  # noqa: F401
 
 QUIET = dict(progress=False)
 #: hnsw and ivf indexes written by the FAISS classes built by hand, before index_factory.
-FAISS_CLASSES = Path(__file__).parent / "data" / "faiss-classes"
+FAISS_CLASSES = Path(__file__).parents[1] / "data" / "faiss-classes"
 
 
 def write_jsonl(path, rows):

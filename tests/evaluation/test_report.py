@@ -143,7 +143,7 @@ def test_the_template_ships_with_the_package():
 
     import influcoder
 
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     patterns = tomllib.loads((root / "pyproject.toml").read_text())[
         "tool"]["setuptools"]["package-data"]["influcoder"]
     package = Path(influcoder.__file__).parent

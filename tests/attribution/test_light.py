@@ -20,7 +20,7 @@ from influcoder.attribution.backends import (  # noqa: E402
 )
 from influcoder.attribution.light import LightEncoder, transformer_dir  # noqa: E402
 
-from .encoders import pool_rows, tiny_encoder  # noqa: E402, F401  (fixture)
+from ..encoders import pool_rows, tiny_encoder  # noqa: E402, F401  (fixture)
 
 TEXTS = ["What is the capital of France?\n\nParis.", "boil an egg", "Tell me a joke. " * 40,
          "", "WHY did the chicken cross the road?", "the sea is blue and deep and wide"]
@@ -65,7 +65,7 @@ def test_a_directory_without_a_transformer_module_is_not_light(tmp_path):
 def test_attribute_in_a_fresh_process_never_imports_torch(tiny_encoder, cache, tmp_path):
     from influcoder.attribution.build import build_index
 
-    from .conftest import write_jsonl
+    from ..conftest import write_jsonl
 
     pool = write_jsonl(tmp_path / "pool.jsonl", pool_rows(12))
     build_index(pool, tmp_path / "index", str(tiny_encoder), progress=False)  # exports ONNX

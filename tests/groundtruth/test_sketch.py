@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 
 from influcoder.groundtruth.sketch import CountSketch
 
-from .references import countsketch_matrix, gaussian_projection
+from ..references import countsketch_matrix, gaussian_projection
 
 BLOCKS = [("model.layers.0.q_proj.weight", 96), ("model.layers.0.k_proj.weight", 37),
           ("model.layers.1.q_proj.weight", 128)]

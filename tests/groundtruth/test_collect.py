@@ -17,7 +17,7 @@ from influcoder import open_store
 from influcoder.cli import cli
 from influcoder.io.layout import SHARDS_DIR
 
-from .conftest import write_jsonl
+from ..conftest import write_jsonl
 
 FAST = ["--adapter-init", "fresh", "--sketch-dim", "64", "--max-length", "64", "--batch-size", "4",
         "--shard-rows", "4", "--quiet"]

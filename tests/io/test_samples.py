@@ -11,7 +11,7 @@ from influcoder.errors import InputError
 from influcoder.groundtruth.tokenize import tokenize_sample, tokenize_samples
 from influcoder.io.samples import Fields, Sample, content_id, encoder_text, load_samples
 
-from .conftest import write_jsonl
+from ..conftest import write_jsonl
 
 ROWS = [{"id": "a", "prompt": "What is the capital of France?", "response": "Paris."},
         {"id": "b", "prompt": "Tell me a joke.", "response": "Why did the chicken cross?"}]
