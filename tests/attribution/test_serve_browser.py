@@ -32,6 +32,7 @@ pytestmark = [
 ]
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
                                                              "(pip install selenium)")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -60,7 +61,10 @@ def browser(tmp_path):
 
 
 def wait(driver, condition, timeout=30):
-    return WebDriverWait(driver, timeout).until(lambda d: condition())
+    """Until ``condition()`` holds; an element replaced while it was read (the page re-renders
+    its lists whole) just means: look again."""
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)) \
+        .until(lambda d: condition())
 
 
 def downloaded(driver, name, timeout=30) -> Path:
@@ -74,7 +78,9 @@ def downloaded(driver, name, timeout=30) -> Path:
 
 
 def hit_ids(driver):
-    return [li.get_attribute("data-id") for li in driver.find_elements(By.CSS_SELECTOR, "li.hit")]
+    """The ids of the hits shown, read in one step (so never half of an old list)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('li.hit')].map((li) => li.dataset.id)")
 
 
 def test_explain_filter_download(browser, live_server, service):
