@@ -291,7 +291,8 @@ class Index:
         mean, cov = self.stats()
         q = np.asarray(queries, dtype=np.float64)
         mu = q @ mean
-        sd = np.sqrt(np.maximum(np.einsum("qd,de,qe->q", q, cov, q), 1e-12))
+        # q^T cov q per query, as a matrix product (a three-operand einsum is ten times slower)
+        sd = np.sqrt(np.maximum(((q @ cov) * q).sum(axis=1), 1e-12))
         return ((scores - mu[:, None]) / sd[:, None]).astype(np.float32)
 
     def __repr__(self) -> str:

@@ -169,8 +169,10 @@ class Service:
         return self._attribute_batch(items)
 
     def pool_scores(self, q: np.ndarray) -> np.ndarray:
-        """Exact scores of unit query vectors against every pool vector: ``n_query x n``."""
-        return np.asarray(q, dtype=np.float32) @ self.vectors.T
+        """Exact scores of unit query vectors against every pool vector: ``n_query x n``
+        (computed as ``vectors @ q.T`` and transposed into rows: a quarter faster here than
+        ``q @ vectors.T`` for a batch of a dozen queries)."""
+        return np.ascontiguousarray((self.vectors @ np.asarray(q, dtype=np.float32).T).T)
 
     def _attribute_batch(self, items) -> list[dict]:
         t0 = time.perf_counter()
