@@ -10,6 +10,10 @@ agreement figures, a user sees how far the stand-in can be trusted on *this* que
 * overlap@k: the share of the gradient's top ``k`` that the encoder's top ``k`` also holds.
 
 The query itself is left out of both (every sample is its own nearest neighbour).
+
+Cost: the store's vectors are not held in memory (a sketched gradient is thousands of
+dimensions), so each such query streams the store from disk once, shard by shard; only
+queries whose id is in the store pay it.
 """
 
 from __future__ import annotations
