@@ -208,20 +208,26 @@ function toCsv(rows) {
 }
 
 // ---- clean the training file
+function queryOf(row) {
+  const q = { prompt: typeof row.prompt === "string" ? row.prompt : "" };
+  q.response = String(row.response ?? row.text ?? row.output ?? "");
+  if (row.id !== undefined && row.id !== null) q.id = String(row.id);
+  return q.response.trim() ? q : null;
+}
+
+// JSONL (a line that is not a JSON object is a response), or one JSON array of objects
 function readUnwanted(text) {
+  if (text.trim().startsWith("[")) {
+    try { return JSON.parse(text).filter((r) => r && typeof r === "object").map(queryOf).filter(Boolean); }
+    catch (e) { /* not one JSON array: read it line by line */ }
+  }
   const queries = [];
   text.split(/\r?\n/).forEach((line) => {
     if (!line.trim()) return;
     let row = null;
     if (line.trim().startsWith("{")) { try { row = JSON.parse(line); } catch (e) { row = null; } }
-    if (row && typeof row === "object") {
-      const q = { prompt: typeof row.prompt === "string" ? row.prompt : "" };
-      q.response = row.response ?? row.text ?? row.output ?? "";
-      if (row.id !== undefined && row.id !== null) q.id = String(row.id);
-      if (String(q.response).trim()) queries.push(q);
-    } else {
-      queries.push({ prompt: "", response: line });
-    }
+    const q = row && typeof row === "object" ? queryOf(row) : { prompt: "", response: line };
+    if (q) queries.push(q);
   });
   return queries;
 }
