@@ -3,7 +3,8 @@ with the token in its address, type an output, see the hits, filter by metadata,
 text, download CSV and JSONL (and read the files), see the gradient comparison; then upload
 unwanted outputs, untick a sample and download the cleaned training file.
 
-Needs /usr/bin/chromium and /usr/bin/chromedriver (Debian: ``apt-get install chromium
+Needs /usr/bin/chromium and /usr/bin/chromedriver (or the paths in INFLUCODER_CHROMIUM and
+INFLUCODER_CHROMEDRIVER; Debian: ``apt-get install chromium
 chromium-driver``; ``scripts/install.sh`` installs them when run as root). With
 ``SERVE_SCREENSHOT=docs/serve.png`` the test saves a screenshot of the results there.
 """
@@ -20,15 +21,16 @@ import pytest
 
 from .conftest import TOKEN
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+#: The browser and its driver (Debian's paths; another system may name them in these variables).
+CHROMIUM = Path(os.environ.get("INFLUCODER_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("INFLUCODER_CHROMEDRIVER", "/usr/bin/chromedriver"))
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-                       reason="no headless browser: /usr/bin/chromium and /usr/bin/chromedriver "
-                              "are missing (apt-get install chromium chromium-driver, or run "
-                              "scripts/install.sh as root)"),
+                       reason=f"no headless browser: {CHROMIUM} or {CHROMEDRIVER} is missing "
+                              f"(apt-get install chromium chromium-driver, or run "
+                              f"scripts/install.sh as root)"),
 ]
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
                                                              "(pip install selenium)")
