@@ -42,7 +42,14 @@ def test_distill_from_stores(tiny_model_dir, tiny_encoder_dir, tmp_path):
     card = json.loads((tmp_path / "enc" / "influcoder_distill.json").read_text())
     assert card["ground_truth"]["pool"]["n"] == 24
     assert card["ground_truth"]["setup"]["sketch"]["dim"] == 64
-    assert SentenceTransformer(str(tmp_path / "enc")).encode(["hi"]).shape[0] == 1
+    # The default ridge head: 36 samples cap its components, and the CLI reports it.
+    assert "ridge head: 36 components" in r.output
+    assert card["head"]["kind"] == "ridge" and card["head"]["components"] == 36
+    assert SentenceTransformer(str(tmp_path / "enc")).encode(["hi"]).shape == (1, 36)
+    r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o",
+                         str(tmp_path / "enc2"), "--encoder", tiny_encoder_dir, "--epochs", "0",
+                         "--head", "none", "-q"])
+    assert r.exit_code == 2 and "epochs must be >= 1, or 0 with a head" in r.output
 
 
 def test_distill_errors(tiny_model_dir, tiny_encoder_dir, tmp_path):

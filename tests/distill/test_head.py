@@ -161,3 +161,60 @@ def test_append_head_refuses_a_head_of_another_width(tiny_encoder):
     with pytest.raises(ValueError, match="7-dim"):
         append_head(tiny_encoder, head)
 
+
+def _word_samples(n, seed, prefix):
+    from influcoder.io.samples import Sample
+
+    from .conftest import FILLER, TOPIC_WORDS
+
+    rng = np.random.default_rng(seed)
+    words = [w for topic in TOPIC_WORDS for w in topic] + FILLER
+    return [Sample(id=f"{prefix}{i}", prompt=" ".join(rng.choice(words, 3)),
+                   response=" ".join(rng.choice(words, 3))) for i in range(n)]
+
+
+def _gradient_store(path, samples, vectors):
+    from influcoder.io.stores import StoreWriter
+
+    writer = StoreWriter(path, kind="gradients", setup={"sketch": {"dim": vectors.shape[1]}},
+                         samples=samples, dim=vectors.shape[1], dtype="float32",
+                         shard_rows=len(samples))
+    writer.write_shard(0, vectors.astype(np.float32))
+    return writer.finish()
+
+
+def test_distill_stores_with_epochs_0_appends_a_head_that_recovers_the_planted_geometry(
+        tiny_encoder_dir, tiny_encoder, tmp_path):
+    """Gradients planted as a linear map of the tiny encoder's own embeddings: the distill
+    stage with no training and the ridge head yields a plain ST directory whose cosines rank
+    unseen pool samples for unseen queries like the planted gradients."""
+    from sentence_transformers import SentenceTransformer
+
+    from influcoder.distill.settings import DistillArguments
+    from influcoder.distill.stores import distill_stores
+    from influcoder.io.samples import encoder_text
+
+    samples = {"pool": _word_samples(40, 0, "p"), "query": _word_samples(24, 1, "q"),
+               "test_pool": _word_samples(30, 2, "tp"), "test_query": _word_samples(12, 3, "tq")}
+    emb = {k: embed(tiny_encoder, [encoder_text(s) for s in v]) for k, v in samples.items()}
+    m = np.random.default_rng(4).standard_normal((emb["pool"].shape[1], 48))
+    m *= np.geomspace(10, 0.1, 48)
+    grads = {k: e @ m for k, e in emb.items()}
+    pool = _gradient_store(tmp_path / "gp", samples["pool"], grads["pool"])
+    queries = _gradient_store(tmp_path / "gq", samples["query"], grads["query"])
+    result = distill_stores(pool, queries, tmp_path / "enc", DistillArguments(epochs=0),
+                            encoder=tiny_encoder_dir, progress=False)
+    assert result.best_epoch == 0 and result.history == []
+
+    card = json.loads((tmp_path / "enc" / "influcoder_distill.json").read_text())
+    assert card["head"]["kind"] == "ridge" and card["head"]["components"] == 48
+    assert card["head"]["alpha"] in map(float, card["head"]["validation_per_anchor_spearman"])
+    loaded = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
+    truth = grads["test_pool"] @ grads["test_query"].T / np.outer(
+        np.linalg.norm(grads["test_pool"], axis=1), np.linalg.norm(grads["test_query"], axis=1))
+    with_head = embed(loaded, [encoder_text(s) for s in samples["test_pool"]]) @ \
+        embed(loaded, [encoder_text(s) for s in samples["test_query"]]).T
+    base = emb["test_pool"] @ emb["test_query"].T / np.outer(
+        np.linalg.norm(emb["test_pool"], axis=1), np.linalg.norm(emb["test_query"], axis=1))
+    assert per_anchor_spearman(truth, with_head) > 0.9
+    assert per_anchor_spearman(truth, base) < 0.7
