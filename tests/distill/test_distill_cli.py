@@ -42,10 +42,11 @@ def test_distill_from_stores(tiny_model_dir, tiny_encoder_dir, tmp_path):
     card = json.loads((tmp_path / "enc" / "influcoder_distill.json").read_text())
     assert card["ground_truth"]["pool"]["n"] == 24
     assert card["ground_truth"]["setup"]["sketch"]["dim"] == 64
-    # The default ridge head: 36 samples cap its components, and the CLI reports it.
-    assert "ridge head: 36 components" in r.output
-    assert card["head"]["kind"] == "ridge" and card["head"]["components"] == 36
-    assert SentenceTransformer(str(tmp_path / "enc")).encode(["hi"]).shape == (1, 36)
+    # The default ridge head: the 36 samples' rank caps its components; the CLI reports it.
+    k = card["head"]["components"]
+    assert card["head"]["kind"] == "ridge" and 2 <= k <= 36
+    assert f"ridge head: {k} components" in r.output
+    assert SentenceTransformer(str(tmp_path / "enc")).encode(["hi"]).shape == (1, k)
     r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o",
                          str(tmp_path / "enc2"), "--encoder", tiny_encoder_dir, "--epochs", "0",
                          "--head", "none", "-q"])

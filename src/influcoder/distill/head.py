@@ -31,9 +31,10 @@ The steps:
    result stays a plain sentence-transformers directory: ``SentenceTransformer(path)`` loads it
    and ``encode``, ``index`` and ``attribute`` use it unchanged.
 
-Costs: one encoder pass over the samples, then an SVD of the ``[n, dim]`` ground truth per
-fold (``O(n * dim * min(n, dim))``: seconds for a few thousand samples of 8192 dims) and a
-``min(n, d)``-sized solve per alpha.
+Costs: one encoder pass over the samples, then per fold a Gram matrix of the ``[n, dim]``
+ground truth and its eigendecomposition (``O(n^2 * dim + n^3)``: ~5 s for 1,500 samples of
+8192 dims on one core) and a ``min(n, d)``-sized solve per alpha. The ground-truth vectors
+are held in memory as float64 (``n * dim * 8`` bytes).
 """
 
 from __future__ import annotations
@@ -71,14 +72,27 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 def principal_directions(vectors, components: int) -> np.ndarray:
     """The top ``components`` right singular vectors of the L2-normalised, *uncentred* rows.
 
-    Returns ``[k, dim]`` orthonormal rows, ``k = min(components, n, dim)``; the principal
+    Returns ``[k, dim]`` orthonormal rows, ``k = min(components, rank)``; the principal
     coordinates of a vector ``g`` are ``V @ unit(g)``.
+
+    Computed from the eigenvectors of the smaller Gram matrix (``G G^T`` when there are fewer
+    rows than dimensions, then ``V = U^T G / s``): one matrix product and an ``n x n``
+    eigendecomposition, several times faster than a full SVD of ``G`` (1,500 x 8192: ~22 s
+    for the SVD on one core). Squaring the matrix costs precision only in the smallest
+    directions, which are cut: those below ``1e-6`` of the largest singular value are
+    dropped.
     """
     if components < 1:
         raise ValueError(f"components must be >= 1, got {components}")
     g = unit_rows(_rows(vectors, "vectors"))
-    _, _, vt = np.linalg.svd(g, full_matrices=False)
-    return vt[:components]
+    rows_first = g.shape[0] <= g.shape[1]
+    evals, evecs = np.linalg.eigh(g @ g.T if rows_first else g.T @ g)
+    order = np.argsort(evals)[::-1][:components]
+    s = np.sqrt(np.clip(evals[order], 0.0, None))
+    keep = s > 1e-6 * s[0]
+    if not rows_first:
+        return evecs[:, order[keep]].T
+    return (g.T @ evecs[:, order[keep]] / s[keep]).T
 
 
 def ridge(x, y, alpha: float) -> tuple[np.ndarray, np.ndarray]:
