@@ -18,6 +18,11 @@ def test_defaults():
     assert args.aggregate_weight == 0.0
     assert (args.patience, args.seed) == (2, 0)
     assert (args.max_seq_length, args.steps_per_epoch) == (256, None)
+    assert (args.head, args.head_components) == ("ridge", 128)
+
+
+def test_epochs_0_is_allowed_with_a_head():
+    assert DistillArguments(epochs=0).epochs == 0
 
 
 def test_every_field_has_help():
@@ -30,7 +35,8 @@ def test_to_dict_is_json_and_round_trips():
 
 
 @pytest.mark.parametrize("bad", [
-    {"epochs": 0}, {"lr": 0.0}, {"batch_pool": 1}, {"batch_query": 0}, {"hard_fraction": -0.1},
+    {"epochs": -1}, {"epochs": 0, "head": "none"}, {"head": "linear"}, {"head_components": 0},
+    {"lr": 0.0}, {"batch_pool": 1}, {"batch_query": 0}, {"hard_fraction": -0.1},
     {"hard_fraction": 1.5}, {"temperature": 0.0}, {"target_temperature": 0.0},
     {"pearson_weight": -0.1}, {"pearson_weight": 0.0, "kl_weight": 0.0},
     {"aggregate_weight": -1.0}, {"val_fraction": 0.0}, {"val_fraction": 1.0}, {"patience": 0},

@@ -42,7 +42,15 @@ def test_distill_from_stores(tiny_model_dir, tiny_encoder_dir, tmp_path):
     card = json.loads((tmp_path / "enc" / "influcoder_distill.json").read_text())
     assert card["ground_truth"]["pool"]["n"] == 24
     assert card["ground_truth"]["setup"]["sketch"]["dim"] == 64
-    assert SentenceTransformer(str(tmp_path / "enc")).encode(["hi"]).shape[0] == 1
+    # The default ridge head: the 36 samples' rank caps its components; the CLI reports it.
+    k = card["head"]["components"]
+    assert card["head"]["kind"] == "ridge" and 2 <= k <= 36
+    assert f"ridge head: {k} components" in r.output
+    assert SentenceTransformer(str(tmp_path / "enc")).encode(["hi"]).shape == (1, k)
+    r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o",
+                         str(tmp_path / "enc2"), "--encoder", tiny_encoder_dir, "--epochs", "0",
+                         "--head", "none", "-q"])
+    assert r.exit_code == 2 and "epochs must be >= 1, or 0 with a head" in r.output
 
 
 def test_distill_errors(tiny_model_dir, tiny_encoder_dir, tmp_path):

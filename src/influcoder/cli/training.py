@@ -33,8 +33,11 @@ def distill(pool, queries, out, encoder, quiet, **kw):
     POOL and QUERIES are gradient stores from `collect` (QUERIES made --like POOL). A share of
     both is held out; the three validation figures (per-anchor, pairwise and aggregated
     Spearman) are printed for the untrained encoder and after every epoch, and the best epoch is
-    kept. The output is a standard sentence-transformers directory plus
-    influcoder_distill.json (settings, ground-truth fingerprint, history).
+    kept. Then (--head ridge, the default) a linear head is fitted in closed form on every
+    sample's gradient vector and appended as sentence-transformers Dense + Normalize modules;
+    --epochs 0 skips training and keeps only the head. The output is a standard
+    sentence-transformers directory plus influcoder_distill.json (settings, ground-truth
+    fingerprint, history, head).
 
     After every epoch the run is checkpointed to OUT.checkpoint: if it is killed, the same
     command resumes from the last finished epoch and ends with exactly the encoder an
@@ -44,6 +47,7 @@ def distill(pool, queries, out, encoder, quiet, **kw):
     Examples:
       influcoder distill runs/pool runs/queries --out runs/encoder
       influcoder distill runs/pool runs/queries -o runs/enc --epochs 5 --hard-fraction 0.25
+      influcoder distill runs/pool runs/queries -o runs/enc --epochs 0   # head only, seconds
     """
     from influcoder.distill.stores import distill_stores
     from influcoder.io.stores import open_store
@@ -54,6 +58,11 @@ def distill(pool, queries, out, encoder, quiet, **kw):
     log("untrained: " + ", ".join(f"{k} {v:+.3f}" for k, v in result.untrained.items()))
     log(f"best (epoch {result.best_epoch}): "
         + ", ".join(f"{k} {v:+.3f}" for k, v in result.best.items()))
+    if result.head is not None:
+        h = result.head
+        log(f"ridge head: {h['components']} components, alpha {h['alpha']:g}; cross-validated "
+            f"per-anchor Spearman {h['encoder_validation_per_anchor_spearman']:+.3f} (encoder) "
+            f"-> {h['validation_per_anchor_spearman'][str(h['alpha'])]:+.3f} (with head)")
     log(f"wrote {out}")
 
 

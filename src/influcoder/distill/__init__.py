@@ -2,7 +2,9 @@
 
 :func:`distill` runs the loop on a ground-truth matrix (``[n_pool, n_query]``) and the texts it
 belongs to; :mod:`influcoder.distill.losses` holds the losses, usable on their own;
-:mod:`influcoder.distill.settings` the settings (importing it loads no torch).
+:mod:`influcoder.distill.settings` the settings (importing it loads no torch);
+:func:`fit_head` and :func:`append_head` (:mod:`influcoder.distill.head`) the closed-form
+linear head into the gradients' principal space, appended as sentence-transformers modules.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import importlib
 
 _PUBLIC = {"DistillArguments": "influcoder.distill.settings",
            "DistillResult": "influcoder.distill.trainer",
-           "distill": "influcoder.distill.trainer"}
+           "LinearHead": "influcoder.distill.head",
+           "append_head": "influcoder.distill.head",
+           "distill": "influcoder.distill.trainer",
+           "fit_head": "influcoder.distill.head"}
 
 __all__ = sorted(_PUBLIC)
 

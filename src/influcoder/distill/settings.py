@@ -6,11 +6,16 @@ importing torch."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 DEFAULT_PEARSON_WEIGHT = 0.3
 DEFAULT_KL_WEIGHT = 1.0
 DEFAULT_AGGREGATE_WEIGHT = 0.0
 DEFAULT_TEMPERATURE = 0.05
+HEADS = ("none", "ridge")
+# Chosen on the demo's validation folds (never its test block): see influcoder.distill.head.
+DEFAULT_HEAD = "ridge"
+DEFAULT_HEAD_COMPONENTS = 128
 
 
 def check_weights(pearson_weight: float, kl_weight: float, aggregate_weight: float = 0.0) -> None:
@@ -33,10 +38,14 @@ class DistillArguments:
 
     One training step takes a block of the ground truth: ``batch_query`` training queries by
     ``batch_pool`` training pool samples, and minimises
-    :class:`~influcoder.distill.losses.InfluenceDistillLoss` on it with AdamW.
+    :class:`~influcoder.distill.losses.InfluenceDistillLoss` on it with AdamW. After
+    training, ``head="ridge"`` appends a linear head fitted in closed form
+    (:mod:`influcoder.distill.head`); ``epochs=0`` skips training, leaving the head alone.
     """
 
-    epochs: int = field(default=3, metadata={"help": "passes over the training blocks"})
+    epochs: int = field(default=3, metadata={
+        "help": "passes over the training blocks; 0 trains nothing (with --head ridge: the "
+                "encoder as given plus the fitted head, in seconds)"})
     lr: float = field(default=5e-5, metadata={
         "help": "AdamW learning rate (constant); 5e-5 was best in the Influcoder paper's code"})
     batch_pool: int = field(default=32, metadata={
@@ -77,10 +86,24 @@ class DistillArguments:
                 "every (training pool sample, training query) pair about once: "
                 "ceil(pool / batch_pool) * ceil(queries / batch_query)"})
 
+    head: Literal["none", "ridge"] = field(default=DEFAULT_HEAD, metadata={
+        "help": "'ridge': after training, append a linear head (sentence-transformers Dense + "
+                "Normalize) regressing the embeddings onto the gradients' principal "
+                "coordinates, its ridge strength chosen by cross-validation; 'none': the "
+                "encoder alone"})
+    head_components: int = field(default=DEFAULT_HEAD_COMPONENTS, metadata={
+        "help": "principal directions of the gradients the head regresses (its output "
+                "dimension; capped at the number of samples)"})
+
     def __post_init__(self):
-        for name in ("epochs", "batch_query", "patience", "max_seq_length"):
+        for name in ("batch_query", "patience", "max_seq_length", "head_components"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.epochs < 0 or (self.epochs == 0 and self.head == "none"):
+            raise ValueError(f"epochs must be >= 1, or 0 with a head (nothing to do otherwise), "
+                             f"got {self.epochs} with head={self.head!r}")
         if self.batch_pool < 2:
             raise ValueError(f"batch_pool must be >= 2 (a softmax over one pool sample is "
                              f"constant), got {self.batch_pool}")

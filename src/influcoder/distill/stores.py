@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from influcoder.attribution.settings import DEFAULT_ENCODER
 from influcoder.distill.settings import DistillArguments
-from influcoder.distill.trainer import DistillResult, distill
+from influcoder.distill.trainer import CARD_NAME, DistillResult, distill, save_encoder
 from influcoder.errors import InflucoderError, StoreError
 from influcoder.groundtruth.influence import cosine_scores
 from influcoder.io.samples import encoder_text
@@ -26,20 +28,48 @@ def ground_truth_card(pool: Store, queries: Store) -> dict:
 def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
                    args: DistillArguments | None = None, *, encoder: str = DEFAULT_ENCODER,
                    progress: bool = True) -> DistillResult:
-    """Train ``encoder`` on the cosines of two gradient stores; save it to ``out``."""
+    """Train ``encoder`` on the cosines of two gradient stores; save it to ``out``.
+
+    With ``args.head == "ridge"`` the trained encoder (or, with ``epochs=0``, the encoder as
+    given) then gets a linear head fitted on every sample of both stores
+    (:func:`~influcoder.distill.head.fit_head`), and the card records it under ``"head"``.
+    """
     from influcoder.attribution.encoders import load_encoder
 
+    args = args or DistillArguments()
     for s in (pool, queries):
         if s.kind != "gradients":
             raise StoreError(f"{s.path}: distillation needs gradient stores (ground truth), "
                              f"this one holds {s.kind}")
     gt = cosine_scores(pool, queries)  # also refuses stores of different setups
     model = load_encoder(encoder)
+    pool_texts = [encoder_text(s) for s in pool.samples]
+    query_texts = [encoder_text(s) for s in queries.samples]
+    card = {"ground_truth": ground_truth_card(pool, queries), "base_encoder": encoder}
     try:
-        return distill(model, [encoder_text(s) for s in pool.samples],
-                       [encoder_text(s) for s in queries.samples], gt, args or DistillArguments(),
-                       out_dir=out, progress=progress,
-                       extra_card={"ground_truth": ground_truth_card(pool, queries),
-                                   "base_encoder": encoder})
+        result = distill(model, pool_texts, query_texts, gt, args, out_dir=out,
+                         progress=progress, extra_card=card)
+        if args.head == "ridge":
+            result.head = _add_head(model, out, pool, queries, pool_texts, query_texts, args)
     except ValueError as e:  # too few samples to split, bad settings: the user's to fix
         raise InflucoderError(str(e)) from None
+    return result
+
+
+def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
+              query_texts: list[str], args: DistillArguments) -> dict:
+    """Fit the ridge head on ``model``'s embeddings of every sample, append it, save again;
+    returns the head's card entry."""
+    from influcoder.distill.head import DEFAULT_FOLDS, append_head, embed, fit_head
+
+    folds = min(DEFAULT_FOLDS, pool.n // 2, queries.n // 2)
+    if folds < 2:
+        raise ValueError(f"the ridge head's cross-validation needs at least 4 pool samples and 4 "
+                         f"queries, got {pool.n} and {queries.n}; use head='none'")
+    head = fit_head(embed(model, pool_texts), pool.vectors(), embed(model, query_texts),
+                    queries.vectors(), components=args.head_components, folds=folds,
+                    seed=args.seed)
+    card_path = Path(out) / CARD_NAME
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    save_encoder(append_head(model, head), out, {**card, "head": head.card()})
+    return head.card()

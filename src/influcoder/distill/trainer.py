@@ -78,7 +78,8 @@ class DistillResult:
     epoch's steps), the three validation figures and ``seconds`` (training and validation).
     ``best_epoch`` is the epoch whose weights the encoder now holds (0: the untrained weights
     were best), ``untrained`` and ``best`` its validation figures before training and at
-    ``best_epoch``.
+    ``best_epoch``. ``head`` is the card entry of the linear head appended after training
+    (:mod:`influcoder.distill.head`), ``None`` without one.
     """
 
     history: list[dict[str, float]]
@@ -86,6 +87,7 @@ class DistillResult:
     untrained: dict[str, float]
     best: dict[str, float]
     split: DistillSplit
+    head: dict[str, Any] | None = None
 
 
 def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: np.ndarray,
@@ -216,14 +218,14 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
 
     encoder.load_state_dict(loop.best_state)
     encoder.eval()
-    if loop.best_epoch == 0:
+    if loop.best_epoch == 0 and args.epochs > 0:
         warnings.warn(f"no epoch beat the untrained encoder's validation {SELECTION_METRIC} "
                       f"({loop.untrained[SELECTION_METRIC]:.4f}); the untrained weights are kept",
                       stacklevel=2)
     result = DistillResult(history=loop.history, best_epoch=loop.best_epoch,
                            untrained=loop.untrained, best=loop.best, split=split)
     if out_dir is not None:
-        _save(encoder, Path(out_dir), {**_card(encoder, args, result), **extra_card})
+        save_encoder(encoder, out_dir, {**_card(encoder, args, result), **extra_card})
         checkpoint.remove(checkpoints)
     return result
 
@@ -338,10 +340,12 @@ def _card(encoder, args: DistillArguments, result: DistillResult) -> dict[str, A
             "history": result.history, "best_epoch": result.best_epoch, "best": result.best}
 
 
-def _save(encoder, out_dir: Path, card: dict[str, Any]) -> None:
+def save_encoder(encoder, out_dir: str | Path, card: dict[str, Any]) -> None:
+    """Save ``encoder`` as a sentence-transformers directory with ``card`` as its
+    ``influcoder_distill.json``; the directory appears whole or not at all."""
     def fill(tmp: Path) -> None:
         encoder.save(str(tmp))
         (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n",
                                      encoding="utf-8")
 
-    atomic_write_dir(out_dir, fill)
+    atomic_write_dir(Path(out_dir), fill)

@@ -1,0 +1,220 @@
+"""The closed-form ridge head (influcoder.distill.head) against the encoders it sits on, on
+pool samples AND queries that neither the head nor any fine-tuning saw.
+
+Input: a demo run's gradient stores (``--work runs/demo``: ``grad_pool``,
+``grad_train_queries``, ``grad_test_queries``). A seeded third of the pool (stratified by the
+samples' ``label`` when they have one) is held out; the rest of the pool and the training
+queries are all that the head, its cross-validation and the fine-tuning ever see. Variants:
+
+* ``untrained``: cosine of the bundled MiniLM;
+* ``head only``: the untrained MiniLM + the ridge head (``distill --epochs 0``);
+* ``distilled``: MiniLM fine-tuned (``distill``, ``--epochs``) on training pool x training
+  queries only (the demo's own ``encoder/`` saw the whole pool, so it is not used);
+* ``distilled + head``: that encoder + a head fitted on its embeddings;
+* ``BM25``, ``TF-IDF``: the text baselines.
+
+Each is scored on three blocks: held-out pool x held-out queries (the honest figure), held-out
+pool x training queries and training pool x held-out queries (which side of the split the
+gain survives). Figures: per-anchor, pairwise and aggregated Spearman with 95% bootstrap
+intervals over pool samples and queries, AUPRC of the planted harmful pool samples (mean and
+max over the block's queries) where labels exist, and seconds: ``prepare s`` (fine-tuning,
+head fitting; fine-tuning as its card records, validation included) and ``encode s``
+(embedding the held-out block, first call included: compare orders of magnitude).
+
+    python benchmarks/distill_head.py --work runs/demo
+    python benchmarks/distill_head.py --work runs/demo --seeds 0,1,2 --n-boot 300
+
+Fine-tuned encoders are cached under ``--cache`` (default ``<work>/head_bench/``), one per
+split seed and epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import common
+import numpy as np
+
+BLOCKS = {"held-out pool x held-out queries": ("test", "test"),
+          "held-out pool x training queries": ("test", "train"),
+          "training pool x held-out queries": ("train", "test")}
+FIGURES = ("per-anchor", "pairwise", "aggregated")
+
+
+def stratified_third(labels: list, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(held_out, training)`` pool indices: a seeded third of each label held out."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in sorted(set(labels), key=str):
+        idx = rng.permutation(np.flatnonzero(np.asarray(labels, dtype=object) == label))
+        held.extend(idx[:round(len(idx) / 3)])
+    held = np.sort(np.asarray(held, dtype=np.int64))
+    return held, np.setdiff1d(np.arange(len(labels)), held)
+
+
+def encoder_rows(name, model, prepare_seconds, data, held, train, components, seed):
+    """``{variant: (embeddings by store, info)}`` for ``model`` and ``model`` + a head fitted on
+    the training side only. Embedding the held-out block (its pool samples and queries) is
+    timed, as attribution would pay it."""
+    from influcoder.distill.head import append_head, embed, fit_head
+    from influcoder.groundtruth.influence import normalize_rows
+
+    texts, vectors = data["texts"], data["vectors"]
+    t = time.perf_counter()
+    held_emb = embed(model, [texts["pool"][i] for i in held])
+    emb = {"test_queries": embed(model, texts["test_queries"])}
+    encode = time.perf_counter() - t
+    emb["pool"] = np.empty((len(texts["pool"]), held_emb.shape[1]))
+    emb["pool"][held] = held_emb
+    emb["pool"][train] = embed(model, [texts["pool"][i] for i in train])
+    emb["train_queries"] = embed(model, texts["train_queries"])
+    t = time.perf_counter()
+    head = fit_head(emb["pool"][train], vectors["pool"][train], emb["train_queries"],
+                    vectors["train_queries"], components=components, seed=seed)
+    fit = time.perf_counter() - t
+    headed = {k: head(e) for k, e in emb.items()}
+    # The saved form (Dense + Normalize appended) gives the same outputs: check a few texts.
+    np.testing.assert_allclose(embed(append_head(model, head), texts["test_queries"][:4]),
+                               normalize_rows(headed["test_queries"][:4]), atol=1e-4)
+    del model[-2:]
+    return {name: (emb, {"prepare s": prepare_seconds, "encode s": encode}),
+            name + " + head": (headed, {"prepare s": prepare_seconds + fit, "encode s": encode,
+                                        "alpha": head.alpha,
+                                        "val encoder": head.encoder_validation,
+                                        "val": head.validation[head.alpha]})}
+
+
+def finetuned(data, train, args, seed):
+    """MiniLM distilled on training pool x training queries only, cached; and its training
+    seconds (from its card, so a cached encoder reports what it cost)."""
+    from influcoder.attribution.encoders import load_encoder
+    from influcoder.distill import distill
+    from influcoder.distill.settings import DistillArguments
+
+    cache = Path(args.cache) if args.cache else Path(args.work) / "head_bench"
+    enc_dir = cache / f"finetuned_seed{seed}_ep{args.epochs}"
+    if not (enc_dir / "influcoder_distill.json").is_file():
+        gt = data["vectors"]["pool"][train] @ data["vectors"]["train_queries"].T
+        distill(load_encoder("all-minilm-l6-v2"), [data["texts"]["pool"][i] for i in train],
+                data["texts"]["train_queries"], gt,
+                DistillArguments(epochs=args.epochs, seed=seed,
+                                 max_seq_length=args.encoder_max_length),
+                out_dir=enc_dir, progress=False)
+    card = json.loads((enc_dir / "influcoder_distill.json").read_text(encoding="utf-8"))
+    return load_encoder(str(enc_dir)), sum(h["seconds"] for h in card["history"])
+
+
+def judge(gt, pred, labels, n_boot, seed) -> dict:
+    """The figures of one block, with 95% bootstrap intervals; AUPRC where labels are given."""
+    from influcoder.evaluation import metrics
+
+    row = {}
+    for label, fn in zip(FIGURES, (metrics.per_anchor_spearman, metrics.pairwise_spearman,
+                                   metrics.aggregated_spearman)):
+        low, high = metrics.bootstrap_interval(fn, gt, pred, n_resamples=n_boot, seed=seed)
+        row[label], row[label + " 95%"] = fn(gt, pred), f"[{low:.2f}, {high:.2f}]"
+    if labels is not None:
+        for how in metrics.AGGREGATIONS:
+            row[f"AUPRC {how}"] = metrics.auprc(labels, metrics.aggregate_scores(pred, how))
+    return row
+
+
+def run_split(seed, data, args, components) -> list[dict]:
+    """Every variant on every block of one split; prints the tables, returns the rows."""
+    from influcoder.attribution.encoders import load_encoder
+    from influcoder.evaluation.baselines import bm25_scores, tfidf_scores
+    from influcoder.groundtruth.influence import normalize_rows
+
+    held, train = stratified_third(data["labels"], seed)
+    harmful = np.array([label == "harmful" for label in data["labels"]])
+    variants = encoder_rows("untrained", load_encoder("all-minilm-l6-v2"), 0.0, data, held,
+                            train, components, seed)
+    if not args.no_finetune:
+        model, seconds = finetuned(data, train, args, seed)
+        variants.update(encoder_rows("distilled", model, seconds, data, held, train,
+                                     components, seed))
+    rows_idx = {"test": held, "train": train}
+    stores = {"test": "test_queries", "train": "train_queries"}
+    print(f"\n##### split seed {seed}: {len(held)} held-out pool samples "
+          f"({int(harmful[held].sum())} harmful), {len(train)} training; "
+          f"{len(data['texts']['train_queries'])} training queries, "
+          f"{len(data['texts']['test_queries'])} held-out queries; head components {components}")
+    out = []
+    for block, (p, q) in BLOCKS.items():
+        gt = data["vectors"]["pool"][rows_idx[p]] @ data["vectors"][stores[q]].T
+        labels = harmful[held] if p == "test" and harmful[held].any() else None
+        rows = []
+        for name, (emb, info) in variants.items():
+            t = time.perf_counter()
+            pred = normalize_rows(emb["pool"][rows_idx[p]]) @ normalize_rows(emb[stores[q]]).T
+            rows.append({"method": name, **info, "score s": time.perf_counter() - t,
+                         **judge(gt, pred, labels, args.n_boot, seed)})
+        for name, fn in (("BM25", bm25_scores), ("TF-IDF", tfidf_scores)):
+            pool = [data["samples"]["pool"][i] for i in rows_idx[p]]
+            pred, info = fn(pool, data["samples"][stores[q]])
+            rows.append({"method": name, "prepare s": info["prepare_seconds"],
+                         "encode s": info["seconds"], **judge(gt, pred, labels, args.n_boot,
+                                                              seed)})
+        if labels is not None:
+            rows.append({"method": "(ground truth)", **judge(gt, gt, labels, 1, seed)})
+        print(f"\n{block}: {gt.shape[0]} x {gt.shape[1]}")
+        print(common.table(rows, ["method", *[c for f in FIGURES for c in (f, f + " 95%")],
+                                  "AUPRC mean", "AUPRC max", "prepare s", "encode s", "alpha",
+                                  "val encoder", "val"]))
+        out += [{"seed": seed, "block": block, **r} for r in rows]
+    return out
+
+
+def main() -> None:
+    import torch
+
+    from influcoder.distill.settings import DistillArguments
+    from influcoder.groundtruth.influence import normalize_rows
+    from influcoder.io.samples import encoder_text
+    from influcoder.io.stores import open_store
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", default="runs/demo", help="a demo run's directory")
+    ap.add_argument("--seeds", default="0", help="split seeds, comma separated")
+    ap.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (the demo's)")
+    ap.add_argument("--encoder-max-length", type=int, default=128,
+                    help="encoder tokens per text while fine-tuning (the demo's)")
+    ap.add_argument("--components", type=int, default=None,
+                    help="head components (default: DistillArguments' head_components)")
+    ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    ap.add_argument("--no-finetune", action="store_true", help="skip the distilled variants")
+    ap.add_argument("--cache", default=None,
+                    help="where fine-tuned encoders are kept (default: <work>/head_bench)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    components = args.components or DistillArguments().head_components
+    stores = {k: open_store(Path(args.work) / f"grad_{k}")
+              for k in ("pool", "train_queries", "test_queries")}
+    data = {"vectors": {k: normalize_rows(s.vectors()) for k, s in stores.items()},
+            "texts": {k: [encoder_text(x) for x in s.samples] for k, s in stores.items()},
+            "samples": {k: s.samples for k, s in stores.items()},
+            "labels": [x.meta.get("label") for x in stores["pool"].samples]}
+    summary = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        summary += run_split(seed, data, args, components)
+    seeds = sorted({r["seed"] for r in summary})
+    if len(seeds) > 1:
+        print(f"\nmean over split seeds {seeds} (sd across seeds in brackets):")
+        for block in BLOCKS:
+            rows = []
+            for name in dict.fromkeys(r["method"] for r in summary):
+                sel = [r for r in summary if r["block"] == block and r["method"] == name]
+                cols = [f for f in (*FIGURES, "AUPRC mean", "AUPRC max") if sel and f in sel[0]]
+                rows.append({"method": name, **{
+                    f: f"{np.mean([r[f] for r in sel]):.3f} ({np.std([r[f] for r in sel]):.3f})"
+                    for f in cols}})
+            print(f"\n{block}")
+            print(common.table(rows, ["method", *FIGURES, "AUPRC mean", "AUPRC max"]))
+    print(f"\nreproduce: {common.command_line()}")
+
+
+if __name__ == "__main__":
+    main()
