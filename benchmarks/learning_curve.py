@@ -16,6 +16,11 @@ With --extra-test, the samples after the largest training size give a second hel
 and the figures are also given on both test blocks together: a larger block, whose bootstrap
 intervals (printed beside each figure) are narrower.
 
+With --head ridge (the default) every encoder is also scored with the closed-form ridge head
+(:mod:`influcoder.distill.head`) fitted on that size's training samples, and the untrained
+encoder gets a head per size (no training: seconds), so the table reads as fidelity per
+CPU-second. --epochs 0 skips fine-tuning altogether.
+
 Everything is cached under --work (stores resume, encoders are reused), so a long run can be
 stopped and continued.
 """
@@ -79,6 +84,10 @@ def main() -> None:
                          "training size; figures are then also given on both test blocks "
                          "together (all their queries x all their pool), whose intervals are "
                          "narrower")
+    ap.add_argument("--head", choices=["none", "ridge"], default="ridge",
+                    help="also score each encoder with the closed-form ridge head "
+                         "(influcoder.distill.head) fitted on the size's training samples: "
+                         "'untrained + head' rows need no training at all")
     ap.add_argument("--work", default="runs/learning_curve")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -147,13 +156,36 @@ def main() -> None:
     def encoder(name):
         return lambda pool, queries: encoder_scores(name, pool, queries)[0]
 
+    def with_head(name: str, q: int, p: int) -> dict:
+        """A row for encoder ``name`` plus the ridge head fitted on the first ``p`` training
+        pool samples and ``q`` training queries (their embeddings and gradient vectors);
+        ``head s`` is the wall time of embedding those samples and fitting."""
+        from influcoder.distill.head import cosine_matrix, embed, fit_head
+
+        model = load_encoder(name)
+        start = time.perf_counter()
+        head = fit_head(embed(model, [encoder_text(s) for s in gp.samples[:p]]),
+                        gp.vectors()[:p], embed(model, [encoder_text(s) for s in gq.samples[:q]]),
+                        gq.vectors()[:q], seed=args.seed)
+        seconds = time.perf_counter() - start
+
+        def scores(pool, queries):
+            return cosine_matrix(head(embed(model, [encoder_text(s) for s in pool])),
+                                 head(embed(model, [encoder_text(s) for s in queries])))
+
+        return {**figures(scores), "head s": seconds, "alpha": head.alpha}
+
     rows_out = [{"method": "TF-IDF", **figures(lambda p, q: tfidf_scores(p, q)[0])},
                 {"method": "untrained MiniLM", **figures(encoder("all-minilm-l6-v2"))}]
+    if args.head == "ridge":
+        for q, p in sizes:
+            rows_out.append({"method": f"untrained + head {q}x{p}",
+                             **with_head("all-minilm-l6-v2", q, p)})
     full_gt = cosine_scores(gp, gq)
     # Settings off their defaults name the encoder, so a trial never reuses another's encoder.
     tag = "".join(f"_{name}{value:g}" for name, value in
                   (("hard", args.hard_fraction), ("agg", args.aggregate_weight)) if value)
-    for q, p in sizes:
+    for q, p in sizes if args.epochs > 0 else ():
         enc_dir = work / f"encoder_{q}x{p}{tag}"
         if not (enc_dir / "influcoder_distill.json").is_file():
             # Distil on the first p pool samples x first q queries of the training ground truth.
@@ -164,7 +196,8 @@ def main() -> None:
                                      max_seq_length=args.encoder_max_length,
                                      batch_pool=args.batch_pool, batch_query=args.batch_query,
                                      hard_fraction=args.hard_fraction,
-                                     aggregate_weight=args.aggregate_weight), out_dir=enc_dir,
+                                     aggregate_weight=args.aggregate_weight, head="none"),
+                    out_dir=enc_dir,
                     extra_card={"ground_truth": {"pool": p, "queries": q}, "init": args.init})
         card = json.loads((enc_dir / "influcoder_distill.json").read_text())
         rows_out.append({"method": f"distilled {q}x{p}{tag}", **figures(encoder(str(enc_dir))),
@@ -176,9 +209,10 @@ def main() -> None:
     for name, (pool, queries, _) in blocks.items():
         print(f"\n{name} block: {len(pool)} pool x {len(queries)} queries, never trained on")
         print(common.table([{"method": r["method"], **r[name], "train s": r.get("train s"),
-                             "best epoch": r.get("best epoch")} for r in rows_out],
+                             "head s": r.get("head s"), "best epoch": r.get("best epoch")}
+                            for r in rows_out],
                            ["method", "per-anchor", "per-anchor 95%", "pairwise", "aggregated",
-                            "aggregated 95%", "train s", "best epoch"]))
+                            "aggregated 95%", "train s", "head s", "best epoch"]))
     print(f"\nreproduce: {common.command_line()}")
     (work / "results.json").write_text(json.dumps(rows_out, indent=2, default=float))
 
