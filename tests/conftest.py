@@ -111,3 +111,27 @@ def small_data(tmp_path):
         ("Tell me about the moon.", "The moon orbits the earth."),
     ])]
     return write_jsonl(tmp_path / "data.jsonl", rows)
+
+
+def write_store(path, vectors, samples=None, *, kind="gradients", setup=None, dtype="float32",
+                shard_rows=16):
+    """A complete store of ``vectors`` (rows) written through ``StoreWriter``, shard by shard;
+    samples default to ``{path.name}{i}`` placeholders and the setup to a sketch of the
+    vectors' dimension."""
+    from pathlib import Path
+
+    from influcoder.io.samples import Sample
+    from influcoder.io.stores import StoreWriter
+
+    path = Path(path)
+    if samples is None:
+        samples = [Sample(id=f"{path.name}{i}", prompt="p", response="r")
+                   for i in range(len(vectors))]
+    writer = StoreWriter(path, kind=kind, samples=samples, dim=vectors.shape[1], dtype=dtype,
+                         setup=setup or {"sketch": {"dim": vectors.shape[1], "seed": 0}},
+                         shard_rows=shard_rows)
+    for k in writer.missing_shards():
+        a, b = writer.shard_range(k)
+        writer.write_shard(k, vectors[a:b])
+    return writer.finish()
+

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from ..conftest import write_store
 from ..encoders import pool_rows, tiny_encoder  # noqa: F401
 
 #: Pool samples missing from the gradient store (a query with such an id has no ground truth).
@@ -35,16 +36,10 @@ def serve_index(serve_pool, tiny_encoder):  # noqa: F811
 @pytest.fixture(scope="session")
 def gradient_store(serve_pool):
     from influcoder.io.samples import load_samples
-    from influcoder.io.stores import StoreWriter
-
     samples = [s for s in load_samples(serve_pool) if s.id not in NOT_IN_STORE]
-    rng = np.random.default_rng(0)
-    writer = StoreWriter(serve_pool.parent / "grads", kind="gradients",
-                         setup={"synthetic": True}, samples=samples, dim=16, shard_rows=8)
-    for k in writer.missing_shards():
-        a, b = writer.shard_range(k)
-        writer.write_shard(k, rng.standard_normal((b - a, 16)).astype(np.float32))
-    return writer.finish().path
+    vectors = np.random.default_rng(0).standard_normal((len(samples), 16)).astype(np.float32)
+    return write_store(serve_pool.parent / "grads", vectors, samples, setup={"synthetic": True},
+                       shard_rows=8).path
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,7 @@ import pytest
 
 from influcoder.attribution.backends import FastEncoder
 from influcoder.attribution.build import _update_faiss, build_index
-from influcoder.attribution.index import (
-    FAISS_FILE,
-    INDEX_FILE,
-    _faiss,
-    faiss_params,
-    open_index,
-)
+from influcoder.attribution.index import FAISS_FILE, INDEX_FILE, _faiss, faiss_params, open_index
 from influcoder.attribution.settings import EncodeArguments
 from influcoder.errors import InputError, StoreError
 from influcoder.groundtruth.influence import top_k

@@ -19,7 +19,8 @@ from influcoder.evaluation.baselines import (
 )
 from influcoder.groundtruth.influence import cosine_scores
 from influcoder.io.samples import Sample
-from influcoder.io.stores import StoreWriter
+
+from ..conftest import write_store
 
 POOL = [
     Sample(id="pasta", prompt="How long do I boil pasta?", response="Boil the pasta ten minutes."),
@@ -39,13 +40,7 @@ EXPECTED_TOP = ["python", "pasta"]
 
 
 def _store(path, x, *, kind="gradients", setup=None, dtype="float32"):
-    samples = [Sample(id=f"{path.name}{i}", prompt="p", response="r") for i in range(len(x))]
-    w = StoreWriter(path, kind=kind, setup=setup or {"sketch": {"dim": x.shape[1], "seed": 0}},
-                    samples=samples, dim=x.shape[1], dtype=dtype, shard_rows=16)
-    for k in w.missing_shards():
-        a, b = w.shard_range(k)
-        w.write_shard(k, x[a:b])
-    return w.finish()
+    return write_store(path, x, kind=kind, setup=setup, dtype=dtype)
 
 
 def _check_result(result, n_pool, n_query):

@@ -26,8 +26,9 @@ from influcoder.evaluation.evaluate import (
     write_results,
 )
 from influcoder.io.samples import Sample
-from influcoder.io.stores import StoreWriter
 from influcoder.io.tables import format_bytes, format_seconds, format_table
+
+from ..conftest import write_store
 
 TOPICS = ["pasta boil sauce", "python loop crash", "paris louvre seine", "guitar tune chord"]
 
@@ -181,12 +182,7 @@ def test_check_target(matrices):
 
 
 def _store(path, x, samples, *, kind="gradients", setup=None):
-    w = StoreWriter(path, kind=kind, setup=setup or {"sketch": {"dim": x.shape[1], "seed": 0}},
-                    samples=samples, dim=x.shape[1], dtype="float16", shard_rows=16)
-    for k in w.missing_shards():
-        a, b = w.shard_range(k)
-        w.write_shard(k, x[a:b])
-    return w.finish()
+    return write_store(path, x, samples, kind=kind, setup=setup, dtype="float16")
 
 
 @pytest.fixture()

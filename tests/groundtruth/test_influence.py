@@ -7,20 +7,14 @@ import pytest
 
 from influcoder.errors import StoreError
 from influcoder.groundtruth.influence import TopK, cosine_scores, load_scores, score_stores, top_k
-from influcoder.io.samples import Sample
-from influcoder.io.stores import StoreWriter
+
+from ..conftest import write_store
 
 SETUP = {"sketch": {"dim": 16, "seed": 0}}
 
 
 def _store(path, x, setup=SETUP, shard_rows=7):
-    samples = [Sample(id=f"{path.name}{i}", prompt="p", response="r") for i in range(len(x))]
-    w = StoreWriter(path, kind="gradients", setup=setup, samples=samples, dim=x.shape[1],
-                    dtype="float32", shard_rows=shard_rows)
-    for k in w.missing_shards():
-        a, b = w.shard_range(k)
-        w.write_shard(k, x[a:b])
-    return w.finish()
+    return write_store(path, x, setup=setup, shard_rows=shard_rows)
 
 
 @pytest.fixture()

@@ -104,17 +104,15 @@ def test_bad_jsonl_is_located(tmp_path, content, line, field, message):
     assert str(e.value).startswith(f"{path}:{line}: ")
 
 
-def test_bad_json_array_element_line(tmp_path):
-    path = tmp_path / "bad.json"
-    path.write_text('[\n  {"prompt": "p", "response": "r"},\n  {"prompt": "p",\n   "response": 1}\n]')
-    with pytest.raises(InputError) as e:
-        load_samples(path)
-    assert (e.value.line, e.value.field) == (3, "response")
-
-
-def test_bad_csv_line(tmp_path):
-    path = tmp_path / "bad.csv"
-    path.write_text('prompt,response\n"a","b"\n"multi\nline",""\n')
+@pytest.mark.parametrize("name, content", [
+    # a JSON array element is located at the line it starts on
+    ("bad.json", '[\n  {"prompt": "p", "response": "r"},\n  {"prompt": "p",\n   "response": 1}\n]'),
+    # a CSV record at the line it starts on, even when a quoted field spans lines
+    ("bad.csv", 'prompt,response\n"a","b"\n"multi\nline",""\n'),
+])
+def test_bad_element_is_located_at_its_first_line(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
     with pytest.raises(InputError) as e:
         load_samples(path)
     assert (e.value.line, e.value.field) == (3, "response")
