@@ -73,7 +73,6 @@ def test_a_worker_error_reads_as_the_users_error(ray_instance, tiny_encoder):
 
 
 def test_collect_on_ray_equals_local(ray_instance, tiny_model_dir, small_data, tmp_path):
-    pytest.importorskip("influcoder.gradients")
     from influcoder.groundtruth.collect import collect
     from influcoder.groundtruth.settings import CollectArguments
 
