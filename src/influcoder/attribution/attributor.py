@@ -36,6 +36,7 @@ import numpy as np
 
 from influcoder.attribution.backends import FastEncoder, encoder_fingerprint, query_encoder
 from influcoder.attribution.index import Index, check_encoder
+from influcoder.attribution.light import LightEncoder
 from influcoder.attribution.settings import AGGREGATES
 from influcoder.errors import InflucoderError, InputError
 from influcoder.io.samples import Fields, Sample, content_id, encoder_text, read_rows, row_to_sample
@@ -163,7 +164,7 @@ class Attributor:
         >>> ranking = attributor.aggregate(unwanted_examples, how="mean")
     """
 
-    def __init__(self, index: Index, encoder: FastEncoder):
+    def __init__(self, index: Index, encoder: FastEncoder | LightEncoder):
         self.index = index
         self.encoder = encoder
 
