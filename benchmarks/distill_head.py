@@ -11,6 +11,9 @@ queries are all that the head, its cross-validation and the fine-tuning ever see
 * ``distilled``: MiniLM fine-tuned (``distill``, ``--epochs``) on training pool x training
   queries only (the demo's own ``encoder/`` saw the whole pool, so it is not used);
 * ``distilled + head``: that encoder + a head fitted on its embeddings;
+* ``joint w=W + head``: MiniLM fine-tuned jointly (``distill --regression-weight W``: ranking
+  terms through a trainable head plus cosine regression onto the gradients' principal
+  coordinates, ``--joint-epochs``), then the closed-form head refitted on it;
 * ``BM25``, ``TF-IDF``: the text baselines.
 
 Each is scored on three blocks: held-out pool x held-out queries (the honest figure), held-out
@@ -87,22 +90,28 @@ def encoder_rows(name, model, prepare_seconds, data, held, train, components, se
                                         "val": head.validation[head.alpha]})}
 
 
-def finetuned(data, train, args, seed):
+def finetuned(data, train, args, seed, regression_weight=0.0, epochs=None):
     """MiniLM distilled on training pool x training queries only, cached; and its training
-    seconds (from its card, so a cached encoder reports what it cost)."""
+    seconds (from its card, so a cached encoder reports what it cost). ``regression_weight`` >
+    0: joint training, given the training samples' gradient vectors."""
     from influcoder.attribution.encoders import load_encoder
     from influcoder.distill import distill
     from influcoder.distill.settings import DistillArguments
 
     cache = Path(args.cache) if args.cache else Path(args.work) / "head_bench"
-    enc_dir = cache / f"finetuned_seed{seed}_ep{args.epochs}"
+    epochs = args.epochs if epochs is None else epochs
+    joint = f"_joint{regression_weight:g}" if regression_weight else ""
+    enc_dir = cache / f"finetuned_seed{seed}_ep{epochs}{joint}"
     if not (enc_dir / "influcoder_distill.json").is_file():
         gt = data["vectors"]["pool"][train] @ data["vectors"]["train_queries"].T
+        vectors = ({"pool_vectors": data["vectors"]["pool"][train],
+                    "query_vectors": data["vectors"]["train_queries"]}
+                   if regression_weight else {})
         distill(load_encoder("all-minilm-l6-v2"), [data["texts"]["pool"][i] for i in train],
                 data["texts"]["train_queries"], gt,
-                DistillArguments(epochs=args.epochs, seed=seed,
+                DistillArguments(epochs=epochs, seed=seed, regression_weight=regression_weight,
                                  max_seq_length=args.encoder_max_length),
-                out_dir=enc_dir, progress=False)
+                out_dir=enc_dir, progress=False, **vectors)
     card = json.loads((enc_dir / "influcoder_distill.json").read_text(encoding="utf-8"))
     return load_encoder(str(enc_dir)), sum(h["seconds"] for h in card["history"])
 
@@ -117,7 +126,7 @@ def judge(gt, pred, labels, n_boot, seed) -> dict:
         low, high = metrics.bootstrap_interval(fn, gt, pred, n_resamples=n_boot, seed=seed)
         row[label], row[label + " 95%"] = fn(gt, pred), f"[{low:.2f}, {high:.2f}]"
     if labels is not None:
-        for how in metrics.AGGREGATIONS:
+        for how in metrics.AGGREGATES:
             row[f"AUPRC {how}"] = metrics.auprc(labels, metrics.aggregate_scores(pred, how))
     return row
 
@@ -136,6 +145,10 @@ def run_split(seed, data, args, components) -> list[dict]:
         model, seconds = finetuned(data, train, args, seed)
         variants.update(encoder_rows("distilled", model, seconds, data, held, train,
                                      components, seed))
+    for weight in args.regression_weights:
+        model, seconds = finetuned(data, train, args, seed, weight, args.joint_epochs)
+        variants.update(encoder_rows(f"joint w={weight:g} ep{args.joint_epochs or args.epochs}",
+                                     model, seconds, data, held, train, components, seed))
     rows_idx = {"test": held, "train": train}
     stores = {"test": "test_queries", "train": "train_queries"}
     print(f"\n##### split seed {seed}: {len(held)} held-out pool samples "
@@ -185,10 +198,15 @@ def main() -> None:
     ap.add_argument("--components", type=int, default=None,
                     help="head components (default: DistillArguments' head_components)")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
-    ap.add_argument("--no-finetune", action="store_true", help="skip the distilled variants")
+    ap.add_argument("--no-finetune", action="store_true", help="skip the distilled variant")
+    ap.add_argument("--regression-weights", default="",
+                    help="joint variants to add, comma separated (e.g. 0.5,1)")
+    ap.add_argument("--joint-epochs", type=int, default=None,
+                    help="epochs of the joint variants (default: --epochs)")
     ap.add_argument("--cache", default=None,
                     help="where fine-tuned encoders are kept (default: <work>/head_bench)")
     args = ap.parse_args()
+    args.regression_weights = [float(w) for w in args.regression_weights.split(",") if w]
     torch.set_num_threads(1)
     components = args.components or DistillArguments().head_components
     stores = {k: open_store(Path(args.work) / f"grad_{k}")

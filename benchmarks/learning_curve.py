@@ -88,6 +88,8 @@ def main() -> None:
                     help="also score each encoder with the closed-form ridge head "
                          "(influcoder.distill.head) fitted on the size's training samples: "
                          "'untrained + head' rows need no training at all")
+    ap.add_argument("--regression-weight", type=float, default=0.0,
+                    help="joint distillation (distill --regression-weight); 0: ranking only")
     ap.add_argument("--work", default="runs/learning_curve")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -184,11 +186,14 @@ def main() -> None:
     full_gt = cosine_scores(gp, gq)
     # Settings off their defaults name the encoder, so a trial never reuses another's encoder.
     tag = "".join(f"_{name}{value:g}" for name, value in
-                  (("hard", args.hard_fraction), ("agg", args.aggregate_weight)) if value)
+                  (("hard", args.hard_fraction), ("agg", args.aggregate_weight),
+                   ("joint", args.regression_weight)) if value)
     for q, p in sizes if args.epochs > 0 else ():
         enc_dir = work / f"encoder_{q}x{p}{tag}"
         if not (enc_dir / "influcoder_distill.json").is_file():
             # Distil on the first p pool samples x first q queries of the training ground truth.
+            joint = ({"pool_vectors": gp.vectors()[:p], "query_vectors": gq.vectors()[:q]}
+                     if args.regression_weight else {})
             distill(load_encoder(args.init),
                     [encoder_text(s) for s in gp.samples[:p]],
                     [encoder_text(s) for s in gq.samples[:q]], full_gt[:p, :q],
@@ -196,14 +201,20 @@ def main() -> None:
                                      max_seq_length=args.encoder_max_length,
                                      batch_pool=args.batch_pool, batch_query=args.batch_query,
                                      hard_fraction=args.hard_fraction,
-                                     aggregate_weight=args.aggregate_weight, head="none"),
-                    out_dir=enc_dir,
+                                     aggregate_weight=args.aggregate_weight,
+                                     regression_weight=args.regression_weight,
+                                     head="ridge" if args.regression_weight else "none"),
+                    out_dir=enc_dir, **joint,
                     extra_card={"ground_truth": {"pool": p, "queries": q}, "init": args.init})
         card = json.loads((enc_dir / "influcoder_distill.json").read_text())
         rows_out.append({"method": f"distilled {q}x{p}{tag}", **figures(encoder(str(enc_dir))),
                          # training and validation time of the epochs run, from the card
                          "train s": sum(h["seconds"] for h in card["history"]),
                          "best epoch": card.get("best_epoch")})
+        if args.head == "ridge":
+            rows_out.append({"method": f"distilled {q}x{p}{tag} + head",
+                             **with_head(str(enc_dir), q, p),
+                             "train s": rows_out[-1]["train s"]})
     print(f"\nground truth ready in {collect_seconds:.0f} s (collected, or checked if already "
           f"there)")
     for name, (pool, queries, _) in blocks.items():

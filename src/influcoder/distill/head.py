@@ -239,7 +239,7 @@ def append_head(encoder, head: LinearHead, *, normalize: bool = True):
     device = next(encoder.parameters()).device
     dense = Dense(head.weight.shape[1], head.weight.shape[0],
                   activation_function=torch.nn.Identity(),
-                  init_weight=torch.tensor(head.weight, dtype=torch.float32),
+                  init_weight=torch.tensor(np.ascontiguousarray(head.weight), dtype=torch.float32),
                   init_bias=torch.tensor(head.bias, dtype=torch.float32))
     encoder.append(dense.to(device))
     if normalize:
@@ -253,3 +253,28 @@ def embed(encoder, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
     out = encoder.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
                          normalize_embeddings=False, show_progress_bar=False)
     return np.asarray(out, dtype=np.float64)
+
+
+def training_head(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], pool_vectors,
+                  query_vectors, train_pool: np.ndarray, train_query: np.ndarray, *,
+                  components: int = DEFAULT_COMPONENTS,
+                  seed: int = 0) -> tuple[LinearHead, np.ndarray, np.ndarray]:
+    """The head joint distillation starts from, and every sample's regression target.
+
+    The principal directions and the ridge fit (alpha cross-validated as in :func:`fit_head`)
+    see the training rows ``train_pool`` and ``train_query`` only, so validation stays unseen.
+    Returns ``(head, pool_targets, query_targets)``: the targets are ``[n, k]`` float32
+    principal coordinates for *every* row (validation rows included, for completeness; the
+    trainer only reads the training rows).
+    """
+    folds = min(DEFAULT_FOLDS, len(train_pool) // 2, len(train_query) // 2)
+    if folds < 2:
+        raise ValueError(f"joint training's head needs at least 4 training pool samples and 4 "
+                         f"training queries, got {len(train_pool)} and {len(train_query)}")
+    gp, gq = _rows(pool_vectors, "pool_vectors"), _rows(query_vectors, "query_vectors")
+    head = fit_head(embed(encoder, [pool_texts[i] for i in train_pool]), gp[train_pool],
+                    embed(encoder, [query_texts[j] for j in train_query]), gq[train_query],
+                    components=components, folds=folds, seed=seed)
+    directions = principal_directions(np.vstack([gp[train_pool], gq[train_query]]), components)
+    return (head, (unit_rows(gp) @ directions.T).astype(np.float32),
+            (unit_rows(gq) @ directions.T).astype(np.float32))

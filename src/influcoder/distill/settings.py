@@ -16,6 +16,7 @@ HEADS = ("none", "ridge")
 # Chosen on the demo's validation folds (never its test block): see influcoder.distill.head.
 DEFAULT_HEAD = "ridge"
 DEFAULT_HEAD_COMPONENTS = 128
+DEFAULT_REGRESSION_WEIGHT = 0.0
 
 
 def check_weights(pearson_weight: float, kl_weight: float, aggregate_weight: float = 0.0) -> None:
@@ -94,6 +95,13 @@ class DistillArguments:
     head_components: int = field(default=DEFAULT_HEAD_COMPONENTS, metadata={
         "help": "principal directions of the gradients the head regresses (its output "
                 "dimension; capped at the number of samples)"})
+    regression_weight: float = field(default=DEFAULT_REGRESSION_WEIGHT, metadata={
+        "help": "joint training: > 0 appends a trainable linear head (started from the "
+                "closed-form ridge fit on the training samples) for the epochs, puts the ranking "
+                "terms on its outputs and adds this weight times a cosine-regression term "
+                "pulling each training sample's output onto its gradient's principal "
+                "coordinates; validation then scores encoder + head. The closed-form head is "
+                "refitted after training either way. Needs --head ridge; 0: off"})
 
     def __post_init__(self):
         for name in ("batch_query", "patience", "max_seq_length", "head_components"):
@@ -118,6 +126,10 @@ class DistillArguments:
         check_temperatures(self.temperature, self.temperature if self.target_temperature is None
                            else self.target_temperature)
         check_weights(self.pearson_weight, self.kl_weight, self.aggregate_weight)
+        if self.regression_weight < 0:
+            raise ValueError(f"regression_weight must be >= 0, got {self.regression_weight}")
+        if self.regression_weight > 0 and self.head != "ridge":
+            raise ValueError("regression_weight > 0 trains through a head: it needs head='ridge'")
 
     def to_dict(self) -> dict:
         return asdict(self)

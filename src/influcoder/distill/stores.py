@@ -47,8 +47,10 @@ def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
     query_texts = [encoder_text(s) for s in queries.samples]
     card = {"ground_truth": ground_truth_card(pool, queries), "base_encoder": encoder}
     try:
+        vectors = ({"pool_vectors": pool.vectors(), "query_vectors": queries.vectors()}
+                   if args.regression_weight > 0 else {})
         result = distill(model, pool_texts, query_texts, gt, args, out_dir=out,
-                         progress=progress, extra_card=card)
+                         progress=progress, extra_card=card, **vectors)
         if args.head == "ridge":
             result.head = _add_head(model, out, pool, queries, pool_texts, query_texts, args)
     except ValueError as e:  # too few samples to split, bad settings: the user's to fix

@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from sentence_transformers.util import batch_to_device
+from sentence_transformers.util import batch_to_device, cos_sim
 from tqdm.auto import tqdm
 
 from influcoder.distill import checkpoint
-from influcoder.distill.losses import InfluenceDistillLoss
+from influcoder.distill.head import append_head, training_head
+from influcoder.distill.losses import InfluenceDistillLoss, cosine_regression_loss
 from influcoder.distill.settings import DistillArguments
 from influcoder.evaluation.metrics import (
     aggregated_spearman,
@@ -53,6 +54,10 @@ CARD_FORMAT_VERSION = 1
 METRICS = {"per_anchor_spearman": per_anchor_spearman, "pairwise_spearman": pairwise_spearman,
            "aggregated_spearman": aggregated_spearman}
 SELECTION_METRIC = "per_anchor_spearman"
+# Joint training: the head's learning rate is this multiple of the encoder's. It starts from a
+# closed-form fit and only has to follow the encoder's drift, but at the encoder's 5e-5 it
+# would hardly move.
+HEAD_LR_SCALE = 20.0
 MIN_SPLIT = 2  # samples each side of a split needs: a Spearman over fewer is undefined
 
 
@@ -91,7 +96,8 @@ class DistillResult:
 
 
 def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: np.ndarray,
-            args: DistillArguments | None = None, *, out_dir: str | Path | None = None,
+            args: DistillArguments | None = None, *, pool_vectors: np.ndarray | None = None,
+            query_vectors: np.ndarray | None = None, out_dir: str | Path | None = None,
             progress: bool = True, extra_card: dict[str, Any] | None = None) -> DistillResult:
     """Train ``encoder`` in place so that the cosines of its embeddings rank like ``gt``.
 
@@ -108,6 +114,14 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
         gt: ground-truth influence ``[n_pool, n_query]``; any scale (only rankings and
             softmax-sharpened scores are matched).
         args: settings; ``None`` uses :class:`DistillArguments`' defaults.
+        pool_vectors, query_vectors: the ground-truth gradient vectors ``[n, dim]`` behind
+            ``gt``, one row per text; needed (only) for joint training,
+            ``args.regression_weight > 0``: a trainable head (:func:`training_head`) is then
+            appended for the epochs, the ranking terms score its outputs, a cosine-regression
+            term pulls the training samples' outputs onto their gradients' principal
+            coordinates, and validation scores encoder + head. The head is removed before
+            returning (a closed-form head is fitted afterwards, see
+            :func:`influcoder.distill.stores.distill_stores`).
         out_dir: if given, the trained encoder is saved there as a sentence-transformers
             directory (load it with ``SentenceTransformer(out_dir)``), together with
             ``influcoder_distill.json`` (settings, split sizes, per-epoch history, best epoch).
@@ -167,7 +181,9 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
                                    kl_weight=args.kl_weight, temperature=args.temperature,
                                    target_temperature=args.target_temperature,
                                    aggregate_weight=args.aggregate_weight)
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr)
+    targets = _joint_head(encoder, pool_texts, query_texts, pool_vectors, query_vectors, split,
+                          args)
+    optimizer = torch.optim.AdamW(_parameter_groups(encoder, args.lr, targets is not None))
 
     loop = None
     if out_dir is not None:
@@ -195,7 +211,12 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
             features = [_features(encoder, [pool_texts[i] for i in pool_idx]),
                         _features(encoder, [query_texts[j] for j in query_idx])]
             labels = torch.from_numpy(gt[np.ix_(pool_idx, query_idx)])
-            loss = loss_fn(features, labels)
+            pool_out, query_out = (encoder(f)["sentence_embedding"] for f in features)
+            loss = loss_fn.block_loss(cos_sim(pool_out, query_out), labels)
+            if targets is not None:
+                loss = loss + args.regression_weight * cosine_regression_loss(
+                    torch.cat([pool_out, query_out]),
+                    torch.cat([targets[0][pool_idx], targets[1][query_idx]]))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -218,6 +239,8 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
 
     encoder.load_state_dict(loop.best_state)
     encoder.eval()
+    if targets is not None:
+        del encoder[-1]  # the training head; the closed-form one is fitted on what is left
     if loop.best_epoch == 0 and args.epochs > 0:
         warnings.warn(f"no epoch beat the untrained encoder's validation {SELECTION_METRIC} "
                       f"({loop.untrained[SELECTION_METRIC]:.4f}); the untrained weights are kept",
@@ -228,6 +251,37 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
         save_encoder(encoder, out_dir, {**_card(encoder, args, result), **extra_card})
         checkpoint.remove(checkpoints)
     return result
+
+
+def _joint_head(encoder, pool_texts, query_texts, pool_vectors, query_vectors,
+                split: DistillSplit, args: DistillArguments):
+    """For joint training, append the starting head to ``encoder`` and return the regression
+    targets ``(pool [n_pool, k], queries [n_query, k])`` as tensors; otherwise ``None``."""
+    if args.regression_weight == 0:
+        return None
+    if pool_vectors is None or query_vectors is None:
+        raise ValueError("regression_weight > 0 needs the ground-truth vectors: pass "
+                         "pool_vectors and query_vectors")
+    if len(pool_vectors) != len(pool_texts) or len(query_vectors) != len(query_texts):
+        raise ValueError(f"one vector per text is needed: {len(pool_vectors)} pool vectors for "
+                         f"{len(pool_texts)} texts, {len(query_vectors)} query vectors for "
+                         f"{len(query_texts)} texts")
+    head, pool_targets, query_targets = training_head(
+        encoder, pool_texts, query_texts, pool_vectors, query_vectors, split.train_pool,
+        split.train_query, components=args.head_components, seed=args.seed)
+    append_head(encoder, head, normalize=False)
+    return torch.from_numpy(pool_targets), torch.from_numpy(query_targets)
+
+
+def _parameter_groups(encoder, lr: float, joint: bool) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: the whole encoder at ``lr``; with a training head (the last
+    module), the head at ``HEAD_LR_SCALE * lr``."""
+    if not joint:
+        return [{"params": list(encoder.parameters()), "lr": lr}]
+    head = list(encoder[-1].parameters())
+    ids = {id(p) for p in head}
+    return [{"params": [p for p in encoder.parameters() if id(p) not in ids], "lr": lr},
+            {"params": head, "lr": HEAD_LR_SCALE * lr}]
 
 
 def validation_figures(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: np.ndarray,

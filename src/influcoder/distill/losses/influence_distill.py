@@ -100,7 +100,10 @@ class InfluenceDistillLoss(nn.Module):
         self.aggregate_weight = aggregate_weight
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        scores = block_scores(self.model, sentence_features)
+        return self.block_loss(block_scores(self.model, sentence_features), labels)
+
+    def block_loss(self, scores: Tensor, labels: Tensor) -> Tensor:
+        """The loss of an already computed ``[P, Q]`` block of predicted cosines."""
         loss = (self.pearson_weight * pearson_loss(scores, labels)
                 + self.kl_weight * softmax_kl_loss(scores, labels, self.temperature,
                                                    self.target_temperature))
