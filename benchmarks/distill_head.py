@@ -126,7 +126,7 @@ def judge(gt, pred, labels, n_boot, seed) -> dict:
         low, high = metrics.bootstrap_interval(fn, gt, pred, n_resamples=n_boot, seed=seed)
         row[label], row[label + " 95%"] = fn(gt, pred), f"[{low:.2f}, {high:.2f}]"
     if labels is not None:
-        for how in metrics.AGGREGATES:
+        for how in metrics.AUPRC_AGGREGATES:
             row[f"AUPRC {how}"] = metrics.auprc(labels, metrics.aggregate_scores(pred, how))
     return row
 
