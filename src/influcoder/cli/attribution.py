@@ -95,7 +95,7 @@ def index(encoder, data, out, append, approx, quiet, limit, engine, ray_address,
         f"segment(s), {built.kind} search")
 
 
-def _query_options(f):
+def query_options(f):
     f = click.option("--ef-search", type=int, default=None,
                      help="hnsw index: candidates per search (more: slower, higher recall)")(f)
     f = click.option("--nprobe", type=int, default=None,
@@ -131,7 +131,7 @@ SCORE_LEGEND = ("score: cosine of the embeddings (1 = same direction, 0 = unrela
 @cli.command()
 @click.argument("index_dir", metavar="INDEX", type=click.Path(exists=True, file_okay=False))
 @click.argument("queries", required=False)
-@_query_options
+@query_options
 @click.option("--top-k", "-k", type=int, default=10, show_default=True,
               help="pool samples per query (clamped to the pool's size, with a warning)")
 @click.option("--aggregate", type=click.Choice(AGGREGATES), default=None,
@@ -214,7 +214,7 @@ def attribute(index_dir, queries, texts, prompt, encoder, backend, nprobe, ef_se
               show_default=True,
               help="mean: resembles the unwanted behaviour as a whole (steady as queries are "
                    "added); max: resembles any one example strongly (finds near-copies)")
-@_query_options
+@query_options
 @click.option("--width", type=int, default=80, show_default=True,
               help="characters of text shown per sample")
 @field_options
