@@ -135,3 +135,18 @@ def reference_select(vectors: np.ndarray, targets: np.ndarray, count: int, *, ho
             whose.append(j)
     return rows, picked, whose
 
+
+def reference_group_stats(scores: np.ndarray, labels: Sequence[str], *,
+                          temperature: float) -> dict[str, dict[str, float]]:
+    """Per-group statistics of one query's scores (one per pool sample), one group at a time
+    with plain Python: ``{group: {"n", "mean", "sum", "max", "softmax"}}``; ``softmax`` is
+    ``sum_i w_i s_i`` with ``w_i = exp(|s_i| / T) / sum_j exp(|s_j| / T)`` over the group,
+    computed with :func:`math.exp` after subtracting the group's largest ``|s| / T``."""
+    out = {}
+    for group in dict.fromkeys(labels):
+        s = [float(x) for x, g in zip(scores, labels) if g == group]
+        top = max(abs(x) / temperature for x in s)
+        w = [math.exp(abs(x) / temperature - top) for x in s]
+        out[group] = {"n": len(s), "mean": sum(s) / len(s), "sum": sum(s), "max": max(s),
+                      "softmax": sum(wi * x for wi, x in zip(w, s)) / sum(w)}
+    return out
