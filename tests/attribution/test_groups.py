@@ -82,7 +82,7 @@ def test_softmax_uses_the_magnitude_like_airrep():
 
 def test_group_attribution_over_every_pool_score(attributor):
     index = attributor.index
-    samples, q = attributor.encode(QUERIES)
+    _, q = attributor.encode(QUERIES)
     result = group_attribution(index, q, "source", temperature=0.1)
     labels = [s.meta.get("source", MISSING_GROUP) for seg in index.segments
               for s in seg.samples]
@@ -127,7 +127,7 @@ def test_cli_attribute_group_by(pool_dir, attributor, tmp_path):
     n_missing = sum(1 for r in big_pool_rows() if "source" not in r)
     assert f"{n_missing} pool samples lack 'source': their group is (missing)" in result.output
     assert result.output.count("\nquery ") == 2 and "softmax(|s|/0.1)" in result.output
-    samples, q = attributor.encode(QUERIES)
+    _, q = attributor.encode(QUERIES)
     best = group_attribution(attributor.index, q, "source").table(0)[0]
     assert f"{best['n']:>6}  {best['mean']:+8.4f}" in result.output
 

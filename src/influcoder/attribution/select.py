@@ -5,10 +5,12 @@ A pool sample's helpfulness to a target is the encoder's cosine between them (th
 stand-in for the gradient cosine LESS uses). Two ways to spend a budget of ``count`` samples:
 
 * **aggregate** (default): one score per pool sample over the targets, the top ``count``.
-  ``max`` (the default; LESS ranks by the maximum over the target examples) keeps a sample
-  that strongly matches any one target; ``mean`` (equal to the cosine with the targets' mean
-  vector times its length) keeps samples that match the target set as a whole; ``sum`` is
-  ``mean`` times the number of targets (the same ranking).
+  ``max`` (the default) keeps a sample that strongly matches any one target; ``mean`` (equal
+  to the cosine with the targets' mean vector times its length) keeps samples that match the
+  target set as a whole; ``sum`` is ``mean`` times the number of targets (the same ranking).
+  LESS (Xia et al. 2024, github.com/princeton-nlp/LESS, ``less/data_selection/matching.py``)
+  averages the scores over each subtask's examples and takes the maximum over subtasks:
+  ``max`` is LESS with each target its own subtask, ``mean`` with all targets one subtask.
 * **spread**: round robin over the targets in their order; each in turn takes its best pool
   sample not chosen yet (by its own cosine), until ``count`` are chosen. Each target gets
   ``count // T`` or one more, so none is left uncovered when ``count >= T`` (an aggregate can

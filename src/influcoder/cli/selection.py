@@ -21,8 +21,9 @@ from influcoder.io.tables import clip_text
               help="choose this share of the pool, in (0, 1] (0.05: 5%, rounded up)")
 @click.option("--count", "-n", type=int, default=None, help="choose this many pool samples")
 @click.option("--aggregate", type=click.Choice(AGGREGATES), default=None,
-              help=f"one score per pool sample over the targets: max (LESS: strongly like any "
-                   f"one target), mean (like the targets as a whole), sum "
+              help=f"one score per pool sample over the targets: max (strongly like any one "
+                   f"target; LESS with each target a subtask), mean (like the targets as a "
+                   f"whole), sum "
                    f"[default: {DEFAULT_SELECT_AGGREGATE}]")
 @click.option("--spread", is_flag=True,
               help="spread the budget over the targets: round robin, each target takes its "
