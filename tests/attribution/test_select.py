@@ -71,7 +71,7 @@ def test_select_rows_equals_brute_force(attributor, how, n_targets, count, first
     targets /= np.linalg.norm(targets, axis=1, keepdims=True)
     spread = how == "spread"
     sel = select_rows(index, targets, count, how="max" if spread else how, spread=spread,
-                      first_k=first_k)
+                      first_k=first_k, scan=False)
     rows, scores, whose = reference_select(index.vectors(), targets, count,
                                            how="max" if spread else how, spread=spread)
     assert sel.rows.tolist() == rows
@@ -83,6 +83,18 @@ def test_select_rows_equals_brute_force(attributor, how, n_targets, count, first
         assert share.max() - share.min() <= 1 and share.sum() == count
     if first_k == 1 and count > 1 and how != "mean" and how != "sum":
         assert sel.k > 1  # the search widened
+
+
+@pytest.mark.parametrize("n_targets", [1, 40])
+@pytest.mark.parametrize("count", [1, 60, 300])
+def test_max_by_scanning_equals_brute_force(attributor, n_targets, count):
+    index = attributor.index
+    targets = unit(np.random.default_rng(count + n_targets), n_targets, index.dim)
+    sel = select_rows(index, targets, count, scan=True)
+    rows, scores, whose = reference_select(index.vectors(), targets, count)
+    assert sel.k == 0 and sel.rows.tolist() == rows and sel.target.tolist() == whose
+    np.testing.assert_allclose(sel.scores, scores, atol=1e-5)
+    assert select_rows(index, targets, count).k == 0  # the default on a flat index
 
 
 def test_index_rows_equal_the_vectors(attributor):

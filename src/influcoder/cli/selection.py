@@ -40,9 +40,9 @@ def select(index_dir, targets, out, fraction, count, aggregate, spread, texts, p
 
     TARGETS: a data file of samples, a .txt file (one response per line), or - for stdin;
     or give --text. Give one of --fraction and --count. Each pool sample is scored by its
-    cosine to each target (exact on a flat index: FAISS search, widened until provably the
-    top; approximate on hnsw/ivf). Chosen rows are written in pool order, as they are in the
-    files the index was built from. OUT may not be an input.
+    cosine to each target (exact on a flat index; as approximate as the search on hnsw/ivf).
+    Chosen rows are written in pool order, as they are in the files the index was built
+    from. OUT may not be an input.
 
     \b
     Examples:
