@@ -253,3 +253,12 @@ def test_cli_select_empty_targets_exit_2(pool_dir, tmp_path):
     result = CliRunner().invoke(cli, ["select", str(pool_dir / "idx"), "--count", "3",
                                       "--out", str(tmp_path / "s.jsonl")])
     assert result.exit_code == 2 and "give TARGETS" in result.output
+
+
+def test_help_has_examples():
+    helped = CliRunner().invoke(cli, ["select", "--help"])
+    assert helped.exit_code == 0 and "influcoder select runs/index task.jsonl" in helped.output
+    assert "--spread" in helped.output and "--fraction" in helped.output
+    helped = CliRunner().invoke(cli, ["attribute", "--help"])
+    assert "--group-by" in helped.output and "--group-by source" in helped.output
+    assert "select" in CliRunner().invoke(cli, ["--help"]).output
