@@ -102,3 +102,51 @@ def gaussian_projection(x: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     matrix = torch.randn(x.shape[1], dim, generator=generator) / math.sqrt(dim)
     return x.to(torch.float32) @ matrix.to(x.device)
+
+
+def reference_select(vectors: np.ndarray, targets: np.ndarray, count: int, *, how: str = "max",
+                     spread: bool = False) -> tuple[list[int], list[float], list[int]]:
+    """:func:`influcoder.attribution.select.select_rows` by brute force over the whole score
+    matrix: ``(rows, scores, targets)`` in the order chosen.
+
+    Aggregate: every pool row's ``how`` (mean, sum or max) of its cosines to the targets, the
+    ``count`` highest (ties: lower row first), each with the target it scores highest with.
+    Spread: targets take turns in their order, each taking the row of its highest cosine not
+    taken yet (ties: lower row first), one row per turn, until ``count`` rows are taken.
+    """
+    scores = np.asarray(vectors, dtype=np.float64) @ np.asarray(targets, dtype=np.float64).T
+    n, n_targets = scores.shape
+    if not spread:
+        agg = {"mean": scores.mean(axis=1), "sum": scores.sum(axis=1),
+               "max": scores.max(axis=1)}[how]
+        ranked = sorted(range(n), key=lambda r: (-agg[r], r))[:count]
+        return ranked, [float(agg[r]) for r in ranked], [int(scores[r].argmax()) for r in ranked]
+    prefs = [sorted(range(n), key=lambda r, j=j: (-scores[r, j], r)) for j in range(n_targets)]
+    taken: set[int] = set()
+    rows, picked, whose = [], [], []
+    while len(rows) < count:
+        for j in range(n_targets):
+            if len(rows) == count:
+                break
+            row = next(r for r in prefs[j] if r not in taken)
+            taken.add(row)
+            rows.append(row)
+            picked.append(float(scores[row, j]))
+            whose.append(j)
+    return rows, picked, whose
+
+
+def reference_group_stats(scores: np.ndarray, labels: Sequence[str], *,
+                          temperature: float) -> dict[str, dict[str, float]]:
+    """Per-group statistics of one query's scores (one per pool sample), one group at a time
+    with plain Python: ``{group: {"n", "mean", "sum", "max", "softmax"}}``; ``softmax`` is
+    ``sum_i w_i s_i`` with ``w_i = exp(|s_i| / T) / sum_j exp(|s_j| / T)`` over the group,
+    computed with :func:`math.exp` after subtracting the group's largest ``|s| / T``."""
+    out = {}
+    for group in dict.fromkeys(labels):
+        s = [float(x) for x, g in zip(scores, labels) if g == group]
+        top = max(abs(x) / temperature for x in s)
+        w = [math.exp(abs(x) / temperature - top) for x in s]
+        out[group] = {"n": len(s), "mean": sum(s) / len(s), "sum": sum(s), "max": max(s),
+                      "softmax": sum(wi * x for wi, x in zip(w, s)) / sum(w)}
+    return out

@@ -118,6 +118,40 @@ def test_metadata_filter(client, service):
     assert bad.status_code == 400 and "unknown metadata field 'colour'" in bad.json()["error"]
 
 
+def test_group_by_equals_the_reference(client, service):
+    from tests.references import reference_group_stats
+
+    scores, _ = reference(service, "", QUERY)
+    topics = [s.meta["topic"] for s in service.samples]
+    body = client.post("/api/attribute", json={"text": QUERY, "k": 3, "group_by": "topic",
+                                               "temperature": 0.5}).json()
+    groups = body["groups"]
+    assert groups["field"] == "topic" and groups["n_missing"] == 0
+    assert groups["missing_group"] == "(missing)" and groups["temperature"] == 0.5
+    expected = reference_group_stats(scores, topics, temperature=0.5)
+    assert [g["softmax"] for g in groups["rows"]] == sorted(
+        (g["softmax"] for g in groups["rows"]), reverse=True)
+    assert {g["group"] for g in groups["rows"]} == set(expected)
+    for g in groups["rows"]:
+        for name in ("n", "mean", "sum", "max", "softmax"):
+            assert g[name] == pytest.approx(expected[g["group"]][name], abs=1e-5), name
+    # the filters choose the hits; the groups stay over the whole pool
+    filtered = client.post("/api/attribute", json={"text": QUERY, "group_by": "topic",
+                                                   "temperature": 0.5,
+                                                   "filters": {"topic": "t1"}}).json()
+    assert filtered["groups"] == groups
+    assert client.post("/api/attribute", json={"text": QUERY}).json()["groups"] is None
+    batch = client.post("/api/attribute/batch", json={"queries": [{"text": QUERY}],
+                                                      "group_by": "topic",
+                                                      "temperature": 0.5}).json()
+    assert batch["results"][0]["groups"] == groups
+    bad = client.post("/api/attribute", json={"text": QUERY, "group_by": "colour"})
+    assert bad.status_code == 400 and "unknown metadata field 'colour'" in bad.json()["error"]
+    bad = client.post("/api/attribute", json={"text": QUERY, "group_by": "topic",
+                                              "temperature": 0})
+    assert bad.status_code == 422 and "temperature" in bad.json()["error"]
+
+
 def test_batch_equals_single(client):
     queries = [{"text": QUERY}, {"prompt": "How do I boil an egg?", "response": "Boil it."}]
     batch = client.post("/api/attribute/batch", json={"queries": queries, "k": 3}).json()

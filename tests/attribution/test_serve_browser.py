@@ -168,6 +168,31 @@ def test_clean_the_training_file(browser, live_server, serve_pool, tmp_path):
     assert kept == [r for r in originals if r["id"] not in removed]
 
 
+def test_groups_in_the_page(browser, live_server, service):
+    from influcoder.attribution.attributor import text_query
+    from influcoder.attribution.serve.service import QueryItem
+
+    d = browser
+    d.get(f"{live_server}/?token={TOKEN}")
+    wait(d, lambda: "24 pool samples" in d.find_element(By.ID, "pool-info").text)
+    d.find_element(By.ID, "response").send_keys(QUERY)
+    d.find_element(By.ID, "run").click()
+    wait(d, lambda: len(hit_ids(d)) == 10)
+    assert not d.find_element(By.ID, "groups").is_displayed()
+    Select(d.find_element(By.ID, "group-by")).select_by_value("topic")  # reruns the query
+    wait(d, lambda: d.find_elements(By.CSS_SELECTOR, "#groups-table tr[data-group]"))
+    shown = d.execute_script(
+        "return [...document.querySelectorAll('#groups-table tr[data-group]')].map("
+        "(tr) => [...tr.children].map((td) => td.textContent))")
+    [answer] = service.attribute([QueryItem(text_query(QUERY), 10, group_by="topic")])
+    assert shown == [[g["group"], str(g["n"]), *(f"{g[s]:.4f}" for s in
+                                                 ("mean", "sum", "max", "softmax"))]
+                     for g in answer["groups"]["rows"]]
+    assert "softmax(|s|/0.1)" in d.find_element(By.ID, "groups-info").text
+    Select(d.find_element(By.ID, "group-by")).select_by_value("")
+    wait(d, lambda: not d.find_element(By.ID, "groups").is_displayed())
+
+
 def _item(text, k):
     from influcoder.attribution.attributor import text_query
     from influcoder.attribution.serve.service import QueryItem

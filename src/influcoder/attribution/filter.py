@@ -97,7 +97,9 @@ def parquet_schema(index: Index, out_fmt: str):
     return pq.read_schema(sources[0].path)
 
 
-def _check_not_input(paths: list[Path], index: Index, inputs) -> None:
+def check_not_input(paths: list[Path], index: Index, inputs) -> None:
+    """Refuse to write any of ``paths`` over the pool's source files, ``inputs`` or the index
+    (``filter`` and ``select`` write their results with it)."""
     protected = {Path(s["source"]["path"]).resolve() for s in index.meta["segments"]
                  if s["source"]["path"] and s["source"]["format"] != "hf"}
     protected |= {Path(p).resolve() for p in inputs if p and p != "-"}
@@ -167,7 +169,7 @@ def filter_pool(attributor: Attributor, queries, out: str | os.PathLike, *,
     out = Path(out)
     fmt = output_format(out)
     removed_path = removed_path_for(out)
-    _check_not_input([out, removed_path], attributor.index, inputs)
+    check_not_input([out, removed_path], attributor.index, inputs)
     index = attributor.index
     ranking = attributor.aggregate(queries, how)
     rows_removed, rule = select(ranking, top_k=top_k, fraction=fraction, threshold=threshold)

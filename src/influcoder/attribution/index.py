@@ -222,6 +222,25 @@ class Index:
             out[start:start + len(chunk)] = chunk
         return out
 
+    def rows(self, rows) -> np.ndarray:
+        """The unit vectors of some global ``rows`` (in that order), reading only the shards
+        that hold them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n):
+            raise ValueError(f"rows must be between 0 and {self.n - 1}")
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        seg_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        for seg in np.unique(seg_of):
+            store = self.segments[seg]
+            at = np.flatnonzero(seg_of == seg)
+            local = rows[at] - self.offsets[seg]
+            shard_of = local // store.shard_rows
+            for k in np.unique(shard_of):
+                here = shard_of == k
+                shard = store.shard(int(k)).astype(np.float32, copy=False)
+                out[at[here]] = shard[local[here] - k * store.shard_rows]
+        return normalize_rows(out)
+
     # -- search
     @property
     def faiss_index(self):

@@ -25,6 +25,20 @@ STORAGE_DTYPES: tuple[str, ...] = get_args(StorageDtype)
 FAISS_KINDS: tuple[str, ...] = get_args(FaissKind)
 AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 
+#: ``select``: how a pool sample's cosines to the targets become one score (LESS: max).
+DEFAULT_SELECT_AGGREGATE = "max"
+#: ``select``: the first number of neighbours searched per target; doubled until the
+#: selection is provably the exact one (see :mod:`influcoder.attribution.select`).
+SELECT_FIRST_K = 64
+
+#: ``attribute --group-by``: the statistics of a group's scores, and the group of the samples
+#: that lack the field.
+GROUP_STATS: tuple[str, ...] = ("mean", "sum", "max", "softmax")
+MISSING_GROUP = "(missing)"
+#: ``attribute --group-by``: the temperature of the softmax-weighted group score (see
+#: :mod:`influcoder.attribution.groups`; 1 is AirRep's released formula).
+DEFAULT_GROUP_TEMPERATURE = 0.1
+
 DEFAULT_BATCH_SIZE = 32
 #: Rows per shard of an embedding store: the unit of resumption and of engine work.
 DEFAULT_EMBEDDING_SHARD_ROWS = 1024

@@ -5,7 +5,14 @@ clean message and exit with status 2; anything else is a bug and keeps its trace
 """
 
 # Importing the command modules registers their commands on the group.
-from influcoder.cli import attribution, demo, ground_truth, serve, training  # noqa: F401
+from influcoder.cli import (  # noqa: F401
+    attribution,
+    demo,
+    ground_truth,
+    selection,
+    serve,
+    training,
+)
 from influcoder.cli.app import cli, main
 
 __all__ = ["cli", "main"]

@@ -45,6 +45,7 @@ def cli():
       index     embed a pool into a FAISS index (resumable, appendable)
       attribute the most influential pool samples for queries, in milliseconds
       filter    remove the pool samples most influential on unwanted behaviour
+      select    choose the pool samples most helpful to target examples (LESS)
       serve     a web page and JSON API over an index (attribute, clean a data file)
       evaluate  compare methods against the gradient ground truth; HTML report
       demo      all of it, end to end, on the bundled models and real data

@@ -1,10 +1,18 @@
-"""Commands of the online side: encode, index, attribute, filter."""
+"""Commands of the online side: encode, index, attribute (per sample or per group), filter."""
 
 from __future__ import annotations
 
 import click
 
-from influcoder.attribution.settings import AGGREGATES, BACKENDS, DEFAULT_ENCODER, FAISS_KINDS
+from influcoder.attribution.settings import (
+    AGGREGATES,
+    BACKENDS,
+    DEFAULT_ENCODER,
+    DEFAULT_GROUP_TEMPERATURE,
+    FAISS_KINDS,
+    GROUP_STATS,
+    MISSING_GROUP,
+)
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
     encoder_options,
@@ -95,7 +103,7 @@ def index(encoder, data, out, append, approx, quiet, limit, engine, ray_address,
         f"segment(s), {built.kind} search")
 
 
-def _query_options(f):
+def query_options(f):
     f = click.option("--ef-search", type=int, default=None,
                      help="hnsw index: candidates per search (more: slower, higher recall)")(f)
     f = click.option("--nprobe", type=int, default=None,
@@ -131,20 +139,27 @@ SCORE_LEGEND = ("score: cosine of the embeddings (1 = same direction, 0 = unrela
 @cli.command()
 @click.argument("index_dir", metavar="INDEX", type=click.Path(exists=True, file_okay=False))
 @click.argument("queries", required=False)
-@_query_options
+@query_options
 @click.option("--top-k", "-k", type=int, default=10, show_default=True,
               help="pool samples per query (clamped to the pool's size, with a warning)")
 @click.option("--aggregate", type=click.Choice(AGGREGATES), default=None,
               help="one score per pool sample over all the queries, as a ranking")
+@click.option("--group-by", "group_by", metavar="FIELD", default=None,
+              help="influence per group of this metadata field of the pool (a source, a "
+                   "file): mean, sum, max and AirRep's softmax-weighted score of every pool "
+                   "sample's score; samples without it are the group '(missing)'")
+@click.option("--temperature", type=float, default=DEFAULT_GROUP_TEMPERATURE, show_default=True,
+              help="--group-by: temperature T of the softmax score, sum_i softmax(|s|/T)_i s_i "
+                   "(1: AirRep's released formula)")
 @click.option("--out", "-o", default=None,
               help="write the results to a .jsonl, .csv, .json or .parquet file (with "
-                   "--aggregate: every pool sample, ranked)")
+                   "--aggregate: every pool sample, ranked; with --group-by: the groups)")
 @click.option("--width", type=int, default=100, show_default=True,
               help="characters of text shown per sample")
 @field_options
 @handle_errors
 def attribute(index_dir, queries, texts, prompt, encoder, backend, nprobe, ef_search, top_k,
-              aggregate, out, width, **kw):
+              aggregate, group_by, temperature, out, width, **kw):
     """The pool samples of INDEX that most influenced each query.
 
     QUERIES: a data file of samples (prompt and response), a .txt file (one response per
@@ -157,6 +172,8 @@ def attribute(index_dir, queries, texts, prompt, encoder, backend, nprobe, ef_se
       influcoder attribute runs/index queries.jsonl -k 20 --out top.csv
       echo "I cannot help with that." | influcoder attribute runs/index -
       influcoder attribute runs/index unwanted.jsonl --aggregate mean --out ranking.parquet
+      influcoder attribute runs/index queries.jsonl --group-by source
+      influcoder attribute runs/index unwanted.jsonl --aggregate mean --group-by source -o g.csv
     """
     import warnings
 
@@ -165,10 +182,16 @@ def attribute(index_dir, queries, texts, prompt, encoder, backend, nprobe, ef_se
 
     if top_k < 1:
         raise click.UsageError("--top-k must be >= 1")
+    if not temperature > 0:
+        raise click.UsageError("--temperature must be > 0")
     samples = _load_queries(queries, texts, prompt, kw)
     attributor = Attributor.load(index_dir, encoder, backend=backend, nprobe=nprobe,
                                  ef_search=ef_search)
     index = attributor.index
+    if group_by is not None:
+        _attribute_groups(attributor, samples, aggregate, group_by, temperature, out, top_k,
+                          width)
+        return
     if aggregate is not None:
         ranking = attributor.aggregate(samples, aggregate)
         if out is not None:
@@ -199,6 +222,44 @@ def attribute(index_dir, queries, texts, prompt, encoder, backend, nprobe, ef_se
                        f"{_sample_text(h.sample, width)}")
 
 
+def _attribute_groups(attributor, samples, aggregate, field, temperature, out, top_k, width):
+    """``attribute --group-by``: a table of groups per query (or for the aggregate)."""
+    from influcoder.attribution.groups import group_attribution, ranking_groups
+    from influcoder.io.tables import write_table
+
+    index = attributor.index
+    if aggregate is not None:
+        ranking = attributor.aggregate(samples, aggregate)
+        result = ranking_groups(index, ranking.scores, field, temperature=temperature)
+        heads = [(f"{aggregate} over {len(samples)} queries", "aggregate")]
+    else:
+        samples, q = attributor.encode(samples)
+        result = group_attribution(index, q, field, temperature=temperature)
+        heads = [(f"query {j} ({s.id}): {_sample_text(s, width)}", s.id)
+                 for j, s in enumerate(samples, start=1)]
+    groups = result.groups
+    missing = (f"; {groups.n_missing} pool samples lack '{field}': their group is "
+               f"{MISSING_GROUP}" if groups.n_missing else "")
+    if out is not None:
+        rows = [{"query_id": qid, "field": field, **row, "temperature": temperature}
+                for j, (_, qid) in enumerate(heads) for row in result.table(j)]
+        write_table(out, rows)
+        log(f"wrote {out}: {len(heads)} x {len(groups.names)} groups of '{field}'{missing}")
+        return
+    click.echo(f"influence per group of '{field}' ({len(groups.names)} groups) over every pool "
+               f"sample's score; softmax: sum of softmax(|s|/{temperature:g}) * s over the "
+               f"group (AirRep){missing}")
+    for j, (head, _) in enumerate(heads):
+        table = result.table(j)
+        click.echo(f"\n{head}")
+        click.echo(f"  {'n':>6}  " + "  ".join(f"{name:>8}" for name in GROUP_STATS) + "  group")
+        for row in table[:top_k]:
+            click.echo(f"  {row['n']:>6}  " + "  ".join(f"{row[name]:+8.4f}" for name in
+                                                       GROUP_STATS) + f"  {row['group']}")
+        if len(table) > top_k:
+            click.echo(f"  ... {len(table) - top_k} more groups (--top-k, or --out for all)")
+
+
 @cli.command(name="filter")
 @click.argument("index_dir", metavar="INDEX", type=click.Path(exists=True, file_okay=False))
 @click.argument("queries", required=False)
@@ -214,7 +275,7 @@ def attribute(index_dir, queries, texts, prompt, encoder, backend, nprobe, ef_se
               show_default=True,
               help="mean: resembles the unwanted behaviour as a whole (steady as queries are "
                    "added); max: resembles any one example strongly (finds near-copies)")
-@_query_options
+@query_options
 @click.option("--width", type=int, default=80, show_default=True,
               help="characters of text shown per sample")
 @field_options

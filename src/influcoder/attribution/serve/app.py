@@ -121,7 +121,8 @@ def create_app(service: Service, *, token: str | None = None,
 
     @app.post("/api/attribute", summary="The pool samples most influential on one output")
     async def attribute(body: AttributeRequest, request: Request):
-        item = QueryItem(body.sample(), body.k, body.filter_tuples(), body.bins)
+        item = QueryItem(body.sample(), body.k, body.filter_tuples(), body.bins, body.group_by,
+                         body.temperature)
         future = service.submit(item)
         result = await asyncio.wrap_future(future)
         _record(request, future, result)
@@ -130,7 +131,8 @@ def create_app(service: Service, *, token: str | None = None,
     @app.post("/api/attribute/batch", summary="The same for several outputs")
     async def attribute_batch(body: BatchRequest):
         filters = body.filter_tuples()
-        futures = [service.submit(QueryItem(q.sample(), body.k, filters, body.bins))
+        futures = [service.submit(QueryItem(q.sample(), body.k, filters, body.bins, body.group_by,
+                                             body.temperature))
                    for q in body.queries]
         results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         for future, result in zip(futures, results):

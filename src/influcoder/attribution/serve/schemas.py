@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from influcoder.attribution.settings import Aggregate
+from influcoder.attribution.settings import DEFAULT_GROUP_TEMPERATURE, Aggregate
 from influcoder.io.samples import Sample, content_id
 
 #: The largest ``k`` of one query, and the most rows an aggregate returns.
@@ -62,6 +62,12 @@ class _Options(BaseModel):
     filters: Filters = Field(default_factory=dict, description=FILTERS_HELP)
     bins: int = Field(30, ge=0, le=MAX_BINS, description="histogram bins of the query's "
                                                           "scores over the pool (0: none)")
+    group_by: str | None = Field(None, description="a metadata field: the query's influence "
+                                 "per group of it (n, mean, sum, max, softmax) over every pool "
+                                 "score, filters aside; samples without it are the group "
+                                 "'(missing)'")
+    temperature: float = Field(DEFAULT_GROUP_TEMPERATURE, gt=0, description="of the softmax "
+                               "group score (AirRep's, see influcoder.attribution.groups)")
 
     def filter_tuples(self) -> dict[str, tuple[str, ...]]:
         return {name: (v,) if isinstance(v, str) else tuple(v)

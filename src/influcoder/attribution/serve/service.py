@@ -5,14 +5,15 @@ Everything is read-only. The service holds every pool vector in memory (``n x di
 150 MB at 100,000 x 384) because a percentile needs the query's score against *every* pool
 sample anyway; the top ``k`` then comes from those exact scores too, so the server's results
 are exact for every FAISS kind, and a metadata filter is a mask over them, not a post-filter
-that can run out of hits. Encoding and z-scores are the :class:`Attributor`'s, aggregation is
+that can run out of hits; a ``group_by`` field adds the query's influence per group of that
+field (:mod:`influcoder.attribution.groups`, over every pool score). Encoding and z-scores are
+the :class:`Attributor`'s, aggregation is
 :meth:`Attributor.aggregate`, the cleaned file is :func:`split_pool`'s (what ``filter``
 writes).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
@@ -22,9 +23,17 @@ import numpy as np
 
 from influcoder.attribution.attributor import Attributor, Hit
 from influcoder.attribution.filter import parquet_schema, split_pool
+from influcoder.attribution.groups import (
+    GroupAttribution,
+    PoolGroups,
+    group_stats,
+    meta_key,
+    pool_groups,
+)
 from influcoder.attribution.light import LightEncoder
 from influcoder.attribution.serve.batcher import Batcher
 from influcoder.attribution.serve.scores import histogram, percentiles, top_rows
+from influcoder.attribution.settings import DEFAULT_GROUP_TEMPERATURE, MISSING_GROUP
 from influcoder.errors import InputError
 from influcoder.io.samples import Sample, encoder_text
 from influcoder.io.tables import table_bytes
@@ -41,12 +50,8 @@ class QueryItem:
     k: int = 10
     filters: dict[str, tuple[str, ...]] = field(default_factory=dict)
     bins: int = 30
-
-
-def meta_key(value) -> str:
-    """A metadata value as the text filters compare (JSON for lists and objects)."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
-                                                           sort_keys=True)
+    group_by: str | None = None
+    temperature: float = DEFAULT_GROUP_TEMPERATURE
 
 
 def sample_dict(sample: Sample, row: int) -> dict:
@@ -91,6 +96,7 @@ class Service:
         self.fields, self.facets = self._facets()
         self._masks: dict[str, dict[str, np.ndarray]] = {}
         self._masks_lock = threading.Lock()
+        self._groups: dict[str, PoolGroups] = {}
         self.ground_truth = ground_truth
         index.stats()  # read once here, not by the first request
         self.batcher = Batcher(self._attribute_batch, max_batch=max_batch, workers=workers)
@@ -121,14 +127,24 @@ class Service:
         return None if row is None else sample_dict(self.samples[row], row)
 
     # -- metadata filters
-    def check_filters(self, filters: dict[str, tuple[str, ...]]) -> None:
-        """Refuse an unknown field and build the masks the filters need (before a query is
-        queued, so one bad request never fails a batch)."""
-        for name in filters:
+    def check_filters(self, filters: dict[str, tuple[str, ...]],
+                      group_by: str | None = None) -> None:
+        """Refuse an unknown field and build the masks (and groups) the query needs (before
+        it is queued, so one bad request never fails a batch)."""
+        for name in [*filters, *([group_by] if group_by is not None else [])]:
             if name not in self.fields:
                 raise InputError(f"unknown metadata field '{name}' (the pool has: "
                                  f"{', '.join(self.fields) or 'none'})")
+        for name in filters:
             self._field_masks(name)
+        if group_by is not None:
+            self._field_groups(group_by)
+
+    def _field_groups(self, name: str) -> PoolGroups:
+        with self._masks_lock:
+            if name not in self._groups:
+                self._groups[name] = pool_groups(self.samples, name)
+            return self._groups[name]
 
     def _field_masks(self, name: str) -> dict[str, np.ndarray]:
         with self._masks_lock:
@@ -159,13 +175,13 @@ class Service:
     # -- attribution
     def submit(self, item: QueryItem):
         """Queue one query; a future of its answer (see :meth:`_answer`)."""
-        self.check_filters(item.filters)
+        self.check_filters(item.filters, item.group_by)
         return self.batcher.submit(item)
 
     def attribute(self, items: list[QueryItem]) -> list[dict]:
         """Answer queries now, in this thread (the batcher's function, for library use)."""
         for item in items:
-            self.check_filters(item.filters)
+            self.check_filters(item.filters, item.group_by)
         return self._attribute_batch(items)
 
     def pool_scores(self, q: np.ndarray) -> np.ndarray:
@@ -205,7 +221,19 @@ class Service:
                 "n_candidates": self.index.n if mask is None else int(mask.sum()),
                 "pool_scores": {"mean": float(scores.mean()), "min": lo, "max": hi},
                 "histogram": histogram(scores, item.bins, lo, hi), "hits": hits,
-                "ground_truth": None if gt is None else gt.compare(query.id, scores, item.k)}
+                "ground_truth": None if gt is None else gt.compare(query.id, scores, item.k),
+                "groups": None if item.group_by is None else self._groups_of(item, scores)}
+
+    def _groups_of(self, item: QueryItem, scores: np.ndarray) -> dict:
+        """The query's influence per group of ``item.group_by``, over every pool score (the
+        metadata filters do not apply)."""
+        groups = self._field_groups(item.group_by)
+        stats = group_stats(scores, groups.codes, len(groups.names),
+                            temperature=item.temperature)
+        table = GroupAttribution(groups, item.temperature,
+                                 {k: v[None] for k, v in stats.items()}).table()
+        return {"field": item.group_by, "temperature": item.temperature,
+                "n_missing": groups.n_missing, "missing_group": MISSING_GROUP, "rows": table}
 
     # -- aggregation and the cleaned file
     def aggregate(self, queries: list[Sample], how: str, k: int) -> dict:

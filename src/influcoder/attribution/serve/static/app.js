@@ -74,6 +74,9 @@ async function start() {
     select.addEventListener("change", () => { setFilter(name, select.value); });
     box.append(el("label", { class: "inline", text: name + " " }, select));
   }
+  const groupBy = $("group-by");
+  groupBy.replaceChildren(el("option", { value: "", text: "none" }),
+    ...info.fields.map((name) => el("option", { value: name, text: name })));
 }
 
 function setFilter(name, value) {
@@ -93,6 +96,7 @@ async function runQuery(event) {
                  filters: state.filters, bins: 40 };
   const id = $("query-id").value.trim();
   if (id) body.id = id;
+  if ($("group-by").value) body.group_by = $("group-by").value;
   $("run").disabled = true;
   try {
     state.result = await api("/api/attribute", body);
@@ -112,6 +116,24 @@ function renderResult(r) {
   const list = $("hits");
   list.replaceChildren(...r.hits.map((h) => renderHit(h, r.pool_scores)));
   renderGroundTruth(r.ground_truth);
+  renderGroups(r.groups);
+}
+
+function renderGroups(g) {
+  // the query's influence per group of a metadata field, over every pool sample (filters aside)
+  const box = $("groups");
+  box.replaceChildren();
+  box.hidden = !g;
+  if (!g) return;
+  const missing = g.n_missing ? ` ${g.n_missing} pool samples lack ${g.field}: their group is ${g.missing_group}.` : "";
+  box.append(el("p", { id: "groups-info", text: `Influence per ${g.field} over every pool sample's ` +
+    `score, highest softmax first (softmax: AirRep's group score, the sum of softmax(|s|/${g.temperature}) × s ` +
+    `over the group; the metadata filters do not apply).${missing}` }));
+  const stats = ["mean", "sum", "max", "softmax"];
+  box.append(el("table", { id: "groups-table" },
+    el("tr", {}, el("th", { text: g.field }), el("th", { text: "n" }), ...stats.map((s) => el("th", { text: s }))),
+    ...g.rows.map((r) => el("tr", { "data-group": r.group }, el("td", { text: r.group }),
+      el("td", { class: "num", text: r.n }), ...stats.map((s) => el("td", { class: "num", text: fmt(r[s], 4) }))))));
 }
 
 function renderHit(h, pool) {
@@ -297,6 +319,7 @@ $("unwanted-file").addEventListener("change", async (event) => {
   $("unwanted-info").textContent = `${state.unwanted.length} unwanted outputs read from ${file.name}`;
   $("rank").disabled = state.unwanted.length === 0;
 });
+$("group-by").addEventListener("change", () => { if ($("response").value.trim()) runQuery(); });
 $("rank").addEventListener("click", rankPool);
 $("download-clean").addEventListener("click", downloadClean);
 $("token-save").addEventListener("click", () => {
