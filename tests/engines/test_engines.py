@@ -107,7 +107,7 @@ def test_worker_count_is_one_per_gpu_on_a_gpu_run():
 
 def test_the_device_reaches_the_ray_engine(monkeypatch):
     """A stage on a GPU (Plan.gpus_per_worker) asks get_engine for one GPU per actor."""
-    import influcoder.engines as engines
+    from influcoder import engines
     from influcoder.io.job import fill_store
 
     asked = {}

@@ -8,7 +8,12 @@ from click.testing import CliRunner
 
 from influcoder.cli import cli
 from influcoder.io import devices
-from influcoder.io.devices import DeviceError, check_device, resolve_device, resolve_precision
+from influcoder.io.devices import (
+    DeviceError,
+    check_device,
+    resolve_device,
+    resolve_precision,
+)
 
 HAS_CUDA = torch.cuda.is_available()
 
