@@ -31,7 +31,7 @@ def test_the_device_is_provenance_not_a_setting(tiny_model_dir, small_data, tmp_
 
 def test_cpu_precision_is_float32_unless_bf16_is_chosen(tiny_model_dir, small_data, tmp_path,
                                                         monkeypatch):
-    monkeypatch.setattr(devices, "CPU_DEFAULT_BF16", False)
+    monkeypatch.setattr(devices, "cpu_default_bf16", lambda: False)
     auto = collect(str(small_data), tmp_path / "auto", _args(tiny_model_dir), device="cpu",
                    **QUIET)
     fp32 = collect(str(small_data), tmp_path / "fp32", _args(tiny_model_dir, precision="fp32"),
@@ -54,10 +54,10 @@ def test_auto_precision_keeps_the_stores_own_on_another_machine(tiny_model_dir, 
                                                                 tmp_path, monkeypatch):
     """A store begun where auto meant bf16 (a GPU) is continued in bf16 on a CPU machine, and
     stores made --like it are bf16 too: its rows never mix two precisions."""
-    monkeypatch.setattr(devices, "CPU_DEFAULT_BF16", True)      # as on a GPU machine
+    monkeypatch.setattr(devices, "cpu_default_bf16", lambda: True)     # as on a GPU machine
     first = collect(str(small_data), tmp_path / "s", _args(tiny_model_dir), device="cpu", **QUIET)
     assert first.setup["gradient"]["precision"] == "bf16-autocast"
-    monkeypatch.setattr(devices, "CPU_DEFAULT_BF16", False)     # now a float32 machine
+    monkeypatch.setattr(devices, "cpu_default_bf16", lambda: False)     # now a float32 machine
     again = collect(str(small_data), tmp_path / "s", _args(tiny_model_dir), device="cpu",
                     **QUIET)
     assert again.setup == first.setup

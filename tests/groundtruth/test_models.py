@@ -19,7 +19,7 @@ from influcoder.groundtruth.targets import FAMILIES, find_lora_targets
 from ..conftest import build_tiny_tokenizer
 
 FAST = ["--sketch-dim", "64", "--max-length", "64", "--batch-size", "4", "--shard-rows", "4",
-        "--dtype", "float32", "--quiet", "--device", "cpu"]
+        "--dtype", "float32", "--precision", "fp32", "--quiet", "--device", "cpu"]
 COMMON = {"vocab_size": 400, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
           "num_attention_heads": 4, "max_position_embeddings": 256, "pad_token_id": 0,
           "bos_token_id": 1, "eos_token_id": 2}

@@ -56,7 +56,7 @@ def test_a_gpu_number_beyond_the_machines_is_refused(monkeypatch):
 
 def test_precision_follows_the_device_unless_chosen_or_stored(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(devices, "CPU_DEFAULT_BF16", False)
+    monkeypatch.setattr(devices, "cpu_default_bf16", lambda: False)
     assert resolve_precision("auto", gpu) is True
     assert resolve_precision("auto", cpu) is False
     assert resolve_precision("bf16", cpu) is True
@@ -91,3 +91,29 @@ def test_cuda_on_a_cpu_machine_exits_with_the_option_named(tmp_path):
     assert result.exit_code == 2
     assert "--device cuda: CUDA is not available" in result.output
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(("flags", "native"), [
+    ("fpu avx512f avx512bw avx512_bf16", True), ("fpu amx_bf16 amx_tile", True),
+    ("fpu avx512f avx512bw", False)])
+def test_native_bf16_needs_the_cpu_flag(monkeypatch, flags, native):
+    """oneDNN also reports bf16 on AVX-512 CPUs that only emulate it; the flag decides."""
+
+    class FakePath:
+        def __init__(self, *a):
+            pass
+
+        def read_text(self, **kw):
+            return f"processor\t: 0\nflags\t\t: {flags}\n"
+
+    monkeypatch.setattr(devices, "Path", FakePath)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True,
+                        raising=False)
+    assert devices.cpu_native_bf16.__wrapped__() is native
+
+
+def test_cpu_auto_precision_is_bf16_exactly_where_the_cpu_is_native(monkeypatch):
+    monkeypatch.setattr(devices, "cpu_native_bf16", lambda: True)
+    assert resolve_precision("auto", torch.device("cpu")) is True
+    monkeypatch.setattr(devices, "cpu_native_bf16", lambda: False)
+    assert resolve_precision("auto", torch.device("cpu")) is False

@@ -80,10 +80,12 @@ class CollectArguments:
         "help": "'chat' (the model's chat template), 'plain' (prompt, newline, response, EOS) "
                 "or 'auto' (chat where the tokenizer has one)"})
     bf16: bool = field(default=False, metadata={
-        "help": "bf16 autocast for forward/backward (the same as --precision bf16)"})
+        "help": "bf16 autocast for forward/backward (the same as --precision bf16; for float32 "
+                "give --precision fp32)"})
     precision: str = field(default="auto", metadata={
         "help": "forward/backward precision: bf16 (autocast), fp32, or auto (a resumed or "
-                "--like store's own, else bf16 on a GPU and fp32 on a CPU)"})
+                "--like store's own, else bf16 on a GPU or a CPU with native bf16 (AVX512-BF16, "
+                "AMX), fp32 on other CPUs)"})
     batch_size: int = field(default=8, metadata={"help": "samples per forward/backward"})
     dtype: str = field(default="float16", metadata={"help": "stored dtype: float16 or float32"})
     shard_rows: int = field(default=DEFAULT_SHARD_ROWS, metadata={
