@@ -95,3 +95,21 @@ def test_a_gpu_run_asks_ray_for_a_gpu_per_actor(tiny_model_dir, small_data, tmp_
     assert plan.gpus_per_worker == 1 and plan.provenance["device"] == "cuda:0 (fake)"
     worker = plan.remote()
     assert worker.device == "cuda" and worker.bf16 is True      # auto on a GPU: bf16
+
+
+def test_like_takes_a_device_but_no_setting(tiny_model_dir, small_data, tmp_path):
+    from click.testing import CliRunner
+
+    from influcoder.cli import cli
+
+    fast = ["--adapter-init", "fresh", "--sketch-dim", "64", "--max-length", "64", "-q"]
+    runner = CliRunner()
+    r = runner.invoke(cli, ["collect", str(small_data), "-o", str(tmp_path / "p"), "--model",
+                            str(tiny_model_dir), "--device", "cpu", *fast])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["collect", str(small_data), "--like", str(tmp_path / "p"), "-o",
+                            str(tmp_path / "q"), "--device", "cpu", "-q"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["collect", str(small_data), "--like", str(tmp_path / "p"), "-o",
+                            str(tmp_path / "r"), "--precision", "bf16"])
+    assert r.exit_code == 2 and "drop --precision" in r.output

@@ -74,7 +74,7 @@ def test_precision_follows_the_device_unless_chosen_or_stored(monkeypatch):
     ["collect", "data.jsonl", "-o", "out"], ["encode", "data.jsonl", "-o", "out"],
     ["index", "enc", "data.jsonl", "-o", "out"], ["attribute", ".", "--text", "x"],
     ["filter", ".", "q.jsonl", "-o", "x.jsonl", "-k", "1"], ["distill", ".", ".", "-o", "x"],
-    ["evaluate", ".", "."], ["demo"]])
+    ["evaluate", ".", "."], ["demo"], ["serve", "."]])
 def test_every_model_stage_checks_its_device_option(command):
     result = CliRunner().invoke(cli, [*command, "--device", "cuda:x"])
     assert result.exit_code == 2
