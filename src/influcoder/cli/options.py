@@ -37,8 +37,8 @@ def dataclass_options(cls, exclude: tuple[str, ...] = ()):
                 base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
                 plain = isinstance(base[0], type) and base[0] is not types.NoneType
                 typ = base[0] if plain else str
-                opt = click.option(flag, fld.name, type=typ, default=None,
-                                   help=f"{help_} [default: {default}]")
+                shown = "" if "[default:" in help_ else f" [default: {default}]"
+                opt = click.option(flag, fld.name, type=typ, default=None, help=help_ + shown)
             f = opt(f)
         return f
     return decorate
