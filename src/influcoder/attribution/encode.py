@@ -37,6 +37,7 @@ from influcoder.attribution.settings import EncodeArguments
 from influcoder.errors import InputError
 from influcoder.io.devices import DEFAULT_DEVICE
 from influcoder.io.job import CheckedWorker, Plan, StoreJob, run_job
+from influcoder.io.layout import MANIFEST_NAME
 from influcoder.io.samples import Fields, encoder_text
 from influcoder.io.stores import Store, package_versions
 
@@ -132,7 +133,8 @@ def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
     Args:
         data: the samples.
         out: the store directory.
-        args: settings (:class:`EncodeArguments`); see :class:`EncodeJob` for resuming.
+        args: settings (:class:`EncodeArguments`); see :class:`EncodeJob` for resuming
+            (``backend="auto"`` resumes a store with the backend it was begun with).
         engine, ray_address, num_workers: where shards are computed
             (:mod:`influcoder.engines`).
         device: where the encoder runs (``auto``: a GPU when there is one).
@@ -143,6 +145,12 @@ def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
         >>> store.vectors().shape
         (1000, 384)
     """
-    return run_job(EncodeJob(args or EncodeArguments(), device), data, out, fields=fields, limit=limit,
+    args = args or EncodeArguments()
+    if args.backend == "auto" and (Path(out) / MANIFEST_NAME).is_file():
+        # auto resumes a store with the backend it was begun with, which auto may have
+        # resolved otherwise on another machine or device (bf16 on a GPU, torch on a CPU)
+        stored = Store(out, allow_incomplete=True).manifest["provenance"]["arguments"]
+        args = replace(args, backend=stored.get("backend", "auto"))
+    return run_job(EncodeJob(args, device), data, out, fields=fields, limit=limit,
                    engine=engine, ray_address=ray_address, num_workers=num_workers,
                    progress=progress)
