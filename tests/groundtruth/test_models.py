@@ -192,6 +192,12 @@ def test_a_peft_adapter_directory_is_the_model(tiny_model_dir, small_data, tmp_p
     assert a.setup["adapter"]["origin"] == "user" and a.setup["gradient"]["target"] == "lora"
     assert a.setup["model"] == b.setup["model"]
     assert a.setup["adapter"]["sha256"] != b.setup["adapter"]["sha256"]
+    # the setup describes the adapter as it is, not the (unused) LoRA options
+    assert {k: a.setup["adapter"][k] for k in ("rank", "alpha", "targets")} == {
+        "rank": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]}
+    assert run("collect", small_data, "--like", tmp_path / "a", "-o", tmp_path / "q",
+               "-q").exit_code == 0
+    assert open_store(tmp_path / "q").setup == a.setup
     # the trained adapter's weights are the ones differentiated
     np.testing.assert_allclose(a.vectors(), _direct_vectors(tiny_model_dir, trained, small_data),
                                atol=1e-5)

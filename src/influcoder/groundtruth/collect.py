@@ -47,16 +47,20 @@ def gradient_target(args: CollectArguments) -> str:
 
 
 def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, template: str,
-                adapter_sha: str, adapter_origin: str, *, targets=None, bf16=None) -> dict:
+                adapter_sha: str, adapter_origin: str, *, targets=None, bf16=None,
+                adapter_config: dict | None = None) -> dict:
     """Everything that must be identical for two gradient stores to be comparable.
     ``targets``: the LoRA targets resolved (``--lora-targets auto``); ``bf16``: the precision
-    resolved (``--precision auto``); each defaults to what ``args`` says."""
+    resolved (``--precision auto``); each defaults to what ``args`` says. ``adapter_config``
+    (``rank``, ``alpha``, ``targets``): a loaded adapter's own, instead of ``args``'."""
     chat = getattr(tokenizer, "chat_template", None) or ""
     bf16 = args.bf16 or args.precision == "bf16" if bf16 is None else bf16
+    described = adapter_config or {"rank": args.lora_rank, "alpha": args.lora_alpha,
+                                   "targets": list(targets or args.lora_targets)}
     return {
         "model": {"fingerprint": model_fingerprint},
-        "adapter": {"sha256": adapter_sha, "origin": adapter_origin, "rank": args.lora_rank,
-                    "alpha": args.lora_alpha, "targets": list(targets or args.lora_targets)},
+        "adapter": {"sha256": adapter_sha, "origin": adapter_origin, "rank": described["rank"],
+                    "alpha": described["alpha"], "targets": list(described["targets"])},
         "gradient": {"target": gradient_target(args), "loss": "mean response-token CE",
                      "precision": "bf16-autocast" if bf16 else "float32",
                      "normalized": True},
@@ -71,23 +75,30 @@ def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, 
 
 
 def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: Store | None,
-                     progress: bool = False, targets=None, device=None) -> tuple[object, str]:
-    """Return ``(peft_model, origin)``; the adapter comes from, in order: the store being
-    resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up seeded one. ``model``
-    is on the CPU, so a seeded adapter is the same on every machine; the adapter and model
-    are then moved to ``device`` (where the warm-up runs)."""
+                     progress: bool = False, targets=None, device=None
+                     ) -> tuple[object, str, dict | None]:
+    """Return ``(peft_model, origin, config)``; the adapter comes from, in order: the store
+    being resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up seeded one.
+    ``config`` describes a loaded adapter (rank, alpha, targets): a store's as it recorded it
+    (the adapter is the same, its digest is checked), a user's from its PEFT config; None for
+    a seeded one (the arguments describe it). ``model`` is on the CPU, so a seeded adapter is
+    the same on every machine; the adapter and model are then moved to ``device`` (where the
+    warm-up runs)."""
     from influcoder.groundtruth.lora import attach_lora, load_adapter, warmup
 
     resumed = out if (out / MANIFEST_NAME).is_file() else None
     for store_dir in (resumed, like.path if like else None):
         if store_dir is not None and (Path(store_dir) / ADAPTER_DIR).is_dir():
-            origin = Store(store_dir, allow_incomplete=True).setup["adapter"]["origin"]
-            return load_adapter(model, Path(store_dir) / ADAPTER_DIR).to(device), origin
+            recorded = Store(store_dir, allow_incomplete=True).setup["adapter"]
+            config = {k: recorded[k] for k in ("rank", "alpha", "targets")}
+            return (load_adapter(model, Path(store_dir) / ADAPTER_DIR).to(device),
+                    recorded["origin"], config)
     if args.adapter:
         if not Path(args.adapter, "adapter_config.json").is_file():
             raise InflucoderError(f"{args.adapter}: not a PEFT adapter directory "
                                   f"(no adapter_config.json)")
-        return load_adapter(model, args.adapter).to(device), "user"
+        peft_model = load_adapter(model, args.adapter).to(device)
+        return peft_model, "user", _peft_config(peft_model)
     try:
         peft_model = attach_lora(model, rank=args.lora_rank, alpha=args.lora_alpha,
                                  targets=targets or args.lora_targets, seed=args.seed)
@@ -97,7 +108,7 @@ def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: 
         raise InflucoderError(f"--lora-targets: {e}{hint}") from None
     peft_model.to(device)
     if args.adapter_init == "fresh" or args.warmup_steps == 0:
-        return peft_model, "fresh"
+        return peft_model, "fresh", None
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(tokenized))
     bs = args.warmup_batch_size
@@ -107,7 +118,15 @@ def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: 
     losses = warmup(peft_model, batches, steps=args.warmup_steps, lr=args.warmup_lr,
                     seed=args.seed, progress=progress)
     logger.info(f"warm-up loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-    return peft_model, "warmup"
+    return peft_model, "warmup", None
+
+
+def _peft_config(peft_model) -> dict:
+    """Rank, alpha and target modules of a loaded PEFT LoRA adapter, as a setup records them."""
+    config = peft_model.peft_config[peft_model.active_adapter]
+    targets = config.target_modules
+    return {"rank": config.r, "alpha": config.lora_alpha,
+            "targets": [targets] if isinstance(targets, str) else sorted(targets)}
 
 
 class CollectJob(StoreJob):
@@ -155,10 +174,10 @@ class CollectJob(StoreJob):
         bf16 = resolve_precision("bf16" if args.bf16 else args.precision, device,
                                  stored.setup["gradient"]["precision"] if stored else None)
         torch.manual_seed(args.seed)
-        peft_model, origin = _prepare_adapter(model, args, tokenized, out, like,
-                                              self.progress, targets, device)
+        peft_model, origin, adapter_config = _prepare_adapter(model, args, tokenized, out, like,
+                                                              self.progress, targets, device)
         setup = build_setup(args, ref, model_fp, tokenizer, template, adapter_digest(peft_model),
-                            origin, targets=targets, bf16=bf16)
+                            origin, targets=targets, bf16=bf16, adapter_config=adapter_config)
         if like is not None and setup != like.setup:
             raise StoreError(f"cannot reproduce the setup of {like.path} (stored vs now):\n  "
                              + "\n  ".join(setup_differences(like.setup, setup)))
