@@ -184,3 +184,46 @@ def test_cli_encode_bad_input_exits_2(tiny_encoder, tmp_path):
     result = CliRunner().invoke(cli, ["encode", "x.jsonl", "-e", str(tmp_path / "nope"),
                                       "-o", str(tmp_path / "x")])
     assert result.exit_code == 2
+
+
+def test_encode_device_is_provenance_and_onnx_stays_on_the_cpu(tiny_encoder, tmp_path,
+                                                              monkeypatch):
+    import torch
+
+    from influcoder.attribution.backends import resolve_backend
+    from influcoder.io.devices import DeviceError
+
+    samples = [Sample(f"s{i}", p, r) for i, (p, r) in enumerate(POOL[:4])]
+    args = EncodeArguments(encoder=str(tiny_encoder), backend="torch")
+    store = encode(samples, tmp_path / "e", args, progress=False, device="cpu")
+    assert store.manifest["provenance"]["device"] == "cpu"
+    assert "device" not in store.manifest["provenance"]["arguments"]
+    again = encode(samples, tmp_path / "e", args, progress=False, device="auto")  # resumes as is
+    np.testing.assert_array_equal(again.vectors(), store.vectors())
+    # auto: bf16 on a GPU whatever the CPU; an ONNX backend ignores the device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_backend("auto", "cuda") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="--device cuda: CUDA is not available"):
+        resolve_backend("auto", "cuda")
+    assert resolve_backend("onnx", "cuda") == "onnx"
+
+
+def test_auto_backend_resumes_with_the_stores_own(tiny_encoder, tmp_path, monkeypatch):
+    """A store begun where auto meant one backend (bf16 on a GPU) resumes with it on a machine
+    where auto means another, instead of being refused."""
+    import influcoder.attribution.encode as encode_module
+
+    samples = [Sample(f"s{i}", p, r) for i, (p, r) in enumerate(POOL[:4])]
+    first = encode(samples, tmp_path / "e", EncodeArguments(encoder=str(tiny_encoder),
+                                                             backend="torch"), progress=False)
+    real = encode_module.resolve_backend
+    monkeypatch.setattr(encode_module, "resolve_backend",
+                        lambda b, d="cpu": "bf16" if b == "auto" else real(b, d))
+    again = encode(samples, tmp_path / "e", EncodeArguments(encoder=str(tiny_encoder)),
+                   progress=False)
+    assert again.manifest["provenance"]["arguments"]["backend"] == "torch"
+    np.testing.assert_array_equal(again.vectors(), first.vectors())
+    with pytest.raises(StoreError, match="backend"):   # an explicit other backend is refused
+        encode(samples, tmp_path / "e", EncodeArguments(encoder=str(tiny_encoder),
+                                                        backend="bf16"), progress=False)

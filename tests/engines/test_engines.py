@@ -83,3 +83,65 @@ def test_collect_on_ray_equals_local(ray_instance, tiny_model_dir, small_data, t
                      **QUIET)
     assert remote.setup == local.setup
     np.testing.assert_array_equal(remote.vectors(), local.vectors())
+
+
+def test_actor_resources_follow_the_device():
+    from influcoder.engines.ray import actor_options
+
+    assert actor_options(0) == {"num_cpus": 1}
+    assert actor_options(1) == {"num_cpus": 1, "num_gpus": 1}
+    with pytest.raises(ValueError):
+        actor_options(-1)
+
+
+def test_worker_count_is_one_per_gpu_on_a_gpu_run():
+    from influcoder.engines.ray import worker_count
+
+    free = {"CPU": 16.0, "GPU": 4.0}
+    assert worker_count(free, n_jobs=100) == 16
+    assert worker_count(free, n_jobs=100, gpus_per_worker=1) == 4
+    assert worker_count(free, n_jobs=3, gpus_per_worker=1) == 3
+    assert worker_count({"CPU": 16.0}, n_jobs=3, num_workers=8) == 3
+    assert worker_count({"CPU": 0.0}, n_jobs=3) == 1
+
+
+def test_the_device_reaches_the_ray_engine(monkeypatch):
+    """A stage on a GPU (Plan.gpus_per_worker) asks get_engine for one GPU per actor."""
+    from influcoder import engines
+    from influcoder.io.job import fill_store
+
+    asked = {}
+
+    def fake_engine(name, **kw):
+        asked.update(kw, name=name)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(engines, "get_engine", fake_engine)
+
+    class Writer:
+        n, path = 1, "x"
+
+        def missing_shards(self):
+            return [0]
+
+        def missing_rows(self):
+            return 1
+
+        def shard_range(self, k):
+            return 0, 1
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        fill_store(Writer(), lambda: None, lambda a, b: None, desc="t", engine="ray",
+                   gpus_per_worker=1, progress=False)
+    assert asked == {"name": "ray", "address": None, "num_workers": None, "gpus_per_worker": 1}
+
+
+def test_a_gpu_run_on_a_cluster_without_gpus_is_refused(ray_instance):
+    from influcoder.errors import InflucoderError
+
+    with get_engine("ray", gpus_per_worker=1) as engine:
+        assert engine.options == {"num_cpus": 1, "num_gpus": 1}
+        if ray_instance.cluster_resources().get("GPU", 0):
+            pytest.skip("this Ray instance has a GPU")
+        with pytest.raises(InflucoderError, match="the Ray cluster has 0 GPU"):
+            list(engine.map(lambda: (lambda p: p), [(0, 1)]))

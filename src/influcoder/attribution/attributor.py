@@ -171,12 +171,14 @@ class Attributor:
     @classmethod
     def load(cls, index_dir: str | os.PathLike, encoder: str | None = None, *,
              backend: str = "auto", batch_size: int | None = None, nprobe: int | None = None,
-             ef_search: int | None = None, threads: int | None = None) -> "Attributor":
+             ef_search: int | None = None, threads: int | None = None,
+             device: str = "cpu") -> "Attributor":
         """Open an index with its encoder (``encoder``: None means the one it was built
         with; another one must have the same fingerprint). ``backend="auto"`` encodes queries
         with ONNX Runtime where it is installed (float32-exact; no torch is imported once the
         encoder's export is cached, see :mod:`influcoder.attribution.light`; ``threads``: its
-        ONNX Runtime threads, see :class:`~influcoder.attribution.light.LightEncoder`)."""
+        ONNX Runtime threads, see :class:`~influcoder.attribution.light.LightEncoder`), always
+        on the CPU; the torch back ends run on ``device`` (a ``--device`` value)."""
         index = Index(index_dir, nprobe=nprobe, ef_search=ef_search)
         name = encoder or index.encoder_name
         try:
@@ -191,7 +193,7 @@ class Attributor:
         encoder = query_encoder(name, backend=backend, fingerprint=fingerprint,
                                 max_seq_length=index.setup["max_seq_length"],
                                 batch_size=batch_size or index.arguments.batch_size,
-                                threads=threads)
+                                threads=threads, device=device)
         return cls(index, encoder)
 
     def encode(self, queries) -> tuple[list[Sample], np.ndarray]:

@@ -18,8 +18,8 @@ backend    what runs                                        fidelity / needs
            Runtime with its graph optimisations             ``onnx`` and ``onnxruntime``
 ``int8``   that ONNX model with int8 weights (ONNX          Spearman about 0.99 on MiniLM, the
            Runtime dynamic quantisation, per channel)       fastest; needs the same packages
-``auto``   ``bf16`` where torch reports native bf16         (the default)
-           support, else ``torch``
+``auto``   ``bf16`` on a GPU or where torch reports        (the default)
+           native bf16 support, else ``torch``
 =========  ==============================================  =====================================
 
 PyTorch's own dynamic int8 quantisation (``quantize_dynamic`` of the Linear layers) is not
@@ -76,15 +76,18 @@ def encoder_fingerprint(name: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def resolve_backend(backend: str) -> str:
-    """The backend ``auto`` stands for on this machine (other names are returned as given)."""
+def resolve_backend(backend: str, device: str = "cpu") -> str:
+    """The backend ``auto`` stands for on ``device`` of this machine (a ``--device`` value;
+    other backend names are returned as given): ``bf16`` on a GPU or a CPU with bf16 units."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
         return backend
     import torch
 
-    native_bf16 = torch.cuda.is_available() or (
+    from influcoder.io.devices import resolve_device
+
+    native_bf16 = resolve_device(device).type == "cuda" or (
         torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return "bf16" if native_bf16 else "torch"
 
@@ -98,27 +101,27 @@ def onnx_file(fingerprint: str, backend: str) -> Path:
     return cache_dir() / "onnx" / f"{fingerprint.split(':', 1)[1][:32]}-{backend}" / "model.onnx"
 
 
-def resolve_query_backend(backend: str) -> str:
+def resolve_query_backend(backend: str, device: str = "cpu") -> str:
     """The backend ``auto`` stands for when encoding queries: ``onnx`` (float32-exact, and it
-    starts without torch, :mod:`influcoder.attribution.light`) where ONNX Runtime and the ONNX
-    exporter are installed, else what :func:`resolve_backend` says."""
+    starts without torch, :mod:`influcoder.attribution.light`; always on the CPU) where ONNX
+    Runtime and the ONNX exporter are installed, else what :func:`resolve_backend` says."""
     from influcoder.attribution.light import onnx_runtime_available
 
     if backend == "auto" and onnx_runtime_available() and importlib.util.find_spec("onnx"):
         return "onnx"
-    return resolve_backend(backend)
+    return resolve_backend(backend, device)
 
 
 def query_encoder(name: str, *, backend: str = "auto", fingerprint: str | None = None,
                   max_seq_length: int, batch_size: int = DEFAULT_BATCH_SIZE,
-                  threads: int | None = None):
+                  threads: int | None = None, device: str = "cpu"):
     """The encoder for queries: the torch-free :class:`~influcoder.attribution.light.
     LightEncoder` where it can serve (an ONNX backend whose export is cached; ``threads``: its
-    ONNX Runtime threads), else a :class:`FastEncoder`. Both expose ``encode(texts)``, ``dim``,
-    ``name`` and ``backend``."""
+    ONNX Runtime threads; always on the CPU), else a :class:`FastEncoder` on ``device``. Both
+    expose ``encode(texts)``, ``dim``, ``name`` and ``backend``."""
     from influcoder.attribution.light import light_encoder
 
-    backend = resolve_query_backend(backend)
+    backend = resolve_query_backend(backend, device)
     fingerprint = fingerprint or encoder_fingerprint(name)
     if fingerprint.startswith("sha256:"):
         light = light_encoder(resolve_encoder(name), onnx_file(fingerprint, backend),
@@ -127,7 +130,7 @@ def query_encoder(name: str, *, backend: str = "auto", fingerprint: str | None =
         if light is not None:
             return light
     return FastEncoder(name, backend=backend, max_seq_length=max_seq_length,
-                       batch_size=batch_size)
+                       batch_size=batch_size, device=device)
 
 
 def export_for_queries(name: str, fingerprint: str) -> bool:
@@ -158,7 +161,9 @@ class FastEncoder:
         backend: one of :data:`BACKENDS` (see the module docstring).
         max_seq_length: tokens per text (longer texts are cut); None keeps the encoder's own.
         batch_size: texts per forward pass.
-        device: ``cpu`` or ``cuda`` (the ONNX backends always run on the CPU).
+        device: a ``--device`` value: ``auto`` (a GPU when there is one), ``cpu``, ``cuda``,
+            ``cuda:N`` (:mod:`influcoder.io.devices`); the ONNX backends always run on the
+            CPU.
 
     Example::
 
@@ -173,22 +178,25 @@ class FastEncoder:
         import torch
 
         from influcoder.attribution.encoders import load_encoder
+        from influcoder.io.devices import resolve_device
 
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if max_seq_length is not None and max_seq_length < 2:
             raise ValueError("max_seq_length must be >= 2")
         self.name = encoder
-        self.backend = resolve_backend(backend)
+        self.backend = resolve_backend(backend, device)
         self.batch_size = batch_size
-        self.model = load_encoder(encoder, device=device).eval()
+        if self.backend in ("onnx", "int8"):
+            device = "cpu"
+        self._device = resolve_device(device)
+        self.model = load_encoder(encoder, device=str(self._device)).eval()
         if max_seq_length is not None:
             self.model.max_seq_length = max_seq_length
         if self.model.max_seq_length is None:
             raise InflucoderError(f"the encoder '{encoder}' sets no max_seq_length; give one")
         self.max_seq_length = int(self.model.max_seq_length)
         self.dim = int(self.model.get_embedding_dimension())
-        self._device = torch.device(device)
         self._session = None
         self._fused = None
         from influcoder.attribution.fused_bert import FusedBert, why_not_fusable

@@ -205,7 +205,8 @@ def build_index(data, out: str | os.PathLike, encoder: str | None = None, *,
                 batch_size: int | None = None, shard_rows: int | None = None,
                 fields: Fields | None = None, limit: int | None = None, split: str = "train",
                 engine: str = "local", ray_address: str | None = None,
-                num_workers: int | None = None, progress: bool = True) -> Index:
+                num_workers: int | None = None, progress: bool = True,
+                device: str = "auto") -> Index:
     """Encode ``data`` into the index ``out`` (create it, resume it, or ``append`` to it).
 
     Args:
@@ -223,6 +224,8 @@ def build_index(data, out: str | os.PathLike, encoder: str | None = None, *,
         dtype, max_seq_length, shard_rows: how vectors are made and stored; fixed once the
             index exists.
         engine, ray_address, num_workers: where shards are encoded (:mod:`influcoder.engines`).
+        device: where the encoder runs (``auto``: a GPU when there is one); not a setting of
+            the index.
 
     Example::
 
@@ -268,7 +271,7 @@ def build_index(data, out: str | os.PathLike, encoder: str | None = None, *,
                                  f"command to finish it, or delete {seg_dir}")
         seg_dir.parent.mkdir(parents=True, exist_ok=True)
         store = encode(samples, seg_dir, args, engine=engine, ray_address=ray_address,
-                       num_workers=num_workers, progress=progress)
+                       num_workers=num_workers, progress=progress, device=device)
         if meta is not None and setup_differences(store.setup, meta["setup"]):
             raise StoreError(f"{seg_dir}: not built like the index:\n  "
                              + "\n  ".join(setup_differences(meta["setup"], store.setup)))

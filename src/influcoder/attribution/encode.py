@@ -35,7 +35,9 @@ import numpy as np
 from influcoder.attribution.backends import FastEncoder, encoder_fingerprint, resolve_backend
 from influcoder.attribution.settings import EncodeArguments
 from influcoder.errors import InputError
+from influcoder.io.devices import DEFAULT_DEVICE
 from influcoder.io.job import CheckedWorker, Plan, StoreJob, run_job
+from influcoder.io.layout import MANIFEST_NAME
 from influcoder.io.samples import Fields, encoder_text
 from influcoder.io.stores import Store, package_versions
 
@@ -74,56 +76,68 @@ class EncoderWorker(CheckedWorker):
     backend: str
     max_seq_length: int
     batch_size: int
+    #: ``cpu`` or ``cuda`` (the GPU Ray gave this actor)
+    device: str = "cpu"
 
     def load(self):
         return encoder_fingerprint(self.encoder), FastEncoder(
             self.encoder, backend=self.backend, max_seq_length=self.max_seq_length,
-            batch_size=self.batch_size).encode
+            batch_size=self.batch_size, device=self.device).encode
 
 
 class EncodeJob(StoreJob):
     """The embedding stage as a store-filling job (:mod:`influcoder.io.job`). A store being
     resumed keeps its settings, except the encoder's name (its fingerprint must still match);
-    ``backend="auto"`` is recorded as the backend it resolved to."""
+    ``backend="auto"`` is recorded as the backend it resolved to on ``device`` (a ``--device``
+    value, :mod:`influcoder.io.devices`: where the encoder runs, not part of the settings)."""
 
     kind, desc, made, settings = KIND, "encode", "encoded", EncodeArguments
     renamable = ("encoder",)
 
-    def __init__(self, args: EncodeArguments):
-        super().__init__(replace(args, backend=resolve_backend(args.backend)))
+    def __init__(self, args: EncodeArguments, device: str = DEFAULT_DEVICE):
+        super().__init__(replace(args, backend=resolve_backend(args.backend, device)))
+        self.device = device
 
     def plan(self, samples, source: str, out: Path) -> Plan:
         if not samples:
             raise InputError("no samples to encode")
+        from influcoder.io.devices import describe_device
+
         args = self.args
         encoder = FastEncoder(args.encoder, backend=args.backend,
-                              max_seq_length=args.max_seq_length, batch_size=args.batch_size)
+                              max_seq_length=args.max_seq_length, batch_size=args.batch_size,
+                              device=self.device)
         fingerprint = encoder_fingerprint(args.encoder)
+        gpu = encoder._device.type == "cuda"
         return Plan(
             setup=embedding_setup(fingerprint, encoder.max_seq_length, args.dtype),
             dim=encoder.dim, dtype=args.dtype, shard_rows=args.shard_rows,
             local=lambda: encoder.encode,
             remote=lambda: EncoderWorker(fingerprint, args.encoder, encoder.backend,
-                                         encoder.max_seq_length, args.batch_size),
+                                         encoder.max_seq_length, args.batch_size,
+                                         "cuda" if gpu else "cpu"),
+            gpus_per_worker=int(gpu),
             payload=lambda start, stop: [encoder_text(s) for s in samples[start:stop]],
             convert=lambda rows: to_storage(rows, args.dtype),
-            provenance={"encoder_name": args.encoder,
+            provenance={"encoder_name": args.encoder, "device": describe_device(encoder._device),
                         "versions": package_versions("sentence-transformers", "onnxruntime")})
 
 
 def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
            fields: Fields | None = None, limit: int | None = None, engine: str = "local",
            ray_address: str | None = None, num_workers: int | None = None,
-           progress: bool = True) -> Store:
+           progress: bool = True, device: str = DEFAULT_DEVICE) -> Store:
     """Encode ``data`` (a path, ``-``, or a list of :class:`Sample`) into the embedding store
     ``out``, resuming it if an earlier run was interrupted.
 
     Args:
         data: the samples.
         out: the store directory.
-        args: settings (:class:`EncodeArguments`); see :class:`EncodeJob` for resuming.
+        args: settings (:class:`EncodeArguments`); see :class:`EncodeJob` for resuming
+            (``backend="auto"`` resumes a store with the backend it was begun with).
         engine, ray_address, num_workers: where shards are computed
             (:mod:`influcoder.engines`).
+        device: where the encoder runs (``auto``: a GPU when there is one).
 
     Example::
 
@@ -131,6 +145,12 @@ def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
         >>> store.vectors().shape
         (1000, 384)
     """
-    return run_job(EncodeJob(args or EncodeArguments()), data, out, fields=fields, limit=limit,
+    args = args or EncodeArguments()
+    if args.backend == "auto" and (Path(out) / MANIFEST_NAME).is_file():
+        # auto resumes a store with the backend it was begun with, which auto may have
+        # resolved otherwise on another machine or device (bf16 on a GPU, torch on a CPU)
+        stored = Store(out, allow_incomplete=True).manifest["provenance"]["arguments"]
+        args = replace(args, backend=stored.get("backend", "auto"))
+    return run_job(EncodeJob(args, device), data, out, fields=fields, limit=limit,
                    engine=engine, ray_address=ray_address, num_workers=num_workers,
                    progress=progress)

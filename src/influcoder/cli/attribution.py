@@ -15,6 +15,7 @@ from influcoder.attribution.settings import (
 )
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
+    device_option,
     encoder_options,
     engine_options,
     field_options,
@@ -32,10 +33,11 @@ from influcoder.io.tables import clip_text
 @click.option("--out", "-o", required=True, help="store directory to create (or resume)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @encoder_options
+@device_option(extra=" (the onnx and int8 backends always use the CPU)")
 @engine_options
 @field_options
 @handle_errors
-def encode(data, encoder, out, quiet, limit, engine, ray_address, num_workers, **kw):
+def encode(data, encoder, out, quiet, device, limit, engine, ray_address, num_workers, **kw):
     """Embeddings of DATA (prompt, blank line, response) into a store, like `collect` makes
     for gradients: `score`, `info` and open_store() work on both.
 
@@ -44,6 +46,7 @@ def encode(data, encoder, out, quiet, limit, engine, ray_address, num_workers, *
       influcoder encode train.jsonl --encoder runs/encoder --out runs/train-emb
       influcoder encode train.jsonl -e all-minilm-l6-v2 -o runs/emb --dtype int8
       influcoder encode big.jsonl -e runs/encoder -o runs/big --engine ray
+      influcoder encode big.jsonl -e runs/encoder -o runs/big --device cuda --batch-size 512
     """
     from dataclasses import replace
 
@@ -57,7 +60,8 @@ def encode(data, encoder, out, quiet, limit, engine, ray_address, num_workers, *
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     store = run_encode(data, out, args, fields=fields, limit=limit, engine=engine,
-                       ray_address=ray_address, num_workers=num_workers, progress=not quiet)
+                       ray_address=ray_address, num_workers=num_workers, progress=not quiet,
+                       device=device)
     log(f"wrote {store.path}: {store.n} samples x {store.dim} ({store.dtype})")
 
 
@@ -72,11 +76,12 @@ def encode(data, encoder, out, quiet, limit, engine, ray_address, num_workers, *
                    "(approximate, for millions of samples); changing it rebuilds faiss.index")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @encoder_options
+@device_option(extra=" (the onnx and int8 backends always use the CPU)")
 @engine_options
 @field_options
 @handle_errors
-def index(encoder, data, out, append, approx, quiet, limit, engine, ray_address, num_workers,
-          **kw):
+def index(encoder, data, out, append, approx, quiet, device, limit, engine, ray_address,
+          num_workers, **kw):
     """Encode the pool DATA with ENCODER into a persistent, searchable index.
 
     ENCODER is a sentence-transformers directory (from `distill`) or 'all-minilm-l6-v2'.
@@ -96,7 +101,7 @@ def index(encoder, data, out, append, approx, quiet, limit, engine, ray_address,
     try:
         built = build_index(data, out, encoder, append=append, approx=approx, fields=fields,
                             limit=limit, engine=engine, ray_address=ray_address,
-                            num_workers=num_workers, progress=not quiet, **kw)
+                            num_workers=num_workers, progress=not quiet, device=device, **kw)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     log(f"wrote {built.path}: {built.n} samples x {built.dim} in {len(built.segments)} "
@@ -104,6 +109,8 @@ def index(encoder, data, out, append, approx, quiet, limit, engine, ray_address,
 
 
 def query_options(f):
+    f = device_option(f, extra=" for a torch backend; the onnx and int8 backends (auto's "
+                                "choice where ONNX Runtime is installed) always use the CPU")
     f = click.option("--ef-search", type=int, default=None,
                      help="hnsw index: candidates per search (more: slower, higher recall)")(f)
     f = click.option("--nprobe", type=int, default=None,
@@ -158,8 +165,8 @@ SCORE_LEGEND = ("score: cosine of the embeddings (1 = same direction, 0 = unrela
               help="characters of text shown per sample")
 @field_options
 @handle_errors
-def attribute(index_dir, queries, texts, prompt, encoder, backend, nprobe, ef_search, top_k,
-              aggregate, group_by, temperature, out, width, **kw):
+def attribute(index_dir, queries, texts, prompt, encoder, backend, device, nprobe, ef_search,
+              top_k, aggregate, group_by, temperature, out, width, **kw):
     """The pool samples of INDEX that most influenced each query.
 
     QUERIES: a data file of samples (prompt and response), a .txt file (one response per
@@ -186,7 +193,7 @@ def attribute(index_dir, queries, texts, prompt, encoder, backend, nprobe, ef_se
         raise click.UsageError("--temperature must be > 0")
     samples = _load_queries(queries, texts, prompt, kw)
     attributor = Attributor.load(index_dir, encoder, backend=backend, nprobe=nprobe,
-                                 ef_search=ef_search)
+                                 ef_search=ef_search, device=device)
     index = attributor.index
     if group_by is not None:
         _attribute_groups(attributor, samples, aggregate, group_by, temperature, out, top_k,
@@ -281,7 +288,7 @@ def _attribute_groups(attributor, samples, aggregate, field, temperature, out, t
 @field_options
 @handle_errors
 def filter_command(index_dir, queries, out, top_k, fraction, threshold, aggregate, texts, prompt,
-                   encoder, backend, nprobe, ef_search, width, **kw):
+                   encoder, backend, device, nprobe, ef_search, width, **kw):
     """Remove from the pool of INDEX the samples most like QUERIES (examples of unwanted
     behaviour), and write the rest in the pool's own format.
 
@@ -302,7 +309,7 @@ def filter_command(index_dir, queries, out, top_k, fraction, threshold, aggregat
         raise click.UsageError("give exactly one of --top-k, --fraction, --threshold")
     samples = _load_queries(queries, texts, prompt, kw)
     attributor = Attributor.load(index_dir, encoder, backend=backend, nprobe=nprobe,
-                                 ef_search=ef_search)
+                                 ef_search=ef_search, device=device)
     try:
         result = filter_pool(attributor, samples, out, top_k=top_k, fraction=fraction,
                              threshold=threshold, how=aggregate, inputs=[queries])

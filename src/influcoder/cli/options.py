@@ -37,8 +37,8 @@ def dataclass_options(cls, exclude: tuple[str, ...] = ()):
                 base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
                 plain = isinstance(base[0], type) and base[0] is not types.NoneType
                 typ = base[0] if plain else str
-                opt = click.option(flag, fld.name, type=typ, default=None,
-                                   help=f"{help_} [default: {default}]")
+                shown = "" if "[default:" in help_ else f" [default: {default}]"
+                opt = click.option(flag, fld.name, type=typ, default=None, help=help_ + shown)
             f = opt(f)
         return f
     return decorate
@@ -92,6 +92,29 @@ def engine_options(f):
     return f
 
 
+def device_option(f=None, *, default: str | None = None, extra: str = ""):
+    """``--device auto|cpu|cuda|cuda:N`` (:mod:`influcoder.io.devices`), checked as it is
+    parsed; whether the machine has that device is checked when the model is loaded."""
+    from influcoder.io.devices import (
+        DEFAULT_DEVICE,
+        DEVICE_HELP,
+        DeviceError,
+        check_device,
+    )
+
+    def check(ctx, param, value):
+        try:
+            return check_device(value)
+        except DeviceError as e:
+            raise click.BadParameter(f"{value!r}: " + str(e).split(": ", 1)[1]) from None
+
+    def decorate(g):
+        return click.option("--device", default=default or DEFAULT_DEVICE, show_default=True,
+                            callback=check, metavar="auto|cpu|cuda|cuda:N",
+                            help=DEVICE_HELP + extra)(g)
+    return decorate(f) if f is not None else decorate
+
+
 def handle_errors(f):
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
@@ -129,7 +152,11 @@ def split_list(value: str) -> list[str]:
 def encoder_options(f):
     """How embeddings are made; left unset, a new store or index gets the defaults and an
     existing one keeps its own."""
-    from influcoder.attribution.settings import BACKENDS, STORAGE_DTYPES, EncodeArguments
+    from influcoder.attribution.settings import (
+        BACKENDS,
+        STORAGE_DTYPES,
+        EncodeArguments,
+    )
 
     default = EncodeArguments()
     f = click.option("--shard-rows", type=int, default=None,

@@ -34,7 +34,7 @@ from influcoder.io.tables import clip_text
 @field_options
 @handle_errors
 def select(index_dir, targets, out, fraction, count, aggregate, spread, texts, prompt, encoder,
-           backend, nprobe, ef_search, width, **kw):
+           backend, device, nprobe, ef_search, width, **kw):
     """Choose the pool samples of INDEX most helpful to TARGETS (examples of the task or
     behaviour to train for) and write them in the pool's own format: the LESS use case.
 
@@ -75,7 +75,7 @@ def select(index_dir, targets, out, fraction, count, aggregate, spread, texts, p
             raise
         raise InputError("no targets (an empty file?)", path=targets) from None
     attributor = Attributor.load(index_dir, encoder, backend=backend, nprobe=nprobe,
-                                 ef_search=ef_search)
+                                 ef_search=ef_search, device=device)
     try:
         result = select_pool(attributor, samples, out, fraction=fraction, count=count,
                              how=aggregate or DEFAULT_SELECT_AGGREGATE, spread=spread,

@@ -6,7 +6,7 @@ import click
 
 from influcoder.attribution.settings import BACKENDS
 from influcoder.cli.app import cli
-from influcoder.cli.options import handle_errors
+from influcoder.cli.options import device_option, handle_errors
 
 
 @cli.command()
@@ -31,9 +31,11 @@ from influcoder.cli.options import handle_errors
               help="largest request body in bytes (larger: 413)")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="batches answered at once [default: one per core, 2 to 8]")
+@device_option(extra=" for a torch backend; the onnx and int8 backends (auto's choice where "
+                     "ONNX Runtime is installed) always use the CPU")
 @handle_errors
 def serve(index_dir, ground_truth, host, port, token, no_auth, encoder, backend, max_body,
-          workers):
+          workers, device):
     """Serve INDEX: a web page at / (query box, hits, filters, histogram, downloads, and a
     view that cleans the training file) and a JSON API under /api (OpenAPI page: /docs).
 
@@ -52,4 +54,4 @@ def serve(index_dir, ground_truth, host, port, token, no_auth, encoder, backend,
 
     run(index_dir, host=host, port=port, token=token, no_auth=no_auth,
         ground_truth=ground_truth, encoder=encoder, backend=backend, max_body=max_body,
-        workers=workers)
+        workers=workers, device=device)

@@ -8,6 +8,7 @@ from influcoder.attribution.settings import DEFAULT_ENCODER
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
     dataclass_options,
+    device_option,
     handle_errors,
     log,
     parse_named,
@@ -25,9 +26,10 @@ from influcoder.distill.settings import DistillArguments
               help="encoder to start from: 'all-minilm-l6-v2' (bundled) or a "
                    "sentence-transformers/HF encoder directory")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@device_option(extra=" (training is float32 on either); not a setting of the checkpoint")
 @dataclass_options(DistillArguments)
 @handle_errors
-def distill(pool, queries, out, encoder, quiet, **kw):
+def distill(pool, queries, out, encoder, quiet, device, **kw):
     """Train an encoder whose cosines rank like the gradient influence of POOL on QUERIES.
 
     POOL and QUERIES are gradient stores from `collect` (QUERIES made --like POOL). A share of
@@ -48,13 +50,14 @@ def distill(pool, queries, out, encoder, quiet, **kw):
       influcoder distill runs/pool runs/queries --out runs/encoder
       influcoder distill runs/pool runs/queries -o runs/enc --epochs 5 --hard-fraction 0.25
       influcoder distill runs/pool runs/queries -o runs/enc --epochs 0   # head only, seconds
+      influcoder distill runs/pool runs/queries -o runs/enc --device cuda
     """
     from influcoder.distill.stores import distill_stores
     from influcoder.io.stores import open_store
 
     args = settings_from(DistillArguments, kw)
     result = distill_stores(open_store(pool), open_store(queries), out, args, encoder=encoder,
-                            progress=not quiet)
+                            progress=not quiet, device=device)
     log("untrained: " + ", ".join(f"{k} {v:+.3f}" for k, v in result.untrained.items()))
     log(f"best (epoch {result.best_epoch}): "
         + ", ".join(f"{k} {v:+.3f}" for k, v in result.best.items()))
@@ -95,9 +98,10 @@ def distill(pool, queries, out, encoder, quiet, **kw):
               help="title of the HTML report")
 @click.option("--show-queries", type=int, default=3, show_default=True,
               help="queries whose top samples the report shows side by side")
+@device_option(extra=" (for the --encoder methods)")
 @handle_errors
 def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, label_field,
-             positive, k, seed, targets, out, title, show_queries):
+             positive, k, seed, targets, out, title, show_queries, device):
     """Judge attribution methods against the gradient ground truth of POOL x QUERIES.
 
     POOL and QUERIES are the gradient stores whose cosines are the ground truth. Every other
@@ -142,7 +146,7 @@ def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, l
         judgement = judge(gt_pool, gt_queries, stores=pairs,
                           encoders=parse_named(encoders, "--encoder"),
                           baselines=split_list(baselines), gradient_dims=dims, labels=labels,
-                          k=k, seed=seed, targets=targets)
+                          k=k, seed=seed, targets=targets, device=device)
     except TargetError as e:
         raise click.BadParameter(str(e), param_hint="--target") from None
     except ValueError as e:

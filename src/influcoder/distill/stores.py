@@ -27,14 +27,17 @@ def ground_truth_card(pool: Store, queries: Store) -> dict:
 
 def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
                    args: DistillArguments | None = None, *, encoder: str = DEFAULT_ENCODER,
-                   progress: bool = True) -> DistillResult:
+                   progress: bool = True, device: str = "auto") -> DistillResult:
     """Train ``encoder`` on the cosines of two gradient stores; save it to ``out``.
 
     With ``args.head == "ridge"`` the trained encoder (or, with ``epochs=0``, the encoder as
     given) then gets a linear head fitted on every sample of both stores
     (:func:`~influcoder.distill.head.fit_head`), and the card records it under ``"head"``.
+    ``device`` (``auto``: a GPU when there is one, :mod:`influcoder.io.devices`) is where the
+    encoder trains, in float32; it is not one of the settings a checkpoint is resumed with.
     """
     from influcoder.attribution.encoders import load_encoder
+    from influcoder.io.devices import resolve_device
 
     args = args or DistillArguments()
     for s in (pool, queries):
@@ -42,7 +45,7 @@ def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
             raise StoreError(f"{s.path}: distillation needs gradient stores (ground truth), "
                              f"this one holds {s.kind}")
     gt = cosine_scores(pool, queries)  # also refuses stores of different setups
-    model = load_encoder(encoder)
+    model = load_encoder(encoder, device=str(resolve_device(device)))
     pool_texts = [encoder_text(s) for s in pool.samples]
     query_texts = [encoder_text(s) for s in queries.samples]
     card = {"ground_truth": ground_truth_card(pool, queries), "base_encoder": encoder}

@@ -50,9 +50,10 @@ class Engine(Protocol):
 
 
 def get_engine(name: str = "local", *, address: str | None = None,
-               num_workers: int | None = None) -> Engine:
+               num_workers: int | None = None, gpus_per_worker: int = 0) -> Engine:
     """The engine called ``name``; ``address`` (an existing Ray cluster, e.g. ``auto`` or
-    ``ray://head:10001``) and ``num_workers`` apply to ``ray`` only."""
+    ``ray://head:10001``), ``num_workers`` and ``gpus_per_worker`` (1 when the model runs on
+    a GPU: one actor per GPU) apply to ``ray`` only."""
     if name not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {name!r}")
     if name == "local":
@@ -63,4 +64,4 @@ def get_engine(name: str = "local", *, address: str | None = None,
         return LocalEngine()
     from influcoder.engines.ray import RayEngine
 
-    return RayEngine(address=address, num_workers=num_workers)
+    return RayEngine(address=address, num_workers=num_workers, gpus_per_worker=gpus_per_worker)

@@ -13,6 +13,9 @@ The Ray instance: an existing connection (``ray.init`` called by the user) is us
 is; otherwise ``address`` is passed to ``ray.init`` (``None`` starts a local instance for the
 run and shuts it down afterwards; ``auto`` or ``ray://head:10001`` joins a cluster, whose
 nodes must have influcoder installed and see the model files).
+
+When the stage runs its model on a GPU (``--device``), each actor asks for one GPU, so there
+is one actor per GPU and each sees only its own as ``cuda``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,37 @@ from influcoder.errors import InflucoderError, MissingPackageError
 
 #: CPUs each actor asks Ray for (torch in the actor uses as many threads).
 CPUS_PER_WORKER = 1
+
+
+def actor_options(gpus_per_worker: int = 0) -> dict:
+    """The resources each actor asks Ray for: one CPU, and ``gpus_per_worker`` GPUs (Ray then
+    sets the actor's ``CUDA_VISIBLE_DEVICES``, so its ``cuda`` is its own GPU)."""
+    if gpus_per_worker < 0:
+        raise ValueError(f"gpus_per_worker must be >= 0, got {gpus_per_worker}")
+    options = {"num_cpus": CPUS_PER_WORKER}
+    if gpus_per_worker:
+        options["num_gpus"] = gpus_per_worker
+    return options
+
+
+def worker_count(available: dict, n_jobs: int, num_workers: int | None = None,
+                 gpus_per_worker: int = 0) -> int:
+    """Actors to start: ``num_workers`` if given, else as many as the free CPUs (with GPUs:
+    the free GPUs) allow; never more than there are jobs, never fewer than one."""
+    if num_workers is not None:
+        return max(1, min(num_workers, n_jobs))
+    fits = int(available.get("CPU", 0) // CPUS_PER_WORKER)
+    if gpus_per_worker:
+        fits = min(fits, int(available.get("GPU", 0) // gpus_per_worker))
+    return max(1, min(fits, n_jobs))
+
+
+def check_gpus(cluster: dict, gpus_per_worker: int) -> None:
+    """Refuse a GPU run on a Ray cluster without GPUs (its actors would wait for ever)."""
+    if gpus_per_worker and cluster.get("GPU", 0) < gpus_per_worker:
+        raise InflucoderError(f"the model runs on a GPU (--device), but the Ray cluster has "
+                              f"{int(cluster.get('GPU', 0))} GPU(s); use --device cpu or a "
+                              f"cluster with GPUs")
 
 
 def _import_ray():
@@ -57,9 +91,12 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_workers: int | None = None):
+    def __init__(self, address: str | None = None, num_workers: int | None = None,
+                 gpus_per_worker: int = 0):
         if num_workers is not None and num_workers < 1:
             raise ValueError("num_workers must be >= 1")
+        self.options = actor_options(gpus_per_worker)
+        self.gpus_per_worker = gpus_per_worker
         self._ray = ray = _import_ray()
         self.num_workers = num_workers
         self._started = False
@@ -72,10 +109,8 @@ class RayEngine:
             self._started = True
 
     def _workers(self, n_jobs: int) -> int:
-        if self.num_workers is not None:
-            return min(self.num_workers, n_jobs)
-        cpus = int(self._ray.available_resources().get("CPU", 0) // CPUS_PER_WORKER)
-        return max(1, min(cpus, n_jobs))
+        return worker_count(self._ray.available_resources(), n_jobs, self.num_workers,
+                            self.gpus_per_worker)
 
     def map(self, factory, jobs: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, np.ndarray]]:
         from ray.exceptions import RayTaskError
@@ -85,7 +120,8 @@ class RayEngine:
         jobs = list(jobs)
         if not jobs:
             return
-        actor = ray.remote(num_cpus=CPUS_PER_WORKER)(_ShardWorker)
+        check_gpus(ray.cluster_resources(), self.gpus_per_worker)
+        actor = ray.remote(**self.options)(_ShardWorker)
         factory_ref = ray.put(factory)
         actors = [actor.remote(factory_ref) for _ in range(self._workers(len(jobs)))]
         try:

@@ -192,7 +192,7 @@ BASELINES: dict[str, Callable[..., MethodResult]] = {
 
 
 def encoder_scores(encoder, pool: Sequence[Sample], queries: Sequence[Sample], *,
-                   batch_size: int = 32) -> MethodResult:
+                   batch_size: int = 32, device: str = "cpu") -> MethodResult:
     """Cosine similarity of a sentence encoder's embeddings of
     :func:`~influcoder.io.samples.encoder_text`.
 
@@ -201,6 +201,7 @@ def encoder_scores(encoder, pool: Sequence[Sample], queries: Sequence[Sample], *
             :func:`~influcoder.attribution.encoders.load_encoder` (loading then counts as preparation).
         pool, queries: the samples to score.
         batch_size: encoding batch size.
+        device: where an encoder given by name is loaded (a ``--device`` value).
 
     ``prepare_seconds`` covers loading (if a name was given) and encoding the pool;
     ``seconds`` covers encoding the queries and the products. ``bytes_per_sample`` is one
@@ -210,8 +211,9 @@ def encoder_scores(encoder, pool: Sequence[Sample], queries: Sequence[Sample], *
     start = time.perf_counter()
     if isinstance(encoder, str):
         from influcoder.attribution.encoders import load_encoder
+        from influcoder.io.devices import resolve_device
 
-        encoder = load_encoder(encoder)
+        encoder = load_encoder(encoder, device=str(resolve_device(device)))
 
     def embed(texts: list[str]) -> np.ndarray:
         return encoder.encode(texts, batch_size=batch_size, convert_to_numpy=True,

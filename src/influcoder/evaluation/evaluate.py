@@ -79,7 +79,8 @@ def placeholder_rows(names: Sequence[str], k: int, labels: bool) -> list[dict]:
 def score_methods(gt_pool: Store, gt_queries: Store, *,
                   stores: Mapping[str, tuple[Store, Store]] | None = None,
                   encoders: Mapping[str, Any] | None = None, baselines: Sequence[str] = (),
-                  gradient_dims: Sequence[int] = (), seed: int = 0) -> dict[str, MethodResult]:
+                  gradient_dims: Sequence[int] = (), seed: int = 0,
+                  device: str = "cpu") -> dict[str, MethodResult]:
     """Score every method on the ground truth's samples: name -> ``(scores, info)``.
 
     The first entry is always the ground truth itself, ``"gradient"`` (the cosine of the two
@@ -97,6 +98,7 @@ def score_methods(gt_pool: Store, gt_queries: Store, *,
         gradient_dims: dimensions to re-sketch the gradient stores to, each at most
             ``gt_pool.dim``.
         seed: seed of the ``random`` baseline and of the re-sketches.
+        device: where encoders given by name run (a ``--device`` value).
 
     Raises:
         StoreError: if the stores are not comparable or hold other samples than the ground
@@ -123,7 +125,7 @@ def score_methods(gt_pool: Store, gt_queries: Store, *,
     jobs += [partial(BASELINES[name], pool_samples, query_samples,
                      **({"seed": seed} if name == "random" else {})) for name in baselines]
     jobs += [partial(store_scores, pool, queries) for pool, queries in stores.values()]
-    jobs += [partial(encoder_scores, encoder, pool_samples, query_samples)
+    jobs += [partial(encoder_scores, encoder, pool_samples, query_samples, device=device)
              for encoder in encoders.values()]
     for name, (pool, queries) in stores.items():
         check_aligned(gt_pool.ids, pool.ids, f"method {name!r}: pool store {pool.path}")

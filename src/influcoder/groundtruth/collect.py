@@ -28,9 +28,10 @@ import numpy as np
 from influcoder.engines.batching import length_batches
 from influcoder.errors import InflucoderError, StoreError
 from influcoder.groundtruth.lora import adapter_digest
-from influcoder.groundtruth.settings import CollectArguments
+from influcoder.groundtruth.settings import AUTO_LORA_TARGETS, CollectArguments
 from influcoder.groundtruth.tokenize import resolve_template, tokenize_samples
 from influcoder.io.atomic import atomic_write_dir
+from influcoder.io.devices import DEFAULT_DEVICE
 from influcoder.io.job import CheckedWorker, Plan, StoreJob, run_job
 from influcoder.io.layout import ADAPTER_DIR, MANIFEST_NAME
 from influcoder.io.samples import Fields
@@ -46,15 +47,22 @@ def gradient_target(args: CollectArguments) -> str:
 
 
 def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, template: str,
-                adapter_sha: str, adapter_origin: str) -> dict:
-    """Everything that must be identical for two gradient stores to be comparable."""
+                adapter_sha: str, adapter_origin: str, *, targets=None, bf16=None,
+                adapter_config: dict | None = None) -> dict:
+    """Everything that must be identical for two gradient stores to be comparable.
+    ``targets``: the LoRA targets resolved (``--lora-targets auto``); ``bf16``: the precision
+    resolved (``--precision auto``); each defaults to what ``args`` says. ``adapter_config``
+    (``rank``, ``alpha``, ``targets``): a loaded adapter's own, instead of ``args``'."""
     chat = getattr(tokenizer, "chat_template", None) or ""
+    bf16 = args.bf16 or args.precision == "bf16" if bf16 is None else bf16
+    described = adapter_config or {"rank": args.lora_rank, "alpha": args.lora_alpha,
+                                   "targets": list(targets or args.lora_targets)}
     return {
         "model": {"fingerprint": model_fingerprint},
-        "adapter": {"sha256": adapter_sha, "origin": adapter_origin, "rank": args.lora_rank,
-                    "alpha": args.lora_alpha, "targets": list(args.lora_targets)},
+        "adapter": {"sha256": adapter_sha, "origin": adapter_origin, "rank": described["rank"],
+                    "alpha": described["alpha"], "targets": list(described["targets"])},
         "gradient": {"target": gradient_target(args), "loss": "mean response-token CE",
-                     "precision": "bf16-autocast" if args.bf16 else "float32",
+                     "precision": "bf16-autocast" if bf16 else "float32",
                      "normalized": True},
         "sketch": {"kind": "countsketch" if args.sketch_dim else "none",
                    "dim": args.sketch_dim, "seed": args.sketch_seed},
@@ -67,25 +75,40 @@ def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, 
 
 
 def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: Store | None,
-                     progress: bool = False) -> tuple[object, str]:
-    """Return ``(peft_model, origin)``; the adapter comes from, in order: the store being
-    resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up seeded one."""
+                     progress: bool = False, targets=None, device=None
+                     ) -> tuple[object, str, dict | None]:
+    """Return ``(peft_model, origin, config)``; the adapter comes from, in order: the store
+    being resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up seeded one.
+    ``config`` describes a loaded adapter (rank, alpha, targets): a store's as it recorded it
+    (the adapter is the same, its digest is checked), a user's from its PEFT config; None for
+    a seeded one (the arguments describe it). ``model`` is on the CPU, so a seeded adapter is
+    the same on every machine; the adapter and model are then moved to ``device`` (where the
+    warm-up runs)."""
     from influcoder.groundtruth.lora import attach_lora, load_adapter, warmup
 
     resumed = out if (out / MANIFEST_NAME).is_file() else None
     for store_dir in (resumed, like.path if like else None):
         if store_dir is not None and (Path(store_dir) / ADAPTER_DIR).is_dir():
-            origin = Store(store_dir, allow_incomplete=True).setup["adapter"]["origin"]
-            return load_adapter(model, Path(store_dir) / ADAPTER_DIR), origin
+            recorded = Store(store_dir, allow_incomplete=True).setup["adapter"]
+            config = {k: recorded[k] for k in ("rank", "alpha", "targets")}
+            return (load_adapter(model, Path(store_dir) / ADAPTER_DIR).to(device),
+                    recorded["origin"], config)
     if args.adapter:
         if not Path(args.adapter, "adapter_config.json").is_file():
             raise InflucoderError(f"{args.adapter}: not a PEFT adapter directory "
                                   f"(no adapter_config.json)")
-        return load_adapter(model, args.adapter), "user"
-    peft_model = attach_lora(model, rank=args.lora_rank, alpha=args.lora_alpha,
-                             targets=args.lora_targets, seed=args.seed)
+        peft_model = load_adapter(model, args.adapter).to(device)
+        return peft_model, "user", _peft_config(peft_model)
+    try:
+        peft_model = attach_lora(model, rank=args.lora_rank, alpha=args.lora_alpha,
+                                 targets=targets or args.lora_targets, seed=args.seed)
+    except ValueError as e:
+        hint = (" (the default targets are Llama's; --lora-targets auto finds this "
+                "architecture's)" if "matches no module" in str(e) else "")
+        raise InflucoderError(f"--lora-targets: {e}{hint}") from None
+    peft_model.to(device)
     if args.adapter_init == "fresh" or args.warmup_steps == 0:
-        return peft_model, "fresh"
+        return peft_model, "fresh", None
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(tokenized))
     bs = args.warmup_batch_size
@@ -95,7 +118,15 @@ def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: 
     losses = warmup(peft_model, batches, steps=args.warmup_steps, lr=args.warmup_lr,
                     seed=args.seed, progress=progress)
     logger.info(f"warm-up loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-    return peft_model, "warmup"
+    return peft_model, "warmup", None
+
+
+def _peft_config(peft_model) -> dict:
+    """Rank, alpha and target modules of a loaded PEFT LoRA adapter, as a setup records them."""
+    config = peft_model.peft_config[peft_model.active_adapter]
+    targets = config.target_modules
+    return {"rank": config.r, "alpha": config.lora_alpha,
+            "targets": [targets] if isinstance(targets, str) else sorted(targets)}
 
 
 class CollectJob(StoreJob):
@@ -103,18 +134,26 @@ class CollectJob(StoreJob):
 
     kind, desc, made, settings = "gradients", "collect", "collected", CollectArguments
 
-    def __init__(self, args: CollectArguments, like: Store | None = None, progress: bool = True):
+    def __init__(self, args: CollectArguments, like: Store | None = None, progress: bool = True,
+                 device: str = DEFAULT_DEVICE):
         super().__init__(args)
-        self.like, self.progress = like, progress
+        self.like, self.progress, self.device = like, progress, device
 
     def plan(self, samples, source: str, out: Path) -> Plan:
         import torch
 
         from influcoder.groundtruth.decoder import load_decoder
         from influcoder.groundtruth.gradients import GradientComputer
+        from influcoder.groundtruth.targets import find_lora_targets
+        from influcoder.io.devices import (
+            describe_device,
+            resolve_device,
+            resolve_precision,
+        )
         from influcoder.io.models import fingerprint
 
         args, like = self.args, self.like
+        device = resolve_device(self.device)
         model, tokenizer, ref = load_decoder(args.model)
         template = resolve_template(tokenizer, args.template)
         tokenized = tokenize_samples(tokenizer, samples, max_length=args.max_length,
@@ -123,17 +162,28 @@ class CollectJob(StoreJob):
         if like is not None and like.setup["model"]["fingerprint"] != model_fp:
             raise StoreError(f"{like.path} was built with another model than '{args.model}'")
 
+        targets = None
+        if args.lora_targets == AUTO_LORA_TARGETS:
+            try:
+                family, targets = find_lora_targets(model)
+            except ValueError as e:
+                raise InflucoderError(str(e)) from None
+            logger.info(f"LoRA targets ({family} naming): {', '.join(targets)}")
+        stored = like or (Store(out, allow_incomplete=True) if (out / MANIFEST_NAME).is_file()
+                          else None)
+        bf16 = resolve_precision("bf16" if args.bf16 else args.precision, device,
+                                 stored.setup["gradient"]["precision"] if stored else None)
         torch.manual_seed(args.seed)
-        peft_model, origin = _prepare_adapter(model, args, tokenized, out, like,
-                                              self.progress)
+        peft_model, origin, adapter_config = _prepare_adapter(model, args, tokenized, out, like,
+                                                              self.progress, targets, device)
         setup = build_setup(args, ref, model_fp, tokenizer, template, adapter_digest(peft_model),
-                            origin)
+                            origin, targets=targets, bf16=bf16, adapter_config=adapter_config)
         if like is not None and setup != like.setup:
             raise StoreError(f"cannot reproduce the setup of {like.path} (stored vs now):\n  "
                              + "\n  ".join(setup_differences(like.setup, setup)))
         computer = GradientComputer(peft_model, target=gradient_target(args),
                                     sketch_dim=args.sketch_dim, sketch_seed=args.sketch_seed,
-                                    bf16=args.bf16, pad_token_id=tokenizer.pad_token_id)
+                                    bf16=bf16, pad_token_id=tokenizer.pad_token_id)
 
         def save_adapter(store_dir: Path) -> None:
             with warnings.catch_warnings():
@@ -147,20 +197,26 @@ class CollectJob(StoreJob):
             local=lambda: functools.partial(compute_shard, computer, args.batch_size),
             # read once the store (and so its adapter) exists
             remote=lambda: GradientWorker(model_fp, args, read_adapter_files(out / ADAPTER_DIR),
-                                          setup["adapter"]["sha256"], tokenizer.pad_token_id),
+                                          setup["adapter"]["sha256"], tokenizer.pad_token_id,
+                                          device.type, bf16),
             payload=lambda start, stop: tokenized[start:stop], prepare=save_adapter,
-            provenance={"model_name": args.model, "versions": package_versions("peft")})
+            gpus_per_worker=1 if device.type == "cuda" else 0,
+            provenance={"model_name": args.model, "versions": package_versions("peft"),
+                        "device": describe_device(device)})
 
 
 def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, *,
             like: str | os.PathLike | None = None, fields: Fields | None = None,
             limit: int | None = None, progress: bool = True, engine: str = "local",
-            ray_address: str | None = None, num_workers: int | None = None) -> Store:
+            ray_address: str | None = None, num_workers: int | None = None,
+            device: str = DEFAULT_DEVICE) -> Store:
     """Collect the gradient store of ``data`` (a path or a list of :class:`Sample`) into
     ``out``. With ``like``, every setting comes from that store (``args`` is ignored), so the
     two stores' vectors are comparable. ``engine`` (``local`` or ``ray``, with ``ray_address``
     and ``num_workers``) says where shards are computed (:mod:`influcoder.engines`); the
-    vectors are the same either way.
+    vectors are the same either way. ``device`` (:mod:`influcoder.io.devices`) says where the
+    decoder runs (with the Ray engine on a GPU: one GPU per actor); it is not part of the
+    store's settings, so a store may be resumed on another machine.
 
     Example::
 
@@ -170,7 +226,7 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
     like_store = Store(like) if like is not None else None
     if like_store is not None:
         args = CollectJob.settings_of(like_store)
-    return run_job(CollectJob(args or CollectArguments(), like_store, progress), data, out, fields=fields,
+    return run_job(CollectJob(args or CollectArguments(), like_store, progress, device), data, out, fields=fields,
                    limit=limit, engine=engine, ray_address=ray_address, num_workers=num_workers,
                    progress=progress)
 
@@ -208,6 +264,9 @@ class GradientWorker(CheckedWorker):
     adapter_files: dict
     adapter_sha256: str
     pad_token_id: int
+    #: ``cpu`` or ``cuda`` (the GPU Ray gave this actor)
+    device: str = "cpu"
+    bf16: bool = False
 
     def load(self):
         import tempfile
@@ -218,6 +277,7 @@ class GradientWorker(CheckedWorker):
         from influcoder.io.models import fingerprint
 
         model, _, ref = load_decoder(self.args.model)
+        model.to(self.device)
         with tempfile.TemporaryDirectory() as folder:
             for name, data in self.adapter_files.items():
                 (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
@@ -227,6 +287,6 @@ class GradientWorker(CheckedWorker):
             raise StoreError("the adapter loaded on a worker differs from the store's")
         computer = GradientComputer(peft_model, target=gradient_target(self.args),
                                     sketch_dim=self.args.sketch_dim,
-                                    sketch_seed=self.args.sketch_seed, bf16=self.args.bf16,
+                                    sketch_seed=self.args.sketch_seed, bf16=self.bf16,
                                     pad_token_id=self.pad_token_id)
         return fingerprint(ref), functools.partial(compute_shard, computer, self.args.batch_size)

@@ -31,7 +31,7 @@ def adapter_digest(model) -> str:
     for name, p in sorted(model.named_parameters()):
         if "lora_" in name:
             h.update(name.encode() + b"\0")
-            h.update(p.detach().float().contiguous().numpy().tobytes())
+            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
     return "sha256:" + h.hexdigest()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
+from influcoder.io.devices import PRECISIONS
 from influcoder.io.layout import DEFAULT_SHARD_ROWS
 
 DEFAULT_DECODER = "smollm2-135m"
@@ -21,6 +22,9 @@ DEFAULT_MAX_LENGTH = 512
 # LoRA targets: every linear projection of the attention and MLP blocks of Llama-like models.
 # Embeddings and the LM head are never targets.
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: ``--lora-targets auto``: the attention and MLP projections of the model's own architecture,
+#: found from its Linear modules' names (:func:`influcoder.groundtruth.targets.find_lora_targets`).
+AUTO_LORA_TARGETS = ("auto",)
 
 AdapterInit = Literal["warmup", "fresh"]
 Truncation = Literal["prompt-left", "right", "error"]
@@ -41,10 +45,14 @@ GRADIENT_TARGETS: tuple[str, ...] = get_args(GradientTarget)
 class CollectArguments:
     """How ground-truth gradient vectors are taken (``influcoder collect``)."""
 
-    model: str = field(default=DEFAULT_DECODER, metadata={
-        "help": "decoder: 'smollm2-135m' (bundled), an HF model directory, a .gguf file or a hub id"})
+    model: str | None = field(default=None, metadata={
+        "help": "decoder: 'smollm2-135m' (bundled), an HF model directory (a merged checkpoint "
+                "is one), a .gguf file, a hub id, or a PEFT adapter directory (then its base "
+                "model, and it is the --adapter) [default: the --adapter's base model, else "
+                "smollm2-135m]"})
     adapter: str | None = field(default=None, metadata={
-        "help": "a PEFT LoRA adapter directory (the model you fine-tuned); overrides adapter_init"})
+        "help": "a PEFT LoRA adapter directory (the model you fine-tuned); its base model comes "
+                "from its adapter_config.json unless --model is given; overrides adapter_init"})
     adapter_init: str = field(default="warmup", metadata={
         "help": "without --adapter: 'warmup' (a short seeded LoRA warm-up on the data, as LESS "
                 "does: the model has then seen the data, as a fine-tuned one has; measured far "
@@ -57,7 +65,9 @@ class CollectArguments:
     lora_rank: int = field(default=DEFAULT_LORA_RANK, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=DEFAULT_LORA_ALPHA, metadata={"help": "LoRA alpha"})
     lora_targets: tuple[str, ...] = field(default=DEFAULT_LORA_TARGETS, metadata={
-        "help": "module name suffixes that get LoRA (never embeddings or the LM head)"})
+        "help": "module name suffixes that get LoRA (never embeddings or the LM head), or "
+                "'auto': the attention and MLP projections of the model's architecture (Llama, "
+                "Qwen2, Mistral, Gemma, Phi, GPT-NeoX naming), recorded resolved in the store"})
     seed: int = field(default=0, metadata={"help": "seed of the adapter and the warm-up"})
     sketch_dim: int = field(default=DEFAULT_SKETCH_DIM, metadata={
         "help": "CountSketch dimension; 0 stores the raw gradient (for verification)"})
@@ -69,7 +79,13 @@ class CollectArguments:
     template: str = field(default="auto", metadata={
         "help": "'chat' (the model's chat template), 'plain' (prompt, newline, response, EOS) "
                 "or 'auto' (chat where the tokenizer has one)"})
-    bf16: bool = field(default=False, metadata={"help": "bf16 autocast for forward/backward"})
+    bf16: bool = field(default=False, metadata={
+        "help": "bf16 autocast for forward/backward (the same as --precision bf16; for float32 "
+                "give --precision fp32)"})
+    precision: str = field(default="auto", metadata={
+        "help": "forward/backward precision: bf16 (autocast), fp32, or auto (a resumed or "
+                "--like store's own, else bf16 on a GPU or a CPU with native bf16 (AVX512-BF16, "
+                "AMX), fp32 on other CPUs)"})
     batch_size: int = field(default=8, metadata={"help": "samples per forward/backward"})
     dtype: str = field(default="float16", metadata={"help": "stored dtype: float16 or float32"})
     shard_rows: int = field(default=DEFAULT_SHARD_ROWS, metadata={
@@ -77,6 +93,11 @@ class CollectArguments:
 
     def __post_init__(self):
         self.lora_targets = tuple(self.lora_targets)
+        self.model, self.adapter = resolve_model_and_adapter(self.model, self.adapter)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.bf16 and self.precision == "fp32":
+            raise ValueError("bf16 and precision 'fp32' contradict each other; give one")
         if self.adapter_init not in ADAPTER_INITS:
             raise ValueError(f"adapter_init must be one of {ADAPTER_INITS}, got {self.adapter_init!r}")
         if self.truncation not in TRUNCATION_POLICIES:
@@ -91,6 +112,8 @@ class CollectArguments:
                 raise ValueError(f"{name} must be >= 1")
         if self.sketch_dim < 0 or self.warmup_steps < 0 or self.warmup_lr <= 0:
             raise ValueError("sketch_dim and warmup_steps must be >= 0, warmup_lr > 0")
+        if "auto" in self.lora_targets and self.lora_targets != AUTO_LORA_TARGETS:
+            raise ValueError(f"lora_targets 'auto' stands alone, got {list(self.lora_targets)}")
         bad = [t for t in self.lora_targets if "embed" in t or "lm_head" in t]
         if bad:
             raise ValueError(f"LoRA targets may not include embeddings or the LM head: {bad}")
@@ -99,3 +122,63 @@ class CollectArguments:
         d = asdict(self)
         d["lora_targets"] = list(self.lora_targets)
         return d
+
+
+def read_adapter_base(adapter: str) -> str | None:
+    """``base_model_name_or_path`` of a PEFT adapter directory's ``adapter_config.json``."""
+    import json
+    from pathlib import Path
+
+    path = Path(adapter, "adapter_config.json")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)"
+                         ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read: {e}") from None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    return base if isinstance(base, str) and base else None
+
+
+def _is_adapter_dir(path: str) -> bool:
+    from pathlib import Path
+
+    folder = Path(path)
+    return (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file()
+
+
+def resolve_model_and_adapter(model: str | None, adapter: str | None
+                              ) -> tuple[str, str | None]:
+    """The decoder and adapter a run uses, from what was given.
+
+    ``model`` may be a PEFT adapter directory (it then is the adapter, and its base the
+    model). Without a model, the adapter's ``base_model_name_or_path`` is the model, and
+    without an adapter the bundled decoder. Given both, ``model`` wins; a different base in
+    the adapter's config is warned about (a local copy of the same model is named otherwise).
+    """
+    import logging
+
+    if model is not None and _is_adapter_dir(model):
+        if adapter is not None:
+            raise ValueError(f"model {model!r} is a PEFT adapter directory and an adapter "
+                             f"({adapter!r}) is given too; pass the base model as model")
+        model, adapter = None, model
+    if adapter is None:
+        return model or DEFAULT_DECODER, None
+    if model is not None:
+        # best effort: a store being resumed keeps its adapter, wherever the original went
+        from pathlib import Path
+
+        if Path(adapter, "adapter_config.json").is_file():
+            base = read_adapter_base(adapter)
+            if base is not None and base != model:
+                logging.getLogger(__name__).warning(
+                    f"the adapter {adapter} was trained on '{base}' (its adapter_config.json); "
+                    f"using --model '{model}' as its base")
+        return model, adapter
+    base = read_adapter_base(adapter)
+    if base is None:
+        raise ValueError(f"{adapter}/adapter_config.json names no base_model_name_or_path; "
+                         f"give the base model with --model")
+    return base, adapter

@@ -86,6 +86,8 @@ class Plan:
     prepare: Callable[[Path], None] | None = None
     #: recorded in the manifest beside the arguments and the source
     provenance: dict = field(default_factory=dict)
+    #: GPUs each Ray actor asks for (1 when the stage runs its model on a GPU)
+    gpus_per_worker: int = 0
 
 
 class StoreJob(ABC):
@@ -138,14 +140,14 @@ def run_job(job: StoreJob, data, out: str | os.PathLike, *, fields: Fields | Non
     factory = plan.local if engine == "local" else plan.remote()
     return fill_store(writer, factory, plan.payload, desc=job.desc, engine=engine,
                       address=ray_address, num_workers=num_workers, convert=plan.convert,
-                      progress=progress)
+                      progress=progress, gpus_per_worker=plan.gpus_per_worker)
 
 
 def fill_store(writer: StoreWriter, factory: WorkerFactory, payload: Callable[[int, int], Any],
                *, desc: str, engine: str = "local", address: str | None = None,
                num_workers: int | None = None,
                convert: Callable[[np.ndarray], np.ndarray] | None = None,
-               progress: bool = True) -> Store:
+               progress: bool = True, gpus_per_worker: int = 0) -> Store:
     """Compute every missing shard of ``writer`` on ``engine`` and finish the store.
 
     A progress bar counts samples (rate and ETA), starting from those an earlier, interrupted
@@ -163,7 +165,8 @@ def fill_store(writer: StoreWriter, factory: WorkerFactory, payload: Callable[[i
                dynamic_ncols=True)
     start = time.perf_counter()
     try:
-        with get_engine(engine, address=address, num_workers=num_workers) as runner:
+        with get_engine(engine, address=address, num_workers=num_workers,
+                        gpus_per_worker=gpus_per_worker) as runner:
             for k, rows in runner.map(factory, jobs):
                 writer.write_shard(k, rows if convert is None else convert(rows))
                 bar.update(len(rows))

@@ -133,9 +133,10 @@ class DemoResult:
 
 def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed: int = 0,
              model: str = "smollm2-135m", encoder: str = DEFAULT_ENCODER,
-             progress: bool = True) -> DemoResult:
+             progress: bool = True, device: str = "auto") -> DemoResult:
     """Run the demo into ``out`` (rerunning resumes it); progress goes to this module's
-    logger."""
+    logger. ``device`` (``auto``: a GPU when there is one) is where every model runs, but the
+    queries of ``attribute`` and ``filter``, which stay on the CPU as a user's would."""
     from influcoder.attribution.attributor import Attributor
     from influcoder.attribution.build import build_index
     from influcoder.attribution.filter import filter_pool
@@ -164,11 +165,12 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
 
     with stage("collect: gradient ground truth (SmolLM2-135M, LoRA warm-up, sketch 8192)"):
         args = CollectArguments(model=model, max_length=spec.max_length, seed=seed)
-        gt_pool = collect(out / "data" / "pool.jsonl", out / "grad_pool", args, progress=progress)
+        gt_pool = collect(out / "data" / "pool.jsonl", out / "grad_pool", args, progress=progress,
+                          device=device)
         gt_train = collect(out / "data" / "train_queries.jsonl", out / "grad_train_queries",
-                           like=out / "grad_pool", progress=progress)
+                           like=out / "grad_pool", progress=progress, device=device)
         gt_test = collect(out / "data" / "test_queries.jsonl", out / "grad_test_queries",
-                          like=out / "grad_pool", progress=progress)
+                          like=out / "grad_pool", progress=progress, device=device)
 
     with stage(f"distill: {encoder} on pool x training queries ({spec.epochs} epochs)"):
         enc_dir = out / "encoder"
@@ -178,13 +180,14 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
             result = distill_stores(gt_pool, gt_train, enc_dir,
                                     DistillArguments(epochs=spec.epochs, seed=seed,
                                                      max_seq_length=spec.encoder_max_length),
-                                    encoder=encoder, progress=progress)
+                                    encoder=encoder, progress=progress, device=device)
             logger.info(f"    validation per-anchor Spearman: untrained "
                         f"{result.untrained['per_anchor_spearman']:+.3f} -> best "
                         f"{result.best['per_anchor_spearman']:+.3f} (epoch {result.best_epoch})")
 
     with stage("index: embed the pool with the distilled encoder"):
-        build_index(out / "data" / "pool.jsonl", out / "index", str(enc_dir), progress=progress)
+        build_index(out / "data" / "pool.jsonl", out / "index", str(enc_dir), progress=progress,
+                    device=device)
         attributor = Attributor.load(out / "index")
 
     with stage("attribute: the most influential training samples for test queries"):
@@ -214,7 +217,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
                           encoders={"semantic (untrained MiniLM)": encoder,
                                     "influcoder (distilled)": str(enc_dir)},
                           labels=labels, k=10, seed=seed, charge_gradient_time=True,
-                          extra_targets=demo_targets)
+                          extra_targets=demo_targets, device=device)
         query_grad_seconds, pool_grad_seconds = gradient_seconds(gt_test), gradient_seconds(gt_pool)
         report = write_judgement(
             judgement, results_dir=out / "results", report_dir=out / "report",

@@ -50,7 +50,8 @@ def judge(gt_pool: Store, gt_queries: Store, *,
           encoders: Mapping[str, str] | None = None, baselines: Sequence[str] = (),
           gradient_dims: Sequence[int] = (), labels: np.ndarray | None = None, k: int = 10,
           seed: int = 0, targets: Sequence[str] = (), charge_gradient_time: bool = False,
-          extra_targets: Callable[[list[dict]], list[Target]] | None = None) -> Judgement:
+          extra_targets: Callable[[list[dict]], list[Target]] | None = None,
+          device: str = "cpu") -> Judgement:
     """Score every method on ``gt_pool`` x ``gt_queries`` and judge it against the gradients.
 
     Target specs (``METHOD:METRIC>=VALUE``) are checked against the rows to come before the
@@ -58,6 +59,7 @@ def judge(gt_pool: Store, gt_queries: Store, *,
     gradient rows' attribution time includes computing the queries' gradients, and their
     preparation the pool's (read from the stores' manifests): that is what the gradient path
     costs for new queries. ``extra_targets(rows)`` adds targets computed from the rows.
+    ``device``: where the ``encoders`` run.
     """
     from influcoder.evaluation.evaluate import (
         GROUND_TRUTH_METHOD,
@@ -73,7 +75,7 @@ def judge(gt_pool: Store, gt_queries: Store, *,
     expected = placeholder_rows(method_names(**named), k, labels is not None)
     for spec in targets:
         check_target(expected, spec)
-    methods = score_methods(gt_pool, gt_queries, seed=seed, **named)
+    methods = score_methods(gt_pool, gt_queries, seed=seed, device=device, **named)
     if charge_gradient_time:
         query_seconds = gradient_seconds(gt_queries)
         pool_seconds = gradient_seconds(gt_pool)

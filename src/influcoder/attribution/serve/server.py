@@ -43,17 +43,18 @@ def check_binding(host: str, token: str | None, no_auth: bool) -> None:
 
 def open_service(index_dir: str | os.PathLike, *, ground_truth: str | None = None,
                  encoder: str | None = None, backend: str = "auto",
-                 workers: int | None = None, max_batch: int = 16):
+                 workers: int | None = None, max_batch: int = 16, device: str = "cpu"):
     """Load the index, its encoder and the optional gradient store into a
     :class:`~influcoder.attribution.serve.service.Service`. The ONNX query encoder runs one
     thread per batch worker (``workers`` batches are encoded at once, see batcher.py), and
     its threads sleep rather than spin between runs: on a shared machine spinning threads
-    took a core from every other request. ``workers``: None means one per core (2 to 8)."""
+    took a core from every other request. ``workers``: None means one per core (2 to 8).
+    ``device``: where a torch back end runs (the ONNX ones always use the CPU)."""
     from influcoder.attribution.attributor import Attributor
     from influcoder.attribution.serve.ground_truth import GroundTruth
     from influcoder.attribution.serve.service import Service
 
-    attributor = Attributor.load(index_dir, encoder, backend=backend, threads=1)
+    attributor = Attributor.load(index_dir, encoder, backend=backend, threads=1, device=device)
     gt = None if ground_truth is None else GroundTruth(ground_truth, attributor.index.ids)
     workers = workers or min(8, max(2, os.cpu_count() or 2))
     return Service(attributor, ground_truth=gt, workers=workers, max_batch=max_batch)
@@ -62,7 +63,7 @@ def open_service(index_dir: str | os.PathLike, *, ground_truth: str | None = Non
 def serve(index_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
           token: str | None = None, no_auth: bool = False, ground_truth: str | None = None,
           encoder: str | None = None, backend: str = "auto", max_body: int | None = None,
-          workers: int | None = None, log_level: str = "info") -> None:
+          workers: int | None = None, log_level: str = "info", device: str = "cpu") -> None:
     """Serve the index until interrupted (see :mod:`influcoder.attribution.serve`)."""
     check_binding(host, token, no_auth)
     import uvicorn
@@ -70,7 +71,7 @@ def serve(index_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 
     from influcoder.attribution.serve.app import MAX_BODY, create_app
 
     service = open_service(index_dir, ground_truth=ground_truth, encoder=encoder,
-                           backend=backend, workers=workers)
+                           backend=backend, workers=workers, device=device)
     app = create_app(service, token=token, max_body=max_body or MAX_BODY)
     shown = "localhost" if is_loopback(host) else host
     logger.info(f"serving {service.index.n} pool samples on http://{shown}:{port}/ "
