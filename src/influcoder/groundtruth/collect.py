@@ -25,9 +25,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from influcoder.engines.batching import length_batches
 from influcoder.errors import InflucoderError, StoreError
 from influcoder.groundtruth.lora import adapter_digest
+from influcoder.groundtruth.memory import TokenBudget
 from influcoder.groundtruth.settings import CollectArguments
 from influcoder.groundtruth.tokenize import resolve_template, tokenize_samples
 from influcoder.io.atomic import atomic_write_dir
@@ -93,7 +93,8 @@ def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: 
     logger.info(f"warming up the LoRA adapter: {args.warmup_steps} steps of {bs} samples, "
         f"lr {args.warmup_lr}")
     losses = warmup(peft_model, batches, steps=args.warmup_steps, lr=args.warmup_lr,
-                    seed=args.seed, progress=progress)
+                    seed=args.seed, progress=progress, max_tokens=args.batch_tokens,
+                    gradient_checkpointing=args.gradient_checkpointing)
     logger.info(f"warm-up loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     return peft_model, "warmup"
 
@@ -133,7 +134,8 @@ class CollectJob(StoreJob):
                              + "\n  ".join(setup_differences(like.setup, setup)))
         computer = GradientComputer(peft_model, target=gradient_target(args),
                                     sketch_dim=args.sketch_dim, sketch_seed=args.sketch_seed,
-                                    bf16=args.bf16, pad_token_id=tokenizer.pad_token_id)
+                                    bf16=args.bf16, pad_token_id=tokenizer.pad_token_id,
+                                    gradient_checkpointing=args.gradient_checkpointing)
 
         def save_adapter(store_dir: Path) -> None:
             with warnings.catch_warnings():
@@ -144,7 +146,7 @@ class CollectJob(StoreJob):
 
         return Plan(
             setup=setup, dim=computer.output_dim, dtype=args.dtype, shard_rows=args.shard_rows,
-            local=lambda: functools.partial(compute_shard, computer, args.batch_size),
+            local=lambda: functools.partial(compute_shard, computer, token_budget(args)),
             # read once the store (and so its adapter) exists
             remote=lambda: GradientWorker(model_fp, args, read_adapter_files(out / ADAPTER_DIR),
                                           setup["adapter"]["sha256"], tokenizer.pad_token_id),
@@ -175,16 +177,23 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
                    progress=progress)
 
 
-def compute_shard(computer, batch_size: int, tokenized) -> np.ndarray:
+def token_budget(args: CollectArguments) -> TokenBudget:
+    """A worker's batching: ``--batch-tokens`` positions, at most ``--batch-size`` samples."""
+    return TokenBudget(max_batch=args.batch_size, max_tokens=args.batch_tokens)
+
+
+def compute_shard(computer, budget: TokenBudget, tokenized) -> np.ndarray:
     """The vectors of one shard's samples, in row order.
 
-    Samples are batched by length (:func:`~influcoder.engines.batching.length_batches`), so a batch
-    pads only to its own longest sample and little: a row does not depend on its batch-mates
-    (the gradient tests check this), and a shard is always cut into the same batches, so a
-    resumed run computes exactly what an uninterrupted one does."""
+    Samples are sorted by length and cut into batches of at most the budget's padded positions
+    (:class:`~influcoder.groundtruth.memory.TokenBudget`; on out-of-memory it halves and goes
+    on), so a batch pads only to its own longest sample and little. A row does not depend on
+    its batch-mates (the gradient tests check this), and a shard is always cut into the same
+    batches under the same budget, so a resumed run computes exactly what an uninterrupted
+    one does."""
     out = None
-    for rows in length_batches([len(t.input_ids) for t in tokenized], batch_size):
-        vectors = computer([tokenized[r] for r in rows])
+    for rows, vectors in budget.run([len(t.input_ids) for t in tokenized],
+                                    lambda rows: computer([tokenized[r] for r in rows])):
         if out is None:
             out = np.empty((len(tokenized), vectors.shape[1]), dtype=vectors.dtype)
         out[rows] = vectors
@@ -228,5 +237,7 @@ class GradientWorker(CheckedWorker):
         computer = GradientComputer(peft_model, target=gradient_target(self.args),
                                     sketch_dim=self.args.sketch_dim,
                                     sketch_seed=self.args.sketch_seed, bf16=self.args.bf16,
-                                    pad_token_id=self.pad_token_id)
-        return fingerprint(ref), functools.partial(compute_shard, computer, self.args.batch_size)
+                                    pad_token_id=self.pad_token_id,
+                                    gradient_checkpointing=self.args.gradient_checkpointing)
+        return fingerprint(ref), functools.partial(compute_shard, computer,
+                                                   token_budget(self.args))
