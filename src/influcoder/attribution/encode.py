@@ -35,6 +35,7 @@ import numpy as np
 from influcoder.attribution.backends import FastEncoder, encoder_fingerprint, resolve_backend
 from influcoder.attribution.settings import EncodeArguments
 from influcoder.errors import InputError
+from influcoder.io.estimate import DEFAULT_ESTIMATE_ROWS, Estimate, estimate_job
 from influcoder.io.job import CheckedWorker, Plan, StoreJob, run_job
 from influcoder.io.samples import Fields, encoder_text
 from influcoder.io.stores import Store, package_versions
@@ -89,8 +90,8 @@ class EncodeJob(StoreJob):
     kind, desc, made, settings = KIND, "encode", "encoded", EncodeArguments
     renamable = ("encoder",)
 
-    def __init__(self, args: EncodeArguments):
-        super().__init__(replace(args, backend=resolve_backend(args.backend)))
+    def __init__(self, args: EncodeArguments, dry_run: bool = False):
+        super().__init__(replace(args, backend=resolve_backend(args.backend)), dry_run)
 
     def plan(self, samples, source: str, out: Path) -> Plan:
         if not samples:
@@ -108,7 +109,8 @@ class EncodeJob(StoreJob):
             payload=lambda start, stop: [encoder_text(s) for s in samples[start:stop]],
             convert=lambda rows: to_storage(rows, args.dtype),
             provenance={"encoder_name": args.encoder,
-                        "versions": package_versions("sentence-transformers", "onnxruntime")})
+                        "versions": package_versions("sentence-transformers", "onnxruntime")},
+            lengths=lambda: encoder.token_lengths([encoder_text(s) for s in samples]))
 
 
 def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
@@ -134,3 +136,12 @@ def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
     return run_job(EncodeJob(args or EncodeArguments()), data, out, fields=fields, limit=limit,
                    engine=engine, ray_address=ray_address, num_workers=num_workers,
                    progress=progress)
+
+
+def estimate_encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
+                    fields: Fields | None = None, limit: int | None = None,
+                    rows: int = DEFAULT_ESTIMATE_ROWS, extra_storage=None) -> Estimate:
+    """What :func:`encode` with these arguments would cost (``encode --dry-run``): the encoder
+    loaded and ``rows`` samples encoded; nothing written (:mod:`influcoder.io.estimate`)."""
+    return estimate_job(EncodeJob(args or EncodeArguments(), dry_run=True), data, out,
+                        fields=fields, limit=limit, rows=rows, extra_storage=extra_storage)

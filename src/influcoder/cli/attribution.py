@@ -7,12 +7,14 @@ import click
 from influcoder.attribution.settings import AGGREGATES, BACKENDS, DEFAULT_ENCODER, FAISS_KINDS
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
+    dry_run_option,
     encoder_options,
     engine_options,
     field_options,
     fields_from,
     handle_errors,
     log,
+    print_estimate,
 )
 from influcoder.io.tables import clip_text
 
@@ -23,11 +25,12 @@ from influcoder.io.tables import clip_text
               help="a sentence-transformers directory or 'all-minilm-l6-v2' (bundled)")
 @click.option("--out", "-o", required=True, help="store directory to create (or resume)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@dry_run_option
 @encoder_options
 @engine_options
 @field_options
 @handle_errors
-def encode(data, encoder, out, quiet, limit, engine, ray_address, num_workers, **kw):
+def encode(data, encoder, out, quiet, dry_run, limit, engine, ray_address, num_workers, **kw):
     """Embeddings of DATA (prompt, blank line, response) into a store, like `collect` makes
     for gradients: `score`, `info` and open_store() work on both.
 
@@ -36,6 +39,7 @@ def encode(data, encoder, out, quiet, limit, engine, ray_address, num_workers, *
       influcoder encode train.jsonl --encoder runs/encoder --out runs/train-emb
       influcoder encode train.jsonl -e all-minilm-l6-v2 -o runs/emb --dtype int8
       influcoder encode big.jsonl -e runs/encoder -o runs/big --engine ray
+      influcoder encode big.jsonl -e runs/encoder -o runs/big --dry-run
     """
     from dataclasses import replace
 
@@ -48,6 +52,11 @@ def encode(data, encoder, out, quiet, limit, engine, ray_address, num_workers, *
         args = replace(EncodeArguments(encoder=encoder), **given)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    if dry_run:
+        from influcoder.attribution.encode import estimate_encode
+
+        print_estimate(estimate_encode(data, out, args, fields=fields, limit=limit))
+        return
     store = run_encode(data, out, args, fields=fields, limit=limit, engine=engine,
                        ray_address=ray_address, num_workers=num_workers, progress=not quiet)
     log(f"wrote {store.path}: {store.n} samples x {store.dim} ({store.dtype})")
@@ -63,12 +72,13 @@ def encode(data, encoder, out, quiet, limit, engine, ray_address, num_workers, *
               help="FAISS kind: flat (exact, the default for a new index), hnsw or ivf "
                    "(approximate, for millions of samples); changing it rebuilds faiss.index")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@dry_run_option
 @encoder_options
 @engine_options
 @field_options
 @handle_errors
-def index(encoder, data, out, append, approx, quiet, limit, engine, ray_address, num_workers,
-          **kw):
+def index(encoder, data, out, append, approx, quiet, dry_run, limit, engine, ray_address,
+          num_workers, **kw):
     """Encode the pool DATA with ENCODER into a persistent, searchable index.
 
     ENCODER is a sentence-transformers directory (from `distill`) or 'all-minilm-l6-v2'.
@@ -81,11 +91,16 @@ def index(encoder, data, out, append, approx, quiet, limit, engine, ray_address,
       influcoder index runs/encoder train.jsonl --out runs/index
       influcoder index runs/encoder more.jsonl --out runs/index --append
       influcoder index runs/encoder big.parquet -o runs/big --approx hnsw --engine ray
+      influcoder index runs/encoder big.parquet -o runs/big --approx hnsw --dry-run
     """
-    from influcoder.attribution.build import build_index
+    from influcoder.attribution.build import build_index, estimate_index
 
     fields = fields_from(kw)
     try:
+        if dry_run:
+            print_estimate(estimate_index(data, out, encoder, approx=approx, fields=fields,
+                                          limit=limit, **kw))
+            return
         built = build_index(data, out, encoder, append=append, approx=approx, fields=fields,
                             limit=limit, engine=engine, ray_address=ray_address,
                             num_workers=num_workers, progress=not quiet, **kw)

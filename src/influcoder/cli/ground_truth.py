@@ -7,11 +7,13 @@ import click
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
     dataclass_options,
+    dry_run_option,
     engine_options,
     field_options,
     fields_from,
     handle_errors,
     log,
+    print_estimate,
     settings_from,
 )
 from influcoder.groundtruth.settings import CollectArguments
@@ -25,11 +27,12 @@ from influcoder.io.tables import clip_text
               help="copy every setting (model, adapter, LoRA, sketch, template, truncation) "
                    "from this store, so the two are comparable")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@dry_run_option
 @engine_options
 @field_options
 @dataclass_options(CollectArguments)
 @handle_errors
-def collect(data, out, like, quiet, limit, engine, ray_address, num_workers, **kw):
+def collect(data, out, like, quiet, dry_run, limit, engine, ray_address, num_workers, **kw):
     """Per-sample response-only LoRA gradients of DATA, sketched and L2-normalised, into a
     store.
 
@@ -43,6 +46,7 @@ def collect(data, out, like, quiet, limit, engine, ray_address, num_workers, **k
       influcoder collect train.jsonl --out runs/pool --adapter my-lora/ --bf16
       influcoder collect queries.jsonl --like runs/pool --out runs/queries
       influcoder collect data.csv --prompt-field question --response-field answer -o runs/x
+      influcoder collect train.jsonl --out runs/pool --batch-tokens 8192 --dry-run
     """
     from influcoder.groundtruth.collect import collect as run_collect
 
@@ -52,6 +56,11 @@ def collect(data, out, like, quiet, limit, engine, ray_address, num_workers, **k
                                + ", ".join("--" + k.replace("_", "-")
                                            for k, v in kw.items() if v is not None))
     args = settings_from(CollectArguments, kw)
+    if dry_run:
+        from influcoder.groundtruth.collect import estimate_collect
+
+        print_estimate(estimate_collect(data, out, args, like=like, fields=fields, limit=limit))
+        return
     store = run_collect(data, out, args, like=like, fields=fields, limit=limit,
                         progress=not quiet, engine=engine, ray_address=ray_address,
                         num_workers=num_workers)

@@ -92,6 +92,19 @@ def engine_options(f):
     return f
 
 
+def dry_run_option(f):
+    """``--dry-run``: the estimate of a store-filling command instead of the command."""
+    return click.option("--dry-run", is_flag=True,
+                        help="write nothing: load the model, time a few samples with these "
+                             "settings and print the expected time, peak memory and storage "
+                             "for the whole data set")(f)
+
+
+def print_estimate(estimate) -> None:
+    for line in estimate.lines():
+        click.echo(line)
+
+
 def handle_errors(f):
     @functools.wraps(f)
     def wrapper(*args, **kwargs):

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +32,16 @@ from influcoder.groundtruth.memory import TokenBudget
 from influcoder.groundtruth.settings import CollectArguments
 from influcoder.groundtruth.tokenize import resolve_template, tokenize_samples
 from influcoder.io.atomic import atomic_write_dir
+from influcoder.io.estimate import DEFAULT_ESTIMATE_ROWS, Estimate, estimate_job
 from influcoder.io.job import CheckedWorker, Plan, StoreJob, run_job
 from influcoder.io.layout import ADAPTER_DIR, MANIFEST_NAME
 from influcoder.io.samples import Fields
 from influcoder.io.stores import Store, package_versions, setup_differences
 
 logger = logging.getLogger(__name__)
+
+#: warm-up steps a dry run takes (and times) before extrapolating the rest
+DRY_RUN_WARMUP_STEPS = 2
 
 
 def gradient_target(args: CollectArguments) -> str:
@@ -67,36 +72,41 @@ def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, 
 
 
 def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: Store | None,
-                     progress: bool = False) -> tuple[object, str]:
-    """Return ``(peft_model, origin)``; the adapter comes from, in order: the store being
-    resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up seeded one."""
+                     progress: bool = False, dry_run: bool = False) -> tuple[object, str, float]:
+    """Return ``(peft_model, origin, skipped seconds)``; the adapter comes from, in order: the
+    store being resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up seeded one.
+    A dry run warms up for at most :data:`DRY_RUN_WARMUP_STEPS` steps and extrapolates the
+    time of the others (skipped seconds)."""
     from influcoder.groundtruth.lora import attach_lora, load_adapter, warmup
 
     resumed = out if (out / MANIFEST_NAME).is_file() else None
     for store_dir in (resumed, like.path if like else None):
         if store_dir is not None and (Path(store_dir) / ADAPTER_DIR).is_dir():
             origin = Store(store_dir, allow_incomplete=True).setup["adapter"]["origin"]
-            return load_adapter(model, Path(store_dir) / ADAPTER_DIR), origin
+            return load_adapter(model, Path(store_dir) / ADAPTER_DIR), origin, 0.0
     if args.adapter:
         if not Path(args.adapter, "adapter_config.json").is_file():
             raise InflucoderError(f"{args.adapter}: not a PEFT adapter directory "
                                   f"(no adapter_config.json)")
-        return load_adapter(model, args.adapter), "user"
+        return load_adapter(model, args.adapter), "user", 0.0
     peft_model = attach_lora(model, rank=args.lora_rank, alpha=args.lora_alpha,
                              targets=args.lora_targets, seed=args.seed)
     if args.adapter_init == "fresh" or args.warmup_steps == 0:
-        return peft_model, "fresh"
+        return peft_model, "fresh", 0.0
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(tokenized))
     bs = args.warmup_batch_size
     batches = [[tokenized[i] for i in order[j:j + bs]] for j in range(0, len(order), bs)]
     logger.info(f"warming up the LoRA adapter: {args.warmup_steps} steps of {bs} samples, "
         f"lr {args.warmup_lr}")
-    losses = warmup(peft_model, batches, steps=args.warmup_steps, lr=args.warmup_lr,
+    steps = min(args.warmup_steps, DRY_RUN_WARMUP_STEPS) if dry_run else args.warmup_steps
+    start = time.perf_counter()
+    losses = warmup(peft_model, batches, steps=steps, lr=args.warmup_lr,
                     seed=args.seed, progress=progress, max_tokens=args.batch_tokens,
                     gradient_checkpointing=args.gradient_checkpointing)
     logger.info(f"warm-up loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-    return peft_model, "warmup"
+    skipped = (time.perf_counter() - start) / steps * (args.warmup_steps - steps)
+    return peft_model, "warmup", skipped
 
 
 class CollectJob(StoreJob):
@@ -104,8 +114,9 @@ class CollectJob(StoreJob):
 
     kind, desc, made, settings = "gradients", "collect", "collected", CollectArguments
 
-    def __init__(self, args: CollectArguments, like: Store | None = None, progress: bool = True):
-        super().__init__(args)
+    def __init__(self, args: CollectArguments, like: Store | None = None, progress: bool = True,
+                 dry_run: bool = False):
+        super().__init__(args, dry_run)
         self.like, self.progress = like, progress
 
     def plan(self, samples, source: str, out: Path) -> Plan:
@@ -125,10 +136,15 @@ class CollectJob(StoreJob):
             raise StoreError(f"{like.path} was built with another model than '{args.model}'")
 
         torch.manual_seed(args.seed)
-        peft_model, origin = _prepare_adapter(model, args, tokenized, out, like,
-                                              self.progress)
+        peft_model, origin, self.skipped_seconds = _prepare_adapter(
+            model, args, tokenized, out, like, self.progress, self.dry_run)
+        if self.skipped_seconds:
+            self.estimate_notes = ((f"the warm-up's time is extrapolated from its first "
+                                    f"{DRY_RUN_WARMUP_STEPS} of {args.warmup_steps} steps"),)
         setup = build_setup(args, ref, model_fp, tokenizer, template, adapter_digest(peft_model),
                             origin)
+        self.adapter_parameters = sum(p.numel() for name, p in peft_model.named_parameters()
+                                      if "lora_" in name)
         if like is not None and setup != like.setup:
             raise StoreError(f"cannot reproduce the setup of {like.path} (stored vs now):\n  "
                              + "\n  ".join(setup_differences(like.setup, setup)))
@@ -151,7 +167,8 @@ class CollectJob(StoreJob):
             remote=lambda: GradientWorker(model_fp, args, read_adapter_files(out / ADAPTER_DIR),
                                           setup["adapter"]["sha256"], tokenizer.pad_token_id),
             payload=lambda start, stop: tokenized[start:stop], prepare=save_adapter,
-            provenance={"model_name": args.model, "versions": package_versions("peft")})
+            provenance={"model_name": args.model, "versions": package_versions("peft")},
+            lengths=lambda: [len(t.input_ids) for t in tokenized])
 
 
 def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, *,
@@ -175,6 +192,25 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
     return run_job(CollectJob(args or CollectArguments(), like_store, progress), data, out, fields=fields,
                    limit=limit, engine=engine, ray_address=ray_address, num_workers=num_workers,
                    progress=progress)
+
+
+def estimate_collect(data, out: str | os.PathLike, args: CollectArguments | None = None, *,
+                     like: str | os.PathLike | None = None, fields: Fields | None = None,
+                     limit: int | None = None, rows: int = DEFAULT_ESTIMATE_ROWS) -> Estimate:
+    """What :func:`collect` with these arguments would cost (``collect --dry-run``): the model
+    loaded, the warm-up timed on its first steps, ``rows`` samples timed; nothing written
+    (:mod:`influcoder.io.estimate`)."""
+    like_store = Store(like) if like is not None else None
+    if like_store is not None:
+        args = CollectJob.settings_of(like_store)
+    job = CollectJob(args or CollectArguments(), like_store, progress=False, dry_run=True)
+    return estimate_job(job, data, out, fields=fields, limit=limit, rows=rows,
+                        extra_storage=lambda n, dim: adapter_bytes(job))
+
+
+def adapter_bytes(job: CollectJob) -> int:
+    """Bytes of the LoRA weights a store keeps (float32)."""
+    return 4 * job.adapter_parameters
 
 
 def token_budget(args: CollectArguments) -> TokenBudget:
