@@ -180,6 +180,13 @@ def test_warmup_micro_batches_and_oom_give_the_same_adapter(tiny_model_dir, toke
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_decoders_load_with_sdpa_attention(tiny_model_dir):
+    from influcoder.groundtruth.decoder import load_decoder
+
+    model, _, _ = load_decoder(str(tiny_model_dir))
+    assert model.config._attn_implementation == "sdpa"
+
+
 # --- gradient checkpointing -------------------------------------------------------------------
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir, tokenized,
