@@ -80,7 +80,7 @@ class Estimate:
 
 def _duration(seconds: float) -> str:
     if seconds < 120:
-        return f"{seconds:.0f} s"
+        return f"{seconds:.3g} s"
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
@@ -89,9 +89,9 @@ def _duration(seconds: float) -> str:
 def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000:
-            return f"{n:.0f} {unit}"
+            return f"{n:.3g} {unit}"
         n /= 1000
-    return f"{n:.1f} TB"
+    return f"{n:.3g} TB"
 
 
 def peak_rss_bytes() -> int:
