@@ -93,6 +93,11 @@ def test_encode_dry_run_writes_nothing(tiny_encoder, tmp_path):
     r = run("encode", data, "-e", tiny_encoder, "-o", tmp_path / "emb", "--dry-run")
     assert r.exit_code == 0, r.output
     assert not (tmp_path / "emb").exists() and "s/sample" in r.output
+    assert "workers" not in r.output
+    r = run("encode", data, "-e", tiny_encoder, "-o", tmp_path / "emb", "--dry-run",
+            "--engine", "ray")
+    assert r.exit_code == 0 and "not on --engine ray's workers" in r.output
+    assert not (tmp_path / "emb").exists()
 
 
 def test_dry_run_is_in_the_help():

@@ -55,7 +55,7 @@ def encode(data, encoder, out, quiet, dry_run, limit, engine, ray_address, num_w
     if dry_run:
         from influcoder.attribution.encode import estimate_encode
 
-        print_estimate(estimate_encode(data, out, args, fields=fields, limit=limit))
+        print_estimate(estimate_encode(data, out, args, fields=fields, limit=limit), engine)
         return
     store = run_encode(data, out, args, fields=fields, limit=limit, engine=engine,
                        ray_address=ray_address, num_workers=num_workers, progress=not quiet)
@@ -99,7 +99,7 @@ def index(encoder, data, out, append, approx, quiet, dry_run, limit, engine, ray
     try:
         if dry_run:
             print_estimate(estimate_index(data, out, encoder, approx=approx, fields=fields,
-                                          limit=limit, **kw))
+                                          limit=limit, **kw), engine)
             return
         built = build_index(data, out, encoder, append=append, approx=approx, fields=fields,
                             limit=limit, engine=engine, ray_address=ray_address,

@@ -59,7 +59,8 @@ def collect(data, out, like, quiet, dry_run, limit, engine, ray_address, num_wor
     if dry_run:
         from influcoder.groundtruth.collect import estimate_collect
 
-        print_estimate(estimate_collect(data, out, args, like=like, fields=fields, limit=limit))
+        print_estimate(estimate_collect(data, out, args, like=like, fields=fields, limit=limit),
+                       engine)
         return
     store = run_collect(data, out, args, like=like, fields=fields, limit=limit,
                         progress=not quiet, engine=engine, ray_address=ray_address,

@@ -100,7 +100,10 @@ def dry_run_option(f):
                              "for the whole data set")(f)
 
 
-def print_estimate(estimate) -> None:
+def print_estimate(estimate, engine: str = "local") -> None:
+    if engine != "local":
+        estimate.notes.append(f"timed in this process, not on --engine {engine}'s workers: "
+                              "divide the rows' time by the number of workers")
     for line in estimate.lines():
         click.echo(line)
 
