@@ -74,7 +74,7 @@ def _time_mode(mode: str, n: int, queue) -> None:
     """Modes: ``reference`` (tests/references.py, explicit sketch matrix), ``plain`` (see
     :func:`_plain_loop`), ``fast:TOKENS`` (the fast path, batches of at most TOKENS padded
     positions), ``fast:cap8`` (8 samples per batch with no token budget: collect before
-    token budgets); ``:bf16`` appended: bf16 autocast."""
+    token budgets); ``:bf16`` appended: bf16 autocast; ``:gc``: gradient checkpointing."""
     import torch
 
     from influcoder.engines.batching import length_batches
@@ -84,7 +84,7 @@ def _time_mode(mode: str, n: int, queue) -> None:
     model, tok, chosen, mean_len = _setup(n, 1, (60, 512))
     lengths = [len(t.input_ids) for t in chosen]
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    bf16 = mode.endswith(":bf16")
+    bf16, checkpointing = ":bf16" in mode, ":gc" in mode
     if mode == "reference":
         run = lambda: reference_gradients(model, chosen, target="lora", sketch_dim=8192)
         batches = [[i] for i in range(n)]
@@ -96,7 +96,8 @@ def _time_mode(mode: str, n: int, queue) -> None:
         batches = (length_batches(lengths, 8) if size == "cap8"
                    else length_batches(lengths, 256, max_tokens=int(size)))
         comp = GradientComputer(model, target="lora", sketch_dim=8192, sketch_seed=0,
-                                bf16=bf16, pad_token_id=tok.pad_token_id)
+                                bf16=bf16, pad_token_id=tok.pad_token_id,
+                                gradient_checkpointing=checkpointing)
         comp(chosen[:1])  # warm the hooks and the sketch tables
 
         def run():
