@@ -66,7 +66,7 @@ def gradient_vs_encoder(pool, queries, work: Path, adapter_init: str,
                         repeats: int = 3) -> list[dict]:
     from influcoder.attribution.attributor import Attributor
     from influcoder.attribution.build import build_index
-    from influcoder.groundtruth.collect import collect, compute_shard
+    from influcoder.groundtruth.collect import collect, compute_shard, token_budget
     from influcoder.groundtruth.decoder import load_decoder
     from influcoder.groundtruth.gradients import GradientComputer
     from influcoder.groundtruth.influence import score_stores
@@ -97,7 +97,8 @@ def gradient_vs_encoder(pool, queries, work: Path, adapter_init: str,
     pool_vectors = pool_store.vectors()
 
     def gradient_attribute():
-        q = compute_shard(comp, args["batch_size"], tokd)  # collect's own length batching
+        # collect's own batching, by its token budget
+        q = compute_shard(comp, token_budget(CollectArguments(**args)), tokd)
         np.argsort(-(pool_vectors @ q.T), axis=0)[:K]
 
     grad_loaded = _median_seconds(gradient_attribute, repeats)

@@ -183,12 +183,15 @@ def test_kill_and_resume_gives_identical_store(tiny_model_dir, tmp_path):
     assert resumed.setup == whole.setup
 
 
-def test_shards_batch_by_length_and_keep_row_order(tiny_model, tiny_tokenizer):
-    """Length-sorted batching inside a shard returns each sample's own row, as the
-    one-sample-at-a-time reference computes it."""
+@pytest.mark.parametrize("batch_tokens", [1, 130, 200, 10_000])
+def test_shards_batch_by_length_and_keep_row_order(tiny_model, tiny_tokenizer, batch_tokens):
+    """Length-sorted batching by a token budget inside a shard returns each sample's own row,
+    as the one-sample-at-a-time reference computes it, whatever the budget (1: one sample per
+    batch; 10,000: one batch)."""
     from influcoder.groundtruth.collect import compute_shard
     from influcoder.groundtruth.gradients import GradientComputer
     from influcoder.groundtruth.lora import attach_lora
+    from influcoder.groundtruth.memory import TokenBudget
     from influcoder.groundtruth.tokenize import tokenize_samples
     from influcoder.io.samples import Sample
     from tests.references import reference_gradients
@@ -199,6 +202,9 @@ def test_shards_batch_by_length_and_keep_row_order(tiny_model, tiny_tokenizer):
     tokd = tokenize_samples(tiny_tokenizer, samples, max_length=64)
     computer = GradientComputer(model, target="lora-b", sketch_dim=32, sketch_seed=0,
                                 pad_token_id=tiny_tokenizer.pad_token_id)
-    fast = compute_shard(computer, 4, tokd)
+    budget = TokenBudget(max_batch=64, max_tokens=batch_tokens)
+    cuts = budget.batches([len(t.input_ids) for t in tokd])
+    assert (len(cuts) == 9) == (batch_tokens == 1) and (len(cuts) == 1) == (batch_tokens == 10_000)
+    fast = compute_shard(computer, budget, tokd)
     ref = reference_gradients(model, tokd, target="lora-b", sketch_dim=32, sketch_seed=0)
     np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-5)

@@ -297,6 +297,39 @@ def build_index(data, out: str | os.PathLike, encoder: str | None = None, *,
     return Index(out)
 
 
+def estimate_index(data, out: str | os.PathLike, encoder: str | None = None, *,
+                   approx: str | None = None, fields: Fields | None = None,
+                   limit: int | None = None, **options):
+    """What :func:`build_index` of ``data`` into ``out`` would cost (``index --dry-run``): the
+    encoding as :func:`~influcoder.attribution.encode.estimate_encode` times it, plus the
+    FAISS index's bytes; nothing written. ``options`` are :func:`build_index`'s encoding
+    settings (``backend``, ``batch_size``, ...)."""
+    from influcoder.attribution.encode import estimate_encode
+    from influcoder.attribution.index import faiss_params
+
+    out = Path(out)
+    meta = _read_meta(out) if (out / INDEX_FILE).is_file() else None
+    if meta is not None:
+        meta["path"] = str(out)
+    args = _settings(meta, encoder, options)
+    kind = approx or (meta["faiss"]["kind"] if meta else "flat")
+    if kind not in FAISS_KINDS:
+        raise ValueError(f"approx must be one of {FAISS_KINDS}, got {kind!r}")
+
+    def faiss_bytes(n: int, dim: int) -> int:
+        n_all = n + (meta["n"] if meta else 0)
+        params = faiss_params(kind, n_all)
+        stats = 8 * dim * (dim + 1)     # the pool statistics for z-scores (float64)
+        if kind == "hnsw":      # fp16 codes, the level-0 graph (2m int32), offsets and levels
+            return stats + n_all * (2 * dim + 8 * params["m"] + 12)
+        if kind == "ivf":       # fp16 codes and int64 ids + the float32 centroids
+            return stats + n_all * (2 * dim + 8) + params["nlist"] * dim * 4
+        return stats + n_all * dim * 4
+
+    return estimate_encode(data, out, args, fields=fields, limit=limit,
+                           extra_storage=faiss_bytes)
+
+
 def args_from_segment(store: Store, encoder: str) -> EncodeArguments:
     """The settings a segment was encoded with (the backend resolved)."""
     return replace(EncodeArguments(**store.manifest["provenance"]["arguments"]), encoder=encoder)

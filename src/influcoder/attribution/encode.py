@@ -36,6 +36,7 @@ from influcoder.attribution.backends import FastEncoder, encoder_fingerprint, re
 from influcoder.attribution.settings import EncodeArguments
 from influcoder.errors import InputError
 from influcoder.io.devices import DEFAULT_DEVICE
+from influcoder.io.estimate import DEFAULT_ESTIMATE_ROWS, Estimate, estimate_job
 from influcoder.io.job import CheckedWorker, Plan, StoreJob, run_job
 from influcoder.io.layout import MANIFEST_NAME
 from influcoder.io.samples import Fields, encoder_text
@@ -94,8 +95,9 @@ class EncodeJob(StoreJob):
     kind, desc, made, settings = KIND, "encode", "encoded", EncodeArguments
     renamable = ("encoder",)
 
-    def __init__(self, args: EncodeArguments, device: str = DEFAULT_DEVICE):
-        super().__init__(replace(args, backend=resolve_backend(args.backend, device)))
+    def __init__(self, args: EncodeArguments, device: str = DEFAULT_DEVICE,
+                 dry_run: bool = False):
+        super().__init__(replace(args, backend=resolve_backend(args.backend, device)), dry_run)
         self.device = device
 
     def plan(self, samples, source: str, out: Path) -> Plan:
@@ -120,7 +122,8 @@ class EncodeJob(StoreJob):
             payload=lambda start, stop: [encoder_text(s) for s in samples[start:stop]],
             convert=lambda rows: to_storage(rows, args.dtype),
             provenance={"encoder_name": args.encoder, "device": describe_device(encoder._device),
-                        "versions": package_versions("sentence-transformers", "onnxruntime")})
+                        "versions": package_versions("sentence-transformers", "onnxruntime")},
+            lengths=lambda: encoder.token_lengths([encoder_text(s) for s in samples]))
 
 
 def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
@@ -154,3 +157,12 @@ def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
     return run_job(EncodeJob(args, device), data, out, fields=fields, limit=limit,
                    engine=engine, ray_address=ray_address, num_workers=num_workers,
                    progress=progress)
+
+
+def estimate_encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
+                    fields: Fields | None = None, limit: int | None = None,
+                    rows: int = DEFAULT_ESTIMATE_ROWS, extra_storage=None) -> Estimate:
+    """What :func:`encode` with these arguments would cost (``encode --dry-run``): the encoder
+    loaded and ``rows`` samples encoded; nothing written (:mod:`influcoder.io.estimate`)."""
+    return estimate_job(EncodeJob(args or EncodeArguments(), dry_run=True), data, out,
+                        fields=fields, limit=limit, rows=rows, extra_storage=extra_storage)

@@ -16,12 +16,14 @@ from influcoder.attribution.settings import (
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
     device_option,
+    dry_run_option,
     encoder_options,
     engine_options,
     field_options,
     fields_from,
     handle_errors,
     log,
+    print_estimate,
 )
 from influcoder.io.tables import clip_text
 
@@ -32,12 +34,14 @@ from influcoder.io.tables import clip_text
               help="a sentence-transformers directory or 'all-minilm-l6-v2' (bundled)")
 @click.option("--out", "-o", required=True, help="store directory to create (or resume)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@dry_run_option
 @encoder_options
 @device_option(extra=" (the onnx and int8 backends always use the CPU)")
 @engine_options
 @field_options
 @handle_errors
-def encode(data, encoder, out, quiet, device, limit, engine, ray_address, num_workers, **kw):
+def encode(data, encoder, out, quiet, device, dry_run, limit, engine, ray_address, num_workers,
+           **kw):
     """Embeddings of DATA (prompt, blank line, response) into a store, like `collect` makes
     for gradients: `score`, `info` and open_store() work on both.
 
@@ -47,6 +51,7 @@ def encode(data, encoder, out, quiet, device, limit, engine, ray_address, num_wo
       influcoder encode train.jsonl -e all-minilm-l6-v2 -o runs/emb --dtype int8
       influcoder encode big.jsonl -e runs/encoder -o runs/big --engine ray
       influcoder encode big.jsonl -e runs/encoder -o runs/big --device cuda --batch-size 512
+      influcoder encode big.jsonl -e runs/encoder -o runs/big --dry-run
     """
     from dataclasses import replace
 
@@ -59,6 +64,11 @@ def encode(data, encoder, out, quiet, device, limit, engine, ray_address, num_wo
         args = replace(EncodeArguments(encoder=encoder), **given)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    if dry_run:
+        from influcoder.attribution.encode import estimate_encode
+
+        print_estimate(estimate_encode(data, out, args, fields=fields, limit=limit), engine)
+        return
     store = run_encode(data, out, args, fields=fields, limit=limit, engine=engine,
                        ray_address=ray_address, num_workers=num_workers, progress=not quiet,
                        device=device)
@@ -75,12 +85,13 @@ def encode(data, encoder, out, quiet, device, limit, engine, ray_address, num_wo
               help="FAISS kind: flat (exact, the default for a new index), hnsw or ivf "
                    "(approximate, for millions of samples); changing it rebuilds faiss.index")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@dry_run_option
 @encoder_options
 @device_option(extra=" (the onnx and int8 backends always use the CPU)")
 @engine_options
 @field_options
 @handle_errors
-def index(encoder, data, out, append, approx, quiet, device, limit, engine, ray_address,
+def index(encoder, data, out, append, approx, quiet, device, dry_run, limit, engine, ray_address,
           num_workers, **kw):
     """Encode the pool DATA with ENCODER into a persistent, searchable index.
 
@@ -94,11 +105,16 @@ def index(encoder, data, out, append, approx, quiet, device, limit, engine, ray_
       influcoder index runs/encoder train.jsonl --out runs/index
       influcoder index runs/encoder more.jsonl --out runs/index --append
       influcoder index runs/encoder big.parquet -o runs/big --approx hnsw --engine ray
+      influcoder index runs/encoder big.parquet -o runs/big --approx hnsw --dry-run
     """
-    from influcoder.attribution.build import build_index
+    from influcoder.attribution.build import build_index, estimate_index
 
     fields = fields_from(kw)
     try:
+        if dry_run:
+            print_estimate(estimate_index(data, out, encoder, approx=approx, fields=fields,
+                                          limit=limit, **kw), engine)
+            return
         built = build_index(data, out, encoder, append=append, approx=approx, fields=fields,
                             limit=limit, engine=engine, ray_address=ray_address,
                             num_workers=num_workers, progress=not quiet, device=device, **kw)

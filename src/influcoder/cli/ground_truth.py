@@ -8,11 +8,13 @@ from influcoder.cli.app import cli
 from influcoder.cli.options import (
     dataclass_options,
     device_option,
+    dry_run_option,
     engine_options,
     field_options,
     fields_from,
     handle_errors,
     log,
+    print_estimate,
     settings_from,
 )
 from influcoder.groundtruth.settings import CollectArguments
@@ -28,11 +30,13 @@ from influcoder.io.tables import clip_text
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @device_option(extra="; with --engine ray on a GPU, one actor per GPU. Not a setting of the "
                      "store: a store may be resumed on another machine")
+@dry_run_option
 @engine_options
 @field_options
 @dataclass_options(CollectArguments)
 @handle_errors
-def collect(data, out, like, quiet, device, limit, engine, ray_address, num_workers, **kw):
+def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address, num_workers,
+            **kw):
     """Per-sample response-only LoRA gradients of DATA, sketched and L2-normalised, into a
     store.
 
@@ -48,6 +52,7 @@ def collect(data, out, like, quiet, device, limit, engine, ray_address, num_work
       influcoder collect train.jsonl -o runs/pool --model pythia-dir/ --lora-targets auto
       influcoder collect queries.jsonl --like runs/pool --out runs/queries
       influcoder collect data.csv --prompt-field question --response-field answer -o runs/x
+      influcoder collect train.jsonl --out runs/pool --batch-tokens 8192 --dry-run
     """
     from influcoder.groundtruth.collect import collect as run_collect
 
@@ -57,6 +62,12 @@ def collect(data, out, like, quiet, device, limit, engine, ray_address, num_work
                                + ", ".join("--" + k.replace("_", "-")
                                            for k, v in kw.items() if v is not None))
     args = settings_from(CollectArguments, kw)
+    if dry_run:
+        from influcoder.groundtruth.collect import estimate_collect
+
+        print_estimate(estimate_collect(data, out, args, like=like, fields=fields, limit=limit),
+                       engine)
+        return
     store = run_collect(data, out, args, like=like, fields=fields, limit=limit,
                         progress=not quiet, engine=engine, ray_address=ray_address,
                         num_workers=num_workers, device=device)

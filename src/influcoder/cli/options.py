@@ -113,6 +113,20 @@ def device_option(f=None, *, default: str | None = None, extra: str = ""):
                             callback=check, metavar="auto|cpu|cuda|cuda:N",
                             help=DEVICE_HELP + extra)(g)
     return decorate(f) if f is not None else decorate
+def dry_run_option(f):
+    """``--dry-run``: the estimate of a store-filling command instead of the command."""
+    return click.option("--dry-run", is_flag=True,
+                        help="write nothing: load the model, time a few samples with these "
+                             "settings and print the expected time, peak memory and storage "
+                             "for the whole data set")(f)
+
+
+def print_estimate(estimate, engine: str = "local") -> None:
+    if engine != "local":
+        estimate.notes.append(f"timed in this process, not on --engine {engine}'s workers: "
+                              "divide the rows' time by the number of workers")
+    for line in estimate.lines():
+        click.echo(line)
 
 
 def handle_errors(f):

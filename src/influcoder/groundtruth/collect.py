@@ -18,6 +18,7 @@ import functools
 import hashlib
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,19 +26,23 @@ from typing import ClassVar
 
 import numpy as np
 
-from influcoder.engines.batching import length_batches
 from influcoder.errors import InflucoderError, StoreError
 from influcoder.groundtruth.lora import adapter_digest
+from influcoder.groundtruth.memory import TokenBudget
 from influcoder.groundtruth.settings import AUTO_LORA_TARGETS, CollectArguments
 from influcoder.groundtruth.tokenize import resolve_template, tokenize_samples
 from influcoder.io.atomic import atomic_write_dir
 from influcoder.io.devices import DEFAULT_DEVICE
+from influcoder.io.estimate import DEFAULT_ESTIMATE_ROWS, Estimate, estimate_job
 from influcoder.io.job import CheckedWorker, Plan, StoreJob, run_job
 from influcoder.io.layout import ADAPTER_DIR, MANIFEST_NAME
 from influcoder.io.samples import Fields
 from influcoder.io.stores import Store, package_versions, setup_differences
 
 logger = logging.getLogger(__name__)
+
+#: warm-up steps a dry run takes (and times) before extrapolating the rest
+DRY_RUN_WARMUP_STEPS = 2
 
 
 def gradient_target(args: CollectArguments) -> str:
@@ -75,15 +80,16 @@ def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, 
 
 
 def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: Store | None,
-                     progress: bool = False, targets=None, device=None
-                     ) -> tuple[object, str, dict | None]:
-    """Return ``(peft_model, origin, config)``; the adapter comes from, in order: the store
-    being resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up seeded one.
-    ``config`` describes a loaded adapter (rank, alpha, targets): a store's as it recorded it
-    (the adapter is the same, its digest is checked), a user's from its PEFT config; None for
-    a seeded one (the arguments describe it). ``model`` is on the CPU, so a seeded adapter is
-    the same on every machine; the adapter and model are then moved to ``device`` (where the
-    warm-up runs)."""
+                     progress: bool = False, targets=None, device=None, dry_run: bool = False
+                     ) -> tuple[object, str, dict | None, float]:
+    """Return ``(peft_model, origin, config, skipped seconds)``; the adapter comes from, in
+    order: the store being resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up
+    seeded one. ``config`` describes a loaded adapter (rank, alpha, targets): a store's as it
+    recorded it (the adapter is the same, its digest is checked), a user's from its PEFT config;
+    None for a seeded one (the arguments describe it). ``model`` is on the CPU, so a seeded
+    adapter is the same on every machine; the adapter and model are then moved to ``device``
+    (where the warm-up runs). A dry run warms up for at most :data:`DRY_RUN_WARMUP_STEPS` steps
+    and extrapolates the time of the others (skipped seconds)."""
     from influcoder.groundtruth.lora import attach_lora, load_adapter, warmup
 
     resumed = out if (out / MANIFEST_NAME).is_file() else None
@@ -92,13 +98,13 @@ def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: 
             recorded = Store(store_dir, allow_incomplete=True).setup["adapter"]
             config = {k: recorded[k] for k in ("rank", "alpha", "targets")}
             return (load_adapter(model, Path(store_dir) / ADAPTER_DIR).to(device),
-                    recorded["origin"], config)
+                    recorded["origin"], config, 0.0)
     if args.adapter:
         if not Path(args.adapter, "adapter_config.json").is_file():
             raise InflucoderError(f"{args.adapter}: not a PEFT adapter directory "
                                   f"(no adapter_config.json)")
         peft_model = load_adapter(model, args.adapter).to(device)
-        return peft_model, "user", _peft_config(peft_model)
+        return peft_model, "user", _peft_config(peft_model), 0.0
     try:
         peft_model = attach_lora(model, rank=args.lora_rank, alpha=args.lora_alpha,
                                  targets=targets or args.lora_targets, seed=args.seed)
@@ -108,17 +114,21 @@ def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: 
         raise InflucoderError(f"--lora-targets: {e}{hint}") from None
     peft_model.to(device)
     if args.adapter_init == "fresh" or args.warmup_steps == 0:
-        return peft_model, "fresh", None
+        return peft_model, "fresh", None, 0.0
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(tokenized))
     bs = args.warmup_batch_size
     batches = [[tokenized[i] for i in order[j:j + bs]] for j in range(0, len(order), bs)]
     logger.info(f"warming up the LoRA adapter: {args.warmup_steps} steps of {bs} samples, "
         f"lr {args.warmup_lr}")
-    losses = warmup(peft_model, batches, steps=args.warmup_steps, lr=args.warmup_lr,
-                    seed=args.seed, progress=progress)
+    steps = min(args.warmup_steps, DRY_RUN_WARMUP_STEPS) if dry_run else args.warmup_steps
+    start = time.perf_counter()
+    losses = warmup(peft_model, batches, steps=steps, lr=args.warmup_lr,
+                    seed=args.seed, progress=progress, max_tokens=args.batch_tokens,
+                    gradient_checkpointing=args.gradient_checkpointing)
     logger.info(f"warm-up loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-    return peft_model, "warmup", None
+    skipped = (time.perf_counter() - start) / steps * (args.warmup_steps - steps)
+    return peft_model, "warmup", None, skipped
 
 
 def _peft_config(peft_model) -> dict:
@@ -135,8 +145,8 @@ class CollectJob(StoreJob):
     kind, desc, made, settings = "gradients", "collect", "collected", CollectArguments
 
     def __init__(self, args: CollectArguments, like: Store | None = None, progress: bool = True,
-                 device: str = DEFAULT_DEVICE):
-        super().__init__(args)
+                 device: str = DEFAULT_DEVICE, dry_run: bool = False):
+        super().__init__(args, dry_run)
         self.like, self.progress, self.device = like, progress, device
 
     def plan(self, samples, source: str, out: Path) -> Plan:
@@ -174,16 +184,22 @@ class CollectJob(StoreJob):
         bf16 = resolve_precision("bf16" if args.bf16 else args.precision, device,
                                  stored.setup["gradient"]["precision"] if stored else None)
         torch.manual_seed(args.seed)
-        peft_model, origin, adapter_config = _prepare_adapter(model, args, tokenized, out, like,
-                                                              self.progress, targets, device)
+        peft_model, origin, adapter_config, self.skipped_seconds = _prepare_adapter(
+            model, args, tokenized, out, like, self.progress, targets, device, self.dry_run)
+        if self.skipped_seconds:
+            self.estimate_notes = ((f"the warm-up's time is extrapolated from its first "
+                                    f"{DRY_RUN_WARMUP_STEPS} of {args.warmup_steps} steps"),)
         setup = build_setup(args, ref, model_fp, tokenizer, template, adapter_digest(peft_model),
                             origin, targets=targets, bf16=bf16, adapter_config=adapter_config)
+        self.adapter_parameters = sum(p.numel() for name, p in peft_model.named_parameters()
+                                      if "lora_" in name)
         if like is not None and setup != like.setup:
             raise StoreError(f"cannot reproduce the setup of {like.path} (stored vs now):\n  "
                              + "\n  ".join(setup_differences(like.setup, setup)))
         computer = GradientComputer(peft_model, target=gradient_target(args),
                                     sketch_dim=args.sketch_dim, sketch_seed=args.sketch_seed,
-                                    bf16=bf16, pad_token_id=tokenizer.pad_token_id)
+                                    bf16=bf16, pad_token_id=tokenizer.pad_token_id,
+                                    gradient_checkpointing=args.gradient_checkpointing)
 
         def save_adapter(store_dir: Path) -> None:
             with warnings.catch_warnings():
@@ -194,7 +210,7 @@ class CollectJob(StoreJob):
 
         return Plan(
             setup=setup, dim=computer.output_dim, dtype=args.dtype, shard_rows=args.shard_rows,
-            local=lambda: functools.partial(compute_shard, computer, args.batch_size),
+            local=lambda: functools.partial(compute_shard, computer, token_budget(args)),
             # read once the store (and so its adapter) exists
             remote=lambda: GradientWorker(model_fp, args, read_adapter_files(out / ADAPTER_DIR),
                                           setup["adapter"]["sha256"], tokenizer.pad_token_id,
@@ -202,7 +218,8 @@ class CollectJob(StoreJob):
             payload=lambda start, stop: tokenized[start:stop], prepare=save_adapter,
             gpus_per_worker=1 if device.type == "cuda" else 0,
             provenance={"model_name": args.model, "versions": package_versions("peft"),
-                        "device": describe_device(device)})
+                        "device": describe_device(device)},
+            lengths=lambda: [len(t.input_ids) for t in tokenized])
 
 
 def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, *,
@@ -231,16 +248,42 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
                    progress=progress)
 
 
-def compute_shard(computer, batch_size: int, tokenized) -> np.ndarray:
+def estimate_collect(data, out: str | os.PathLike, args: CollectArguments | None = None, *,
+                     like: str | os.PathLike | None = None, fields: Fields | None = None,
+                     limit: int | None = None, rows: int = DEFAULT_ESTIMATE_ROWS) -> Estimate:
+    """What :func:`collect` with these arguments would cost (``collect --dry-run``): the model
+    loaded, the warm-up timed on its first steps, ``rows`` samples timed; nothing written
+    (:mod:`influcoder.io.estimate`)."""
+    like_store = Store(like) if like is not None else None
+    if like_store is not None:
+        args = CollectJob.settings_of(like_store)
+    job = CollectJob(args or CollectArguments(), like_store, progress=False, dry_run=True)
+    return estimate_job(job, data, out, fields=fields, limit=limit, rows=rows,
+                        extra_storage=lambda n, dim: adapter_bytes(job))
+
+
+def adapter_bytes(job: CollectJob) -> int:
+    """Bytes of the LoRA weights a store keeps (float32)."""
+    return 4 * job.adapter_parameters
+
+
+def token_budget(args: CollectArguments) -> TokenBudget:
+    """A worker's batching: ``--batch-tokens`` positions, at most ``--batch-size`` samples."""
+    return TokenBudget(max_batch=args.batch_size, max_tokens=args.batch_tokens)
+
+
+def compute_shard(computer, budget: TokenBudget, tokenized) -> np.ndarray:
     """The vectors of one shard's samples, in row order.
 
-    Samples are batched by length (:func:`~influcoder.engines.batching.length_batches`), so a batch
-    pads only to its own longest sample and little: a row does not depend on its batch-mates
-    (the gradient tests check this), and a shard is always cut into the same batches, so a
-    resumed run computes exactly what an uninterrupted one does."""
+    Samples are sorted by length and cut into batches of at most the budget's padded positions
+    (:class:`~influcoder.groundtruth.memory.TokenBudget`; on out-of-memory it halves and goes
+    on), so a batch pads only to its own longest sample and little. A row does not depend on
+    its batch-mates (the gradient tests check this), and a shard is always cut into the same
+    batches under the same budget, so a resumed run computes exactly what an uninterrupted
+    one does."""
     out = None
-    for rows in length_batches([len(t.input_ids) for t in tokenized], batch_size):
-        vectors = computer([tokenized[r] for r in rows])
+    for rows, vectors in budget.run([len(t.input_ids) for t in tokenized],
+                                    lambda rows: computer([tokenized[r] for r in rows])):
         if out is None:
             out = np.empty((len(tokenized), vectors.shape[1]), dtype=vectors.dtype)
         out[rows] = vectors
@@ -288,5 +331,7 @@ class GradientWorker(CheckedWorker):
         computer = GradientComputer(peft_model, target=gradient_target(self.args),
                                     sketch_dim=self.args.sketch_dim,
                                     sketch_seed=self.args.sketch_seed, bf16=self.bf16,
-                                    pad_token_id=self.pad_token_id)
-        return fingerprint(ref), functools.partial(compute_shard, computer, self.args.batch_size)
+                                    pad_token_id=self.pad_token_id,
+                                    gradient_checkpointing=self.args.gradient_checkpointing)
+        return fingerprint(ref), functools.partial(compute_shard, computer,
+                                                   token_budget(self.args))

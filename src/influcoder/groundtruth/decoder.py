@@ -57,14 +57,25 @@ def load_tokenizer(ref: ModelRef):
 
 
 def load_decoder(name: str = DEFAULT_DECODER):
-    """Return ``(model, tokenizer, ref)``: a float32 causal LM in eval mode."""
+    """Return ``(model, tokenizer, ref)``: a float32 causal LM in eval mode.
+
+    Attention is PyTorch's ``scaled_dot_product_attention`` where the architecture supports it
+    (its fused kernels keep no ``T x T`` attention matrix for the backward pass), eager
+    attention otherwise."""
     import torch
     from transformers import AutoModelForCausalLM
 
     ref = resolve_decoder(name)
     kwargs = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32, **kwargs)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32,
+                                                         attn_implementation="sdpa", **kwargs)
+        except ValueError as e:          # the architecture has no SDPA attention
+            if "sdpa" not in str(e).lower():
+                raise
+            model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32,
+                                                         attn_implementation="eager", **kwargs)
     except OSError as e:
         raise _hub_error(ref, e) if ref.kind == "hub" else InflucoderError(
             f"{ref.name}: cannot load model: {e}") from None

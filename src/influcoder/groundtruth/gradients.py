@@ -67,13 +67,14 @@ from influcoder.groundtruth.loss import (
     _check_batch,
     _device,
     _FrozenExcept,
-    _kept_response_losses,
     _normalise,
     _pad,
+    response_losses,
 )
+from influcoder.groundtruth.memory import checkpointing
 from influcoder.groundtruth.settings import DEFAULT_SKETCH_DIM, DEFAULT_SKETCH_SEED
 from influcoder.groundtruth.sketch import CountSketch
-from influcoder.groundtruth.tokenize import IGNORE_INDEX, TokenizedSample
+from influcoder.groundtruth.tokenize import TokenizedSample
 
 
 def _blocks(modules: list[tuple[str, nn.Linear]]) -> list[tuple[str, int]]:
@@ -95,6 +96,9 @@ class GradientComputer:
             float32). Faster on hardware with bf16 units, slightly less exact.
         pad_token_id: Id used to right-pad the batch; any valid id gives the same result.
             ``None`` (a tokenizer without a pad token) means 0.
+        gradient_checkpointing: Recompute each decoder layer's activations in the backward
+            pass instead of keeping them (:func:`~influcoder.groundtruth.memory.checkpointing`):
+            less memory, the same gradients, about 1.5x the time (measured on a CPU).
 
     Calling it on a batch returns a ``[B, output_dim]`` float32 array, one unit-norm row per
     sample, in batch order. A row does not depend on the other samples in its batch.
@@ -110,7 +114,8 @@ class GradientComputer:
 
     def __init__(self, model: nn.Module, *, target: str = "lora",
                  sketch_dim: int = DEFAULT_SKETCH_DIM, sketch_seed: int = DEFAULT_SKETCH_SEED,
-                 bf16: bool = False, pad_token_id: int | None = 0):
+                 bf16: bool = False, pad_token_id: int | None = 0,
+                 gradient_checkpointing: bool = False):
         if sketch_dim < 0:
             raise ValueError(f"sketch_dim must be >= 0 (0: no projection), got {sketch_dim}")
         if pad_token_id is not None and pad_token_id < 0:
@@ -118,6 +123,7 @@ class GradientComputer:
         self.model = model
         self.target = target
         self.bf16 = bf16
+        self.gradient_checkpointing = gradient_checkpointing
         self.pad_token_id = 0 if pad_token_id is None else pad_token_id
         self._modules = gradient_modules(model, target)
         self._blocks = _blocks(self._modules)
@@ -147,6 +153,10 @@ class GradientComputer:
         """
 
         def forward_hook(module, args, output):
+            if not output.requires_grad:
+                # the no-grad first pass of a checkpointed layer: the hook is registered when
+                # the backward pass recomputes the layer
+                return
             inputs = args[0].detach()
 
             def grad_hook(grad_output):
@@ -168,20 +178,18 @@ class GradientComputer:
         out = torch.zeros(len(batch), self._output_dim, dtype=torch.float32, device=device)
         handles = []
         try:
-            with torch.enable_grad(), _FrozenExcept(self.model, [], train=False):
+            with (torch.enable_grad(), _FrozenExcept(self.model, [], train=False),
+                  checkpointing(self.model, self.gradient_checkpointing)):
                 for (_, module), (block, _) in zip(self._modules, self._blocks):
                     handles.append(module.register_forward_hook(self._forward_hook(block, out)))
                 # Root the backward pass at a detached copy of the embeddings: with every
                 # parameter frozen, autograd then computes activation gradients only.
                 embeds = self.model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
-                # Only positions whose next token is a response token carry loss: the LM head
-                # (a fifth of a small model's work) runs on those alone.
-                keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    logits = self.model(inputs_embeds=embeds, attention_mask=attention_mask,
-                                        use_cache=False, logits_to_keep=keep).logits
-                loss = _kept_response_losses(logits, labels[:, keep + 1]).sum()
-                torch.autograd.grad(loss, embeds)
+                loss = response_losses(self.model, attention_mask, labels, inputs_embeds=embeds,
+                                       bf16=self.bf16).sum()
+                # backward(), not autograd.grad(): reentrant checkpointing supports only it.
+                # Only the detached embeddings can receive a .grad; it is dropped with them.
+                loss.backward()
         finally:
             for handle in handles:
                 handle.remove()

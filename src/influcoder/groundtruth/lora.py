@@ -15,7 +15,13 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from tqdm.auto import tqdm
 
-from influcoder.groundtruth.loss import _check_batch, _device, _FrozenExcept, _pad, _response_losses
+from influcoder.groundtruth.loss import (
+    _check_batch,
+    _device,
+    _FrozenExcept,
+    _pad,
+    response_losses,
+)
 from influcoder.groundtruth.settings import (
     DEFAULT_LORA_ALPHA,
     DEFAULT_LORA_RANK,
@@ -176,7 +182,8 @@ def gradient_modules(model: nn.Module, target: str) -> list[tuple[str, nn.Linear
 
 
 def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, steps: int, lr: float,
-           seed: int, progress: bool = False) -> list[float]:
+           seed: int, progress: bool = False, max_tokens: int | None = None,
+           gradient_checkpointing: bool = False) -> list[float]:
     """Train the LoRA adapter of ``model`` for a few steps (LESS's warm-up), in place.
 
     A fresh adapter has B = 0, so its A gradients are all zero and its B gradients only see the
@@ -186,18 +193,27 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
     ``steps`` steps are done. Torch's RNG is seeded with ``seed`` inside ``fork_rng`` for the
     duration (it only matters for models with dropout), so a seed gives the same adapter.
 
+    A step's gradient is accumulated over micro-batches of at most ``max_tokens`` padded
+    positions (:class:`~influcoder.groundtruth.memory.TokenBudget`, halved on out-of-memory), so
+    memory is bounded whatever ``batches`` hold; the step is the same, to float rounding. A
+    micro-batch that runs out of memory leaves the accumulated gradient as it was before it.
+
     Args:
         model: A ``peft.PeftModel`` with a LoRA adapter.
-        batches: Non-empty list of non-empty batches.
+        batches: Non-empty list of non-empty batches; each is one optimiser step.
         steps: Number of optimiser steps (0 is allowed and does nothing).
         lr: AdamW learning rate.
         seed: Seed of torch's RNG during training.
         progress: Show a progress bar with the loss and an ETA.
+        max_tokens: Most padded positions per forward/backward pass; None: a whole batch.
+        gradient_checkpointing: Recompute the decoder layers' activations in the backward pass.
 
     Returns:
         The loss of each step, measured before that step's update. The model is left in eval
         mode with its ``requires_grad`` flags as they were and no ``.grad`` on the LoRA weights.
     """
+    from influcoder.groundtruth.memory import TokenBudget, checkpointing
+
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if not lr > 0:
@@ -209,21 +225,38 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
     params = [module.weight for _, module in gradient_modules(model, "lora")]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     device = _device(model)
+    longest = max(len(s.input_ids) * len(batch) for batch in batches for s in batch)
+    budget = TokenBudget(max(len(batch) for batch in batches), max_tokens or longest)
+
+    def micro_batch(batch, rows) -> float:
+        saved = [None if p.grad is None else p.grad.clone() for p in params]
+        try:
+            input_ids, attention_mask, labels = _pad([batch[r] for r in rows], _WARMUP_PAD_ID,
+                                                     device)
+            losses = response_losses(model, attention_mask, labels, input_ids=input_ids)
+            loss = losses.sum() / len(batch)
+            loss.backward()
+            return loss.item()
+        except BaseException:
+            for p, grad in zip(params, saved):
+                p.grad = grad
+            raise
+
     losses = []
     try:
-        with torch.random.fork_rng(), torch.enable_grad(), _FrozenExcept(model, params, train=True):
+        with (torch.random.fork_rng(), torch.enable_grad(),
+              _FrozenExcept(model, params, train=True),
+              checkpointing(model, gradient_checkpointing)):
             torch.manual_seed(seed)
             bar = tqdm(range(steps), desc="warm-up", unit="step", disable=not progress)
             for step in bar:
-                input_ids, attention_mask, labels = _pad(batches[step % len(batches)],
-                                                         _WARMUP_PAD_ID, device)
-                logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                               use_cache=False).logits
-                loss = _response_losses(logits, labels).mean()
+                batch = batches[step % len(batches)]
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                lengths = [len(s.input_ids) for s in batch]
+                loss = sum(part for _, part in budget.run(
+                    lengths, lambda rows, batch=batch: micro_batch(batch, rows)))
                 optimizer.step()
-                losses.append(loss.item())
+                losses.append(loss)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
     finally:
         optimizer.zero_grad(set_to_none=True)

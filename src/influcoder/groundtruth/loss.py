@@ -76,6 +76,25 @@ def _kept_response_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.
     return token_losses.sum(dim=1) / (targets != IGNORE_INDEX).sum(dim=1)
 
 
+def response_losses(model: nn.Module, attention_mask: torch.Tensor, labels: torch.Tensor, *,
+                    input_ids: torch.Tensor | None = None,
+                    inputs_embeds: torch.Tensor | None = None, bf16: bool = False) -> torch.Tensor:
+    """Per-sample mean response loss ``[B]`` of a padded batch, from one forward pass.
+
+    Only positions whose next token is a response token of some sample carry loss, so the LM
+    head (a fifth of a small model's work, and with a large vocabulary the largest activation:
+    ``B x T x V`` floats) runs on those alone. With ``bf16`` the forward pass runs under
+    bfloat16 autocast; the loss is float32.
+    """
+    keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
+    device = attention_mask.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(input_ids=input_ids, inputs_embeds=inputs_embeds,
+                       attention_mask=attention_mask, use_cache=False,
+                       logits_to_keep=keep).logits
+    return _kept_response_losses(logits, labels[:, keep + 1])
+
+
 def _normalise(vectors: torch.Tensor) -> np.ndarray:
     """Scale each row to unit L2 norm; a zero or non-finite row is an error, never a NaN."""
     norms = vectors.norm(dim=1)

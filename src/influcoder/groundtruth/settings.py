@@ -19,6 +19,11 @@ DEFAULT_SKETCH_SEED = 0
 DEFAULT_LORA_RANK = 8
 DEFAULT_LORA_ALPHA = 16
 DEFAULT_MAX_LENGTH = 512
+# Padded positions per forward/backward pass. On a CPU a batch buys no throughput once it has
+# a few hundred positions (the matrix products are already efficient) and bigger ones run the
+# element-wise work out of the caches: measured on SmolLM2-135M, see docs/GROUND_TRUTH.md.
+DEFAULT_BATCH_TOKENS = 1024
+DEFAULT_BATCH_SIZE = 64
 # LoRA targets: every linear projection of the attention and MLP blocks of Llama-like models.
 # Embeddings and the LM head are never targets.
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -86,7 +91,15 @@ class CollectArguments:
         "help": "forward/backward precision: bf16 (autocast), fp32, or auto (a resumed or "
                 "--like store's own, else bf16 on a GPU or a CPU with native bf16 (AVX512-BF16, "
                 "AMX), fp32 on other CPUs)"})
-    batch_size: int = field(default=8, metadata={"help": "samples per forward/backward"})
+    batch_tokens: int = field(default=DEFAULT_BATCH_TOKENS, metadata={
+        "help": "padded token positions per forward/backward (samples sorted by length; the "
+                "warm-up's steps are accumulated over such micro-batches): bounds memory "
+                "whatever the lengths; halved on a GPU out-of-memory. Raise it on a GPU"})
+    batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={
+        "help": "most samples per forward/backward (a cap; --batch-tokens sizes batches)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute each decoder layer's activations in the backward pass: less "
+                "memory, more time, the same gradients"})
     dtype: str = field(default="float16", metadata={"help": "stored dtype: float16 or float32"})
     shard_rows: int = field(default=DEFAULT_SHARD_ROWS, metadata={
         "help": "rows per store shard (the unit of resumption)"})
@@ -106,8 +119,8 @@ class CollectArguments:
             raise ValueError(f"template must be one of {TEMPLATES}")
         if self.dtype not in GRADIENT_DTYPES:
             raise ValueError(f"dtype must be one of {GRADIENT_DTYPES}")
-        for name in ("lora_rank", "lora_alpha", "max_length", "batch_size", "shard_rows",
-                     "warmup_batch_size"):
+        for name in ("lora_rank", "lora_alpha", "max_length", "batch_size", "batch_tokens",
+                     "shard_rows", "warmup_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.sketch_dim < 0 or self.warmup_steps < 0 or self.warmup_lr <= 0:

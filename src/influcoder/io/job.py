@@ -88,6 +88,8 @@ class Plan:
     provenance: dict = field(default_factory=dict)
     #: GPUs each Ray actor asks for (1 when the stage runs its model on a GPU)
     gpus_per_worker: int = 0
+    #: ``lengths()``: tokens per row, for a dry run's estimate (:mod:`influcoder.io.estimate`)
+    lengths: Callable[[], Sequence[int]] | None = None
 
 
 class StoreJob(ABC):
@@ -105,8 +107,13 @@ class StoreJob(ABC):
     #: encoder directory whose fingerprint still matches)
     renamable: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, args):
-        self.args = args
+    #: a dry run (:mod:`influcoder.io.estimate`) may skip fixed work in :meth:`plan` and say
+    #: here how many seconds a real run spends on it, with notes for the reader
+    skipped_seconds: float = 0.0
+    estimate_notes: tuple[str, ...] = ()
+
+    def __init__(self, args, dry_run: bool = False):
+        self.args, self.dry_run = args, dry_run
 
     @classmethod
     def settings_of(cls, store: Store, **overrides):
