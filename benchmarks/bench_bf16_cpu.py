@@ -61,6 +61,7 @@ def main(argv=None) -> dict:
     from scipy.stats import spearmanr
 
     from influcoder.groundtruth.collect import compute_shard
+    from influcoder.groundtruth.memory import TokenBudget
     from influcoder.groundtruth.decoder import load_decoder
     from influcoder.groundtruth.gradients import GradientComputer
     from influcoder.groundtruth.lora import attach_lora, warmup
@@ -91,7 +92,7 @@ def main(argv=None) -> dict:
                                     sketch_seed=0, bf16=bf16, pad_token_id=tok.pad_token_id)
         computer(chosen[:1])  # hooks and sketch tables warmed
         start = time.perf_counter()
-        vectors[name] = compute_shard(computer, bs, chosen)
+        vectors[name] = compute_shard(computer, TokenBudget(max_batch=bs, max_tokens=10**6), chosen)
         seconds[name] = (time.perf_counter() - start) / len(chosen)
         step(f"{name}: {seconds[name]:.2f} s/sample")
     a, b = vectors["float32"], vectors["bf16"]

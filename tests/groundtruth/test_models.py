@@ -160,6 +160,7 @@ def _direct_vectors(base_dir, adapter_dir, data):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from influcoder.groundtruth.collect import compute_shard
+    from influcoder.groundtruth.memory import TokenBudget
     from influcoder.groundtruth.gradients import GradientComputer
     from influcoder.groundtruth.lora import load_adapter
     from influcoder.groundtruth.tokenize import resolve_template, tokenize_samples
@@ -172,7 +173,7 @@ def _direct_vectors(base_dir, adapter_dir, data):
                                  truncation="prompt-left", template=resolve_template(tok, "auto"))
     computer = GradientComputer(model, target="lora", sketch_dim=64, sketch_seed=0,
                                 pad_token_id=tok.pad_token_id)
-    return compute_shard(computer, 4, tokenized)
+    return compute_shard(computer, TokenBudget(max_batch=4, max_tokens=100_000), tokenized)
 
 
 def test_a_peft_adapter_directory_is_the_model(tiny_model_dir, small_data, tmp_path):
