@@ -10,8 +10,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from influcoder.attribution.attributor import Attributor
-from influcoder.attribution.build import build_index
 from influcoder.attribution.groups import group_attribution, group_stats, pool_groups
 from influcoder.attribution.settings import MISSING_GROUP
 from influcoder.cli import cli
@@ -20,24 +18,13 @@ from influcoder.io.samples import Sample
 from tests.references import reference_group_stats
 
 from ..encoders import tiny_encoder  # noqa: F401
-from .test_select import big_pool_rows
+
+# The same indexed pool as the selection tests (module-scoped there and here).
+from .test_select import attributor, big_pool_rows, pool_dir  # noqa: F401
 
 QUERIES = ["The capital of France is Paris.", "Boil the egg in water."]
 
 
-@pytest.fixture(scope="module")
-def pool_dir(tmp_path_factory, tiny_encoder):  # noqa: F811
-    path = tmp_path_factory.mktemp("groups")
-    pool = path / "pool.jsonl"
-    pool.write_text("".join(json.dumps(r) + "\n" for r in big_pool_rows()))
-    build_index(pool, path / "idx", str(tiny_encoder), backend="torch", shard_rows=64,
-                progress=False)
-    return path
-
-
-@pytest.fixture(scope="module")
-def attributor(pool_dir):
-    return Attributor.load(pool_dir / "idx", backend="torch")
 
 
 def check_against_reference(stats, j, scores, labels, temperature, atol=1e-9):
@@ -80,7 +67,7 @@ def test_softmax_uses_the_magnitude_like_airrep():
     assert got < np.mean([-0.9, 0.1, 0.1])
 
 
-def test_group_attribution_over_every_pool_score(attributor):
+def test_group_attribution_over_every_pool_score(attributor):  # noqa: F811
     index = attributor.index
     _, q = attributor.encode(QUERIES)
     result = group_attribution(index, q, "source", temperature=0.1)
@@ -119,7 +106,7 @@ def test_pool_groups_missing_and_unknown_fields():
 # CLI
 
 
-def test_cli_attribute_group_by(pool_dir, attributor, tmp_path):
+def test_cli_attribute_group_by(pool_dir, attributor, tmp_path):  # noqa: F811
     args = ["attribute", str(pool_dir / "idx"), "--text", QUERIES[0], "--text", QUERIES[1],
             "--group-by", "source", "--backend", "torch"]
     result = CliRunner().invoke(cli, args)
@@ -142,7 +129,7 @@ def test_cli_attribute_group_by(pool_dir, attributor, tmp_path):
     assert (table["temperature"] == 1.0).all()
 
 
-def test_cli_attribute_aggregate_group_by(pool_dir, attributor, tmp_path):
+def test_cli_attribute_aggregate_group_by(pool_dir, attributor, tmp_path):  # noqa: F811
     out = tmp_path / "g.jsonl"
     result = CliRunner().invoke(cli, ["attribute", str(pool_dir / "idx"), "--text", QUERIES[0],
                                       "--text", QUERIES[1], "--aggregate", "mean", "--group-by",
@@ -159,7 +146,7 @@ def test_cli_attribute_aggregate_group_by(pool_dir, attributor, tmp_path):
         assert r["softmax"] == pytest.approx(expected[r["group"]]["softmax"], abs=1e-9)
 
 
-def test_cli_group_by_errors_exit_2(pool_dir):
+def test_cli_group_by_errors_exit_2(pool_dir):  # noqa: F811
     runner = CliRunner()
     result = runner.invoke(cli, ["attribute", str(pool_dir / "idx"), "--text", "egg",
                                  "--group-by", "colour", "--backend", "torch"])
