@@ -14,7 +14,11 @@ and ``labels`` is the ground-truth block ``[P, Q]`` of their influence scores:
 """
 
 from influcoder.distill.losses.influence_distill import InfluenceDistillLoss
-from influcoder.distill.losses.pearson import PearsonLoss, aggregated_pearson_loss, pearson_loss
+from influcoder.distill.losses.pearson import (
+           PearsonLoss,
+           aggregated_pearson_loss,
+           pearson_loss,
+)
 from influcoder.distill.losses.regression import cosine_regression_loss
 from influcoder.distill.losses.softmax_kl import SoftmaxKLLoss, softmax_kl_loss
 
