@@ -36,7 +36,7 @@ from sentence_transformers.util import batch_to_device, cos_sim
 from tqdm.auto import tqdm
 
 from influcoder.distill import checkpoint
-from influcoder.distill.head import append_head, training_head
+from influcoder.distill.joint import joint_head, parameter_groups
 from influcoder.distill.losses import InfluenceDistillLoss, cosine_regression_loss
 from influcoder.distill.settings import DistillArguments
 from influcoder.evaluation.metrics import (
@@ -54,10 +54,6 @@ CARD_FORMAT_VERSION = 1
 METRICS = {"per_anchor_spearman": per_anchor_spearman, "pairwise_spearman": pairwise_spearman,
            "aggregated_spearman": aggregated_spearman}
 SELECTION_METRIC = "per_anchor_spearman"
-# Joint training: the head's learning rate is this multiple of the encoder's. It starts from a
-# closed-form fit and only has to follow the encoder's drift, but at the encoder's 5e-5 it
-# would hardly move.
-HEAD_LR_SCALE = 20.0
 MIN_SPLIT = 2  # samples each side of a split needs: a Spearman over fewer is undefined
 
 
@@ -181,9 +177,9 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
                                    kl_weight=args.kl_weight, temperature=args.temperature,
                                    target_temperature=args.target_temperature,
                                    aggregate_weight=args.aggregate_weight)
-    targets = _joint_head(encoder, pool_texts, query_texts, pool_vectors, query_vectors, split,
-                          args)
-    optimizer = torch.optim.AdamW(_parameter_groups(encoder, args.lr, targets is not None))
+    targets = joint_head(encoder, pool_texts, query_texts, pool_vectors, query_vectors, split,
+                         args)
+    optimizer = torch.optim.AdamW(parameter_groups(encoder, args.lr, targets is not None))
 
     loop = None
     if out_dir is not None:
@@ -251,37 +247,6 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
         save_encoder(encoder, out_dir, {**_card(encoder, args, result), **extra_card})
         checkpoint.remove(checkpoints)
     return result
-
-
-def _joint_head(encoder, pool_texts, query_texts, pool_vectors, query_vectors,
-                split: DistillSplit, args: DistillArguments):
-    """For joint training, append the starting head to ``encoder`` and return the regression
-    targets ``(pool [n_pool, k], queries [n_query, k])`` as tensors; otherwise ``None``."""
-    if args.regression_weight == 0:
-        return None
-    if pool_vectors is None or query_vectors is None:
-        raise ValueError("regression_weight > 0 needs the ground-truth vectors: pass "
-                         "pool_vectors and query_vectors")
-    if len(pool_vectors) != len(pool_texts) or len(query_vectors) != len(query_texts):
-        raise ValueError(f"one vector per text is needed: {len(pool_vectors)} pool vectors for "
-                         f"{len(pool_texts)} texts, {len(query_vectors)} query vectors for "
-                         f"{len(query_texts)} texts")
-    head, pool_targets, query_targets = training_head(
-        encoder, pool_texts, query_texts, pool_vectors, query_vectors, split.train_pool,
-        split.train_query, components=args.head_components, seed=args.seed)
-    append_head(encoder, head, normalize=False)
-    return torch.from_numpy(pool_targets), torch.from_numpy(query_targets)
-
-
-def _parameter_groups(encoder, lr: float, joint: bool) -> list[dict[str, Any]]:
-    """AdamW's parameter groups: the whole encoder at ``lr``; with a training head (the last
-    module), the head at ``HEAD_LR_SCALE * lr``."""
-    if not joint:
-        return [{"params": list(encoder.parameters()), "lr": lr}]
-    head = list(encoder[-1].parameters())
-    ids = {id(p) for p in head}
-    return [{"params": [p for p in encoder.parameters() if id(p) not in ids], "lr": lr},
-            {"params": head, "lr": HEAD_LR_SCALE * lr}]
 
 
 def validation_figures(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: np.ndarray,
