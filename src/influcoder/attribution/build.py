@@ -299,7 +299,7 @@ def build_index(data, out: str | os.PathLike, encoder: str | None = None, *,
 
 def estimate_index(data, out: str | os.PathLike, encoder: str | None = None, *,
                    approx: str | None = None, fields: Fields | None = None,
-                   limit: int | None = None, **options):
+                   limit: int | None = None, device: str = "auto", **options):
     """What :func:`build_index` of ``data`` into ``out`` would cost (``index --dry-run``): the
     encoding as :func:`~influcoder.attribution.encode.estimate_encode` times it, plus the
     FAISS index's bytes; nothing written. ``options`` are :func:`build_index`'s encoding
@@ -327,7 +327,7 @@ def estimate_index(data, out: str | os.PathLike, encoder: str | None = None, *,
         return stats + n_all * dim * 4
 
     return estimate_encode(data, out, args, fields=fields, limit=limit,
-                           extra_storage=faiss_bytes)
+                           extra_storage=faiss_bytes, device=device)
 
 
 def args_from_segment(store: Store, encoder: str) -> EncodeArguments:

@@ -161,8 +161,9 @@ def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
 
 def estimate_encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
                     fields: Fields | None = None, limit: int | None = None,
-                    rows: int = DEFAULT_ESTIMATE_ROWS, extra_storage=None) -> Estimate:
+                    rows: int = DEFAULT_ESTIMATE_ROWS, extra_storage=None,
+                    device: str = DEFAULT_DEVICE) -> Estimate:
     """What :func:`encode` with these arguments would cost (``encode --dry-run``): the encoder
     loaded and ``rows`` samples encoded; nothing written (:mod:`influcoder.io.estimate`)."""
-    return estimate_job(EncodeJob(args or EncodeArguments(), dry_run=True), data, out,
+    return estimate_job(EncodeJob(args or EncodeArguments(), device, dry_run=True), data, out,
                         fields=fields, limit=limit, rows=rows, extra_storage=extra_storage)

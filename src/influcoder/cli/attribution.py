@@ -67,7 +67,8 @@ def encode(data, encoder, out, quiet, device, dry_run, limit, engine, ray_addres
     if dry_run:
         from influcoder.attribution.encode import estimate_encode
 
-        print_estimate(estimate_encode(data, out, args, fields=fields, limit=limit), engine)
+        print_estimate(estimate_encode(data, out, args, fields=fields, limit=limit,
+                                       device=device), engine)
         return
     store = run_encode(data, out, args, fields=fields, limit=limit, engine=engine,
                        ray_address=ray_address, num_workers=num_workers, progress=not quiet,
@@ -113,7 +114,7 @@ def index(encoder, data, out, append, approx, quiet, device, dry_run, limit, eng
     try:
         if dry_run:
             print_estimate(estimate_index(data, out, encoder, approx=approx, fields=fields,
-                                          limit=limit, **kw), engine)
+                                          limit=limit, device=device, **kw), engine)
             return
         built = build_index(data, out, encoder, append=append, approx=approx, fields=fields,
                             limit=limit, engine=engine, ray_address=ray_address,

@@ -65,8 +65,8 @@ def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address,
     if dry_run:
         from influcoder.groundtruth.collect import estimate_collect
 
-        print_estimate(estimate_collect(data, out, args, like=like, fields=fields, limit=limit),
-                       engine)
+        print_estimate(estimate_collect(data, out, args, like=like, fields=fields, limit=limit,
+                                        device=device), engine)
         return
     store = run_collect(data, out, args, like=like, fields=fields, limit=limit,
                         progress=not quiet, engine=engine, ray_address=ray_address,

@@ -250,14 +250,16 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
 
 def estimate_collect(data, out: str | os.PathLike, args: CollectArguments | None = None, *,
                      like: str | os.PathLike | None = None, fields: Fields | None = None,
-                     limit: int | None = None, rows: int = DEFAULT_ESTIMATE_ROWS) -> Estimate:
+                     limit: int | None = None, rows: int = DEFAULT_ESTIMATE_ROWS,
+                     device: str = DEFAULT_DEVICE) -> Estimate:
     """What :func:`collect` with these arguments would cost (``collect --dry-run``): the model
     loaded, the warm-up timed on its first steps, ``rows`` samples timed; nothing written
     (:mod:`influcoder.io.estimate`)."""
     like_store = Store(like) if like is not None else None
     if like_store is not None:
         args = CollectJob.settings_of(like_store)
-    job = CollectJob(args or CollectArguments(), like_store, progress=False, dry_run=True)
+    job = CollectJob(args or CollectArguments(), like_store, progress=False, device=device,
+                     dry_run=True)
     return estimate_job(job, data, out, fields=fields, limit=limit, rows=rows,
                         extra_storage=lambda n, dim: adapter_bytes(job))
 
