@@ -113,3 +113,34 @@ def test_killed_joint_run_resumes_to_the_uninterrupted_result(tiny_encoder_dir, 
     assert without_seconds(resumed_result.history) == without_seconds(whole_result.history)
     card = json.loads((out / "influcoder_distill.json").read_text())
     assert card["args"]["regression_weight"] == ARGS["regression_weight"]
+
+
+def test_distill_stores_joint_reads_the_vectors_once_and_appends_the_head(
+        tiny_encoder_dir, planted, vectors, tmp_path, monkeypatch):
+    """Through the stores: joint training, then the closed-form head (Dense + Normalize), the
+    stores' vectors read once for both."""
+    from influcoder.distill.stores import distill_stores
+    from influcoder.io.samples import Sample
+    from influcoder.io.stores import Store
+
+    from .test_head import _gradient_store
+
+    def samples(texts, prefix):
+        return [Sample(id=f"{prefix}{i}", prompt=t, response=t) for i, t in enumerate(texts)]
+
+    pool = _gradient_store(tmp_path / "gp", samples(planted.pool_texts, "p"), vectors[0])
+    queries = _gradient_store(tmp_path / "gq", samples(planted.query_texts, "q"), vectors[1])
+    reads = []
+    original = Store.vectors
+    monkeypatch.setattr(Store, "vectors",
+                        lambda self, *a, **k: reads.append(self.path) or original(self, *a, **k))
+    result = distill_stores(pool, queries, tmp_path / "enc",
+                            DistillArguments(**{**ARGS, "epochs": 1}), encoder=tiny_encoder_dir,
+                            progress=False)
+    # Once each for joint training and the head together; the queries once more for the
+    # ground-truth matrix, which streams the pool in chunks against all queries.
+    assert [str(p) for p in reads].count(str(pool.path)) == 1
+    assert [str(p) for p in reads].count(str(queries.path)) == 2
+    assert result.head is not None and result.head["kind"] == "ridge"
+    loaded = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
+    assert [type(m).__name__ for m in loaded][-2:] == ["Dense", "Normalize"]

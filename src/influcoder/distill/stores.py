@@ -50,30 +50,35 @@ def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
     query_texts = [encoder_text(s) for s in queries.samples]
     card = {"ground_truth": ground_truth_card(pool, queries), "base_encoder": encoder}
     try:
+        # Joint training and the head both need the vectors themselves: read them once.
         vectors = ({"pool_vectors": pool.vectors(), "query_vectors": queries.vectors()}
                    if args.regression_weight > 0 else {})
         result = distill(model, pool_texts, query_texts, gt, args, out_dir=out,
                          progress=progress, extra_card=card, **vectors)
         if args.head == "ridge":
-            result.head = _add_head(model, out, pool, queries, pool_texts, query_texts, args)
+            result.head = _add_head(model, out, pool, queries, pool_texts, query_texts, args,
+                                    **vectors)
     except ValueError as e:  # too few samples to split, bad settings: the user's to fix
         raise InflucoderError(str(e)) from None
     return result
 
 
 def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
-              query_texts: list[str], args: DistillArguments) -> dict:
+              query_texts: list[str], args: DistillArguments, *, pool_vectors=None,
+              query_vectors=None) -> dict:
     """Fit the ridge head on ``model``'s embeddings of every sample, append it, save again;
-    returns the head's card entry."""
+    returns the head's card entry. The stores' vectors are read unless given."""
     from influcoder.distill.head import DEFAULT_FOLDS, append_head, embed, fit_head
 
     folds = min(DEFAULT_FOLDS, pool.n // 2, queries.n // 2)
     if folds < 2:
         raise ValueError(f"the ridge head's cross-validation needs at least 4 pool samples and 4 "
                          f"queries, got {pool.n} and {queries.n}; use head='none'")
-    head = fit_head(embed(model, pool_texts), pool.vectors(), embed(model, query_texts),
-                    queries.vectors(), components=args.head_components, folds=folds,
-                    seed=args.seed)
+    head = fit_head(embed(model, pool_texts),
+                    pool.vectors() if pool_vectors is None else pool_vectors,
+                    embed(model, query_texts),
+                    queries.vectors() if query_vectors is None else query_vectors,
+                    components=args.head_components, folds=folds, seed=args.seed)
     card_path = Path(out) / CARD_NAME
     card = json.loads(card_path.read_text(encoding="utf-8"))
     save_encoder(append_head(model, head), out, {**card, "head": head.card()})
