@@ -232,25 +232,32 @@ class Attributor:
             raise ValueError(f"how must be one of {AGGREGATES}, got {how!r}")
         samples, q = self.encode(queries)
         n = self.index.n
-        scores = np.empty(n, dtype=np.float64)
-        top_query = np.empty(n, dtype=np.int64)
-        top_score = np.empty(n, dtype=np.float32)
-        for start, chunk in self.index.iter_chunks():
-            s = chunk @ q.T
-            stop = start + len(chunk)
-            best = s.argmax(axis=1)
-            top_query[start:stop] = best
-            top_score[start:stop] = s[np.arange(len(s)), best]
-            if how == "max":
-                scores[start:stop] = top_score[start:stop]
-            else:
-                scores[start:stop] = s.sum(axis=1, dtype=np.float64)
+        sums, top_query, top_score = pool_scores(self.index, q)
+        scores = top_score.astype(np.float64) if how == "max" else sums
         if how == "mean":
             scores /= len(samples)
         sd = scores.std()
         z = (scores - scores.mean()) / sd if sd > 0 else np.zeros_like(scores)
         order = np.lexsort((np.arange(n), -scores))
         return Ranking(how, samples, scores, z, top_query, top_score, order)
+
+
+def pool_scores(index, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pool vector of ``index`` against unit query vectors ``q`` (``n_query x dim``),
+    reading the pool once: each pool row's sum of scores over the queries (float64), its
+    best query and that query's score."""
+    n = index.n
+    sums = np.empty(n, dtype=np.float64)
+    top_query = np.empty(n, dtype=np.int64)
+    top_score = np.empty(n, dtype=np.float32)
+    for start, chunk in index.iter_chunks():
+        s = chunk @ q.T
+        stop = start + len(chunk)
+        best = s.argmax(axis=1)
+        top_query[start:stop] = best
+        top_score[start:stop] = s[np.arange(len(s)), best]
+        sums[start:stop] = s.sum(axis=1, dtype=np.float64)
+    return sums, top_query, top_score
 
 
 def attribution_rows(results: list[Attribution]) -> list[dict]:

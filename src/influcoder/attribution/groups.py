@@ -138,6 +138,7 @@ class GroupAttribution:
 
 
 def index_samples(index: Index) -> list[Sample]:
+    """Every pool sample of ``index``, in row order."""
     return [s for seg in index.segments for s in seg.samples]
 
 

@@ -27,6 +27,7 @@ from influcoder.attribution.groups import (
     GroupAttribution,
     PoolGroups,
     group_stats,
+    index_samples,
     meta_key,
     pool_groups,
 )
@@ -91,7 +92,7 @@ class Service:
         if not isinstance(attributor.encoder, LightEncoder):
             attributor.encoder = _LockedEncoder(attributor.encoder, threading.Lock())
         self.vectors = index.vectors()
-        self.samples = [s for seg in index.segments for s in seg.samples]
+        self.samples = index_samples(index)
         self.row_of = {s.id: r for r, s in enumerate(self.samples)}
         self.fields, self.facets = self._facets()
         self._masks: dict[str, dict[str, np.ndarray]] = {}
