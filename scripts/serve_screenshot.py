@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=str(ROOT / "docs"))
     args = ap.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="serve-shot-"))
+    work = Path(args.work or tempfile.mkdtemp(prefix="serve-shot-")).resolve()
     index = work / "index"
     if not (index / "index.json").is_file():
         work.mkdir(parents=True, exist_ok=True)
