@@ -34,6 +34,7 @@ import numpy as np
 
 from influcoder.attribution.index import Index
 from influcoder.attribution.settings import (
+    DEFAULT_GROUP_AGGREGATE,
     DEFAULT_GROUP_TEMPERATURE,
     GROUP_STATS,
     MISSING_GROUP,
@@ -128,9 +129,10 @@ class GroupAttribution:
     stats: dict[str, np.ndarray]
 
     def table(self, j: int = 0) -> list[dict]:
-        """Query ``j``'s groups, highest ``softmax`` first (ties: larger group first)."""
+        """Query ``j``'s groups, highest :data:`DEFAULT_GROUP_AGGREGATE` (``softmax``) first
+        (ties: larger group first)."""
         sizes = self.groups.sizes
-        soft = self.stats["softmax"][j]
+        soft = self.stats[DEFAULT_GROUP_AGGREGATE][j]
         order = np.lexsort((np.arange(len(sizes)), -sizes, -soft))
         return [{"group": self.groups.names[g], "n": int(sizes[g]),
                  **{name: float(self.stats[name][j, g]) for name in GROUP_STATS}}

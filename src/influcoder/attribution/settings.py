@@ -35,6 +35,9 @@ SELECT_FIRST_K = 64
 #: that lack the field.
 GROUP_STATS: tuple[str, ...] = ("mean", "sum", "max", "softmax")
 MISSING_GROUP = "(missing)"
+#: The statistic groups are ranked by (``attribute --group-by`` lists them by it, ``evaluate
+#: --group-by`` judges methods on it unless ``--group-aggregate`` says otherwise).
+DEFAULT_GROUP_AGGREGATE = "softmax"
 #: ``attribute --group-by``: the temperature of the softmax-weighted group score (see
 #: :mod:`influcoder.attribution.groups`; 1 is AirRep's released formula).
 DEFAULT_GROUP_TEMPERATURE = 0.1

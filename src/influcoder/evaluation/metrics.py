@@ -114,6 +114,14 @@ def spearman(a, b) -> float:
     return float(_column_pearson(rankdata(a)[:, None], rankdata(b)[:, None])[0])
 
 
+def column_spearman(gt, pred) -> np.ndarray:
+    """The Spearman correlation of each column of ``gt`` with the same column of ``pred``
+    (one per query): NaN for a column that is constant in either, where no ordering exists to
+    agree with. The callers decide what such a column counts as."""
+    gt, pred = _pair(gt, pred)
+    return _column_pearson(rankdata(gt, axis=0), rankdata(pred, axis=0))
+
+
 def per_anchor_spearman(gt, pred) -> float:
     """Mean over queries of the Spearman correlation between ``gt`` and ``pred`` over the pool.
 
@@ -124,9 +132,7 @@ def per_anchor_spearman(gt, pred) -> float:
     A column that is constant in ``gt`` or ``pred`` has no defined correlation and counts as
     0 (no agreement), so it pulls the mean towards 0 instead of vanishing from it.
     """
-    gt, pred = _pair(gt, pred)
-    r = _column_pearson(rankdata(gt, axis=0), rankdata(pred, axis=0))
-    return float(np.nan_to_num(r, nan=0.0).mean())
+    return float(np.nan_to_num(column_spearman(gt, pred), nan=0.0).mean())
 
 
 def pairwise_spearman(gt, pred) -> float:
