@@ -150,3 +150,35 @@ def reference_group_stats(scores: np.ndarray, labels: Sequence[str], *,
         out[group] = {"n": len(s), "mean": sum(s) / len(s), "sum": sum(s), "max": max(s),
                       "softmax": sum(wi * x for wi, x in zip(w, s)) / sum(w)}
     return out
+
+
+def reference_group_fidelity(gt: np.ndarray, pred: np.ndarray, labels: Sequence[str], *,
+                             aggregate: str, temperature: float) -> dict[str, float | int]:
+    """:func:`influcoder.evaluation.group_fidelity.fidelity` of two ``[n_pool, n_query]``
+    score matrices, one query at a time: each query's group scores by
+    :func:`reference_group_stats`, ``scipy.stats.spearmanr`` over the groups (a constant input,
+    NaN there, counts as 0 and as undefined), and the share of ``pred``'s top groups (every
+    group equal to its maximum) that are among ``gt``'s top groups."""
+    import warnings
+
+    from scipy.stats import spearmanr
+
+    rhos, tops, undefined = [], [], 0
+    for j in range(gt.shape[1]):
+        g = reference_group_stats(gt[:, j], labels, temperature=temperature)
+        p = reference_group_stats(pred[:, j], labels, temperature=temperature)
+        names = list(g)
+        a = [g[name][aggregate] for name in names]
+        b = [p[name][aggregate] for name in names]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rho = spearmanr(a, b).statistic
+        if math.isnan(rho):
+            undefined += 1
+            rho = 0.0
+        rhos.append(rho)
+        pred_top = {name for name, x in zip(names, b) if x == max(b)}
+        gt_top = {name for name, x in zip(names, a) if x == max(a)}
+        tops.append(len(pred_top & gt_top) / len(pred_top))
+    return {"group_spearman": sum(rhos) / len(rhos), "group_top1": sum(tops) / len(tops),
+            "undefined": undefined}

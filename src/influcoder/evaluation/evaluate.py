@@ -49,6 +49,10 @@ RESULTS_CSV = "results.csv"
 COST_COLUMNS = ("seconds", "prepare_seconds", "bytes_per_sample")
 
 
+#: The columns ``--group-by`` adds (:mod:`influcoder.evaluation.group_fidelity`).
+GROUP_COLUMNS = ("group_spearman", "group_top1")
+
+
 DEFAULT_K = 10
 
 
@@ -69,10 +73,13 @@ def method_names(*, gradient_dims: Sequence[int] = (), baselines: Sequence[str] 
             + list(baselines) + list(stores or {}) + list(encoders or {}))
 
 
-def placeholder_rows(names: Sequence[str], k: int, labels: bool) -> list[dict]:
-    """Rows of NaN with the columns :func:`evaluate` will produce, for checking target specs
-    (:func:`check_target`) before the real figures exist."""
-    columns = metric_columns(k, labels) + list(COST_COLUMNS)
+def placeholder_rows(names: Sequence[str], k: int, labels: bool,
+                     groups: bool = False) -> list[dict]:
+    """Rows of NaN with the columns an evaluation will produce (with ``groups``, the
+    :data:`GROUP_COLUMNS` too), for checking target specs (:func:`check_target`) before the
+    real figures exist."""
+    columns = (metric_columns(k, labels) + (list(GROUP_COLUMNS) if groups else [])
+               + list(COST_COLUMNS))
     return [{"method": name, **dict.fromkeys(columns, math.nan)} for name in names]
 
 
