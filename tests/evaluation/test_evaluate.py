@@ -29,6 +29,8 @@ from influcoder.io.samples import Sample
 from influcoder.io.tables import format_bytes, format_seconds, format_table
 
 from ..conftest import write_store
+from ..encoders import tiny_encoder  # noqa: F401
+from ..references import reference_group_fidelity
 
 TOPICS = ["pasta boil sauce", "python loop crash", "paris louvre seine", "guitar tune chord"]
 
@@ -188,7 +190,8 @@ def _store(path, x, samples, *, kind="gradients", setup=None):
 @pytest.fixture()
 def stores(tmp_path):
     """Gradient stores of 24 pool samples and 6 queries over 4 topics (pool samples 0 and 5
-    planted as 'harmful'), and embedding stores of the same samples."""
+    planted as 'harmful'; meta 'topic' names the topic, 'part' is missing on every third
+    sample), and embedding stores of the same samples."""
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(len(TOPICS), 64))
 
@@ -196,7 +199,9 @@ def stores(tmp_path):
         topic = np.arange(n) % len(TOPICS)
         samples = [Sample(id=f"{prefix}{i}", prompt=f"<b>{TOPICS[t]}</b> & more",
                           response=f"answer {i}",
-                          meta={"label": "harmful" if prefix == "p" and i in (0, 5) else "ok"})
+                          meta={"label": "harmful" if prefix == "p" and i in (0, 5) else "ok",
+                                "topic": TOPICS[t].split()[0],
+                                **({"part": "a" if i % 2 else "b"} if i % 3 else {})})
                    for i, t in enumerate(topic)]
         return (centers[topic] + 0.8 * rng.normal(size=(n, 64))).astype(np.float32), samples
 
@@ -261,6 +266,56 @@ def test_cli_evaluate_writes_results_and_report(stores, tmp_path):
     page = (out / "report.html").read_text()
     assert "MISSED" in page and "&lt;b&gt;pasta boil sauce&lt;/b&gt; &amp; more" in page
     assert "<b>pasta" not in page
+    # Without --group-by: no group columns, no group section.
+    assert "group_spearman" not in lines[0] and "groups" not in doc
+    assert "group_top1" not in (out / "results.csv").read_text()
+    assert "Which data source taught it" not in page and not (out / "groups.png").exists()
+
+
+@pytest.mark.parametrize("aggregate", ["softmax", "sum"])
+def test_cli_evaluate_group_by(stores, tiny_encoder, tmp_path, aggregate):  # noqa: F811
+    """--group-by adds group_spearman and group_top1, equal to the row-by-row reference on
+    the scores of each method, to the table, both results files and the report."""
+    s, out = stores, tmp_path / "eval"
+    args = [s["pool"].path, s["queries"].path, "-m",
+            f"distilled={s['pool_emb'].path},{s['query_emb'].path}", "-e",
+            f"tiny={tiny_encoder}", "--device", "cpu", "--baselines", "random,bm25",
+            "--group-by", "topic", "--target", "distilled:group_top1>=0.5", "--out", out]
+    if aggregate != "softmax":  # softmax is the default
+        args += ["--group-aggregate", aggregate]
+    result = _run(*args)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = lines[0].split()
+    assert header.index("group_top1") == header.index("group_spearman") + 1
+    assert header.index("group_top1") + 1 == header.index("seconds")
+    how = "softmax (T = 0.1)" if aggregate == "softmax" else "sum"
+    assert (f"groups of 'topic': 4 (pasta 6, python 6, paris 6, guitar 6); a group's score: "
+            f"the {how} of its samples' scores") in result.stdout
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["groups"]["field"] == "topic" and doc["groups"]["aggregate"] == aggregate
+    assert doc["targets"][0]["target"] == "distilled:group_top1>=0.5"
+    methods = score_methods(s["pool"], s["queries"],
+                            stores={"distilled": (s["pool_emb"], s["query_emb"])},
+                            encoders={"tiny": str(tiny_encoder)}, baselines=["random", "bm25"])
+    gt = methods["gradient"][0]
+    topics = [sample.meta["topic"] for sample in s["pool"].samples]
+    rows = {r["method"]: r for r in doc["rows"]}
+    assert set(rows) == set(methods)
+    for name, (scores, _) in methods.items():
+        expected = reference_group_fidelity(gt, scores, topics, aggregate=aggregate,
+                                            temperature=0.1)
+        assert rows[name]["group_spearman"] == pytest.approx(expected["group_spearman"],
+                                                             abs=1e-6), name
+        assert rows[name]["group_top1"] == pytest.approx(expected["group_top1"]), name
+        assert doc["groups"]["undefined_queries"][name] == expected["undefined"]
+    assert rows["gradient"]["group_spearman"] == 1.0 and rows["gradient"]["group_top1"] == 1.0
+    with open(out / "results.csv", newline="") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert float(csv_rows[0]["group_top1"]) == 1.0
+    page = (out / "report.html").read_text()
+    assert "<h2>Which data source taught it</h2>" in page and "<b>topic</b>" in page
+    assert (out / "groups.png").read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -272,6 +327,11 @@ def test_cli_evaluate_writes_results_and_report(stores, tmp_path):
     (["--gradient-dims", "1000"], "out of range"),
     (["-k", "25"], "between 1 and the pool size 24"),
     (["--target", "gradient:speed>=1"], "no metric 'speed'"),
+    (["--target", "gradient:group_top1>=1"], "no metric 'group_top1'"),
+    (["--group-by", "part"], "--group-by 'part': pool sample 'p0' (row 0) has no 'part'"),
+    (["--group-by", "nothere"], "no pool sample has the metadata field 'nothere'"),
+    (["--group-by", "topic", "--group-aggregate", "median"], "'median' is not one of"),
+    (["--group-by", "topic", "--group-temperature", "0"], "temperature must be > 0"),
 ])
 def test_cli_evaluate_errors_exit_2(stores, extra, message):
     paths = {name: store.path for name, store in stores.items()}

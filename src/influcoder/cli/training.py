@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from influcoder.attribution.settings import DEFAULT_ENCODER
+from influcoder.attribution.settings import (
+    DEFAULT_ENCODER,
+    DEFAULT_GROUP_AGGREGATE,
+    DEFAULT_GROUP_TEMPERATURE,
+    GROUP_STATS,
+)
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
     dataclass_options,
@@ -16,6 +21,9 @@ from influcoder.cli.options import (
     split_list,
 )
 from influcoder.distill.settings import DistillArguments
+
+#: ``evaluate --group-by``: groups named (the largest) in the line under the table.
+GROUPS_LISTED = 8
 
 
 @cli.command()
@@ -98,10 +106,23 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
               help="title of the HTML report")
 @click.option("--show-queries", type=int, default=3, show_default=True,
               help="queries whose top samples the report shows side by side")
+@click.option("--group-by", "group_by", metavar="FIELD", default=None,
+              help="meta field of the pool samples that names their group (a source, a "
+                   "file): adds group_spearman and group_top1, how well each method ranks "
+                   "the groups for each query like the gradient does; every pool sample "
+                   "must have it")
+@click.option("--group-aggregate", type=click.Choice(GROUP_STATS),
+              default=DEFAULT_GROUP_AGGREGATE, show_default=True,
+              help="--group-by: a group's score for a query, from its samples' scores "
+                   "(softmax: AirRep's softmax-weighted score, as attribute --group-by ranks)")
+@click.option("--group-temperature", type=float, default=DEFAULT_GROUP_TEMPERATURE,
+              show_default=True,
+              help="--group-by: temperature T of the softmax score, sum_i softmax(|s|/T)_i s_i")
 @device_option(extra=" (for the --encoder methods)")
 @handle_errors
 def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, label_field,
-             positive, k, seed, targets, out, title, show_queries, device):
+             positive, k, seed, targets, out, title, show_queries, group_by, group_aggregate,
+             group_temperature, device):
     """Judge attribution methods against the gradient ground truth of POOL x QUERIES.
 
     POOL and QUERIES are the gradient stores whose cosines are the ground truth. Every other
@@ -116,6 +137,8 @@ def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, l
           -e distilled=runs/encoder --gradient-dims 1024,256 --out runs/eval
       influcoder evaluate runs/pool runs/queries -m distilled=runs/pool_emb,runs/query_emb \
           --label-field label --positive harmful --target distilled:auprc_mean>=0.5
+      influcoder evaluate runs/pool runs/queries -e distilled=runs/encoder \
+          --group-by source --target distilled:group_top1>=0.8 --out runs/eval
     """
     from influcoder.evaluation.evaluate import TargetError, labels_from_samples
     from influcoder.io.stores import open_store
@@ -146,7 +169,9 @@ def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, l
         judgement = judge(gt_pool, gt_queries, stores=pairs,
                           encoders=parse_named(encoders, "--encoder"),
                           baselines=split_list(baselines), gradient_dims=dims, labels=labels,
-                          k=k, seed=seed, targets=targets, device=device)
+                          k=k, seed=seed, targets=targets, device=device, group_by=group_by,
+                          group_aggregate=group_aggregate,
+                          group_temperature=group_temperature)
     except TargetError as e:
         raise click.BadParameter(str(e), param_hint="--target") from None
     except ValueError as e:
@@ -156,6 +181,18 @@ def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, l
         click.echo(f"planted: {int(labels.sum())} of {labels.size} pool samples "
                    f"({labels.mean():.1%}); a random ranking's expected AUPRC is "
                    f"{judgement.expected_random_auprc:.3f}")
+    if judgement.groups is not None:
+        g = judgement.groups
+        by_size = sorted(zip(g.groups.sizes, g.groups.names), key=lambda x: -x[0])
+        sizes = ", ".join(f"{name} {n}" for n, name in by_size[:GROUPS_LISTED]) + (
+            f", ... {len(by_size) - GROUPS_LISTED} more" if len(by_size) > GROUPS_LISTED else "")
+        how = g.aggregate + (f" (T = {g.temperature:g})" if g.aggregate == "softmax" else "")
+        click.echo(f"groups of '{g.groups.field}': {len(g.groups.names)} ({sizes}); a group's "
+                   f"score: the {how} of its samples' scores")
+        undefined = {name: f["undefined"] for name, f in g.figures.items() if f["undefined"]}
+        if undefined:
+            click.echo("queries whose group scores are all equal (no ranking; their Spearman "
+                       "counts as 0): " + ", ".join(f"{n} {u}" for n, u in undefined.items()))
     for _name, achieved, text in judgement.targets:
         click.echo(f"{'MET   ' if achieved else 'MISSED'}  {text}")
     if out is None:

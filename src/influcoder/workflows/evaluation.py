@@ -12,11 +12,18 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from influcoder.attribution.settings import (
+    DEFAULT_GROUP_AGGREGATE,
+    DEFAULT_GROUP_TEMPERATURE,
+)
 from influcoder.io.stores import Store
+
+if TYPE_CHECKING:
+    from influcoder.evaluation.group_fidelity import GroupFidelity
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,8 @@ class Judgement:
     targets: list[Target] = field(default_factory=list)
     gt_pool: Store | None = None
     gt_queries: Store | None = None
+    #: with ``group_by``: every method's group scores and figures
+    groups: GroupFidelity | None = None
 
     @property
     def expected_random_auprc(self) -> float | None:
@@ -51,7 +60,9 @@ def judge(gt_pool: Store, gt_queries: Store, *,
           gradient_dims: Sequence[int] = (), labels: np.ndarray | None = None, k: int = 10,
           seed: int = 0, targets: Sequence[str] = (), charge_gradient_time: bool = False,
           extra_targets: Callable[[list[dict]], list[Target]] | None = None,
-          device: str = "cpu") -> Judgement:
+          device: str = "cpu", group_by: str | None = None,
+          group_aggregate: str = DEFAULT_GROUP_AGGREGATE,
+          group_temperature: float = DEFAULT_GROUP_TEMPERATURE) -> Judgement:
     """Score every method on ``gt_pool`` x ``gt_queries`` and judge it against the gradients.
 
     Target specs (``METHOD:METRIC>=VALUE``) are checked against the rows to come before the
@@ -60,6 +71,11 @@ def judge(gt_pool: Store, gt_queries: Store, *,
     preparation the pool's (read from the stores' manifests): that is what the gradient path
     costs for new queries. ``extra_targets(rows)`` adds targets computed from the rows.
     ``device``: where the ``encoders`` run.
+
+    ``group_by``: a metadata field of the pool samples; adds each method's group fidelity
+    (``group_spearman``, ``group_top1``: :mod:`influcoder.evaluation.group_fidelity`) with the
+    groups scored by ``group_aggregate`` (softmax at ``group_temperature``). The field is
+    checked, like the targets, before the scoring starts.
     """
     from influcoder.evaluation.evaluate import (
         GROUND_TRUTH_METHOD,
@@ -72,7 +88,17 @@ def judge(gt_pool: Store, gt_queries: Store, *,
 
     named = {"stores": dict(stores or {}), "encoders": dict(encoders or {}),
              "baselines": list(baselines), "gradient_dims": list(gradient_dims)}
-    expected = placeholder_rows(method_names(**named), k, labels is not None)
+    groups = None
+    if group_by is not None:
+        from influcoder.evaluation.group_fidelity import (
+            check_group_options,
+            evaluation_groups,
+        )
+
+        check_group_options(group_aggregate, group_temperature)
+        groups = evaluation_groups(gt_pool.samples, group_by)
+    expected = placeholder_rows(method_names(**named), k, labels is not None,
+                                groups is not None)
     for spec in targets:
         check_target(expected, spec)
     methods = score_methods(gt_pool, gt_queries, seed=seed, device=device, **named)
@@ -85,10 +111,17 @@ def judge(gt_pool: Store, gt_queries: Store, *,
                 info["prepare_seconds"] += pool_seconds
     gt = methods[GROUND_TRUTH_METHOD][0]
     rows = evaluate_methods(gt, methods, labels=labels, k=k)
+    fidelity = None
+    if groups is not None:
+        from influcoder.evaluation.group_fidelity import add_group_columns, judge_groups
+
+        fidelity = judge_groups({name: s for name, (s, _) in methods.items()}, gt, groups,
+                                aggregate=group_aggregate, temperature=group_temperature)
+        rows = add_group_columns(rows, fidelity)
     checked = [check_target(rows, spec) for spec in targets]
     if extra_targets is not None:
         checked += extra_targets(rows)
-    return Judgement(rows, methods, gt, labels, checked, gt_pool, gt_queries)
+    return Judgement(rows, methods, gt, labels, checked, gt_pool, gt_queries, fidelity)
 
 
 def gradient_seconds(store: Store) -> float:
@@ -103,12 +136,16 @@ def write_judgement(judgement: Judgement, *, results_dir: str | os.PathLike,
                     query_indices: Sequence[int] | None = None,
                     queries_shown: int = 3) -> Path:
     """Write ``results.json`` and ``results.csv`` into ``results_dir`` and the HTML report
-    into ``report_dir`` (default: the same directory); return the report's path."""
+    into ``report_dir`` (default: the same directory); return the report's path. With group
+    fidelity, ``results.json`` records the groups under ``groups`` and the report shows them."""
     from influcoder.evaluation.evaluate import write_results
     from influcoder.evaluation.report import write_report
 
     j = judgement
-    write_results(results_dir, j.rows, **dict(context or {}),
+    context = dict(context or {})
+    if j.groups is not None:
+        context["groups"] = j.groups.context()
+    write_results(results_dir, j.rows, **context,
                   targets=[{"target": n, "achieved": a, "text": t} for n, a, t in j.targets])
     return write_report(
         report_dir or results_dir, j.rows, gt=j.gt,
@@ -116,4 +153,4 @@ def write_judgement(judgement: Judgement, *, results_dir: str | os.PathLike,
         pool_samples=j.gt_pool.samples if j.gt_pool is not None else None,
         query_samples=j.gt_queries.samples if j.gt_queries is not None else None,
         title=title, notes=notes, targets=j.targets, query_indices=query_indices,
-        queries_shown=queries_shown)
+        queries_shown=queries_shown, groups=j.groups)
