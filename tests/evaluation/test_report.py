@@ -8,6 +8,11 @@ import numpy as np
 import pytest
 
 from influcoder.evaluation.evaluate import evaluate_methods
+from influcoder.evaluation.group_fidelity import (
+    add_group_columns,
+    evaluation_groups,
+    judge_groups,
+)
 from influcoder.evaluation.report import write_report
 from influcoder.io.samples import Sample
 
@@ -132,6 +137,70 @@ def test_script_in_sample_texts_and_names_is_escaped_everywhere(case, tmp_path):
     assert f'<p class="query">{escaped} → &quot; onmouseover=&quot;alert(2)</p>' in page
     assert f'title="{escaped} → &quot; onmouseover=&quot;alert(2)"' in page  # a cell's tooltip
     assert f"<p>{escaped}</p>" in page and f"<b>{escaped}</b>: {escaped}</li>" in page
+
+
+def _groups(case, names):
+    """Group fidelity of the case's methods over pool groups named by ``names`` (cycled)."""
+    rows, gt, method_scores, _, pool, _ = case
+    samples = [Sample(id=s.id, prompt=s.prompt, response=s.response,
+                      meta={"source": names[i % len(names)]}) for i, s in enumerate(pool)]
+    groups = judge_groups(method_scores, gt, evaluation_groups(samples, "source"))
+    return add_group_columns(rows, groups), groups
+
+
+def test_group_section_only_with_groups(case, tmp_path):
+    rows, gt, method_scores, labels, pool, queries = case
+    names = ["web", "books", "code", "chat"]
+    group_rows, groups = _groups(case, names)
+    path = write_report(tmp_path / "g", group_rows, gt=gt, method_scores=method_scores,
+                        labels=labels, pool_samples=pool, query_samples=queries,
+                        queries_shown=2, groups=groups)
+    page = path.read_text(encoding="utf-8")
+    assert _images(page) == ["pr_curves.png", "scatter.png", "groups.png", "cost.png"]
+    assert (path.parent / "groups.png").read_bytes().startswith(PNG_SIGNATURE)
+    section = page[page.index("<h2>Which data source taught it</h2>"):page.index("<h2>Cost")]
+    assert "<b>source</b> into 4 groups" in section
+    # The fidelity table: the judged methods (not the ground truth), figures as in the rows.
+    fidelity = re.findall(r"<tr><td>([^<]+)</td><td class=\"num[^\"]*\">([^<]+)</td>"
+                          r"<td class=\"num[^\"]*\">([^<]+)</td>", section.split("<img")[0])
+    by_name = {r["method"]: r for r in group_rows}
+    assert [f[0] for f in fidelity] == ["distilled", "semantic", "random"]
+    for name, rho, top1 in fidelity:
+        assert (rho, top1) == (f"{by_name[name]['group_spearman']:.3f}",
+                               f"{by_name[name]['group_top1']:.3f}")
+    # The overview: each group's share of queries whose top group it is, for the ground
+    # truth counted here directly (no ties in random scores).
+    top = groups.scores["gradient"].argmax(axis=1)
+    for g, name in enumerate(names):
+        share = f"{100 * np.mean(top == g):.0f}%"
+        assert re.search(f"<tr><td>{name}</td><td class=\"num\">10</td><td class=\"num\">"
+                         f"{share} · ", section), name
+    # One table per shown query, its groups ranked by the ground truth.
+    assert section.count("its top 4 groups by the ground truth") == 2
+    ranks = re.findall(r'<tr><td class="num">(\d)</td><td>(\w+)</td>',
+                       section.split("<h3>")[1])
+    order = np.argsort(-groups.scores["gradient"][0])
+    assert ranks == [(str(i + 1), names[g]) for i, g in enumerate(order)]
+    assert "group_spearman</b>: for each query" in page  # the guide at the end
+    # Without groups the same report has no such section (and the figure is not linked).
+    page = write_report(tmp_path / "n", rows, gt=gt, method_scores=method_scores,
+                        labels=labels, pool_samples=pool, query_samples=queries).read_text()
+    assert "Which data source" not in page and "groups.png" not in page
+    assert "group_spearman" not in page
+
+
+def test_group_names_are_escaped_and_inconsistent_groups_refused(case, tmp_path):
+    rows, gt, method_scores, *_ = case
+    group_rows, groups = _groups(case, ["<script>alert(1)</script>", 'x" onclick="y'])
+    page = write_report(tmp_path, group_rows, gt=gt, method_scores=method_scores,
+                        groups=groups).read_text()
+    assert "<script" not in page and 'onclick="' not in page
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in page
+    with pytest.raises(ValueError, match="rows lack the columns"):
+        write_report(tmp_path, rows, gt=gt, method_scores=method_scores, groups=groups)
+    with pytest.raises(ValueError, match="groups judge the methods"):
+        write_report(tmp_path, group_rows, gt=gt, groups=groups, method_scores={
+            name: s for name, s in method_scores.items() if name != "random"})
 
 
 def test_the_template_ships_with_the_package():

@@ -3,7 +3,8 @@
 * :func:`pr_figure`: precision-recall curves for finding the planted samples, one panel per
   AUPRC aggregate, with the positive rate drawn as the chance line;
 * :func:`scatter_figure`: predicted against ground-truth scores, one small panel per method;
-* :func:`cost_figure`: attribution time, preparation time and storage per sample, per method.
+* :func:`cost_figure`: attribution time, preparation time and storage per sample, per method;
+* :func:`group_figure`: each method's group fidelity (``evaluate --group-by``).
 
 Figures are drawn with matplotlib's object API (``matplotlib.figure.Figure``, Agg canvas), so
 nothing touches pyplot's global state or needs a display; matplotlib is imported only when a
@@ -161,4 +162,34 @@ def cost_figure(path: Path, rows: Sequence[Mapping[str, Any]], n_query: int,
     for ax, (column, title, fmt) in zip(axes, panels):
         _bars(ax, names, [r.get(column, math.nan) for r in rows], colors, title, fmt)
     fig.suptitle("What each method costs", fontsize=10)
+    _save(fig, path)
+
+
+def group_figure(path: Path, rows: Sequence[Mapping[str, Any]], names: Sequence[str],
+                 colors: Mapping[str, Any]) -> None:
+    """Bars of the ``group_spearman`` (from -1 to 1) and ``group_top1`` (0 to 1) of the rows
+    of ``names``, the value written beside each bar."""
+    from matplotlib.figure import Figure
+
+    by_name = {r["method"]: r for r in rows}
+    fig = Figure(figsize=(9, 0.4 * len(names) + 1.4), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    panels = [("group_spearman", "Spearman of the groups' ranking, mean over queries", -1.0),
+              ("group_top1", "top group agrees with the gradient's (share of queries)", 0.0)]
+    y = np.arange(len(names))
+    for ax, (column, title, low) in zip(axes, panels):
+        values = np.array([float(by_name[n][column]) for n in names])
+        ax.barh(y, np.nan_to_num(values), color=[colors[n] for n in names])
+        for yi, value in zip(y, values):
+            ax.text(max(value, low) if np.isfinite(value) else 0.0, yi,
+                    "  " + format_value(column, value), va="center", fontsize=8)
+        ax.set_xlim(low, 1.25)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(y, names, fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].invert_yaxis()
+    fig.suptitle("Which data source taught it: group rankings against the gradient's",
+                 fontsize=10)
     _save(fig, path)

@@ -10,9 +10,13 @@ external CSS or fonts. From top to bottom:
    positive rate drawn as the chance line;
 4. predicted against ground-truth scores, one small panel per method;
 5. attribution time, preparation time and storage per sample, per method;
-6. for a few queries, their top attributed training samples, one column per method, the
+6. with group fidelity (``evaluate --group-by``), "Which data source taught it": each
+   method's ``group_spearman`` and ``group_top1`` (a table and bars), the groups with how often
+   each method ranks them first and their mean rank, and for the shown queries the groups as
+   the ground truth ranks them with each method's rank beside;
+7. for a few queries, their top attributed training samples, one column per method, the
    ground truth first; a cell is green when the ground truth also ranks that sample in its top;
-7. notes, and a short guide to reading the figures (``docs/EVALUATION.md`` has the full one).
+8. notes, and a short guide to reading the figures (``docs/EVALUATION.md`` has the full one).
 
 The page is the jinja2 template ``templates/report.html.j2`` (with ``templates/report.css``
 inlined), rendered with autoescaping: every sample text, method name, title and note is
@@ -30,15 +34,23 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy.stats import rankdata
 
 from influcoder.evaluation import figures, metrics
-from influcoder.evaluation.evaluate import COST_COLUMNS, expected_random_auprc
+from influcoder.evaluation.evaluate import (
+    COST_COLUMNS,
+    GROUP_COLUMNS,
+    expected_random_auprc,
+)
 from influcoder.io.atomic import atomic_write_bytes
 from influcoder.io.samples import Sample
 from influcoder.io.tables import _columns, clip_text, format_value
+
+if TYPE_CHECKING:
+    from influcoder.evaluation.group_fidelity import GroupFidelity
 
 __all__ = ["REPORT_NAME", "write_report"]
 
@@ -48,6 +60,11 @@ REPORT_NAME = "report.html"
 TEMPLATE = "report.html.j2"
 #: The figures, PNG files next to the page.
 PR_FIGURE, SCATTER_FIGURE, COST_FIGURE = "pr_curves.png", "scatter.png", "cost.png"
+GROUP_FIGURE = "groups.png"
+#: Groups listed in the report's overview of groups (the ground truth's most often first).
+GROUPS_SHOWN = 12
+#: Groups listed per shown query (the ground truth's best).
+GROUPS_PER_QUERY = 6
 #: The heading of the ground truth's column in the side-by-side tables.
 GROUND_TRUTH = "ground truth"
 #: Characters of a sample's text in a side-by-side cell's tooltip.
@@ -110,6 +127,55 @@ def _side_by_side(gt: np.ndarray, method_scores: Mapping[str, np.ndarray],
     return {"top_n": top_n, "columns": list(columns), "queries": shown}
 
 
+def _top_shares(group_scores: np.ndarray) -> np.ndarray:
+    """Per group, the share of queries (rows) whose top group it is; a tie of ``t`` groups at
+    the top gives each ``1 / t``."""
+    top = group_scores == group_scores.max(axis=1, keepdims=True)
+    return (top / top.sum(axis=1, keepdims=True)).mean(axis=0)
+
+
+def _group_section(result: GroupFidelity, gt: np.ndarray, references: set[str],
+                   queries: Sequence[Sample] | None, query_indices: Sequence[int],
+                   rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the "Which data source taught it" section shows: the fidelity figures, an
+    overview of the groups, and the shown queries' groups ranked by the ground truth."""
+    from influcoder.evaluation.group_fidelity import group_scores
+
+    names, sizes = result.groups.names, result.groups.sizes
+    gt_groups = group_scores(gt, result.groups, aggregate=result.aggregate,
+                             temperature=result.temperature)
+    judged = {name: g for name, g in result.scores.items() if name not in references}
+    columns = {GROUND_TRUTH: gt_groups, **judged}
+    # Rank 1 = the highest group score of a query; tied groups share the best rank.
+    ranks = {name: rankdata(-g, axis=1, method="min") for name, g in columns.items()}
+    shares = {name: _top_shares(g) for name, g in columns.items()}
+    order = np.lexsort((ranks[GROUND_TRUTH].mean(axis=0), -shares[GROUND_TRUTH]))
+    overview = [{"group": names[g], "n": int(sizes[g]),
+                 "cells": [{"share": float(shares[name][g]),
+                            "rank": float(ranks[name][:, g].mean())} for name in columns]}
+                for g in order[:GROUPS_SHOWN]]
+    shown = []
+    for j in query_indices:
+        top = np.argsort(-gt_groups[j], kind="stable")[:GROUPS_PER_QUERY]
+        shown.append({
+            "number": j + 1, "id": queries[j].id if queries is not None else str(j + 1),
+            "rows": [{"group": names[g], "n": int(sizes[g]), "score": float(gt_groups[j, g]),
+                      "rank": int(ranks[GROUND_TRUTH][j, g]),
+                      "ranks": [int(ranks[name][j, g]) for name in judged]} for g in top]})
+    fidelity = [r for r in rows if r["method"] in judged]
+    best = {c: max((float(r[c]) for r in fidelity), default=math.nan) for c in GROUP_COLUMNS}
+    return {
+        "field": result.groups.field, "aggregate": result.aggregate,
+        "temperature": result.temperature, "n_groups": len(names),
+        "n_query": gt_groups.shape[0], "columns": list(columns), "methods": list(judged),
+        "fidelity": [{"method": r["method"],
+                      "cells": [{"text": format_value(c, r[c]), "best": float(r[c]) == best[c]}
+                                for c in best],
+                      "undefined": result.figures[r["method"]]["undefined"]} for r in fidelity],
+        "overview": overview, "more": max(0, len(names) - GROUPS_SHOWN),
+        "queries": shown, "per_query": min(GROUPS_PER_QUERY, len(names))}
+
+
 def _html_escape(value: Any):
     """``value`` escaped by :func:`html.escape`, as jinja2's ``finalize``.
 
@@ -154,7 +220,7 @@ def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], 
                  targets: Sequence[tuple[str, bool, str]] = (),
                  query_indices: Sequence[int] | None = None, queries_shown: int = 3,
                  top_n: int = 5, text_chars: int = 160, max_points: int = 4000,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, groups: GroupFidelity | None = None) -> Path:
     """Write ``report.html`` and its PNG figures into ``out_dir``; return the HTML's path.
 
     Args:
@@ -179,6 +245,9 @@ def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], 
         text_chars: characters of sample text shown in a cell.
         max_points: most (pool, query) pairs drawn per scatter panel.
         seed: seed of the scatter subsample.
+        groups: the group fidelity of the methods (``judge(group_by=...)``), with the
+            ``group_spearman`` and ``group_top1`` columns in ``rows``; adds the section
+            "Which data source taught it".
 
     Raises:
         ValueError: if ``rows`` is empty, a matrix does not have ``gt``'s shape, or the samples
@@ -205,6 +274,15 @@ def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], 
         query_indices = range(min(queries_shown, n_query))
     if any(not 0 <= j < n_query for j in query_indices):
         raise ValueError(f"query_indices must lie in [0, {n_query})")
+    if groups is not None:
+        if set(groups.scores) != set(method_scores):
+            raise ValueError(f"groups judge the methods {sorted(groups.scores)}, the report "
+                             f"shows {sorted(method_scores)}")
+        if any(c not in r for r in rows for c in GROUP_COLUMNS):
+            raise ValueError(f"groups given but the rows lack the columns {GROUP_COLUMNS}")
+        if len(groups.groups.codes) != n_pool:
+            raise ValueError(f"groups split {len(groups.groups.codes)} pool samples, the "
+                             f"ground truth has {n_pool}")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,6 +306,12 @@ def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], 
     if pool_samples is not None and len(query_indices):
         side = _side_by_side(gt, judged, pool_samples, query_samples, query_indices, labels,
                              min(top_n, n_pool), text_chars)
+    group_section = None
+    if groups is not None:
+        group_section = _group_section(groups, gt, references, query_samples, query_indices,
+                                       rows)
+        if group_section["methods"]:
+            figures.group_figure(out / GROUP_FIGURE, rows, group_section["methods"], colors)
     planted = None
     if rate is not None:
         planted = {"rate": rate, "count": int(labels.sum()), "n_pool": n_pool,
@@ -238,7 +322,8 @@ def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], 
         targets=list(targets), targets_met=sum(bool(achieved) for _, achieved, _ in targets),
         pr_figure=PR_FIGURE if rate is not None else None,
         scatter_figure=SCATTER_FIGURE if judged else None, cost_figure=COST_FIGURE,
-        side=side, notes=list(notes), k=_k_of(rows), planted=planted)
+        side=side, notes=list(notes), k=_k_of(rows), planted=planted, groups=group_section,
+        group_figure=GROUP_FIGURE if group_section and group_section["methods"] else None)
     path = out / REPORT_NAME
     atomic_write_bytes(path, page.encode("utf-8"))
     return path
