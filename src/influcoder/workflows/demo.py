@@ -15,7 +15,9 @@ Stages, each resumable (rerunning the command skips what is done):
 4. ``attribute``: top training samples for a few test queries;
 5. ``filter``: remove the pool samples most influential on the harmful test queries;
 6. ``evaluate``: every method on pool x test queries against the gradient ground truth, with
-   AUPRC of finding the planted harmful samples, time and storage; an HTML report.
+   AUPRC of finding the planted harmful samples, group fidelity over the pool's ``label``
+   groups (harmful / reasoning / chat: which kind of data taught each query), time and
+   storage; an HTML report.
 """
 
 from __future__ import annotations
@@ -217,7 +219,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
                           encoders={"semantic (untrained MiniLM)": encoder,
                                     "influcoder (distilled)": str(enc_dir)},
                           labels=labels, k=10, seed=seed, charge_gradient_time=True,
-                          extra_targets=demo_targets, device=device)
+                          extra_targets=demo_targets, device=device, group_by="label")
         query_grad_seconds, pool_grad_seconds = gradient_seconds(gt_test), gradient_seconds(gt_pool)
         report = write_judgement(
             judgement, results_dir=out / "results", report_dir=out / "report",
