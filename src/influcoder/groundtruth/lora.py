@@ -183,7 +183,7 @@ def gradient_modules(model: nn.Module, target: str) -> list[tuple[str, nn.Linear
 
 def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, steps: int, lr: float,
            seed: int, progress: bool = False, max_tokens: int | None = None,
-           gradient_checkpointing: bool = False) -> list[float]:
+           gradient_checkpointing: bool = False, bf16: bool = False) -> list[float]:
     """Train the LoRA adapter of ``model`` for a few steps (LESS's warm-up), in place.
 
     A fresh adapter has B = 0, so its A gradients are all zero and its B gradients only see the
@@ -207,6 +207,7 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
         progress: Show a progress bar with the loss and an ETA.
         max_tokens: Most padded positions per forward/backward pass; None: a whole batch.
         gradient_checkpointing: Recompute the decoder layers' activations in the backward pass.
+        bf16: Run the forward/backward passes under bfloat16 autocast (the loss is float32).
 
     Returns:
         The loss of each step, measured before that step's update. The model is left in eval
@@ -233,7 +234,8 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
         try:
             input_ids, attention_mask, labels = _pad([batch[r] for r in rows], _WARMUP_PAD_ID,
                                                      device)
-            losses = response_losses(model, attention_mask, labels, input_ids=input_ids)
+            losses = response_losses(model, attention_mask, labels, input_ids=input_ids,
+                                     bf16=bf16)
             loss = losses.sum() / len(batch)
             loss.backward()
             return loss.item()
