@@ -98,7 +98,9 @@ def format_bytes(n: float) -> str:
 
 def format_value(column: str, value: Any) -> str:
     """One cell of the results table, as text."""
-    if column == "method":
+    if column == "method" or isinstance(value, str):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if column in ("seconds", "prepare_seconds"):
         return format_seconds(value)
