@@ -12,6 +12,7 @@ from influcoder.cli import (  # noqa: F401
     selection,
     serve,
     training,
+    validation,
 )
 from influcoder.cli.app import cli, main
 

@@ -48,6 +48,7 @@ def cli():
       select    choose the pool samples most helpful to target examples (LESS)
       serve     a web page and JSON API over an index (attribute, clean a data file)
       evaluate  compare methods against the gradient ground truth; HTML report
+      validate  remove what each method flags, retrain, measure the loss change (and LDS)
       demo      all of it, end to end, on the bundled models and real data
 
     \b

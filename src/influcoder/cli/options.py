@@ -32,7 +32,7 @@ def dataclass_options(cls, exclude: tuple[str, ...] = ()):
                                    help=f"{help_} [default: {'on' if default else 'off'}]")
             elif typing.get_origin(hint) is tuple:
                 opt = click.option(flag, fld.name, default=None, metavar="A,B,...",
-                                   help=f"{help_} [default: {','.join(fld.default)}]")
+                                   help=f"{help_} [default: {','.join(map(str, fld.default))}]")
             else:
                 base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
                 plain = isinstance(base[0], type) and base[0] is not types.NoneType

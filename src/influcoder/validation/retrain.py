@@ -1,0 +1,170 @@
+"""Retraining the ground truth's adapter on part of the pool, and measuring response losses.
+
+A counterfactual check asks what the model would have become without some training samples.
+:class:`Retrainer` answers it for the model the ground truth describes: the decoder, LoRA rank,
+alpha and targets, tokenisation and precision recorded in the pool's gradient store
+(:func:`Recipe.from_store`). Each :meth:`Retrainer.run` starts from a fresh adapter seeded
+with ``seed`` (so two runs with one seed start from the same weights), trains it on the kept
+pool samples in a fixed order, and returns the mean response loss of every sample of the
+evaluation sets. The order is one seeded permutation of the *whole* pool with the removed
+samples left out, so two runs with one seed differ only by the samples removed.
+
+The decoder is loaded once; between runs the adapter is taken off (``PeftModel.unload``) and a
+fresh one attached, which gives the same weights as a freshly loaded model (tested).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from influcoder.errors import StoreError
+from influcoder.io.samples import Sample
+from influcoder.io.stores import Store
+from influcoder.validation.settings import ValidateArguments
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a training run rebuilds: the ground truth's model, adapter shape and tokens."""
+
+    model: str
+    model_fingerprint: str
+    rank: int
+    alpha: float
+    targets: tuple[str, ...]
+    max_length: int
+    truncation: str
+    template: str
+    bf16: bool
+
+    @classmethod
+    def from_store(cls, store: Store, model: str | None = None) -> Recipe:
+        """The recipe of a gradient store; ``model`` overrides the recorded model name (the
+        same model elsewhere on disk: its fingerprint is checked when it is loaded)."""
+        if store.kind != "gradients":
+            raise StoreError(f"{store.path}: a {store.kind} store; validation retrains the "
+                             "model of a gradient store (from influcoder collect)")
+        setup, provenance = store.setup, store.manifest.get("provenance", {})
+        name = model or provenance.get("model_name") or provenance.get("arguments", {}).get("model")
+        if not name:
+            raise StoreError(f"{store.path}: the manifest does not name its model; give --model")
+        adapter, tokens = setup["adapter"], setup["tokens"]
+        return cls(model=name, model_fingerprint=setup["model"]["fingerprint"],
+                   rank=int(adapter["rank"]), alpha=float(adapter["alpha"]),
+                   targets=tuple(adapter["targets"]), max_length=int(tokens["max_length"]),
+                   truncation=tokens["truncation"], template=tokens["template"],
+                   bf16=setup["gradient"].get("precision") == "bf16-autocast")
+
+
+class Retrainer:
+    """Trains fresh seeded adapters on subsets of ``pool`` and measures losses on
+    ``eval_sets`` (name -> samples).
+
+    Args:
+        recipe: the model and adapter to rebuild.
+        pool: the training samples, in the pool store's order (indices refer to it).
+        eval_sets: the samples whose response losses each run reports.
+        args: epochs, learning rate, batch sizes.
+        device: a ``torch.device`` or its name.
+        progress: show a progress bar per run.
+    """
+
+    def __init__(self, recipe: Recipe, pool: Sequence[Sample], eval_sets: Mapping[str, Sequence[Sample]],
+                 args: ValidateArguments, *, device="cpu", progress: bool = False):
+        import torch
+
+        from influcoder.groundtruth.decoder import load_decoder
+        from influcoder.groundtruth.tokenize import tokenize_samples
+        from influcoder.io.models import fingerprint
+
+        self.recipe, self.args, self.progress = recipe, args, progress
+        self.device = torch.device(device)
+        model, tokenizer, ref = load_decoder(recipe.model)
+        if fingerprint(ref) != recipe.model_fingerprint:
+            raise StoreError(f"the model '{recipe.model}' is not the one the pool's gradients "
+                             "were taken with (its fingerprint differs); give that model with "
+                             "--model")
+        self.pad_token_id = tokenizer.pad_token_id
+
+        def tokenize(samples, what):
+            return tokenize_samples(tokenizer, samples, max_length=recipe.max_length,
+                                    truncation=recipe.truncation, template=recipe.template,
+                                    path=what)
+
+        self.pool = tokenize(pool, "the pool")
+        self.eval_sets = {name: tokenize(samples, name) for name, samples in eval_sets.items()}
+        self._base = model.to(self.device)
+        self._peft = None
+
+    @property
+    def n_pool(self) -> int:
+        return len(self.pool)
+
+    def steps(self, n_kept: int) -> int:
+        """Optimiser steps of a run on ``n_kept`` samples."""
+        return max(1, math.ceil(self.args.epochs * math.ceil(n_kept / self.args.batch_size)))
+
+    def _fresh_adapter(self, seed: int):
+        from influcoder.groundtruth.lora import attach_lora
+
+        if self._peft is not None:
+            self._base = self._peft.unload()
+            self._peft = None
+        self._peft = attach_lora(self._base.cpu(), rank=self.recipe.rank,
+                                 alpha=self.recipe.alpha, targets=self.recipe.targets,
+                                 seed=seed).to(self.device)
+        return self._peft
+
+    def run(self, keep: Sequence[int], seed: int) -> dict[str, np.ndarray]:
+        """Train a fresh adapter (seeded ``seed``) on the pool samples ``keep`` and return
+        name -> per-sample mean response loss of each evaluation set (float64)."""
+        from influcoder.groundtruth.lora import warmup
+
+        keep = np.asarray(keep, dtype=np.int64)
+        if keep.size == 0 or len(np.unique(keep)) != keep.size or keep.min() < 0 \
+                or keep.max() >= self.n_pool:
+            raise ValueError("keep must be distinct pool indices, at least one")
+        kept = np.zeros(self.n_pool, dtype=bool)
+        kept[keep] = True
+        order = np.random.default_rng(seed).permutation(self.n_pool)
+        order = order[kept[order]]
+        bs = self.args.batch_size
+        batches = [[self.pool[i] for i in order[j:j + bs]] for j in range(0, len(order), bs)]
+        model = self._fresh_adapter(seed)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*use_cache=True.*")
+            losses = warmup(model, batches, steps=self.steps(len(order)), lr=self.args.lr,
+                            seed=seed, progress=self.progress, max_tokens=self.args.batch_tokens,
+                            bf16=self.recipe.bf16)
+        logger.debug(f"training loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+        return {name: self.losses(model, tokenized) for name, tokenized in self.eval_sets.items()}
+
+    def losses(self, model, tokenized) -> np.ndarray:
+        """Per-sample mean response loss of ``tokenized`` under ``model`` (no gradients)."""
+        import torch
+
+        from influcoder.groundtruth.loss import _pad, response_losses
+        from influcoder.groundtruth.memory import TokenBudget
+
+        out = np.empty(len(tokenized))
+        budget = TokenBudget(self.args.batch_size * 4, self.args.batch_tokens * 2)
+        lengths = [len(t.input_ids) for t in tokenized]
+
+        def compute(rows):
+            ids, mask, labels = _pad([tokenized[r] for r in rows], self.pad_token_id,
+                                     self.device)
+            return response_losses(model, mask, labels, input_ids=ids,
+                                   bf16=self.recipe.bf16).double().cpu().numpy()
+
+        with torch.no_grad():
+            for rows, values in budget.run(lengths, compute):
+                out[rows] = values
+        return out

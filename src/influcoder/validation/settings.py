@@ -1,0 +1,62 @@
+"""Settings of the validation stage (``influcoder validate``): every default, defined once.
+
+Importing this module is cheap (no torch): the CLI builds its options from
+:class:`ValidateArguments` before it knows which command runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Text baselines a validation runs by default beside the gradient and the encoders.
+DEFAULT_VALIDATE_BASELINES = ("bm25", "random")
+
+
+@dataclass
+class ValidateArguments:
+    """How the counterfactual check and LDS retrain the adapter (``influcoder validate``)."""
+
+    fraction: float = field(default=0.1, metadata={
+        "help": "share of the pool each method removes: its top-ranked samples for the "
+                "target queries"})
+    aggregate: str = field(default="mean", metadata={
+        "help": "one score per pool sample over the target queries: 'mean' (the set as a "
+                "whole) or 'max' (any one target)"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={
+        "help": "training seeds (adapter initialisation and data order); every removal is "
+                "compared with the full pool trained with the same seed"})
+    epochs: float = field(default=1.0, metadata={
+        "help": "passes over the (reduced) pool per training run"})
+    lr: float = field(default=5e-4, metadata={"help": "AdamW learning rate of the adapter"})
+    batch_size: int = field(default=8, metadata={"help": "samples per optimiser step"})
+    batch_tokens: int = field(default=1024, metadata={
+        "help": "padded token positions per forward/backward (bounds memory; the step is "
+                "accumulated over such micro-batches)"})
+    lds_subsets: int = field(default=0, metadata={
+        "help": "random pool subsets for the linear datamodeling score (one training run "
+                "each); 0 skips LDS"})
+    lds_fraction: float = field(default=0.5, metadata={
+        "help": "share of the pool in each LDS subset"})
+    lds_seed: int = field(default=0, metadata={
+        "help": "seed of the LDS subsets (their training runs use the first --seeds)"})
+    n_boot: int = field(default=1000, metadata={
+        "help": "bootstrap resamples (over held-out queries) for the intervals"})
+
+    def __post_init__(self):
+        self.seeds = tuple(int(s) for s in self.seeds)
+        if not 0 < self.fraction < 1:
+            raise ValueError(f"fraction must be in (0, 1), got {self.fraction}")
+        if self.aggregate not in ("mean", "max"):
+            raise ValueError(f"aggregate must be 'mean' or 'max', got {self.aggregate!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
+        if not self.epochs > 0 or not self.lr > 0:
+            raise ValueError(f"epochs and lr must be > 0, got {self.epochs}, {self.lr}")
+        if self.batch_size < 1 or self.batch_tokens < 1:
+            raise ValueError("batch_size and batch_tokens must be >= 1")
+        if self.lds_subsets < 0 or self.lds_subsets == 1:
+            raise ValueError(f"lds_subsets must be 0 (no LDS) or >= 2, got {self.lds_subsets}")
+        if not 0 < self.lds_fraction < 1:
+            raise ValueError(f"lds_fraction must be in (0, 1), got {self.lds_fraction}")
+        if self.n_boot < 1:
+            raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")

@@ -1,0 +1,113 @@
+"""Retrainer against a plain training loop written out step by step, on the tiny Llama."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from influcoder.io.samples import Sample
+from influcoder.validation.retrain import Recipe, Retrainer
+from influcoder.validation.settings import ValidateArguments
+
+POOL = [Sample(id=f"p{i}", prompt=p, response=r) for i, (p, r) in enumerate([
+    ("What is the capital of France?", "Paris."),
+    ("How do I boil an egg?", "Boil it for nine minutes."),
+    ("Tell me a joke.", "Why did the chicken cross the road?"),
+    ("Explain gravity.", "Gravity pulls masses together."),
+    ("Write a poem about the sea.", "The sea is blue and deep."),
+    ("What is two plus two?", "Four."),
+    ("Name a color.", "Blue."),
+])]
+EVAL = {"heldout": [Sample(id="q0", prompt="What is the capital of Italy?", response="Rome."),
+                    Sample(id="q1", prompt="Tell me about the sea.", response="It is deep.")]}
+ARGS = ValidateArguments(epochs=2, lr=1e-2, batch_size=3, batch_tokens=40, seeds=(0,))
+
+
+def recipe_for(model_dir) -> Recipe:
+    from influcoder.groundtruth.decoder import resolve_decoder
+    from influcoder.io.models import fingerprint
+
+    return Recipe(model=str(model_dir), model_fingerprint=fingerprint(resolve_decoder(str(model_dir))),
+                  rank=4, alpha=8, targets=("q_proj", "v_proj", "down_proj"), max_length=64,
+                  truncation="prompt-left", template="chat", bf16=False)
+
+
+def reference_losses(model_dir, recipe, keep, seed, args) -> np.ndarray:
+    """A fresh model, a fresh adapter, and the textbook loop: one sample at a time through
+    the model's own loss (the mean over its response tokens), averaged over the step's
+    samples, AdamW on the LoRA weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from influcoder.groundtruth.lora import attach_lora
+    from influcoder.groundtruth.tokenize import tokenize_samples
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = attach_lora(model, rank=recipe.rank, alpha=recipe.alpha, targets=recipe.targets,
+                        seed=seed)
+
+    def tokenized(samples):
+        return tokenize_samples(tokenizer, samples, max_length=recipe.max_length,
+                                truncation=recipe.truncation, template=recipe.template)
+
+    def loss(sample):
+        ids = torch.tensor([sample.input_ids])
+        return model(input_ids=ids, labels=torch.tensor([sample.labels])).loss
+
+    pool = tokenized(POOL)
+    order = [i for i in np.random.default_rng(seed).permutation(len(pool)) if i in set(keep)]
+    batches = [order[j:j + args.batch_size] for j in range(0, len(order), args.batch_size)]
+    params = [p for n, p in model.named_parameters() if "lora_" in n]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    model.train()
+    torch.manual_seed(seed)
+    for step in range(math.ceil(args.epochs * len(batches))):
+        batch = batches[step % len(batches)]
+        optimizer.zero_grad()
+        (sum(loss(pool[i]) for i in batch) / len(batch)).backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        return np.array([loss(s).item() for s in tokenized(EVAL["heldout"])])
+
+
+@pytest.fixture(scope="module")
+def retrainer(tiny_model_dir):
+    return Retrainer(recipe_for(tiny_model_dir), POOL, EVAL, ARGS)
+
+
+@pytest.mark.parametrize("keep, seed", [(range(7), 0), ([0, 2, 3, 5, 6], 1)])
+def test_run_equals_the_plain_loop(retrainer, tiny_model_dir, keep, seed):
+    found = retrainer.run(list(keep), seed)["heldout"]
+    expected = reference_losses(tiny_model_dir, retrainer.recipe, list(keep), seed, ARGS)
+    np.testing.assert_allclose(found, expected, rtol=1e-4)
+
+
+def test_runs_do_not_leak_into_each_other(retrainer, tiny_model_dir):
+    first = retrainer.run([0, 1, 2, 3], 0)["heldout"]
+    retrainer.run([4, 5, 6], 2)
+    again = retrainer.run([0, 1, 2, 3], 0)["heldout"]
+    np.testing.assert_array_equal(first, again)
+    other = retrainer.run([0, 1, 2], 0)["heldout"]
+    assert not np.allclose(first, other)       # removing samples changes the model
+
+
+def test_bad_keep_and_wrong_model(retrainer, tiny_model_dir):
+    with pytest.raises(ValueError, match="distinct pool indices"):
+        retrainer.run([0, 0], 0)
+    with pytest.raises(ValueError, match="distinct pool indices"):
+        retrainer.run([7], 0)
+    from dataclasses import replace
+
+    from influcoder.errors import StoreError
+
+    wrong = replace(recipe_for(tiny_model_dir), model_fingerprint="sha256:other")
+    with pytest.raises(StoreError, match="fingerprint differs"):
+        Retrainer(wrong, POOL, EVAL, ARGS)
