@@ -85,12 +85,16 @@ def prepare(work: Path, plan: dict) -> None:
         warnings.filterwarnings("ignore", message="Could not find a config file")
         peft_model.save_pretrained(work / "adapter")
     lengths = [len(t.input_ids) for t in chosen]
+    answers = [t.n_response for t in chosen]
     (work / "samples.json").write_text(json.dumps(
         [{"input_ids": list(t.input_ids), "labels": list(t.labels)} for t in chosen]))
     (work / "prepared.json").write_text(json.dumps({
         "adapter_sha256": adapter_digest(peft_model), "pad_token_id": tok.pad_token_id or 0,
         "tokens": {"median": float(np.median(lengths)), "mean": float(np.mean(lengths)),
                    "min": min(lengths), "max": max(lengths)},
+        # bf16's error grows as the response shortens: worth knowing when reading its row
+        "response_tokens": {"median": float(np.median(answers)), "min": min(answers),
+                            "max": max(answers)},
         "lora_parameters": sum(p.numel() for n, p in peft_model.named_parameters()
                                if "lora_" in n)}))
 
@@ -263,7 +267,8 @@ def run(plan: dict, methods: list[str], args) -> dict:
         if not ok:
             raise SystemExit(f"preparing the samples and adapter failed:\n{error}")
         prepared = json.loads((work / "prepared.json").read_text())
-        print(f"{plan['n']} {plan['source']} samples, tokens {prepared['tokens']}, "
+        print(f"{plan['n']} {plan['source']} samples, tokens {prepared['tokens']}, response "
+              f"tokens {prepared['response_tokens']}, "
               f"{prepared['lora_parameters']:,} LoRA parameters, {plan['threads']} thread(s)",
               flush=True)
         rows, reference = [], None
@@ -296,9 +301,11 @@ def _machine() -> dict:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             versions[pkg] = None
-    return {"python": platform.python_version(), "cpu": platform.processor() or
-            platform.machine(), "cores": os.cpu_count(), "native_bf16": cpu_native_bf16(),
-            "versions": versions}
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+                if line.startswith("model name")), platform.machine())
+    return {"python": platform.python_version(), "cpu": cpu, "cores": os.cpu_count(),
+            "native_bf16": cpu_native_bf16(), "versions": versions}
 
 
 def _print(result: dict) -> None:
@@ -310,9 +317,10 @@ def _print(result: dict) -> None:
         print(f"  {r['method']}: {r['what']}" + (f"\n    FAILED: {r['error']}" if r["error"]
                                                  else ""))
     for t in result["targets"]:
+        rho = t["spearman vs plain"]
         print(f"target ({t['method']}): {t['x faster than it']:.2f}x the speed of "
               f"{t['fastest peer']} (>= {SPEED_BAR:g}: {'met' if t['speed met'] else 'NOT met'}), "
-              f"Spearman {t['spearman vs plain']:.4f} (>= {SPEARMAN_BAR}: "
+              f"Spearman {'-' if rho is None else f'{rho:.4f}'} (>= {SPEARMAN_BAR}: "
               f"{'met' if t['spearman met'] else 'NOT met'}), peak RSS below every peer: "
               f"{'yes' if t['RSS below every peer'] else 'NO'}")
     print(f"reproduce: {result['command']}")
