@@ -95,21 +95,25 @@ def write_jsonl(path, rows):
     return path
 
 
+#: Ten short (prompt, response) pairs in the tiny tokenizer's vocabulary.
+SMALL_PAIRS = [
+    ("What is the capital of France?", "Paris."),
+    ("How do I boil an egg?", "Boil it for nine minutes."),
+    ("Tell me a joke.", "Why did the chicken cross the road?"),
+    ("Explain gravity.", "Gravity pulls masses together."),
+    ("Write a poem about the sea.", "The sea is blue and deep."),
+    ("What is two plus two?", "Four."),
+    ("Name a color.", "Blue."),
+    ("What is the capital of Italy?", "Rome."),
+    ("How do I fry an egg?", "Heat oil and crack the egg in."),
+    ("Tell me about the moon.", "The moon orbits the earth."),
+]
+
+
 @pytest.fixture()
 def small_data(tmp_path):
     """A JSONL file of 10 prompt/response samples."""
-    rows = [{"id": f"s{i}", "prompt": p, "response": r} for i, (p, r) in enumerate([
-        ("What is the capital of France?", "Paris."),
-        ("How do I boil an egg?", "Boil it for nine minutes."),
-        ("Tell me a joke.", "Why did the chicken cross the road?"),
-        ("Explain gravity.", "Gravity pulls masses together."),
-        ("Write a poem about the sea.", "The sea is blue and deep."),
-        ("What is two plus two?", "Four."),
-        ("Name a color.", "Blue."),
-        ("What is the capital of Italy?", "Rome."),
-        ("How do I fry an egg?", "Heat oil and crack the egg in."),
-        ("Tell me about the moon.", "The moon orbits the earth."),
-    ])]
+    rows = [{"id": f"s{i}", "prompt": p, "response": r} for i, (p, r) in enumerate(SMALL_PAIRS)]
     return write_jsonl(tmp_path / "data.jsonl", rows)
 
 

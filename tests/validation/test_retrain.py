@@ -12,15 +12,9 @@ from influcoder.io.samples import Sample
 from influcoder.validation.retrain import Recipe, Retrainer
 from influcoder.validation.settings import ValidateArguments
 
-POOL = [Sample(id=f"p{i}", prompt=p, response=r) for i, (p, r) in enumerate([
-    ("What is the capital of France?", "Paris."),
-    ("How do I boil an egg?", "Boil it for nine minutes."),
-    ("Tell me a joke.", "Why did the chicken cross the road?"),
-    ("Explain gravity.", "Gravity pulls masses together."),
-    ("Write a poem about the sea.", "The sea is blue and deep."),
-    ("What is two plus two?", "Four."),
-    ("Name a color.", "Blue."),
-])]
+from ..conftest import SMALL_PAIRS
+
+POOL = [Sample(id=f"p{i}", prompt=p, response=r) for i, (p, r) in enumerate(SMALL_PAIRS[:7])]
 EVAL = {"heldout": [Sample(id="q0", prompt="What is the capital of Italy?", response="Rome."),
                     Sample(id="q1", prompt="Tell me about the sea.", response="It is deep.")]}
 ARGS = ValidateArguments(epochs=2, lr=1e-2, batch_size=3, batch_tokens=40, seeds=(0,))
