@@ -104,3 +104,22 @@ def test_validate_refuses_bad_input(stores, tmp_path):
     r = run("validate", stores / "pool", stores / "targets", stores / "heldout", "-o",
             tmp_path / "d", "--label-field", "label")
     assert r.exit_code == 2 and "go together" in r.output
+
+
+def test_validate_with_a_control_file_and_no_filter(stores, tmp_path):
+    control = write_jsonl(tmp_path / "control.jsonl", [
+        {"id": "c0", "prompt": "Name a color.", "response": "Red."},
+        {"id": "c1", "prompt": "What is two plus two?", "response": "Four."}])
+    out = tmp_path / "v"
+    r = run("validate", stores / "pool", stores / "targets", stores / "heldout", "-o", out,
+            "--control", control, *TRAIN[:10], "--baselines", "random", "--quiet")
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    assert (results["n_targets"], results["n_heldout"], results["n_control"]) == (2, 3, 2)
+    assert [row["method"] for row in results["rows"]] == ["gradient", "random"]
+    assert "planted_removed" not in results["rows"][0] and "lds" not in results["rows"][0]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "c0", "prompt": "x"}])
+    r = run("validate", stores / "pool", stores / "targets", stores / "heldout", "-o",
+            tmp_path / "w", "--control", bad, "--quiet")
+    assert r.exit_code == 2 and "bad.jsonl:1" in r.output and "response" in r.output
+    assert not (tmp_path / "w").exists()
