@@ -19,12 +19,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# After `make demo`: the causal check on the demo's stores (remove, retrain, measure; about 45
-# minutes on 2 CPU cores, resumable). docs/VALIDATION.md explains it and shows our figures.
+# After `make demo`: the causal check on the demo's stores (remove, retrain, measure; about an
+# hour on 2 CPU cores, resumable). docs/VALIDATION.md explains it and shows our figures.
 validate: install
 	OMP_NUM_THREADS=1 $(BIN)/influcoder validate runs/demo/grad_pool runs/demo/grad_train_queries \
 	    runs/demo/grad_test_queries --where label=harmful --label-field label --positive harmful \
-	    -e distilled=runs/demo/encoder -e untrained=all-minilm-l6-v2 --lds-subsets 8 \
+	    -e distilled=runs/demo/encoder -e untrained=all-minilm-l6-v2 --lds-subsets 16 \
 	    --out runs/demo/validate
 
 clean:

@@ -17,11 +17,14 @@ figure can be checked against a hand computation:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from influcoder.evaluation.metrics import aggregate_scores, spearman
+from influcoder.evaluation.metrics import (
+    aggregate_scores,
+    bootstrap_interval,
+    column_spearman,
+    per_anchor_spearman,
+)
 
 
 def removal_count(n_pool: int, fraction: float) -> int:
@@ -90,23 +93,19 @@ def lds(scores: np.ndarray, subsets: list[np.ndarray], losses: np.ndarray, *,
         losses: ``[n_subsets, n_queries]``, each run's loss on each held-out query.
 
     Returns:
-        ``lds`` (mean over queries), ``low``/``high`` (95% bootstrap interval over queries)
-        and ``per_query``. A query whose predictions or losses are constant over the subsets
-        has no rank correlation and counts as 0 (a method with no preference predicts
-        nothing).
+        ``lds`` (mean over queries), ``low``/``high`` (95% bootstrap interval, resampling the
+        subsets and the queries: held-out queries of one kind move together from subset to
+        subset, so resampling the queries alone would be overconfident) and ``per_query``. A
+        query whose predictions or losses are constant over the subsets has no rank
+        correlation and counts as 0 (a method with no preference predicts nothing).
     """
     scores, losses = np.asarray(scores, float), np.asarray(losses, float)
     if losses.shape != (len(subsets), scores.shape[1]):
         raise ValueError(f"losses must be [subsets, queries] = {(len(subsets), scores.shape[1])}, "
                          f"got {losses.shape}")
     predicted = np.stack([scores[subset].sum(axis=0) for subset in subsets])
-    per_query = np.array([_spearman_or_zero(predicted[:, j], -losses[:, j])
-                          for j in range(losses.shape[1])])
-    low, high = _interval(per_query, n_boot, seed)
+    per_query = np.nan_to_num(column_spearman(-losses, predicted), nan=0.0)
+    low, high = bootstrap_interval(per_anchor_spearman, -losses, predicted,
+                                   n_resamples=n_boot, seed=seed)
     return {"lds": float(per_query.mean()), "low": low, "high": high,
             "per_query": [float(v) for v in per_query]}
-
-
-def _spearman_or_zero(a: np.ndarray, b: np.ndarray) -> float:
-    value = spearman(a, b)      # NaN when either side is constant
-    return 0.0 if math.isnan(value) else value
