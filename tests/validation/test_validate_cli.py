@@ -61,6 +61,10 @@ def validate(stores, out, *extra):
 
 def test_validate_writes_results_and_resumes(stores, tmp_path):
     out = tmp_path / "v"
+    r = validate(stores, out, "--lds-subsets", "3", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "(0 already saved" in r.output and "optimiser steps" in r.output
+    assert "expected time" in r.output and not out.exists()
     r = validate(stores, out, "--lds-subsets", "3")
     assert r.exit_code == 0, r.output
     results = json.loads((out / "results.json").read_text())
@@ -77,6 +81,10 @@ def test_validate_writes_results_and_resumes(stores, tmp_path):
     saved = sorted((out / "runs").glob("*.json"))
     # 2 seeds x (full + up to 3 distinct removals) + 3 LDS subsets, repeats shared
     assert 2 * 2 + 3 <= len(saved) <= 2 * 4 + 3
+
+    r = validate(stores, out, "--lds-subsets", "3", "--dry-run")
+    assert f"{len(saved)} training runs ({len(saved)} already saved" in r.output
+    assert "nothing to train" in r.output
 
     # Rerun: nothing is trained again, the figures are the same.
     stamps = {p: p.stat().st_mtime_ns for p in saved}

@@ -42,11 +42,14 @@ from influcoder.validation.settings import DEFAULT_VALIDATE_BASELINES, ValidateA
 @click.option("--model", default=None,
               help="the decoder, if not where POOL's manifest says (its fingerprint is checked)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@click.option("--dry-run", is_flag=True,
+              help="write nothing: plan the runs, time two training steps and print how many "
+                   "runs and steps the validation needs and how long they would take here")
 @device_option(extra=" (for the retraining and the --encoder methods)")
 @dataclass_options(ValidateArguments)
 @handle_errors
 def validate(pool, targets, heldout, out, where, control, encoders, baselines, label_field,
-             positive, model, quiet, device, **kw):
+             positive, model, quiet, dry_run, device, **kw):
     """Check attribution causally: remove each method's top pool samples, retrain, compare.
 
     POOL is the gradient store of the training data (its samples are what is trained on; its
@@ -70,20 +73,26 @@ def validate(pool, targets, heldout, out, where, control, encoders, baselines, l
           --where label=harmful -e distilled=runs/encoder -e untrained=all-minilm-l6-v2
       influcoder validate runs/pool runs/tq runs/hq -o runs/v --seeds 0,1 --lds-subsets 16 \\
           --label-field label --positive harmful
+      influcoder validate runs/pool runs/tq runs/hq -o runs/v --lds-subsets 16 --dry-run
     """
     from influcoder.io.tables import format_table
     from influcoder.validation.report import checks, format_checks, summary_rows
-    from influcoder.workflows.validation import run_validation
+    from influcoder.workflows.validation import estimate_validation, run_validation
 
     if (label_field is None) != (positive is None):
         raise click.UsageError("--label-field and --positive go together")
     args = settings_from(ValidateArguments, kw)
+    named = {"where": where, "control": control, "encoders": parse_named(encoders, "--encoder"),
+             "baselines": split_list(baselines), "label_field": label_field,
+             "positive": positive, "model": model}
     try:
-        validation, _, report = run_validation(
-            pool, targets, heldout, out, args, where=where, control=control,
-            encoders=parse_named(encoders, "--encoder"), baselines=split_list(baselines),
-            label_field=label_field, positive=positive, model=model, device=device,
-            progress=not quiet)
+        if dry_run:
+            for line in estimate_validation(pool, targets, heldout, out, args, device=device,
+                                            **named):
+                click.echo(line)
+            return
+        validation, _, report = run_validation(pool, targets, heldout, out, args,
+                                               device=device, progress=not quiet, **named)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     click.echo(format_table(summary_rows(validation)))

@@ -147,6 +147,30 @@ class Retrainer:
         logger.debug(f"training loss {losses[0]:.3f} -> {losses[-1]:.3f}")
         return {name: self.losses(model, tokenized) for name, tokenized in self.eval_sets.items()}
 
+    def time_step(self, steps: int = 2) -> tuple[float, float]:
+        """``(seconds per optimiser step, seconds per evaluation of every set)``, measured on a
+        throw-away adapter trained on the pool's first batches in seed 0's order; one step is
+        run first and not counted (it pays one-time costs). For ``--dry-run``."""
+        import time
+
+        from influcoder.groundtruth.lora import warmup
+
+        order = np.random.default_rng(0).permutation(self.n_pool)
+        bs = self.args.batch_size
+        batches = [[self.pool[i] for i in order[j:j + bs]]
+                   for j in range(0, min(len(order), bs * (steps + 1)), bs)]
+        model = self._fresh_adapter(0)
+        kwargs = {"lr": self.args.lr, "seed": 0, "max_tokens": self.args.batch_tokens,
+                  "bf16": self.recipe.bf16}
+        warmup(model, batches[:1], steps=1, **kwargs)
+        start = time.perf_counter()
+        warmup(model, batches, steps=steps, **kwargs)
+        per_step = (time.perf_counter() - start) / steps
+        start = time.perf_counter()
+        for tokenized in self.eval_sets.values():
+            self.losses(model, tokenized)
+        return per_step, time.perf_counter() - start
+
     def losses(self, model, tokenized) -> np.ndarray:
         """Per-sample mean response loss of ``tokenized`` under ``model`` (no gradients)."""
         import torch

@@ -103,12 +103,9 @@ def plan_runs(n_pool: int, removed: Mapping[str, np.ndarray], args: ValidateArgu
     return unique, subsets
 
 
-def execute(runs: Sequence[Run], out: Path, context: str, retrainer_factory, *,
-            progress: bool = True) -> dict[tuple, dict[str, np.ndarray]]:
-    """Losses of every run, ``(keep, seed) -> {set: losses}``; runs saved under ``out/runs``
-    are read back, the others trained (the model is loaded only if one is needed)."""
-    from tqdm.auto import tqdm
-
+def saved_runs(runs: Sequence[Run], out: Path, context: str
+               ) -> tuple[dict[tuple, dict[str, np.ndarray]], list[tuple[Run, Path]]]:
+    """``(losses of the runs saved under out/runs, [(run, its path) still to train])``."""
     folder = out / RUNS_DIR
     results, todo = {}, []
     for run in runs:
@@ -118,6 +115,42 @@ def execute(runs: Sequence[Run], out: Path, context: str, retrainer_factory, *,
             results[(run.keep, run.seed)] = {k: np.asarray(v) for k, v in saved["losses"].items()}
         else:
             todo.append((run, path))
+    return results, todo
+
+
+def estimate(pool: Store, targets_scores: Mapping[str, np.ndarray],
+             eval_sets: Mapping[str, Sequence[Sample]], out: str | os.PathLike,
+             args: ValidateArguments, retrainer_factory, *, recipe: Recipe) -> list[str]:
+    """What a validation would cost here, as lines to print: the runs (and how many are saved
+    already), their optimiser steps, and the time from two timed steps. Writes nothing."""
+    from influcoder.io.tables import format_seconds
+
+    removed = {m: removal_set(s, args.fraction, args.aggregate) for m, s in targets_scores.items()}
+    runs, _ = plan_runs(pool.n, removed, args)
+    _, todo = saved_runs(runs, Path(out), _context(recipe, args, eval_sets, pool))
+    lines = [f"{len(runs)} training runs ({len(runs) - len(todo)} already saved in {out})"]
+    if not todo:
+        return lines + ["nothing to train: the command would only write the results"]
+    retrainer = retrainer_factory()
+    steps = sum(retrainer.steps(len(run.keep)) for run, _ in todo)
+    per_step, per_eval = retrainer.time_step()
+    total = steps * per_step + len(todo) * per_eval
+    timed = (f"a step took {per_step:.2f} s here, measuring every held-out and control loss "
+             f"{per_eval:.2f} s")
+    expected = (f"expected time: {format_seconds(total)} (the model's loading and the "
+                "methods' scoring not counted)")
+    planned = f"to train: {len(todo)} runs, {steps} optimiser steps of {args.batch_size} samples"
+    return [*lines, planned, timed, expected]
+
+
+def execute(runs: Sequence[Run], out: Path, context: str, retrainer_factory, *,
+            progress: bool = True) -> dict[tuple, dict[str, np.ndarray]]:
+    """Losses of every run, ``(keep, seed) -> {set: losses}``; runs saved under ``out/runs``
+    are read back, the others trained (the model is loaded only if one is needed)."""
+    from tqdm.auto import tqdm
+
+    folder = out / RUNS_DIR
+    results, todo = saved_runs(runs, out, context)
     if runs and not todo:
         logger.info(f"all {len(runs)} training runs already done in {folder}")
     if todo:

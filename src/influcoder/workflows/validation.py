@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,20 +60,28 @@ def read_control(path: str | os.PathLike) -> list[Sample]:
     return load_samples(path)
 
 
-def run_validation(pool: str | os.PathLike, targets: str | os.PathLike,
-                   heldout: str | os.PathLike, out: str | os.PathLike,
-                   args: ValidateArguments, *, where: str | None = None,
-                   control: str | os.PathLike | None = None,
-                   encoders: Mapping[str, str] | None = None, baselines: Sequence[str] = (),
-                   label_field: str | None = None, positive: str | None = None,
-                   model: str | None = None, device: str = "cpu",
-                   progress: bool = True) -> tuple[Validation, dict, Path]:
-    """Validate the methods on stores; return ``(validation, context, report path)``."""
+@dataclass
+class Inputs:
+    """The stores, the model recipe, the evaluation sets and the methods' target scores."""
+
+    pool: Store
+    targets: Store
+    heldout: Store
+    recipe: object
+    target_rows: np.ndarray
+    heldout_rows: np.ndarray
+    eval_sets: dict
+    labels: np.ndarray | None
+    target_scores: dict
+    methods: dict
+
+
+def read_inputs(pool, targets, heldout, *, where=None, control=None, encoders=None,
+                baselines=(), label_field=None, positive=None, model=None, device="cpu",
+                seed: int = 0) -> Inputs:
+    """Open and check the stores, split them by ``where``, score every method on the targets."""
     from influcoder.evaluation.evaluate import labels_from_samples, score_methods
-    from influcoder.io.devices import resolve_device
-    from influcoder.validation.report import write_validation
-    from influcoder.validation.retrain import Recipe, Retrainer
-    from influcoder.validation.run import validate
+    from influcoder.validation.retrain import Recipe
 
     condition = parse_where(where)
     gt_pool, gt_targets, gt_heldout = open_store(pool), open_store(targets), open_store(heldout)
@@ -88,30 +96,61 @@ def run_validation(pool: str | os.PathLike, targets: str | os.PathLike,
         eval_sets[CONTROL] = [s for s, keep in zip(gt_heldout.samples, heldout_rows) if not keep]
     labels = (labels_from_samples(gt_pool.samples, label_field, positive)
               if label_field is not None else None)
-    named = {"encoders": dict(encoders or {}), "baselines": list(baselines)}
+    methods = {"encoders": dict(encoders or {}), "baselines": list(baselines),
+               "seed": seed, "device": device}
     logger.info(f"scoring the methods on {gt_pool.n} pool x {int(target_rows.sum())} target "
                 "queries")
-    scored = score_methods(gt_pool, gt_targets, seed=args.lds_seed, device=device, **named)
-    target_scores = {m: s[:, target_rows] for m, (s, _) in scored.items()}
+    scored = score_methods(gt_pool, gt_targets, **methods)
+    return Inputs(gt_pool, gt_targets, gt_heldout, recipe, target_rows, heldout_rows, eval_sets,
+                  labels, {m: s[:, target_rows] for m, (s, _) in scored.items()}, methods)
+
+
+def _retrainer(inputs: Inputs, args: ValidateArguments, device: str, progress: bool):
+    from influcoder.io.devices import resolve_device
+    from influcoder.validation.retrain import Retrainer
+
+    return lambda: Retrainer(inputs.recipe, inputs.pool.samples, inputs.eval_sets, args,
+                             device=resolve_device(device), progress=progress)
+
+
+def estimate_validation(pool, targets, heldout, out, args: ValidateArguments, *,
+                        device: str = "cpu", **named) -> list[str]:
+    """``--dry-run``: the runs a validation needs and their expected time; writes nothing."""
+    from influcoder.validation.run import estimate
+
+    inputs = read_inputs(pool, targets, heldout, device=device, seed=args.lds_seed, **named)
+    return estimate(inputs.pool, inputs.target_scores, inputs.eval_sets, out, args,
+                    _retrainer(inputs, args, device, False), recipe=inputs.recipe)
+
+
+def run_validation(pool: str | os.PathLike, targets: str | os.PathLike,
+                   heldout: str | os.PathLike, out: str | os.PathLike,
+                   args: ValidateArguments, *, device: str = "cpu", progress: bool = True,
+                   **named) -> tuple[Validation, dict, Path]:
+    """Validate the methods on stores; return ``(validation, context, report path)``.
+    ``named``: the options of :func:`read_inputs`."""
+    from influcoder.evaluation.evaluate import score_methods
+    from influcoder.validation.report import write_validation
+    from influcoder.validation.run import validate
+
+    inputs = read_inputs(pool, targets, heldout, device=device, seed=args.lds_seed, **named)
     heldout_scores = None
     if args.lds_subsets:
-        scored = score_methods(gt_pool, gt_heldout, seed=args.lds_seed, device=device, **named)
-        heldout_scores = {m: s[:, heldout_rows] for m, (s, _) in scored.items()}
-
-    def retrainer():
-        return Retrainer(recipe, gt_pool.samples, eval_sets, args, device=resolve_device(device),
-                         progress=progress)
-
-    validation = validate(gt_pool, target_scores, heldout_scores, eval_sets, out, args,
-                          retrainer, recipe=recipe, labels=labels, progress=progress)
+        scored = score_methods(inputs.pool, inputs.heldout, **inputs.methods)
+        heldout_scores = {m: s[:, inputs.heldout_rows] for m, (s, _) in scored.items()}
+    validation = validate(inputs.pool, inputs.target_scores, heldout_scores, inputs.eval_sets,
+                          out, args, _retrainer(inputs, args, device, progress),
+                          recipe=inputs.recipe, labels=inputs.labels, progress=progress)
     validation.notes.append(
         "A removal's effect is the change in mean response loss of the held-out samples "
         "(the control samples) between the adapter trained without the removed samples and "
         "the one trained on the full pool with the same seed.")
-    context = {"pool": str(gt_pool.path), "targets": str(gt_targets.path),
-               "heldout": str(gt_heldout.path), "where": where,
-               "n_pool": gt_pool.n, "n_targets": int(target_rows.sum()),
-               "n_heldout": len(eval_sets[HELDOUT]), "n_control": len(eval_sets.get(CONTROL, [])),
+    gt_pool, labels = inputs.pool, inputs.labels
+    context = {"pool": str(gt_pool.path), "targets": str(inputs.targets.path),
+               "heldout": str(inputs.heldout.path), "where": named.get("where"),
+               "n_pool": gt_pool.n, "n_targets": int(inputs.target_rows.sum()),
+               "n_heldout": len(inputs.eval_sets[HELDOUT]),
+               "n_control": len(inputs.eval_sets.get(CONTROL, [])),
                "planted": None if labels is None else int(labels.sum()),
                "removed_ids": {m: [gt_pool.ids[i] for i in rows]
                                for m, rows in validation.removed.items()}}
