@@ -118,16 +118,30 @@ class Retrainer:
         if self._peft is not None:
             self._base = self._peft.unload()
             self._peft = None
+        # Attached on the CPU, as collect attaches: the seed draws the same A on every machine.
         self._peft = attach_lora(self._base.cpu(), rank=self.recipe.rank,
                                  alpha=self.recipe.alpha, targets=self.recipe.targets,
                                  seed=seed).to(self.device)
         return self._peft
 
+    def _batches(self, order: np.ndarray) -> list[list]:
+        """The pool samples of ``order``, cut into optimiser steps of ``batch_size``."""
+        bs = self.args.batch_size
+        return [[self.pool[i] for i in order[j:j + bs]] for j in range(0, len(order), bs)]
+
+    def _train(self, model, batches, steps: int, seed: int, progress: bool = False) -> list[float]:
+        """:func:`~influcoder.groundtruth.lora.warmup` with this recipe's settings."""
+        from influcoder.groundtruth.lora import warmup
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*use_cache=True.*")
+            return warmup(model, batches, steps=steps, lr=self.args.lr, seed=seed,
+                          progress=progress, max_tokens=self.args.batch_tokens,
+                          bf16=self.recipe.bf16)
+
     def run(self, keep: Sequence[int], seed: int) -> dict[str, np.ndarray]:
         """Train a fresh adapter (seeded ``seed``) on the pool samples ``keep`` and return
         name -> per-sample mean response loss of each evaluation set (float64)."""
-        from influcoder.groundtruth.lora import warmup
-
         keep = np.asarray(keep, dtype=np.int64)
         if keep.size == 0 or len(np.unique(keep)) != keep.size or keep.min() < 0 \
                 or keep.max() >= self.n_pool:
@@ -136,14 +150,9 @@ class Retrainer:
         kept[keep] = True
         order = np.random.default_rng(seed).permutation(self.n_pool)
         order = order[kept[order]]
-        bs = self.args.batch_size
-        batches = [[self.pool[i] for i in order[j:j + bs]] for j in range(0, len(order), bs)]
         model = self._fresh_adapter(seed)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*use_cache=True.*")
-            losses = warmup(model, batches, steps=self.steps(len(order)), lr=self.args.lr,
-                            seed=seed, progress=self.progress, max_tokens=self.args.batch_tokens,
-                            bf16=self.recipe.bf16)
+        losses = self._train(model, self._batches(order), self.steps(len(order)), seed,
+                             self.progress)
         logger.debug(f"training loss {losses[0]:.3f} -> {losses[-1]:.3f}")
         return {name: self.losses(model, tokenized) for name, tokenized in self.eval_sets.items()}
 
@@ -153,18 +162,12 @@ class Retrainer:
         run first and not counted (it pays one-time costs). For ``--dry-run``."""
         import time
 
-        from influcoder.groundtruth.lora import warmup
-
         order = np.random.default_rng(0).permutation(self.n_pool)
-        bs = self.args.batch_size
-        batches = [[self.pool[i] for i in order[j:j + bs]]
-                   for j in range(0, min(len(order), bs * (steps + 1)), bs)]
+        batches = self._batches(order[:self.args.batch_size * (steps + 1)])
         model = self._fresh_adapter(0)
-        kwargs = {"lr": self.args.lr, "seed": 0, "max_tokens": self.args.batch_tokens,
-                  "bf16": self.recipe.bf16}
-        warmup(model, batches[:1], steps=1, **kwargs)
+        self._train(model, batches[:1], 1, 0)
         start = time.perf_counter()
-        warmup(model, batches, steps=steps, **kwargs)
+        self._train(model, batches[1:], steps, 0)
         per_step = (time.perf_counter() - start) / steps
         start = time.perf_counter()
         for tokenized in self.eval_sets.values():

@@ -103,6 +103,15 @@ def plan_runs(n_pool: int, removed: Mapping[str, np.ndarray], args: ValidateArgu
     return unique, subsets
 
 
+def _plan(pool: Store, targets_scores: Mapping[str, np.ndarray],
+          eval_sets: Mapping[str, Sequence[Sample]], args: ValidateArguments, recipe: Recipe):
+    """``(removed, runs, LDS subsets, context)``: what each method removes, the runs that
+    needs and the context of their keys."""
+    removed = {m: removal_set(s, args.fraction, args.aggregate) for m, s in targets_scores.items()}
+    runs, subsets = plan_runs(pool.n, removed, args)
+    return removed, runs, subsets, _context(recipe, args, eval_sets, pool)
+
+
 def saved_runs(runs: Sequence[Run], out: Path, context: str
                ) -> tuple[dict[tuple, dict[str, np.ndarray]], list[tuple[Run, Path]]]:
     """``(losses of the runs saved under out/runs, [(run, its path) still to train])``."""
@@ -125,9 +134,8 @@ def estimate(pool: Store, targets_scores: Mapping[str, np.ndarray],
     already), their optimiser steps, and the time from two timed steps. Writes nothing."""
     from influcoder.io.tables import format_seconds
 
-    removed = {m: removal_set(s, args.fraction, args.aggregate) for m, s in targets_scores.items()}
-    runs, _ = plan_runs(pool.n, removed, args)
-    _, todo = saved_runs(runs, Path(out), _context(recipe, args, eval_sets, pool))
+    _, runs, _, context = _plan(pool, targets_scores, eval_sets, args, recipe)
+    _, todo = saved_runs(runs, Path(out), context)
     lines = [f"{len(runs)} training runs ({len(runs) - len(todo)} already saved in {out})"]
     if not todo:
         return lines + ["nothing to train: the command would only write the results"]
@@ -194,9 +202,7 @@ def validate(pool: Store, targets_scores: Mapping[str, np.ndarray],
     """
     start = time.perf_counter()
     out = Path(out)
-    removed = {m: removal_set(s, args.fraction, args.aggregate) for m, s in targets_scores.items()}
-    runs, subsets = plan_runs(pool.n, removed, args)
-    context = _context(recipe, args, eval_sets, pool)
+    removed, runs, subsets, context = _plan(pool, targets_scores, eval_sets, args, recipe)
     results = execute(runs, out, context, retrainer_factory, progress=progress)
     everything = tuple(range(pool.n))
     full = {name: np.stack([results[(everything, s)][name] for s in args.seeds])
