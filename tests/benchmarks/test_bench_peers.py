@@ -84,3 +84,23 @@ def test_targets_compare_each_collect_row_with_the_fastest_peer():
     assert abs(t["x faster than it"] - 2.4) < 1e-9 and t["speed met"] is True
     assert t["spearman met"] is False and t["RSS below every peer"] is False
     assert bench.targets(rows[:2]) == []  # no peer ran: nothing to judge
+
+
+def test_bf16_error_reads_a_peer_run(tiny_model_dir, tmp_path):
+    """bf16_error.py on a --quick peer run's work directory: a row per variant, float32 LM head
+    and all, and bf16 autocast moves the gradients (its per-sample cosines are not all 1)."""
+    work = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_peers.py"), "--quick",
+                           "--model", str(tiny_model_dir), "--methods", "plain", "--work",
+                           str(work)], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = _bench("bf16_error").main(["--work", str(work), "--model", str(tiny_model_dir),
+                                      "--short", "4", "--long", "4"])
+    by_name = {r["variant"]: r for r in rows}
+    assert list(by_name) == ["float32 (reference)", "bf16", "bf16, LM head fp32",
+                             "bf16, attention fp32", "bf16, MLP fp32"]
+    cosines = np.array(by_name["bf16"]["cosines"])
+    assert len(cosines) == 4 and (cosines > 0.9).all() and (cosines < 1 - 1e-6).any()
