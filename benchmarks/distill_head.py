@@ -26,6 +26,12 @@ head fitting; fine-tuning as its card records, validation included) and ``encode
 
     python benchmarks/distill_head.py --work runs/demo
     python benchmarks/distill_head.py --work runs/demo --seeds 0,1,2 --n-boot 300
+    python benchmarks/distill_head.py --work runs/demo --within 0 --seeds 1 \
+        --variant "all queries:batch_query=64,epochs=3,lr=1e-4"   # choose settings
+
+``--within SEED`` is the validation mode: it runs the same comparison inside the training side
+of split SEED only (a third of its training queries and pool held out), so settings can be
+chosen there and then reported on split SEED's held-out block, which chose nothing.
 
 Fine-tuned encoders are cached under ``--cache`` (default ``<work>/head_bench/``), one per
 split seed and epochs.
@@ -34,6 +40,7 @@ split seed and epochs.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -90,10 +97,11 @@ def encoder_rows(name, model, prepare_seconds, data, held, train, components, se
                                         "val": head.validation[head.alpha]})}
 
 
-def finetuned(data, train, args, seed, regression_weight=0.0, epochs=None):
+def finetuned(data, train, args, seed, regression_weight=0.0, epochs=None, overrides=None):
     """MiniLM distilled on training pool x training queries only, cached; and its training
     seconds (from its card, so a cached encoder reports what it cost). ``regression_weight`` >
-    0: joint training, given the training samples' gradient vectors."""
+    0: joint training, given the training samples' gradient vectors. ``overrides``: more
+    :class:`DistillArguments` fields (``--variant``)."""
     from influcoder.attribution.encoders import load_encoder
     from influcoder.distill import distill
     from influcoder.distill.settings import DistillArguments
@@ -101,7 +109,12 @@ def finetuned(data, train, args, seed, regression_weight=0.0, epochs=None):
     cache = Path(args.cache) if args.cache else Path(args.work) / "head_bench"
     epochs = args.epochs if epochs is None else epochs
     joint = f"_joint{regression_weight:g}" if regression_weight else ""
-    enc_dir = cache / f"finetuned_seed{seed}_ep{epochs}{joint}"
+    settings = DistillArguments(**{"epochs": epochs, "seed": seed,
+                                   "regression_weight": regression_weight,
+                                   "max_seq_length": args.encoder_max_length, **(overrides or {})})
+    # every setting names the cache, so a changed default never reuses an old encoder
+    digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode()).hexdigest()
+    enc_dir = cache / f"finetuned_seed{seed}_ep{epochs}{joint}_{digest[:10]}"
     if not (enc_dir / "influcoder_distill.json").is_file():
         gt = data["vectors"]["pool"][train] @ data["vectors"]["train_queries"].T
         vectors = ({"pool_vectors": data["vectors"]["pool"][train],
@@ -109,11 +122,46 @@ def finetuned(data, train, args, seed, regression_weight=0.0, epochs=None):
                    if regression_weight else {})
         distill(load_encoder("all-minilm-l6-v2"), [data["texts"]["pool"][i] for i in train],
                 data["texts"]["train_queries"], gt,
-                DistillArguments(epochs=epochs, seed=seed, regression_weight=regression_weight,
-                                 max_seq_length=args.encoder_max_length),
-                out_dir=enc_dir, progress=False, **vectors)
+                settings, out_dir=enc_dir, progress=False, **vectors)
     card = json.loads((enc_dir / "influcoder_distill.json").read_text(encoding="utf-8"))
     return load_encoder(str(enc_dir)), sum(h["seconds"] for h in card["history"])
+
+
+def within_training_side(data: dict, seed: int) -> dict:
+    """``data`` cut to the training side of split ``seed``: its training pool samples, and its
+    training queries, a seeded third of which play the held-out queries."""
+    _, train = stratified_third(data["labels"], seed)
+    n = len(data["texts"]["train_queries"])
+    order = np.random.default_rng(seed).permutation(n)
+    val, fit = np.sort(order[:round(n / 3)]), np.sort(order[round(n / 3):])
+    rows = {"pool": train, "train_queries": fit, "test_queries": val}
+    source = {"pool": "pool", "train_queries": "train_queries", "test_queries": "train_queries"}
+    cut = {kind: {k: [data[kind][source[k]][i] for i in rows[k]] for k in rows}
+           for kind in ("texts", "samples")}
+    cut["vectors"] = {k: data["vectors"][source[k]][rows[k]] for k in rows}
+    cut["labels"] = [data["labels"][i] for i in train]
+    return cut
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``"NAME:field=value,..."`` -> ``(NAME, {field: value})``, values typed like the
+    :class:`DistillArguments` defaults."""
+    from dataclasses import fields
+
+    from influcoder.distill.settings import DistillArguments
+
+    name, _, spec = text.partition(":")
+    types = {f.name: type(getattr(DistillArguments(), f.name)) for f in fields(DistillArguments)}
+    overrides = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        if key not in types:
+            raise SystemExit(f"--variant {text!r}: {key!r} is not a DistillArguments field")
+        kind = types[key]
+        if kind is type(None):  # an optional number: an int where it reads as one
+            kind = int if value.lstrip("-").isdigit() else float
+        overrides[key] = kind(value) if kind is not bool else value.lower() in ("1", "true")
+    return name, overrides
 
 
 def judge(gt, pred, labels, n_boot, seed) -> dict:
@@ -149,6 +197,10 @@ def run_split(seed, data, args, components) -> list[dict]:
         model, seconds = finetuned(data, train, args, seed, weight, args.joint_epochs)
         variants.update(encoder_rows(f"joint w={weight:g} ep{args.joint_epochs or args.epochs}",
                                      model, seconds, data, held, train, components, seed))
+    for name, overrides in args.variants:
+        model, seconds = finetuned(data, train, args, seed, overrides=overrides,
+                                   epochs=overrides.get("epochs"))
+        variants.update(encoder_rows(name, model, seconds, data, held, train, components, seed))
     rows_idx = {"test": held, "train": train}
     stores = {"test": "test_queries", "train": "train_queries"}
     print(f"\n##### split seed {seed}: {len(held)} held-out pool samples "
@@ -192,7 +244,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="runs/demo", help="a demo run's directory")
     ap.add_argument("--seeds", default="0", help="split seeds, comma separated")
-    ap.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (the demo's)")
+    ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (the demo's)")
     ap.add_argument("--encoder-max-length", type=int, default=128,
                     help="encoder tokens per text while fine-tuning (the demo's)")
     ap.add_argument("--components", type=int, default=None,
@@ -205,7 +257,16 @@ def main() -> None:
                     help="epochs of the joint variants (default: --epochs)")
     ap.add_argument("--cache", default=None,
                     help="where fine-tuned encoders are kept (default: <work>/head_bench)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:FIELD=V,...",
+                    help="another fine-tuned variant: DistillArguments fields to override, e.g. "
+                         "'all queries:batch_query=64,epochs=3,lr=1e-4' (repeatable)")
+    ap.add_argument("--within", type=int, default=None, metavar="SEED",
+                    help="validation mode, for choosing settings: only the training side of split "
+                         "SEED is used (its training pool, and its training queries split into "
+                         "a seeded third of validation queries and the rest); the held-out block "
+                         "of split SEED is never read")
     args = ap.parse_args()
+    args.variants = [parse_variant(v) for v in args.variant]
     args.regression_weights = [float(w) for w in args.regression_weights.split(",") if w]
     torch.set_num_threads(1)
     components = args.components or DistillArguments().head_components
@@ -215,6 +276,9 @@ def main() -> None:
             "texts": {k: [encoder_text(x) for x in s.samples] for k, s in stores.items()},
             "samples": {k: s.samples for k, s in stores.items()},
             "labels": [x.meta.get("label") for x in stores["pool"].samples]}
+    if args.within is not None:
+        data = within_training_side(data, args.within)
+        args.cache = str(Path(args.cache or Path(args.work) / "head_bench") / f"within{args.within}")
     summary = []
     for seed in (int(s) for s in args.seeds.split(",")):
         summary += run_split(seed, data, args, components)

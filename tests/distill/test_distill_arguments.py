@@ -12,7 +12,7 @@ from influcoder.distill.settings import DistillArguments
 
 def test_defaults():
     args = DistillArguments()
-    assert (args.epochs, args.lr, args.batch_pool, args.batch_query) == (3, 5e-5, 32, 8)
+    assert (args.epochs, args.lr, args.batch_pool, args.batch_query) == (3, 2e-4, 32, 64)
     assert (args.hard_fraction, args.temperature, args.target_temperature) == (0.0, 0.05, None)
     assert (args.pearson_weight, args.kl_weight, args.val_fraction) == (0.3, 1.0, 0.1)
     assert args.aggregate_weight == 0.0

@@ -13,8 +13,8 @@ from influcoder.distill.head import append_head, training_head
 from influcoder.distill.settings import DistillArguments
 
 # Joint training: the head's learning rate is this multiple of the encoder's. It starts from a
-# closed-form fit and only has to follow the encoder's drift, but at the encoder's 5e-5 it
-# would hardly move.
+# closed-form fit and only has to follow the encoder's drift, but at the encoder's rate (5e-5
+# when this was set, 2e-4 now) it would hardly move.
 HEAD_LR_SCALE = 20.0
 
 

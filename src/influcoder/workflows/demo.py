@@ -55,7 +55,7 @@ class DemoSize:
 SIZES = {
     # About 15 minutes on 2 CPU cores.
     "small": DemoSize(pool_chat=200, pool_harmful=24, pool_reasoning=16,
-                      train_queries=(16, 12, 12), test_queries=(10, 4, 4), epochs=2),
+                      train_queries=(16, 12, 12), test_queries=(10, 4, 4), epochs=3),
     "medium": DemoSize(pool_chat=500, pool_harmful=50, pool_reasoning=30,
                        train_queries=(40, 16, 40), test_queries=(20, 6, 10), epochs=4),
     "large": DemoSize(pool_chat=800, pool_harmful=60, pool_reasoning=30,
