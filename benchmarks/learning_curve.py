@@ -64,9 +64,12 @@ def main() -> None:
     ap.add_argument("--encoder-max-length", type=int, default=128,
                     help="encoder tokens per text while distilling")
     ap.add_argument("--batch-pool", type=int, default=32)
-    ap.add_argument("--batch-query", type=int, default=32,
-                    help="queries per step: a square block trains on 4x the pairs of 32x8 "
-                         "for 1.6x the texts encoded")
+    ap.add_argument("--batch-query", type=int, default=DistillArguments.batch_query,
+                    help="queries per step (distill's default; the runs before 2026-12-03 "
+                         "used 32)")
+    ap.add_argument("--lr", type=float, default=DistillArguments.lr,
+                    help="learning rate (distill's default; the runs before 2026-12-03 used "
+                         "5e-5)")
     ap.add_argument("--hard-fraction", type=float, default=0.0)
     ap.add_argument("--aggregate-weight", type=float, default=0.0,
                     help="weight of the loss term on each pool sample's mean score over the "
@@ -90,6 +93,9 @@ def main() -> None:
                          "'untrained + head' rows need no training at all")
     ap.add_argument("--regression-weight", type=float, default=0.0,
                     help="joint distillation (distill --regression-weight); 0: ranking only")
+    ap.add_argument("--collect-batch-size", type=int, default=CollectArguments.batch_size,
+                    help="collect's --batch-size (stores are resumed only with their own "
+                         "settings: the runs before 2026-12-03 used 8)")
     ap.add_argument("--work", default="runs/learning_curve")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -122,7 +128,8 @@ def main() -> None:
     extra_q, extra_pool = samples[base:base + eq], samples[base + eq:]
 
     t = time.perf_counter()
-    cargs = CollectArguments(max_length=args.max_length, seed=args.seed)
+    cargs = CollectArguments(max_length=args.max_length, seed=args.seed,
+                             batch_size=args.collect_batch_size)
     gp = collect(train_pool, work / "grad_train_pool", cargs)
     gq = collect(train_q, work / "grad_train_queries", like=work / "grad_train_pool")
     gtp = collect(test_pool, work / "grad_test_pool", like=work / "grad_train_pool")
@@ -188,6 +195,7 @@ def main() -> None:
     tag = "".join(f"_{name}{value:g}" for name, value in
                   (("hard", args.hard_fraction), ("agg", args.aggregate_weight),
                    ("joint", args.regression_weight)) if value)
+    tag += f"_q{args.batch_query}_lr{args.lr:g}"
     for q, p in sizes if args.epochs > 0 else ():
         enc_dir = work / f"encoder_{q}x{p}{tag}"
         if not (enc_dir / "influcoder_distill.json").is_file():
@@ -200,6 +208,7 @@ def main() -> None:
                     DistillArguments(epochs=args.epochs, seed=args.seed,
                                      max_seq_length=args.encoder_max_length,
                                      batch_pool=args.batch_pool, batch_query=args.batch_query,
+                                     lr=args.lr,
                                      hard_fraction=args.hard_fraction,
                                      aggregate_weight=args.aggregate_weight,
                                      regression_weight=args.regression_weight,
