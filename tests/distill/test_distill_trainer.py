@@ -202,3 +202,33 @@ def test_untrained_weights_kept_when_nothing_improves(tiny_encoder, planted, mon
     final = tiny_encoder.state_dict()
     assert all(torch.equal(final[k], v) for k, v in states[0].items())
     assert "distill" not in capsys.readouterr().err
+
+
+def test_frozen_layers_stay_unchanged_and_the_rest_learns(tiny_encoder_dir, planted):
+    """--freeze-layers 1: the embeddings and layer 0 come back bit for bit (never even given a
+    gradient), the upper layer moved, every flag is restored; too many layers is an error
+    raised before any training."""
+    from influcoder.distill.freeze import transformer_layers
+
+    encoder = SentenceTransformer(tiny_encoder_dir, device="cpu")
+    embeddings, layers = transformer_layers(encoder)
+    assert len(layers) >= 2
+    before = {n: p.detach().clone() for n, p in encoder.named_parameters()}
+    frozen = {id(p) for m in (embeddings, layers[0]) for p in m.parameters()}
+    result = distill(encoder, planted.pool_texts, planted.query_texts, planted.gt,
+                     DistillArguments(**{**FAST, "freeze_layers": 1}), progress=False)
+    assert result.best_epoch >= 1
+    moved = set()
+    for name, p in encoder.named_parameters():
+        assert p.requires_grad
+        if id(p) in frozen:
+            assert torch.equal(p, before[name]), name
+            assert p.grad is None, name
+        elif not torch.equal(p, before[name]):
+            moved.add(name)
+    assert any(".layer.1." in n or "layers.1." in n for n in moved), sorted(moved)[:5]
+
+    with pytest.raises(ValueError, match=f"has {len(layers)} layers"):
+        distill(SentenceTransformer(tiny_encoder_dir, device="cpu"), planted.pool_texts,
+                planted.query_texts, planted.gt,
+                DistillArguments(**{**FAST, "freeze_layers": len(layers) + 1}), progress=False)

@@ -39,11 +39,12 @@ def joint_head(encoder, pool_texts, query_texts, pool_vectors, query_vectors, sp
 
 
 def parameter_groups(encoder, lr: float, joint: bool) -> list[dict[str, Any]]:
-    """AdamW's parameter groups: the whole encoder at ``lr``; with a training head (the last
+    """AdamW's parameter groups: the encoder's trainable parameters at ``lr``; with a training head (the last
     module), the head at ``HEAD_LR_SCALE * lr``."""
+    trained = [p for p in encoder.parameters() if p.requires_grad]  # not the frozen layers
     if not joint:
-        return [{"params": list(encoder.parameters()), "lr": lr}]
+        return [{"params": trained, "lr": lr}]
     head = list(encoder[-1].parameters())
     ids = {id(p) for p in head}
-    return [{"params": [p for p in encoder.parameters() if id(p) not in ids], "lr": lr},
+    return [{"params": [p for p in trained if id(p) not in ids], "lr": lr},
             {"params": head, "lr": HEAD_LR_SCALE * lr}]

@@ -92,6 +92,10 @@ class DistillArguments:
                 "every (training pool sample, training query) pair about once: "
                 "ceil(pool / batch_pool) * ceil(queries / batch_query)"})
 
+    freeze_layers: int = field(default=0, metadata={
+        "help": "keep the embeddings and the first N transformer layers fixed: the backward "
+                "pass then stops at layer N, so each step is cheaper (0: train everything)"})
+
     head: Literal["none", "ridge"] = field(default=DEFAULT_HEAD, metadata={
         "help": "'ridge': after training, append a linear head (sentence-transformers Dense + "
                 "Normalize) regressing the embeddings onto the gradients' principal "
@@ -122,6 +126,8 @@ class DistillArguments:
                              f"constant), got {self.batch_pool}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
+        if self.freeze_layers < 0:
+            raise ValueError(f"freeze_layers must be >= 0, got {self.freeze_layers}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.hard_fraction <= 1:

@@ -36,6 +36,7 @@ from sentence_transformers.util import batch_to_device, cos_sim
 from tqdm.auto import tqdm
 
 from influcoder.distill import checkpoint
+from influcoder.distill.freeze import frozen_layers
 from influcoder.distill.joint import joint_head, parameter_groups
 from influcoder.distill.losses import InfluenceDistillLoss, cosine_regression_loss
 from influcoder.distill.settings import DistillArguments
@@ -179,59 +180,60 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
                                    aggregate_weight=args.aggregate_weight)
     targets = joint_head(encoder, pool_texts, query_texts, pool_vectors, query_vectors, split,
                          args)
-    optimizer = torch.optim.AdamW(parameter_groups(encoder, args.lr, targets is not None))
+    with frozen_layers(encoder, args.freeze_layers):
+        optimizer = torch.optim.AdamW(parameter_groups(encoder, args.lr, targets is not None))
 
-    loop = None
-    if out_dir is not None:
-        checkpoints = checkpoint.checkpoint_dir(out_dir)
-        fingerprint = checkpoint.run_fingerprint(encoder, pool_texts, query_texts, gt,
-                                                 args.to_dict())
-        loop = checkpoint.load(checkpoints, fingerprint, encoder, optimizer, rng)
-        if loop is not None:
-            logger.info(f"resuming from {checkpoints}: {loop.epoch} of {args.epochs} epochs already "
-                f"done")
-    if loop is None:
-        untrained = validate()
-        loop = checkpoint.LoopState(epoch=0, history=[], untrained=untrained, best=untrained,
-                                    best_epoch=0, best_state=checkpoint.state_copy(encoder))
-    bar = tqdm(total=args.epochs * steps, initial=loop.epoch * steps, desc="distill",
-               unit="step", disable=not progress)
-    last = loop.history[-1] if loop.history else loop.untrained  # shown beside the loss
-    bar.set_postfix(_postfix(None, last))
-    for epoch in range(loop.epoch + 1, args.epochs + 1):
-        start = time.perf_counter()
-        encoder.train()
-        total = 0.0
-        for _ in range(steps):
-            pool_idx, query_idx = sampler.sample()
-            features = [_features(encoder, [pool_texts[i] for i in pool_idx]),
-                        _features(encoder, [query_texts[j] for j in query_idx])]
-            labels = torch.from_numpy(gt[np.ix_(pool_idx, query_idx)])
-            pool_out, query_out = (encoder(f)["sentence_embedding"] for f in features)
-            loss = loss_fn.block_loss(cos_sim(pool_out, query_out), labels)
-            if targets is not None:
-                loss = loss + args.regression_weight * cosine_regression_loss(
-                    torch.cat([pool_out, query_out]),
-                    torch.cat([targets[0][pool_idx], targets[1][query_idx]]))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-            bar.set_postfix(_postfix(loss.item(), last), refresh=False)
-            bar.update()
-        last = validate()
-        loop.history.append({"epoch": epoch, "train_loss": total / steps, **last,
-                             "seconds": time.perf_counter() - start})
-        loop.epoch = epoch
-        bar.set_postfix(_postfix(total / steps, last))
-        if last[SELECTION_METRIC] > loop.best[SELECTION_METRIC]:
-            loop.best, loop.best_epoch = last, epoch
-            loop.best_state = checkpoint.state_copy(encoder)
-        elif epoch - loop.best_epoch >= args.patience:
-            break
-        if out_dir is not None and epoch < args.epochs:
-            checkpoint.save(checkpoints, fingerprint, encoder, optimizer, rng, loop)
-    bar.close()
+        loop = None
+        if out_dir is not None:
+            checkpoints = checkpoint.checkpoint_dir(out_dir)
+            fingerprint = checkpoint.run_fingerprint(encoder, pool_texts, query_texts, gt,
+                                                     args.to_dict())
+            loop = checkpoint.load(checkpoints, fingerprint, encoder, optimizer, rng)
+            if loop is not None:
+                logger.info(f"resuming from {checkpoints}: {loop.epoch} of {args.epochs} "
+                            f"epochs already done")
+        if loop is None:
+            untrained = validate()
+            loop = checkpoint.LoopState(epoch=0, history=[], untrained=untrained, best=untrained,
+                                        best_epoch=0, best_state=checkpoint.state_copy(encoder))
+        bar = tqdm(total=args.epochs * steps, initial=loop.epoch * steps, desc="distill",
+                   unit="step", disable=not progress)
+        last = loop.history[-1] if loop.history else loop.untrained  # shown beside the loss
+        bar.set_postfix(_postfix(None, last))
+        for epoch in range(loop.epoch + 1, args.epochs + 1):
+            start = time.perf_counter()
+            encoder.train()
+            total = 0.0
+            for _ in range(steps):
+                pool_idx, query_idx = sampler.sample()
+                features = [_features(encoder, [pool_texts[i] for i in pool_idx]),
+                            _features(encoder, [query_texts[j] for j in query_idx])]
+                labels = torch.from_numpy(gt[np.ix_(pool_idx, query_idx)])
+                pool_out, query_out = (encoder(f)["sentence_embedding"] for f in features)
+                loss = loss_fn.block_loss(cos_sim(pool_out, query_out), labels)
+                if targets is not None:
+                    loss = loss + args.regression_weight * cosine_regression_loss(
+                        torch.cat([pool_out, query_out]),
+                        torch.cat([targets[0][pool_idx], targets[1][query_idx]]))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+                bar.set_postfix(_postfix(loss.item(), last), refresh=False)
+                bar.update()
+            last = validate()
+            loop.history.append({"epoch": epoch, "train_loss": total / steps, **last,
+                                 "seconds": time.perf_counter() - start})
+            loop.epoch = epoch
+            bar.set_postfix(_postfix(total / steps, last))
+            if last[SELECTION_METRIC] > loop.best[SELECTION_METRIC]:
+                loop.best, loop.best_epoch = last, epoch
+                loop.best_state = checkpoint.state_copy(encoder)
+            elif epoch - loop.best_epoch >= args.patience:
+                break
+            if out_dir is not None and epoch < args.epochs:
+                checkpoint.save(checkpoints, fingerprint, encoder, optimizer, rng, loop)
+        bar.close()
 
     encoder.load_state_dict(loop.best_state)
     encoder.eval()
