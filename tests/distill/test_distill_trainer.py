@@ -14,7 +14,7 @@ from influcoder.distill import distill, trainer
 from influcoder.distill.settings import DistillArguments
 from influcoder.distill.trainer import CARD_NAME, DistillResult
 
-# Tiny encoder, few texts: a learning rate far above the 5e-5 default, small batches, and a
+# Tiny encoder, few texts: a learning rate far above the 2e-4 default, small batches, and a
 # quarter held out so the validation Spearman is not too noisy.
 FAST = dict(epochs=4, lr=3e-3, batch_pool=16, batch_query=4, val_fraction=0.25, patience=4)
 FIGURES = ("per_anchor_spearman", "pairwise_spearman", "aggregated_spearman")
