@@ -68,7 +68,7 @@ def main(argv=None) -> list[dict]:
     from influcoder.groundtruth.gradients import GradientComputer
     from influcoder.groundtruth.lora import load_adapter
     from influcoder.groundtruth.loss import _pad, response_losses
-    from influcoder.groundtruth.tokenize import IGNORE_INDEX, TokenizedSample
+    from influcoder.groundtruth.tokenize import TokenizedSample
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", required=True, help="a bench_peers.py --work directory")
@@ -82,9 +82,8 @@ def main(argv=None) -> list[dict]:
     model, _, _ = load_decoder(args.model)
     model = load_adapter(model, work / "adapter")
     samples = [TokenizedSample(**d) for d in json.loads((work / "samples.json").read_text())]
-    answer = [sum(label != IGNORE_INDEX for label in s.labels[1:]) for s in samples]
-    batch = ([s for s, n in zip(samples, answer) if n <= 8][:args.short]
-             + [s for s, n in zip(samples, answer) if n > 8][:args.long])
+    batch = ([s for s in samples if s.n_response <= 8][:args.short]
+             + [s for s in samples if s.n_response > 8][:args.long])
     pad = prepared["pad_token_id"]
 
     def losses(bf16):
@@ -112,7 +111,7 @@ def main(argv=None) -> list[dict]:
                      "cosine to fp32 per sample": " ".join(f"{c:.2f}" for c in cosines),
                      "pairwise spearman": spearmanr((reference @ reference.T)[pairs],
                                                     (v @ v.T)[pairs])[0]})
-    print(f"{len(batch)} samples, response tokens {[answer[samples.index(s)] for s in batch]}")
+    print(f"{len(batch)} samples, response tokens {[s.n_response for s in batch]}")
     print("response loss fp32: " + " ".join(f"{x:.3f}" for x in losses(False)))
     print("response loss bf16: " + " ".join(f"{x:.3f}" for x in losses(True)))
     print(common.table(rows, ["variant", "cosine to fp32 per sample", "pairwise spearman"]))

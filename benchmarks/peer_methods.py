@@ -71,20 +71,6 @@ class Collect:
         return cosines_of(vectors), len(samples)
 
 
-def _padded(samples, pad_token_id: int):
-    import torch
-
-    width = max(len(s.input_ids) for s in samples)
-    ids = torch.full((len(samples), width), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(samples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(samples), width), dtype=torch.long)
-    for i, s in enumerate(samples):
-        n = len(s.input_ids)
-        ids[i, :n], labels[i, :n], mask[i, :n] = (torch.tensor(s.input_ids),
-                                                  torch.tensor(s.labels), 1)
-    return ids, labels, mask
-
-
 class Kronfluence:
     """Pairwise scores of the samples against themselves, the ``identity`` strategy."""
 
@@ -97,6 +83,7 @@ class Kronfluence:
         from kronfluence.utils.dataset import DataLoaderKwargs
 
         from influcoder.groundtruth.lora import gradient_modules
+        from influcoder.groundtruth.loss import _pad
 
         names = [name for name, _ in gradient_modules(model, "lora")]
         pad = ctx["pad_token_id"]
@@ -123,8 +110,8 @@ class Kronfluence:
             def get_attention_mask(self, batch):
                 return batch["attention_mask"]
 
-        def collate(items):
-            ids, labels, mask = _padded(items, pad)
+        def collate(items):  # collect's own right-padding
+            ids, mask, labels = _pad(items, pad, torch.device("cpu"))
             return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
         self.model = prepare_model(model, LoraTask())
