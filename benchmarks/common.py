@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
@@ -66,10 +68,15 @@ def plain_loop(model, chosen, keep: bool = False):
             flat = torch.cat([w.grad.reshape(-1) for w in weights])
             if keep:
                 rows[i] = flat.numpy()
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
     return rows
+
+
+def settings_digest(settings, **more) -> str:
+    """Ten hex digits naming a cached result by every setting that decides it (``settings``, a
+    dataclass with ``to_dict()``, plus ``more``), so a changed default or option never reuses
+    a result made under another."""
+    blob = json.dumps({**settings.to_dict(), **more}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 def block_size(text: str) -> tuple[int, int]:

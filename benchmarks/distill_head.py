@@ -40,7 +40,6 @@ split seed and epochs.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -112,9 +111,7 @@ def finetuned(data, train, args, seed, regression_weight=0.0, epochs=None, overr
     settings = DistillArguments(**{"epochs": epochs, "seed": seed,
                                    "regression_weight": regression_weight,
                                    "max_seq_length": args.encoder_max_length, **(overrides or {})})
-    # every setting names the cache, so a changed default never reuses an old encoder
-    digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode()).hexdigest()
-    enc_dir = cache / f"finetuned_seed{seed}_ep{epochs}{joint}_{digest[:10]}"
+    enc_dir = cache / f"finetuned_seed{seed}_ep{epochs}{joint}_{common.settings_digest(settings)}"
     if not (enc_dir / "influcoder_distill.json").is_file():
         gt = data["vectors"]["pool"][train] @ data["vectors"]["train_queries"].T
         vectors = ({"pool_vectors": data["vectors"]["pool"][train],

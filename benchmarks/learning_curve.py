@@ -191,28 +191,30 @@ def main() -> None:
             rows_out.append({"method": f"untrained + head {q}x{p}",
                              **with_head("all-minilm-l6-v2", q, p)})
     full_gt = cosine_scores(gp, gq)
-    # Settings off their defaults name the encoder, so a trial never reuses another's encoder.
+    # The settings most often varied label the rows (and the encoder folders).
     tag = "".join(f"_{name}{value:g}" for name, value in
                   (("hard", args.hard_fraction), ("agg", args.aggregate_weight),
                    ("joint", args.regression_weight)) if value)
     tag += f"_q{args.batch_query}_lr{args.lr:g}"
+    settings = DistillArguments(epochs=args.epochs, seed=args.seed,
+                                max_seq_length=args.encoder_max_length,
+                                batch_pool=args.batch_pool, batch_query=args.batch_query,
+                                lr=args.lr, hard_fraction=args.hard_fraction,
+                                aggregate_weight=args.aggregate_weight,
+                                regression_weight=args.regression_weight,
+                                head="ridge" if args.regression_weight else "none")
     for q, p in sizes if args.epochs > 0 else ():
-        enc_dir = work / f"encoder_{q}x{p}{tag}"
+        # every setting (epochs and --init included) names the encoder, so a run never reuses
+        # an encoder trained otherwise
+        digest = common.settings_digest(settings, init=args.init)
+        enc_dir = work / f"encoder_{q}x{p}{tag}_{digest}"
         if not (enc_dir / "influcoder_distill.json").is_file():
             # Distil on the first p pool samples x first q queries of the training ground truth.
             joint = ({"pool_vectors": gp.vectors()[:p], "query_vectors": gq.vectors()[:q]}
                      if args.regression_weight else {})
             distill(load_encoder(args.init),
                     [encoder_text(s) for s in gp.samples[:p]],
-                    [encoder_text(s) for s in gq.samples[:q]], full_gt[:p, :q],
-                    DistillArguments(epochs=args.epochs, seed=args.seed,
-                                     max_seq_length=args.encoder_max_length,
-                                     batch_pool=args.batch_pool, batch_query=args.batch_query,
-                                     lr=args.lr,
-                                     hard_fraction=args.hard_fraction,
-                                     aggregate_weight=args.aggregate_weight,
-                                     regression_weight=args.regression_weight,
-                                     head="ridge" if args.regression_weight else "none"),
+                    [encoder_text(s) for s in gq.samples[:q]], full_gt[:p, :q], settings,
                     out_dir=enc_dir, **joint,
                     extra_card={"ground_truth": {"pool": p, "queries": q}, "init": args.init})
         card = json.loads((enc_dir / "influcoder_distill.json").read_text())
