@@ -17,6 +17,9 @@ HEADS = ("none", "ridge")
 DEFAULT_HEAD = "ridge"
 DEFAULT_HEAD_COMPONENTS = 128
 DEFAULT_REGRESSION_WEIGHT = 0.0
+#: Texts per training forward pass (influcoder.distill.forward): on CPU larger batches of
+#: equal length buy little.
+DEFAULT_MICRO_BATCH = 32
 
 
 def check_weights(pearson_weight: float, kl_weight: float, aggregate_weight: float = 0.0) -> None:
@@ -95,6 +98,12 @@ class DistillArguments:
     freeze_layers: int = field(default=0, metadata={
         "help": "keep the embeddings and the first N transformer layers fixed: the backward "
                 "pass then stops at layer N, so each step is cheaper (0: train everything)"})
+    micro_batch: int = field(default=DEFAULT_MICRO_BATCH, metadata={
+        "help": "texts per forward pass within a training step: the step's texts are sorted "
+                "by length and cut into micro-batches of at most this many with little "
+                "padding, which made a demo step ~3x faster on CPU than one padded batch and "
+                "bounds activation memory; the embeddings are the same. 0: the whole block "
+                "as one padded batch (the reference)"})
 
     head: Literal["none", "ridge"] = field(default=DEFAULT_HEAD, metadata={
         "help": "'ridge': after training, append a linear head (sentence-transformers Dense + "
@@ -126,6 +135,8 @@ class DistillArguments:
                              f"constant), got {self.batch_pool}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
+        if self.micro_batch < 0:
+            raise ValueError(f"micro_batch must be >= 0, got {self.micro_batch}")
         if self.freeze_layers < 0:
             raise ValueError(f"freeze_layers must be >= 0, got {self.freeze_layers}")
         if self.lr <= 0:
