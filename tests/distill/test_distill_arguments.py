@@ -41,6 +41,7 @@ def test_to_dict_is_json_and_round_trips():
     {"pearson_weight": -0.1}, {"pearson_weight": 0.0, "kl_weight": 0.0},
     {"aggregate_weight": -1.0}, {"val_fraction": 0.0}, {"val_fraction": 1.0}, {"patience": 0},
     {"max_seq_length": 0}, {"steps_per_epoch": 0}, {"micro_batch": -1}, {"freeze_layers": -1},
+    {"validate_queries": "train"},
 ])
 def test_invalid_settings_raise_value_error(bad):
     with pytest.raises(ValueError):

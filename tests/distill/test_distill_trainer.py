@@ -232,3 +232,23 @@ def test_frozen_layers_stay_unchanged_and_the_rest_learns(tiny_encoder_dir, plan
         distill(SentenceTransformer(tiny_encoder_dir, device="cpu"), planted.pool_texts,
                 planted.query_texts, planted.gt,
                 DistillArguments(**{**FAST, "freeze_layers": len(layers) + 1}), progress=False)
+
+
+@pytest.mark.parametrize("which", ["held-out", "all"])
+def test_validation_scores_the_held_out_pool_against_the_chosen_queries(
+        tiny_encoder_dir, planted, which):
+    """The untrained figures a run reports are those of the held-out pool samples against the
+    held-out queries, or against every query with validate_queries='all'."""
+    untrained = SentenceTransformer(tiny_encoder_dir, device="cpu")
+    untrained.max_seq_length = 32
+    encoder = SentenceTransformer(tiny_encoder_dir, device="cpu")
+    result = distill(encoder, planted.pool_texts, planted.query_texts, planted.gt,
+                     DistillArguments(**{**FAST, "epochs": 1, "validate_queries": which}),
+                     progress=False)
+    queries = (result.split.val_query if which == "held-out"
+               else np.arange(len(planted.query_texts)))
+    expected = trainer.validation_figures(
+        untrained, [planted.pool_texts[i] for i in result.split.val_pool],
+        [planted.query_texts[j] for j in queries],
+        planted.gt[np.ix_(result.split.val_pool, queries)], batch_size=FAST["batch_pool"])
+    assert result.untrained == pytest.approx(expected, abs=1e-6)

@@ -13,6 +13,7 @@ DEFAULT_KL_WEIGHT = 1.0
 DEFAULT_AGGREGATE_WEIGHT = 0.0
 DEFAULT_TEMPERATURE = 0.05
 HEADS = ("none", "ridge")
+VALIDATE_QUERIES = ("held-out", "all")
 # Chosen on the demo's validation folds (never its test block): see influcoder.distill.head.
 DEFAULT_HEAD = "ridge"
 DEFAULT_HEAD_COMPONENTS = 128
@@ -83,6 +84,11 @@ class DistillArguments:
     val_fraction: float = field(default=0.1, metadata={
         "help": "share of the pool samples AND of the queries held out for validation, which "
                 "scores held-out queries against held-out pool samples"})
+    validate_queries: Literal["held-out", "all"] = field(default="held-out", metadata={
+        "help": "which queries validation scores the held-out pool samples against: "
+                "'held-out' (queries never trained on) or 'all' (every query: the held-out "
+                "pool samples are still unseen, and the block is 1/val_fraction times "
+                "larger, so choosing the epoch is less of a coin toss on small data)"})
     patience: int = field(default=2, metadata={
         "help": "stop after this many epochs without a better validation per-anchor Spearman"})
     seed: int = field(default=0, metadata={
@@ -135,6 +141,9 @@ class DistillArguments:
                              f"constant), got {self.batch_pool}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
+        if self.validate_queries not in VALIDATE_QUERIES:
+            raise ValueError(f"validate_queries must be one of {VALIDATE_QUERIES}, got "
+                             f"{self.validate_queries!r}")
         if self.micro_batch < 0:
             raise ValueError(f"micro_batch must be >= 0, got {self.micro_batch}")
         if self.freeze_layers < 0:

@@ -4,7 +4,8 @@ The ground truth ``gt[i, j]`` is the influence of pool sample *i* on query *j* (
 their sketched decoder gradients). A seeded share of the pool samples and of the queries is held
 out; training sees only blocks of training pool samples x training queries, and validation
 scores held-out queries against held-out pool samples, so it measures what attribution needs:
-ranking pool samples the encoder never saw for queries it never saw.
+ranking pool samples the encoder never saw for queries it never saw (``validate_queries='all'``
+scores the held-out pool samples against every query instead: a larger block).
 
 Trade-offs:
 
@@ -171,8 +172,10 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
     steps = args.steps_per_epoch or sampler.steps_to_cover()
 
     val_pool = [pool_texts[i] for i in split.val_pool]
-    val_query = [query_texts[j] for j in split.val_query]
-    val_gt = gt[np.ix_(split.val_pool, split.val_query)]
+    val_query_idx = (split.val_query if args.validate_queries == "held-out"
+                     else np.arange(len(query_texts)))
+    val_query = [query_texts[j] for j in val_query_idx]
+    val_gt = gt[np.ix_(split.val_pool, val_query_idx)]
 
     def validate() -> dict[str, float]:
         return validation_figures(encoder, val_pool, val_query, val_gt, batch_size=args.batch_pool)
