@@ -38,3 +38,24 @@ def test_demo_targets():
     assert got == {"auprc_mean vs gradient": True, "auprc_mean vs semantic": True,
                    "auprc_max vs gradient": False, "auprc_max vs semantic": True,
                    "attribution time": True}
+
+
+def test_stale_encoder_names_what_changed(tmp_path):
+    """The demo reuses a distilled encoder only if its card records the settings asked for now;
+    a default changed since (or a setting added) means training again."""
+    import json
+
+    from influcoder.distill.settings import DistillArguments
+    from influcoder.workflows.demo import stale_encoder
+
+    card = tmp_path / "influcoder_distill.json"
+    wanted = DistillArguments(epochs=3)
+    assert stale_encoder(card, wanted) == "none yet"
+    card.write_text(json.dumps({"args": wanted.to_dict()}))
+    assert stale_encoder(card, wanted) is None
+    old = {**wanted.to_dict(), "lr": 5e-5}
+    del old["micro_batch"]
+    card.write_text(json.dumps({"args": old}))
+    why = stale_encoder(card, wanted)
+    assert why.startswith("settings changed: ")
+    assert "lr 5e-05 -> 0.0002" in why and "micro_batch '(unset)' -> 32" in why

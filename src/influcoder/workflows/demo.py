@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,22 @@ class DemoResult:
     total_seconds: float
 
 
+def stale_encoder(card_path: Path, settings) -> str | None:
+    """Why the distilled encoder whose card is ``card_path`` cannot stand for one trained with
+    ``settings`` (a :class:`~influcoder.distill.settings.DistillArguments`), or None if it can:
+    no card yet, or the settings it records differ (a default changed since it was trained)."""
+    if not card_path.is_file():
+        return "none yet"
+    recorded = json.loads(card_path.read_text(encoding="utf-8")).get("args", {})
+    wanted = settings.to_dict()
+    changed = sorted(k for k in wanted.keys() | recorded.keys()
+                     if recorded.get(k, "(unset)") != wanted.get(k, "(unset)"))
+    if not changed:
+        return None
+    return "settings changed: " + ", ".join(
+        f"{k} {recorded.get(k, '(unset)')!r} -> {wanted.get(k, '(unset)')!r}" for k in changed)
+
+
 def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed: int = 0,
              model: str = "smollm2-135m", encoder: str = DEFAULT_ENCODER,
              progress: bool = True, device: str = "auto") -> DemoResult:
@@ -176,12 +193,18 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
 
     with stage(f"distill: {encoder} on pool x training queries ({spec.epochs} epochs)"):
         enc_dir = out / "encoder"
-        if (enc_dir / CARD_NAME).is_file():
-            logger.info(f"    {enc_dir} exists: reusing it")
+        settings = DistillArguments(epochs=spec.epochs, seed=seed,
+                                    max_seq_length=spec.encoder_max_length)
+        stale = stale_encoder(enc_dir / CARD_NAME, settings)
+        if stale is None:
+            logger.info(f"    {enc_dir} exists, trained with these settings: reusing it")
         else:
-            result = distill_stores(gt_pool, gt_train, enc_dir,
-                                    DistillArguments(epochs=spec.epochs, seed=seed,
-                                                     max_seq_length=spec.encoder_max_length),
+            if (enc_dir / CARD_NAME).is_file():
+                # the index holds the old encoder's vectors and would refuse the new one
+                logger.info(f"    {enc_dir} was trained otherwise ({stale}): training again, "
+                            f"and the index will be rebuilt")
+                shutil.rmtree(out / "index", ignore_errors=True)
+            result = distill_stores(gt_pool, gt_train, enc_dir, settings,
                                     encoder=encoder, progress=progress, device=device)
             logger.info(f"    validation per-anchor Spearman: untrained "
                         f"{result.untrained['per_anchor_spearman']:+.3f} -> best "
