@@ -52,21 +52,25 @@ def without_seconds(history):
     return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
+@pytest.mark.parametrize("micro_batch", [DistillArguments().micro_batch, 4])
 def test_killed_run_resumes_to_the_uninterrupted_result(tiny_encoder_dir, planted, tmp_path,
-                                                         monkeypatch, caplog):
-    whole, whole_result = run(tiny_encoder_dir, planted, tmp_path / "whole")
+                                                         monkeypatch, caplog, micro_batch):
+    """Also with each step's 20 texts cut into micro-batches of 4: dropout's draws then come
+    in five forward passes, and must still replay exactly."""
+    whole, whole_result = run(tiny_encoder_dir, planted, tmp_path / "whole",
+                              micro_batch=micro_batch)
 
     out = tmp_path / "killed"
     with monkeypatch.context() as m:
         kill_at_step(m, 2 * ARGS["steps_per_epoch"] + 2)  # in the middle of epoch 3
         with pytest.raises(Killed):
-            run(tiny_encoder_dir, planted, out)
+            run(tiny_encoder_dir, planted, out, micro_batch=micro_batch)
     ckpt = checkpoint.checkpoint_dir(out)
     assert not out.exists()  # no half-written encoder
     assert json.loads((ckpt / checkpoint.STATE_NAME).read_text())["epoch"] == 2
     assert {p.suffix for p in ckpt.iterdir()} == {".safetensors", ".json"}  # nothing pickled
     with caplog.at_level(logging.INFO, logger="influcoder"):
-        resumed, resumed_result = run(tiny_encoder_dir, planted, out)
+        resumed, resumed_result = run(tiny_encoder_dir, planted, out, micro_batch=micro_batch)
     assert "resuming from" in caplog.text
     assert not ckpt.exists()  # removed once the encoder is written
     expected, got = whole.state_dict(), resumed.state_dict()
