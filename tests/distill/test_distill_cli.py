@@ -106,3 +106,17 @@ def test_killed_distill_resumes_with_the_same_options(tiny_model_dir, tiny_encod
     assert "resuming from" in r.output and "1 of 2 epochs already done" in r.output
     assert (enc / "influcoder_distill.json").is_file()
     assert not (tmp_path / "enc.checkpoint").exists()
+
+
+def test_a_setting_with_fixed_choices_is_checked_by_the_cli(tmp_path):
+    """A Literal setting becomes a choice: a wrong value stops with exit code 2 and the
+    choices, before any store is read; --help lists them."""
+    for folder in ("gp", "gq"):
+        (tmp_path / folder).mkdir()
+    run = CliRunner()
+    res = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o",
+                           str(tmp_path / "enc"), "--validate-queries", "training"])
+    assert res.exit_code == 2
+    assert "'training' is not one of 'held-out', 'all'" in res.output
+    assert not (tmp_path / "enc").exists()
+    assert "--validate-queries [held-out|all]" in run.invoke(cli, ["distill", "--help"]).output

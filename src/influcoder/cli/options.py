@@ -30,6 +30,10 @@ def dataclass_options(cls, exclude: tuple[str, ...] = ()):
             if hint is bool:
                 opt = click.option(f"{flag}/--no-{flag[2:]}", fld.name, default=None,
                                    help=f"{help_} [default: {'on' if default else 'off'}]")
+            elif typing.get_origin(hint) is typing.Literal:  # a closed set: click checks it
+                opt = click.option(flag, fld.name, default=None,
+                                   type=click.Choice([str(a) for a in typing.get_args(hint)]),
+                                   help=f"{help_} [default: {default}]")
             elif typing.get_origin(hint) is tuple:
                 opt = click.option(flag, fld.name, default=None, metavar="A,B,...",
                                    help=f"{help_} [default: {','.join(map(str, fld.default))}]")
