@@ -16,7 +16,8 @@ from influcoder.distill.trainer import CARD_NAME, DistillResult
 
 # Tiny encoder, few texts: a learning rate far above the 2e-4 default, small batches, and a
 # quarter held out so the validation Spearman is not too noisy.
-FAST = dict(epochs=4, lr=3e-3, batch_pool=16, batch_query=4, val_fraction=0.25, patience=4)
+FAST = {"epochs": 4, "lr": 3e-3, "batch_pool": 16, "batch_query": 4, "val_fraction": 0.25,
+        "patience": 4}
 FIGURES = ("per_anchor_spearman", "pairwise_spearman", "aggregated_spearman")
 
 
@@ -195,10 +196,14 @@ def test_untrained_weights_kept_when_nothing_improves(tiny_encoder, planted, mon
                                                       capsys):
     states = scripted_validation(monkeypatch, [0.5, 0.2, 0.3])
     args = DistillArguments(**{**FAST, "epochs": 3, "patience": 2, "steps_per_epoch": 1})
-    with pytest.warns(UserWarning, match="untrained weights are kept"):
+    with pytest.warns(UserWarning, match="untrained weights are kept") as caught:
         result = distill(tiny_encoder, planted.pool_texts, planted.query_texts, planted.gt,
                          args, progress=False)
     assert result.best_epoch == 0 and result.best == result.untrained
+    # the message names the validation block and the option that enlarges it
+    message = str(caught[0].message)
+    assert (f"on {len(result.split.val_pool)} pool samples x {len(result.split.val_query)} "
+            f"queries") in message and "--validate-queries all" in message
     final = tiny_encoder.state_dict()
     assert all(torch.equal(final[k], v) for k, v in states[0].items())
     assert "distill" not in capsys.readouterr().err

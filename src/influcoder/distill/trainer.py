@@ -249,9 +249,14 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
     if targets is not None:
         del encoder[-1]  # the training head; the closed-form one is fitted on what is left
     if loop.best_epoch == 0 and args.epochs > 0:
+        block = f"{len(split.val_pool)} pool samples x {len(val_query)} queries"
+        hint = (f"; a validation block of {block} is small, and --validate-queries all "
+                f"scores the held-out pool against every query"
+                if args.validate_queries == "held-out" and len(val_query) < len(query_texts)
+                else "")
         warnings.warn(f"no epoch beat the untrained encoder's validation {SELECTION_METRIC} "
-                      f"({loop.untrained[SELECTION_METRIC]:.4f}); the untrained weights are kept",
-                      stacklevel=2)
+                      f"({loop.untrained[SELECTION_METRIC]:.4f}) on {block}; the untrained "
+                      f"weights are kept{hint}", stacklevel=2)
     result = DistillResult(history=loop.history, best_epoch=loop.best_epoch,
                            untrained=loop.untrained, best=loop.best, split=split)
     if out_dir is not None:
