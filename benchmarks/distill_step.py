@@ -24,12 +24,9 @@ def main() -> None:
     import torch
 
     from influcoder.attribution.encoders import load_encoder
-    from influcoder.distill.forward import (
-        block_embeddings,
-        padded_embeddings,
-        token_counts,
-    )
+    from influcoder.distill.forward import block_embeddings, padded_embeddings
     from influcoder.distill.settings import DistillArguments
+    from influcoder.engines.batching import token_lengths
     from influcoder.io.samples import encoder_text
     from influcoder.io.stores import open_store
 
@@ -81,7 +78,7 @@ def main() -> None:
         grads[name] = torch.cat([p.grad.flatten() for p in encoder.parameters()
                                  if p.grad is not None])
     ref, fast = forwards
-    lengths = [token_counts(encoder, b) for b in blocks]
+    lengths = [token_lengths(encoder.tokenizer, b, encoder.max_seq_length) for b in blocks]
     rows = [{"forward": name, "s/step": float(np.mean(s)), "min s": float(np.min(s))}
             for name, s in seconds.items()]
     print(f"{args.steps} steps of {len(blocks[0])} texts (tokens: median "

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from influcoder.distill.forward import block_embeddings, padded_embeddings, token_counts
+from influcoder.distill.forward import block_embeddings, padded_embeddings
+from influcoder.engines.batching import token_lengths
 
 from .conftest import FILLER, TOPIC_WORDS
 
@@ -20,9 +21,10 @@ def varied_texts(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(words, size=int(rng.integers(1, 41)))) for _ in range(n)]
 
 
-def test_token_counts_are_the_truncated_encoder_lengths(tiny_encoder):
+def test_token_lengths_are_the_truncated_encoder_lengths(tiny_encoder):
     texts = ["f0 f1", " ".join(["f2"] * 100)]
-    assert token_counts(tiny_encoder, texts) == [4, tiny_encoder.max_seq_length]
+    assert token_lengths(tiny_encoder.tokenizer, texts, tiny_encoder.max_seq_length) == [
+        4, tiny_encoder.max_seq_length]
 
 
 @pytest.mark.parametrize("micro_batch", [1, 4, 32])

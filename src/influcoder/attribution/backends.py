@@ -46,7 +46,7 @@ import numpy as np
 
 from influcoder.attribution.encoders import resolve_encoder
 from influcoder.attribution.settings import BACKENDS, DEFAULT_BATCH_SIZE
-from influcoder.engines.batching import length_batches
+from influcoder.engines.batching import length_batches, token_lengths
 from influcoder.errors import InflucoderError, MissingPackageError
 from influcoder.groundtruth.influence import normalize_rows
 
@@ -282,9 +282,7 @@ class FastEncoder:
 
     def token_lengths(self, texts: list[str]) -> list[int]:
         """Tokens per text after truncation (what batches are sorted by)."""
-        tok = self.model.tokenizer
-        ids = tok(texts, truncation=True, max_length=self.max_seq_length)["input_ids"]
-        return [len(x) for x in ids]
+        return token_lengths(self.model.tokenizer, texts, self.max_seq_length)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit vectors of ``texts``, in their order (``float32``, ``len(texts) x dim``)."""

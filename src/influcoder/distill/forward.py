@@ -25,20 +25,13 @@ import torch
 from sentence_transformers.util import batch_to_device
 
 from influcoder.distill.settings import DEFAULT_MICRO_BATCH
-from influcoder.engines.batching import length_batches
+from influcoder.engines.batching import length_batches, token_lengths
 
 
 def padded_embeddings(encoder, texts: Sequence[str]) -> torch.Tensor:
     """``[len(texts), d]`` sentence embeddings of ``texts`` as one padded batch (the reference)."""
     features = batch_to_device(encoder.preprocess(list(texts)), encoder.device)
     return encoder(features)["sentence_embedding"]
-
-
-def token_counts(encoder, texts: Sequence[str]) -> list[int]:
-    """Tokens of each text as the encoder will see it (special tokens in, truncated)."""
-    ids = encoder.tokenizer(list(texts), truncation=True,
-                            max_length=encoder.max_seq_length)["input_ids"]
-    return [len(x) for x in ids]
 
 
 def block_embeddings(encoder, texts: Sequence[str], *,
@@ -51,7 +44,8 @@ def block_embeddings(encoder, texts: Sequence[str], *,
         raise ValueError("no texts to embed")
     if micro_batch == 0:
         return padded_embeddings(encoder, texts)
-    batches = length_batches(token_counts(encoder, texts), micro_batch)
+    batches = length_batches(token_lengths(encoder.tokenizer, texts, encoder.max_seq_length),
+                             micro_batch)
     if len(batches) == 1:
         return padded_embeddings(encoder, texts)
     rows = torch.cat([padded_embeddings(encoder, [texts[i] for i in batch]) for batch in batches])

@@ -21,6 +21,13 @@ from collections.abc import Sequence
 DEFAULT_MAX_PADDING = 0.2
 
 
+def token_lengths(tokenizer, texts: Sequence[str], max_length: int) -> list[int]:
+    """Tokens of each text as a Hugging Face ``tokenizer`` cuts it at ``max_length`` (special
+    tokens included): what :func:`length_batches` sorts an encoder's texts by."""
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    return [len(x) for x in ids]
+
+
 def length_batches(lengths: Sequence[int], max_batch: int,
                    max_padding: float = DEFAULT_MAX_PADDING,
                    max_tokens: int | None = None) -> list[list[int]]:
