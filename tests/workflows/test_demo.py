@@ -57,5 +57,5 @@ def test_stale_encoder_names_what_changed(tmp_path):
     del old["micro_batch"]
     card.write_text(json.dumps({"args": old}))
     why = stale_encoder(card, wanted)
-    assert why.startswith("settings changed: ")
-    assert "lr 5e-05 -> 0.0002" in why and "micro_batch '(unset)' -> 32" in why
+    assert why.startswith("settings recorded vs asked for: ")
+    assert "lr: 5e-05 vs 0.0002" in why and "micro_batch: '<absent>' vs 32" in why

@@ -138,16 +138,13 @@ def stale_encoder(card_path: Path, settings) -> str | None:
     """Why the distilled encoder whose card is ``card_path`` cannot stand for one trained with
     ``settings`` (a :class:`~influcoder.distill.settings.DistillArguments`), or None if it can:
     no card yet, or the settings it records differ (a default changed since it was trained)."""
+    from influcoder.io.stores import setup_differences
+
     if not card_path.is_file():
         return "none yet"
     recorded = json.loads(card_path.read_text(encoding="utf-8")).get("args", {})
-    wanted = settings.to_dict()
-    changed = sorted(k for k in wanted.keys() | recorded.keys()
-                     if recorded.get(k, "(unset)") != wanted.get(k, "(unset)"))
-    if not changed:
-        return None
-    return "settings changed: " + ", ".join(
-        f"{k} {recorded.get(k, '(unset)')!r} -> {wanted.get(k, '(unset)')!r}" for k in changed)
+    diffs = setup_differences(recorded, settings.to_dict())
+    return "settings recorded vs asked for: " + "; ".join(diffs) if diffs else None
 
 
 def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed: int = 0,
