@@ -14,6 +14,15 @@ from influcoder.engines import ENGINES
 from influcoder.errors import InflucoderError
 
 
+def _click_type(hint):
+    """The click type of a one-value setting: a choice for a ``Literal`` (a closed set, checked
+    by click), the type itself for a plain one (``int | None`` gives ``int``), else ``str``."""
+    if typing.get_origin(hint) is typing.Literal:
+        return click.Choice([str(a) for a in typing.get_args(hint)])
+    base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return base[0] if isinstance(base[0], type) and base[0] is not types.NoneType else str
+
+
 def dataclass_options(cls, exclude: tuple[str, ...] = ()):
     """Click options generated from a settings dataclass: ``--field-name``, with the field's
     default and its ``metadata['help']``. Values left at their default are not passed on."""
@@ -30,19 +39,13 @@ def dataclass_options(cls, exclude: tuple[str, ...] = ()):
             if hint is bool:
                 opt = click.option(f"{flag}/--no-{flag[2:]}", fld.name, default=None,
                                    help=f"{help_} [default: {'on' if default else 'off'}]")
-            elif typing.get_origin(hint) is typing.Literal:  # a closed set: click checks it
-                opt = click.option(flag, fld.name, default=None,
-                                   type=click.Choice([str(a) for a in typing.get_args(hint)]),
-                                   help=f"{help_} [default: {default}]")
             elif typing.get_origin(hint) is tuple:
                 opt = click.option(flag, fld.name, default=None, metavar="A,B,...",
                                    help=f"{help_} [default: {','.join(map(str, fld.default))}]")
             else:
-                base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-                plain = isinstance(base[0], type) and base[0] is not types.NoneType
-                typ = base[0] if plain else str
                 shown = "" if "[default:" in help_ else f" [default: {default}]"
-                opt = click.option(flag, fld.name, type=typ, default=None, help=help_ + shown)
+                opt = click.option(flag, fld.name, type=_click_type(hint), default=None,
+                                   help=help_ + shown)
             f = opt(f)
         return f
     return decorate

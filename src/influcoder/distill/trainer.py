@@ -250,9 +250,8 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
         del encoder[-1]  # the training head; the closed-form one is fitted on what is left
     if loop.best_epoch == 0 and args.epochs > 0:
         block = f"{len(split.val_pool)} pool samples x {len(val_query)} queries"
-        hint = (f"; a validation block of {block} is small, and --validate-queries all "
-                f"scores the held-out pool against every query"
-                if args.validate_queries == "held-out" and len(val_query) < len(query_texts)
+        hint = ("; if that block is too small to choose by, --validate-queries all scores the "
+                "held-out pool against every query" if args.validate_queries == "held-out"
                 else "")
         warnings.warn(f"no epoch beat the untrained encoder's validation {SELECTION_METRIC} "
                       f"({loop.untrained[SELECTION_METRIC]:.4f}) on {block}; the untrained "
