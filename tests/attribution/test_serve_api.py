@@ -18,7 +18,7 @@ from influcoder.attribution.serve.app import create_app
 from influcoder.attribution.serve.server import check_binding, is_loopback
 from influcoder.cli import cli
 from influcoder.errors import InflucoderError
-from influcoder.io.samples import Sample, encoder_text
+from influcoder.io.samples import Sample
 
 from .conftest import NOT_IN_STORE
 
@@ -36,7 +36,7 @@ def client(service):
 
 def reference(service, prompt, response):
     """Every pool score of a query, from the stored vectors (numpy, no server code)."""
-    q = service.attributor.encoder.encode([encoder_text(Sample("q", prompt, response))])
+    q = service.attributor.encoder.encode_samples([Sample("q", prompt, response)])
     return (service.index.vectors() @ q[0]).astype(np.float64), q
 
 

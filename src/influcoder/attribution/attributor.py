@@ -39,7 +39,7 @@ from influcoder.attribution.index import Index, check_encoder
 from influcoder.attribution.light import LightEncoder
 from influcoder.attribution.settings import AGGREGATES
 from influcoder.errors import InflucoderError, InputError
-from influcoder.io.samples import Fields, Sample, content_id, encoder_text, read_rows, row_to_sample
+from influcoder.io.samples import Fields, Sample, content_id, read_rows, row_to_sample
 
 
 def text_query(text: str, prompt: str = "") -> Sample:
@@ -198,7 +198,7 @@ class Attributor:
 
     def encode(self, queries) -> tuple[list[Sample], np.ndarray]:
         samples = as_queries(queries)
-        return samples, self.encoder.encode([encoder_text(s) for s in samples])
+        return samples, self.encoder.encode_samples(samples)
 
     def _clamp(self, k: int) -> int:
         if k < 1:

@@ -46,6 +46,12 @@ import numpy as np
 
 from influcoder.attribution.encoders import resolve_encoder
 from influcoder.attribution.settings import BACKENDS, DEFAULT_BATCH_SIZE
+from influcoder.attribution.views import (
+    TextEncoder,
+    ViewedEncoder,
+    backbone_path,
+    is_multi_view,
+)
 from influcoder.engines.batching import length_batches, token_lengths
 from influcoder.errors import InflucoderError, MissingPackageError
 from influcoder.groundtruth.influence import normalize_rows
@@ -118,9 +124,15 @@ def query_encoder(name: str, *, backend: str = "auto", fingerprint: str | None =
     """The encoder for queries: the torch-free :class:`~influcoder.attribution.light.
     LightEncoder` where it can serve (an ONNX backend whose export is cached; ``threads``: its
     ONNX Runtime threads; always on the CPU), else a :class:`FastEncoder` on ``device``. Both
-    expose ``encode(texts)``, ``dim``, ``name`` and ``backend``."""
+    expose ``encode(texts)``, ``encode_samples(samples)``, ``dim``, ``name`` and ``backend``. A
+    multi-view encoder (:mod:`influcoder.attribution.views`) is a
+    :class:`~influcoder.attribution.views.ViewedEncoder` over its backbone's query encoder."""
     from influcoder.attribution.light import light_encoder
 
+    if is_multi_view(resolve_encoder(name)):
+        return ViewedEncoder(resolve_encoder(name), lambda path: query_encoder(
+            path, backend=backend, max_seq_length=max_seq_length, batch_size=batch_size,
+            threads=threads, device=device))
     backend = resolve_query_backend(backend, device)
     fingerprint = fingerprint or encoder_fingerprint(name)
     if fingerprint.startswith("sha256:"):
@@ -136,6 +148,9 @@ def query_encoder(name: str, *, backend: str = "auto", fingerprint: str | None =
 def export_for_queries(name: str, fingerprint: str) -> bool:
     """Export the encoder to ONNX ahead of the first query (once per encoder), where queries
     will use it (:func:`resolve_query_backend`); True if an export is there afterwards."""
+    if is_multi_view(resolve_encoder(name)):  # queries run its backbone
+        name = backbone_path(resolve_encoder(name))
+        fingerprint = encoder_fingerprint(name)
     backend = resolve_query_backend("auto")
     if backend not in ("onnx", "int8") or not fingerprint.startswith("sha256:"):
         return False
@@ -153,7 +168,7 @@ def _onnx_packages(backend: str):
     return onnxruntime
 
 
-class FastEncoder:
+class FastEncoder(TextEncoder):
     """Texts -> unit vectors (``float32``, ``n x dim``) with one backend.
 
     Args:

@@ -3,7 +3,9 @@
 The same store format as gradient stores (:mod:`influcoder.io.stores`), so ``influcoder score``
 and :func:`influcoder.open_store` work on both. Each sample's text is
 :func:`~influcoder.io.samples.encoder_text` (prompt, blank line, response), encoded by
-:class:`~influcoder.attribution.backends.FastEncoder` into a unit vector.
+:class:`~influcoder.attribution.backends.FastEncoder` into a unit vector (a multi-view encoder,
+:mod:`influcoder.attribution.views`, runs its backbone on each view and its head on them; the
+setup's ``text`` then names the views, e.g. ``"prompt\\n\\nresponse | response"``).
 
 Setup (what must match for two embedding stores to be comparable)::
 
@@ -34,6 +36,7 @@ import numpy as np
 
 from influcoder.attribution.backends import FastEncoder, encoder_fingerprint, resolve_backend
 from influcoder.attribution.settings import EncodeArguments
+from influcoder.attribution.views import TEXT_LAYOUT, sample_encoder, text_layout
 from influcoder.errors import InputError
 from influcoder.io.devices import DEFAULT_DEVICE
 from influcoder.io.estimate import DEFAULT_ESTIMATE_ROWS, Estimate, estimate_job
@@ -43,9 +46,6 @@ from influcoder.io.samples import Fields, encoder_text
 from influcoder.io.stores import Store, package_versions
 
 KIND = "embeddings"
-
-
-TEXT_LAYOUT = "prompt\n\nresponse"
 
 
 INT8_MAX = 127
@@ -63,8 +63,9 @@ def to_storage(rows: np.ndarray, dtype: str) -> np.ndarray:
     return quantize_int8(rows) if dtype == "int8" else rows.astype(dtype)
 
 
-def embedding_setup(fingerprint: str, max_seq_length: int, dtype: str) -> dict:
-    return {"encoder": {"fingerprint": fingerprint}, "text": TEXT_LAYOUT,
+def embedding_setup(fingerprint: str, max_seq_length: int, dtype: str,
+                    text: str = TEXT_LAYOUT) -> dict:
+    return {"encoder": {"fingerprint": fingerprint}, "text": text,
             "max_seq_length": int(max_seq_length), "normalized": True, "storage": dtype}
 
 
@@ -81,9 +82,10 @@ class EncoderWorker(CheckedWorker):
     device: str = "cpu"
 
     def load(self):
-        return encoder_fingerprint(self.encoder), FastEncoder(
-            self.encoder, backend=self.backend, max_seq_length=self.max_seq_length,
-            batch_size=self.batch_size, device=self.device).encode
+        return encoder_fingerprint(self.encoder), sample_encoder(
+            self.encoder, lambda path: FastEncoder(
+                path, backend=self.backend, max_seq_length=self.max_seq_length,
+                batch_size=self.batch_size, device=self.device)).encode_samples
 
 
 class EncodeJob(StoreJob):
@@ -106,20 +108,21 @@ class EncodeJob(StoreJob):
         from influcoder.io.devices import describe_device
 
         args = self.args
-        encoder = FastEncoder(args.encoder, backend=args.backend,
-                              max_seq_length=args.max_seq_length, batch_size=args.batch_size,
-                              device=self.device)
+        encoder = sample_encoder(args.encoder, lambda path: FastEncoder(
+            path, backend=args.backend, max_seq_length=args.max_seq_length,
+            batch_size=args.batch_size, device=self.device))
         fingerprint = encoder_fingerprint(args.encoder)
         gpu = encoder._device.type == "cuda"
         return Plan(
-            setup=embedding_setup(fingerprint, encoder.max_seq_length, args.dtype),
+            setup=embedding_setup(fingerprint, encoder.max_seq_length, args.dtype,
+                                  text_layout(args.encoder)),
             dim=encoder.dim, dtype=args.dtype, shard_rows=args.shard_rows,
-            local=lambda: encoder.encode,
+            local=lambda: encoder.encode_samples,
             remote=lambda: EncoderWorker(fingerprint, args.encoder, encoder.backend,
                                          encoder.max_seq_length, args.batch_size,
                                          "cuda" if gpu else "cpu"),
             gpus_per_worker=int(gpu),
-            payload=lambda start, stop: [encoder_text(s) for s in samples[start:stop]],
+            payload=lambda start, stop: samples[start:stop],
             convert=lambda rows: to_storage(rows, args.dtype),
             provenance={"encoder_name": args.encoder, "device": describe_device(encoder._device),
                         "versions": package_versions("sentence-transformers", "onnxruntime")},

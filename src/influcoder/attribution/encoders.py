@@ -22,11 +22,13 @@ def resolve_encoder(name: str = DEFAULT_ENCODER) -> str:
     if name in BUNDLED_ENCODERS:
         module, sub, package = BUNDLED_ENCODERS[name]
         return str(_package_dir(module, package, f"The bundled encoder '{name}'") / sub)
+    from influcoder.attribution.views import VIEWS_FILE
+
     path = Path(name)
     if path.is_dir():
-        if not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
-            raise InflucoderError(f"{path}: not a sentence-transformers or HF encoder directory "
-                                  f"(no modules.json or config.json)")
+        if not any((path / f).is_file() for f in ("modules.json", "config.json", VIEWS_FILE)):
+            raise InflucoderError(f"{path}: not a sentence-transformers, HF or multi-view encoder "
+                                  f"directory (no modules.json, config.json or {VIEWS_FILE})")
         return str(path)
     if path.exists() or name.startswith((".", "/", "~")):
         raise InflucoderError(f"{name}: not an encoder directory")
@@ -35,10 +37,17 @@ def resolve_encoder(name: str = DEFAULT_ENCODER) -> str:
 
 def load_encoder(name: str = DEFAULT_ENCODER, *, device: str = "cpu"):
     """A :class:`sentence_transformers.SentenceTransformer` (an HF encoder directory gets mean
-    pooling, as sentence-transformers does by default)."""
+    pooling, as sentence-transformers does by default). A multi-view directory
+    (:mod:`influcoder.attribution.views`) is refused: it is not one model."""
     from sentence_transformers import SentenceTransformer
 
+    from influcoder.attribution.views import BACKBONE_DIR, is_multi_view
+
     path = resolve_encoder(name)
+    if is_multi_view(path):
+        raise InflucoderError(f"{path} is a multi-view encoder (influcoder's own format), not "
+                              f"one sentence-transformers model; its backbone is "
+                              f"{Path(path) / BACKBONE_DIR}")
     try:
         return SentenceTransformer(path, device=device,
                                    local_files_only=os.path.isdir(path))

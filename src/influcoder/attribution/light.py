@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from influcoder.attribution.views import TextEncoder
 from influcoder.engines.batching import length_batches
 from influcoder.groundtruth.influence import normalize_rows
 
@@ -58,7 +59,7 @@ def transformer_dir(encoder_dir: str | Path) -> Path | None:
     return sub if (sub / "tokenizer.json").is_file() else None
 
 
-class LightEncoder:
+class LightEncoder(TextEncoder):
     """Texts -> unit vectors with ONNX Runtime and tokenizers (see the module docstring).
 
     Args:

@@ -31,7 +31,8 @@ from influcoder.io.tables import clip_text
 @cli.command()
 @click.argument("data")
 @click.option("--encoder", "-e", default=DEFAULT_ENCODER, show_default=True,
-              help="a sentence-transformers directory or 'all-minilm-l6-v2' (bundled)")
+              help="an encoder directory from `distill` (sentence-transformers or multi-view), "
+                   "any sentence-transformers directory, or 'all-minilm-l6-v2' (bundled)")
 @click.option("--out", "-o", required=True, help="store directory to create (or resume)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @dry_run_option
@@ -96,7 +97,8 @@ def index(encoder, data, out, append, approx, quiet, device, dry_run, limit, eng
           num_workers, **kw):
     """Encode the pool DATA with ENCODER into a persistent, searchable index.
 
-    ENCODER is a sentence-transformers directory (from `distill`) or 'all-minilm-l6-v2'.
+    ENCODER is an encoder directory (from `distill`: sentence-transformers or multi-view), any
+    sentence-transformers directory, or 'all-minilm-l6-v2'.
     A killed run resumes when run again with the same command; rerunning it on a finished
     index rebuilds a missing faiss.index (or, with --approx, another kind) from the stored
     embeddings.

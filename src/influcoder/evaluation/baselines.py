@@ -194,11 +194,13 @@ BASELINES: dict[str, Callable[..., MethodResult]] = {
 def encoder_scores(encoder, pool: Sequence[Sample], queries: Sequence[Sample], *,
                    batch_size: int = 32, device: str = "cpu") -> MethodResult:
     """Cosine similarity of a sentence encoder's embeddings of
-    :func:`~influcoder.io.samples.encoder_text`.
+    :func:`~influcoder.io.samples.encoder_text` (or of a multi-view encoder's,
+    :mod:`influcoder.attribution.views`).
 
     Args:
-        encoder: a ``SentenceTransformer``, or a name or directory for
-            :func:`~influcoder.attribution.encoders.load_encoder` (loading then counts as preparation).
+        encoder: a ``SentenceTransformer``, an encoder with ``encode_samples``, or a name or
+            directory, run in float32 by :class:`~influcoder.attribution.backends.FastEncoder`
+            (loading then counts as preparation).
         pool, queries: the samples to score.
         batch_size: encoding batch size.
         device: where an encoder given by name is loaded (a ``--device`` value).
@@ -207,21 +209,28 @@ def encoder_scores(encoder, pool: Sequence[Sample], queries: Sequence[Sample], *
     ``seconds`` covers encoding the queries and the products. ``bytes_per_sample`` is one
     float32 embedding.
     """
-    pool_texts, query_texts = _texts(pool, "pool"), _texts(queries, "queries")
+    _require(pool, "pool")
+    _require(queries, "queries")
     start = time.perf_counter()
     if isinstance(encoder, str):
-        from influcoder.attribution.encoders import load_encoder
-        from influcoder.io.devices import resolve_device
+        from influcoder.attribution.backends import FastEncoder
+        from influcoder.attribution.encoders import resolve_encoder
+        from influcoder.attribution.views import sample_encoder
 
-        encoder = load_encoder(encoder, device=str(resolve_device(device)))
+        # torch in float32, the reference backend; a multi-view directory runs all its views
+        encoder = sample_encoder(resolve_encoder(encoder), lambda path: FastEncoder(
+            path, backend="torch", batch_size=batch_size, device=device))
 
-    def embed(texts: list[str]) -> np.ndarray:
-        return encoder.encode(texts, batch_size=batch_size, convert_to_numpy=True,
-                              normalize_embeddings=True, show_progress_bar=False)
+    def embed(samples: Sequence[Sample]) -> np.ndarray:
+        if hasattr(encoder, "encode_samples"):
+            return encoder.encode_samples(samples)
+        return encoder.encode([encoder_text(s) for s in samples], batch_size=batch_size,
+                              convert_to_numpy=True, normalize_embeddings=True,
+                              show_progress_bar=False)
 
-    pool_emb = embed(pool_texts).astype(np.float32)
+    pool_emb = embed(pool).astype(np.float32)
     prepared = time.perf_counter()
-    scores = pool_emb @ embed(query_texts).astype(np.float32).T
+    scores = pool_emb @ embed(queries).astype(np.float32).T
     return (scores.astype(np.float64),
             _info(time.perf_counter() - prepared, prepared - start,
                   pool_emb.shape[1] * np.dtype(np.float32).itemsize, dim=int(pool_emb.shape[1])))

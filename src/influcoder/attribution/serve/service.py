@@ -36,7 +36,7 @@ from influcoder.attribution.serve.batcher import Batcher
 from influcoder.attribution.serve.scores import histogram, percentiles, top_rows
 from influcoder.attribution.settings import DEFAULT_GROUP_TEMPERATURE, MISSING_GROUP
 from influcoder.errors import InputError
-from influcoder.io.samples import Sample, encoder_text
+from influcoder.io.samples import Sample
 from influcoder.io.tables import table_bytes
 
 #: A metadata field with at most this many distinct values is offered as a filter menu.
@@ -73,9 +73,9 @@ class _LockedEncoder:
     def __init__(self, encoder, lock: threading.Lock):
         self._encoder, self._lock = encoder, lock
 
-    def encode(self, texts):
+    def encode_samples(self, samples):
         with self._lock:
-            return self._encoder.encode(texts)
+            return self._encoder.encode_samples(samples)
 
     def __getattr__(self, name):
         return getattr(self._encoder, name)
@@ -89,7 +89,8 @@ class Service:
                  workers: int = 2):
         self.attributor = attributor
         self.index = index = attributor.index
-        if not isinstance(attributor.encoder, LightEncoder):
+        # a multi-view encoder runs its backbone's encoder (``base``) once per view
+        if not isinstance(getattr(attributor.encoder, "base", attributor.encoder), LightEncoder):
             attributor.encoder = _LockedEncoder(attributor.encoder, threading.Lock())
         self.vectors = index.vectors()
         self.samples = index_samples(index)
@@ -193,7 +194,7 @@ class Service:
 
     def _attribute_batch(self, items) -> list[dict]:
         t0 = time.perf_counter()
-        q = self.attributor.encoder.encode([encoder_text(it.sample) for it in items])
+        q = self.attributor.encoder.encode_samples([it.sample for it in items])
         t1 = time.perf_counter()
         scores = self.pool_scores(q)
         out = [self._answer(it, q[j], scores[j]) for j, it in enumerate(items)]

@@ -1,0 +1,181 @@
+"""Multi-view encoders: one backbone run on several texts of each sample, one linear head over
+their concatenation.
+
+The ground truth is the gradient of the *response* loss, but a one-view encoder sees the
+prompt and the response together, mean-pooled, and a five-token answer is then a few percent
+of what it averages. A second pass over the response alone, concatenated with the first and
+mapped by the ridge head (:mod:`influcoder.distill.head`), measured better at every size
+where the head is fitted on enough samples (``docs/DISTILLATION.md``, "The response on its
+own"). ``distill --views`` chooses between one view and two by the head's cross-validation.
+
+Views (:data:`VIEWS`): ``text`` is :func:`~influcoder.io.samples.encoder_text` (prompt, blank
+line, response), ``response`` the response alone.
+
+A multi-view encoder is a directory::
+
+    influcoder_views.json   {"format": "influcoder-views", "version": 1,
+                             "views": ["text", "response"], "backbone": "backbone",
+                             "head": "head.safetensors"}
+    backbone/               a plain sentence-transformers directory (the encoder every view runs)
+    head.safetensors        "weight" [out, views * backbone dim], "bias" [out] (float32)
+
+Each view's backbone output is scaled to unit length (as every text encoder here returns it),
+the views are concatenated in the listed order, mapped by ``x @ weight.T + bias`` and scaled to
+unit length again. The backbone runs with any backend (:mod:`influcoder.attribution.backends`,
+:mod:`influcoder.attribution.light`), so ONNX, int8 and bf16 serve a multi-view encoder as
+they serve its backbone. There is no ``modules.json`` at the top, so ``SentenceTransformer``
+refuses the directory instead of silently computing the backbone's vectors without the head.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from influcoder.errors import InflucoderError
+from influcoder.groundtruth.influence import normalize_rows
+from influcoder.io.samples import Sample, encoder_text
+
+VIEWS_FILE = "influcoder_views.json"
+VIEWS_FORMAT, VIEWS_VERSION = "influcoder-views", 1
+BACKBONE_DIR, HEAD_FILE = "backbone", "head.safetensors"
+#: The ``text`` of a one-view embedding store's setup: :func:`~influcoder.io.samples.encoder_text`.
+TEXT_LAYOUT = "prompt\n\nresponse"
+
+#: What each view shows the backbone of a sample.
+VIEWS: dict[str, Callable[[Sample], str]] = {
+    "text": encoder_text,
+    "response": lambda s: s.response,
+}
+
+
+def view_texts(samples: Sequence[Sample], views: Sequence[str]) -> list[list[str]]:
+    """Per view, the texts of ``samples`` in their order."""
+    return [[VIEWS[v](s) for s in samples] for v in views]
+
+
+def is_multi_view(path: str | Path) -> bool:
+    return (Path(path) / VIEWS_FILE).is_file()
+
+
+def backbone_path(path: str | Path) -> str:
+    return str(Path(path) / BACKBONE_DIR)
+
+
+def read_views(path: str | Path) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """``(views, weight, bias)`` of the multi-view encoder at ``path``; an
+    :class:`InflucoderError` naming the file and the field when they are not valid."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    spec_file = Path(path) / VIEWS_FILE
+    try:
+        spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InflucoderError(f"{spec_file}: not readable JSON ({e})") from None
+    if not isinstance(spec, dict) or spec.get("format") != VIEWS_FORMAT:
+        raise InflucoderError(f"{spec_file}: field 'format' must be {VIEWS_FORMAT!r}")
+    if spec.get("version") != VIEWS_VERSION:
+        raise InflucoderError(f"{spec_file}: field 'version' is {spec.get('version')!r}; this "
+                              f"influcoder reads version {VIEWS_VERSION}")
+    views = spec.get("views")
+    if (not isinstance(views, list) or not views or len(set(views)) != len(views)
+            or any(v not in VIEWS for v in views)):
+        raise InflucoderError(f"{spec_file}: field 'views' must be a list of distinct views "
+                              f"from {sorted(VIEWS)}, got {views!r}")
+    if spec.get("backbone") != BACKBONE_DIR or spec.get("head") != HEAD_FILE:
+        raise InflucoderError(f"{spec_file}: fields 'backbone' and 'head' must be "
+                              f"{BACKBONE_DIR!r} and {HEAD_FILE!r}")
+    head_file = Path(path) / HEAD_FILE
+    try:
+        tensors = load_file(str(head_file))
+        weight, bias = tensors["weight"], tensors["bias"]
+    except (OSError, KeyError, ValueError, SafetensorError) as e:
+        raise InflucoderError(f"{head_file}: no float 'weight' and 'bias' tensors "
+                              f"({type(e).__name__}: {e})") from None
+    if weight.ndim != 2 or bias.shape != (weight.shape[0],) or weight.shape[1] % len(views):
+        raise InflucoderError(f"{head_file}: 'weight' {weight.shape} and 'bias' {bias.shape} do "
+                              f"not fit {len(views)} views")
+    return tuple(views), weight.astype(np.float32), bias.astype(np.float32)
+
+
+def save_multi_view(folder: Path, backbone, views: Sequence[str], weight: np.ndarray,
+                    bias: np.ndarray) -> None:
+    """Write a multi-view encoder into the (empty, new) ``folder``: ``backbone`` (a
+    ``SentenceTransformer``) saved under ``backbone/``, the head, the views file last."""
+    from safetensors.numpy import save_file
+
+    if any(v not in VIEWS for v in views):
+        raise ValueError(f"unknown views {list(views)}; known: {sorted(VIEWS)}")
+    backbone.save(backbone_path(folder))
+    save_file({"weight": np.ascontiguousarray(weight, dtype=np.float32),
+               "bias": np.ascontiguousarray(bias, dtype=np.float32)}, str(folder / HEAD_FILE))
+    (folder / VIEWS_FILE).write_text(json.dumps(
+        {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "views": list(views),
+         "backbone": BACKBONE_DIR, "head": HEAD_FILE}, indent=2) + "\n", encoding="utf-8")
+
+
+class TextEncoder:
+    """What a one-view encoder (``encode(texts)``) adds: ``encode_samples``, the vectors of each
+    sample's :func:`~influcoder.io.samples.encoder_text`, the call every stage makes."""
+
+    def encode_samples(self, samples: Sequence[Sample]) -> np.ndarray:
+        return self.encode([encoder_text(s) for s in samples])
+
+
+class ViewedEncoder:
+    """Samples -> unit vectors through a multi-view encoder directory.
+
+    ``text_encoder(path)`` builds the backbone's text encoder (a
+    :class:`~influcoder.attribution.backends.FastEncoder` or a
+    :class:`~influcoder.attribution.light.LightEncoder`, any backend); this class runs it once
+    per view and applies the head (module docstring). Other attributes (``backend``,
+    ``max_seq_length``, ...) are the backbone encoder's.
+    """
+
+    def __init__(self, path: str | Path, text_encoder: Callable[[str], object]):
+        self.views, self.weight, self.bias = read_views(path)
+        self.name = str(path)
+        self.base = text_encoder(backbone_path(path))
+        if self.weight.shape[1] != len(self.views) * self.base.dim:
+            raise InflucoderError(f"{Path(path) / HEAD_FILE}: the head takes "
+                                  f"{self.weight.shape[1]} inputs, {len(self.views)} views of "
+                                  f"the {self.base.dim}-dim backbone give "
+                                  f"{len(self.views) * self.base.dim}")
+        self.dim = int(self.weight.shape[0])
+
+    def encode_samples(self, samples: Sequence[Sample]) -> np.ndarray:
+        """Unit vectors of ``samples``, in their order (``float32``, ``len x dim``)."""
+        samples = list(samples)
+        if not samples:
+            return np.empty((0, self.dim), dtype=np.float32)
+        parts = [normalize_rows(np.asarray(self.base.encode(texts), dtype=np.float32))
+                 for texts in view_texts(samples, self.views)]
+        return normalize_rows(np.hstack(parts) @ self.weight.T + self.bias)
+
+    def encode(self, texts):
+        raise InflucoderError(f"{self.name} is a multi-view encoder ({'+'.join(self.views)}): "
+                              f"it encodes samples (prompt and response), not texts")
+
+    def __getattr__(self, name):
+        if name == "base":  # not set yet: __init__ failed before it
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+def text_layout(encoder: str) -> str:
+    """What an embedding store's setup records as the text its encoder saw."""
+    if not is_multi_view(encoder):
+        return TEXT_LAYOUT
+    views = read_views(encoder)[0]
+    return " | ".join(TEXT_LAYOUT if v == "text" else v for v in views)
+
+
+def sample_encoder(name: str, text_encoder: Callable[[str], object]):
+    """An encoder with ``encode_samples``: a :class:`ViewedEncoder` when ``name`` is a
+    multi-view directory, else ``text_encoder(name)`` (whose ``encode_samples`` encodes each
+    sample's :func:`~influcoder.io.samples.encoder_text`)."""
+    return ViewedEncoder(name, text_encoder) if is_multi_view(name) else text_encoder(name)
