@@ -51,6 +51,7 @@ BLOCKS = {"held-out pool x held-out queries": ("test", "test"),
           "held-out pool x training queries": ("test", "train"),
           "training pool x held-out queries": ("train", "test")}
 FIGURES = ("per-anchor", "pairwise", "aggregated")
+TWO_VIEWS = ("text", "response")
 
 
 def stratified_third(labels: list, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,31 +65,44 @@ def stratified_third(labels: list, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return held, np.setdiff1d(np.arange(len(labels)), held)
 
 
-def encoder_rows(name, model, prepare_seconds, data, held, train, components, seed):
+def encoder_rows(name, model, prepare_seconds, data, held, train, components, seed,
+                 views=("text",)):
     """``{variant: (embeddings by store, info)}`` for ``model`` and ``model`` + a head fitted on
     the training side only. Embedding the held-out block (its pool samples and queries) is
-    timed, as attribution would pay it."""
+    timed, as attribution would pay it. ``views``: what the model reads; two views are each
+    scaled to unit length and concatenated (``distill --views text+response``)."""
     from influcoder.distill.head import append_head, embed, fit_head
     from influcoder.groundtruth.influence import normalize_rows
 
-    texts, vectors = data["texts"], data["vectors"]
+    vectors = data["vectors"]
+
+    def embed_views(store, rows=None):
+        parts = []
+        for view in views:
+            texts = data["texts" if view == "text" else "responses"][store]
+            e = embed(model, texts if rows is None else [texts[i] for i in rows])
+            parts.append(e if len(views) == 1 else normalize_rows(e))
+        return np.hstack(parts)
+
     t = time.perf_counter()
-    held_emb = embed(model, [texts["pool"][i] for i in held])
-    emb = {"test_queries": embed(model, texts["test_queries"])}
+    held_emb = embed_views("pool", held)
+    emb = {"test_queries": embed_views("test_queries")}
     encode = time.perf_counter() - t
-    emb["pool"] = np.empty((len(texts["pool"]), held_emb.shape[1]))
+    emb["pool"] = np.empty((len(data["texts"]["pool"]), held_emb.shape[1]))
     emb["pool"][held] = held_emb
-    emb["pool"][train] = embed(model, [texts["pool"][i] for i in train])
-    emb["train_queries"] = embed(model, texts["train_queries"])
+    emb["pool"][train] = embed_views("pool", train)
+    emb["train_queries"] = embed_views("train_queries")
     t = time.perf_counter()
     head = fit_head(emb["pool"][train], vectors["pool"][train], emb["train_queries"],
                     vectors["train_queries"], components=components, seed=seed)
     fit = time.perf_counter() - t
     headed = {k: head(e) for k, e in emb.items()}
-    # The saved form (Dense + Normalize appended) gives the same outputs: check a few texts.
-    np.testing.assert_allclose(embed(append_head(model, head), texts["test_queries"][:4]),
-                               normalize_rows(headed["test_queries"][:4]), atol=1e-4)
-    del model[-2:]
+    if len(views) == 1:
+        # The saved form (Dense + Normalize appended) gives the same outputs: check a few texts.
+        np.testing.assert_allclose(
+            embed(append_head(model, head), data["texts"]["test_queries"][:4]),
+            normalize_rows(headed["test_queries"][:4]), atol=1e-4)
+        del model[-2:]
     return {name: (emb, {"prepare s": prepare_seconds, "encode s": encode}),
             name + " + head": (headed, {"prepare s": prepare_seconds + fit, "encode s": encode,
                                         "alpha": head.alpha,
@@ -117,8 +131,14 @@ def finetuned(data, train, args, seed, regression_weight=0.0, epochs=None, overr
         vectors = ({"pool_vectors": data["vectors"]["pool"][train],
                     "query_vectors": data["vectors"]["train_queries"]}
                    if regression_weight else {})
-        distill(load_encoder("all-minilm-l6-v2"), [data["texts"]["pool"][i] for i in train],
-                data["texts"]["train_queries"], gt,
+        def items(store, rows):  # trained through two views: (text, response) pairs
+            texts = [data["texts"][store][i] for i in rows]
+            if settings.views != "text+response":
+                return texts
+            return list(zip(texts, [data["responses"][store][i] for i in rows]))
+
+        distill(load_encoder("all-minilm-l6-v2"), items("pool", train),
+                items("train_queries", range(len(data["texts"]["train_queries"]))), gt,
                 settings, out_dir=enc_dir, progress=False, **vectors)
     card = json.loads((enc_dir / "influcoder_distill.json").read_text(encoding="utf-8"))
     return load_encoder(str(enc_dir)), sum(h["seconds"] for h in card["history"])
@@ -134,7 +154,7 @@ def within_training_side(data: dict, seed: int) -> dict:
     rows = {"pool": train, "train_queries": fit, "test_queries": val}
     source = {"pool": "pool", "train_queries": "train_queries", "test_queries": "train_queries"}
     cut = {kind: {k: [data[kind][source[k]][i] for i in rows[k]] for k in rows}
-           for kind in ("texts", "samples")}
+           for kind in ("texts", "responses", "samples")}
     cut["vectors"] = {k: data["vectors"][source[k]][rows[k]] for k in rows}
     cut["labels"] = [data["labels"][i] for i in train]
     return cut
@@ -184,12 +204,18 @@ def run_split(seed, data, args, components) -> list[dict]:
 
     held, train = stratified_third(data["labels"], seed)
     harmful = np.array([label == "harmful" for label in data["labels"]])
-    variants = encoder_rows("untrained", load_encoder("all-minilm-l6-v2"), 0.0, data, held,
-                            train, components, seed)
+    untrained = load_encoder("all-minilm-l6-v2")
+    variants = encoder_rows("untrained", untrained, 0.0, data, held, train, components, seed)
+    if args.two_view_heads:
+        variants.update(encoder_rows("untrained, 2 views", untrained, 0.0, data, held, train,
+                                     components, seed, TWO_VIEWS))
     if not args.no_finetune:
         model, seconds = finetuned(data, train, args, seed)
         variants.update(encoder_rows("distilled", model, seconds, data, held, train,
                                      components, seed))
+        if args.two_view_heads:
+            variants.update(encoder_rows("distilled, 2 views", model, seconds, data, held,
+                                         train, components, seed, TWO_VIEWS))
     for weight in args.regression_weights:
         model, seconds = finetuned(data, train, args, seed, weight, args.joint_epochs)
         variants.update(encoder_rows(f"joint w={weight:g} ep{args.joint_epochs or args.epochs}",
@@ -197,7 +223,9 @@ def run_split(seed, data, args, components) -> list[dict]:
     for name, overrides in args.variants:
         model, seconds = finetuned(data, train, args, seed, overrides=overrides,
                                    epochs=overrides.get("epochs"))
-        variants.update(encoder_rows(name, model, seconds, data, held, train, components, seed))
+        views = TWO_VIEWS if overrides.get("views") == "text+response" else ("text",)
+        variants.update(encoder_rows(name, model, seconds, data, held, train, components, seed,
+                                     views))
     rows_idx = {"test": held, "train": train}
     stores = {"test": "test_queries", "train": "train_queries"}
     print(f"\n##### split seed {seed}: {len(held)} held-out pool samples "
@@ -257,6 +285,9 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:FIELD=V,...",
                     help="another fine-tuned variant: DistillArguments fields to override, e.g. "
                          "'all queries:batch_query=64,epochs=3,lr=1e-4' (repeatable)")
+    ap.add_argument("--two-view-heads", action="store_true",
+                    help="also a head on two views (text + response alone, each unit length) "
+                         "of the untrained and the distilled encoder")
     ap.add_argument("--within", type=int, default=None, metavar="SEED",
                     help="validation mode, for choosing settings: only the training side of split "
                          "SEED is used (its training pool, and its training queries split into "
@@ -271,6 +302,7 @@ def main() -> None:
               for k in ("pool", "train_queries", "test_queries")}
     data = {"vectors": {k: normalize_rows(s.vectors()) for k, s in stores.items()},
             "texts": {k: [encoder_text(x) for x in s.samples] for k, s in stores.items()},
+            "responses": {k: [x.response for x in s.samples] for k, s in stores.items()},
             "samples": {k: s.samples for k, s in stores.items()},
             "labels": [x.meta.get("label") for x in stores["pool"].samples]}
     if args.within is not None:

@@ -31,7 +31,7 @@ def test_within_keeps_to_the_training_side_of_the_split():
                       "test_queries": [f"t{i}" for i in range(9)]},
             "vectors": {"pool": np.arange(60.0)[:, None], "train_queries": np.arange(30.0)[:, None],
                         "test_queries": np.arange(9.0)[:, None]}}
-    data["samples"] = data["texts"]
+    data["samples"] = data["responses"] = data["texts"]
     held, train = bench.stratified_third(labels, 0)
     cut = bench.within_training_side(data, 0)
     # the pool is the split's training pool; the outer held-out pool and test queries are gone

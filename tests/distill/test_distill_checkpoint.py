@@ -40,9 +40,15 @@ def kill_at_step(monkeypatch, step: int) -> None:
     monkeypatch.setattr(trainer._BlockSampler, "sample", sample)
 
 
-def run(encoder_dir, planted, out, gt=None, **changes):
+def two_views(texts):
+    """Each text with a second view, its last three words (as a response would be)."""
+    return [(t, " ".join(t.split()[-3:])) for t in texts]
+
+
+def run(encoder_dir, planted, out, gt=None, views=1, **changes):
     encoder = SentenceTransformer(encoder_dir, device="cpu")
-    result = distill(encoder, planted.pool_texts, planted.query_texts,
+    items = (lambda texts: texts) if views == 1 else two_views
+    result = distill(encoder, items(planted.pool_texts), items(planted.query_texts),
                      planted.gt if gt is None else gt, DistillArguments(**{**ARGS, **changes}),
                      out_dir=out, progress=False)
     return encoder, result
@@ -52,25 +58,27 @@ def without_seconds(history):
     return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
-@pytest.mark.parametrize("micro_batch", [DistillArguments().micro_batch, 4])
+@pytest.mark.parametrize("micro_batch,views", [(DistillArguments().micro_batch, 1), (4, 1),
+                                               (4, 2)])
 def test_killed_run_resumes_to_the_uninterrupted_result(tiny_encoder_dir, planted, tmp_path,
-                                                         monkeypatch, caplog, micro_batch):
+                                                         monkeypatch, caplog, micro_batch, views):
     """Also with each step's 20 texts cut into micro-batches of 4: dropout's draws then come
-    in five forward passes, and must still replay exactly."""
+    in five forward passes, and must still replay exactly; and trained through two views."""
     whole, whole_result = run(tiny_encoder_dir, planted, tmp_path / "whole",
-                              micro_batch=micro_batch)
+                              micro_batch=micro_batch, views=views)
 
     out = tmp_path / "killed"
     with monkeypatch.context() as m:
         kill_at_step(m, 2 * ARGS["steps_per_epoch"] + 2)  # in the middle of epoch 3
         with pytest.raises(Killed):
-            run(tiny_encoder_dir, planted, out, micro_batch=micro_batch)
+            run(tiny_encoder_dir, planted, out, micro_batch=micro_batch, views=views)
     ckpt = checkpoint.checkpoint_dir(out)
     assert not out.exists()  # no half-written encoder
     assert json.loads((ckpt / checkpoint.STATE_NAME).read_text())["epoch"] == 2
     assert {p.suffix for p in ckpt.iterdir()} == {".safetensors", ".json"}  # nothing pickled
     with caplog.at_level(logging.INFO, logger="influcoder"):
-        resumed, resumed_result = run(tiny_encoder_dir, planted, out, micro_batch=micro_batch)
+        resumed, resumed_result = run(tiny_encoder_dir, planted, out, micro_batch=micro_batch,
+                                      views=views)
     assert "resuming from" in caplog.text
     assert not ckpt.exists()  # removed once the encoder is written
     expected, got = whole.state_dict(), resumed.state_dict()

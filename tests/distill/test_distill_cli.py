@@ -7,7 +7,10 @@ import json
 from click.testing import CliRunner
 from sentence_transformers import SentenceTransformer
 
+from influcoder.attribution.backends import FastEncoder
+from influcoder.attribution.views import sample_encoder
 from influcoder.cli import cli
+from influcoder.io.samples import Sample
 
 from ..conftest import write_jsonl
 
@@ -46,7 +49,12 @@ def test_distill_from_stores(tiny_model_dir, tiny_encoder_dir, tmp_path):
     k = card["head"]["components"]
     assert card["head"]["kind"] == "ridge" and 2 <= k <= 36
     assert f"ridge head: {k} components" in r.output
-    assert SentenceTransformer(str(tmp_path / "enc")).encode(["hi"]).shape == (1, k)
+    # --views auto: the views its cross-validation kept, said and recorded
+    assert f"views kept: {'+'.join(card['head']['views'])} (text " in r.output
+    if card["head"]["views"] == ["text"]:
+        assert SentenceTransformer(str(tmp_path / "enc")).encode(["hi"]).shape == (1, k)
+    encoder = sample_encoder(str(tmp_path / "enc"), lambda p: FastEncoder(p, backend="torch"))
+    assert encoder.encode_samples([Sample("s", "hi", "there")]).shape == (1, k)
     r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o",
                          str(tmp_path / "enc2"), "--encoder", tiny_encoder_dir, "--epochs", "0",
                          "--head", "none", "-q"])
@@ -65,7 +73,7 @@ def test_distill_errors(tiny_model_dir, tiny_encoder_dir, tmp_path):
     (tmp_path / "notenc").mkdir()
     r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gp"), "-o",
                          str(tmp_path / "enc"), "--encoder", str(tmp_path / "notenc"), "-q"])
-    assert r.exit_code == 2 and "not a sentence-transformers or HF encoder directory" in r.output
+    assert r.exit_code == 2 and "not a sentence-transformers, HF or multi-view encoder directory" in r.output
 
 
 class Killed(BaseException):

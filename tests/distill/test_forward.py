@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from influcoder.distill.forward import block_embeddings, padded_embeddings
+from influcoder.distill.forward import (
+    block_embeddings,
+    encode_items,
+    padded_embeddings,
+    sample_embeddings,
+)
 from influcoder.engines.batching import token_lengths
 
 from .conftest import FILLER, TOPIC_WORDS
@@ -70,3 +75,24 @@ def test_micro_batch_zero_is_the_reference(tiny_encoder):
     with torch.no_grad():
         torch.testing.assert_close(block_embeddings(tiny_encoder, texts, micro_batch=0),
                                    padded_embeddings(tiny_encoder, texts), atol=0, rtol=0)
+
+
+def test_two_views_are_each_unit_length_and_side_by_side(tiny_encoder):
+    """``(text, response)`` items: each view's embedding as encoded alone, scaled to unit
+    length, concatenated; the same with gradients (training) and without (validation)."""
+    texts, responses = varied_texts(9, seed=5), varied_texts(9, seed=6)
+    tiny_encoder.eval()
+    with torch.no_grad():
+        got = sample_embeddings(tiny_encoder, list(zip(texts, responses)), micro_batch=4)
+        validated = encode_items(tiny_encoder, list(zip(texts, responses)))
+
+        def unit(batch):
+            out = torch.cat([padded_embeddings(tiny_encoder, [t]) for t in batch])
+            return out / out.norm(dim=1, keepdim=True)
+
+        expected = torch.cat([unit(texts), unit(responses)], dim=1)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(validated, expected, atol=1e-5, rtol=1e-4)
+    # one view: the plain embeddings (the loss's cosine does the scaling)
+    torch.testing.assert_close(sample_embeddings(tiny_encoder, texts, micro_batch=4),
+                               block_embeddings(tiny_encoder, texts, micro_batch=4))

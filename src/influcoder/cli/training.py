@@ -44,9 +44,13 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
     both is held out; the three validation figures (per-anchor, pairwise and aggregated
     Spearman) are printed for the untrained encoder and after every epoch, and the best epoch is
     kept. Then (--head ridge, the default) a linear head is fitted in closed form on every
-    sample's gradient vector and appended as sentence-transformers Dense + Normalize modules;
-    --epochs 0 skips training and keeps only the head. The output is a standard
-    sentence-transformers directory plus influcoder_distill.json (settings, ground-truth
+    sample's gradient vector; --epochs 0 skips training and keeps only the head. With
+    --views auto (the default) the head is fitted on the text alone and on the text plus the
+    response encoded on its own, and the better by cross-validation is kept. One view: the
+    head is appended as sentence-transformers Dense + Normalize modules and the output is a
+    standard sentence-transformers directory. Two views: a multi-view encoder directory
+    (backbone/, head.safetensors, influcoder_views.json) that encode, index, attribute,
+    evaluate and serve read. Either way with influcoder_distill.json (settings, ground-truth
     fingerprint, history, head).
 
     After every epoch the run is checkpointed to OUT.checkpoint: if it is killed, the same
@@ -58,6 +62,7 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
       influcoder distill runs/pool runs/queries --out runs/encoder
       influcoder distill runs/pool runs/queries -o runs/enc --epochs 5 --hard-fraction 0.25
       influcoder distill runs/pool runs/queries -o runs/enc --epochs 0   # head only, seconds
+      influcoder distill runs/pool runs/queries -o runs/enc --views text # always one ST dir
       influcoder distill runs/pool runs/queries -o runs/enc --device cuda
     """
     from influcoder.distill.stores import distill_stores
@@ -74,6 +79,10 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
         log(f"ridge head: {h['components']} components, alpha {h['alpha']:g}; cross-validated "
             f"per-anchor Spearman {h['encoder_validation_per_anchor_spearman']:+.3f} (encoder) "
             f"-> {h['validation_per_anchor_spearman'][str(h['alpha'])]:+.3f} (with head)")
+        views = h["views_validation_per_anchor_spearman"]
+        log(f"views kept: {'+'.join(h['views'])} ("
+            + ", ".join(f"{k} {v:+.3f}" for k, v in views.items()) + " cross-validated)"
+            + ("; a multi-view encoder directory" if len(h["views"]) > 1 else ""))
     log(f"wrote {out}")
 
 

@@ -51,3 +51,29 @@ def block_embeddings(encoder, texts: Sequence[str], *,
     rows = torch.cat([padded_embeddings(encoder, [texts[i] for i in batch]) for batch in batches])
     order = torch.tensor([i for batch in batches for i in batch], device=rows.device)
     return rows[torch.argsort(order)]
+
+
+def sample_embeddings(encoder, items: Sequence, *,
+                      micro_batch: int = DEFAULT_MICRO_BATCH) -> torch.Tensor:
+    """Differentiable embeddings of samples: ``items`` are texts (one view: ``[n, d]``, as
+    :func:`block_embeddings`) or tuples of one text per view (``distill --views
+    text+response``: every view's text in the same length-sorted pass, then each sample's
+    views scaled to unit length and concatenated, ``[n, views * d]``, the layout of
+    :class:`~influcoder.attribution.views.ViewedEncoder` before its head)."""
+    items = list(items)
+    if not items or isinstance(items[0], str):
+        return block_embeddings(encoder, items, micro_batch=micro_batch)
+    views = len(items[0])
+    out = block_embeddings(encoder, [t for item in items for t in item], micro_batch=micro_batch)
+    return torch.nn.functional.normalize(out.view(len(items), views, -1), dim=-1).flatten(1)
+
+
+def encode_items(encoder, items: Sequence, *, batch_size: int = 32) -> torch.Tensor:
+    """:func:`sample_embeddings` without gradients, through ``encoder.encode`` (validation):
+    unit rows for one view, unit views concatenated for several."""
+    items = list(items)
+    views = [items] if not items or isinstance(items[0], str) else list(zip(*items))
+    parts = [encoder.encode(list(texts), batch_size=batch_size, convert_to_tensor=True,
+                            normalize_embeddings=True, show_progress_bar=False)
+             for texts in views]
+    return torch.cat(parts, dim=1)

@@ -223,6 +223,26 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
                       float(np.mean(encoder_scores)))
 
 
+def fit_views(features: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]], pool_vectors,
+              query_vectors, **kwargs) -> tuple[tuple[str, ...], LinearHead, dict[str, float]]:
+    """A head per candidate set of views (:mod:`influcoder.attribution.views`), on the same
+    folds; returns ``(the views kept, its head, each candidate's best cross-validated
+    per-anchor Spearman)``. The best figure wins, ties go to fewer views (one pass fewer).
+
+    Args:
+        features: views -> ``(pool [n, d], queries [m, d])`` embeddings (each view's unit
+            vectors, concatenated in the views' order).
+        pool_vectors, query_vectors, kwargs: as for :func:`fit_head`.
+    """
+    if not features:
+        raise ValueError("no views to fit a head on")
+    heads = {views: fit_head(xp, pool_vectors, xq, query_vectors, **kwargs)
+             for views, (xp, xq) in features.items()}
+    figures = {views: max(h.validation.values()) for views, h in heads.items()}
+    kept = max(figures, key=lambda views: (figures[views], -len(views)))
+    return kept, heads[kept], {"+".join(v): f for v, f in figures.items()}
+
+
 def append_head(encoder, head: LinearHead, *, normalize: bool = True):
     """Append ``head`` to ``encoder`` (in place) as ``Dense`` (identity) [+ ``Normalize``].
 

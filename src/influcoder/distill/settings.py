@@ -14,6 +14,12 @@ DEFAULT_AGGREGATE_WEIGHT = 0.0
 DEFAULT_TEMPERATURE = 0.05
 HEADS = ("none", "ridge")
 VALIDATE_QUERIES = ("held-out", "all")
+#: ``--views``: the texts of a sample the head reads (influcoder.attribution.views), and the
+#: candidates each choice fits (``auto``: both, the better by the head's cross-validation).
+VIEW_CHOICES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "auto": (("text",), ("text", "response")), "text": (("text",),),
+    "text+response": (("text", "response"),)}
+DEFAULT_VIEWS = "auto"
 # Chosen on the demo's validation folds (never its test block): see influcoder.distill.head.
 DEFAULT_HEAD = "ridge"
 DEFAULT_HEAD_COMPONENTS = 128
@@ -119,6 +125,13 @@ class DistillArguments:
     head_components: int = field(default=DEFAULT_HEAD_COMPONENTS, metadata={
         "help": "principal directions of the gradients the head regresses (its output "
                 "dimension; capped at the number of samples)"})
+    views: Literal["auto", "text", "text+response"] = field(default=DEFAULT_VIEWS, metadata={
+        "help": "what the ridge head reads (with --head none: the text only): 'text' (prompt and response, one pass: the encoder "
+                "stays one sentence-transformers directory), 'text+response' (a second pass over "
+                "the response alone, concatenated, in training too: a multi-view encoder "
+                "directory, which encode, index, attribute and serve read), or 'auto': train on "
+                "the text, fit the head on both, keep the better by its cross-validated "
+                "per-anchor Spearman (ties: 'text')"})
     regression_weight: float = field(default=DEFAULT_REGRESSION_WEIGHT, metadata={
         "help": "joint training: > 0 appends a trainable linear head (started from the "
                 "closed-form ridge fit on the training samples) for the epochs, puts the ranking "
@@ -141,6 +154,11 @@ class DistillArguments:
                              f"constant), got {self.batch_pool}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
+        if self.views not in VIEW_CHOICES:
+            raise ValueError(f"views must be one of {tuple(VIEW_CHOICES)}, got {self.views!r}")
+        if self.views == "text+response" and self.regression_weight > 0:
+            raise ValueError("views='text+response' trains through both views; joint training "
+                             "(regression_weight > 0) takes one view: use views 'text' or 'auto'")
         if self.validate_queries not in VALIDATE_QUERIES:
             raise ValueError(f"validate_queries must be one of {VALIDATE_QUERIES}, got "
                              f"{self.validate_queries!r}")

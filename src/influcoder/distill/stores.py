@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from influcoder.attribution.settings import DEFAULT_ENCODER
 from influcoder.distill.settings import DistillArguments
 from influcoder.distill.trainer import CARD_NAME, DistillResult, distill, save_encoder
@@ -48,12 +50,16 @@ def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
     model = load_encoder(encoder, device=str(resolve_device(device)))
     pool_texts = [encoder_text(s) for s in pool.samples]
     query_texts = [encoder_text(s) for s in queries.samples]
+    pool_items, query_items = pool_texts, query_texts
+    if args.views == "text+response":  # trained through both views: (text, response) pairs
+        pool_items = list(zip(pool_texts, (s.response for s in pool.samples)))
+        query_items = list(zip(query_texts, (s.response for s in queries.samples)))
     card = {"ground_truth": ground_truth_card(pool, queries), "base_encoder": encoder}
     try:
         # Joint training and the head both need the vectors themselves: read them once.
         vectors = ({"pool_vectors": pool.vectors(), "query_vectors": queries.vectors()}
                    if args.regression_weight > 0 else {})
-        result = distill(model, pool_texts, query_texts, gt, args, out_dir=out,
+        result = distill(model, pool_items, query_items, gt, args, out_dir=out,
                          progress=progress, extra_card=card, **vectors)
         if args.head == "ridge":
             result.head = _add_head(model, out, pool, queries, pool_texts, query_texts, args,
@@ -66,20 +72,53 @@ def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
 def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
               query_texts: list[str], args: DistillArguments, *, pool_vectors=None,
               query_vectors=None) -> dict:
-    """Fit the ridge head on ``model``'s embeddings of every sample, append it, save again;
-    returns the head's card entry. The stores' vectors are read unless given."""
-    from influcoder.distill.head import DEFAULT_FOLDS, append_head, embed, fit_head
+    """Fit the ridge head on ``model``'s embeddings of every sample, for each set of views
+    ``args.views`` allows (:func:`~influcoder.distill.head.fit_views`); save the encoder again,
+    with the head appended (one view) or as a multi-view directory
+    (:mod:`influcoder.attribution.views`). Returns the head's card entry. The stores' vectors
+    are read unless given."""
+    from influcoder.attribution.views import VIEWS, save_multi_view
+    from influcoder.distill.head import (
+        DEFAULT_FOLDS,
+        append_head,
+        embed,
+        fit_views,
+        unit_rows,
+    )
+    from influcoder.distill.settings import VIEW_CHOICES
+    from influcoder.io.atomic import atomic_write_dir
 
     folds = min(DEFAULT_FOLDS, pool.n // 2, queries.n // 2)
     if folds < 2:
         raise ValueError(f"the ridge head's cross-validation needs at least 4 pool samples and 4 "
                          f"queries, got {pool.n} and {queries.n}; use head='none'")
-    head = fit_head(embed(model, pool_texts),
-                    pool.vectors() if pool_vectors is None else pool_vectors,
-                    embed(model, query_texts),
-                    queries.vectors() if query_vectors is None else query_vectors,
-                    components=args.head_components, folds=folds, seed=args.seed)
+    embedded = {"text": (embed(model, pool_texts), embed(model, query_texts))}
+
+    def features(views: tuple[str, ...]) -> tuple:
+        if views == ("text",):  # what the appended Dense will read: the encoder's own output
+            return embedded["text"]
+        for v in views:
+            if v not in embedded:
+                embedded[v] = tuple(embed(model, [VIEWS[v](s) for s in store.samples])
+                                    for store in (pool, queries))
+        return tuple(np.hstack([unit_rows(embedded[v][side]) for v in views]) for side in (0, 1))
+
+    views, head, figures = fit_views(
+        {views: features(views) for views in VIEW_CHOICES[args.views]},
+        pool.vectors() if pool_vectors is None else pool_vectors,
+        queries.vectors() if query_vectors is None else query_vectors,
+        components=args.head_components, folds=folds, seed=args.seed)
     card_path = Path(out) / CARD_NAME
     card = json.loads(card_path.read_text(encoding="utf-8"))
-    save_encoder(append_head(model, head), out, {**card, "head": head.card()})
-    return head.card()
+    entry = {**head.card(), "views": list(views), "views_validation_per_anchor_spearman": figures}
+    card = {**card, "head": entry}
+    if views == ("text",):
+        save_encoder(append_head(model, head), out, card)
+    else:
+        def fill(tmp: Path) -> None:
+            save_multi_view(tmp, model, views, head.weight, head.bias)
+            (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n",
+                                         encoding="utf-8")
+
+        atomic_write_dir(Path(out), fill)
+    return entry

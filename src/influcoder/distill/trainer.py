@@ -40,7 +40,7 @@ from sentence_transformers.util import cos_sim
 from tqdm.auto import tqdm
 
 from influcoder.distill import checkpoint
-from influcoder.distill.forward import block_embeddings
+from influcoder.distill.forward import encode_items, sample_embeddings
 from influcoder.distill.freeze import frozen_layers
 from influcoder.distill.joint import joint_head, parameter_groups
 from influcoder.distill.losses import InfluenceDistillLoss, cosine_regression_loss
@@ -111,8 +111,10 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
         encoder: a ``SentenceTransformer``, trained in place on its own device; on return it
             holds the best weights by validation ``per_anchor_spearman``, in eval mode, with
             ``max_seq_length`` set from ``args`` (capped at the model's position embeddings).
-        pool_texts: the pool samples' texts, one per row of ``gt``.
-        query_texts: the queries' texts, one per column of ``gt``.
+        pool_texts: the pool samples' texts, one per row of ``gt``; or tuples of one text per
+            view, to train through several views (each view's embedding scaled to unit length,
+            the views concatenated: :func:`~influcoder.distill.forward.sample_embeddings`).
+        query_texts: the queries' texts, one per column of ``gt`` (the same kind).
         gt: ground-truth influence ``[n_pool, n_query]``; any scale (only rankings and
             softmax-sharpened scores are matched).
         args: settings; ``None`` uses :class:`DistillArguments`' defaults.
@@ -215,7 +217,7 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
                 pool_idx, query_idx = sampler.sample()
                 labels = torch.from_numpy(gt[np.ix_(pool_idx, query_idx)])
                 # pool samples and queries in one length-sorted pass, then split
-                pool_out, query_out = block_embeddings(
+                pool_out, query_out = sample_embeddings(
                     encoder, [pool_texts[i] for i in pool_idx]
                     + [query_texts[j] for j in query_idx],
                     micro_batch=args.micro_batch).split([len(pool_idx), len(query_idx)])
@@ -268,10 +270,9 @@ def validation_figures(encoder, pool_texts: Sequence[str], query_texts: Sequence
              *, batch_size: int = 32) -> dict[str, float]:
     """The three validation figures of ``encoder``'s cosines against ``gt`` ``[pool, query]``:
     ``per_anchor_spearman``, ``pairwise_spearman`` and ``aggregated_spearman``."""
-    pool, query = (encoder.encode(list(texts), batch_size=batch_size, convert_to_tensor=True,
-                                  normalize_embeddings=True, show_progress_bar=False)
+    pool, query = (encode_items(encoder, texts, batch_size=batch_size)
                    for texts in (pool_texts, query_texts))
-    pred = (pool @ query.T).float().cpu().numpy()
+    pred = cos_sim(pool, query).float().cpu().numpy()
     return {name: fn(gt, pred) for name, fn in METRICS.items()}
 
 
