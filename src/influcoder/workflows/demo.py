@@ -206,6 +206,10 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
             logger.info(f"    validation per-anchor Spearman: untrained "
                         f"{result.untrained['per_anchor_spearman']:+.3f} -> best "
                         f"{result.best['per_anchor_spearman']:+.3f} (epoch {result.best_epoch})")
+            if result.head is not None:
+                views = result.head["views_validation_per_anchor_spearman"]
+                logger.info(f"    head on {'+'.join(result.head['views'])} (cross-validated: "
+                            + ", ".join(f"{k} {v:+.3f}" for k, v in views.items()) + ")")
 
     with stage("index: embed the pool with the distilled encoder"):
         build_index(out / "data" / "pool.jsonl", out / "index", str(enc_dir), progress=progress,
