@@ -197,10 +197,11 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
             logger.info(f"    {enc_dir} exists, trained with these settings: reusing it")
         else:
             if (enc_dir / CARD_NAME).is_file():
-                # the index holds the old encoder's vectors and would refuse the new one
                 logger.info(f"    {enc_dir} was trained otherwise ({stale}): training again, "
                             f"and the index will be rebuilt")
-                shutil.rmtree(out / "index", ignore_errors=True)
+            # an index left from an earlier encoder (changed, or deleted by hand) holds its
+            # vectors and would refuse the new one
+            shutil.rmtree(out / "index", ignore_errors=True)
             result = distill_stores(gt_pool, gt_train, enc_dir, settings,
                                     encoder=encoder, progress=progress, device=device)
             logger.info(f"    validation per-anchor Spearman: untrained "
