@@ -59,3 +59,24 @@ def test_stale_encoder_names_what_changed(tmp_path):
     why = stale_encoder(card, wanted)
     assert why.startswith("settings recorded vs asked for: ")
     assert "lr: 5e-05 vs 0.0002" in why and "micro_batch: '<absent>' vs 32" in why
+
+
+def test_stale_index_is_one_built_with_another_encoder(tmp_path):
+    """The index stage rebuilds an index whose encoder is not the one distilled now (the
+    encoder was retrained, or deleted by hand and retrained): a real index of the tiny
+    encoder, then the other tiny encoder."""
+    import json
+
+    from influcoder.attribution.build import build_index
+    from influcoder.workflows.demo import stale_index
+
+    from ..encoders import build_tiny_encoder, pool_rows
+
+    first = build_tiny_encoder(tmp_path / "a")
+    other = build_tiny_encoder(tmp_path / "b", seed=1)
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in pool_rows(6)))
+    assert not stale_index(tmp_path / "index", str(first))        # no index yet
+    build_index(pool, tmp_path / "index", str(first), backend="torch", progress=False)
+    assert not stale_index(tmp_path / "index", str(first))
+    assert stale_index(tmp_path / "index", str(other))

@@ -147,6 +147,19 @@ def stale_encoder(card_path: Path, settings) -> str | None:
     return "settings recorded vs asked for: " + "; ".join(diffs) if diffs else None
 
 
+def stale_index(index_dir: Path, encoder: str) -> bool:
+    """Whether ``index_dir`` holds an index built with an encoder other than ``encoder`` (by
+    fingerprint)."""
+    from influcoder.attribution.backends import encoder_fingerprint
+    from influcoder.attribution.index import INDEX_FILE
+
+    meta = index_dir / INDEX_FILE
+    if not meta.is_file():
+        return False
+    built = json.loads(meta.read_text(encoding="utf-8"))["encoder"]["fingerprint"]
+    return built != encoder_fingerprint(encoder)
+
+
 def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed: int = 0,
              model: str = "smollm2-135m", encoder: str = DEFAULT_ENCODER,
              progress: bool = True, device: str = "auto") -> DemoResult:
@@ -199,9 +212,6 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
             if (enc_dir / CARD_NAME).is_file():
                 logger.info(f"    {enc_dir} was trained otherwise ({stale}): training again, "
                             f"and the index will be rebuilt")
-            # an index left from an earlier encoder (changed, or deleted by hand) holds its
-            # vectors and would refuse the new one
-            shutil.rmtree(out / "index", ignore_errors=True)
             result = distill_stores(gt_pool, gt_train, enc_dir, settings,
                                     encoder=encoder, progress=progress, device=device)
             logger.info(f"    validation per-anchor Spearman: untrained "
@@ -213,6 +223,11 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
                             + ", ".join(f"{k} {v:+.3f}" for k, v in views.items()) + ")")
 
     with stage("index: embed the pool with the distilled encoder"):
+        if stale_index(out / "index", str(enc_dir)):
+            # built with an earlier encoder (retrained, or deleted and retrained by hand): it
+            # holds that encoder's vectors and would refuse this one
+            logger.info(f"    {out / 'index'} was built with another encoder: rebuilding it")
+            shutil.rmtree(out / "index")
         build_index(out / "data" / "pool.jsonl", out / "index", str(enc_dir), progress=progress,
                     device=device)
         attributor = Attributor.load(out / "index")
