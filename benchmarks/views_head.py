@@ -31,6 +31,8 @@ CHOICES = ("text", "text+response", "auto")
 def main() -> None:
     import torch
 
+    from influcoder.attribution.backends import FastEncoder
+    from influcoder.attribution.views import sample_encoder
     from influcoder.distill.head import cosine_matrix
     from influcoder.distill.settings import DistillArguments
     from influcoder.distill.stores import distill_stores
@@ -75,8 +77,10 @@ def main() -> None:
                                progress=False)
             fit = time.perf_counter() - start
         head = json.loads((enc_dir / "influcoder_distill.json").read_text())["head"]
+        # loaded first, so the time below is encoding (every view) and scoring only
+        encoder = sample_encoder(str(enc_dir), lambda path: FastEncoder(path, backend="torch"))
         start = time.perf_counter()
-        scores, _ = encoder_scores(str(enc_dir), samples["pool"], samples["queries"])
+        scores, _ = encoder_scores(encoder, samples["pool"], samples["queries"])
         seconds = time.perf_counter() - start
         one_view_seconds = one_view_seconds or seconds  # the first row's: one view
         low, high = metrics.bootstrap_interval(metrics.per_anchor_spearman, gt, scores,

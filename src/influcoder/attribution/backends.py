@@ -129,8 +129,8 @@ def query_encoder(name: str, *, backend: str = "auto", fingerprint: str | None =
     :class:`~influcoder.attribution.views.ViewedEncoder` over its backbone's query encoder."""
     from influcoder.attribution.light import light_encoder
 
-    if is_multi_view(resolve_encoder(name)):
-        return ViewedEncoder(resolve_encoder(name), lambda path: query_encoder(
+    if is_multi_view(path := resolve_encoder(name)):
+        return ViewedEncoder(path, lambda path: query_encoder(
             path, backend=backend, max_seq_length=max_seq_length, batch_size=batch_size,
             threads=threads, device=device))
     backend = resolve_query_backend(backend, device)
@@ -148,8 +148,8 @@ def query_encoder(name: str, *, backend: str = "auto", fingerprint: str | None =
 def export_for_queries(name: str, fingerprint: str) -> bool:
     """Export the encoder to ONNX ahead of the first query (once per encoder), where queries
     will use it (:func:`resolve_query_backend`); True if an export is there afterwards."""
-    if is_multi_view(resolve_encoder(name)):  # queries run its backbone
-        name = backbone_path(resolve_encoder(name))
+    if is_multi_view(path := resolve_encoder(name)):  # queries run its backbone
+        name = backbone_path(path)
         fingerprint = encoder_fingerprint(name)
     backend = resolve_query_backend("auto")
     if backend not in ("onnx", "int8") or not fingerprint.startswith("sha256:"):

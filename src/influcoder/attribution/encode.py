@@ -115,7 +115,7 @@ class EncodeJob(StoreJob):
         gpu = encoder._device.type == "cuda"
         return Plan(
             setup=embedding_setup(fingerprint, encoder.max_seq_length, args.dtype,
-                                  text_layout(args.encoder)),
+                                  text_layout(getattr(encoder, "views", ("text",)))),
             dim=encoder.dim, dtype=args.dtype, shard_rows=args.shard_rows,
             local=lambda: encoder.encode_samples,
             remote=lambda: EncoderWorker(fingerprint, args.encoder, encoder.backend,

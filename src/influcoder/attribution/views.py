@@ -166,11 +166,8 @@ class ViewedEncoder:
         return getattr(self.base, name)
 
 
-def text_layout(encoder: str) -> str:
-    """What an embedding store's setup records as the text its encoder saw."""
-    if not is_multi_view(encoder):
-        return TEXT_LAYOUT
-    views = read_views(encoder)[0]
+def text_layout(views: Sequence[str] = ("text",)) -> str:
+    """What an embedding store's setup records as the text an encoder of ``views`` saw."""
     return " | ".join(TEXT_LAYOUT if v == "text" else v for v in views)
 
 

@@ -126,10 +126,11 @@ class DistillArguments:
         "help": "principal directions of the gradients the head regresses (its output "
                 "dimension; capped at the number of samples)"})
     views: Literal["auto", "text", "text+response"] = field(default=DEFAULT_VIEWS, metadata={
-        "help": "what the ridge head reads (with --head none: the text only): 'text' (prompt and response, one pass: the encoder "
-                "stays one sentence-transformers directory), 'text+response' (a second pass over "
-                "the response alone, concatenated, in training too: a multi-view encoder "
-                "directory, which encode, index, attribute and serve read), or 'auto': train on "
+        "help": "what the ridge head reads (with --head none: the text only): 'text' (prompt "
+                "and response, one pass: the encoder stays one sentence-transformers directory), "
+                "'text+response' (a second pass over the response alone, concatenated, in "
+                "training too: a multi-view encoder directory, which encode, index, attribute "
+                "and serve read), or 'auto': train on "
                 "the text, fit the head on both, keep the better by its cross-validated "
                 "per-anchor Spearman (ties: 'text')"})
     regression_weight: float = field(default=DEFAULT_REGRESSION_WEIGHT, metadata={

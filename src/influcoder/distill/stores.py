@@ -39,6 +39,8 @@ def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
     encoder trains, in float32; it is not one of the settings a checkpoint is resumed with.
     """
     from influcoder.attribution.encoders import load_encoder
+    from influcoder.attribution.views import view_texts
+    from influcoder.distill.settings import VIEW_CHOICES
     from influcoder.io.devices import resolve_device
 
     args = args or DistillArguments()
@@ -52,8 +54,8 @@ def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
     query_texts = [encoder_text(s) for s in queries.samples]
     pool_items, query_items = pool_texts, query_texts
     if args.views == "text+response":  # trained through both views: (text, response) pairs
-        pool_items = list(zip(pool_texts, (s.response for s in pool.samples)))
-        query_items = list(zip(query_texts, (s.response for s in queries.samples)))
+        two = VIEW_CHOICES["text+response"][0]
+        pool_items, query_items = (list(zip(*view_texts(s.samples, two))) for s in (pool, queries))
     card = {"ground_truth": ground_truth_card(pool, queries), "base_encoder": encoder}
     try:
         # Joint training and the head both need the vectors themselves: read them once.
@@ -77,7 +79,7 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
     with the head appended (one view) or as a multi-view directory
     (:mod:`influcoder.attribution.views`). Returns the head's card entry. The stores' vectors
     are read unless given."""
-    from influcoder.attribution.views import VIEWS, save_multi_view
+    from influcoder.attribution.views import save_multi_view, view_texts
     from influcoder.distill.head import (
         DEFAULT_FOLDS,
         append_head,
@@ -99,7 +101,7 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
             return embedded["text"]
         for v in views:
             if v not in embedded:
-                embedded[v] = tuple(embed(model, [VIEWS[v](s) for s in store.samples])
+                embedded[v] = tuple(embed(model, view_texts(store.samples, (v,))[0])
                                     for store in (pool, queries))
         return tuple(np.hstack([unit_rows(embedded[v][side]) for v in views]) for side in (0, 1))
 

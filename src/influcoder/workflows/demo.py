@@ -151,13 +151,11 @@ def stale_index(index_dir: Path, encoder: str) -> bool:
     """Whether ``index_dir`` holds an index built with an encoder other than ``encoder`` (by
     fingerprint)."""
     from influcoder.attribution.backends import encoder_fingerprint
-    from influcoder.attribution.index import INDEX_FILE
+    from influcoder.attribution.index import INDEX_FILE, _read_meta
 
-    meta = index_dir / INDEX_FILE
-    if not meta.is_file():
+    if not (index_dir / INDEX_FILE).is_file():
         return False
-    built = json.loads(meta.read_text(encoding="utf-8"))["encoder"]["fingerprint"]
-    return built != encoder_fingerprint(encoder)
+    return _read_meta(index_dir)["encoder"]["fingerprint"] != encoder_fingerprint(encoder)
 
 
 def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed: int = 0,
