@@ -196,13 +196,13 @@ def main() -> None:
                   (("hard", args.hard_fraction), ("agg", args.aggregate_weight),
                    ("joint", args.regression_weight)) if value)
     tag += f"_q{args.batch_query}_lr{args.lr:g}"
-    settings = DistillArguments(epochs=args.epochs, seed=args.seed,
-                                max_seq_length=args.encoder_max_length,
-                                batch_pool=args.batch_pool, batch_query=args.batch_query,
-                                lr=args.lr, hard_fraction=args.hard_fraction,
-                                aggregate_weight=args.aggregate_weight,
-                                regression_weight=args.regression_weight,
-                                head="ridge" if args.regression_weight else "none")
+    # --epochs 0 trains nothing: no settings are built (they would refuse 0 epochs, no head)
+    settings = None if args.epochs == 0 else DistillArguments(
+        epochs=args.epochs, seed=args.seed, max_seq_length=args.encoder_max_length,
+        batch_pool=args.batch_pool, batch_query=args.batch_query, lr=args.lr,
+        hard_fraction=args.hard_fraction, aggregate_weight=args.aggregate_weight,
+        regression_weight=args.regression_weight,
+        head="ridge" if args.regression_weight else "none")
     for q, p in sizes if args.epochs > 0 else ():
         # every setting (epochs and --init included) names the encoder, so a run never reuses
         # an encoder trained otherwise
