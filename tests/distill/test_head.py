@@ -78,11 +78,9 @@ def _linear_geometry(n_pool, n_query, d=6, dim=24, noise=0.0, seed=0):
     return x[:n_pool], g[:n_pool], x[n_pool:], g[n_pool:]
 
 
-def test_alpha_selection_matches_a_brute_force_validation_and_takes_its_best():
-    xp, gp, xq, gq = _linear_geometry(32, 24, d=10, noise=30.0, seed=1)
-    alphas = (1e-4, 1.0, 30.0, 1e3)
-    head = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3)
-    # Brute force: the same folds, targets from an independent SVD, sklearn's ridge, scipy.
+def _brute_force(xp, gp, xq, gq, alphas, similarity="cosine"):
+    """alpha -> (per-anchor, aggregated) on fit_head's folds, spelled out: targets from an
+    independent SVD, sklearn's ridge, scipy's Spearman."""
     from sklearn.linear_model import Ridge
 
     expected = {}
@@ -95,19 +93,52 @@ def test_alpha_selection_matches_a_brute_force_validation_and_takes_its_best():
             z = g @ np.linalg.svd(g)[2][:8].T
             model = Ridge(alpha=alpha).fit(np.vstack([xp[fp], xq[fq]]), z)
             hp, hq = model.predict(xp[vp]), model.predict(xq[vq])
-            pred = (hp / np.linalg.norm(hp, axis=1, keepdims=True)) @ \
-                (hq / np.linalg.norm(hq, axis=1, keepdims=True)).T
+            if similarity == "cosine":
+                hp = hp / np.linalg.norm(hp, axis=1, keepdims=True)
+                hq = hq / np.linalg.norm(hq, axis=1, keepdims=True)
+            pred = hp @ hq.T
             truth = gp[vp] @ gq[vq].T / np.outer(np.linalg.norm(gp[vp], axis=1),
                                                  np.linalg.norm(gq[vq], axis=1))
-            figures.append(np.mean([spearmanr(truth[:, j], pred[:, j]).statistic
-                                    for j in range(len(vq))]))
-        expected[alpha] = np.mean(figures)
+            figures.append((np.mean([spearmanr(truth[:, j], pred[:, j]).statistic
+                                     for j in range(len(vq))]),
+                            spearmanr(truth.mean(axis=1), pred.mean(axis=1)).statistic))
+        expected[alpha] = np.mean(figures, axis=0)
+    return expected
+
+
+def test_alpha_selection_matches_a_brute_force_validation_and_takes_its_best():
+    xp, gp, xq, gq = _linear_geometry(32, 24, d=10, noise=30.0, seed=1)
+    alphas = (1e-4, 1.0, 30.0, 1e3)
+    head = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3)
+    expected = {a: f[0] for a, f in _brute_force(xp, gp, xq, gq, alphas).items()}
     assert list(head.validation) == list(alphas)
     np.testing.assert_allclose([head.validation[a] for a in alphas],
                                [expected[a] for a in alphas], atol=1e-5)
     assert head.alpha == max(expected, key=expected.get)
     # The planted noise makes the choice matter: the best is neither end of the grid.
     assert head.alpha not in (alphas[0], alphas[-1])
+
+
+def test_auto_similarity_scores_both_like_a_brute_force_and_keeps_the_better_mean():
+    xp, gp, xq, gq = _linear_geometry(32, 24, d=10, noise=30.0, seed=1)
+    alphas = (1e-4, 1.0, 30.0, 1e3)
+    head = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3,
+                    similarity="auto")
+    means = {}
+    for how in ("cosine", "dot"):
+        expected = _brute_force(xp, gp, xq, gq, alphas, how)
+        alpha = max(alphas, key=lambda a: (expected[a][0], a))
+        got = head.similarity_validation[how]
+        np.testing.assert_allclose([got["per_anchor"], got["aggregated"]], expected[alpha],
+                                   atol=1e-5)
+        means[how] = float(np.mean(expected[alpha]))
+    assert head.similarity == max(means, key=means.get)
+    assert head.card()["similarity"] == head.similarity
+    one = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3,
+                   similarity="dot")
+    assert one.similarity == "dot" and list(one.similarity_validation) == ["dot"]
+    with pytest.raises(ValueError, match="similarity"):
+        fit_head(xp, gp, xq, gq, components=8, folds=4, similarity="euclidean")
 
 
 def test_alpha_ties_go_to_the_stronger_ridge():
@@ -229,3 +260,7 @@ def test_distill_stores_with_epochs_0_appends_a_head_that_recovers_the_planted_g
         np.linalg.norm(emb["test_pool"], axis=1), np.linalg.norm(emb["test_query"], axis=1))
     assert per_anchor_spearman(truth, with_head) > 0.9
     assert per_anchor_spearman(truth, base) < 0.7
+    # the unit length is part of this truth: auto's folds keep cosine (dot measured 0.69 here)
+    figures = card["head"]["similarity_validation"]
+    assert card["head"]["similarity"] == "cosine" and set(figures) == {"cosine", "dot"}
+    assert figures["cosine"]["per_anchor"] > figures["dot"]["per_anchor"]

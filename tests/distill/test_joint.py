@@ -117,8 +117,8 @@ def test_killed_joint_run_resumes_to_the_uninterrupted_result(tiny_encoder_dir, 
 
 def test_distill_stores_joint_reads_the_vectors_once_and_appends_the_head(
         tiny_encoder_dir, planted, vectors, tmp_path, monkeypatch):
-    """Through the stores: joint training, then the closed-form head (Dense + Normalize), the
-    stores' vectors read once for both."""
+    """Through the stores: joint training, then the closed-form head (Dense [+ Normalize]),
+    the stores' vectors read once for both."""
     from influcoder.distill.stores import distill_stores
     from influcoder.io.samples import Sample
     from influcoder.io.stores import Store
@@ -143,4 +143,8 @@ def test_distill_stores_joint_reads_the_vectors_once_and_appends_the_head(
     assert [str(p) for p in reads].count(str(queries.path)) == 2
     assert result.head is not None and result.head["kind"] == "ridge"
     loaded = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
-    assert [type(m).__name__ for m in loaded][-2:] == ["Dense", "Normalize"]
+    # the head's similarity (auto) decides whether a Normalize follows the Dense
+    cosine = result.head["similarity"] == "cosine"
+    assert [type(m).__name__ for m in loaded][-2:] == (["Dense", "Normalize"] if cosine
+                                                       else ["Pooling", "Dense"])
+    assert loaded.similarity_fn_name == ("cosine" if cosine else "dot")

@@ -169,7 +169,9 @@ def _onnx_packages(backend: str):
 
 
 class FastEncoder(TextEncoder):
-    """Texts -> unit vectors (``float32``, ``n x dim``) with one backend.
+    """Texts -> vectors (``float32``, ``n x dim``) with one backend: unit vectors, unless the
+    encoder compares by dot product (``similarity``, from
+    :func:`~influcoder.attribution.encoders.encoder_similarity`).
 
     Args:
         encoder: an encoder directory or the bundled ``all-minilm-l6-v2``.
@@ -192,7 +194,7 @@ class FastEncoder(TextEncoder):
                  batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu"):
         import torch
 
-        from influcoder.attribution.encoders import load_encoder
+        from influcoder.attribution.encoders import encoder_similarity, load_encoder
         from influcoder.io.devices import resolve_device
 
         if batch_size < 1:
@@ -206,6 +208,7 @@ class FastEncoder(TextEncoder):
             device = "cpu"
         self._device = resolve_device(device)
         self.model = load_encoder(encoder, device=str(self._device)).eval()
+        self.similarity = encoder_similarity(encoder)
         if max_seq_length is not None:
             self.model.max_seq_length = max_seq_length
         if self.model.max_seq_length is None:
@@ -300,13 +303,14 @@ class FastEncoder(TextEncoder):
         return token_lengths(self.model.tokenizer, texts, self.max_seq_length)
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit vectors of ``texts``, in their order (``float32``, ``len(texts) x dim``)."""
+        """Vectors of ``texts``, in their order (``float32``, ``len(texts) x dim``): unit
+        length unless ``similarity`` is ``dot``."""
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
         for idx in length_batches(self.token_lengths(texts), self.batch_size):
             out[idx] = self._forward([texts[j] for j in idx])
-        return normalize_rows(out)
+        return out if self.similarity == "dot" else normalize_rows(out)
 
     __call__ = encode

@@ -31,9 +31,14 @@ from influcoder.attribution.index import (
     faiss_params,
     new_faiss,
 )
-from influcoder.attribution.settings import FAISS_KINDS, IVF_TRAIN_PER_LIST, SEED, EncodeArguments
+from influcoder.attribution.settings import (
+    FAISS_KINDS,
+    IVF_TRAIN_PER_LIST,
+    SEED,
+    EncodeArguments,
+)
 from influcoder.errors import InputError, StoreError
-from influcoder.groundtruth.influence import normalize_rows
+from influcoder.groundtruth.influence import compared_rows
 from influcoder.io.atomic import atomic_write_bytes, atomic_write_json
 from influcoder.io.samples import Fields, Sample, load_samples
 from influcoder.io.stores import Store, samples_digest, setup_differences
@@ -52,7 +57,7 @@ class Source:
     split: str | None = None
 
     @classmethod
-    def of(cls, data, fields: Fields, limit: int | None, split: str) -> "Source":
+    def of(cls, data, fields: Fields, limit: int | None, split: str) -> Source:
         from influcoder.io.samples import FORMATS
 
         if isinstance(data, list) or str(data) == "-":
@@ -65,14 +70,15 @@ class Source:
 
 
 def _training_rows(stores: list[Store], n: int, want: int) -> np.ndarray:
-    """A seeded random sample of ``want`` unit rows of the stores (in row order)."""
+    """A seeded random sample of ``want`` rows of the stores as they are compared (in row
+    order)."""
     picked = np.sort(np.random.default_rng(SEED).choice(n, size=min(want, n), replace=False))
     out, offset = [], 0
     for store in stores:
         for start, chunk in store.iter_chunks():
             lo = offset + start
             sel = picked[(picked >= lo) & (picked < lo + len(chunk))] - lo
-            out.append(normalize_rows(chunk[sel]))
+            out.append(compared_rows(store, chunk[sel]))
         offset += store.n
     return np.concatenate(out)
 
@@ -94,7 +100,7 @@ def _write_faiss(index, path: Path) -> None:
 def _add_rows(index, stores: list[Store]) -> None:
     for store in stores:
         for _, chunk in store.iter_chunks():
-            index.add(normalize_rows(chunk))
+            index.add(compared_rows(store, chunk))
 
 
 def _update_faiss(out: Path, stores: list[Store], old: dict | None, kind: str, n_old: int,
@@ -143,14 +149,15 @@ def _update_faiss(out: Path, stores: list[Store], old: dict | None, kind: str, n
 
 
 def _write_stats(out: Path, stores: list[Store]) -> None:
-    """Sum and sum of outer products of the unit rows (float64), for :meth:`Index.z_scores`."""
+    """Sum and sum of outer products of the rows as compared (float64), for
+    :meth:`Index.z_scores`."""
     from safetensors.numpy import save
 
     dim = stores[0].dim
     total, outer, count = np.zeros(dim), np.zeros((dim, dim)), 0
     for store in stores:
         for _, chunk in store.iter_chunks():
-            x = normalize_rows(chunk).astype(np.float64)
+            x = compared_rows(store, chunk).astype(np.float64)
             total += x.sum(axis=0)
             outer += x.T @ x
             count += len(x)

@@ -23,6 +23,12 @@ dimension): each row is scaled so that its largest coordinate is +-127 and round
 ``q = round(127 * x / max|x|)``. The per-row scale is not kept: scores are cosines, and
 rows are renormalised before every dot product, so a row's scale never matters. The
 rounding error of each coordinate is at most ``max|x| / 254``.
+
+An encoder that compares by dot product (``similarity: dot``, e.g. a distilled encoder with
+its ridge head, :func:`~influcoder.attribution.encoders.encoder_similarity`) stores its vectors
+as they are, lengths included, and the setup says ``"normalized": false``: every reader
+(:mod:`influcoder.attribution.index`, ``score``, ``evaluate``) then leaves the rows unscaled.
+``int8`` storage drops each row's scale, so it is refused for such an encoder.
 """
 
 from __future__ import annotations
@@ -64,9 +70,10 @@ def to_storage(rows: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def embedding_setup(fingerprint: str, max_seq_length: int, dtype: str,
-                    text: str = TEXT_LAYOUT) -> dict:
+                    text: str = TEXT_LAYOUT, normalized: bool = True) -> dict:
     return {"encoder": {"fingerprint": fingerprint}, "text": text,
-            "max_seq_length": int(max_seq_length), "normalized": True, "storage": dtype}
+            "max_seq_length": int(max_seq_length), "normalized": bool(normalized),
+            "storage": dtype}
 
 
 @dataclass(frozen=True)
@@ -112,10 +119,14 @@ class EncodeJob(StoreJob):
             path, backend=args.backend, max_seq_length=args.max_seq_length,
             batch_size=args.batch_size, device=self.device))
         fingerprint = encoder_fingerprint(args.encoder)
+        if encoder.similarity == "dot" and args.dtype == "int8":
+            raise InputError(f"{args.encoder} compares its vectors by dot product, and int8 "
+                             f"storage drops each vector's length: use --dtype float16")
         gpu = encoder._device.type == "cuda"
         return Plan(
             setup=embedding_setup(fingerprint, encoder.max_seq_length, args.dtype,
-                                  text_layout(getattr(encoder, "views", ("text",)))),
+                                  text_layout(getattr(encoder, "views", ("text",))),
+                                  normalized=encoder.similarity != "dot"),
             dim=encoder.dim, dtype=args.dtype, shard_rows=args.shard_rows,
             local=lambda: encoder.encode_samples,
             remote=lambda: EncoderWorker(fingerprint, args.encoder, encoder.backend,

@@ -12,7 +12,8 @@ An index is a directory::
 
 Rows are numbered across segments in order: segment 0's rows, then segment 1's, and so on.
 
-FAISS kinds (all inner product on unit vectors, i.e. cosine; each made by
+FAISS kinds (all inner product: cosine on unit vectors, or the dot product of an encoder that
+compares so, :func:`~influcoder.attribution.encoders.encoder_similarity`; each made by
 ``faiss.index_factory`` from the string :func:`faiss_spec` gives):
 
 * ``flat`` (default): exact search. Nothing extra is written: an exact index *is* the
@@ -53,7 +54,7 @@ from influcoder.attribution.settings import (
     EncodeArguments,
 )
 from influcoder.errors import MissingPackageError, StoreError
-from influcoder.groundtruth.influence import normalize_rows
+from influcoder.groundtruth.influence import compared_rows
 from influcoder.io.samples import Sample
 from influcoder.io.stores import Store, setup_differences
 
@@ -185,6 +186,12 @@ class Index:
         return self.meta["faiss"]["kind"]
 
     @property
+    def score_name(self) -> str:
+        """What a score is, for messages: ``cosine``, or ``dot product`` for an encoder that
+        compares so (its store setup says ``"normalized": false``)."""
+        return "dot product" if self.setup.get("normalized") is False else "cosine"
+
+    @property
     def encoder_name(self) -> str:
         return self.meta["encoder"]["name"]
 
@@ -210,21 +217,22 @@ class Index:
         return [i for seg in self.segments for i in seg.ids]
 
     def iter_chunks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first_row, unit float32 rows)`` shard by shard over every segment."""
+        """``(first_row, float32 rows)`` shard by shard over every segment, as they are
+        compared (unit length unless the store says otherwise, :func:`compared_rows`)."""
         for offset, seg in zip(self.offsets, self.segments):
             for start, chunk in seg.iter_chunks():
-                yield int(offset + start), normalize_rows(chunk)
+                yield int(offset + start), compared_rows(seg, chunk)
 
     def vectors(self) -> np.ndarray:
-        """All unit vectors, ``n x dim`` float32 (the exact reference for search)."""
+        """All vectors as compared, ``n x dim`` float32 (the exact reference for search)."""
         out = np.empty((self.n, self.dim), dtype=np.float32)
         for start, chunk in self.iter_chunks():
             out[start:start + len(chunk)] = chunk
         return out
 
     def rows(self, rows) -> np.ndarray:
-        """The unit vectors of some global ``rows`` (in that order), reading only the shards
-        that hold them."""
+        """The vectors of some global ``rows`` (in that order, as compared), reading only the
+        shards that hold them."""
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= self.n):
             raise ValueError(f"rows must be between 0 and {self.n - 1}")
@@ -239,7 +247,7 @@ class Index:
                 here = shard_of == k
                 shard = store.shard(int(k)).astype(np.float32, copy=False)
                 out[at[here]] = shard[local[here] - k * store.shard_rows]
-        return normalize_rows(out)
+        return compared_rows(self.segments[0], out)
 
     # -- search
     @property

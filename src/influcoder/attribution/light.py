@@ -12,7 +12,8 @@ same ONNX file with the encoder's own ``tokenizer.json``:
   its ``sentence_bert_config.json`` says ``do_lower_case``);
 * pad each length-sorted batch to its longest text (the attention mask hides the padding);
 * run the exported graph, which holds every module of the encoder (transformer, pooling, any
-  dense head, normalisation), and renormalise in float32.
+  dense head, normalisation), and renormalise in float32 (unless the encoder compares by dot
+  product, :func:`~influcoder.attribution.encoders.encoder_similarity`).
 
 So its vectors are those of ``FastEncoder(backend="onnx")`` (``tests/test_light.py`` compares
 the two), and through it of the float32 reference. :func:`light_encoder` returns one only when
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from influcoder.attribution.encoders import encoder_similarity
 from influcoder.attribution.views import TextEncoder
 from influcoder.engines.batching import length_batches
 from influcoder.groundtruth.influence import normalize_rows
@@ -82,6 +84,7 @@ class LightEncoder(TextEncoder):
             raise ValueError(f"{encoder_dir}: no sentence-transformers Transformer module with "
                              f"a tokenizer.json")
         self.name, self.backend = str(encoder_dir), backend
+        self.similarity = encoder_similarity(str(encoder_dir))
         self.max_seq_length, self.batch_size = int(max_seq_length), int(batch_size)
         self._lower = _do_lower_case(tdir)
         self._tokenizer = Tokenizer.from_file(str(tdir / "tokenizer.json"))
@@ -103,7 +106,8 @@ class LightEncoder(TextEncoder):
         return [e.ids for e in self._tokenizer.encode_batch(texts)]
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit vectors of ``texts``, in their order (``float32``, ``len(texts) x dim``)."""
+        """Vectors of ``texts``, in their order (``float32``, ``len(texts) x dim``): unit
+        length unless ``similarity`` is ``dot``, as :class:`FastEncoder`'s."""
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
@@ -119,7 +123,7 @@ class LightEncoder(TextEncoder):
             feed = {"input_ids": input_ids, "attention_mask": mask,
                     "token_type_ids": np.zeros_like(input_ids)}
             out[idx] = self._session.run(None, {n: feed[n] for n in self._inputs})[0]
-        return normalize_rows(out)
+        return out if self.similarity == "dot" else normalize_rows(out)
 
     __call__ = encode
 

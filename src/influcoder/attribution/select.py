@@ -271,15 +271,16 @@ def select_pool(attributor: Attributor, targets, out: str | os.PathLike, *,
     sel = select_rows(index, q, n_count, how=how, spread=spread)
     _, originals = split_pool(index, sel.rows)
     rule = (f"{n_count} samples round robin over {len(samples)} targets, each taking its "
-            f"best cosine not yet taken" if spread else
-            f"the {n_count} highest {how} cosines over {len(samples)} targets")
+            f"best {index.score_name} not yet taken" if spread else
+            f"the {n_count} highest {how} {index.score_name}s over {len(samples)} targets")
     selected = []
     for rank, (r, s, t, ts) in enumerate(zip(sel.rows.tolist(), sel.scores, sel.target,
                                              sel.target_score), start=1):
         seg, _ = index.locate(r)
         target = samples[int(t)]
-        why = (f"taken by target '{target.id}' in its turn, cosine {ts:.4f}" if spread else
-               f"{how} cosine {s:.4f} over {len(samples)} targets, rank {rank} of {index.n}; "
+        name = index.score_name
+        why = (f"taken by target '{target.id}' in its turn, {name} {ts:.4f}" if spread else
+               f"{how} {name} {s:.4f} over {len(samples)} targets, rank {rank} of {index.n}; "
                f"closest target '{target.id}' ({ts:.4f})")
         selected.append({
             "rank": rank, "id": index.sample(r).id, "score": float(s),

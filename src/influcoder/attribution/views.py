@@ -15,13 +15,15 @@ A multi-view encoder is a directory::
 
     influcoder_views.json   {"format": "influcoder-views", "version": 1,
                              "views": ["text", "response"], "backbone": "backbone",
-                             "head": "head.safetensors"}
+                             "head": "head.safetensors", "similarity": "dot"}
     backbone/               a plain sentence-transformers directory (the encoder every view runs)
     head.safetensors        "weight" [out, views * backbone dim], "bias" [out] (float32)
 
 Each view's backbone output is scaled to unit length (as every text encoder here returns it),
-the views are concatenated in the listed order, mapped by ``x @ weight.T + bias`` and scaled to
-unit length again. The backbone runs with any backend (:mod:`influcoder.attribution.backends`,
+the views are concatenated in the listed order and mapped by ``x @ weight.T + bias``; the result
+is scaled to unit length again unless ``similarity`` (optional, ``cosine`` when absent) is
+``dot``, in which case its length is kept and indexes compare by dot product
+(:func:`~influcoder.attribution.encoders.encoder_similarity`). The backbone runs with any backend (:mod:`influcoder.attribution.backends`,
 :mod:`influcoder.attribution.light`), so ONNX, int8 and bf16 serve a multi-view encoder as
 they serve its backbone. There is no ``modules.json`` at the top, so ``SentenceTransformer``
 refuses the directory instead of silently computing the backbone's vectors without the head.
@@ -103,19 +105,24 @@ def read_views(path: str | Path) -> tuple[tuple[str, ...], np.ndarray, np.ndarra
 
 
 def save_multi_view(folder: Path, backbone, views: Sequence[str], weight: np.ndarray,
-                    bias: np.ndarray) -> None:
+                    bias: np.ndarray, similarity: str = "cosine") -> None:
     """Write a multi-view encoder into the (empty, new) ``folder``: ``backbone`` (a
-    ``SentenceTransformer``) saved under ``backbone/``, the head, the views file last."""
+    ``SentenceTransformer``) saved under ``backbone/``, the head, the views file last;
+    ``similarity`` is how its vectors are compared (``cosine`` or ``dot``)."""
     from safetensors.numpy import save_file
+
+    from influcoder.attribution.encoders import SIMILARITIES
 
     if any(v not in VIEWS for v in views):
         raise ValueError(f"unknown views {list(views)}; known: {sorted(VIEWS)}")
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     backbone.save(backbone_path(folder))
     save_file({"weight": np.ascontiguousarray(weight, dtype=np.float32),
                "bias": np.ascontiguousarray(bias, dtype=np.float32)}, str(folder / HEAD_FILE))
     (folder / VIEWS_FILE).write_text(json.dumps(
         {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "views": list(views),
-         "backbone": BACKBONE_DIR, "head": HEAD_FILE}, indent=2) + "\n", encoding="utf-8")
+         "backbone": BACKBONE_DIR, "head": HEAD_FILE, "similarity": similarity}, indent=2) + "\n", encoding="utf-8")
 
 
 class TextEncoder:
@@ -127,7 +134,8 @@ class TextEncoder:
 
 
 class ViewedEncoder:
-    """Samples -> unit vectors through a multi-view encoder directory.
+    """Samples -> vectors through a multi-view encoder directory (unit length unless its
+    ``similarity`` is ``dot``).
 
     ``text_encoder(path)`` builds the backbone's text encoder (a
     :class:`~influcoder.attribution.backends.FastEncoder` or a
@@ -137,7 +145,10 @@ class ViewedEncoder:
     """
 
     def __init__(self, path: str | Path, text_encoder: Callable[[str], object]):
+        from influcoder.attribution.encoders import encoder_similarity
+
         self.views, self.weight, self.bias = read_views(path)
+        self.similarity = encoder_similarity(str(path))
         self.name = str(path)
         self.base = text_encoder(backbone_path(path))
         if self.weight.shape[1] != len(self.views) * self.base.dim:
@@ -148,13 +159,14 @@ class ViewedEncoder:
         self.dim = int(self.weight.shape[0])
 
     def encode_samples(self, samples: Sequence[Sample]) -> np.ndarray:
-        """Unit vectors of ``samples``, in their order (``float32``, ``len x dim``)."""
+        """Vectors of ``samples``, in their order (``float32``, ``len x dim``)."""
         samples = list(samples)
         if not samples:
             return np.empty((0, self.dim), dtype=np.float32)
         parts = [normalize_rows(np.asarray(self.base.encode(texts), dtype=np.float32))
                  for texts in view_texts(samples, self.views)]
-        return normalize_rows(np.hstack(parts) @ self.weight.T + self.bias)
+        out = (np.hstack(parts) @ self.weight.T + self.bias).astype(np.float32)
+        return out if self.similarity == "dot" else normalize_rows(out)
 
     def encode(self, texts):
         raise InflucoderError(f"{self.name} is a multi-view encoder ({'+'.join(self.views)}): "

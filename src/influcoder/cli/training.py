@@ -46,9 +46,11 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
     kept. Then (--head ridge, the default) a linear head is fitted in closed form on every
     sample's gradient vector; --epochs 0 skips training and keeps only the head. With
     --views auto (the default) the head is fitted on the text alone and on the text plus the
-    response encoded on its own, and the better by cross-validation is kept. One view: the
-    head is appended as sentence-transformers Dense + Normalize modules and the output is a
-    standard sentence-transformers directory. Two views: a multi-view encoder directory
+    response encoded on its own, and the better by cross-validation is kept; with
+    --head-similarity auto (the default) so is the better of cosine and dot product for
+    comparing the head's outputs. One view: the head is appended as a sentence-transformers
+    Dense module (+ Normalize for cosine) and the output is a standard sentence-transformers
+    directory. Two views: a multi-view encoder directory
     (backbone/, head.safetensors, influcoder_views.json) that encode, index, attribute,
     evaluate and serve read. Either way with influcoder_distill.json (settings, ground-truth
     fingerprint, history, head).
@@ -83,6 +85,9 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
         log(f"views kept: {'+'.join(h['views'])} ("
             + ", ".join(f"{k} {v:+.3f}" for k, v in views.items()) + " cross-validated)"
             + ("; a multi-view encoder directory" if len(h["views"]) > 1 else ""))
+        log(f"similarity kept: {h['similarity']} (" + ", ".join(
+            f"{k} per-anchor {v['per_anchor']:+.3f} aggregated {v['aggregated']:+.3f}"
+            for k, v in h["similarity_validation"].items()) + " cross-validated)")
     log(f"wrote {out}")
 
 

@@ -26,10 +26,21 @@ The steps:
    the pool, see :func:`~influcoder.evaluation.metrics.per_anchor_spearman`) averaged over
    the folds, the figure distillation also selects on; ties go to the larger alpha. The head
    is then refitted on every sample with the chosen alpha.
-4. **Saving** (:func:`append_head`): a sentence-transformers ``Dense`` layer with identity
-   activation (weight ``W^T``, bias ``b``) and a ``Normalize`` appended to the encoder, so the
-   result stays a plain sentence-transformers directory: ``SentenceTransformer(path)`` loads it
-   and ``encode``, ``index`` and ``attribute`` use it unchanged.
+4. **Similarity** (``similarity``): the head's outputs are compared by ``cosine`` or by
+   ``dot`` product. Ridge shrinks its prediction for a sample it is unsure of towards the
+   mean; scaling every output to unit length undoes that, and the pool-wide ranking
+   (aggregated Spearman) depends on exactly that scale. On the 500 x 1,000 stores' own
+   cross-validation folds the dot product kept per-anchor Spearman (within 0.003) and raised
+   aggregated Spearman by 0.07-0.13; on a planted geometry where the unit length is part of
+   the truth it lost per-anchor Spearman instead (docs/DISTILLATION.md,
+   ``benchmarks/head_similarity.py``). So ``auto`` (``distill``'s default) scores both on the
+   same folds and keeps the one with the higher mean of the two figures.
+5. **Saving** (:func:`append_head`): a sentence-transformers ``Dense`` layer with identity
+   activation (weight ``W^T``, bias ``b``) appended to the encoder, then a ``Normalize`` for
+   cosine, or ``similarity_fn_name = "dot"`` for the dot product, so the result stays a plain
+   sentence-transformers directory: ``SentenceTransformer(path)`` loads it and ``encode``,
+   ``index`` and ``attribute`` use it unchanged
+   (:func:`~influcoder.attribution.encoders.encoder_similarity`).
 
 Costs: one encoder pass over the samples, then per fold a Gram matrix of the ``[n, dim]``
 ground truth and its eigendecomposition (``O(n^2 * dim + n^3)``: ~5 s for 1,500 samples of
@@ -44,7 +55,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from influcoder.evaluation.metrics import per_anchor_spearman
+from influcoder.attribution.encoders import SIMILARITIES
+from influcoder.evaluation.metrics import aggregated_spearman, per_anchor_spearman
 from influcoder.groundtruth.influence import normalize_rows
 
 #: Ridge strengths tried by default: the validation-best on the demo's stores was 1 to 10 for
@@ -126,10 +138,13 @@ def ridge(x, y, alpha: float) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class LinearHead:
-    """A fitted head: ``head(e) = e @ weight.T + bias``, compared by cosine.
+    """A fitted head: ``head(e) = e @ weight.T + bias``, compared by ``similarity``
+    (``cosine`` or ``dot``).
 
     ``validation`` maps each alpha tried to its cross-validated per-anchor Spearman;
-    ``encoder_validation`` is the encoder's own cosine on the same folds, for comparison.
+    ``encoder_validation`` is the encoder's own cosine on the same folds, for comparison;
+    ``similarity_validation`` each similarity scored: its cross-validated ``per_anchor`` and
+    ``aggregated`` Spearman at its best alpha.
     """
 
     weight: np.ndarray
@@ -138,6 +153,8 @@ class LinearHead:
     components: int
     validation: dict[float, float] = field(default_factory=dict)
     encoder_validation: float = float("nan")
+    similarity: str = "cosine"
+    similarity_validation: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __call__(self, embeddings) -> np.ndarray:
         return _rows(embeddings, "embeddings") @ self.weight.T + self.bias
@@ -145,6 +162,8 @@ class LinearHead:
     def card(self) -> dict:
         """What the encoder card records about the head."""
         return {"kind": "ridge", "alpha": self.alpha, "components": self.components,
+                "similarity": self.similarity,
+                "similarity_validation": self.similarity_validation,
                 "in_features": int(self.weight.shape[1]),
                 "selection": "per-anchor Spearman, folds of pool x queries",
                 "validation_per_anchor_spearman": {str(a): v for a, v in self.validation.items()},
@@ -162,6 +181,13 @@ def principal_coordinates(vectors, components: int) -> np.ndarray:
     return unit_rows(vectors) @ principal_directions(vectors, components).T
 
 
+def head_scores(pool: np.ndarray, queries: np.ndarray, similarity: str) -> np.ndarray:
+    """``[len(pool), len(queries)]`` scores of head outputs compared by ``similarity``."""
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    return pool @ queries.T if similarity == "dot" else cosine_matrix(pool, queries)
+
+
 def validation_folds(n_pool: int, n_query: int, folds: int,
                      seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """``folds`` pairs ``(pool indices, query indices)``, each sorted: a seeded permutation of
@@ -173,8 +199,10 @@ def validation_folds(n_pool: int, n_query: int, folds: int,
 
 def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
              components: int = DEFAULT_COMPONENTS, alphas: Sequence[float] = DEFAULT_ALPHAS,
-             folds: int = DEFAULT_FOLDS, seed: int = 0) -> LinearHead:
-    """Fit the head on every sample, with alpha chosen by cross-validation (module docstring).
+             folds: int = DEFAULT_FOLDS, seed: int = 0,
+             similarity: str = "cosine") -> LinearHead:
+    """Fit the head on every sample, with alpha (and with ``similarity="auto"`` the similarity)
+    chosen by cross-validation (module docstring).
 
     Args:
         pool_embeddings, query_embeddings: ``[n, d]`` encoder outputs (exactly what the
@@ -186,6 +214,10 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
         folds: cross-validation folds on each axis (:func:`validation_folds`); each fold
             needs >= 2 pool samples and >= 2 queries.
         seed: seed of the fold assignment.
+        similarity: how the head's outputs are compared: ``cosine``, ``dot``, or ``auto``:
+            both are scored on the same folds (each at its own best alpha) and the one with the
+            higher mean of cross-validated per-anchor and aggregated Spearman is kept (ties:
+            cosine), the two rankings the tool serves (one query's; the pool-wide one).
 
     Raises:
         ValueError: mismatched shapes, too few samples for the folds, an empty alpha grid.
@@ -199,10 +231,15 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
         raise ValueError("pool and queries must share the embedding and the vector dimension")
     if not alphas:
         raise ValueError("alphas is empty")
+    if similarity not in ("auto", *SIMILARITIES):
+        raise ValueError(f"similarity must be 'auto' or one of {SIMILARITIES}, got "
+                         f"{similarity!r}")
     if folds < 2 or min(len(xp), len(xq)) < 2 * folds:
         raise ValueError(f"{folds}-fold validation needs folds >= 2 and at least {2 * folds} "
                          f"pool samples and queries, got {len(xp)} and {len(xq)}")
-    scores = {float(a): [] for a in alphas}
+    candidates = SIMILARITIES if similarity == "auto" else (similarity,)
+    # candidate -> alpha -> one (per-anchor, aggregated) per fold
+    scores = {c: {float(a): [] for a in alphas} for c in candidates}
     encoder_scores = []
     for vp, vq in validation_folds(len(xp), len(xq), folds, seed):
         fp, fq = np.setdiff1d(np.arange(len(xp)), vp), np.setdiff1d(np.arange(len(xq)), vq)
@@ -210,17 +247,28 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
         gt = cosine_matrix(gp[vp], gq[vq])
         encoder_scores.append(per_anchor_spearman(gt, cosine_matrix(xp[vp], xq[vq])))
         z = principal_coordinates(g, components)
-        for alpha, figures in scores.items():
+        for alpha in scores[candidates[0]]:
             weight, bias = ridge(x, z, alpha)
-            pred = cosine_matrix(xp[vp] @ weight.T + bias, xq[vq] @ weight.T + bias)
-            figures.append(per_anchor_spearman(gt, pred))
-    validation = {a: float(np.mean(s)) for a, s in scores.items()}
-    best = max(validation.values())
-    alpha = max(a for a, v in validation.items() if v == best)  # ties: the stronger ridge
+            hp, hq = xp[vp] @ weight.T + bias, xq[vq] @ weight.T + bias
+            for c in candidates:
+                pred = head_scores(hp, hq, c)
+                scores[c][alpha].append((per_anchor_spearman(gt, pred),
+                                         aggregated_spearman(gt, pred)))
+    best = {}  # candidate -> (alpha, per-anchor by alpha, its figures at that alpha)
+    for c, by_alpha in scores.items():
+        validation = {a: float(np.mean([f[0] for f in v])) for a, v in by_alpha.items()}
+        top = max(validation.values())
+        alpha = max(a for a, v in validation.items() if v == top)  # ties: the stronger ridge
+        best[c] = (alpha, validation, {"per_anchor": top, "aggregated": float(
+            np.mean([f[1] for f in by_alpha[alpha]]))})
+    kept = max(candidates, key=lambda c: (np.nan_to_num(np.mean(list(best[c][2].values())),
+                                                        nan=-np.inf), c == "cosine"))
+    alpha, validation, _ = best[kept]
     z = principal_coordinates(np.vstack([gp, gq]), components)
     weight, bias = ridge(np.vstack([xp, xq]), z, alpha)
     return LinearHead(weight, bias, alpha, int(z.shape[1]), validation,
-                      float(np.mean(encoder_scores)))
+                      float(np.mean(encoder_scores)), kept,
+                      {c: figures for c, (_, _, figures) in best.items()})
 
 
 def fit_views(features: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]], pool_vectors,
@@ -243,11 +291,14 @@ def fit_views(features: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]], po
     return kept, heads[kept], {"+".join(v): f for v, f in figures.items()}
 
 
-def append_head(encoder, head: LinearHead, *, normalize: bool = True):
+def append_head(encoder, head: LinearHead, *, normalize: bool | None = None):
     """Append ``head`` to ``encoder`` (in place) as ``Dense`` (identity) [+ ``Normalize``].
 
     Returns the encoder, whose ``encode`` now yields ``head(previous output)`` (unit length
     when ``normalize``), and whose ``save`` writes a plain sentence-transformers directory.
+    ``normalize=None`` follows ``head.similarity``: ``cosine`` appends ``Normalize``, ``dot``
+    does not and sets the encoder's ``similarity_fn_name`` to ``"dot"``, which its saved
+    directory records (how indexes then compare its vectors).
     """
     import torch
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize
@@ -262,7 +313,9 @@ def append_head(encoder, head: LinearHead, *, normalize: bool = True):
                   init_weight=torch.tensor(np.ascontiguousarray(head.weight), dtype=torch.float32),
                   init_bias=torch.tensor(head.bias, dtype=torch.float32))
     encoder.append(dense.to(device))
-    if normalize:
+    if normalize is None and head.similarity == "dot":
+        encoder.similarity_fn_name = "dot"
+    if normalize or (normalize is None and head.similarity == "cosine"):
         encoder.append(Normalize())
     return encoder
 

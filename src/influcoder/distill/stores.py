@@ -109,7 +109,8 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
         {views: features(views) for views in VIEW_CHOICES[args.views]},
         pool.vectors() if pool_vectors is None else pool_vectors,
         queries.vectors() if query_vectors is None else query_vectors,
-        components=args.head_components, folds=folds, seed=args.seed)
+        components=args.head_components, folds=folds, seed=args.seed,
+        similarity=args.head_similarity)
     card_path = Path(out) / CARD_NAME
     card = json.loads(card_path.read_text(encoding="utf-8"))
     entry = {**head.card(), "views": list(views), "views_validation_per_anchor_spearman": figures}
@@ -118,7 +119,7 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
         save_encoder(append_head(model, head), out, card)
     else:
         def fill(tmp: Path) -> None:
-            save_multi_view(tmp, model, views, head.weight, head.bias)
+            save_multi_view(tmp, model, views, head.weight, head.bias, head.similarity)
             (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n",
                                          encoding="utf-8")
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from influcoder.groundtruth.influence import normalize_rows
+from influcoder.groundtruth.influence import compared_rows
 from influcoder.io.samples import Sample, encoder_text
 from influcoder.io.stores import DTYPES, Store, check_same_setup
 
@@ -250,7 +250,7 @@ def _prepared_vectors(store: Store, dim: int | None, seed: int) -> np.ndarray:
     for start, chunk in store.iter_chunks(np.float32):
         if dim is not None:
             chunk = _resketch(chunk, dim, seed)
-        out[start:start + len(chunk)] = normalize_rows(chunk)
+        out[start:start + len(chunk)] = compared_rows(store, chunk)
     return out
 
 

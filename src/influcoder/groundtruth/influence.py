@@ -2,7 +2,9 @@
 
 The influence of pool sample *i* on query *j* is the cosine of their vectors (sketched
 gradients or embeddings). Stored vectors are unit length up to float16 rounding, so rows are
-renormalised in float32 before the dot product.
+renormalised in float32 before the dot product; except the embeddings of an encoder that
+compares by dot product, whose store says ``"normalized": false`` and whose rows are used as
+stored (:func:`compared_rows`).
 
 Memory: the queries are held whole (``n_query x dim``); the pool streams through one shard at
 a time. Only the score matrix itself (``n_pool x n_query`` float32, on disk through a memmap
@@ -33,16 +35,26 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
+def compared_rows(store: Store, x: np.ndarray) -> np.ndarray:
+    """Rows of ``store`` as its vectors are compared, in float32: unit length, or as stored
+    when the store's setup says ``"normalized": false`` (the embeddings of an encoder that
+    compares by dot product, :mod:`influcoder.attribution.encode`)."""
+    if store.setup.get("normalized") is False:
+        return np.asarray(x, dtype=np.float32)
+    return normalize_rows(x)
+
+
 def iter_score_chunks(pool: Store, queries: Store) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_pool_row, scores)`` with ``scores`` of shape ``rows x n_query``."""
     check_same_setup(pool, queries)
-    q = normalize_rows(queries.vectors())
+    q = compared_rows(queries, queries.vectors())
     for start, chunk in pool.iter_chunks():
-        yield start, normalize_rows(chunk) @ q.T
+        yield start, compared_rows(pool, chunk) @ q.T
 
 
 def cosine_scores(pool: Store, queries: Store) -> np.ndarray:
-    """The whole ``n_pool x n_query`` cosine matrix, in memory."""
+    """The whole ``n_pool x n_query`` cosine matrix (dot products for a ``"normalized":
+    false`` store, :func:`compared_rows`), in memory."""
     out = np.empty((pool.n, queries.n), dtype=np.float32)
     for start, s in iter_score_chunks(pool, queries):
         out[start:start + len(s)] = s

@@ -218,7 +218,8 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
             if result.head is not None:
                 views = result.head["views_validation_per_anchor_spearman"]
                 logger.info(f"    head on {'+'.join(result.head['views'])} (cross-validated: "
-                            + ", ".join(f"{k} {v:+.3f}" for k, v in views.items()) + ")")
+                            + ", ".join(f"{k} {v:+.3f}" for k, v in views.items()) + "), "
+                            f"compared by {result.head['similarity']}")
 
     with stage("index: embed the pool with the distilled encoder"):
         if stale_index(out / "index", str(enc_dir)):
