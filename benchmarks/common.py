@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -138,3 +139,33 @@ def _fmt(v) -> str:
 
 def command_line() -> str:
     return "python " + " ".join(sys.argv)
+
+
+#: The learning curve's stores (``learning_curve.py --extra-test``): the training side and the
+#: two held-out blocks.
+LC_PARTS = ("train_pool", "train_queries", "test_pool", "test_queries", "extra_pool",
+            "extra_queries")
+
+
+def head_arguments(ap, threads: int) -> None:
+    """The options of the benchmarks that fit heads on the learning curve's stores."""
+    ap.add_argument("--work", default="runs/lc", help="the learning curve's --work")
+    ap.add_argument("--encoder", action="append", default=[], help="more encoders (repeatable)")
+    ap.add_argument("--max-seq-length", type=int, default=128, help="encoder tokens per text")
+    ap.add_argument("--components", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=threads)
+
+
+def learning_curve_stores(work) -> tuple[dict, dict, object]:
+    """``(stores, their vectors, held-out ground truth)`` of the learning curve's ``work``: the
+    ground truth is both held-out blocks together (pool x queries cosines, never fitted on)."""
+    import numpy as np
+
+    from influcoder.distill.head import cosine_matrix
+    from influcoder.io.stores import open_store
+
+    stores = {p: open_store(Path(work) / f"grad_{p}") for p in LC_PARTS}
+    vectors = {p: s.vectors() for p, s in stores.items()}
+    gt = cosine_matrix(np.vstack([vectors["test_pool"], vectors["extra_pool"]]),
+                       np.vstack([vectors["test_queries"], vectors["extra_queries"]]))
+    return stores, vectors, gt

@@ -22,8 +22,7 @@ import numpy as np
 
 VIEWS = {"text": ("text",), "response alone": ("response",),
          "text + response": ("text", "response")}
-PARTS = ("train_pool", "train_queries", "test_pool", "test_queries", "extra_pool",
-         "extra_queries")
+PARTS = common.LC_PARTS
 
 
 def view_features(embeddings: dict[str, np.ndarray], views: tuple[str, ...]) -> np.ndarray:
@@ -40,20 +39,12 @@ def main() -> None:
     from influcoder.distill.head import cosine_matrix, embed, fit_head
     from influcoder.evaluation import metrics
     from influcoder.io.samples import encoder_text
-    from influcoder.io.stores import open_store
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", default="runs/lc", help="the learning curve's --work")
-    ap.add_argument("--encoder", action="append", default=[], help="more encoders (repeatable)")
-    ap.add_argument("--max-seq-length", type=int, default=128, help="encoder tokens per text")
-    ap.add_argument("--components", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=1)
+    common.head_arguments(ap, threads=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    stores = {p: open_store(Path(args.work) / f"grad_{p}") for p in PARTS}
-    vectors = {p: s.vectors() for p, s in stores.items()}
-    gt = cosine_matrix(np.vstack([vectors["test_pool"], vectors["extra_pool"]]),
-                       np.vstack([vectors["test_queries"], vectors["extra_queries"]]))
+    stores, vectors, gt = common.learning_curve_stores(args.work)
     rows = []
     for name in ["all-minilm-l6-v2", *args.encoder]:
         model = load_encoder(name)
