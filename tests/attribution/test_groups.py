@@ -27,12 +27,12 @@ QUERIES = ["The capital of France is Paris.", "Boil the egg in water."]
 
 
 
-def check_against_reference(stats, j, scores, labels, temperature, atol=1e-9):
+def check_against_reference(stats, j, scores, labels, temperature, atol=1e-9, rtol=0.0):
     expected = reference_group_stats(scores, labels, temperature=temperature)
     names = list(dict.fromkeys(labels))
     for name in ("mean", "sum", "max", "softmax"):
         got = stats[name][j] if stats[name].ndim == 2 else stats[name]
-        np.testing.assert_allclose(got, [expected[g][name] for g in names], rtol=0,
+        np.testing.assert_allclose(got, [expected[g][name] for g in names], rtol=rtol,
                                    atol=atol, err_msg=name)
 
 
@@ -77,8 +77,10 @@ def test_group_attribution_over_every_pool_score(attributor):  # noqa: F811
     assert result.groups.n_missing == labels.count(MISSING_GROUP) > 0
     scores = index.vectors().astype(np.float64) @ q.T.astype(np.float64)
     for j in range(len(QUERIES)):
-        # the index scores in float32, the reference in float64
-        check_against_reference(result.stats, j, scores[:, j], labels, 0.1, atol=1e-6)
+        # the index scores in float32, the reference in float64: a group's sum of ~50 scores
+        # carries float32 rounding relative to its size (1.2e-6 off at 54.7 on one CPU)
+        check_against_reference(result.stats, j, scores[:, j], labels, 0.1, atol=1e-6,
+                                rtol=1e-6)
         table = result.table(j)
         assert [r["softmax"] for r in table] == sorted((r["softmax"] for r in table),
                                                       reverse=True)
