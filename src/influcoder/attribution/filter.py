@@ -182,8 +182,8 @@ def filter_pool(attributor: Attributor, queries, out: str | os.PathLike, *,
         removed.append({
             "rank": rank, "id": index.sample(r).id, "score": float(ranking.scores[r]),
             "z": float(ranking.z[r]), "aggregate": how, "rule": rule,
-            "why": (f"{how} {index.score_name} {ranking.scores[r]:.4f} over {n_queries} queries, rank "
-                    f"{rank} of {index.n} (z {ranking.z[r]:+.1f}); closest query "
+            "why": (f"{how} {index.score_name} {ranking.scores[r]:.4f} over {n_queries} "
+                    f"queries, rank {rank} of {index.n} (z {ranking.z[r]:+.1f}); closest query "
                     f"'{query.id}' ({ranking.top_query_score[r]:.4f})"),
             "top_query": {"id": query.id, "score": float(ranking.top_query_score[r])},
             "segment": index.meta["segments"][seg]["name"],

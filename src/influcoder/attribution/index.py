@@ -54,7 +54,7 @@ from influcoder.attribution.settings import (
     EncodeArguments,
 )
 from influcoder.errors import MissingPackageError, StoreError
-from influcoder.groundtruth.influence import compared_rows
+from influcoder.groundtruth.influence import compared_rows, compares_by_dot
 from influcoder.io.samples import Sample
 from influcoder.io.stores import Store, setup_differences
 
@@ -189,7 +189,7 @@ class Index:
     def score_name(self) -> str:
         """What a score is, for messages: ``cosine``, or ``dot product`` for an encoder that
         compares so (its store setup says ``"normalized": false``)."""
-        return "dot product" if self.setup.get("normalized") is False else "cosine"
+        return "dot product" if compares_by_dot(self.setup) else "cosine"
 
     @property
     def encoder_name(self) -> str:

@@ -23,9 +23,9 @@ Each view's backbone output is scaled to unit length (as every text encoder here
 the views are concatenated in the listed order and mapped by ``x @ weight.T + bias``; the result
 is scaled to unit length again unless ``similarity`` (optional, ``cosine`` when absent) is
 ``dot``, in which case its length is kept and indexes compare by dot product
-(:func:`~influcoder.attribution.encoders.encoder_similarity`). The backbone runs with any backend (:mod:`influcoder.attribution.backends`,
-:mod:`influcoder.attribution.light`), so ONNX, int8 and bf16 serve a multi-view encoder as
-they serve its backbone. There is no ``modules.json`` at the top, so ``SentenceTransformer``
+(:func:`~influcoder.attribution.encoders.encoder_similarity`). The backbone runs with any
+backend (:mod:`influcoder.attribution.backends`, :mod:`influcoder.attribution.light`), so
+ONNX, int8 and bf16 serve a multi-view encoder as they serve its backbone. There is no ``modules.json`` at the top, so ``SentenceTransformer``
 refuses the directory instead of silently computing the backbone's vectors without the head.
 """
 
@@ -122,7 +122,8 @@ def save_multi_view(folder: Path, backbone, views: Sequence[str], weight: np.nda
                "bias": np.ascontiguousarray(bias, dtype=np.float32)}, str(folder / HEAD_FILE))
     (folder / VIEWS_FILE).write_text(json.dumps(
         {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "views": list(views),
-         "backbone": BACKBONE_DIR, "head": HEAD_FILE, "similarity": similarity}, indent=2) + "\n", encoding="utf-8")
+         "backbone": BACKBONE_DIR, "head": HEAD_FILE, "similarity": similarity}, indent=2) + "\n",
+        encoding="utf-8")
 
 
 class TextEncoder:

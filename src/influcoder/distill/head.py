@@ -247,7 +247,7 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
         gt = cosine_matrix(gp[vp], gq[vq])
         encoder_scores.append(per_anchor_spearman(gt, cosine_matrix(xp[vp], xq[vq])))
         z = principal_coordinates(g, components)
-        for alpha in scores[candidates[0]]:
+        for alpha in map(float, alphas):
             weight, bias = ridge(x, z, alpha)
             hp, hq = xp[vp] @ weight.T + bias, xq[vq] @ weight.T + bias
             for c in candidates:

@@ -35,11 +35,17 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
+def compares_by_dot(setup: dict) -> bool:
+    """Whether a store of this ``setup`` holds vectors compared as stored, by dot product: the
+    embeddings of such an encoder, whose setup says ``"normalized": false``
+    (:mod:`influcoder.attribution.encode`). Every other store is compared by cosine."""
+    return setup.get("normalized") is False
+
+
 def compared_rows(store: Store, x: np.ndarray) -> np.ndarray:
     """Rows of ``store`` as its vectors are compared, in float32: unit length, or as stored
-    when the store's setup says ``"normalized": false`` (the embeddings of an encoder that
-    compares by dot product, :mod:`influcoder.attribution.encode`)."""
-    if store.setup.get("normalized") is False:
+    for a store that compares by dot product (:func:`compares_by_dot`)."""
+    if compares_by_dot(store.setup):
         return np.asarray(x, dtype=np.float32)
     return normalize_rows(x)
 
