@@ -169,3 +169,22 @@ def learning_curve_stores(work) -> tuple[dict, dict, object]:
     gt = cosine_matrix(np.vstack([vectors["test_pool"], vectors["extra_pool"]]),
                        np.vstack([vectors["test_queries"], vectors["extra_queries"]]))
     return stores, vectors, gt
+
+
+def view_features(name: str, stores: dict, view_sets, max_seq_length: int):
+    """``{views: {part: features}}``: ``name``'s (a multi-view directory: its backbone's)
+    embeddings of each store's samples, each view scaled to unit length and concatenated in
+    the views' order, as a multi-view encoder feeds its head."""
+    import numpy as np
+
+    from influcoder.attribution.encoders import load_encoder
+    from influcoder.attribution.views import backbone_path, is_multi_view, view_texts
+    from influcoder.distill.head import embed, unit_rows
+
+    model = load_encoder(str(backbone_path(name) if is_multi_view(Path(name)) else name))
+    model.max_seq_length = max_seq_length
+    wanted = sorted({v for views in view_sets for v in views})
+    emb = {p: dict(zip(wanted, (embed(model, t) for t in view_texts(s.samples, wanted))))
+           for p, s in stores.items()}
+    return {views: {p: np.hstack([unit_rows(emb[p][v]) for v in views]) for p in stores}
+            for views in view_sets}

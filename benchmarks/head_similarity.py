@@ -33,8 +33,6 @@ PARTS = common.LC_PARTS
 def main() -> None:
     import torch
 
-    from influcoder.attribution.encoders import load_encoder
-    from influcoder.attribution.views import backbone_path, is_multi_view, view_texts
     from influcoder.distill import head as h
     from influcoder.evaluation import metrics
 
@@ -46,17 +44,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     stores, vec, gt = common.learning_curve_stores(args.work)
     view_sets = [tuple(v.split(",")) for v in args.views.split(";")]
-    wanted = sorted({v for views in view_sets for v in views})
 
     rows = []
     for name in ["all-minilm-l6-v2", *args.encoder]:
-        path = backbone_path(Path(name)) if is_multi_view(Path(name)) else name
-        model = load_encoder(str(path))
-        model.max_seq_length = args.max_seq_length
-        emb = {p: dict(zip(wanted, (h.embed(model, t) for t in view_texts(s.samples, wanted))))
-               for p, s in stores.items()}
+        features = common.view_features(name, stores, view_sets, args.max_seq_length)
         for views in view_sets:
-            x = {p: np.hstack([h.unit_rows(emb[p][v]) for v in views]) for p in PARTS}
+            x = features[views]
             auto = h.fit_head(x["train_pool"], vec["train_pool"], x["train_queries"],
                               vec["train_queries"], components=args.components, similarity="auto")
             for how in h.SIMILARITIES:

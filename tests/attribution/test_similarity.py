@@ -151,7 +151,7 @@ def test_a_multi_view_encoder_compares_by_its_declared_similarity(tiny_encoder, 
     head = _head(2 * backbone.get_embedding_dimension(), "dot")
     out = tmp_path / "mv"
     out.mkdir()
-    save_multi_view(out, backbone, ("text", "response"), head.weight, head.bias, "dot")
+    save_multi_view(out, backbone, ("text", "response"), head.head_map(), "dot")
     assert encoder_similarity(str(out)) == "dot"
 
     def unit(x):
@@ -180,7 +180,7 @@ def test_an_unknown_similarity_is_refused_naming_file_and_field(dot_encoder, tin
         out.mkdir()
         backbone = SentenceTransformer(str(tiny_encoder), device="cpu")
         head = _head(backbone.get_embedding_dimension(), "dot")
-        save_multi_view(out, backbone, ("text",), head.weight, head.bias)
+        save_multi_view(out, backbone, ("text",), head.head_map())
         config, field = out / VIEWS_FILE, "similarity"
     spec = json.loads(config.read_text())
     spec[field] = "euclidean"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from influcoder.attribution.backends import FastEncoder, query_encoder
+from influcoder.attribution.heads import HeadMap
 from influcoder.attribution.views import (
     HEAD_FILE,
     VIEWS_FILE,
@@ -39,7 +40,8 @@ def viewed(tiny_encoder, tmp_path_factory):  # noqa: F811
     weight, bias = rng.standard_normal((12, 2 * dim)), rng.standard_normal(12)
     out = tmp_path_factory.mktemp("viewed") / "enc"
     out.mkdir()
-    save_multi_view(out, backbone, ("text", "response"), weight, bias)
+    save_multi_view(out, backbone, ("text", "response"),
+                    HeadMap("linear", {"weight": weight, "bias": bias}))
     return out, weight, bias
 
 

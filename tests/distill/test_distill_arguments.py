@@ -18,7 +18,7 @@ def test_defaults():
     assert args.aggregate_weight == 0.0
     assert (args.patience, args.seed) == (2, 0)
     assert (args.max_seq_length, args.steps_per_epoch) == (256, None)
-    assert (args.head, args.head_components) == ("ridge", 128)
+    assert (args.head, args.head_components) == ("auto", 128)
 
 
 def test_epochs_0_is_allowed_with_a_head():

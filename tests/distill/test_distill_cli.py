@@ -45,13 +45,17 @@ def test_distill_from_stores(tiny_model_dir, tiny_encoder_dir, tmp_path):
     card = json.loads((tmp_path / "enc" / "influcoder_distill.json").read_text())
     assert card["ground_truth"]["pool"]["n"] == 24
     assert card["ground_truth"]["setup"]["sketch"]["dim"] == 64
-    # The default ridge head: the 36 samples' rank caps its components; the CLI reports it.
-    k = card["head"]["components"]
-    assert card["head"]["kind"] == "ridge" and 2 <= k <= 36
-    assert f"ridge head: {k} components" in r.output
+    # The default head (auto: linear or kernel by its cross-validation): the 36 samples' rank
+    # caps its components; the CLI reports it and both kinds' figures.
+    k, kind = card["head"]["components"], card["head"]["kind"]
+    assert kind in ("ridge", "rbf") and 2 <= k <= 36
+    assert f"{kind} head: {k} components" in r.output
+    kinds = card["head"]["kinds_validation_per_anchor_spearman"]
+    assert set(kinds) == {"ridge", "rbf"} and kinds[kind] == max(kinds.values())
+    assert "head kinds: ridge " in r.output
     # --views auto: the views its cross-validation kept, said and recorded
     assert f"views kept: {'+'.join(card['head']['views'])} (text " in r.output
-    if card["head"]["views"] == ["text"]:
+    if card["head"]["views"] == ["text"] and kind == "ridge":
         assert SentenceTransformer(str(tmp_path / "enc")).encode(["hi"]).shape == (1, k)
     encoder = sample_encoder(str(tmp_path / "enc"), lambda p: FastEncoder(p, backend="torch"))
     assert encoder.encode_samples([Sample("s", "hi", "there")]).shape == (1, k)

@@ -243,7 +243,8 @@ def test_distill_stores_with_epochs_0_appends_a_head_that_recovers_the_planted_g
     pool = _gradient_store(tmp_path / "gp", samples["pool"], grads["pool"])
     queries = _gradient_store(tmp_path / "gq", samples["query"], grads["query"])
     result = distill_stores(pool, queries, tmp_path / "enc",
-                            DistillArguments(epochs=0, views="text"), encoder=tiny_encoder_dir,
+                            DistillArguments(epochs=0, views="text", head="ridge"),
+                            encoder=tiny_encoder_dir,
                             progress=False)
     assert result.best_epoch == 0 and result.history == []
 

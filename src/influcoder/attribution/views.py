@@ -1,5 +1,5 @@
-"""Multi-view encoders: one backbone run on several texts of each sample, one linear head over
-their concatenation.
+"""Multi-view encoders: one backbone run on several texts of each sample, one head over their
+concatenation.
 
 The ground truth is the gradient of the *response* loss, but a one-view encoder sees the
 prompt and the response together, mean-pooled, and a five-token answer is then a few percent
@@ -17,10 +17,13 @@ A multi-view encoder is a directory::
                              "views": ["text", "response"], "backbone": "backbone",
                              "head": "head.safetensors", "similarity": "dot"}
     backbone/               a plain sentence-transformers directory (the encoder every view runs)
-    head.safetensors        "weight" [out, views * backbone dim], "bias" [out] (float32)
+    head.safetensors        the head's tensors (float32), :mod:`influcoder.attribution.heads`:
+                            linear "weight" [out, views * backbone dim], "bias" [out], or
+                            with "head_kind": "rbf" and "gamma" in the views file, an RBF
+                            kernel head's "anchors", "coef", "bias"
 
 Each view's backbone output is scaled to unit length (as every text encoder here returns it),
-the views are concatenated in the listed order and mapped by ``x @ weight.T + bias``; the result
+the views are concatenated in the listed order and mapped by the head; the result
 is scaled to unit length again unless ``similarity`` (optional, ``cosine`` when absent) is
 ``dot``, in which case its length is kept and indexes compare by dot product
 (:func:`~influcoder.attribution.encoders.encoder_similarity`). The backbone runs with any
@@ -37,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from influcoder.attribution.heads import HeadMap, read_head, save_head
 from influcoder.errors import InflucoderError
 from influcoder.groundtruth.influence import normalize_rows
 from influcoder.io.samples import Sample, encoder_text
@@ -67,12 +71,9 @@ def backbone_path(path: str | Path) -> str:
     return str(Path(path) / BACKBONE_DIR)
 
 
-def read_views(path: str | Path) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """``(views, weight, bias)`` of the multi-view encoder at ``path``; an
-    :class:`InflucoderError` naming the file and the field when they are not valid."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
+def read_views(path: str | Path) -> tuple[tuple[str, ...], HeadMap]:
+    """``(views, head)`` of the multi-view encoder at ``path``; an :class:`InflucoderError`
+    naming the file and the field when they are not valid."""
     spec_file = Path(path) / VIEWS_FILE
     try:
         spec = json.loads(spec_file.read_text(encoding="utf-8"))
@@ -92,25 +93,18 @@ def read_views(path: str | Path) -> tuple[tuple[str, ...], np.ndarray, np.ndarra
         raise InflucoderError(f"{spec_file}: fields 'backbone' and 'head' must be "
                               f"{BACKBONE_DIR!r} and {HEAD_FILE!r}")
     head_file = Path(path) / HEAD_FILE
-    try:
-        tensors = load_file(str(head_file))
-        weight, bias = tensors["weight"], tensors["bias"]
-    except (OSError, KeyError, ValueError, SafetensorError) as e:
-        raise InflucoderError(f"{head_file}: no float 'weight' and 'bias' tensors "
-                              f"({type(e).__name__}: {e})") from None
-    if weight.ndim != 2 or bias.shape != (weight.shape[0],) or weight.shape[1] % len(views):
-        raise InflucoderError(f"{head_file}: 'weight' {weight.shape} and 'bias' {bias.shape} do "
-                              f"not fit {len(views)} views")
-    return tuple(views), weight.astype(np.float32), bias.astype(np.float32)
+    head = read_head(spec, spec_file, head_file)
+    if head.in_dim % len(views):
+        raise InflucoderError(f"{head_file}: a head of {head.in_dim} inputs does not fit "
+                              f"{len(views)} views")
+    return tuple(views), head
 
 
-def save_multi_view(folder: Path, backbone, views: Sequence[str], weight: np.ndarray,
-                    bias: np.ndarray, similarity: str = "cosine") -> None:
+def save_multi_view(folder: Path, backbone, views: Sequence[str], head: HeadMap,
+                    similarity: str = "cosine") -> None:
     """Write a multi-view encoder into the (empty, new) ``folder``: ``backbone`` (a
     ``SentenceTransformer``) saved under ``backbone/``, the head, the views file last;
     ``similarity`` is how its vectors are compared (``cosine`` or ``dot``)."""
-    from safetensors.numpy import save_file
-
     from influcoder.attribution.encoders import SIMILARITIES
 
     if any(v not in VIEWS for v in views):
@@ -118,12 +112,11 @@ def save_multi_view(folder: Path, backbone, views: Sequence[str], weight: np.nda
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     backbone.save(backbone_path(folder))
-    save_file({"weight": np.ascontiguousarray(weight, dtype=np.float32),
-               "bias": np.ascontiguousarray(bias, dtype=np.float32)}, str(folder / HEAD_FILE))
+    head_fields = save_head(head, folder / HEAD_FILE)
     (folder / VIEWS_FILE).write_text(json.dumps(
         {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "views": list(views),
-         "backbone": BACKBONE_DIR, "head": HEAD_FILE, "similarity": similarity}, indent=2) + "\n",
-        encoding="utf-8")
+         "backbone": BACKBONE_DIR, "head": HEAD_FILE, **head_fields, "similarity": similarity},
+        indent=2) + "\n", encoding="utf-8")
 
 
 class TextEncoder:
@@ -148,16 +141,16 @@ class ViewedEncoder:
     def __init__(self, path: str | Path, text_encoder: Callable[[str], object]):
         from influcoder.attribution.encoders import encoder_similarity
 
-        self.views, self.weight, self.bias = read_views(path)
+        self.views, self.head = read_views(path)
         self.similarity = encoder_similarity(str(path))
         self.name = str(path)
         self.base = text_encoder(backbone_path(path))
-        if self.weight.shape[1] != len(self.views) * self.base.dim:
+        if self.head.in_dim != len(self.views) * self.base.dim:
             raise InflucoderError(f"{Path(path) / HEAD_FILE}: the head takes "
-                                  f"{self.weight.shape[1]} inputs, {len(self.views)} views of "
+                                  f"{self.head.in_dim} inputs, {len(self.views)} views of "
                                   f"the {self.base.dim}-dim backbone give "
                                   f"{len(self.views) * self.base.dim}")
-        self.dim = int(self.weight.shape[0])
+        self.dim = self.head.out_dim
 
     def encode_samples(self, samples: Sequence[Sample]) -> np.ndarray:
         """Vectors of ``samples``, in their order (``float32``, ``len x dim``)."""
@@ -166,7 +159,7 @@ class ViewedEncoder:
             return np.empty((0, self.dim), dtype=np.float32)
         parts = [normalize_rows(np.asarray(self.base.encode(texts), dtype=np.float32))
                  for texts in view_texts(samples, self.views)]
-        out = (np.hstack(parts) @ self.weight.T + self.bias).astype(np.float32)
+        out = self.head(np.hstack(parts))
         return out if self.similarity == "dot" else normalize_rows(out)
 
     def encode(self, texts):

@@ -64,7 +64,8 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
       influcoder distill runs/pool runs/queries --out runs/encoder
       influcoder distill runs/pool runs/queries -o runs/enc --epochs 5 --hard-fraction 0.25
       influcoder distill runs/pool runs/queries -o runs/enc --epochs 0   # head only, seconds
-      influcoder distill runs/pool runs/queries -o runs/enc --views text # always one ST dir
+      influcoder distill runs/pool runs/queries -o runs/enc --views text --head ridge
+                                                             # always one plain ST dir
       influcoder distill runs/pool runs/queries -o runs/enc --device cuda
     """
     from influcoder.distill.stores import distill_stores
@@ -78,13 +79,21 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
         + ", ".join(f"{k} {v:+.3f}" for k, v in result.best.items()))
     if result.head is not None:
         h = result.head
-        log(f"ridge head: {h['components']} components, alpha {h['alpha']:g}; cross-validated "
+        kinds = h["kinds_validation_per_anchor_spearman"]
+        setting = f"alpha {h['alpha']:g}" + (
+            f", gamma {h['gamma']:.3g} ({h['gamma_factor']:g} / median squared distance), "
+            f"{h['anchors']} anchors" if h["kind"] == "rbf" else "")
+        log(f"{h['kind']} head: {h['components']} components, {setting}; cross-validated "
             f"per-anchor Spearman {h['encoder_validation_per_anchor_spearman']:+.3f} (encoder) "
-            f"-> {h['validation_per_anchor_spearman'][str(h['alpha'])]:+.3f} (with head)")
+            f"-> {kinds[h['kind']]:+.3f} (with head)")
+        if len(kinds) > 1:
+            log("head kinds: " + ", ".join(f"{k} {v:+.3f}" for k, v in kinds.items())
+                + " cross-validated")
         views = h["views_validation_per_anchor_spearman"]
         log(f"views kept: {'+'.join(h['views'])} ("
             + ", ".join(f"{k} {v:+.3f}" for k, v in views.items()) + " cross-validated)"
-            + ("; a multi-view encoder directory" if len(h["views"]) > 1 else ""))
+            + ("; a multi-view encoder directory" if len(h["views"]) > 1 or h["kind"] == "rbf"
+               else ""))
         log(f"similarity kept: {h['similarity']} (" + ", ".join(
             f"{k} per-anchor {v['per_anchor']:+.3f} aggregated {v['aggregated']:+.3f}"
             for k, v in h["similarity_validation"].items()) + " cross-validated)")

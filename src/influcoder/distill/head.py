@@ -56,7 +56,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from influcoder.attribution.encoders import SIMILARITIES
+from influcoder.attribution.heads import HeadMap
 from influcoder.evaluation.metrics import aggregated_spearman, per_anchor_spearman
+from influcoder.distill.kernel import (
+    DEFAULT_GAMMA_FACTORS,
+    MAX_KERNEL_SAMPLES,
+    KernelHead,
+    fit_kernel_head,
+    kernel_predictions,
+)
 from influcoder.groundtruth.influence import normalize_rows
 
 #: Ridge strengths tried by default: the validation-best on the demo's stores was 1 to 10 for
@@ -64,6 +72,8 @@ from influcoder.groundtruth.influence import normalize_rows
 DEFAULT_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 DEFAULT_COMPONENTS = 128
 DEFAULT_FOLDS = 4
+#: The kinds of head :func:`fit_head` chooses between: linear ridge, RBF kernel ridge.
+FIT_KINDS = ("ridge", "rbf")
 
 
 def _rows(x, name: str) -> np.ndarray:
@@ -155,15 +165,20 @@ class LinearHead:
     encoder_validation: float = float("nan")
     similarity: str = "cosine"
     similarity_validation: dict[str, dict[str, float]] = field(default_factory=dict)
+    kinds_validation: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, embeddings) -> np.ndarray:
         return _rows(embeddings, "embeddings") @ self.weight.T + self.bias
+
+    def head_map(self) -> HeadMap:
+        return HeadMap("linear", {"weight": self.weight, "bias": self.bias})
 
     def card(self) -> dict:
         """What the encoder card records about the head."""
         return {"kind": "ridge", "alpha": self.alpha, "components": self.components,
                 "similarity": self.similarity,
                 "similarity_validation": self.similarity_validation,
+                "kinds_validation_per_anchor_spearman": self.kinds_validation,
                 "in_features": int(self.weight.shape[1]),
                 "selection": "per-anchor Spearman, folds of pool x queries",
                 "validation_per_anchor_spearman": {str(a): v for a, v in self.validation.items()},
@@ -199,10 +214,12 @@ def validation_folds(n_pool: int, n_query: int, folds: int,
 
 def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
              components: int = DEFAULT_COMPONENTS, alphas: Sequence[float] = DEFAULT_ALPHAS,
-             folds: int = DEFAULT_FOLDS, seed: int = 0,
-             similarity: str = "cosine") -> LinearHead:
-    """Fit the head on every sample, with alpha (and with ``similarity="auto"`` the similarity)
-    chosen by cross-validation (module docstring).
+             folds: int = DEFAULT_FOLDS, seed: int = 0, similarity: str = "cosine",
+             kinds: Sequence[str] = ("ridge",),
+             gamma_factors: Sequence[float] = DEFAULT_GAMMA_FACTORS) -> LinearHead | KernelHead:
+    """Fit the head on every sample, with its settings chosen by cross-validation (module
+    docstring): alpha, the kind of head (``kinds``) and with ``similarity="auto"`` the
+    similarity.
 
     Args:
         pool_embeddings, query_embeddings: ``[n, d]`` encoder outputs (exactly what the
@@ -210,14 +227,19 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
         pool_vectors, query_vectors: ``[n, dim]`` ground-truth gradient vectors of the same
             samples, in the same order (any length: they are normalised here).
         components: principal directions regressed (capped at the samples and the dimension).
-        alphas: ridge strengths to choose from.
+        alphas: ridge strengths to choose from (for every kind).
         folds: cross-validation folds on each axis (:func:`validation_folds`); each fold
             needs >= 2 pool samples and >= 2 queries.
         seed: seed of the fold assignment.
         similarity: how the head's outputs are compared: ``cosine``, ``dot``, or ``auto``:
-            both are scored on the same folds (each at its own best alpha) and the one with the
-            higher mean of cross-validated per-anchor and aggregated Spearman is kept (ties:
+            both are scored on the same folds (each at its own best setting) and the one with
+            the higher mean of cross-validated per-anchor and aggregated Spearman is kept (ties:
             cosine), the two rankings the tool serves (one query's; the pool-wide one).
+        kinds: ``ridge`` (linear, :class:`LinearHead`) and/or ``rbf`` (kernel ridge,
+            :class:`~influcoder.distill.kernel.KernelHead`, at each of ``gamma_factors``); the
+            best setting by per-anchor Spearman wins (ties: ridge, the stronger alpha). ``rbf``
+            is dropped from a choice above :data:`~influcoder.distill.kernel.MAX_KERNEL_SAMPLES`
+            samples, and refused alone.
 
     Raises:
         ValueError: mismatched shapes, too few samples for the folds, an empty alpha grid.
@@ -234,12 +256,19 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
     if similarity not in ("auto", *SIMILARITIES):
         raise ValueError(f"similarity must be 'auto' or one of {SIMILARITIES}, got "
                          f"{similarity!r}")
+    if not kinds or any(k not in FIT_KINDS for k in kinds):
+        raise ValueError(f"kinds must be a non-empty subset of {FIT_KINDS}, got {kinds!r}")
     if folds < 2 or min(len(xp), len(xq)) < 2 * folds:
         raise ValueError(f"{folds}-fold validation needs folds >= 2 and at least {2 * folds} "
                          f"pool samples and queries, got {len(xp)} and {len(xq)}")
+    if "rbf" in kinds and len(xp) + len(xq) > MAX_KERNEL_SAMPLES:
+        if tuple(kinds) == ("rbf",):
+            raise ValueError(f"the rbf head forms a kernel over every training sample; "
+                             f"{len(xp) + len(xq)} are more than {MAX_KERNEL_SAMPLES}")
+        kinds = tuple(k for k in kinds if k != "rbf")
     candidates = SIMILARITIES if similarity == "auto" else (similarity,)
-    # candidate -> alpha -> one (per-anchor, aggregated) per fold
-    scores = {c: {float(a): [] for a in alphas} for c in candidates}
+    # candidate -> setting -> one (per-anchor, aggregated) per fold
+    scores: dict[str, dict[tuple, list]] = {c: {} for c in candidates}
     encoder_scores = []
     for vp, vq in validation_folds(len(xp), len(xq), folds, seed):
         fp, fq = np.setdiff1d(np.arange(len(xp)), vp), np.setdiff1d(np.arange(len(xq)), vq)
@@ -247,32 +276,50 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
         gt = cosine_matrix(gp[vp], gq[vq])
         encoder_scores.append(per_anchor_spearman(gt, cosine_matrix(xp[vp], xq[vq])))
         z = principal_coordinates(g, components)
-        for alpha in map(float, alphas):
-            weight, bias = ridge(x, z, alpha)
-            hp, hq = xp[vp] @ weight.T + bias, xq[vq] @ weight.T + bias
+        held = np.vstack([xp[vp], xq[vq]])
+        for setting, pred in _predictions(x, z, held, kinds, alphas, gamma_factors):
             for c in candidates:
-                pred = head_scores(hp, hq, c)
-                scores[c][alpha].append((per_anchor_spearman(gt, pred),
-                                         aggregated_spearman(gt, pred)))
-    best = {}  # candidate -> (alpha, per-anchor by alpha, its figures at that alpha)
-    for c, by_alpha in scores.items():
-        validation = {a: float(np.mean([f[0] for f in v])) for a, v in by_alpha.items()}
-        top = max(validation.values())
-        alpha = max(a for a, v in validation.items() if v == top)  # ties: the stronger ridge
-        best[c] = (alpha, validation, {"per_anchor": top, "aggregated": float(
-            np.mean([f[1] for f in by_alpha[alpha]]))})
+                scored = head_scores(pred[:len(vp)], pred[len(vp):], c)
+                scores[c].setdefault(setting, []).append(
+                    (per_anchor_spearman(gt, scored), aggregated_spearman(gt, scored)))
+    best = {}  # candidate -> (setting, per-anchor by setting, its figures at that setting)
+    for c, by_setting in scores.items():
+        validation = {st: float(np.mean([f[0] for f in v])) for st, v in by_setting.items()}
+        # ties: ridge before rbf, the stronger alpha, the smaller gamma
+        setting = max(validation, key=lambda st: (np.nan_to_num(validation[st], nan=-np.inf),
+                                                  st[0] == "ridge", st[-1], -st[1]))
+        best[c] = (setting, validation, {"per_anchor": validation[setting], "aggregated": float(
+            np.mean([f[1] for f in by_setting[setting]]))})
     kept = max(candidates, key=lambda c: (np.nan_to_num(np.mean(list(best[c][2].values())),
                                                         nan=-np.inf), c == "cosine"))
-    alpha, validation, _ = best[kept]
-    z = principal_coordinates(np.vstack([gp, gq]), components)
-    weight, bias = ridge(np.vstack([xp, xq]), z, alpha)
-    return LinearHead(weight, bias, alpha, int(z.shape[1]), validation,
-                      float(np.mean(encoder_scores)), kept,
-                      {c: figures for c, (_, _, figures) in best.items()})
+    setting, validation, _ = best[kept]
+    fields = {"encoder_validation": float(np.mean(encoder_scores)), "similarity": kept,
+              "similarity_validation": {c: figures for c, (_, _, figures) in best.items()},
+              "kinds_validation": {k: max(v for st, v in validation.items() if st[0] == k)
+                                   for k in kinds}}
+    x, z = np.vstack([xp, xq]), principal_coordinates(np.vstack([gp, gq]), components)
+    if setting[0] == "rbf":
+        return fit_kernel_head(x, z, setting[1], setting[2], validation={
+            st[1:]: v for st, v in validation.items() if st[0] == "rbf"}, **fields)
+    weight, bias = ridge(x, z, setting[-1])
+    return LinearHead(weight, bias, setting[-1], int(z.shape[1]),
+                      {st[-1]: v for st, v in validation.items() if st[0] == "ridge"}, **fields)
+
+
+def _predictions(x, z, held, kinds, alphas, gamma_factors):
+    """``(setting, predictions for held)`` of every setting fitted on ``(x, z)``: settings are
+    ``("ridge", 0.0, alpha)`` and ``("rbf", gamma factor, alpha)``."""
+    if "ridge" in kinds:
+        for alpha in map(float, alphas):
+            weight, bias = ridge(x, z, alpha)
+            yield ("ridge", 0.0, alpha), held @ weight.T + bias
+    if "rbf" in kinds:
+        yield from kernel_predictions(x, z, held, alphas, gamma_factors)
 
 
 def fit_views(features: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]], pool_vectors,
-              query_vectors, **kwargs) -> tuple[tuple[str, ...], LinearHead, dict[str, float]]:
+              query_vectors, **kwargs) -> tuple[tuple[str, ...], LinearHead | KernelHead,
+                                             dict[str, float]]:
     """A head per candidate set of views (:mod:`influcoder.attribution.views`), on the same
     folds; returns ``(the views kept, its head, each candidate's best cross-validated
     per-anchor Spearman)``. The best figure wins, ties go to fewer views (one pass fewer).
@@ -286,7 +333,8 @@ def fit_views(features: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]], po
         raise ValueError("no views to fit a head on")
     heads = {views: fit_head(xp, pool_vectors, xq, query_vectors, **kwargs)
              for views, (xp, xq) in features.items()}
-    figures = {views: max(h.validation.values()) for views, h in heads.items()}
+    figures = {views: h.similarity_validation[h.similarity]["per_anchor"]
+               for views, h in heads.items()}
     kept = max(figures, key=lambda views: (figures[views], -len(views)))
     return kept, heads[kept], {"+".join(v): f for v, f in figures.items()}
 

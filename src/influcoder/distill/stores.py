@@ -32,8 +32,8 @@ def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
                    progress: bool = True, device: str = "auto") -> DistillResult:
     """Train ``encoder`` on the cosines of two gradient stores; save it to ``out``.
 
-    With ``args.head == "ridge"`` the trained encoder (or, with ``epochs=0``, the encoder as
-    given) then gets a linear head fitted on every sample of both stores
+    Unless ``args.head == "none"`` the trained encoder (or, with ``epochs=0``, the encoder as
+    given) then gets a head (linear or kernel) fitted on every sample of both stores
     (:func:`~influcoder.distill.head.fit_head`), and the card records it under ``"head"``.
     ``device`` (``auto``: a GPU when there is one, :mod:`influcoder.io.devices`) is where the
     encoder trains, in float32; it is not one of the settings a checkpoint is resumed with.
@@ -63,7 +63,7 @@ def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
                    if args.regression_weight > 0 else {})
         result = distill(model, pool_items, query_items, gt, args, out_dir=out,
                          progress=progress, extra_card=card, **vectors)
-        if args.head == "ridge":
+        if args.head != "none":
             result.head = _add_head(model, out, pool, queries, pool_texts, query_texts, args,
                                     **vectors)
     except ValueError as e:  # too few samples to split, bad settings: the user's to fix
@@ -74,30 +74,38 @@ def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
 def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
               query_texts: list[str], args: DistillArguments, *, pool_vectors=None,
               query_vectors=None) -> dict:
-    """Fit the ridge head on ``model``'s embeddings of every sample, for each set of views
-    ``args.views`` allows (:func:`~influcoder.distill.head.fit_views`); save the encoder again,
-    with the head appended (one view) or as a multi-view directory
+    """Fit the head on ``model``'s embeddings of every sample, for each set of views
+    ``args.views`` allows and each kind ``args.head`` allows
+    (:func:`~influcoder.distill.head.fit_views`); save the encoder again, with a linear head
+    on one view appended as ``Dense``, any other as a multi-view directory
     (:mod:`influcoder.attribution.views`). Returns the head's card entry. The stores' vectors
     are read unless given."""
     from influcoder.attribution.views import save_multi_view, view_texts
     from influcoder.distill.head import (
         DEFAULT_FOLDS,
+        LinearHead,
         append_head,
         embed,
         fit_views,
         unit_rows,
     )
-    from influcoder.distill.settings import VIEW_CHOICES
+    from influcoder.distill.settings import HEAD_CHOICES, VIEW_CHOICES
     from influcoder.io.atomic import atomic_write_dir
 
     folds = min(DEFAULT_FOLDS, pool.n // 2, queries.n // 2)
     if folds < 2:
-        raise ValueError(f"the ridge head's cross-validation needs at least 4 pool samples and 4 "
+        raise ValueError(f"the head's cross-validation needs at least 4 pool samples and 4 "
                          f"queries, got {pool.n} and {queries.n}; use head='none'")
     embedded = {"text": (embed(model, pool_texts), embed(model, query_texts))}
+    kinds = HEAD_CHOICES[args.head]
+    # A linear head on one view is appended as Dense and reads the encoder's own output; any
+    # other head runs in a multi-view directory, which scales each view to unit length. The
+    # two agree when the encoder emits unit vectors (MiniLM and every distilled encoder do).
+    as_dense = kinds == ("ridge",) or all(
+        np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4) for e in embedded["text"])
 
     def features(views: tuple[str, ...]) -> tuple:
-        if views == ("text",):  # what the appended Dense will read: the encoder's own output
+        if views == ("text",) and as_dense:  # what the appended Dense will read
             return embedded["text"]
         for v in views:
             if v not in embedded:
@@ -110,16 +118,16 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
         pool.vectors() if pool_vectors is None else pool_vectors,
         queries.vectors() if query_vectors is None else query_vectors,
         components=args.head_components, folds=folds, seed=args.seed,
-        similarity=args.head_similarity)
+        similarity=args.head_similarity, kinds=kinds)
     card_path = Path(out) / CARD_NAME
     card = json.loads(card_path.read_text(encoding="utf-8"))
     entry = {**head.card(), "views": list(views), "views_validation_per_anchor_spearman": figures}
     card = {**card, "head": entry}
-    if views == ("text",):
+    if views == ("text",) and isinstance(head, LinearHead) and as_dense:
         save_encoder(append_head(model, head), out, card)
     else:
         def fill(tmp: Path) -> None:
-            save_multi_view(tmp, model, views, head.weight, head.bias, head.similarity)
+            save_multi_view(tmp, model, views, head.head_map(), head.similarity)
             (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n",
                                          encoding="utf-8")
 

@@ -217,6 +217,9 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
                         f"{result.best['per_anchor_spearman']:+.3f} (epoch {result.best_epoch})")
             if result.head is not None:
                 views = result.head["views_validation_per_anchor_spearman"]
+                kinds = result.head["kinds_validation_per_anchor_spearman"]
+                logger.info(f"    {result.head['kind']} head (cross-validated: " + ", ".join(
+                    f"{k} {v:+.3f}" for k, v in kinds.items()) + ")")
                 logger.info(f"    head on {'+'.join(result.head['views'])} (cross-validated: "
                             + ", ".join(f"{k} {v:+.3f}" for k, v in views.items()) + "), "
                             f"compared by {result.head['similarity']}")
