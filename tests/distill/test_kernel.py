@@ -135,9 +135,9 @@ def test_distill_stores_saves_a_kernel_head_as_a_multi_view_directory(tiny_encod
 
     pool_s, query_s = _word_samples(40, 0, "p"), _word_samples(24, 1, "q")
     rng = np.random.default_rng(4)
-    unit = {k: (lambda e: e / np.linalg.norm(e, axis=1, keepdims=True))(
-        embed(tiny_encoder, [encoder_text(s) for s in v])) for k, v in
-        (("pool", pool_s), ("query", query_s))}
+    raw = {k: embed(tiny_encoder, [encoder_text(s) for s in v])
+           for k, v in (("pool", pool_s), ("query", query_s))}
+    unit = {k: e / np.linalg.norm(e, axis=1, keepdims=True) for k, e in raw.items()}
     w = rng.standard_normal((unit["pool"].shape[1], 24)) * 4
     grads = {k: np.cos(e @ w) + 0.2 for k, e in unit.items()}
     pool = _gradient_store(tmp_path / "gp", pool_s, grads["pool"])
@@ -162,3 +162,82 @@ def test_distill_stores_saves_a_kernel_head_as_a_multi_view_directory(tiny_encod
     pred = enc.encode_samples(pool_s) @ enc.encode_samples(query_s).T
     assert per_anchor_spearman(truth, pred) > per_anchor_spearman(
         truth, unit["pool"] @ unit["query"].T)
+
+
+@pytest.fixture()
+def rbf_dir(tiny_encoder, tmp_path):
+    """A two-view multi-view directory over the tiny encoder with a random rbf head compared
+    by dot product: (path, head, backbone)."""
+    from influcoder.attribution.views import save_multi_view
+
+    backbone = tiny_encoder
+    rng = np.random.default_rng(2)
+    dim = 2 * backbone.get_embedding_dimension()
+    head = HeadMap("rbf", {"anchors": rng.standard_normal((9, dim)) * 0.3,
+                           "coef": rng.standard_normal((9, 5)), "bias": rng.standard_normal(5)},
+                   0.8)
+    out = tmp_path / "rbf"
+    out.mkdir()
+    save_multi_view(out, backbone, ("text", "response"), head, "dot")
+    return out, head, backbone
+
+
+def test_every_encoder_path_applies_the_saved_kernel_head(rbf_dir, tmp_path, monkeypatch):
+    """torch and the torch-free ONNX query encoder give the head's definition, written out
+    over plain sentence-transformers calls, with lengths kept (dot product)."""
+    from influcoder.attribution.backends import FastEncoder, export_for_queries, query_encoder
+    from influcoder.attribution.views import ViewedEncoder, sample_encoder
+    from influcoder.io.samples import Sample
+
+    out, head, backbone = rbf_dir
+    samples = [Sample(f"s{i}", p, r) for i, (p, r) in enumerate(
+        [("t0w1 f3", "t1w2"), ("f1 f2 t3w0", "t3w1 f0"), ("t2w5", "f9 f8 t2w1")])]
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    x = np.hstack([unit(backbone.encode([f"{s.prompt}\n\n{s.response}" for s in samples])),
+                   unit(backbone.encode([s.response for s in samples]))]).astype(np.float64)
+    t = head.tensors
+    slow = np.array([[sum(np.exp(-0.8 * np.sum((xi - a) ** 2)) * t["coef"][n, o]
+                          for n, a in enumerate(t["anchors"].astype(np.float64)))
+                      + t["bias"][o] for o in range(5)] for xi in x])
+    enc = sample_encoder(str(out), lambda p: FastEncoder(p, backend="torch"))
+    assert isinstance(enc, ViewedEncoder) and enc.similarity == "dot"
+    np.testing.assert_allclose(enc.encode_samples(samples), slow, rtol=1e-4, atol=1e-5)
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("INFLUCODER_CACHE", str(tmp_path / "cache"))
+    assert export_for_queries(str(out), "sha256:unused")
+    light = query_encoder(str(out), backend="onnx", max_seq_length=64)
+    np.testing.assert_allclose(light.encode_samples(samples), slow, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda out, s: s.update(head_kind="mlp"), "field 'head_kind'"),
+    (lambda out, s: s.pop("gamma"), "field 'gamma'"),
+    (lambda out, s: s.update(gamma=-1.0), "field 'gamma'"),
+    (lambda out, s: s.update(gamma=True), "field 'gamma'"),
+    (lambda out, s: s.pop("head_kind"), "'weight'"),           # read as linear: no weight
+    (lambda out, s: _save_tensors(out, coef=np.ones((4, 5))), "do not fit together"),
+    (lambda out, s: _save_tensors(out, anchors=np.ones((9, 7))), "takes|does not fit"),
+])
+def test_bad_kernel_heads_are_refused_naming_file_and_field(rbf_dir, edit, match):
+    from influcoder.attribution.backends import FastEncoder
+    from influcoder.attribution.views import VIEWS_FILE, ViewedEncoder
+    from influcoder.errors import InflucoderError
+
+    out = rbf_dir[0]
+    spec = json.loads((out / VIEWS_FILE).read_text())
+    edit(out, spec)
+    (out / VIEWS_FILE).write_text(json.dumps(spec))
+    with pytest.raises(InflucoderError, match=match):
+        ViewedEncoder(out, lambda p: FastEncoder(p, backend="torch"))
+
+
+def _save_tensors(out, **replace):
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(out / "head.safetensors"))
+    save_file({**tensors, **{k: v.astype(np.float32) for k, v in replace.items()}},
+              str(out / "head.safetensors"))

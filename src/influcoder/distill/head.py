@@ -57,7 +57,6 @@ import numpy as np
 
 from influcoder.attribution.encoders import SIMILARITIES
 from influcoder.attribution.heads import HeadMap
-from influcoder.evaluation.metrics import aggregated_spearman, per_anchor_spearman
 from influcoder.distill.kernel import (
     DEFAULT_GAMMA_FACTORS,
     MAX_KERNEL_SAMPLES,
@@ -65,6 +64,7 @@ from influcoder.distill.kernel import (
     fit_kernel_head,
     kernel_predictions,
 )
+from influcoder.evaluation.metrics import aggregated_spearman, per_anchor_spearman
 from influcoder.groundtruth.influence import normalize_rows
 
 #: Ridge strengths tried by default: the validation-best on the demo's stores was 1 to 10 for
