@@ -40,7 +40,7 @@ def main() -> None:
 
     from influcoder.attribution.encoders import load_encoder
     from influcoder.distill import distill
-    from influcoder.distill.settings import DistillArguments
+    from influcoder.distill.settings import HEAD_CHOICES, DistillArguments
     from influcoder.evaluation.baselines import encoder_scores, tfidf_scores
     from influcoder.evaluation.metrics import (
         aggregated_spearman,
@@ -87,10 +87,11 @@ def main() -> None:
                          "training size; figures are then also given on both test blocks "
                          "together (all their queries x all their pool), whose intervals are "
                          "narrower")
-    ap.add_argument("--head", choices=["none", "ridge"], default="ridge",
-                    help="also score each encoder with the closed-form ridge head "
-                         "(influcoder.distill.head) fitted on the size's training samples: "
-                         "'untrained + head' rows need no training at all")
+    ap.add_argument("--head", choices=["none", "ridge", "kernel", "auto"], default="ridge",
+                    help="also score each encoder with a closed-form head (distill --head: "
+                         "linear, RBF kernel, or the better on its cross-validation) fitted "
+                         "on the size's training samples, compared by cosine: 'untrained + "
+                         "head' rows need no training at all")
     ap.add_argument("--regression-weight", type=float, default=0.0,
                     help="joint distillation (distill --regression-weight); 0: ranking only")
     ap.add_argument("--collect-batch-size", type=int, default=CollectArguments.batch_size,
@@ -166,7 +167,7 @@ def main() -> None:
         return lambda pool, queries: encoder_scores(name, pool, queries)[0]
 
     def with_head(name: str, q: int, p: int) -> dict:
-        """A row for encoder ``name`` plus the ridge head fitted on the first ``p`` training
+        """A row for encoder ``name`` plus the head fitted on the first ``p`` training
         pool samples and ``q`` training queries (their embeddings and gradient vectors);
         ``head s`` is the wall time of embedding those samples and fitting."""
         from influcoder.distill.head import cosine_matrix, embed, fit_head
@@ -175,18 +176,19 @@ def main() -> None:
         start = time.perf_counter()
         head = fit_head(embed(model, [encoder_text(s) for s in gp.samples[:p]]),
                         gp.vectors()[:p], embed(model, [encoder_text(s) for s in gq.samples[:q]]),
-                        gq.vectors()[:q], seed=args.seed)
+                        gq.vectors()[:q], seed=args.seed, kinds=HEAD_CHOICES[args.head])
         seconds = time.perf_counter() - start
 
         def scores(pool, queries):
             return cosine_matrix(head(embed(model, [encoder_text(s) for s in pool])),
                                  head(embed(model, [encoder_text(s) for s in queries])))
 
-        return {**figures(scores), "head s": seconds, "alpha": head.alpha}
+        return {**figures(scores), "head s": seconds, "alpha": head.alpha,
+                "head": head.card()["kind"]}
 
     rows_out = [{"method": "TF-IDF", **figures(lambda p, q: tfidf_scores(p, q)[0])},
                 {"method": "untrained MiniLM", **figures(encoder("all-minilm-l6-v2"))}]
-    if args.head == "ridge":
+    if args.head != "none":
         for q, p in sizes:
             rows_out.append({"method": f"untrained + head {q}x{p}",
                              **with_head("all-minilm-l6-v2", q, p)})
@@ -222,7 +224,7 @@ def main() -> None:
                          # training and validation time of the epochs run, from the card
                          "train s": sum(h["seconds"] for h in card["history"]),
                          "best epoch": card.get("best_epoch")})
-        if args.head == "ridge":
+        if args.head != "none":
             rows_out.append({"method": f"distilled {q}x{p}{tag} + head",
                              **with_head(str(enc_dir), q, p),
                              "train s": rows_out[-1]["train s"]})

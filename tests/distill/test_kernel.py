@@ -85,7 +85,7 @@ def test_auto_kind_matches_a_brute_force_validation_and_picks_the_kernel_where_i
     xp, gp, xq, gq = _nonlinear_geometry(80, 40)
     alphas, factors = (0.01, 0.3, 10.0), (0.5, 2.0)
     head = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3,
-                    kinds=("ridge", "rbf"), gamma_factors=factors)
+                    kinds=("ridge", "rbf"), gamma_factors=factors, kernel_alphas=alphas)
     expected = {(f, a): _brute_force(xp, gp, xq, gq, f, a) for f in factors for a in alphas}
     assert head.card()["kind"] == "rbf"
     assert set(head.validation) == set(expected)

@@ -26,15 +26,12 @@ The steps:
    the pool, see :func:`~influcoder.evaluation.metrics.per_anchor_spearman`) averaged over
    the folds, the figure distillation also selects on; ties go to the larger alpha. The head
    is then refitted on every sample with the chosen alpha.
-4. **Similarity** (``similarity``): the head's outputs are compared by ``cosine`` or by
-   ``dot`` product. Ridge shrinks its prediction for a sample it is unsure of towards the
-   mean; scaling every output to unit length undoes that, and the pool-wide ranking
-   (aggregated Spearman) depends on exactly that scale. On the 500 x 1,000 stores' own
-   cross-validation folds the dot product kept per-anchor Spearman (within 0.003) and raised
-   aggregated Spearman by 0.07-0.13; on a planted geometry where the unit length is part of
-   the truth it lost per-anchor Spearman instead (docs/DISTILLATION.md,
-   ``benchmarks/head_similarity.py``). So ``auto`` (``distill``'s default) scores both on the
-   same folds and keeps the one with the higher mean of the two figures.
+4. **Similarity** (``similarity``): outputs compared by ``cosine`` or by ``dot`` product
+   (ridge shrinks what it is unsure of, and the pool-wide ranking depends on that scale);
+   ``auto`` scores both on the same folds and keeps the higher mean of per-anchor and
+   aggregated Spearman (measured in docs/DISTILLATION.md, ``benchmarks/head_similarity.py``).
+   **Kind** (``kinds``): the linear head or an RBF kernel ridge head
+   (:mod:`influcoder.distill.kernel`), chosen on the same folds like alpha.
 5. **Saving** (:func:`append_head`): a sentence-transformers ``Dense`` layer with identity
    activation (weight ``W^T``, bias ``b``) appended to the encoder, then a ``Normalize`` for
    cosine, or ``similarity_fn_name = "dot"`` for the dot product, so the result stays a plain
@@ -59,6 +56,7 @@ from influcoder.attribution.encoders import SIMILARITIES
 from influcoder.attribution.heads import HeadMap
 from influcoder.distill.kernel import (
     DEFAULT_GAMMA_FACTORS,
+    DEFAULT_KERNEL_ALPHAS,
     MAX_KERNEL_SAMPLES,
     KernelHead,
     fit_kernel_head,
@@ -216,7 +214,8 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
              components: int = DEFAULT_COMPONENTS, alphas: Sequence[float] = DEFAULT_ALPHAS,
              folds: int = DEFAULT_FOLDS, seed: int = 0, similarity: str = "cosine",
              kinds: Sequence[str] = ("ridge",),
-             gamma_factors: Sequence[float] = DEFAULT_GAMMA_FACTORS) -> LinearHead | KernelHead:
+             gamma_factors: Sequence[float] = DEFAULT_GAMMA_FACTORS,
+             kernel_alphas: Sequence[float] = DEFAULT_KERNEL_ALPHAS) -> LinearHead | KernelHead:
     """Fit the head on every sample, with its settings chosen by cross-validation (module
     docstring): alpha, the kind of head (``kinds``) and with ``similarity="auto"`` the
     similarity.
@@ -227,7 +226,7 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
         pool_vectors, query_vectors: ``[n, dim]`` ground-truth gradient vectors of the same
             samples, in the same order (any length: they are normalised here).
         components: principal directions regressed (capped at the samples and the dimension).
-        alphas: ridge strengths to choose from (for every kind).
+        alphas: the linear head's ridge strengths to choose from.
         folds: cross-validation folds on each axis (:func:`validation_folds`); each fold
             needs >= 2 pool samples and >= 2 queries.
         seed: seed of the fold assignment.
@@ -236,7 +235,8 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
             the higher mean of cross-validated per-anchor and aggregated Spearman is kept (ties:
             cosine), the two rankings the tool serves (one query's; the pool-wide one).
         kinds: ``ridge`` (linear, :class:`LinearHead`) and/or ``rbf`` (kernel ridge,
-            :class:`~influcoder.distill.kernel.KernelHead`, at each of ``gamma_factors``); the
+            :class:`~influcoder.distill.kernel.KernelHead`, at each of ``gamma_factors`` and
+            ``kernel_alphas``); the
             best setting by per-anchor Spearman wins (ties: ridge, the stronger alpha). ``rbf``
             is dropped from a choice above :data:`~influcoder.distill.kernel.MAX_KERNEL_SAMPLES`
             samples, and refused alone.
@@ -251,8 +251,8 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
                          f"queries {len(xq)} vs {len(gq)}")
     if xp.shape[1] != xq.shape[1] or gp.shape[1] != gq.shape[1]:
         raise ValueError("pool and queries must share the embedding and the vector dimension")
-    if not alphas:
-        raise ValueError("alphas is empty")
+    if not alphas or not kernel_alphas or not gamma_factors:
+        raise ValueError("an empty grid of alphas or gamma factors")
     if similarity not in ("auto", *SIMILARITIES):
         raise ValueError(f"similarity must be 'auto' or one of {SIMILARITIES}, got "
                          f"{similarity!r}")
@@ -277,7 +277,8 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
         encoder_scores.append(per_anchor_spearman(gt, cosine_matrix(xp[vp], xq[vq])))
         z = principal_coordinates(g, components)
         held = np.vstack([xp[vp], xq[vq]])
-        for setting, pred in _predictions(x, z, held, kinds, alphas, gamma_factors):
+        for setting, pred in _predictions(x, z, held, kinds, alphas,
+                                          (gamma_factors, kernel_alphas)):
             for c in candidates:
                 scored = head_scores(pred[:len(vp)], pred[len(vp):], c)
                 scores[c].setdefault(setting, []).append(
@@ -306,7 +307,7 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
                       {st[-1]: v for st, v in validation.items() if st[0] == "ridge"}, **fields)
 
 
-def _predictions(x, z, held, kinds, alphas, gamma_factors):
+def _predictions(x, z, held, kinds, alphas, kernel_grid):
     """``(setting, predictions for held)`` of every setting fitted on ``(x, z)``: settings are
     ``("ridge", 0.0, alpha)`` and ``("rbf", gamma factor, alpha)``."""
     if "ridge" in kinds:
@@ -314,7 +315,7 @@ def _predictions(x, z, held, kinds, alphas, gamma_factors):
             weight, bias = ridge(x, z, alpha)
             yield ("ridge", 0.0, alpha), held @ weight.T + bias
     if "rbf" in kinds:
-        yield from kernel_predictions(x, z, held, alphas, gamma_factors)
+        yield from kernel_predictions(x, z, held, kernel_grid[1], kernel_grid[0])
 
 
 def fit_views(features: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]], pool_vectors,
