@@ -10,9 +10,9 @@ better cross-validated per-anchor Spearman kept). Reported:
   fold, refitted on the rest), the figure ``auto`` chooses by;
 * **held out**: both held-out blocks together (320 pool x 96 queries, never fitted on), with
   bootstrap intervals;
-* **apply ms**: applying the fitted head to the held-out samples' features, against one
-  encoder pass over the same samples' views, timed in this process (the ratio is what the
-  head adds to encoding).
+* **apply ms**: applying the fitted head to the held-out samples' features, and that as a
+  percentage of one encoder pass over the same samples' views, timed in this process (what
+  the head adds to encoding).
 
     python benchmarks/head_kind.py --work runs/lc --encoder runs/lc/encoder_2views --views text,response
 """
@@ -99,13 +99,13 @@ def main() -> None:
                     "aggregated": metrics.aggregated_spearman(gt, pred),
                     "aggregated 95%": "[{:.2f}, {:.2f}]".format(*intervals["aggregated_spearman"]),
                     "fit s": fit_s, "apply ms": 1000 * apply_s,
-                    "apply / encoder": apply_s / encoder_s})
+                    "apply % of encoding": 100 * apply_s / encoder_s})
                 print(rows[-1], flush=True)
     print(f"held-out pool x held-out queries: {gt.shape[0]} x {gt.shape[1]}; the encoder pass "
           f"the apply time is compared with: {len(held)} samples x each view, this process")
     print(common.table(rows, ["encoder", "views", "head", "kept", "val per-anchor", "per-anchor",
                               "per-anchor 95%", "pairwise", "aggregated", "aggregated 95%",
-                              "fit s", "apply ms", "apply / encoder"]))
+                              "fit s", "apply ms", "apply % of encoding"]))
     print(f"\nreproduce: {common.command_line()}")
 
 

@@ -33,7 +33,7 @@ from influcoder.attribution.heads import HeadMap, rbf_kernel
 #: strengths. On the 500 x 1,000 stores' cross-validation folds the choices were inside this
 #: grid: factor 2, alpha 1 for the two-view features (see docs/DISTILLATION.md, "A kernel head").
 DEFAULT_GAMMA_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
-DEFAULT_KERNEL_ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+DEFAULT_KERNEL_ALPHAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 #: Above this many training samples (pool + queries) the ``n x n`` kernel is not formed.
 MAX_KERNEL_SAMPLES = 5000
 _MEDIAN_ROWS = 2000  # rows the median distance is estimated on (a seeded subset beyond it)
