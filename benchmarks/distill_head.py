@@ -40,6 +40,7 @@ split seed and epochs.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -66,12 +67,15 @@ def stratified_third(labels: list, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encoder_rows(name, model, prepare_seconds, data, held, train, components, seed,
-                 views=("text",)):
+                 views=("text",), head_choice=("ridge", "cosine")):
     """``{variant: (embeddings by store, info)}`` for ``model`` and ``model`` + a head fitted on
     the training side only. Embedding the held-out block (its pool samples and queries) is
     timed, as attribution would pay it. ``views``: what the model reads; two views are each
-    scaled to unit length and concatenated (``distill --views text+response``)."""
-    from influcoder.distill.head import append_head, embed, fit_head
+    scaled to unit length and concatenated (``distill --views text+response``).
+    ``head_choice``: ``(distill --head, --head-similarity)``; the head's rows are then compared
+    by the similarity it kept."""
+    from influcoder.distill.head import LinearHead, append_head, embed, fit_head
+    from influcoder.distill.settings import HEAD_CHOICES
     from influcoder.groundtruth.influence import normalize_rows
 
     vectors = data["vectors"]
@@ -94,10 +98,11 @@ def encoder_rows(name, model, prepare_seconds, data, held, train, components, se
     emb["train_queries"] = embed_views("train_queries")
     t = time.perf_counter()
     head = fit_head(emb["pool"][train], vectors["pool"][train], emb["train_queries"],
-                    vectors["train_queries"], components=components, seed=seed)
+                    vectors["train_queries"], components=components, seed=seed,
+                    kinds=HEAD_CHOICES[head_choice[0]], similarity=head_choice[1])
     fit = time.perf_counter() - t
     headed = {k: head(e) for k, e in emb.items()}
-    if len(views) == 1:
+    if len(views) == 1 and isinstance(head, LinearHead) and head.similarity == "cosine":
         # The saved form (Dense + Normalize appended) gives the same outputs: check a few texts.
         np.testing.assert_allclose(
             embed(append_head(model, head), data["texts"]["test_queries"][:4]),
@@ -105,9 +110,10 @@ def encoder_rows(name, model, prepare_seconds, data, held, train, components, se
         del model[-2:]
     return {name: (emb, {"prepare s": prepare_seconds, "encode s": encode}),
             name + " + head": (headed, {"prepare s": prepare_seconds + fit, "encode s": encode,
-                                        "alpha": head.alpha,
+                                        "alpha": head.alpha, "head": head.card()["kind"],
+                                        "similarity": head.similarity,
                                         "val encoder": head.encoder_validation,
-                                        "val": head.validation[head.alpha]})}
+                                        "val": head.kinds_validation[head.card()["kind"]]})}
 
 
 def finetuned(data, train, args, seed, regression_weight=0.0, epochs=None, overrides=None):
@@ -205,26 +211,27 @@ def run_split(seed, data, args, components) -> list[dict]:
     held, train = stratified_third(data["labels"], seed)
     harmful = np.array([label == "harmful" for label in data["labels"]])
     untrained = load_encoder("all-minilm-l6-v2")
-    variants = encoder_rows("untrained", untrained, 0.0, data, held, train, components, seed)
+    rows_of = functools.partial(encoder_rows, head_choice=(args.head, args.head_similarity))
+    variants = rows_of("untrained", untrained, 0.0, data, held, train, components, seed)
     if args.two_view_heads:
-        variants.update(encoder_rows("untrained, 2 views", untrained, 0.0, data, held, train,
+        variants.update(rows_of("untrained, 2 views", untrained, 0.0, data, held, train,
                                      components, seed, TWO_VIEWS))
     if not args.no_finetune:
         model, seconds = finetuned(data, train, args, seed)
-        variants.update(encoder_rows("distilled", model, seconds, data, held, train,
+        variants.update(rows_of("distilled", model, seconds, data, held, train,
                                      components, seed))
         if args.two_view_heads:
-            variants.update(encoder_rows("distilled, 2 views", model, seconds, data, held,
+            variants.update(rows_of("distilled, 2 views", model, seconds, data, held,
                                          train, components, seed, TWO_VIEWS))
     for weight in args.regression_weights:
         model, seconds = finetuned(data, train, args, seed, weight, args.joint_epochs)
-        variants.update(encoder_rows(f"joint w={weight:g} ep{args.joint_epochs or args.epochs}",
+        variants.update(rows_of(f"joint w={weight:g} ep{args.joint_epochs or args.epochs}",
                                      model, seconds, data, held, train, components, seed))
     for name, overrides in args.variants:
         model, seconds = finetuned(data, train, args, seed, overrides=overrides,
                                    epochs=overrides.get("epochs"))
         views = TWO_VIEWS if overrides.get("views") == "text+response" else ("text",)
-        variants.update(encoder_rows(name, model, seconds, data, held, train, components, seed,
+        variants.update(rows_of(name, model, seconds, data, held, train, components, seed,
                                      views))
     rows_idx = {"test": held, "train": train}
     stores = {"test": "test_queries", "train": "train_queries"}
@@ -239,7 +246,9 @@ def run_split(seed, data, args, components) -> list[dict]:
         rows = []
         for name, (emb, info) in variants.items():
             t = time.perf_counter()
-            pred = normalize_rows(emb["pool"][rows_idx[p]]) @ normalize_rows(emb[stores[q]]).T
+            pool, queries = emb["pool"][rows_idx[p]], emb[stores[q]]
+            pred = (pool @ queries.T if info.get("similarity") == "dot"
+                    else normalize_rows(pool) @ normalize_rows(queries).T)
             rows.append({"method": name, **info, "score s": time.perf_counter() - t,
                          **judge(gt, pred, labels, args.n_boot, seed)})
         for name, fn in (("BM25", bm25_scores), ("TF-IDF", tfidf_scores)):
@@ -252,7 +261,7 @@ def run_split(seed, data, args, components) -> list[dict]:
             rows.append({"method": "(ground truth)", **judge(gt, gt, labels, 1, seed)})
         print(f"\n{block}: {gt.shape[0]} x {gt.shape[1]}")
         print(common.table(rows, ["method", *[c for f in FIGURES for c in (f, f + " 95%")],
-                                  "AUPRC mean", "AUPRC max", "prepare s", "encode s", "alpha",
+                                  "AUPRC mean", "AUPRC max", "prepare s", "encode s", "head", "similarity", "alpha",
                                   "val encoder", "val"]))
         out += [{"seed": seed, "block": block, **r} for r in rows]
     return out
@@ -275,6 +284,10 @@ def main() -> None:
     ap.add_argument("--components", type=int, default=None,
                     help="head components (default: DistillArguments' head_components)")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    ap.add_argument("--head", choices=["ridge", "kernel", "auto"], default="ridge",
+                    help="the head's kinds (distill --head)")
+    ap.add_argument("--head-similarity", choices=["cosine", "dot", "auto"], default="cosine",
+                    help="how the head's outputs are compared (distill --head-similarity)")
     ap.add_argument("--no-finetune", action="store_true", help="skip the distilled variant")
     ap.add_argument("--regression-weights", default="",
                     help="joint variants to add, comma separated (e.g. 0.5,1)")

@@ -43,14 +43,15 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
     POOL and QUERIES are gradient stores from `collect` (QUERIES made --like POOL). A share of
     both is held out; the three validation figures (per-anchor, pairwise and aggregated
     Spearman) are printed for the untrained encoder and after every epoch, and the best epoch is
-    kept. Then (--head ridge, the default) a linear head is fitted in closed form on every
-    sample's gradient vector; --epochs 0 skips training and keeps only the head. With
-    --views auto (the default) the head is fitted on the text alone and on the text plus the
-    response encoded on its own, and the better by cross-validation is kept; with
+    kept. Then a head is fitted in closed form on every sample's gradient vector: with --head
+    auto (the default) a linear head and an RBF kernel head are cross-validated and the better
+    is kept (--head ridge or kernel forces one); --epochs 0 skips training and keeps only the
+    head. With --views auto (the default) the head is fitted on the text alone and on the text
+    plus the response encoded on its own, and the better by cross-validation is kept; with
     --head-similarity auto (the default) so is the better of cosine and dot product for
-    comparing the head's outputs. One view: the head is appended as a sentence-transformers
-    Dense module (+ Normalize for cosine) and the output is a standard sentence-transformers
-    directory. Two views: a multi-view encoder directory
+    comparing the head's outputs. A linear head on one view is appended as a
+    sentence-transformers Dense module (+ Normalize for cosine) and the output is a standard
+    sentence-transformers directory. A kernel head or two views: a multi-view encoder directory
     (backbone/, head.safetensors, influcoder_views.json) that encode, index, attribute,
     evaluate and serve read. Either way with influcoder_distill.json (settings, ground-truth
     fingerprint, history, head).

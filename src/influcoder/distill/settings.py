@@ -62,12 +62,13 @@ class DistillArguments:
     One training step takes a block of the ground truth: ``batch_query`` training queries by
     ``batch_pool`` training pool samples, and minimises
     :class:`~influcoder.distill.losses.InfluenceDistillLoss` on it with AdamW. After
-    training, ``head="ridge"`` appends a linear head fitted in closed form
-    (:mod:`influcoder.distill.head`); ``epochs=0`` skips training, leaving the head alone.
+    training, a head fitted in closed form is appended (``head``: linear ``ridge``, RBF
+    ``kernel``, or ``auto``, the better by cross-validation; :mod:`influcoder.distill.head`);
+    ``epochs=0`` skips training, leaving the head alone.
     """
 
     epochs: int = field(default=3, metadata={
-        "help": "passes over the training blocks; 0 trains nothing (with --head ridge: the "
+        "help": "passes over the training blocks; 0 trains nothing (with a --head: the "
                 "encoder as given plus the fitted head, in seconds)"})
     lr: float = field(default=2e-4, metadata={
         "help": "AdamW learning rate (constant). 2e-4 with --batch-query 64 was best on the "
@@ -148,7 +149,7 @@ class DistillArguments:
         "help": "principal directions of the gradients the head regresses (its output "
                 "dimension; capped at the number of samples)"})
     views: Literal["auto", "text", "text+response"] = field(default=DEFAULT_VIEWS, metadata={
-        "help": "what the ridge head reads (with --head none: the text only): 'text' (prompt "
+        "help": "what the head reads (with --head none: the text only): 'text' (prompt "
                 "and response, one pass: the encoder stays one sentence-transformers directory), "
                 "'text+response' (a second pass over the response alone, concatenated, in "
                 "training too: a multi-view encoder directory, which encode, index, attribute "
