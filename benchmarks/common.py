@@ -156,6 +156,23 @@ def head_arguments(ap, threads: int) -> None:
     ap.add_argument("--threads", type=int, default=threads)
 
 
+def head_benchmark(description: str):
+    """The set-up of the benchmarks that fit heads per view set on the learning curve's stores:
+    ``(args, stores, vectors, held-out ground truth, view sets)``."""
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser(description=description)
+    head_arguments(ap, threads=2)
+    ap.add_argument("--views", default="text;text,response", help="';'-separated view sets")
+    ap.add_argument("--n-boot", type=int, default=1000)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    stores, vectors, gt = learning_curve_stores(args.work)
+    return args, stores, vectors, gt, [tuple(v.split(",")) for v in args.views.split(";")]
+
+
 def learning_curve_stores(work) -> tuple[dict, dict, object]:
     """``(stores, their vectors, held-out ground truth)`` of the learning curve's ``work``: the
     ground truth is both held-out blocks together (pool x queries cosines, never fitted on)."""

@@ -19,7 +19,6 @@ better cross-validated per-anchor Spearman kept). Reported:
 
 from __future__ import annotations
 
-import argparse
 import time
 from functools import partial
 from pathlib import Path
@@ -46,21 +45,12 @@ def _apply(head, pool, queries):
 
 
 def main() -> None:
-    import torch
-
     from influcoder.attribution.encoders import load_encoder
     from influcoder.attribution.views import backbone_path, is_multi_view, view_texts
     from influcoder.distill import head as h
     from influcoder.evaluation import metrics
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    common.head_arguments(ap, threads=2)
-    ap.add_argument("--views", default="text;text,response", help="';'-separated view sets")
-    ap.add_argument("--n-boot", type=int, default=1000)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    stores, vec, gt = common.learning_curve_stores(args.work)
-    view_sets = [tuple(v.split(",")) for v in args.views.split(";")]
+    args, stores, vec, gt, view_sets = common.head_benchmark(__doc__.split("\n\n")[0])
     held = [s.samples for p, s in stores.items() if not p.startswith("train")]
     held = [x for samples in held for x in samples]
 

@@ -21,29 +21,17 @@ embedded through its backbone) and each set of views:
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import common
 import numpy as np
 
-PARTS = common.LC_PARTS
-
 
 def main() -> None:
-    import torch
-
     from influcoder.distill import head as h
     from influcoder.evaluation import metrics
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    common.head_arguments(ap, threads=2)
-    ap.add_argument("--views", default="text;text,response", help="';'-separated view sets")
-    ap.add_argument("--n-boot", type=int, default=1000)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    stores, vec, gt = common.learning_curve_stores(args.work)
-    view_sets = [tuple(v.split(",")) for v in args.views.split(";")]
+    args, stores, vec, gt, view_sets = common.head_benchmark(__doc__.split("\n\n")[0])
 
     rows = []
     for name in ["all-minilm-l6-v2", *args.encoder]:

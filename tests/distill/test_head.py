@@ -78,6 +78,14 @@ def _linear_geometry(n_pool, n_query, d=6, dim=24, noise=0.0, seed=0):
     return x[:n_pool], g[:n_pool], x[n_pool:], g[n_pool:]
 
 
+def _scipy_figures(gp, gq, pred):
+    """(per-anchor, aggregated) Spearman of ``pred`` against the cosines of ``gp`` and ``gq``,
+    spelled out with scipy."""
+    truth = gp @ gq.T / np.outer(np.linalg.norm(gp, axis=1), np.linalg.norm(gq, axis=1))
+    return (np.mean([spearmanr(truth[:, j], pred[:, j]).statistic for j in range(len(gq))]),
+            spearmanr(truth.mean(axis=1), pred.mean(axis=1)).statistic)
+
+
 def _brute_force(xp, gp, xq, gq, alphas, similarity="cosine"):
     """alpha -> (per-anchor, aggregated) on fit_head's folds, spelled out: targets from an
     independent SVD, sklearn's ridge, scipy's Spearman."""
@@ -96,12 +104,7 @@ def _brute_force(xp, gp, xq, gq, alphas, similarity="cosine"):
             if similarity == "cosine":
                 hp = hp / np.linalg.norm(hp, axis=1, keepdims=True)
                 hq = hq / np.linalg.norm(hq, axis=1, keepdims=True)
-            pred = hp @ hq.T
-            truth = gp[vp] @ gq[vq].T / np.outer(np.linalg.norm(gp[vp], axis=1),
-                                                 np.linalg.norm(gq[vq], axis=1))
-            figures.append((np.mean([spearmanr(truth[:, j], pred[:, j]).statistic
-                                     for j in range(len(vq))]),
-                            spearmanr(truth.mean(axis=1), pred.mean(axis=1)).statistic))
+            figures.append(_scipy_figures(gp[vp], gq[vq], hp @ hq.T))
         expected[alpha] = np.mean(figures, axis=0)
     return expected
 

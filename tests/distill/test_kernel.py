@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
 
 from influcoder.attribution.heads import HeadMap, rbf_kernel
 from influcoder.distill import kernel
@@ -16,7 +15,7 @@ from influcoder.distill.head import fit_head, validation_folds
 from influcoder.distill.kernel import KernelRidge, median_sq_distance
 from influcoder.evaluation.metrics import per_anchor_spearman
 
-from .test_head import _gradient_store, _word_samples
+from .test_head import _gradient_store, _scipy_figures, _word_samples
 
 
 def test_rbf_kernel_and_the_saved_map_equal_their_definition_written_out():
@@ -72,12 +71,7 @@ def _brute_force(xp, gp, xq, gq, factor, alpha):
         hp, hq = model.predict(xp[vp]) + z.mean(0), model.predict(xq[vq]) + z.mean(0)
         hp /= np.linalg.norm(hp, axis=1, keepdims=True)
         hq /= np.linalg.norm(hq, axis=1, keepdims=True)
-        pred = hp @ hq.T
-        truth = gp[vp] @ gq[vq].T / np.outer(np.linalg.norm(gp[vp], axis=1),
-                                             np.linalg.norm(gq[vq], axis=1))
-        figures.append((np.mean([spearmanr(truth[:, j], pred[:, j]).statistic
-                                 for j in range(len(vq))]),
-                        spearmanr(truth.mean(axis=1), pred.mean(axis=1)).statistic))
+        figures.append(_scipy_figures(gp[vp], gq[vq], hp @ hq.T))
     return np.mean(figures, axis=0)
 
 
@@ -185,7 +179,11 @@ def rbf_dir(tiny_encoder, tmp_path):
 def test_every_encoder_path_applies_the_saved_kernel_head(rbf_dir, tmp_path, monkeypatch):
     """torch and the torch-free ONNX query encoder give the head's definition, written out
     over plain sentence-transformers calls, with lengths kept (dot product)."""
-    from influcoder.attribution.backends import FastEncoder, export_for_queries, query_encoder
+    from influcoder.attribution.backends import (
+        FastEncoder,
+        export_for_queries,
+        query_encoder,
+    )
     from influcoder.attribution.views import ViewedEncoder, sample_encoder
     from influcoder.io.samples import Sample
 
