@@ -233,10 +233,11 @@ def main() -> None:
     for name, (pool, queries, _) in blocks.items():
         print(f"\n{name} block: {len(pool)} pool x {len(queries)} queries, never trained on")
         print(common.table([{"method": r["method"], **r[name], "train s": r.get("train s"),
-                             "head s": r.get("head s"), "best epoch": r.get("best epoch")}
+                             "head s": r.get("head s"), "head": r.get("head"),
+                             "best epoch": r.get("best epoch")}
                             for r in rows_out],
                            ["method", "per-anchor", "per-anchor 95%", "pairwise", "aggregated",
-                            "aggregated 95%", "train s", "head s", "best epoch"]))
+                            "aggregated 95%", "train s", "head s", "head", "best epoch"]))
     print(f"\nreproduce: {common.command_line()}")
     (work / "results.json").write_text(json.dumps(rows_out, indent=2, default=float))
 
