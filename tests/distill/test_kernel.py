@@ -239,3 +239,25 @@ def _save_tensors(out, **replace):
     tensors = load_file(str(out / "head.safetensors"))
     save_file({**tensors, **{k: v.astype(np.float32) for k, v in replace.items()}},
               str(out / "head.safetensors"))
+
+
+def test_the_head_runs_blas_on_one_thread_and_restores_it(monkeypatch):
+    """OpenBLAS threads woken by the head's small products keep spinning and slow the
+    encoder's next forward pass (benchmarks/view_overhead.py): the head limits BLAS to one
+    thread while it runs, and leaves the setting as it found it."""
+    from threadpoolctl import threadpool_info
+
+    from influcoder.attribution import heads
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before, seen = blas_threads(), []
+    real = heads.rbf_kernel
+    monkeypatch.setattr(heads, "rbf_kernel", lambda *a: seen.append(blas_threads()) or real(*a))
+    rng = np.random.default_rng(0)
+    head = HeadMap("rbf", {"anchors": rng.standard_normal((6, 3)),
+                           "coef": rng.standard_normal((6, 2)), "bias": np.zeros(2)}, 0.5)
+    head(rng.standard_normal((4, 3)))
+    assert seen and all(n == 1 for n in seen[0]) and seen[0]
+    assert blas_threads() == before

@@ -22,6 +22,22 @@ from influcoder.errors import InflucoderError
 
 HEAD_KINDS = ("linear", "rbf")
 _TENSORS = {"linear": ("weight", "bias"), "rbf": ("anchors", "coef", "bias")}
+_BLAS = []  # the threadpoolctl controller, made on first use
+
+
+def one_blas_thread():
+    """A context in which numpy's BLAS runs on one thread.
+
+    The head's products are small, but once they wake OpenBLAS's worker threads, those keep
+    spinning for a while and slow the encoder's next forward pass on the same cores: a
+    demo-sized multi-view encoder measured 10-35% slower than its backbone alone for that
+    reason alone, and as fast with one BLAS thread (``benchmarks/view_overhead.py``).
+    """
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
 
 
 def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
@@ -57,10 +73,13 @@ class HeadMap:
 
     def __call__(self, x) -> np.ndarray:
         t = self.tensors
-        if self.kind == "linear":
-            return (np.asarray(x, dtype=np.float32) @ t["weight"].T + t["bias"]).astype(np.float32)
-        k = rbf_kernel(x, t["anchors"], self.gamma)
-        return (k @ t["coef"].astype(np.float64) + t["bias"]).astype(np.float32)
+        with one_blas_thread():
+            if self.kind == "linear":
+                out = np.asarray(x, dtype=np.float32) @ t["weight"].T + t["bias"]
+            else:
+                out = rbf_kernel(x, t["anchors"], self.gamma) @ t["coef"].astype(np.float64) \
+                    + t["bias"]
+        return out.astype(np.float32)
 
     def shapes_error(self) -> str | None:
         """Why the tensors do not fit together, or None."""
