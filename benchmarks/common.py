@@ -123,6 +123,17 @@ def timed(results: dict, key: str):
     results[key] = time.perf_counter() - t
 
 
+def best_of(fn, repeats: int = 5) -> float:
+    """The fastest of ``repeats`` timed runs of ``fn``, in seconds, after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def table(rows: list[dict], cols: list[str]) -> str:
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
     lines = [" | ".join(c.ljust(widths[c]) for c in cols),

@@ -29,17 +29,6 @@ import numpy as np
 KINDS = {"ridge": ("ridge",), "kernel": ("rbf",), "auto": ("ridge", "rbf")}
 
 
-def _best(fn, repeats: int = 5) -> float:
-    """The fastest of ``repeats`` runs of ``fn``, in seconds (after one warm-up run)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def _apply(head, pool, queries):
     return head(pool), head(queries)
 
@@ -64,7 +53,7 @@ def main() -> None:
             test_pool = np.vstack([x["test_pool"], x["extra_pool"]])
             test_queries = np.vstack([x["test_queries"], x["extra_queries"]])
             texts = [t for per_view in view_texts(held, views) for t in per_view]
-            encoder_s = _best(partial(model.encode, texts, batch_size=32), repeats=1)
+            encoder_s = common.best_of(partial(model.encode, texts, batch_size=32), repeats=1)
             for kind, kinds in KINDS.items():
                 start = time.perf_counter()
                 head = h.fit_head(x["train_pool"], vec["train_pool"], x["train_queries"],
@@ -72,7 +61,7 @@ def main() -> None:
                                   similarity="auto", kinds=kinds)
                 fit_s = time.perf_counter() - start
                 pred = h.head_scores(head(test_pool), head(test_queries), head.similarity)
-                apply_s = _best(partial(_apply, head, test_pool, test_queries))
+                apply_s = common.best_of(partial(_apply, head, test_pool, test_queries))
                 intervals = {f: metrics.bootstrap_interval(getattr(metrics, f), gt, pred,
                                                            n_resamples=args.n_boot)
                              for f in ("per_anchor_spearman", "aggregated_spearman")}

@@ -9,19 +9,8 @@ pass.
 from __future__ import annotations
 
 import argparse
-import time
 
 import common
-
-
-def _best(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -40,8 +29,8 @@ def main() -> None:
     base = viewed.base
     print(f"{len(samples)} samples, views {'+'.join(viewed.views)}, {viewed.head.kind} head")
     for r in range(args.rounds):
-        b = _best(lambda: [base.encode_samples(samples) for _ in viewed.views], args.repeats)
-        v = _best(lambda: viewed.encode_samples(samples), args.repeats)
+        b = common.best_of(lambda: [base.encode_samples(samples) for _ in viewed.views], args.repeats)
+        v = common.best_of(lambda: viewed.encode_samples(samples), args.repeats)
         print(f"round {r}: backbone alone {1000 * b:.0f} ms, multi-view encoder {1000 * v:.0f} ms,"
               f" ratio {v / b:.3f}")
     print(f"\nreproduce: {common.command_line()}")
