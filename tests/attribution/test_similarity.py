@@ -132,6 +132,34 @@ def test_encode_index_attribute_and_evaluate_score_by_dot_product(
     np.testing.assert_allclose(scores, expected[:10], atol=1e-4)
 
 
+@pytest.mark.parametrize("approx", ["hnsw", "ivf"])
+def test_approximate_indexes_find_the_exact_dot_product_top_k(dot_encoder, tiny_encoder,  # noqa: F811
+                                                              tmp_path, approx):
+    """HNSW and IVF over vectors whose lengths differ (a dot encoder's) return the same top-k
+    as the exact dot products of the definition, with scores within their float16 codes."""
+    from influcoder.attribution.build import build_index
+    from influcoder.attribution.index import open_index
+
+    path, head = dot_encoder
+    rows = tmp_path / "pool.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in pool_rows()))
+    index = build_index(rows, tmp_path / "index", str(path), backend="torch", approx=approx,
+                        progress=False)
+    assert index.kind == approx
+    pool = reference(tiny_encoder, head, texts(SAMPLES))
+    lengths = np.linalg.norm(pool, axis=1)
+    assert lengths.max() > 1.2 * lengths.min()      # the lengths are part of the ranking here
+    queries = reference(tiny_encoder, head, [f"{p}\n\n{r}" for p, r in
+                                             [("How do I boil water?", "In a pot."),
+                                              ("t0w1 f3", "t1w2")]]).astype(np.float32)
+    scores, found = open_index(tmp_path / "index").search(queries, 5)
+    exact = pool @ queries.T
+    for j in range(len(queries)):
+        want = np.argsort(-exact[:, j], kind="stable")[:5]
+        np.testing.assert_array_equal(found[j], want)
+        np.testing.assert_allclose(scores[j], exact[want, j], rtol=2e-3, atol=2e-3)
+
+
 def test_int8_storage_is_refused_for_a_dot_product_encoder(dot_encoder, tmp_path):
     from influcoder.attribution.encode import encode
     from influcoder.attribution.settings import EncodeArguments
