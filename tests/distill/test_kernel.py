@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from influcoder.attribution.heads import HeadMap, rbf_kernel
+from influcoder.attribution.heads import HeadMap, rbf_kernel, squared_distances
 from influcoder.distill import kernel
 from influcoder.distill.head import fit_head, validation_folds
 from influcoder.distill.kernel import KernelRidge, median_sq_distance
@@ -34,12 +34,14 @@ def test_rbf_kernel_and_the_saved_map_equal_their_definition_written_out():
 def test_kernel_ridge_equals_the_direct_solve(alpha):
     rng = np.random.default_rng(1)
     x, z = rng.standard_normal((30, 4)), rng.standard_normal((30, 3)) + 2.0
-    fit = KernelRidge(x, z, 0.3)
-    k = np.exp(-0.3 * ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(squared_distances(x, x), d, rtol=1e-12, atol=1e-12)
+    fit = KernelRidge(squared_distances(x, x), z, 0.3)
+    k = np.exp(-0.3 * d)
     direct = np.linalg.solve(k + alpha * np.eye(30), z - z.mean(0))
     np.testing.assert_allclose(fit.coef(alpha), direct, rtol=1e-7, atol=1e-9)
-    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-    assert median_sq_distance(x) == pytest.approx(np.median(d[np.triu_indices(30, 1)]))
+    assert median_sq_distance(squared_distances(x, x)) == pytest.approx(
+        np.median(d[np.triu_indices(30, 1)]))
 
 
 def _nonlinear_geometry(n_pool, n_query, d=3, dim=16, seed=0):

@@ -40,11 +40,17 @@ def one_blas_thread():
     return _BLAS[0].limit(limits=1, user_api="blas")
 
 
-def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
-    """``[len(a), len(b)]`` values ``exp(-gamma * ||a_i - b_j||^2)``, computed in float64."""
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[len(a), len(b)]`` squared Euclidean distances ``||a_i - b_j||^2`` in float64,
+    round-off below 0 clipped."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-    return np.exp(-gamma * np.clip(sq, 0.0, None))
+    return np.clip(sq, 0.0, None)
+
+
+def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
+    """``[len(a), len(b)]`` values ``exp(-gamma * ||a_i - b_j||^2)``, computed in float64."""
+    return np.exp(-gamma * squared_distances(a, b))
 
 
 @dataclass

@@ -28,8 +28,9 @@ is scaled to unit length again unless ``similarity`` (optional, ``cosine`` when 
 ``dot``, in which case its length is kept and indexes compare by dot product
 (:func:`~influcoder.attribution.encoders.encoder_similarity`). The backbone runs with any
 backend (:mod:`influcoder.attribution.backends`, :mod:`influcoder.attribution.light`), so
-ONNX, int8 and bf16 serve a multi-view encoder as they serve its backbone. There is no ``modules.json`` at the top, so ``SentenceTransformer``
-refuses the directory instead of silently computing the backbone's vectors without the head.
+ONNX, int8 and bf16 serve a multi-view encoder as they serve its backbone. There is no
+``modules.json`` at the top, so ``SentenceTransformer`` refuses the directory instead of
+silently computing the backbone's vectors without the head.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from influcoder.attribution.heads import HeadMap, rbf_kernel
+from influcoder.attribution.heads import HeadMap, rbf_kernel, squared_distances
 
 #: gamma = factor / (median squared distance of the training features), and the kernel ridge's
 #: strengths. On the 500 x 1,000 stores' cross-validation folds the choices were inside this
@@ -39,26 +39,25 @@ MAX_KERNEL_SAMPLES = 5000
 _MEDIAN_ROWS = 2000  # rows the median distance is estimated on (a seeded subset beyond it)
 
 
-def median_sq_distance(x: np.ndarray, seed: int = 0) -> float:
-    """The median squared distance between distinct rows of ``x`` (of a seeded subset of
-    :data:`_MEDIAN_ROWS` rows when there are more); 1.0 when all rows coincide."""
-    if len(x) > _MEDIAN_ROWS:
-        x = x[np.sort(np.random.default_rng(seed).choice(len(x), _MEDIAN_ROWS, replace=False))]
-    sq = (x * x).sum(1)
-    d = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
-    off = d[np.triu_indices(len(x), k=1)]
-    m = float(np.median(np.clip(off, 0.0, None))) if off.size else 0.0
+def median_sq_distance(sq: np.ndarray, seed: int = 0) -> float:
+    """The median of a square matrix ``sq`` of squared distances between distinct rows (of a
+    seeded subset of :data:`_MEDIAN_ROWS` rows when there are more); 1.0 when all coincide."""
+    if len(sq) > _MEDIAN_ROWS:
+        keep = np.sort(np.random.default_rng(seed).choice(len(sq), _MEDIAN_ROWS, replace=False))
+        sq = sq[np.ix_(keep, keep)]
+    off = sq[np.triu_indices(len(sq), k=1)]
+    m = float(np.median(off)) if off.size else 0.0
     return m if m > 0 else 1.0
 
 
 class KernelRidge:
-    """Kernel ridge of ``z`` on ``x`` for one ``gamma``; :meth:`coef` for any alpha, from one
-    eigendecomposition of the kernel matrix."""
+    """Kernel ridge of ``z`` on the training rows whose squared distances are ``sq``, for one
+    ``gamma``; :meth:`coef` for any alpha, from one eigendecomposition of the kernel matrix."""
 
-    def __init__(self, x: np.ndarray, z: np.ndarray, gamma: float):
-        self.x, self.gamma = x, gamma
+    def __init__(self, sq: np.ndarray, z: np.ndarray, gamma: float):
+        self.gamma = gamma
         self.mean = z.mean(axis=0)
-        self.evals, self.evecs = np.linalg.eigh(rbf_kernel(x, x, gamma))
+        self.evals, self.evecs = np.linalg.eigh(np.exp(-gamma * sq))
         self.evals = np.clip(self.evals, 0.0, None)  # K is PSD; round-off only
         self.projected = self.evecs.T @ (z - self.mean)
 
@@ -111,11 +110,12 @@ class KernelHead:
 def kernel_predictions(x: np.ndarray, z: np.ndarray, xs: np.ndarray, alphas: Sequence[float],
                        factors: Sequence[float]) -> Iterator[tuple[tuple, np.ndarray]]:
     """``(("rbf", factor, alpha), predictions for xs)`` for every setting, fitted on
-    ``(x, z)``; gamma is ``factor / median_sq_distance(x)``."""
-    scale = median_sq_distance(x)
+    ``(x, z)``; gamma is ``factor`` over the median squared distance between rows of ``x``."""
+    sq, sq_held = squared_distances(x, x), squared_distances(xs, x)  # once for every gamma
+    scale = median_sq_distance(sq)
     for factor in map(float, factors):
-        fit = KernelRidge(x, z, factor / scale)
-        k = rbf_kernel(xs, x, fit.gamma)
+        fit = KernelRidge(sq, z, factor / scale)
+        k = np.exp(-fit.gamma * sq_held)
         for alpha in map(float, alphas):
             yield ("rbf", factor, alpha), k @ fit.coef(alpha) + fit.mean
 
@@ -124,6 +124,7 @@ def fit_kernel_head(x: np.ndarray, z: np.ndarray, factor: float, alpha: float,
                     **fields) -> KernelHead:
     """The kernel head on every sample ``(x, z)`` at one setting; ``fields`` fill the rest."""
     anchors = x.astype(np.float32)  # as saved: the fit and the saved head see the same anchors
-    fit = KernelRidge(anchors.astype(np.float64), z, factor / median_sq_distance(x))
+    fit = KernelRidge(squared_distances(anchors, anchors), z,
+                      factor / median_sq_distance(squared_distances(x, x)))
     return KernelHead(anchors, fit.coef(alpha), fit.mean, fit.gamma, factor, alpha,
                       int(z.shape[1]), **fields)
