@@ -215,24 +215,24 @@ def run_split(seed, data, args, components) -> list[dict]:
     variants = rows_of("untrained", untrained, 0.0, data, held, train, components, seed)
     if args.two_view_heads:
         variants.update(rows_of("untrained, 2 views", untrained, 0.0, data, held, train,
-                                     components, seed, TWO_VIEWS))
+                                components, seed, TWO_VIEWS))
     if not args.no_finetune:
         model, seconds = finetuned(data, train, args, seed)
         variants.update(rows_of("distilled", model, seconds, data, held, train,
-                                     components, seed))
+                                components, seed))
         if args.two_view_heads:
             variants.update(rows_of("distilled, 2 views", model, seconds, data, held,
-                                         train, components, seed, TWO_VIEWS))
+                                    train, components, seed, TWO_VIEWS))
     for weight in args.regression_weights:
         model, seconds = finetuned(data, train, args, seed, weight, args.joint_epochs)
         variants.update(rows_of(f"joint w={weight:g} ep{args.joint_epochs or args.epochs}",
-                                     model, seconds, data, held, train, components, seed))
+                                model, seconds, data, held, train, components, seed))
     for name, overrides in args.variants:
         model, seconds = finetuned(data, train, args, seed, overrides=overrides,
                                    epochs=overrides.get("epochs"))
         views = TWO_VIEWS if overrides.get("views") == "text+response" else ("text",)
         variants.update(rows_of(name, model, seconds, data, held, train, components, seed,
-                                     views))
+                                views))
     rows_idx = {"test": held, "train": train}
     stores = {"test": "test_queries", "train": "train_queries"}
     print(f"\n##### split seed {seed}: {len(held)} held-out pool samples "
@@ -261,8 +261,8 @@ def run_split(seed, data, args, components) -> list[dict]:
             rows.append({"method": "(ground truth)", **judge(gt, gt, labels, 1, seed)})
         print(f"\n{block}: {gt.shape[0]} x {gt.shape[1]}")
         print(common.table(rows, ["method", *[c for f in FIGURES for c in (f, f + " 95%")],
-                                  "AUPRC mean", "AUPRC max", "prepare s", "encode s", "head", "similarity", "alpha",
-                                  "val encoder", "val"]))
+                                  "AUPRC mean", "AUPRC max", "prepare s", "encode s", "head",
+                                  "similarity", "alpha", "val encoder", "val"]))
         out += [{"seed": seed, "block": block, **r} for r in rows]
     return out
 
@@ -270,7 +270,8 @@ def run_split(seed, data, args, components) -> list[dict]:
 def main() -> None:
     import torch
 
-    from influcoder.distill.settings import DistillArguments
+    from influcoder.attribution.encoders import SIMILARITIES
+    from influcoder.distill.settings import HEAD_CHOICES, DistillArguments
     from influcoder.groundtruth.influence import normalize_rows
     from influcoder.io.samples import encoder_text
     from influcoder.io.stores import open_store
@@ -284,9 +285,9 @@ def main() -> None:
     ap.add_argument("--components", type=int, default=None,
                     help="head components (default: DistillArguments' head_components)")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
-    ap.add_argument("--head", choices=["ridge", "kernel", "auto"], default="ridge",
+    ap.add_argument("--head", choices=[h for h in HEAD_CHOICES if h != "none"], default="ridge",
                     help="the head's kinds (distill --head)")
-    ap.add_argument("--head-similarity", choices=["cosine", "dot", "auto"], default="cosine",
+    ap.add_argument("--head-similarity", choices=["auto", *SIMILARITIES], default="cosine",
                     help="how the head's outputs are compared (distill --head-similarity)")
     ap.add_argument("--no-finetune", action="store_true", help="skip the distilled variant")
     ap.add_argument("--regression-weights", default="",

@@ -14,7 +14,7 @@ better cross-validated per-anchor Spearman kept). Reported:
   percentage of one encoder pass over the same samples' views, timed in this process (what
   the head adds to encoding).
 
-    python benchmarks/head_kind.py --work runs/lc --encoder runs/lc/encoder_2views --views text,response
+    python benchmarks/head_kind.py --work runs/lc --encoder runs/lc/encoder_2views --views "text;text,response"
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from pathlib import Path
 import common
 import numpy as np
 
-KINDS = {"ridge": ("ridge",), "kernel": ("rbf",), "auto": ("ridge", "rbf")}
-
 
 def _apply(head, pool, queries):
     return head(pool), head(queries)
@@ -37,6 +35,7 @@ def main() -> None:
     from influcoder.attribution.encoders import load_encoder
     from influcoder.attribution.views import backbone_path, is_multi_view, view_texts
     from influcoder.distill import head as h
+    from influcoder.distill.settings import HEAD_CHOICES
     from influcoder.evaluation import metrics
 
     args, stores, vec, gt, view_sets = common.head_benchmark(__doc__.split("\n\n")[0])
@@ -54,7 +53,8 @@ def main() -> None:
             test_queries = np.vstack([x["test_queries"], x["extra_queries"]])
             texts = [t for per_view in view_texts(held, views) for t in per_view]
             encoder_s = common.best_of(partial(model.encode, texts, batch_size=32), repeats=1)
-            for kind, kinds in KINDS.items():
+            for kind in ("ridge", "kernel", "auto"):       # distill --head's choices
+                kinds = HEAD_CHOICES[kind]
                 start = time.perf_counter()
                 head = h.fit_head(x["train_pool"], vec["train_pool"], x["train_queries"],
                                   vec["train_queries"], components=args.components,

@@ -87,7 +87,7 @@ def main() -> None:
                          "training size; figures are then also given on both test blocks "
                          "together (all their queries x all their pool), whose intervals are "
                          "narrower")
-    ap.add_argument("--head", choices=["none", "ridge", "kernel", "auto"], default="ridge",
+    ap.add_argument("--head", choices=list(HEAD_CHOICES), default="ridge",
                     help="also score each encoder with a closed-form head (distill --head: "
                          "linear, RBF kernel, or the better on its cross-validation) fitted "
                          "on the size's training samples, compared by cosine: 'untrained + "
