@@ -263,3 +263,41 @@ def test_the_head_runs_blas_on_one_thread_and_restores_it(monkeypatch):
     head(rng.standard_normal((4, 3)))
     assert seen and all(n == 1 for n in seen[0]) and seen[0]
     assert blas_threads() == before
+
+
+def test_a_linear_head_fitted_on_unit_vectors_reads_them_through_a_normalize(
+        tiny_encoder_dir, tiny_encoder, tmp_path, monkeypatch):
+    """With ``--head auto`` on an encoder whose outputs are not unit vectors (the tiny one),
+    the one-view heads are fitted on unit vectors (as a kernel head reads them); when the
+    linear head is kept (here: the kernel is ruled out by the sample limit) it is still one
+    plain sentence-transformers directory, with a Normalize before its Dense, and gives the
+    fitted head of the unit embeddings."""
+    from safetensors.numpy import load_file
+    from sentence_transformers import SentenceTransformer
+
+    from influcoder.distill.head import embed
+    from influcoder.distill.settings import DistillArguments
+    from influcoder.distill.stores import distill_stores
+    from influcoder.io.samples import encoder_text
+
+    monkeypatch.setattr("influcoder.distill.head.MAX_KERNEL_SAMPLES", 10)
+    pool_s, query_s = _word_samples(40, 0, "p"), _word_samples(24, 1, "q")
+    raw = embed(tiny_encoder, [encoder_text(s) for s in pool_s + query_s])
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-4)
+    grads = raw @ np.random.default_rng(4).standard_normal((raw.shape[1], 24))
+    pool = _gradient_store(tmp_path / "gp", pool_s, grads[:40])
+    queries = _gradient_store(tmp_path / "gq", query_s, grads[40:])
+    distill_stores(pool, queries, tmp_path / "enc",
+                   DistillArguments(epochs=0, views="text", head="auto",
+                                    head_similarity="cosine"),
+                   encoder=tiny_encoder_dir, progress=False)
+    card = json.loads((tmp_path / "enc" / "influcoder_distill.json").read_text())
+    assert card["head"]["kind"] == "ridge"
+    loaded = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
+    assert [type(m).__name__ for m in loaded][-3:] == ["Normalize", "Dense", "Normalize"]
+    dense = load_file(str(next((tmp_path / "enc").glob("*Dense/model.safetensors"))))
+    unit = raw[:7] / np.linalg.norm(raw[:7], axis=1, keepdims=True)
+    expected = unit @ dense["linear.weight"].T.astype(np.float64) + dense["linear.bias"]
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(embed(loaded, [encoder_text(s) for s in pool_s[:7]]), expected,
+                               atol=1e-5)

@@ -340,14 +340,17 @@ def fit_views(features: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]], po
     return kept, heads[kept], {"+".join(v): f for v, f in figures.items()}
 
 
-def append_head(encoder, head: LinearHead, *, normalize: bool | None = None):
-    """Append ``head`` to ``encoder`` (in place) as ``Dense`` (identity) [+ ``Normalize``].
+def append_head(encoder, head: LinearHead, *, normalize: bool | None = None,
+                unit_input: bool = False):
+    """Append ``head`` to ``encoder`` (in place) as [``Normalize`` +] ``Dense`` (identity)
+    [+ ``Normalize``].
 
     Returns the encoder, whose ``encode`` now yields ``head(previous output)`` (unit length
     when ``normalize``), and whose ``save`` writes a plain sentence-transformers directory.
     ``normalize=None`` follows ``head.similarity``: ``cosine`` appends ``Normalize``, ``dot``
     does not and sets the encoder's ``similarity_fn_name`` to ``"dot"``, which its saved
-    directory records (how indexes then compare its vectors).
+    directory records (how indexes then compare its vectors). ``unit_input``: the head was
+    fitted on the encoder's outputs scaled to unit length, so a ``Normalize`` goes before it.
     """
     import torch
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize
@@ -357,6 +360,8 @@ def append_head(encoder, head: LinearHead, *, normalize: bool | None = None):
         raise ValueError(f"the head takes {head.weight.shape[1]}-dim embeddings, the encoder "
                          f"emits {dim}")
     device = next(encoder.parameters()).device
+    if unit_input:
+        encoder.append(Normalize())
     dense = Dense(head.weight.shape[1], head.weight.shape[0],
                   activation_function=torch.nn.Identity(),
                   init_weight=torch.tensor(np.ascontiguousarray(head.weight), dtype=torch.float32),

@@ -98,14 +98,16 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
                          f"queries, got {pool.n} and {queries.n}; use head='none'")
     embedded = {"text": (embed(model, pool_texts), embed(model, query_texts))}
     kinds = HEAD_CHOICES[args.head]
-    # A linear head on one view is appended as Dense and reads the encoder's own output; any
-    # other head runs in a multi-view directory, which scales each view to unit length. The
-    # two agree when the encoder emits unit vectors (MiniLM and every distilled encoder do).
-    as_dense = kinds == ("ridge",) or all(
+    # A linear head on one view is appended as Dense; a kernel head runs in a multi-view
+    # directory, which scales each view to unit length. When a kernel may be chosen and the
+    # encoder's outputs are not unit vectors already (MiniLM's and every distilled encoder's
+    # are), the one-view heads are fitted on unit vectors and a linear head kept reads them
+    # through a Normalize before its Dense.
+    raw_text = kinds == ("ridge",) or all(
         np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4) for e in embedded["text"])
 
     def features(views: tuple[str, ...]) -> tuple:
-        if views == ("text",) and as_dense:  # what the appended Dense will read
+        if views == ("text",) and raw_text:  # what the appended Dense will read
             return embedded["text"]
         for v in views:
             if v not in embedded:
@@ -123,8 +125,8 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
     card = json.loads(card_path.read_text(encoding="utf-8"))
     entry = {**head.card(), "views": list(views), "views_validation_per_anchor_spearman": figures}
     card = {**card, "head": entry}
-    if views == ("text",) and isinstance(head, LinearHead) and as_dense:
-        save_encoder(append_head(model, head), out, card)
+    if views == ("text",) and isinstance(head, LinearHead):
+        save_encoder(append_head(model, head, unit_input=not raw_text), out, card)
     else:
         def fill(tmp: Path) -> None:
             save_multi_view(tmp, model, views, head.head_map(), head.similarity)
