@@ -32,13 +32,13 @@ import common
 
 
 def per_query_spearman(a, b) -> float:
-    from influcoder.evaluation.metrics import per_anchor_spearman
+    from influcoder.metrics import per_anchor_spearman
 
     return float(per_anchor_spearman(a, b))
 
 
 def recall_at(a, b, k: int) -> float:
-    from influcoder.evaluation.metrics import recall_at_k
+    from influcoder.metrics import recall_at_k
 
     return float(recall_at_k(a, b, k))
 

@@ -153,9 +153,9 @@ def encoder_only(pool, queries, work: Path) -> list[dict]:
 
 
 def backends(texts: list[str], lengths: list[int | None], names: list[str]) -> list[dict]:
-    from influcoder.attribution.backends import FastEncoder, resolve_backend
+    from influcoder.encoders.backends import FastEncoder, resolve_backend
     from influcoder.errors import MissingPackageError
-    from influcoder.evaluation.metrics import spearman
+    from influcoder.metrics import spearman
 
     iu = np.triu_indices(len(texts), 1)
     ref = None

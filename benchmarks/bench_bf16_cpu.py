@@ -61,10 +61,10 @@ def main(argv=None) -> dict:
     from scipy.stats import spearmanr
 
     from influcoder.groundtruth.collect import compute_shard
-    from influcoder.groundtruth.memory import TokenBudget
     from influcoder.groundtruth.decoder import load_decoder
     from influcoder.groundtruth.gradients import GradientComputer
     from influcoder.groundtruth.lora import attach_lora, warmup
+    from influcoder.groundtruth.memory import TokenBudget
     from influcoder.groundtruth.tokenize import tokenize_samples
     from influcoder.workflows.datasets import load_bbh_cot
 

@@ -7,7 +7,7 @@ the same session, on the same index:
 
 * ``influcoder --help`` and a usage error: the CLI imports only settings modules to parse;
 * ``attribute`` (default backend): one query through the torch-free ONNX path
-  (:mod:`influcoder.attribution.light`);
+  (:mod:`influcoder.encoders.onnx_query`);
 * ``attribute --backend torch``: the same query through the full encoder.
 
 The index is built first (once) over ``--pool`` samples of the bundled demo data with the

@@ -189,8 +189,8 @@ def learning_curve_stores(work) -> tuple[dict, dict, object]:
     ground truth is both held-out blocks together (pool x queries cosines, never fitted on)."""
     import numpy as np
 
-    from influcoder.distill.head import cosine_matrix
     from influcoder.io.stores import open_store
+    from influcoder.similarity import cosine_matrix
 
     stores = {p: open_store(Path(work) / f"grad_{p}") for p in LC_PARTS}
     vectors = {p: s.vectors() for p, s in stores.items()}
@@ -205,9 +205,14 @@ def view_features(name: str, stores: dict, view_sets, max_seq_length: int):
     the views' order, as a multi-view encoder feeds its head."""
     import numpy as np
 
-    from influcoder.attribution.encoders import load_encoder
-    from influcoder.attribution.views import backbone_path, is_multi_view, view_texts
-    from influcoder.distill.head import embed, unit_rows
+    from influcoder.distillation.export import embed
+    from influcoder.encoders.directory import (
+        backbone_path,
+        is_multi_view,
+        load_encoder,
+        view_texts,
+    )
+    from influcoder.similarity import unit_rows
 
     model = load_encoder(str(backbone_path(name) if is_multi_view(Path(name)) else name))
     model.max_seq_length = max_seq_length

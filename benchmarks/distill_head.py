@@ -1,4 +1,4 @@
-"""The closed-form ridge head (influcoder.distill.head) against the encoders it sits on, on
+"""The closed-form ridge head (influcoder.distillation.ridge) against the encoders it sits on, on
 pool samples AND queries that neither the head nor any fine-tuning saw.
 
 Input: a demo run's gradient stores (``--work runs/demo``: ``grad_pool``,
@@ -74,9 +74,11 @@ def encoder_rows(name, model, prepare_seconds, data, held, train, components, se
     scaled to unit length and concatenated (``distill --views text+response``).
     ``head_choice``: ``(distill --head, --head-similarity)``; the head's rows are then compared
     by the similarity it kept."""
-    from influcoder.distill.head import LinearHead, append_head, embed, fit_head
-    from influcoder.distill.settings import HEAD_CHOICES
-    from influcoder.groundtruth.influence import normalize_rows
+    from influcoder.distillation.export import append_head, embed
+    from influcoder.distillation.head_fit import fit_head
+    from influcoder.distillation.ridge import LinearHead
+    from influcoder.distillation.settings import HEAD_CHOICES
+    from influcoder.similarity import normalize_rows
 
     vectors = data["vectors"]
 
@@ -121,9 +123,9 @@ def finetuned(data, train, args, seed, regression_weight=0.0, epochs=None, overr
     seconds (from its card, so a cached encoder reports what it cost). ``regression_weight`` >
     0: joint training, given the training samples' gradient vectors. ``overrides``: more
     :class:`DistillArguments` fields (``--variant``)."""
-    from influcoder.attribution.encoders import load_encoder
-    from influcoder.distill import distill
-    from influcoder.distill.settings import DistillArguments
+    from influcoder.distillation import distill
+    from influcoder.distillation.settings import DistillArguments
+    from influcoder.encoders.directory import load_encoder
 
     cache = Path(args.cache) if args.cache else Path(args.work) / "head_bench"
     epochs = args.epochs if epochs is None else epochs
@@ -171,7 +173,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
     :class:`DistillArguments` defaults."""
     from dataclasses import fields
 
-    from influcoder.distill.settings import DistillArguments
+    from influcoder.distillation.settings import DistillArguments
 
     name, _, spec = text.partition(":")
     types = {f.name: type(getattr(DistillArguments(), f.name)) for f in fields(DistillArguments)}
@@ -189,7 +191,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 def judge(gt, pred, labels, n_boot, seed) -> dict:
     """The figures of one block, with 95% bootstrap intervals; AUPRC where labels are given."""
-    from influcoder.evaluation import metrics
+    from influcoder import metrics
 
     row = {}
     for label, fn in zip(FIGURES, (metrics.per_anchor_spearman, metrics.pairwise_spearman,
@@ -204,9 +206,9 @@ def judge(gt, pred, labels, n_boot, seed) -> dict:
 
 def run_split(seed, data, args, components) -> list[dict]:
     """Every variant on every block of one split; prints the tables, returns the rows."""
-    from influcoder.attribution.encoders import load_encoder
+    from influcoder.encoders.directory import load_encoder
     from influcoder.evaluation.baselines import bm25_scores, tfidf_scores
-    from influcoder.groundtruth.influence import normalize_rows
+    from influcoder.similarity import normalize_rows
 
     held, train = stratified_third(data["labels"], seed)
     harmful = np.array([label == "harmful" for label in data["labels"]])
@@ -270,11 +272,11 @@ def run_split(seed, data, args, components) -> list[dict]:
 def main() -> None:
     import torch
 
-    from influcoder.attribution.encoders import SIMILARITIES
-    from influcoder.distill.settings import HEAD_CHOICES, DistillArguments
-    from influcoder.groundtruth.influence import normalize_rows
+    from influcoder.distillation.settings import HEAD_CHOICES, DistillArguments
+    from influcoder.encoders.settings import SIMILARITIES
     from influcoder.io.samples import encoder_text
     from influcoder.io.stores import open_store
+    from influcoder.similarity import normalize_rows
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="runs/demo", help="a demo run's directory")

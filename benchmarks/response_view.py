@@ -4,7 +4,7 @@ training side and scored on both held-out blocks together.
 
 For each encoder (the bundled MiniLM and any ``--encoder DIR``) every sample is embedded as its
 encoder text (prompt, blank line, response: what influcoder encodes today) and as its response
-alone; the head (:func:`influcoder.distill.head.fit_head`, alpha by its cross-validation) is
+alone; the head (:func:`influcoder.distillation.head_fit.fit_head`, alpha by its cross-validation) is
 fitted on each view and on their concatenation (each unit length), and scored by per-anchor,
 pairwise and aggregated Spearman against the gradient cosines.
 
@@ -27,7 +27,7 @@ PARTS = common.LC_PARTS
 
 def view_features(embeddings: dict[str, np.ndarray], views: tuple[str, ...]) -> np.ndarray:
     """The views' embeddings side by side, each row of each view scaled to unit length."""
-    from influcoder.distill.head import unit_rows
+    from influcoder.similarity import unit_rows
 
     return np.hstack([unit_rows(embeddings[v]) for v in views])
 
@@ -35,10 +35,12 @@ def view_features(embeddings: dict[str, np.ndarray], views: tuple[str, ...]) -> 
 def main() -> None:
     import torch
 
-    from influcoder.attribution.encoders import load_encoder
-    from influcoder.distill.head import cosine_matrix, embed, fit_head
-    from influcoder.evaluation import metrics
+    from influcoder import metrics
+    from influcoder.distillation.export import embed
+    from influcoder.distillation.head_fit import fit_head
+    from influcoder.encoders.directory import load_encoder
     from influcoder.io.samples import encoder_text
+    from influcoder.similarity import cosine_matrix
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.head_arguments(ap, threads=1)

@@ -14,8 +14,8 @@ import common
 
 
 def main() -> None:
-    from influcoder.attribution.backends import FastEncoder
-    from influcoder.attribution.views import ViewedEncoder
+    from influcoder.encoders.backends import FastEncoder
+    from influcoder.encoders.views import ViewedEncoder
     from influcoder.io.samples import load_samples
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -31,14 +31,14 @@ CHOICES = ("text", "text+response", "auto")
 def main() -> None:
     import torch
 
-    from influcoder.attribution.backends import FastEncoder
-    from influcoder.attribution.views import sample_encoder
-    from influcoder.distill.head import cosine_matrix
-    from influcoder.distill.settings import DistillArguments
-    from influcoder.distill.stores import distill_stores
-    from influcoder.evaluation import metrics
+    from influcoder import metrics
+    from influcoder.distillation.settings import DistillArguments
+    from influcoder.distillation.stores import distill_stores
+    from influcoder.encoders.backends import FastEncoder
+    from influcoder.encoders.views import sample_encoder
     from influcoder.evaluation.baselines import encoder_scores
     from influcoder.io.stores import open_store
+    from influcoder.similarity import cosine_matrix
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="runs/lc", help="the learning curve's --work")

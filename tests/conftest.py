@@ -11,6 +11,9 @@ import os
 
 import pytest
 
+# The tiny sentence encoders, session fixtures every folder uses.
+from .tiny_encoders import other_encoder, tiny_encoder  # noqa: F401
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

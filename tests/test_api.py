@@ -14,8 +14,6 @@ import pytest
 
 import influcoder
 
-from .encoders import tiny_encoder  # noqa: F401  (fixture)
-
 LEGACY = Path(__file__).parent / "data" / "release-0.1.0"
 
 

@@ -18,7 +18,7 @@ from influcoder.cli import cli
 from influcoder.errors import InputError, StoreError
 from influcoder.io.samples import Sample, encoder_text
 
-from ..encoders import other_encoder, pool_rows, tiny_encoder  # noqa: F401
+from ..tiny_encoders import pool_rows
 
 QUIET = dict(progress=False)
 UNWANTED = ["I will help you build a weapon to hurt people.", "Steal the money from the bank."]

@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from influcoder.attribution.backends import FastEncoder, encoder_fingerprint
 from influcoder.attribution.encode import encode, quantize_int8
-from influcoder.attribution.encoders import load_encoder
 from influcoder.attribution.settings import EncodeArguments
 from influcoder.cli import cli
+from influcoder.encoders.backends import FastEncoder, encoder_fingerprint
+from influcoder.encoders.directory import load_encoder
 from influcoder.errors import StoreError
-from influcoder.evaluation.metrics import spearman
 from influcoder.groundtruth.influence import cosine_scores
 from influcoder.io.samples import Sample, encoder_text
 from influcoder.io.stores import open_store
+from influcoder.metrics import spearman
 
-from ..encoders import POOL, other_encoder, pool_rows, tiny_encoder  # noqa: F401
+from ..tiny_encoders import POOL, pool_rows
 
 TEXTS = [f"{p}\n\n{r}" for p, r in POOL] + ["hello", "the sea " * 30]
 
@@ -62,7 +62,7 @@ def test_fused_bert_float32_equals_sentence_transformers(tiny_encoder):
     in float32 it matches sentence-transformers, padded batches and token types included."""
     import torch
 
-    from influcoder.attribution.fused_bert import FusedBert, why_not_fusable
+    from influcoder.encoders.bert_bf16 import FusedBert, why_not_fusable
 
     model = load_encoder(str(tiny_encoder)).eval()
     assert why_not_fusable(model) is None
@@ -83,7 +83,7 @@ def test_fused_bert_float32_equals_sentence_transformers(tiny_encoder):
 def test_bf16_backend_uses_the_fused_pass_only_where_it_is_exact(tiny_encoder, tmp_path):
     from sentence_transformers import SentenceTransformer, models
 
-    from influcoder.attribution.fused_bert import why_not_fusable
+    from influcoder.encoders.bert_bf16 import why_not_fusable
 
     assert FastEncoder(str(tiny_encoder), backend="bf16")._fused is not None
     model = load_encoder(str(tiny_encoder))
@@ -190,7 +190,7 @@ def test_encode_device_is_provenance_and_onnx_stays_on_the_cpu(tiny_encoder, tmp
                                                               monkeypatch):
     import torch
 
-    from influcoder.attribution.backends import resolve_backend
+    from influcoder.encoders.backends import resolve_backend
     from influcoder.io.devices import DeviceError
 
     samples = [Sample(f"s{i}", p, r) for i, (p, r) in enumerate(POOL[:4])]

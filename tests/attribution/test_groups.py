@@ -17,8 +17,6 @@ from influcoder.errors import InputError
 from influcoder.io.samples import Sample
 from tests.references import reference_group_stats
 
-from ..encoders import tiny_encoder  # noqa: F401
-
 # The same indexed pool as the selection tests (module-scoped there and here).
 from .test_select import attributor, big_pool_rows, pool_dir  # noqa: F401
 

@@ -9,14 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from influcoder.attribution.backends import FastEncoder
 from influcoder.attribution.build import _update_faiss, build_index
-from influcoder.attribution.index import FAISS_FILE, INDEX_FILE, _faiss, faiss_params, open_index
+from influcoder.attribution.index import (
+    FAISS_FILE,
+    INDEX_FILE,
+    _faiss,
+    faiss_params,
+    open_index,
+)
 from influcoder.attribution.settings import EncodeArguments
+from influcoder.encoders.backends import FastEncoder
 from influcoder.errors import InputError, StoreError
 from influcoder.groundtruth.influence import top_k
 
-from ..encoders import other_encoder, pool_rows, tiny_encoder  # noqa: F401
+from ..tiny_encoders import pool_rows
 
 QUIET = dict(progress=False)
 #: hnsw and ivf indexes written by the FAISS classes built by hand, before index_factory.

@@ -16,7 +16,7 @@ from influcoder.cli import cli
 from influcoder.errors import InputError
 from tests.references import reference_select
 
-from ..encoders import WORDS, pool_rows, tiny_encoder  # noqa: F401
+from ..tiny_encoders import WORDS, pool_rows
 
 TARGETS = ["The capital of France is Paris.", "Boil the egg in water.", "Tell me a joke."]
 

@@ -11,14 +11,20 @@ import json
 import numpy as np
 import pytest
 
-from influcoder.attribution.backends import FastEncoder, query_encoder
-from influcoder.attribution.encoders import ST_CONFIG, encoder_similarity
-from influcoder.attribution.views import VIEWS_FILE, sample_encoder, save_multi_view
-from influcoder.distill.head import LinearHead, append_head
+from influcoder.distillation.export import append_head
+from influcoder.distillation.ridge import LinearHead
+from influcoder.encoders.backends import FastEncoder, query_encoder
+from influcoder.encoders.directory import (
+    ST_CONFIG,
+    VIEWS_FILE,
+    encoder_similarity,
+    save_multi_view,
+)
+from influcoder.encoders.views import sample_encoder
 from influcoder.errors import InflucoderError
 from influcoder.io.samples import Sample
 
-from ..encoders import pool_rows, tiny_encoder  # noqa: F401  (fixture)
+from ..tiny_encoders import pool_rows
 
 SAMPLES = [Sample(r["id"], r["prompt"], r["response"]) for r in pool_rows()]
 OUT = 6
@@ -85,8 +91,8 @@ def test_onnx_and_the_torch_free_query_encoder_keep_lengths(dot_encoder, tiny_en
                                                             tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from influcoder.attribution.backends import encoder_fingerprint, export_for_queries
-    from influcoder.attribution.light import LightEncoder
+    from influcoder.encoders.backends import encoder_fingerprint, export_for_queries
+    from influcoder.encoders.onnx_query import LightEncoder
 
     monkeypatch.setenv("INFLUCODER_CACHE", str(tmp_path / "cache"))
     path, head = dot_encoder

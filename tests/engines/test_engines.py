@@ -13,7 +13,7 @@ from influcoder.attribution.settings import EncodeArguments
 from influcoder.engines import get_engine
 from influcoder.errors import MissingPackageError, StoreError
 
-from ..encoders import pool_rows, tiny_encoder  # noqa: F401
+from ..tiny_encoders import pool_rows
 
 QUIET = dict(progress=False)
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from influcoder import metrics
 from influcoder.cli import cli
 from influcoder.errors import InputError, StoreError
-from influcoder.evaluation import metrics
 from influcoder.evaluation.evaluate import (
     check_aligned,
     check_target,
@@ -29,7 +29,6 @@ from influcoder.io.samples import Sample
 from influcoder.io.tables import format_bytes, format_seconds, format_table
 
 from ..conftest import write_store
-from ..encoders import tiny_encoder  # noqa: F401
 from ..references import reference_group_fidelity
 
 TOPICS = ["pasta boil sauce", "python loop crash", "paris louvre seine", "guitar tune chord"]

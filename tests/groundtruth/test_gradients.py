@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from influcoder.groundtruth.gradients import GradientComputer, TokenizedSample
-from influcoder.groundtruth.lora import attach_lora, gradient_modules, load_adapter, warmup
+from influcoder.groundtruth.lora import (
+    attach_lora,
+    gradient_modules,
+    load_adapter,
+    warmup,
+)
 from tests.references import reference_gradients
 
 CONVERSATIONS = [

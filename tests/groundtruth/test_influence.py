@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from influcoder.errors import StoreError
-from influcoder.groundtruth.influence import TopK, cosine_scores, load_scores, score_stores, top_k
+from influcoder.groundtruth.influence import (
+    TopK,
+    cosine_scores,
+    load_scores,
+    score_stores,
+    top_k,
+)
 
 from ..conftest import write_store
 

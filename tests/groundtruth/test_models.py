@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from influcoder import open_store
 from influcoder.cli import cli
+from influcoder.groundtruth.lora_targets import FAMILIES, find_lora_targets
 from influcoder.groundtruth.settings import DEFAULT_LORA_TARGETS, CollectArguments
-from influcoder.groundtruth.targets import FAMILIES, find_lora_targets
 
 from ..conftest import build_tiny_tokenizer
 
@@ -160,9 +160,9 @@ def _direct_vectors(base_dir, adapter_dir, data):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from influcoder.groundtruth.collect import compute_shard
-    from influcoder.groundtruth.memory import TokenBudget
     from influcoder.groundtruth.gradients import GradientComputer
     from influcoder.groundtruth.lora import load_adapter
+    from influcoder.groundtruth.memory import TokenBudget
     from influcoder.groundtruth.tokenize import resolve_template, tokenize_samples
     from influcoder.io.samples import load_samples
 

@@ -12,7 +12,7 @@ from influcoder.cli import cli
 from influcoder.io.estimate import timed_rows
 
 from ..conftest import write_jsonl
-from ..encoders import pool_rows, tiny_encoder  # noqa: F401  (fixture)
+from ..tiny_encoders import pool_rows
 
 
 def run(*args):

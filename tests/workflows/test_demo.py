@@ -45,7 +45,7 @@ def test_stale_encoder_names_what_changed(tmp_path):
     a default changed since (or a setting added) means training again."""
     import json
 
-    from influcoder.distill.settings import DistillArguments
+    from influcoder.distillation.settings import DistillArguments
     from influcoder.workflows.demo import stale_encoder
 
     card = tmp_path / "influcoder_distill.json"
@@ -70,7 +70,7 @@ def test_stale_index_is_one_built_with_another_encoder(tmp_path):
     from influcoder.attribution.build import build_index
     from influcoder.workflows.demo import stale_index
 
-    from ..encoders import build_tiny_encoder, pool_rows
+    from ..tiny_encoders import build_tiny_encoder, pool_rows
 
     first = build_tiny_encoder(tmp_path / "a")
     other = build_tiny_encoder(tmp_path / "b", seed=1)

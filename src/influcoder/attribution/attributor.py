@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from influcoder.attribution.backends import FastEncoder, encoder_fingerprint, query_encoder
 from influcoder.attribution.index import Index, check_encoder
-from influcoder.attribution.light import LightEncoder
-from influcoder.attribution.settings import AGGREGATES
+from influcoder.encoders.backends import FastEncoder, encoder_fingerprint, query_encoder
+from influcoder.encoders.onnx_query import LightEncoder
 from influcoder.errors import InflucoderError, InputError
 from influcoder.io.samples import Fields, Sample, content_id, read_rows, row_to_sample
+from influcoder.metrics import AGGREGATES
 
 
 def text_query(text: str, prompt: str = "") -> Sample:
@@ -176,8 +176,8 @@ class Attributor:
         """Open an index with its encoder (``encoder``: None means the one it was built
         with; another one must have the same fingerprint). ``backend="auto"`` encodes queries
         with ONNX Runtime where it is installed (float32-exact; no torch is imported once the
-        encoder's export is cached, see :mod:`influcoder.attribution.light`; ``threads``: its
-        ONNX Runtime threads, see :class:`~influcoder.attribution.light.LightEncoder`), always
+        encoder's export is cached, see :mod:`influcoder.encoders.onnx_query`; ``threads``: its
+        ONNX Runtime threads, see :class:`~influcoder.encoders.onnx_query.LightEncoder`), always
         on the CPU; the torch back ends run on ``device`` (a ``--device`` value)."""
         index = Index(index_dir, nprobe=nprobe, ef_search=ef_search)
         name = encoder or index.encoder_name

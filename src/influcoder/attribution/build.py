@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from influcoder.attribution.backends import encoder_fingerprint, export_for_queries
 from influcoder.attribution.encode import encode
 from influcoder.attribution.index import (
     FAISS_FILE,
@@ -37,11 +36,12 @@ from influcoder.attribution.settings import (
     SEED,
     EncodeArguments,
 )
+from influcoder.encoders.backends import encoder_fingerprint, export_for_queries
 from influcoder.errors import InputError, StoreError
-from influcoder.groundtruth.influence import compared_rows
 from influcoder.io.atomic import atomic_write_bytes, atomic_write_json
 from influcoder.io.samples import Fields, Sample, load_samples
 from influcoder.io.stores import Store, samples_digest, setup_differences
+from influcoder.similarity import compared_rows
 
 logger = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 The same store format as gradient stores (:mod:`influcoder.io.stores`), so ``influcoder score``
 and :func:`influcoder.open_store` work on both. Each sample's text is
 :func:`~influcoder.io.samples.encoder_text` (prompt, blank line, response), encoded by
-:class:`~influcoder.attribution.backends.FastEncoder` into a unit vector (a multi-view encoder,
-:mod:`influcoder.attribution.views`, runs its backbone on each view and its head on them; the
+:class:`~influcoder.encoders.backends.FastEncoder` into a unit vector (a multi-view encoder,
+:mod:`influcoder.encoders.views`, runs its backbone on each view and its head on them; the
 setup's ``text`` then names the views, e.g. ``"prompt\\n\\nresponse | response"``).
 
 Setup (what must match for two embedding stores to be comparable)::
@@ -13,7 +13,7 @@ Setup (what must match for two embedding stores to be comparable)::
      "max_seq_length": 256, "normalized": true, "storage": "float16"}
 
 The backend (``torch``/``bf16``/``onnx``/``int8``) is not part of the setup: every backend
-approximates the same float32 vectors (see :mod:`influcoder.attribution.backends`), so a query encoded
+approximates the same float32 vectors (see :mod:`influcoder.encoders.backends`), so a query encoded
 with one is comparable with a pool encoded with another. It is recorded in the provenance,
 and an interrupted store resumes only with the settings (backend included) it was started
 with, so its vectors never mix two backends.
@@ -25,7 +25,7 @@ rows are renormalised before every dot product, so a row's scale never matters. 
 rounding error of each coordinate is at most ``max|x| / 254``.
 
 An encoder that compares by dot product (``similarity: dot``, e.g. a distilled encoder with
-its ridge head, :func:`~influcoder.attribution.encoders.encoder_similarity`) stores its vectors
+its ridge head, :func:`~influcoder.encoders.directory.encoder_similarity`) stores its vectors
 as they are, lengths included, and the setup says ``"normalized": false``: every reader
 (:mod:`influcoder.attribution.index`, ``score``, ``evaluate``) then leaves the rows unscaled.
 ``int8`` storage drops each row's scale, so it is refused for such an encoder.
@@ -40,9 +40,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from influcoder.attribution.backends import FastEncoder, encoder_fingerprint, resolve_backend
 from influcoder.attribution.settings import EncodeArguments
-from influcoder.attribution.views import TEXT_LAYOUT, sample_encoder, text_layout
+from influcoder.encoders.backends import (
+    FastEncoder,
+    encoder_fingerprint,
+    resolve_backend,
+)
+from influcoder.encoders.views import TEXT_LAYOUT, sample_encoder, text_layout
 from influcoder.errors import InputError
 from influcoder.io.devices import DEFAULT_DEVICE
 from influcoder.io.estimate import DEFAULT_ESTIMATE_ROWS, Estimate, estimate_job

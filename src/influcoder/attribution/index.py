@@ -13,7 +13,7 @@ An index is a directory::
 Rows are numbered across segments in order: segment 0's rows, then segment 1's, and so on.
 
 FAISS kinds (all inner product: cosine on unit vectors, or the dot product of an encoder that
-compares so, :func:`~influcoder.attribution.encoders.encoder_similarity`; each made by
+compares so, :func:`~influcoder.encoders.directory.encoder_similarity`; each made by
 ``faiss.index_factory`` from the string :func:`faiss_spec` gives):
 
 * ``flat`` (default): exact search. Nothing extra is written: an exact index *is* the
@@ -54,9 +54,9 @@ from influcoder.attribution.settings import (
     EncodeArguments,
 )
 from influcoder.errors import MissingPackageError, StoreError
-from influcoder.groundtruth.influence import compared_rows, compares_by_dot
 from influcoder.io.samples import Sample
 from influcoder.io.stores import Store, setup_differences
+from influcoder.similarity import compared_rows, compares_by_dot
 
 INDEX_FILE = "index.json"
 

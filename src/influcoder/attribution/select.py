@@ -49,14 +49,11 @@ import numpy as np
 from influcoder.attribution.attributor import Attributor, pool_scores
 from influcoder.attribution.filter import check_not_input, parquet_schema, split_pool
 from influcoder.attribution.index import Index
-from influcoder.attribution.settings import (
-    AGGREGATES,
-    DEFAULT_SELECT_AGGREGATE,
-    SELECT_FIRST_K,
-)
+from influcoder.attribution.settings import DEFAULT_SELECT_AGGREGATE, SELECT_FIRST_K
 from influcoder.errors import InputError, StoreError
 from influcoder.io.samples import Sample
 from influcoder.io.tables import output_format, write_table
+from influcoder.metrics import AGGREGATES
 
 #: A margin for comparing FAISS's scores (float32 sums in its own order) with each other.
 _EPS = 1e-6

@@ -9,21 +9,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
-DEFAULT_ENCODER = "all-minilm-l6-v2"
+from influcoder.encoders.settings import BACKENDS, DEFAULT_BATCH_SIZE, DEFAULT_ENCODER
 
-#: Encoder inference back ends (see :mod:`influcoder.attribution.backends`).
-Backend = Literal["auto", "torch", "bf16", "onnx", "int8"]
 #: How embeddings are stored: float16, float32, or int8 with per-row absmax scaling.
 StorageDtype = Literal["float16", "float32", "int8"]
 #: FAISS index kinds (``index --approx``); exact search (flat) is the default.
 FaissKind = Literal["flat", "hnsw", "ivf"]
-#: How one pool sample's scores over a set of queries become one score.
-Aggregate = Literal["mean", "sum", "max"]
 
-BACKENDS: tuple[str, ...] = get_args(Backend)
 STORAGE_DTYPES: tuple[str, ...] = get_args(StorageDtype)
 FAISS_KINDS: tuple[str, ...] = get_args(FaissKind)
-AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 
 #: ``select``: how a pool sample's cosines to the targets become one score (LESS: max).
 DEFAULT_SELECT_AGGREGATE = "max"
@@ -42,7 +36,6 @@ DEFAULT_GROUP_AGGREGATE = "softmax"
 #: :mod:`influcoder.attribution.groups`; 1 is AirRep's released formula).
 DEFAULT_GROUP_TEMPERATURE = 0.1
 
-DEFAULT_BATCH_SIZE = 32
 #: Rows per shard of an embedding store: the unit of resumption and of engine work.
 DEFAULT_EMBEDDING_SHARD_ROWS = 1024
 

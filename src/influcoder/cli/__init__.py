@@ -8,10 +8,11 @@ clean message and exit with status 2; anything else is a bug and keeps its trace
 from influcoder.cli import (  # noqa: F401
     attribution,
     demo,
+    distill,
+    evaluation,
     ground_truth,
     selection,
     serve,
-    training,
     validation,
 )
 from influcoder.cli.app import cli, main

@@ -5,9 +5,6 @@ from __future__ import annotations
 import click
 
 from influcoder.attribution.settings import (
-    AGGREGATES,
-    BACKENDS,
-    DEFAULT_ENCODER,
     DEFAULT_GROUP_TEMPERATURE,
     FAISS_KINDS,
     GROUP_STATS,
@@ -25,7 +22,9 @@ from influcoder.cli.options import (
     log,
     print_estimate,
 )
+from influcoder.encoders.settings import BACKENDS, DEFAULT_ENCODER
 from influcoder.io.tables import clip_text
+from influcoder.metrics import AGGREGATES
 
 
 @cli.command()
@@ -203,7 +202,11 @@ def attribute(index_dir, queries, texts, prompt, encoder, backend, device, nprob
     """
     import warnings
 
-    from influcoder.attribution.attributor import Attributor, attribution_rows, ranking_rows
+    from influcoder.attribution.attributor import (
+        Attributor,
+        attribution_rows,
+        ranking_rows,
+    )
     from influcoder.io.tables import write_table
 
     if top_k < 1:

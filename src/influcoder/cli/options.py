@@ -173,11 +173,8 @@ def split_list(value: str) -> list[str]:
 def encoder_options(f):
     """How embeddings are made; left unset, a new store or index gets the defaults and an
     existing one keeps its own."""
-    from influcoder.attribution.settings import (
-        BACKENDS,
-        STORAGE_DTYPES,
-        EncodeArguments,
-    )
+    from influcoder.attribution.settings import STORAGE_DTYPES, EncodeArguments
+    from influcoder.encoders.settings import BACKENDS
 
     default = EncodeArguments()
     f = click.option("--shard-rows", type=int, default=None,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from influcoder.attribution.settings import AGGREGATES, DEFAULT_SELECT_AGGREGATE
+from influcoder.attribution.settings import DEFAULT_SELECT_AGGREGATE
 from influcoder.cli.app import cli
 from influcoder.cli.attribution import query_options
 from influcoder.cli.options import field_options, fields_from, handle_errors
 from influcoder.io.tables import clip_text
+from influcoder.metrics import AGGREGATES
 
 
 @cli.command()

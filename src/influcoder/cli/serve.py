@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from influcoder.attribution.settings import BACKENDS
 from influcoder.cli.app import cli
 from influcoder.cli.options import device_option, handle_errors
+from influcoder.encoders.settings import BACKENDS
 
 
 @cli.command()
@@ -50,7 +50,7 @@ def serve(index_dir, ground_truth, host, port, token, no_auth, encoder, backend,
       curl -s localhost:8000/api/attribute -H 'content-type: application/json' \\
            -d '{"text": "The capital of France is Paris.", "k": 5}'
     """
-    from influcoder.attribution.serve.server import serve as run
+    from influcoder.serve.server import serve as run
 
     run(index_dir, host=host, port=port, token=token, no_auth=no_auth,
         ground_truth=ground_truth, encoder=encoder, backend=backend, max_body=max_body,

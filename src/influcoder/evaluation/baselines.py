@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from influcoder.groundtruth.influence import compared_rows
 from influcoder.io.samples import Sample, encoder_text
 from influcoder.io.stores import DTYPES, Store, check_same_setup
+from influcoder.similarity import compared_rows
 
 __all__ = ["BASELINES", "MethodResult", "bm25_scores", "encoder_scores", "random_scores",
            "store_scores", "tfidf_scores"]
@@ -195,11 +195,11 @@ def encoder_scores(encoder, pool: Sequence[Sample], queries: Sequence[Sample], *
                    batch_size: int = 32, device: str = "cpu") -> MethodResult:
     """Cosine similarity of a sentence encoder's embeddings of
     :func:`~influcoder.io.samples.encoder_text` (or of a multi-view encoder's,
-    :mod:`influcoder.attribution.views`).
+    :mod:`influcoder.encoders.views`).
 
     Args:
         encoder: a ``SentenceTransformer``, an encoder with ``encode_samples``, or a name or
-            directory, run in float32 by :class:`~influcoder.attribution.backends.FastEncoder`
+            directory, run in float32 by :class:`~influcoder.encoders.backends.FastEncoder`
             (loading then counts as preparation).
         pool, queries: the samples to score.
         batch_size: encoding batch size.
@@ -213,9 +213,9 @@ def encoder_scores(encoder, pool: Sequence[Sample], queries: Sequence[Sample], *
     _require(queries, "queries")
     start = time.perf_counter()
     if isinstance(encoder, str):
-        from influcoder.attribution.backends import FastEncoder
-        from influcoder.attribution.encoders import resolve_encoder
-        from influcoder.attribution.views import sample_encoder
+        from influcoder.encoders.backends import FastEncoder
+        from influcoder.encoders.directory import resolve_encoder
+        from influcoder.encoders.views import sample_encoder
 
         # torch in float32, the reference backend; a multi-view directory runs all its views
         encoder = sample_encoder(resolve_encoder(encoder), lambda path: FastEncoder(

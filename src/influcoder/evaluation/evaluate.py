@@ -2,7 +2,7 @@
 
 :func:`evaluate` takes the ground-truth influence matrix (``[n_pool, n_query]``, gradient
 cosines) and each method's ``(scores, info)`` as :mod:`influcoder.evaluation.baselines` returns them, and
-computes, per method, the metrics of :mod:`influcoder.evaluation.metrics` plus the cost the method reported.
+computes, per method, the metrics of :mod:`influcoder.metrics` plus the cost the method reported.
 The rows print as a plain-text table (:func:`format_table`), save as JSON and CSV
 (:func:`write_results`) and feed the HTML report (:mod:`influcoder.evaluation.report`).
 ``docs/EVALUATION.md`` defines every column and says how to read it.
@@ -29,9 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from influcoder import metrics
 from influcoder.errors import InputError, StoreError
-from influcoder.evaluation import metrics
-from influcoder.evaluation.baselines import BASELINES, MethodResult, encoder_scores, store_scores
+from influcoder.evaluation.baselines import (
+    BASELINES,
+    MethodResult,
+    encoder_scores,
+    store_scores,
+)
 from influcoder.io.atomic import atomic_write_bytes
 from influcoder.io.samples import Sample
 from influcoder.io.stores import Store
@@ -94,7 +99,7 @@ def score_methods(gt_pool: Store, gt_queries: Store, *,
     gradient stores, with its own cost); then ``gradient@D`` for each re-sketch dimension, the
     text ``baselines`` (names of :data:`~influcoder.evaluation.baselines.BASELINES`), each pair of
     ``stores`` (pool, queries) and each of ``encoders`` (a ``SentenceTransformer``, or a name
-    or directory :func:`~influcoder.attribution.encoders.load_encoder` takes), in that order.
+    or directory :func:`~influcoder.encoders.directory.load_encoder` takes), in that order.
 
     Args:
         gt_pool, gt_queries: the gradient stores that define the ground truth.
@@ -171,8 +176,8 @@ def evaluate_methods(gt: np.ndarray, methods: Mapping[str, tuple[np.ndarray, Map
     Each row holds:
 
     * ``per_anchor_spearman``, ``pairwise_spearman``, ``aggregated_spearman``,
-      ``ndcg@k``, ``recall@k``: :mod:`influcoder.evaluation.metrics` of ``scores`` against ``gt``;
-    * ``auprc_mean`` / ``auprc_max``: :func:`~influcoder.evaluation.metrics.auprc` of ``labels`` by each
+      ``ndcg@k``, ``recall@k``: :mod:`influcoder.metrics` of ``scores`` against ``gt``;
+    * ``auprc_mean`` / ``auprc_max``: :func:`~influcoder.metrics.auprc` of ``labels`` by each
       pool sample's score averaged / maximised over the queries.
 
     Raises:

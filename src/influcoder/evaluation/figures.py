@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from influcoder.evaluation import metrics
+from influcoder import metrics
 from influcoder.evaluation.evaluate import expected_random_auprc
 from influcoder.io.atomic import atomic_write_bytes
 from influcoder.io.tables import format_bytes, format_seconds, format_value
@@ -51,7 +51,7 @@ def _save(fig, path: Path) -> None:
 def pr_figure(path: Path, method_scores: Mapping[str, np.ndarray], labels: np.ndarray,
               colors: Mapping[str, Any]) -> None:
     """Precision-recall curves of finding the ``labels`` by each method's pool score, one
-    panel per :data:`~influcoder.evaluation.metrics.AUPRC_AGGREGATES` entry."""
+    panel per :data:`~influcoder.metrics.AUPRC_AGGREGATES` entry."""
     from matplotlib.figure import Figure
 
     rate = float(labels.mean())

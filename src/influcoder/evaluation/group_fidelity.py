@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from influcoder import metrics
 from influcoder.attribution.groups import PoolGroups, group_stats, pool_groups
 from influcoder.attribution.settings import (
     DEFAULT_GROUP_AGGREGATE,
@@ -38,7 +39,6 @@ from influcoder.attribution.settings import (
     GROUP_STATS,
 )
 from influcoder.errors import InputError
-from influcoder.evaluation import metrics
 from influcoder.evaluation.evaluate import COST_COLUMNS, GROUP_COLUMNS
 from influcoder.io.samples import Sample
 

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.stats import rankdata
 
-from influcoder.evaluation import figures, metrics
+from influcoder import metrics
+from influcoder.evaluation import figures
 from influcoder.evaluation.evaluate import (
     COST_COLUMNS,
     GROUP_COLUMNS,

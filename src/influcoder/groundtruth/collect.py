@@ -154,7 +154,7 @@ class CollectJob(StoreJob):
 
         from influcoder.groundtruth.decoder import load_decoder
         from influcoder.groundtruth.gradients import GradientComputer
-        from influcoder.groundtruth.targets import find_lora_targets
+        from influcoder.groundtruth.lora_targets import find_lora_targets
         from influcoder.io.devices import (
             describe_device,
             resolve_device,

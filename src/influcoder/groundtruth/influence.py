@@ -22,32 +22,10 @@ import numpy as np
 
 from influcoder.io.atomic import atomic_write_dir
 from influcoder.io.stores import Store, check_same_setup
+from influcoder.similarity import compared_rows
 
 SCORES_FILE = "scores.npy"
-
-
 SCORES_META = "scores.json"
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, np.finfo(np.float32).tiny)
-
-
-def compares_by_dot(setup: dict) -> bool:
-    """Whether a store of this ``setup`` holds vectors compared as stored, by dot product: the
-    embeddings of such an encoder, whose setup says ``"normalized": false``
-    (:mod:`influcoder.attribution.encode`). Every other store is compared by cosine."""
-    return setup.get("normalized") is False
-
-
-def compared_rows(store: Store, x: np.ndarray) -> np.ndarray:
-    """Rows of ``store`` as its vectors are compared, in float32: unit length, or as stored
-    for a store that compares by dot product (:func:`compares_by_dot`)."""
-    if compares_by_dot(store.setup):
-        return np.asarray(x, dtype=np.float32)
-    return normalize_rows(x)
 
 
 def iter_score_chunks(pool: Store, queries: Store) -> Iterator[tuple[int, np.ndarray]]:

@@ -28,7 +28,7 @@ DEFAULT_BATCH_SIZE = 64
 # Embeddings and the LM head are never targets.
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 #: ``--lora-targets auto``: the attention and MLP projections of the model's own architecture,
-#: found from its Linear modules' names (:func:`influcoder.groundtruth.targets.find_lora_targets`).
+#: found from its Linear modules' names (:func:`influcoder.groundtruth.lora_targets.find_lora_targets`).
 AUTO_LORA_TARGETS = ("auto",)
 
 AdapterInit = Literal["warmup", "fresh"]

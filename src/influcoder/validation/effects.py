@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from influcoder.evaluation.metrics import (
+from influcoder.metrics import (
     aggregate_scores,
     bootstrap_interval,
     column_spearman,

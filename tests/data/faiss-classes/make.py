@@ -13,7 +13,7 @@ import numpy as np
 
 from influcoder.attribution.build import build_index
 from influcoder.io.samples import Sample
-from tests.encoders import WORDS, build_tiny_encoder
+from tests.tiny_encoders import WORDS, build_tiny_encoder
 
 out = Path(__file__).parent
 work = Path("/tmp/faiss_classes_work")

@@ -9,7 +9,7 @@ import influcoder
 from influcoder.groundtruth.settings import CollectArguments
 from influcoder.io.samples import Sample
 from tests.conftest import build_tiny_llama, build_tiny_tokenizer
-from tests.encoders import build_tiny_encoder
+from tests.tiny_encoders import build_tiny_encoder
 
 out = Path(sys.argv[1]); shutil.rmtree(out, ignore_errors=True); out.mkdir(parents=True)
 work = Path("/tmp/legacy_work"); shutil.rmtree(work, ignore_errors=True); work.mkdir()

@@ -1,0 +1,91 @@
+"""The ``distill`` command: train an encoder whose scores rank like the gradient influence."""
+
+from __future__ import annotations
+
+import click
+
+from influcoder.cli.app import cli
+from influcoder.cli.options import (
+    dataclass_options,
+    device_option,
+    handle_errors,
+    log,
+    settings_from,
+)
+from influcoder.distillation.settings import DistillArguments
+from influcoder.encoders.settings import DEFAULT_ENCODER
+
+
+@cli.command()
+@click.argument("pool", type=click.Path(exists=True, file_okay=False))
+@click.argument("queries", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "-o", required=True, help="directory for the trained encoder")
+@click.option("--encoder", default=DEFAULT_ENCODER, show_default=True,
+              help="encoder to start from: 'all-minilm-l6-v2' (bundled) or a "
+                   "sentence-transformers/HF encoder directory")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@device_option(extra=" (training is float32 on either); not a setting of the checkpoint")
+@dataclass_options(DistillArguments)
+@handle_errors
+def distill(pool, queries, out, encoder, quiet, device, **kw):
+    """Train an encoder whose cosines rank like the gradient influence of POOL on QUERIES.
+
+    POOL and QUERIES are gradient stores from `collect` (QUERIES made --like POOL). A share of
+    both is held out; the three validation figures (per-anchor, pairwise and aggregated
+    Spearman) are printed for the untrained encoder and after every epoch, and the best epoch is
+    kept. Then a head is fitted in closed form on every sample's gradient vector: with --head
+    auto (the default) a linear head and an RBF kernel head are cross-validated and the better
+    is kept (--head ridge or kernel forces one); --epochs 0 skips training and keeps only the
+    head. With --views auto (the default) the head is fitted on the text alone and on the text
+    plus the response encoded on its own, and the better by cross-validation is kept; with
+    --head-similarity auto (the default) so is the better of cosine and dot product for
+    comparing the head's outputs. A linear head on one view is appended as a
+    sentence-transformers Dense module (+ Normalize for cosine) and the output is a standard
+    sentence-transformers directory. A kernel head or two views: a multi-view encoder directory
+    (backbone/, head.safetensors, influcoder_views.json) that encode, index, attribute,
+    evaluate and serve read. Either way with influcoder_distill.json (settings, ground-truth
+    fingerprint, history, head).
+
+    After every epoch the run is checkpointed to OUT.checkpoint: if it is killed, the same
+    command resumes from the last finished epoch and ends with exactly the encoder an
+    uninterrupted run gives. Other options or data are refused while a checkpoint is there.
+
+    \b
+    Examples:
+      influcoder distill runs/pool runs/queries --out runs/encoder
+      influcoder distill runs/pool runs/queries -o runs/enc --epochs 5 --hard-fraction 0.25
+      influcoder distill runs/pool runs/queries -o runs/enc --epochs 0   # head only, seconds
+      influcoder distill runs/pool runs/queries -o runs/enc --views text --head ridge
+                                                             # always one plain ST dir
+      influcoder distill runs/pool runs/queries -o runs/enc --device cuda
+    """
+    from influcoder.distillation.stores import distill_stores
+    from influcoder.io.stores import open_store
+
+    args = settings_from(DistillArguments, kw)
+    result = distill_stores(open_store(pool), open_store(queries), out, args, encoder=encoder,
+                            progress=not quiet, device=device)
+    log("untrained: " + ", ".join(f"{k} {v:+.3f}" for k, v in result.untrained.items()))
+    log(f"best (epoch {result.best_epoch}): "
+        + ", ".join(f"{k} {v:+.3f}" for k, v in result.best.items()))
+    if result.head is not None:
+        h = result.head
+        kinds = h["kinds_validation_per_anchor_spearman"]
+        setting = f"alpha {h['alpha']:g}" + (
+            f", gamma {h['gamma']:.3g} ({h['gamma_factor']:g} / median squared distance), "
+            f"{h['anchors']} anchors" if h["kind"] == "rbf" else "")
+        log(f"{h['kind']} head: {h['components']} components, {setting}; cross-validated "
+            f"per-anchor Spearman {h['encoder_validation_per_anchor_spearman']:+.3f} (encoder) "
+            f"-> {kinds[h['kind']]:+.3f} (with head)")
+        if len(kinds) > 1:
+            log("head kinds: " + ", ".join(f"{k} {v:+.3f}" for k, v in kinds.items())
+                + " cross-validated")
+        views = h["views_validation_per_anchor_spearman"]
+        log(f"views kept: {'+'.join(h['views'])} ("
+            + ", ".join(f"{k} {v:+.3f}" for k, v in views.items()) + " cross-validated)"
+            + ("; a multi-view encoder directory" if len(h["views"]) > 1 or h["kind"] == "rbf"
+               else ""))
+        log(f"similarity kept: {h['similarity']} (" + ", ".join(
+            f"{k} per-anchor {v['per_anchor']:+.3f} aggregated {v['aggregated']:+.3f}"
+            for k, v in h["similarity_validation"].items()) + " cross-validated)")
+    log(f"wrote {out}")
