@@ -109,3 +109,21 @@ def lds(scores: np.ndarray, subsets: list[np.ndarray], losses: np.ndarray, *,
                                    n_resamples=n_boot, seed=seed)
     return {"lds": float(per_query.mean()), "low": low, "high": high,
             "per_query": [float(v) for v in per_query]}
+
+
+def lds_by_kind(scores: np.ndarray, subsets: list[np.ndarray], losses: np.ndarray,
+                kinds, *, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """:func:`lds` over the queries of each kind (``kinds``: one value per query column):
+    kind -> ``{lds, low, high, n}``, kinds in sorted order."""
+    kinds = np.asarray([str(k) for k in kinds])
+    if kinds.size != np.shape(scores)[1]:
+        raise ValueError(f"kinds must give one value per query, got {kinds.size} for "
+                         f"{np.shape(scores)[1]}")
+    out = {}
+    for kind in sorted(set(kinds.tolist())):
+        cols = kinds == kind
+        score = lds(np.asarray(scores)[:, cols], subsets, np.asarray(losses)[:, cols],
+                    n_boot=n_boot, seed=seed)
+        out[kind] = {"lds": score["lds"], "low": score["low"], "high": score["high"],
+                     "n": int(cols.sum())}
+    return out

@@ -1,0 +1,139 @@
+"""The run store end to end: parallel retraining equals serial, ``influcoder lds`` on saved
+runs equals what ``validate`` computed, per-kind LDS by hand, damaged run stores, ``info``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from .test_validate_cli import run, stores, validate  # noqa: F401
+
+LDS = ["--lds-subsets", "4"]
+
+
+def run_files(folder):
+    return {p.name: json.loads(p.read_text()) for p in sorted((folder / "runs").glob("*.json"))
+            if p.name != "manifest.json"}
+
+
+@pytest.fixture(scope="module")
+def serial(stores, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("serial") / "v"
+    r = validate(stores, out, *LDS)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_parallel_workers_equal_serial(stores, serial, tmp_path):  # noqa: F811
+    out = tmp_path / "v"
+    r = validate(stores, out, *LDS, "--workers", "2")
+    assert r.exit_code == 0, r.output
+    serial_runs, parallel_runs = run_files(serial), run_files(out)
+    assert serial_runs.keys() == parallel_runs.keys()
+    for name, record in serial_runs.items():
+        assert parallel_runs[name]["losses"] == record["losses"], record["label"]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert rows == json.loads((serial / "results.json").read_text())["rows"]
+
+
+def test_dry_run_counts_workers(stores, tmp_path):  # noqa: F811
+    r = validate(stores, tmp_path / "v", *LDS, "--workers", "3", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "on 3 worker(s)" in r.output and not (tmp_path / "v").exists()
+
+
+def test_lds_on_saved_runs_equals_validate(stores, serial, tmp_path):  # noqa: F811
+    results = json.loads((serial / "results.json").read_text())
+    out = tmp_path / "lds.json"
+    r = run("lds", serial / "runs", stores / "pool", stores / "heldout", "--baselines",
+            "bm25,random", "--by", "label", "--n-boot", "50", "--json", out)
+    assert r.exit_code == 0, r.output
+    assert "lds_harmful" in r.output and "lds_chat" in r.output
+    found = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    assert list(found) == ["gradient", "bm25", "random"]
+    for row in results["rows"]:
+        for key in ("lds", "lds_low", "lds_high", "lds_by"):
+            assert found[row["method"]][key] == row[key], (row["method"], key)
+    # fewer subsets: another figure, from the first two runs
+    r = run("lds", serial / "runs", stores / "pool", stores / "heldout", "--baselines",
+            "none", "--subsets", "2", "--n-boot", "50", "--json", out)
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["rows"][0]["lds_subsets"] == 2
+
+
+def test_per_kind_lds_by_hand(stores, serial):  # noqa: F811
+    """The random baseline's per-kind LDS, from the run files and scipy alone."""
+    results = json.loads((serial / "results.json").read_text())
+    manifest = json.loads((serial / "runs" / "manifest.json").read_text())
+    subset_runs = sorted((r for r in run_files(serial).values() if "lds" in r),
+                         key=lambda r: r["lds"]["index"])
+    assert len(subset_runs) == 4
+    heldout = [json.loads(line) for line in (stores / "heldout" / "samples.jsonl").open()]
+    ids = [s["id"] for s in heldout]
+    scores = np.random.default_rng(0).random((8, len(ids)))     # the random baseline, seed 0
+    per_kind: dict[str, list[float]] = {}
+    for name in ("heldout", "control"):
+        for j, sample_id in enumerate(manifest["eval"][name]["ids"]):
+            col = ids.index(sample_id)
+            predicted = [scores[r["keep"], col].sum() for r in subset_runs]
+            loss = [r["losses"][name][j] for r in subset_runs]
+            rho = spearmanr(predicted, -np.asarray(loss)).statistic
+            kind = heldout[col]["meta"]["label"]
+            per_kind.setdefault(kind, []).append(0.0 if np.isnan(rho) else rho)
+    row = next(r for r in results["rows"] if r["method"] == "random")
+    assert sorted(row["lds_by"]) == sorted(per_kind) == ["chat", "harmful"]
+    for kind, values in per_kind.items():
+        assert row["lds_by"][kind]["lds"] == pytest.approx(np.mean(values), abs=1e-12)
+        assert row["lds_by"][kind]["n"] == len(values)
+    assert row["lds"] == pytest.approx(np.mean(per_kind["harmful"]), abs=1e-12)
+
+
+def test_info_describes_a_run_store(serial):
+    r = run("info", serial / "runs")
+    assert r.exit_code == 0, r.output
+    assert "runs, " in r.output and "LDS subset 4" in r.output and '"start": "fresh"' in r.output
+
+
+def test_damaged_run_store_is_named_and_resumes(stores, serial, tmp_path):  # noqa: F811
+    import shutil
+
+    out = tmp_path / "v"
+    shutil.copytree(serial, out)
+    files = sorted(p for p in (out / "runs").glob("*.json") if p.name != "manifest.json")
+    files[0].write_text('{"seed": 0, "keep": [0, 1')
+    r = validate(stores, out, *LDS)
+    assert r.exit_code != 0 and files[0].name in r.output and "corrupt run file" in r.output
+    record = json.loads(files[1].read_text())
+    record["losses"]["heldout"] = record["losses"]["heldout"][:1]
+    files[1].write_text(json.dumps(record))
+    r = run("lds", out / "runs", stores / "pool", stores / "heldout", "--baselines", "none")
+    assert r.exit_code != 0
+    assert files[0].name in r.output or files[1].name in r.output
+    files[0].unlink()
+    files[1].unlink()
+    r = validate(stores, out, *LDS)
+    assert r.exit_code == 0, r.output
+    again = json.loads((out / "results.json").read_text())["rows"]
+    assert again == json.loads((serial / "results.json").read_text())["rows"]
+    for name, record in run_files(serial).items():
+        assert run_files(out)[name]["losses"] == record["losses"]
+
+
+def test_bad_run_store_input(stores, serial, tmp_path):  # noqa: F811
+    r = run("lds", tmp_path, stores / "pool", stores / "heldout")
+    assert r.exit_code != 0 and "not a run store" in r.output
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text('{"kind": "runs", "version": 1}')
+    r = run("lds", bad, stores / "pool", stores / "heldout")
+    assert r.exit_code != 0 and "manifest.json" in r.output and "'recipe'" in r.output
+    r = run("lds", serial / "runs", stores / "targets", stores / "heldout")
+    assert r.exit_code != 0 and "pool.samples_sha256" in r.output
+    r = run("lds", serial / "runs", stores / "pool", stores / "targets")
+    assert r.exit_code != 0 and "held-out samples" in r.output
+    # another recipe into the same folder: refused, naming the setting
+    r = validate(stores, serial, *LDS, "--lr", "0.02")
+    assert r.exit_code != 0 and "training.lr" in r.output
