@@ -137,3 +137,23 @@ def test_bad_run_store_input(stores, serial, tmp_path):  # noqa: F811
     # another recipe into the same folder: refused, naming the setting
     r = validate(stores, serial, *LDS, "--lr", "0.02")
     assert r.exit_code != 0 and "training.lr" in r.output
+
+
+def test_outputs_of_older_validate_keep_working(stores, serial, tmp_path):  # noqa: F811
+    """A folder of runs without a manifest, whose LDS runs do not say so, as validate wrote
+    before run stores: rerun, it trains nothing and reports the same figures."""
+    import shutil
+
+    out = tmp_path / "v"
+    shutil.copytree(serial, out)
+    (out / "runs" / "manifest.json").unlink()
+    for path in (out / "runs").glob("*.json"):
+        record = json.loads(path.read_text())
+        record.pop("lds", None)
+        path.write_text(json.dumps(record))
+    names = set(run_files(out))
+    r = validate(stores, out, *LDS)
+    assert r.exit_code == 0, r.output
+    assert set(run_files(out)) == names and (out / "runs" / "manifest.json").is_file()
+    assert json.loads((out / "results.json").read_text())["rows"] == \
+        json.loads((serial / "results.json").read_text())["rows"]

@@ -170,11 +170,14 @@ class RunStore:
         return {**record, "losses": out}
 
     def read(self, run: Run) -> dict[str, np.ndarray]:
-        """The losses of a saved ``run`` (its file must be there and be that run)."""
+        """The losses of a saved ``run`` (its file must be there and be that run). An LDS run
+        saved before run files said so (older validate outputs) is rewritten saying so."""
         path = self.run_path(run)
         record = self.read_file(path)
         _check(tuple(record["keep"]) == run.keep and record["seed"] == run.seed, path, "keep",
                "the run file is not the run its name says; delete it and rerun")
+        if run.lds is not None and "lds" not in record:
+            self.write(run, record["losses"], float(record.get("seconds", 0.0)))
         return record["losses"]
 
     def files(self) -> list[Path]:
