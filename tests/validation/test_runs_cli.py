@@ -157,3 +157,24 @@ def test_outputs_of_older_validate_keep_working(stores, serial, tmp_path):  # no
     assert set(run_files(out)) == names and (out / "runs" / "manifest.json").is_file()
     assert json.loads((out / "results.json").read_text())["rows"] == \
         json.loads((serial / "results.json").read_text())["rows"]
+
+
+def test_warm_start_on_ray_equals_serial(stores, tmp_path):  # noqa: F811
+    """Runs from the pool store's warmed-up adapter, trained by two Ray actors, equal the
+    same runs trained here one by one; the manifest records the start."""
+    pytest.importorskip("ray")
+    serial_out, ray_out = tmp_path / "serial", tmp_path / "ray"
+    r = validate(stores, serial_out, "--lds-subsets", "2", "--start", "warm")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((serial_out / "runs" / "manifest.json").read_text())
+    assert manifest["training"]["start"] == "warm" and manifest["adapter_sha256"]
+    r = validate(stores, ray_out, "--lds-subsets", "2", "--start", "warm", "--engine", "ray",
+                 "--workers", "2")
+    assert r.exit_code == 0, r.output
+    serial_runs, ray_runs = run_files(serial_out), run_files(ray_out)
+    assert serial_runs.keys() == ray_runs.keys()
+    for name, record in serial_runs.items():
+        assert {k: v for k, v in ray_runs[name].items() if k != "seconds"} == \
+            {k: v for k, v in record.items() if k != "seconds"}
+    assert json.loads((ray_out / "results.json").read_text())["rows"] == \
+        json.loads((serial_out / "results.json").read_text())["rows"]
