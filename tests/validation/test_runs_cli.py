@@ -178,3 +178,26 @@ def test_warm_start_on_ray_equals_serial(stores, tmp_path):  # noqa: F811
             {k: v for k, v in record.items() if k != "seconds"}
     assert json.loads((ray_out / "results.json").read_text())["rows"] == \
         json.loads((serial_out / "results.json").read_text())["rows"]
+
+
+def test_tradeoff_benchmark_on_a_run_store(stores, serial, tmp_path, capsys):  # noqa: F811
+    """All subsets drawn: the benchmark's figures are validate's; fewer: narrower draws."""
+    from tests.benchmarks.test_bench_peers import _bench
+
+    bench = _bench("lds_tradeoff")
+    out = tmp_path / "t.json"
+    bench.main([str(serial / "runs"), str(stores / "pool"), str(stores / "heldout"),
+                "--baselines", "bm25,random", "--by", "label", "--counts", "2,3,4",
+                "--draws", "3", "--n-boot", "50", "--json", str(out)])
+    assert "4 subset runs" in capsys.readouterr().out
+    table = json.loads(out.read_text())
+    assert table["costs"]["cpu_s"] > 0 and table["costs"]["steps"] >= 1
+    results = {r["method"]: r for r in json.loads((serial / "results.json").read_text())["rows"]}
+    rows = table["rows"]
+    assert [r["subsets"] for r in rows] == [2] * 3 + [3] * 3 + [4] * 3
+    for row in rows[-3:]:
+        expected = results[row["method"]]
+        assert row["lds"] == expected["lds"] and row["lds_sd_over_draws"] == 0
+        assert row["half_width"] == pytest.approx((expected["lds_high"] - expected["lds_low"]) / 2)
+        harmful = expected["lds_by"]["harmful"]
+        assert row["half_width_harmful"] == pytest.approx((harmful["high"] - harmful["low"]) / 2)

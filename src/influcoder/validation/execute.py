@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class RetrainFactory:
     """What a worker needs to train runs; ``factory()`` gives ``(keep, seed) -> row``, the
-    row being ``[seconds, *losses of each evaluation set in order]``."""
+    row being ``[wall seconds, CPU seconds of the process, *losses of each evaluation set in
+    order]``."""
 
     recipe: Recipe
     pool: list[Sample]
@@ -55,20 +56,20 @@ class RetrainFactory:
 
         def work(payload) -> np.ndarray:
             keep, seed = payload
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             losses = retrainer.run(list(keep), seed)
-            return np.concatenate([[time.perf_counter() - start],
+            return np.concatenate([[time.perf_counter() - start, time.process_time() - cpu],
                                    *[losses[n] for n in names]])
 
         return work
 
-    def split(self, row: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
-        """``(losses per evaluation set, seconds)`` of a worker's row."""
-        out, at = {}, 1
+    def split(self, row: np.ndarray) -> tuple[dict[str, np.ndarray], float, float]:
+        """``(losses per evaluation set, wall seconds, CPU seconds)`` of a worker's row."""
+        out, at = {}, 2
         for name, samples in self.eval_sets.items():
             out[name] = np.asarray(row[at:at + len(samples)], dtype=float)
             at += len(samples)
-        return out, float(row[0])
+        return out, float(row[0]), float(row[1])
 
 
 def get_retrain_engine(engine: str = "local", *, workers: int = 1, address: str | None = None):
@@ -113,8 +114,8 @@ def execute(runs: Sequence[Run], store: RunStore, factory: RetrainFactory, engin
     with engine:
         jobs = [(k, (run.keep, run.seed)) for k, run in enumerate(todo)]
         for k, row in engine.map(factory, jobs):
-            losses, seconds = factory.split(row)
-            store.write(todo[k], losses, seconds)
+            losses, seconds, cpu = factory.split(row)
+            store.write(todo[k], losses, seconds, cpu)
             results[(todo[k].keep, todo[k].seed)] = losses
             spent, done = spent + seconds, done + 1
             bar.update(1)

@@ -5,7 +5,7 @@ A run store (``OUT/runs`` of ``influcoder validate``) holds::
     manifest.json     kind "runs": the retraining recipe (model recipe, epochs, lr, batch,
                       adapter start), the pool's ids and digest, each evaluation set's ids,
                       digest and sample fields (the kinds of its queries)
-    <key>.json        one training run: the pool rows it kept, the seed, its wall time and
+    <key>.json        one training run: the pool rows it kept, the seed, its wall and CPU time and
                       the mean response loss of every evaluation sample
 
 A run's key is a digest of everything that decides its losses (the store's context, the kept
@@ -133,9 +133,10 @@ class RunStore:
     def has(self, run: Run) -> bool:
         return self.run_path(run).is_file()
 
-    def write(self, run: Run, losses: Mapping[str, np.ndarray], seconds: float) -> None:
+    def write(self, run: Run, losses: Mapping[str, np.ndarray], seconds: float,
+              cpu_seconds: float | None = None) -> None:
         record = {"label": run.label, "seed": run.seed, "n_kept": len(run.keep),
-                  "seconds": seconds, "keep": list(run.keep),
+                  "seconds": seconds, "cpu_seconds": cpu_seconds, "keep": list(run.keep),
                   "losses": {k: np.asarray(v, float).tolist() for k, v in losses.items()}}
         if run.lds is not None:
             record["lds"] = {"index": run.lds[0], "fraction": run.lds[1], "seed": run.lds[2]}
@@ -177,7 +178,8 @@ class RunStore:
         _check(tuple(record["keep"]) == run.keep and record["seed"] == run.seed, path, "keep",
                "the run file is not the run its name says; delete it and rerun")
         if run.lds is not None and "lds" not in record:
-            self.write(run, record["losses"], float(record.get("seconds", 0.0)))
+            self.write(run, record["losses"], float(record.get("seconds", 0.0)),
+                       record.get("cpu_seconds"))
         return record["losses"]
 
     def files(self) -> list[Path]:

@@ -171,18 +171,16 @@ def run_validation(pool: str | os.PathLike, targets: str | os.PathLike,
     return validation, context, write_validation(out, validation, context=context)
 
 
-def run_lds(runs: str | os.PathLike, pool: str | os.PathLike, queries: str | os.PathLike, *,
-            encoders=None, baselines=(), stores=None, by: str | None = None,
-            count: int | None = None, fraction: float | None = None,
-            subset_seed: int | None = None, n_boot: int = 1000, seed: int = 0,
-            device: str = "cpu") -> list[dict]:
-    """Every method's LDS on the saved runs of a run store, without retraining
-    (``influcoder lds``): the gradient of ``pool`` and ``queries``, each encoder, baseline
-    and pair of precomputed ``stores`` (name -> (pool store, query store))."""
+def saved_scores(runs: str | os.PathLike, pool: str | os.PathLike,
+                 queries: str | os.PathLike, *, encoders=None, baselines=(), stores=None,
+                 seed: int = 0, device: str = "cpu"):
+    """Open a run store and score every method for it: ``(run store, method -> [n_pool,
+    n_queries] scores, the query samples)``. Methods: the gradient of ``pool`` and
+    ``queries``, each encoder, baseline and pair of precomputed ``stores`` (name -> (pool
+    store path, query store path)); ``pool`` must hold the samples the runs trained on."""
     from influcoder.errors import StoreError
     from influcoder.evaluation.evaluate import score_methods
     from influcoder.validation.runstore import open_runs
-    from influcoder.validation.saved import score_runs
 
     saved = open_runs(runs)
     gt_pool, gt_queries = open_store(pool), open_store(queries)
@@ -193,6 +191,20 @@ def run_lds(runs: str | os.PathLike, pool: str | os.PathLike, queries: str | os.
     opened = {name: (open_store(a), open_store(b)) for name, (a, b) in (stores or {}).items()}
     scored = score_methods(gt_pool, gt_queries, stores=opened, encoders=dict(encoders or {}),
                            baselines=list(baselines), seed=seed, device=device)
-    return score_runs(saved, {m: s for m, (s, _) in scored.items()}, gt_queries.samples, by=by,
-                      count=count, fraction=fraction, subset_seed=subset_seed,
-                      n_boot=n_boot, seed=seed)
+    return saved, {m: s for m, (s, _) in scored.items()}, gt_queries.samples
+
+
+def run_lds(runs: str | os.PathLike, pool: str | os.PathLike, queries: str | os.PathLike, *,
+            encoders=None, baselines=(), stores=None, by: str | None = None,
+            count: int | None = None, fraction: float | None = None,
+            subset_seed: int | None = None, n_boot: int = 1000, seed: int = 0,
+            device: str = "cpu") -> list[dict]:
+    """Every method's LDS on the saved runs of a run store, without retraining
+    (``influcoder lds``); the methods as :func:`saved_scores` takes them."""
+    from influcoder.validation.saved import score_runs
+
+    saved, scores, samples = saved_scores(runs, pool, queries, encoders=encoders,
+                                          baselines=baselines, stores=stores, seed=seed,
+                                          device=device)
+    return score_runs(saved, scores, samples, by=by, count=count, fraction=fraction,
+                      subset_seed=subset_seed, n_boot=n_boot, seed=seed)
