@@ -201,3 +201,17 @@ def test_tradeoff_benchmark_on_a_run_store(stores, serial, tmp_path, capsys):  #
         assert row["half_width"] == pytest.approx((expected["lds_high"] - expected["lds_low"]) / 2)
         harmful = expected["lds_by"]["harmful"]
         assert row["half_width_harmful"] == pytest.approx((harmful["high"] - harmful["low"]) / 2)
+
+
+def test_validate_reads_a_given_run_store(stores, serial, tmp_path):  # noqa: F811
+    """--runs: another output folder, the saved runs of an earlier validation; nothing is
+    trained, the figures are the same."""
+    stamps = {p: p.stat().st_mtime_ns for p in (serial / "runs").glob("*.json")}
+    r = validate(stores, tmp_path / "v", *LDS, "--runs", serial / "runs", "--dry-run")
+    assert r.exit_code == 0 and "nothing to train" in r.output, r.output
+    r = validate(stores, tmp_path / "v", *LDS, "--runs", serial / "runs")
+    assert r.exit_code == 0, r.output
+    assert {p: p.stat().st_mtime_ns for p in (serial / "runs").glob("*.json")} == stamps
+    assert not (tmp_path / "v" / "runs").exists()
+    assert json.loads((tmp_path / "v" / "results.json").read_text())["rows"] == \
+        json.loads((serial / "results.json").read_text())["rows"]

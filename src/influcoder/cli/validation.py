@@ -25,6 +25,9 @@ from influcoder.validation.settings import DEFAULT_VALIDATE_BASELINES, ValidateA
 @click.option("--out", "-o", required=True,
               help="folder for the saved runs (the unit of resumption), results.json/.csv, "
                    "validation.png and report.html")
+@click.option("--runs", "runs_dir", default=None, type=click.Path(file_okay=False),
+              help="the run store the training runs are saved in and read from, to share "
+                   "one between validations of one recipe [default: OUT/runs]")
 @click.option("--where", default=None, metavar="FIELD=VALUE",
               help="keep only the TARGETS and HELDOUT samples whose field has this value "
                    "(e.g. label=harmful); HELDOUT's other samples are the control set")
@@ -58,9 +61,9 @@ from influcoder.validation.settings import DEFAULT_VALIDATE_BASELINES, ValidateA
 @engine_options
 @dataclass_options(ValidateArguments)
 @handle_errors
-def validate(pool, targets, heldout, out, where, control, encoders, baselines, label_field,
-             positive, model, by, workers, quiet, dry_run, device, engine, ray_address,
-             num_workers, **kw):
+def validate(pool, targets, heldout, out, runs_dir, where, control, encoders, baselines,
+             label_field, positive, model, by, workers, quiet, dry_run, device, engine,
+             ray_address, num_workers, **kw):
     """Check attribution causally: remove each method's top pool samples, retrain, compare.
 
     POOL is the gradient store of the training data (its samples are what is trained on; its
@@ -109,12 +112,13 @@ def validate(pool, targets, heldout, out, where, control, encoders, baselines, l
     try:
         if dry_run:
             for line in estimate_validation(pool, targets, heldout, out, args, device=device,
-                                            workers=workers, **named):
+                                            workers=workers, runs_dir=runs_dir, **named):
                 click.echo(line)
             return
         validation, _, report = run_validation(
             pool, targets, heldout, out, args, device=device, progress=not quiet,
-            workers=workers, engine=engine, address=ray_address, by=by, **named)
+            workers=workers, engine=engine, address=ray_address, by=by, runs_dir=runs_dir,
+            **named)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     click.echo(format_table(summary_rows(validation)))

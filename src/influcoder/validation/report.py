@@ -127,6 +127,7 @@ def write_validation(out: str | os.PathLike, validation: Validation, *,
     from influcoder.io.tables import format_value
 
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     table = summary_rows(validation)
     found = checks(validation)
     atomic_write_json(out / "results.json", {

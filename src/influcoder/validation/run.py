@@ -129,8 +129,8 @@ def _plan(pool, targets_scores, args):
 
 def estimate(pool: Store, targets_scores: Mapping[str, np.ndarray],
              eval_sets: Mapping[str, Sequence[Sample]], out: str | os.PathLike,
-             args: ValidateArguments, factory, *, recipe: Recipe, workers: int = 1
-             ) -> list[str]:
+             args: ValidateArguments, factory, *, recipe: Recipe, workers: int = 1,
+             runs_dir: str | os.PathLike | None = None) -> list[str]:
     """What a validation would cost here, as lines to print: the runs (and how many are saved
     already), their optimiser steps, and the wall time on ``workers`` workers from two timed
     steps. Writes nothing."""
@@ -138,9 +138,10 @@ def estimate(pool: Store, targets_scores: Mapping[str, np.ndarray],
     from influcoder.validation.execute import predict
 
     _, runs, _ = _plan(pool, targets_scores, args)
-    store = RunStore(Path(out) / RUNS_DIR, run_manifest(pool, recipe, args, eval_sets))
+    store = RunStore(runs_dir or Path(out) / RUNS_DIR, run_manifest(pool, recipe, args, eval_sets))
     todo = [r for r in runs if not store.has(r)]
-    lines = [f"{len(runs)} training runs ({len(runs) - len(todo)} already saved in {out})"]
+    lines = [(f"{len(runs)} training runs ({len(runs) - len(todo)} already saved in "
+              f"{store.path})")]
     if not todo:
         return lines + ["nothing to train: the command would only write the results"]
     steps, per_step, per_eval, wall = predict(todo, factory.retrainer(), workers)
@@ -194,7 +195,7 @@ def validate(pool: Store, targets_scores: Mapping[str, np.ndarray],
              eval_sets: Mapping[str, Sequence[Sample]], out: str | os.PathLike,
              args: ValidateArguments, factory, *, recipe: Recipe,
              labels: np.ndarray | None = None, engine=None, by: str | None = None,
-             progress: bool = True) -> Validation:
+             runs_dir: str | os.PathLike | None = None, progress: bool = True) -> Validation:
     """Run the counterfactual check (and LDS) and sum it up.
 
     Args:
@@ -206,7 +207,8 @@ def validate(pool: Store, targets_scores: Mapping[str, np.ndarray],
         queries: the held-out query store's samples (all of them, whatever set they are in).
         eval_sets: ``heldout`` (the held-out target queries) and, optionally, ``control``
             samples whose losses each run measures.
-        out: the output folder; the runs go into its run store ``out/runs``.
+        out: the output folder; the runs go into the run store ``runs_dir`` (default
+            ``out/runs``).
         factory: a :class:`~influcoder.validation.execute.RetrainFactory`.
         recipe: the model recipe (part of each run's key).
         labels: planted pool samples, to report how many of them each method removed.
@@ -218,7 +220,8 @@ def validate(pool: Store, targets_scores: Mapping[str, np.ndarray],
 
     start = time.perf_counter()
     removed, runs, subsets = _plan(pool, targets_scores, args)
-    store = RunStore.create(Path(out) / RUNS_DIR, run_manifest(pool, recipe, args, eval_sets))
+    store = RunStore.create(runs_dir or Path(out) / RUNS_DIR,
+                            run_manifest(pool, recipe, args, eval_sets))
     results = execute(runs, store, factory, engine, progress=progress)
     everything = tuple(range(pool.n))
     full = {name: np.stack([results[(everything, s)][name] for s in args.seeds])

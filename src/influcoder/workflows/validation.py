@@ -116,26 +116,29 @@ def _factory(inputs: Inputs, args: ValidateArguments, device: str, progress: boo
 
 
 def estimate_validation(pool, targets, heldout, out, args: ValidateArguments, *,
-                        device: str = "cpu", workers: int = 1, **named) -> list[str]:
+                        device: str = "cpu", workers: int = 1, runs_dir=None,
+                        **named) -> list[str]:
     """``--dry-run``: the runs a validation needs and their expected time; writes nothing."""
     from influcoder.validation.run import estimate
 
     named = {k: v for k, v in named.items() if k not in ("engine", "address", "by")}
     inputs = read_inputs(pool, targets, heldout, device=device, seed=args.lds_seed, **named)
     return estimate(inputs.pool, inputs.target_scores, inputs.eval_sets, out, args,
-                    _factory(inputs, args, device), recipe=inputs.recipe, workers=workers)
+                    _factory(inputs, args, device), recipe=inputs.recipe, workers=workers,
+                    runs_dir=runs_dir)
 
 
 def run_validation(pool: str | os.PathLike, targets: str | os.PathLike,
                    heldout: str | os.PathLike, out: str | os.PathLike,
                    args: ValidateArguments, *, device: str = "cpu", progress: bool = True,
                    workers: int = 1, engine: str = "local", address: str | None = None,
-                   by: str | None = None, **named) -> tuple[Validation, dict, Path]:
+                   by: str | None = None, runs_dir: str | os.PathLike | None = None,
+                   **named) -> tuple[Validation, dict, Path]:
     """Validate the methods on stores; return ``(validation, context, report path)``.
     ``workers``, ``engine``, ``address``: where the runs are trained
     (:func:`~influcoder.validation.execute.get_retrain_engine`); ``by``: a query field to
-    report LDS per value of (default: the field of ``where``); ``named``: the options of
-    :func:`read_inputs`."""
+    report LDS per value of (default: the field of ``where``); ``runs_dir``: the run store
+    (default ``out/runs``); ``named``: the options of :func:`read_inputs`."""
     from influcoder.evaluation.evaluate import score_methods
     from influcoder.validation.execute import get_retrain_engine
     from influcoder.validation.report import write_validation
@@ -154,7 +157,7 @@ def run_validation(pool: str | os.PathLike, targets: str | os.PathLike,
                           inputs.heldout.samples, inputs.eval_sets, out, args, factory,
                           recipe=inputs.recipe, labels=inputs.labels,
                           engine=get_retrain_engine(engine, workers=workers, address=address),
-                          by=by, progress=progress)
+                          by=by, runs_dir=runs_dir, progress=progress)
     validation.notes.append(
         "A removal's effect is the change in mean response loss of the held-out samples "
         "(the control samples) between the adapter trained without the removed samples and "
@@ -162,6 +165,7 @@ def run_validation(pool: str | os.PathLike, targets: str | os.PathLike,
     gt_pool, labels = inputs.pool, inputs.labels
     context = {"pool": str(gt_pool.path), "targets": str(inputs.targets.path),
                "heldout": str(inputs.heldout.path), "where": named.get("where"),
+               "runs": str(runs_dir or Path(out) / "runs"),
                "n_pool": gt_pool.n, "n_targets": int(inputs.target_rows.sum()),
                "n_heldout": len(inputs.eval_sets[HELDOUT]),
                "n_control": len(inputs.eval_sets.get(CONTROL, [])),
