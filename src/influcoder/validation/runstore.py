@@ -120,7 +120,8 @@ class RunStore:
             if diffs or stored["context"] != manifest["context"]:
                 raise StoreError(f"{path} holds training runs of another recipe or other "
                                  "samples (stored vs requested):\n  " + "\n  ".join(diffs)
-                                 + "\nRerun with the same options, or choose another --out.")
+                                 + "\nRerun with the same options, or choose another --out "
+                                 "(or --runs).")
             return cls(path, stored)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(mpath, manifest)
