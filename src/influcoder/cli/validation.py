@@ -23,7 +23,7 @@ from influcoder.validation.settings import DEFAULT_VALIDATE_BASELINES, ValidateA
 @click.argument("targets", type=click.Path(exists=True, file_okay=False))
 @click.argument("heldout", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "-o", required=True,
-              help="folder for the saved runs (the unit of resumption), results.json/.csv, "
+              help="folder for the run store runs/ (unless --runs), results.json/.csv, "
                    "validation.png and report.html")
 @click.option("--runs", "runs_dir", default=None, type=click.Path(file_okay=False),
               help="the run store the training runs are saved in and read from, to share "
@@ -79,11 +79,13 @@ def validate(pool, targets, heldout, out, runs_dir, where, control, encoders, ba
     The runs are a run store of their own, OUT/runs (`influcoder info OUT/runs`): every run
     is saved as it ends, so rerun the same command after an interruption and it goes on from
     there; `influcoder lds OUT/runs POOL HELDOUT ...` scores any method against them later
-    without retraining. Every run also measures the untrained start, and the command warns
+    without retraining. The untrained start is measured too, and the command warns
     when the full-pool model did not learn the held-out queries or when a random removal
-    moves them as much as the best method's. Cost: one training run of the pool per seed and method (methods that
-    remove the same samples share one), plus one per LDS subset; docs/VALIDATION.md gives
-    times on the bundled model.
+    moves them as much as the best method's. --workers N trains N runs at once.
+
+    Cost: one training run of the pool per seed and method (methods that remove the same
+    samples share one), plus one per LDS subset; docs/VALIDATION.md gives times on the
+    bundled model.
 
     \b
     Examples:

@@ -187,7 +187,8 @@ class RunStore:
         return sorted(p for p in self.path.glob("*.json") if p.name != MANIFEST_NAME)
 
     def lds_runs(self, *, fraction: float | None = None, seed: int | None = None,
-                 count: int | None = None, train_seed: int | None = None) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+                 count: int | None = None, train_seed: int | None = None
+                 ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
         """The saved LDS subset runs of one series (subset fraction and seed; needed only
         when the store holds several), in subset order: ``(subsets, name -> [subsets,
         samples] losses)``; the first ``count`` subsets if given. A gap in the series (a
