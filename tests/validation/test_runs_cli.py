@@ -215,3 +215,38 @@ def test_validate_reads_a_given_run_store(stores, serial, tmp_path):  # noqa: F8
     assert not (tmp_path / "v" / "runs").exists()
     assert json.loads((tmp_path / "v" / "results.json").read_text())["rows"] == \
         json.loads((serial / "results.json").read_text())["rows"]
+
+
+def test_kill_9_then_resume_equals_uninterrupted(stores, serial, tmp_path):  # noqa: F811
+    """A validation killed (SIGKILL) while training, rerun, ends with exactly the runs and
+    figures of the uninterrupted one (``serial``)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .test_validate_cli import TRAIN
+
+    out = tmp_path / "v"
+    command = [sys.executable, "-m", "influcoder.cli", "validate", str(stores / "pool"),
+               str(stores / "targets"), str(stores / "heldout"), "-o", str(out), "--where",
+               "label=harmful", "--label-field", "label", "--positive", "harmful", *TRAIN, *LDS]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ})
+    deadline = time.monotonic() + 120
+    while len(list((out / "runs").glob("*.json"))) < 4 and process.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, "the validation ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    saved = len(run_files(out))
+    assert 0 < saved < len(run_files(serial)), "killed too late to test resumption"
+    r = validate(stores, out, *LDS)
+    assert r.exit_code == 0, r.output
+    assert run_files(out).keys() == run_files(serial).keys()
+    for name, record in run_files(serial).items():
+        assert run_files(out)[name]["losses"] == record["losses"]
+    assert json.loads((out / "results.json").read_text())["rows"] == \
+        json.loads((serial / "results.json").read_text())["rows"]
