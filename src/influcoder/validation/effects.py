@@ -40,8 +40,8 @@ def removal_set(scores: np.ndarray, fraction: float, how: str = "mean") -> np.nd
     return np.argsort(-pooled, kind="stable")[:count]
 
 
-def _interval(per_sample: np.ndarray, n_boot: int, seed: int, level: float = 0.95
-              ) -> tuple[float, float]:
+def mean_interval(per_sample: np.ndarray, n_boot: int, seed: int, level: float = 0.95
+                  ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``per_sample``."""
     rng = np.random.default_rng(seed)
     means = per_sample[rng.integers(per_sample.size, size=(n_boot, per_sample.size))].mean(1)
@@ -69,7 +69,7 @@ def removal_effect(full: np.ndarray, removed: np.ndarray, *, n_boot: int = 1000,
                          f"{full.shape} and {removed.shape}")
     change = removed - full
     per_sample = change.mean(axis=0)
-    low, high = _interval(per_sample, n_boot, seed)
+    low, high = mean_interval(per_sample, n_boot, seed)
     return {"delta": float(per_sample.mean()), "low": low, "high": high,
             "relative": float(per_sample.mean() / full.mean()),
             "per_seed": [float(v) for v in change.mean(axis=1)]}

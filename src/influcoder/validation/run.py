@@ -32,8 +32,8 @@ from influcoder.io.layout import ADAPTER_DIR
 from influcoder.io.samples import Sample
 from influcoder.io.stores import Store
 from influcoder.validation.effects import (
-    _interval,
     lds_subsets,
+    mean_interval,
     removal_effect,
     removal_set,
 )
@@ -169,7 +169,7 @@ def instrument_warnings(rows: Sequence[dict], full: np.ndarray, start: np.ndarra
     """
     found = []
     change = np.asarray(full, float).mean(axis=0) - np.asarray(start, float)
-    _, high = _interval(change, args.n_boot, args.lds_seed)
+    _, high = mean_interval(change, args.n_boot, args.lds_seed)
     base = float(np.mean(start))
     if high > -args.learned_fall * base:
         found.append(f"the full-pool model has not clearly learned the held-out queries: their "
