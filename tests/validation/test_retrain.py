@@ -105,3 +105,37 @@ def test_bad_keep_and_wrong_model(retrainer, tiny_model_dir):
     wrong = replace(recipe_for(tiny_model_dir), model_fingerprint="sha256:other")
     with pytest.raises(StoreError, match="fingerprint differs"):
         Retrainer(wrong, POOL, EVAL, ARGS)
+
+
+def test_start_losses_and_the_warm_start(retrainer, tiny_model_dir, tmp_path):
+    """An empty run measures the starting adapter: the base model for a fresh one (B = 0),
+    the saved adapter's model for a warm one."""
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
+
+    from influcoder.groundtruth.lora import attach_lora, load_adapter
+
+    base = retrainer.losses(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(),
+                            retrainer.eval_sets["heldout"])
+    np.testing.assert_allclose(retrainer.run([], 0)["heldout"], base, rtol=1e-6)
+    model = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), rank=4, alpha=8,
+                        targets=("q_proj", "v_proj", "down_proj"), seed=5)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
+    model.save_pretrained(tmp_path / "adapter")
+    warmed = retrainer.losses(load_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                           tmp_path / "adapter").eval(),
+                              retrainer.eval_sets["heldout"])
+    assert not np.allclose(warmed, base)
+    warm_args = replace(ARGS, start="warm")
+    with pytest.raises(ValueError, match="warmed-up adapter"):
+        Retrainer(retrainer.recipe, POOL, EVAL, warm_args)
+    warm = Retrainer(retrainer.recipe, POOL, EVAL, warm_args, adapter=tmp_path / "adapter")
+    np.testing.assert_allclose(warm.run([], 0)["heldout"], warmed, rtol=1e-6)
+    trained = warm.run([0, 1, 2], 0)["heldout"]
+    np.testing.assert_array_equal(trained, warm.run([0, 1, 2], 0)["heldout"])
+    assert not np.allclose(trained, warmed)
+    assert not np.allclose(trained, retrainer.run([0, 1, 2], 0)["heldout"])

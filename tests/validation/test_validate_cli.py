@@ -71,16 +71,21 @@ def test_validate_writes_results_and_resumes(stores, tmp_path):
     methods = [row["method"] for row in results["rows"]]
     assert methods == ["gradient", "bm25", "random"]
     assert results["n_targets"] == 1 and results["n_heldout"] == 2 and results["n_control"] == 1
+    assert len(results["start_losses"]["heldout"]) == 2 and isinstance(results["warnings"], list)
+    for warning in results["warnings"]:
+        assert f"WARNING  {warning}" in r.output
     for row in results["rows"]:
+        assert row["heldout_start"] == pytest.approx(sum(results["start_losses"]["heldout"]) / 2)
+        assert sorted(row["lds_by"]) == ["chat", "harmful"]
         assert row["removed"] == 2 and len(row["heldout_per_seed"]) == 2
         assert row["heldout_low"] <= row["heldout_delta"] <= row["heldout_high"]
         assert -1 <= row["lds"] <= 1 and "control_delta" in row
     assert (out / "validation.png").stat().st_size > 0
     page = (out / "report.html").read_text()
     assert "Removing what each method flags" in page and "gradient" in page
-    saved = sorted((out / "runs").glob("*.json"))
-    # 2 seeds x (full + up to 3 distinct removals) + 3 LDS subsets, repeats shared
-    assert 2 * 2 + 3 <= len(saved) <= 2 * 4 + 3
+    saved = sorted(p for p in (out / "runs").glob("*.json") if p.name != "manifest.json")
+    # the start + 2 seeds x (full + up to 3 distinct removals) + 3 LDS subsets, repeats shared
+    assert 1 + 2 * 2 + 3 <= len(saved) <= 1 + 2 * 4 + 3
 
     r = validate(stores, out, "--lds-subsets", "3", "--dry-run")
     assert f"{len(saved)} training runs ({len(saved)} already saved" in r.output

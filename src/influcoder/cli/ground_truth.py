@@ -127,7 +127,12 @@ def info(store):
     import json
 
     from influcoder.io.stores import Store
+    from influcoder.validation.runstore import is_run_store, open_runs
 
+    if is_run_store(store):
+        for line in open_runs(store).describe():
+            click.echo(line)
+        return
     s = Store(store, allow_incomplete=True)
     m = s.manifest
     state = "complete" if m["complete"] else f"{len(s.present_shards())}/{s.n_shards} shards"

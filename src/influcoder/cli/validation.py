@@ -1,4 +1,4 @@
-"""The ``validate`` command: does removing what a method flags change the model?"""
+"""The ``validate`` and ``lds`` commands: does removing what a method flags change the model?"""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from influcoder.cli.app import cli
 from influcoder.cli.options import (
     dataclass_options,
     device_option,
+    engine_options,
     handle_errors,
     log,
     parse_named,
@@ -22,8 +23,11 @@ from influcoder.validation.settings import DEFAULT_VALIDATE_BASELINES, ValidateA
 @click.argument("targets", type=click.Path(exists=True, file_okay=False))
 @click.argument("heldout", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "-o", required=True,
-              help="folder for the saved runs (the unit of resumption), results.json/.csv, "
+              help="folder for the run store runs/ (unless --runs), results.json/.csv, "
                    "validation.png and report.html")
+@click.option("--runs", "runs_dir", default=None, type=click.Path(file_okay=False),
+              help="the run store the training runs are saved in and read from, to share "
+                   "one between validations of one recipe [default: OUT/runs]")
 @click.option("--where", default=None, metavar="FIELD=VALUE",
               help="keep only the TARGETS and HELDOUT samples whose field has this value "
                    "(e.g. label=harmful); HELDOUT's other samples are the control set")
@@ -41,15 +45,25 @@ from influcoder.validation.settings import DEFAULT_VALIDATE_BASELINES, ValidateA
 @click.option("--positive", default=None, help="the --label-field value of a planted sample")
 @click.option("--model", default=None,
               help="the decoder, if not where POOL's manifest says (its fingerprint is checked)")
+@click.option("--lds-by", "by", default=None, metavar="FIELD",
+              help="also report LDS per value of this field over every HELDOUT query the "
+                   "runs measured (e.g. label: chat / reasoning / harmful) [default: the "
+                   "field of --where]")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="training runs at once: processes of one thread each here (--engine "
+                   "local), or Ray actors (--engine ray; default there: one per free CPU)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @click.option("--dry-run", is_flag=True,
               help="write nothing: plan the runs, time two training steps and print how many "
-                   "runs and steps the validation needs and how long they would take here")
+                   "runs and steps the validation needs and how long they would take here "
+                   "on --workers workers")
 @device_option(extra=" (for the retraining and the --encoder methods)")
+@engine_options
 @dataclass_options(ValidateArguments)
 @handle_errors
-def validate(pool, targets, heldout, out, where, control, encoders, baselines, label_field,
-             positive, model, quiet, dry_run, device, **kw):
+def validate(pool, targets, heldout, out, runs_dir, where, control, encoders, baselines,
+             label_field, positive, model, by, workers, quiet, dry_run, device, engine,
+             ray_address, num_workers, **kw):
     """Check attribution causally: remove each method's top pool samples, retrain, compare.
 
     POOL is the gradient store of the training data (its samples are what is trained on; its
@@ -62,10 +76,16 @@ def validate(pool, targets, heldout, out, where, control, encoders, baselines, l
     not). With --lds-subsets M, the adapter is also trained on M random subsets of the pool
     and each method's linear datamodeling score (LDS) is computed on HELDOUT.
 
-    Every run is saved as it ends: rerun the same command after an interruption and it goes
-    on from there. Cost: one training run of the pool per seed and method (methods that
-    remove the same samples share one), plus one per LDS subset; docs/VALIDATION.md gives
-    times on the bundled model.
+    The runs are a run store of their own, OUT/runs (`influcoder info OUT/runs`): every run
+    is saved as it ends, so rerun the same command after an interruption and it goes on from
+    there; `influcoder lds OUT/runs POOL HELDOUT ...` scores any method against them later
+    without retraining. The untrained start is measured too, and the command warns
+    when the full-pool model did not learn the held-out queries or when a random removal
+    moves them as much as the best method's. --workers N trains N runs at once.
+
+    Cost: one training run of the pool per seed and method (methods that remove the same
+    samples share one), plus one per LDS subset; docs/VALIDATION.md gives times on the
+    bundled model.
 
     \b
     Examples:
@@ -74,6 +94,8 @@ def validate(pool, targets, heldout, out, where, control, encoders, baselines, l
       influcoder validate runs/pool runs/tq runs/hq -o runs/v --seeds 0,1 --lds-subsets 16 \\
           --label-field label --positive harmful
       influcoder validate runs/pool runs/tq runs/hq -o runs/v --lds-subsets 16 --dry-run
+      influcoder validate runs/pool runs/tq runs/hq -o runs/v --where label=harmful \\
+          --lds-subsets 64 --workers 2 --epochs 2 --lr 1e-3 --start warm
     """
     from influcoder.io.tables import format_table
     from influcoder.validation.report import checks, format_checks, summary_rows
@@ -81,6 +103,10 @@ def validate(pool, targets, heldout, out, where, control, encoders, baselines, l
 
     if (label_field is None) != (positive is None):
         raise click.UsageError("--label-field and --positive go together")
+    if num_workers is not None:
+        raise click.UsageError("use --workers for the number of training runs at once")
+    if workers < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--workers")
     args = settings_from(ValidateArguments, kw)
     named = {"where": where, "control": control, "encoders": parse_named(encoders, "--encoder"),
              "baselines": split_list(baselines), "label_field": label_field,
@@ -88,14 +114,92 @@ def validate(pool, targets, heldout, out, where, control, encoders, baselines, l
     try:
         if dry_run:
             for line in estimate_validation(pool, targets, heldout, out, args, device=device,
-                                            **named):
+                                            workers=workers, runs_dir=runs_dir, **named):
                 click.echo(line)
             return
-        validation, _, report = run_validation(pool, targets, heldout, out, args,
-                                               device=device, progress=not quiet, **named)
+        validation, _, report = run_validation(
+            pool, targets, heldout, out, args, device=device, progress=not quiet,
+            workers=workers, engine=engine, address=ray_address, by=by, runs_dir=runs_dir,
+            **named)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     click.echo(format_table(summary_rows(validation)))
     for line in format_checks(checks(validation)):
         click.echo(line)
+    for line in validation.warnings:
+        click.echo(f"WARNING  {line}", err=True)
     log(f"wrote {out}: results.json, results.csv, {report.name}")
+
+
+@cli.command()
+@click.argument("runs", type=click.Path(exists=True, file_okay=False))
+@click.argument("pool", type=click.Path(exists=True, file_okay=False))
+@click.argument("queries", type=click.Path(exists=True, file_okay=False))
+@click.option("--encoder", "-e", "encoders", multiple=True, metavar="NAME=ENCODER",
+              help="a sentence encoder (directory or bundled name) as a method; repeatable")
+@click.option("--method", "-m", "store_methods", multiple=True, metavar="NAME=POOL,QUERIES",
+              help="a method scored from two stores of precomputed vectors of POOL's and "
+                   "QUERIES' samples (embeddings, or gradients of another recipe); repeatable")
+@click.option("--baselines", default=",".join(DEFAULT_VALIDATE_BASELINES), show_default=True,
+              help="text baselines as methods, comma separated (random, tfidf, bm25), or "
+                   "'none'")
+@click.option("--by", default=None, metavar="FIELD",
+              help="also report LDS per value of this query field (e.g. label)")
+@click.option("--subsets", type=int, default=None,
+              help="use the first N saved subset runs [default: all saved]")
+@click.option("--lds-fraction", type=float, default=None,
+              help="which series of subset runs, when the store holds several")
+@click.option("--lds-seed", type=int, default=None,
+              help="which series of subset runs, when the store holds several")
+@click.option("--n-boot", type=int, default=1000, show_default=True,
+              help="bootstrap resamples (subsets and queries) for the intervals")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed of the random baseline and the bootstrap (validate uses its "
+                   "--lds-seed)")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+              help="also write the rows to this JSON file")
+@device_option(extra=" (for the --encoder methods)")
+@handle_errors
+def lds(runs, pool, queries, encoders, store_methods, baselines, by, subsets, lds_fraction,
+        lds_seed, n_boot, seed, json_out, device):
+    """Score methods by LDS against saved training runs, in seconds, without retraining.
+
+    RUNS is the run store of a validation (OUT/runs of `influcoder validate --lds-subsets
+    M`); POOL and QUERIES are the gradient stores it was run with (QUERIES: its HELDOUT
+    store). Each method (the gradient of POOL and QUERIES, each --encoder, each --method pair
+    of stores, each baseline) scores the pool against the queries; its LDS is the Spearman
+    correlation over the saved subset runs of its predicted and the measured held-out loss,
+    averaged over the held-out queries, with a bootstrap interval over subsets and queries.
+    With the same settings it equals what validate reported. --by FIELD adds LDS per value of
+    the field over every query the runs measured (held-out and control).
+
+    \b
+    Examples:
+      influcoder lds runs/v/runs runs/pool runs/hq -e distilled=runs/encoder --by label
+      influcoder lds runs/v/runs runs/pool runs/hq -m kfac=runs/pool_kfac,runs/hq_kfac \\
+          --baselines bm25,random --subsets 32 --json lds.json
+    """
+    from influcoder.io.atomic import atomic_write_json
+    from influcoder.io.tables import format_table
+    from influcoder.validation.saved import lds_table
+    from influcoder.workflows.validation import run_lds
+
+    pairs = {}
+    for name, value in parse_named(store_methods, "--method").items():
+        paths = [p.strip() for p in value.split(",")]
+        if len(paths) != 2 or not all(paths):
+            raise click.BadParameter(f"{name}: expected NAME=POOL_STORE,QUERY_STORE, got "
+                                     f"{value!r}", param_hint="--method")
+        pairs[name] = tuple(paths)
+    try:
+        rows = run_lds(runs, pool, queries, encoders=parse_named(encoders, "--encoder"),
+                       baselines=split_list(baselines), stores=pairs, by=by, count=subsets,
+                       fraction=lds_fraction, subset_seed=lds_seed, n_boot=n_boot, seed=seed,
+                       device=device)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(format_table(lds_table(rows)))
+    if json_out is not None:
+        atomic_write_json(json_out, {"runs": str(runs), "pool": str(pool),
+                                     "queries": str(queries), "rows": rows})
+        log(f"wrote {json_out}")

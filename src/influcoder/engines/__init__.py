@@ -7,6 +7,8 @@ driver, which writes it atomically into the store (so resuming, checking and ato
 stay in one place, and workers need no shared file system for their output).
 
 * ``local`` (the default): one worker, in this process. Imports nothing beyond the stage.
+* ``processes`` (:mod:`influcoder.engines.processes`, used by ``validate --workers N``): N
+  worker processes of one thread each on this machine.
 * ``ray``: one Ray actor per worker, on a local Ray instance started for the run or on an
   existing cluster (``address``). Needs ``pip install 'influcoder[ray]'``.
 

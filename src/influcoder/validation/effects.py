@@ -40,8 +40,8 @@ def removal_set(scores: np.ndarray, fraction: float, how: str = "mean") -> np.nd
     return np.argsort(-pooled, kind="stable")[:count]
 
 
-def _interval(per_sample: np.ndarray, n_boot: int, seed: int, level: float = 0.95
-              ) -> tuple[float, float]:
+def mean_interval(per_sample: np.ndarray, n_boot: int, seed: int, level: float = 0.95
+                  ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``per_sample``."""
     rng = np.random.default_rng(seed)
     means = per_sample[rng.integers(per_sample.size, size=(n_boot, per_sample.size))].mean(1)
@@ -69,7 +69,7 @@ def removal_effect(full: np.ndarray, removed: np.ndarray, *, n_boot: int = 1000,
                          f"{full.shape} and {removed.shape}")
     change = removed - full
     per_sample = change.mean(axis=0)
-    low, high = _interval(per_sample, n_boot, seed)
+    low, high = mean_interval(per_sample, n_boot, seed)
     return {"delta": float(per_sample.mean()), "low": low, "high": high,
             "relative": float(per_sample.mean() / full.mean()),
             "per_seed": [float(v) for v in change.mean(axis=1)]}
@@ -109,3 +109,21 @@ def lds(scores: np.ndarray, subsets: list[np.ndarray], losses: np.ndarray, *,
                                    n_resamples=n_boot, seed=seed)
     return {"lds": float(per_query.mean()), "low": low, "high": high,
             "per_query": [float(v) for v in per_query]}
+
+
+def lds_by_kind(scores: np.ndarray, subsets: list[np.ndarray], losses: np.ndarray,
+                kinds, *, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """:func:`lds` over the queries of each kind (``kinds``: one value per query column):
+    kind -> ``{lds, low, high, n}``, kinds in sorted order."""
+    kinds = np.asarray([str(k) for k in kinds])
+    if kinds.size != np.shape(scores)[1]:
+        raise ValueError(f"kinds must give one value per query, got {kinds.size} for "
+                         f"{np.shape(scores)[1]}")
+    out = {}
+    for kind in sorted(set(kinds.tolist())):
+        cols = kinds == kind
+        score = lds(np.asarray(scores)[:, cols], subsets, np.asarray(losses)[:, cols],
+                    n_boot=n_boot, seed=seed)
+        out[kind] = {"lds": score["lds"], "low": score["low"], "high": score["high"],
+                     "n": int(cols.sum())}
+    return out

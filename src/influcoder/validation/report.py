@@ -41,6 +41,9 @@ def summary_rows(validation: Validation) -> list[dict]:
         if "lds" in row:
             line["lds"] = row["lds"]
             line["lds_95%"] = f"[{row['lds_low']:+.3f}, {row['lds_high']:+.3f}]"
+        for kind, v in row.get("lds_by", {}).items():
+            line[f"lds_{kind}"] = v["lds"]
+            line[f"lds_{kind}_95%"] = f"[{v['low']:+.3f}, {v['high']:+.3f}]"
         out.append(line)
     return out
 
@@ -124,12 +127,14 @@ def write_validation(out: str | os.PathLike, validation: Validation, *,
     from influcoder.io.tables import format_value
 
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     table = summary_rows(validation)
     found = checks(validation)
     atomic_write_json(out / "results.json", {
         **dict(context), "rows": validation.rows, "summary": table,
         "checks": [{"met": met, "text": text} for met, text in found],
         "removed": validation.removed, "full_losses": validation.full_losses,
+        "start_losses": validation.start_losses, "warnings": validation.warnings,
         "settings": validation.settings, "seconds": validation.seconds,
         "notes": validation.notes})
     buffer = io.StringIO()
@@ -142,7 +147,8 @@ def write_validation(out: str | os.PathLike, validation: Validation, *,
     page = _template().render(
         title=title, columns=columns,
         rows=[[format_value(c, r.get(c, "")) for c in columns] for r in table],
-        checks=found, figure=FIGURE, context=context, notes=validation.notes,
+        checks=found, figure=FIGURE, context=context,
+        notes=[f"Warning: {w}" for w in validation.warnings] + validation.notes,
         settings=validation.settings)
     atomic_write_bytes(out / PAGE, page.encode())
     return out / PAGE

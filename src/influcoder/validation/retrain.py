@@ -4,7 +4,8 @@ A counterfactual check asks what the model would have become without some traini
 :class:`Retrainer` answers it for the model the ground truth describes: the decoder, LoRA rank,
 alpha and targets, tokenisation and precision recorded in the pool's gradient store
 (:func:`Recipe.from_store`). Each :meth:`Retrainer.run` starts from a fresh adapter seeded
-with ``seed`` (so two runs with one seed start from the same weights), trains it on the kept
+with ``seed`` (so two runs with one seed start from the same weights), or with
+``start="warm"`` from the store's own warmed-up adapter, trains it on the kept
 pool samples in a fixed order, and returns the mean response loss of every sample of the
 evaluation sets. The order is one seeded permutation of the *whole* pool with the removed
 samples left out, so two runs with one seed differ only by the samples removed.
@@ -75,10 +76,13 @@ class Retrainer:
         args: epochs, learning rate, batch sizes.
         device: a ``torch.device`` or its name.
         progress: show a progress bar per run.
+        adapter: the folder of the warmed-up adapter every run starts from when
+            ``args.start`` is ``warm`` (the pool store's ``adapter/``).
     """
 
     def __init__(self, recipe: Recipe, pool: Sequence[Sample], eval_sets: Mapping[str, Sequence[Sample]],
-                 args: ValidateArguments, *, device="cpu", progress: bool = False):
+                 args: ValidateArguments, *, device="cpu", progress: bool = False,
+                 adapter=None):
         import torch
 
         from influcoder.groundtruth.decoder import load_decoder
@@ -86,6 +90,9 @@ class Retrainer:
         from influcoder.io.models import fingerprint
 
         self.recipe, self.args, self.progress = recipe, args, progress
+        if args.start == "warm" and adapter is None:
+            raise ValueError("start 'warm' needs the folder of the warmed-up adapter")
+        self.adapter = adapter
         self.device = torch.device(device)
         model, tokenizer, ref = load_decoder(recipe.model)
         if fingerprint(ref) != recipe.model_fingerprint:
@@ -113,11 +120,14 @@ class Retrainer:
         return max(1, math.ceil(self.args.epochs * math.ceil(n_kept / self.args.batch_size)))
 
     def _fresh_adapter(self, seed: int):
-        from influcoder.groundtruth.lora import attach_lora
+        from influcoder.groundtruth.lora import attach_lora, load_adapter
 
         if self._peft is not None:
             self._base = self._peft.unload()
             self._peft = None
+        if self.args.start == "warm":
+            self._peft = load_adapter(self._base.cpu(), self.adapter).to(self.device)
+            return self._peft
         # Attached on the CPU, as collect attaches: the seed draws the same A on every machine.
         self._peft = attach_lora(self._base.cpu(), rank=self.recipe.rank,
                                  alpha=self.recipe.alpha, targets=self.recipe.targets,
@@ -141,11 +151,16 @@ class Retrainer:
 
     def run(self, keep: Sequence[int], seed: int) -> dict[str, np.ndarray]:
         """Train a fresh adapter (seeded ``seed``) on the pool samples ``keep`` and return
-        name -> per-sample mean response loss of each evaluation set (float64)."""
+        name -> per-sample mean response loss of each evaluation set (float64). An empty
+        ``keep`` trains nothing: the losses of the starting adapter."""
         keep = np.asarray(keep, dtype=np.int64)
-        if keep.size == 0 or len(np.unique(keep)) != keep.size or keep.min() < 0 \
+        if keep.size == 0:
+            model = self._fresh_adapter(seed)
+            model.eval()
+            return {name: self.losses(model, t) for name, t in self.eval_sets.items()}
+        if len(np.unique(keep)) != keep.size or keep.min() < 0 \
                 or keep.max() >= self.n_pool:
-            raise ValueError("keep must be distinct pool indices, at least one")
+            raise ValueError("keep must be distinct pool indices")
         kept = np.zeros(self.n_pool, dtype=bool)
         kept[keep] = True
         order = np.random.default_rng(seed).permutation(self.n_pool)

@@ -28,6 +28,9 @@ class ValidateArguments:
     epochs: float = field(default=1.0, metadata={
         "help": "passes over the (reduced) pool per training run"})
     lr: float = field(default=5e-4, metadata={"help": "AdamW learning rate of the adapter"})
+    start: str = field(default="fresh", metadata={
+        "help": "the adapter each run starts from: 'fresh' (a new adapter seeded with the "
+                "run's seed) or 'warm' (the pool store's own warmed-up adapter)"})
     batch_size: int = field(default=8, metadata={"help": "samples per optimiser step"})
     batch_tokens: int = field(default=1024, metadata={
         "help": "padded token positions per forward/backward (bounds memory; the step is "
@@ -41,6 +44,9 @@ class ValidateArguments:
         "help": "seed of the LDS subsets (their training runs use the first --seeds)"})
     n_boot: int = field(default=1000, metadata={
         "help": "bootstrap resamples (over held-out queries) for the intervals"})
+    learned_fall: float = field(default=0.05, metadata={
+        "help": "warn unless training on the full pool lowers the held-out loss below the "
+                "untrained start by at least this share (the upper end of its 95% interval)"})
 
     def __post_init__(self):
         self.seeds = tuple(int(s) for s in self.seeds)
@@ -52,6 +58,10 @@ class ValidateArguments:
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
         if not self.epochs > 0 or not self.lr > 0:
             raise ValueError(f"epochs and lr must be > 0, got {self.epochs}, {self.lr}")
+        if self.start not in ("fresh", "warm"):
+            raise ValueError(f"start must be 'fresh' or 'warm', got {self.start!r}")
+        if not 0 <= self.learned_fall < 1:
+            raise ValueError(f"learned_fall must be in [0, 1), got {self.learned_fall}")
         if self.batch_size < 1 or self.batch_tokens < 1:
             raise ValueError("batch_size and batch_tokens must be >= 1")
         if self.lds_subsets < 0 or self.lds_subsets == 1:

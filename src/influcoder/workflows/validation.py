@@ -105,42 +105,59 @@ def read_inputs(pool, targets, heldout, *, where=None, control=None, encoders=No
                   labels, {m: s[:, target_rows] for m, (s, _) in scored.items()}, methods)
 
 
-def _retrainer(inputs: Inputs, args: ValidateArguments, device: str, progress: bool):
-    from influcoder.io.devices import resolve_device
-    from influcoder.validation.retrain import Retrainer
+def _factory(inputs: Inputs, args: ValidateArguments, device: str, progress: bool = False):
+    from influcoder.validation.execute import RetrainFactory
+    from influcoder.validation.run import warm_adapter
 
-    return lambda: Retrainer(inputs.recipe, inputs.pool.samples, inputs.eval_sets, args,
-                             device=resolve_device(device), progress=progress)
+    return RetrainFactory(inputs.recipe, list(inputs.pool.samples),
+                          {k: list(v) for k, v in inputs.eval_sets.items()}, args,
+                          device=device, adapter=warm_adapter(inputs.pool, args),
+                          progress=progress)
 
 
 def estimate_validation(pool, targets, heldout, out, args: ValidateArguments, *,
-                        device: str = "cpu", **named) -> list[str]:
+                        device: str = "cpu", workers: int = 1, runs_dir=None,
+                        **named) -> list[str]:
     """``--dry-run``: the runs a validation needs and their expected time; writes nothing."""
     from influcoder.validation.run import estimate
 
+    named = {k: v for k, v in named.items() if k not in ("engine", "address", "by")}
     inputs = read_inputs(pool, targets, heldout, device=device, seed=args.lds_seed, **named)
     return estimate(inputs.pool, inputs.target_scores, inputs.eval_sets, out, args,
-                    _retrainer(inputs, args, device, False), recipe=inputs.recipe)
+                    _factory(inputs, args, device), recipe=inputs.recipe, workers=workers,
+                    runs_dir=runs_dir)
 
 
 def run_validation(pool: str | os.PathLike, targets: str | os.PathLike,
                    heldout: str | os.PathLike, out: str | os.PathLike,
                    args: ValidateArguments, *, device: str = "cpu", progress: bool = True,
+                   workers: int = 1, engine: str = "local", address: str | None = None,
+                   by: str | None = None, runs_dir: str | os.PathLike | None = None,
                    **named) -> tuple[Validation, dict, Path]:
     """Validate the methods on stores; return ``(validation, context, report path)``.
-    ``named``: the options of :func:`read_inputs`."""
+    ``workers``, ``engine``, ``address``: where the runs are trained
+    (:func:`~influcoder.validation.execute.get_retrain_engine`); ``by``: a query field to
+    report LDS per value of (default: the field of ``where``); ``runs_dir``: the run store
+    (default ``out/runs``); ``named``: the options of :func:`read_inputs`."""
     from influcoder.evaluation.evaluate import score_methods
+    from influcoder.validation.execute import get_retrain_engine
     from influcoder.validation.report import write_validation
     from influcoder.validation.run import validate
 
+    condition = parse_where(named.get("where"))
+    if by is None and condition is not None:
+        by = condition[0]
     inputs = read_inputs(pool, targets, heldout, device=device, seed=args.lds_seed, **named)
-    heldout_scores = None
+    query_scores = None
     if args.lds_subsets:
         scored = score_methods(inputs.pool, inputs.heldout, **inputs.methods)
-        heldout_scores = {m: s[:, inputs.heldout_rows] for m, (s, _) in scored.items()}
-    validation = validate(inputs.pool, inputs.target_scores, heldout_scores, inputs.eval_sets,
-                          out, args, _retrainer(inputs, args, device, progress),
-                          recipe=inputs.recipe, labels=inputs.labels, progress=progress)
+        query_scores = {m: s for m, (s, _) in scored.items()}
+    factory = _factory(inputs, args, device, progress and workers == 1 and engine == "local")
+    validation = validate(inputs.pool, inputs.target_scores, query_scores,
+                          inputs.heldout.samples, inputs.eval_sets, out, args, factory,
+                          recipe=inputs.recipe, labels=inputs.labels,
+                          engine=get_retrain_engine(engine, workers=workers, address=address),
+                          by=by, runs_dir=runs_dir, progress=progress)
     validation.notes.append(
         "A removal's effect is the change in mean response loss of the held-out samples "
         "(the control samples) between the adapter trained without the removed samples and "
@@ -148,6 +165,7 @@ def run_validation(pool: str | os.PathLike, targets: str | os.PathLike,
     gt_pool, labels = inputs.pool, inputs.labels
     context = {"pool": str(gt_pool.path), "targets": str(inputs.targets.path),
                "heldout": str(inputs.heldout.path), "where": named.get("where"),
+               "runs": str(runs_dir or Path(out) / "runs"),
                "n_pool": gt_pool.n, "n_targets": int(inputs.target_rows.sum()),
                "n_heldout": len(inputs.eval_sets[HELDOUT]),
                "n_control": len(inputs.eval_sets.get(CONTROL, [])),
@@ -155,3 +173,42 @@ def run_validation(pool: str | os.PathLike, targets: str | os.PathLike,
                "removed_ids": {m: [gt_pool.ids[i] for i in rows]
                                for m, rows in validation.removed.items()}}
     return validation, context, write_validation(out, validation, context=context)
+
+
+def saved_scores(runs: str | os.PathLike, pool: str | os.PathLike,
+                 queries: str | os.PathLike, *, encoders=None, baselines=(), stores=None,
+                 seed: int = 0, device: str = "cpu"):
+    """Open a run store and score every method for it: ``(run store, method -> [n_pool,
+    n_queries] scores, the query samples)``. Methods: the gradient of ``pool`` and
+    ``queries``, each encoder, baseline and pair of precomputed ``stores`` (name -> (pool
+    store path, query store path)); ``pool`` must hold the samples the runs trained on."""
+    from influcoder.errors import StoreError
+    from influcoder.evaluation.evaluate import score_methods
+    from influcoder.validation.runstore import open_runs
+
+    saved = open_runs(runs)
+    gt_pool, gt_queries = open_store(pool), open_store(queries)
+    check_same_setup(gt_pool, gt_queries)
+    if gt_pool.manifest["samples_sha256"] != saved.manifest["pool"]["samples_sha256"]:
+        raise StoreError(f"{gt_pool.path} holds other samples than the pool the runs of "
+                         f"{saved.path} trained on (manifest.json field pool.samples_sha256)")
+    opened = {name: (open_store(a), open_store(b)) for name, (a, b) in (stores or {}).items()}
+    scored = score_methods(gt_pool, gt_queries, stores=opened, encoders=dict(encoders or {}),
+                           baselines=list(baselines), seed=seed, device=device)
+    return saved, {m: s for m, (s, _) in scored.items()}, gt_queries.samples
+
+
+def run_lds(runs: str | os.PathLike, pool: str | os.PathLike, queries: str | os.PathLike, *,
+            encoders=None, baselines=(), stores=None, by: str | None = None,
+            count: int | None = None, fraction: float | None = None,
+            subset_seed: int | None = None, n_boot: int = 1000, seed: int = 0,
+            device: str = "cpu") -> list[dict]:
+    """Every method's LDS on the saved runs of a run store, without retraining
+    (``influcoder lds``); the methods as :func:`saved_scores` takes them."""
+    from influcoder.validation.saved import score_runs
+
+    saved, scores, samples = saved_scores(runs, pool, queries, encoders=encoders,
+                                          baselines=baselines, stores=stores, seed=seed,
+                                          device=device)
+    return score_runs(saved, scores, samples, by=by, count=count, fraction=fraction,
+                      subset_seed=subset_seed, n_boot=n_boot, seed=seed)

@@ -1,0 +1,252 @@
+"""The run store end to end: parallel retraining equals serial, ``influcoder lds`` on saved
+runs equals what ``validate`` computed, per-kind LDS by hand, damaged run stores, ``info``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from .test_validate_cli import run, stores, validate  # noqa: F401
+
+LDS = ["--lds-subsets", "4"]
+
+
+def run_files(folder):
+    return {p.name: json.loads(p.read_text()) for p in sorted((folder / "runs").glob("*.json"))
+            if p.name != "manifest.json"}
+
+
+@pytest.fixture(scope="module")
+def serial(stores, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("serial") / "v"
+    r = validate(stores, out, *LDS)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_parallel_workers_equal_serial(stores, serial, tmp_path):  # noqa: F811
+    out = tmp_path / "v"
+    r = validate(stores, out, *LDS, "--workers", "2")
+    assert r.exit_code == 0, r.output
+    serial_runs, parallel_runs = run_files(serial), run_files(out)
+    assert serial_runs.keys() == parallel_runs.keys()
+    for name, record in serial_runs.items():
+        assert parallel_runs[name]["losses"] == record["losses"], record["label"]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert rows == json.loads((serial / "results.json").read_text())["rows"]
+
+
+def test_dry_run_counts_workers(stores, tmp_path):  # noqa: F811
+    r = validate(stores, tmp_path / "v", *LDS, "--workers", "3", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "on 3 worker(s)" in r.output and not (tmp_path / "v").exists()
+
+
+def test_lds_on_saved_runs_equals_validate(stores, serial, tmp_path):  # noqa: F811
+    results = json.loads((serial / "results.json").read_text())
+    out = tmp_path / "lds.json"
+    r = run("lds", serial / "runs", stores / "pool", stores / "heldout", "--baselines",
+            "bm25,random", "--by", "label", "--n-boot", "50", "--json", out)
+    assert r.exit_code == 0, r.output
+    assert "lds_harmful" in r.output and "lds_chat" in r.output
+    found = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    assert list(found) == ["gradient", "bm25", "random"]
+    for row in results["rows"]:
+        for key in ("lds", "lds_low", "lds_high", "lds_by"):
+            assert found[row["method"]][key] == row[key], (row["method"], key)
+    # fewer subsets: another figure, from the first two runs
+    r = run("lds", serial / "runs", stores / "pool", stores / "heldout", "--baselines",
+            "none", "--subsets", "2", "--n-boot", "50", "--json", out)
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["rows"][0]["lds_subsets"] == 2
+
+
+def test_per_kind_lds_by_hand(stores, serial):  # noqa: F811
+    """The random baseline's per-kind LDS, from the run files and scipy alone."""
+    results = json.loads((serial / "results.json").read_text())
+    manifest = json.loads((serial / "runs" / "manifest.json").read_text())
+    subset_runs = sorted((r for r in run_files(serial).values() if "lds" in r),
+                         key=lambda r: r["lds"]["index"])
+    assert len(subset_runs) == 4
+    heldout = [json.loads(line) for line in (stores / "heldout" / "samples.jsonl").open()]
+    ids = [s["id"] for s in heldout]
+    scores = np.random.default_rng(0).random((8, len(ids)))     # the random baseline, seed 0
+    per_kind: dict[str, list[float]] = {}
+    for name in ("heldout", "control"):
+        for j, sample_id in enumerate(manifest["eval"][name]["ids"]):
+            col = ids.index(sample_id)
+            predicted = [scores[r["keep"], col].sum() for r in subset_runs]
+            loss = [r["losses"][name][j] for r in subset_runs]
+            rho = spearmanr(predicted, -np.asarray(loss)).statistic
+            kind = heldout[col]["meta"]["label"]
+            per_kind.setdefault(kind, []).append(0.0 if np.isnan(rho) else rho)
+    row = next(r for r in results["rows"] if r["method"] == "random")
+    assert sorted(row["lds_by"]) == sorted(per_kind) == ["chat", "harmful"]
+    for kind, values in per_kind.items():
+        assert row["lds_by"][kind]["lds"] == pytest.approx(np.mean(values), abs=1e-12)
+        assert row["lds_by"][kind]["n"] == len(values)
+    assert row["lds"] == pytest.approx(np.mean(per_kind["harmful"]), abs=1e-12)
+
+
+def test_info_describes_a_run_store(serial):
+    r = run("info", serial / "runs")
+    assert r.exit_code == 0, r.output
+    assert "runs, " in r.output and "LDS subset 4" in r.output and '"start": "fresh"' in r.output
+
+
+def test_damaged_run_store_is_named_and_resumes(stores, serial, tmp_path):  # noqa: F811
+    import shutil
+
+    out = tmp_path / "v"
+    shutil.copytree(serial, out)
+    files = sorted(p for p in (out / "runs").glob("*.json") if p.name != "manifest.json")
+    files[0].write_text('{"seed": 0, "keep": [0, 1')
+    r = validate(stores, out, *LDS)
+    assert r.exit_code != 0 and files[0].name in r.output and "corrupt run file" in r.output
+    record = json.loads(files[1].read_text())
+    record["losses"]["heldout"] = record["losses"]["heldout"][:1]
+    files[1].write_text(json.dumps(record))
+    r = run("lds", out / "runs", stores / "pool", stores / "heldout", "--baselines", "none")
+    assert r.exit_code != 0
+    assert files[0].name in r.output or files[1].name in r.output
+    files[0].unlink()
+    files[1].unlink()
+    r = validate(stores, out, *LDS)
+    assert r.exit_code == 0, r.output
+    again = json.loads((out / "results.json").read_text())["rows"]
+    assert again == json.loads((serial / "results.json").read_text())["rows"]
+    for name, record in run_files(serial).items():
+        assert run_files(out)[name]["losses"] == record["losses"]
+
+
+def test_bad_run_store_input(stores, serial, tmp_path):  # noqa: F811
+    r = run("lds", tmp_path, stores / "pool", stores / "heldout")
+    assert r.exit_code != 0 and "not a run store" in r.output
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text('{"kind": "runs", "version": 1}')
+    r = run("lds", bad, stores / "pool", stores / "heldout")
+    assert r.exit_code != 0 and "manifest.json" in r.output and "'recipe'" in r.output
+    r = run("lds", serial / "runs", stores / "targets", stores / "heldout")
+    assert r.exit_code != 0 and "pool.samples_sha256" in r.output
+    r = run("lds", serial / "runs", stores / "pool", stores / "targets")
+    assert r.exit_code != 0 and "held-out samples" in r.output
+    # another recipe into the same folder: refused, naming the setting
+    r = validate(stores, serial, *LDS, "--lr", "0.02")
+    assert r.exit_code != 0 and "training.lr" in r.output
+
+
+def test_outputs_of_older_validate_keep_working(stores, serial, tmp_path):  # noqa: F811
+    """A folder of runs without a manifest, whose LDS runs do not say so, as validate wrote
+    before run stores: rerun, it trains nothing and reports the same figures."""
+    import shutil
+
+    out = tmp_path / "v"
+    shutil.copytree(serial, out)
+    (out / "runs" / "manifest.json").unlink()
+    for path in (out / "runs").glob("*.json"):
+        record = json.loads(path.read_text())
+        record.pop("lds", None)
+        path.write_text(json.dumps(record))
+    names = set(run_files(out))
+    r = validate(stores, out, *LDS)
+    assert r.exit_code == 0, r.output
+    assert set(run_files(out)) == names and (out / "runs" / "manifest.json").is_file()
+    assert json.loads((out / "results.json").read_text())["rows"] == \
+        json.loads((serial / "results.json").read_text())["rows"]
+
+
+def test_warm_start_on_ray_equals_serial(stores, tmp_path):  # noqa: F811
+    """Runs from the pool store's warmed-up adapter, trained by two Ray actors, equal the
+    same runs trained here one by one; the manifest records the start."""
+    pytest.importorskip("ray")
+    serial_out, ray_out = tmp_path / "serial", tmp_path / "ray"
+    r = validate(stores, serial_out, "--lds-subsets", "2", "--start", "warm")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((serial_out / "runs" / "manifest.json").read_text())
+    assert manifest["training"]["start"] == "warm" and manifest["adapter_sha256"]
+    r = validate(stores, ray_out, "--lds-subsets", "2", "--start", "warm", "--engine", "ray",
+                 "--workers", "2")
+    assert r.exit_code == 0, r.output
+    serial_runs, ray_runs = run_files(serial_out), run_files(ray_out)
+    assert serial_runs.keys() == ray_runs.keys()
+    for name, record in serial_runs.items():
+        assert {k: v for k, v in ray_runs[name].items() if "seconds" not in k} == \
+            {k: v for k, v in record.items() if "seconds" not in k}
+    assert json.loads((ray_out / "results.json").read_text())["rows"] == \
+        json.loads((serial_out / "results.json").read_text())["rows"]
+
+
+def test_tradeoff_benchmark_on_a_run_store(stores, serial, tmp_path, capsys):  # noqa: F811
+    """All subsets drawn: the benchmark's figures are validate's; fewer: narrower draws."""
+    from tests.benchmarks.test_bench_peers import _bench
+
+    bench = _bench("lds_tradeoff")
+    out = tmp_path / "t.json"
+    bench.main([str(serial / "runs"), str(stores / "pool"), str(stores / "heldout"),
+                "--baselines", "bm25,random", "--by", "label", "--counts", "2,3,4",
+                "--draws", "3", "--n-boot", "50", "--json", str(out)])
+    assert "4 subset runs" in capsys.readouterr().out
+    table = json.loads(out.read_text())
+    assert table["costs"]["cpu_s"] > 0 and table["costs"]["steps"] >= 1
+    results = {r["method"]: r for r in json.loads((serial / "results.json").read_text())["rows"]}
+    rows = table["rows"]
+    assert [r["subsets"] for r in rows] == [2] * 3 + [3] * 3 + [4] * 3
+    for row in rows[-3:]:
+        expected = results[row["method"]]
+        assert row["lds"] == expected["lds"] and row["lds_sd_over_draws"] == 0
+        assert row["half_width"] == pytest.approx((expected["lds_high"] - expected["lds_low"]) / 2)
+        harmful = expected["lds_by"]["harmful"]
+        assert row["half_width_harmful"] == pytest.approx((harmful["high"] - harmful["low"]) / 2)
+
+
+def test_validate_reads_a_given_run_store(stores, serial, tmp_path):  # noqa: F811
+    """--runs: another output folder, the saved runs of an earlier validation; nothing is
+    trained, the figures are the same."""
+    stamps = {p: p.stat().st_mtime_ns for p in (serial / "runs").glob("*.json")}
+    r = validate(stores, tmp_path / "v", *LDS, "--runs", serial / "runs", "--dry-run")
+    assert r.exit_code == 0 and "nothing to train" in r.output, r.output
+    r = validate(stores, tmp_path / "v", *LDS, "--runs", serial / "runs")
+    assert r.exit_code == 0, r.output
+    assert {p: p.stat().st_mtime_ns for p in (serial / "runs").glob("*.json")} == stamps
+    assert not (tmp_path / "v" / "runs").exists()
+    assert json.loads((tmp_path / "v" / "results.json").read_text())["rows"] == \
+        json.loads((serial / "results.json").read_text())["rows"]
+
+
+def test_kill_9_then_resume_equals_uninterrupted(stores, serial, tmp_path):  # noqa: F811
+    """A validation killed (SIGKILL) while training, rerun, ends with exactly the runs and
+    figures of the uninterrupted one (``serial``)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .test_validate_cli import TRAIN
+
+    out = tmp_path / "v"
+    command = [sys.executable, "-m", "influcoder.cli", "validate", str(stores / "pool"),
+               str(stores / "targets"), str(stores / "heldout"), "-o", str(out), "--where",
+               "label=harmful", "--label-field", "label", "--positive", "harmful", *TRAIN, *LDS]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ})
+    deadline = time.monotonic() + 120
+    while len(list((out / "runs").glob("*.json"))) < 4 and process.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, "the validation ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    saved = len(run_files(out))
+    assert 0 < saved < len(run_files(serial)), "killed too late to test resumption"
+    r = validate(stores, out, *LDS)
+    assert r.exit_code == 0, r.output
+    assert run_files(out).keys() == run_files(serial).keys()
+    for name, record in run_files(serial).items():
+        assert run_files(out)[name]["losses"] == record["losses"]
+    assert json.loads((out / "results.json").read_text())["rows"] == \
+        json.loads((serial / "results.json").read_text())["rows"]
