@@ -45,6 +45,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +208,7 @@ class Runner:
         if block.lang == "python":
             code = compile(block.text, block.where, "exec")
             with _cwd(self.folder):
-                exec(code, {"__name__": "__docs__"})  # noqa: S102 - the documented example
+                exec(code, {"__name__": "__docs__"})
             return
         for words in commands(block):
             env = {}
@@ -240,7 +241,10 @@ class Runner:
 
         with _cwd(self.folder), _environ(env):
             result = CliRunner().invoke(cli, args)
-        assert result.exit_code == 0, f"{what}\nexit {result.exit_code}\n{result.output[-3000:]}"
+        if result.exit_code != 0:
+            trace = "".join(traceback.format_exception(*result.exc_info)) \
+                if result.exc_info and not isinstance(result.exception, SystemExit) else ""
+            pytest.fail(f"{what}\nexit {result.exit_code}\n{result.output[-3000:]}{trace}")
 
     def serve(self, words: list[str], env: dict[str, str], what: str) -> None:
         for option in ("--port", "-p"):
@@ -249,14 +253,15 @@ class Runner:
                 del words[i:i + 2]
         self.port = _free_port()
         cmd = [sys.executable, "-m", "influcoder.cli", *words[1:], "--port", str(self.port)]
-        log = open(self.folder / f"serve-{self.port}.log", "w")  # noqa: SIM115 - kept open
-        self.servers.append(subprocess.Popen(cmd, cwd=self.folder, stdout=log,
-                                             stderr=subprocess.STDOUT,
-                                             env={**os.environ, **env}))
+        log = self.folder / f"serve-{self.port}.log"
+        with open(log, "w") as out:  # the child keeps its own handle
+            self.servers.append(subprocess.Popen(cmd, cwd=self.folder, stdout=out,
+                                                 stderr=subprocess.STDOUT,
+                                                 env={**os.environ, **env}))
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             assert self.servers[-1].poll() is None, \
-                f"{what}: the server stopped\n{(self.folder / log.name).read_text()[-3000:]}"
+                f"{what}: the server stopped\n{log.read_text()[-3000:]}"
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2):
                     return
@@ -266,6 +271,7 @@ class Runner:
 
     def curl(self, words: list[str], what: str) -> None:
         assert self.port, f"{what}: curl before any `influcoder serve` in this document"
+        assert shutil.which("curl"), f"{what}: this example needs curl installed"
         words = [re.sub(r"^(http://)?localhost:8000", rf"\g<1>127.0.0.1:{self.port}", w)
                  for w in words]
         r = subprocess.run([*words, "--fail-with-body"], cwd=self.folder, capture_output=True,
