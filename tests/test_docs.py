@@ -29,7 +29,7 @@ reader's model and becomes the tiny Llama too); ``distill`` without ``--encoder`
 tiny encoder. Long jobs run through the same command with the smallest settings of
 :data:`SMALLEST` (``validate --seeds 0 --lds-subsets 2``).
 
-Blocks that use verbs being built now (:data:`PENDING`) are not run yet; ``test_pending``
+Blocks that use verbs being built now (:func:`pending`) are not run yet; ``test_pending``
 lists them as skipped.
 """
 
@@ -66,15 +66,10 @@ BUNDLED_ENCODERS = {"all-minilm-l6-v2"}
 #: Option values replaced by the smallest that still run the same code, per command.
 SMALLEST = {"validate": {"--seeds": "0", "--lds-subsets": "2"}}
 
-#: Verbs being built in parallel (issue 30). A block using one is not run yet.
-#: TODO(fit, distill, score): remove each name once its verb is merged, and give ``fit`` the
-#: rewrites ``collect`` has (``--model`` -> the tiny Llama) in :func:`rewrite`.
+#: CLI verbs being built in parallel (issue 30): a shell block using one is not run yet.
+#: TODO(fit): remove "fit" once `influcoder fit` is merged, and give it the rewrites
+#: ``collect`` has (``--model`` -> the tiny Llama) in :meth:`Runner.rewrite`.
 PENDING_VERBS = {"fit"}
-PENDING = {
-    "influcoder fit": re.compile(r"^\s*(\$ )?influcoder fit\b", re.M),
-    "influcoder.distill(": re.compile(r"\binfluc\w*\.distill\("),
-    "influcoder.score(": re.compile(r"\binfluc\w*\.score\("),
-}
 
 
 @dataclass
@@ -107,7 +102,21 @@ def blocks_of(path: Path) -> list[Block]:
 
 
 def pending(block: Block) -> str | None:
-    return next((name for name, rx in PENDING.items() if rx.search(block.text)), None)
+    """What a block waits for: a CLI verb of :data:`PENDING_VERBS`, or (a Python block) a name
+    it takes from ``influcoder`` that the package does not export yet (``influcoder.distill``,
+    ``influcoder.score``, ...: issue 30's verbs). It runs as soon as the name exists."""
+    if block.lang != "python":
+        verbs = re.findall(r"^\s*(?:\$ )?influcoder (\w+)", block.text, re.M)
+        return next((f"influcoder {v}" for v in verbs if v in PENDING_VERBS), None)
+    import influcoder
+
+    names = set()
+    for alias in re.findall(r"^\s*import influcoder(?: as (\w+))?\s*$", block.text, re.M):
+        names |= set(re.findall(rf"\b{alias or 'influcoder'}\.(\w+)", block.text))
+    for group in re.findall(r"^\s*from influcoder import \(?([\w\s,]+)\)?", block.text, re.M):
+        names |= {n.split(" as ")[0].strip() for n in group.split(",") if n.strip()}
+    missing = sorted(n for n in names if not hasattr(influcoder, n))
+    return f"influcoder.{', influcoder.'.join(missing)}" if missing else None
 
 
 def commands(block: Block) -> list[list[str]]:
