@@ -4,8 +4,8 @@ A block is read by its language:
 
 * ``python``: executed as written, in the document's working folder (below).
 * ``bash``, ``sh``, ``console``: each command in order (``\\`` continuations joined, ``#``
-  comments and a leading ``$`` prompt dropped; an unquoted ``>``, ``<``, ``|``, ``;`` or ``&``
-  fails, since a shell would read it as an operator):
+  comments dropped; in ``console``, only the lines after a ``$`` prompt; an unquoted ``>``,
+  ``<``, ``|``, ``;`` or ``&`` fails, since a shell would read it as an operator):
   ``influcoder ...`` runs in this process through click and must exit 0 (``serve`` runs as a
   real server in a subprocess on a free port, stopped at the end of the document); ``curl``
   runs for real against that server (``localhost:8000`` becomes its port) and must answer
@@ -120,9 +120,12 @@ def pending(block: Block) -> str | None:
 
 
 def commands(block: Block) -> list[list[str]]:
-    """A shell block's commands as argument lists (continuations joined, comments dropped)."""
+    """A shell block's commands as argument lists (continuations joined, comments dropped; in
+    a ``console`` block only the lines after a ``$`` prompt, the others being output)."""
     out = []
     for line in re.sub(r"\\\n", " ", block.text).split("\n"):
+        if block.lang == "console" and not re.match(r"^\s*\$ ", line):
+            continue
         line = re.sub(r"^\s*\$ ", "", line)
         lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|<>()")
         lexer.whitespace_split, lexer.commenters = True, "#"
