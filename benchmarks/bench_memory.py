@@ -8,7 +8,7 @@ default 2 here; the default of collect is 24). The peak is the child's ru_maxrss
 Pass --src to measure another checkout's code (e.g. the release before token budgets).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_memory.py --sizes 24,48
-    OMP_NUM_THREADS=1 python benchmarks/bench_memory.py --sizes 24,48 --src /tmp/old/src
+    OMP_NUM_THREADS=1 python benchmarks/bench_memory.py --sizes 24,48 --src ../old-checkout/src
     OMP_NUM_THREADS=1 python benchmarks/bench_memory.py --sizes 24 -- --batch-tokens 4096
 """
 

@@ -6,6 +6,7 @@ Run once, single-threaded so the HNSW graph is reproducible, with that code on t
 """
 import json
 import shutil
+import tempfile
 import sys
 from pathlib import Path
 
@@ -16,8 +17,7 @@ from influcoder.io.samples import Sample
 from tests.tiny_encoders import WORDS, build_tiny_encoder
 
 out = Path(__file__).parent
-work = Path("/tmp/faiss_classes_work")
-shutil.rmtree(work, ignore_errors=True)
+work = Path(tempfile.mkdtemp(prefix="faiss_classes_work"))
 encoder = build_tiny_encoder(work / "encoder")
 rng = np.random.default_rng(0)
 # 120 samples: enough for 3 IVF lists (at least 39 training rows per list).

@@ -1,20 +1,28 @@
-"""Writes stores and an index with the release this runs on (used once, to freeze tests/data)."""
+"""Writes stores and an index with the release this runs on (used once, to freeze tests/data).
+
+Run from the repository root of that release: python tests/data/release-0.1.0/make_legacy.py OUT
+"""
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, "/work/base/tests/..")
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 import influcoder
 from influcoder.groundtruth.settings import CollectArguments
 from influcoder.io.samples import Sample
 from tests.conftest import build_tiny_llama, build_tiny_tokenizer
 from tests.tiny_encoders import build_tiny_encoder
 
-out = Path(sys.argv[1]); shutil.rmtree(out, ignore_errors=True); out.mkdir(parents=True)
-work = Path("/tmp/legacy_work"); shutil.rmtree(work, ignore_errors=True); work.mkdir()
-tok = build_tiny_tokenizer(); model = build_tiny_llama(len(tok))
-model.save_pretrained(work / "llama"); tok.save_pretrained(work / "llama")
+out = Path(sys.argv[1])
+shutil.rmtree(out, ignore_errors=True)
+out.mkdir(parents=True)
+work = Path(tempfile.mkdtemp(prefix="legacy_work"))
+tok = build_tiny_tokenizer()
+model = build_tiny_llama(len(tok))
+model.save_pretrained(work / "llama")
+tok.save_pretrained(work / "llama")
 enc = build_tiny_encoder(work / "encoder")
 rows = [("What is the capital of France?", "Paris."), ("How do I boil an egg?", "Boil it for nine minutes."),
         ("Tell me a joke.", "Why did the chicken cross the road?"), ("Explain gravity.", "Gravity pulls masses together."),
