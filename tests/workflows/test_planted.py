@@ -205,6 +205,9 @@ def test_cli_style_task_without_gradients(tmp_path):
     assert bad.exit_code == 2 and "go with --task style" in bad.output
     bad = runner.invoke(cli, ["demo", "--task", "style", "--style", "pirate"])
     assert bad.exit_code == 2 and "pirate" in bad.output
+    bad = runner.invoke(cli, ["demo", "--task", "style", "--seed", "-1", "--no-gradients"])
+    assert bad.exit_code == 2 and "seed must be an integer >= 0, got -1" in bad.output
+    assert bad.exception is None or isinstance(bad.exception, SystemExit)
     from influcoder.workflows.style_demo import run_style_demo, style_task
 
     result = run_style_demo(tmp_path, style_task("small", "signoff"), gradients=False)

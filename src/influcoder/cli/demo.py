@@ -70,9 +70,13 @@ def _style(out, size, seed, style, gradients, quiet, device):
         validate_command,
     )
 
+    try:
+        task = style_task(size, style, seed)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     out = out or "runs/style"
     untrained = {"untrained MiniLM": DEFAULT_ENCODER}
-    result = run_style_demo(out, style_task(size, style, seed), encoders=untrained,
+    result = run_style_demo(out, task, encoders=untrained,
                             gradients=gradients, progress=not quiet, device=device)
     log(f"\nplanted '{style}' samples each method puts in the top 10% for the target queries "
         f"(of {result.task.n_planted}):\n" + format_table(result.rows()) + "\n")
