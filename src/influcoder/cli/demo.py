@@ -62,7 +62,7 @@ def demo(out, size, seed, task, style, no_gradients, quiet, device):
 
 
 def _style(out, size, seed, style, gradients, quiet, device):
-    from influcoder.attribution.settings import DEFAULT_ENCODER
+    from influcoder.encoders.settings import DEFAULT_ENCODER
     from influcoder.io.tables import format_table
     from influcoder.workflows.style_demo import (
         run_style_demo,

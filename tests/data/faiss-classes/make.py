@@ -6,8 +6,8 @@ Run once, single-threaded so the HNSW graph is reproducible, with that code on t
 """
 import json
 import shutil
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
