@@ -26,8 +26,9 @@ Tiny models in place of the bundled ones, by rewriting the commands (never the C
 of ``tests/tiny_encoders.py``; ``collect`` without ``--like`` gets ``--model`` the tiny Llama
 of ``tests/conftest.py`` (a ``--model`` that names no existing path is a placeholder for the
 reader's model and becomes the tiny Llama too); ``distill`` without ``--encoder`` gets the
-tiny encoder. Long jobs run through the same command with the smallest settings of
-:data:`SMALLEST` (``validate --seeds 0 --lds-subsets 2``).
+tiny encoder; ``demo --task style`` gets both. Long jobs run through the same command with
+the smallest settings of :data:`SMALLEST` (``validate --seeds 0 --lds-subsets 2``, added where
+the command does not set them).
 
 Blocks that use verbs being built now (:func:`pending`) are not run yet; ``test_pending``
 lists them as skipped.
@@ -198,6 +199,8 @@ class Runner:
         for option, value in SMALLEST.get(verb, {}).items():
             if option in words:
                 words[words.index(option) + 1] = value
+            else:
+                words += [option, value]
         if verb == "collect" and "--like" not in words:
             if "--model" in words:
                 i = words.index("--model") + 1
@@ -205,6 +208,9 @@ class Runner:
                     words[i] = str(self.models["decoder"])
             else:
                 words += ["--model", str(self.models["decoder"])]
+        if verb == "demo" and "--task" in words and "--model" not in words:
+            words += ["--model", str(self.models["decoder"]), "--encoder",
+                      str(self.models["encoder"])]
         if verb == "distill" and "--encoder" not in words:
             words += ["--encoder", str(self.models["encoder"])]
         return words

@@ -251,7 +251,7 @@ def test_the_head_runs_blas_on_one_thread_and_restores_it(monkeypatch):
     thread while it runs, and leaves the setting as it found it."""
     from threadpoolctl import threadpool_info
 
-    from influcoder.attribution import heads
+    from influcoder.encoders import heads
 
     def blas_threads():
         return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]

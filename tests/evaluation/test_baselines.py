@@ -157,7 +157,7 @@ def test_store_scores_refuse_stores_of_another_setup(tmp_path):
 def test_encoder_scores_are_cosines_of_normalised_embeddings(tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from tests.distill.conftest import build_tiny_encoder_dir
+    from tests.distillation.conftest import build_tiny_encoder_dir
 
     encoder = SentenceTransformer(build_tiny_encoder_dir(tmp_path), device="cpu")
     pool = [Sample(id=str(i), prompt=f"t{i}w0 t{i}w1", response="f1 f2") for i in range(4)]

