@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test validate bench clean
+.PHONY: install demo test lint validate bench clean
 
 $(BIN)/influcoder: pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV) $(PY)
@@ -18,6 +18,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# What CI checks besides the tests (`pre-commit install` runs the same on every commit).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # After `make demo`: the causal check on the demo's stores (remove, retrain, measure; about an
 # hour on 2 CPU cores, resumable). docs/VALIDATION.md explains it and shows our figures.

@@ -65,10 +65,12 @@ def _time_mode(mode: str, n: int, queue) -> None:
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     bf16, checkpointing = ":bf16" in mode, ":gc" in mode
     if mode == "reference":
-        run = lambda: reference_gradients(model, chosen, target="lora", sketch_dim=8192)
+        def run():
+            return reference_gradients(model, chosen, target="lora", sketch_dim=8192)
         batches = [[i] for i in range(n)]
     elif mode == "plain":
-        run = lambda: common.plain_loop(model, chosen)
+        def run():
+            return common.plain_loop(model, chosen)
         batches = [[i] for i in range(n)]
     else:
         size = mode.split(":")[1]

@@ -37,7 +37,8 @@ def vectors(planted):
                 ).astype(np.float32)
 
     pool, queries = rows(planted.pool_texts), rows(planted.query_texts)
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
     return pool, queries, unit(pool) @ unit(queries).T
 
 

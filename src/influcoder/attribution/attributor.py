@@ -172,7 +172,7 @@ class Attributor:
     def load(cls, index_dir: str | os.PathLike, encoder: str | None = None, *,
              backend: str = "auto", batch_size: int | None = None, nprobe: int | None = None,
              ef_search: int | None = None, threads: int | None = None,
-             device: str = "cpu") -> "Attributor":
+             device: str = "cpu") -> Attributor:
         """Open an index with its encoder (``encoder``: None means the one it was built
         with; another one must have the same fingerprint). ``backend="auto"`` encodes queries
         with ONNX Runtime where it is installed (float32-exact; no torch is imported once the

@@ -23,7 +23,7 @@ class LocalEngine:
     def close(self) -> None:
         """Nothing to release."""
 
-    def __enter__(self) -> "LocalEngine":
+    def __enter__(self) -> LocalEngine:
         return self
 
     def __exit__(self, *exc) -> None:

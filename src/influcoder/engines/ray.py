@@ -142,7 +142,7 @@ class RayEngine:
             self._ray.shutdown()
             self._started = False
 
-    def __enter__(self) -> "RayEngine":
+    def __enter__(self) -> RayEngine:
         return self
 
     def __exit__(self, *exc) -> None:

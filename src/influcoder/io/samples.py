@@ -65,7 +65,7 @@ class Sample:
         return row
 
     @classmethod
-    def from_json(cls, row: dict) -> "Sample":
+    def from_json(cls, row: dict) -> Sample:
         messages = row.get("messages")
         return cls(id=row["id"], prompt=row["prompt"], response=row["response"],
                    messages=tuple(messages) if messages is not None else None,
@@ -173,8 +173,7 @@ def _parquet_rows(path: str) -> Iterator[tuple[int, Any]]:
     except Exception as e:  # pyarrow raises several unrelated types for a bad file
         raise InputError(f"not a readable Parquet file: {e}", path=path) from None
     # Parquet has no lines: we report the row number (1-based) as the line.
-    for i, row in enumerate(table.to_pylist(), start=1):
-        yield i, row
+    yield from enumerate(table.to_pylist(), start=1)
 
 
 def _hf_rows(name: str, split: str) -> Iterator[tuple[int, Any]]:
@@ -188,8 +187,7 @@ def _hf_rows(name: str, split: str) -> Iterator[tuple[int, Any]]:
     except Exception as e:  # offline, unknown name, ...: the message is the useful part
         raise InputError(f"not a file here, and could not be loaded as a Hugging Face dataset "
                          f"(split '{split}'): {type(e).__name__}: {e}", path=name) from None
-    for i, row in enumerate(ds, start=1):
-        yield i, row
+    yield from enumerate(ds, start=1)
 
 
 def read_rows(source: str | os.PathLike, *, split: str = "train") -> Iterator[tuple[int, Any]]:

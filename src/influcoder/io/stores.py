@@ -81,7 +81,7 @@ def check_resumable(path, stored: dict, requested: dict, made: str) -> None:
                          "options to resume it, or choose another --out.")
 
 
-def check_same_setup(a: "Store", b: "Store") -> None:
+def check_same_setup(a: Store, b: Store) -> None:
     """Refuse to combine two stores whose vectors are not comparable, naming the difference."""
     diffs = [] if a.kind == b.kind else [f"kind: {a.kind!r} vs {b.kind!r}"]
     diffs += setup_differences(a.setup, b.setup)

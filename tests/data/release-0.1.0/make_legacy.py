@@ -33,6 +33,7 @@ queries = [Sample(id="q0", prompt="What is the capital of Italy?", response="Rom
 args = CollectArguments(model=str(work / "llama"), sketch_dim=64, shard_rows=4, warmup_steps=2, warmup_batch_size=2, max_length=64)
 influcoder.groundtruth.collect(pool, out / "grad_pool", args, progress=False)
 with open(work / "pool.jsonl", "w") as f:
-    for s in pool: f.write(json.dumps({"id": s.id, "prompt": s.prompt, "response": s.response}) + "\n")
+    for s in pool:
+        f.write(json.dumps({"id": s.id, "prompt": s.prompt, "response": s.response}) + "\n")
 influcoder.build_index(work / "pool.jsonl", out / "index", str(enc), progress=False)
 print(sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()))
