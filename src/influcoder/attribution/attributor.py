@@ -50,7 +50,10 @@ def text_query(text: str, prompt: str = "") -> Sample:
 
 
 def as_queries(queries) -> list[Sample]:
-    """Samples from a list of :class:`Sample` or strings (see :func:`text_query`)."""
+    """Samples from a list of :class:`Sample` or strings (see :func:`text_query`); one
+    string or sample alone is one query."""
+    if isinstance(queries, (str, Sample)):
+        queries = [queries]
     out = [q if isinstance(q, Sample) else text_query(q) for q in queries]
     if not out:
         raise InputError("no queries")
