@@ -26,7 +26,10 @@ Tiny models in place of the bundled ones, by rewriting the commands (never the C
 of ``tests/tiny_encoders.py``; ``collect`` without ``--like`` gets ``--model`` the tiny Llama
 of ``tests/conftest.py`` (a ``--model`` that names no existing path is a placeholder for the
 reader's model and becomes the tiny Llama too); ``distill`` without ``--encoder`` gets the
-tiny encoder; ``demo --task style`` gets both. Long jobs run through the same command with
+tiny encoder; ``demo --task style`` gets both. A Python block runs as written: while it
+runs, the two settings the verbs read when no model is named, ``DEFAULT_DECODER`` of
+``influcoder.groundtruth.settings`` and ``DEFAULT_ENCODER`` of ``influcoder.encoders.settings``,
+name the tiny models (:func:`_tiny_defaults`). Long jobs run through the same command with
 the smallest settings of :data:`SMALLEST` (``validate --seeds 0 --lds-subsets 2``, added where
 the command does not set them).
 
@@ -225,7 +228,7 @@ class Runner:
     def run_block(self, block: Block) -> None:
         if block.lang == "python":
             code = compile(block.text, block.where, "exec")
-            with _cwd(self.folder):
+            with _cwd(self.folder), _tiny_defaults(self.models):
                 exec(code, {"__name__": "__docs__"})
             return
         for words in commands(block):
@@ -328,6 +331,16 @@ def _environ(env: dict[str, str]):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _tiny_defaults(models: dict[str, Path]):
+    """The bundled models' names, as the Python verbs read them when none is given, naming
+    the tiny models instead (the shell commands get the same by :meth:`Runner.rewrite`)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("influcoder.groundtruth.settings.DEFAULT_DECODER", str(models["decoder"]))
+        mp.setattr("influcoder.encoders.settings.DEFAULT_ENCODER", str(models["encoder"]))
+        yield
 
 
 def _free_port() -> int:

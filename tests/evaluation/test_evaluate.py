@@ -18,9 +18,9 @@ from influcoder.errors import InputError, StoreError
 from influcoder.evaluation.evaluate import (
     check_aligned,
     check_target,
-    evaluate_methods,
     expected_random_auprc,
     labels_from_samples,
+    metric_rows,
     placeholder_rows,
     score_methods,
     write_results,
@@ -48,7 +48,7 @@ def matrices():
 
 def test_rows_equal_direct_metric_calls(matrices):
     gt, methods, labels = matrices
-    rows = evaluate_methods(gt, methods, labels=labels, k=4)
+    rows = metric_rows(gt, methods, labels=labels, k=4)
     assert [r["method"] for r in rows] == ["good", "noise"]
     assert list(rows[0]) == ["method", "per_anchor_spearman", "pairwise_spearman",
                              "aggregated_spearman", "ndcg@4", "recall@4", "auprc_mean",
@@ -69,13 +69,13 @@ def test_rows_equal_direct_metric_calls(matrices):
 
 def test_rows_without_labels_have_no_auprc(matrices):
     gt, methods, _ = matrices
-    assert "auprc_mean" not in evaluate_methods(gt, methods)[0]
+    assert "auprc_mean" not in metric_rows(gt, methods)[0]
 
 
 @pytest.mark.parametrize("with_labels", [False, True])
 def test_placeholder_rows_have_the_columns_of_real_rows(matrices, with_labels):
     gt, methods, labels = matrices
-    rows = evaluate_methods(gt, methods, labels=labels if with_labels else None, k=3)
+    rows = metric_rows(gt, methods, labels=labels if with_labels else None, k=3)
     expected = placeholder_rows(list(methods), 3, with_labels)
     assert [list(r) for r in expected] == [list(r) for r in rows]
 
@@ -83,18 +83,18 @@ def test_placeholder_rows_have_the_columns_of_real_rows(matrices, with_labels):
 def test_evaluate_refuses_bad_input(matrices):
     gt, methods, labels = matrices
     with pytest.raises(ValueError, match="method 'bad': scores have shape"):
-        evaluate_methods(gt, {"bad": (gt[:, :2], {})})
+        metric_rows(gt, {"bad": (gt[:, :2], {})})
     with pytest.raises(ValueError, match="one entry per pool sample"):
-        evaluate_methods(gt, methods, labels=labels[:5])
+        metric_rows(gt, methods, labels=labels[:5])
     with pytest.raises(ValueError, match="no positive"):
-        evaluate_methods(gt, methods, labels=np.zeros(30, dtype=bool))
+        metric_rows(gt, methods, labels=np.zeros(30, dtype=bool))
     with pytest.raises(ValueError, match="k must be between"):
-        evaluate_methods(gt, methods, k=31)
+        metric_rows(gt, methods, k=31)
 
 
 def test_table_and_formats(matrices):
     gt, methods, labels = matrices
-    table = format_table(evaluate_methods(gt, methods, labels=labels, k=4))
+    table = format_table(metric_rows(gt, methods, labels=labels, k=4))
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["method", "per_anchor_spearman", "pairwise_spearman"]
     assert lines[2].startswith("good ") and "500 ms" in lines[2] and "64 B" in lines[2]
@@ -107,7 +107,7 @@ def test_table_and_formats(matrices):
 
 def test_results_files(matrices, tmp_path):
     gt, methods, labels = matrices
-    rows = evaluate_methods(gt, methods, labels=labels, k=4)
+    rows = metric_rows(gt, methods, labels=labels, k=4)
     json_path, csv_path = write_results(tmp_path / "out", rows, k=4, note=float("nan"))
     doc = json.loads(json_path.read_text())
     assert doc["k"] == 4 and doc["note"] is None and doc["rows"][1]["bytes_per_sample"] is None
@@ -163,7 +163,7 @@ def test_check_aligned():
 
 def test_check_target(matrices):
     gt, methods, labels = matrices
-    rows = evaluate_methods(gt, methods, labels=labels, k=4)
+    rows = metric_rows(gt, methods, labels=labels, k=4)
     name, achieved, text = check_target(rows, "good:per_anchor_spearman >= 0.8")
     assert (name, achieved) == ("good:per_anchor_spearman>=0.8", True)
     assert text.startswith("good per_anchor_spearman = 0.9") and "target >= 0.8" in text

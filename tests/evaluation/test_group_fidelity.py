@@ -8,7 +8,7 @@ import pytest
 
 from influcoder.attribution.settings import GROUP_STATS
 from influcoder.errors import InputError
-from influcoder.evaluation.evaluate import COST_COLUMNS, GROUP_COLUMNS, evaluate_methods
+from influcoder.evaluation.evaluate import COST_COLUMNS, GROUP_COLUMNS, metric_rows
 from influcoder.evaluation.group_fidelity import (
     add_group_columns,
     evaluation_groups,
@@ -88,7 +88,7 @@ def test_top1_agreement_counts_a_tie_by_its_share():
 
 def test_group_columns_go_before_the_costs(case):
     labels, gt, methods = case
-    rows = evaluate_methods(gt, {n: (s, {"seconds": 1.0}) for n, s in methods.items()}, k=3)
+    rows = metric_rows(gt, {n: (s, {"seconds": 1.0}) for n, s in methods.items()}, k=3)
     result = judge_groups(methods, gt, evaluation_groups(_pool(labels), "source"))
     out = add_group_columns(rows, result)
     columns = list(out[0])

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from influcoder.evaluation.evaluate import evaluate_methods
+from influcoder.evaluation.evaluate import metric_rows
 from influcoder.evaluation.group_fidelity import (
     add_group_columns,
     evaluation_groups,
@@ -36,7 +36,7 @@ def case():
              "distilled": {"seconds": 0.5, "prepare_seconds": 20.0, "bytes_per_sample": 1536},
              "semantic": {"seconds": 0.4, "prepare_seconds": 18.0, "bytes_per_sample": 1536},
              "random": {"seconds": 1e-5, "prepare_seconds": 0.0, "bytes_per_sample": 0}}
-    rows = evaluate_methods(gt, {n: (s, infos[n]) for n, s in method_scores.items()}, labels=labels,
+    rows = metric_rows(gt, {n: (s, infos[n]) for n, s in method_scores.items()}, labels=labels,
                     k=5)
     pool = [Sample(id=f"p{i}", prompt=f"pool prompt {i}",
                    response=EVIL if i == 3 else f"pool response {i}") for i in range(n_pool)]
@@ -89,7 +89,7 @@ def test_full_report(case, tmp_path):
 
 def test_minimal_report_without_labels_or_samples(case, tmp_path):
     rows, gt, method_scores, _, _, _ = case
-    rows = evaluate_methods(gt, {"distilled": (method_scores["distilled"], {"seconds": 0.1})}, k=5)
+    rows = metric_rows(gt, {"distilled": (method_scores["distilled"], {"seconds": 0.1})}, k=5)
     path = write_report(tmp_path, rows, gt=gt, method_scores={
         "distilled": method_scores["distilled"]})
     page = path.read_text(encoding="utf-8")

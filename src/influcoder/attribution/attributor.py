@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from influcoder.attribution.index import Index, check_encoder
+from influcoder.attribution.index import Index, check_encoder, open_index
 from influcoder.encoders.backends import FastEncoder, encoder_fingerprint, query_encoder
 from influcoder.encoders.onnx_query import LightEncoder
 from influcoder.errors import InflucoderError, InputError
@@ -50,7 +50,10 @@ def text_query(text: str, prompt: str = "") -> Sample:
 
 
 def as_queries(queries) -> list[Sample]:
-    """Samples from a list of :class:`Sample` or strings (see :func:`text_query`)."""
+    """Samples from a list of :class:`Sample` or strings (see :func:`text_query`); one
+    string or sample alone is one query."""
+    if isinstance(queries, (str, Sample)):
+        queries = [queries]
     out = [q if isinstance(q, Sample) else text_query(q) for q in queries]
     if not out:
         raise InputError("no queries")
@@ -169,17 +172,22 @@ class Attributor:
         self.encoder = encoder
 
     @classmethod
-    def load(cls, index_dir: str | os.PathLike, encoder: str | None = None, *,
-             backend: str = "auto", batch_size: int | None = None, nprobe: int | None = None,
+    def load(cls, index_dir: Index | str | os.PathLike,
+             encoder: str | os.PathLike | None = None, *, backend: str = "auto",
+             batch_size: int | None = None, nprobe: int | None = None,
              ef_search: int | None = None, threads: int | None = None,
              device: str = "cpu") -> Attributor:
-        """Open an index with its encoder (``encoder``: None means the one it was built
-        with; another one must have the same fingerprint). ``backend="auto"`` encodes queries
-        with ONNX Runtime where it is installed (float32-exact; no torch is imported once the
-        encoder's export is cached, see :mod:`influcoder.encoders.onnx_query`; ``threads``: its
-        ONNX Runtime threads, see :class:`~influcoder.encoders.onnx_query.LightEncoder`), always
-        on the CPU; the torch back ends run on ``device`` (a ``--device`` value)."""
-        index = Index(index_dir, nprobe=nprobe, ef_search=ef_search)
+        """Open an index (an :class:`Index` or its directory) with its encoder (``encoder``:
+        None means the one it was built with; another one must have the same fingerprint).
+        ``backend="auto"`` encodes queries with ONNX Runtime where it is installed
+        (float32-exact; no torch is imported once the encoder's export is cached, see
+        :mod:`influcoder.encoders.onnx_query`; ``threads``: its ONNX Runtime threads, see
+        :class:`~influcoder.encoders.onnx_query.LightEncoder`), always on the CPU; the torch
+        back ends run on ``device`` (a ``--device`` value)."""
+        search = {k: v for k, v in (("nprobe", nprobe), ("ef_search", ef_search))
+                  if v is not None}
+        index = open_index(index_dir, **search)
+        encoder = None if encoder is None else os.fspath(encoder)
         name = encoder or index.encoder_name
         try:
             fingerprint = encoder_fingerprint(name)

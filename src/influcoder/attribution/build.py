@@ -206,7 +206,7 @@ def _check_duplicates(out: Path, meta: dict | None, samples: list[Sample], sourc
                              f"holds each id once", path=source)
 
 
-def build_index(data, out: str | os.PathLike, encoder: str | None = None, *,
+def build_index(data, out: str | os.PathLike, encoder: str | os.PathLike | None = None, *,
                 append: bool = False, approx: str | None = None, backend: str | None = None,
                 dtype: str | None = None, max_seq_length: int | None = None,
                 batch_size: int | None = None, shard_rows: int | None = None,
@@ -217,11 +217,12 @@ def build_index(data, out: str | os.PathLike, encoder: str | None = None, *,
     """Encode ``data`` into the index ``out`` (create it, resume it, or ``append`` to it).
 
     Args:
-        data: a data file (``-``: JSONL on stdin), an HF dataset name, or a list of
-            :class:`Sample`.
+        data: a data file (``-``: JSONL on stdin), an HF dataset name, a list of
+            :class:`Sample`, or a :class:`Store` (its samples).
         out: the index directory.
-        encoder: a sentence-transformers directory or ``all-minilm-l6-v2``; for an existing
-            index, None means the one it was built with (its fingerprint must match).
+        encoder: an encoder directory (or what ``distill`` returned) or ``all-minilm-l6-v2``;
+            for an existing index, None means the one it was built with (its fingerprint must
+            match).
         append: add ``data`` as a new segment (without it, an existing index must already hold
             exactly ``data``, and the call only finishes or re-kinds it).
         approx: FAISS kind, ``flat``/``hnsw``/``ivf``; None keeps the index's (new: ``flat``).
@@ -243,6 +244,9 @@ def build_index(data, out: str | os.PathLike, encoder: str | None = None, *,
         raise ValueError(f"approx must be one of {FAISS_KINDS}, got {approx!r}")
     out = Path(out)
     fields = fields or Fields()
+    encoder = None if encoder is None else os.fspath(encoder)
+    if isinstance(data, Store):
+        data = data.samples
     meta = _read_meta(out) if (out / INDEX_FILE).is_file() else None
     if meta is None and out.is_dir() and any(p.name != SEGMENTS_DIR for p in out.iterdir()):
         raise StoreError(f"{out} exists and is not an influcoder index; refusing to write into it")
@@ -315,6 +319,9 @@ def estimate_index(data, out: str | os.PathLike, encoder: str | None = None, *,
     from influcoder.attribution.index import faiss_params
 
     out = Path(out)
+    encoder = None if encoder is None else os.fspath(encoder)
+    if isinstance(data, Store):
+        data = data.samples
     meta = _read_meta(out) if (out / INDEX_FILE).is_file() else None
     if meta is not None:
         meta["path"] = str(out)

@@ -41,6 +41,11 @@ class FilterResult:
     def n_removed(self) -> int:
         return len(self.removed)
 
+    @property
+    def removed_ids(self) -> list[str]:
+        """The ids of the removed pool samples, best (highest score) first."""
+        return [r["id"] for r in self.removed]
+
 
 def removed_path_for(out: str | os.PathLike) -> Path:
     """``clean.jsonl`` -> ``clean.removed.jsonl``."""

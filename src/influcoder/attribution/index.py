@@ -195,6 +195,10 @@ class Index:
     def encoder_name(self) -> str:
         return self.meta["encoder"]["name"]
 
+    def __fspath__(self) -> str:
+        """An index is path-like (its directory), like a :class:`~influcoder.io.stores.Store`."""
+        return str(self.path)
+
     @property
     def encoder_fingerprint(self) -> str:
         return self.meta["encoder"]["fingerprint"]
@@ -328,8 +332,9 @@ class Index:
 
 
 def open_index(path: str | os.PathLike, **kwargs) -> Index:
-    """Open a built index (see :class:`Index`)."""
-    return Index(path, **kwargs)
+    """Open a built index (see :class:`Index`); an :class:`Index` without ``kwargs`` is
+    returned as it is."""
+    return path if isinstance(path, Index) and not kwargs else Index(path, **kwargs)
 
 
 def check_encoder(meta: dict, encoder: str, fingerprint: str) -> None:

@@ -235,6 +235,11 @@ class SelectResult:
         return len(self.selected)
 
     @property
+    def selected_ids(self) -> list[str]:
+        """The ids of the chosen pool samples, in the order chosen."""
+        return [r["id"] for r in self.selected]
+
+    @property
     def uncovered(self) -> list[Sample]:
         return [t for t, c in zip(self.targets, self.coverage) if c == 0]
 

@@ -88,7 +88,8 @@ def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, l
     from influcoder.evaluation.evaluate import TargetError, labels_from_samples
     from influcoder.io.stores import open_store
     from influcoder.io.tables import format_table
-    from influcoder.workflows.evaluation import judge, write_judgement
+    from influcoder.workflows.evaluation import evaluate as run_evaluation
+    from influcoder.workflows.evaluation import write_evaluation
 
     if (label_field is None) != (positive is None):
         raise click.UsageError("--label-field and --positive go together")
@@ -111,7 +112,7 @@ def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, l
     labels = (labels_from_samples(gt_pool.samples, label_field, positive)
               if label_field is not None else None)
     try:
-        judgement = judge(gt_pool, gt_queries, stores=pairs,
+        evaluation = run_evaluation(gt_pool, gt_queries, stores=pairs,
                           encoders=parse_named(encoders, "--encoder"),
                           baselines=split_list(baselines), gradient_dims=dims, labels=labels,
                           k=k, seed=seed, targets=targets, device=device, group_by=group_by,
@@ -121,13 +122,13 @@ def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, l
         raise click.BadParameter(str(e), param_hint="--target") from None
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    click.echo(format_table(judgement.rows))
+    click.echo(format_table(evaluation.rows))
     if labels is not None:
         click.echo(f"planted: {int(labels.sum())} of {labels.size} pool samples "
                    f"({labels.mean():.1%}); a random ranking's expected AUPRC is "
-                   f"{judgement.expected_random_auprc:.3f}")
-    if judgement.groups is not None:
-        g = judgement.groups
+                   f"{evaluation.expected_random_auprc:.3f}")
+    if evaluation.groups is not None:
+        g = evaluation.groups
         by_size = sorted(zip(g.groups.sizes, g.groups.names), key=lambda x: -x[0])
         sizes = ", ".join(f"{name} {n}" for n, name in by_size[:GROUPS_LISTED]) + (
             f", ... {len(by_size) - GROUPS_LISTED} more" if len(by_size) > GROUPS_LISTED else "")
@@ -138,15 +139,15 @@ def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, l
         if undefined:
             click.echo("queries whose group scores are all equal (no ranking; their Spearman "
                        "counts as 0): " + ", ".join(f"{n} {u}" for n, u in undefined.items()))
-    for _name, achieved, text in judgement.targets:
+    for _name, achieved, text in evaluation.targets:
         click.echo(f"{'MET   ' if achieved else 'MISSED'}  {text}")
     if out is None:
         return
-    report = write_judgement(
-        judgement, results_dir=out, title=title, queries_shown=show_queries,
+    report = write_evaluation(
+        evaluation, results_dir=out, title=title, queries_shown=show_queries,
         context={"pool": str(gt_pool.path), "queries": str(gt_queries.path), "k": k,
                  "n_pool": gt_pool.n, "n_query": gt_queries.n,
                  "positives": None if labels is None else int(labels.sum()),
-                 "random_expected_auprc": judgement.expected_random_auprc,
-                 "methods": {name: info for name, (_, info) in judgement.methods.items()}})
+                 "random_expected_auprc": evaluation.expected_random_auprc,
+                 "methods": {name: info for name, (_, info) in evaluation.methods.items()}})
     log(f"wrote {out}: results.json, results.csv, {report.name}")

@@ -86,7 +86,9 @@ class DistillResult:
     ``best_epoch`` is the epoch whose weights the encoder now holds (0: the untrained weights
     were best), ``untrained`` and ``best`` its validation figures before training and at
     ``best_epoch``. ``head`` is the card entry of the linear head appended after training
-    (:mod:`influcoder.distillation.ridge`), ``None`` without one.
+    (:mod:`influcoder.distillation.ridge`), ``None`` without one. ``path``: the encoder
+    directory written (None when nothing was saved); the result is path-like, so ``index``,
+    ``encode`` and ``evaluate`` take it where they take that directory.
     """
 
     history: list[dict[str, float]]
@@ -95,6 +97,12 @@ class DistillResult:
     best: dict[str, float]
     split: DistillSplit
     head: dict[str, Any] | None = None
+    path: Path | None = None
+
+    def __fspath__(self) -> str:
+        if self.path is None:
+            raise TypeError("this distillation saved no encoder (no out_dir), so it has no path")
+        return str(self.path)
 
 
 def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: np.ndarray,
@@ -259,7 +267,8 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
                       f"({loop.untrained[SELECTION_METRIC]:.4f}) on {block}; the untrained "
                       f"weights are kept{hint}", stacklevel=2)
     result = DistillResult(history=loop.history, best_epoch=loop.best_epoch,
-                           untrained=loop.untrained, best=loop.best, split=split)
+                           untrained=loop.untrained, best=loop.best, split=split,
+                           path=None if out_dir is None else Path(out_dir))
     if out_dir is not None:
         save_encoder(encoder, out_dir, {**_card(encoder, args, result), **extra_card})
         checkpoint.remove(checkpoints)

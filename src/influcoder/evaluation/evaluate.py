@@ -157,8 +157,8 @@ def metric_columns(k: int, labels: bool) -> list[str]:
     return cols + ([f"auprc_{how}" for how in metrics.AUPRC_AGGREGATES] if labels else [])
 
 
-def evaluate_methods(gt: np.ndarray, methods: Mapping[str, tuple[np.ndarray, Mapping[str, Any]]], *,
-             labels: np.ndarray | None = None, k: int = DEFAULT_K) -> list[dict]:
+def metric_rows(gt: np.ndarray, methods: Mapping[str, tuple[np.ndarray, Mapping[str, Any]]], *,
+                labels: np.ndarray | None = None, k: int = DEFAULT_K) -> list[dict]:
     """One row of figures per method, in the order of ``methods``.
 
     Args:

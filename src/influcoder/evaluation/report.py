@@ -246,7 +246,7 @@ def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], 
         text_chars: characters of sample text shown in a cell.
         max_points: most (pool, query) pairs drawn per scatter panel.
         seed: seed of the scatter subsample.
-        groups: the group fidelity of the methods (``judge(group_by=...)``), with the
+        groups: the group fidelity of the methods (``evaluate(group_by=...)``), with the
             ``group_spearman`` and ``group_top1`` columns in ``rows``; adds the section
             "Which data source taught it".
 

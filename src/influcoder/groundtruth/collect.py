@@ -37,7 +37,7 @@ from influcoder.io.estimate import DEFAULT_ESTIMATE_ROWS, Estimate, estimate_job
 from influcoder.io.job import CheckedWorker, Plan, StoreJob, run_job
 from influcoder.io.layout import ADAPTER_DIR, MANIFEST_NAME
 from influcoder.io.samples import Fields
-from influcoder.io.stores import Store, package_versions, setup_differences
+from influcoder.io.stores import Store, open_store, package_versions, setup_differences
 
 logger = logging.getLogger(__name__)
 
@@ -223,13 +223,13 @@ class CollectJob(StoreJob):
 
 
 def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, *,
-            like: str | os.PathLike | None = None, fields: Fields | None = None,
+            like: Store | str | os.PathLike | None = None, fields: Fields | None = None,
             limit: int | None = None, progress: bool = True, engine: str = "local",
             ray_address: str | None = None, num_workers: int | None = None,
             device: str = DEFAULT_DEVICE) -> Store:
     """Collect the gradient store of ``data`` (a path or a list of :class:`Sample`) into
-    ``out``. With ``like``, every setting comes from that store (``args`` is ignored), so the
-    two stores' vectors are comparable. ``engine`` (``local`` or ``ray``, with ``ray_address``
+    ``out``. With ``like`` (a :class:`Store` or its path), every setting comes from that store
+    (``args`` is ignored), so the two stores' vectors are comparable. ``engine`` (``local`` or ``ray``, with ``ray_address``
     and ``num_workers``) says where shards are computed (:mod:`influcoder.engines`); the
     vectors are the same either way. ``device`` (:mod:`influcoder.io.devices`) says where the
     decoder runs (with the Ray engine on a GPU: one GPU per actor); it is not part of the
@@ -238,9 +238,9 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
     Example::
 
         >>> pool = collect("train.jsonl", "runs/pool")
-        >>> queries = collect("queries.jsonl", "runs/queries", like="runs/pool")
+        >>> queries = collect("queries.jsonl", "runs/queries", like=pool)
     """
-    like_store = Store(like) if like is not None else None
+    like_store = open_store(like) if like is not None else None
     if like_store is not None:
         args = CollectJob.settings_of(like_store)
     return run_job(CollectJob(args or CollectArguments(), like_store, progress, device), data, out, fields=fields,
@@ -249,13 +249,13 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
 
 
 def estimate_collect(data, out: str | os.PathLike, args: CollectArguments | None = None, *,
-                     like: str | os.PathLike | None = None, fields: Fields | None = None,
-                     limit: int | None = None, rows: int = DEFAULT_ESTIMATE_ROWS,
+                     like: Store | str | os.PathLike | None = None,
+                     fields: Fields | None = None, limit: int | None = None, rows: int = DEFAULT_ESTIMATE_ROWS,
                      device: str = DEFAULT_DEVICE) -> Estimate:
     """What :func:`collect` with these arguments would cost (``collect --dry-run``): the model
     loaded, the warm-up timed on its first steps, ``rows`` samples timed; nothing written
     (:mod:`influcoder.io.estimate`)."""
-    like_store = Store(like) if like is not None else None
+    like_store = open_store(like) if like is not None else None
     if like_store is not None:
         args = CollectJob.settings_of(like_store)
     job = CollectJob(args or CollectArguments(), like_store, progress=False, device=device,

@@ -106,7 +106,9 @@ class CollectArguments:
         "help": "rows per store shard (the unit of resumption)"})
 
     def __post_init__(self):
-        self.lora_targets = tuple(self.lora_targets)
+        # one target given as a string is that target ('auto' too), never its letters
+        self.lora_targets = ((self.lora_targets,) if isinstance(self.lora_targets, str)
+                             else tuple(self.lora_targets))
         self.model, self.adapter = resolve_model_and_adapter(self.model, self.adapter)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")

@@ -201,10 +201,15 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, kind={self.kind!r}, n={self.n}, dim={self.dim})"
 
+    def __fspath__(self) -> str:
+        """A store is path-like (its directory), so whatever takes a store's path takes it."""
+        return str(self.path)
+
 
 def open_store(path: str | os.PathLike) -> Store:
-    """Open a finished store: ``.ids``, ``.samples``, ``.manifest`` and ``.vectors()``."""
-    return Store(path)
+    """Open a finished store: ``.ids``, ``.samples``, ``.manifest`` and ``.vectors()``. A
+    :class:`Store` is returned as it is."""
+    return path if isinstance(path, Store) else Store(path)
 
 
 class StoreWriter:

@@ -73,6 +73,8 @@ class Validation:
     start_losses: dict[str, list] = field(default_factory=dict)
     #: why the figures may not rank the methods (see :func:`instrument_warnings`)
     warnings: list[str] = field(default_factory=list)
+    #: method -> ids of the pool samples it removed (as :attr:`removed`)
+    removed_ids: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _without(n_pool: int, rows) -> tuple[int, ...]:
@@ -254,4 +256,5 @@ def validate(pool: Store, targets_scores: Mapping[str, np.ndarray],
                       full_losses={k: v.tolist() for k, v in full.items()},
                       settings=asdict(args), seconds=time.perf_counter() - start,
                       start_losses={k: v.tolist() for k, v in untrained.items()},
-                      warnings=instrument_warnings(rows, full[HELDOUT], untrained[HELDOUT], args))
+                      warnings=instrument_warnings(rows, full[HELDOUT], untrained[HELDOUT], args),
+                      removed_ids={m: [pool.ids[int(i)] for i in r] for m, r in removed.items()})

@@ -49,7 +49,8 @@ class ValidateArguments:
                 "untrained start by at least this share (the upper end of its 95% interval)"})
 
     def __post_init__(self):
-        self.seeds = tuple(int(s) for s in self.seeds)
+        seeds = (self.seeds,) if isinstance(self.seeds, (int, str)) else self.seeds
+        self.seeds = tuple(int(s) for s in seeds)
         if not 0 < self.fraction < 1:
             raise ValueError(f"fraction must be in (0, 1), got {self.fraction}")
         if self.aggregate not in ("mean", "max"):

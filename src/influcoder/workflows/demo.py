@@ -176,7 +176,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
     from influcoder.distillation.trainer import CARD_NAME
     from influcoder.groundtruth.collect import collect
     from influcoder.groundtruth.settings import CollectArguments
-    from influcoder.workflows.evaluation import gradient_seconds, judge, write_judgement
+    from influcoder.workflows.evaluation import evaluate, gradient_seconds, write_evaluation
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}")
@@ -260,15 +260,15 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
                     f"{int(labels.sum())} found)")
 
     with stage("evaluate: every method on pool x test queries vs the gradient ground truth"):
-        judgement = judge(gt_pool, gt_test, baselines=["random", "tfidf", "bm25"],
+        evaluation = evaluate(gt_pool, gt_test, baselines=["random", "tfidf", "bm25"],
                           gradient_dims=[1024],
                           encoders={"semantic (untrained MiniLM)": encoder,
                                     "influcoder (distilled)": str(enc_dir)},
                           labels=labels, k=10, seed=seed, charge_gradient_time=True,
                           extra_targets=demo_targets, device=device, group_by="label")
         query_grad_seconds, pool_grad_seconds = gradient_seconds(gt_test), gradient_seconds(gt_pool)
-        report = write_judgement(
-            judgement, results_dir=out / "results", report_dir=out / "report",
+        report = write_evaluation(
+            evaluation, results_dir=out / "results", report_dir=out / "report",
             title=f"influcoder demo ({size})",
             context={"size": size, "seed": seed, "query_gradient_seconds": query_grad_seconds},
             notes=[f"Pool: {len(pool)} samples, {int(labels.sum())} planted harmful. Test "
@@ -282,11 +282,11 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
                    f"in the demo's stage times: " + ", ".join(
                        f"{k.split(':')[0]} {v:.0f} s" for k, v in stage.times.items()) + ".",
                    f"A random ranking's expected AUPRC here: "
-                   f"{judgement.expected_random_auprc:.3f}."],
+                   f"{evaluation.expected_random_auprc:.3f}."],
             query_indices=[i for i, s in enumerate(test_q) if s.meta["label"] == HARMFUL][:2]
             + [i for i, s in enumerate(test_q) if s.meta["label"] == REASONING][:1])
 
-    return DemoResult(judgement.rows, judgement.targets, report, stage.times,
+    return DemoResult(evaluation.rows, evaluation.targets, report, stage.times,
                       time.perf_counter() - t_start)
 
 

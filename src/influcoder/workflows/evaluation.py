@@ -31,8 +31,8 @@ Target = tuple[str, bool, str]
 
 
 @dataclass
-class Judgement:
-    """What :func:`judge` found: one row of figures per method, and the targets checked."""
+class Evaluation:
+    """What :func:`evaluate` found: one row of figures per method, and the targets checked."""
 
     rows: list[dict]
     #: name -> ``(scores, info)``, the ground truth first (``"gradient"``)
@@ -44,6 +44,8 @@ class Judgement:
     gt_queries: Store | None = None
     #: with ``group_by``: every method's group scores and figures
     groups: GroupFidelity | None = None
+    #: the HTML report, once written (:func:`write_evaluation`)
+    report: Path | None = None
 
     @property
     def expected_random_auprc(self) -> float | None:
@@ -54,16 +56,16 @@ class Judgement:
         return expected_random_auprc(self.labels.size, int(self.labels.sum()))
 
 
-def judge(gt_pool: Store, gt_queries: Store, *,
-          stores: Mapping[str, tuple[Store, Store]] | None = None,
-          encoders: Mapping[str, str] | None = None, baselines: Sequence[str] = (),
-          gradient_dims: Sequence[int] = (), labels: np.ndarray | None = None, k: int = 10,
-          seed: int = 0, targets: Sequence[str] = (), charge_gradient_time: bool = False,
-          extra_targets: Callable[[list[dict]], list[Target]] | None = None,
-          device: str = "cpu", group_by: str | None = None,
-          group_aggregate: str = DEFAULT_GROUP_AGGREGATE,
-          group_temperature: float = DEFAULT_GROUP_TEMPERATURE) -> Judgement:
-    """Score every method on ``gt_pool`` x ``gt_queries`` and judge it against the gradients.
+def evaluate(gt_pool: Store, gt_queries: Store, *,
+             stores: Mapping[str, tuple[Store, Store]] | None = None,
+             encoders: Mapping[str, str] | None = None, baselines: Sequence[str] = (),
+             gradient_dims: Sequence[int] = (), labels: np.ndarray | None = None, k: int = 10,
+             seed: int = 0, targets: Sequence[str] = (), charge_gradient_time: bool = False,
+             extra_targets: Callable[[list[dict]], list[Target]] | None = None,
+             device: str = "cpu", group_by: str | None = None,
+             group_aggregate: str = DEFAULT_GROUP_AGGREGATE,
+             group_temperature: float = DEFAULT_GROUP_TEMPERATURE) -> Evaluation:
+    """Score every method on ``gt_pool`` x ``gt_queries`` and compare it with the gradients.
 
     Target specs (``METHOD:METRIC>=VALUE``) are checked against the rows to come before the
     (maybe slow) scoring starts, so a typo fails at once. With ``charge_gradient_time``, the
@@ -80,8 +82,8 @@ def judge(gt_pool: Store, gt_queries: Store, *,
     from influcoder.evaluation.evaluate import (
         GROUND_TRUTH_METHOD,
         check_target,
-        evaluate_methods,
         method_names,
+        metric_rows,
         placeholder_rows,
         score_methods,
     )
@@ -110,7 +112,7 @@ def judge(gt_pool: Store, gt_queries: Store, *,
                 info["seconds"] += query_seconds
                 info["prepare_seconds"] += pool_seconds
     gt = methods[GROUND_TRUTH_METHOD][0]
-    rows = evaluate_methods(gt, methods, labels=labels, k=k)
+    rows = metric_rows(gt, methods, labels=labels, k=k)
     fidelity = None
     if groups is not None:
         from influcoder.evaluation.group_fidelity import add_group_columns, judge_groups
@@ -121,7 +123,7 @@ def judge(gt_pool: Store, gt_queries: Store, *,
     checked = [check_target(rows, spec) for spec in targets]
     if extra_targets is not None:
         checked += extra_targets(rows)
-    return Judgement(rows, methods, gt, labels, checked, gt_pool, gt_queries, fidelity)
+    return Evaluation(rows, methods, gt, labels, checked, gt_pool, gt_queries, fidelity)
 
 
 def gradient_seconds(store: Store) -> float:
@@ -129,28 +131,30 @@ def gradient_seconds(store: Store) -> float:
     return float(store.manifest["provenance"].get("seconds") or 0.0)
 
 
-def write_judgement(judgement: Judgement, *, results_dir: str | os.PathLike,
-                    report_dir: str | os.PathLike | None = None,
-                    title: str = "influcoder evaluation", notes: Sequence[str] = (),
-                    context: Mapping[str, Any] | None = None,
-                    query_indices: Sequence[int] | None = None,
-                    queries_shown: int = 3) -> Path:
+def write_evaluation(evaluation: Evaluation, *, results_dir: str | os.PathLike,
+                     report_dir: str | os.PathLike | None = None,
+                     title: str = "influcoder evaluation", notes: Sequence[str] = (),
+                     context: Mapping[str, Any] | None = None,
+                     query_indices: Sequence[int] | None = None,
+                     queries_shown: int = 3) -> Path:
     """Write ``results.json`` and ``results.csv`` into ``results_dir`` and the HTML report
-    into ``report_dir`` (default: the same directory); return the report's path. With group
-    fidelity, ``results.json`` records the groups under ``groups`` and the report shows them."""
+    into ``report_dir`` (default: the same directory); return the report's path (also set as
+    ``evaluation.report``). With group fidelity, ``results.json`` records the groups under
+    ``groups`` and the report shows them."""
     from influcoder.evaluation.evaluate import write_results
     from influcoder.evaluation.report import write_report
 
-    j = judgement
+    j = evaluation
     context = dict(context or {})
     if j.groups is not None:
         context["groups"] = j.groups.context()
     write_results(results_dir, j.rows, **context,
                   targets=[{"target": n, "achieved": a, "text": t} for n, a, t in j.targets])
-    return write_report(
+    j.report = write_report(
         report_dir or results_dir, j.rows, gt=j.gt,
         method_scores={name: s for name, (s, _) in j.methods.items()}, labels=j.labels,
         pool_samples=j.gt_pool.samples if j.gt_pool is not None else None,
         query_samples=j.gt_queries.samples if j.gt_queries is not None else None,
         title=title, notes=notes, targets=j.targets, query_indices=query_indices,
         queries_shown=queries_shown, groups=j.groups)
+    return j.report

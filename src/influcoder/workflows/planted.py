@@ -92,8 +92,9 @@ class StyleTask:
     seed: int = field(default=0, metadata={"help": "seed of every split"})
 
     def __post_init__(self):
-        object.__setattr__(self, "planted_topics", tuple(self.planted_topics))
-        object.__setattr__(self, "query_topics", tuple(self.query_topics))
+        for name in ("planted_topics", "query_topics"):  # one topic as a string: that topic
+            topics = getattr(self, name)
+            object.__setattr__(self, name, (topics,) if isinstance(topics, str) else tuple(topics))
         if self.style not in STYLES:
             raise ValueError(f"style must be one of {sorted(STYLES)}, got {self.style!r}")
         _count("n_pool", self.n_pool, 2)

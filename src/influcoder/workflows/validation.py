@@ -170,8 +170,7 @@ def run_validation(pool: str | os.PathLike, targets: str | os.PathLike,
                "n_heldout": len(inputs.eval_sets[HELDOUT]),
                "n_control": len(inputs.eval_sets.get(CONTROL, [])),
                "planted": None if labels is None else int(labels.sum()),
-               "removed_ids": {m: [gt_pool.ids[i] for i in rows]
-                               for m, rows in validation.removed.items()}}
+               "removed_ids": validation.removed_ids}
     return validation, context, write_validation(out, validation, context=context)
 
 
