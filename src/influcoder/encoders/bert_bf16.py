@@ -1,29 +1,13 @@
 """One fused forward pass for BERT sentence encoders: the ``bf16`` backend's fast path.
 
-Most sentence encoders (all-MiniLM, BGE, E5, and every encoder distilled from them) are a
-``BertModel`` followed by mean pooling and, usually, normalisation. On a 2-core CPU, with a
-handful of queries of a few dozen tokens each, the transformers module tree spends a good
-share of the time outside the matrix products: a Python call per module, three separate
-query/key/value products, mask construction, output bookkeeping. :class:`FusedBert` runs the
-same arithmetic as straight tensor code on the same weights:
-
-* the query, key and value projections of a layer as one product (``3h x h`` weight);
-* scaled-dot-product attention with an additive padding mask (none when a batch has no
-  padding);
-* exact (erf) GELU, post-layer-norm residuals, as in ``BertLayer``;
-* mean pooling over the attention mask, as ``Pooling(pooling_mode="mean")``.
-
-Measured on MiniLM (``benchmarks/bench_attribution.py``, section 2), it is about 13% faster
-than the bf16 module tree. It is kept because no maintained route gives the same there:
-``torch.compile`` matched it only after about 29 s of compiling in every process (longer than
-the whole attribution it would speed up), ONNX Runtime runs float32 (about the speed of
-float32 PyTorch, half the bf16 pass) and its int8 weights lose fidelity (Spearman 0.990), and
-a smaller encoder changes the model. Being a second forward pass to keep in step with
-transformers, it is checked against sentence-transformers' own output on every test run.
-:func:`why_not_fusable` says whether an encoder has exactly this shape; anything else
-(another architecture, another pooling, extra modules) keeps the sentence-transformers
-modules. ``tests/test_encode.py`` checks the float32 fused pass against
-sentence-transformers to 1e-5 and the bf16 one by rank fidelity.
+:class:`FusedBert` runs a ``BertModel`` plus mean pooling (all-MiniLM, BGE, E5 and every
+encoder distilled from them) as straight tensor code on the same weights: one QKV product per
+layer, scaled-dot-product attention with an additive padding mask, exact GELU, post-layer-norm
+residuals, mean pooling over the mask. :func:`why_not_fusable` says whether an encoder has
+exactly this shape; anything else keeps the sentence-transformers modules. Being a second
+forward pass to keep in step with transformers, it is checked against sentence-transformers'
+own output by the tests; docs/ATTRIBUTION.md says why it is kept (its speed against the module
+tree, ``torch.compile`` and ONNX Runtime).
 """
 
 from __future__ import annotations

@@ -1,25 +1,14 @@
 """A query encoder that starts in a fraction of a second: ONNX Runtime and tokenizers, no torch.
 
-``influcoder attribute`` answers one query in milliseconds inside a warm process, but a fresh
-process used to pay about 8 s before the first one: importing torch and sentence-transformers
-and building the model. Queries need neither once the encoder has been exported to ONNX (the
-``onnx``/``int8`` backends of :mod:`influcoder.encoders.backends` export it once per encoder
-into the cache, and ``build_index`` does so ahead of time). :class:`LightEncoder` then runs that
-same ONNX file with the encoder's own ``tokenizer.json``:
-
-* tokenise with the fast tokenizer the sentence-transformers ``Transformer`` module wraps
-  (same normaliser, special tokens, truncation at ``max_seq_length``; lower-cased first when
-  its ``sentence_bert_config.json`` says ``do_lower_case``);
-* pad each length-sorted batch to its longest text (the attention mask hides the padding);
-* run the exported graph, which holds every module of the encoder (transformer, pooling, any
-  dense head, normalisation), and renormalise in float32 (unless the encoder compares by dot
-  product, :func:`~influcoder.encoders.directory.encoder_similarity`).
-
-So its vectors are those of ``FastEncoder(backend="onnx")`` (``tests/encoders/test_onnx_query.py`` compares
-the two), and through it of the float32 reference. :func:`light_encoder` returns one only when
-all of that holds (a sentence-transformers directory whose first module is a ``Transformer``
-with a ``tokenizer.json``, the ONNX file already exported, onnxruntime and tokenizers
-installed); otherwise the caller uses :class:`~influcoder.encoders.backends.FastEncoder`.
+Once an encoder has been exported to ONNX (the ``onnx``/``int8`` backends of
+:mod:`influcoder.encoders.backends` export it once per encoder, ``build_index`` ahead of time),
+:class:`LightEncoder` runs that file with the encoder's own ``tokenizer.json``: the same
+normaliser, special tokens, truncation and lower-casing as the sentence-transformers
+``Transformer`` module, length-sorted batches padded to their longest text, and the exported
+graph holds every module (pooling, dense head, normalisation). Its vectors are those of
+``FastEncoder(backend="onnx")`` (the tests compare them). :func:`light_encoder` returns one only
+when all of that holds; otherwise the caller uses
+:class:`~influcoder.encoders.backends.FastEncoder`.
 """
 
 from __future__ import annotations
