@@ -274,8 +274,8 @@ def token_budget(args: CollectArguments) -> TokenBudget:
     return TokenBudget(max_batch=args.batch_size, max_tokens=args.batch_tokens)
 
 
-def compute_shard(computer, budget: TokenBudget, tokenized) -> np.ndarray:
-    """The vectors of one shard's samples, in row order.
+def compute_shard(computer, budget: TokenBudget, tokenized) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors of one shard's samples and their norms before normalisation, in row order.
 
     Samples are sorted by length and cut into batches of at most the budget's padded positions
     (:class:`~influcoder.groundtruth.memory.TokenBudget`; on out-of-memory it halves and goes
@@ -283,13 +283,16 @@ def compute_shard(computer, budget: TokenBudget, tokenized) -> np.ndarray:
     its batch-mates (the gradient tests check this), and a shard is always cut into the same
     batches under the same budget, so a resumed run computes exactly what an uninterrupted
     one does."""
-    out = None
-    for rows, vectors in budget.run([len(t.input_ids) for t in tokenized],
-                                    lambda rows: computer([tokenized[r] for r in rows])):
+    out = norms = None
+    for rows, (vectors, row_norms) in budget.run(
+            [len(t.input_ids) for t in tokenized],
+            lambda rows: computer.vectors_and_norms([tokenized[r] for r in rows])):
         if out is None:
             out = np.empty((len(tokenized), vectors.shape[1]), dtype=vectors.dtype)
+            norms = np.empty(len(tokenized), dtype=np.float32)
         out[rows] = vectors
-    return out
+        norms[rows] = row_norms
+    return out, norms
 
 
 def read_adapter_files(folder: Path) -> dict[str, bytes]:

@@ -67,7 +67,7 @@ from influcoder.groundtruth.loss import (
     _check_batch,
     _device,
     _FrozenExcept,
-    _normalise,
+    _normalise_with_norms,
     _pad,
     response_losses,
 )
@@ -172,6 +172,13 @@ class GradientComputer:
         return forward_hook
 
     def __call__(self, batch: Sequence[TokenizedSample]) -> np.ndarray:
+        return self.vectors_and_norms(batch)[0]
+
+    def vectors_and_norms(self, batch: Sequence[TokenizedSample]
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """``(unit rows [B, output_dim], their norms [B] before normalisation)``: the norm
+        of each sample's (preconditioned) sketched gradient, kept so that scores can be inner
+        products as well as cosines."""
         _check_batch(batch)
         device = _device(self.model)
         input_ids, attention_mask, labels = _pad(batch, self.pad_token_id, device)
@@ -193,4 +200,4 @@ class GradientComputer:
         finally:
             for handle in handles:
                 handle.remove()
-        return _normalise(out)
+        return _normalise_with_norms(out)

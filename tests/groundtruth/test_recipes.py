@@ -1,0 +1,106 @@
+"""Gradient recipes as collect settings: row norms and inner-product scores, fewer LoRA layers,
+Adam preconditioning; each against a one-sample-at-a-time reference, recorded in the manifest,
+inherited by ``--like`` and refused when mixed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from influcoder import open_store
+from influcoder.cli import cli
+
+from ..conftest import write_jsonl, write_store
+
+FAST = ["--sketch-dim", "64", "--max-length", "64", "--batch-size", "4", "--shard-rows", "4",
+        "--precision", "fp32", "--quiet"]
+WARM = ["--adapter-init", "warmup", "--warmup-steps", "3", "--warmup-batch-size", "4"]
+QUERIES = [{"id": "q1", "prompt": "What is the capital of Spain?", "response": "Madrid."},
+           {"id": "q2", "prompt": "How do I poach an egg?", "response": "Simmer it gently."}]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def collect(data, out, *args):
+    r = run("collect", data, "-o", out, *args)
+    assert r.exit_code == 0, r.output
+    return open_store(out)
+
+
+def store_reference(store, *, second_moments=None):
+    """The one-sample-at-a-time reference of a store's rows and norms: its saved adapter on
+    the base model, plain autograd per sample, the dense sketch."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from influcoder.groundtruth.lora import load_adapter
+    from influcoder.groundtruth.tokenize import resolve_template, tokenize_samples
+    from tests.references import reference_gradients
+
+    args = store.manifest["provenance"]["arguments"]
+    tok = AutoTokenizer.from_pretrained(args["model"])
+    model = load_adapter(AutoModelForCausalLM.from_pretrained(args["model"], dtype="float32"),
+                         store.path / "adapter")
+    tokenized = tokenize_samples(tok, store.samples, max_length=args["max_length"],
+                                 template=resolve_template(tok, args["template"]))
+    return reference_gradients(model, tokenized, target=store.setup["gradient"]["target"],
+                               sketch_dim=args["sketch_dim"], sketch_seed=args["sketch_seed"],
+                               second_moments=second_moments, with_norms=True)
+
+
+# --- norms and inner products ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def plain(tiny_model_dir, tmp_path_factory):
+    from ..conftest import SMALL_PAIRS
+
+    tmp = tmp_path_factory.mktemp("plain")
+    data = write_jsonl(tmp / "data.jsonl", [{"id": f"s{i}", "prompt": p, "response": r}
+                                            for i, (p, r) in enumerate(SMALL_PAIRS)])
+    pool = collect(data, tmp / "pool", "--model", tiny_model_dir, *WARM, *FAST)
+    queries = collect(write_jsonl(tmp / "q.jsonl", QUERIES), tmp / "q", "--like", tmp / "pool")
+    return pool, queries
+
+
+def test_stores_keep_each_rows_norm(plain):
+    pool, _ = plain
+    unit, norms = store_reference(pool)
+    np.testing.assert_allclose(pool.vectors(), unit, rtol=1e-3, atol=2e-3)
+    np.testing.assert_allclose(pool.norms(), norms, rtol=1e-4)
+    assert "similarity" not in pool.setup and "norms" not in pool.setup
+
+
+def test_score_inner_is_the_inner_product_before_normalisation(plain, tmp_path):
+    from influcoder.evaluation.baselines import store_scores
+    from influcoder.groundtruth.influence import cosine_scores
+
+    pool, queries = plain
+    from influcoder.similarity import normalize_rows
+
+    # stored rows are float16: renormalised in float32, then scaled back by their norms
+    p = normalize_rows(pool.vectors()) * pool.norms()[:, None]
+    q = normalize_rows(queries.vectors()) * queries.norms()[:, None]
+    r = run("score", pool.path, queries.path, "--similarity", "inner", "-o", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    inner = np.load(tmp_path / "s" / "scores.npy")
+    np.testing.assert_allclose(inner, p @ q.T, rtol=1e-5)
+    np.testing.assert_allclose(cosine_scores(pool, queries, "inner"), inner, rtol=1e-6)
+    np.testing.assert_allclose(store_scores(pool, queries, similarity="inner")[0], inner,
+                               rtol=1e-5)
+    # not merely a rescaled cosine: the ranking of the pool may change
+    cosine = cosine_scores(pool, queries)
+    assert not np.allclose(inner / np.abs(inner).max(), cosine / np.abs(cosine).max())
+
+
+def test_a_store_without_norms_scores_cosine_but_refuses_inner(tmp_path):
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(4, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    write_store(tmp_path / "old", v)
+    write_store(tmp_path / "oldq", v[:2])
+    assert run("score", tmp_path / "old", tmp_path / "oldq", "-k", "1").exit_code == 0
+    r = run("score", tmp_path / "old", tmp_path / "oldq", "-k", "1", "--similarity", "inner")
+    assert r.exit_code == 2
+    assert "keeps no row norms" in r.output and "old" in r.output
