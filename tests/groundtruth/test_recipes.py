@@ -104,3 +104,93 @@ def test_a_store_without_norms_scores_cosine_but_refuses_inner(tmp_path):
     r = run("score", tmp_path / "old", tmp_path / "oldq", "-k", "1", "--similarity", "inner")
     assert r.exit_code == 2
     assert "keeps no row norms" in r.output and "old" in r.output
+
+
+def test_mixed_recipes_are_refused_naming_the_difference(plain, layered):
+    pool, _ = plain
+    _, layered_queries = layered
+    r = run("score", pool.path, layered_queries.path, "-k", "1")
+    assert r.exit_code == 2
+    assert "adapter.layers" in r.output and "not comparable" in r.output
+
+
+# --- fewer LoRA layers -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, n, expected", [
+    ("all", 4, None), ("last:1", 4, [3]), ("last:4", 4, [0, 1, 2, 3]), ("0-1,3", 4, [0, 1, 3]),
+    (" 2 ", 4, [2]), ("1-1", 2, [1]), ("last:2", None, None)])
+def test_lora_layers_specs(spec, n, expected):
+    from influcoder.groundtruth.settings import resolve_lora_layers
+
+    assert resolve_lora_layers(spec, n) == expected
+
+
+@pytest.mark.parametrize("spec, n, message", [
+    ("last:0", 4, "must be 'all'"), ("last:x", 4, "must be 'all'"), ("1-", 4, "must be 'all'"),
+    ("a", 4, "must be 'all'"), ("3-1", 4, "is empty"), ("0-4", 4, "has 4 layers"),
+    ("last:5", 4, "has 4 layers"), ("", 4, "must be 'all'")])
+def test_bad_lora_layers_are_refused(spec, n, message):
+    from influcoder.groundtruth.settings import CollectArguments, resolve_lora_layers
+
+    with pytest.raises(ValueError, match=message):
+        resolve_lora_layers(spec, n)
+    if "layers" not in message:
+        with pytest.raises(ValueError, match=message):
+            CollectArguments(lora_layers=spec)
+
+
+def test_lora_layers_are_not_for_a_given_adapter(tmp_path):
+    from influcoder.groundtruth.settings import CollectArguments
+
+    with pytest.raises(ValueError, match="own config"):
+        CollectArguments(model="m", adapter=str(tmp_path), lora_layers="last:1")
+
+
+@pytest.fixture(scope="module")
+def layered(tiny_model_dir, tmp_path_factory):
+    from ..conftest import SMALL_PAIRS
+
+    tmp = tmp_path_factory.mktemp("layered")
+    data = write_jsonl(tmp / "data.jsonl", [{"id": f"s{i}", "prompt": p, "response": r}
+                                            for i, (p, r) in enumerate(SMALL_PAIRS)])
+    pool = collect(data, tmp / "pool", "--model", tiny_model_dir, "--lora-layers", "last:1",
+                   *WARM, *FAST)
+    queries = collect(write_jsonl(tmp / "q.jsonl", QUERIES), tmp / "q", "--like", tmp / "pool")
+    return pool, queries
+
+
+def test_fewer_lora_layers_adapt_only_those_blocks(layered):
+    import json
+
+    pool, queries = layered
+    assert pool.setup["adapter"]["layers"] == [1] and queries.setup == pool.setup
+    config = json.loads((pool.path / "adapter" / "adapter_config.json").read_text())
+    assert config["layers_to_transform"] == [1]
+    weights = (pool.path / "adapter" / "adapter_model.safetensors")
+    from safetensors.numpy import load_file
+
+    names = list(load_file(str(weights)))
+    assert names and all(".layers.1." in name for name in names)
+    unit, norms = store_reference(pool)
+    np.testing.assert_allclose(pool.vectors(), unit, rtol=1e-3, atol=2e-3)
+    np.testing.assert_allclose(pool.norms(), norms, rtol=1e-4)
+
+
+def test_every_layer_named_is_the_default_setup(tiny_model_dir, small_data, tmp_path):
+    """``--lora-layers 0-1`` on a 2-layer model is ``all``: the same store, the same setup."""
+    a = collect(small_data, tmp_path / "a", "--model", tiny_model_dir, "--adapter-init",
+                "fresh", "--lora-layers", "0-1", *FAST)
+    b = collect(small_data, tmp_path / "b", "--model", tiny_model_dir, "--adapter-init",
+                "fresh", *FAST)
+    assert a.setup == b.setup and "layers" not in a.setup["adapter"]
+    np.testing.assert_array_equal(a.vectors(), b.vectors())
+
+
+@pytest.mark.parametrize("spec, message", [("0-5", "has 2 layers"), ("x", "must be 'all'")])
+def test_bad_lora_layers_exit_2_and_write_nothing(tiny_model_dir, small_data, tmp_path, spec,
+                                                  message):
+    r = run("collect", small_data, "-o", tmp_path / "s", "--model", tiny_model_dir,
+            "--lora-layers", spec, *FAST)
+    assert r.exit_code == 2 and message in r.output
+    assert "lora_layers" in r.output.replace("--lora-layers", "lora_layers")
+    assert not (tmp_path / "s").exists()

@@ -29,7 +29,12 @@ import numpy as np
 from influcoder.errors import InflucoderError, StoreError
 from influcoder.groundtruth.lora import adapter_digest
 from influcoder.groundtruth.memory import TokenBudget
-from influcoder.groundtruth.settings import AUTO_LORA_TARGETS, CollectArguments
+from influcoder.groundtruth.settings import (
+    ALL_LORA_LAYERS,
+    AUTO_LORA_TARGETS,
+    CollectArguments,
+    resolve_lora_layers,
+)
 from influcoder.groundtruth.tokenize import resolve_template, tokenize_samples
 from influcoder.io.atomic import atomic_write_dir
 from influcoder.io.devices import DEFAULT_DEVICE
@@ -53,19 +58,26 @@ def gradient_target(args: CollectArguments) -> str:
 
 def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, template: str,
                 adapter_sha: str, adapter_origin: str, *, targets=None, bf16=None,
-                adapter_config: dict | None = None) -> dict:
+                adapter_config: dict | None = None, layers=None) -> dict:
     """Everything that must be identical for two gradient stores to be comparable.
     ``targets``: the LoRA targets resolved (``--lora-targets auto``); ``bf16``: the precision
-    resolved (``--precision auto``); each defaults to what ``args`` says. ``adapter_config``
-    (``rank``, ``alpha``, ``targets``): a loaded adapter's own, instead of ``args``'."""
+    resolved (``--precision auto``); each defaults to what ``args`` says. ``layers``: the
+    blocks with LoRA (``--lora-layers`` resolved; None: all). ``adapter_config`` (``rank``,
+    ``alpha``, ``targets``, maybe ``layers``): a loaded adapter's own, instead of
+    ``args``'."""
     chat = getattr(tokenizer, "chat_template", None) or ""
     bf16 = args.bf16 or args.precision == "bf16" if bf16 is None else bf16
     described = adapter_config or {"rank": args.lora_rank, "alpha": args.lora_alpha,
-                                   "targets": list(targets or args.lora_targets)}
+                                   "targets": list(targets or args.lora_targets),
+                                   "layers": layers}
+    adapter = {"sha256": adapter_sha, "origin": adapter_origin, "rank": described["rank"],
+               "alpha": described["alpha"], "targets": list(described["targets"])}
+    if described.get("layers") is not None:
+        # only when not every block: stores of every block keep the setup they always had
+        adapter["layers"] = list(described["layers"])
     return {
         "model": {"fingerprint": model_fingerprint},
-        "adapter": {"sha256": adapter_sha, "origin": adapter_origin, "rank": described["rank"],
-                    "alpha": described["alpha"], "targets": list(described["targets"])},
+        "adapter": adapter,
         "gradient": {"target": gradient_target(args), "loss": "mean response-token CE",
                      "precision": "bf16-autocast" if bf16 else "float32",
                      "normalized": True},
@@ -80,8 +92,8 @@ def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, 
 
 
 def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: Store | None,
-                     progress: bool = False, targets=None, device=None, dry_run: bool = False
-                     ) -> tuple[object, str, dict | None, float]:
+                     progress: bool = False, targets=None, device=None, dry_run: bool = False,
+                     layers=None) -> tuple[object, str, dict | None, float]:
     """Return ``(peft_model, origin, config, skipped seconds)``; the adapter comes from, in
     order: the store being resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up
     seeded one. ``config`` describes a loaded adapter (rank, alpha, targets): a store's as it
@@ -97,6 +109,7 @@ def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: 
         if store_dir is not None and (Path(store_dir) / ADAPTER_DIR).is_dir():
             recorded = Store(store_dir, allow_incomplete=True).setup["adapter"]
             config = {k: recorded[k] for k in ("rank", "alpha", "targets")}
+            config["layers"] = recorded.get("layers")
             return (load_adapter(model, Path(store_dir) / ADAPTER_DIR).to(device),
                     recorded["origin"], config, 0.0)
     if args.adapter:
@@ -107,7 +120,8 @@ def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: 
         return peft_model, "user", _peft_config(peft_model), 0.0
     try:
         peft_model = attach_lora(model, rank=args.lora_rank, alpha=args.lora_alpha,
-                                 targets=targets or args.lora_targets, seed=args.seed)
+                                 targets=targets or args.lora_targets, seed=args.seed,
+                                 layers=layers)
     except ValueError as e:
         hint = (" (the default targets are Llama's; --lora-targets auto finds this "
                 "architecture's)" if "matches no module" in str(e) else "")
@@ -131,12 +145,29 @@ def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: 
     return peft_model, "warmup", None, skipped
 
 
+def _resolve_layers(spec: str, model) -> list[int] | None:
+    """``--lora-layers`` as block indices for this model; None when it names every block."""
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    if spec == ALL_LORA_LAYERS:
+        return None
+    if not isinstance(n_layers, int):
+        raise InflucoderError(f"--lora-layers {spec!r}: the model's config says no "
+                              f"num_hidden_layers; use --lora-layers all")
+    try:
+        layers = resolve_lora_layers(spec, n_layers)
+    except ValueError as e:
+        raise InflucoderError(f"--lora-layers: {e}") from None
+    return None if layers == list(range(n_layers)) else layers
+
+
 def _peft_config(peft_model) -> dict:
     """Rank, alpha and target modules of a loaded PEFT LoRA adapter, as a setup records them."""
     config = peft_model.peft_config[peft_model.active_adapter]
-    targets = config.target_modules
+    targets, layers = config.target_modules, config.layers_to_transform
     return {"rank": config.r, "alpha": config.lora_alpha,
-            "targets": [targets] if isinstance(targets, str) else sorted(targets)}
+            "targets": [targets] if isinstance(targets, str) else sorted(targets),
+            "layers": [layers] if isinstance(layers, int) else
+            None if layers is None else sorted(layers)}
 
 
 class CollectJob(StoreJob):
@@ -179,18 +210,21 @@ class CollectJob(StoreJob):
             except ValueError as e:
                 raise InflucoderError(str(e)) from None
             logger.info(f"LoRA targets ({family} naming): {', '.join(targets)}")
+        layers = _resolve_layers(args.lora_layers, model)
         stored = like or (Store(out, allow_incomplete=True) if (out / MANIFEST_NAME).is_file()
                           else None)
         bf16 = resolve_precision("bf16" if args.bf16 else args.precision, device,
                                  stored.setup["gradient"]["precision"] if stored else None)
         torch.manual_seed(args.seed)
         peft_model, origin, adapter_config, self.skipped_seconds = _prepare_adapter(
-            model, args, tokenized, out, like, self.progress, targets, device, self.dry_run)
+            model, args, tokenized, out, like, self.progress, targets, device, self.dry_run,
+            layers)
         if self.skipped_seconds:
             self.estimate_notes = ((f"the warm-up's time is extrapolated from its first "
                                     f"{DRY_RUN_WARMUP_STEPS} of {args.warmup_steps} steps"),)
         setup = build_setup(args, ref, model_fp, tokenizer, template, adapter_digest(peft_model),
-                            origin, targets=targets, bf16=bf16, adapter_config=adapter_config)
+                            origin, targets=targets, bf16=bf16, adapter_config=adapter_config,
+                            layers=layers)
         self.adapter_parameters = sum(p.numel() for name, p in peft_model.named_parameters()
                                       if "lora_" in name)
         if like is not None and setup != like.setup:

@@ -66,7 +66,8 @@ def _name_matches(name: str, suffix: str) -> bool:
 
 def attach_lora(model: nn.Module, *, rank: int = DEFAULT_LORA_RANK,
                 alpha: float = DEFAULT_LORA_ALPHA,
-                targets: Sequence[str] = DEFAULT_LORA_TARGETS, seed: int = 0) -> PeftModel:
+                targets: Sequence[str] = DEFAULT_LORA_TARGETS, seed: int = 0,
+                layers: Sequence[int] | None = None) -> PeftModel:
     """Wrap ``model`` in a fresh, seeded LoRA adapter and return the ``peft.PeftModel``.
 
     The adapter follows PEFT's defaults (A Kaiming-uniform, B = 0, so the model's outputs are
@@ -83,10 +84,13 @@ def attach_lora(model: nn.Module, *, rank: int = DEFAULT_LORA_RANK,
             ``model.layers.0.self_attn.q_proj``).
             Each must match at least one ``nn.Linear``; embeddings and the LM head are refused.
         seed: Seed of the A matrices.
+        layers: Indices of the transformer blocks that get LoRA (PEFT's
+            ``layers_to_transform``); None: every block.
 
     Raises:
         ValueError: bad rank/alpha, a target that matches nothing, a non-Linear module, the
-            embeddings or the LM head, or a model that already has an adapter.
+            embeddings or the LM head, a layer with no target, or a model that already has an
+            adapter.
     """
     if isinstance(model, PeftModel):
         raise ValueError("the model already has an adapter; pass the base model")
@@ -111,10 +115,17 @@ def attach_lora(model: nn.Module, *, rank: int = DEFAULT_LORA_RANK,
                 raise ValueError(f"LoRA target '{suffix}' matches '{name}', a "
                                  f"{type(module).__name__}; only nn.Linear modules are supported")
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0,
-                        bias="none", task_type="CAUSAL_LM")
+                        bias="none", task_type="CAUSAL_LM",
+                        layers_to_transform=None if layers is None else list(layers))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
+    if layers is not None:
+        adapted = {int(part) for name, _ in gradient_modules(peft_model, "lora")
+                   for part in name.split(".") if part.isdigit()}
+        missing = sorted(set(layers) - adapted)
+        if missing:
+            raise ValueError(f"LoRA layers {missing}: no target module found in them")
     return peft_model.eval()
 
 
