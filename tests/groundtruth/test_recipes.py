@@ -194,3 +194,159 @@ def test_bad_lora_layers_exit_2_and_write_nothing(tiny_model_dir, small_data, tm
     assert r.exit_code == 2 and message in r.output
     assert "lora_layers" in r.output.replace("--lora-layers", "lora_layers")
     assert not (tmp_path / "s").exists()
+
+
+# --- Adam preconditioning ----------------------------------------------------------------------
+
+def _batch_gradients(model, batch):
+    """Plain autograd: the gradient of a batch's mean of per-sample HF losses, per LoRA weight,
+    one sample at a time."""
+    import torch
+
+    from influcoder.groundtruth.lora import gradient_modules
+
+    named = [(f"{name}.weight", m.weight) for name, m in gradient_modules(model, "lora")]
+    grads = {name: torch.zeros_like(w) for name, w in named}
+    with torch.enable_grad():
+        for sample in batch:
+            for _, w in named:
+                w.requires_grad_(True)
+                w.grad = None
+            loss = model(input_ids=torch.tensor([sample.input_ids]),
+                         labels=torch.tensor([sample.labels]), use_cache=False).loss
+            (loss / len(batch)).backward()
+            for name, w in named:
+                grads[name] += w.grad
+                w.grad = None
+    return grads
+
+
+@pytest.fixture()
+def tokenized(tiny_tokenizer):
+    from influcoder.groundtruth.tokenize import tokenize_samples
+    from influcoder.io.samples import Sample
+
+    from ..conftest import SMALL_PAIRS
+
+    return tokenize_samples(tiny_tokenizer, [Sample(id=str(i), prompt=p, response=r)
+                                             for i, (p, r) in enumerate(SMALL_PAIRS)],
+                            max_length=64)
+
+
+def test_one_warmup_step_leaves_the_squared_gradient_as_adams_moments(tiny_model, tokenized):
+    """After one AdamW step, bias-corrected v is the first batch's squared gradient."""
+    import copy
+
+    from influcoder.groundtruth.lora import attach_lora, warmup
+
+    model = attach_lora(tiny_model, seed=0)
+    before = copy.deepcopy(model)
+    moments = {}
+    warmup(model, [tokenized[:4]], steps=1, lr=1e-3, seed=0, moments=moments)
+    expected = _batch_gradients(before, tokenized[:4])
+    assert sorted(moments) == sorted(expected)
+    for name, g in expected.items():
+        np.testing.assert_allclose(moments[name].numpy(), (g ** 2).numpy(), rtol=1e-3,
+                                   atol=1e-12)
+
+
+def test_pool_sample_moments_are_mean_squared_batch_gradients(tiny_model, tokenized):
+    from influcoder.groundtruth.lora import attach_lora, gradient_modules, warmup
+    from influcoder.groundtruth.precondition import moment_batches, squared_gradient_moments
+
+    model = attach_lora(tiny_model, seed=0)
+    warmup(model, [tokenized[:4]], steps=2, lr=1e-2, seed=0)    # B != 0: A has gradients too
+    batches = moment_batches(tokenized, 4, seed=3)
+    assert [len(b) for b in batches] == [4, 4, 2]
+    named = [(f"{n}.weight", m.weight) for n, m in gradient_modules(model, "lora")]
+    fast = squared_gradient_moments(model, batches, named, max_tokens=20)   # micro-batches
+    for name, _ in named:
+        expected = sum(_batch_gradients(model, b)[name] ** 2 for b in batches) / len(batches)
+        np.testing.assert_allclose(fast[name].numpy(), expected.numpy(), rtol=1e-3,
+                                   atol=1e-14)
+        assert fast[name].abs().max() > 0
+
+
+@pytest.mark.parametrize("target", ["lora", "lora-b"])
+def test_preconditioned_gradients_equal_the_reference(tiny_model, tiny_tokenizer, tokenized,
+                                                      target):
+    """The hooks' sketch of g / (sqrt(v) + eps) equals dividing each sample's autograd
+    gradient by it explicitly, then the dense sketch."""
+    from influcoder.groundtruth.gradients import GradientComputer
+    from influcoder.groundtruth.lora import attach_lora, warmup
+    from tests.references import reference_gradients
+
+    model = attach_lora(tiny_model, seed=0)
+    moments = {}
+    warmup(model, [tokenized[:4], tokenized[4:8]], steps=3, lr=1e-2, seed=0, moments=moments)
+    computer = GradientComputer(model, target=target, sketch_dim=48, sketch_seed=1,
+                                pad_token_id=tiny_tokenizer.pad_token_id,
+                                preconditioner=moments)
+    fast, norms = computer.vectors_and_norms(tokenized)
+    ref, ref_norms = reference_gradients(model, tokenized, target=target, sketch_dim=48,
+                                         sketch_seed=1, second_moments=moments, with_norms=True)
+    np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(norms, ref_norms, rtol=1e-4)
+    plain = GradientComputer(model, target=target, sketch_dim=48, sketch_seed=1,
+                             pad_token_id=tiny_tokenizer.pad_token_id)(tokenized)
+    assert np.abs(plain - fast).max() > 0.05            # preconditioning changes the direction
+
+
+def test_preconditioner_refuses_missing_blocks(tiny_model):
+    from influcoder.groundtruth.gradients import GradientComputer
+    from influcoder.groundtruth.lora import attach_lora
+
+    model = attach_lora(tiny_model, seed=0)
+    with pytest.raises(ValueError, match="no second moments for"):
+        GradientComputer(model, target="lora", sketch_dim=8, preconditioner={})
+
+
+@pytest.fixture(scope="module")
+def adam(tiny_model_dir, tmp_path_factory):
+    from ..conftest import SMALL_PAIRS
+
+    tmp = tmp_path_factory.mktemp("adam")
+    data = write_jsonl(tmp / "data.jsonl", [{"id": f"s{i}", "prompt": p, "response": r}
+                                            for i, (p, r) in enumerate(SMALL_PAIRS)])
+    pool = collect(data, tmp / "pool", "--model", tiny_model_dir, "--precondition", "adam",
+                   *WARM, *FAST)
+    queries = collect(write_jsonl(tmp / "q.jsonl", QUERIES), tmp / "q", "--like", tmp / "pool")
+    return pool, queries
+
+
+def test_collect_precondition_adam_records_and_reuses_the_warmups_moments(adam, plain):
+    from influcoder.groundtruth.precondition import load_moments, moments_digest
+
+    pool, queries = adam
+    saved = pool.path / "adapter" / "preconditioner.safetensors"
+    moments = load_moments(saved)
+    recipe = pool.setup["gradient"]["precondition"]
+    assert recipe == {"kind": "adam", "source": "warmup", "eps": 1e-8,
+                      "sha256": moments_digest(moments)}
+    assert queries.setup == pool.setup
+    assert (queries.path / "adapter" / "preconditioner.safetensors").read_bytes() == \
+        saved.read_bytes()
+    # the same warm-up as the plain store's: the same adapter, another recipe
+    assert pool.setup["adapter"] == plain[0].setup["adapter"]
+    assert "precondition" not in plain[0].setup["gradient"]
+    unit, norms = store_reference(pool, second_moments=moments)
+    np.testing.assert_allclose(pool.vectors(), unit, rtol=1e-3, atol=2e-3)
+    np.testing.assert_allclose(pool.norms(), norms, rtol=1e-4)
+    r = run("score", pool.path, plain[1].path, "-k", "1")
+    assert r.exit_code == 2 and "gradient.precondition" in r.output
+
+
+def test_adam_without_a_warmup_estimates_the_moments_from_the_data(tiny_model_dir, small_data,
+                                                                   tmp_path):
+    pool = collect(small_data, tmp_path / "p", "--model", tiny_model_dir, "--adapter-init",
+                   "fresh", "--precondition", "adam", *FAST)
+    recipe = pool.setup["gradient"]["precondition"]
+    assert recipe["source"] == "pool-sample" and pool.setup["gradient"]["target"] == "lora-b"
+    assert pool.setup["adapter"]["origin"] == "fresh"
+    from influcoder.groundtruth.precondition import load_moments
+
+    unit, _ = store_reference(pool, second_moments=load_moments(
+        pool.path / "adapter" / "preconditioner.safetensors"))
+    np.testing.assert_allclose(pool.vectors(), unit, rtol=1e-3, atol=2e-3)
+    again = collect(small_data, tmp_path / "again", "--like", pool.path)
+    np.testing.assert_array_equal(again.vectors(), pool.vectors())

@@ -194,7 +194,8 @@ def gradient_modules(model: nn.Module, target: str) -> list[tuple[str, nn.Linear
 
 def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, steps: int, lr: float,
            seed: int, progress: bool = False, max_tokens: int | None = None,
-           gradient_checkpointing: bool = False, bf16: bool = False) -> list[float]:
+           gradient_checkpointing: bool = False, bf16: bool = False,
+           moments: dict | None = None) -> list[float]:
     """Train the LoRA adapter of ``model`` for a few steps (LESS's warm-up), in place.
 
     A fresh adapter has B = 0, so its A gradients are all zero and its B gradients only see the
@@ -219,6 +220,9 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
         max_tokens: Most padded positions per forward/backward pass; None: a whole batch.
         gradient_checkpointing: Recompute the decoder layers' activations in the backward pass.
         bf16: Run the forward/backward passes under bfloat16 autocast (the loss is float32).
+        moments: A dict to fill with AdamW's bias-corrected second moments after the last
+            step, ``f"{module name}.weight"`` -> tensor (float32, CPU), for Adam
+            preconditioning (:mod:`influcoder.groundtruth.precondition`); needs ``steps > 0``.
 
     Returns:
         The loss of each step, measured before that step's update. The model is left in eval
@@ -234,7 +238,10 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
         raise ValueError("warmup needs at least one batch")
     for batch in batches:
         _check_batch(batch)
-    params = [module.weight for _, module in gradient_modules(model, "lora")]
+    named = [(f"{name}.weight", module.weight) for name, module in gradient_modules(model, "lora")]
+    params = [p for _, p in named]
+    if moments is not None and steps == 0:
+        raise ValueError("second moments need at least one warm-up step")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     device = _device(model)
     longest = max(len(s.input_ids) * len(batch) for batch in batches for s in batch)
@@ -271,6 +278,10 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
                 optimizer.step()
                 losses.append(loss)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if moments is not None:
+                from influcoder.groundtruth.precondition import adam_moments
+
+                moments.update(adam_moments(optimizer, named))
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.eval()

@@ -41,12 +41,16 @@ GradientDtype = Literal["float16", "float32"]
 #: Which weights' gradients: the LoRA A and B matrices, B only (a fresh adapter), or every
 #: linear weight (for verification).
 GradientTarget = Literal["lora", "lora-b", "full"]
+#: Per-sample gradients as they are ('none'), or divided by sqrt(v) + eps, v the Adam
+#: second moments of the adapter's training ('adam': LESS, TrackStar).
+Precondition = Literal["none", "adam"]
 
 ADAPTER_INITS: tuple[str, ...] = get_args(AdapterInit)
 TRUNCATION_POLICIES: tuple[str, ...] = get_args(Truncation)
 TEMPLATES: tuple[str, ...] = get_args(Template)
 GRADIENT_DTYPES: tuple[str, ...] = get_args(GradientDtype)
 GRADIENT_TARGETS: tuple[str, ...] = get_args(GradientTarget)
+PRECONDITIONS: tuple[str, ...] = get_args(Precondition)
 
 
 @dataclass
@@ -80,6 +84,12 @@ class CollectArguments:
         "help": "which transformer blocks get LoRA (and so gradients): 'all', 'last:N' (the "
                 "last N blocks), or 0-based indices and inclusive ranges, e.g. '0-3,10'; "
                 "recorded resolved in the store. Not with --adapter (its own config decides)"})
+    precondition: str = field(default="none", metadata={
+        "help": "'adam' divides each per-sample gradient elementwise by sqrt(v) + eps before "
+                "sketching (LESS, TrackStar), v the warm-up AdamW's bias-corrected second "
+                "moments; without a warm-up (--adapter, a fresh adapter) v is the mean squared "
+                "mini-batch gradient over a seeded sample of the data. Saved beside the "
+                "store's adapter, so --like stores use the same v. 'none': plain gradients"})
     seed: int = field(default=0, metadata={"help": "seed of the adapter and the warm-up"})
     sketch_dim: int = field(default=DEFAULT_SKETCH_DIM, metadata={
         "help": "CountSketch dimension; 0 stores the raw gradient (for verification)"})
@@ -121,6 +131,9 @@ class CollectArguments:
             raise ValueError("bf16 and precision 'fp32' contradict each other; give one")
         if self.adapter_init not in ADAPTER_INITS:
             raise ValueError(f"adapter_init must be one of {ADAPTER_INITS}, got {self.adapter_init!r}")
+        if self.precondition not in PRECONDITIONS:
+            raise ValueError(f"precondition must be one of {PRECONDITIONS}, got "
+                             f"{self.precondition!r}")
         if self.truncation not in TRUNCATION_POLICIES:
             raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}")
         if self.template not in TEMPLATES:
