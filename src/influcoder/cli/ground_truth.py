@@ -51,6 +51,7 @@ def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address,
       influcoder collect train.jsonl --out runs/pool --adapter my-lora/ --precision bf16
       influcoder collect train.jsonl -o runs/pool --model my-lora/ --device cuda:1
       influcoder collect train.jsonl -o runs/pool --model pythia-dir/ --lora-targets auto
+      influcoder collect train.jsonl -o runs/pool_adam --precondition adam --lora-layers last:8
       influcoder collect queries.jsonl --like runs/pool --out runs/queries
       influcoder collect data.csv --prompt-field question --response-field answer -o runs/x
       influcoder collect train.jsonl --out runs/pool --batch-tokens 8192 --dry-run
