@@ -13,7 +13,12 @@ from torch import nn
 
 from influcoder.groundtruth.gradients import _blocks
 from influcoder.groundtruth.lora import gradient_modules
-from influcoder.groundtruth.loss import _check_batch, _device, _FrozenExcept, _normalise
+from influcoder.groundtruth.loss import (
+    _check_batch,
+    _device,
+    _FrozenExcept,
+    _normalise_with_norms,
+)
 from influcoder.groundtruth.settings import DEFAULT_SKETCH_DIM, DEFAULT_SKETCH_SEED
 from influcoder.groundtruth.sketch import CountSketch
 from influcoder.groundtruth.tokenize import TokenizedSample
@@ -21,7 +26,8 @@ from influcoder.groundtruth.tokenize import TokenizedSample
 
 def reference_gradients(model: nn.Module, batch: Sequence[TokenizedSample], *, target: str = "lora",
                         sketch_dim: int = DEFAULT_SKETCH_DIM,
-                        sketch_seed: int = DEFAULT_SKETCH_SEED) -> np.ndarray:
+                        sketch_seed: int = DEFAULT_SKETCH_SEED, second_moments=None,
+                        eps: float = 1e-8, with_norms: bool = False):
     """The slow, obviously-correct version of :class:`GradientComputer` (tests only).
 
     One sample at a time: ``model(input_ids, labels=labels).loss`` (Hugging Face's mean
@@ -32,6 +38,10 @@ def reference_gradients(model: nn.Module, batch: Sequence[TokenizedSample], *, t
     the largest block's ``[numel, sketch_dim]`` matrix (400 MB for SmolLM2-135M's largest LoRA
     block at 8192; a full-model sketch of a real model is out of the reference's reach).
     The model's mode, flags and the hooked weights' ``.grad`` are restored afterwards.
+
+    ``second_moments`` (``f"{module name}.weight"`` -> a tensor of the weight's shape):
+    each weight's gradient is divided elementwise by ``sqrt(v) + eps`` before anything else
+    (Adam preconditioning). ``with_norms``: also return each row's norm before normalising.
     """
     if sketch_dim < 0:
         raise ValueError(f"sketch_dim must be >= 0 (0: no projection), got {sketch_dim}")
@@ -49,9 +59,13 @@ def reference_gradients(model: nn.Module, batch: Sequence[TokenizedSample], *, t
                 input_ids = torch.tensor([sample.input_ids], device=device)
                 labels = torch.tensor([sample.labels], device=device)
                 model(input_ids=input_ids, labels=labels, use_cache=False).loss.backward()
-                rows.append(torch.cat([
-                    (w.grad if w.grad is not None else torch.zeros_like(w)).reshape(-1).float()
-                    for w in weights]))
+                grads = [(w.grad if w.grad is not None else torch.zeros_like(w)).float()
+                         for w in weights]
+                if second_moments is not None:
+                    grads = [g / (second_moments[f"{name}.weight"].to(g.device).float().sqrt()
+                                  + eps)
+                             for g, (name, _) in zip(grads, modules)]
+                rows.append(torch.cat([g.reshape(-1) for g in grads]))
     finally:
         for w, grad in zip(weights, saved_grads):
             w.grad = grad
@@ -67,7 +81,8 @@ def reference_gradients(model: nn.Module, batch: Sequence[TokenizedSample], *, t
             projected += vectors[:, offset:offset + n] @ matrix
             offset += n
         vectors = projected
-    return _normalise(vectors)
+    unit, norms = _normalise_with_norms(vectors)
+    return (unit, norms) if with_norms else unit
 
 
 def countsketch_matrix(sketch: CountSketch, blocks: list[tuple[str, int]]) -> torch.Tensor:

@@ -1,11 +1,27 @@
-"""How vectors are compared: rows scaled to unit length, cosine matrices, and whether a store's
-vectors are compared by cosine or as stored (dot product). Pure numpy; the floor every stage
-builds on.
+"""How vectors are compared: rows scaled to unit length, cosine matrices, whether a store's
+vectors are compared by cosine or as stored (dot product), and the similarity a score of two
+gradient stores asks for (cosine, or the inner product of the unnormalised gradients). Pure
+numpy; the floor every stage builds on.
 """
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
+
+#: How two gradient stores' rows are compared: ``cosine`` (the unit rows as stored) or
+#: ``inner`` (the inner product of the gradients before normalisation: each unit row scaled
+#: back by its stored norm, :meth:`influcoder.io.stores.Store.norms`).
+Similarity = Literal["cosine", "inner"]
+SIMILARITIES: tuple[str, ...] = get_args(Similarity)
+
+
+def check_similarity(similarity: str) -> str:
+    """``similarity`` if it is one of :data:`SIMILARITIES`, else ``ValueError``."""
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    return similarity
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -40,3 +56,15 @@ def compared_rows(store, x: np.ndarray) -> np.ndarray:
     if compares_by_dot(store.setup):
         return np.asarray(x, dtype=np.float32)
     return normalize_rows(x)
+
+
+def scored_rows(store, start: int, x: np.ndarray, similarity: str = "cosine",
+                norms: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``[start, start + len(x))`` of ``store`` as ``similarity`` compares them, float32:
+    :func:`compared_rows` for ``cosine``; for ``inner``, unit rows times their norms before
+    normalisation (``norms``: the whole store's, else read from it)."""
+    rows = compared_rows(store, x)
+    if check_similarity(similarity) == "inner":
+        norms = store.norms() if norms is None else norms
+        rows = normalize_rows(x) * norms[start:start + len(x), None]
+    return rows

@@ -115,10 +115,10 @@ def test_out_of_memory_in_a_shard_loses_and_duplicates_nothing(tiny_model, tiny_
     model = attach_lora(tiny_model, seed=0)
     computer = GradientComputer(model, target="lora-b", sketch_dim=32,
                                 pad_token_id=tiny_tokenizer.pad_token_id)
-    whole = compute_shard(computer, TokenBudget(64, 10_000), tokenized)
+    whole = compute_shard(computer, TokenBudget(64, 10_000), tokenized)[0]
     inject = InjectedOOM(model, above=2, times=times, error=error)
     budget = TokenBudget(64, 10_000)
-    halved = compute_shard(computer, budget, tokenized)
+    halved = compute_shard(computer, budget, tokenized)[0]
     inject.handle.remove()
     assert inject.raised and inject.raised[0] == 9 and budget.max_tokens < 10_000
     np.testing.assert_allclose(halved, whole, rtol=RTOL, atol=ATOL)

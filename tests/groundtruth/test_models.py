@@ -173,7 +173,7 @@ def _direct_vectors(base_dir, adapter_dir, data):
                                  truncation="prompt-left", template=resolve_template(tok, "auto"))
     computer = GradientComputer(model, target="lora", sketch_dim=64, sketch_seed=0,
                                 pad_token_id=tok.pad_token_id)
-    return compute_shard(computer, TokenBudget(max_batch=4, max_tokens=100_000), tokenized)
+    return compute_shard(computer, TokenBudget(max_batch=4, max_tokens=100_000), tokenized)[0]
 
 
 def test_a_peft_adapter_directory_is_the_model(tiny_model_dir, small_data, tmp_path):

@@ -250,3 +250,29 @@ def test_kill_9_then_resume_equals_uninterrupted(stores, serial, tmp_path):  # n
         assert run_files(out)[name]["losses"] == record["losses"]
     assert json.loads((out / "results.json").read_text())["rows"] == \
         json.loads((serial / "results.json").read_text())["rows"]
+
+
+def test_lds_scores_a_store_pair_by_inner_product(stores, serial, tmp_path):  # noqa: F811
+    """``-m NAME=POOL,QUERIES,inner``: the LDS of the unnormalised gradients' inner products,
+    as scoring those products by hand gives; without the suffix, the cosine (the gradient
+    row)."""
+    from influcoder import open_store
+    from influcoder.similarity import normalize_rows
+    from influcoder.validation.runstore import open_runs
+    from influcoder.validation.saved import score_runs
+
+    out = tmp_path / "lds.json"
+    pair = f"{stores / 'pool'},{stores / 'heldout'}"
+    r = run("lds", serial / "runs", stores / "pool", stores / "heldout", "--baselines", "none",
+            "-m", f"cos={pair}", "-m", f"inner={pair},inner", "--n-boot", "50", "--json", out)
+    assert r.exit_code == 0, r.output
+    found = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    assert found["cos"]["lds"] == found["gradient"]["lds"]
+    pool, heldout = open_store(stores / "pool"), open_store(stores / "heldout")
+    by_hand = ((normalize_rows(pool.vectors()) * pool.norms()[:, None])
+               @ (normalize_rows(heldout.vectors()) * heldout.norms()[:, None]).T)
+    expected = score_runs(open_runs(serial / "runs"), {"x": by_hand}, heldout.samples,
+                          n_boot=50)[0]
+    assert found["inner"]["lds"] == pytest.approx(expected["lds"], abs=1e-12)
+    r = run("lds", serial / "runs", stores / "pool", stores / "heldout", "-m", f"x={pair},dot")
+    assert r.exit_code == 2 and "cosine, inner" in r.output

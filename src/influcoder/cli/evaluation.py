@@ -11,10 +11,12 @@ from influcoder.attribution.settings import (
 )
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
+    STORE_METHOD_METAVAR,
     device_option,
     handle_errors,
     log,
     parse_named,
+    parse_store_methods,
     split_list,
 )
 
@@ -25,9 +27,10 @@ GROUPS_LISTED = 8
 @cli.command()
 @click.argument("pool", type=click.Path(exists=True, file_okay=False))
 @click.argument("queries", type=click.Path(exists=True, file_okay=False))
-@click.option("--method", "-m", "store_methods", multiple=True, metavar="NAME=POOL,QUERIES",
+@click.option("--method", "-m", "store_methods", multiple=True, metavar=STORE_METHOD_METAVAR,
               help="a method scored from two stores of precomputed vectors (e.g. embedding "
-                   "stores of the same pool and queries); repeatable")
+                   "stores of the same pool and queries), by cosine, or with ',inner' by the "
+                   "inner product of the gradients before normalisation; repeatable")
 @click.option("--encoder", "-e", "encoders", multiple=True, metavar="NAME=ENCODER",
               help="a sentence encoder (directory or bundled name) that embeds the samples' "
                    "text now, timed; repeatable")
@@ -98,13 +101,8 @@ def evaluate(pool, queries, store_methods, encoders, baselines, gradient_dims, l
     except ValueError:
         raise click.BadParameter(f"expected integers, got {gradient_dims!r}",
                                  param_hint="--gradient-dims") from None
-    pairs = {}
-    for name, value in parse_named(store_methods, "--method").items():
-        paths = [p.strip() for p in value.split(",")]
-        if len(paths) != 2 or not all(paths):
-            raise click.BadParameter(f"{name}: expected NAME=POOL_STORE,QUERY_STORE, got "
-                                     f"{value!r}", param_hint="--method")
-        pairs[name] = (open_store(paths[0]), open_store(paths[1]))
+    pairs = {name: (open_store(a), open_store(b), similarity)
+             for name, (a, b, similarity) in parse_store_methods(store_methods).items()}
     gt_pool, gt_queries = open_store(pool), open_store(queries)
     if not 1 <= k <= gt_pool.n:
         raise click.BadParameter(f"must lie between 1 and the pool size {gt_pool.n}",

@@ -19,6 +19,7 @@ from influcoder.cli.options import (
 )
 from influcoder.groundtruth.settings import CollectArguments
 from influcoder.io.tables import clip_text
+from influcoder.similarity import SIMILARITIES
 
 
 @cli.command()
@@ -50,6 +51,7 @@ def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address,
       influcoder collect train.jsonl --out runs/pool --adapter my-lora/ --precision bf16
       influcoder collect train.jsonl -o runs/pool --model my-lora/ --device cuda:1
       influcoder collect train.jsonl -o runs/pool --model pythia-dir/ --lora-targets auto
+      influcoder collect train.jsonl -o runs/pool_adam --precondition adam --lora-layers last:8
       influcoder collect queries.jsonl --like runs/pool --out runs/queries
       influcoder collect data.csv --prompt-field question --response-field answer -o runs/x
       influcoder collect train.jsonl --out runs/pool --batch-tokens 8192 --dry-run
@@ -84,8 +86,12 @@ def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address,
               help="print the K most influential pool samples for each query")
 @click.option("--width", type=int, default=100, show_default=True,
               help="characters of text shown per sample")
+@click.option("--similarity", type=click.Choice(SIMILARITIES), default="cosine",
+              show_default=True,
+              help="cosine of the stored vectors, or the inner product of the gradients "
+                   "before normalisation (gradient stores that keep their rows' norms)")
 @handle_errors
-def score(pool, queries, out, top_k, width):
+def score(pool, queries, out, top_k, width, similarity):
     """Influence of every POOL sample on every QUERIES sample: cosine of their vectors.
 
     Works on gradient stores and embedding stores alike; the two stores must share one
@@ -95,6 +101,7 @@ def score(pool, queries, out, top_k, width):
     Examples:
       influcoder score runs/pool runs/queries --top-k 5
       influcoder score runs/pool runs/queries --out runs/scores
+      influcoder score runs/pool runs/queries --top-k 5 --similarity inner
     """
     from influcoder.groundtruth.influence import score_stores
     from influcoder.io.stores import open_store
@@ -104,7 +111,7 @@ def score(pool, queries, out, top_k, width):
     if top_k < 0:
         raise click.UsageError("--top-k must be >= 0")
     p, q = open_store(pool), open_store(queries)
-    rows, scores = score_stores(p, q, out, k=top_k)
+    rows, scores = score_stores(p, q, out, k=top_k, similarity=similarity)
     if out is not None:
         log(f"wrote {out}: {p.n} x {q.n} scores")
     if rows is None:

@@ -165,6 +165,30 @@ def parse_named(values: tuple[str, ...], option: str) -> dict[str, str]:
     return out
 
 
+#: ``--method`` of evaluate and lds: two stores and, optionally, how they are compared.
+STORE_METHOD_METAVAR = "NAME=POOL,QUERIES[,inner]"
+
+
+def parse_store_methods(values: tuple[str, ...], option: str = "--method"
+                        ) -> dict[str, tuple[str, str, str]]:
+    """``NAME=POOL,QUERIES[,SIMILARITY]`` values as name -> (pool, queries, similarity), the
+    similarity ``cosine`` (the default) or ``inner`` (gradients before normalisation)."""
+    from influcoder.similarity import SIMILARITIES
+
+    out = {}
+    for name, value in parse_named(values, option).items():
+        parts = [p.strip() for p in value.split(",")]
+        if len(parts) == 2:
+            parts.append("cosine")
+        if len(parts) != 3 or not all(parts) or parts[2] not in SIMILARITIES:
+            raise click.BadParameter(
+                f"{name}: expected NAME=POOL_STORE,QUERY_STORE or NAME=POOL_STORE,QUERY_STORE,"
+                f"SIMILARITY with SIMILARITY one of {', '.join(SIMILARITIES)}; got {value!r}",
+                param_hint=option)
+        out[name] = tuple(parts)
+    return out
+
+
 def split_list(value: str) -> list[str]:
     return [] if value.strip().lower() == "none" else [
         x.strip() for x in value.split(",") if x.strip()]

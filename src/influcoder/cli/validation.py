@@ -6,12 +6,14 @@ import click
 
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
+    STORE_METHOD_METAVAR,
     dataclass_options,
     device_option,
     engine_options,
     handle_errors,
     log,
     parse_named,
+    parse_store_methods,
     settings_from,
     split_list,
 )
@@ -137,9 +139,11 @@ def validate(pool, targets, heldout, out, runs_dir, where, control, encoders, ba
 @click.argument("queries", type=click.Path(exists=True, file_okay=False))
 @click.option("--encoder", "-e", "encoders", multiple=True, metavar="NAME=ENCODER",
               help="a sentence encoder (directory or bundled name) as a method; repeatable")
-@click.option("--method", "-m", "store_methods", multiple=True, metavar="NAME=POOL,QUERIES",
+@click.option("--method", "-m", "store_methods", multiple=True, metavar=STORE_METHOD_METAVAR,
               help="a method scored from two stores of precomputed vectors of POOL's and "
-                   "QUERIES' samples (embeddings, or gradients of another recipe); repeatable")
+                   "QUERIES' samples (embeddings, or gradients of another recipe), by cosine, "
+                   "or with ',inner' by the inner product of the gradients before "
+                   "normalisation; repeatable")
 @click.option("--baselines", default=",".join(DEFAULT_VALIDATE_BASELINES), show_default=True,
               help="text baselines as methods, comma separated (random, tfidf, bm25), or "
                    "'none'")
@@ -178,19 +182,15 @@ def lds(runs, pool, queries, encoders, store_methods, baselines, by, subsets, ld
       influcoder lds runs/v/runs runs/pool runs/hq -e distilled=runs/encoder --by label
       influcoder lds runs/v/runs runs/pool runs/hq -m kfac=runs/pool_kfac,runs/hq_kfac \\
           --baselines bm25,random --subsets 32 --json lds.json
+      influcoder lds runs/v/runs runs/pool runs/hq -m inner=runs/pool,runs/hq,inner \\
+          -m adam=runs/pool_adam,runs/hq_adam
     """
     from influcoder.io.atomic import atomic_write_json
     from influcoder.io.tables import format_table
     from influcoder.validation.saved import lds_table
     from influcoder.workflows.validation import run_lds
 
-    pairs = {}
-    for name, value in parse_named(store_methods, "--method").items():
-        paths = [p.strip() for p in value.split(",")]
-        if len(paths) != 2 or not all(paths):
-            raise click.BadParameter(f"{name}: expected NAME=POOL_STORE,QUERY_STORE, got "
-                                     f"{value!r}", param_hint="--method")
-        pairs[name] = tuple(paths)
+    pairs = parse_store_methods(store_methods)
     try:
         rows = run_lds(runs, pool, queries, encoders=parse_named(encoders, "--encoder"),
                        baselines=split_list(baselines), stores=pairs, by=by, count=subsets,

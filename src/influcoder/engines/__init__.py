@@ -34,7 +34,8 @@ import numpy as np
 EngineName = Literal["local", "ray"]
 ENGINES: tuple[str, ...] = get_args(EngineName)
 
-#: ``factory() -> worker``; ``worker(payload) -> rows``.
+#: ``factory() -> worker``; ``worker(payload) -> rows`` (or ``(rows, norms)``, see
+#: :func:`influcoder.io.job.fill_store`).
 WorkerFactory = Callable[[], Callable[[Any], np.ndarray]]
 
 

@@ -20,7 +20,8 @@ The methods:
 ``bm25``        Okapi BM25 (``k1=1.5``, ``b=0.75``) of each query's text against each pool text
 ``encoder``     cosine of a sentence encoder's normalised embeddings (an untrained MiniLM is the
                 "semantic similarity" baseline; the distilled encoder is the method under test)
-``store``       cosine of two stored vector sets (gradient or embedding stores); for gradient
+``store``       cosine of two stored vector sets (gradient or embedding stores), or the inner
+                product of the unnormalised gradients (``similarity="inner"``); for gradient
                 stores ``dim`` re-sketches the vectors smaller, trading storage for fidelity
 ==============  ==================================================================================
 
@@ -43,7 +44,7 @@ import scipy.sparse as sp
 
 from influcoder.io.samples import Sample, encoder_text
 from influcoder.io.stores import DTYPES, Store, check_same_setup
-from influcoder.similarity import compared_rows
+from influcoder.similarity import check_similarity, scored_rows
 
 __all__ = ["BASELINES", "MethodResult", "bm25_scores", "encoder_scores", "random_scores",
            "store_scores", "tfidf_scores"]
@@ -244,19 +245,24 @@ def _resketch(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
     return CountSketch(dim, seed).project("stored", torch.from_numpy(x)).numpy()
 
 
-def _prepared_vectors(store: Store, dim: int | None, seed: int) -> np.ndarray:
-    """Unit-length rows of ``store``, re-sketched to ``dim`` when given, read shard by shard."""
+def _prepared_vectors(store: Store, dim: int | None, seed: int,
+                      similarity: str = "cosine") -> np.ndarray:
+    """Unit-length rows of ``store`` (times their norms for ``inner``), re-sketched to ``dim``
+    when given, read shard by shard."""
     out = np.empty((store.n, dim or store.dim), dtype=np.float32)
+    norms = store.norms() if similarity == "inner" else None
     for start, chunk in store.iter_chunks(np.float32):
         if dim is not None:
             chunk = _resketch(chunk, dim, seed)
-        out[start:start + len(chunk)] = compared_rows(store, chunk)
+        out[start:start + len(chunk)] = scored_rows(store, start, chunk, similarity, norms)
     return out
 
 
 def store_scores(pool: Store, queries: Store, *, dim: int | None = None,
-                 seed: int = 0) -> MethodResult:
-    """Cosine of the stored vectors of ``pool`` and ``queries`` (gradient or embedding stores).
+                 seed: int = 0, similarity: str = "cosine") -> MethodResult:
+    """Cosine of the stored vectors of ``pool`` and ``queries`` (gradient or embedding stores);
+    with ``similarity="inner"``, the inner product of the gradients before normalisation
+    (gradient stores that keep their rows' norms).
 
     With ``dim=None`` these are the scores of :func:`~influcoder.groundtruth.influence.cosine_scores` (the
     ground truth, for gradient stores), up to float32 rounding. With
@@ -272,16 +278,17 @@ def store_scores(pool: Store, queries: Store, *, dim: int | None = None,
     is held in memory (``n_pool * dim`` float32).
     """
     check_same_setup(pool, queries)
+    check_similarity(similarity)
     if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)
                             or not 1 <= dim <= pool.dim):
         raise ValueError(f"dim must be an integer between 1 and the stored dimension "
                          f"{pool.dim}, got {dim!r}")
     start = time.perf_counter()
-    pool_vectors = _prepared_vectors(pool, dim, seed)
+    pool_vectors = _prepared_vectors(pool, dim, seed, similarity)
     prepared = time.perf_counter()
-    scores = pool_vectors @ _prepared_vectors(queries, dim, seed).T
+    scores = pool_vectors @ _prepared_vectors(queries, dim, seed, similarity).T
     width = dim or pool.dim
-    extra = {"dim": width, "dtype": pool.dtype}
+    extra = {"dim": width, "dtype": pool.dtype, "similarity": similarity}
     if dim is not None:
         extra["sketch_seed"] = seed
     return (scores.astype(np.float64),

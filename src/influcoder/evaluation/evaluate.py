@@ -103,8 +103,10 @@ def score_methods(gt_pool: Store, gt_queries: Store, *,
 
     Args:
         gt_pool, gt_queries: the gradient stores that define the ground truth.
-        stores: name -> (pool store, query store) of precomputed vectors (embedding stores);
-            each must hold the ground truth's samples in the same order.
+        stores: name -> (pool store, query store) of precomputed vectors (embedding stores,
+            gradient stores of another recipe), or (pool store, query store, similarity:
+            ``cosine`` or ``inner``); each must hold the ground truth's samples in the same
+            order.
         encoders: name -> encoder, run on the ground truth's samples now.
         baselines: text baselines to run.
         gradient_dims: dimensions to re-sketch the gradient stores to, each at most
@@ -136,10 +138,11 @@ def score_methods(gt_pool: Store, gt_queries: Store, *,
     jobs += [partial(store_scores, gt_pool, gt_queries, dim=d, seed=seed) for d in gradient_dims]
     jobs += [partial(BASELINES[name], pool_samples, query_samples,
                      **({"seed": seed} if name == "random" else {})) for name in baselines]
-    jobs += [partial(store_scores, pool, queries) for pool, queries in stores.values()]
+    jobs += [partial(store_scores, pool, queries, similarity=rest[0] if rest else "cosine")
+             for pool, queries, *rest in stores.values()]
     jobs += [partial(encoder_scores, encoder, pool_samples, query_samples, device=device)
              for encoder in encoders.values()]
-    for name, (pool, queries) in stores.items():
+    for name, (pool, queries, *_) in stores.items():
         check_aligned(gt_pool.ids, pool.ids, f"method {name!r}: pool store {pool.path}")
         check_aligned(gt_queries.ids, queries.ids,
                       f"method {name!r}: query store {queries.path}")

@@ -5,7 +5,8 @@ The steps, in the order that keeps a bad input from ever leaving a half-written 
 1. read and validate every sample, load the decoder, tokenize every sample (masks,
    truncation): any problem raises before anything is written;
 2. settle the adapter: the user's (``--adapter``), the one of an existing store (``--like``,
-   or a store being resumed), or a seeded fresh/warmed-up one;
+   or a store being resumed), or a seeded fresh/warmed-up one, and with ``--precondition
+   adam`` its second moments (:mod:`influcoder.groundtruth.adapters`);
 3. create the store (adapter, samples, manifest), or check that the existing one was made
    with exactly this setup;
 4. compute the missing shards, each atomically written: a killed run resumes where it
@@ -18,7 +19,6 @@ import functools
 import hashlib
 import logging
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,13 @@ from typing import ClassVar
 import numpy as np
 
 from influcoder.errors import InflucoderError, StoreError
+from influcoder.groundtruth.adapters import (
+    DRY_RUN_WARMUP_STEPS,
+    prepare_adapter,
+    resolve_layers,
+    save_adapter,
+    settle_precondition,
+)
 from influcoder.groundtruth.lora import adapter_digest
 from influcoder.groundtruth.memory import TokenBudget
 from influcoder.groundtruth.settings import AUTO_LORA_TARGETS, CollectArguments
@@ -35,15 +42,11 @@ from influcoder.io.atomic import atomic_write_dir
 from influcoder.io.devices import DEFAULT_DEVICE
 from influcoder.io.estimate import DEFAULT_ESTIMATE_ROWS, Estimate, estimate_job
 from influcoder.io.job import CheckedWorker, Plan, StoreJob, run_job
-from influcoder.io.layout import ADAPTER_DIR, MANIFEST_NAME
+from influcoder.io.layout import ADAPTER_DIR, MANIFEST_NAME, PRECONDITIONER_NAME
 from influcoder.io.samples import Fields
 from influcoder.io.stores import Store, open_store, package_versions, setup_differences
 
 logger = logging.getLogger(__name__)
-
-#: warm-up steps a dry run takes (and times) before extrapolating the rest
-DRY_RUN_WARMUP_STEPS = 2
-
 
 def gradient_target(args: CollectArguments) -> str:
     """Which LoRA matrices carry signal: a fresh adapter has B = 0, so every A-gradient is
@@ -53,22 +56,34 @@ def gradient_target(args: CollectArguments) -> str:
 
 def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, template: str,
                 adapter_sha: str, adapter_origin: str, *, targets=None, bf16=None,
-                adapter_config: dict | None = None) -> dict:
+                adapter_config: dict | None = None, layers=None,
+                precondition: dict | None = None) -> dict:
     """Everything that must be identical for two gradient stores to be comparable.
     ``targets``: the LoRA targets resolved (``--lora-targets auto``); ``bf16``: the precision
-    resolved (``--precision auto``); each defaults to what ``args`` says. ``adapter_config``
-    (``rank``, ``alpha``, ``targets``): a loaded adapter's own, instead of ``args``'."""
+    resolved (``--precision auto``); each defaults to what ``args`` says. ``layers``: the
+    blocks with LoRA (``--lora-layers`` resolved; None: all). ``adapter_config`` (``rank``,
+    ``alpha``, ``targets``, maybe ``layers``): a loaded adapter's own, instead of
+    ``args``'. ``precondition``: how the gradients are preconditioned (kind, where the second
+    moments come from, their digest, eps), None for plain gradients."""
     chat = getattr(tokenizer, "chat_template", None) or ""
     bf16 = args.bf16 or args.precision == "bf16" if bf16 is None else bf16
     described = adapter_config or {"rank": args.lora_rank, "alpha": args.lora_alpha,
-                                   "targets": list(targets or args.lora_targets)}
+                                   "targets": list(targets or args.lora_targets),
+                                   "layers": layers}
+    adapter = {"sha256": adapter_sha, "origin": adapter_origin, "rank": described["rank"],
+               "alpha": described["alpha"], "targets": list(described["targets"])}
+    gradient = {"target": gradient_target(args), "loss": "mean response-token CE",
+                "precision": "bf16-autocast" if bf16 else "float32", "normalized": True}
+    if precondition is not None:
+        # only when preconditioned: plain stores keep the setup they always had
+        gradient["precondition"] = precondition
+    if described.get("layers") is not None:
+        # only when not every block: stores of every block keep the setup they always had
+        adapter["layers"] = list(described["layers"])
     return {
         "model": {"fingerprint": model_fingerprint},
-        "adapter": {"sha256": adapter_sha, "origin": adapter_origin, "rank": described["rank"],
-                    "alpha": described["alpha"], "targets": list(described["targets"])},
-        "gradient": {"target": gradient_target(args), "loss": "mean response-token CE",
-                     "precision": "bf16-autocast" if bf16 else "float32",
-                     "normalized": True},
+        "adapter": adapter,
+        "gradient": gradient,
         "sketch": {"kind": "countsketch" if args.sketch_dim else "none",
                    "dim": args.sketch_dim, "seed": args.sketch_seed},
         "tokens": {"template": template, "max_length": args.max_length,
@@ -77,66 +92,6 @@ def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, 
                    if template == "chat" else None,
                    "vocab_size": len(tokenizer)},
     }
-
-
-def _prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: Store | None,
-                     progress: bool = False, targets=None, device=None, dry_run: bool = False
-                     ) -> tuple[object, str, dict | None, float]:
-    """Return ``(peft_model, origin, config, skipped seconds)``; the adapter comes from, in
-    order: the store being resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up
-    seeded one. ``config`` describes a loaded adapter (rank, alpha, targets): a store's as it
-    recorded it (the adapter is the same, its digest is checked), a user's from its PEFT config;
-    None for a seeded one (the arguments describe it). ``model`` is on the CPU, so a seeded
-    adapter is the same on every machine; the adapter and model are then moved to ``device``
-    (where the warm-up runs). A dry run warms up for at most :data:`DRY_RUN_WARMUP_STEPS` steps
-    and extrapolates the time of the others (skipped seconds)."""
-    from influcoder.groundtruth.lora import attach_lora, load_adapter, warmup
-
-    resumed = out if (out / MANIFEST_NAME).is_file() else None
-    for store_dir in (resumed, like.path if like else None):
-        if store_dir is not None and (Path(store_dir) / ADAPTER_DIR).is_dir():
-            recorded = Store(store_dir, allow_incomplete=True).setup["adapter"]
-            config = {k: recorded[k] for k in ("rank", "alpha", "targets")}
-            return (load_adapter(model, Path(store_dir) / ADAPTER_DIR).to(device),
-                    recorded["origin"], config, 0.0)
-    if args.adapter:
-        if not Path(args.adapter, "adapter_config.json").is_file():
-            raise InflucoderError(f"{args.adapter}: not a PEFT adapter directory "
-                                  f"(no adapter_config.json)")
-        peft_model = load_adapter(model, args.adapter).to(device)
-        return peft_model, "user", _peft_config(peft_model), 0.0
-    try:
-        peft_model = attach_lora(model, rank=args.lora_rank, alpha=args.lora_alpha,
-                                 targets=targets or args.lora_targets, seed=args.seed)
-    except ValueError as e:
-        hint = (" (the default targets are Llama's; --lora-targets auto finds this "
-                "architecture's)" if "matches no module" in str(e) else "")
-        raise InflucoderError(f"--lora-targets: {e}{hint}") from None
-    peft_model.to(device)
-    if args.adapter_init == "fresh" or args.warmup_steps == 0:
-        return peft_model, "fresh", None, 0.0
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(tokenized))
-    bs = args.warmup_batch_size
-    batches = [[tokenized[i] for i in order[j:j + bs]] for j in range(0, len(order), bs)]
-    logger.info(f"warming up the LoRA adapter: {args.warmup_steps} steps of {bs} samples, "
-        f"lr {args.warmup_lr}")
-    steps = min(args.warmup_steps, DRY_RUN_WARMUP_STEPS) if dry_run else args.warmup_steps
-    start = time.perf_counter()
-    losses = warmup(peft_model, batches, steps=steps, lr=args.warmup_lr,
-                    seed=args.seed, progress=progress, max_tokens=args.batch_tokens,
-                    gradient_checkpointing=args.gradient_checkpointing)
-    logger.info(f"warm-up loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-    skipped = (time.perf_counter() - start) / steps * (args.warmup_steps - steps)
-    return peft_model, "warmup", None, skipped
-
-
-def _peft_config(peft_model) -> dict:
-    """Rank, alpha and target modules of a loaded PEFT LoRA adapter, as a setup records them."""
-    config = peft_model.peft_config[peft_model.active_adapter]
-    targets = config.target_modules
-    return {"rank": config.r, "alpha": config.lora_alpha,
-            "targets": [targets] if isinstance(targets, str) else sorted(targets)}
 
 
 class CollectJob(StoreJob):
@@ -179,18 +134,24 @@ class CollectJob(StoreJob):
             except ValueError as e:
                 raise InflucoderError(str(e)) from None
             logger.info(f"LoRA targets ({family} naming): {', '.join(targets)}")
+        layers = resolve_layers(args.lora_layers, model)
         stored = like or (Store(out, allow_incomplete=True) if (out / MANIFEST_NAME).is_file()
                           else None)
         bf16 = resolve_precision("bf16" if args.bf16 else args.precision, device,
                                  stored.setup["gradient"]["precision"] if stored else None)
         torch.manual_seed(args.seed)
-        peft_model, origin, adapter_config, self.skipped_seconds = _prepare_adapter(
-            model, args, tokenized, out, like, self.progress, targets, device, self.dry_run)
+        moments = {} if args.precondition == "adam" else None
+        peft_model, origin, adapter_config, self.skipped_seconds = prepare_adapter(
+            model, args, tokenized, out, like, self.progress, targets, device, self.dry_run,
+            layers, moments)
+        precondition = (None if moments is None else
+                        settle_precondition(args, peft_model, tokenized, moments, stored, origin))
         if self.skipped_seconds:
             self.estimate_notes = ((f"the warm-up's time is extrapolated from its first "
                                     f"{DRY_RUN_WARMUP_STEPS} of {args.warmup_steps} steps"),)
         setup = build_setup(args, ref, model_fp, tokenizer, template, adapter_digest(peft_model),
-                            origin, targets=targets, bf16=bf16, adapter_config=adapter_config)
+                            origin, targets=targets, bf16=bf16, adapter_config=adapter_config,
+                            layers=layers, precondition=precondition)
         self.adapter_parameters = sum(p.numel() for name, p in peft_model.named_parameters()
                                       if "lora_" in name)
         if like is not None and setup != like.setup:
@@ -199,14 +160,16 @@ class CollectJob(StoreJob):
         computer = GradientComputer(peft_model, target=gradient_target(args),
                                     sketch_dim=args.sketch_dim, sketch_seed=args.sketch_seed,
                                     bf16=bf16, pad_token_id=tokenizer.pad_token_id,
-                                    gradient_checkpointing=args.gradient_checkpointing)
+                                    gradient_checkpointing=args.gradient_checkpointing,
+                                    preconditioner=moments)
 
-        def save_adapter(store_dir: Path) -> None:
+        def write_adapter(store_dir: Path) -> None:
             with warnings.catch_warnings():
                 # PEFT looks for the base model's config.json to check the vocabulary; a GGUF
                 # model has none, and we never resize the vocabulary.
                 warnings.filterwarnings("ignore", message="Could not find a config file")
-                atomic_write_dir(store_dir / ADAPTER_DIR, lambda d: peft_model.save_pretrained(d))
+                atomic_write_dir(store_dir / ADAPTER_DIR, lambda d: save_adapter(d, peft_model,
+                                                                                   moments))
 
         return Plan(
             setup=setup, dim=computer.output_dim, dtype=args.dtype, shard_rows=args.shard_rows,
@@ -214,8 +177,9 @@ class CollectJob(StoreJob):
             # read once the store (and so its adapter) exists
             remote=lambda: GradientWorker(model_fp, args, read_adapter_files(out / ADAPTER_DIR),
                                           setup["adapter"]["sha256"], tokenizer.pad_token_id,
-                                          device.type, bf16),
-            payload=lambda start, stop: tokenized[start:stop], prepare=save_adapter,
+                                          device.type, bf16,
+                                          (precondition or {}).get("sha256")),
+            payload=lambda start, stop: tokenized[start:stop], prepare=write_adapter,
             gpus_per_worker=1 if device.type == "cuda" else 0,
             provenance={"model_name": args.model, "versions": package_versions("peft"),
                         "device": describe_device(device)},
@@ -274,8 +238,8 @@ def token_budget(args: CollectArguments) -> TokenBudget:
     return TokenBudget(max_batch=args.batch_size, max_tokens=args.batch_tokens)
 
 
-def compute_shard(computer, budget: TokenBudget, tokenized) -> np.ndarray:
-    """The vectors of one shard's samples, in row order.
+def compute_shard(computer, budget: TokenBudget, tokenized) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors of one shard's samples and their norms before normalisation, in row order.
 
     Samples are sorted by length and cut into batches of at most the budget's padded positions
     (:class:`~influcoder.groundtruth.memory.TokenBudget`; on out-of-memory it halves and goes
@@ -283,13 +247,16 @@ def compute_shard(computer, budget: TokenBudget, tokenized) -> np.ndarray:
     its batch-mates (the gradient tests check this), and a shard is always cut into the same
     batches under the same budget, so a resumed run computes exactly what an uninterrupted
     one does."""
-    out = None
-    for rows, vectors in budget.run([len(t.input_ids) for t in tokenized],
-                                    lambda rows: computer([tokenized[r] for r in rows])):
+    out = norms = None
+    for rows, (vectors, row_norms) in budget.run(
+            [len(t.input_ids) for t in tokenized],
+            lambda rows: computer.vectors_and_norms([tokenized[r] for r in rows])):
         if out is None:
             out = np.empty((len(tokenized), vectors.shape[1]), dtype=vectors.dtype)
+            norms = np.empty(len(tokenized), dtype=np.float32)
         out[rows] = vectors
-    return out
+        norms[rows] = row_norms
+    return out, norms
 
 
 def read_adapter_files(folder: Path) -> dict[str, bytes]:
@@ -312,6 +279,9 @@ class GradientWorker(CheckedWorker):
     #: ``cpu`` or ``cuda`` (the GPU Ray gave this actor)
     device: str = "cpu"
     bf16: bool = False
+    #: digest of the store's Adam second moments (saved among the adapter's files); None:
+    #: plain gradients
+    preconditioner_sha256: str | None = None
 
     def load(self):
         import tempfile
@@ -328,11 +298,20 @@ class GradientWorker(CheckedWorker):
                 (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
                 (Path(folder) / name).write_bytes(data)
             peft_model = load_adapter(model, folder)
+            moments = None
+            if self.preconditioner_sha256 is not None:
+                from influcoder.groundtruth.precondition import load_moments, moments_digest
+
+                moments = load_moments(Path(folder) / PRECONDITIONER_NAME)
+                if moments_digest(moments) != self.preconditioner_sha256:
+                    raise StoreError("the second moments loaded on a worker differ from the "
+                                     "store's")
         if adapter_digest(peft_model) != self.adapter_sha256:
             raise StoreError("the adapter loaded on a worker differs from the store's")
         computer = GradientComputer(peft_model, target=gradient_target(self.args),
                                     sketch_dim=self.args.sketch_dim,
                                     sketch_seed=self.args.sketch_seed, bf16=self.bf16,
+                                    preconditioner=moments,
                                     pad_token_id=self.pad_token_id,
                                     gradient_checkpointing=self.args.gradient_checkpointing)
         return fingerprint(ref), functools.partial(compute_shard, computer,

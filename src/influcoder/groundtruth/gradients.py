@@ -67,11 +67,12 @@ from influcoder.groundtruth.loss import (
     _check_batch,
     _device,
     _FrozenExcept,
-    _normalise,
+    _normalise_with_norms,
     _pad,
     response_losses,
 )
 from influcoder.groundtruth.memory import checkpointing
+from influcoder.groundtruth.precondition import ADAM_EPS, inverse_scales
 from influcoder.groundtruth.settings import DEFAULT_SKETCH_DIM, DEFAULT_SKETCH_SEED
 from influcoder.groundtruth.sketch import CountSketch
 from influcoder.groundtruth.tokenize import TokenizedSample
@@ -99,6 +100,11 @@ class GradientComputer:
         gradient_checkpointing: Recompute each decoder layer's activations in the backward
             pass instead of keeping them (:func:`~influcoder.groundtruth.memory.checkpointing`):
             less memory, the same gradients, about 1.5x the time (measured on a CPU).
+        preconditioner: Second moments ``v`` by block name (``f"{module name}.weight"``, the
+            weight's shape; :mod:`~influcoder.groundtruth.precondition`): each per-sample
+            gradient is divided elementwise by ``sqrt(v) + eps`` before it is sketched (Adam
+            preconditioning). None: the plain gradient.
+        eps: Added to ``sqrt(v)``.
 
     Calling it on a batch returns a ``[B, output_dim]`` float32 array, one unit-norm row per
     sample, in batch order. A row does not depend on the other samples in its batch.
@@ -115,7 +121,8 @@ class GradientComputer:
     def __init__(self, model: nn.Module, *, target: str = "lora",
                  sketch_dim: int = DEFAULT_SKETCH_DIM, sketch_seed: int = DEFAULT_SKETCH_SEED,
                  bf16: bool = False, pad_token_id: int | None = 0,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, preconditioner=None,
+                 eps: float = ADAM_EPS):
         if sketch_dim < 0:
             raise ValueError(f"sketch_dim must be >= 0 (0: no projection), got {sketch_dim}")
         if pad_token_id is not None and pad_token_id < 0:
@@ -132,6 +139,8 @@ class GradientComputer:
         self._slices = {name: slice(start, stop)
                         for (name, _), start, stop in zip(self._blocks, offsets, offsets[1:])}
         self._output_dim = sketch_dim or offsets[-1]
+        self._scales = (None if preconditioner is None else
+                        inverse_scales(preconditioner, self._blocks, eps, _device(model)))
 
     @property
     def output_dim(self) -> int:
@@ -140,6 +149,8 @@ class GradientComputer:
 
     def _accumulate(self, out: torch.Tensor, block: str, per_sample: torch.Tensor) -> None:
         """Add one module's per-sample gradients ``[B, out * in]`` to the output rows."""
+        if self._scales is not None:
+            per_sample = per_sample * self._scales[block].to(per_sample.device)
         if self._sketch is None:
             out[:, self._slices[block]] += per_sample
         else:
@@ -172,6 +183,13 @@ class GradientComputer:
         return forward_hook
 
     def __call__(self, batch: Sequence[TokenizedSample]) -> np.ndarray:
+        return self.vectors_and_norms(batch)[0]
+
+    def vectors_and_norms(self, batch: Sequence[TokenizedSample]
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """``(unit rows [B, output_dim], their norms [B] before normalisation)``: the norm
+        of each sample's (preconditioned) sketched gradient, kept so that scores can be inner
+        products as well as cosines."""
         _check_batch(batch)
         device = _device(self.model)
         input_ids, attention_mask, labels = _pad(batch, self.pad_token_id, device)
@@ -193,4 +211,4 @@ class GradientComputer:
         finally:
             for handle in handles:
                 handle.remove()
-        return _normalise(out)
+        return _normalise_with_norms(out)

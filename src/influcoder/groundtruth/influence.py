@@ -4,7 +4,8 @@ The influence of pool sample *i* on query *j* is the cosine of their vectors (sk
 gradients or embeddings). Stored vectors are unit length up to float16 rounding, so rows are
 renormalised in float32 before the dot product; except the embeddings of an encoder that
 compares by dot product, whose store says ``"normalized": false`` and whose rows are used as
-stored (:func:`compared_rows`).
+stored (:func:`compared_rows`). With ``similarity="inner"`` gradient stores are compared by
+the inner product of the gradients before normalisation (rows scaled by their stored norms).
 
 Memory: the queries are held whole (``n_query x dim``); the pool streams through one shard at
 a time. Only the score matrix itself (``n_pool x n_query`` float32, on disk through a memmap
@@ -22,25 +23,29 @@ import numpy as np
 
 from influcoder.io.atomic import atomic_write_dir
 from influcoder.io.stores import Store, check_same_setup
-from influcoder.similarity import compared_rows
+from influcoder.similarity import check_similarity, scored_rows
 
 SCORES_FILE = "scores.npy"
 SCORES_META = "scores.json"
 
 
-def iter_score_chunks(pool: Store, queries: Store) -> Iterator[tuple[int, np.ndarray]]:
+def iter_score_chunks(pool: Store, queries: Store, similarity: str = "cosine"
+                      ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_pool_row, scores)`` with ``scores`` of shape ``rows x n_query``."""
     check_same_setup(pool, queries)
-    q = compared_rows(queries, queries.vectors())
+    check_similarity(similarity)
+    q = scored_rows(queries, 0, queries.vectors(), similarity)
+    norms = pool.norms() if similarity == "inner" else None
     for start, chunk in pool.iter_chunks():
-        yield start, compared_rows(pool, chunk) @ q.T
+        yield start, scored_rows(pool, start, chunk, similarity, norms) @ q.T
 
 
-def cosine_scores(pool: Store, queries: Store) -> np.ndarray:
+def cosine_scores(pool: Store, queries: Store, similarity: str = "cosine") -> np.ndarray:
     """The whole ``n_pool x n_query`` cosine matrix (dot products for a ``"normalized":
-    false`` store, :func:`compared_rows`), in memory."""
+    false`` store, :func:`compared_rows`; inner products of the unnormalised gradients with
+    ``similarity="inner"``), in memory."""
     out = np.empty((pool.n, queries.n), dtype=np.float32)
-    for start, s in iter_score_chunks(pool, queries):
+    for start, s in iter_score_chunks(pool, queries, similarity):
         out[start:start + len(s)] = s
     return out
 
@@ -79,22 +84,23 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_stores(pool: Store, queries: Store, out: str | os.PathLike | None = None, *,
-                 k: int = 0, progress=None) -> tuple[np.ndarray | None, np.ndarray | None]:
+                 k: int = 0, progress=None, similarity: str = "cosine"
+                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Stream the pool, optionally writing the score matrix to directory ``out``
     (``scores.npy``: ``n_pool x n_query`` float32 and ``scores.json``: the ids, in order) and
     keeping the top ``k`` pool rows per query. Returns the top-k ``(rows, scores)`` (or
-    ``(None, None)`` when ``k == 0``)."""
+    ``(None, None)`` when ``k == 0``). ``similarity``: ``cosine`` or ``inner``."""
     topk = TopK(min(k, pool.n), queries.n) if k else None
     meta = {"pool": str(pool.path), "queries": str(queries.path), "pool_ids": pool.ids,
             "query_ids": queries.ids, "rows": "pool", "columns": "queries",
-            "measure": "cosine"}
+            "measure": check_similarity(similarity)}
 
     def run(target: Path | None) -> None:
         mm = None
         if target is not None:
             mm = np.lib.format.open_memmap(target / SCORES_FILE, mode="w+", dtype=np.float32,
                                            shape=(pool.n, queries.n))
-        for start, s in iter_score_chunks(pool, queries):
+        for start, s in iter_score_chunks(pool, queries, similarity):
             if mm is not None:
                 mm[start:start + len(s)] = s
             if topk is not None:

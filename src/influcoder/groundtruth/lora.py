@@ -66,7 +66,8 @@ def _name_matches(name: str, suffix: str) -> bool:
 
 def attach_lora(model: nn.Module, *, rank: int = DEFAULT_LORA_RANK,
                 alpha: float = DEFAULT_LORA_ALPHA,
-                targets: Sequence[str] = DEFAULT_LORA_TARGETS, seed: int = 0) -> PeftModel:
+                targets: Sequence[str] = DEFAULT_LORA_TARGETS, seed: int = 0,
+                layers: Sequence[int] | None = None) -> PeftModel:
     """Wrap ``model`` in a fresh, seeded LoRA adapter and return the ``peft.PeftModel``.
 
     The adapter follows PEFT's defaults (A Kaiming-uniform, B = 0, so the model's outputs are
@@ -83,10 +84,13 @@ def attach_lora(model: nn.Module, *, rank: int = DEFAULT_LORA_RANK,
             ``model.layers.0.self_attn.q_proj``).
             Each must match at least one ``nn.Linear``; embeddings and the LM head are refused.
         seed: Seed of the A matrices.
+        layers: Indices of the transformer blocks that get LoRA (PEFT's
+            ``layers_to_transform``); None: every block.
 
     Raises:
         ValueError: bad rank/alpha, a target that matches nothing, a non-Linear module, the
-            embeddings or the LM head, or a model that already has an adapter.
+            embeddings or the LM head, a layer with no target, or a model that already has an
+            adapter.
     """
     if isinstance(model, PeftModel):
         raise ValueError("the model already has an adapter; pass the base model")
@@ -111,10 +115,17 @@ def attach_lora(model: nn.Module, *, rank: int = DEFAULT_LORA_RANK,
                 raise ValueError(f"LoRA target '{suffix}' matches '{name}', a "
                                  f"{type(module).__name__}; only nn.Linear modules are supported")
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0,
-                        bias="none", task_type="CAUSAL_LM")
+                        bias="none", task_type="CAUSAL_LM",
+                        layers_to_transform=None if layers is None else list(layers))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
+    if layers is not None:
+        adapted = {int(part) for name, _ in gradient_modules(peft_model, "lora")
+                   for part in name.split(".") if part.isdigit()}
+        missing = sorted(set(layers) - adapted)
+        if missing:
+            raise ValueError(f"LoRA layers {missing}: no target module found in them")
     return peft_model.eval()
 
 
@@ -183,7 +194,8 @@ def gradient_modules(model: nn.Module, target: str) -> list[tuple[str, nn.Linear
 
 def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, steps: int, lr: float,
            seed: int, progress: bool = False, max_tokens: int | None = None,
-           gradient_checkpointing: bool = False, bf16: bool = False) -> list[float]:
+           gradient_checkpointing: bool = False, bf16: bool = False,
+           moments: dict | None = None) -> list[float]:
     """Train the LoRA adapter of ``model`` for a few steps (LESS's warm-up), in place.
 
     A fresh adapter has B = 0, so its A gradients are all zero and its B gradients only see the
@@ -208,6 +220,9 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
         max_tokens: Most padded positions per forward/backward pass; None: a whole batch.
         gradient_checkpointing: Recompute the decoder layers' activations in the backward pass.
         bf16: Run the forward/backward passes under bfloat16 autocast (the loss is float32).
+        moments: A dict to fill with AdamW's bias-corrected second moments after the last
+            step, ``f"{module name}.weight"`` -> tensor (float32, CPU), for Adam
+            preconditioning (:mod:`influcoder.groundtruth.precondition`); needs ``steps > 0``.
 
     Returns:
         The loss of each step, measured before that step's update. The model is left in eval
@@ -223,7 +238,10 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
         raise ValueError("warmup needs at least one batch")
     for batch in batches:
         _check_batch(batch)
-    params = [module.weight for _, module in gradient_modules(model, "lora")]
+    named = [(f"{name}.weight", module.weight) for name, module in gradient_modules(model, "lora")]
+    params = [p for _, p in named]
+    if moments is not None and steps == 0:
+        raise ValueError("second moments need at least one warm-up step")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     device = _device(model)
     longest = max(len(s.input_ids) * len(batch) for batch in batches for s in batch)
@@ -260,6 +278,10 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
                 optimizer.step()
                 losses.append(loss)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if moments is not None:
+                from influcoder.groundtruth.precondition import adam_moments
+
+                moments.update(adam_moments(optimizer, named))
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.eval()

@@ -97,12 +97,19 @@ def response_losses(model: nn.Module, attention_mask: torch.Tensor, labels: torc
 
 def _normalise(vectors: torch.Tensor) -> np.ndarray:
     """Scale each row to unit L2 norm; a zero or non-finite row is an error, never a NaN."""
+    return _normalise_with_norms(vectors)[0]
+
+
+def _normalise_with_norms(vectors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``(unit rows, their L2 norms before scaling)``, float32 numpy; a zero or non-finite
+    row is an error, never a NaN."""
     norms = vectors.norm(dim=1)
     bad = (~torch.isfinite(norms) | (norms == 0)).nonzero().flatten().tolist()
     if bad:
         raise ValueError(f"row(s) {bad}: the gradient is zero or not finite, so it has no "
                          "direction (is the LM head zero, or did bf16 overflow?)")
-    return (vectors / norms[:, None]).cpu().numpy().astype(np.float32, copy=False)
+    unit = (vectors / norms[:, None]).cpu().numpy().astype(np.float32, copy=False)
+    return unit, norms.cpu().numpy().astype(np.float32, copy=False)
 
 
 class _FrozenExcept:

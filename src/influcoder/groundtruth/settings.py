@@ -31,6 +31,9 @@ DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 #: found from its Linear modules' names (:func:`influcoder.groundtruth.lora_targets.find_lora_targets`).
 AUTO_LORA_TARGETS = ("auto",)
 
+#: ``--lora-layers``: every transformer block gets LoRA.
+ALL_LORA_LAYERS = "all"
+
 AdapterInit = Literal["warmup", "fresh"]
 Truncation = Literal["prompt-left", "right", "error"]
 Template = Literal["auto", "chat", "plain"]
@@ -38,12 +41,16 @@ GradientDtype = Literal["float16", "float32"]
 #: Which weights' gradients: the LoRA A and B matrices, B only (a fresh adapter), or every
 #: linear weight (for verification).
 GradientTarget = Literal["lora", "lora-b", "full"]
+#: Per-sample gradients as they are ('none'), or divided by sqrt(v) + eps, v the Adam
+#: second moments of the adapter's training ('adam': LESS, TrackStar).
+Precondition = Literal["none", "adam"]
 
 ADAPTER_INITS: tuple[str, ...] = get_args(AdapterInit)
 TRUNCATION_POLICIES: tuple[str, ...] = get_args(Truncation)
 TEMPLATES: tuple[str, ...] = get_args(Template)
 GRADIENT_DTYPES: tuple[str, ...] = get_args(GradientDtype)
 GRADIENT_TARGETS: tuple[str, ...] = get_args(GradientTarget)
+PRECONDITIONS: tuple[str, ...] = get_args(Precondition)
 
 
 @dataclass
@@ -73,6 +80,16 @@ class CollectArguments:
         "help": "module name suffixes that get LoRA (never embeddings or the LM head), or "
                 "'auto': the attention and MLP projections of the model's architecture (Llama, "
                 "Qwen2, Mistral, Gemma, Phi, GPT-NeoX naming), recorded resolved in the store"})
+    lora_layers: str = field(default=ALL_LORA_LAYERS, metadata={
+        "help": "which transformer blocks get LoRA (and so gradients): 'all', 'last:N' (the "
+                "last N blocks), or 0-based indices and inclusive ranges, e.g. '0-3,10'; "
+                "recorded resolved in the store. Not with --adapter (its own config decides)"})
+    precondition: str = field(default="none", metadata={
+        "help": "'adam' divides each per-sample gradient elementwise by sqrt(v) + eps before "
+                "sketching (LESS, TrackStar), v the warm-up AdamW's bias-corrected second "
+                "moments; without a warm-up (--adapter, a fresh adapter) v is the mean squared "
+                "mini-batch gradient over a seeded sample of the data. Saved beside the "
+                "store's adapter, so --like stores use the same v. 'none': plain gradients"})
     seed: int = field(default=0, metadata={"help": "seed of the adapter and the warm-up"})
     sketch_dim: int = field(default=DEFAULT_SKETCH_DIM, metadata={
         "help": "CountSketch dimension; 0 stores the raw gradient (for verification)"})
@@ -116,6 +133,9 @@ class CollectArguments:
             raise ValueError("bf16 and precision 'fp32' contradict each other; give one")
         if self.adapter_init not in ADAPTER_INITS:
             raise ValueError(f"adapter_init must be one of {ADAPTER_INITS}, got {self.adapter_init!r}")
+        if self.precondition not in PRECONDITIONS:
+            raise ValueError(f"precondition must be one of {PRECONDITIONS}, got "
+                             f"{self.precondition!r}")
         if self.truncation not in TRUNCATION_POLICIES:
             raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}")
         if self.template not in TEMPLATES:
@@ -130,6 +150,10 @@ class CollectArguments:
             raise ValueError("sketch_dim and warmup_steps must be >= 0, warmup_lr > 0")
         if "auto" in self.lora_targets and self.lora_targets != AUTO_LORA_TARGETS:
             raise ValueError(f"lora_targets 'auto' stands alone, got {list(self.lora_targets)}")
+        resolve_lora_layers(self.lora_layers, None)
+        if self.adapter is not None and self.lora_layers != ALL_LORA_LAYERS:
+            raise ValueError("lora_layers: a given adapter's own config says which layers it "
+                             f"adapts; drop lora_layers {self.lora_layers!r} or the adapter")
         bad = [t for t in self.lora_targets if "embed" in t or "lm_head" in t]
         if bad:
             raise ValueError(f"LoRA targets may not include embeddings or the LM head: {bad}")
@@ -138,6 +162,39 @@ class CollectArguments:
         d = asdict(self)
         d["lora_targets"] = list(self.lora_targets)
         return d
+
+
+def resolve_lora_layers(spec: str, n_layers: int | None) -> list[int] | None:
+    """The block indices ``spec`` (:attr:`CollectArguments.lora_layers`) names, sorted; None for
+    ``all``. With ``n_layers`` None only the syntax is checked (and ``last:N`` is not
+    resolved). ``ValueError`` names what is wrong."""
+    spec = spec.strip()
+    if spec == ALL_LORA_LAYERS:
+        return None
+    what = (f"lora_layers must be 'all', 'last:N' or indices and ranges like '0-3,10', got "
+            f"{spec!r}")
+    if spec.startswith("last:"):
+        count = spec[len("last:"):]
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(what)
+        if n_layers is None:
+            return None
+        if int(count) > n_layers:
+            raise ValueError(f"lora_layers {spec!r}: the model has {n_layers} layers")
+        return list(range(n_layers - int(count), n_layers))
+    layers: set[int] = set()
+    for part in spec.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(what)
+        lo, hi = int(first), int(last) if dash else int(first)
+        if hi < lo:
+            raise ValueError(f"lora_layers {spec!r}: the range {part.strip()!r} is empty")
+        layers.update(range(lo, hi + 1))
+    if n_layers is not None and max(layers) >= n_layers:
+        raise ValueError(f"lora_layers {spec!r}: the model has {n_layers} layers "
+                         f"(0 to {n_layers - 1})")
+    return sorted(layers)
 
 
 def read_adapter_base(adapter: str) -> str | None:

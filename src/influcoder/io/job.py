@@ -175,7 +175,9 @@ def fill_store(writer: StoreWriter, factory: WorkerFactory, payload: Callable[[i
         with get_engine(engine, address=address, num_workers=num_workers,
                         gpus_per_worker=gpus_per_worker) as runner:
             for k, rows in runner.map(factory, jobs):
-                writer.write_shard(k, rows if convert is None else convert(rows))
+                # a worker may return (rows, norms): each row's norm before normalisation
+                rows, norms = rows if isinstance(rows, tuple) else (rows, None)
+                writer.write_shard(k, rows if convert is None else convert(rows), norms)
                 bar.update(len(rows))
     finally:
         bar.close()

@@ -37,6 +37,7 @@ from influcoder.io.atomic import atomic_write_bytes, atomic_write_json
 from influcoder.io.layout import (
     DEFAULT_SHARD_ROWS,
     MANIFEST_NAME,
+    NORMS_TENSOR,
     SAMPLES_NAME,
     SHARD_TENSOR,
     SHARDS_DIR,
@@ -191,6 +192,32 @@ class Store:
         for k in range(self.n_shards):
             yield self.shard_range(k)[0], self.shard(k).astype(dtype, copy=False)
 
+    def norms(self) -> np.ndarray:
+        """Each row's L2 norm before it was normalised (float32, ``n``), for inner-product
+        scores. A store written before norms were kept has none: :class:`StoreError`."""
+        from safetensors import SafetensorError, safe_open
+
+        out = np.empty(self.n, dtype=np.float32)
+        for k in range(self.n_shards):
+            start, stop = self.shard_range(k)
+            path = self.shard_path(k)
+            try:
+                with safe_open(str(path), framework="numpy") as f:
+                    if NORMS_TENSOR not in f.keys():
+                        raise StoreError(
+                            f"{self.path}: shard {path.name} keeps no row norms (the store was "
+                            f"made before they were kept, or holds embeddings), so it can only "
+                            f"be compared by cosine; collect it again for inner products")
+                    norms = f.get_tensor(NORMS_TENSOR)
+            except (OSError, SafetensorError) as e:
+                raise StoreError(f"{path}: corrupt shard ({e}); delete it and rerun the "
+                                 f"command to recompute it") from None
+            if norms.shape != (stop - start,):
+                raise StoreError(f"{path}: corrupt shard: norms of shape {norms.shape}, "
+                                 f"expected ({stop - start},)")
+            out[start:stop] = norms
+        return out
+
     def vectors(self, dtype=np.float32) -> np.ndarray:
         """All vectors, ``n x dim``, rows in :attr:`ids` order."""
         out = np.empty((self.n, self.dim), dtype=dtype)
@@ -292,7 +319,9 @@ class StoreWriter:
     def missing_rows(self) -> int:
         return sum(b - a for a, b in map(self.shard_range, self.missing_shards()))
 
-    def write_shard(self, k: int, rows: np.ndarray) -> None:
+    def write_shard(self, k: int, rows: np.ndarray, norms: np.ndarray | None = None) -> None:
+        """Write shard ``k``: its ``rows`` and, optionally, each row's ``norms`` before
+        normalisation (positive, kept in float32)."""
         from safetensors.numpy import save
 
         start, stop = self.shard_range(k)
@@ -302,7 +331,14 @@ class StoreWriter:
                              f"({stop - start}, {self.manifest['dim']})")
         if not np.isfinite(rows).all():
             raise ValueError(f"shard {k}: non-finite values")
-        data = save({SHARD_TENSOR: np.ascontiguousarray(rows.astype(DTYPES[dtype]))})
+        tensors = {SHARD_TENSOR: np.ascontiguousarray(rows.astype(DTYPES[dtype]))}
+        if norms is not None:
+            norms = np.asarray(norms, dtype=np.float32)
+            if norms.shape != (stop - start,) or not (np.isfinite(norms) & (norms > 0)).all():
+                raise ValueError(f"shard {k}: norms must be {stop - start} positive finite "
+                                 f"values, got shape {norms.shape}")
+            tensors[NORMS_TENSOR] = np.ascontiguousarray(norms)
+        data = save(tensors)
         atomic_write_bytes(self._store.shard_path(k), data)
 
     def finish(self, **provenance) -> Store:

@@ -180,7 +180,8 @@ def saved_scores(runs: str | os.PathLike, pool: str | os.PathLike,
     """Open a run store and score every method for it: ``(run store, method -> [n_pool,
     n_queries] scores, the query samples)``. Methods: the gradient of ``pool`` and
     ``queries``, each encoder, baseline and pair of precomputed ``stores`` (name -> (pool
-    store path, query store path)); ``pool`` must hold the samples the runs trained on."""
+    store path, query store path[, similarity: ``cosine`` or ``inner``])); ``pool`` must hold
+    the samples the runs trained on."""
     from influcoder.errors import StoreError
     from influcoder.evaluation.evaluate import score_methods
     from influcoder.validation.runstore import open_runs
@@ -191,7 +192,8 @@ def saved_scores(runs: str | os.PathLike, pool: str | os.PathLike,
     if gt_pool.manifest["samples_sha256"] != saved.manifest["pool"]["samples_sha256"]:
         raise StoreError(f"{gt_pool.path} holds other samples than the pool the runs of "
                          f"{saved.path} trained on (manifest.json field pool.samples_sha256)")
-    opened = {name: (open_store(a), open_store(b)) for name, (a, b) in (stores or {}).items()}
+    opened = {name: (open_store(a), open_store(b), *rest)
+              for name, (a, b, *rest) in (stores or {}).items()}
     scored = score_methods(gt_pool, gt_queries, stores=opened, encoders=dict(encoders or {}),
                            baselines=list(baselines), seed=seed, device=device)
     return saved, {m: s for m, (s, _) in scored.items()}, gt_queries.samples
