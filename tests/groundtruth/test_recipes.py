@@ -146,17 +146,21 @@ def test_lora_layers_are_not_for_a_given_adapter(tmp_path):
         CollectArguments(model="m", adapter=str(tmp_path), lora_layers="last:1")
 
 
-@pytest.fixture(scope="module")
-def layered(tiny_model_dir, tmp_path_factory):
+def recipe_stores(model_dir, tmp, *recipe):
+    """A pool of the small pairs collected with ``recipe``'s options, and queries like it."""
     from ..conftest import SMALL_PAIRS
 
-    tmp = tmp_path_factory.mktemp("layered")
     data = write_jsonl(tmp / "data.jsonl", [{"id": f"s{i}", "prompt": p, "response": r}
                                             for i, (p, r) in enumerate(SMALL_PAIRS)])
-    pool = collect(data, tmp / "pool", "--model", tiny_model_dir, "--lora-layers", "last:1",
-                   *WARM, *FAST)
+    pool = collect(data, tmp / "pool", "--model", model_dir, *recipe, *WARM, *FAST)
     queries = collect(write_jsonl(tmp / "q.jsonl", QUERIES), tmp / "q", "--like", tmp / "pool")
     return pool, queries
+
+
+@pytest.fixture(scope="module")
+def layered(tiny_model_dir, tmp_path_factory):
+    return recipe_stores(tiny_model_dir, tmp_path_factory.mktemp("layered"),
+                         "--lora-layers", "last:1")
 
 
 def test_fewer_lora_layers_adapt_only_those_blocks(layered):
@@ -303,15 +307,8 @@ def test_preconditioner_refuses_missing_blocks(tiny_model):
 
 @pytest.fixture(scope="module")
 def adam(tiny_model_dir, tmp_path_factory):
-    from ..conftest import SMALL_PAIRS
-
-    tmp = tmp_path_factory.mktemp("adam")
-    data = write_jsonl(tmp / "data.jsonl", [{"id": f"s{i}", "prompt": p, "response": r}
-                                            for i, (p, r) in enumerate(SMALL_PAIRS)])
-    pool = collect(data, tmp / "pool", "--model", tiny_model_dir, "--precondition", "adam",
-                   *WARM, *FAST)
-    queries = collect(write_jsonl(tmp / "q.jsonl", QUERIES), tmp / "q", "--like", tmp / "pool")
-    return pool, queries
+    return recipe_stores(tiny_model_dir, tmp_path_factory.mktemp("adam"),
+                         "--precondition", "adam")
 
 
 def test_collect_precondition_adam_records_and_reuses_the_warmups_moments(adam, plain):
