@@ -306,7 +306,8 @@ def estimate_fit(plan: FitPlan, device: str = "auto") -> list[str]:
     if ENCODER in todo:
         steps = distill_steps(plan.args.distill, len(plan.pool_samples),
                               len(plan.query_samples))
-        lines += ["", f"distill: {plan.args.distill.epochs} epochs of {steps} steps "
+        lines += ["", f"distill: {plan.args.distill.epochs} epochs of {steps} "
+                      f"step{'s' if steps != 1 else ''} "
                       f"({plan.args.distill.batch_pool} pool samples x "
                       f"{plan.args.distill.batch_query} queries at most), then the head: not "
                       f"timed (docs/DISTILLATION.md: about 6 s per step of 64 texts for "
