@@ -249,6 +249,26 @@ def test_bad_input_is_located_exits_2_and_writes_nothing(which, row, message, ti
     assert "Traceback" not in r.output and not out.exists()
 
 
+def test_a_sample_the_decoder_refuses_is_named_in_its_file(data, tiny_model_dir, tiny_encoder,
+                                                          tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()                                          # an empty folder is a fresh --out
+    r = CliRunner().invoke(cli, [*_command(data, out, tiny_model_dir, tiny_encoder),
+                                 "--truncation", "error", "--max-length", "8"])
+    assert r.exit_code == 2, r.output
+    assert f"{data[0]}: field 'sample 'p" in r.output and "more than max_length=8" in r.output
+    assert list(out.iterdir()) == []
+
+
+def test_serving_an_unfinished_fit_says_so(tmp_path):
+    from influcoder.errors import StoreError
+    from influcoder.serve.server import open_service
+
+    (tmp_path / "fit.json").write_text("{}")
+    with pytest.raises(StoreError, match="the fit is not finished"):
+        open_service(tmp_path)
+
+
 def test_too_few_queries_and_a_foreign_out_are_refused(data, tiny_model_dir, tiny_encoder,
                                                        tmp_path):
     few = write_jsonl(tmp_path / "few.jsonl", _queries(3))

@@ -211,7 +211,7 @@ def fit(train: str | os.PathLike, queries: str | os.PathLike, out: str | os.Path
         >>> index = fit("train.jsonl", "outputs.jsonl", "runs/fit")
     """
     plan = plan_fit(train, queries, out, args, fields=fields, limit=limit)
-    fresh = not plan.out.exists()
+    created, fresh = not plan.out.exists(), not plan.done and not plan.manifest["stages"]
     _write_manifest(plan)
     bar = FitProgress([(s, _units(s, plan), s in plan.done) for s in STAGES],
                       enabled=progress)
@@ -231,7 +231,9 @@ def fit(train: str | os.PathLike, queries: str | os.PathLike, out: str | os.Path
     except InflucoderError:
         # a first run stopped by the user's input before any stage wrote: leave nothing
         if fresh and not any(plan.path(s).exists() for s in STAGES):
-            shutil.rmtree(plan.out, ignore_errors=True)
+            (plan.out / FIT_FILE).unlink(missing_ok=True)
+            if created:
+                shutil.rmtree(plan.out, ignore_errors=True)
         raise
     finally:
         bar.close()
@@ -258,6 +260,17 @@ def _write_manifest(plan: FitPlan) -> None:
 
 
 def _run_stage(stage: str, plan: FitPlan, progress: bool, device: str) -> None:
+    """Run one stage; a bad sample the collect stages find is reported in its own file."""
+    try:
+        _stage(stage, plan, progress, device)
+    except InputError as e:
+        if e.path != "<samples>":
+            raise
+        raise InputError(e.reason, path=plan.train if stage == POOL else plan.queries,
+                         field=e.field) from None
+
+
+def _stage(stage: str, plan: FitPlan, progress: bool, device: str) -> None:
     args = plan.args
     if stage == POOL:
         from influcoder.groundtruth.collect import collect
