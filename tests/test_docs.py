@@ -25,13 +25,13 @@ Tiny models in place of the bundled ones, by rewriting the commands (never the C
 ``all-minilm-l6-v2`` (alone or as ``NAME=all-minilm-l6-v2``) becomes the tiny sentence encoder
 of ``tests/tiny_encoders.py``; ``collect`` without ``--like`` gets ``--model`` the tiny Llama
 of ``tests/conftest.py`` (a ``--model`` that names no existing path is a placeholder for the
-reader's model and becomes the tiny Llama too); ``distill`` without ``--encoder`` gets the
-tiny encoder; ``demo --task style`` gets both. A Python block runs as written: while it
-runs, the two settings the verbs read when no model is named, ``DEFAULT_DECODER`` of
-``influcoder.groundtruth.settings`` and ``DEFAULT_ENCODER`` of ``influcoder.encoders.settings``,
-name the tiny models (:func:`_tiny_defaults`). Long jobs run through the same command with
-the smallest settings of :data:`SMALLEST` (``validate --seeds 0 --lds-subsets 2``, added where
-the command does not set them).
+reader's model and becomes the tiny Llama too), and so does ``fit``; ``distill`` and
+``fit`` without ``--encoder`` get the tiny encoder; ``demo --task style`` gets both. A Python
+block runs as written: while it runs, the two settings the verbs read when no model is named,
+``DEFAULT_DECODER`` of ``influcoder.groundtruth.settings`` and ``DEFAULT_ENCODER`` of
+``influcoder.encoders.settings``, name the tiny models (:func:`_tiny_defaults`). Long jobs run
+through the same command with the smallest settings of :data:`SMALLEST` (``validate --seeds 0
+--lds-subsets 2``, added where the command does not set them).
 
 Blocks that use verbs being built now (:func:`pending`) are not run yet; ``test_pending``
 lists them as skipped.
@@ -70,10 +70,8 @@ BUNDLED_ENCODERS = {"all-minilm-l6-v2"}
 #: Option values replaced by the smallest that still run the same code, per command.
 SMALLEST = {"validate": {"--seeds": "0", "--lds-subsets": "2"}}
 
-#: CLI verbs being built in parallel (issue 30): a shell block using one is not run yet.
-#: TODO(fit): remove "fit" once `influcoder fit` is merged, and give it the rewrites
-#: ``collect`` has (``--model`` -> the tiny Llama) in :meth:`Runner.rewrite`.
-PENDING_VERBS = {"fit"}
+#: CLI verbs being built in parallel: a shell block using one is not run yet.
+PENDING_VERBS: set[str] = set()
 
 
 @dataclass
@@ -204,7 +202,7 @@ class Runner:
                 words[words.index(option) + 1] = value
             else:
                 words += [option, value]
-        if verb == "collect" and "--like" not in words:
+        if verb in ("collect", "fit") and "--like" not in words:
             if "--model" in words:
                 i = words.index("--model") + 1
                 if not (self.folder / words[i]).exists():
@@ -214,7 +212,7 @@ class Runner:
         if verb == "demo" and "--task" in words and "--model" not in words:
             words += ["--model", str(self.models["decoder"]), "--encoder",
                       str(self.models["encoder"])]
-        if verb == "distill" and "--encoder" not in words:
+        if verb in ("distill", "fit") and "--encoder" not in words:
             words += ["--encoder", str(self.models["encoder"])]
         return words
 

@@ -10,6 +10,7 @@ from influcoder.cli import (  # noqa: F401
     demo,
     distill,
     evaluation,
+    fit,
     ground_truth,
     selection,
     serve,

@@ -37,7 +37,11 @@ def cli():
     """influcoder: which training samples made a language model say this?
 
     \b
-    The pipeline:
+    From a training file to a served index, in one command:
+      fit       collect, distill and index a training file for the outputs to explain
+
+    \b
+    The pipeline, stage by stage:
       collect   per-sample LoRA gradients of a decoder -> a gradient store (ground truth)
       score     influence (cosine) of every pool sample on every query, and top-k
       distill   train a sentence encoder to rank like the gradient influence

@@ -10,7 +10,7 @@ from influcoder.encoders.settings import BACKENDS
 
 
 @cli.command()
-@click.argument("index_dir", metavar="INDEX", type=click.Path(exists=True, file_okay=False))
+@click.argument("index_dir", metavar="INDEX|FIT_DIR", type=click.Path(exists=True, file_okay=False))
 @click.option("--ground-truth", default=None, metavar="POOL_STORE",
               type=click.Path(exists=True, file_okay=False),
               help="the pool's gradient store (from `collect`): for a query that is one of "
@@ -36,7 +36,8 @@ from influcoder.encoders.settings import BACKENDS
 @handle_errors
 def serve(index_dir, ground_truth, host, port, token, no_auth, encoder, backend, max_body,
           workers, device):
-    """Serve INDEX: a web page at / (query box, hits, filters, histogram, downloads, and a
+    """Serve INDEX (or the index of a `fit` directory, with its training sample's gradients
+    as --ground-truth): a web page at / (query box, hits, filters, histogram, downloads, and a
     view that cleans the training file) and a JSON API under /api (OpenAPI page: /docs).
 
     Nothing a request sends can change the index. Results are exact: every pool vector is
@@ -45,6 +46,7 @@ def serve(index_dir, ground_truth, host, port, token, no_auth, encoder, backend,
     \b
     Examples:
       influcoder serve runs/index
+      influcoder serve runs/fit
       influcoder serve runs/index --ground-truth runs/pool --port 8080
       INFLUCODER_TOKEN=s3cret influcoder serve runs/index --host 0.0.0.0
       curl -s localhost:8000/api/attribute -H 'content-type: application/json' \\

@@ -49,11 +49,20 @@ def open_service(index_dir: str | os.PathLike, *, ground_truth: str | None = Non
     thread per batch worker (``workers`` batches are encoded at once, see batcher.py), and
     its threads sleep rather than spin between runs: on a shared machine spinning threads
     took a core from every other request. ``workers``: None means one per core (2 to 8).
-    ``device``: where a torch back end runs (the ONNX ones always use the CPU)."""
+    ``device``: where a torch back end runs (the ONNX ones always use the CPU).
+
+    ``index_dir`` may be a fit directory (``influcoder fit``): its index is served, with its
+    encoder (wherever the directory moved) and, unless ``ground_truth`` says otherwise, its
+    training sample's gradient store as the ground truth."""
     from influcoder.attribution.attributor import Attributor
     from influcoder.serve.ground_truth import GroundTruth
     from influcoder.serve.service import Service
+    from influcoder.workflows.fit import resolve_fit_dir
 
+    fitted = resolve_fit_dir(index_dir)
+    if fitted is not None:
+        index_dir, encoder = fitted["index"], encoder or str(fitted["encoder"])
+        ground_truth = ground_truth or str(fitted["ground_truth"])
     attributor = Attributor.load(index_dir, encoder, backend=backend, threads=1, device=device)
     gt = None if ground_truth is None else GroundTruth(ground_truth, attributor.index.ids)
     workers = workers or min(8, max(2, os.cpu_count() or 2))
