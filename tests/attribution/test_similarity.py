@@ -1,4 +1,4 @@
-"""Encoders that compare by dot product (a ridge head whose lengths are kept) against the
+"""Encoders that compare by dot product (a linear head whose lengths are kept) against the
 definition spelled out in numpy over plain sentence-transformers calls, through every path that
 encodes or scores: the backends, the torch-free query encoder, the ``encode`` store, ``index`` +
 ``attribute``, ``evaluate``'s encoder method, a multi-view directory; and the refusals (int8

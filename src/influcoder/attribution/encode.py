@@ -25,7 +25,7 @@ rows are renormalised before every dot product, so a row's scale never matters. 
 rounding error of each coordinate is at most ``max|x| / 254``.
 
 An encoder that compares by dot product (``similarity: dot``, e.g. a distilled encoder with
-its ridge head, :func:`~influcoder.encoders.directory.encoder_similarity`) stores its vectors
+its linear head, :func:`~influcoder.encoders.directory.encoder_similarity`) stores its vectors
 as they are, lengths included, and the setup says ``"normalized": false``: every reader
 (:mod:`influcoder.attribution.index`, ``score``, ``evaluate``) then leaves the rows unscaled.
 ``int8`` storage drops each row's scale, so it is refused for such an encoder.

@@ -134,7 +134,7 @@ class LinearHead:
 
     def card(self) -> dict:
         """What the encoder card records about the head."""
-        return {"kind": "ridge", "alpha": self.alpha, "components": self.components,
+        return {"kind": "linear", "alpha": self.alpha, "components": self.components,
                 "similarity": self.similarity,
                 "similarity_validation": self.similarity_validation,
                 "kinds_validation_per_anchor_spearman": self.kinds_validation,

@@ -103,7 +103,7 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
     # encoder's outputs are not unit vectors already (MiniLM's and every distilled encoder's
     # are), the one-view heads are fitted on unit vectors and a linear head kept reads them
     # through a Normalize before its Dense.
-    raw_text = kinds == ("ridge",) or all(
+    raw_text = kinds == ("linear",) or all(
         np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4) for e in embedded["text"])
 
     def features(views: tuple[str, ...]) -> tuple:

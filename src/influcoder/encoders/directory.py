@@ -10,8 +10,8 @@ A multi-view encoder is a directory::
     backbone/               a plain sentence-transformers directory (the encoder every view runs)
     head.safetensors        the head's tensors (float32), :mod:`influcoder.encoders.heads`:
                             linear "weight" [out, views * backbone dim], "bias" [out], or
-                            with "head_kind": "rbf" and "gamma" in the views file, an RBF
-                            kernel head's "anchors", "coef", "bias"
+                            with "head_kind": "kernel" (formerly "rbf") and "gamma" in the
+                            views file, a kernel head's "anchors", "coef", "bias"
 
 Each view's backbone output is scaled to unit length (as every text encoder here returns it),
 the views are concatenated in the listed order and mapped by the head; the result
