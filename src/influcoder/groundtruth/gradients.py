@@ -64,11 +64,11 @@ from torch import nn
 
 from influcoder.groundtruth.lora import gradient_modules
 from influcoder.groundtruth.loss import (
-    _check_batch,
-    _device,
-    _FrozenExcept,
-    _normalise,
-    _pad,
+    FrozenExcept,
+    check_batch,
+    checked_unit_rows,
+    model_device,
+    pad_batch,
     response_losses,
 )
 from influcoder.groundtruth.memory import checkpointing
@@ -172,13 +172,13 @@ class GradientComputer:
         return forward_hook
 
     def __call__(self, batch: Sequence[TokenizedSample]) -> np.ndarray:
-        _check_batch(batch)
-        device = _device(self.model)
-        input_ids, attention_mask, labels = _pad(batch, self.pad_token_id, device)
+        check_batch(batch)
+        device = model_device(self.model)
+        input_ids, attention_mask, labels = pad_batch(batch, self.pad_token_id, device)
         out = torch.zeros(len(batch), self._output_dim, dtype=torch.float32, device=device)
         handles = []
         try:
-            with (torch.enable_grad(), _FrozenExcept(self.model, [], train=False),
+            with (torch.enable_grad(), FrozenExcept(self.model, [], train=False),
                   checkpointing(self.model, self.gradient_checkpointing)):
                 for (_, module), (block, _) in zip(self._modules, self._blocks):
                     handles.append(module.register_forward_hook(self._forward_hook(block, out)))
@@ -193,4 +193,4 @@ class GradientComputer:
         finally:
             for handle in handles:
                 handle.remove()
-        return _normalise(out)
+        return checked_unit_rows(out)
