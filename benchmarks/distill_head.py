@@ -1,4 +1,4 @@
-"""The closed-form linear head (influcoder.distillation.ridge) against the encoders it sits on, on
+"""The closed-form linear head (influcoder.distillation.linear) against the encoders it sits on, on
 pool samples AND queries that neither the head nor any fine-tuning saw.
 
 Input: a demo run's gradient stores (``--work runs/demo``: ``grad_pool``,
@@ -76,7 +76,7 @@ def encoder_rows(name, model, prepare_seconds, data, held, train, components, se
     by the similarity it kept."""
     from influcoder.distillation.export import append_head, embed
     from influcoder.distillation.head_fit import fit_head
-    from influcoder.distillation.ridge import LinearHead
+    from influcoder.distillation.linear import LinearHead
     from influcoder.distillation.settings import HEAD_CHOICES
     from influcoder.similarity import normalize_rows
 

@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 
 from influcoder.distillation.export import append_head, embed
 from influcoder.distillation.head_fit import fit_head, validation_folds
-from influcoder.distillation.ridge import (
+from influcoder.distillation.linear import (
     LinearHead,
     principal_coordinates,
     principal_directions,

@@ -12,7 +12,7 @@ import pytest
 from influcoder.distillation import kernel
 from influcoder.distillation.head_fit import fit_head, validation_folds
 from influcoder.distillation.kernel import KernelRidge, median_sq_distance
-from influcoder.encoders.heads import HeadMap, rbf_kernel, squared_distances
+from influcoder.encoders.heads import SavedHead, rbf_kernel, squared_distances
 from influcoder.metrics import per_anchor_spearman
 
 from .test_head import _gradient_store, _scipy_figures, _word_samples
@@ -25,7 +25,7 @@ def test_rbf_kernel_and_the_saved_map_equal_their_definition_written_out():
                       for j in range(4)] for i in range(5)])
     np.testing.assert_allclose(rbf_kernel(a, b, 0.7), slow, rtol=1e-12)
     coef, bias = rng.standard_normal((4, 2)), rng.standard_normal(2)
-    head = HeadMap("kernel", {"anchors": b, "coef": coef, "bias": bias}, 0.7)
+    head = SavedHead("kernel", {"anchors": b, "coef": coef, "bias": bias}, 0.7)
     assert (head.in_dim, head.out_dim) == (3, 2)
     np.testing.assert_allclose(head(a), slow @ coef + bias, rtol=1e-5, atol=1e-6)
 
@@ -170,9 +170,9 @@ def kernel_dir(tiny_encoder, tmp_path):
     backbone = tiny_encoder
     rng = np.random.default_rng(2)
     dim = 2 * backbone.get_embedding_dimension()
-    head = HeadMap("kernel", {"anchors": rng.standard_normal((9, dim)) * 0.3,
-                           "coef": rng.standard_normal((9, 5)), "bias": rng.standard_normal(5)},
-                   0.8)
+    head = SavedHead("kernel", {"anchors": rng.standard_normal((9, dim)) * 0.3,
+                                "coef": rng.standard_normal((9, 5)),
+                                "bias": rng.standard_normal(5)}, 0.8)
     out = tmp_path / "kernel"
     out.mkdir()
     save_multi_view(out, backbone, ("text", "response"), head, "dot")
@@ -282,8 +282,8 @@ def test_the_head_runs_blas_on_one_thread_and_restores_it(monkeypatch):
     real = heads.rbf_kernel
     monkeypatch.setattr(heads, "rbf_kernel", lambda *a: seen.append(blas_threads()) or real(*a))
     rng = np.random.default_rng(0)
-    head = HeadMap("kernel", {"anchors": rng.standard_normal((6, 3)),
-                           "coef": rng.standard_normal((6, 2)), "bias": np.zeros(2)}, 0.5)
+    head = SavedHead("kernel", {"anchors": rng.standard_normal((6, 3)),
+                                "coef": rng.standard_normal((6, 2)), "bias": np.zeros(2)}, 0.5)
     head(rng.standard_normal((4, 3)))
     assert seen and all(n == 1 for n in seen[0]) and seen[0]
     assert blas_threads() == before

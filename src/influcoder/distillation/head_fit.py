@@ -30,7 +30,7 @@ from influcoder.distillation.kernel import (
     fit_kernel_head,
     kernel_predictions,
 )
-from influcoder.distillation.ridge import (
+from influcoder.distillation.linear import (
     DEFAULT_ALPHAS,
     DEFAULT_COMPONENTS,
     LinearHead,

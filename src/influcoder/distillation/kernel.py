@@ -1,7 +1,7 @@
 """The kernel head: kernel ridge regression from encoder features to the gradients'
 principal coordinates, in closed form.
 
-The linear head (:mod:`influcoder.distillation.ridge`) saturates: at 500 x 1,000 a linear map of
+The linear head (:mod:`influcoder.distillation.linear`) saturates: at 500 x 1,000 a linear map of
 the two-view features fitted on the held-out samples themselves reached per-anchor Spearman
 0.53, the fitted one 0.47. Kernel ridge fits a smooth nonlinear map with the same targets and
 the same closed form::
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from influcoder.encoders.heads import HeadMap, rbf_kernel, squared_distances
+from influcoder.encoders.heads import SavedHead, rbf_kernel, squared_distances
 
 #: gamma = factor / (median squared distance of the training features), and the kernel ridge's
 #: strengths. On the 500 x 1,000 stores' cross-validation folds the choices were inside this
@@ -71,7 +71,7 @@ class KernelHead:
     """A fitted kernel head: ``head(e) = k(e, anchors) @ coef + bias``, compared by ``similarity``.
 
     ``validation`` maps each ``(gamma factor, alpha)`` tried to its cross-validated per-anchor
-    Spearman; the other fields as :class:`~influcoder.distillation.ridge.LinearHead`'s.
+    Spearman; the other fields as :class:`~influcoder.distillation.linear.LinearHead`'s.
     """
 
     anchors: np.ndarray
@@ -90,9 +90,10 @@ class KernelHead:
     def __call__(self, embeddings) -> np.ndarray:
         return rbf_kernel(embeddings, self.anchors, self.gamma) @ self.coef + self.bias
 
-    def head_map(self) -> HeadMap:
-        return HeadMap("kernel", {"anchors": self.anchors, "coef": self.coef, "bias": self.bias},
-                       float(self.gamma))
+    def saved(self) -> SavedHead:
+        """The head as a multi-view encoder directory saves and applies it."""
+        return SavedHead("kernel", {"anchors": self.anchors, "coef": self.coef,
+                                    "bias": self.bias}, float(self.gamma))
 
     def card(self) -> dict:
         return {"kind": "kernel", "alpha": self.alpha, "gamma": self.gamma,

@@ -86,7 +86,7 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
     are read unless given."""
     from influcoder.distillation.export import append_head, embed
     from influcoder.distillation.head_fit import DEFAULT_FOLDS, fit_views
-    from influcoder.distillation.ridge import LinearHead
+    from influcoder.distillation.linear import LinearHead
     from influcoder.distillation.settings import HEAD_CHOICES, VIEW_CHOICES
     from influcoder.encoders.directory import save_multi_view, view_texts
     from influcoder.io.atomic import atomic_write_dir
@@ -129,7 +129,7 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
         save_encoder(append_head(model, head, unit_input=not raw_text), out, card)
     else:
         def fill(tmp: Path) -> None:
-            save_multi_view(tmp, model, views, head.head_map(), head.similarity)
+            save_multi_view(tmp, model, views, head.saved(), head.similarity)
             (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n",
                                          encoding="utf-8")
 

@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from influcoder.encoders.heads import HeadMap, read_head, save_head
+from influcoder.encoders.heads import SavedHead, read_head, save_head
 from influcoder.encoders.settings import DEFAULT_ENCODER, SIMILARITIES
 from influcoder.errors import InflucoderError
 from influcoder.io.models import package_dir
@@ -123,7 +123,7 @@ def backbone_path(path: str | Path) -> str:
     return str(Path(path) / BACKBONE_DIR)
 
 
-def read_views(path: str | Path) -> tuple[tuple[str, ...], HeadMap]:
+def read_views(path: str | Path) -> tuple[tuple[str, ...], SavedHead]:
     """``(views, head)`` of the multi-view encoder at ``path``; an :class:`InflucoderError`
     naming the file and the field when they are not valid."""
     spec_file = Path(path) / VIEWS_FILE
@@ -152,7 +152,7 @@ def read_views(path: str | Path) -> tuple[tuple[str, ...], HeadMap]:
     return tuple(views), head
 
 
-def save_multi_view(folder: Path, backbone, views: Sequence[str], head: HeadMap,
+def save_multi_view(folder: Path, backbone, views: Sequence[str], head: SavedHead,
                     similarity: str = "cosine") -> None:
     """Write a multi-view encoder into the (empty, new) ``folder``: ``backbone`` (a
     ``SentenceTransformer``) saved under ``backbone/``, the head, the views file last;

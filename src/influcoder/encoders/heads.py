@@ -1,6 +1,6 @@
 """A multi-view encoder's head, applied in numpy: a linear map or a kernel (RBF) map.
 
-``distill`` fits the head (:mod:`influcoder.distillation.ridge`, :mod:`influcoder.distillation.kernel`);
+``distill`` fits the head (:mod:`influcoder.distillation.linear`, :mod:`influcoder.distillation.kernel`);
 this module owns what is saved and how it is applied, so that every backend that runs the
 backbone (torch, ONNX, int8, the torch-free query encoder) applies the same function:
 
@@ -57,7 +57,7 @@ def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
 
 
 @dataclass
-class HeadMap:
+class SavedHead:
     """A saved head: ``kind`` (:data:`HEAD_KINDS`), its float32 ``tensors`` and, for ``kernel``,
     ``gamma``. Calling it maps ``[n, in_dim]`` features to ``[n, out_dim]`` float32 outputs."""
 
@@ -104,7 +104,7 @@ class HeadMap:
         return None if ok else f"tensors {shapes} do not fit together"
 
 
-def save_head(head: HeadMap, head_file: Path) -> dict:
+def save_head(head: SavedHead, head_file: Path) -> dict:
     """Write ``head``'s tensors to ``head_file`` (safetensors); returns the fields the views
     file records about it."""
     from safetensors.numpy import save_file
@@ -113,7 +113,7 @@ def save_head(head: HeadMap, head_file: Path) -> dict:
     return {} if head.kind == "linear" else {"head_kind": head.kind, "gamma": head.gamma}
 
 
-def read_head(spec: dict, spec_file: Path, head_file: Path) -> HeadMap:
+def read_head(spec: dict, spec_file: Path, head_file: Path) -> SavedHead:
     """The head a views file (``spec``, read from ``spec_file``) names; an
     :class:`InflucoderError` naming the file and the field when it is not valid."""
     from safetensors import SafetensorError
@@ -132,8 +132,8 @@ def read_head(spec: dict, spec_file: Path, head_file: Path) -> HeadMap:
     names = _TENSORS[kind]
     try:
         tensors = load_file(str(head_file))
-        head = HeadMap(kind, {k: tensors[k] for k in names},
-                       float(gamma) if kind == "kernel" else None)
+        head = SavedHead(kind, {k: tensors[k] for k in names},
+                         float(gamma) if kind == "kernel" else None)
     except (OSError, KeyError, ValueError, SafetensorError) as e:
         raise InflucoderError(f"{head_file}: no float tensors {', '.join(map(repr, names))} for "
                               f"a {kind} head ({type(e).__name__}: {e})") from None
