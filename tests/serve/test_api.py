@@ -271,6 +271,17 @@ def test_body_limit_and_unknown_paths(service):
         assert c.delete("/api/samples/p1").status_code == 405
 
 
+def test_a_method_a_path_does_not_take_is_405_with_allow(client):
+    """RFC 9110: a 405 names the methods the path takes (the error handler used to drop
+    Starlette's Allow header)."""
+    for method, path, allowed in (("delete", "/api/samples/p1", "GET"),
+                                  ("put", "/api/attribute", "POST"),
+                                  ("post", "/api/health", "GET")):
+        r = client.request(method, path)
+        assert r.status_code == 405 and r.headers["allow"] == allowed
+        assert r.json() == {"error": "Method Not Allowed"}
+
+
 def test_token(service):
     with TestClient(create_app(service, token="s3cret")) as c:
         for path in ("/api/health", "/api/info", "/api/samples/p1"):

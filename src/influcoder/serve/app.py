@@ -5,7 +5,8 @@ the OpenAPI page at ``/docs``.
 No route writes anything: the index is opened read-only, and the cleaned training file is
 built in memory and sent back. Errors are JSON, ``{"error": "...", "detail": ...}``: 400 for
 malformed JSON, a body that is not UTF-8 or a request the pool cannot answer (an unknown
-metadata field, an id not in the pool), 404 for an unknown sample or path, 413 for a body over the limit (see guard.py),
+metadata field, an id not in the pool), 404 for an unknown sample or path, 405 (with
+``Allow``) for a method a path does not take, 413 for a body over the limit (see guard.py),
 422 for a field missing or out of range; anything else is a bug, answered 500 and logged, and
 the server keeps serving.
 """
@@ -45,7 +46,9 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    return error(exc.status_code, str(exc.detail))
+    response = error(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})  # 405: Allow (RFC 9110 requires it)
+    return response
 
 
 def _install_error_handlers(app: FastAPI) -> None:
