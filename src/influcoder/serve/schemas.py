@@ -30,7 +30,34 @@ MAX_AGGREGATE = 10_000
 MAX_BINS = 200
 
 
-class Query(BaseModel):
+def _refuse_surrogates(value, where: str = "") -> None:
+    """A ValueError naming the first string (or key) in ``value`` that holds an unpaired
+    surrogate: valid JSON (``"\\ud800"``) but no text, which no tokenizer, hash or answer
+    can take."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where or 'a string'} holds an unpaired surrogate escape "
+                             f"(\\ud800-\\udfff): not text") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_surrogates(key, "a field name")
+            _refuse_surrogates(item, f"field {key!r}" if isinstance(key, str) else where)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_surrogates(item, where)
+
+
+class _Request(BaseModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data):
+        _refuse_surrogates(data)
+        return data
+
+
+class Query(_Request):
     """One model output to explain."""
 
     model_config = ConfigDict(extra="ignore")
@@ -60,7 +87,7 @@ FILTERS_HELP = ("metadata field -> value (or list of values, any may match); eve
                 "must match. Values compare as text")
 
 
-class _Options(BaseModel):
+class _Options(_Request):
     model_config = ConfigDict(extra="forbid")
     k: int = Field(10, ge=1, le=MAX_K, description="hits per query (fewer if the pool, or "
                                                    "the filtered pool, is smaller)")
@@ -91,7 +118,7 @@ class BatchRequest(_Options):
     queries: list[Query] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class AggregateRequest(BaseModel):
+class AggregateRequest(_Request):
     """A set of unwanted outputs: the pool ranked by total influence on them."""
 
     model_config = ConfigDict(extra="forbid")
@@ -100,7 +127,7 @@ class AggregateRequest(BaseModel):
     k: int = Field(100, ge=1, le=MAX_ROWS, description="rows of the ranking returned")
 
 
-class KeptRequest(BaseModel):
+class KeptRequest(_Request):
     """The pool without some samples, as ``filter`` writes it."""
 
     model_config = ConfigDict(extra="forbid")
