@@ -67,7 +67,7 @@ def main(argv=None) -> list[dict]:
     from influcoder.groundtruth.decoder import load_decoder
     from influcoder.groundtruth.gradients import GradientComputer
     from influcoder.groundtruth.lora import load_adapter
-    from influcoder.groundtruth.loss import _pad, response_losses
+    from influcoder.groundtruth.loss import pad_batch, response_losses
     from influcoder.groundtruth.tokenize import TokenizedSample
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -89,7 +89,7 @@ def main(argv=None) -> list[dict]:
     def losses(bf16):
         out = []
         for s in batch:
-            ids, mask, labels = _pad([s], pad, torch.device("cpu"))
+            ids, mask, labels = pad_batch([s], pad, torch.device("cpu"))
             with torch.no_grad():
                 out.append(response_losses(model, mask, labels, input_ids=ids, bf16=bf16).item())
         return out

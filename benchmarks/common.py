@@ -56,11 +56,11 @@ def plain_loop(model, chosen, keep: bool = False):
     import torch
 
     from influcoder.groundtruth.lora import gradient_modules
-    from influcoder.groundtruth.loss import _FrozenExcept
+    from influcoder.groundtruth.loss import FrozenExcept
 
     weights = [m.weight for _, m in gradient_modules(model, "lora")]
     rows = np.empty((len(chosen), sum(w.numel() for w in weights)), np.float32) if keep else None
-    with _FrozenExcept(model, weights, train=False):  # only the LoRA weights get a .grad
+    with FrozenExcept(model, weights, train=False):  # only the LoRA weights get a .grad
         for i, s in enumerate(chosen):
             for w in weights:
                 w.grad = None

@@ -1,4 +1,4 @@
-"""The closed-form ridge head (influcoder.distillation.ridge) against the encoders it sits on, on
+"""The closed-form linear head (influcoder.distillation.linear) against the encoders it sits on, on
 pool samples AND queries that neither the head nor any fine-tuning saw.
 
 Input: a demo run's gradient stores (``--work runs/demo``: ``grad_pool``,
@@ -7,7 +7,7 @@ samples' ``label`` when they have one) is held out; the rest of the pool and the
 queries are all that the head, its cross-validation and the fine-tuning ever see. Variants:
 
 * ``untrained``: cosine of the bundled MiniLM;
-* ``head only``: the untrained MiniLM + the ridge head (``distill --epochs 0``);
+* ``head only``: the untrained MiniLM + the linear head (``distill --epochs 0``);
 * ``distilled``: MiniLM fine-tuned (``distill``, ``--epochs``) on training pool x training
   queries only (the demo's own ``encoder/`` saw the whole pool, so it is not used);
 * ``distilled + head``: that encoder + a head fitted on its embeddings;
@@ -67,7 +67,7 @@ def stratified_third(labels: list, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encoder_rows(name, model, prepare_seconds, data, held, train, components, seed,
-                 views=("text",), head_choice=("ridge", "cosine")):
+                 views=("text",), head_choice=("linear", "cosine")):
     """``{variant: (embeddings by store, info)}`` for ``model`` and ``model`` + a head fitted on
     the training side only. Embedding the held-out block (its pool samples and queries) is
     timed, as attribution would pay it. ``views``: what the model reads; two views are each
@@ -76,7 +76,7 @@ def encoder_rows(name, model, prepare_seconds, data, held, train, components, se
     by the similarity it kept."""
     from influcoder.distillation.export import append_head, embed
     from influcoder.distillation.head_fit import fit_head
-    from influcoder.distillation.ridge import LinearHead
+    from influcoder.distillation.linear import LinearHead
     from influcoder.distillation.settings import HEAD_CHOICES
     from influcoder.similarity import normalize_rows
 
@@ -287,7 +287,7 @@ def main() -> None:
     ap.add_argument("--components", type=int, default=None,
                     help="head components (default: DistillArguments' head_components)")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
-    ap.add_argument("--head", choices=[h for h in HEAD_CHOICES if h != "none"], default="ridge",
+    ap.add_argument("--head", choices=[h for h in HEAD_CHOICES if h != "none"], default="linear",
                     help="the head's kinds (distill --head)")
     ap.add_argument("--head-similarity", choices=["auto", *SIMILARITIES], default="cosine",
                     help="how the head's outputs are compared (distill --head-similarity)")

@@ -1,9 +1,9 @@
-"""Linear head or RBF kernel head: fidelity on held-out samples, and what each costs to apply.
+"""Linear head or kernel head: fidelity on held-out samples, and what each costs to apply.
 
 For each encoder (the bundled MiniLM and any ``--encoder DIR``; a multi-view directory is
 embedded through its backbone) and each set of views, the head is fitted on the learning
 curve's training side three ways, as ``distill --head`` does (similarity ``auto``):
-``ridge`` (linear), ``kernel`` (RBF kernel ridge) and ``auto`` (both on the same folds, the
+``linear`` (ridge regression), ``kernel`` (RBF kernel ridge) and ``auto`` (both on the same folds, the
 better cross-validated per-anchor Spearman kept). Reported:
 
 * **validation**: the head's own cross-validation on the training side (pool fold x query
@@ -57,7 +57,7 @@ def main() -> None:
             test_queries = np.vstack([x["test_queries"], x["extra_queries"]])
             texts = [t for per_view in view_texts(held, views) for t in per_view]
             encoder_s = common.best_of(partial(model.encode, texts, batch_size=32), repeats=1)
-            for kind in ("ridge", "kernel", "auto"):       # distill --head's choices
+            for kind in ("linear", "kernel", "auto"):       # distill --head's choices
                 kinds = HEAD_CHOICES[kind]
                 start = time.perf_counter()
                 head = h.fit_head(x["train_pool"], vec["train_pool"], x["train_queries"],
@@ -72,7 +72,7 @@ def main() -> None:
                 card = head.card()
                 rows.append({
                     "encoder": Path(name).name, "views": "+".join(views), "head": kind,
-                    "kept": card["kind"] + ("" if card["kind"] == "ridge" else
+                    "kept": card["kind"] + ("" if card["kind"] == "linear" else
                                             f" g{card['gamma_factor']:g}") + f" a{head.alpha:g}"
                     + f" {head.similarity}",
                     "val per-anchor": card["kinds_validation_per_anchor_spearman"][card["kind"]],

@@ -1,4 +1,4 @@
-"""Should the ridge head's outputs be compared by cosine (today) or by dot product?
+"""Should the linear head's outputs be compared by cosine (today) or by dot product?
 
 The head regresses each sample's principal coordinates in gradient space; its prediction for a
 sample it is unsure of is shrunk towards the mean. Scaling every prediction to unit length (the

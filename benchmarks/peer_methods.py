@@ -83,7 +83,7 @@ class Kronfluence:
         from kronfluence.utils.dataset import DataLoaderKwargs
 
         from influcoder.groundtruth.lora import gradient_modules
-        from influcoder.groundtruth.loss import _pad
+        from influcoder.groundtruth.loss import pad_batch
 
         names = [name for name, _ in gradient_modules(model, "lora")]
         pad = ctx["pad_token_id"]
@@ -111,7 +111,7 @@ class Kronfluence:
                 return batch["attention_mask"]
 
         def collate(items):  # collect's own right-padding
-            ids, mask, labels = _pad(items, pad, torch.device("cpu"))
+            ids, mask, labels = pad_batch(items, pad, torch.device("cpu"))
             return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
         self.model = prepare_model(model, LoraTask())

@@ -1,4 +1,4 @@
-"""Does the ridge head gain from the response embedded on its own? A measurement on the learning
+"""Does the linear head gain from the response embedded on its own? A measurement on the learning
 curve's stores (``benchmarks/learning_curve.py --extra-test``): the head is fitted on the
 training side and scored on both held-out blocks together.
 

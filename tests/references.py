@@ -14,10 +14,10 @@ from torch import nn
 from influcoder.groundtruth.gradients import _blocks
 from influcoder.groundtruth.lora import gradient_modules
 from influcoder.groundtruth.loss import (
-    _check_batch,
-    _device,
-    _FrozenExcept,
-    _normalise_with_norms,
+    FrozenExcept,
+    check_batch,
+    model_device,
+    unit_rows_and_norms,
 )
 from influcoder.groundtruth.settings import DEFAULT_SKETCH_DIM, DEFAULT_SKETCH_SEED
 from influcoder.groundtruth.sketch import CountSketch
@@ -45,14 +45,14 @@ def reference_gradients(model: nn.Module, batch: Sequence[TokenizedSample], *, t
     """
     if sketch_dim < 0:
         raise ValueError(f"sketch_dim must be >= 0 (0: no projection), got {sketch_dim}")
-    _check_batch(batch)
+    check_batch(batch)
     modules = gradient_modules(model, target)
     weights = [module.weight for _, module in modules]
     saved_grads = [w.grad for w in weights]
-    device = _device(model)
+    device = model_device(model)
     rows = []
     try:
-        with torch.enable_grad(), _FrozenExcept(model, weights, train=False):
+        with torch.enable_grad(), FrozenExcept(model, weights, train=False):
             for sample in batch:
                 for w in weights:
                     w.grad = None
@@ -81,7 +81,7 @@ def reference_gradients(model: nn.Module, batch: Sequence[TokenizedSample], *, t
             projected += vectors[:, offset:offset + n] @ matrix
             offset += n
         vectors = projected
-    unit, norms = _normalise_with_norms(vectors)
+    unit, norms = unit_rows_and_norms(vectors)
     return (unit, norms) if with_norms else unit
 
 

@@ -47,7 +47,7 @@ def _top_level(module: list[str]) -> set[str]:
 
 def test_named_files_and_modules_exist():
     """Relative links, backquoted paths in this repository's folders (``tests/x.py``,
-    ``encoders/views.py``) and dotted module names (``influcoder.encoders.heads.HeadMap``: the
+    ``encoders/views.py``) and dotted module names (``influcoder.encoders.heads.SavedHead``: the
     name before the last may be a class or function) name things that exist."""
     missing = []
     for path in DOCUMENTS:

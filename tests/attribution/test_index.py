@@ -13,8 +13,8 @@ from influcoder.attribution.build import _update_faiss, build_index
 from influcoder.attribution.index import (
     FAISS_FILE,
     INDEX_FILE,
-    _faiss,
     faiss_params,
+    import_faiss,
     open_index,
 )
 from influcoder.attribution.settings import EncodeArguments
@@ -96,7 +96,7 @@ def test_faiss_files_of_the_hand_built_classes_open_and_rebuild_byte_for_byte(ki
 
     out = shutil.copytree(FAISS_CLASSES / kind, tmp_path / kind)
     (out / FAISS_FILE).unlink()
-    faiss = _faiss()
+    faiss = import_faiss()
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)  # the HNSW graph is reproducible on one thread
     try:

@@ -1,4 +1,4 @@
-"""Encoders that compare by dot product (a ridge head whose lengths are kept) against the
+"""Encoders that compare by dot product (a linear head whose lengths are kept) against the
 definition spelled out in numpy over plain sentence-transformers calls, through every path that
 encodes or scores: the backends, the torch-free query encoder, the ``encode`` store, ``index`` +
 ``attribute``, ``evaluate``'s encoder method, a multi-view directory; and the refusals (int8
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from influcoder.distillation.export import append_head
-from influcoder.distillation.ridge import LinearHead
+from influcoder.distillation.linear import LinearHead
 from influcoder.encoders.backends import FastEncoder, query_encoder
 from influcoder.encoders.directory import (
     ST_CONFIG,
@@ -185,7 +185,7 @@ def test_a_multi_view_encoder_compares_by_its_declared_similarity(tiny_encoder, 
     head = _head(2 * backbone.get_embedding_dimension(), "dot")
     out = tmp_path / "mv"
     out.mkdir()
-    save_multi_view(out, backbone, ("text", "response"), head.head_map(), "dot")
+    save_multi_view(out, backbone, ("text", "response"), head.saved(), "dot")
     assert encoder_similarity(str(out)) == "dot"
 
     def unit(x):
@@ -214,7 +214,7 @@ def test_an_unknown_similarity_is_refused_naming_file_and_field(dot_encoder, tin
         out.mkdir()
         backbone = SentenceTransformer(str(tiny_encoder), device="cpu")
         head = _head(backbone.get_embedding_dimension(), "dot")
-        save_multi_view(out, backbone, ("text",), head.head_map())
+        save_multi_view(out, backbone, ("text",), head.saved())
         config, field = out / VIEWS_FILE, "similarity"
     spec = json.loads(config.read_text())
     spec[field] = "euclidean"

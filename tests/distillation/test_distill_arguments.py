@@ -35,7 +35,7 @@ def test_to_dict_is_json_and_round_trips():
 
 
 @pytest.mark.parametrize("bad", [
-    {"epochs": -1}, {"epochs": 0, "head": "none"}, {"head": "linear"}, {"head_components": 0},
+    {"epochs": -1}, {"epochs": 0, "head": "none"}, {"head": "mlp"}, {"head_components": 0},
     {"lr": 0.0}, {"batch_pool": 1}, {"batch_query": 0}, {"hard_fraction": -0.1},
     {"hard_fraction": 1.5}, {"temperature": 0.0}, {"target_temperature": 0.0},
     {"pearson_weight": -0.1}, {"pearson_weight": 0.0, "kl_weight": 0.0},
@@ -46,3 +46,9 @@ def test_to_dict_is_json_and_round_trips():
 def test_invalid_settings_raise_value_error(bad):
     with pytest.raises(ValueError):
         DistillArguments(**bad)
+
+
+def test_a_former_head_name_is_refused_naming_the_new_one():
+    with pytest.raises(ValueError, match="head 'ridge' is now called 'linear'"):
+        DistillArguments(head="ridge")
+    assert DistillArguments(head="linear").head == "linear"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from sentence_transformers import SentenceTransformer
 
@@ -48,14 +49,14 @@ def test_distill_from_stores(tiny_model_dir, tiny_encoder_dir, tmp_path):
     # The default head (auto: linear or kernel by its cross-validation): the 36 samples' rank
     # caps its components; the CLI reports it and both kinds' figures.
     k, kind = card["head"]["components"], card["head"]["kind"]
-    assert kind in ("ridge", "rbf") and 2 <= k <= 36
+    assert kind in ("linear", "kernel") and 2 <= k <= 36
     assert f"{kind} head: {k} components" in r.output
     kinds = card["head"]["kinds_validation_per_anchor_spearman"]
-    assert set(kinds) == {"ridge", "rbf"} and kinds[kind] == max(kinds.values())
-    assert "head kinds: ridge " in r.output
+    assert set(kinds) == {"linear", "kernel"} and kinds[kind] == max(kinds.values())
+    assert "head kinds: linear " in r.output
     # --views auto: the views its cross-validation kept, said and recorded
     assert f"views kept: {'+'.join(card['head']['views'])} (text " in r.output
-    if card["head"]["views"] == ["text"] and kind == "ridge":
+    if card["head"]["views"] == ["text"] and kind == "linear":
         assert SentenceTransformer(str(tmp_path / "enc")).encode(["hi"]).shape == (1, k)
     encoder = sample_encoder(str(tmp_path / "enc"), lambda p: FastEncoder(p, backend="torch"))
     assert encoder.encode_samples([Sample("s", "hi", "there")]).shape == (1, k)
@@ -132,3 +133,18 @@ def test_a_setting_with_fixed_choices_is_checked_by_the_cli(tmp_path):
     assert "'training' is not one of 'held-out', 'all'" in res.output
     assert not (tmp_path / "enc").exists()
     assert "--validate-queries [held-out|all]" in run.invoke(cli, ["distill", "--help"]).output
+
+
+@pytest.mark.parametrize("former,now", [("ridge", "linear"), ("rbf", "kernel")])
+def test_a_former_head_name_is_refused_with_its_new_name(tmp_path, former, now):
+    """``--head ridge`` (the name before the kinds became ``linear|kernel``) stops with exit 2
+    and names the value to use instead, before any store is read."""
+    for folder in ("gp", "gq"):
+        (tmp_path / folder).mkdir()
+    res = CliRunner().invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o",
+                                   str(tmp_path / "enc"), "--head", former])
+    assert res.exit_code == 2
+    assert f"'{former}' is now called '{now}'" in res.output
+    assert not (tmp_path / "enc").exists()
+    assert "--head [auto|linear|kernel|none]" in CliRunner().invoke(
+        cli, ["distill", "--help"]).output

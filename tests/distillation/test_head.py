@@ -1,4 +1,4 @@
-"""The closed-form ridge head: exact ridge, alpha by validation, saved as plain ST modules, and
+"""The closed-form linear head: exact ridge, alpha by validation, saved as plain ST modules, and
 a planted gradient geometry that is a linear map of the embeddings, which the head recovers."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 
 from influcoder.distillation.export import append_head, embed
 from influcoder.distillation.head_fit import fit_head, validation_folds
-from influcoder.distillation.ridge import (
+from influcoder.distillation.linear import (
     LinearHead,
     principal_coordinates,
     principal_directions,
@@ -227,7 +227,7 @@ def _gradient_store(path, samples, vectors):
 def test_distill_stores_with_epochs_0_appends_a_head_that_recovers_the_planted_geometry(
         tiny_encoder_dir, tiny_encoder, tmp_path):
     """Gradients planted as a linear map of the tiny encoder's own embeddings: the distill
-    stage with no training and the ridge head yields a plain ST directory whose cosines rank
+    stage with no training and the linear head yields a plain ST directory whose cosines rank
     unseen pool samples for unseen queries like the planted gradients."""
     from sentence_transformers import SentenceTransformer
 
@@ -244,14 +244,14 @@ def test_distill_stores_with_epochs_0_appends_a_head_that_recovers_the_planted_g
     pool = _gradient_store(tmp_path / "gp", samples["pool"], grads["pool"])
     queries = _gradient_store(tmp_path / "gq", samples["query"], grads["query"])
     result = distill_stores(pool, queries, tmp_path / "enc",
-                            DistillArguments(epochs=0, views="text", head="ridge"),
+                            DistillArguments(epochs=0, views="text", head="linear"),
                             encoder=tiny_encoder_dir,
                             progress=False)
     assert result.best_epoch == 0 and result.history == []
 
     card = json.loads((tmp_path / "enc" / "influcoder_distill.json").read_text())
     # 64 samples of 48 dims, but a linear map of 32-dim embeddings: rank <= 32 caps the head.
-    assert card["head"]["kind"] == "ridge" and 16 <= card["head"]["components"] <= 32
+    assert card["head"]["kind"] == "linear" and 16 <= card["head"]["components"] <= 32
     assert card["head"]["alpha"] in map(float, card["head"]["validation_per_anchor_spearman"])
     loaded = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
     truth = grads["test_pool"] @ grads["test_query"].T / np.outer(

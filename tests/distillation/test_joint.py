@@ -136,13 +136,13 @@ def test_distill_stores_joint_reads_the_vectors_once_and_appends_the_head(
     monkeypatch.setattr(Store, "vectors",
                         lambda self, *a, **k: reads.append(self.path) or original(self, *a, **k))
     result = distill_stores(pool, queries, tmp_path / "enc",
-                            DistillArguments(**{**ARGS, "epochs": 1, "head": "ridge"}),
+                            DistillArguments(**{**ARGS, "epochs": 1, "head": "linear"}),
                             encoder=tiny_encoder_dir, progress=False)
     # Once each for joint training and the head together; the queries once more for the
     # ground-truth matrix, which streams the pool in chunks against all queries.
     assert [str(p) for p in reads].count(str(pool.path)) == 1
     assert [str(p) for p in reads].count(str(queries.path)) == 2
-    assert result.head is not None and result.head["kind"] == "ridge"
+    assert result.head is not None and result.head["kind"] == "linear"
     loaded = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
     # the head's similarity (auto) decides whether a Normalize follows the Dense
     cosine = result.head["similarity"] == "cosine"

@@ -1,4 +1,4 @@
-"""The RBF kernel head: exact kernel ridge, its settings chosen like a brute-force validation,
+"""The kernel (RBF) head: exact kernel ridge, its settings chosen like a brute-force validation,
 chosen over the linear head where the truth is nonlinear, and saved as a multi-view directory
 that every encoder path applies the same way."""
 
@@ -12,7 +12,7 @@ import pytest
 from influcoder.distillation import kernel
 from influcoder.distillation.head_fit import fit_head, validation_folds
 from influcoder.distillation.kernel import KernelRidge, median_sq_distance
-from influcoder.encoders.heads import HeadMap, rbf_kernel, squared_distances
+from influcoder.encoders.heads import SavedHead, rbf_kernel, squared_distances
 from influcoder.metrics import per_anchor_spearman
 
 from .test_head import _gradient_store, _scipy_figures, _word_samples
@@ -25,7 +25,7 @@ def test_rbf_kernel_and_the_saved_map_equal_their_definition_written_out():
                       for j in range(4)] for i in range(5)])
     np.testing.assert_allclose(rbf_kernel(a, b, 0.7), slow, rtol=1e-12)
     coef, bias = rng.standard_normal((4, 2)), rng.standard_normal(2)
-    head = HeadMap("rbf", {"anchors": b, "coef": coef, "bias": bias}, 0.7)
+    head = SavedHead("kernel", {"anchors": b, "coef": coef, "bias": bias}, 0.7)
     assert (head.in_dim, head.out_dim) == (3, 2)
     np.testing.assert_allclose(head(a), slow @ coef + bias, rtol=1e-5, atol=1e-6)
 
@@ -56,7 +56,7 @@ def _nonlinear_geometry(n_pool, n_query, d=3, dim=16, seed=0):
 
 
 def _brute_force(xp, gp, xq, gq, factor, alpha):
-    """(per-anchor, aggregated) of one rbf setting on fit_head's folds, spelled out: targets
+    """(per-anchor, aggregated) of one kernel setting on fit_head's folds, spelled out: targets
     from an independent SVD, sklearn's KernelRidge (with the targets' mean as intercept),
     scipy's Spearman, cosine compared."""
     from sklearn.kernel_ridge import KernelRidge as Reference
@@ -81,9 +81,9 @@ def test_auto_kind_matches_a_brute_force_validation_and_picks_the_kernel_where_i
     xp, gp, xq, gq = _nonlinear_geometry(80, 40)
     alphas, factors = (0.01, 0.3, 10.0), (0.5, 2.0)
     head = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3,
-                    kinds=("ridge", "rbf"), gamma_factors=factors, kernel_alphas=alphas)
+                    kinds=("linear", "kernel"), gamma_factors=factors, kernel_alphas=alphas)
     expected = {(f, a): _brute_force(xp, gp, xq, gq, f, a) for f in factors for a in alphas}
-    assert head.card()["kind"] == "rbf"
+    assert head.card()["kind"] == "kernel"
     assert set(head.validation) == set(expected)
     np.testing.assert_allclose([head.validation[s] for s in expected],
                                [e[0] for e in expected.values()], atol=1e-5)
@@ -91,8 +91,8 @@ def test_auto_kind_matches_a_brute_force_validation_and_picks_the_kernel_where_i
     assert (head.gamma_factor, head.alpha) == best
     ridge_only = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3)
     kinds = head.kinds_validation
-    assert kinds["ridge"] == pytest.approx(max(ridge_only.validation.values()))
-    assert kinds["rbf"] > kinds["ridge"] + 0.05
+    assert kinds["linear"] == pytest.approx(max(ridge_only.validation.values()))
+    assert kinds["kernel"] > kinds["linear"] + 0.05
     # and on unseen samples of the same geometry the kernel head ranks better too
     tp, tgp, tq, tgq = _nonlinear_geometry(60, 30, seed=7)
     truth = tgp @ tgq.T / np.outer(np.linalg.norm(tgp, axis=1), np.linalg.norm(tgq, axis=1))
@@ -108,10 +108,10 @@ def test_auto_kind_matches_a_brute_force_validation_and_picks_the_kernel_where_i
 def test_the_kernel_is_not_formed_over_too_many_samples(monkeypatch):
     xp, gp, xq, gq = _nonlinear_geometry(20, 12)
     monkeypatch.setattr("influcoder.distillation.head_fit.MAX_KERNEL_SAMPLES", 30)
-    head = fit_head(xp, gp, xq, gq, components=4, folds=2, kinds=("ridge", "rbf"))
-    assert head.card()["kind"] == "ridge" and set(head.kinds_validation) == {"ridge"}
+    head = fit_head(xp, gp, xq, gq, components=4, folds=2, kinds=("linear", "kernel"))
+    assert head.card()["kind"] == "linear" and set(head.kinds_validation) == {"linear"}
     with pytest.raises(ValueError, match="more than 30"):
-        fit_head(xp, gp, xq, gq, components=4, folds=2, kinds=("rbf",))
+        fit_head(xp, gp, xq, gq, components=4, folds=2, kinds=("kernel",))
     with pytest.raises(ValueError, match="kinds"):
         fit_head(xp, gp, xq, gq, components=4, folds=2, kinds=("mlp",))
     assert kernel.MAX_KERNEL_SAMPLES > 1000   # the real limit is untouched
@@ -146,8 +146,8 @@ def test_distill_stores_saves_a_kernel_head_as_a_multi_view_directory(tiny_encod
     out = tmp_path / "enc"
     spec = json.loads((out / VIEWS_FILE).read_text())
     card = json.loads((out / "influcoder_distill.json").read_text())
-    assert spec["views"] == ["text"] and spec["head_kind"] == "rbf"
-    assert card["head"]["kind"] == "rbf" and spec["gamma"] == pytest.approx(card["head"]["gamma"])
+    assert spec["views"] == ["text"] and spec["head_kind"] == "kernel"
+    assert card["head"]["kind"] == "kernel" and spec["gamma"] == pytest.approx(card["head"]["gamma"])
     enc = sample_encoder(str(out), lambda p: FastEncoder(p, backend="torch"))
     from safetensors.numpy import load_file
 
@@ -162,24 +162,24 @@ def test_distill_stores_saves_a_kernel_head_as_a_multi_view_directory(tiny_encod
 
 
 @pytest.fixture()
-def rbf_dir(tiny_encoder, tmp_path):
-    """A two-view multi-view directory over the tiny encoder with a random rbf head compared
+def kernel_dir(tiny_encoder, tmp_path):
+    """A two-view multi-view directory over the tiny encoder with a random kernel head compared
     by dot product: (path, head, backbone)."""
     from influcoder.encoders.directory import save_multi_view
 
     backbone = tiny_encoder
     rng = np.random.default_rng(2)
     dim = 2 * backbone.get_embedding_dimension()
-    head = HeadMap("rbf", {"anchors": rng.standard_normal((9, dim)) * 0.3,
-                           "coef": rng.standard_normal((9, 5)), "bias": rng.standard_normal(5)},
-                   0.8)
-    out = tmp_path / "rbf"
+    head = SavedHead("kernel", {"anchors": rng.standard_normal((9, dim)) * 0.3,
+                                "coef": rng.standard_normal((9, 5)),
+                                "bias": rng.standard_normal(5)}, 0.8)
+    out = tmp_path / "kernel"
     out.mkdir()
     save_multi_view(out, backbone, ("text", "response"), head, "dot")
     return out, head, backbone
 
 
-def test_every_encoder_path_applies_the_saved_kernel_head(rbf_dir, tmp_path, monkeypatch):
+def test_every_encoder_path_applies_the_saved_kernel_head(kernel_dir, tmp_path, monkeypatch):
     """torch and the torch-free ONNX query encoder give the head's definition, written out
     over plain sentence-transformers calls, with lengths kept (dot product)."""
     from influcoder.encoders.backends import (
@@ -190,7 +190,7 @@ def test_every_encoder_path_applies_the_saved_kernel_head(rbf_dir, tmp_path, mon
     from influcoder.encoders.views import ViewedEncoder, sample_encoder
     from influcoder.io.samples import Sample
 
-    out, head, backbone = rbf_dir
+    out, head, backbone = kernel_dir
     samples = [Sample(f"s{i}", p, r) for i, (p, r) in enumerate(
         [("t0w1 f3", "t1w2"), ("f1 f2 t3w0", "t3w1 f0"), ("t2w5", "f9 f8 t2w1")])]
 
@@ -223,18 +223,40 @@ def test_every_encoder_path_applies_the_saved_kernel_head(rbf_dir, tmp_path, mon
     (lambda out, s: _save_tensors(out, coef=np.ones((4, 5))), "do not fit together"),
     (lambda out, s: _save_tensors(out, anchors=np.ones((9, 7))), "takes|does not fit"),
 ])
-def test_bad_kernel_heads_are_refused_naming_file_and_field(rbf_dir, edit, match):
+def test_bad_kernel_heads_are_refused_naming_file_and_field(kernel_dir, edit, match):
     from influcoder.encoders.backends import FastEncoder
     from influcoder.encoders.directory import VIEWS_FILE
     from influcoder.encoders.views import ViewedEncoder
     from influcoder.errors import InflucoderError
 
-    out = rbf_dir[0]
+    out = kernel_dir[0]
     spec = json.loads((out / VIEWS_FILE).read_text())
     edit(out, spec)
     (out / VIEWS_FILE).write_text(json.dumps(spec))
     with pytest.raises(InflucoderError, match=match):
         ViewedEncoder(out, lambda p: FastEncoder(p, backend="torch"))
+
+
+def test_a_directory_written_before_the_rename_loads(kernel_dir):
+    """Views files written before the kinds were named ``linear|kernel`` say
+    ``"head_kind": "rbf"``: such a directory (the views file exactly as that release wrote it)
+    loads as a kernel head and gives the same vectors."""
+    from influcoder.encoders.backends import FastEncoder
+    from influcoder.encoders.directory import VIEWS_FILE
+    from influcoder.encoders.views import ViewedEncoder
+    from influcoder.io.samples import Sample
+
+    out, head, _ = kernel_dir
+    samples = [Sample("s0", "t0w1 f3", "t1w2"), Sample("s1", "f1 f2 t3w0", "t3w1 f0")]
+    now = ViewedEncoder(out, lambda p: FastEncoder(p, backend="torch")).encode_samples(samples)
+    assert json.loads((out / VIEWS_FILE).read_text())["head_kind"] == "kernel"
+    (out / VIEWS_FILE).write_text(json.dumps(
+        {"format": "influcoder-views", "version": 1, "views": ["text", "response"],
+         "backbone": "backbone", "head": "head.safetensors", "head_kind": "rbf",
+         "gamma": head.gamma, "similarity": "dot"}, indent=2) + "\n")
+    old = ViewedEncoder(out, lambda p: FastEncoder(p, backend="torch"))
+    assert old.head.kind == "kernel" and old.head.gamma == head.gamma
+    np.testing.assert_array_equal(old.encode_samples(samples), now)
 
 
 def _save_tensors(out, **replace):
@@ -260,8 +282,8 @@ def test_the_head_runs_blas_on_one_thread_and_restores_it(monkeypatch):
     real = heads.rbf_kernel
     monkeypatch.setattr(heads, "rbf_kernel", lambda *a: seen.append(blas_threads()) or real(*a))
     rng = np.random.default_rng(0)
-    head = HeadMap("rbf", {"anchors": rng.standard_normal((6, 3)),
-                           "coef": rng.standard_normal((6, 2)), "bias": np.zeros(2)}, 0.5)
+    head = SavedHead("kernel", {"anchors": rng.standard_normal((6, 3)),
+                                "coef": rng.standard_normal((6, 2)), "bias": np.zeros(2)}, 0.5)
     head(rng.standard_normal((4, 3)))
     assert seen and all(n == 1 for n in seen[0]) and seen[0]
     assert blas_threads() == before
@@ -294,7 +316,7 @@ def test_a_linear_head_fitted_on_unit_vectors_reads_them_through_a_normalize(
                                     head_similarity="cosine"),
                    encoder=tiny_encoder_dir, progress=False)
     card = json.loads((tmp_path / "enc" / "influcoder_distill.json").read_text())
-    assert card["head"]["kind"] == "ridge"
+    assert card["head"]["kind"] == "linear"
     loaded = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
     assert [type(m).__name__ for m in loaded][-3:] == ["Normalize", "Dense", "Normalize"]
     dense = load_file(str(next((tmp_path / "enc").glob("*Dense/model.safetensors"))))

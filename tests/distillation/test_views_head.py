@@ -59,7 +59,7 @@ def test_a_geometry_planted_on_the_response_is_found_by_a_second_view(
     pool = _gradient_store(tmp_path / "gp", samples["pool"], grads["pool"])
     queries = _gradient_store(tmp_path / "gq", samples["query"], grads["query"])
     out = tmp_path / "enc"
-    distill_stores(pool, queries, out, DistillArguments(epochs=0, views=views, head="ridge"),
+    distill_stores(pool, queries, out, DistillArguments(epochs=0, views=views, head="linear"),
                    encoder=tiny_encoder_dir, progress=False)
 
     head = json.loads((out / "influcoder_distill.json").read_text())["head"]

@@ -18,7 +18,7 @@ from influcoder.encoders.directory import (
     read_views,
     save_multi_view,
 )
-from influcoder.encoders.heads import HeadMap
+from influcoder.encoders.heads import SavedHead
 from influcoder.encoders.views import ViewedEncoder, sample_encoder
 from influcoder.errors import InflucoderError
 from influcoder.io.samples import Sample
@@ -40,7 +40,7 @@ def viewed(tiny_encoder, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("viewed") / "enc"
     out.mkdir()
     save_multi_view(out, backbone, ("text", "response"),
-                    HeadMap("linear", {"weight": weight, "bias": bias}))
+                    SavedHead("linear", {"weight": weight, "bias": bias}))
     return out, weight, bias
 
 

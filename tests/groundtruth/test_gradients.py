@@ -187,9 +187,9 @@ def test_fresh_adapter_has_exactly_zero_a_gradients(tiny_model, samples):
 # --- the loss: response tokens only, per sample ------------------------------------------------
 
 def test_padded_positions_carry_zero_output_gradient(warm_lora, samples):
-    from influcoder.groundtruth.loss import _pad, _response_losses
+    from influcoder.groundtruth.loss import _response_losses, pad_batch
 
-    input_ids, attention_mask, labels = _pad(samples, 0, torch.device("cpu"))
+    input_ids, attention_mask, labels = pad_batch(samples, 0, torch.device("cpu"))
     grads = {}
 
     def keep_output_grad(name):

@@ -271,6 +271,35 @@ def test_body_limit_and_unknown_paths(service):
         assert c.delete("/api/samples/p1").status_code == 405
 
 
+def test_a_method_a_path_does_not_take_is_405_with_allow(client):
+    """RFC 9110: a 405 names the methods the path takes (the error handler used to drop
+    Starlette's Allow header)."""
+    for method, path, allowed in (("delete", "/api/samples/p1", "GET"),
+                                  ("put", "/api/attribute", "POST"),
+                                  ("post", "/api/health", "GET")):
+        r = client.request(method, path)
+        assert r.status_code == 405 and r.headers["allow"] == allowed
+        assert r.json() == {"error": "Method Not Allowed"}
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/attribute", b'{"text": "caf\\ud800"}'),
+    ("/api/attribute", b'{"prompt": "\\udfff", "response": "a"}'),
+    ("/api/attribute", b'{"id": "\\ud800", "text": "a"}'),
+    ("/api/attribute", b'{"text": "a", "filters": {"topic": ["\\ud800"]}}'),
+    ("/api/attribute/batch", b'{"queries": [{"text": "a"}, {"text": "\\ud800"}]}'),
+    ("/api/aggregate", b'{"queries": [{"text": "\\ud800"}]}'),
+    ("/api/filter/kept", b'{"remove": ["p1", "\\ud800"]}'),
+])
+def test_an_unpaired_surrogate_is_a_422_not_a_500(client, path, body):
+    """``"\\ud800"`` is valid JSON but no text: the tokenizer, the id hash and the answer's
+    encoding all failed on it (500s); it is refused with the field named."""
+    r = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert "unpaired surrogate" in r.json()["error"]
+    assert client.post("/api/attribute", json={"text": QUERY}).status_code == 200
+
+
 def test_token(service):
     with TestClient(create_app(service, token="s3cret")) as c:
         for path in ("/api/health", "/api/info", "/api/samples/p1"):

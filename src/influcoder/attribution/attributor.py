@@ -240,7 +240,7 @@ class Attributor:
             raise ValueError(f"how must be one of {AGGREGATES}, got {how!r}")
         samples, q = self.encode(queries)
         n = self.index.n
-        sums, top_query, top_score = pool_scores(self.index, q)
+        sums, top_query, top_score = pool_sums_and_best(self.index, q)
         scores = top_score.astype(np.float64) if how == "max" else sums
         if how == "mean":
             scores /= len(samples)
@@ -250,10 +250,10 @@ class Attributor:
         return Ranking(how, samples, scores, z, top_query, top_score, order)
 
 
-def pool_scores(index, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every pool vector of ``index`` against unit query vectors ``q`` (``n_query x dim``),
-    reading the pool once: each pool row's sum of scores over the queries (float64), its
-    best query and that query's score."""
+def pool_sums_and_best(index, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each pool row's sum of scores over the unit query vectors ``q`` (``n_query x dim``;
+    float64), its best query and that query's score: every pool vector of ``index``, read
+    once."""
     n = index.n
     sums = np.empty(n, dtype=np.float64)
     top_query = np.empty(n, dtype=np.int64)

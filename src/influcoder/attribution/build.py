@@ -24,11 +24,11 @@ from influcoder.attribution.index import (
     SEGMENTS_DIR,
     STATS_FILE,
     Index,
-    _faiss,
-    _read_meta,
     check_encoder,
     faiss_params,
+    import_faiss,
     new_faiss,
+    read_index_meta,
 )
 from influcoder.attribution.settings import (
     FAISS_KINDS,
@@ -88,7 +88,7 @@ def _write_faiss(index, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        _faiss().write_index(index, tmp)
+        import_faiss().write_index(index, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -112,7 +112,7 @@ def _update_faiss(out: Path, stores: list[Store], old: dict | None, kind: str, n
         (out / FAISS_FILE).unlink(missing_ok=True)
         return {"kind": "flat", "file": None, "params": {}, "n": n}
     file = out / FAISS_FILE
-    faiss = _faiss()
+    faiss = import_faiss()
     index = None
     if old is not None and old["kind"] == kind and file.is_file() and old["n"] == n_old:
         try:
@@ -247,7 +247,7 @@ def build_index(data, out: str | os.PathLike, encoder: str | os.PathLike | None 
     encoder = None if encoder is None else os.fspath(encoder)
     if isinstance(data, Store):
         data = data.samples
-    meta = _read_meta(out) if (out / INDEX_FILE).is_file() else None
+    meta = read_index_meta(out) if (out / INDEX_FILE).is_file() else None
     if meta is None and out.is_dir() and any(p.name != SEGMENTS_DIR for p in out.iterdir()):
         raise StoreError(f"{out} exists and is not an influcoder index; refusing to write into it")
     if meta is not None:
@@ -322,7 +322,7 @@ def estimate_index(data, out: str | os.PathLike, encoder: str | None = None, *,
     encoder = None if encoder is None else os.fspath(encoder)
     if isinstance(data, Store):
         data = data.samples
-    meta = _read_meta(out) if (out / INDEX_FILE).is_file() else None
+    meta = read_index_meta(out) if (out / INDEX_FILE).is_file() else None
     if meta is not None:
         meta["path"] = str(out)
     args = _settings(meta, encoder, options)

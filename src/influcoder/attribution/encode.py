@@ -25,7 +25,7 @@ rows are renormalised before every dot product, so a row's scale never matters. 
 rounding error of each coordinate is at most ``max|x| / 254``.
 
 An encoder that compares by dot product (``similarity: dot``, e.g. a distilled encoder with
-its ridge head, :func:`~influcoder.encoders.directory.encoder_similarity`) stores its vectors
+its linear head, :func:`~influcoder.encoders.directory.encoder_similarity`) stores its vectors
 as they are, lengths included, and the setup says ``"normalized": false``: every reader
 (:mod:`influcoder.attribution.index`, ``score``, ``evaluate``) then leaves the rows unscaled.
 ``int8`` storage drops each row's scale, so it is refused for such an encoder.
@@ -126,7 +126,7 @@ class EncodeJob(StoreJob):
         if encoder.similarity == "dot" and args.dtype == "int8":
             raise InputError(f"{args.encoder} compares its vectors by dot product, and int8 "
                              f"storage drops each vector's length: use --dtype float16")
-        gpu = encoder._device.type == "cuda"
+        gpu = encoder.device.type == "cuda"
         return Plan(
             setup=embedding_setup(fingerprint, encoder.max_seq_length, args.dtype,
                                   text_layout(getattr(encoder, "views", ("text",))),
@@ -139,7 +139,7 @@ class EncodeJob(StoreJob):
             gpus_per_worker=int(gpu),
             payload=lambda start, stop: samples[start:stop],
             convert=lambda rows: to_storage(rows, args.dtype),
-            provenance={"encoder_name": args.encoder, "device": describe_device(encoder._device),
+            provenance={"encoder_name": args.encoder, "device": describe_device(encoder.device),
                         "versions": package_versions("sentence-transformers", "onnxruntime")},
             lengths=lambda: encoder.token_lengths([encoder_text(s) for s in samples]))
 

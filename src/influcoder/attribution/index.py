@@ -76,7 +76,8 @@ INDEX_FORMAT = "influcoder-index"
 INDEX_VERSION = 1
 
 
-def _faiss():
+def import_faiss():
+    """The ``faiss`` module, or a :class:`MissingPackageError` saying what to install."""
     try:
         import faiss
     except ImportError:
@@ -115,7 +116,7 @@ def new_faiss(kind: str, dim: int, params: dict):
     (:data:`~influcoder.attribution.settings.SEED`), so a rebuild trains the same lists.
     Search-time settings (``efSearch``, ``nprobe``) are applied by :meth:`Index.search`.
     """
-    faiss = _faiss()
+    faiss = import_faiss()
     index = faiss.index_factory(dim, faiss_spec(kind, params), faiss.METRIC_INNER_PRODUCT)
     if kind == "hnsw":
         index.hnsw.efConstruction = params["ef_construction"]
@@ -125,7 +126,9 @@ def new_faiss(kind: str, dim: int, params: dict):
     return index
 
 
-def _read_meta(path: Path) -> dict:
+def read_index_meta(path: Path) -> dict:
+    """The index file of the index at ``path``, checked to be one (a :class:`StoreError`
+    naming the file otherwise)."""
     file = path / INDEX_FILE
     try:
         meta = json.loads(file.read_text(encoding="utf-8"))
@@ -149,7 +152,7 @@ class Index:
         if not (self.path / INDEX_FILE).is_file():
             raise StoreError(f"{self.path}: not an influcoder index (no {INDEX_FILE}); build one "
                              f"with: influcoder index ENCODER DATA --out {self.path}")
-        self.meta = _read_meta(self.path)
+        self.meta = read_index_meta(self.path)
         self.segments = [Store(self.path / SEGMENTS_DIR / s["name"]) for s in self.meta["segments"]]
         self.offsets = np.cumsum([0] + [s.n for s in self.segments])
         if self.offsets[-1] != self.meta["n"]:
@@ -261,7 +264,7 @@ class Index:
         return self._faiss
 
     def _load_faiss(self):
-        faiss = _faiss()
+        faiss = import_faiss()
         if self.kind == "flat":
             index = new_faiss("flat", self.dim, {})
             for _, chunk in self.iter_chunks():
@@ -287,7 +290,7 @@ class Index:
         if not 1 <= k <= self.n:
             raise ValueError(f"k must be between 1 and the pool size {self.n}, got {k}")
         index = self.faiss_index
-        faiss = _faiss()
+        faiss = import_faiss()
         if self.kind == "ivf":
             faiss.extract_index_ivf(index).nprobe = int(self.search_params["nprobe"])
         elif self.kind == "hnsw":

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from influcoder.attribution.attributor import Attributor, pool_scores
+from influcoder.attribution.attributor import Attributor, pool_sums_and_best
 from influcoder.attribution.filter import check_not_input, parquet_schema, split_pool
 from influcoder.attribution.index import Index
 from influcoder.attribution.settings import DEFAULT_SELECT_AGGREGATE, SELECT_FIRST_K
@@ -137,7 +137,7 @@ def _select_max(index: Index, q: np.ndarray, count: int, first_k: int) -> Select
 def _scan_max(index: Index, q: np.ndarray, count: int) -> Selection:
     """``max`` by reading every pool vector once (the exact alternative to widening searches
     on a flat index with many targets)."""
-    _, target, best = pool_scores(index, q)
+    _, target, best = pool_sums_and_best(index, q)
     # every row at or above the count-th score, then exactly count of them (ties: lower row)
     cutoff = np.partition(best, index.n - count)[index.n - count]
     cand = np.flatnonzero(best >= cutoff)

@@ -35,7 +35,7 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
     Spearman) are printed for the untrained encoder and after every epoch, and the best epoch is
     kept. Then a head is fitted in closed form on every sample's gradient vector: with --head
     auto (the default) a linear head and an RBF kernel head are cross-validated and the better
-    is kept (--head ridge or kernel forces one); --epochs 0 skips training and keeps only the
+    is kept (--head linear or kernel forces one); --epochs 0 skips training and keeps only the
     head. With --views auto (the default) the head is fitted on the text alone and on the text
     plus the response encoded on its own, and the better by cross-validation is kept; with
     --head-similarity auto (the default) so is the better of cosine and dot product for
@@ -55,7 +55,7 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
       influcoder distill runs/pool runs/queries --out runs/encoder
       influcoder distill runs/pool runs/queries -o runs/enc --epochs 5 --hard-fraction 0.25
       influcoder distill runs/pool runs/queries -o runs/enc --epochs 0   # head only, seconds
-      influcoder distill runs/pool runs/queries -o runs/enc --views text --head ridge
+      influcoder distill runs/pool runs/queries -o runs/enc --views text --head linear
                                                              # always one plain ST dir
       influcoder distill runs/pool runs/queries -o runs/enc --device cuda
     """
@@ -73,7 +73,7 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
         kinds = h["kinds_validation_per_anchor_spearman"]
         setting = f"alpha {h['alpha']:g}" + (
             f", gamma {h['gamma']:.3g} ({h['gamma_factor']:g} / median squared distance), "
-            f"{h['anchors']} anchors" if h["kind"] == "rbf" else "")
+            f"{h['anchors']} anchors" if h["kind"] == "kernel" else "")
         log(f"{h['kind']} head: {h['components']} components, {setting}; cross-validated "
             f"per-anchor Spearman {h['encoder_validation_per_anchor_spearman']:+.3f} (encoder) "
             f"-> {kinds[h['kind']]:+.3f} (with head)")
@@ -83,7 +83,7 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
         views = h["views_validation_per_anchor_spearman"]
         log(f"views kept: {'+'.join(h['views'])} ("
             + ", ".join(f"{k} {v:+.3f}" for k, v in views.items()) + " cross-validated)"
-            + ("; a multi-view encoder directory" if len(h["views"]) > 1 or h["kind"] == "rbf"
+            + ("; a multi-view encoder directory" if len(h["views"]) > 1 or h["kind"] == "kernel"
                else ""))
         log(f"similarity kept: {h['similarity']} (" + ", ".join(
             f"{k} per-anchor {v['per_anchor']:+.3f} aggregated {v['aggregated']:+.3f}"

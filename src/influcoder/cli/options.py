@@ -14,11 +14,26 @@ from influcoder.engines import ENGINES
 from influcoder.errors import InflucoderError
 
 
-def _click_type(hint):
+class RenamedChoice(click.Choice):
+    """A choice whose former values (``renamed``: old -> new) are refused with the new name."""
+
+    def __init__(self, choices, renamed: dict[str, str]):
+        super().__init__(choices)
+        self.renamed = renamed
+
+    def convert(self, value, param, ctx):
+        if value in self.renamed:
+            self.fail(f"{value!r} is now called {self.renamed[value]!r}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def _click_type(hint, renamed: dict[str, str] | None = None):
     """The click type of a one-value setting: a choice for a ``Literal`` (a closed set, checked
-    by click), the type itself for a plain one (``int | None`` gives ``int``), else ``str``."""
+    by click; former values in ``renamed`` refused with their new name), the type itself for a
+    plain one (``int | None`` gives ``int``), else ``str``."""
     if typing.get_origin(hint) is typing.Literal:
-        return click.Choice([str(a) for a in typing.get_args(hint)])
+        choices = [str(a) for a in typing.get_args(hint)]
+        return RenamedChoice(choices, renamed) if renamed else click.Choice(choices)
     base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
     return base[0] if isinstance(base[0], type) and base[0] is not types.NoneType else str
 
@@ -44,7 +59,8 @@ def dataclass_options(cls, exclude: tuple[str, ...] = ()):
                                    help=f"{help_} [default: {','.join(map(str, fld.default))}]")
             else:
                 shown = "" if "[default:" in help_ else f" [default: {default}]"
-                opt = click.option(flag, fld.name, type=_click_type(hint), default=None,
+                opt = click.option(flag, fld.name, default=None,
+                                   type=_click_type(hint, fld.metadata.get("renamed")),
                                    help=help_ + shown)
             f = opt(f)
         return f

@@ -3,7 +3,7 @@
 :func:`distill` runs the loop on a ground-truth matrix (``[n_pool, n_query]``) and the texts it
 belongs to; :mod:`influcoder.distillation.losses` holds the losses, usable on their own;
 :mod:`influcoder.distillation.settings` the settings (importing it loads no torch);
-:func:`fit_head` and :func:`append_head` (:mod:`influcoder.distillation.ridge`) the closed-form
+:func:`fit_head` and :func:`append_head` (:mod:`influcoder.distillation.linear`) the closed-form
 linear head into the gradients' principal space, appended as sentence-transformers modules.
 """
 
@@ -13,7 +13,7 @@ import importlib
 
 _PUBLIC = {"DistillArguments": "influcoder.distillation.settings",
            "DistillResult": "influcoder.distillation.trainer",
-           "LinearHead": "influcoder.distillation.ridge",
+           "LinearHead": "influcoder.distillation.linear",
            "append_head": "influcoder.distillation.export",
            "distill": "influcoder.distillation.trainer",
            "fit_head": "influcoder.distillation.head_fit"}

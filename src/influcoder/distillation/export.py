@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from influcoder.distillation.ridge import LinearHead
+from influcoder.distillation.linear import LinearHead
 
 
 def append_head(encoder, head: LinearHead, *, normalize: bool | None = None,

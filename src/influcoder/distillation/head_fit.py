@@ -1,5 +1,5 @@
-"""Choosing a head by cross-validation on both axes: its alpha, its kind (linear ridge or RBF
-kernel ridge), its similarity and its views, then fitting it on every sample.
+"""Choosing a head by cross-validation on both axes: its alpha, its kind (linear, or kernel:
+RBF kernel ridge), its similarity and its views, then fitting it on every sample.
 
 3. **Alpha** (:func:`fit_head`): ``folds``-fold cross-validation on *both* axes. Fold ``f``
    holds out pool fold ``f`` and query fold ``f``, fits the principal directions and the
@@ -12,8 +12,8 @@ kernel ridge), its similarity and its views, then fitting it on every sample.
    (ridge shrinks what it is unsure of, and the pool-wide ranking depends on that scale);
    ``auto`` scores both on the same folds and keeps the higher mean of per-anchor and
    aggregated Spearman (measured in docs/DISTILLATION.md, ``benchmarks/head_similarity.py``).
-   **Kind** (``kinds``): the linear head or an RBF kernel ridge head
-   (:mod:`influcoder.distillation.kernel`), chosen on the same folds like alpha.
+   **Kind** (``kinds``): the linear head or the kernel head (RBF kernel ridge,
+   :mod:`influcoder.distillation.kernel`), chosen on the same folds like alpha.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from influcoder.distillation.kernel import (
     fit_kernel_head,
     kernel_predictions,
 )
-from influcoder.distillation.ridge import (
+from influcoder.distillation.linear import (
     DEFAULT_ALPHAS,
     DEFAULT_COMPONENTS,
     LinearHead,
@@ -38,13 +38,15 @@ from influcoder.distillation.ridge import (
     principal_coordinates,
     ridge,
 )
+from influcoder.encoders.heads import HEAD_KINDS
 from influcoder.encoders.settings import SIMILARITIES
 from influcoder.metrics import aggregated_spearman, per_anchor_spearman
 from influcoder.similarity import cosine_matrix
 
 DEFAULT_FOLDS = 4
-#: The kinds of head :func:`fit_head` chooses between: linear ridge, RBF kernel ridge.
-FIT_KINDS = ("ridge", "rbf")
+#: The kinds of head :func:`fit_head` chooses between: linear (ridge regression), kernel (RBF
+#: kernel ridge); the same words as a saved head's (:data:`~influcoder.encoders.heads.HEAD_KINDS`).
+FIT_KINDS = HEAD_KINDS
 
 
 def head_scores(pool: np.ndarray, queries: np.ndarray, similarity: str) -> np.ndarray:
@@ -66,7 +68,7 @@ def validation_folds(n_pool: int, n_query: int, folds: int,
 def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
              components: int = DEFAULT_COMPONENTS, alphas: Sequence[float] = DEFAULT_ALPHAS,
              folds: int = DEFAULT_FOLDS, seed: int = 0, similarity: str = "cosine",
-             kinds: Sequence[str] = ("ridge",),
+             kinds: Sequence[str] = ("linear",),
              gamma_factors: Sequence[float] = DEFAULT_GAMMA_FACTORS,
              kernel_alphas: Sequence[float] = DEFAULT_KERNEL_ALPHAS) -> LinearHead | KernelHead:
     """Fit the head on every sample, with its settings chosen by cross-validation (module
@@ -87,10 +89,10 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
             both are scored on the same folds (each at its own best setting) and the one with
             the higher mean of cross-validated per-anchor and aggregated Spearman is kept (ties:
             cosine), the two rankings the tool serves (one query's; the pool-wide one).
-        kinds: ``ridge`` (linear, :class:`LinearHead`) and/or ``rbf`` (kernel ridge,
+        kinds: ``linear`` (ridge regression, :class:`LinearHead`) and/or ``kernel`` (RBF kernel ridge,
             :class:`~influcoder.distillation.kernel.KernelHead`, at each of ``gamma_factors`` and
             ``kernel_alphas``); the
-            best setting by per-anchor Spearman wins (ties: ridge, the stronger alpha). ``rbf``
+            best setting by per-anchor Spearman wins (ties: linear, the stronger alpha). ``kernel``
             is dropped from a choice above :data:`~influcoder.distillation.kernel.MAX_KERNEL_SAMPLES`
             samples, and refused alone.
 
@@ -114,11 +116,11 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
     if folds < 2 or min(len(xp), len(xq)) < 2 * folds:
         raise ValueError(f"{folds}-fold validation needs folds >= 2 and at least {2 * folds} "
                          f"pool samples and queries, got {len(xp)} and {len(xq)}")
-    if "rbf" in kinds and len(xp) + len(xq) > MAX_KERNEL_SAMPLES:
-        if tuple(kinds) == ("rbf",):
-            raise ValueError(f"the rbf head forms a kernel over every training sample; "
+    if "kernel" in kinds and len(xp) + len(xq) > MAX_KERNEL_SAMPLES:
+        if tuple(kinds) == ("kernel",):
+            raise ValueError(f"the kernel head forms a kernel over every training sample; "
                              f"{len(xp) + len(xq)} are more than {MAX_KERNEL_SAMPLES}")
-        kinds = tuple(k for k in kinds if k != "rbf")
+        kinds = tuple(k for k in kinds if k != "kernel")
     candidates = SIMILARITIES if similarity == "auto" else (similarity,)
     # candidate -> setting -> one (per-anchor, aggregated) per fold
     scores: dict[str, dict[tuple, list]] = {c: {} for c in candidates}
@@ -139,9 +141,9 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
     best = {}  # candidate -> (setting, per-anchor by setting, its figures at that setting)
     for c, by_setting in scores.items():
         validation = {st: float(np.mean([f[0] for f in v])) for st, v in by_setting.items()}
-        # ties: ridge before rbf, the stronger alpha, the smaller gamma
+        # ties: linear before kernel, the stronger alpha, the smaller gamma
         setting = max(validation, key=lambda st: (np.nan_to_num(validation[st], nan=-np.inf),
-                                                  st[0] == "ridge", st[-1], -st[1]))
+                                                  st[0] == "linear", st[-1], -st[1]))
         best[c] = (setting, validation, {"per_anchor": validation[setting], "aggregated": float(
             np.mean([f[1] for f in by_setting[setting]]))})
     kept = max(candidates, key=lambda c: (np.nan_to_num(np.mean(list(best[c][2].values())),
@@ -152,22 +154,22 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
               "kinds_validation": {k: max(v for st, v in validation.items() if st[0] == k)
                                    for k in kinds}}
     x, z = np.vstack([xp, xq]), principal_coordinates(np.vstack([gp, gq]), components)
-    if setting[0] == "rbf":
+    if setting[0] == "kernel":
         return fit_kernel_head(x, z, setting[1], setting[2], validation={
-            st[1:]: v for st, v in validation.items() if st[0] == "rbf"}, **fields)
+            st[1:]: v for st, v in validation.items() if st[0] == "kernel"}, **fields)
     weight, bias = ridge(x, z, setting[-1])
     return LinearHead(weight, bias, setting[-1], int(z.shape[1]),
-                      {st[-1]: v for st, v in validation.items() if st[0] == "ridge"}, **fields)
+                      {st[-1]: v for st, v in validation.items() if st[0] == "linear"}, **fields)
 
 
 def _predictions(x, z, held, kinds, alphas, kernel_grid):
     """``(setting, predictions for held)`` of every setting fitted on ``(x, z)``: settings are
-    ``("ridge", 0.0, alpha)`` and ``("rbf", gamma factor, alpha)``."""
-    if "ridge" in kinds:
+    ``("linear", 0.0, alpha)`` and ``("kernel", gamma factor, alpha)``."""
+    if "linear" in kinds:
         for alpha in map(float, alphas):
             weight, bias = ridge(x, z, alpha)
-            yield ("ridge", 0.0, alpha), held @ weight.T + bias
-    if "rbf" in kinds:
+            yield ("linear", 0.0, alpha), held @ weight.T + bias
+    if "kernel" in kinds:
         yield from kernel_predictions(x, z, held, kernel_grid[1], kernel_grid[0])
 
 

@@ -13,7 +13,7 @@ import torch
 
 from influcoder.distillation.export import append_head, embed
 from influcoder.distillation.head_fit import DEFAULT_FOLDS, fit_head
-from influcoder.distillation.ridge import (
+from influcoder.distillation.linear import (
     DEFAULT_COMPONENTS,
     LinearHead,
     check_rows,

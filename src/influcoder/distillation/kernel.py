@@ -1,7 +1,7 @@
-"""The RBF kernel head: kernel ridge regression from encoder features to the gradients'
+"""The kernel head: kernel ridge regression from encoder features to the gradients'
 principal coordinates, in closed form.
 
-The linear head (:mod:`influcoder.distillation.ridge`) saturates: at 500 x 1,000 a linear map of
+The linear head (:mod:`influcoder.distillation.linear`) saturates: at 500 x 1,000 a linear map of
 the two-view features fitted on the held-out samples themselves reached per-anchor Spearman
 0.53, the fitted one 0.47. Kernel ridge fits a smooth nonlinear map with the same targets and
 the same closed form::
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from influcoder.encoders.heads import HeadMap, rbf_kernel, squared_distances
+from influcoder.encoders.heads import SavedHead, rbf_kernel, squared_distances
 
 #: gamma = factor / (median squared distance of the training features), and the kernel ridge's
 #: strengths. On the 500 x 1,000 stores' cross-validation folds the choices were inside this
@@ -68,10 +68,10 @@ class KernelRidge:
 
 @dataclass
 class KernelHead:
-    """A fitted RBF head: ``head(e) = k(e, anchors) @ coef + bias``, compared by ``similarity``.
+    """A fitted kernel head: ``head(e) = k(e, anchors) @ coef + bias``, compared by ``similarity``.
 
     ``validation`` maps each ``(gamma factor, alpha)`` tried to its cross-validated per-anchor
-    Spearman; the other fields as :class:`~influcoder.distillation.ridge.LinearHead`'s.
+    Spearman; the other fields as :class:`~influcoder.distillation.linear.LinearHead`'s.
     """
 
     anchors: np.ndarray
@@ -90,12 +90,13 @@ class KernelHead:
     def __call__(self, embeddings) -> np.ndarray:
         return rbf_kernel(embeddings, self.anchors, self.gamma) @ self.coef + self.bias
 
-    def head_map(self) -> HeadMap:
-        return HeadMap("rbf", {"anchors": self.anchors, "coef": self.coef, "bias": self.bias},
-                       float(self.gamma))
+    def saved(self) -> SavedHead:
+        """The head as a multi-view encoder directory saves and applies it."""
+        return SavedHead("kernel", {"anchors": self.anchors, "coef": self.coef,
+                                    "bias": self.bias}, float(self.gamma))
 
     def card(self) -> dict:
-        return {"kind": "rbf", "alpha": self.alpha, "gamma": self.gamma,
+        return {"kind": "kernel", "alpha": self.alpha, "gamma": self.gamma,
                 "gamma_factor": self.gamma_factor, "anchors": int(self.anchors.shape[0]),
                 "components": self.components, "similarity": self.similarity,
                 "similarity_validation": self.similarity_validation,
@@ -109,7 +110,7 @@ class KernelHead:
 
 def kernel_predictions(x: np.ndarray, z: np.ndarray, xs: np.ndarray, alphas: Sequence[float],
                        factors: Sequence[float]) -> Iterator[tuple[tuple, np.ndarray]]:
-    """``(("rbf", factor, alpha), predictions for xs)`` for every setting, fitted on
+    """``(("kernel", factor, alpha), predictions for xs)`` for every setting, fitted on
     ``(x, z)``; gamma is ``factor`` over the median squared distance between rows of ``x``."""
     sq, sq_held = squared_distances(x, x), squared_distances(xs, x)  # once for every gamma
     scale = median_sq_distance(sq)
@@ -117,7 +118,7 @@ def kernel_predictions(x: np.ndarray, z: np.ndarray, xs: np.ndarray, alphas: Seq
         fit = KernelRidge(sq, z, factor / scale)
         k = np.exp(-fit.gamma * sq_held)
         for alpha in map(float, alphas):
-            yield ("rbf", factor, alpha), k @ fit.coef(alpha) + fit.mean
+            yield ("kernel", factor, alpha), k @ fit.coef(alpha) + fit.mean
 
 
 def fit_kernel_head(x: np.ndarray, z: np.ndarray, factor: float, alpha: float,

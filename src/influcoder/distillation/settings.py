@@ -15,10 +15,12 @@ DEFAULT_KL_WEIGHT = 1.0
 DEFAULT_AGGREGATE_WEIGHT = 0.0
 DEFAULT_TEMPERATURE = 0.05
 #: ``--head``: the kinds of head each choice lets the cross-validation pick from
-#: (influcoder.distillation.head_fit.fit_head: ``ridge`` linear, ``rbf`` kernel ridge); ``none``: no head.
+#: (influcoder.distillation.head_fit.fit_head: ``linear``, ``kernel``); ``none``: no head.
 HEAD_CHOICES: dict[str, tuple[str, ...]] = {
-    "auto": ("ridge", "rbf"), "ridge": ("ridge",), "kernel": ("rbf",), "none": ()}
+    "auto": ("linear", "kernel"), "linear": ("linear",), "kernel": ("kernel",), "none": ()}
 HEADS = tuple(HEAD_CHOICES)
+#: ``--head`` values renamed (refused with the new name, on the command line and here).
+FORMER_HEADS = {"ridge": "linear", "rbf": "kernel"}
 VALIDATE_QUERIES = ("held-out", "all")
 #: ``--views``: the texts of a sample the head reads (influcoder.encoders.views), and the
 #: candidates each choice fits (``auto``: both, the better by the head's cross-validation).
@@ -62,8 +64,9 @@ class DistillArguments:
     One training step takes a block of the ground truth: ``batch_query`` training queries by
     ``batch_pool`` training pool samples, and minimises
     :class:`~influcoder.distillation.losses.InfluenceDistillLoss` on it with AdamW. After
-    training, a head fitted in closed form is appended (``head``: linear ``ridge``, RBF
-    ``kernel``, or ``auto``, the better by cross-validation; :mod:`influcoder.distillation.ridge`);
+    training, a head fitted in closed form is appended (``head``: ``linear``, ``kernel``
+    (RBF kernel ridge), or ``auto``, the better by cross-validation;
+    :mod:`influcoder.distillation.head_fit`);
     ``epochs=0`` skips training, leaving the head alone.
     """
 
@@ -130,13 +133,14 @@ class DistillArguments:
                 "bounds activation memory; the embeddings are the same. 0: the whole block "
                 "as one padded batch (the reference)"})
 
-    head: Literal["auto", "ridge", "kernel", "none"] = field(default=DEFAULT_HEAD, metadata={
+    head: Literal["auto", "linear", "kernel", "none"] = field(default=DEFAULT_HEAD, metadata={
+        "renamed": FORMER_HEADS,
         "help": "after training, a head regressing the embeddings onto the gradients' "
-                "principal coordinates, fitted in closed form: 'ridge' (linear: "
+                "principal coordinates, fitted in closed form: 'linear' (ridge regression: "
                 "sentence-transformers Dense [+ Normalize], the encoder stays one plain "
                 "directory), 'kernel' (RBF kernel ridge over the training samples: a "
                 "multi-view encoder directory), or 'auto': both on the head's "
-                "cross-validation folds, the better per-anchor Spearman kept (ties: ridge); "
+                "cross-validation folds, the better per-anchor Spearman kept (ties: linear); "
                 "strengths chosen the same way. 'none': the encoder alone"})
     head_similarity: Literal["auto", "dot", "cosine"] = field(
         default=DEFAULT_HEAD_SIMILARITY, metadata={
@@ -168,6 +172,8 @@ class DistillArguments:
         for name in ("batch_query", "patience", "max_seq_length", "head_components"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.head in FORMER_HEADS:
+            raise ValueError(f"head {self.head!r} is now called {FORMER_HEADS[self.head]!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.epochs < 0 or (self.epochs == 0 and self.head == "none"):

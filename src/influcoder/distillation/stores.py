@@ -86,7 +86,7 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
     are read unless given."""
     from influcoder.distillation.export import append_head, embed
     from influcoder.distillation.head_fit import DEFAULT_FOLDS, fit_views
-    from influcoder.distillation.ridge import LinearHead
+    from influcoder.distillation.linear import LinearHead
     from influcoder.distillation.settings import HEAD_CHOICES, VIEW_CHOICES
     from influcoder.encoders.directory import save_multi_view, view_texts
     from influcoder.io.atomic import atomic_write_dir
@@ -103,7 +103,7 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
     # encoder's outputs are not unit vectors already (MiniLM's and every distilled encoder's
     # are), the one-view heads are fitted on unit vectors and a linear head kept reads them
     # through a Normalize before its Dense.
-    raw_text = kinds == ("ridge",) or all(
+    raw_text = kinds == ("linear",) or all(
         np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4) for e in embedded["text"])
 
     def features(views: tuple[str, ...]) -> tuple:
@@ -129,7 +129,7 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
         save_encoder(append_head(model, head, unit_input=not raw_text), out, card)
     else:
         def fill(tmp: Path) -> None:
-            save_multi_view(tmp, model, views, head.head_map(), head.similarity)
+            save_multi_view(tmp, model, views, head.saved(), head.similarity)
             (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n",
                                          encoding="utf-8")
 

@@ -86,7 +86,7 @@ class DistillResult:
     ``best_epoch`` is the epoch whose weights the encoder now holds (0: the untrained weights
     were best), ``untrained`` and ``best`` its validation figures before training and at
     ``best_epoch``. ``head`` is the card entry of the linear head appended after training
-    (:mod:`influcoder.distillation.ridge`), ``None`` without one. ``path``: the encoder
+    (:mod:`influcoder.distillation.linear`), ``None`` without one. ``path``: the encoder
     directory written (None when nothing was saved); the result is path-like, so ``index``,
     ``encode`` and ``evaluate`` take it where they take that directory.
     """

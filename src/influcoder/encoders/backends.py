@@ -201,8 +201,8 @@ class FastEncoder(TextEncoder):
         self.batch_size = batch_size
         if self.backend in ("onnx", "int8"):
             device = "cpu"
-        self._device = resolve_device(device)
-        self.model = load_encoder(encoder, device=str(self._device)).eval()
+        self.device = resolve_device(device)
+        self.model = load_encoder(encoder, device=str(self.device)).eval()
         self.similarity = encoder_similarity(encoder)
         if max_seq_length is not None:
             self.model.max_seq_length = max_seq_length
@@ -287,7 +287,7 @@ class FastEncoder(TextEncoder):
         if self._session is not None:
             names = [i.name for i in self._session.get_inputs()]
             return self._session.run(None, {n: features[n].numpy() for n in names})[0]
-        features = {k: v.to(self._device) if hasattr(v, "to") else v
+        features = {k: v.to(self.device) if hasattr(v, "to") else v
                     for k, v in features.items()}
         with torch.inference_mode():
             out = self.model(features)["sentence_embedding"]

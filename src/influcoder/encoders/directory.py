@@ -10,8 +10,8 @@ A multi-view encoder is a directory::
     backbone/               a plain sentence-transformers directory (the encoder every view runs)
     head.safetensors        the head's tensors (float32), :mod:`influcoder.encoders.heads`:
                             linear "weight" [out, views * backbone dim], "bias" [out], or
-                            with "head_kind": "rbf" and "gamma" in the views file, an RBF
-                            kernel head's "anchors", "coef", "bias"
+                            with "head_kind": "kernel" (formerly "rbf") and "gamma" in the
+                            views file, a kernel head's "anchors", "coef", "bias"
 
 Each view's backbone output is scaled to unit length (as every text encoder here returns it),
 the views are concatenated in the listed order and mapped by the head; the result
@@ -31,10 +31,10 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from influcoder.encoders.heads import HeadMap, read_head, save_head
+from influcoder.encoders.heads import SavedHead, read_head, save_head
 from influcoder.encoders.settings import DEFAULT_ENCODER, SIMILARITIES
 from influcoder.errors import InflucoderError
-from influcoder.io.models import _package_dir
+from influcoder.io.models import package_dir
 from influcoder.io.samples import Sample, encoder_text
 
 BUNDLED_ENCODERS = {
@@ -52,7 +52,7 @@ def resolve_encoder(name: str = DEFAULT_ENCODER) -> str:
     """Path of an encoder directory (bundled alias or local dir), or a hub id as given."""
     if name in BUNDLED_ENCODERS:
         module, sub, package = BUNDLED_ENCODERS[name]
-        return str(_package_dir(module, package, f"The bundled encoder '{name}'") / sub)
+        return str(package_dir(module, package, f"The bundled encoder '{name}'") / sub)
     path = Path(name)
     if path.is_dir():
         if not any((path / f).is_file() for f in ("modules.json", "config.json", VIEWS_FILE)):
@@ -123,7 +123,7 @@ def backbone_path(path: str | Path) -> str:
     return str(Path(path) / BACKBONE_DIR)
 
 
-def read_views(path: str | Path) -> tuple[tuple[str, ...], HeadMap]:
+def read_views(path: str | Path) -> tuple[tuple[str, ...], SavedHead]:
     """``(views, head)`` of the multi-view encoder at ``path``; an :class:`InflucoderError`
     naming the file and the field when they are not valid."""
     spec_file = Path(path) / VIEWS_FILE
@@ -152,7 +152,7 @@ def read_views(path: str | Path) -> tuple[tuple[str, ...], HeadMap]:
     return tuple(views), head
 
 
-def save_multi_view(folder: Path, backbone, views: Sequence[str], head: HeadMap,
+def save_multi_view(folder: Path, backbone, views: Sequence[str], head: SavedHead,
                     similarity: str = "cosine") -> None:
     """Write a multi-view encoder into the (empty, new) ``folder``: ``backbone`` (a
     ``SentenceTransformer``) saved under ``backbone/``, the head, the views file last;

@@ -1,14 +1,15 @@
-"""A multi-view encoder's head, applied in numpy: a linear map or an RBF kernel ridge map.
+"""A multi-view encoder's head, applied in numpy: a linear map or a kernel (RBF) map.
 
-``distill`` fits the head (:mod:`influcoder.distillation.ridge`, :mod:`influcoder.distillation.kernel`);
+``distill`` fits the head (:mod:`influcoder.distillation.linear`, :mod:`influcoder.distillation.kernel`);
 this module owns what is saved and how it is applied, so that every backend that runs the
 backbone (torch, ONNX, int8, the torch-free query encoder) applies the same function:
 
 - ``linear``: ``x @ weight.T + bias``; tensors ``weight [out, in]``, ``bias [out]``.
-- ``rbf``: ``k(x, anchors) @ coef + bias`` with ``k(a, b) = exp(-gamma ||a - b||^2)``; tensors
+- ``kernel``: ``k(x, anchors) @ coef + bias`` with ``k(a, b) = exp(-gamma ||a - b||^2)``; tensors
   ``anchors [n, in]`` (the training samples' features), ``coef [n, out]``, ``bias [out]``; the
   scalar ``gamma`` lives in the views file. Kernel ridge over the anchors: a smooth nonlinear
   map where the linear one under-fits (measured in ``docs/DISTILLATION.md``, "A kernel head").
+  Directories written before the kinds were named ``linear|kernel`` say ``rbf``; they load.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import numpy as np
 
 from influcoder.errors import InflucoderError
 
-HEAD_KINDS = ("linear", "rbf")
-_TENSORS = {"linear": ("weight", "bias"), "rbf": ("anchors", "coef", "bias")}
+HEAD_KINDS = ("linear", "kernel")
+#: Former names of the kinds, still read from older views files.
+FORMER_HEAD_KINDS = {"rbf": "kernel"}
+_TENSORS = {"linear": ("weight", "bias"), "kernel": ("anchors", "coef", "bias")}
 _BLAS = []  # the threadpoolctl controller, made on first use
 
 
@@ -54,8 +57,8 @@ def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
 
 
 @dataclass
-class HeadMap:
-    """A saved head: ``kind`` (:data:`HEAD_KINDS`), its float32 ``tensors`` and, for ``rbf``,
+class SavedHead:
+    """A saved head: ``kind`` (:data:`HEAD_KINDS`), its float32 ``tensors`` and, for ``kernel``,
     ``gamma``. Calling it maps ``[n, in_dim]`` features to ``[n, out_dim]`` float32 outputs."""
 
     kind: str
@@ -101,7 +104,7 @@ class HeadMap:
         return None if ok else f"tensors {shapes} do not fit together"
 
 
-def save_head(head: HeadMap, head_file: Path) -> dict:
+def save_head(head: SavedHead, head_file: Path) -> dict:
     """Write ``head``'s tensors to ``head_file`` (safetensors); returns the fields the views
     file records about it."""
     from safetensors.numpy import save_file
@@ -110,26 +113,27 @@ def save_head(head: HeadMap, head_file: Path) -> dict:
     return {} if head.kind == "linear" else {"head_kind": head.kind, "gamma": head.gamma}
 
 
-def read_head(spec: dict, spec_file: Path, head_file: Path) -> HeadMap:
+def read_head(spec: dict, spec_file: Path, head_file: Path) -> SavedHead:
     """The head a views file (``spec``, read from ``spec_file``) names; an
     :class:`InflucoderError` naming the file and the field when it is not valid."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     kind = spec.get("head_kind", "linear")
+    kind = FORMER_HEAD_KINDS.get(kind, kind) if isinstance(kind, str) else kind
     if kind not in HEAD_KINDS:
         raise InflucoderError(f"{spec_file}: field 'head_kind' must be one of {HEAD_KINDS}, got "
                               f"{kind!r}")
     gamma = spec.get("gamma")
-    if kind == "rbf" and (isinstance(gamma, bool) or not isinstance(gamma, (int, float))
+    if kind == "kernel" and (isinstance(gamma, bool) or not isinstance(gamma, (int, float))
                           or not gamma > 0):
         raise InflucoderError(f"{spec_file}: field 'gamma' must be a positive number for an "
-                              f"rbf head, got {gamma!r}")
+                              f"kernel head, got {gamma!r}")
     names = _TENSORS[kind]
     try:
         tensors = load_file(str(head_file))
-        head = HeadMap(kind, {k: tensors[k] for k in names},
-                       float(gamma) if kind == "rbf" else None)
+        head = SavedHead(kind, {k: tensors[k] for k in names},
+                         float(gamma) if kind == "kernel" else None)
     except (OSError, KeyError, ValueError, SafetensorError) as e:
         raise InflucoderError(f"{head_file}: no float tensors {', '.join(map(repr, names))} for "
                               f"a {kind} head ({type(e).__name__}: {e})") from None

@@ -16,7 +16,7 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 DEFAULT_BATCH_SIZE = 32
 
 #: How an encoder's vectors are compared: ``cosine`` (unit vectors, the default) or ``dot``
-#: (the vectors as the encoder emits them, e.g. a ridge head's, whose lengths carry how sure
+#: (the vectors as the encoder emits them, e.g. a linear head's, whose lengths carry how sure
 #: it is; see docs/DISTILLATION.md). sentence-transformers records it as
 #: ``similarity_fn_name`` in ``config_sentence_transformers.json``.
 SIMILARITIES = ("cosine", "dot")

@@ -40,7 +40,7 @@ from influcoder.evaluation.baselines import (
 from influcoder.io.atomic import atomic_write_bytes
 from influcoder.io.samples import Sample
 from influcoder.io.stores import Store
-from influcoder.io.tables import _columns, format_value
+from influcoder.io.tables import column_names, format_value
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def write_results(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
     doc = _jsonable({**context, "rows": list(rows)})
     atomic_write_bytes(json_path, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=_columns(rows), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=column_names(rows), lineterminator="\n")
     writer.writeheader()
     for row in _jsonable(list(rows)):
         writer.writerow({k: "" if v is None else v for k, v in row.items()})

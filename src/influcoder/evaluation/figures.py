@@ -41,7 +41,7 @@ def method_colors(names: Sequence[str]) -> dict[str, Any]:
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
     """``fig`` as a PNG at ``path``, written atomically."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
@@ -76,7 +76,7 @@ def pr_figure(path: Path, method_scores: Mapping[str, np.ndarray], labels: np.nd
                   frameon=False)
     axes[0].set_ylabel("precision (share of retrieved that are planted)")
     fig.suptitle(f"Finding the {int(labels.sum())} planted samples among {labels.size}")
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def scatter_figure(path: Path, gt: np.ndarray, method_scores: Mapping[str, np.ndarray],
@@ -120,7 +120,7 @@ def scatter_figure(path: Path, gt: np.ndarray, method_scores: Mapping[str, np.nd
     fig.supylabel("method's score", fontsize=9)
     shown = f"{flat.size} of {gt.size}" if flat.size < gt.size else f"all {gt.size}"
     fig.suptitle(f"Scores of (pool, query) pairs: {shown} pairs", fontsize=10)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _bars(ax, names: Sequence[str], values: Sequence[float], colors: Mapping[str, Any],
@@ -162,7 +162,7 @@ def cost_figure(path: Path, rows: Sequence[Mapping[str, Any]], n_query: int,
     for ax, (column, title, fmt) in zip(axes, panels):
         _bars(ax, names, [r.get(column, math.nan) for r in rows], colors, title, fmt)
     fig.suptitle("What each method costs", fontsize=10)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def group_figure(path: Path, rows: Sequence[Mapping[str, Any]], names: Sequence[str],
@@ -192,4 +192,4 @@ def group_figure(path: Path, rows: Sequence[Mapping[str, Any]], names: Sequence[
     axes[0].invert_yaxis()
     fig.suptitle("Which data source taught it: group rankings against the gradient's",
                  fontsize=10)
-    _save(fig, path)
+    save_png(fig, path)

@@ -48,7 +48,7 @@ from influcoder.evaluation.evaluate import (
 )
 from influcoder.io.atomic import atomic_write_bytes
 from influcoder.io.samples import Sample
-from influcoder.io.tables import _columns, clip_text, format_value
+from influcoder.io.tables import clip_text, column_names, format_value
 
 if TYPE_CHECKING:
     from influcoder.evaluation.group_fidelity import GroupFidelity
@@ -75,7 +75,7 @@ TITLE_TEXT_CHARS = 1000
 def _results(rows: Sequence[Mapping[str, Any]], references: set[str]) -> dict[str, Any]:
     """The results table: formatted cells, each metric's best value (over the methods that
     are not the ground truth; costs are not ranked) marked."""
-    columns = _columns(rows)
+    columns = column_names(rows)
     judged = [r for r in rows if r["method"] not in references]
     best: dict[str, float] = {}
     for col in columns[1:]:

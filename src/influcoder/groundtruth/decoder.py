@@ -8,7 +8,7 @@ from pathlib import Path
 
 from influcoder.errors import InflucoderError
 from influcoder.groundtruth.settings import DEFAULT_DECODER
-from influcoder.io.models import ModelRef, _package_dir
+from influcoder.io.models import ModelRef, package_dir
 
 BUNDLED_DECODERS = {
     # alias: (python module, file inside it, pip package)
@@ -19,7 +19,7 @@ BUNDLED_DECODERS = {
 def resolve_decoder(name: str = DEFAULT_DECODER) -> ModelRef:
     if name in BUNDLED_DECODERS:
         module, fname, package = BUNDLED_DECODERS[name]
-        folder = _package_dir(module, package, f"The bundled decoder '{name}'")
+        folder = package_dir(module, package, f"The bundled decoder '{name}'")
         if not (folder / fname).is_file():
             raise InflucoderError(f"the package {package} is installed but lacks {fname}")
         return ModelRef(name, "gguf", str(folder), fname)

@@ -64,12 +64,12 @@ from torch import nn
 
 from influcoder.groundtruth.lora import gradient_modules
 from influcoder.groundtruth.loss import (
-    _check_batch,
-    _device,
-    _FrozenExcept,
-    _normalise_with_norms,
-    _pad,
+    FrozenExcept,
+    check_batch,
+    model_device,
+    pad_batch,
     response_losses,
+    unit_rows_and_norms,
 )
 from influcoder.groundtruth.memory import checkpointing
 from influcoder.groundtruth.precondition import ADAM_EPS, inverse_scales
@@ -140,7 +140,7 @@ class GradientComputer:
                         for (name, _), start, stop in zip(self._blocks, offsets, offsets[1:])}
         self._output_dim = sketch_dim or offsets[-1]
         self._scales = (None if preconditioner is None else
-                        inverse_scales(preconditioner, self._blocks, eps, _device(model)))
+                        inverse_scales(preconditioner, self._blocks, eps, model_device(model)))
 
     @property
     def output_dim(self) -> int:
@@ -190,13 +190,13 @@ class GradientComputer:
         """``(unit rows [B, output_dim], their norms [B] before normalisation)``: the norm
         of each sample's (preconditioned) sketched gradient, kept so that scores can be inner
         products as well as cosines."""
-        _check_batch(batch)
-        device = _device(self.model)
-        input_ids, attention_mask, labels = _pad(batch, self.pad_token_id, device)
+        check_batch(batch)
+        device = model_device(self.model)
+        input_ids, attention_mask, labels = pad_batch(batch, self.pad_token_id, device)
         out = torch.zeros(len(batch), self._output_dim, dtype=torch.float32, device=device)
         handles = []
         try:
-            with (torch.enable_grad(), _FrozenExcept(self.model, [], train=False),
+            with (torch.enable_grad(), FrozenExcept(self.model, [], train=False),
                   checkpointing(self.model, self.gradient_checkpointing)):
                 for (_, module), (block, _) in zip(self._modules, self._blocks):
                     handles.append(module.register_forward_hook(self._forward_hook(block, out)))
@@ -211,4 +211,4 @@ class GradientComputer:
         finally:
             for handle in handles:
                 handle.remove()
-        return _normalise_with_norms(out)
+        return unit_rows_and_norms(out)

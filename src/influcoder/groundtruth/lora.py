@@ -16,10 +16,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from influcoder.groundtruth.loss import (
-    _check_batch,
-    _device,
-    _FrozenExcept,
-    _pad,
+    FrozenExcept,
+    check_batch,
+    model_device,
+    pad_batch,
     response_losses,
 )
 from influcoder.groundtruth.settings import (
@@ -237,21 +237,21 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
     if not batches:
         raise ValueError("warmup needs at least one batch")
     for batch in batches:
-        _check_batch(batch)
+        check_batch(batch)
     named = [(f"{name}.weight", module.weight) for name, module in gradient_modules(model, "lora")]
     params = [p for _, p in named]
     if moments is not None and steps == 0:
         raise ValueError("second moments need at least one warm-up step")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    device = _device(model)
+    device = model_device(model)
     longest = max(len(s.input_ids) * len(batch) for batch in batches for s in batch)
     budget = TokenBudget(max(len(batch) for batch in batches), max_tokens or longest)
 
     def micro_batch(batch, rows) -> float:
         saved = [None if p.grad is None else p.grad.clone() for p in params]
         try:
-            input_ids, attention_mask, labels = _pad([batch[r] for r in rows], _WARMUP_PAD_ID,
-                                                     device)
+            input_ids, attention_mask, labels = pad_batch([batch[r] for r in rows], _WARMUP_PAD_ID,
+                                                          device)
             losses = response_losses(model, attention_mask, labels, input_ids=input_ids,
                                      bf16=bf16)
             loss = losses.sum() / len(batch)
@@ -265,7 +265,7 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
     losses = []
     try:
         with (torch.random.fork_rng(), torch.enable_grad(),
-              _FrozenExcept(model, params, train=True),
+              FrozenExcept(model, params, train=True),
               checkpointing(model, gradient_checkpointing)):
             torch.manual_seed(seed)
             bar = tqdm(range(steps), desc="warm-up", unit="step", disable=not progress)

@@ -13,7 +13,7 @@ from torch import nn
 from influcoder.groundtruth.tokenize import IGNORE_INDEX, TokenizedSample
 
 
-def _check_batch(batch: Sequence[TokenizedSample]) -> None:
+def check_batch(batch: Sequence[TokenizedSample]) -> None:
     """Refuse an empty batch or a sample without loss, naming the row.
 
     Any object with ``input_ids`` and ``labels`` sequences is accepted (duck typing), so samples
@@ -33,12 +33,13 @@ def _check_batch(batch: Sequence[TokenizedSample]) -> None:
                              "first is -100), so it has no loss and no gradient")
 
 
-def _device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s (first) parameters."""
     return next(model.parameters()).device
 
 
-def _pad(batch: Sequence[TokenizedSample], pad_token_id: int,
-         device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pad_batch(batch: Sequence[TokenizedSample], pad_token_id: int,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad a batch: ``input_ids`` (pad id), ``attention_mask`` (0), ``labels`` (-100)."""
     length = max(len(s.input_ids) for s in batch)
     input_ids = torch.full((len(batch), length), pad_token_id, dtype=torch.long)
@@ -95,12 +96,12 @@ def response_losses(model: nn.Module, attention_mask: torch.Tensor, labels: torc
     return _kept_response_losses(logits, labels[:, keep + 1])
 
 
-def _normalise(vectors: torch.Tensor) -> np.ndarray:
+def checked_unit_rows(vectors: torch.Tensor) -> np.ndarray:
     """Scale each row to unit L2 norm; a zero or non-finite row is an error, never a NaN."""
-    return _normalise_with_norms(vectors)[0]
+    return unit_rows_and_norms(vectors)[0]
 
 
-def _normalise_with_norms(vectors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def unit_rows_and_norms(vectors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """``(unit rows, their L2 norms before scaling)``, float32 numpy; a zero or non-finite
     row is an error, never a NaN."""
     norms = vectors.norm(dim=1)
@@ -112,7 +113,7 @@ def _normalise_with_norms(vectors: torch.Tensor) -> tuple[np.ndarray, np.ndarray
     return unit, norms.cpu().numpy().astype(np.float32, copy=False)
 
 
-class _FrozenExcept:
+class FrozenExcept:
     """Context manager: freeze every parameter but ``trainable``; restore flags and mode on exit."""
 
     def __init__(self, model: nn.Module, trainable: Sequence[nn.Parameter], *, train: bool):

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from influcoder.groundtruth.loss import _device, _FrozenExcept, _pad, response_losses
+from influcoder.groundtruth.loss import FrozenExcept, model_device, pad_batch, response_losses
 from influcoder.groundtruth.tokenize import TokenizedSample
 
 #: Adam's epsilon, added to ``sqrt(v)`` (AdamW's default, which the warm-up uses).
@@ -68,18 +68,18 @@ def squared_gradient_moments(model, batches: Sequence[Sequence[TokenizedSample]]
         raise ValueError("second moments need at least one batch")
     params = [p for _, p in named]
     saved = [p.grad for p in params]
-    device = _device(model)
+    device = model_device(model)
     longest = max(len(s.input_ids) * len(batch) for batch in batches for s in batch)
     budget = TokenBudget(max(len(batch) for batch in batches), max_tokens or longest)
     sums = [torch.zeros_like(p, dtype=torch.float32) for p in params]
 
     def micro_batch(batch, rows) -> None:
-        input_ids, attention_mask, labels = _pad([batch[r] for r in rows], _PAD_ID, device)
+        input_ids, attention_mask, labels = pad_batch([batch[r] for r in rows], _PAD_ID, device)
         losses = response_losses(model, attention_mask, labels, input_ids=input_ids, bf16=bf16)
         (losses.sum() / len(batch)).backward()
 
     try:
-        with (torch.enable_grad(), _FrozenExcept(model, params, train=False),
+        with (torch.enable_grad(), FrozenExcept(model, params, train=False),
               checkpointing(model, gradient_checkpointing)):
             for batch in batches:
                 for p in params:

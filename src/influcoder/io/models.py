@@ -41,7 +41,9 @@ class ModelRef:
     gguf_file: str | None = None
 
 
-def _package_dir(module: str, package: str, purpose: str) -> Path:
+def package_dir(module: str, package: str, purpose: str) -> Path:
+    """The folder of the installed data package ``module`` (pip name ``package``), or a
+    :class:`MissingPackageError` saying ``purpose`` needs it."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise MissingPackageError(package, purpose, install=f"pip install --no-deps {package}")

@@ -109,14 +109,14 @@ def format_value(column: str, value: Any) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
-def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def column_names(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Every key of the rows, in order of first appearance."""
     return list(dict.fromkeys(key for row in rows for key in row))
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows as a plain-text table with aligned columns, for the terminal."""
-    columns = _columns(rows)
+    columns = column_names(rows)
     cells = [[format_value(c, row.get(c, math.nan)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     align = [str.ljust if c == "method" else str.rjust for c in columns]

@@ -1,15 +1,19 @@
-"""The JSON bodies the server accepts (pydantic models: validation and the OpenAPI page).
+"""The JSON the server accepts and answers (pydantic models: validation, the response
+models of every route, and so the OpenAPI description).
 
 A query is ``{"prompt": ..., "response": ...}`` (a sample, prompt optional) or ``{"text":
 ...}`` (a model output alone, as ``attribute --text`` takes it); ``id`` names it (a gradient
 store sample's id lets ``--ground-truth`` compare rankings). Unknown top-level fields are
 refused, so a misspelt ``top_k`` is an error rather than silently ignored; a query's own
 unknown fields (the other columns of an uploaded row) are ignored.
+
+The answers' models forbid extra fields, so a field the service adds without a model here is a
+500 in the tests, never an undocumented key.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,7 +30,34 @@ MAX_AGGREGATE = 10_000
 MAX_BINS = 200
 
 
-class Query(BaseModel):
+def _refuse_surrogates(value, where: str = "") -> None:
+    """A ValueError naming the first string (or key) in ``value`` that holds an unpaired
+    surrogate: valid JSON (``"\\ud800"``) but no text, which no tokenizer, hash or answer
+    can take."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where or 'a string'} holds an unpaired surrogate escape "
+                             f"(\\ud800-\\udfff): not text") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_surrogates(key, "a field name")
+            _refuse_surrogates(item, f"field {key!r}" if isinstance(key, str) else where)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_surrogates(item, where)
+
+
+class _Request(BaseModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data):
+        _refuse_surrogates(data)
+        return data
+
+
+class Query(_Request):
     """One model output to explain."""
 
     model_config = ConfigDict(extra="ignore")
@@ -56,7 +87,7 @@ FILTERS_HELP = ("metadata field -> value (or list of values, any may match); eve
                 "must match. Values compare as text")
 
 
-class _Options(BaseModel):
+class _Options(_Request):
     model_config = ConfigDict(extra="forbid")
     k: int = Field(10, ge=1, le=MAX_K, description="hits per query (fewer if the pool, or "
                                                    "the filtered pool, is smaller)")
@@ -87,7 +118,7 @@ class BatchRequest(_Options):
     queries: list[Query] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class AggregateRequest(BaseModel):
+class AggregateRequest(_Request):
     """A set of unwanted outputs: the pool ranked by total influence on them."""
 
     model_config = ConfigDict(extra="forbid")
@@ -96,9 +127,189 @@ class AggregateRequest(BaseModel):
     k: int = Field(100, ge=1, le=MAX_ROWS, description="rows of the ranking returned")
 
 
-class KeptRequest(BaseModel):
+class KeptRequest(_Request):
     """The pool without some samples, as ``filter`` writes it."""
 
     model_config = ConfigDict(extra="forbid")
     remove: list[str] = Field(description="ids of the pool samples to leave out")
     format: Literal["jsonl", "json", "csv", "parquet"] = "jsonl"
+
+
+# -- answers
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorResponse(_Answer):
+    """Every error: 400 (malformed JSON, not UTF-8, a request the pool cannot answer), 401
+    (token), 404, 405, 413 (body too large), 422 (a field missing or out of range)."""
+
+    error: str = Field(description="what went wrong, for a person")
+    detail: Any = Field(None, description="422: each field's problem (``field``, "
+                                          "``message``); 400 for malformed JSON: the parser's")
+
+
+class Health(_Answer):
+    status: Literal["ok"]
+    n: int = Field(description="pool samples in the index")
+    encoder: str
+
+
+class GroundTruthInfo(_Answer):
+    path: str = Field(description="the pool's gradient store")
+    n: int = Field(description="samples in the store")
+    n_common: int = Field(description="of them in the index's pool")
+
+
+class Info(_Answer):
+    status: Literal["ok"]
+    n: int
+    dim: int
+    kind: str = Field(description="the index's search: flat, ivf or hnsw")
+    encoder: str
+    backend: str
+    index: str = Field(description="the index's folder")
+    fields: list[str] = Field(description="the pool's metadata fields")
+    facets: dict[str, dict[str, int]] = Field(
+        description="field -> value -> pool samples, for fields with few values (filters)")
+    ground_truth: GroundTruthInfo | None
+
+
+class PoolSample(_Answer):
+    row: int
+    id: str
+    prompt: str
+    response: str
+    meta: dict[str, Any]
+
+
+class Hit(_Answer):
+    rank: int
+    row: int
+    id: str
+    prompt: str
+    response: str
+    meta: dict[str, Any]
+    score: float
+    z: float = Field(description="the score's z-score over the pool's scores for this query")
+    percentile: float = Field(description="share of the pool scoring at or below (percent)")
+
+
+class QueryEcho(_Answer):
+    id: str
+    prompt: str
+    response: str
+
+
+class ScoreSummary(_Answer):
+    mean: float
+    min: float
+    max: float
+
+
+class Histogram(_Answer):
+    edges: list[float] = Field(description="bins + 1 edges over the scores' range")
+    counts: list[int]
+
+
+class GradientHit(_Answer):
+    rank: int
+    id: str
+    score: float
+    encoder_rank: int
+
+
+class EncoderHit(_Answer):
+    rank: int
+    id: str
+    score: float
+    gradient_rank: int
+
+
+class GroundTruthComparison(_Answer):
+    """The gradient ranking of the query beside the encoder's (the query left out)."""
+
+    in_store: Literal[True]
+    query_id: str
+    n_common: int
+    k: int
+    spearman: float | None = Field(description="of the two score vectors; null if undefined")
+    overlap_at_k: float
+    gradient: list[GradientHit]
+    encoder: list[EncoderHit]
+
+
+class GroundTruthAbsent(_Answer):
+    """The query's id is not a sample of the gradient store."""
+
+    in_store: Literal[False]
+    message: str
+
+
+class GroupRow(_Answer):
+    group: str
+    n: int
+    mean: float
+    sum: float
+    max: float
+    softmax: float
+
+
+class Groups(_Answer):
+    field: str
+    temperature: float
+    n_missing: int = Field(description="pool samples without the field")
+    missing_group: str = Field(description="the name of their group")
+    rows: list[GroupRow]
+
+
+class Timing(_Answer):
+    encode: float
+    search: float
+    batch: int = Field(description="queries encoded together")
+    queue: float
+
+
+class Attribution(_Answer):
+    """One query's most influential pool samples and where they stand in the pool."""
+
+    query: QueryEcho
+    k: int
+    filters: dict[str, list[str]]
+    n_pool: int
+    n_candidates: int = Field(description="pool samples the filters let through")
+    pool_scores: ScoreSummary
+    histogram: Histogram | None
+    hits: list[Hit]
+    ground_truth: GroundTruthComparison | GroundTruthAbsent | None = Field(
+        description="with --ground-truth: the gradient ranking beside the encoder's")
+    groups: Groups | None = Field(description="with group_by: the influence per group")
+    timing_ms: Timing
+
+
+class BatchAttribution(_Answer):
+    results: list[Attribution]
+
+
+class RankedRow(_Answer):
+    rank: int
+    row: int
+    id: str
+    prompt: str
+    response: str
+    meta: dict[str, Any]
+    score: float
+    z: float
+    top_query_id: str = Field(description="the query this row scores highest on")
+    top_query_score: float
+
+
+class Aggregation(_Answer):
+    """The pool ranked by total influence on a set of queries."""
+
+    how: Aggregate
+    n_queries: int
+    n_pool: int
+    rows: list[RankedRow]

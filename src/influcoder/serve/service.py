@@ -186,7 +186,7 @@ class Service:
             self.check_filters(item.filters, item.group_by)
         return self._attribute_batch(items)
 
-    def pool_scores(self, q: np.ndarray) -> np.ndarray:
+    def score_matrix(self, q: np.ndarray) -> np.ndarray:
         """Exact scores of unit query vectors against every pool vector: ``n_query x n``
         (computed as ``vectors @ q.T`` and transposed into rows: a quarter faster here than
         ``q @ vectors.T`` for a batch of a dozen queries)."""
@@ -196,7 +196,7 @@ class Service:
         t0 = time.perf_counter()
         q = self.attributor.encoder.encode_samples([it.sample for it in items])
         t1 = time.perf_counter()
-        scores = self.pool_scores(q)
+        scores = self.score_matrix(q)
         out = [self._answer(it, q[j], scores[j]) for j, it in enumerate(items)]
         t2 = time.perf_counter()
         for result in out:

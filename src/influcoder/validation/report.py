@@ -75,7 +75,7 @@ def checks(validation: Validation, method: str = "distilled", reference: str = "
 def _figure(path: Path, validation: Validation) -> None:
     from matplotlib.figure import Figure
 
-    from influcoder.evaluation.figures import _save, method_colors
+    from influcoder.evaluation.figures import method_colors, save_png
 
     rows = validation.rows
     names = [r["method"] for r in rows]
@@ -107,7 +107,7 @@ def _figure(path: Path, validation: Validation) -> None:
         ax.set_xticks(range(len(rows)), names, rotation=20)
         ax.set_ylabel("LDS (Spearman)")
         ax.set_title(f"linear datamodeling score, {validation.settings['lds_subsets']} subsets")
-    _save(fig, path)
+    save_png(fig, path)
 
 
 @functools.cache

@@ -193,7 +193,7 @@ class Retrainer:
         """Per-sample mean response loss of ``tokenized`` under ``model`` (no gradients)."""
         import torch
 
-        from influcoder.groundtruth.loss import _pad, response_losses
+        from influcoder.groundtruth.loss import pad_batch, response_losses
         from influcoder.groundtruth.memory import TokenBudget
 
         out = np.empty(len(tokenized))
@@ -201,8 +201,8 @@ class Retrainer:
         lengths = [len(t.input_ids) for t in tokenized]
 
         def compute(rows):
-            ids, mask, labels = _pad([tokenized[r] for r in rows], self.pad_token_id,
-                                     self.device)
+            ids, mask, labels = pad_batch([tokenized[r] for r in rows], self.pad_token_id,
+                                          self.device)
             return response_losses(model, mask, labels, input_ids=ids,
                                    bf16=self.recipe.bf16).double().cpu().numpy()
 

@@ -57,8 +57,8 @@ BBH_COT_DIR = ("benchmarks", "big_bench_hard", "cot_prompts")
 
 
 
-def _data_dir(root: str | Path | None, module: str, package: str, purpose: str,
-              parts: Sequence[str]) -> Path:
+def data_dir(root: str | Path | None, module: str, package: str, purpose: str,
+             parts: Sequence[str]) -> Path:
     """The folder ``parts`` inside ``root``, or inside the installed ``module`` by default.
 
     Raises:
@@ -89,7 +89,8 @@ def _files(folder: Path, pattern: str) -> list[Path]:
 
 
 
-def _read_text(path: Path) -> str:
+def read_utf8(path: Path) -> str:
+    """The text of ``path``; an :class:`InputError` naming it when it is not UTF-8."""
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -98,7 +99,7 @@ def _read_text(path: Path) -> str:
 
 
 
-def _text_key(*texts: str) -> tuple[str, ...]:
+def text_key(*texts: str) -> tuple[str, ...]:
     """A key under which texts that differ only in case or whitespace are equal."""
     return tuple(" ".join(t.split()).casefold() for t in texts)
 
@@ -107,7 +108,7 @@ def _text_key(*texts: str) -> tuple[str, ...]:
 def _chatterbot_conversations(path: Path) -> list:
     """The ``conversations`` list of one chatterbot YAML file."""
     try:
-        doc = yaml.safe_load(_read_text(path))
+        doc = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise InputError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
@@ -156,8 +157,8 @@ def load_chatterbot(root: str | Path | None = None,
             valid YAML or has no ``conversations`` list.
         ValueError: a requested category has no file.
     """
-    folder = _data_dir(root, "chatterbot_corpus", "chatterbot-corpus",
-                       "Loading the ChatterBot corpus", CHATTERBOT_DIR)
+    folder = data_dir(root, "chatterbot_corpus", "chatterbot-corpus",
+                      "Loading the ChatterBot corpus", CHATTERBOT_DIR)
     files = _files(folder, "*.yml")
     if categories is not None:
         wanted = {categories} if isinstance(categories, str) else set(categories)
@@ -176,7 +177,7 @@ def load_chatterbot(root: str | Path | None = None,
             if not (isinstance(prompt, str) and isinstance(response, str)):
                 continue
             prompt, response = prompt.strip(), response.strip()
-            key = _text_key(prompt, response)
+            key = text_key(prompt, response)
             if prompt and response and key not in seen:
                 seen.add(key)
                 samples.append({"id": f"chatterbot/{path.stem}/{index}", "prompt": prompt,
@@ -194,7 +195,7 @@ def _cot_exemplars(path: Path) -> list[tuple[str, str]]:
     (the reasoning and final answer, up to the next ``Q:`` line).
     """
     blocks: list[tuple[int, list[str]]] = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
         if line.startswith("Q:"):
             blocks.append((number, [line]))
         elif blocks:
@@ -244,12 +245,12 @@ def load_bbh_cot(root: str | Path | None = None) -> list[dict]:
         InputError: the ``cot_prompts`` folder is missing or empty, or a file has no
             exemplar, a ``Q:`` without its ``A:``, or an empty one.
     """
-    folder = _data_dir(root, "deepeval", "deepeval",
-                       "Loading the BIG-Bench Hard chain-of-thought exemplars", BBH_COT_DIR)
+    folder = data_dir(root, "deepeval", "deepeval",
+                      "Loading the BIG-Bench Hard chain-of-thought exemplars", BBH_COT_DIR)
     samples, seen = [], set()
     for path in _files(folder, "*.txt"):
         for index, (question, answer) in enumerate(_cot_exemplars(path)):
-            key = _text_key(question, answer)
+            key = text_key(question, answer)
             if key in seen:
                 continue
             seen.add(key)

@@ -64,7 +64,8 @@ SIZES = {
 }
 
 
-def _samples(rows: list[dict], label: str) -> list[Sample]:
+def labelled_samples(rows: list[dict], label: str) -> list[Sample]:
+    """The demo's rows as samples whose ``meta`` carries ``label``, source and category."""
     return [Sample(id=r["id"], prompt=r["prompt"], response=r["response"],
                    meta={"label": label, "source": r.get("source", ""),
                          "category": r.get("category", "")}) for r in rows]
@@ -91,9 +92,9 @@ def build_data(size: DemoSize, seed: int = 0) -> tuple[list[Sample], list[Sample
         p, rest = split_disjoint(rows, n_pool[label], seed)
         tr, rest = split_disjoint(rest, size.train_queries[i], seed + 1)
         te, _ = split_disjoint(rest, size.test_queries[i], seed + 2)
-        pool += _samples(p, label)
-        train += _samples(tr, label)
-        test += _samples(te, label)
+        pool += labelled_samples(p, label)
+        train += labelled_samples(tr, label)
+        test += labelled_samples(te, label)
     pool = [pool[i] for i in rng.permutation(len(pool))]
     return pool, train, test
 
@@ -154,12 +155,12 @@ def stale_encoder(card_path: Path, settings) -> str | None:
 def stale_index(index_dir: Path, encoder: str) -> bool:
     """Whether ``index_dir`` holds an index built with an encoder other than ``encoder`` (by
     fingerprint)."""
-    from influcoder.attribution.index import INDEX_FILE, _read_meta
+    from influcoder.attribution.index import INDEX_FILE, read_index_meta
     from influcoder.encoders.backends import encoder_fingerprint
 
     if not (index_dir / INDEX_FILE).is_file():
         return False
-    return _read_meta(index_dir)["encoder"]["fingerprint"] != encoder_fingerprint(encoder)
+    return read_index_meta(index_dir)["encoder"]["fingerprint"] != encoder_fingerprint(encoder)
 
 
 def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed: int = 0,

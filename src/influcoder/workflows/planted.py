@@ -146,11 +146,11 @@ class StyleData:
 def distinct_prompts(rows: Sequence[dict]) -> list[dict]:
     """The first row of each prompt (ignoring case and whitespace), in order: a prompt answered
     twice must not be a query and a pool sample at once."""
-    from influcoder.workflows.datasets import _text_key
+    from influcoder.workflows.datasets import text_key
 
     seen, out = set(), []
     for row in rows:
-        key = _text_key(row["prompt"])
+        key = text_key(row["prompt"])
         if key not in seen:
             seen.add(key)
             out.append(row)
@@ -224,10 +224,10 @@ def build_style_data(task: StyleTask | None = None,
 def shared_topics(first: Sequence[Sample], second: Sequence[Sample]) -> list[str]:
     """Topics (``meta['category']``) of samples in both sets, and prompts asked in both (as
     ``prompt:<text>``), sorted: what would let a query's text find a planted sample."""
-    from influcoder.workflows.datasets import _text_key
+    from influcoder.workflows.datasets import text_key
 
     topics = {s.meta.get("category") for s in first} & {s.meta.get("category") for s in second}
-    prompts = {_text_key(s.prompt) for s in first} & {_text_key(s.prompt) for s in second}
+    prompts = {text_key(s.prompt) for s in first} & {text_key(s.prompt) for s in second}
     return sorted(str(t) for t in topics) + sorted(f"prompt:{p[0]}" for p in prompts)
 
 

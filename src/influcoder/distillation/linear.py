@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from influcoder.encoders.heads import HeadMap
+from influcoder.encoders.heads import SavedHead
 from influcoder.similarity import unit_rows
 
 #: Ridge strengths tried by default: the validation-best on the demo's stores was 1 to 10 for
@@ -129,12 +129,13 @@ class LinearHead:
     def __call__(self, embeddings) -> np.ndarray:
         return check_rows(embeddings, "embeddings") @ self.weight.T + self.bias
 
-    def head_map(self) -> HeadMap:
-        return HeadMap("linear", {"weight": self.weight, "bias": self.bias})
+    def saved(self) -> SavedHead:
+        """The head as a multi-view encoder directory saves and applies it."""
+        return SavedHead("linear", {"weight": self.weight, "bias": self.bias})
 
     def card(self) -> dict:
         """What the encoder card records about the head."""
-        return {"kind": "ridge", "alpha": self.alpha, "components": self.components,
+        return {"kind": "linear", "alpha": self.alpha, "components": self.components,
                 "similarity": self.similarity,
                 "similarity_validation": self.similarity_validation,
                 "kinds_validation_per_anchor_spearman": self.kinds_validation,
