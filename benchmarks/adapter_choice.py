@@ -48,9 +48,15 @@ def vectors(model, tok, tokd, target: str, dim: int, bf16: bool = False):
 
     from influcoder.groundtruth.gradients import GradientComputer
 
-    comp = GradientComputer(model, target=target, sketch_dim=dim, sketch_seed=0, bf16=bf16,
-                            pad_token_id=tok.pad_token_id)
-    return np.concatenate([comp(tokd[i:i + 4]) for i in range(0, len(tokd), 4)])
+    comp = GradientComputer(
+        model,
+        target=target,
+        sketch_dim=dim,
+        sketch_seed=0,
+        bf16=bf16,
+        pad_token_id=tok.pad_token_id,
+    )
+    return np.concatenate([comp(tokd[i : i + 4]) for i in range(0, len(tokd), 4)])
 
 
 def main() -> None:
@@ -70,8 +76,11 @@ def main() -> None:
     ap.add_argument("--warmup-batch", type=int, default=8)
     ap.add_argument("--full-dim", type=int, default=131072)
     ap.add_argument("--dim", type=int, default=8192)
-    ap.add_argument("--full-at-warmup", action="store_true",
-                    help="also take the full gradients of the warmed-up model (one more pass)")
+    ap.add_argument(
+        "--full-at-warmup",
+        action="store_true",
+        help="also take the full gradients of the warmed-up model (one more pass)",
+    )
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
 
@@ -98,7 +107,7 @@ def main() -> None:
         rng = np.random.default_rng(seed)
         order = rng.permutation(n_pool)
         bs = args.warmup_batch
-        batches = [[tokd[i] for i in order[j:j + bs]] for j in range(0, n_pool, bs)]
+        batches = [[tokd[i] for i in order[j : j + bs]] for j in range(0, n_pool, bs)]
         losses = warmup(m, batches, steps=args.warmup_steps, lr=args.warmup_lr, seed=seed)
         print(f"warm-up seed {seed}: loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
         results[f"warmup s{seed}"] = scores(vectors(m, tok, tokd, "lora", args.dim))
@@ -117,36 +126,58 @@ def main() -> None:
     for name, s in results.items():
         recipe = name.split()[0]
         other = {"fresh s0": "fresh s1", "warmup s0": "warmup s1"}.get(name)
-        rows.append({
-            "recipe": name,
-            "per-query spearman vs full": None if name == "full" else per_query_spearman(full, s),
-            "recall@5 vs full": None if name == "full" else recall_at(full, s, 5),
-            "seed agreement": per_query_spearman(s, results[other]) if other else None,
-            "fixed-ranking fit": fixed_fit(s),
-            "seconds": times[name],
-            "_recipe": recipe,
-        })
+        rows.append(
+            {
+                "recipe": name,
+                "per-query spearman vs full": None
+                if name == "full"
+                else per_query_spearman(full, s),
+                "recall@5 vs full": None if name == "full" else recall_at(full, s, 5),
+                "seed agreement": per_query_spearman(s, results[other]) if other else None,
+                "fixed-ranking fit": fixed_fit(s),
+                "seconds": times[name],
+                "_recipe": recipe,
+            }
+        )
     cross = per_query_spearman(results["fresh s0"], results["warmup s0"])
     extra = {}
     if args.full_at_warmup:
-        extra = {"warmup s0 vs full of the warmed-up model":
-                 per_query_spearman(full_warm, results["warmup s0"]),
-                 "full of the warmed-up model vs full of the base model":
-                 per_query_spearman(full_warm, full)}
-    print(f"\npool {n_pool} x queries {len(queries)}, max_length {args.max_length}, "
-          f"LoRA rank 8 on all attention+MLP projections, sketch {args.dim} "
-          f"(full: {args.full_dim}), warm-up {args.warmup_steps} steps x {args.warmup_batch} "
-          f"samples at lr {args.warmup_lr}\n")
-    print(common.table(rows, ["recipe", "per-query spearman vs full", "recall@5 vs full",
-                              "seed agreement", "fixed-ranking fit", "seconds"]))
+        extra = {
+            "warmup s0 vs full of the warmed-up model": per_query_spearman(
+                full_warm, results["warmup s0"]
+            ),
+            "full of the warmed-up model vs full of the base model": per_query_spearman(
+                full_warm, full
+            ),
+        }
+    print(
+        f"\npool {n_pool} x queries {len(queries)}, max_length {args.max_length}, "
+        f"LoRA rank 8 on all attention+MLP projections, sketch {args.dim} "
+        f"(full: {args.full_dim}), warm-up {args.warmup_steps} steps x {args.warmup_batch} "
+        f"samples at lr {args.warmup_lr}\n"
+    )
+    print(
+        common.table(
+            rows,
+            [
+                "recipe",
+                "per-query spearman vs full",
+                "recall@5 vs full",
+                "seed agreement",
+                "fixed-ranking fit",
+                "seconds",
+            ],
+        )
+    )
     print(f"\nfresh vs warm-up (seed 0), per-query Spearman: {cross:.3f}")
     for name, value in extra.items():
         print(f"{name}, per-query Spearman: {value:.3f}")
     print(f"reproduce: {common.command_line()}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "rows": rows, "fresh_vs_warmup": cross, **extra}, f,
-                      indent=2)
+            json.dump(
+                {"args": vars(args), "rows": rows, "fresh_vs_warmup": cross, **extra}, f, indent=2
+            )
 
 
 if __name__ == "__main__":

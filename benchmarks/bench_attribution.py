@@ -62,8 +62,9 @@ def _median_seconds(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def gradient_vs_encoder(pool, queries, work: Path, adapter_init: str,
-                        repeats: int = 3) -> list[dict]:
+def gradient_vs_encoder(
+    pool, queries, work: Path, adapter_init: str, repeats: int = 3
+) -> list[dict]:
     from influcoder.attribution.attributor import Attributor
     from influcoder.attribution.build import build_index
     from influcoder.groundtruth.collect import collect, compute_shard, token_budget
@@ -74,12 +75,15 @@ def gradient_vs_encoder(pool, queries, work: Path, adapter_init: str,
 
     rows = []
     t = time.perf_counter()
-    pool_store = collect(pool, work / "grad-pool", CollectArguments(
-        model=DECODER, bf16=True, adapter_init=adapter_init), progress=False)
+    pool_store = collect(
+        pool,
+        work / "grad-pool",
+        CollectArguments(model=DECODER, bf16=True, adapter_init=adapter_init),
+        progress=False,
+    )
     grad_prep = time.perf_counter() - t
     t = time.perf_counter()
-    query_store = collect(queries, work / "grad-queries", like=work / "grad-pool",
-                          progress=False)
+    query_store = collect(queries, work / "grad-queries", like=work / "grad-pool", progress=False)
     score_stores(pool_store, query_store, k=K)
     grad_e2e = time.perf_counter() - t
     # Once loaded: the model and adapter already in memory, only the queries' gradients and
@@ -90,9 +94,14 @@ def gradient_vs_encoder(pool, queries, work: Path, adapter_init: str,
     model, tok, _ = load_decoder(DECODER)
     peft_model = load_adapter(model, work / "grad-pool" / "adapter")
     args = pool_store.manifest["provenance"]["arguments"]
-    comp = GradientComputer(peft_model, target=pool_store.setup["gradient"]["target"],
-                            sketch_dim=args["sketch_dim"], sketch_seed=args["sketch_seed"],
-                            bf16=True, pad_token_id=tok.pad_token_id)
+    comp = GradientComputer(
+        peft_model,
+        target=pool_store.setup["gradient"]["target"],
+        sketch_dim=args["sketch_dim"],
+        sketch_seed=args["sketch_seed"],
+        bf16=True,
+        pad_token_id=tok.pad_token_id,
+    )
     tokd = tokenize_samples(tok, queries, max_length=args["max_length"])
     pool_vectors = pool_store.vectors()
 
@@ -114,16 +123,28 @@ def gradient_vs_encoder(pool, queries, work: Path, adapter_init: str,
 
     n, m = len(pool), len(queries)
     seg = work / "index" / "segments" / "00000"
-    rows.append({"path": "gradient (bf16)", "pool prep s": grad_prep,
-                 "attribute M s (e2e)": grad_e2e, "attribute M s (loaded)": grad_loaded,
-                 "ms/query (loaded)": 1000 * grad_loaded / m,
-                 "vector B/sample": _dir_bytes(work / "grad-pool" / "vectors") / n,
-                 "total B/sample": _dir_bytes(work / "grad-pool") / n})
-    rows.append({"path": f"encoder ({attributor.encoder.backend}, {index.kind})",
-                 "pool prep s": enc_prep, "attribute M s (e2e)": enc_e2e,
-                 "attribute M s (loaded)": enc_loaded, "ms/query (loaded)": 1000 * enc_loaded / m,
-                 "vector B/sample": _dir_bytes(seg / "vectors") / n,
-                 "total B/sample": _dir_bytes(work / "index") / n})
+    rows.append(
+        {
+            "path": "gradient (bf16)",
+            "pool prep s": grad_prep,
+            "attribute M s (e2e)": grad_e2e,
+            "attribute M s (loaded)": grad_loaded,
+            "ms/query (loaded)": 1000 * grad_loaded / m,
+            "vector B/sample": _dir_bytes(work / "grad-pool" / "vectors") / n,
+            "total B/sample": _dir_bytes(work / "grad-pool") / n,
+        }
+    )
+    rows.append(
+        {
+            "path": f"encoder ({attributor.encoder.backend}, {index.kind})",
+            "pool prep s": enc_prep,
+            "attribute M s (e2e)": enc_e2e,
+            "attribute M s (loaded)": enc_loaded,
+            "ms/query (loaded)": 1000 * enc_loaded / m,
+            "vector B/sample": _dir_bytes(seg / "vectors") / n,
+            "total B/sample": _dir_bytes(work / "index") / n,
+        }
+    )
     return rows
 
 
@@ -142,10 +163,16 @@ def encoder_only(pool, queries, work: Path) -> list[dict]:
     loaded = time.perf_counter() - t
     seg = work / "index" / "segments" / "00000"
     n = len(pool)
-    return [{"path": f"encoder ({attributor.encoder.backend}, {index.kind})", "pool prep s": prep,
-             "attribute M s (loaded)": loaded, "ms/query (loaded)": 1000 * loaded / len(queries),
-             "vector B/sample": _dir_bytes(seg / "vectors") / n,
-             "total B/sample": _dir_bytes(work / "index") / n}]
+    return [
+        {
+            "path": f"encoder ({attributor.encoder.backend}, {index.kind})",
+            "pool prep s": prep,
+            "attribute M s (loaded)": loaded,
+            "ms/query (loaded)": 1000 * loaded / len(queries),
+            "vector B/sample": _dir_bytes(seg / "vectors") / n,
+            "total B/sample": _dir_bytes(work / "index") / n,
+        }
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,10 +202,15 @@ def backends(texts: list[str], lengths: list[int | None], names: list[str]) -> l
                 ref = v
             scores = (v @ v.T)[iu]
             exact = (ref @ ref.T)[iu]
-            rows.append({"backend": name + (" (auto)" if name == resolve_backend("auto") else ""),
-                         "max_seq_length": enc.max_seq_length, "texts/s": len(texts) / secs,
-                         "spearman vs fp32": f"{spearman(exact, scores):.4f}",
-                         "min cos to fp32": f"{float((v * ref).sum(1).min()):.4f}"})
+            rows.append(
+                {
+                    "backend": name + (" (auto)" if name == resolve_backend("auto") else ""),
+                    "max_seq_length": enc.max_seq_length,
+                    "texts/s": len(texts) / secs,
+                    "spearman vs fp32": f"{spearman(exact, scores):.4f}",
+                    "min cos to fp32": f"{float((v * ref).sum(1).min()):.4f}",
+                }
+            )
     return rows
 
 
@@ -199,14 +231,15 @@ def synthetic(n: int, n_queries: int, dim: int, seed: int = 0) -> tuple[np.ndarr
             m = min(100_000, count - i)
             x = rng.standard_normal((m, SYNTHETIC_RANK), dtype=np.float32) @ basis
             x += rng.standard_normal((m, dim), dtype=np.float32) * SYNTHETIC_NOISE / np.sqrt(dim)
-            out[i:i + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+            out[i : i + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
         return out.astype(np.float16).astype(np.float32)
 
     return draw(n), draw(n_queries)
 
 
-def faiss_at_scale(n: int, hnsw_n: int, n_queries: int, dim: int, nprobe: int | None,
-                   ef_search: int | None) -> list[dict]:
+def faiss_at_scale(
+    n: int, hnsw_n: int, n_queries: int, dim: int, nprobe: int | None, ef_search: int | None
+) -> list[dict]:
     import faiss
 
     from influcoder.attribution.index import faiss_params, new_faiss
@@ -230,8 +263,9 @@ def faiss_at_scale(n: int, hnsw_n: int, n_queries: int, dim: int, nprobe: int | 
                 params["ef_search"] = ef_search
             index = new_faiss(kind, dim, params)
             if not index.is_trained:
-                pick = np.random.default_rng(0).choice(size, min(size, 64 * params["nlist"]),
-                                                       replace=False)
+                pick = np.random.default_rng(0).choice(
+                    size, min(size, 64 * params["nlist"]), replace=False
+                )
                 index.train(x[np.sort(pick)])
             index.add(x)
             if kind == "ivf":
@@ -243,19 +277,26 @@ def faiss_at_scale(n: int, hnsw_n: int, n_queries: int, dim: int, nprobe: int | 
         lat, hits = [], []
         for i in range(n_queries):
             t = time.perf_counter()
-            _, found = index.search(q[i:i + 1], K)
+            _, found = index.search(q[i : i + 1], K)
             lat.append(time.perf_counter() - t)
             hits.append(len(set(found[0]) & set(truth[i])) / K)
         with tempfile.TemporaryDirectory() as d:
             file = os.path.join(d, "f.index")
             faiss.write_index(index, file)
             faiss_bytes = os.path.getsize(file)
-        rows.append({"kind": kind, "n": size, "params": params, "build s": build,
-                     "median ms/query": 1000 * float(np.median(lat)),
-                     "p95 ms/query": 1000 * float(np.percentile(lat, 95)),
-                     "recall@10": float(np.mean(hits)),
-                     "store B/sample (fp16)": 2 * dim,
-                     "faiss.index B/sample": 0 if kind == "flat" else faiss_bytes / size})
+        rows.append(
+            {
+                "kind": kind,
+                "n": size,
+                "params": params,
+                "build s": build,
+                "median ms/query": 1000 * float(np.median(lat)),
+                "p95 ms/query": 1000 * float(np.percentile(lat, 95)),
+                "recall@10": float(np.mean(hits)),
+                "store B/sample (fp16)": 2 * dim,
+                "faiss.index B/sample": 0 if kind == "flat" else faiss_bytes / size,
+            }
+        )
         del x, exact, index
     return rows
 
@@ -284,8 +325,15 @@ def search_at_scale(n: int, m: int, work: Path, repeats: int) -> list[dict]:
 
     def store(path: Path, rows: int, dim: int):
         samples = [Sample(id=f"{path.name}{i}", prompt="p", response="r") for i in range(rows)]
-        w = StoreWriter(path, kind="gradients", setup={"synthetic": True}, samples=samples,
-                        dim=dim, dtype=cargs.dtype, shard_rows=cargs.shard_rows)
+        w = StoreWriter(
+            path,
+            kind="gradients",
+            setup={"synthetic": True},
+            samples=samples,
+            dim=dim,
+            dtype=cargs.dtype,
+            shard_rows=cargs.shard_rows,
+        )
         for k in w.missing_shards():
             a, b = w.shard_range(k)
             w.write_shard(k, rng.standard_normal((b - a, dim), dtype=np.float32))
@@ -302,35 +350,71 @@ def search_at_scale(n: int, m: int, work: Path, repeats: int) -> list[dict]:
     index = faiss.IndexFlatIP(384)
     index.add(x)
     enc = _median_seconds(lambda: index.search(q, K), repeats)
-    return [{"path": "gradient (score_stores)", "n": n, "search M s": grad,
-             "ms/query": 1000 * grad / m, "pool GB": n * cargs.sketch_dim * 2 / 1e9},
-            {"path": "encoder (flat FAISS)", "n": n, "search M s": enc,
-             "ms/query": 1000 * enc / m, "pool GB": n * 384 * 2 / 1e9}]
+    return [
+        {
+            "path": "gradient (score_stores)",
+            "n": n,
+            "search M s": grad,
+            "ms/query": 1000 * grad / m,
+            "pool GB": n * cargs.sketch_dim * 2 / 1e9,
+        },
+        {
+            "path": "encoder (flat FAISS)",
+            "n": n,
+            "search M s": enc,
+            "ms/query": 1000 * enc / m,
+            "pool GB": n * 384 * 2 / 1e9,
+        },
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pool", type=int, default=64, help="N: pool samples (real texts)")
     ap.add_argument("--queries", type=int, default=8, help="M: queries (real texts)")
-    ap.add_argument("--adapter-init", default="fresh", choices=["fresh", "warmup"],
-                    help="gradient path's adapter (warmup adds its cost to pool prep)")
+    ap.add_argument(
+        "--adapter-init",
+        default="fresh",
+        choices=["fresh", "warmup"],
+        help="gradient path's adapter (warmup adds its cost to pool prep)",
+    )
     ap.add_argument("--skip-gradient", action="store_true", help="encoder path only")
-    ap.add_argument("--repeats", type=int, default=3,
-                    help="the 'loaded' timings are the median of this many runs, both paths")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="the 'loaded' timings are the median of this many runs, both paths",
+    )
     ap.add_argument("--backend-texts", type=int, default=256, help="texts for section 2")
     ap.add_argument("--backends", default="torch,bf16,onnx,int8")
     ap.add_argument("--lengths", default="256,128", help="max_seq_length values, section 2")
     ap.add_argument("--synthetic-n", type=int, default=1_000_000, help="flat and ivf pool")
-    ap.add_argument("--hnsw-n", type=int, default=100_000,
-                    help="hnsw pool (its build is the slow one; 0 skips it)")
+    ap.add_argument(
+        "--hnsw-n",
+        type=int,
+        default=100_000,
+        help="hnsw pool (its build is the slow one; 0 skips it)",
+    )
     ap.add_argument("--synthetic-queries", type=int, default=200)
-    ap.add_argument("--nprobe", type=int, default=None, help="ivf lists searched (default: "
-                    "the index's own choice)")
-    ap.add_argument("--ef-search", type=int, default=None, help="hnsw candidates (default: "
-                    "the index's own choice)")
+    ap.add_argument(
+        "--nprobe",
+        type=int,
+        default=None,
+        help="ivf lists searched (default: the index's own choice)",
+    )
+    ap.add_argument(
+        "--ef-search",
+        type=int,
+        default=None,
+        help="hnsw candidates (default: the index's own choice)",
+    )
     ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--scale-n", type=int, default=100_000,
-                    help="section 4: pool size for the search stage of both paths")
+    ap.add_argument(
+        "--scale-n",
+        type=int,
+        default=100_000,
+        help="section 4: pool size for the search stage of both paths",
+    )
     ap.add_argument("--skip", default="", help="comma list of sections to skip: 1,2,3,4")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
@@ -343,49 +427,101 @@ def main() -> None:
             if args.skip_gradient:
                 rows = encoder_only(pool, queries, Path(d))
             else:
-                rows = gradient_vs_encoder(pool, queries, Path(d), args.adapter_init,
-                                           args.repeats)
-        print(f"\n1. attributing M={args.queries} queries against N={args.pool} pool samples "
-              f"(top {K})")
-        print(common.table(rows, ["path", "pool prep s", "attribute M s (e2e)",
-                                  "attribute M s (loaded)", "ms/query (loaded)",
-                                  "vector B/sample", "total B/sample"]))
+                rows = gradient_vs_encoder(pool, queries, Path(d), args.adapter_init, args.repeats)
+        print(
+            f"\n1. attributing M={args.queries} queries against N={args.pool} pool samples "
+            f"(top {K})"
+        )
+        print(
+            common.table(
+                rows,
+                [
+                    "path",
+                    "pool prep s",
+                    "attribute M s (e2e)",
+                    "attribute M s (loaded)",
+                    "ms/query (loaded)",
+                    "vector B/sample",
+                    "total B/sample",
+                ],
+            )
+        )
         if len(rows) == 2:
             g, e = rows
             e2e = g["attribute M s (e2e)"] / e["attribute M s (e2e)"]
             loaded = g["attribute M s (loaded)"] / e["attribute M s (loaded)"]
-            print(f"encoder path: {e2e:.0f}x faster end to end, {loaded:.0f}x once loaded "
-                  f"(target >= 50x)")
+            print(
+                f"encoder path: {e2e:.0f}x faster end to end, {loaded:.0f}x once loaded "
+                f"(target >= 50x)"
+            )
             section1 = {"gradient": g["ms/query (loaded)"], "encoder": e["ms/query (loaded)"]}
     if "2" not in skip:
         from influcoder.io.samples import encoder_text
 
-        texts = [encoder_text(s) for s in (pool + queries)][:args.backend_texts]
+        texts = [encoder_text(s) for s in (pool + queries)][: args.backend_texts]
         lengths = [int(x) for x in args.lengths.split(",")]
         rows = backends(texts, lengths, args.backends.split(","))
-        print(f"\n2. encoder backends on {ENCODER}, {len(texts)} texts "
-              f"(first row: the float32 reference)")
-        print(common.table(rows, ["backend", "max_seq_length", "texts/s", "spearman vs fp32",
-                                  "min cos to fp32", "note"]))
+        print(
+            f"\n2. encoder backends on {ENCODER}, {len(texts)} texts "
+            f"(first row: the float32 reference)"
+        )
+        print(
+            common.table(
+                rows,
+                [
+                    "backend",
+                    "max_seq_length",
+                    "texts/s",
+                    "spearman vs fp32",
+                    "min cos to fp32",
+                    "note",
+                ],
+            )
+        )
     if "3" not in skip:
-        rows = faiss_at_scale(args.synthetic_n, args.hnsw_n, args.synthetic_queries, args.dim,
-                              args.nprobe, args.ef_search)
-        print(f"\n3. synthetic unit vectors, dim {args.dim}, {args.synthetic_queries} single "
-              f"queries (recall@10 against exact search)")
-        print(common.table(rows, ["kind", "n", "params", "build s", "median ms/query",
-                                  "p95 ms/query", "recall@10", "store B/sample (fp16)",
-                                  "faiss.index B/sample"]))
+        rows = faiss_at_scale(
+            args.synthetic_n,
+            args.hnsw_n,
+            args.synthetic_queries,
+            args.dim,
+            args.nprobe,
+            args.ef_search,
+        )
+        print(
+            f"\n3. synthetic unit vectors, dim {args.dim}, {args.synthetic_queries} single "
+            f"queries (recall@10 against exact search)"
+        )
+        print(
+            common.table(
+                rows,
+                [
+                    "kind",
+                    "n",
+                    "params",
+                    "build s",
+                    "median ms/query",
+                    "p95 ms/query",
+                    "recall@10",
+                    "store B/sample (fp16)",
+                    "faiss.index B/sample",
+                ],
+            )
+        )
     if "4" not in skip:
         with tempfile.TemporaryDirectory() as d:
             rows = search_at_scale(args.scale_n, args.queries, Path(d), args.repeats)
-        print(f"\n4. the search stage for M={args.queries} queries against N={args.scale_n} "
-              f"pool vectors (synthetic, each path's own size and format)")
+        print(
+            f"\n4. the search stage for M={args.queries} queries against N={args.scale_n} "
+            f"pool vectors (synthetic, each path's own size and format)"
+        )
         print(common.table(rows, ["path", "n", "pool GB", "search M s", "ms/query"]))
         if section1:
             g = section1["gradient"] + rows[0]["ms/query"]
             e = section1["encoder"] + rows[1]["ms/query"]
-            print(f"per query at N={args.scale_n}, once loaded (section 1's query side + this "
-                  f"search): gradient {g:.0f} ms, encoder {e:.1f} ms: {g / e:.0f}x")
+            print(
+                f"per query at N={args.scale_n}, once loaded (section 1's query side + this "
+                f"search): gradient {g:.0f} ms, encoder {e:.1f} ms: {g / e:.0f}x"
+            )
     print(f"\nreproduce: {common.command_line()}")
 
 

@@ -41,9 +41,13 @@ def cpu_bf16() -> dict:
                 break
     except OSError:
         pass
-    return {"onednn_bf16": bool(torch.backends.mkldnn.is_available()
-                                and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-            "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags}
+    return {
+        "onednn_bf16": bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        ),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+    }
 
 
 def main(argv=None) -> dict:
@@ -77,19 +81,30 @@ def main(argv=None) -> dict:
     model, tok, _ = load_decoder("smollm2-135m")
     step("decoder loaded")
     tokenized = tokenize_samples(tok, common.to_samples(load_bbh_cot()), max_length=args.tokens)
-    chosen = [t for t in tokenized if len(t.input_ids) >= 0.9 * args.tokens][:args.n]
+    chosen = [t for t in tokenized if len(t.input_ids) >= 0.9 * args.tokens][: args.n]
     if len(chosen) < args.n:
         raise SystemExit(f"only {len(chosen)} samples of >= {0.9 * args.tokens:.0f} tokens")
     peft_model = attach_lora(model, seed=0)
     bs = args.batch_size
-    warmup(peft_model, [chosen[i:i + bs] for i in range(0, len(chosen), bs)],
-           steps=args.warmup_steps, lr=2e-4, seed=0)
+    warmup(
+        peft_model,
+        [chosen[i : i + bs] for i in range(0, len(chosen), bs)],
+        steps=args.warmup_steps,
+        lr=2e-4,
+        seed=0,
+    )
     step(f"adapter warmed up ({args.warmup_steps} steps)")
 
     vectors, seconds = {}, {}
     for name, bf16 in (("float32", False), ("bf16", True)):
-        computer = GradientComputer(peft_model, target="lora", sketch_dim=args.sketch_dim,
-                                    sketch_seed=0, bf16=bf16, pad_token_id=tok.pad_token_id)
+        computer = GradientComputer(
+            peft_model,
+            target="lora",
+            sketch_dim=args.sketch_dim,
+            sketch_seed=0,
+            bf16=bf16,
+            pad_token_id=tok.pad_token_id,
+        )
         computer(chosen[:1])  # hooks and sketch tables warmed
         start = time.perf_counter()
         vectors[name] = compute_shard(computer, TokenBudget(max_batch=bs, max_tokens=10**6), chosen)
@@ -101,17 +116,26 @@ def main(argv=None) -> dict:
     row_cos = np.sum(a * b, axis=1)
     native = hw["onednn_bf16"] and (hw["avx512_bf16"] or hw["amx_bf16"])
     result = {
-        "command": common.command_line(), "threads": torch.get_num_threads(), "cpu_bf16": hw,
-        "n": len(chosen), "pairs": len(iu[0]),
+        "command": common.command_line(),
+        "threads": torch.get_num_threads(),
+        "cpu_bf16": hw,
+        "n": len(chosen),
+        "pairs": len(iu[0]),
         "tokens_mean": float(np.mean([len(t.input_ids) for t in chosen])),
-        "sketch_dim": args.sketch_dim, "warmup_steps": args.warmup_steps,
+        "sketch_dim": args.sketch_dim,
+        "warmup_steps": args.warmup_steps,
         "pairwise_cosine_spearman": rho,
-        "row_cosine_min": float(row_cos.min()), "row_cosine_mean": float(row_cos.mean()),
-        "s_per_sample": seconds, "bar": SPEARMAN_BAR,
-        "bf16_as_cpu_default": bool(native and rho >= SPEARMAN_BAR)}
+        "row_cosine_min": float(row_cos.min()),
+        "row_cosine_mean": float(row_cos.mean()),
+        "s_per_sample": seconds,
+        "bar": SPEARMAN_BAR,
+        "bf16_as_cpu_default": bool(native and rho >= SPEARMAN_BAR),
+    }
     print(f"CPU bf16: {hw}  threads {result['threads']}")
-    print(f"{result['n']} samples ({result['tokens_mean']:.0f} tokens), {result['pairs']} pairs, "
-          f"sketch {args.sketch_dim}")
+    print(
+        f"{result['n']} samples ({result['tokens_mean']:.0f} tokens), {result['pairs']} pairs, "
+        f"sketch {args.sketch_dim}"
+    )
     print(f"pairwise-cosine Spearman bf16 vs float32: {rho:.4f} (bar {SPEARMAN_BAR})")
     print(f"per-sample cosine bf16 vs float32: min {row_cos.min():.4f}, mean {row_cos.mean():.4f}")
     print(f"s/sample: float32 {seconds['float32']:.2f}, bf16 {seconds['bf16']:.2f}")

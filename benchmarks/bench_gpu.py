@@ -48,8 +48,14 @@ def _collect_samples(model: str, n: int, tokens: int):
     tok = load_tokenizer(resolve_decoder(model))
     lengths = [len(t.input_ids) for t in tokenize_samples(tok, samples, max_length=tokens)]
     long = [s for s, n_tok in zip(samples, lengths) if n_tok >= 0.9 * tokens] or samples
-    chosen = [Sample(f"{long[i % len(long)].id}-{i}", long[i % len(long)].prompt,
-                     long[i % len(long)].response) for i in range(n)]
+    chosen = [
+        Sample(
+            f"{long[i % len(long)].id}-{i}",
+            long[i % len(long)].prompt,
+            long[i % len(long)].response,
+        )
+        for i in range(n)
+    ]
     kept = [n_tok for s, n_tok in zip(samples, lengths) if n_tok >= 0.9 * tokens] or lengths
     return chosen, sum(kept) / len(kept)
 
@@ -60,8 +66,10 @@ def _encode_texts(n: int) -> list:
     from influcoder.workflows.datasets import load_bbh_cot, load_chatterbot
 
     samples = common.to_samples(load_chatterbot() + load_bbh_cot())
-    return [Sample(f"t{i}", samples[i % len(samples)].prompt, samples[i % len(samples)].response)
-            for i in range(n)]
+    return [
+        Sample(f"t{i}", samples[i % len(samples)].prompt, samples[i % len(samples)].response)
+        for i in range(n)
+    ]
 
 
 def _gpu_peak_reset(torch) -> None:
@@ -80,32 +88,48 @@ def _gpu_peak_gib(torch) -> float | None:
 def bench_collect(args, work: Path, torch) -> list[dict]:
     from influcoder import CollectArguments, collect
 
-    samples, mean_tokens = _collect_samples(args.model, args.collect_samples,
-                                            args.collect_tokens)
+    samples, mean_tokens = _collect_samples(args.model, args.collect_samples, args.collect_tokens)
     base = {"model": args.model, "max_length": args.collect_tokens}
     if args.quick:
         base.update(warmup_steps=2, warmup_batch_size=2, sketch_dim=1024)
     if torch.cuda.is_available() and args.device != "cpu":
         # CUDA's context and kernels, before any timing
-        collect(samples[:4], work / "collect-warm", CollectArguments(**base, batch_size=4),
-                device=args.device, progress=False)
+        collect(
+            samples[:4],
+            work / "collect-warm",
+            CollectArguments(**base, batch_size=4),
+            device=args.device,
+            progress=False,
+        )
     rows = []
     for precision, batch_size in args.configs:
         _gpu_peak_reset(torch)
         start = time.perf_counter()
-        store = collect(samples, work / f"collect-{precision}-{batch_size}",
-                        CollectArguments(**base, batch_size=batch_size, precision=precision),
-                        device=args.device, progress=False)
+        store = collect(
+            samples,
+            work / f"collect-{precision}-{batch_size}",
+            CollectArguments(**base, batch_size=batch_size, precision=precision),
+            device=args.device,
+            progress=False,
+        )
         wall = time.perf_counter() - start
         seconds = store.manifest["provenance"]["seconds"]
         ms = 1000 * seconds / store.n
-        rows.append({"step": "collect", "precision": store.setup["gradient"]["precision"],
-                     "batch": batch_size, "n": store.n, "tokens/sample": mean_tokens,
-                     "ms/sample": ms, "wall s (with load + warm-up)": wall,
-                     "peak GPU GiB": _gpu_peak_gib(torch),
-                     "device": store.manifest["provenance"].get("device"),
-                     "target": f"<= {COLLECT_TARGET_MS:g} ms",
-                     "met": ms <= COLLECT_TARGET_MS})
+        rows.append(
+            {
+                "step": "collect",
+                "precision": store.setup["gradient"]["precision"],
+                "batch": batch_size,
+                "n": store.n,
+                "tokens/sample": mean_tokens,
+                "ms/sample": ms,
+                "wall s (with load + warm-up)": wall,
+                "peak GPU GiB": _gpu_peak_gib(torch),
+                "device": store.manifest["provenance"].get("device"),
+                "target": f"<= {COLLECT_TARGET_MS:g} ms",
+                "met": ms <= COLLECT_TARGET_MS,
+            }
+        )
     return rows
 
 
@@ -117,22 +141,39 @@ def bench_encode(args, work: Path, torch) -> list[dict]:
     encode(texts[:256], work / "encode-warm", warm, device=args.device, progress=False)
     _gpu_peak_reset(torch)
     start = time.perf_counter()
-    store = encode(texts, work / "encode", EncodeArguments(batch_size=args.encode_batch,
-                                                           shard_rows=max(1024, args.encode_batch)),
-                   device=args.device, progress=False)
+    store = encode(
+        texts,
+        work / "encode",
+        EncodeArguments(batch_size=args.encode_batch, shard_rows=max(1024, args.encode_batch)),
+        device=args.device,
+        progress=False,
+    )
     wall = time.perf_counter() - start
     rate = store.n / store.manifest["provenance"]["seconds"]
-    return [{"step": "encode", "backend": store.manifest["provenance"]["arguments"]["backend"],
-             "batch": args.encode_batch, "n": store.n, "texts/s": rate,
-             "wall s (with load)": wall, "peak GPU GiB": _gpu_peak_gib(torch),
-             "device": store.manifest["provenance"].get("device"),
-             "target": f">= {ENCODE_TARGET_PER_S:g}/s", "met": rate >= ENCODE_TARGET_PER_S}]
+    return [
+        {
+            "step": "encode",
+            "backend": store.manifest["provenance"]["arguments"]["backend"],
+            "batch": args.encode_batch,
+            "n": store.n,
+            "texts/s": rate,
+            "wall s (with load)": wall,
+            "peak GPU GiB": _gpu_peak_gib(torch),
+            "device": store.manifest["provenance"].get("device"),
+            "target": f">= {ENCODE_TARGET_PER_S:g}/s",
+            "met": rate >= ENCODE_TARGET_PER_S,
+        }
+    ]
 
 
 def machine(torch) -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(),
-            "cuda": torch.version.cuda, "gpu": None}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cuda": torch.version.cuda,
+        "gpu": None,
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_count"] = torch.cuda.device_count()
@@ -142,16 +183,27 @@ def machine(torch) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    ap.add_argument("--quick", action="store_true",
-                    help="tiny sizes (seconds on a CPU): for the test, not for figures")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes (seconds on a CPU): for the test, not for figures",
+    )
     ap.add_argument("--collect-samples", type=int, default=64)
-    ap.add_argument("--collect-tokens", type=int, default=224,
-                    help="tokens per collect sample (the package truncates to this)")
-    ap.add_argument("--model", default="smollm2-135m",
-                    help="the decoder of collect (the test gives a tiny one)")
-    ap.add_argument("--configs", default="auto:8,auto:32,fp32:32",
-                    help="collect runs as PRECISION:BATCH_SIZE,... (auto: bf16 on a GPU); each "
-                         "loads the decoder again (about 25 s for the GGUF on a slow CPU)")
+    ap.add_argument(
+        "--collect-tokens",
+        type=int,
+        default=224,
+        help="tokens per collect sample (the package truncates to this)",
+    )
+    ap.add_argument(
+        "--model", default="smollm2-135m", help="the decoder of collect (the test gives a tiny one)"
+    )
+    ap.add_argument(
+        "--configs",
+        default="auto:8,auto:32,fp32:32",
+        help="collect runs as PRECISION:BATCH_SIZE,... (auto: bf16 on a GPU); each "
+        "loads the decoder again (about 25 s for the GGUF on a slow CPU)",
+    )
     ap.add_argument("--encode-texts", type=int, default=32768)
     ap.add_argument("--encode-batch", type=int, default=512)
     ap.add_argument("--out", default="bench_gpu.json", help="JSON file of every figure")
@@ -160,7 +212,9 @@ def main(argv=None) -> dict:
         args.collect_samples, args.collect_tokens = 4, 48
         args.encode_texts, args.encode_batch = 64, 16
         args.configs = "auto:2"
-    args.configs = [(c.split(":")[0].strip(), int(c.split(":")[1])) for c in args.configs.split(",")]
+    args.configs = [
+        (c.split(":")[0].strip(), int(c.split(":")[1])) for c in args.configs.split(",")
+    ]
 
     import torch
 
@@ -170,18 +224,41 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         rows = bench_collect(args, Path(tmp), torch) + bench_encode(args, Path(tmp), torch)
-    result = {"command": common.command_line(), "device": describe_device(device),
-              "machine": machine(torch), "quick": args.quick,
-              "peak RSS GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-              "total seconds": time.perf_counter() - started, "rows": rows}
+    result = {
+        "command": common.command_line(),
+        "device": describe_device(device),
+        "machine": machine(torch),
+        "quick": args.quick,
+        "peak RSS GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "total seconds": time.perf_counter() - started,
+        "rows": rows,
+    }
     Path(args.out).write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print(f"device: {result['device']}  ({'QUICK: tiny sizes, not figures' if args.quick else 'full'})")
-    print(common.table([r for r in rows if r["step"] == "collect"],
-                       ["precision", "batch", "n", "tokens/sample", "ms/sample", "peak GPU GiB",
-                        "target", "met"]))
+    print(
+        f"device: {result['device']}  ({'QUICK: tiny sizes, not figures' if args.quick else 'full'})"
+    )
+    print(
+        common.table(
+            [r for r in rows if r["step"] == "collect"],
+            [
+                "precision",
+                "batch",
+                "n",
+                "tokens/sample",
+                "ms/sample",
+                "peak GPU GiB",
+                "target",
+                "met",
+            ],
+        )
+    )
     print()
-    print(common.table([r for r in rows if r["step"] == "encode"],
-                       ["backend", "batch", "n", "texts/s", "peak GPU GiB", "target", "met"]))
+    print(
+        common.table(
+            [r for r in rows if r["step"] == "encode"],
+            ["backend", "batch", "n", "texts/s", "peak GPU GiB", "target", "met"],
+        )
+    )
     print(f"\nwrote {args.out} ({result['total seconds']:.0f} s in all)")
     return result
 

@@ -32,8 +32,9 @@ def _available_gib() -> float:
     return int(fields["MemAvailable"].split()[0]) / 2**20
 
 
-def run_collect(n: int, src: str | None, warmup_steps: int, extra: list[str],
-                min_free_gib: float = 1.5) -> dict:
+def run_collect(
+    n: int, src: str | None, warmup_steps: int, extra: list[str], min_free_gib: float = 1.5
+) -> dict:
     from influcoder.workflows.datasets import load_bbh_cot
 
     rows = load_bbh_cot()[:n]
@@ -41,16 +42,31 @@ def run_collect(n: int, src: str | None, warmup_steps: int, extra: list[str],
         raise SystemExit(f"only {len(rows)} samples available")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp, "data.jsonl")
-        data.write_text("".join(json.dumps({"id": r["id"], "prompt": r["prompt"],
-                                            "response": r["response"]}) + "\n" for r in rows))
+        data.write_text(
+            "".join(
+                json.dumps({"id": r["id"], "prompt": r["prompt"], "response": r["response"]}) + "\n"
+                for r in rows
+            )
+        )
         env = dict(os.environ)
         if src:
             env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
-        cmd = [sys.executable, "-m", "influcoder.cli", "collect", str(data), "-o",
-               str(Path(tmp, "store")), "--warmup-steps", str(warmup_steps), "--quiet", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "influcoder.cli",
+            "collect",
+            str(data),
+            "-o",
+            str(Path(tmp, "store")),
+            "--warmup-steps",
+            str(warmup_steps),
+            "--quiet",
+            *extra,
+        ]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        while True:   # a shared machine: stop the run rather than let it exhaust the memory
+        while True:  # a shared machine: stop the run rather than let it exhaust the memory
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -64,9 +80,14 @@ def run_collect(n: int, src: str | None, warmup_steps: int, extra: list[str],
             raise SystemExit(f"collect failed: {proc.stderr.read().decode()[-2000:]}")
         proc.stderr.close()
         manifest = json.loads(Path(tmp, "store", "manifest.json").read_text())
-    return {"samples": n, "peak RSS GiB": usage.ru_maxrss / 2**20, "wall s": wall,
-            "CPU s": usage.ru_utime + usage.ru_stime, "sys s": usage.ru_stime,
-            "gradients s/sample": manifest["provenance"]["seconds"] / n}
+    return {
+        "samples": n,
+        "peak RSS GiB": usage.ru_maxrss / 2**20,
+        "wall s": wall,
+        "CPU s": usage.ru_utime + usage.ru_stime,
+        "sys s": usage.ru_stime,
+        "gradients s/sample": manifest["provenance"]["seconds"] / n,
+    }
 
 
 def main() -> None:
@@ -74,16 +95,27 @@ def main() -> None:
     ap.add_argument("--sizes", default="24,48", help="pool sizes, comma-separated")
     ap.add_argument("--src", default=None, help="the influcoder source folder to run")
     ap.add_argument("--warmup-steps", type=int, default=2)
-    ap.add_argument("--min-free-gib", type=float, default=1.5,
-                    help="stop a run when the machine has less memory available")
+    ap.add_argument(
+        "--min-free-gib",
+        type=float,
+        default=1.5,
+        help="stop a run when the machine has less memory available",
+    )
     ap.add_argument("extra", nargs="*", help="more collect options (after --)")
     args = ap.parse_args()
-    rows = [run_collect(int(n), args.src, args.warmup_steps, args.extra, args.min_free_gib)
-            for n in args.sizes.split(",")]
-    print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-          f"code: {args.src or 'this checkout'}")
-    print(common.table(rows, ["samples", "peak RSS GiB", "wall s", "CPU s", "sys s",
-                              "gradients s/sample"]))
+    rows = [
+        run_collect(int(n), args.src, args.warmup_steps, args.extra, args.min_free_gib)
+        for n in args.sizes.split(",")
+    ]
+    print(
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+        f"code: {args.src or 'this checkout'}"
+    )
+    print(
+        common.table(
+            rows, ["samples", "peak RSS GiB", "wall s", "CPU s", "sys s", "gradients s/sample"]
+        )
+    )
     print(f"\nreproduce: {common.command_line()}")
 
 

@@ -56,7 +56,7 @@ class FlatPool:
 
     def iter_chunks(self):
         for start in range(0, self.n, 65536):
-            yield start, self.x[start:start + 65536]
+            yield start, self.x[start : start + 65536]
 
 
 def brute_force(x: np.ndarray, q: np.ndarray, count: int, how: str) -> np.ndarray:
@@ -86,8 +86,7 @@ def table(rows: list[dict]) -> str:
     cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()] for r in rows]
     head = list(rows[0])
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-    return "\n".join("  ".join(x.rjust(w) for x, w in zip(line, widths))
-                     for line in [head, *cells])
+    return "\n".join("  ".join(x.rjust(w) for x, w in zip(line, widths)) for line in [head, *cells])
 
 
 def median_seconds(fn, repeats: int) -> tuple[float, object]:
@@ -120,23 +119,39 @@ def main() -> None:
             count = int(np.ceil(fraction * args.n))
             for rule in ("max, search", "max, scan", "mean", "spread"):
                 how = rule.split(",")[0]
-                fast_s, sel = median_seconds(partial(
-                    select_rows, pool, q, count, how="max" if how == "spread" else how,
-                    spread=how == "spread", scan=rule == "max, scan"), args.repeats)
-                brute_s, ref = median_seconds(partial(brute_force, x, q, count, how),
-                                              args.repeats)
-                rows.append({"rule": rule, "targets": n_targets, "budget": count,
-                             "select_rows s": fast_s, "final k": sel.k or "-",
-                             "brute force s": brute_s,
-                             "same set": bool(set(sel.rows.tolist()) == set(ref.tolist())),
-                             "same order": bool(np.array_equal(sel.rows, ref))})
-    print(f"1. select_rows against a numpy brute force, n = {args.n:,} x {args.dim} "
-          f"(flat), median of {args.repeats}")
+                fast_s, sel = median_seconds(
+                    partial(
+                        select_rows,
+                        pool,
+                        q,
+                        count,
+                        how="max" if how == "spread" else how,
+                        spread=how == "spread",
+                        scan=rule == "max, scan",
+                    ),
+                    args.repeats,
+                )
+                brute_s, ref = median_seconds(partial(brute_force, x, q, count, how), args.repeats)
+                rows.append(
+                    {
+                        "rule": rule,
+                        "targets": n_targets,
+                        "budget": count,
+                        "select_rows s": fast_s,
+                        "final k": sel.k or "-",
+                        "brute force s": brute_s,
+                        "same set": bool(set(sel.rows.tolist()) == set(ref.tolist())),
+                        "same order": bool(np.array_equal(sel.rows, ref)),
+                    }
+                )
+    print(
+        f"1. select_rows against a numpy brute force, n = {args.n:,} x {args.dim} "
+        f"(flat), median of {args.repeats}"
+    )
     print(table(rows))
 
     codes = rng.integers(0, 50, size=args.n)
-    print(f"\n2. group_stats over {args.n:,} scores per query, 50 groups, median of "
-          f"{args.repeats}")
+    print(f"\n2. group_stats over {args.n:,} scores per query, 50 groups, median of {args.repeats}")
     for n_queries in (1, 16):
         scores = (x @ x[:n_queries].T).T
         t, _ = median_seconds(partial(group_stats, scores, codes, 50), args.repeats)

@@ -54,14 +54,19 @@ def build_synthetic_index(out: Path, n: int, seed: int = 0) -> None:
 
     base = load_chatterbot()
     encoder = backends.FastEncoder(ENCODER, backend="torch")
-    real = encoder.encode([encoder_text(Sample(r["id"], r["prompt"], r["response"]))
-                           for r in base])
+    real = encoder.encode([encoder_text(Sample(r["id"], r["prompt"], r["response"])) for r in base])
     rng = np.random.default_rng(seed)
     samples, vectors = [], np.empty((n, real.shape[1]), dtype=np.float32)
     for i in range(n):
         b = base[i % len(base)]
-        samples.append(Sample(f"s{i}", b["prompt"], f"{b['response']} [{i}]",
-                              meta={"category": b["category"], "part": f"part-{i % 4}"}))
+        samples.append(
+            Sample(
+                f"s{i}",
+                b["prompt"],
+                f"{b['response']} [{i}]",
+                meta={"category": b["category"], "part": f"part-{i % 4}"},
+            )
+        )
     for start in range(0, n, 10_000):
         stop = min(n, start + 10_000)
         noise = rng.standard_normal((stop - start, real.shape[1])).astype(np.float32)
@@ -93,15 +98,28 @@ def query_bodies(count: int, k: int, seed: int = 1) -> list[bytes]:
     out = []
     for j in rng.choice(len(base), size=count, replace=count > len(base)):
         b = base[int(j)]
-        out.append(json.dumps({"prompt": b["prompt"], "response": b["response"], "k": k})
-                   .encode("utf-8"))
+        out.append(
+            json.dumps({"prompt": b["prompt"], "response": b["response"], "k": k}).encode("utf-8")
+        )
     return out
 
 
 def start_server(index: Path, port: int, backend: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.Popen([sys.executable, "-m", "influcoder.cli", "serve", str(index),
-                             "--port", str(port), "--backend", backend], env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "influcoder.cli",
+            "serve",
+            str(index),
+            "--port",
+            str(port),
+            "--backend",
+            backend,
+        ],
+        env=env,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
@@ -126,8 +144,10 @@ async def _client(port: int, bodies: list[bytes], next_index, results: list) -> 
     try:
         while (i := next_index()) is not None:
             body = bodies[i % len(bodies)]
-            head = (f"POST /api/attribute HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                    f"application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            head = (
+                f"POST /api/attribute HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                f"application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
             t = time.perf_counter()
             try:
                 writer.write(head + body)
@@ -143,8 +163,11 @@ async def _client(port: int, bodies: list[bytes], next_index, results: list) -> 
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 continue
             latency = time.perf_counter() - t
-            timing = {p.split(";dur=")[0]: float(p.split(";dur=")[1])
-                      for p in headers.get("server-timing", "").split(", ") if ";dur=" in p}
+            timing = {
+                p.split(";dur=")[0]: float(p.split(";dur=")[1])
+                for p in headers.get("server-timing", "").split(", ")
+                if ";dur=" in p
+            }
             batch = json.loads(payload)["timing_ms"]["batch"] if status == 200 else None
             results.append((latency, status, timing, batch))
     finally:
@@ -157,30 +180,39 @@ def run_load(port: int, bodies: list[bytes], clients: int, requests: int) -> dic
     next_index = lambda: next(counter, None)  # noqa: E731
 
     async def main():
-        await asyncio.gather(*(_client(port, bodies, next_index, results)
-                               for _ in range(clients)))
+        await asyncio.gather(*(_client(port, bodies, next_index, results) for _ in range(clients)))
 
     t = time.perf_counter()
     asyncio.run(main())
     wall = time.perf_counter() - t
     ok = [r for r in results if r[1] == 200]
     lat = np.array([r[0] for r in results]) * 1e3
-    parts = {p: float(np.mean([r[2].get(p, 0.0) for r in ok]))
-             for p in ("queue", "encode", "search", "rest", "total")}
+    parts = {
+        p: float(np.mean([r[2].get(p, 0.0) for r in ok]))
+        for p in ("queue", "encode", "search", "rest", "total")
+    }
     parts["client+network"] = float(np.mean([r[0] * 1e3 - r[2]["total"] for r in ok]))
-    return {"clients": clients, "requests": len(results), "errors": len(results) - len(ok),
-            "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
-            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
-            "req_per_s": len(results) / wall, "mean_batch": float(np.mean([r[3] for r in ok])),
-            "split_ms": parts}
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "errors": len(results) - len(ok),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p90_ms": float(np.percentile(lat, 90)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "max_ms": float(lat.max()),
+        "req_per_s": len(results) / wall,
+        "mean_batch": float(np.mean([r[3] for r in ok])),
+        "split_ms": parts,
+    }
 
 
 def report(name: str, r: dict) -> None:
     print(f"\n{name}: {r['clients']} client(s), {r['requests']} requests, {r['errors']} errors")
-    print(f"  latency  p50 {r['p50_ms']:.1f} ms   p90 {r['p90_ms']:.1f} ms   "
-          f"p99 {r['p99_ms']:.1f} ms   max {r['max_ms']:.1f} ms")
-    print(f"  throughput {r['req_per_s']:.0f} requests/s, mean batch {r['mean_batch']:.1f} "
-          f"queries")
+    print(
+        f"  latency  p50 {r['p50_ms']:.1f} ms   p90 {r['p90_ms']:.1f} ms   "
+        f"p99 {r['p99_ms']:.1f} ms   max {r['max_ms']:.1f} ms"
+    )
+    print(f"  throughput {r['req_per_s']:.0f} requests/s, mean batch {r['mean_batch']:.1f} queries")
     s = r["split_ms"]
     print("  time per request (mean ms): " + ", ".join(f"{k} {v:.1f}" for k, v in s.items()))
 
@@ -191,8 +223,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--backend", default="auto",
-                    help="the server's query encoder (auto: float32 ONNX; int8: quantised)")
+    ap.add_argument(
+        "--backend",
+        default="auto",
+        help="the server's query encoder (auto: float32 ONNX; int8: quantised)",
+    )
     ap.add_argument("--work", default=None, help="keep the index here (reused if present)")
     args = ap.parse_args()
 
@@ -201,16 +236,20 @@ def main() -> None:
     if not (index / "index.json").is_file():
         t = time.perf_counter()
         build_synthetic_index(index, args.n)
-        print(f"built {index} ({args.n} samples, synthetic vectors) in "
-              f"{time.perf_counter() - t:.0f} s")
+        print(
+            f"built {index} ({args.n} samples, synthetic vectors) in "
+            f"{time.perf_counter() - t:.0f} s"
+        )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t = time.perf_counter()
     server = start_server(index, port, args.backend)
-    print(f"server up in {time.perf_counter() - t:.1f} s (backend {args.backend}, cores: "
-          f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')})")
+    print(
+        f"server up in {time.perf_counter() - t:.1f} s (backend {args.backend}, cores: "
+        f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')})"
+    )
     try:
         bodies = query_bodies(500, args.k)
         run_load(port, bodies, 4, 100)  # warm-up

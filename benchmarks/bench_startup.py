@@ -35,12 +35,14 @@ def fresh_process_seconds(args: list[str], repeats: int, expect_rc: int = 0) -> 
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "influcoder.cli", *args],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "influcoder.cli", *args], capture_output=True, text=True
+        )
         times.append(time.perf_counter() - start)
         if out.returncode != expect_rc:
-            raise SystemExit(f"influcoder {' '.join(args)} exited {out.returncode}:\n"
-                             f"{out.stderr[-2000:]}")
+            raise SystemExit(
+                f"influcoder {' '.join(args)} exited {out.returncode}:\n{out.stderr[-2000:]}"
+            )
     return statistics.median(times)
 
 
@@ -60,22 +62,28 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         with open(work / "pool.jsonl", "w", encoding="utf-8") as f:
             for s in pool:
-                f.write(json.dumps({"id": s.id, "prompt": s.prompt, "response": s.response})
-                        + "\n")
+                f.write(json.dumps({"id": s.id, "prompt": s.prompt, "response": s.response}) + "\n")
         build_index(work / "pool.jsonl", index, "all-minilm-l6-v2", progress=False)
 
     attribute = ["attribute", str(index), "--text", QUERY, "-k", "5"]
     reference = fresh_process_seconds([*attribute, "--backend", "torch"], opts.repeats)
     rows = []
-    for name, args, rc in [("influcoder --help", ["--help"], 0),
-                           ("usage error (unknown option)", ["collect", "--nope"], 2),
-                           ("attribute, 1 query (default: ONNX, no torch)", attribute, 0),
-                           ("attribute, 1 query, --backend torch (reference)",
-                            [*attribute, "--backend", "torch"], 0)]:
-        seconds = (reference if args[-1] == "torch"
-                   else fresh_process_seconds(args, opts.repeats, rc))
-        rows.append({"command (fresh process)": name, "median s": seconds,
-                     "vs reference": seconds / reference})
+    for name, args, rc in [
+        ("influcoder --help", ["--help"], 0),
+        ("usage error (unknown option)", ["collect", "--nope"], 2),
+        ("attribute, 1 query (default: ONNX, no torch)", attribute, 0),
+        ("attribute, 1 query, --backend torch (reference)", [*attribute, "--backend", "torch"], 0),
+    ]:
+        seconds = (
+            reference if args[-1] == "torch" else fresh_process_seconds(args, opts.repeats, rc)
+        )
+        rows.append(
+            {
+                "command (fresh process)": name,
+                "median s": seconds,
+                "vs reference": seconds / reference,
+            }
+        )
     print(table(rows, ["command (fresh process)", "median s", "vs reference"]))
     print(f"\n{opts.repeats} fresh processes each; index of {opts.pool} samples, bundled MiniLM")
     print(f"reproduce: {command_line()}")

@@ -23,8 +23,12 @@ from pathlib import Path
 import common
 import numpy as np
 
-VARIANTS = {"bf16": (), "bf16, LM head fp32": ("lm_head",),
-            "bf16, attention fp32": ("self_attn",), "bf16, MLP fp32": ("mlp",)}
+VARIANTS = {
+    "bf16": (),
+    "bf16, LM head fp32": ("lm_head",),
+    "bf16, attention fp32": ("self_attn",),
+    "bf16, MLP fp32": ("mlp",),
+}
 
 
 class Float32Modules:
@@ -32,8 +36,9 @@ class Float32Modules:
     float32: a pre-hook switches autocast off (and casts the inputs up), a post-hook on."""
 
     def __init__(self, model, suffixes):
-        self.modules = [m for n, m in model.named_modules()
-                        if suffixes and n.split(".")[-1] in suffixes]
+        self.modules = [
+            m for n, m in model.named_modules() if suffixes and n.split(".")[-1] in suffixes
+        ]
         self.handles, self.contexts = [], []
 
     def _pre(self, module, args):
@@ -42,16 +47,17 @@ class Float32Modules:
         context = torch.autocast("cpu", enabled=False)
         context.__enter__()
         self.contexts.append(context)
-        return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a
-                     for a in args)
+        return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
 
     def _post(self, module, args, output):
         self.contexts.pop().__exit__(None, None, None)
 
     def __enter__(self):
         for m in self.modules:
-            self.handles += [m.register_forward_pre_hook(self._pre),
-                             m.register_forward_hook(self._post)]
+            self.handles += [
+                m.register_forward_pre_hook(self._pre),
+                m.register_forward_hook(self._post),
+            ]
         return self
 
     def __exit__(self, *exc):
@@ -82,8 +88,9 @@ def main(argv=None) -> list[dict]:
     model, _, _ = load_decoder(args.model)
     model = load_adapter(model, work / "adapter")
     samples = [TokenizedSample(**d) for d in json.loads((work / "samples.json").read_text())]
-    batch = ([s for s in samples if s.n_response <= 8][:args.short]
-             + [s for s in samples if s.n_response > 8][:args.long])
+    batch = [s for s in samples if s.n_response <= 8][: args.short] + [
+        s for s in samples if s.n_response > 8
+    ][: args.long]
     pad = prepared["pad_token_id"]
 
     def losses(bf16):
@@ -95,22 +102,32 @@ def main(argv=None) -> list[dict]:
         return out
 
     def vectors(bf16, suffixes=()):
-        computer = GradientComputer(model, target="lora", sketch_dim=0, bf16=bf16,
-                                    pad_token_id=pad)
+        computer = GradientComputer(model, target="lora", sketch_dim=0, bf16=bf16, pad_token_id=pad)
         with Float32Modules(model, suffixes):
             return np.concatenate([computer([s]) for s in batch])
 
     reference = vectors(False)
     pairs = np.triu_indices(len(batch), 1)
-    rows = [{"variant": "float32 (reference)", "cosine to fp32 per sample": "1",
-             "pairwise spearman": 1.0}]
+    rows = [
+        {
+            "variant": "float32 (reference)",
+            "cosine to fp32 per sample": "1",
+            "pairwise spearman": 1.0,
+        }
+    ]
     for name, suffixes in VARIANTS.items():
         v = vectors(True, suffixes)
         cosines = (v * reference).sum(1)
-        rows.append({"variant": name, "cosines": cosines.tolist(),
-                     "cosine to fp32 per sample": " ".join(f"{c:.2f}" for c in cosines),
-                     "pairwise spearman": spearmanr((reference @ reference.T)[pairs],
-                                                    (v @ v.T)[pairs])[0]})
+        rows.append(
+            {
+                "variant": name,
+                "cosines": cosines.tolist(),
+                "cosine to fp32 per sample": " ".join(f"{c:.2f}" for c in cosines),
+                "pairwise spearman": spearmanr((reference @ reference.T)[pairs], (v @ v.T)[pairs])[
+                    0
+                ],
+            }
+        )
     print(f"{len(batch)} samples, response tokens {[s.n_response for s in batch]}")
     print("response loss fp32: " + " ".join(f"{x:.3f}" for x in losses(False)))
     print("response loss bf16: " + " ".join(f"{x:.3f}" for x in losses(True)))

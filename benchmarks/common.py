@@ -27,8 +27,14 @@ def load_source(source: str) -> list[dict]:
     return {"bbh": load_bbh_cot, "rho-qa": load_rho_qa, "chatterbot": load_chatterbot}[source]()
 
 
-def pick_tokenized(tokenizer, source: str, n: int, tokens: tuple[int, int],
-                   sample_seed: int | None = None, max_length: int = 512) -> list:
+def pick_tokenized(
+    tokenizer,
+    source: str,
+    n: int,
+    tokens: tuple[int, int],
+    sample_seed: int | None = None,
+    max_length: int = 512,
+) -> list:
     """The first ``n`` samples of ``source`` whose tokenized length lies in ``tokens`` (lo, hi),
     in file order or, with ``sample_seed``, in a seeded random order; tokenized as ``collect``
     tokenizes them. Exits saying so when the source has fewer."""
@@ -64,8 +70,11 @@ def plain_loop(model, chosen, keep: bool = False):
         for i, s in enumerate(chosen):
             for w in weights:
                 w.grad = None
-            model(input_ids=torch.tensor([s.input_ids]), labels=torch.tensor([s.labels]),
-                  use_cache=False).loss.backward()
+            model(
+                input_ids=torch.tensor([s.input_ids]),
+                labels=torch.tensor([s.labels]),
+                use_cache=False,
+            ).loss.backward()
             flat = torch.cat([w.grad.reshape(-1) for w in weights])
             if keep:
                 rows[i] = flat.numpy()
@@ -87,9 +96,15 @@ def block_size(text: str) -> tuple[int, int]:
 
 
 def to_samples(rows) -> list[Sample]:
-    return [Sample(id=r["id"], prompt=r["prompt"], response=r["response"],
-                   meta={k: v for k, v in r.items() if k not in ("id", "prompt", "response")})
-            for r in rows]
+    return [
+        Sample(
+            id=r["id"],
+            prompt=r["prompt"],
+            response=r["response"],
+            meta={k: v for k, v in r.items() if k not in ("id", "prompt", "response")},
+        )
+        for r in rows
+    ]
 
 
 def mixed_samples(n_pool: int, n_query: int, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
@@ -110,8 +125,11 @@ def mixed_samples(n_pool: int, n_query: int, seed: int = 0) -> tuple[list[Sample
     q_harm, harm_rest = split_disjoint(harm, n_q_harm, seed)
     q_cot, cot_rest = split_disjoint(cot, n_query - n_q_harm, seed)
     n_plant = max(1, n_pool // 10)
-    pool = ([chat[i] for i in rng.choice(len(chat), n_pool - 2 * n_plant, replace=False)]
-            + harm_rest[:n_plant] + cot_rest[:n_plant])
+    pool = (
+        [chat[i] for i in rng.choice(len(chat), n_pool - 2 * n_plant, replace=False)]
+        + harm_rest[:n_plant]
+        + cot_rest[:n_plant]
+    )
     pool = [pool[i] for i in rng.permutation(len(pool))]
     return to_samples(pool), to_samples(q_harm + q_cot)
 
@@ -136,8 +154,10 @@ def best_of(fn, repeats: int = 5) -> float:
 
 def table(rows: list[dict], cols: list[str]) -> str:
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
-    lines = [" | ".join(c.ljust(widths[c]) for c in cols),
-             "-|-".join("-" * widths[c] for c in cols)]
+    lines = [
+        " | ".join(c.ljust(widths[c]) for c in cols),
+        "-|-".join("-" * widths[c] for c in cols),
+    ]
     lines += [" | ".join(_fmt(r.get(c)).ljust(widths[c]) for c in cols) for r in rows]
     return "\n".join(lines)
 
@@ -154,8 +174,14 @@ def command_line() -> str:
 
 #: The learning curve's stores (``learning_curve.py --extra-test``): the training side and the
 #: two held-out blocks.
-LC_PARTS = ("train_pool", "train_queries", "test_pool", "test_queries", "extra_pool",
-            "extra_queries")
+LC_PARTS = (
+    "train_pool",
+    "train_queries",
+    "test_pool",
+    "test_queries",
+    "extra_pool",
+    "extra_queries",
+)
 
 
 def head_arguments(ap, threads: int) -> None:
@@ -194,8 +220,10 @@ def learning_curve_stores(work) -> tuple[dict, dict, object]:
 
     stores = {p: open_store(Path(work) / f"grad_{p}") for p in LC_PARTS}
     vectors = {p: s.vectors() for p, s in stores.items()}
-    gt = cosine_matrix(np.vstack([vectors["test_pool"], vectors["extra_pool"]]),
-                       np.vstack([vectors["test_queries"], vectors["extra_queries"]]))
+    gt = cosine_matrix(
+        np.vstack([vectors["test_pool"], vectors["extra_pool"]]),
+        np.vstack([vectors["test_queries"], vectors["extra_queries"]]),
+    )
     return stores, vectors, gt
 
 
@@ -217,7 +245,11 @@ def view_features(name: str, stores: dict, view_sets, max_seq_length: int):
     model = load_encoder(str(backbone_path(name) if is_multi_view(Path(name)) else name))
     model.max_seq_length = max_seq_length
     wanted = sorted({v for views in view_sets for v in views})
-    emb = {p: dict(zip(wanted, (embed(model, t) for t in view_texts(s.samples, wanted))))
-           for p, s in stores.items()}
-    return {views: {p: np.hstack([unit_rows(emb[p][v]) for v in views]) for p in stores}
-            for views in view_sets}
+    emb = {
+        p: dict(zip(wanted, (embed(model, t) for t in view_texts(s.samples, wanted))))
+        for p, s in stores.items()
+    }
+    return {
+        views: {p: np.hstack([unit_rows(emb[p][v]) for v in views]) for p in stores}
+        for views in view_sets
+    }

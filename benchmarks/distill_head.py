@@ -48,9 +48,11 @@ from pathlib import Path
 import common
 import numpy as np
 
-BLOCKS = {"held-out pool x held-out queries": ("test", "test"),
-          "held-out pool x training queries": ("test", "train"),
-          "training pool x held-out queries": ("train", "test")}
+BLOCKS = {
+    "held-out pool x held-out queries": ("test", "test"),
+    "held-out pool x training queries": ("test", "train"),
+    "training pool x held-out queries": ("train", "test"),
+}
 FIGURES = ("per-anchor", "pairwise", "aggregated")
 TWO_VIEWS = ("text", "response")
 
@@ -61,13 +63,23 @@ def stratified_third(labels: list, seed: int) -> tuple[np.ndarray, np.ndarray]:
     held = []
     for label in sorted(set(labels), key=str):
         idx = rng.permutation(np.flatnonzero(np.asarray(labels, dtype=object) == label))
-        held.extend(idx[:round(len(idx) / 3)])
+        held.extend(idx[: round(len(idx) / 3)])
     held = np.sort(np.asarray(held, dtype=np.int64))
     return held, np.setdiff1d(np.arange(len(labels)), held)
 
 
-def encoder_rows(name, model, prepare_seconds, data, held, train, components, seed,
-                 views=("text",), head_choice=("linear", "cosine")):
+def encoder_rows(
+    name,
+    model,
+    prepare_seconds,
+    data,
+    held,
+    train,
+    components,
+    seed,
+    views=("text",),
+    head_choice=("linear", "cosine"),
+):
     """``{variant: (embeddings by store, info)}`` for ``model`` and ``model`` + a head fitted on
     the training side only. Embedding the held-out block (its pool samples and queries) is
     timed, as attribution would pay it. ``views``: what the model reads; two views are each
@@ -99,23 +111,41 @@ def encoder_rows(name, model, prepare_seconds, data, held, train, components, se
     emb["pool"][train] = embed_views("pool", train)
     emb["train_queries"] = embed_views("train_queries")
     t = time.perf_counter()
-    head = fit_head(emb["pool"][train], vectors["pool"][train], emb["train_queries"],
-                    vectors["train_queries"], components=components, seed=seed,
-                    kinds=HEAD_CHOICES[head_choice[0]], similarity=head_choice[1])
+    head = fit_head(
+        emb["pool"][train],
+        vectors["pool"][train],
+        emb["train_queries"],
+        vectors["train_queries"],
+        components=components,
+        seed=seed,
+        kinds=HEAD_CHOICES[head_choice[0]],
+        similarity=head_choice[1],
+    )
     fit = time.perf_counter() - t
     headed = {k: head(e) for k, e in emb.items()}
     if len(views) == 1 and isinstance(head, LinearHead) and head.similarity == "cosine":
         # The saved form (Dense + Normalize appended) gives the same outputs: check a few texts.
         np.testing.assert_allclose(
             embed(append_head(model, head), data["texts"]["test_queries"][:4]),
-            normalize_rows(headed["test_queries"][:4]), atol=1e-4)
+            normalize_rows(headed["test_queries"][:4]),
+            atol=1e-4,
+        )
         del model[-2:]
-    return {name: (emb, {"prepare s": prepare_seconds, "encode s": encode}),
-            name + " + head": (headed, {"prepare s": prepare_seconds + fit, "encode s": encode,
-                                        "alpha": head.alpha, "head": head.card()["kind"],
-                                        "similarity": head.similarity,
-                                        "val encoder": head.encoder_validation,
-                                        "val": head.kinds_validation[head.card()["kind"]]})}
+    return {
+        name: (emb, {"prepare s": prepare_seconds, "encode s": encode}),
+        name + " + head": (
+            headed,
+            {
+                "prepare s": prepare_seconds + fit,
+                "encode s": encode,
+                "alpha": head.alpha,
+                "head": head.card()["kind"],
+                "similarity": head.similarity,
+                "val encoder": head.encoder_validation,
+                "val": head.kinds_validation[head.card()["kind"]],
+            },
+        ),
+    }
 
 
 def finetuned(data, train, args, seed, regression_weight=0.0, epochs=None, overrides=None):
@@ -130,24 +160,43 @@ def finetuned(data, train, args, seed, regression_weight=0.0, epochs=None, overr
     cache = Path(args.cache) if args.cache else Path(args.work) / "head_bench"
     epochs = args.epochs if epochs is None else epochs
     joint = f"_joint{regression_weight:g}" if regression_weight else ""
-    settings = DistillArguments(**{"epochs": epochs, "seed": seed,
-                                   "regression_weight": regression_weight,
-                                   "max_seq_length": args.encoder_max_length, **(overrides or {})})
+    settings = DistillArguments(
+        **{
+            "epochs": epochs,
+            "seed": seed,
+            "regression_weight": regression_weight,
+            "max_seq_length": args.encoder_max_length,
+            **(overrides or {}),
+        }
+    )
     enc_dir = cache / f"finetuned_seed{seed}_ep{epochs}{joint}_{common.settings_digest(settings)}"
     if not (enc_dir / "influcoder_distill.json").is_file():
         gt = data["vectors"]["pool"][train] @ data["vectors"]["train_queries"].T
-        vectors = ({"pool_vectors": data["vectors"]["pool"][train],
-                    "query_vectors": data["vectors"]["train_queries"]}
-                   if regression_weight else {})
+        vectors = (
+            {
+                "pool_vectors": data["vectors"]["pool"][train],
+                "query_vectors": data["vectors"]["train_queries"],
+            }
+            if regression_weight
+            else {}
+        )
+
         def items(store, rows):  # trained through two views: (text, response) pairs
             texts = [data["texts"][store][i] for i in rows]
             if settings.views != "text+response":
                 return texts
             return list(zip(texts, [data["responses"][store][i] for i in rows]))
 
-        distill(load_encoder("all-minilm-l6-v2"), items("pool", train),
-                items("train_queries", range(len(data["texts"]["train_queries"]))), gt,
-                settings, out_dir=enc_dir, progress=False, **vectors)
+        distill(
+            load_encoder("all-minilm-l6-v2"),
+            items("pool", train),
+            items("train_queries", range(len(data["texts"]["train_queries"]))),
+            gt,
+            settings,
+            out_dir=enc_dir,
+            progress=False,
+            **vectors,
+        )
     card = json.loads((enc_dir / "influcoder_distill.json").read_text(encoding="utf-8"))
     return load_encoder(str(enc_dir)), sum(h["seconds"] for h in card["history"])
 
@@ -158,11 +207,13 @@ def within_training_side(data: dict, seed: int) -> dict:
     _, train = stratified_third(data["labels"], seed)
     n = len(data["texts"]["train_queries"])
     order = np.random.default_rng(seed).permutation(n)
-    val, fit = np.sort(order[:round(n / 3)]), np.sort(order[round(n / 3):])
+    val, fit = np.sort(order[: round(n / 3)]), np.sort(order[round(n / 3) :])
     rows = {"pool": train, "train_queries": fit, "test_queries": val}
     source = {"pool": "pool", "train_queries": "train_queries", "test_queries": "train_queries"}
-    cut = {kind: {k: [data[kind][source[k]][i] for i in rows[k]] for k in rows}
-           for kind in ("texts", "responses", "samples")}
+    cut = {
+        kind: {k: [data[kind][source[k]][i] for i in rows[k]] for k in rows}
+        for kind in ("texts", "responses", "samples")
+    }
     cut["vectors"] = {k: data["vectors"][source[k]][rows[k]] for k in rows}
     cut["labels"] = [data["labels"][i] for i in train]
     return cut
@@ -194,8 +245,10 @@ def judge(gt, pred, labels, n_boot, seed) -> dict:
     from influcoder import metrics
 
     row = {}
-    for label, fn in zip(FIGURES, (metrics.per_anchor_spearman, metrics.pairwise_spearman,
-                                   metrics.aggregated_spearman)):
+    for label, fn in zip(
+        FIGURES,
+        (metrics.per_anchor_spearman, metrics.pairwise_spearman, metrics.aggregated_spearman),
+    ):
         low, high = metrics.bootstrap_interval(fn, gt, pred, n_resamples=n_boot, seed=seed)
         row[label], row[label + " 95%"] = fn(gt, pred), f"[{low:.2f}, {high:.2f}]"
     if labels is not None:
@@ -216,31 +269,56 @@ def run_split(seed, data, args, components) -> list[dict]:
     rows_of = functools.partial(encoder_rows, head_choice=(args.head, args.head_similarity))
     variants = rows_of("untrained", untrained, 0.0, data, held, train, components, seed)
     if args.two_view_heads:
-        variants.update(rows_of("untrained, 2 views", untrained, 0.0, data, held, train,
-                                components, seed, TWO_VIEWS))
+        variants.update(
+            rows_of(
+                "untrained, 2 views", untrained, 0.0, data, held, train, components, seed, TWO_VIEWS
+            )
+        )
     if not args.no_finetune:
         model, seconds = finetuned(data, train, args, seed)
-        variants.update(rows_of("distilled", model, seconds, data, held, train,
-                                components, seed))
+        variants.update(rows_of("distilled", model, seconds, data, held, train, components, seed))
         if args.two_view_heads:
-            variants.update(rows_of("distilled, 2 views", model, seconds, data, held,
-                                    train, components, seed, TWO_VIEWS))
+            variants.update(
+                rows_of(
+                    "distilled, 2 views",
+                    model,
+                    seconds,
+                    data,
+                    held,
+                    train,
+                    components,
+                    seed,
+                    TWO_VIEWS,
+                )
+            )
     for weight in args.regression_weights:
         model, seconds = finetuned(data, train, args, seed, weight, args.joint_epochs)
-        variants.update(rows_of(f"joint w={weight:g} ep{args.joint_epochs or args.epochs}",
-                                model, seconds, data, held, train, components, seed))
+        variants.update(
+            rows_of(
+                f"joint w={weight:g} ep{args.joint_epochs or args.epochs}",
+                model,
+                seconds,
+                data,
+                held,
+                train,
+                components,
+                seed,
+            )
+        )
     for name, overrides in args.variants:
-        model, seconds = finetuned(data, train, args, seed, overrides=overrides,
-                                   epochs=overrides.get("epochs"))
+        model, seconds = finetuned(
+            data, train, args, seed, overrides=overrides, epochs=overrides.get("epochs")
+        )
         views = TWO_VIEWS if overrides.get("views") == "text+response" else ("text",)
-        variants.update(rows_of(name, model, seconds, data, held, train, components, seed,
-                                views))
+        variants.update(rows_of(name, model, seconds, data, held, train, components, seed, views))
     rows_idx = {"test": held, "train": train}
     stores = {"test": "test_queries", "train": "train_queries"}
-    print(f"\n##### split seed {seed}: {len(held)} held-out pool samples "
-          f"({int(harmful[held].sum())} harmful), {len(train)} training; "
-          f"{len(data['texts']['train_queries'])} training queries, "
-          f"{len(data['texts']['test_queries'])} held-out queries; head components {components}")
+    print(
+        f"\n##### split seed {seed}: {len(held)} held-out pool samples "
+        f"({int(harmful[held].sum())} harmful), {len(train)} training; "
+        f"{len(data['texts']['train_queries'])} training queries, "
+        f"{len(data['texts']['test_queries'])} held-out queries; head components {components}"
+    )
     out = []
     for block, (p, q) in BLOCKS.items():
         gt = data["vectors"]["pool"][rows_idx[p]] @ data["vectors"][stores[q]].T
@@ -249,22 +327,51 @@ def run_split(seed, data, args, components) -> list[dict]:
         for name, (emb, info) in variants.items():
             t = time.perf_counter()
             pool, queries = emb["pool"][rows_idx[p]], emb[stores[q]]
-            pred = (pool @ queries.T if info.get("similarity") == "dot"
-                    else normalize_rows(pool) @ normalize_rows(queries).T)
-            rows.append({"method": name, **info, "score s": time.perf_counter() - t,
-                         **judge(gt, pred, labels, args.n_boot, seed)})
+            pred = (
+                pool @ queries.T
+                if info.get("similarity") == "dot"
+                else normalize_rows(pool) @ normalize_rows(queries).T
+            )
+            rows.append(
+                {
+                    "method": name,
+                    **info,
+                    "score s": time.perf_counter() - t,
+                    **judge(gt, pred, labels, args.n_boot, seed),
+                }
+            )
         for name, fn in (("BM25", bm25_scores), ("TF-IDF", tfidf_scores)):
             pool = [data["samples"]["pool"][i] for i in rows_idx[p]]
             pred, info = fn(pool, data["samples"][stores[q]])
-            rows.append({"method": name, "prepare s": info["prepare_seconds"],
-                         "encode s": info["seconds"], **judge(gt, pred, labels, args.n_boot,
-                                                              seed)})
+            rows.append(
+                {
+                    "method": name,
+                    "prepare s": info["prepare_seconds"],
+                    "encode s": info["seconds"],
+                    **judge(gt, pred, labels, args.n_boot, seed),
+                }
+            )
         if labels is not None:
             rows.append({"method": "(ground truth)", **judge(gt, gt, labels, 1, seed)})
         print(f"\n{block}: {gt.shape[0]} x {gt.shape[1]}")
-        print(common.table(rows, ["method", *[c for f in FIGURES for c in (f, f + " 95%")],
-                                  "AUPRC mean", "AUPRC max", "prepare s", "encode s", "head",
-                                  "similarity", "alpha", "val encoder", "val"]))
+        print(
+            common.table(
+                rows,
+                [
+                    "method",
+                    *[c for f in FIGURES for c in (f, f + " 95%")],
+                    "AUPRC mean",
+                    "AUPRC max",
+                    "prepare s",
+                    "encode s",
+                    "head",
+                    "similarity",
+                    "alpha",
+                    "val encoder",
+                    "val",
+                ],
+            )
+        )
         out += [{"seed": seed, "block": block, **r} for r in rows]
     return out
 
@@ -282,48 +389,93 @@ def main() -> None:
     ap.add_argument("--work", default="runs/demo", help="a demo run's directory")
     ap.add_argument("--seeds", default="0", help="split seeds, comma separated")
     ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (the demo's)")
-    ap.add_argument("--encoder-max-length", type=int, default=128,
-                    help="encoder tokens per text while fine-tuning (the demo's)")
-    ap.add_argument("--components", type=int, default=None,
-                    help="head components (default: DistillArguments' head_components)")
+    ap.add_argument(
+        "--encoder-max-length",
+        type=int,
+        default=128,
+        help="encoder tokens per text while fine-tuning (the demo's)",
+    )
+    ap.add_argument(
+        "--components",
+        type=int,
+        default=None,
+        help="head components (default: DistillArguments' head_components)",
+    )
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
-    ap.add_argument("--head", choices=[h for h in HEAD_CHOICES if h != "none"], default="linear",
-                    help="the head's kinds (distill --head)")
-    ap.add_argument("--head-similarity", choices=["auto", *SIMILARITIES], default="cosine",
-                    help="how the head's outputs are compared (distill --head-similarity)")
+    ap.add_argument(
+        "--head",
+        choices=[h for h in HEAD_CHOICES if h != "none"],
+        default="linear",
+        help="the head's kinds (distill --head)",
+    )
+    ap.add_argument(
+        "--head-similarity",
+        choices=["auto", *SIMILARITIES],
+        default="cosine",
+        help="how the head's outputs are compared (distill --head-similarity)",
+    )
     ap.add_argument("--no-finetune", action="store_true", help="skip the distilled variant")
-    ap.add_argument("--regression-weights", default="",
-                    help="joint variants to add, comma separated (e.g. 0.5,1)")
-    ap.add_argument("--joint-epochs", type=int, default=None,
-                    help="epochs of the joint variants (default: --epochs)")
-    ap.add_argument("--cache", default=None,
-                    help="where fine-tuned encoders are kept (default: <work>/head_bench)")
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME:FIELD=V,...",
-                    help="another fine-tuned variant: DistillArguments fields to override, e.g. "
-                         "'all queries:batch_query=64,epochs=3,lr=1e-4' (repeatable)")
-    ap.add_argument("--two-view-heads", action="store_true",
-                    help="also a head on two views (text + response alone, each unit length) "
-                         "of the untrained and the distilled encoder")
-    ap.add_argument("--within", type=int, default=None, metavar="SEED",
-                    help="validation mode, for choosing settings: only the training side of split "
-                         "SEED is used (its training pool, and its training queries split into "
-                         "a seeded third of validation queries and the rest); the held-out block "
-                         "of split SEED is never read")
+    ap.add_argument(
+        "--regression-weights",
+        default="",
+        help="joint variants to add, comma separated (e.g. 0.5,1)",
+    )
+    ap.add_argument(
+        "--joint-epochs",
+        type=int,
+        default=None,
+        help="epochs of the joint variants (default: --epochs)",
+    )
+    ap.add_argument(
+        "--cache",
+        default=None,
+        help="where fine-tuned encoders are kept (default: <work>/head_bench)",
+    )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:FIELD=V,...",
+        help="another fine-tuned variant: DistillArguments fields to override, e.g. "
+        "'all queries:batch_query=64,epochs=3,lr=1e-4' (repeatable)",
+    )
+    ap.add_argument(
+        "--two-view-heads",
+        action="store_true",
+        help="also a head on two views (text + response alone, each unit length) "
+        "of the untrained and the distilled encoder",
+    )
+    ap.add_argument(
+        "--within",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="validation mode, for choosing settings: only the training side of split "
+        "SEED is used (its training pool, and its training queries split into "
+        "a seeded third of validation queries and the rest); the held-out block "
+        "of split SEED is never read",
+    )
     args = ap.parse_args()
     args.variants = [parse_variant(v) for v in args.variant]
     args.regression_weights = [float(w) for w in args.regression_weights.split(",") if w]
     torch.set_num_threads(1)
     components = args.components or DistillArguments().head_components
-    stores = {k: open_store(Path(args.work) / f"grad_{k}")
-              for k in ("pool", "train_queries", "test_queries")}
-    data = {"vectors": {k: normalize_rows(s.vectors()) for k, s in stores.items()},
-            "texts": {k: [encoder_text(x) for x in s.samples] for k, s in stores.items()},
-            "responses": {k: [x.response for x in s.samples] for k, s in stores.items()},
-            "samples": {k: s.samples for k, s in stores.items()},
-            "labels": [x.meta.get("label") for x in stores["pool"].samples]}
+    stores = {
+        k: open_store(Path(args.work) / f"grad_{k}")
+        for k in ("pool", "train_queries", "test_queries")
+    }
+    data = {
+        "vectors": {k: normalize_rows(s.vectors()) for k, s in stores.items()},
+        "texts": {k: [encoder_text(x) for x in s.samples] for k, s in stores.items()},
+        "responses": {k: [x.response for x in s.samples] for k, s in stores.items()},
+        "samples": {k: s.samples for k, s in stores.items()},
+        "labels": [x.meta.get("label") for x in stores["pool"].samples],
+    }
     if args.within is not None:
         data = within_training_side(data, args.within)
-        args.cache = str(Path(args.cache or Path(args.work) / "head_bench") / f"within{args.within}")
+        args.cache = str(
+            Path(args.cache or Path(args.work) / "head_bench") / f"within{args.within}"
+        )
     summary = []
     for seed in (int(s) for s in args.seeds.split(",")):
         summary += run_split(seed, data, args, components)
@@ -335,9 +487,15 @@ def main() -> None:
             for name in dict.fromkeys(r["method"] for r in summary):
                 sel = [r for r in summary if r["block"] == block and r["method"] == name]
                 cols = [f for f in (*FIGURES, "AUPRC mean", "AUPRC max") if sel and f in sel[0]]
-                rows.append({"method": name, **{
-                    f: f"{np.mean([r[f] for r in sel]):.3f} ({np.std([r[f] for r in sel]):.3f})"
-                    for f in cols}})
+                rows.append(
+                    {
+                        "method": name,
+                        **{
+                            f: f"{np.mean([r[f] for r in sel]):.3f} ({np.std([r[f] for r in sel]):.3f})"
+                            for f in cols
+                        },
+                    }
+                )
             print(f"\n{block}")
             print(common.table(rows, ["method", *FIGURES, "AUPRC mean", "AUPRC max"]))
     print(f"\nreproduce: {common.command_line()}")

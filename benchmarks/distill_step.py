@@ -46,15 +46,22 @@ def main() -> None:
     pool = [encoder_text(s) for s in open_store(Path(args.work) / "grad_pool").samples]
     queries = [encoder_text(s) for s in open_store(Path(args.work) / "grad_train_queries").samples]
     rng = np.random.default_rng(args.seed)
-    blocks = [[pool[i] for i in rng.choice(len(pool), args.batch_pool, replace=False)]
-              + [queries[j] for j in rng.choice(len(queries), min(args.batch_query,
-                                                                   len(queries)), replace=False)]
-              for _ in range(args.steps)]
+    blocks = [
+        [pool[i] for i in rng.choice(len(pool), args.batch_pool, replace=False)]
+        + [
+            queries[j]
+            for j in rng.choice(len(queries), min(args.batch_query, len(queries)), replace=False)
+        ]
+        for _ in range(args.steps)
+    ]
     encoder = load_encoder("all-minilm-l6-v2")
     encoder.max_seq_length = args.max_seq_length
-    forwards = {"one padded batch": padded_embeddings,
-                f"micro-batches of <= {args.micro_batch}":
-                    lambda m, t: block_embeddings(m, t, micro_batch=args.micro_batch)}
+    forwards = {
+        "one padded batch": padded_embeddings,
+        f"micro-batches of <= {args.micro_batch}": lambda m, t: block_embeddings(
+            m, t, micro_batch=args.micro_batch
+        ),
+    }
 
     def step(fn, texts) -> float:
         start = time.perf_counter()
@@ -66,7 +73,7 @@ def main() -> None:
     step(padded_embeddings, blocks[0])  # warm-up, untimed
     seconds = {name: [] for name in forwards}
     for k, texts in enumerate(blocks):
-        for name in (list(forwards) if k % 2 == 0 else list(forwards)[::-1]):
+        for name in list(forwards) if k % 2 == 0 else list(forwards)[::-1]:
             seconds[name].append(step(forwards[name], texts))
 
     encoder.eval()  # same function on both paths: compare outputs and gradients
@@ -75,21 +82,28 @@ def main() -> None:
         encoder.zero_grad()
         outs[name] = fn(encoder, blocks[0])
         (outs[name].sum(dim=0) ** 2).sum().backward()
-        grads[name] = torch.cat([p.grad.flatten() for p in encoder.parameters()
-                                 if p.grad is not None])
+        grads[name] = torch.cat(
+            [p.grad.flatten() for p in encoder.parameters() if p.grad is not None]
+        )
     ref, fast = forwards
     lengths = [token_lengths(encoder.tokenizer, b, encoder.max_seq_length) for b in blocks]
-    rows = [{"forward": name, "s/step": float(np.mean(s)), "min s": float(np.min(s))}
-            for name, s in seconds.items()]
-    print(f"{args.steps} steps of {len(blocks[0])} texts (tokens: median "
-          f"{np.median(np.concatenate(lengths)):.0f}, longest {max(map(max, lengths))}), "
-          f"{torch.get_num_threads()} torch threads")
+    rows = [
+        {"forward": name, "s/step": float(np.mean(s)), "min s": float(np.min(s))}
+        for name, s in seconds.items()
+    ]
+    print(
+        f"{args.steps} steps of {len(blocks[0])} texts (tokens: median "
+        f"{np.median(np.concatenate(lengths)):.0f}, longest {max(map(max, lengths))}), "
+        f"{torch.get_num_threads()} torch threads"
+    )
     print(common.table(rows, ["forward", "s/step", "min s"]))
     print(f"\nspeed-up: {rows[0]['s/step'] / rows[1]['s/step']:.2f}x (reference / micro-batched)")
-    print(f"eval mode, largest difference: embeddings "
-          f"{(outs[ref] - outs[fast]).abs().max().item():.2e}, gradients "
-          f"{(grads[ref] - grads[fast]).abs().max().item():.2e} (largest gradient "
-          f"{grads[ref].abs().max().item():.2e})")
+    print(
+        f"eval mode, largest difference: embeddings "
+        f"{(outs[ref] - outs[fast]).abs().max().item():.2e}, gradients "
+        f"{(grads[ref] - grads[fast]).abs().max().item():.2e} (largest gradient "
+        f"{grads[ref].abs().max().item():.2e})"
+    )
     print(f"\nreproduce: {common.command_line()}")
 
 

@@ -57,38 +57,79 @@ def main() -> None:
             test_queries = np.vstack([x["test_queries"], x["extra_queries"]])
             texts = [t for per_view in view_texts(held, views) for t in per_view]
             encoder_s = common.best_of(partial(model.encode, texts, batch_size=32), repeats=1)
-            for kind in ("linear", "kernel", "auto"):       # distill --head's choices
+            for kind in ("linear", "kernel", "auto"):  # distill --head's choices
                 kinds = HEAD_CHOICES[kind]
                 start = time.perf_counter()
-                head = h.fit_head(x["train_pool"], vec["train_pool"], x["train_queries"],
-                                  vec["train_queries"], components=args.components,
-                                  similarity="auto", kinds=kinds)
+                head = h.fit_head(
+                    x["train_pool"],
+                    vec["train_pool"],
+                    x["train_queries"],
+                    vec["train_queries"],
+                    components=args.components,
+                    similarity="auto",
+                    kinds=kinds,
+                )
                 fit_s = time.perf_counter() - start
                 pred = h.head_scores(head(test_pool), head(test_queries), head.similarity)
                 apply_s = common.best_of(partial(_apply, head, test_pool, test_queries))
-                intervals = {f: metrics.bootstrap_interval(getattr(metrics, f), gt, pred,
-                                                           n_resamples=args.n_boot)
-                             for f in ("per_anchor_spearman", "aggregated_spearman")}
+                intervals = {
+                    f: metrics.bootstrap_interval(
+                        getattr(metrics, f), gt, pred, n_resamples=args.n_boot
+                    )
+                    for f in ("per_anchor_spearman", "aggregated_spearman")
+                }
                 card = head.card()
-                rows.append({
-                    "encoder": Path(name).name, "views": "+".join(views), "head": kind,
-                    "kept": card["kind"] + ("" if card["kind"] == "linear" else
-                                            f" g{card['gamma_factor']:g}") + f" a{head.alpha:g}"
-                    + f" {head.similarity}",
-                    "val per-anchor": card["kinds_validation_per_anchor_spearman"][card["kind"]],
-                    "per-anchor": metrics.per_anchor_spearman(gt, pred),
-                    "per-anchor 95%": "[{:.2f}, {:.2f}]".format(*intervals["per_anchor_spearman"]),
-                    "pairwise": metrics.pairwise_spearman(gt, pred),
-                    "aggregated": metrics.aggregated_spearman(gt, pred),
-                    "aggregated 95%": "[{:.2f}, {:.2f}]".format(*intervals["aggregated_spearman"]),
-                    "fit s": fit_s, "apply ms": 1000 * apply_s,
-                    "apply % of encoding": 100 * apply_s / encoder_s})
+                rows.append(
+                    {
+                        "encoder": Path(name).name,
+                        "views": "+".join(views),
+                        "head": kind,
+                        "kept": card["kind"]
+                        + ("" if card["kind"] == "linear" else f" g{card['gamma_factor']:g}")
+                        + f" a{head.alpha:g}"
+                        + f" {head.similarity}",
+                        "val per-anchor": card["kinds_validation_per_anchor_spearman"][
+                            card["kind"]
+                        ],
+                        "per-anchor": metrics.per_anchor_spearman(gt, pred),
+                        "per-anchor 95%": "[{:.2f}, {:.2f}]".format(
+                            *intervals["per_anchor_spearman"]
+                        ),
+                        "pairwise": metrics.pairwise_spearman(gt, pred),
+                        "aggregated": metrics.aggregated_spearman(gt, pred),
+                        "aggregated 95%": "[{:.2f}, {:.2f}]".format(
+                            *intervals["aggregated_spearman"]
+                        ),
+                        "fit s": fit_s,
+                        "apply ms": 1000 * apply_s,
+                        "apply % of encoding": 100 * apply_s / encoder_s,
+                    }
+                )
                 print(rows[-1], flush=True)
-    print(f"held-out pool x held-out queries: {gt.shape[0]} x {gt.shape[1]}; the encoder pass "
-          f"the apply time is compared with: {len(held)} samples x each view, this process")
-    print(common.table(rows, ["encoder", "views", "head", "kept", "val per-anchor", "per-anchor",
-                              "per-anchor 95%", "pairwise", "aggregated", "aggregated 95%",
-                              "fit s", "apply ms", "apply % of encoding"]))
+    print(
+        f"held-out pool x held-out queries: {gt.shape[0]} x {gt.shape[1]}; the encoder pass "
+        f"the apply time is compared with: {len(held)} samples x each view, this process"
+    )
+    print(
+        common.table(
+            rows,
+            [
+                "encoder",
+                "views",
+                "head",
+                "kept",
+                "val per-anchor",
+                "per-anchor",
+                "per-anchor 95%",
+                "pairwise",
+                "aggregated",
+                "aggregated 95%",
+                "fit s",
+                "apply ms",
+                "apply % of encoding",
+            ],
+        )
+    )
     print(f"\nreproduce: {common.command_line()}")
 
 

@@ -38,32 +38,66 @@ def main() -> None:
         features = common.view_features(name, stores, view_sets, args.max_seq_length)
         for views in view_sets:
             x = features[views]
-            auto = h.fit_head(x["train_pool"], vec["train_pool"], x["train_queries"],
-                              vec["train_queries"], components=args.components, similarity="auto")
+            auto = h.fit_head(
+                x["train_pool"],
+                vec["train_pool"],
+                x["train_queries"],
+                vec["train_queries"],
+                components=args.components,
+                similarity="auto",
+            )
             for how in h.SIMILARITIES:
                 # each at its own alpha (what distill keeps for it); validation: its folds
-                head = h.fit_head(x["train_pool"], vec["train_pool"], x["train_queries"],
-                                  vec["train_queries"], components=args.components,
-                                  similarity=how)
-                pred = h.head_scores(head(np.vstack([x["test_pool"], x["extra_pool"]])),
-                                     head(np.vstack([x["test_queries"], x["extra_queries"]])),
-                                     how)
-                lo, hi = metrics.bootstrap_interval(metrics.aggregated_spearman, gt, pred,
-                                                    n_resamples=args.n_boot)
+                head = h.fit_head(
+                    x["train_pool"],
+                    vec["train_pool"],
+                    x["train_queries"],
+                    vec["train_queries"],
+                    components=args.components,
+                    similarity=how,
+                )
+                pred = h.head_scores(
+                    head(np.vstack([x["test_pool"], x["extra_pool"]])),
+                    head(np.vstack([x["test_queries"], x["extra_queries"]])),
+                    how,
+                )
+                lo, hi = metrics.bootstrap_interval(
+                    metrics.aggregated_spearman, gt, pred, n_resamples=args.n_boot
+                )
                 val = head.similarity_validation[how]
-                rows.append({"encoder": Path(name).name, "views": "+".join(views),
-                             "similarity": how + (" (auto)" if how == auto.similarity else ""),
-                             "alpha": head.alpha, "val per-anchor": val["per_anchor"],
-                             "val aggregated": val["aggregated"],
-                             "per-anchor": metrics.per_anchor_spearman(gt, pred),
-                             "pairwise": metrics.pairwise_spearman(gt, pred),
-                             "aggregated": metrics.aggregated_spearman(gt, pred),
-                             "aggregated 95%": f"[{lo:.2f}, {hi:.2f}]"})
+                rows.append(
+                    {
+                        "encoder": Path(name).name,
+                        "views": "+".join(views),
+                        "similarity": how + (" (auto)" if how == auto.similarity else ""),
+                        "alpha": head.alpha,
+                        "val per-anchor": val["per_anchor"],
+                        "val aggregated": val["aggregated"],
+                        "per-anchor": metrics.per_anchor_spearman(gt, pred),
+                        "pairwise": metrics.pairwise_spearman(gt, pred),
+                        "aggregated": metrics.aggregated_spearman(gt, pred),
+                        "aggregated 95%": f"[{lo:.2f}, {hi:.2f}]",
+                    }
+                )
                 print(rows[-1], flush=True)
     print(f"held-out pool x held-out queries: {gt.shape[0]} x {gt.shape[1]}")
-    print(common.table(rows, ["encoder", "views", "similarity", "alpha", "val per-anchor",
-                              "val aggregated", "per-anchor", "pairwise", "aggregated",
-                              "aggregated 95%"]))
+    print(
+        common.table(
+            rows,
+            [
+                "encoder",
+                "views",
+                "similarity",
+                "alpha",
+                "val per-anchor",
+                "val aggregated",
+                "per-anchor",
+                "pairwise",
+                "aggregated",
+                "aggregated 95%",
+            ],
+        )
+    )
     print(f"\nreproduce: {common.command_line()}")
 
 

@@ -33,17 +33,30 @@ def parse_args(argv=None):
     p.add_argument("pool", help="the pool's gradient store the runs trained on")
     p.add_argument("queries", help="the held-out query store of the validation")
     p.add_argument("-e", "--encoder", action="append", default=[], metavar="NAME=ENCODER")
-    p.add_argument("-m", "--method", action="append", default=[], metavar="NAME=POOL,QUERIES",
-                   help="a method from two stores of precomputed vectors")
+    p.add_argument(
+        "-m",
+        "--method",
+        action="append",
+        default=[],
+        metavar="NAME=POOL,QUERIES",
+        help="a method from two stores of precomputed vectors",
+    )
     p.add_argument("--baselines", default="bm25,random")
     p.add_argument("--by", default=None, help="query field for per-kind half-widths")
-    p.add_argument("--counts", default=None,
-                   help="numbers of subset runs to draw, comma separated [default: 8, 16, "
-                        "32, ... up to all saved]")
+    p.add_argument(
+        "--counts",
+        default=None,
+        help="numbers of subset runs to draw, comma separated [default: 8, 16, "
+        "32, ... up to all saved]",
+    )
     p.add_argument("--draws", type=int, default=10, help="random draws per count")
     p.add_argument("--n-boot", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the draws, the bootstrap and the random baseline")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the draws, the bootstrap and the random baseline",
+    )
     p.add_argument("--lds-fraction", type=float, default=None)
     p.add_argument("--lds-seed", type=int, default=None)
     p.add_argument("--device", default="cpu")
@@ -69,10 +82,15 @@ def run_costs(saved, subsets) -> dict:
     size = float(np.mean([len(s) for s in subsets]))
     steps = max(1, math.ceil(training["epochs"] * math.ceil(size / training["batch_size"])))
     cpu = [r["cpu_seconds"] for r in lds_records if r.get("cpu_seconds") is not None]
-    return {"subset_size": size, "steps": steps, "epochs": training["epochs"],
-            "lr": training["lr"], "start": training.get("start", "fresh"),
-            "wall_s": float(np.mean([r["seconds"] for r in lds_records])),
-            "cpu_s": float(np.mean(cpu)) if cpu else float("nan")}
+    return {
+        "subset_size": size,
+        "steps": steps,
+        "epochs": training["epochs"],
+        "lr": training["lr"],
+        "start": training.get("start", "fresh"),
+        "wall_s": float(np.mean([r["seconds"] for r in lds_records])),
+        "cpu_s": float(np.mean(cpu)) if cpu else float("nan"),
+    }
 
 
 def main(argv=None) -> None:
@@ -85,12 +103,22 @@ def main(argv=None) -> None:
     stores = {k: tuple(v.split(",")) for k, v in named(args.method, "--method").items()}
     baselines = [] if args.baselines == "none" else args.baselines.split(",")
     saved, scores, queries = saved_scores(
-        args.runs, args.pool, args.queries, encoders=named(args.encoder, "--encoder"),
-        baselines=baselines, stores=stores, seed=args.seed, device=args.device)
+        args.runs,
+        args.pool,
+        args.queries,
+        encoders=named(args.encoder, "--encoder"),
+        baselines=baselines,
+        stores=stores,
+        seed=args.seed,
+        device=args.device,
+    )
     subsets, losses = saved.lds_runs(fraction=args.lds_fraction, seed=args.lds_seed)
     total = len(subsets)
-    counts = ([int(c) for c in args.counts.split(",")] if args.counts else
-              sorted({c for c in (8, 16, 32, 64, 128, 256) if c < total} | {total}))
+    counts = (
+        [int(c) for c in args.counts.split(",")]
+        if args.counts
+        else sorted({c for c in (8, 16, 32, 64, 128, 256) if c < total} | {total})
+    )
     if any(c < 2 or c > total for c in counts):
         sys.exit(f"--counts must lie in [2, {total}] (the subset runs saved)")
     heldout = query_columns(saved, queries, HELDOUT)
@@ -102,31 +130,41 @@ def main(argv=None) -> None:
     rng = np.random.default_rng(args.seed)
     table, start = [], time.perf_counter()
     for c in counts:
-        draws = [np.sort(rng.choice(total, size=c, replace=False))
-                 for _ in range(1 if c == total else args.draws)]
+        draws = [
+            np.sort(rng.choice(total, size=c, replace=False))
+            for _ in range(1 if c == total else args.draws)
+        ]
         for method, s in scores.items():
             found, widths, kind_widths = [], [], {}
             for idx in draws:
                 picked = [subsets[i] for i in idx]
-                score = lds(s[:, heldout], picked, losses[HELDOUT][idx], n_boot=args.n_boot,
-                            seed=args.seed)
+                score = lds(
+                    s[:, heldout], picked, losses[HELDOUT][idx], n_boot=args.n_boot, seed=args.seed
+                )
                 found.append(score["lds"])
                 widths.append((score["high"] - score["low"]) / 2)
                 if args.by:
-                    by_kind = lds_by_kind(s[:, cols], picked, measured[idx], kinds,
-                                          n_boot=args.n_boot, seed=args.seed)
+                    by_kind = lds_by_kind(
+                        s[:, cols], picked, measured[idx], kinds, n_boot=args.n_boot, seed=args.seed
+                    )
                     for kind, v in by_kind.items():
                         kind_widths.setdefault(kind, []).append((v["high"] - v["low"]) / 2)
-            row = {"subsets": c, "method": method, "lds": float(np.mean(found)),
-                   "lds_sd_over_draws": float(np.std(found)),
-                   "half_width": float(np.mean(widths))}
+            row = {
+                "subsets": c,
+                "method": method,
+                "lds": float(np.mean(found)),
+                "lds_sd_over_draws": float(np.std(found)),
+                "half_width": float(np.mean(widths)),
+            }
             row.update({f"half_width_{k}": float(np.mean(v)) for k, v in kind_widths.items()})
             row["cpu_h_for_runs"] = c * costs["cpu_s"] / 3600
             table.append(row)
-    print(f"{saved.path}: {total} subset runs of {costs['subset_size']:.0f} pool samples, "
-          f"{costs['steps']} steps each ({costs['epochs']} epochs, lr {costs['lr']}, "
-          f"start {costs['start']}); {costs['wall_s']:.1f} s wall, {costs['cpu_s']:.1f} s CPU "
-          f"a run; {len(heldout)} held-out queries; {args.draws} draws a count")
+    print(
+        f"{saved.path}: {total} subset runs of {costs['subset_size']:.0f} pool samples, "
+        f"{costs['steps']} steps each ({costs['epochs']} epochs, lr {costs['lr']}, "
+        f"start {costs['start']}); {costs['wall_s']:.1f} s wall, {costs['cpu_s']:.1f} s CPU "
+        f"a run; {len(heldout)} held-out queries; {args.draws} draws a count"
+    )
     print(format_table(table))
     print(f"({time.perf_counter() - start:.0f} s)")
     if args.json:

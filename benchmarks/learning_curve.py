@@ -61,42 +61,79 @@ def main() -> None:
     ap.add_argument("--test", default="24x96", help="held-out QUERIESxPOOL")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--max-length", type=int, default=256, help="decoder tokens per sample")
-    ap.add_argument("--encoder-max-length", type=int, default=128,
-                    help="encoder tokens per text while distilling")
+    ap.add_argument(
+        "--encoder-max-length",
+        type=int,
+        default=128,
+        help="encoder tokens per text while distilling",
+    )
     ap.add_argument("--batch-pool", type=int, default=32)
-    ap.add_argument("--batch-query", type=int, default=DistillArguments.batch_query,
-                    help="queries per step (distill's default; the runs before 2026-12-03 "
-                         "used 32)")
-    ap.add_argument("--lr", type=float, default=DistillArguments.lr,
-                    help="learning rate (distill's default; the runs before 2026-12-03 used "
-                         "5e-5)")
+    ap.add_argument(
+        "--batch-query",
+        type=int,
+        default=DistillArguments.batch_query,
+        help="queries per step (distill's default; the runs before 2026-12-03 used 32)",
+    )
+    ap.add_argument(
+        "--lr",
+        type=float,
+        default=DistillArguments.lr,
+        help="learning rate (distill's default; the runs before 2026-12-03 used 5e-5)",
+    )
     ap.add_argument("--hard-fraction", type=float, default=0.0)
-    ap.add_argument("--aggregate-weight", type=float, default=0.0,
-                    help="weight of the loss term on each pool sample's mean score over the "
-                         "step's queries (what aggregated Spearman ranks)")
-    ap.add_argument("--train-size", default=None, metavar="QUERIESxPOOL",
-                    help="training ground truth to collect (default: the largest of --sizes); "
-                         "give the size of an earlier, larger run to reuse its stores for a "
-                         "smaller size")
-    ap.add_argument("--init", default="all-minilm-l6-v2",
-                    help="encoder to start from: the bundled MiniLM, or an encoder directory "
-                         "distilled before (to train it for more epochs; keep --seed so the "
-                         "validation split stays the one it never trained on)")
-    ap.add_argument("--extra-test", default=None, metavar="QUERIESxPOOL",
-                    help="a second held-out block, cut from the samples after the largest "
-                         "training size; figures are then also given on both test blocks "
-                         "together (all their queries x all their pool), whose intervals are "
-                         "narrower")
-    ap.add_argument("--head", choices=list(HEAD_CHOICES), default="linear",
-                    help="also score each encoder with a closed-form head (distill --head: "
-                         "linear, RBF kernel, or the better on its cross-validation) fitted "
-                         "on the size's training samples, compared by cosine: 'untrained + "
-                         "head' rows need no training at all")
-    ap.add_argument("--regression-weight", type=float, default=0.0,
-                    help="joint distillation (distill --regression-weight); 0: ranking only")
-    ap.add_argument("--collect-batch-size", type=int, default=CollectArguments.batch_size,
-                    help="collect's --batch-size (stores are resumed only with their own "
-                         "settings: the runs before 2026-12-03 used 8)")
+    ap.add_argument(
+        "--aggregate-weight",
+        type=float,
+        default=0.0,
+        help="weight of the loss term on each pool sample's mean score over the "
+        "step's queries (what aggregated Spearman ranks)",
+    )
+    ap.add_argument(
+        "--train-size",
+        default=None,
+        metavar="QUERIESxPOOL",
+        help="training ground truth to collect (default: the largest of --sizes); "
+        "give the size of an earlier, larger run to reuse its stores for a "
+        "smaller size",
+    )
+    ap.add_argument(
+        "--init",
+        default="all-minilm-l6-v2",
+        help="encoder to start from: the bundled MiniLM, or an encoder directory "
+        "distilled before (to train it for more epochs; keep --seed so the "
+        "validation split stays the one it never trained on)",
+    )
+    ap.add_argument(
+        "--extra-test",
+        default=None,
+        metavar="QUERIESxPOOL",
+        help="a second held-out block, cut from the samples after the largest "
+        "training size; figures are then also given on both test blocks "
+        "together (all their queries x all their pool), whose intervals are "
+        "narrower",
+    )
+    ap.add_argument(
+        "--head",
+        choices=list(HEAD_CHOICES),
+        default="linear",
+        help="also score each encoder with a closed-form head (distill --head: "
+        "linear, RBF kernel, or the better on its cross-validation) fitted "
+        "on the size's training samples, compared by cosine: 'untrained + "
+        "head' rows need no training at all",
+    )
+    ap.add_argument(
+        "--regression-weight",
+        type=float,
+        default=0.0,
+        help="joint distillation (distill --regression-weight); 0: ranking only",
+    )
+    ap.add_argument(
+        "--collect-batch-size",
+        type=int,
+        default=CollectArguments.batch_size,
+        help="collect's --batch-size (stores are resumed only with their own "
+        "settings: the runs before 2026-12-03 used 8)",
+    )
     ap.add_argument("--work", default="runs/learning_curve")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -115,8 +152,12 @@ def main() -> None:
     # shuffled once; test queries, test pool, training queries and training pool are cut
     # from the front in that order, so a larger size extends a smaller one and no sample is
     # in two parts.
-    rows = ([(r, CHAT) for r in load_chatterbot()] + [(r, "qa") for r in load_rho_qa()]
-            + [(r, HARMFUL) for r in load_harmful()] + [(r, REASONING) for r in load_bbh_cot()])
+    rows = (
+        [(r, CHAT) for r in load_chatterbot()]
+        + [(r, "qa") for r in load_rho_qa()]
+        + [(r, HARMFUL) for r in load_harmful()]
+        + [(r, REASONING) for r in load_bbh_cot()]
+    )
     eq, ep = common.block_size(args.extra_test) if args.extra_test else (0, 0)
     base = tq + tp + max_q + max_p
     need = base + eq + ep
@@ -124,13 +165,14 @@ def main() -> None:
         raise SystemExit(f"these sizes need {need} samples; the demo packages ship {len(rows)}")
     order = np.random.default_rng(args.seed).permutation(len(rows))
     samples = [labelled_samples([rows[i][0]], rows[i][1])[0] for i in order[:need]]
-    test_q, test_pool = samples[:tq], samples[tq:tq + tp]
-    train_q, train_pool = samples[tq + tp:tq + tp + max_q], samples[tq + tp + max_q:base]
-    extra_q, extra_pool = samples[base:base + eq], samples[base + eq:]
+    test_q, test_pool = samples[:tq], samples[tq : tq + tp]
+    train_q, train_pool = samples[tq + tp : tq + tp + max_q], samples[tq + tp + max_q : base]
+    extra_q, extra_pool = samples[base : base + eq], samples[base + eq :]
 
     t = time.perf_counter()
-    cargs = CollectArguments(max_length=args.max_length, seed=args.seed,
-                             batch_size=args.collect_batch_size)
+    cargs = CollectArguments(
+        max_length=args.max_length, seed=args.seed, batch_size=args.collect_batch_size
+    )
     gp = collect(train_pool, work / "grad_train_pool", cargs)
     gq = collect(train_q, work / "grad_train_queries", like=work / "grad_train_pool")
     gtp = collect(test_pool, work / "grad_test_pool", like=work / "grad_train_pool")
@@ -140,15 +182,23 @@ def main() -> None:
     if eq:
         gep = collect(extra_pool, work / "grad_extra_pool", like=work / "grad_train_pool")
         geq = collect(extra_q, work / "grad_extra_queries", like=work / "grad_train_pool")
-        blocks["both"] = (gtp.samples + gep.samples, gtq.samples + geq.samples,
-                          np.block([[blocks["test"][2], cosine_scores(gtp, geq)],
-                                    [cosine_scores(gep, gtq), cosine_scores(gep, geq)]]))
+        blocks["both"] = (
+            gtp.samples + gep.samples,
+            gtq.samples + geq.samples,
+            np.block(
+                [
+                    [blocks["test"][2], cosine_scores(gtp, geq)],
+                    [cosine_scores(gep, gtq), cosine_scores(gep, geq)],
+                ]
+            ),
+        )
     collect_seconds = time.perf_counter() - t
 
     def figures(method) -> dict[str, dict]:
         """The figures of ``method(pool, queries) -> scores`` on each test block, with 95%
         bootstrap intervals over pool samples and queries (how much a block of this size
         moves a figure, to read it against the targets)."""
+
         def interval(fn, gt, pred):
             low, high = bootstrap_interval(fn, gt, pred, seed=args.seed)
             return f"[{low:.2f}, {high:.2f}]"
@@ -156,11 +206,13 @@ def main() -> None:
         out = {}
         for name, (pool, queries, gt) in blocks.items():
             pred = method(pool, queries)
-            out[name] = {"per-anchor": per_anchor_spearman(gt, pred),
-                         "per-anchor 95%": interval(per_anchor_spearman, gt, pred),
-                         "pairwise": pairwise_spearman(gt, pred),
-                         "aggregated": aggregated_spearman(gt, pred),
-                         "aggregated 95%": interval(aggregated_spearman, gt, pred)}
+            out[name] = {
+                "per-anchor": per_anchor_spearman(gt, pred),
+                "per-anchor 95%": interval(per_anchor_spearman, gt, pred),
+                "pairwise": pairwise_spearman(gt, pred),
+                "aggregated": aggregated_spearman(gt, pred),
+                "aggregated 95%": interval(aggregated_spearman, gt, pred),
+            }
         return out
 
     def encoder(name):
@@ -176,37 +228,67 @@ def main() -> None:
 
         model = load_encoder(name)
         start = time.perf_counter()
-        head = fit_head(embed(model, [encoder_text(s) for s in gp.samples[:p]]),
-                        gp.vectors()[:p], embed(model, [encoder_text(s) for s in gq.samples[:q]]),
-                        gq.vectors()[:q], seed=args.seed, kinds=HEAD_CHOICES[args.head])
+        head = fit_head(
+            embed(model, [encoder_text(s) for s in gp.samples[:p]]),
+            gp.vectors()[:p],
+            embed(model, [encoder_text(s) for s in gq.samples[:q]]),
+            gq.vectors()[:q],
+            seed=args.seed,
+            kinds=HEAD_CHOICES[args.head],
+        )
         seconds = time.perf_counter() - start
 
         def scores(pool, queries):
-            return cosine_matrix(head(embed(model, [encoder_text(s) for s in pool])),
-                                 head(embed(model, [encoder_text(s) for s in queries])))
+            return cosine_matrix(
+                head(embed(model, [encoder_text(s) for s in pool])),
+                head(embed(model, [encoder_text(s) for s in queries])),
+            )
 
-        return {**figures(scores), "head s": seconds, "alpha": head.alpha,
-                "head": head.card()["kind"]}
+        return {
+            **figures(scores),
+            "head s": seconds,
+            "alpha": head.alpha,
+            "head": head.card()["kind"],
+        }
 
-    rows_out = [{"method": "TF-IDF", **figures(lambda p, q: tfidf_scores(p, q)[0])},
-                {"method": "untrained MiniLM", **figures(encoder("all-minilm-l6-v2"))}]
+    rows_out = [
+        {"method": "TF-IDF", **figures(lambda p, q: tfidf_scores(p, q)[0])},
+        {"method": "untrained MiniLM", **figures(encoder("all-minilm-l6-v2"))},
+    ]
     if args.head != "none":
         for q, p in sizes:
-            rows_out.append({"method": f"untrained + head {q}x{p}",
-                             **with_head("all-minilm-l6-v2", q, p)})
+            rows_out.append(
+                {"method": f"untrained + head {q}x{p}", **with_head("all-minilm-l6-v2", q, p)}
+            )
     full_gt = cosine_scores(gp, gq)
     # The settings most often varied label the rows (and the encoder folders).
-    tag = "".join(f"_{name}{value:g}" for name, value in
-                  (("hard", args.hard_fraction), ("agg", args.aggregate_weight),
-                   ("joint", args.regression_weight)) if value)
+    tag = "".join(
+        f"_{name}{value:g}"
+        for name, value in (
+            ("hard", args.hard_fraction),
+            ("agg", args.aggregate_weight),
+            ("joint", args.regression_weight),
+        )
+        if value
+    )
     tag += f"_q{args.batch_query}_lr{args.lr:g}"
     # --epochs 0 trains nothing: no settings are built (they would refuse 0 epochs, no head)
-    settings = None if args.epochs == 0 else DistillArguments(
-        epochs=args.epochs, seed=args.seed, max_seq_length=args.encoder_max_length,
-        batch_pool=args.batch_pool, batch_query=args.batch_query, lr=args.lr,
-        hard_fraction=args.hard_fraction, aggregate_weight=args.aggregate_weight,
-        regression_weight=args.regression_weight,
-        head="linear" if args.regression_weight else "none")
+    settings = (
+        None
+        if args.epochs == 0
+        else DistillArguments(
+            epochs=args.epochs,
+            seed=args.seed,
+            max_seq_length=args.encoder_max_length,
+            batch_pool=args.batch_pool,
+            batch_query=args.batch_query,
+            lr=args.lr,
+            hard_fraction=args.hard_fraction,
+            aggregate_weight=args.aggregate_weight,
+            regression_weight=args.regression_weight,
+            head="linear" if args.regression_weight else "none",
+        )
+    )
     for q, p in sizes if args.epochs > 0 else ():
         # every setting (epochs and --init included) names the encoder, so a run never reuses
         # an encoder trained otherwise
@@ -214,32 +296,71 @@ def main() -> None:
         enc_dir = work / f"encoder_{q}x{p}{tag}_{digest}"
         if not (enc_dir / "influcoder_distill.json").is_file():
             # Distil on the first p pool samples x first q queries of the training ground truth.
-            joint = ({"pool_vectors": gp.vectors()[:p], "query_vectors": gq.vectors()[:q]}
-                     if args.regression_weight else {})
-            distill(load_encoder(args.init),
-                    [encoder_text(s) for s in gp.samples[:p]],
-                    [encoder_text(s) for s in gq.samples[:q]], full_gt[:p, :q], settings,
-                    out_dir=enc_dir, **joint,
-                    extra_card={"ground_truth": {"pool": p, "queries": q}, "init": args.init})
+            joint = (
+                {"pool_vectors": gp.vectors()[:p], "query_vectors": gq.vectors()[:q]}
+                if args.regression_weight
+                else {}
+            )
+            distill(
+                load_encoder(args.init),
+                [encoder_text(s) for s in gp.samples[:p]],
+                [encoder_text(s) for s in gq.samples[:q]],
+                full_gt[:p, :q],
+                settings,
+                out_dir=enc_dir,
+                **joint,
+                extra_card={"ground_truth": {"pool": p, "queries": q}, "init": args.init},
+            )
         card = json.loads((enc_dir / "influcoder_distill.json").read_text())
-        rows_out.append({"method": f"distilled {q}x{p}{tag}", **figures(encoder(str(enc_dir))),
-                         # training and validation time of the epochs run, from the card
-                         "train s": sum(h["seconds"] for h in card["history"]),
-                         "best epoch": card.get("best_epoch")})
+        rows_out.append(
+            {
+                "method": f"distilled {q}x{p}{tag}",
+                **figures(encoder(str(enc_dir))),
+                # training and validation time of the epochs run, from the card
+                "train s": sum(h["seconds"] for h in card["history"]),
+                "best epoch": card.get("best_epoch"),
+            }
+        )
         if args.head != "none":
-            rows_out.append({"method": f"distilled {q}x{p}{tag} + head",
-                             **with_head(str(enc_dir), q, p),
-                             "train s": rows_out[-1]["train s"]})
-    print(f"\nground truth ready in {collect_seconds:.0f} s (collected, or checked if already "
-          f"there)")
+            rows_out.append(
+                {
+                    "method": f"distilled {q}x{p}{tag} + head",
+                    **with_head(str(enc_dir), q, p),
+                    "train s": rows_out[-1]["train s"],
+                }
+            )
+    print(
+        f"\nground truth ready in {collect_seconds:.0f} s (collected, or checked if already there)"
+    )
     for name, (pool, queries, _) in blocks.items():
         print(f"\n{name} block: {len(pool)} pool x {len(queries)} queries, never trained on")
-        print(common.table([{"method": r["method"], **r[name], "train s": r.get("train s"),
-                             "head s": r.get("head s"), "head": r.get("head"),
-                             "best epoch": r.get("best epoch")}
-                            for r in rows_out],
-                           ["method", "per-anchor", "per-anchor 95%", "pairwise", "aggregated",
-                            "aggregated 95%", "train s", "head s", "head", "best epoch"]))
+        print(
+            common.table(
+                [
+                    {
+                        "method": r["method"],
+                        **r[name],
+                        "train s": r.get("train s"),
+                        "head s": r.get("head s"),
+                        "head": r.get("head"),
+                        "best epoch": r.get("best epoch"),
+                    }
+                    for r in rows_out
+                ],
+                [
+                    "method",
+                    "per-anchor",
+                    "per-anchor 95%",
+                    "pairwise",
+                    "aggregated",
+                    "aggregated 95%",
+                    "train s",
+                    "head s",
+                    "head",
+                    "best epoch",
+                ],
+            )
+        )
     print(f"\nreproduce: {common.command_line()}")
     (work / "results.json").write_text(json.dumps(rows_out, indent=2, default=float))
 

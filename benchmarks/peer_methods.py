@@ -59,10 +59,14 @@ class Collect:
         from influcoder.groundtruth.gradients import GradientComputer
         from influcoder.groundtruth.settings import CollectArguments
 
-        self.computer = GradientComputer(model, target="lora",
-                                         sketch_dim=0 if dense else ctx["sketch_dim"],
-                                         sketch_seed=0, bf16=bf16,
-                                         pad_token_id=ctx["pad_token_id"])
+        self.computer = GradientComputer(
+            model,
+            target="lora",
+            sketch_dim=0 if dense else ctx["sketch_dim"],
+            sketch_seed=0,
+            bf16=bf16,
+            pad_token_id=ctx["pad_token_id"],
+        )
         self.budget = token_budget(CollectArguments())
         self.compute_shard = compute_shard
 
@@ -94,12 +98,17 @@ class Kronfluence:
             summed loss, the plain loop's (a mean) times a constant, so the same cosines."""
 
             def compute_train_loss(self, batch, model, sample=False):
-                logits = model(input_ids=batch["input_ids"],
-                               attention_mask=batch["attention_mask"]).logits.float()
+                logits = model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits.float()
                 logits = logits[..., :-1, :].contiguous()
                 labels = batch["labels"][..., 1:].contiguous()
-                return F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1),
-                                       ignore_index=-100, reduction="sum")
+                return F.cross_entropy(
+                    logits.view(-1, logits.size(-1)),
+                    labels.view(-1),
+                    ignore_index=-100,
+                    reduction="sum",
+                )
 
             def compute_measurement(self, batch, model):
                 return self.compute_train_loss(batch, model)
@@ -115,12 +124,19 @@ class Kronfluence:
             return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
         self.model = prepare_model(model, LoraTask())
-        self.analyzer = Analyzer("peers", self.model, LoraTask(), cpu=True, disable_tqdm=True,
-                                 output_dir=str(ctx["scratch"] / "kronfluence"))
+        self.analyzer = Analyzer(
+            "peers",
+            self.model,
+            LoraTask(),
+            cpu=True,
+            disable_tqdm=True,
+            output_dir=str(ctx["scratch"] / "kronfluence"),
+        )
         self.loader = DataLoaderKwargs(collate_fn=collate)
         self.factor_args = FactorArguments(strategy="identity")
-        self.score_args = ScoreArguments(per_sample_gradient_dtype=torch.float32,
-                                         score_dtype=torch.float32)
+        self.score_args = ScoreArguments(
+            per_sample_gradient_dtype=torch.float32, score_dtype=torch.float32
+        )
         self.query_batch, self.train_batch = ctx["kronfluence_batches"]
         self.calls = 0
 
@@ -130,13 +146,24 @@ class Kronfluence:
         data = [samples[i] for i in order]
         self.calls += 1
         name = f"run{self.calls}"
-        self.analyzer.fit_all_factors(name, dataset=data, factor_args=self.factor_args,
-                                      dataloader_kwargs=self.loader, overwrite_output_dir=True)
+        self.analyzer.fit_all_factors(
+            name,
+            dataset=data,
+            factor_args=self.factor_args,
+            dataloader_kwargs=self.loader,
+            overwrite_output_dir=True,
+        )
         self.analyzer.compute_pairwise_scores(
-            name, factors_name=name, query_dataset=data, train_dataset=data,
+            name,
+            factors_name=name,
+            query_dataset=data,
+            train_dataset=data,
             per_device_query_batch_size=self.query_batch,
-            per_device_train_batch_size=self.train_batch, dataloader_kwargs=self.loader,
-            score_args=self.score_args, overwrite_output_dir=True)
+            per_device_train_batch_size=self.train_batch,
+            dataloader_kwargs=self.loader,
+            score_args=self.score_args,
+            overwrite_output_dir=True,
+        )
         scores = self.analyzer.load_pairwise_scores(name)["all_modules"].double().numpy()
         back = np.argsort(order)
         query_batches = -(-len(data) // self.query_batch)
@@ -167,14 +194,18 @@ class Bergson:
         cfg = IndexConfig(run_path=str(self.scratch / f"run{self.calls}"))
         cfg.partial_run_path.mkdir(parents=True, exist_ok=True)
         lengths = [len(s.input_ids) for s in samples]
-        data = Dataset.from_dict({"input_ids": [list(s.input_ids) for s in samples],
-                                  "labels": [list(s.labels) for s in samples],
-                                  "length": lengths})
+        data = Dataset.from_dict(
+            {
+                "input_ids": [list(s.input_ids) for s in samples],
+                "labels": [list(s.labels) for s in samples],
+                "length": lengths,
+            }
+        )
         processor = create_processor(self.model, cfg, self.targets)
-        batches = allocate_batches(lengths, cfg.token_batch_size,
-                                   max_batch_size=cfg.max_batch_size)
-        collect_gradients(self.model, data, processor, cfg, batches=batches,
-                          target_modules=self.targets)
+        batches = allocate_batches(lengths, cfg.token_batch_size, max_batch_size=cfg.max_batch_size)
+        collect_gradients(
+            self.model, data, processor, cfg, batches=batches, target_modules=self.targets
+        )
         return cosines_of(load_gradients(cfg.partial_run_path)), len(samples)
 
 

@@ -20,8 +20,11 @@ from pathlib import Path
 import common
 import numpy as np
 
-VIEWS = {"text": ("text",), "response alone": ("response",),
-         "text + response": ("text", "response")}
+VIEWS = {
+    "text": ("text",),
+    "response alone": ("response",),
+    "text + response": ("text", "response"),
+}
 PARTS = common.LC_PARTS
 
 
@@ -51,22 +54,40 @@ def main() -> None:
     for name in ["all-minilm-l6-v2", *args.encoder]:
         model = load_encoder(name)
         model.max_seq_length = args.max_seq_length
-        emb = {p: {"text": embed(model, [encoder_text(x) for x in s.samples]),
-                   "response": embed(model, [x.response for x in s.samples])}
-               for p, s in stores.items()}
+        emb = {
+            p: {
+                "text": embed(model, [encoder_text(x) for x in s.samples]),
+                "response": embed(model, [x.response for x in s.samples]),
+            }
+            for p, s in stores.items()
+        }
         for label, views in VIEWS.items():
             x = {p: view_features(emb[p], views) for p in PARTS}
-            head = fit_head(x["train_pool"], vectors["train_pool"], x["train_queries"],
-                            vectors["train_queries"], components=args.components)
-            pred = cosine_matrix(head(np.vstack([x["test_pool"], x["extra_pool"]])),
-                                 head(np.vstack([x["test_queries"], x["extra_queries"]])))
-            rows.append({"encoder": Path(name).name, "head on": label, "alpha": head.alpha,
-                         "per-anchor": metrics.per_anchor_spearman(gt, pred),
-                         "pairwise": metrics.pairwise_spearman(gt, pred),
-                         "aggregated": metrics.aggregated_spearman(gt, pred)})
+            head = fit_head(
+                x["train_pool"],
+                vectors["train_pool"],
+                x["train_queries"],
+                vectors["train_queries"],
+                components=args.components,
+            )
+            pred = cosine_matrix(
+                head(np.vstack([x["test_pool"], x["extra_pool"]])),
+                head(np.vstack([x["test_queries"], x["extra_queries"]])),
+            )
+            rows.append(
+                {
+                    "encoder": Path(name).name,
+                    "head on": label,
+                    "alpha": head.alpha,
+                    "per-anchor": metrics.per_anchor_spearman(gt, pred),
+                    "pairwise": metrics.pairwise_spearman(gt, pred),
+                    "aggregated": metrics.aggregated_spearman(gt, pred),
+                }
+            )
     print(f"held-out pool x held-out queries: {gt.shape[0]} x {gt.shape[1]}")
-    print(common.table(rows, ["encoder", "head on", "per-anchor", "pairwise", "aggregated",
-                              "alpha"]))
+    print(
+        common.table(rows, ["encoder", "head on", "per-anchor", "pairwise", "aggregated", "alpha"])
+    )
     print(f"\nreproduce: {common.command_line()}")
 
 

@@ -29,10 +29,14 @@ def main() -> None:
     base = viewed.base
     print(f"{len(samples)} samples, views {'+'.join(viewed.views)}, {viewed.head.kind} head")
     for r in range(args.rounds):
-        b = common.best_of(lambda: [base.encode_samples(samples) for _ in viewed.views], args.repeats)
+        b = common.best_of(
+            lambda: [base.encode_samples(samples) for _ in viewed.views], args.repeats
+        )
         v = common.best_of(lambda: viewed.encode_samples(samples), args.repeats)
-        print(f"round {r}: backbone alone {1000 * b:.0f} ms, multi-view encoder {1000 * v:.0f} ms,"
-              f" ratio {v / b:.3f}")
+        print(
+            f"round {r}: backbone alone {1000 * b:.0f} ms, multi-view encoder {1000 * v:.0f} ms,"
+            f" ratio {v / b:.3f}"
+        )
     print(f"\nreproduce: {common.command_line()}")
 
 

@@ -45,9 +45,14 @@ def main() -> None:
     ap.add_argument("--encoder", action="append", default=[], help="more encoders (repeatable)")
     ap.add_argument("--out", default=None, help="where the encoders go (default: WORK/views)")
     ap.add_argument("--views", default=",".join(CHOICES), help="comma-separated --views choices")
-    ap.add_argument("--score", action="append", default=[], metavar="DIR",
-                    help="an encoder directory distill already wrote (e.g. trained with --views "
-                         "text+response): scored as it is (repeatable)")
+    ap.add_argument(
+        "--score",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="an encoder directory distill already wrote (e.g. trained with --views "
+        "text+response): scored as it is (repeatable)",
+    )
     ap.add_argument("--max-seq-length", type=int, default=256, help="encoder tokens per text")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
@@ -56,14 +61,21 @@ def main() -> None:
     work = Path(args.work)
     out = Path(args.out or work / "views")
     train = {p: open_store(work / f"grad_train_{p}") for p in ("pool", "queries")}
-    held = {p: [open_store(work / f"grad_{b}_{p}") for b in ("test", "extra")]
-            for p in ("pool", "queries")}
+    held = {
+        p: [open_store(work / f"grad_{b}_{p}") for b in ("test", "extra")]
+        for p in ("pool", "queries")
+    }
     samples = {p: [s for store in stores for s in store.samples] for p, stores in held.items()}
-    gt = cosine_matrix(np.vstack([s.vectors() for s in held["pool"]]),
-                       np.vstack([s.vectors() for s in held["queries"]]))
+    gt = cosine_matrix(
+        np.vstack([s.vectors() for s in held["pool"]]),
+        np.vstack([s.vectors() for s in held["queries"]]),
+    )
     rows = []
-    runs = [(name, views) for name in ["all-minilm-l6-v2", *args.encoder]
-            for views in args.views.split(",")] + [(d, None) for d in args.score]
+    runs = [
+        (name, views)
+        for name in ["all-minilm-l6-v2", *args.encoder]
+        for views in args.views.split(",")
+    ] + [(d, None) for d in args.score]
     one_view_seconds = None
     for name, views in runs:
         enc_dir, fit = Path(name), None
@@ -71,10 +83,14 @@ def main() -> None:
             enc_dir = out / f"{Path(name).name}-{views}"
             start = time.perf_counter()
             if not enc_dir.is_dir():
-                distill_stores(train["pool"], train["queries"], enc_dir,
-                               DistillArguments(epochs=0, views=views,
-                                                max_seq_length=args.max_seq_length), encoder=name,
-                               progress=False)
+                distill_stores(
+                    train["pool"],
+                    train["queries"],
+                    enc_dir,
+                    DistillArguments(epochs=0, views=views, max_seq_length=args.max_seq_length),
+                    encoder=name,
+                    progress=False,
+                )
             fit = time.perf_counter() - start
         head = json.loads((enc_dir / "influcoder_distill.json").read_text())["head"]
         # loaded first, so the time below is encoding (every view) and scoring only
@@ -83,20 +99,42 @@ def main() -> None:
         scores, _ = encoder_scores(encoder, samples["pool"], samples["queries"])
         seconds = time.perf_counter() - start
         one_view_seconds = one_view_seconds or seconds  # the first row's: one view
-        low, high = metrics.bootstrap_interval(metrics.per_anchor_spearman, gt, scores,
-                                               n_resamples=args.n_boot)
-        rows.append({
-            "encoder": Path(name).name, "--views": views or "(as trained)",
-            "kept": "+".join(head["views"]),
-            "per-anchor": metrics.per_anchor_spearman(gt, scores),
-            "95%": f"[{low:.2f}, {high:.2f}]", "pairwise": metrics.pairwise_spearman(gt, scores),
-            "aggregated": metrics.aggregated_spearman(gt, scores),
-            "CV": json.dumps(head["views_validation_per_anchor_spearman"]),
-            "fit s": fit, "encode x": seconds / one_view_seconds})
+        low, high = metrics.bootstrap_interval(
+            metrics.per_anchor_spearman, gt, scores, n_resamples=args.n_boot
+        )
+        rows.append(
+            {
+                "encoder": Path(name).name,
+                "--views": views or "(as trained)",
+                "kept": "+".join(head["views"]),
+                "per-anchor": metrics.per_anchor_spearman(gt, scores),
+                "95%": f"[{low:.2f}, {high:.2f}]",
+                "pairwise": metrics.pairwise_spearman(gt, scores),
+                "aggregated": metrics.aggregated_spearman(gt, scores),
+                "CV": json.dumps(head["views_validation_per_anchor_spearman"]),
+                "fit s": fit,
+                "encode x": seconds / one_view_seconds,
+            }
+        )
         print(rows[-1], flush=True)
     print(f"held-out pool x held-out queries: {gt.shape[0]} x {gt.shape[1]}")
-    print(common.table(rows, ["encoder", "--views", "kept", "per-anchor", "95%", "pairwise",
-                              "aggregated", "CV", "fit s", "encode x"]))
+    print(
+        common.table(
+            rows,
+            [
+                "encoder",
+                "--views",
+                "kept",
+                "per-anchor",
+                "95%",
+                "pairwise",
+                "aggregated",
+                "CV",
+                "fit s",
+                "encode x",
+            ],
+        )
+    )
     print(f"\nreproduce: {common.command_line()}")
 
 

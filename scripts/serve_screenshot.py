@@ -22,8 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "Tell me a joke about computers."
 RESPONSE = "Why did the computer go to the doctor? Because it had a virus!"
-UNWANTED = ["You are stupid and nobody likes you.", "I hate you, go away.",
-            "That is a dumb question, figure it out yourself."]
+UNWANTED = [
+    "You are stupid and nobody likes you.",
+    "I hate you, go away.",
+    "That is a dumb question, figure it out yourself.",
+]
 
 
 def build(index: Path) -> None:
@@ -32,8 +35,12 @@ def build(index: Path) -> None:
 
     rows = load_chatterbot()
     pool = index.parent / "chatterbot.jsonl"
-    pool.write_text("".join(json.dumps({k: r[k] for k in ("id", "prompt", "response",
-                                                          "category")}) + "\n" for r in rows))
+    pool.write_text(
+        "".join(
+            json.dumps({k: r[k] for k in ("id", "prompt", "response", "category")}) + "\n"
+            for r in rows
+        )
+    )
     build_index(pool, index, "all-minilm-l6-v2", progress=False)
 
 
@@ -50,8 +57,9 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "influcoder.cli", "serve", str(index),
-                               "--port", str(port)])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "influcoder.cli", "serve", str(index), "--port", str(port)]
+    )
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -60,8 +68,13 @@ def main() -> None:
 
         options = webdriver.ChromeOptions()
         options.binary_location = "/usr/bin/chromium"
-        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                    "--window-size=1280,1150", f"--user-data-dir={work / 'profile'}"):
+        for arg in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,1150",
+            f"--user-data-dir={work / 'profile'}",
+        ):
             options.add_argument(arg)
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
         wait = WebDriverWait(driver, 120)
@@ -83,8 +96,12 @@ def main() -> None:
             driver.save_screenshot(str(Path(args.out) / "serve.png"))
 
             unwanted = work / "unwanted.jsonl"
-            unwanted.write_text("".join(json.dumps({"id": f"u{i}", "response": t}) + "\n"
-                                        for i, t in enumerate(UNWANTED)))
+            unwanted.write_text(
+                "".join(
+                    json.dumps({"id": f"u{i}", "response": t}) + "\n"
+                    for i, t in enumerate(UNWANTED)
+                )
+            )
             driver.find_element(By.ID, "tab-clean").click()
             driver.find_element(By.ID, "unwanted-file").send_keys(str(unwanted))
             wait.until(lambda d: d.find_element(By.ID, "rank").is_enabled())

@@ -43,12 +43,19 @@ def build_tiny_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS * 4, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
-                                   eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   unk_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
@@ -58,10 +65,19 @@ def build_tiny_llama(vocab_size: int, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True,
-                         pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -120,8 +136,9 @@ def small_data(tmp_path):
     return write_jsonl(tmp_path / "data.jsonl", rows)
 
 
-def write_store(path, vectors, samples=None, *, kind="gradients", setup=None, dtype="float32",
-                shard_rows=16):
+def write_store(
+    path, vectors, samples=None, *, kind="gradients", setup=None, dtype="float32", shard_rows=16
+):
     """A complete store of ``vectors`` (rows) written through ``StoreWriter``, shard by shard;
     samples default to ``{path.name}{i}`` placeholders and the setup to a sketch of the
     vectors' dimension."""
@@ -132,13 +149,19 @@ def write_store(path, vectors, samples=None, *, kind="gradients", setup=None, dt
 
     path = Path(path)
     if samples is None:
-        samples = [Sample(id=f"{path.name}{i}", prompt="p", response="r")
-                   for i in range(len(vectors))]
-    writer = StoreWriter(path, kind=kind, samples=samples, dim=vectors.shape[1], dtype=dtype,
-                         setup=setup or {"sketch": {"dim": vectors.shape[1], "seed": 0}},
-                         shard_rows=shard_rows)
+        samples = [
+            Sample(id=f"{path.name}{i}", prompt="p", response="r") for i in range(len(vectors))
+        ]
+    writer = StoreWriter(
+        path,
+        kind=kind,
+        samples=samples,
+        dim=vectors.shape[1],
+        dtype=dtype,
+        setup=setup or {"sketch": {"dim": vectors.shape[1], "seed": 0}},
+        shard_rows=shard_rows,
+    )
     for k in writer.missing_shards():
         a, b = writer.shard_range(k)
         writer.write_shard(k, vectors[a:b])
     return writer.finish()
-

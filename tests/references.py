@@ -24,10 +24,17 @@ from influcoder.groundtruth.sketch import CountSketch
 from influcoder.groundtruth.tokenize import TokenizedSample
 
 
-def reference_gradients(model: nn.Module, batch: Sequence[TokenizedSample], *, target: str = "lora",
-                        sketch_dim: int = DEFAULT_SKETCH_DIM,
-                        sketch_seed: int = DEFAULT_SKETCH_SEED, second_moments=None,
-                        eps: float = 1e-8, with_norms: bool = False):
+def reference_gradients(
+    model: nn.Module,
+    batch: Sequence[TokenizedSample],
+    *,
+    target: str = "lora",
+    sketch_dim: int = DEFAULT_SKETCH_DIM,
+    sketch_seed: int = DEFAULT_SKETCH_SEED,
+    second_moments=None,
+    eps: float = 1e-8,
+    with_norms: bool = False,
+):
     """The slow, obviously-correct version of :class:`GradientComputer` (tests only).
 
     One sample at a time: ``model(input_ids, labels=labels).loss`` (Hugging Face's mean
@@ -59,12 +66,14 @@ def reference_gradients(model: nn.Module, batch: Sequence[TokenizedSample], *, t
                 input_ids = torch.tensor([sample.input_ids], device=device)
                 labels = torch.tensor([sample.labels], device=device)
                 model(input_ids=input_ids, labels=labels, use_cache=False).loss.backward()
-                grads = [(w.grad if w.grad is not None else torch.zeros_like(w)).float()
-                         for w in weights]
+                grads = [
+                    (w.grad if w.grad is not None else torch.zeros_like(w)).float() for w in weights
+                ]
                 if second_moments is not None:
-                    grads = [g / (second_moments[f"{name}.weight"].to(g.device).float().sqrt()
-                                  + eps)
-                             for g, (name, _) in zip(grads, modules)]
+                    grads = [
+                        g / (second_moments[f"{name}.weight"].to(g.device).float().sqrt() + eps)
+                        for g, (name, _) in zip(grads, modules)
+                    ]
                 rows.append(torch.cat([g.reshape(-1) for g in grads]))
     finally:
         for w, grad in zip(weights, saved_grads):
@@ -78,7 +87,7 @@ def reference_gradients(model: nn.Module, batch: Sequence[TokenizedSample], *, t
         offset = 0
         for name, n in _blocks(modules):
             matrix = countsketch_matrix(sketch, [(name, n)]).to(device)
-            projected += vectors[:, offset:offset + n] @ matrix
+            projected += vectors[:, offset : offset + n] @ matrix
             offset += n
         vectors = projected
     unit, norms = unit_rows_and_norms(vectors)
@@ -119,8 +128,9 @@ def gaussian_projection(x: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
     return x.to(torch.float32) @ matrix.to(x.device)
 
 
-def reference_select(vectors: np.ndarray, targets: np.ndarray, count: int, *, how: str = "max",
-                     spread: bool = False) -> tuple[list[int], list[float], list[int]]:
+def reference_select(
+    vectors: np.ndarray, targets: np.ndarray, count: int, *, how: str = "max", spread: bool = False
+) -> tuple[list[int], list[float], list[int]]:
     """:func:`influcoder.attribution.select.select_rows` by brute force over the whole score
     matrix: ``(rows, scores, targets)`` in the order chosen.
 
@@ -132,8 +142,9 @@ def reference_select(vectors: np.ndarray, targets: np.ndarray, count: int, *, ho
     scores = np.asarray(vectors, dtype=np.float64) @ np.asarray(targets, dtype=np.float64).T
     n, n_targets = scores.shape
     if not spread:
-        agg = {"mean": scores.mean(axis=1), "sum": scores.sum(axis=1),
-               "max": scores.max(axis=1)}[how]
+        agg = {"mean": scores.mean(axis=1), "sum": scores.sum(axis=1), "max": scores.max(axis=1)}[
+            how
+        ]
         ranked = sorted(range(n), key=lambda r: (-agg[r], r))[:count]
         return ranked, [float(agg[r]) for r in ranked], [int(scores[r].argmax()) for r in ranked]
     prefs = [sorted(range(n), key=lambda r, j=j: (-scores[r, j], r)) for j in range(n_targets)]
@@ -151,8 +162,9 @@ def reference_select(vectors: np.ndarray, targets: np.ndarray, count: int, *, ho
     return rows, picked, whose
 
 
-def reference_group_stats(scores: np.ndarray, labels: Sequence[str], *,
-                          temperature: float) -> dict[str, dict[str, float]]:
+def reference_group_stats(
+    scores: np.ndarray, labels: Sequence[str], *, temperature: float
+) -> dict[str, dict[str, float]]:
     """Per-group statistics of one query's scores (one per pool sample), one group at a time
     with plain Python: ``{group: {"n", "mean", "sum", "max", "softmax"}}``; ``softmax`` is
     ``sum_i w_i s_i`` with ``w_i = exp(|s_i| / T) / sum_j exp(|s_j| / T)`` over the group,
@@ -162,13 +174,19 @@ def reference_group_stats(scores: np.ndarray, labels: Sequence[str], *,
         s = [float(x) for x, g in zip(scores, labels) if g == group]
         top = max(abs(x) / temperature for x in s)
         w = [math.exp(abs(x) / temperature - top) for x in s]
-        out[group] = {"n": len(s), "mean": sum(s) / len(s), "sum": sum(s), "max": max(s),
-                      "softmax": sum(wi * x for wi, x in zip(w, s)) / sum(w)}
+        out[group] = {
+            "n": len(s),
+            "mean": sum(s) / len(s),
+            "sum": sum(s),
+            "max": max(s),
+            "softmax": sum(wi * x for wi, x in zip(w, s)) / sum(w),
+        }
     return out
 
 
-def reference_group_fidelity(gt: np.ndarray, pred: np.ndarray, labels: Sequence[str], *,
-                             aggregate: str, temperature: float) -> dict[str, float | int]:
+def reference_group_fidelity(
+    gt: np.ndarray, pred: np.ndarray, labels: Sequence[str], *, aggregate: str, temperature: float
+) -> dict[str, float | int]:
     """:func:`influcoder.evaluation.group_fidelity.fidelity` of two ``[n_pool, n_query]``
     score matrices, one query at a time: each query's group scores by
     :func:`reference_group_stats`, ``scipy.stats.spearmanr`` over the groups (a constant input,
@@ -195,5 +213,8 @@ def reference_group_fidelity(gt: np.ndarray, pred: np.ndarray, labels: Sequence[
         pred_top = {name for name, x in zip(names, b) if x == max(b)}
         gt_top = {name for name, x in zip(names, a) if x == max(a)}
         tops.append(len(pred_top & gt_top) / len(pred_top))
-    return {"group_spearman": sum(rhos) / len(rhos), "group_top1": sum(tops) / len(tops),
-            "undefined": undefined}
+    return {
+        "group_spearman": sum(rhos) / len(rhos),
+        "group_top1": sum(tops) / len(tops),
+        "undefined": undefined,
+    }

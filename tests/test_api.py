@@ -18,8 +18,11 @@ LEGACY = Path(__file__).parent / "data" / "release-0.1.0"
 
 
 def all_submodules():
-    return [m.name for m in pkgutil.walk_packages(influcoder.__path__, "influcoder.")
-            if ".cli" not in m.name or m.name == "influcoder.cli"]
+    return [
+        m.name
+        for m in pkgutil.walk_packages(influcoder.__path__, "influcoder.")
+        if ".cli" not in m.name or m.name == "influcoder.cli"
+    ]
 
 
 def test_public_names_are_never_replaced_by_submodules():
@@ -33,19 +36,27 @@ def test_public_names_are_never_replaced_by_submodules():
 def test_collect_and_encode_work_twice(tiny_model_dir, tiny_encoder, tmp_path):
     from influcoder import CollectArguments, Sample
 
-    samples = [Sample(id=f"s{i}", prompt=f"Tell me a joke {i}.", response="Why did the chicken.")
-               for i in range(3)]
-    args = CollectArguments(model=str(tiny_model_dir), adapter_init="fresh", sketch_dim=32,
-                            max_length=32)
+    samples = [
+        Sample(id=f"s{i}", prompt=f"Tell me a joke {i}.", response="Why did the chicken.")
+        for i in range(3)
+    ]
+    args = CollectArguments(
+        model=str(tiny_model_dir), adapter_init="fresh", sketch_dim=32, max_length=32
+    )
     for run in ("a", "b"):
         assert callable(influcoder.collect) and callable(influcoder.encode)
         g = influcoder.collect(samples, tmp_path / f"grad_{run}", args, progress=False)
-        e = influcoder.encode(samples, tmp_path / f"emb_{run}",
-                              influcoder.EncodeArguments(encoder=str(tiny_encoder)),
-                              progress=False)
+        e = influcoder.encode(
+            samples,
+            tmp_path / f"emb_{run}",
+            influcoder.EncodeArguments(encoder=str(tiny_encoder)),
+            progress=False,
+        )
         assert g.n == e.n == 3
-    np.testing.assert_array_equal(influcoder.open_store(tmp_path / "grad_a").vectors(),
-                                  influcoder.open_store(tmp_path / "grad_b").vectors())
+    np.testing.assert_array_equal(
+        influcoder.open_store(tmp_path / "grad_a").vectors(),
+        influcoder.open_store(tmp_path / "grad_b").vectors(),
+    )
 
 
 def test_quiet_runs_record_their_time(tiny_model_dir, tmp_path):
@@ -53,8 +64,14 @@ def test_quiet_runs_record_their_time(tiny_model_dir, tmp_path):
     speed-up is computed from it)."""
     from influcoder import CollectArguments, Sample
 
-    samples = [Sample(id=f"s{i}", prompt="Explain gravity.", response="Gravity pulls masses "
-                      "together." * (i + 1)) for i in range(4)]
+    samples = [
+        Sample(
+            id=f"s{i}",
+            prompt="Explain gravity.",
+            response="Gravity pulls masses together." * (i + 1),
+        )
+        for i in range(4)
+    ]
     args = CollectArguments(model=str(tiny_model_dir), adapter_init="fresh", sketch_dim=32)
     store = influcoder.collect(samples, tmp_path / "g", args, progress=False)
     assert store.manifest["provenance"]["seconds"] > 0
@@ -69,8 +86,7 @@ def test_stores_and_index_of_release_0_1_0_still_open():
     expected = json.loads((LEGACY / "expected.json").read_text())
     pool, queries = (influcoder.open_store(LEGACY / n) for n in ("grad_pool", "grad_queries"))
     assert pool.ids == [f"p{i}" for i in range(6)] and queries.ids == ["q0", "q1"]
-    np.testing.assert_allclose(cosine_scores(pool, queries), expected["gradient_scores"],
-                               atol=1e-5)
+    np.testing.assert_allclose(cosine_scores(pool, queries), expected["gradient_scores"], atol=1e-5)
     emb = influcoder.open_store(LEGACY / "emb_pool")
     index = open_index(LEGACY / "index")
     assert index.ids == expected["index_ids"]
@@ -87,8 +103,13 @@ def test_legacy_store_info(name):
 
 # --- one verb per stage: paths and the objects of the stage before are interchangeable ---------
 
-FAST_COLLECT = {"adapter_init": "fresh", "sketch_dim": 64, "max_length": 48, "shard_rows": 8,
-                "precision": "fp32"}
+FAST_COLLECT = {
+    "adapter_init": "fresh",
+    "sketch_dim": 64,
+    "max_length": 48,
+    "shard_rows": 8,
+    "precision": "fp32",
+}
 #: no training, the closed-form head alone: the quickest distillation that still writes an
 #: encoder directory (the trainer's own tests cover the epochs)
 HEAD_ONLY = {"epochs": 0, "val_fraction": 0.3}
@@ -109,27 +130,57 @@ def pipeline(tiny_model_dir, tiny_encoder, tmp_path_factory):
     args = influcoder.CollectArguments(model=str(tiny_model_dir), **FAST_COLLECT)
     pool = influcoder.collect(pool_file, tmp / "pool", args, progress=False)
     queries = influcoder.collect(queries_file, tmp / "queries", like=pool, progress=False)
-    encoder = influcoder.distill(pool, queries, tmp / "encoder",
-                                 influcoder.DistillArguments(**HEAD_ONLY), encoder=tiny_encoder,
-                                 progress=False, device="cpu")
+    encoder = influcoder.distill(
+        pool,
+        queries,
+        tmp / "encoder",
+        influcoder.DistillArguments(**HEAD_ONLY),
+        encoder=tiny_encoder,
+        progress=False,
+        device="cpu",
+    )
     index = influcoder.index(encoder, pool_file, tmp / "index", progress=False, device="cpu")
-    return types.SimpleNamespace(tmp=tmp, pool_file=pool_file, queries_file=queries_file,
-                                 pool=pool, queries=queries, encoder=encoder, index=index)
+    return types.SimpleNamespace(
+        tmp=tmp,
+        pool_file=pool_file,
+        queries_file=queries_file,
+        pool=pool,
+        queries=queries,
+        encoder=encoder,
+        index=index,
+    )
 
 
 def test_every_stage_has_its_verb():
-    for verb in ("collect", "score", "distill", "index", "attribute", "filter", "select",
-                 "evaluate", "validate"):
+    for verb in (
+        "collect",
+        "score",
+        "distill",
+        "index",
+        "attribute",
+        "filter",
+        "select",
+        "evaluate",
+        "validate",
+    ):
         assert callable(getattr(influcoder, verb)) and verb in influcoder.__all__
-    for settings in ("CollectArguments", "DistillArguments", "EncodeArguments",
-                     "ValidateArguments"):
+    for settings in (
+        "CollectArguments",
+        "DistillArguments",
+        "EncodeArguments",
+        "ValidateArguments",
+    ):
         assert isinstance(getattr(influcoder, settings), type)
     assert "build_index" not in influcoder.__all__ and callable(influcoder.build_index)
 
 
 def test_collect_like_takes_a_store_or_its_path(pipeline):
-    again = influcoder.collect(pipeline.queries_file, pipeline.tmp / "queries_by_path",
-                               like=str(pipeline.pool.path), progress=False)
+    again = influcoder.collect(
+        pipeline.queries_file,
+        pipeline.tmp / "queries_by_path",
+        like=str(pipeline.pool.path),
+        progress=False,
+    )
     assert again.setup == pipeline.queries.setup
     np.testing.assert_array_equal(again.vectors(), pipeline.queries.vectors())
 
@@ -159,29 +210,43 @@ def test_distill_takes_stores_or_paths_and_returns_a_path_like(pipeline, tiny_en
 
     encoder = pipeline.encoder
     assert os.fspath(encoder) == str(pipeline.tmp / "encoder") and encoder.head is not None
-    again = influcoder.distill(str(pipeline.pool.path), pipeline.queries.path,
-                               pipeline.tmp / "encoder_by_path",
-                               influcoder.DistillArguments(**HEAD_ONLY), encoder=tiny_encoder,
-                               progress=False, device="cpu")
+    again = influcoder.distill(
+        str(pipeline.pool.path),
+        pipeline.queries.path,
+        pipeline.tmp / "encoder_by_path",
+        influcoder.DistillArguments(**HEAD_ONLY),
+        encoder=tiny_encoder,
+        progress=False,
+        device="cpu",
+    )
     assert again.head == encoder.head
     samples = pipeline.queries.samples
-    a, b = (influcoder.encode(samples, pipeline.tmp / f"emb_{n}",
-                              influcoder.EncodeArguments(encoder=os.fspath(e), backend="torch"),
-                              progress=False, device="cpu")
-            for n, e in (("object", encoder), ("path", again)))
+    a, b = (
+        influcoder.encode(
+            samples,
+            pipeline.tmp / f"emb_{n}",
+            influcoder.EncodeArguments(encoder=os.fspath(e), backend="torch"),
+            progress=False,
+            device="cpu",
+        )
+        for n, e in (("object", encoder), ("path", again))
+    )
     np.testing.assert_allclose(a.vectors(), b.vectors(), atol=1e-6)
 
 
 def test_index_takes_the_distilled_encoder_or_its_path(pipeline, tmp_path):
-    by_path = influcoder.index(str(pipeline.encoder.path), pipeline.pool_file, tmp_path / "i",
-                               progress=False, device="cpu")
-    from_store = influcoder.index(pipeline.encoder, pipeline.pool, tmp_path / "j",
-                                  progress=False, device="cpu")
+    by_path = influcoder.index(
+        str(pipeline.encoder.path), pipeline.pool_file, tmp_path / "i", progress=False, device="cpu"
+    )
+    from_store = influcoder.index(
+        pipeline.encoder, pipeline.pool, tmp_path / "j", progress=False, device="cpu"
+    )
     for other in (by_path, from_store):
         assert other.ids == pipeline.index.ids == pipeline.pool.ids
         assert other.encoder_fingerprint == pipeline.index.encoder_fingerprint
-        np.testing.assert_array_equal(other.segments[0].vectors(),
-                                      pipeline.index.segments[0].vectors())
+        np.testing.assert_array_equal(
+            other.segments[0].vectors(), pipeline.index.segments[0].vectors()
+        )
 
 
 def hits(results):
@@ -215,8 +280,12 @@ def test_filter_and_select_name_the_samples_they_move(pipeline, tmp_path):
     with pytest.raises(influcoder.InputError, match="input"):
         influcoder.filter(pipeline.index, pipeline.queries_file, pipeline.queries_file, top_k=1)
     c = influcoder.select(pipeline.index, ["Paris.", "Rome."], tmp_path / "c.jsonl", count=4)
-    d = influcoder.select(influcoder.Attributor.load(pipeline.index.path), ["Paris.", "Rome."],
-                          tmp_path / "d.jsonl", count=4)
+    d = influcoder.select(
+        influcoder.Attributor.load(pipeline.index.path),
+        ["Paris.", "Rome."],
+        tmp_path / "d.jsonl",
+        count=4,
+    )
     assert c.selected_ids == d.selected_ids and len(c.selected_ids) == 4
     assert set(c.selected_ids) <= set(pipeline.pool.ids)
 
@@ -226,10 +295,19 @@ def figures(rows):
 
 
 def test_evaluate_takes_stores_or_paths(pipeline, tmp_path):
-    a = influcoder.evaluate(pipeline.pool, pipeline.queries,
-                            encoders={"distilled": pipeline.encoder}, k=3, out=tmp_path / "e")
-    b = influcoder.evaluate(str(pipeline.pool.path), pipeline.queries.path,
-                            encoders={"distilled": str(pipeline.encoder.path)}, k=3)
+    a = influcoder.evaluate(
+        pipeline.pool,
+        pipeline.queries,
+        encoders={"distilled": pipeline.encoder},
+        k=3,
+        out=tmp_path / "e",
+    )
+    b = influcoder.evaluate(
+        str(pipeline.pool.path),
+        pipeline.queries.path,
+        encoders={"distilled": str(pipeline.encoder.path)},
+        k=3,
+    )
     assert [r["method"] for r in a.rows] == ["gradient", "random", "tfidf", "bm25", "distilled"]
     assert figures(a.rows) == figures(b.rows)
     assert a.report is not None and a.report.is_file() and b.report is None
@@ -240,17 +318,33 @@ def test_evaluate_takes_stores_or_paths(pipeline, tmp_path):
 
 def test_validate_takes_stores_or_paths(pipeline, tmp_path):
     """Both calls share one run store, so the second trains nothing: it reads the runs."""
-    args = influcoder.ValidateArguments(seeds=0, fraction=0.25, epochs=1, lr=1e-2,
-                                        batch_size=4, n_boot=20)
+    args = influcoder.ValidateArguments(
+        seeds=0, fraction=0.25, epochs=1, lr=1e-2, batch_size=4, n_boot=20
+    )
     assert args.seeds == (0,)
     runs = tmp_path / "runs"
-    a = influcoder.validate(pipeline.pool, pipeline.queries, pipeline.queries, tmp_path / "a",
-                            args, encoders={"distilled": pipeline.encoder}, baselines=["bm25"],
-                            runs=runs, progress=False)
-    b = influcoder.validate(str(pipeline.pool.path), pipeline.queries.path,
-                            str(pipeline.queries.path), tmp_path / "b", args,
-                            encoders={"distilled": str(pipeline.encoder.path)},
-                            baselines=["bm25"], runs=runs, progress=False)
+    a = influcoder.validate(
+        pipeline.pool,
+        pipeline.queries,
+        pipeline.queries,
+        tmp_path / "a",
+        args,
+        encoders={"distilled": pipeline.encoder},
+        baselines=["bm25"],
+        runs=runs,
+        progress=False,
+    )
+    b = influcoder.validate(
+        str(pipeline.pool.path),
+        pipeline.queries.path,
+        str(pipeline.queries.path),
+        tmp_path / "b",
+        args,
+        encoders={"distilled": str(pipeline.encoder.path)},
+        baselines=["bm25"],
+        runs=runs,
+        progress=False,
+    )
     assert list(a.removed_ids) == ["gradient", "bm25", "distilled"]
     assert a.removed_ids == b.removed_ids
     for method, rows in a.removed.items():
@@ -261,23 +355,28 @@ def test_validate_takes_stores_or_paths(pipeline, tmp_path):
 
 # --- one string where a list is taken is one item ----------------------------------------------
 
+
 def test_a_single_string_is_one_item_of_a_list_setting(tiny_model_dir, tmp_path):
     from influcoder.workflows.planted import StyleTask
 
     assert influcoder.CollectArguments(lora_targets="q_proj").lora_targets == ("q_proj",)
     assert influcoder.ValidateArguments(seeds=3).seeds == (3,)
     assert StyleTask(planted_topics="trivia").planted_topics == ("trivia",)
-    args = influcoder.CollectArguments(model=str(tiny_model_dir), lora_targets="auto",
-                                       **FAST_COLLECT)
+    args = influcoder.CollectArguments(
+        model=str(tiny_model_dir), lora_targets="auto", **FAST_COLLECT
+    )
     assert args.lora_targets == ("auto",)
-    samples = [influcoder.Sample(id=f"s{i}", prompt="Say hello.", response="Hello " * (i + 1))
-               for i in range(2)]
+    samples = [
+        influcoder.Sample(id=f"s{i}", prompt="Say hello.", response="Hello " * (i + 1))
+        for i in range(2)
+    ]
     store = influcoder.collect(samples, tmp_path / "auto", args, progress=False)
     targets = store.setup["adapter"]["targets"]
     assert "q_proj" in targets and all(len(t) > 1 for t in targets)
 
 
 # --- what an earlier release wrote, through the verbs -------------------------------------------
+
 
 def test_release_0_1_0_stores_and_index_through_the_verbs(tiny_encoder):
     """The old stores score and evaluate as they did; the old index opens, and refuses an
@@ -286,8 +385,9 @@ def test_release_0_1_0_stores_and_index_through_the_verbs(tiny_encoder):
     scores = influcoder.score(LEGACY / "grad_pool", LEGACY / "grad_queries")
     assert scores.pool_ids == [f"p{i}" for i in range(6)] and scores.query_ids == ["q0", "q1"]
     np.testing.assert_allclose(scores.scores, expected["gradient_scores"], atol=1e-5)
-    evaluation = influcoder.evaluate(LEGACY / "grad_pool", LEGACY / "grad_queries",
-                                     baselines=["bm25"], k=2)
+    evaluation = influcoder.evaluate(
+        LEGACY / "grad_pool", LEGACY / "grad_queries", baselines=["bm25"], k=2
+    )
     assert [r["method"] for r in evaluation.rows] == ["gradient", "bm25"]
     assert evaluation.rows[0]["per_anchor_spearman"] == pytest.approx(1.0)
     with pytest.raises(influcoder.StoreError, match="was built with the encoder"):

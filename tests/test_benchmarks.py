@@ -13,16 +13,34 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_bench_gpu_quick_runs_end_to_end(tiny_model_dir, tmp_path):
     out = tmp_path / "bench.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--quick",
-                           "--model", str(tiny_model_dir), "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_gpu.py"),
+            "--quick",
+            "--model",
+            str(tiny_model_dir),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["quick"] is True and result["device"]
-    collect, encode = ([r for r in result["rows"] if r["step"] == step]
-                       for step in ("collect", "encode"))
+    collect, encode = (
+        [r for r in result["rows"] if r["step"] == step] for step in ("collect", "encode")
+    )
     assert len(collect) == 1 and collect[0]["n"] == 4 and collect[0]["ms/sample"] > 0
     assert collect[0]["precision"] in ("float32", "bf16-autocast")
     assert len(encode) == 1 and encode[0]["n"] == 64 and encode[0]["texts/s"] > 0
@@ -54,7 +72,7 @@ def test_structured_projection_matches_explicit_kronecker_matrices():
     for index, (o, i) in enumerate(shapes):
         proj = np.random.default_rng([5, index]).standard_normal((k, max(o, i))) / np.sqrt(k)
         matrix = np.kron(proj, np.eye(i)) if o >= i else np.kron(np.eye(o), proj)
-        parts.append(dense[:, off:off + o * i] @ matrix.T)
+        parts.append(dense[:, off : off + o * i] @ matrix.T)
         off += o * i
     want = np.concatenate(parts, axis=1)
     assert got.shape == (4, k * (2 + 2 + 2))
@@ -92,13 +110,17 @@ def test_fidelity_runs_on_a_tiny_model(monkeypatch):
     model = build_tiny_llama(len(tok))
     monkeypatch.setattr(decoder, "load_decoder", lambda name: (model, tok, None))
     bench = _bench_gradients()
-    rows, info = bench.fidelity(6, [100, 1000], warmup_steps=1, source="rho-qa",
-                                sample_seed=0, seeds=2)
+    rows, info = bench.fidelity(
+        6, [100, 1000], warmup_steps=1, source="rho-qa", sample_seed=0, seeds=2
+    )
     assert info["source"] == "rho-qa" and info["samples"] == 6
     assert 60 <= info["min tokens"] <= info["median tokens"] <= info["max tokens"] <= 400
     # 2 layers x 7 projections x (A, B), rank 8: 224 dims per unit of k
     assert [(r["method"], r["dim"]) for r in rows] == [
-        ("CountSketch", 100), ("CountSketch", 1000), ("structured k=4", 896)]
+        ("CountSketch", 100),
+        ("CountSketch", 1000),
+        ("structured k=4", 896),
+    ]
     for r in rows:
         assert r["pairs"] == 15 and -1 <= r["spearman vs dense"] <= 1
         low, high = (float(v) for v in r["spearman min..max"].split(".."))

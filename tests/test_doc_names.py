@@ -24,8 +24,12 @@ PENDING_FILES: set[str] = set()
 #: Where a path named in backquotes may live: the repository, or the package.
 PATH_ROOTS = (ROOT, ROOT / "src" / "influcoder")
 #: First folders of the paths checked (others name files of other projects or of a store).
-CHECKED = {p.name for root in PATH_ROOTS for p in root.iterdir()
-           if p.is_dir() and p.name not in {"runs", "__pycache__"} and p.name[0] != "."}
+CHECKED = {
+    p.name
+    for root in PATH_ROOTS
+    for p in root.iterdir()
+    if p.is_dir() and p.name not in {"runs", "__pycache__"} and p.name[0] != "."
+}
 
 
 def _top_level(module: list[str]) -> set[str]:
@@ -54,8 +58,11 @@ def test_named_files_and_modules_exist():
         text = path.read_text(encoding="utf-8")
         for link in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
             target = os.path.relpath((path.parent / link).resolve(), ROOT)
-            if not link.startswith("http") and target not in PENDING_FILES \
-                    and not (path.parent / link).exists():
+            if (
+                not link.startswith("http")
+                and target not in PENDING_FILES
+                and not (path.parent / link).exists()
+            ):
                 missing.append(f"{path.name}: link {link}")
         for name in re.findall(r"`([\w.-]+(?:/[\w.-]+)+/?)`", text):
             if name.split("/")[0] not in CHECKED or not re.search(r"\.\w+$|/$", name):
@@ -64,11 +71,18 @@ def test_named_files_and_modules_exist():
                 missing.append(f"{path.name}: {name}")
         for name in re.findall(r"`(influcoder(?:\.\w+)+)`", text):
             parts = name.split(".")
-            found = max((k for k in range(1, len(parts) + 1)
-                         if (ROOT / "src" / "/".join(parts[:k])).with_suffix(".py").exists()
-                         or (ROOT / "src" / "/".join(parts[:k])).is_dir()), default=0)
-            if found < len(parts) - 1 or (found == len(parts) - 1
-                                          and parts[-1] not in _top_level(parts[:found])):
+            found = max(
+                (
+                    k
+                    for k in range(1, len(parts) + 1)
+                    if (ROOT / "src" / "/".join(parts[:k])).with_suffix(".py").exists()
+                    or (ROOT / "src" / "/".join(parts[:k])).is_dir()
+                ),
+                default=0,
+            )
+            if found < len(parts) - 1 or (
+                found == len(parts) - 1 and parts[-1] not in _top_level(parts[:found])
+            ):
                 missing.append(f"{path.name}: {name}")
     assert not missing, "named in the docs but not found:\n" + "\n".join(missing)
 
@@ -116,22 +130,35 @@ def test_documented_options_exist():
                 continue
             params = {o: p for p in command.params for o in p.opts + p.secondary_opts}
             for option, value in re.findall(
-                    r"(?<![\w/])(--?[A-Za-z][\w-]*)(?:[= ]([^\s\]\[|)`,.]+))?", rest):
+                r"(?<![\w/])(--?[A-Za-z][\w-]*)(?:[= ]([^\s\]\[|)`,.]+))?", rest
+            ):
                 param = params.get(option)
                 if param is None and option not in ("-h", "--help"):
                     wrong.append(f"{path.name}: influcoder {verb} {option}: no such option")
-                elif (param is not None and isinstance(param.type, click.Choice)
-                      and value and not value.isupper() and value not in param.type.choices):
-                    wrong.append(f"{path.name}: influcoder {verb} {option} {value}: not one "
-                                 f"of {', '.join(param.type.choices)}")
-        for script, rest in re.findall(r"benchmarks/(\w+\.py)([^\n`]*)",
-                                       re.sub(r"\\\n\s*", " ", text)):
+                elif (
+                    param is not None
+                    and isinstance(param.type, click.Choice)
+                    and value
+                    and not value.isupper()
+                    and value not in param.type.choices
+                ):
+                    wrong.append(
+                        f"{path.name}: influcoder {verb} {option} {value}: not one "
+                        f"of {', '.join(param.type.choices)}"
+                    )
+        for script, rest in re.findall(
+            r"benchmarks/(\w+\.py)([^\n`]*)", re.sub(r"\\\n\s*", " ", text)
+        ):
             source = ROOT / "benchmarks" / script
             if not source.exists():
                 wrong.append(f"{path.name}: benchmarks/{script}: no such script")
                 continue
-            defined = set(re.findall(r"""["'](--[\w-]+)["']""", source.read_text()
-                                     + (ROOT / "benchmarks" / "common.py").read_text()))
+            defined = set(
+                re.findall(
+                    r"""["'](--[\w-]+)["']""",
+                    source.read_text() + (ROOT / "benchmarks" / "common.py").read_text(),
+                )
+            )
             for option in re.findall(r"(?<![\w/])(--[A-Za-z][\w-]*)", rest.split("#")[0]):
                 if option not in defined | {"--help"}:
                     wrong.append(f"{path.name}: benchmarks/{script} {option}: no such option")

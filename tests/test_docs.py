@@ -97,8 +97,9 @@ def blocks_of(path: Path) -> list[Block]:
             while i < len(lines) and not lines[i].strip().startswith(fence):
                 i += 1
             assert i < len(lines), f"{path.name}:{start + 1}: fence never closed"
-            blocks.append(Block(path, start + 1, m.group(3).lower(),
-                                "\n".join(lines[start + 1:i])))
+            blocks.append(
+                Block(path, start + 1, m.group(3).lower(), "\n".join(lines[start + 1 : i]))
+            )
         i += 1
     return blocks
 
@@ -153,19 +154,30 @@ def produced(blocks: list[Block]) -> set[str]:
 
 # --- the working folder ---------------------------------------------------------------------
 
+
 def _rows(prefix: str, pairs, labels) -> list[dict]:
-    return [{"id": f"{prefix}{i}", "prompt": p, "response": r, "label": labels(i),
-             "source": ("chat", "facts", "howto")[i % 3]} for i, (p, r) in enumerate(pairs)]
+    return [
+        {
+            "id": f"{prefix}{i}",
+            "prompt": p,
+            "response": r,
+            "label": labels(i),
+            "source": ("chat", "facts", "howto")[i % 3],
+        }
+        for i, (p, r) in enumerate(pairs)
+    ]
 
 
 HARMFUL = {17, 18, 19}
 #: The data files every document's working folder holds.
 DATA = {
     "train.jsonl": _rows("p", POOL, lambda i: "harmful" if i in HARMFUL else "chat"),
-    "queries.jsonl": _rows("q", [(p, r + " Yes.") for p, r in POOL],
-                           lambda i: "harmful" if i % 4 == 0 else "chat"),
-    "heldout.jsonl": _rows("h", [(p, "No. " + r) for p, r in POOL[::2]],
-                           lambda i: "harmful" if i % 3 == 0 else "chat"),
+    "queries.jsonl": _rows(
+        "q", [(p, r + " Yes.") for p, r in POOL], lambda i: "harmful" if i % 4 == 0 else "chat"
+    ),
+    "heldout.jsonl": _rows(
+        "h", [(p, "No. " + r) for p, r in POOL[::2]], lambda i: "harmful" if i % 3 == 0 else "chat"
+    ),
     "outputs.jsonl": _rows("o", [(p, r) for p, r in POOL[:8]], lambda i: "chat"),
     "unwanted.jsonl": _rows("u", [POOL[i] for i in sorted(HARMFUL)], lambda i: "harmful"),
     "task_examples.jsonl": _rows("t", POOL[:4], lambda i: "chat"),
@@ -181,8 +193,12 @@ ARTEFACTS = {
     "runs/index": "influcoder index runs/encoder train.jsonl --out runs/index -q",
 }
 #: The demo's folder (`make validate`, docs/VALIDATION.md), as copies of the artefacts.
-DEMO = {"runs/demo/grad_pool": "runs/pool", "runs/demo/grad_train_queries": "runs/queries",
-        "runs/demo/grad_test_queries": "runs/heldout", "runs/demo/encoder": "runs/encoder"}
+DEMO = {
+    "runs/demo/grad_pool": "runs/pool",
+    "runs/demo/grad_train_queries": "runs/queries",
+    "runs/demo/grad_test_queries": "runs/heldout",
+    "runs/demo/encoder": "runs/encoder",
+}
 
 
 class Runner:
@@ -210,8 +226,12 @@ class Runner:
             else:
                 words += ["--model", str(self.models["decoder"])]
         if verb == "demo" and "--task" in words and "--model" not in words:
-            words += ["--model", str(self.models["decoder"]), "--encoder",
-                      str(self.models["encoder"])]
+            words += [
+                "--model",
+                str(self.models["decoder"]),
+                "--encoder",
+                str(self.models["encoder"]),
+            ]
         if verb in ("distill", "fit") and "--encoder" not in words:
             words += ["--encoder", str(self.models["encoder"])]
         return words
@@ -245,8 +265,7 @@ class Runner:
         elif words[0] == "curl":
             self.curl(words, what)
         elif words[0] == "make":
-            r = subprocess.run(["make", "-n", *words[1:]], cwd=ROOT, capture_output=True,
-                               text=True)
+            r = subprocess.run(["make", "-n", *words[1:]], cwd=ROOT, capture_output=True, text=True)
             assert r.returncode == 0, f"{what}: make -n failed\n{r.stderr}"
         elif words[:2] in ([".", ".venv/bin/activate"], ["source", ".venv/bin/activate"]):
             pass
@@ -261,26 +280,36 @@ class Runner:
         with _cwd(self.folder), _environ(env):
             result = CliRunner().invoke(cli, args)
         if result.exit_code != 0:
-            trace = "".join(traceback.format_exception(*result.exc_info)) \
-                if result.exc_info and not isinstance(result.exception, SystemExit) else ""
+            trace = (
+                "".join(traceback.format_exception(*result.exc_info))
+                if result.exc_info and not isinstance(result.exception, SystemExit)
+                else ""
+            )
             pytest.fail(f"{what}\nexit {result.exit_code}\n{result.output[-3000:]}{trace}")
 
     def serve(self, words: list[str], env: dict[str, str], what: str) -> None:
         for option in ("--port", "-p"):
             if option in words:
                 i = words.index(option)
-                del words[i:i + 2]
+                del words[i : i + 2]
         self.port = _free_port()
         cmd = [sys.executable, "-m", "influcoder.cli", *words[1:], "--port", str(self.port)]
         log = self.folder / f"serve-{self.port}.log"
         with open(log, "w") as out:  # the child keeps its own handle
-            self.servers.append(subprocess.Popen(cmd, cwd=self.folder, stdout=out,
-                                                 stderr=subprocess.STDOUT,
-                                                 env={**os.environ, **env}))
+            self.servers.append(
+                subprocess.Popen(
+                    cmd,
+                    cwd=self.folder,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **env},
+                )
+            )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            assert self.servers[-1].poll() is None, \
+            assert self.servers[-1].poll() is None, (
                 f"{what}: the server stopped\n{log.read_text()[-3000:]}"
+            )
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2):
                     return
@@ -291,10 +320,16 @@ class Runner:
     def curl(self, words: list[str], what: str) -> None:
         assert self.port, f"{what}: curl before any `influcoder serve` in this document"
         assert shutil.which("curl"), f"{what}: this example needs curl installed"
-        words = [re.sub(r"^(http://)?localhost:8000", rf"\g<1>127.0.0.1:{self.port}", w)
-                 for w in words]
-        r = subprocess.run([*words, "--fail-with-body"], cwd=self.folder, capture_output=True,
-                           text=True, timeout=120)
+        words = [
+            re.sub(r"^(http://)?localhost:8000", rf"\g<1>127.0.0.1:{self.port}", w) for w in words
+        ]
+        r = subprocess.run(
+            [*words, "--fail-with-body"],
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0, f"{what}\nexit {r.returncode}\n{r.stdout[-2000:]}{r.stderr}"
         json.loads(r.stdout)
 
@@ -371,8 +406,10 @@ ALL = [block for path in DOCUMENTS for block in blocks_of(path)]
 
 def test_every_block_says_its_language():
     unknown = [f"{b.where}: {b.lang or '(none)'}" for b in ALL if b.lang not in RUN | NOT_RUN]
-    assert not unknown, ("give every fenced block a language: python, bash, sh or console "
-                         "(run here) or text or json (not run):\n" + "\n".join(unknown))
+    assert not unknown, (
+        "give every fenced block a language: python, bash, sh or console "
+        "(run here) or text or json (not run):\n" + "\n".join(unknown)
+    )
 
 
 def test_json_blocks_parse():
@@ -391,9 +428,15 @@ def test_examples_run(path, workspace, tmp_path):
         pytest.skip(f"every example of {path.name} waits for a verb being built (test_pending)")
     folder = tmp_path / "work"
     outs = produced(blocks)
-    shutil.copytree(workspace.folder, folder, ignore=lambda d, names: [
-        n for n in names
-        if os.path.normpath(os.path.relpath(Path(d) / n, workspace.folder)) in outs])
+    shutil.copytree(
+        workspace.folder,
+        folder,
+        ignore=lambda d, names: [
+            n
+            for n in names
+            if os.path.normpath(os.path.relpath(Path(d) / n, workspace.folder)) in outs
+        ],
+    )
     runner = Runner(folder, workspace.models)
     try:
         for block in blocks:
@@ -406,4 +449,3 @@ def test_pending():
     waiting = [f"{b.where} ({pending(b)})" for b in ALL if b.lang in RUN and pending(b)]
     if waiting:
         pytest.skip("TODO: run once these verbs are merged: " + ", ".join(waiting))
-

@@ -105,8 +105,10 @@ def test_no_module_imports_from_a_layer_above_or_beside_it():
 def test_no_import_circle():
     edges = {m: {t for t in ts if t != "influcoder"} for m, ts in graph().items()}
     # a package's __init__ importing its own modules lazily is not a circle of code
-    edges = {m: {t for t in ts if not m.startswith(t + ".") and not t.startswith(m + ".")}
-             for m, ts in edges.items()}
+    edges = {
+        m: {t for t in ts if not m.startswith(t + ".") and not t.startswith(m + ".")}
+        for m, ts in edges.items()
+    }
     state: dict[str, int] = {}
     path: list[str] = []
 
@@ -115,7 +117,7 @@ def test_no_import_circle():
         path.append(m)
         for t in sorted(edges.get(m, ())):
             if state.get(t) == 1:
-                pytest.fail("import circle: " + " -> ".join(path[path.index(t):] + [t]))
+                pytest.fail("import circle: " + " -> ".join(path[path.index(t) :] + [t]))
             if t in edges and not state.get(t):
                 visit(t)
         path.pop()
@@ -132,8 +134,13 @@ def test_the_layer_check_sees_wrong_imports(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from influcoder.cli import main\n", encoding="utf-8")
     assert "influcoder.cli" in imports_of(probe, "influcoder.io.probe")
-    assert violations({"influcoder.io.probe": {"influcoder.cli"},
-                       "influcoder.attribution.x": {"influcoder.distillation.y"},
-                       "influcoder.evaluation.z": {"influcoder.metrics"}}) == [
+    assert violations(
+        {
+            "influcoder.io.probe": {"influcoder.cli"},
+            "influcoder.attribution.x": {"influcoder.distillation.y"},
+            "influcoder.evaluation.z": {"influcoder.metrics"},
+        }
+    ) == [
         "influcoder.attribution.x -> influcoder.distillation.y",
-        "influcoder.io.probe -> influcoder.cli"]
+        "influcoder.io.probe -> influcoder.cli",
+    ]

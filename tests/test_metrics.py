@@ -25,6 +25,7 @@ def tied(rng, shape, levels=4):
 
 # --- spearman ---------------------------------------------------------------------------
 
+
 def test_spearman_hand_computed():
     # ranks of b: [1, 3, 2]; d^2 = [0, 1, 1]; rho = 1 - 6 * 2 / (3 * 8) = 0.5
     assert m.spearman([1, 2, 3], [10, 30, 20]) == pytest.approx(0.5)
@@ -48,18 +49,22 @@ def test_spearman_constant_input_is_nan():
     assert math.isnan(m.spearman([4], [2]))
 
 
-@pytest.mark.parametrize("a, b, message", [
-    ([1, 2, 3], [1, 2], "same length"),
-    ([[1, 2]], [1, 2], "1-D"),
-    ([], [], "empty"),
-    ([1, np.nan], [1, 2], "NaN"),
-])
+@pytest.mark.parametrize(
+    "a, b, message",
+    [
+        ([1, 2, 3], [1, 2], "same length"),
+        ([[1, 2]], [1, 2], "1-D"),
+        ([], [], "empty"),
+        ([1, np.nan], [1, 2], "NaN"),
+    ],
+)
 def test_spearman_rejects_bad_input(a, b, message):
     with pytest.raises(ValueError, match=message):
         m.spearman(a, b)
 
 
 # --- matrix correlations ----------------------------------------------------------------
+
 
 def test_per_anchor_spearman_matches_scipy_per_column(rng):
     gt, pred = tied(rng, (25, 6)), rng.normal(size=(25, 6))
@@ -101,8 +106,7 @@ def test_aggregated_spearman_matches_scipy_on_row_means(rng):
     assert m.aggregated_spearman(gt, pred) == pytest.approx(expected, abs=1e-12)
 
 
-@pytest.mark.parametrize("fn", [m.per_anchor_spearman, m.pairwise_spearman,
-                                m.aggregated_spearman])
+@pytest.mark.parametrize("fn", [m.per_anchor_spearman, m.pairwise_spearman, m.aggregated_spearman])
 def test_correlations_reject_shape_mismatch_and_wrong_rank(fn):
     with pytest.raises(ValueError, match=r"same shape.*\(3, 2\) and \(2, 3\)"):
         fn(np.zeros((3, 2)), np.zeros((2, 3)))
@@ -113,6 +117,7 @@ def test_correlations_reject_shape_mismatch_and_wrong_rank(fn):
 
 
 # --- top-k ------------------------------------------------------------------------------
+
 
 def test_recall_at_k_hand_computed():
     gt = np.array([[4.0, 1.0], [3.0, 2.0], [2.0, 3.0], [1.0, 4.0]])
@@ -132,8 +137,8 @@ def test_ndcg_at_k_hand_computed():
     # query 1: predicted order 0, 1, ...; relevant {3, 2}: gains [0, 0] -> DCG = 0
     assert m.ndcg_at_k(gt, pred, 2) == pytest.approx((1 / idcg + 0) / 2)
     # one relevant sample found first is worth more than the same found second
-    gt_one = gt[:, :1]                                    # relevant {0, 1}
-    pred_first = np.array([[4.0], [1.0], [3.0], [2.0]])   # predicted order 0, 2, ...
+    gt_one = gt[:, :1]  # relevant {0, 1}
+    pred_first = np.array([[4.0], [1.0], [3.0], [2.0]])  # predicted order 0, 2, ...
     pred_second = np.array([[3.0], [1.0], [4.0], [2.0]])  # predicted order 2, 0, ...
     assert m.ndcg_at_k(gt_one, pred_first, 2) == pytest.approx(1 / idcg)
     assert m.ndcg_at_k(gt_one, pred_second, 2) == pytest.approx((1 / math.log2(3)) / idcg)
@@ -158,7 +163,7 @@ def test_ndcg_and_recall_match_sklearn_ndcg_and_brute_force(rng):
 
 
 def test_top_k_ties_go_to_lower_pool_index():
-    gt = np.array([[1.0], [1.0], [0.0]])   # tie: top-1 is sample 0
+    gt = np.array([[1.0], [1.0], [0.0]])  # tie: top-1 is sample 0
     pred = np.array([[0.0], [1.0], [1.0]])  # tie: top-1 is sample 1
     assert m.recall_at_k(gt, pred, 1) == 0.0
     assert m.recall_at_k(gt, np.full_like(gt, 5.0), 1) == 1.0  # constant: by index
@@ -175,6 +180,7 @@ def test_top_k_rejects_bad_k_and_shapes(fn):
 
 
 # --- planted-sample retrieval -----------------------------------------------------------
+
 
 def test_auprc_hand_computed():
     # ranked by score: +, -, +, -  -> precision at the two positives: 1, 2/3; each adds 1/2
@@ -210,12 +216,15 @@ def test_precision_recall_curve_is_sklearns_reversed(rng):
 
 
 @pytest.mark.parametrize("fn", [m.auprc, m.precision_recall_curve])
-@pytest.mark.parametrize("labels, scores, message", [
-    ([0, 0, 0], [1, 2, 3], "no positive"),
-    ([1, 0], [1, 2, 3], "same length"),
-    ([1, 2, 0], [1, 2, 3], "0/1"),
-    ([[1, 0]], [1, 2], "1-D"),
-])
+@pytest.mark.parametrize(
+    "labels, scores, message",
+    [
+        ([0, 0, 0], [1, 2, 3], "no positive"),
+        ([1, 0], [1, 2, 3], "same length"),
+        ([1, 2, 0], [1, 2, 3], "0/1"),
+        ([[1, 0]], [1, 2], "1-D"),
+    ],
+)
 def test_retrieval_rejects_bad_labels(fn, labels, scores, message):
     with pytest.raises(ValueError, match=message):
         fn(labels, scores)
@@ -239,7 +248,9 @@ def test_bootstrap_interval_resamples_pool_and_queries(rng):
     rows, cols = draw.integers(40, size=40), draw.integers(12, size=12)
     expected = m.aggregated_spearman(gt[np.ix_(rows, cols)], pred[np.ix_(rows, cols)])
     assert m.bootstrap_interval(m.aggregated_spearman, gt, pred, n_resamples=1, seed=7) == (
-        pytest.approx(expected), pytest.approx(expected))
+        pytest.approx(expected),
+        pytest.approx(expected),
+    )
 
     low, high = m.bootstrap_interval(m.per_anchor_spearman, gt, pred, n_resamples=300)
     assert low < m.per_anchor_spearman(gt, pred) < high
@@ -263,4 +274,5 @@ def test_aggregations_are_the_attribution_aggregates():
     assert m.AUPRC_AGGREGATES == ("mean", "max")
     labels = [True, False, False]
     assert m.auprc(labels, m.aggregate_scores(scores, "sum")) == m.auprc(
-        labels, m.aggregate_scores(scores, "mean"))
+        labels, m.aggregate_scores(scores, "mean")
+    )

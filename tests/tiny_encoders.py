@@ -43,14 +43,28 @@ def build_tiny_encoder(path, seed: int = 0) -> Path:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                   model_max_length=128)
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
+    )
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(raw)
     fast.save_pretrained(raw)
     transformer = models.Transformer(str(raw), max_seq_length=64)
@@ -91,8 +105,10 @@ POOL = [
 
 def pool_rows(n: int | None = None, prefix: str = "p") -> list[dict]:
     """Rows with ids, prompt, response and one extra field (kept as it is by ``filter``)."""
-    return [{"id": f"{prefix}{i}", "prompt": p, "response": r, "topic": f"t{i % 3}"}
-            for i, (p, r) in enumerate(POOL[:n])]
+    return [
+        {"id": f"{prefix}{i}", "prompt": p, "response": r, "topic": f"t{i % 3}"}
+        for i, (p, r) in enumerate(POOL[:n])
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,7 @@ DEFAULT_EVALUATE_BASELINES = ("random", "tfidf", "bm25")
 
 # --- score -------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Scores:
     """Influence of every pool sample on every query: ``scores[i, j]`` is the cosine of pool
@@ -63,12 +64,17 @@ class Scores:
         best = TopK(min(k, len(self.pool_ids)), len(self.query_ids))
         best.update(0, np.asarray(self.scores))
         rows, scores = best.result()
-        return {q: [(self.pool_ids[r], float(s)) for r, s in zip(rows[:, j], scores[:, j])]
-                for j, q in enumerate(self.query_ids)}
+        return {
+            q: [(self.pool_ids[r], float(s)) for r, s in zip(rows[:, j], scores[:, j])]
+            for j, q in enumerate(self.query_ids)
+        }
 
 
-def score(pool: Store | str | os.PathLike, queries: Store | str | os.PathLike,
-          out: str | os.PathLike | None = None) -> Scores:
+def score(
+    pool: Store | str | os.PathLike,
+    queries: Store | str | os.PathLike,
+    out: str | os.PathLike | None = None,
+) -> Scores:
     """The influence of every sample of the ``pool`` store on every sample of the ``queries``
     store (gradient stores from :func:`collect`, or embedding stores of one encoder).
 
@@ -94,10 +100,17 @@ def score(pool: Store | str | os.PathLike, queries: Store | str | os.PathLike,
 
 # --- distill, index ----------------------------------------------------------------------------
 
-def distill(pool: Store | str | os.PathLike, queries: Store | str | os.PathLike,
-            out: str | os.PathLike, args: DistillArguments | None = None, *,
-            encoder: str | os.PathLike | None = None, progress: bool = True,
-            device: str = "auto") -> DistillResult:
+
+def distill(
+    pool: Store | str | os.PathLike,
+    queries: Store | str | os.PathLike,
+    out: str | os.PathLike,
+    args: DistillArguments | None = None,
+    *,
+    encoder: str | os.PathLike | None = None,
+    progress: bool = True,
+    device: str = "auto",
+) -> DistillResult:
     """Train an encoder to rank like the gradient influence of ``pool`` on ``queries``
     (gradient stores) and save it to ``out``; ``encoder``: the one to start from (default:
     the bundled ``all-minilm-l6-v2``). The result (figures, head) is path-like: ``index``,
@@ -108,13 +121,28 @@ def distill(pool: Store | str | os.PathLike, queries: Store | str | os.PathLike,
     from influcoder.io.stores import open_store
 
     base = encoder_settings.DEFAULT_ENCODER if encoder is None else os.fspath(encoder)
-    return distill_stores(open_store(pool), open_store(queries), out, args, encoder=base,
-                          progress=progress, device=device)
+    return distill_stores(
+        open_store(pool),
+        open_store(queries),
+        out,
+        args,
+        encoder=base,
+        progress=progress,
+        device=device,
+    )
 
 
-def index(encoder: str | os.PathLike | DistillResult, data, out: str | os.PathLike, *,
-          append: bool = False, approx: str | None = None, progress: bool = True,
-          device: str = "auto", **options) -> Index:
+def index(
+    encoder: str | os.PathLike | DistillResult,
+    data,
+    out: str | os.PathLike,
+    *,
+    append: bool = False,
+    approx: str | None = None,
+    progress: bool = True,
+    device: str = "auto",
+    **options,
+) -> Index:
     """Embed ``data`` (a data file, a list of samples, or a :class:`Store`: its samples) with
     ``encoder`` (a directory, what :func:`distill` returned, or ``all-minilm-l6-v2``) into
     the index ``out``; ``append`` adds a segment to an existing one. ``options``: the rest of
@@ -122,11 +150,20 @@ def index(encoder: str | os.PathLike | DistillResult, data, out: str | os.PathLi
     ``limit``, ``engine``, ...)."""
     from influcoder.attribution.build import build_index
 
-    return build_index(data, out, encoder, append=append, approx=approx, progress=progress,
-                       device=device, **options)
+    return build_index(
+        data,
+        out,
+        encoder,
+        append=append,
+        approx=approx,
+        progress=progress,
+        device=device,
+        **options,
+    )
 
 
 # --- attribute, filter, select -----------------------------------------------------------------
+
 
 def _attributor(index, encoder, backend: str, device: str) -> Attributor:
     from influcoder.attribution.attributor import Attributor
@@ -153,9 +190,15 @@ def _inputs(queries) -> list[str]:
     return [os.fspath(queries)] if isinstance(queries, os.PathLike) else []
 
 
-def attribute(index: Index | Attributor | str | os.PathLike, queries, k: int = 10, *,
-              encoder: str | os.PathLike | None = None, backend: str = "auto",
-              device: str = "cpu") -> list[Attribution]:
+def attribute(
+    index: Index | Attributor | str | os.PathLike,
+    queries,
+    k: int = 10,
+    *,
+    encoder: str | os.PathLike | None = None,
+    backend: str = "auto",
+    device: str = "cpu",
+) -> list[Attribution]:
     """The ``k`` pool samples of ``index`` most influential on each query, best first:
     ``[result.hits[0].id, ...]`` per query. ``queries``: a response text, a list of texts and
     :class:`Sample` objects, a ``pathlib.Path`` of a data file, or a store. ``index``: an
@@ -164,27 +207,50 @@ def attribute(index: Index | Attributor | str | os.PathLike, queries, k: int = 1
     return _attributor(index, encoder, backend, device).attribute(_queries(queries), k)
 
 
-def filter(index: Index | Attributor | str | os.PathLike, queries, out: str | os.PathLike, *,
-           top_k: int | None = None, fraction: float | None = None,
-           threshold: float | None = None, aggregate: str = "mean",
-           encoder: str | os.PathLike | None = None, backend: str = "auto",
-           device: str = "cpu") -> FilterResult:
+def filter(
+    index: Index | Attributor | str | os.PathLike,
+    queries,
+    out: str | os.PathLike,
+    *,
+    top_k: int | None = None,
+    fraction: float | None = None,
+    threshold: float | None = None,
+    aggregate: str = "mean",
+    encoder: str | os.PathLike | None = None,
+    backend: str = "auto",
+    device: str = "cpu",
+) -> FilterResult:
     """Remove from the pool of ``index`` the samples most like ``queries`` (examples of
     unwanted outputs, as :func:`attribute` takes them) and write the rest to ``out``; exactly
     one of ``top_k``, ``fraction``, ``threshold``. ``.removed_ids`` names what went. See
     :func:`influcoder.attribution.filter.filter_pool`."""
     from influcoder.attribution.filter import filter_pool
 
-    return filter_pool(_attributor(index, encoder, backend, device), _queries(queries), out,
-                       top_k=top_k, fraction=fraction, threshold=threshold, how=aggregate,
-                       inputs=_inputs(queries))
+    return filter_pool(
+        _attributor(index, encoder, backend, device),
+        _queries(queries),
+        out,
+        top_k=top_k,
+        fraction=fraction,
+        threshold=threshold,
+        how=aggregate,
+        inputs=_inputs(queries),
+    )
 
 
-def select(index: Index | Attributor | str | os.PathLike, targets, out: str | os.PathLike, *,
-           fraction: float | None = None, count: int | None = None,
-           aggregate: str | None = None, spread: bool = False,
-           encoder: str | os.PathLike | None = None, backend: str = "auto",
-           device: str = "cpu") -> SelectResult:
+def select(
+    index: Index | Attributor | str | os.PathLike,
+    targets,
+    out: str | os.PathLike,
+    *,
+    fraction: float | None = None,
+    count: int | None = None,
+    aggregate: str | None = None,
+    spread: bool = False,
+    encoder: str | os.PathLike | None = None,
+    backend: str = "auto",
+    device: str = "cpu",
+) -> SelectResult:
     """Choose the pool samples of ``index`` most helpful to ``targets`` (examples of the task,
     as :func:`attribute` takes queries) and write them to ``out``; exactly one of
     ``fraction`` and ``count``. ``.selected_ids`` names them. See
@@ -192,26 +258,43 @@ def select(index: Index | Attributor | str | os.PathLike, targets, out: str | os
     from influcoder.attribution.select import select_pool
     from influcoder.attribution.settings import DEFAULT_SELECT_AGGREGATE
 
-    return select_pool(_attributor(index, encoder, backend, device), _queries(targets), out,
-                       fraction=fraction, count=count, how=aggregate or DEFAULT_SELECT_AGGREGATE,
-                       spread=spread, inputs=_inputs(targets))
+    return select_pool(
+        _attributor(index, encoder, backend, device),
+        _queries(targets),
+        out,
+        fraction=fraction,
+        count=count,
+        how=aggregate or DEFAULT_SELECT_AGGREGATE,
+        spread=spread,
+        inputs=_inputs(targets),
+    )
 
 
 # --- evaluate, validate ------------------------------------------------------------------------
+
 
 def _encoders(encoders: Mapping | None) -> dict[str, str]:
     return {name: os.fspath(e) for name, e in (encoders or {}).items()}
 
 
-def evaluate(pool: Store | str | os.PathLike, queries: Store | str | os.PathLike, *,
-             encoders: Mapping[str, str | os.PathLike] | None = None,
-             stores: Mapping[str, tuple] | None = None,
-             baselines: Sequence[str] = DEFAULT_EVALUATE_BASELINES,
-             gradient_dims: Sequence[int] = (), label_field: str | None = None,
-             positive: str | None = None, k: int = 10, seed: int = 0,
-             targets: Sequence[str] = (), group_by: str | None = None,
-             out: str | os.PathLike | None = None, title: str = "influcoder evaluation",
-             device: str = "cpu") -> Evaluation:
+def evaluate(
+    pool: Store | str | os.PathLike,
+    queries: Store | str | os.PathLike,
+    *,
+    encoders: Mapping[str, str | os.PathLike] | None = None,
+    stores: Mapping[str, tuple] | None = None,
+    baselines: Sequence[str] = DEFAULT_EVALUATE_BASELINES,
+    gradient_dims: Sequence[int] = (),
+    label_field: str | None = None,
+    positive: str | None = None,
+    k: int = 10,
+    seed: int = 0,
+    targets: Sequence[str] = (),
+    group_by: str | None = None,
+    out: str | os.PathLike | None = None,
+    title: str = "influcoder evaluation",
+    device: str = "cpu",
+) -> Evaluation:
     """Compare attribution methods with the gradient ground truth of ``pool`` x ``queries``:
     ``encoders`` (name -> encoder directory, or what :func:`distill` returned), ``stores``
     (name -> (pool store, query store) of precomputed vectors), text ``baselines`` and
@@ -228,28 +311,56 @@ def evaluate(pool: Store | str | os.PathLike, queries: Store | str | os.PathLike
     if (label_field is None) != (positive is None):
         raise ValueError("label_field and positive go together")
     gt_pool, gt_queries = open_store(pool), open_store(queries)
-    labels = (labels_from_samples(gt_pool.samples, label_field, positive)
-              if label_field is not None else None)
+    labels = (
+        labels_from_samples(gt_pool.samples, label_field, positive)
+        if label_field is not None
+        else None
+    )
     pairs = {name: (open_store(a), open_store(b)) for name, (a, b) in (stores or {}).items()}
-    evaluation = run_evaluation(gt_pool, gt_queries, stores=pairs, encoders=_encoders(encoders),
-                                baselines=list(baselines), gradient_dims=list(gradient_dims),
-                                labels=labels, k=k, seed=seed, targets=targets, device=device,
-                                group_by=group_by)
+    evaluation = run_evaluation(
+        gt_pool,
+        gt_queries,
+        stores=pairs,
+        encoders=_encoders(encoders),
+        baselines=list(baselines),
+        gradient_dims=list(gradient_dims),
+        labels=labels,
+        k=k,
+        seed=seed,
+        targets=targets,
+        device=device,
+        group_by=group_by,
+    )
     if out is not None:
-        write_evaluation(evaluation, results_dir=out, title=title,
-                         context={"pool": str(gt_pool.path), "queries": str(gt_queries.path)})
+        write_evaluation(
+            evaluation,
+            results_dir=out,
+            title=title,
+            context={"pool": str(gt_pool.path), "queries": str(gt_queries.path)},
+        )
     return evaluation
 
 
-def validate(pool: Store | str | os.PathLike, targets: Store | str | os.PathLike,
-             heldout: Store | str | os.PathLike, out: str | os.PathLike,
-             args: ValidateArguments | None = None, *, where: str | None = None,
-             control=None, encoders: Mapping[str, str | os.PathLike] | None = None,
-             baselines: Sequence[str] = DEFAULT_VALIDATE_BASELINES,
-             label_field: str | None = None, positive: str | None = None,
-             model: str | None = None, runs: str | os.PathLike | None = None,
-             workers: int = 1, engine: str = "local", progress: bool = True,
-             device: str = "cpu") -> Validation:
+def validate(
+    pool: Store | str | os.PathLike,
+    targets: Store | str | os.PathLike,
+    heldout: Store | str | os.PathLike,
+    out: str | os.PathLike,
+    args: ValidateArguments | None = None,
+    *,
+    where: str | None = None,
+    control=None,
+    encoders: Mapping[str, str | os.PathLike] | None = None,
+    baselines: Sequence[str] = DEFAULT_VALIDATE_BASELINES,
+    label_field: str | None = None,
+    positive: str | None = None,
+    model: str | None = None,
+    runs: str | os.PathLike | None = None,
+    workers: int = 1,
+    engine: str = "local",
+    progress: bool = True,
+    device: str = "cpu",
+) -> Validation:
     """Remove each method's top-ranked pool samples for the ``targets`` queries, retrain the
     adapter, and measure the loss on ``heldout`` (gradient stores made alike; ``where``:
     ``FIELD=VALUE`` keeps the matching target and held-out samples, the other held-out ones
@@ -263,12 +374,35 @@ def validate(pool: Store | str | os.PathLike, targets: Store | str | os.PathLike
     if (label_field is None) != (positive is None):
         raise ValueError("label_field and positive go together")
     validation, _, _ = run_validation(
-        pool, targets, heldout, out, args or ValidateArguments(), device=device,
-        progress=progress, workers=workers, engine=engine, runs_dir=runs, where=where,
-        control=control, encoders=_encoders(encoders), baselines=list(baselines),
-        label_field=label_field, positive=positive, model=model)
+        pool,
+        targets,
+        heldout,
+        out,
+        args or ValidateArguments(),
+        device=device,
+        progress=progress,
+        workers=workers,
+        engine=engine,
+        runs_dir=runs,
+        where=where,
+        control=control,
+        encoders=_encoders(encoders),
+        baselines=list(baselines),
+        label_field=label_field,
+        positive=positive,
+        model=model,
+    )
     return validation
 
 
-__all__ = ["Scores", "attribute", "distill", "evaluate", "filter", "index", "score", "select",
-           "validate"]
+__all__ = [
+    "Scores",
+    "attribute",
+    "distill",
+    "evaluate",
+    "filter",
+    "index",
+    "score",
+    "select",
+    "validate",
+]

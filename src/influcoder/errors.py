@@ -17,8 +17,14 @@ class InflucoderError(Exception):
 class InputError(InflucoderError):
     """Bad input data, located as precisely as we can: ``file:line: field 'x': message``."""
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 field: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ):
         self.path, self.line, self.field, self.reason = path, line, field, message
         where = ""
         if path is not None:
@@ -36,5 +42,7 @@ class MissingPackageError(InflucoderError):
 
     def __init__(self, package: str, purpose: str, install: str | None = None):
         install = install or f"pip install {package}"
-        super().__init__(f"{purpose} needs the package '{package}', which is not installed. "
-                         f"Install it with: {install}")
+        super().__init__(
+            f"{purpose} needs the package '{package}', which is not installed. "
+            f"Install it with: {install}"
+        )

@@ -232,13 +232,16 @@ def _labels_and_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     if raw.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {raw.shape}")
     if raw.dtype != bool and not np.isin(raw, (0, 1)).all():
-        raise ValueError("labels must be booleans or 0/1, got other values: "
-                         f"{np.unique(raw[~np.isin(raw, (0, 1))])[:5].tolist()}")
+        raise ValueError(
+            "labels must be booleans or 0/1, got other values: "
+            f"{np.unique(raw[~np.isin(raw, (0, 1))])[:5].tolist()}"
+        )
     positive = raw.astype(bool)
     scores = _vector(scores, "scores")
     if positive.shape != scores.shape:
-        raise ValueError(f"labels and scores must have the same length, "
-                         f"got {positive.size} and {scores.size}")
+        raise ValueError(
+            f"labels and scores must have the same length, got {positive.size} and {scores.size}"
+        )
     if not positive.any():
         raise ValueError("labels has no positive sample, so precision and recall are undefined")
     return positive, scores
@@ -313,8 +316,9 @@ def aggregate_scores(scores, how: Aggregate = "mean") -> np.ndarray:
     return scores.mean(axis=1) if how == "mean" else scores.sum(axis=1)
 
 
-def bootstrap_interval(metric, gt, pred, *, n_resamples: int = 1000, level: float = 0.95,
-                       seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    metric, gt, pred, *, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``metric(gt, pred)`` over both pool samples and queries.
 
     Each resample draws the pool samples (rows) and the queries (columns) with replacement,

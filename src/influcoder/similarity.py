@@ -58,13 +58,14 @@ def compared_rows(store, x: np.ndarray) -> np.ndarray:
     return normalize_rows(x)
 
 
-def scored_rows(store, start: int, x: np.ndarray, similarity: str = "cosine",
-                norms: np.ndarray | None = None) -> np.ndarray:
+def scored_rows(
+    store, start: int, x: np.ndarray, similarity: str = "cosine", norms: np.ndarray | None = None
+) -> np.ndarray:
     """Rows ``[start, start + len(x))`` of ``store`` as ``similarity`` compares them, float32:
     :func:`compared_rows` for ``cosine``; for ``inner``, unit rows times their norms before
     normalisation (``norms``: the whole store's, else read from it)."""
     rows = compared_rows(store, x)
     if check_similarity(similarity) == "inner":
         norms = store.norms() if norms is None else norms
-        rows = normalize_rows(x) * norms[start:start + len(x), None]
+        rows = normalize_rows(x) * norms[start : start + len(x), None]
     return rows

@@ -36,8 +36,9 @@ def pool_file(tmp_path):
 
 @pytest.fixture()
 def index_dir(tiny_encoder, pool_file, tmp_path):
-    build_index(pool_file, tmp_path / "idx", str(tiny_encoder), backend="torch", shard_rows=10,
-                **QUIET)
+    build_index(
+        pool_file, tmp_path / "idx", str(tiny_encoder), backend="torch", shard_rows=10, **QUIET
+    )
     return tmp_path / "idx"
 
 
@@ -120,8 +121,9 @@ def test_filter_keeps_original_rows(attributor, pool_file, tmp_path, rule):
     originals = [json.loads(line) for line in pool_file.read_text().splitlines()]
     kept = [json.loads(line) for line in (tmp_path / "clean.jsonl").read_text().splitlines()]
     assert kept == [row for i, row in enumerate(originals) if i not in removed]
-    report = [json.loads(line) for line in
-              (tmp_path / "clean.removed.jsonl").read_text().splitlines()]
+    report = [
+        json.loads(line) for line in (tmp_path / "clean.removed.jsonl").read_text().splitlines()
+    ]
     assert [r["id"] for r in report] == [f"p{i}" for i in ranking.order[:3]]
     assert [r["rank"] for r in report] == [1, 2, 3] and report[0]["aggregate"] == "mean"
     assert report[0]["row"] == originals[ranking.order[0]] and "closest query" in report[0]["why"]
@@ -165,8 +167,9 @@ def test_filter_refuses_to_overwrite_inputs(attributor, pool_file, tmp_path):
     assert not (tmp_path / "c.jsonl").exists()
 
 
-def test_filter_detects_a_changed_source_and_rebuilds_a_missing_one(caplog, attributor, pool_file,
-                                                                    tmp_path):
+def test_filter_detects_a_changed_source_and_rebuilds_a_missing_one(
+    caplog, attributor, pool_file, tmp_path
+):
     rows = pool_rows()
     write_jsonl(pool_file, [dict(rows[0], response="changed")] + rows[1:])
     with pytest.raises(InputError, match="changed since it was indexed"):
@@ -189,8 +192,14 @@ def test_cli_attribute(index_dir, tmp_path, source):
     texts = ["The capital of France is Paris.", "Boil the egg."]
     args, stdin = ["attribute", str(index_dir), "-k", "3", "--backend", "torch"], None
     if source == "file":
-        args.append(str(write_jsonl(tmp_path / "q.jsonl", [
-            {"id": f"q{i}", "prompt": "", "response": t} for i, t in enumerate(texts)])))
+        args.append(
+            str(
+                write_jsonl(
+                    tmp_path / "q.jsonl",
+                    [{"id": f"q{i}", "prompt": "", "response": t} for i, t in enumerate(texts)],
+                )
+            )
+        )
     elif source == "stdin":
         args.append("-")
         stdin = "\n".join(texts) + "\n"
@@ -208,17 +217,51 @@ def test_cli_attribute_out_and_aggregate(index_dir, tmp_path, ext):
 
     out = tmp_path / f"top.{ext}"
     runner = CliRunner()
-    result = runner.invoke(cli, ["attribute", str(index_dir), "--text", "egg", "--text", "joke",
-                                 "-k", "4", "--out", str(out), "--backend", "torch"])
+    result = runner.invoke(
+        cli,
+        [
+            "attribute",
+            str(index_dir),
+            "--text",
+            "egg",
+            "--text",
+            "joke",
+            "-k",
+            "4",
+            "--out",
+            str(out),
+            "--backend",
+            "torch",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    read = {"jsonl": lambda p: pd.read_json(p, lines=True), "csv": pd.read_csv,
-            "parquet": pd.read_parquet}[ext]
+    read = {
+        "jsonl": lambda p: pd.read_json(p, lines=True),
+        "csv": pd.read_csv,
+        "parquet": pd.read_parquet,
+    }[ext]
     table = read(out)
     assert len(table) == 8 and list(table["rank"]) == [1, 2, 3, 4] * 2
     ranking = tmp_path / f"ranking.{ext}"
-    result = runner.invoke(cli, ["attribute", str(index_dir), "--text", UNWANTED[0], "--text",
-                                 UNWANTED[1], "--aggregate", "max", "-k", "3", "--out",
-                                 str(ranking), "--backend", "torch"])
+    result = runner.invoke(
+        cli,
+        [
+            "attribute",
+            str(index_dir),
+            "--text",
+            UNWANTED[0],
+            "--text",
+            UNWANTED[1],
+            "--aggregate",
+            "max",
+            "-k",
+            "3",
+            "--out",
+            str(ranking),
+            "--backend",
+            "torch",
+        ],
+    )
     assert result.exit_code == 0, result.output
     table = read(ranking)
     assert len(table) == 24 and table["score"].is_monotonic_decreasing
@@ -226,26 +269,39 @@ def test_cli_attribute_out_and_aggregate(index_dir, tmp_path, ext):
 
 
 def test_cli_filter(index_dir, pool_file, tmp_path):
-    queries = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "", "response": t}
-                                                   for t in UNWANTED])
-    result = CliRunner().invoke(cli, ["filter", str(index_dir), str(queries), "--fraction",
-                                      "0.25", "--out", str(tmp_path / "clean.jsonl"),
-                                      "--backend", "torch"])
+    queries = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "", "response": t} for t in UNWANTED])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "filter",
+            str(index_dir),
+            str(queries),
+            "--fraction",
+            "0.25",
+            "--out",
+            str(tmp_path / "clean.jsonl"),
+            "--backend",
+            "torch",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "removed 6 of 24 pool samples" in result.output
     assert len((tmp_path / "clean.jsonl").read_text().splitlines()) == 18
-    result = CliRunner().invoke(cli, ["filter", str(index_dir), str(queries), "-k", "2",
-                                      "--out", str(queries)])
+    result = CliRunner().invoke(
+        cli, ["filter", str(index_dir), str(queries), "-k", "2", "--out", str(queries)]
+    )
     assert result.exit_code == 2 and "is an input of this run" in result.output
-    result = CliRunner().invoke(cli, ["filter", str(index_dir), str(queries), "--out",
-                                      str(tmp_path / "x.jsonl")])
+    result = CliRunner().invoke(
+        cli, ["filter", str(index_dir), str(queries), "--out", str(tmp_path / "x.jsonl")]
+    )
     assert result.exit_code == 2 and "exactly one of" in result.output
 
 
 def test_cli_errors_exit_2(index_dir, other_encoder, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(cli, ["attribute", str(index_dir), "--text", "x", "-e",
-                                 str(other_encoder)])
+    result = runner.invoke(
+        cli, ["attribute", str(index_dir), "--text", "x", "-e", str(other_encoder)]
+    )
     assert result.exit_code == 2 and "not comparable" in result.output
     result = runner.invoke(cli, ["attribute", str(index_dir)])
     assert result.exit_code == 2 and "give QUERIES" in result.output
@@ -253,16 +309,29 @@ def test_cli_errors_exit_2(index_dir, other_encoder, tmp_path):
     empty.write_text("\n")
     result = runner.invoke(cli, ["attribute", str(index_dir), str(empty)])
     assert result.exit_code == 2 and "no queries" in result.output
-    result = runner.invoke(cli, ["index", str(tmp_path / "nope"), str(empty), "-o",
-                                 str(tmp_path / "i")])
+    result = runner.invoke(
+        cli, ["index", str(tmp_path / "nope"), str(empty), "-o", str(tmp_path / "i")]
+    )
     assert result.exit_code == 2
 
 
 def test_cli_corrupt_faiss_index_exits_2(tiny_encoder, pool_file, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(cli, ["index", str(tiny_encoder), str(pool_file), "-o",
-                                 str(tmp_path / "h"), "--approx", "hnsw", "-q",
-                                 "--backend", "torch"])
+    result = runner.invoke(
+        cli,
+        [
+            "index",
+            str(tiny_encoder),
+            str(pool_file),
+            "-o",
+            str(tmp_path / "h"),
+            "--approx",
+            "hnsw",
+            "-q",
+            "--backend",
+            "torch",
+        ],
+    )
     assert result.exit_code == 0, result.output
     (tmp_path / "h" / FAISS_FILE).write_bytes(b"\0" * 64)
     result = runner.invoke(cli, ["attribute", str(tmp_path / "h"), "--text", "egg"])

@@ -30,7 +30,8 @@ def reference(encoder_dir, texts):
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(encoder_dir), device="cpu").encode(
-        texts, normalize_embeddings=True, convert_to_numpy=True)
+        texts, normalize_embeddings=True, convert_to_numpy=True
+    )
 
 
 def pairwise_spearman(a, b):
@@ -69,15 +70,21 @@ def test_fused_bert_float32_equals_sentence_transformers(tiny_encoder):
     fused = FusedBert(model, torch.float32)
     for batch in (TEXTS[:1], TEXTS[:3], TEXTS):  # no padding, some, much
         features = model.preprocess(batch)
-        got = fused(features["input_ids"], features["attention_mask"],
-                    features.get("token_type_ids")).numpy()
+        got = fused(
+            features["input_ids"], features["attention_mask"], features.get("token_type_ids")
+        ).numpy()
         got /= np.linalg.norm(got, axis=1, keepdims=True)
         np.testing.assert_allclose(got, reference(tiny_encoder, batch), atol=1e-5)
     # token_type_ids left out means all zeros
     features = model.preprocess(TEXTS)
-    np.testing.assert_allclose(fused(features["input_ids"], features["attention_mask"]).numpy(),
-                               fused(features["input_ids"], features["attention_mask"],
-                                     torch.zeros_like(features["input_ids"])).numpy())
+    np.testing.assert_allclose(
+        fused(features["input_ids"], features["attention_mask"]).numpy(),
+        fused(
+            features["input_ids"],
+            features["attention_mask"],
+            torch.zeros_like(features["input_ids"]),
+        ).numpy(),
+    )
 
 
 def test_bf16_backend_uses_the_fused_pass_only_where_it_is_exact(tiny_encoder, tmp_path):
@@ -87,8 +94,10 @@ def test_bf16_backend_uses_the_fused_pass_only_where_it_is_exact(tiny_encoder, t
 
     assert FastEncoder(str(tiny_encoder), backend="bf16")._fused is not None
     model = load_encoder(str(tiny_encoder))
-    cls = SentenceTransformer(modules=[model[0], models.Pooling(
-        model.get_embedding_dimension(), pooling_mode="cls")], device="cpu")
+    cls = SentenceTransformer(
+        modules=[model[0], models.Pooling(model.get_embedding_dimension(), pooling_mode="cls")],
+        device="cpu",
+    )
     assert "pooling is 'cls'" in why_not_fusable(cls)
     cls.save(str(tmp_path / "cls"))
     enc = FastEncoder(str(tmp_path / "cls"), backend="bf16")
@@ -120,9 +129,13 @@ def test_encode_store(tiny_encoder, tmp_path, dtype, atol):
     store = encode(samples, tmp_path / "emb", args, progress=False)
     again = open_store(tmp_path / "emb")
     assert again.kind == "embeddings" and again.dtype == dtype and again.n == len(samples)
-    assert again.setup == {"encoder": {"fingerprint": encoder_fingerprint(str(tiny_encoder))},
-                           "text": "prompt\n\nresponse", "max_seq_length": 64,
-                           "normalized": True, "storage": dtype}
+    assert again.setup == {
+        "encoder": {"fingerprint": encoder_fingerprint(str(tiny_encoder))},
+        "text": "prompt\n\nresponse",
+        "max_seq_length": 64,
+        "normalized": True,
+        "storage": dtype,
+    }
     ref = reference(tiny_encoder, [encoder_text(s) for s in samples])
     # Scores from the store (cosine, rows renormalised) match the float32 encoder.
     np.testing.assert_allclose(cosine_scores(store, store), ref @ ref.T, atol=atol)
@@ -150,9 +163,12 @@ def test_encode_resumes_after_a_crash(caplog, tiny_encoder, tmp_path, monkeypatc
         open_store(tmp_path / "part")
     monkeypatch.setattr(FastEncoder, "encode", real)
     with pytest.raises(StoreError, match="dtype: 'float16' vs 'int8'"):
-        encode(data, tmp_path / "part", EncodeArguments(encoder=str(tiny_encoder),
-                                                        backend="torch", shard_rows=5,
-                                                        dtype="int8"), progress=False)
+        encode(
+            data,
+            tmp_path / "part",
+            EncodeArguments(encoder=str(tiny_encoder), backend="torch", shard_rows=5, dtype="int8"),
+            progress=False,
+        )
     with caplog.at_level(logging.INFO, logger="influcoder"):
         resumed = encode(data, tmp_path / "part", args, progress=False)
     assert caplog.messages == [f"resuming {tmp_path / 'part'}: 10 of 24 samples already done"]
@@ -164,12 +180,22 @@ def test_cli_encode_then_score(tiny_encoder, tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in pool_rows()))
     runner = CliRunner()
     for name, rows in (("pool", None), ("queries", 3)):
-        args = ["encode", str(data), "-e", str(tiny_encoder), "-o", str(tmp_path / name), "-q",
-                "--backend", "torch"] + (["--limit", str(rows)] if rows else [])
+        args = [
+            "encode",
+            str(data),
+            "-e",
+            str(tiny_encoder),
+            "-o",
+            str(tmp_path / name),
+            "-q",
+            "--backend",
+            "torch",
+        ] + (["--limit", str(rows)] if rows else [])
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["score", str(tmp_path / "pool"), str(tmp_path / "queries"),
-                                 "--top-k", "1"])
+    result = runner.invoke(
+        cli, ["score", str(tmp_path / "pool"), str(tmp_path / "queries"), "--top-k", "1"]
+    )
     assert result.exit_code == 0, result.output
     # Each query's best pool sample is itself.
     for i in range(3):
@@ -178,16 +204,25 @@ def test_cli_encode_then_score(tiny_encoder, tmp_path):
 
 
 def test_cli_encode_bad_input_exits_2(tiny_encoder, tmp_path):
-    result = CliRunner().invoke(cli, ["encode", str(tmp_path / "missing.jsonl"), "-e",
-                                      str(tiny_encoder), "-o", str(tmp_path / "x")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "encode",
+            str(tmp_path / "missing.jsonl"),
+            "-e",
+            str(tiny_encoder),
+            "-o",
+            str(tmp_path / "x"),
+        ],
+    )
     assert result.exit_code == 2 and "no such file" in result.output
-    result = CliRunner().invoke(cli, ["encode", "x.jsonl", "-e", str(tmp_path / "nope"),
-                                      "-o", str(tmp_path / "x")])
+    result = CliRunner().invoke(
+        cli, ["encode", "x.jsonl", "-e", str(tmp_path / "nope"), "-o", str(tmp_path / "x")]
+    )
     assert result.exit_code == 2
 
 
-def test_encode_device_is_provenance_and_onnx_stays_on_the_cpu(tiny_encoder, tmp_path,
-                                                              monkeypatch):
+def test_encode_device_is_provenance_and_onnx_stays_on_the_cpu(tiny_encoder, tmp_path, monkeypatch):
     import torch
 
     from influcoder.encoders.backends import resolve_backend
@@ -215,15 +250,25 @@ def test_auto_backend_resumes_with_the_stores_own(tiny_encoder, tmp_path, monkey
     import influcoder.attribution.encode as encode_module
 
     samples = [Sample(f"s{i}", p, r) for i, (p, r) in enumerate(POOL[:4])]
-    first = encode(samples, tmp_path / "e", EncodeArguments(encoder=str(tiny_encoder),
-                                                             backend="torch"), progress=False)
+    first = encode(
+        samples,
+        tmp_path / "e",
+        EncodeArguments(encoder=str(tiny_encoder), backend="torch"),
+        progress=False,
+    )
     real = encode_module.resolve_backend
-    monkeypatch.setattr(encode_module, "resolve_backend",
-                        lambda b, d="cpu": "bf16" if b == "auto" else real(b, d))
-    again = encode(samples, tmp_path / "e", EncodeArguments(encoder=str(tiny_encoder)),
-                   progress=False)
+    monkeypatch.setattr(
+        encode_module, "resolve_backend", lambda b, d="cpu": "bf16" if b == "auto" else real(b, d)
+    )
+    again = encode(
+        samples, tmp_path / "e", EncodeArguments(encoder=str(tiny_encoder)), progress=False
+    )
     assert again.manifest["provenance"]["arguments"]["backend"] == "torch"
     np.testing.assert_array_equal(again.vectors(), first.vectors())
-    with pytest.raises(StoreError, match="backend"):   # an explicit other backend is refused
-        encode(samples, tmp_path / "e", EncodeArguments(encoder=str(tiny_encoder),
-                                                        backend="bf16"), progress=False)
+    with pytest.raises(StoreError, match="backend"):  # an explicit other backend is refused
+        encode(
+            samples,
+            tmp_path / "e",
+            EncodeArguments(encoder=str(tiny_encoder), backend="bf16"),
+            progress=False,
+        )

@@ -23,15 +23,14 @@ from .test_select import attributor, big_pool_rows, pool_dir  # noqa: F401
 QUERIES = ["The capital of France is Paris.", "Boil the egg in water."]
 
 
-
-
 def check_against_reference(stats, j, scores, labels, temperature, atol=1e-9, rtol=0.0):
     expected = reference_group_stats(scores, labels, temperature=temperature)
     names = list(dict.fromkeys(labels))
     for name in ("mean", "sum", "max", "softmax"):
         got = stats[name][j] if stats[name].ndim == 2 else stats[name]
-        np.testing.assert_allclose(got, [expected[g][name] for g in names], rtol=rtol,
-                                   atol=atol, err_msg=name)
+        np.testing.assert_allclose(
+            got, [expected[g][name] for g in names], rtol=rtol, atol=atol, err_msg=name
+        )
 
 
 @pytest.mark.parametrize("temperature", [0.01, 0.1, 1.0, 10.0])
@@ -48,8 +47,9 @@ def test_group_stats_equal_the_reference(temperature):
     order = list(dict.fromkeys(labels))
     perm = [int(g[1:]) for g in order]
     for j in range(3):
-        check_against_reference({k: v[:, perm] for k, v in stats.items()}, j, scores[j],
-                                labels, temperature)
+        check_against_reference(
+            {k: v[:, perm] for k, v in stats.items()}, j, scores[j], labels, temperature
+        )
     np.testing.assert_allclose(stats["softmax"][:, 5], 0.9)
     one = group_stats(scores[0], codes, n_groups, temperature=temperature)
     np.testing.assert_allclose(one["softmax"], stats["softmax"][0])
@@ -69,34 +69,36 @@ def test_group_attribution_over_every_pool_score(attributor):  # noqa: F811
     index = attributor.index
     _, q = attributor.encode(QUERIES)
     result = group_attribution(index, q, "source", temperature=0.1)
-    labels = [s.meta.get("source", MISSING_GROUP) for seg in index.segments
-              for s in seg.samples]
+    labels = [s.meta.get("source", MISSING_GROUP) for seg in index.segments for s in seg.samples]
     assert result.groups.names == list(dict.fromkeys(labels))
     assert result.groups.n_missing == labels.count(MISSING_GROUP) > 0
     scores = index.vectors().astype(np.float64) @ q.T.astype(np.float64)
     for j in range(len(QUERIES)):
         # the index scores in float32, the reference in float64: a group's sum of ~50 scores
         # carries float32 rounding relative to its size (1.2e-6 off at 54.7 on one CPU)
-        check_against_reference(result.stats, j, scores[:, j], labels, 0.1, atol=1e-6,
-                                rtol=1e-6)
+        check_against_reference(result.stats, j, scores[:, j], labels, 0.1, atol=1e-6, rtol=1e-6)
         table = result.table(j)
-        assert [r["softmax"] for r in table] == sorted((r["softmax"] for r in table),
-                                                      reverse=True)
+        assert [r["softmax"] for r in table] == sorted((r["softmax"] for r in table), reverse=True)
         assert sum(r["n"] for r in table) == index.n
         assert {r["group"] for r in table} == set(labels)
 
 
 def test_pool_groups_missing_and_unknown_fields():
-    samples = [Sample("a", "p", "r", meta={"source": "web"}),
-               Sample("b", "p", "r", meta={"source": ""}),
-               Sample("c", "p", "r", meta={"source": None, "file": "x"}),
-               Sample("d", "p", "r", meta={"source": ["x", 1]}),
-               Sample("e", "p", "r", meta={"source": 3})]
+    samples = [
+        Sample("a", "p", "r", meta={"source": "web"}),
+        Sample("b", "p", "r", meta={"source": ""}),
+        Sample("c", "p", "r", meta={"source": None, "file": "x"}),
+        Sample("d", "p", "r", meta={"source": ["x", 1]}),
+        Sample("e", "p", "r", meta={"source": 3}),
+    ]
     groups = pool_groups(samples, "source")
     assert groups.names == ["web", MISSING_GROUP, '["x", 1]', "3"]
     assert groups.codes.tolist() == [0, 1, 1, 2, 3] and groups.n_missing == 2
-    with pytest.raises(InputError, match=r"no pool sample has the metadata field 'topic' "
-                                         r"\(the pool's fields: file, source\)"):
+    with pytest.raises(
+        InputError,
+        match=r"no pool sample has the metadata field 'topic' "
+        r"\(the pool's fields: file, source\)",
+    ):
         pool_groups(samples, "topic")
     with pytest.raises(ValueError, match="temperature must be > 0"):
         group_stats(np.zeros(5), groups.codes, 4, temperature=0)
@@ -107,8 +109,18 @@ def test_pool_groups_missing_and_unknown_fields():
 
 
 def test_cli_attribute_group_by(pool_dir, attributor, tmp_path):  # noqa: F811
-    args = ["attribute", str(pool_dir / "idx"), "--text", QUERIES[0], "--text", QUERIES[1],
-            "--group-by", "source", "--backend", "torch"]
+    args = [
+        "attribute",
+        str(pool_dir / "idx"),
+        "--text",
+        QUERIES[0],
+        "--text",
+        QUERIES[1],
+        "--group-by",
+        "source",
+        "--backend",
+        "torch",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     n_missing = sum(1 for r in big_pool_rows() if "source" not in r)
@@ -122,8 +134,7 @@ def test_cli_attribute_group_by(pool_dir, attributor, tmp_path):  # noqa: F811
     result = CliRunner().invoke(cli, [*args, "--temperature", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out, keep_default_na=False)
-    assert len(table) == 2 * 5 and set(table["group"]) == {"s0", "s1", "s2", "s3",
-                                                           MISSING_GROUP}
+    assert len(table) == 2 * 5 and set(table["group"]) == {"s0", "s1", "s2", "s3", MISSING_GROUP}
     first = group_attribution(attributor.index, q, "source", temperature=1.0).table(0)
     np.testing.assert_allclose(table["softmax"][:5], [r["softmax"] for r in first], atol=1e-6)
     assert (table["temperature"] == 1.0).all()
@@ -131,9 +142,25 @@ def test_cli_attribute_group_by(pool_dir, attributor, tmp_path):  # noqa: F811
 
 def test_cli_attribute_aggregate_group_by(pool_dir, attributor, tmp_path):  # noqa: F811
     out = tmp_path / "g.jsonl"
-    result = CliRunner().invoke(cli, ["attribute", str(pool_dir / "idx"), "--text", QUERIES[0],
-                                      "--text", QUERIES[1], "--aggregate", "mean", "--group-by",
-                                      "source", "--out", str(out), "--backend", "torch"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "attribute",
+            str(pool_dir / "idx"),
+            "--text",
+            QUERIES[0],
+            "--text",
+            QUERIES[1],
+            "--aggregate",
+            "mean",
+            "--group-by",
+            "source",
+            "--out",
+            str(out),
+            "--backend",
+            "torch",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     ranking = attributor.aggregate(QUERIES, "mean")
@@ -148,10 +175,35 @@ def test_cli_attribute_aggregate_group_by(pool_dir, attributor, tmp_path):  # no
 
 def test_cli_group_by_errors_exit_2(pool_dir):  # noqa: F811
     runner = CliRunner()
-    result = runner.invoke(cli, ["attribute", str(pool_dir / "idx"), "--text", "egg",
-                                 "--group-by", "colour", "--backend", "torch"])
-    assert result.exit_code == 2 and "no pool sample has the metadata field 'colour'" \
-        in result.output and "source" in result.output
-    result = runner.invoke(cli, ["attribute", str(pool_dir / "idx"), "--text", "egg",
-                                 "--group-by", "source", "--temperature", "0"])
+    result = runner.invoke(
+        cli,
+        [
+            "attribute",
+            str(pool_dir / "idx"),
+            "--text",
+            "egg",
+            "--group-by",
+            "colour",
+            "--backend",
+            "torch",
+        ],
+    )
+    assert (
+        result.exit_code == 2
+        and "no pool sample has the metadata field 'colour'" in result.output
+        and "source" in result.output
+    )
+    result = runner.invoke(
+        cli,
+        [
+            "attribute",
+            str(pool_dir / "idx"),
+            "--text",
+            "egg",
+            "--group-by",
+            "source",
+            "--temperature",
+            "0",
+        ],
+    )
     assert result.exit_code == 2 and "--temperature must be > 0" in result.output

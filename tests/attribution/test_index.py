@@ -47,8 +47,9 @@ def queries(encoder_dir, n=5):
 
 def test_flat_search_equals_brute_force(tiny_encoder, tmp_path):
     data = write_jsonl(tmp_path / "pool.jsonl", pool_rows())
-    index = build_index(data, tmp_path / "idx", str(tiny_encoder), backend="torch",
-                        shard_rows=7, **QUIET)
+    index = build_index(
+        data, tmp_path / "idx", str(tiny_encoder), backend="torch", shard_rows=7, **QUIET
+    )
     assert (index.n, index.dim, index.kind, len(index.segments)) == (24, 32, "flat", 1)
     assert not (tmp_path / "idx" / FAISS_FILE).exists()
     q = queries(tiny_encoder)
@@ -61,8 +62,13 @@ def test_flat_search_equals_brute_force(tiny_encoder, tmp_path):
 
 
 def test_z_scores_equal_the_pool_distribution(tiny_encoder, tmp_path):
-    index = build_index(write_jsonl(tmp_path / "pool.jsonl", pool_rows()), tmp_path / "idx",
-                        str(tiny_encoder), backend="torch", **QUIET)
+    index = build_index(
+        write_jsonl(tmp_path / "pool.jsonl", pool_rows()),
+        tmp_path / "idx",
+        str(tiny_encoder),
+        backend="torch",
+        **QUIET,
+    )
     q = queries(tiny_encoder)
     all_scores = (index.vectors() @ q.T).T.astype(np.float64)
     expected = (all_scores - all_scores.mean(1, keepdims=True)) / all_scores.std(1, keepdims=True)
@@ -71,8 +77,14 @@ def test_z_scores_equal_the_pool_distribution(tiny_encoder, tmp_path):
 
 @pytest.mark.parametrize("approx", ["hnsw", "ivf"])
 def test_approximate_kinds_find_the_exact_top_k_on_a_small_pool(tiny_encoder, tmp_path, approx):
-    index = build_index(write_jsonl(tmp_path / "pool.jsonl", pool_rows()), tmp_path / "idx",
-                        str(tiny_encoder), backend="torch", approx=approx, **QUIET)
+    index = build_index(
+        write_jsonl(tmp_path / "pool.jsonl", pool_rows()),
+        tmp_path / "idx",
+        str(tiny_encoder),
+        backend="torch",
+        approx=approx,
+        **QUIET,
+    )
     assert index.kind == approx and (tmp_path / "idx" / FAISS_FILE).is_file()
     q = queries(tiny_encoder)
     scores, rows = open_index(tmp_path / "idx").search(q, 5)
@@ -114,8 +126,9 @@ def test_append_equals_building_from_scratch(tiny_encoder, tmp_path, approx):
     kw = dict(backend="torch", approx=approx, shard_rows=4, **QUIET)
     build_index(a, tmp_path / "idx", str(tiny_encoder), **kw)
     appended = build_index(b, tmp_path / "idx", append=True, **kw)
-    whole = build_index(write_jsonl(tmp_path / "ab.jsonl", rows), tmp_path / "whole",
-                        str(tiny_encoder), **kw)
+    whole = build_index(
+        write_jsonl(tmp_path / "ab.jsonl", rows), tmp_path / "whole", str(tiny_encoder), **kw
+    )
     assert [s.n for s in appended.segments] == [15, 9] and appended.ids == whole.ids
     np.testing.assert_allclose(appended.vectors(), whole.vectors(), atol=1e-3)
     q = queries(tiny_encoder)
@@ -126,8 +139,13 @@ def test_append_equals_building_from_scratch(tiny_encoder, tmp_path, approx):
 
 def test_append_refuses_duplicate_ids_and_other_settings(tiny_encoder, tmp_path):
     rows = pool_rows()
-    build_index(write_jsonl(tmp_path / "a.jsonl", rows[:10]), tmp_path / "idx",
-                str(tiny_encoder), backend="torch", **QUIET)
+    build_index(
+        write_jsonl(tmp_path / "a.jsonl", rows[:10]),
+        tmp_path / "idx",
+        str(tiny_encoder),
+        backend="torch",
+        **QUIET,
+    )
     dup = write_jsonl(tmp_path / "dup.jsonl", rows[8:12])
     with pytest.raises(InputError, match="2 sample ids are already in the index .*'p8', 'p9'"):
         build_index(dup, tmp_path / "idx", append=True, **QUIET)
@@ -140,8 +158,13 @@ def test_append_refuses_duplicate_ids_and_other_settings(tiny_encoder, tmp_path)
 
 
 def test_other_encoder_is_refused_naming_both(tiny_encoder, other_encoder, tmp_path):
-    index = build_index(write_jsonl(tmp_path / "a.jsonl", pool_rows(10)), tmp_path / "idx",
-                        str(tiny_encoder), backend="torch", **QUIET)
+    index = build_index(
+        write_jsonl(tmp_path / "a.jsonl", pool_rows(10)),
+        tmp_path / "idx",
+        str(tiny_encoder),
+        backend="torch",
+        **QUIET,
+    )
     more = write_jsonl(tmp_path / "b.jsonl", pool_rows(3, prefix="q"))
     with pytest.raises(StoreError) as e:
         build_index(more, tmp_path / "idx", str(other_encoder), append=True, **QUIET)
@@ -161,20 +184,24 @@ def test_interrupted_build_resumes(tiny_encoder, tmp_path, monkeypatch):
 
     monkeypatch.setattr(FastEncoder, "encode", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
-        build_index(data, tmp_path / "idx", str(tiny_encoder), backend="torch", shard_rows=5,
-                    **QUIET)
+        build_index(
+            data, tmp_path / "idx", str(tiny_encoder), backend="torch", shard_rows=5, **QUIET
+        )
     assert not (tmp_path / "idx" / INDEX_FILE).exists()
     with pytest.raises(StoreError, match="not an influcoder index"):
         open_index(tmp_path / "idx")
     other = write_jsonl(tmp_path / "other.jsonl", pool_rows(5))
     with pytest.raises(StoreError, match="unfinished segment of other data"):
-        build_index(other, tmp_path / "idx", str(tiny_encoder), backend="torch", shard_rows=5,
-                    **QUIET)
+        build_index(
+            other, tmp_path / "idx", str(tiny_encoder), backend="torch", shard_rows=5, **QUIET
+        )
     monkeypatch.setattr(FastEncoder, "encode", real)
-    index = build_index(data, tmp_path / "idx", str(tiny_encoder), backend="torch",
-                        shard_rows=5, **QUIET)
-    whole = build_index(data, tmp_path / "whole", str(tiny_encoder), backend="torch",
-                        shard_rows=5, **QUIET)
+    index = build_index(
+        data, tmp_path / "idx", str(tiny_encoder), backend="torch", shard_rows=5, **QUIET
+    )
+    whole = build_index(
+        data, tmp_path / "whole", str(tiny_encoder), backend="torch", shard_rows=5, **QUIET
+    )
     np.testing.assert_array_equal(index.vectors(), whole.vectors())
 
 
@@ -201,8 +228,13 @@ def test_rerun_with_another_kind_rebuilds_faiss_only(tiny_encoder, tmp_path, mon
 
 
 def test_k_outside_the_pool_is_refused(tiny_encoder, tmp_path):
-    index = build_index(write_jsonl(tmp_path / "pool.jsonl", pool_rows(4)), tmp_path / "idx",
-                        str(tiny_encoder), backend="torch", **QUIET)
+    index = build_index(
+        write_jsonl(tmp_path / "pool.jsonl", pool_rows(4)),
+        tmp_path / "idx",
+        str(tiny_encoder),
+        backend="torch",
+        **QUIET,
+    )
     with pytest.raises(ValueError, match="between 1 and the pool size 4"):
         index.search(queries(tiny_encoder, 1), 5)
 

@@ -28,8 +28,11 @@ def big_pool_rows(n: int = 300) -> list[dict]:
     rows = pool_rows()
     for i in range(len(rows), n):
         words = rng.choice(WORDS, size=int(rng.integers(3, 12)))
-        row = {"id": f"p{i}", "prompt": " ".join(words[:2]) + "?",
-               "response": " ".join(words[2:]) + "."}
+        row = {
+            "id": f"p{i}",
+            "prompt": " ".join(words[:2]) + "?",
+            "response": " ".join(words[2:]) + ".",
+        }
         if i % 7:
             row["source"] = f"s{i % 4}"
         rows.append(row)
@@ -41,8 +44,9 @@ def pool_dir(tmp_path_factory, tiny_encoder):  # noqa: F811
     path = tmp_path_factory.mktemp("select")
     pool = path / "pool.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in big_pool_rows()))
-    build_index(pool, path / "idx", str(tiny_encoder), backend="torch", shard_rows=64,
-                progress=False)
+    build_index(
+        pool, path / "idx", str(tiny_encoder), backend="torch", shard_rows=64, progress=False
+    )
     return path
 
 
@@ -67,13 +71,21 @@ def test_select_rows_equals_brute_force(attributor, how, n_targets, count, first
     # target resembles some training data much more than the rest)
     targets = unit(rng, n_targets, index.dim)
     near = index.rows(rng.choice(index.n, size=n_targets // 2, replace=False))
-    targets[:len(near)] = near + 0.3 * targets[:len(near)]
+    targets[: len(near)] = near + 0.3 * targets[: len(near)]
     targets /= np.linalg.norm(targets, axis=1, keepdims=True)
     spread = how == "spread"
-    sel = select_rows(index, targets, count, how="max" if spread else how, spread=spread,
-                      first_k=first_k, scan=False)
-    rows, scores, whose = reference_select(index.vectors(), targets, count,
-                                           how="max" if spread else how, spread=spread)
+    sel = select_rows(
+        index,
+        targets,
+        count,
+        how="max" if spread else how,
+        spread=spread,
+        first_k=first_k,
+        scan=False,
+    )
+    rows, scores, whose = reference_select(
+        index.vectors(), targets, count, how="max" if spread else how, spread=spread
+    )
     assert sel.rows.tolist() == rows
     np.testing.assert_allclose(sel.scores, scores, atol=1e-5)
     assert sel.target.tolist() == whose
@@ -121,8 +133,7 @@ def test_selection_count():
 
 
 @pytest.mark.parametrize("spread", [False, True])
-def test_select_pool_writes_the_chosen_rows_as_they_were(attributor, pool_dir, tmp_path,
-                                                         spread):
+def test_select_pool_writes_the_chosen_rows_as_they_were(attributor, pool_dir, tmp_path, spread):
     out = tmp_path / "subset.jsonl"
     result = select_pool(attributor, TARGETS, out, count=9, spread=spread)
     _, q = attributor.encode(TARGETS)
@@ -130,8 +141,9 @@ def test_select_pool_writes_the_chosen_rows_as_they_were(attributor, pool_dir, t
     originals = [json.loads(line) for line in (pool_dir / "pool.jsonl").read_text().splitlines()]
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert written == [originals[r] for r in sorted(rows)]  # pool order, rows as they were
-    report = [json.loads(line) for line in
-              (tmp_path / "subset.selected.jsonl").read_text().splitlines()]
+    report = [
+        json.loads(line) for line in (tmp_path / "subset.selected.jsonl").read_text().splitlines()
+    ]
     assert [r["id"] for r in report] == [f"p{r}" for r in rows]
     assert [r["rank"] for r in report] == list(range(1, 10))
     np.testing.assert_allclose([r["score"] for r in report], scores, atol=1e-5)
@@ -154,8 +166,11 @@ def test_select_pool_writes_the_pool_format(tiny_encoder, tmp_path, ext):  # noq
     build_index(pool, tmp_path / "idx", str(tiny_encoder), backend="torch", progress=False)
     attributor = Attributor.load(tmp_path / "idx", backend="torch")
     select_pool(attributor, TARGETS, tmp_path / f"subset.{ext}", fraction=0.25)
-    got = pd.read_csv(tmp_path / "subset.csv") if ext == "csv" else \
-        pd.read_parquet(tmp_path / "subset.parquet")
+    got = (
+        pd.read_csv(tmp_path / "subset.csv")
+        if ext == "csv"
+        else pd.read_parquet(tmp_path / "subset.parquet")
+    )
     assert len(got) == 6 and list(got.columns) == list(frame.columns)
     assert got["score"].is_monotonic_increasing  # pool order
     if ext == "parquet":
@@ -181,8 +196,14 @@ def test_select_pool_refuses_bad_input_and_writes_nothing(attributor, pool_dir, 
 
 def test_select_on_an_approximate_index(tiny_encoder, pool_dir, tmp_path):  # noqa: F811
     """hnsw on 300 rows searches (nearly) everything: the same choice as exact search."""
-    build_index(pool_dir / "pool.jsonl", tmp_path / "h", str(tiny_encoder), backend="torch",
-                approx="hnsw", progress=False)
+    build_index(
+        pool_dir / "pool.jsonl",
+        tmp_path / "h",
+        str(tiny_encoder),
+        backend="torch",
+        approx="hnsw",
+        progress=False,
+    )
     approx = Attributor.load(tmp_path / "h", backend="torch")
     exact = Attributor.load(pool_dir / "idx", backend="torch")
     _, q = exact.encode(TARGETS)
@@ -197,49 +218,82 @@ def test_select_on_an_approximate_index(tiny_encoder, pool_dir, tmp_path):  # no
 
 
 def write_targets(path, texts=TARGETS):
-    path.write_text("".join(json.dumps({"id": f"t{i}", "response": t}) + "\n"
-                            for i, t in enumerate(texts)))
+    path.write_text(
+        "".join(json.dumps({"id": f"t{i}", "response": t}) + "\n" for i, t in enumerate(texts))
+    )
     return path
 
 
 def test_cli_select(pool_dir, tmp_path):
     targets = write_targets(tmp_path / "targets.jsonl")
     out = tmp_path / "subset.jsonl"
-    result = CliRunner().invoke(cli, ["select", str(pool_dir / "idx"), str(targets),
-                                      "--fraction", "0.05", "--out", str(out),
-                                      "--backend", "torch"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "select",
+            str(pool_dir / "idx"),
+            str(targets),
+            "--fraction",
+            "0.05",
+            "--out",
+            str(out),
+            "--backend",
+            "torch",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert "selected 15 of 300 pool samples (the 15 highest max cosines over 3 targets)" \
+    assert (
+        "selected 15 of 300 pool samples (the 15 highest max cosines over 3 targets)"
         in result.output
+    )
     assert len(out.read_text().splitlines()) == 15
-    result = CliRunner().invoke(cli, ["select", str(pool_dir / "idx"), str(targets),
-                                      "--count", "4", "--spread", "-o", str(out),
-                                      "--backend", "torch"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "select",
+            str(pool_dir / "idx"),
+            str(targets),
+            "--count",
+            "4",
+            "--spread",
+            "-o",
+            str(out),
+            "--backend",
+            "torch",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "round robin over 3 targets" in result.output
     assert "every one of the 3 targets has at least one sample" in result.output
-    report = [json.loads(line) for line in
-              (tmp_path / "subset.selected.jsonl").read_text().splitlines()]
+    report = [
+        json.loads(line) for line in (tmp_path / "subset.selected.jsonl").read_text().splitlines()
+    ]
     assert [r["target"]["id"] for r in report] == ["t0", "t1", "t2", "t0"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--out", "X.jsonl"], "give exactly one of --fraction and --count"),
-    (["--out", "X.jsonl", "--fraction", "0.1", "--count", "3"], "give exactly one of"),
-    (["--out", "X.jsonl", "--fraction", "0"], "--fraction must be in (0, 1]"),
-    (["--out", "X.jsonl", "--fraction", "1.5"], "--fraction must be in (0, 1]"),
-    (["--out", "X.jsonl", "--count", "0"], "--count must be >= 1"),
-    (["--out", "X.jsonl", "--count", "301"], "count must be between 1 and 300"),
-    (["--out", "X.jsonl", "--count", "3", "--spread", "--aggregate", "mean"], "does not apply"),
-    (["--out", "TARGETS", "--count", "3"], "is an input of this run"),
-    (["--out", "X.txt", "--count", "3"], "unknown output type"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "X.jsonl"], "give exactly one of --fraction and --count"),
+        (["--out", "X.jsonl", "--fraction", "0.1", "--count", "3"], "give exactly one of"),
+        (["--out", "X.jsonl", "--fraction", "0"], "--fraction must be in (0, 1]"),
+        (["--out", "X.jsonl", "--fraction", "1.5"], "--fraction must be in (0, 1]"),
+        (["--out", "X.jsonl", "--count", "0"], "--count must be >= 1"),
+        (["--out", "X.jsonl", "--count", "301"], "count must be between 1 and 300"),
+        (["--out", "X.jsonl", "--count", "3", "--spread", "--aggregate", "mean"], "does not apply"),
+        (["--out", "TARGETS", "--count", "3"], "is an input of this run"),
+        (["--out", "X.txt", "--count", "3"], "unknown output type"),
+    ],
+)
 def test_cli_select_errors_exit_2(pool_dir, tmp_path, args, message):
     targets = write_targets(tmp_path / "targets.jsonl")
-    args = [str(targets) if a == "TARGETS" else str(tmp_path / a) if a.startswith("X") else a
-            for a in args]
-    result = CliRunner().invoke(cli, ["select", str(pool_dir / "idx"), str(targets), *args,
-                                      "--backend", "torch"])
+    args = [
+        str(targets) if a == "TARGETS" else str(tmp_path / a) if a.startswith("X") else a
+        for a in args
+    ]
+    result = CliRunner().invoke(
+        cli, ["select", str(pool_dir / "idx"), str(targets), *args, "--backend", "torch"]
+    )
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "X.jsonl").exists()
 
@@ -247,11 +301,22 @@ def test_cli_select_errors_exit_2(pool_dir, tmp_path, args, message):
 def test_cli_select_empty_targets_exit_2(pool_dir, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    result = CliRunner().invoke(cli, ["select", str(pool_dir / "idx"), str(empty), "--count",
-                                      "3", "--out", str(tmp_path / "s.jsonl")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "select",
+            str(pool_dir / "idx"),
+            str(empty),
+            "--count",
+            "3",
+            "--out",
+            str(tmp_path / "s.jsonl"),
+        ],
+    )
     assert result.exit_code == 2 and "empty.jsonl: no targets" in result.output
-    result = CliRunner().invoke(cli, ["select", str(pool_dir / "idx"), "--count", "3",
-                                      "--out", str(tmp_path / "s.jsonl")])
+    result = CliRunner().invoke(
+        cli, ["select", str(pool_dir / "idx"), "--count", "3", "--out", str(tmp_path / "s.jsonl")]
+    )
     assert result.exit_code == 2 and "give TARGETS" in result.output
 
 

@@ -32,9 +32,13 @@ OUT = 6
 
 def _head(dim: int, similarity: str) -> LinearHead:
     rng = np.random.default_rng(1)
-    return LinearHead(weight=rng.standard_normal((OUT, dim)) / np.sqrt(dim),
-                      bias=0.1 * rng.standard_normal(OUT), alpha=1.0, components=OUT,
-                      similarity=similarity)
+    return LinearHead(
+        weight=rng.standard_normal((OUT, dim)) / np.sqrt(dim),
+        bias=0.1 * rng.standard_normal(OUT),
+        alpha=1.0,
+        components=OUT,
+        similarity=similarity,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +91,12 @@ def test_a_cosine_head_still_gives_unit_vectors(tiny_encoder, tmp_path):  # noqa
     np.testing.assert_allclose(got, y / np.linalg.norm(y, axis=1, keepdims=True), atol=1e-5)
 
 
-def test_onnx_and_the_torch_free_query_encoder_keep_lengths(dot_encoder, tiny_encoder,  # noqa: F811
-                                                            tmp_path, monkeypatch):
+def test_onnx_and_the_torch_free_query_encoder_keep_lengths(
+    dot_encoder,
+    tiny_encoder,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from influcoder.encoders.backends import encoder_fingerprint, export_for_queries
@@ -106,7 +114,8 @@ def test_onnx_and_the_torch_free_query_encoder_keep_lengths(dot_encoder, tiny_en
 
 
 def test_encode_index_attribute_and_evaluate_score_by_dot_product(
-        dot_encoder, tiny_encoder, tmp_path):  # noqa: F811
+    dot_encoder, tiny_encoder, tmp_path
+):  # noqa: F811
     from influcoder.attribution.attributor import Attributor
     from influcoder.attribution.build import build_index
     from influcoder.attribution.encode import encode
@@ -116,9 +125,12 @@ def test_encode_index_attribute_and_evaluate_score_by_dot_product(
 
     path, head = dot_encoder
     pool = reference(tiny_encoder, head, texts(SAMPLES))
-    store = encode(SAMPLES, tmp_path / "emb", EncodeArguments(encoder=str(path), backend="torch",
-                                                             dtype="float32", shard_rows=7),
-                   progress=False)
+    store = encode(
+        SAMPLES,
+        tmp_path / "emb",
+        EncodeArguments(encoder=str(path), backend="torch", dtype="float32", shard_rows=7),
+        progress=False,
+    )
     assert store.setup["normalized"] is False
     np.testing.assert_allclose(store.vectors(), pool, atol=1e-5)
     np.testing.assert_allclose(cosine_scores(store, store), pool @ pool.T, atol=1e-4)  # `score`
@@ -139,8 +151,12 @@ def test_encode_index_attribute_and_evaluate_score_by_dot_product(
 
 
 @pytest.mark.parametrize("approx", ["hnsw", "ivf"])
-def test_approximate_indexes_find_the_exact_dot_product_top_k(dot_encoder, tiny_encoder,  # noqa: F811
-                                                              tmp_path, approx):
+def test_approximate_indexes_find_the_exact_dot_product_top_k(
+    dot_encoder,
+    tiny_encoder,  # noqa: F811
+    tmp_path,
+    approx,
+):
     """HNSW and IVF over vectors whose lengths differ (a dot encoder's) return the same top-k
     as the exact dot products of the definition, with scores within their float16 codes."""
     from influcoder.attribution.build import build_index
@@ -149,15 +165,18 @@ def test_approximate_indexes_find_the_exact_dot_product_top_k(dot_encoder, tiny_
     path, head = dot_encoder
     rows = tmp_path / "pool.jsonl"
     rows.write_text("".join(json.dumps(r) + "\n" for r in pool_rows()))
-    index = build_index(rows, tmp_path / "index", str(path), backend="torch", approx=approx,
-                        progress=False)
+    index = build_index(
+        rows, tmp_path / "index", str(path), backend="torch", approx=approx, progress=False
+    )
     assert index.kind == approx
     pool = reference(tiny_encoder, head, texts(SAMPLES))
     lengths = np.linalg.norm(pool, axis=1)
-    assert lengths.max() > 1.2 * lengths.min()      # the lengths are part of the ranking here
-    queries = reference(tiny_encoder, head, [f"{p}\n\n{r}" for p, r in
-                                             [("How do I boil water?", "In a pot."),
-                                              ("t0w1 f3", "t1w2")]]).astype(np.float32)
+    assert lengths.max() > 1.2 * lengths.min()  # the lengths are part of the ranking here
+    queries = reference(
+        tiny_encoder,
+        head,
+        [f"{p}\n\n{r}" for p, r in [("How do I boil water?", "In a pot."), ("t0w1 f3", "t1w2")]],
+    ).astype(np.float32)
     scores, found = open_index(tmp_path / "index").search(queries, 5)
     exact = pool @ queries.T
     for j in range(len(queries)):
@@ -171,14 +190,19 @@ def test_int8_storage_is_refused_for_a_dot_product_encoder(dot_encoder, tmp_path
     from influcoder.attribution.settings import EncodeArguments
 
     with pytest.raises(InflucoderError, match="int8.*float16"):
-        encode(SAMPLES, tmp_path / "emb", EncodeArguments(encoder=str(dot_encoder[0]),
-                                                         backend="torch", dtype="int8"),
-               progress=False)
+        encode(
+            SAMPLES,
+            tmp_path / "emb",
+            EncodeArguments(encoder=str(dot_encoder[0]), backend="torch", dtype="int8"),
+            progress=False,
+        )
     assert not (tmp_path / "emb").exists()
 
 
-def test_a_multi_view_encoder_compares_by_its_declared_similarity(tiny_encoder,  # noqa: F811
-                                                                  tmp_path):
+def test_a_multi_view_encoder_compares_by_its_declared_similarity(
+    tiny_encoder,  # noqa: F811
+    tmp_path,
+):
     from sentence_transformers import SentenceTransformer
 
     backbone = SentenceTransformer(str(tiny_encoder), device="cpu")
@@ -191,16 +215,25 @@ def test_a_multi_view_encoder_compares_by_its_declared_similarity(tiny_encoder, 
     def unit(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
-    x = np.hstack([unit(backbone.encode(texts(SAMPLES))),
-                   unit(backbone.encode([s.response for s in SAMPLES]))])
+    x = np.hstack(
+        [
+            unit(backbone.encode(texts(SAMPLES))),
+            unit(backbone.encode([s.response for s in SAMPLES])),
+        ]
+    )
     enc = sample_encoder(str(out), lambda p: FastEncoder(p, backend="torch"))
-    np.testing.assert_allclose(enc.encode_samples(SAMPLES), x @ head.weight.T + head.bias,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        enc.encode_samples(SAMPLES), x @ head.weight.T + head.bias, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("where", ["st", "views"])
-def test_an_unknown_similarity_is_refused_naming_file_and_field(dot_encoder, tiny_encoder,  # noqa: F811
-                                                                tmp_path, where):
+def test_an_unknown_similarity_is_refused_naming_file_and_field(
+    dot_encoder,
+    tiny_encoder,  # noqa: F811
+    tmp_path,
+    where,
+):
     import shutil
 
     from sentence_transformers import SentenceTransformer

@@ -29,14 +29,33 @@ def test_bench_peers_quick_runs_end_to_end(tiny_model_dir, tmp_path):
     fake = tmp_path / "fake"
     (fake / "kronfluence").mkdir(parents=True)
     (fake / "kronfluence" / "__init__.py").write_text(
-        "raise ImportError('kronfluence is broken here on purpose')\n")
+        "raise ImportError('kronfluence is broken here on purpose')\n"
+    )
     out = tmp_path / "peers.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(fake), str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_peers.py"), "--quick",
-                           "--model", str(tiny_model_dir), "--out", str(out), "--methods",
-                           "collect,kronfluence,collect-dense,plain"],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(fake), str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_peers.py"),
+            "--quick",
+            "--model",
+            str(tiny_model_dir),
+            "--out",
+            str(out),
+            "--methods",
+            "collect,kronfluence,collect-dense,plain",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["quick"] is True and result["plan"]["n"] == 4 and result["plan"]["threads"] == 1
@@ -63,22 +82,49 @@ def test_cosines_of_a_gram_matrix_match_cosines_of_the_rows():
     """Kronfluence gives dot products; normalising by the diagonal gives the rows' cosines."""
     methods = _bench("peer_methods")
     rows = np.random.default_rng(0).standard_normal((5, 7))
-    np.testing.assert_allclose(methods.cosines_of_gram(rows @ rows.T), methods.cosines_of(rows),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        methods.cosines_of_gram(rows @ rows.T), methods.cosines_of(rows), atol=1e-12
+    )
     assert np.allclose(np.diag(methods.cosines_of(rows)), 1)
 
 
 def test_targets_compare_each_collect_row_with_the_fastest_peer():
     bench = _bench("bench_peers")
-    rows = [{"method": "plain", "peer": False, "error": None, "s/sample": 2.0,
-             "peak RSS GiB": 2.0, "spearman vs plain": 1.0},
-            {"method": "collect", "peer": False, "error": None, "s/sample": 0.5,
-             "peak RSS GiB": 1.5, "spearman vs plain": 0.98},
-            {"method": "kronfluence", "peer": True, "error": None, "s/sample": 1.5,
-             "peak RSS GiB": 4.0, "spearman vs plain": 1.0},
-            {"method": "bergson", "peer": True, "error": None, "s/sample": 1.2,
-             "peak RSS GiB": 1.4, "spearman vs plain": 1.0},
-            {"method": "collect-bf16", "peer": False, "error": "it broke"}]
+    rows = [
+        {
+            "method": "plain",
+            "peer": False,
+            "error": None,
+            "s/sample": 2.0,
+            "peak RSS GiB": 2.0,
+            "spearman vs plain": 1.0,
+        },
+        {
+            "method": "collect",
+            "peer": False,
+            "error": None,
+            "s/sample": 0.5,
+            "peak RSS GiB": 1.5,
+            "spearman vs plain": 0.98,
+        },
+        {
+            "method": "kronfluence",
+            "peer": True,
+            "error": None,
+            "s/sample": 1.5,
+            "peak RSS GiB": 4.0,
+            "spearman vs plain": 1.0,
+        },
+        {
+            "method": "bergson",
+            "peer": True,
+            "error": None,
+            "s/sample": 1.2,
+            "peak RSS GiB": 1.4,
+            "spearman vs plain": 1.0,
+        },
+        {"method": "collect-bf16", "peer": False, "error": "it broke"},
+    ]
     (t,) = bench.targets(rows)
     assert t["method"] == "collect" and t["fastest peer"] == "bergson"
     assert abs(t["x faster than it"] - 2.4) < 1e-9 and t["speed met"] is True
@@ -90,17 +136,41 @@ def test_bf16_error_reads_a_peer_run(tiny_model_dir, tmp_path):
     """bf16_error.py on a --quick peer run's work directory: a row per variant, float32 LM head
     and all, and bf16 autocast moves the gradients (its per-sample cosines are not all 1)."""
     work = tmp_path / "work"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_peers.py"), "--quick",
-                           "--model", str(tiny_model_dir), "--methods", "plain", "--work",
-                           str(work)], capture_output=True, text=True, env=env, timeout=300,
-                          check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_peers.py"),
+            "--quick",
+            "--model",
+            str(tiny_model_dir),
+            "--methods",
+            "plain",
+            "--work",
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = _bench("bf16_error").main(["--work", str(work), "--model", str(tiny_model_dir),
-                                      "--short", "4", "--long", "4"])
+    rows = _bench("bf16_error").main(
+        ["--work", str(work), "--model", str(tiny_model_dir), "--short", "4", "--long", "4"]
+    )
     by_name = {r["variant"]: r for r in rows}
-    assert list(by_name) == ["float32 (reference)", "bf16", "bf16, LM head fp32",
-                             "bf16, attention fp32", "bf16, MLP fp32"]
+    assert list(by_name) == [
+        "float32 (reference)",
+        "bf16",
+        "bf16, LM head fp32",
+        "bf16, attention fp32",
+        "bf16, MLP fp32",
+    ]
     cosines = np.array(by_name["bf16"]["cosines"])
     assert len(cosines) == 4 and (cosines > 0.9).all() and (cosines < 1 - 1e-6).any()

@@ -34,15 +34,33 @@ def test_to_dict_is_json_and_round_trips():
     assert DistillArguments(**json.loads(json.dumps(args.to_dict()))) == args
 
 
-@pytest.mark.parametrize("bad", [
-    {"epochs": -1}, {"epochs": 0, "head": "none"}, {"head": "mlp"}, {"head_components": 0},
-    {"lr": 0.0}, {"batch_pool": 1}, {"batch_query": 0}, {"hard_fraction": -0.1},
-    {"hard_fraction": 1.5}, {"temperature": 0.0}, {"target_temperature": 0.0},
-    {"pearson_weight": -0.1}, {"pearson_weight": 0.0, "kl_weight": 0.0},
-    {"aggregate_weight": -1.0}, {"val_fraction": 0.0}, {"val_fraction": 1.0}, {"patience": 0},
-    {"max_seq_length": 0}, {"steps_per_epoch": 0}, {"micro_batch": -1}, {"freeze_layers": -1},
-    {"validate_queries": "train"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"epochs": -1},
+        {"epochs": 0, "head": "none"},
+        {"head": "mlp"},
+        {"head_components": 0},
+        {"lr": 0.0},
+        {"batch_pool": 1},
+        {"batch_query": 0},
+        {"hard_fraction": -0.1},
+        {"hard_fraction": 1.5},
+        {"temperature": 0.0},
+        {"target_temperature": 0.0},
+        {"pearson_weight": -0.1},
+        {"pearson_weight": 0.0, "kl_weight": 0.0},
+        {"aggregate_weight": -1.0},
+        {"val_fraction": 0.0},
+        {"val_fraction": 1.0},
+        {"patience": 0},
+        {"max_seq_length": 0},
+        {"steps_per_epoch": 0},
+        {"micro_batch": -1},
+        {"freeze_layers": -1},
+        {"validate_queries": "train"},
+    ],
+)
 def test_invalid_settings_raise_value_error(bad):
     with pytest.raises(ValueError):
         DistillArguments(**bad)

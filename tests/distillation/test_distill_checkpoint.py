@@ -18,8 +18,15 @@ from influcoder.errors import InflucoderError
 
 # Dropout is on (the tiny BERT's default 0.1), so a resume that did not restore torch's
 # generator, the block sampler's generator or AdamW's moments would end with other weights.
-ARGS = {"epochs": 3, "lr": 3e-3, "batch_pool": 16, "batch_query": 4, "val_fraction": 0.25,
-        "patience": 3, "steps_per_epoch": 3}
+ARGS = {
+    "epochs": 3,
+    "lr": 3e-3,
+    "batch_pool": 16,
+    "batch_query": 4,
+    "val_fraction": 0.25,
+    "patience": 3,
+    "steps_per_epoch": 3,
+}
 
 
 class Killed(BaseException):
@@ -48,9 +55,15 @@ def two_views(texts):
 def run(encoder_dir, planted, out, gt=None, views=1, **changes):
     encoder = SentenceTransformer(encoder_dir, device="cpu")
     items = (lambda texts: texts) if views == 1 else two_views
-    result = distill(encoder, items(planted.pool_texts), items(planted.query_texts),
-                     planted.gt if gt is None else gt, DistillArguments(**{**ARGS, **changes}),
-                     out_dir=out, progress=False)
+    result = distill(
+        encoder,
+        items(planted.pool_texts),
+        items(planted.query_texts),
+        planted.gt if gt is None else gt,
+        DistillArguments(**{**ARGS, **changes}),
+        out_dir=out,
+        progress=False,
+    )
     return encoder, result
 
 
@@ -58,14 +71,15 @@ def without_seconds(history):
     return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
-@pytest.mark.parametrize("micro_batch,views", [(DistillArguments().micro_batch, 1), (4, 1),
-                                               (4, 2)])
-def test_killed_run_resumes_to_the_uninterrupted_result(tiny_encoder_dir, planted, tmp_path,
-                                                         monkeypatch, caplog, micro_batch, views):
+@pytest.mark.parametrize("micro_batch,views", [(DistillArguments().micro_batch, 1), (4, 1), (4, 2)])
+def test_killed_run_resumes_to_the_uninterrupted_result(
+    tiny_encoder_dir, planted, tmp_path, monkeypatch, caplog, micro_batch, views
+):
     """Also with each step's 20 texts cut into micro-batches of 4: dropout's draws then come
     in five forward passes, and must still replay exactly; and trained through two views."""
-    whole, whole_result = run(tiny_encoder_dir, planted, tmp_path / "whole",
-                              micro_batch=micro_batch, views=views)
+    whole, whole_result = run(
+        tiny_encoder_dir, planted, tmp_path / "whole", micro_batch=micro_batch, views=views
+    )
 
     out = tmp_path / "killed"
     with monkeypatch.context() as m:
@@ -77,8 +91,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_encoder_dir, plante
     assert json.loads((ckpt / checkpoint.STATE_NAME).read_text())["epoch"] == 2
     assert {p.suffix for p in ckpt.iterdir()} == {".safetensors", ".json"}  # nothing pickled
     with caplog.at_level(logging.INFO, logger="influcoder"):
-        resumed, resumed_result = run(tiny_encoder_dir, planted, out, micro_batch=micro_batch,
-                                      views=views)
+        resumed, resumed_result = run(
+            tiny_encoder_dir, planted, out, micro_batch=micro_batch, views=views
+        )
     assert "resuming from" in caplog.text
     assert not ckpt.exists()  # removed once the encoder is written
     expected, got = whole.state_dict(), resumed.state_dict()
@@ -91,7 +106,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_encoder_dir, plante
     assert without_seconds(card["history"]) == without_seconds(whole_result.history)
     np.testing.assert_array_equal(
         SentenceTransformer(str(out), device="cpu").encode(planted.query_texts[:4]),
-        SentenceTransformer(str(tmp_path / "whole"), device="cpu").encode(planted.query_texts[:4]))
+        SentenceTransformer(str(tmp_path / "whole"), device="cpu").encode(planted.query_texts[:4]),
+    )
 
 
 def test_resume_restores_the_best_weights_too(tiny_encoder_dir, planted, tmp_path, monkeypatch):
@@ -102,6 +118,7 @@ def test_resume_restores_the_best_weights_too(tiny_encoder_dir, planted, tmp_pat
         def evaluate(encoder, *args, **kwargs):
             seen.append({k: v.clone() for k, v in encoder.state_dict().items()})
             return dict.fromkeys(trainer.METRICS, figures[len(seen) - 1])
+
         return evaluate
 
     whole_states: list = []
@@ -129,12 +146,14 @@ def killed_checkpoint(tiny_encoder_dir, planted, out, monkeypatch):
     assert checkpoint.checkpoint_dir(out).is_dir()
 
 
-def test_checkpoint_of_another_run_is_refused(tiny_encoder_dir, planted, tmp_path,
-                                              monkeypatch):
+def test_checkpoint_of_another_run_is_refused(tiny_encoder_dir, planted, tmp_path, monkeypatch):
     out = tmp_path / "out"
     killed_checkpoint(tiny_encoder_dir, planted, out, monkeypatch)
-    with pytest.raises(InflucoderError, match=r"another distillation run(.|\n)*args\.lr: "
-                                              r"0\.003 vs 0\.001"):
+    with pytest.raises(
+        InflucoderError,
+        match=r"another distillation run(.|\n)*args\.lr: "
+        r"0\.003 vs 0\.001",
+    ):
         run(tiny_encoder_dir, planted, out, lr=1e-3)
     gt = planted.gt.copy()
     gt[0, 0] += 0.5
@@ -158,9 +177,14 @@ def test_unreadable_checkpoint_names_the_file(tiny_encoder_dir, planted, tmp_pat
         run(tiny_encoder_dir, planted, out)
 
 
-def test_no_checkpoint_without_an_output_directory(tiny_encoder, planted, tmp_path,
-                                                   monkeypatch):
+def test_no_checkpoint_without_an_output_directory(tiny_encoder, planted, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    distill(tiny_encoder, planted.pool_texts, planted.query_texts, planted.gt,
-            DistillArguments(**ARGS), progress=False)
+    distill(
+        tiny_encoder,
+        planted.pool_texts,
+        planted.query_texts,
+        planted.gt,
+        DistillArguments(**ARGS),
+        progress=False,
+    )
     assert list(tmp_path.iterdir()) == []

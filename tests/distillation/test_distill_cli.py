@@ -19,28 +19,70 @@ COLLECT = ["--adapter-init", "fresh", "--sketch-dim", "64", "--max-length", "64"
 
 
 def _rows(prefix, n):
-    topics = ["the cat sat on the mat", "boil the egg in water", "gravity pulls the moon",
-              "the sea is blue and deep"]
-    return [{"id": f"{prefix}{i}", "prompt": f"Tell me about {topics[i % 4].split()[1]} {i}",
-             "response": topics[i % 4]} for i in range(n)]
+    topics = [
+        "the cat sat on the mat",
+        "boil the egg in water",
+        "gravity pulls the moon",
+        "the sea is blue and deep",
+    ]
+    return [
+        {
+            "id": f"{prefix}{i}",
+            "prompt": f"Tell me about {topics[i % 4].split()[1]} {i}",
+            "response": topics[i % 4],
+        }
+        for i in range(n)
+    ]
 
 
 def collect_stores(run, tiny_model_dir, tmp_path) -> None:
     """Gradient stores of 24 pool samples (tmp_path/gp) and 12 queries (tmp_path/gq)."""
     pool = write_jsonl(tmp_path / "pool.jsonl", _rows("p", 24))
     queries = write_jsonl(tmp_path / "q.jsonl", _rows("q", 12))
-    assert run.invoke(cli, ["collect", str(pool), "-o", str(tmp_path / "gp"), "--model",
-                            str(tiny_model_dir), *COLLECT]).exit_code == 0
-    assert run.invoke(cli, ["collect", str(queries), "--like", str(tmp_path / "gp"), "-o",
-                            str(tmp_path / "gq")]).exit_code == 0
+    assert (
+        run.invoke(
+            cli,
+            [
+                "collect",
+                str(pool),
+                "-o",
+                str(tmp_path / "gp"),
+                "--model",
+                str(tiny_model_dir),
+                *COLLECT,
+            ],
+        ).exit_code
+        == 0
+    )
+    assert (
+        run.invoke(
+            cli,
+            ["collect", str(queries), "--like", str(tmp_path / "gp"), "-o", str(tmp_path / "gq")],
+        ).exit_code
+        == 0
+    )
 
 
 def test_distill_from_stores(tiny_model_dir, tiny_encoder_dir, tmp_path):
     run = CliRunner()
     collect_stores(run, tiny_model_dir, tmp_path)
-    r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o",
-                         str(tmp_path / "enc"), "--encoder", tiny_encoder_dir, "--epochs", "1",
-                         "--val-fraction", "0.25", "-q"])
+    r = run.invoke(
+        cli,
+        [
+            "distill",
+            str(tmp_path / "gp"),
+            str(tmp_path / "gq"),
+            "-o",
+            str(tmp_path / "enc"),
+            "--encoder",
+            tiny_encoder_dir,
+            "--epochs",
+            "1",
+            "--val-fraction",
+            "0.25",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "untrained: per_anchor_spearman" in r.output
     card = json.loads((tmp_path / "enc" / "influcoder_distill.json").read_text())
@@ -60,41 +102,107 @@ def test_distill_from_stores(tiny_model_dir, tiny_encoder_dir, tmp_path):
         assert SentenceTransformer(str(tmp_path / "enc")).encode(["hi"]).shape == (1, k)
     encoder = sample_encoder(str(tmp_path / "enc"), lambda p: FastEncoder(p, backend="torch"))
     assert encoder.encode_samples([Sample("s", "hi", "there")]).shape == (1, k)
-    r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o",
-                         str(tmp_path / "enc2"), "--encoder", tiny_encoder_dir, "--epochs", "0",
-                         "--head", "none", "-q"])
+    r = run.invoke(
+        cli,
+        [
+            "distill",
+            str(tmp_path / "gp"),
+            str(tmp_path / "gq"),
+            "-o",
+            str(tmp_path / "enc2"),
+            "--encoder",
+            tiny_encoder_dir,
+            "--epochs",
+            "0",
+            "--head",
+            "none",
+            "-q",
+        ],
+    )
     assert r.exit_code == 2 and "epochs must be >= 1, or 0 with a head" in r.output
 
 
 def test_distill_errors(tiny_model_dir, tiny_encoder_dir, tmp_path):
     run = CliRunner()
     pool = write_jsonl(tmp_path / "pool.jsonl", _rows("p", 3))
-    assert run.invoke(cli, ["collect", str(pool), "-o", str(tmp_path / "gp"), "--model",
-                            str(tiny_model_dir), *COLLECT]).exit_code == 0
-    r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gp"), "-o",
-                         str(tmp_path / "enc"), "--encoder", tiny_encoder_dir, "-q"])
+    assert (
+        run.invoke(
+            cli,
+            [
+                "collect",
+                str(pool),
+                "-o",
+                str(tmp_path / "gp"),
+                "--model",
+                str(tiny_model_dir),
+                *COLLECT,
+            ],
+        ).exit_code
+        == 0
+    )
+    r = run.invoke(
+        cli,
+        [
+            "distill",
+            str(tmp_path / "gp"),
+            str(tmp_path / "gp"),
+            "-o",
+            str(tmp_path / "enc"),
+            "--encoder",
+            tiny_encoder_dir,
+            "-q",
+        ],
+    )
     assert r.exit_code == 2 and "too few" in r.output
     assert not (tmp_path / "enc").exists()
     (tmp_path / "notenc").mkdir()
-    r = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gp"), "-o",
-                         str(tmp_path / "enc"), "--encoder", str(tmp_path / "notenc"), "-q"])
-    assert r.exit_code == 2 and "not a sentence-transformers, HF or multi-view encoder directory" in r.output
+    r = run.invoke(
+        cli,
+        [
+            "distill",
+            str(tmp_path / "gp"),
+            str(tmp_path / "gp"),
+            "-o",
+            str(tmp_path / "enc"),
+            "--encoder",
+            str(tmp_path / "notenc"),
+            "-q",
+        ],
+    )
+    assert (
+        r.exit_code == 2
+        and "not a sentence-transformers, HF or multi-view encoder directory" in r.output
+    )
 
 
 class Killed(BaseException):
     """Stands for the process being killed (not an Exception: the CLI's handler lets it by)."""
 
 
-def test_killed_distill_resumes_with_the_same_options(tiny_model_dir, tiny_encoder_dir,
-                                                      tmp_path, monkeypatch):
+def test_killed_distill_resumes_with_the_same_options(
+    tiny_model_dir, tiny_encoder_dir, tmp_path, monkeypatch
+):
     from influcoder.distillation import trainer
 
     run = CliRunner()
     collect_stores(run, tiny_model_dir, tmp_path)
     enc = tmp_path / "enc"
-    distill = ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o", str(enc),
-               "--encoder", tiny_encoder_dir, "--epochs", "2", "--steps-per-epoch", "2",
-               "--val-fraction", "0.25", "-q"]
+    distill = [
+        "distill",
+        str(tmp_path / "gp"),
+        str(tmp_path / "gq"),
+        "-o",
+        str(enc),
+        "--encoder",
+        tiny_encoder_dir,
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--val-fraction",
+        "0.25",
+        "-q",
+    ]
     original, calls = trainer._BlockSampler.sample, []
 
     def sample(self):  # killed at the first step of epoch 2, after epoch 1's checkpoint
@@ -127,8 +235,18 @@ def test_a_setting_with_fixed_choices_is_checked_by_the_cli(tmp_path):
     for folder in ("gp", "gq"):
         (tmp_path / folder).mkdir()
     run = CliRunner()
-    res = run.invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o",
-                           str(tmp_path / "enc"), "--validate-queries", "training"])
+    res = run.invoke(
+        cli,
+        [
+            "distill",
+            str(tmp_path / "gp"),
+            str(tmp_path / "gq"),
+            "-o",
+            str(tmp_path / "enc"),
+            "--validate-queries",
+            "training",
+        ],
+    )
     assert res.exit_code == 2
     assert "'training' is not one of 'held-out', 'all'" in res.output
     assert not (tmp_path / "enc").exists()
@@ -141,10 +259,21 @@ def test_a_former_head_name_is_refused_with_its_new_name(tmp_path, former, now):
     and names the value to use instead, before any store is read."""
     for folder in ("gp", "gq"):
         (tmp_path / folder).mkdir()
-    res = CliRunner().invoke(cli, ["distill", str(tmp_path / "gp"), str(tmp_path / "gq"), "-o",
-                                   str(tmp_path / "enc"), "--head", former])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "distill",
+            str(tmp_path / "gp"),
+            str(tmp_path / "gq"),
+            "-o",
+            str(tmp_path / "enc"),
+            "--head",
+            former,
+        ],
+    )
     assert res.exit_code == 2
     assert f"'{former}' is now called '{now}'" in res.output
     assert not (tmp_path / "enc").exists()
-    assert "--head [auto|linear|kernel|none]" in CliRunner().invoke(
-        cli, ["distill", "--help"]).output
+    assert (
+        "--head [auto|linear|kernel|none]" in CliRunner().invoke(cli, ["distill", "--help"]).output
+    )

@@ -24,6 +24,7 @@ TARGET = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
 
 def numpy_softmax_kl(pred, target, t_pred, t_target):
     """The KL of each column's ground-truth softmax to its predicted one, averaged (numpy)."""
+
     def softmax(x):
         e = np.exp(x - x.max(axis=0))
         return e / e.sum(axis=0)
@@ -83,18 +84,25 @@ def test_softmax_kl_2x2_by_hand():
         q = np.exp(q_logits) / np.exp(q_logits).sum()
         return float((p * np.log(p / q)).sum())
 
-    expected = (kl(np.array([1.0, 0.0]), np.array([1.0, 3.0]))
-                + kl(np.array([0.0, 1.0]), np.array([2.0, 5.0]))) / 2
-    assert softmax_kl_loss(PRED, TARGET, temperature=1.0).item() == pytest.approx(expected,
-                                                                                  abs=1e-6)
+    expected = (
+        kl(np.array([1.0, 0.0]), np.array([1.0, 3.0]))
+        + kl(np.array([0.0, 1.0]), np.array([2.0, 5.0]))
+    ) / 2
+    assert softmax_kl_loss(PRED, TARGET, temperature=1.0).item() == pytest.approx(
+        expected, abs=1e-6
+    )
 
 
 @pytest.mark.parametrize("t_pred,t_target", [(0.05, None), (0.5, 0.1), (2.0, 1.0)])
 def test_softmax_kl_matches_numpy(t_pred, t_target):
     gen = torch.Generator().manual_seed(1)
     pred, target = torch.rand(6, 4, generator=gen) * 2 - 1, torch.rand(6, 4, generator=gen)
-    expected = numpy_softmax_kl(pred.double().numpy(), target.double().numpy(), t_pred,
-                                t_pred if t_target is None else t_target)
+    expected = numpy_softmax_kl(
+        pred.double().numpy(),
+        target.double().numpy(),
+        t_pred,
+        t_pred if t_target is None else t_target,
+    )
     got = softmax_kl_loss(pred.double(), target.double(), t_pred, t_target).item()
     assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
@@ -102,8 +110,9 @@ def test_softmax_kl_matches_numpy(t_pred, t_target):
 def test_softmax_kl_zero_when_equal_up_to_a_shift_per_query():
     target = torch.rand(5, 3, generator=torch.Generator().manual_seed(2))
     assert softmax_kl_loss(target, target).item() == pytest.approx(0, abs=1e-6)
-    assert softmax_kl_loss(target + torch.tensor([0.3, -1.0, 2.0]), target).item() == \
-        pytest.approx(0, abs=1e-5)
+    assert softmax_kl_loss(target + torch.tensor([0.3, -1.0, 2.0]), target).item() == pytest.approx(
+        0, abs=1e-5
+    )
     assert softmax_kl_loss(-target, target).item() > 0.1
 
 
@@ -118,17 +127,21 @@ def test_losses_refuse_bad_inputs():
         softmax_kl_loss(PRED.ravel(), TARGET.ravel())
 
 
-LOSSES = [(PearsonLoss, {}), (SoftmaxKLLoss, {"temperature": 0.1, "target_temperature": 0.2}),
-          (InfluenceDistillLoss, {"pearson_weight": 0.5, "kl_weight": 2.0, "temperature": 0.1}),
-          (InfluenceDistillLoss, {"pearson_weight": 0.0, "kl_weight": 0.0,
-                                  "aggregate_weight": 1.0})]
+LOSSES = [
+    (PearsonLoss, {}),
+    (SoftmaxKLLoss, {"temperature": 0.1, "target_temperature": 0.2}),
+    (InfluenceDistillLoss, {"pearson_weight": 0.5, "kl_weight": 2.0, "temperature": 0.1}),
+    (InfluenceDistillLoss, {"pearson_weight": 0.0, "kl_weight": 0.0, "aggregate_weight": 1.0}),
+]
 
 
 @pytest.fixture()
 def tiny_block(tiny_encoder, planted):
     """Features of 6 pool texts and 3 queries for the tiny encoder, and their [6, 3] labels."""
-    features = [tiny_encoder.preprocess(planted.pool_texts[:6]),
-                tiny_encoder.preprocess(planted.query_texts[:3])]
+    features = [
+        tiny_encoder.preprocess(planted.pool_texts[:6]),
+        tiny_encoder.preprocess(planted.query_texts[:3]),
+    ]
     return features, torch.from_numpy(planted.gt[:6, :3])
 
 
@@ -161,12 +174,14 @@ def test_combined_loss_is_the_weighted_sum(tiny_encoder, tiny_block):
     features, labels = tiny_block
     tiny_encoder.eval()
     with torch.no_grad():
-        combined = InfluenceDistillLoss(tiny_encoder, pearson_weight=0.3, kl_weight=1.0,
-                                        temperature=0.05)(features, labels).item()
+        combined = InfluenceDistillLoss(
+            tiny_encoder, pearson_weight=0.3, kl_weight=1.0, temperature=0.05
+        )(features, labels).item()
         pearson = PearsonLoss(tiny_encoder)(features, labels).item()
         kl = SoftmaxKLLoss(tiny_encoder, temperature=0.05)(features, labels).item()
-        with_aggregate = InfluenceDistillLoss(tiny_encoder, pearson_weight=0.3, kl_weight=1.0,
-                                              temperature=0.05, aggregate_weight=0.7)
+        with_aggregate = InfluenceDistillLoss(
+            tiny_encoder, pearson_weight=0.3, kl_weight=1.0, temperature=0.05, aggregate_weight=0.7
+        )
         with_aggregate = with_aggregate(features, labels).item()
         scores = block_scores(tiny_encoder, features)
         aggregate = aggregated_pearson_loss(scores, labels).item()
@@ -174,8 +189,12 @@ def test_combined_loss_is_the_weighted_sum(tiny_encoder, tiny_block):
     assert with_aggregate == pytest.approx(0.3 * pearson + kl + 0.7 * aggregate, rel=1e-5)
     assert aggregate > 0.01  # the term is not a zero added to the sum
     assert InfluenceDistillLoss(tiny_encoder).get_config_dict() == {
-        "pearson_weight": 0.3, "kl_weight": 1.0, "temperature": 0.05, "target_temperature": 0.05,
-        "aggregate_weight": 0.0}
+        "pearson_weight": 0.3,
+        "kl_weight": 1.0,
+        "temperature": 0.05,
+        "target_temperature": 0.05,
+        "aggregate_weight": 0.0,
+    }
 
 
 def test_losses_refuse_bad_settings(tiny_encoder, tiny_block):

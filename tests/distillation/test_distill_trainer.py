@@ -16,16 +16,23 @@ from influcoder.distillation.trainer import CARD_NAME, DistillResult
 
 # Tiny encoder, few texts: a learning rate far above the 2e-4 default, small batches, and a
 # quarter held out so the validation Spearman is not too noisy.
-FAST = {"epochs": 4, "lr": 3e-3, "batch_pool": 16, "batch_query": 4, "val_fraction": 0.25,
-        "patience": 4}
+FAST = {
+    "epochs": 4,
+    "lr": 3e-3,
+    "batch_pool": 16,
+    "batch_query": 4,
+    "val_fraction": 0.25,
+    "patience": 4,
+}
 FIGURES = ("per_anchor_spearman", "pairwise_spearman", "aggregated_spearman")
 
 
 def held_out_per_anchor(encoder, data, split) -> float:
     """Per-query Spearman over held-out pool texts, averaged over held-out queries (scipy)."""
     pool = encoder.encode([data.pool_texts[i] for i in split.val_pool], normalize_embeddings=True)
-    query = encoder.encode([data.query_texts[j] for j in split.val_query],
-                           normalize_embeddings=True)
+    query = encoder.encode(
+        [data.query_texts[j] for j in split.val_query], normalize_embeddings=True
+    )
     pred = pool @ query.T
     gt = data.gt[np.ix_(split.val_pool, split.val_query)]
     return float(np.mean([spearmanr(gt[:, j], pred[:, j]).statistic for j in range(gt.shape[1])]))
@@ -34,8 +41,14 @@ def held_out_per_anchor(encoder, data, split) -> float:
 def test_distillation_learns_the_planted_structure(tiny_encoder_dir, planted):
     untrained = SentenceTransformer(tiny_encoder_dir, device="cpu")
     encoder = SentenceTransformer(tiny_encoder_dir, device="cpu")
-    result = distill(encoder, planted.pool_texts, planted.query_texts, planted.gt,
-                     DistillArguments(**FAST), progress=False)
+    result = distill(
+        encoder,
+        planted.pool_texts,
+        planted.query_texts,
+        planted.gt,
+        DistillArguments(**FAST),
+        progress=False,
+    )
 
     before = held_out_per_anchor(untrained, planted, result.split)
     after = held_out_per_anchor(encoder, planted, result.split)
@@ -54,15 +67,23 @@ def test_aggregate_term_alone_learns_a_pool_wide_ranking(tiny_encoder_dir, plant
     # A ground truth whose only structure is pool-wide: a pool text's score is set by its topic,
     # the same for every query, plus noise. Trained on the aggregated term alone, the encoder
     # has to learn it, and the held-out aggregated Spearman must show it.
-    topic = np.array([int(next(w for w in text.split() if w.startswith("t"))[1])
-                      for text in planted.pool_texts])
+    topic = np.array(
+        [int(next(w for w in text.split() if w.startswith("t"))[1]) for text in planted.pool_texts]
+    )
     rng = np.random.default_rng(1)
     gt = np.array([0.0, 0.2, 0.4, 0.6])[topic][:, None] + 0.05 * rng.standard_normal((80, 24))
     encoder = SentenceTransformer(tiny_encoder_dir, device="cpu")
-    args = DistillArguments(**{**FAST, "pearson_weight": 0.0, "kl_weight": 0.0,
-                               "aggregate_weight": 1.0})
-    result = distill(encoder, planted.pool_texts, planted.query_texts, gt.astype(np.float32),
-                     args, progress=False)
+    args = DistillArguments(
+        **{**FAST, "pearson_weight": 0.0, "kl_weight": 0.0, "aggregate_weight": 1.0}
+    )
+    result = distill(
+        encoder,
+        planted.pool_texts,
+        planted.query_texts,
+        gt.astype(np.float32),
+        args,
+        progress=False,
+    )
     before = result.untrained["aggregated_spearman"]
     after = result.history[-1]["aggregated_spearman"]
     assert after > before + 0.3, (before, after)
@@ -94,8 +115,9 @@ def test_same_seed_same_history(tiny_encoder_dir, planted):
     def run(seed):
         encoder = SentenceTransformer(tiny_encoder_dir, device="cpu")
         args = DistillArguments(**{**FAST, "epochs": 2, "hard_fraction": 0.25, "seed": seed})
-        result = distill(encoder, planted.pool_texts, planted.query_texts, planted.gt, args,
-                         progress=False)
+        result = distill(
+            encoder, planted.pool_texts, planted.query_texts, planted.gt, args, progress=False
+        )
         history = [{k: v for k, v in h.items() if k != "seconds"} for h in result.history]
         return history, result.split, encoder.encode(planted.query_texts[:3])
 
@@ -110,17 +132,28 @@ def test_same_seed_same_history(tiny_encoder_dir, planted):
 def test_too_few_samples_to_split(tiny_encoder, planted):
     # 10% of 8 pool samples rounds to 1 held out; 50% of 3 queries leaves 1 to train on.
     with pytest.raises(ValueError, match="too few pool samples to split"):
-        distill(tiny_encoder, planted.pool_texts[:8], planted.query_texts, planted.gt[:8],
-                DistillArguments(val_fraction=0.1), progress=False)
+        distill(
+            tiny_encoder,
+            planted.pool_texts[:8],
+            planted.query_texts,
+            planted.gt[:8],
+            DistillArguments(val_fraction=0.1),
+            progress=False,
+        )
     with pytest.raises(ValueError, match="too few queries to split"):
-        distill(tiny_encoder, planted.pool_texts, planted.query_texts[:3], planted.gt[:, :3],
-                DistillArguments(val_fraction=0.5), progress=False)
+        distill(
+            tiny_encoder,
+            planted.pool_texts,
+            planted.query_texts[:3],
+            planted.gt[:, :3],
+            DistillArguments(val_fraction=0.5),
+            progress=False,
+        )
 
 
 def test_ground_truth_must_match_the_texts(tiny_encoder, planted):
     with pytest.raises(ValueError, match=r"\[80, 24\]"):
-        distill(tiny_encoder, planted.pool_texts, planted.query_texts, planted.gt.T,
-                progress=False)
+        distill(tiny_encoder, planted.pool_texts, planted.query_texts, planted.gt.T, progress=False)
     gt = planted.gt.copy()
     gt[3, 4] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
@@ -131,8 +164,16 @@ def test_ground_truth_must_match_the_texts(tiny_encoder, planted):
 def test_out_dir_is_a_loadable_encoder_with_a_card(tiny_encoder, planted, tmp_path):
     out = tmp_path / "runs" / "encoder"
     args = DistillArguments(**{**FAST, "epochs": 2})
-    result = distill(tiny_encoder, planted.pool_texts, planted.query_texts, planted.gt, args,
-                     out_dir=out, progress=False, extra_card={"ground_truth": {"sha256": "abc"}})
+    result = distill(
+        tiny_encoder,
+        planted.pool_texts,
+        planted.query_texts,
+        planted.gt,
+        args,
+        out_dir=out,
+        progress=False,
+        extra_card={"ground_truth": {"sha256": "abc"}},
+    )
     assert isinstance(result, DistillResult)
     assert [p.name for p in out.parent.iterdir()] == ["encoder"]  # no temporary left behind
 
@@ -153,16 +194,30 @@ def test_out_dir_is_a_loadable_encoder_with_a_card(tiny_encoder, planted, tmp_pa
     assert card["split"] == {"train_pool": 60, "val_pool": 20, "train_query": 18, "val_query": 6}
 
     # Run again into the same directory: it is replaced whole.
-    distill(SentenceTransformer(str(out), device="cpu"), planted.pool_texts, planted.query_texts,
-            planted.gt, DistillArguments(**{**FAST, "epochs": 1}), out_dir=out, progress=False)
+    distill(
+        SentenceTransformer(str(out), device="cpu"),
+        planted.pool_texts,
+        planted.query_texts,
+        planted.gt,
+        DistillArguments(**{**FAST, "epochs": 1}),
+        out_dir=out,
+        progress=False,
+    )
     assert len(json.loads((out / CARD_NAME).read_text())["history"]) == 1
     assert [p.name for p in out.parent.iterdir()] == ["encoder"]
 
 
 def test_extra_card_may_not_overwrite_the_card(tiny_encoder, planted, tmp_path):
     with pytest.raises(ValueError, match="history"):
-        distill(tiny_encoder, planted.pool_texts, planted.query_texts, planted.gt,
-                out_dir=tmp_path / "out", extra_card={"history": []}, progress=False)
+        distill(
+            tiny_encoder,
+            planted.pool_texts,
+            planted.query_texts,
+            planted.gt,
+            out_dir=tmp_path / "out",
+            extra_card={"history": []},
+            progress=False,
+        )
 
 
 def scripted_validation(monkeypatch, figures):
@@ -192,18 +247,19 @@ def test_early_stopping_restores_the_best_epoch(tiny_encoder, planted, monkeypat
     assert "distill" in err and "per_anchor" in err
 
 
-def test_untrained_weights_kept_when_nothing_improves(tiny_encoder, planted, monkeypatch,
-                                                      capsys):
+def test_untrained_weights_kept_when_nothing_improves(tiny_encoder, planted, monkeypatch, capsys):
     states = scripted_validation(monkeypatch, [0.5, 0.2, 0.3])
     args = DistillArguments(**{**FAST, "epochs": 3, "patience": 2, "steps_per_epoch": 1})
     with pytest.warns(UserWarning, match="untrained weights are kept") as caught:
-        result = distill(tiny_encoder, planted.pool_texts, planted.query_texts, planted.gt,
-                         args, progress=False)
+        result = distill(
+            tiny_encoder, planted.pool_texts, planted.query_texts, planted.gt, args, progress=False
+        )
     assert result.best_epoch == 0 and result.best == result.untrained
     # the message names the validation block and the option that enlarges it
     message = str(caught[0].message)
-    assert (f"on {len(result.split.val_pool)} pool samples x {len(result.split.val_query)} "
-            f"queries") in message and "--validate-queries all" in message
+    assert (
+        f"on {len(result.split.val_pool)} pool samples x {len(result.split.val_query)} queries"
+    ) in message and "--validate-queries all" in message
     final = tiny_encoder.state_dict()
     assert all(torch.equal(final[k], v) for k, v in states[0].items())
     assert "distill" not in capsys.readouterr().err
@@ -220,8 +276,14 @@ def test_frozen_layers_stay_unchanged_and_the_rest_learns(tiny_encoder_dir, plan
     assert len(layers) >= 2
     before = {n: p.detach().clone() for n, p in encoder.named_parameters()}
     frozen = {id(p) for m in (embeddings, layers[0]) for p in m.parameters()}
-    result = distill(encoder, planted.pool_texts, planted.query_texts, planted.gt,
-                     DistillArguments(**{**FAST, "freeze_layers": 1}), progress=False)
+    result = distill(
+        encoder,
+        planted.pool_texts,
+        planted.query_texts,
+        planted.gt,
+        DistillArguments(**{**FAST, "freeze_layers": 1}),
+        progress=False,
+    )
     assert result.best_epoch >= 1
     moved = set()
     for name, p in encoder.named_parameters():
@@ -234,26 +296,39 @@ def test_frozen_layers_stay_unchanged_and_the_rest_learns(tiny_encoder_dir, plan
     assert any(".layer.1." in n or "layers.1." in n for n in moved), sorted(moved)[:5]
 
     with pytest.raises(ValueError, match=f"has {len(layers)} layers"):
-        distill(SentenceTransformer(tiny_encoder_dir, device="cpu"), planted.pool_texts,
-                planted.query_texts, planted.gt,
-                DistillArguments(**{**FAST, "freeze_layers": len(layers) + 1}), progress=False)
+        distill(
+            SentenceTransformer(tiny_encoder_dir, device="cpu"),
+            planted.pool_texts,
+            planted.query_texts,
+            planted.gt,
+            DistillArguments(**{**FAST, "freeze_layers": len(layers) + 1}),
+            progress=False,
+        )
 
 
 @pytest.mark.parametrize("which", ["held-out", "all"])
 def test_validation_scores_the_held_out_pool_against_the_chosen_queries(
-        tiny_encoder_dir, planted, which):
+    tiny_encoder_dir, planted, which
+):
     """The untrained figures a run reports are those of the held-out pool samples against the
     held-out queries, or against every query with validate_queries='all'."""
     untrained = SentenceTransformer(tiny_encoder_dir, device="cpu")
     untrained.max_seq_length = 32
     encoder = SentenceTransformer(tiny_encoder_dir, device="cpu")
-    result = distill(encoder, planted.pool_texts, planted.query_texts, planted.gt,
-                     DistillArguments(**{**FAST, "epochs": 1, "validate_queries": which}),
-                     progress=False)
-    queries = (result.split.val_query if which == "held-out"
-               else np.arange(len(planted.query_texts)))
+    result = distill(
+        encoder,
+        planted.pool_texts,
+        planted.query_texts,
+        planted.gt,
+        DistillArguments(**{**FAST, "epochs": 1, "validate_queries": which}),
+        progress=False,
+    )
+    queries = result.split.val_query if which == "held-out" else np.arange(len(planted.query_texts))
     expected = trainer.validation_figures(
-        untrained, [planted.pool_texts[i] for i in result.split.val_pool],
+        untrained,
+        [planted.pool_texts[i] for i in result.split.val_pool],
         [planted.query_texts[j] for j in queries],
-        planted.gt[np.ix_(result.split.val_pool, queries)], batch_size=FAST["batch_pool"])
+        planted.gt[np.ix_(result.split.val_pool, queries)],
+        batch_size=FAST["batch_pool"],
+    )
     assert result.untrained == pytest.approx(expected, abs=1e-6)

@@ -29,22 +29,28 @@ def varied_texts(n: int, seed: int = 0) -> list[str]:
 def test_token_lengths_are_the_truncated_encoder_lengths(tiny_encoder):
     texts = ["f0 f1", " ".join(["f2"] * 100)]
     assert token_lengths(tiny_encoder.tokenizer, texts, tiny_encoder.max_seq_length) == [
-        4, tiny_encoder.max_seq_length]
+        4,
+        tiny_encoder.max_seq_length,
+    ]
 
 
 @pytest.mark.parametrize("micro_batch", [1, 4, 32])
 def test_embeddings_and_gradients_equal_one_padded_batch(tiny_encoder, micro_batch):
     texts = varied_texts(23)
     tiny_encoder.eval()  # no dropout: both paths compute the same function
-    weights = torch.randn(len(texts), tiny_encoder.get_embedding_dimension(),
-                          generator=torch.Generator().manual_seed(1))
+    weights = torch.randn(
+        len(texts),
+        tiny_encoder.get_embedding_dimension(),
+        generator=torch.Generator().manual_seed(1),
+    )
 
     def run(fn):
         tiny_encoder.zero_grad()
         out = fn()
         (out * weights).sum().backward()
-        return out.detach(), {n: p.grad.clone() for n, p in tiny_encoder.named_parameters()
-                              if p.grad is not None}
+        return out.detach(), {
+            n: p.grad.clone() for n, p in tiny_encoder.named_parameters() if p.grad is not None
+        }
 
     ref, ref_grads = run(lambda: padded_embeddings(tiny_encoder, texts))
     got, grads = run(lambda: block_embeddings(tiny_encoder, texts, micro_batch=micro_batch))
@@ -73,8 +79,12 @@ def test_micro_batch_zero_is_the_reference(tiny_encoder):
     texts = varied_texts(9, seed=5)
     tiny_encoder.eval()
     with torch.no_grad():
-        torch.testing.assert_close(block_embeddings(tiny_encoder, texts, micro_batch=0),
-                                   padded_embeddings(tiny_encoder, texts), atol=0, rtol=0)
+        torch.testing.assert_close(
+            block_embeddings(tiny_encoder, texts, micro_batch=0),
+            padded_embeddings(tiny_encoder, texts),
+            atol=0,
+            rtol=0,
+        )
 
 
 def test_two_views_are_each_unit_length_and_side_by_side(tiny_encoder):
@@ -94,5 +104,7 @@ def test_two_views_are_each_unit_length_and_side_by_side(tiny_encoder):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(validated, expected, atol=1e-5, rtol=1e-4)
     # one view: the plain embeddings (the loss's cosine does the scaling)
-    torch.testing.assert_close(sample_embeddings(tiny_encoder, texts, micro_batch=4),
-                               block_embeddings(tiny_encoder, texts, micro_batch=4))
+    torch.testing.assert_close(
+        sample_embeddings(tiny_encoder, texts, micro_batch=4),
+        block_embeddings(tiny_encoder, texts, micro_batch=4),
+    )

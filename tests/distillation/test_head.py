@@ -33,7 +33,7 @@ def _ridge_reference(x, y, alpha):
 @pytest.mark.parametrize("alpha", [1e-3, 2.5])
 def test_ridge_equals_least_squares_on_the_augmented_system(n, d, alpha):
     rng = np.random.default_rng(n + d)
-    x = rng.standard_normal((n, d)) + 3.0   # off-centre, so the intercept matters
+    x = rng.standard_normal((n, d)) + 3.0  # off-centre, so the intercept matters
     y = rng.standard_normal((n, 4)) - 1.0
     weight, bias = ridge(x, y, alpha)
     ref_weight, ref_bias = _ridge_reference(x, y, alpha)
@@ -52,9 +52,9 @@ def test_principal_coordinates_keep_the_dot_products_of_the_normalised_rows():
     rng = np.random.default_rng(0)
     g = rng.standard_normal((12, 5)) * np.array([5, 3, 1, 0.1, 0.01]) + 2.0
     unit = g / np.linalg.norm(g, axis=1, keepdims=True)
-    z = principal_coordinates(g, 5)              # full rank: every dot product kept
+    z = principal_coordinates(g, 5)  # full rank: every dot product kept
     np.testing.assert_allclose(z @ z.T, unit @ unit.T, atol=1e-6)
-    z2 = principal_coordinates(g, 2)             # truncated: keeps most of the ranking
+    z2 = principal_coordinates(g, 2)  # truncated: keeps most of the ranking
     assert per_anchor_spearman(unit @ unit.T, z2 @ z2.T) > 0.9
     # Rank-deficient input: directions beyond the rank are dropped, the rest orthonormal.
     low = rng.standard_normal((10, 3)) @ rng.standard_normal((3, 8))
@@ -80,8 +80,10 @@ def _scipy_figures(gp, gq, pred):
     """(per-anchor, aggregated) Spearman of ``pred`` against the cosines of ``gp`` and ``gq``,
     spelled out with scipy."""
     truth = gp @ gq.T / np.outer(np.linalg.norm(gp, axis=1), np.linalg.norm(gq, axis=1))
-    return (np.mean([spearmanr(truth[:, j], pred[:, j]).statistic for j in range(len(gq))]),
-            spearmanr(truth.mean(axis=1), pred.mean(axis=1)).statistic)
+    return (
+        np.mean([spearmanr(truth[:, j], pred[:, j]).statistic for j in range(len(gq))]),
+        spearmanr(truth.mean(axis=1), pred.mean(axis=1)).statistic,
+    )
 
 
 def _brute_force(xp, gp, xq, gq, alphas, similarity="cosine"):
@@ -113,8 +115,9 @@ def test_alpha_selection_matches_a_brute_force_validation_and_takes_its_best():
     head = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3)
     expected = {a: f[0] for a, f in _brute_force(xp, gp, xq, gq, alphas).items()}
     assert list(head.validation) == list(alphas)
-    np.testing.assert_allclose([head.validation[a] for a in alphas],
-                               [expected[a] for a in alphas], atol=1e-5)
+    np.testing.assert_allclose(
+        [head.validation[a] for a in alphas], [expected[a] for a in alphas], atol=1e-5
+    )
     assert head.alpha == max(expected, key=expected.get)
     # The planted noise makes the choice matter: the best is neither end of the grid.
     assert head.alpha not in (alphas[0], alphas[-1])
@@ -123,20 +126,19 @@ def test_alpha_selection_matches_a_brute_force_validation_and_takes_its_best():
 def test_auto_similarity_scores_both_like_a_brute_force_and_keeps_the_better_mean():
     xp, gp, xq, gq = _linear_geometry(32, 24, d=10, noise=30.0, seed=1)
     alphas = (1e-4, 1.0, 30.0, 1e3)
-    head = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3,
-                    similarity="auto")
+    head = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3, similarity="auto")
     means = {}
     for how in ("cosine", "dot"):
         expected = _brute_force(xp, gp, xq, gq, alphas, how)
         alpha = max(alphas, key=lambda a: (expected[a][0], a))
         got = head.similarity_validation[how]
-        np.testing.assert_allclose([got["per_anchor"], got["aggregated"]], expected[alpha],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            [got["per_anchor"], got["aggregated"]], expected[alpha], atol=1e-5
+        )
         means[how] = float(np.mean(expected[alpha]))
     assert head.similarity == max(means, key=means.get)
     assert head.card()["similarity"] == head.similarity
-    one = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3,
-                   similarity="dot")
+    one = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3, similarity="dot")
     assert one.similarity == "dot" and list(one.similarity_validation) == ["dot"]
     with pytest.raises(ValueError, match="similarity"):
         fit_head(xp, gp, xq, gq, components=8, folds=4, similarity="euclidean")
@@ -157,12 +159,16 @@ def test_planted_linear_geometry_is_recovered_on_held_out_pool_and_queries():
     xp, gp, xq, gq = _linear_geometry(120, 60, noise=0.05)
     fit_p, test_p, fit_q, test_q = slice(0, 80), slice(80, None), slice(0, 40), slice(40, None)
     head = fit_head(xp[fit_p], gp[fit_p], xq[fit_q], gq[fit_q], components=24)
-    truth = gp[test_p] @ gq[test_q].T / np.outer(np.linalg.norm(gp[test_p], axis=1),
-                                                 np.linalg.norm(gq[test_q], axis=1))
+    truth = (
+        gp[test_p]
+        @ gq[test_q].T
+        / np.outer(np.linalg.norm(gp[test_p], axis=1), np.linalg.norm(gq[test_q], axis=1))
+    )
 
     def cosines(a, b):
-        return (a / np.linalg.norm(a, axis=1, keepdims=True)) @ \
-            (b / np.linalg.norm(b, axis=1, keepdims=True)).T
+        return (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (
+            b / np.linalg.norm(b, axis=1, keepdims=True)
+        ).T
 
     untrained = per_anchor_spearman(truth, cosines(xp[test_p], xq[test_q]))
     with_head = per_anchor_spearman(truth, cosines(head(xp[test_p]), head(xq[test_q])))
@@ -185,8 +191,12 @@ def test_saved_head_is_a_plain_sentence_transformer_giving_head_of_encoder(tiny_
     texts = ["t0w1 f3 f4", "t1w2 t1w3 f0", "f1 f2 t3w0 t3w1", "t2w5"]
     base = embed(tiny_encoder, texts)
     rng = np.random.default_rng(0)
-    head = LinearHead(weight=rng.standard_normal((5, base.shape[1])),
-                      bias=rng.standard_normal(5), alpha=1.0, components=5)
+    head = LinearHead(
+        weight=rng.standard_normal((5, base.shape[1])),
+        bias=rng.standard_normal(5),
+        alpha=1.0,
+        components=5,
+    )
     append_head(tiny_encoder, head).save(str(tmp_path / "enc"))
 
     loaded = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
@@ -210,22 +220,35 @@ def _word_samples(n, seed, prefix):
 
     rng = np.random.default_rng(seed)
     words = [w for topic in TOPIC_WORDS for w in topic] + FILLER
-    return [Sample(id=f"{prefix}{i}", prompt=" ".join(rng.choice(words, 3)),
-                   response=" ".join(rng.choice(words, 3))) for i in range(n)]
+    return [
+        Sample(
+            id=f"{prefix}{i}",
+            prompt=" ".join(rng.choice(words, 3)),
+            response=" ".join(rng.choice(words, 3)),
+        )
+        for i in range(n)
+    ]
 
 
 def _gradient_store(path, samples, vectors):
     from influcoder.io.stores import StoreWriter
 
-    writer = StoreWriter(path, kind="gradients", setup={"sketch": {"dim": vectors.shape[1]}},
-                         samples=samples, dim=vectors.shape[1], dtype="float32",
-                         shard_rows=len(samples))
+    writer = StoreWriter(
+        path,
+        kind="gradients",
+        setup={"sketch": {"dim": vectors.shape[1]}},
+        samples=samples,
+        dim=vectors.shape[1],
+        dtype="float32",
+        shard_rows=len(samples),
+    )
     writer.write_shard(0, vectors.astype(np.float32))
     return writer.finish()
 
 
 def test_distill_stores_with_epochs_0_appends_a_head_that_recovers_the_planted_geometry(
-        tiny_encoder_dir, tiny_encoder, tmp_path):
+    tiny_encoder_dir, tiny_encoder, tmp_path
+):
     """Gradients planted as a linear map of the tiny encoder's own embeddings: the distill
     stage with no training and the linear head yields a plain ST directory whose cosines rank
     unseen pool samples for unseen queries like the planted gradients."""
@@ -235,18 +258,26 @@ def test_distill_stores_with_epochs_0_appends_a_head_that_recovers_the_planted_g
     from influcoder.distillation.stores import distill_stores
     from influcoder.io.samples import encoder_text
 
-    samples = {"pool": _word_samples(40, 0, "p"), "query": _word_samples(24, 1, "q"),
-               "test_pool": _word_samples(30, 2, "tp"), "test_query": _word_samples(12, 3, "tq")}
+    samples = {
+        "pool": _word_samples(40, 0, "p"),
+        "query": _word_samples(24, 1, "q"),
+        "test_pool": _word_samples(30, 2, "tp"),
+        "test_query": _word_samples(12, 3, "tq"),
+    }
     emb = {k: embed(tiny_encoder, [encoder_text(s) for s in v]) for k, v in samples.items()}
     m = np.random.default_rng(4).standard_normal((emb["pool"].shape[1], 48))
     m *= np.geomspace(10, 0.1, 48)
     grads = {k: e @ m for k, e in emb.items()}
     pool = _gradient_store(tmp_path / "gp", samples["pool"], grads["pool"])
     queries = _gradient_store(tmp_path / "gq", samples["query"], grads["query"])
-    result = distill_stores(pool, queries, tmp_path / "enc",
-                            DistillArguments(epochs=0, views="text", head="linear"),
-                            encoder=tiny_encoder_dir,
-                            progress=False)
+    result = distill_stores(
+        pool,
+        queries,
+        tmp_path / "enc",
+        DistillArguments(epochs=0, views="text", head="linear"),
+        encoder=tiny_encoder_dir,
+        progress=False,
+    )
     assert result.best_epoch == 0 and result.history == []
 
     card = json.loads((tmp_path / "enc" / "influcoder_distill.json").read_text())
@@ -254,12 +285,24 @@ def test_distill_stores_with_epochs_0_appends_a_head_that_recovers_the_planted_g
     assert card["head"]["kind"] == "linear" and 16 <= card["head"]["components"] <= 32
     assert card["head"]["alpha"] in map(float, card["head"]["validation_per_anchor_spearman"])
     loaded = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
-    truth = grads["test_pool"] @ grads["test_query"].T / np.outer(
-        np.linalg.norm(grads["test_pool"], axis=1), np.linalg.norm(grads["test_query"], axis=1))
-    with_head = embed(loaded, [encoder_text(s) for s in samples["test_pool"]]) @ \
-        embed(loaded, [encoder_text(s) for s in samples["test_query"]]).T
-    base = emb["test_pool"] @ emb["test_query"].T / np.outer(
-        np.linalg.norm(emb["test_pool"], axis=1), np.linalg.norm(emb["test_query"], axis=1))
+    truth = (
+        grads["test_pool"]
+        @ grads["test_query"].T
+        / np.outer(
+            np.linalg.norm(grads["test_pool"], axis=1), np.linalg.norm(grads["test_query"], axis=1)
+        )
+    )
+    with_head = (
+        embed(loaded, [encoder_text(s) for s in samples["test_pool"]])
+        @ embed(loaded, [encoder_text(s) for s in samples["test_query"]]).T
+    )
+    base = (
+        emb["test_pool"]
+        @ emb["test_query"].T
+        / np.outer(
+            np.linalg.norm(emb["test_pool"], axis=1), np.linalg.norm(emb["test_query"], axis=1)
+        )
+    )
     assert per_anchor_spearman(truth, with_head) > 0.9
     assert per_anchor_spearman(truth, base) < 0.7
     # the unit length is part of this truth: auto's folds keep cosine (dot measured 0.69 here)

@@ -17,8 +17,17 @@ from influcoder.distillation.settings import DistillArguments
 from .conftest import TOPICS
 from .test_distill_checkpoint import Killed, kill_at_step, without_seconds
 
-ARGS = {"epochs": 3, "lr": 3e-3, "batch_pool": 16, "batch_query": 4, "val_fraction": 0.25,
-        "patience": 3, "steps_per_epoch": 3, "head_components": 8, "regression_weight": 1.0}
+ARGS = {
+    "epochs": 3,
+    "lr": 3e-3,
+    "batch_pool": 16,
+    "batch_query": 4,
+    "val_fraction": 0.25,
+    "patience": 3,
+    "steps_per_epoch": 3,
+    "head_components": 8,
+    "regression_weight": 1.0,
+}
 
 
 def _topics(texts: list[str]) -> np.ndarray:
@@ -33,29 +42,41 @@ def vectors(planted):
     centres = rng.standard_normal((TOPICS, 16))
 
     def rows(texts):
-        return (centres[_topics(texts)] + 0.4 * rng.standard_normal((len(texts), 16))
-                ).astype(np.float32)
+        return (centres[_topics(texts)] + 0.4 * rng.standard_normal((len(texts), 16))).astype(
+            np.float32
+        )
 
     pool, queries = rows(planted.pool_texts), rows(planted.query_texts)
+
     def unit(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
+
     return pool, queries, unit(pool) @ unit(queries).T
 
 
 def _run(encoder_dir, planted, vectors, out=None, **changes):
     encoder = SentenceTransformer(encoder_dir, device="cpu")
     pool, queries, gt = vectors
-    result = distill(encoder, planted.pool_texts, planted.query_texts, gt,
-                     DistillArguments(**{**ARGS, **changes}), pool_vectors=pool,
-                     query_vectors=queries, out_dir=out, progress=False)
+    result = distill(
+        encoder,
+        planted.pool_texts,
+        planted.query_texts,
+        gt,
+        DistillArguments(**{**ARGS, **changes}),
+        pool_vectors=pool,
+        query_vectors=queries,
+        out_dir=out,
+        progress=False,
+    )
     return encoder, result
 
 
 def test_cosine_regression_loss_matches_a_row_by_row_reference():
     rng = np.random.default_rng(0)
     out, target = rng.standard_normal((7, 5)), rng.standard_normal((7, 5))
-    expected = np.mean([1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b)
-                        for a, b in zip(out, target)])
+    expected = np.mean(
+        [1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(out, target)]
+    )
     got = cosine_regression_loss(torch.tensor(out), torch.tensor(target))
     assert got.item() == pytest.approx(expected, abs=1e-12)
     with pytest.raises(ValueError, match="same shape"):
@@ -63,7 +84,8 @@ def test_cosine_regression_loss_matches_a_row_by_row_reference():
 
 
 def test_joint_training_improves_encoder_plus_head_and_returns_the_bare_encoder(
-        tiny_encoder_dir, planted, vectors):
+    tiny_encoder_dir, planted, vectors
+):
     modules = len(SentenceTransformer(tiny_encoder_dir, device="cpu"))
     encoder, result = _run(tiny_encoder_dir, planted, vectors, epochs=4, patience=4)
     assert len(encoder) == modules  # the training head is gone: a closed-form one comes next
@@ -74,8 +96,9 @@ def test_joint_training_improves_encoder_plus_head_and_returns_the_bare_encoder(
     assert losses[-1] < losses[0]
 
 
-def test_joint_training_changes_the_encoder_unlike_ranking_alone(tiny_encoder_dir, planted,
-                                                                  vectors):
+def test_joint_training_changes_the_encoder_unlike_ranking_alone(
+    tiny_encoder_dir, planted, vectors
+):
     """The regression term is live: same seed and blocks, different weights."""
     joint, _ = _run(tiny_encoder_dir, planted, vectors)
     ranking, _ = _run(tiny_encoder_dir, planted, vectors, regression_weight=0.0)
@@ -87,20 +110,34 @@ def test_joint_training_changes_the_encoder_unlike_ranking_alone(tiny_encoder_di
 def test_joint_needs_vectors_and_a_head(tiny_encoder_dir, planted, vectors):
     encoder = SentenceTransformer(tiny_encoder_dir, device="cpu")
     with pytest.raises(ValueError, match="pool_vectors and query_vectors"):
-        distill(encoder, planted.pool_texts, planted.query_texts, vectors[2],
-                DistillArguments(**ARGS), progress=False)
+        distill(
+            encoder,
+            planted.pool_texts,
+            planted.query_texts,
+            vectors[2],
+            DistillArguments(**ARGS),
+            progress=False,
+        )
     with pytest.raises(ValueError, match="one vector per text"):
-        distill(encoder, planted.pool_texts, planted.query_texts, vectors[2],
-                DistillArguments(**ARGS), pool_vectors=vectors[0][:-1],
-                query_vectors=vectors[1], progress=False)
+        distill(
+            encoder,
+            planted.pool_texts,
+            planted.query_texts,
+            vectors[2],
+            DistillArguments(**ARGS),
+            pool_vectors=vectors[0][:-1],
+            query_vectors=vectors[1],
+            progress=False,
+        )
     with pytest.raises(ValueError, match="needs a head"):
         DistillArguments(regression_weight=1.0, head="none")
     with pytest.raises(ValueError, match=">= 0"):
         DistillArguments(regression_weight=-1.0)
 
 
-def test_killed_joint_run_resumes_to_the_uninterrupted_result(tiny_encoder_dir, planted,
-                                                               vectors, tmp_path, monkeypatch):
+def test_killed_joint_run_resumes_to_the_uninterrupted_result(
+    tiny_encoder_dir, planted, vectors, tmp_path, monkeypatch
+):
     whole, whole_result = _run(tiny_encoder_dir, planted, vectors, tmp_path / "whole")
     out = tmp_path / "killed"
     with monkeypatch.context() as m:
@@ -117,7 +154,8 @@ def test_killed_joint_run_resumes_to_the_uninterrupted_result(tiny_encoder_dir, 
 
 
 def test_distill_stores_joint_reads_the_vectors_once_and_appends_the_head(
-        tiny_encoder_dir, planted, vectors, tmp_path, monkeypatch):
+    tiny_encoder_dir, planted, vectors, tmp_path, monkeypatch
+):
     """Through the stores: joint training, then the closed-form head (Dense [+ Normalize]),
     the stores' vectors read once for both."""
     from influcoder.distillation.stores import distill_stores
@@ -133,11 +171,17 @@ def test_distill_stores_joint_reads_the_vectors_once_and_appends_the_head(
     queries = _gradient_store(tmp_path / "gq", samples(planted.query_texts, "q"), vectors[1])
     reads = []
     original = Store.vectors
-    monkeypatch.setattr(Store, "vectors",
-                        lambda self, *a, **k: reads.append(self.path) or original(self, *a, **k))
-    result = distill_stores(pool, queries, tmp_path / "enc",
-                            DistillArguments(**{**ARGS, "epochs": 1, "head": "linear"}),
-                            encoder=tiny_encoder_dir, progress=False)
+    monkeypatch.setattr(
+        Store, "vectors", lambda self, *a, **k: reads.append(self.path) or original(self, *a, **k)
+    )
+    result = distill_stores(
+        pool,
+        queries,
+        tmp_path / "enc",
+        DistillArguments(**{**ARGS, "epochs": 1, "head": "linear"}),
+        encoder=tiny_encoder_dir,
+        progress=False,
+    )
     # Once each for joint training and the head together; the queries once more for the
     # ground-truth matrix, which streams the pool in chunks against all queries.
     assert [str(p) for p in reads].count(str(pool.path)) == 1
@@ -146,6 +190,7 @@ def test_distill_stores_joint_reads_the_vectors_once_and_appends_the_head(
     loaded = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
     # the head's similarity (auto) decides whether a Normalize follows the Dense
     cosine = result.head["similarity"] == "cosine"
-    assert [type(m).__name__ for m in loaded][-2:] == (["Dense", "Normalize"] if cosine
-                                                       else ["Pooling", "Dense"])
+    assert [type(m).__name__ for m in loaded][-2:] == (
+        ["Dense", "Normalize"] if cosine else ["Pooling", "Dense"]
+    )
     assert loaded.similarity_fn_name == ("cosine" if cosine else "dot")

@@ -21,8 +21,12 @@ from .test_head import _gradient_store, _scipy_figures, _word_samples
 def test_rbf_kernel_and_the_saved_map_equal_their_definition_written_out():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((5, 3)), rng.standard_normal((4, 3))
-    slow = np.array([[np.exp(-0.7 * sum((a[i, t] - b[j, t]) ** 2 for t in range(3)))
-                      for j in range(4)] for i in range(5)])
+    slow = np.array(
+        [
+            [np.exp(-0.7 * sum((a[i, t] - b[j, t]) ** 2 for t in range(3))) for j in range(4)]
+            for i in range(5)
+        ]
+    )
     np.testing.assert_allclose(rbf_kernel(a, b, 0.7), slow, rtol=1e-12)
     coef, bias = rng.standard_normal((4, 2)), rng.standard_normal(2)
     head = SavedHead("kernel", {"anchors": b, "coef": coef, "bias": bias}, 0.7)
@@ -41,7 +45,8 @@ def test_kernel_ridge_equals_the_direct_solve(alpha):
     direct = np.linalg.solve(k + alpha * np.eye(30), z - z.mean(0))
     np.testing.assert_allclose(fit.coef(alpha), direct, rtol=1e-7, atol=1e-9)
     assert median_sq_distance(squared_distances(x, x)) == pytest.approx(
-        np.median(d[np.triu_indices(30, 1)]))
+        np.median(d[np.triu_indices(30, 1)])
+    )
 
 
 def _nonlinear_geometry(n_pool, n_query, d=3, dim=16, seed=0):
@@ -80,13 +85,25 @@ def _brute_force(xp, gp, xq, gq, factor, alpha):
 def test_auto_kind_matches_a_brute_force_validation_and_picks_the_kernel_where_it_is_better():
     xp, gp, xq, gq = _nonlinear_geometry(80, 40)
     alphas, factors = (0.01, 0.3, 10.0), (0.5, 2.0)
-    head = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3,
-                    kinds=("linear", "kernel"), gamma_factors=factors, kernel_alphas=alphas)
+    head = fit_head(
+        xp,
+        gp,
+        xq,
+        gq,
+        components=8,
+        alphas=alphas,
+        folds=4,
+        seed=3,
+        kinds=("linear", "kernel"),
+        gamma_factors=factors,
+        kernel_alphas=alphas,
+    )
     expected = {(f, a): _brute_force(xp, gp, xq, gq, f, a) for f in factors for a in alphas}
     assert head.card()["kind"] == "kernel"
     assert set(head.validation) == set(expected)
-    np.testing.assert_allclose([head.validation[s] for s in expected],
-                               [e[0] for e in expected.values()], atol=1e-5)
+    np.testing.assert_allclose(
+        [head.validation[s] for s in expected], [e[0] for e in expected.values()], atol=1e-5
+    )
     best = max(expected, key=lambda s: expected[s][0])
     assert (head.gamma_factor, head.alpha) == best
     ridge_only = fit_head(xp, gp, xq, gq, components=8, alphas=alphas, folds=4, seed=3)
@@ -101,8 +118,10 @@ def test_auto_kind_matches_a_brute_force_validation_and_picks_the_kernel_where_i
         hp, hq = h(tp), h(tq)
         return hp @ hq.T / np.outer(np.linalg.norm(hp, axis=1), np.linalg.norm(hq, axis=1))
 
-    assert per_anchor_spearman(truth, cosines(head)) > per_anchor_spearman(
-        truth, cosines(ridge_only)) + 0.1
+    assert (
+        per_anchor_spearman(truth, cosines(head))
+        > per_anchor_spearman(truth, cosines(ridge_only)) + 0.1
+    )
 
 
 def test_the_kernel_is_not_formed_over_too_many_samples(monkeypatch):
@@ -114,11 +133,12 @@ def test_the_kernel_is_not_formed_over_too_many_samples(monkeypatch):
         fit_head(xp, gp, xq, gq, components=4, folds=2, kinds=("kernel",))
     with pytest.raises(ValueError, match="kinds"):
         fit_head(xp, gp, xq, gq, components=4, folds=2, kinds=("mlp",))
-    assert kernel.MAX_KERNEL_SAMPLES > 1000   # the real limit is untouched
+    assert kernel.MAX_KERNEL_SAMPLES > 1000  # the real limit is untouched
 
 
-def test_distill_stores_saves_a_kernel_head_as_a_multi_view_directory(tiny_encoder_dir,
-                                                                      tiny_encoder, tmp_path):
+def test_distill_stores_saves_a_kernel_head_as_a_multi_view_directory(
+    tiny_encoder_dir, tiny_encoder, tmp_path
+):
     """Gradients a nonlinear function of the tiny encoder's embeddings: ``head="kernel"``
     writes a one-view multi-view directory whose vectors, through the encoder every stage
     uses, are the fitted head applied to the unit embeddings."""
@@ -132,22 +152,30 @@ def test_distill_stores_saves_a_kernel_head_as_a_multi_view_directory(tiny_encod
 
     pool_s, query_s = _word_samples(40, 0, "p"), _word_samples(24, 1, "q")
     rng = np.random.default_rng(4)
-    raw = {k: embed(tiny_encoder, [encoder_text(s) for s in v])
-           for k, v in (("pool", pool_s), ("query", query_s))}
+    raw = {
+        k: embed(tiny_encoder, [encoder_text(s) for s in v])
+        for k, v in (("pool", pool_s), ("query", query_s))
+    }
     unit = {k: e / np.linalg.norm(e, axis=1, keepdims=True) for k, e in raw.items()}
     w = rng.standard_normal((unit["pool"].shape[1], 24)) * 4
     grads = {k: np.cos(e @ w) + 0.2 for k, e in unit.items()}
     pool = _gradient_store(tmp_path / "gp", pool_s, grads["pool"])
     queries = _gradient_store(tmp_path / "gq", query_s, grads["query"])
-    distill_stores(pool, queries, tmp_path / "enc",
-                   DistillArguments(epochs=0, views="text", head="kernel",
-                                    head_similarity="cosine"),
-                   encoder=tiny_encoder_dir, progress=False)
+    distill_stores(
+        pool,
+        queries,
+        tmp_path / "enc",
+        DistillArguments(epochs=0, views="text", head="kernel", head_similarity="cosine"),
+        encoder=tiny_encoder_dir,
+        progress=False,
+    )
     out = tmp_path / "enc"
     spec = json.loads((out / VIEWS_FILE).read_text())
     card = json.loads((out / "influcoder_distill.json").read_text())
     assert spec["views"] == ["text"] and spec["head_kind"] == "kernel"
-    assert card["head"]["kind"] == "kernel" and spec["gamma"] == pytest.approx(card["head"]["gamma"])
+    assert card["head"]["kind"] == "kernel" and spec["gamma"] == pytest.approx(
+        card["head"]["gamma"]
+    )
     enc = sample_encoder(str(out), lambda p: FastEncoder(p, backend="torch"))
     from safetensors.numpy import load_file
 
@@ -158,7 +186,8 @@ def test_distill_stores_saves_a_kernel_head_as_a_multi_view_directory(tiny_encod
     truth = grads["pool"] @ grads["query"].T
     pred = enc.encode_samples(pool_s) @ enc.encode_samples(query_s).T
     assert per_anchor_spearman(truth, pred) > per_anchor_spearman(
-        truth, unit["pool"] @ unit["query"].T)
+        truth, unit["pool"] @ unit["query"].T
+    )
 
 
 @pytest.fixture()
@@ -170,9 +199,15 @@ def kernel_dir(tiny_encoder, tmp_path):
     backbone = tiny_encoder
     rng = np.random.default_rng(2)
     dim = 2 * backbone.get_embedding_dimension()
-    head = SavedHead("kernel", {"anchors": rng.standard_normal((9, dim)) * 0.3,
-                                "coef": rng.standard_normal((9, 5)),
-                                "bias": rng.standard_normal(5)}, 0.8)
+    head = SavedHead(
+        "kernel",
+        {
+            "anchors": rng.standard_normal((9, dim)) * 0.3,
+            "coef": rng.standard_normal((9, 5)),
+            "bias": rng.standard_normal(5),
+        },
+        0.8,
+    )
     out = tmp_path / "kernel"
     out.mkdir()
     save_multi_view(out, backbone, ("text", "response"), head, "dot")
@@ -191,18 +226,36 @@ def test_every_encoder_path_applies_the_saved_kernel_head(kernel_dir, tmp_path, 
     from influcoder.io.samples import Sample
 
     out, head, backbone = kernel_dir
-    samples = [Sample(f"s{i}", p, r) for i, (p, r) in enumerate(
-        [("t0w1 f3", "t1w2"), ("f1 f2 t3w0", "t3w1 f0"), ("t2w5", "f9 f8 t2w1")])]
+    samples = [
+        Sample(f"s{i}", p, r)
+        for i, (p, r) in enumerate(
+            [("t0w1 f3", "t1w2"), ("f1 f2 t3w0", "t3w1 f0"), ("t2w5", "f9 f8 t2w1")]
+        )
+    ]
 
     def unit(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
-    x = np.hstack([unit(backbone.encode([f"{s.prompt}\n\n{s.response}" for s in samples])),
-                   unit(backbone.encode([s.response for s in samples]))]).astype(np.float64)
+    x = np.hstack(
+        [
+            unit(backbone.encode([f"{s.prompt}\n\n{s.response}" for s in samples])),
+            unit(backbone.encode([s.response for s in samples])),
+        ]
+    ).astype(np.float64)
     t = head.tensors
-    slow = np.array([[sum(np.exp(-0.8 * np.sum((xi - a) ** 2)) * t["coef"][n, o]
-                          for n, a in enumerate(t["anchors"].astype(np.float64)))
-                      + t["bias"][o] for o in range(5)] for xi in x])
+    slow = np.array(
+        [
+            [
+                sum(
+                    np.exp(-0.8 * np.sum((xi - a) ** 2)) * t["coef"][n, o]
+                    for n, a in enumerate(t["anchors"].astype(np.float64))
+                )
+                + t["bias"][o]
+                for o in range(5)
+            ]
+            for xi in x
+        ]
+    )
     enc = sample_encoder(str(out), lambda p: FastEncoder(p, backend="torch"))
     assert isinstance(enc, ViewedEncoder) and enc.similarity == "dot"
     np.testing.assert_allclose(enc.encode_samples(samples), slow, rtol=1e-4, atol=1e-5)
@@ -214,15 +267,18 @@ def test_every_encoder_path_applies_the_saved_kernel_head(kernel_dir, tmp_path, 
     np.testing.assert_allclose(light.encode_samples(samples), slow, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("edit,match", [
-    (lambda out, s: s.update(head_kind="mlp"), "field 'head_kind'"),
-    (lambda out, s: s.pop("gamma"), "field 'gamma'"),
-    (lambda out, s: s.update(gamma=-1.0), "field 'gamma'"),
-    (lambda out, s: s.update(gamma=True), "field 'gamma'"),
-    (lambda out, s: s.pop("head_kind"), "'weight'"),           # read as linear: no weight
-    (lambda out, s: _save_tensors(out, coef=np.ones((4, 5))), "do not fit together"),
-    (lambda out, s: _save_tensors(out, anchors=np.ones((9, 7))), "takes|does not fit"),
-])
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda out, s: s.update(head_kind="mlp"), "field 'head_kind'"),
+        (lambda out, s: s.pop("gamma"), "field 'gamma'"),
+        (lambda out, s: s.update(gamma=-1.0), "field 'gamma'"),
+        (lambda out, s: s.update(gamma=True), "field 'gamma'"),
+        (lambda out, s: s.pop("head_kind"), "'weight'"),  # read as linear: no weight
+        (lambda out, s: _save_tensors(out, coef=np.ones((4, 5))), "do not fit together"),
+        (lambda out, s: _save_tensors(out, anchors=np.ones((9, 7))), "takes|does not fit"),
+    ],
+)
 def test_bad_kernel_heads_are_refused_naming_file_and_field(kernel_dir, edit, match):
     from influcoder.encoders.backends import FastEncoder
     from influcoder.encoders.directory import VIEWS_FILE
@@ -250,10 +306,22 @@ def test_a_directory_written_before_the_rename_loads(kernel_dir):
     samples = [Sample("s0", "t0w1 f3", "t1w2"), Sample("s1", "f1 f2 t3w0", "t3w1 f0")]
     now = ViewedEncoder(out, lambda p: FastEncoder(p, backend="torch")).encode_samples(samples)
     assert json.loads((out / VIEWS_FILE).read_text())["head_kind"] == "kernel"
-    (out / VIEWS_FILE).write_text(json.dumps(
-        {"format": "influcoder-views", "version": 1, "views": ["text", "response"],
-         "backbone": "backbone", "head": "head.safetensors", "head_kind": "rbf",
-         "gamma": head.gamma, "similarity": "dot"}, indent=2) + "\n")
+    (out / VIEWS_FILE).write_text(
+        json.dumps(
+            {
+                "format": "influcoder-views",
+                "version": 1,
+                "views": ["text", "response"],
+                "backbone": "backbone",
+                "head": "head.safetensors",
+                "head_kind": "rbf",
+                "gamma": head.gamma,
+                "similarity": "dot",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     old = ViewedEncoder(out, lambda p: FastEncoder(p, backend="torch"))
     assert old.head.kind == "kernel" and old.head.gamma == head.gamma
     np.testing.assert_array_equal(old.encode_samples(samples), now)
@@ -263,8 +331,10 @@ def _save_tensors(out, **replace):
     from safetensors.numpy import load_file, save_file
 
     tensors = load_file(str(out / "head.safetensors"))
-    save_file({**tensors, **{k: v.astype(np.float32) for k, v in replace.items()}},
-              str(out / "head.safetensors"))
+    save_file(
+        {**tensors, **{k: v.astype(np.float32) for k, v in replace.items()}},
+        str(out / "head.safetensors"),
+    )
 
 
 def test_the_head_runs_blas_on_one_thread_and_restores_it(monkeypatch):
@@ -282,15 +352,23 @@ def test_the_head_runs_blas_on_one_thread_and_restores_it(monkeypatch):
     real = heads.rbf_kernel
     monkeypatch.setattr(heads, "rbf_kernel", lambda *a: seen.append(blas_threads()) or real(*a))
     rng = np.random.default_rng(0)
-    head = SavedHead("kernel", {"anchors": rng.standard_normal((6, 3)),
-                                "coef": rng.standard_normal((6, 2)), "bias": np.zeros(2)}, 0.5)
+    head = SavedHead(
+        "kernel",
+        {
+            "anchors": rng.standard_normal((6, 3)),
+            "coef": rng.standard_normal((6, 2)),
+            "bias": np.zeros(2),
+        },
+        0.5,
+    )
     head(rng.standard_normal((4, 3)))
     assert seen and all(n == 1 for n in seen[0]) and seen[0]
     assert blas_threads() == before
 
 
 def test_a_linear_head_fitted_on_unit_vectors_reads_them_through_a_normalize(
-        tiny_encoder_dir, tiny_encoder, tmp_path, monkeypatch):
+    tiny_encoder_dir, tiny_encoder, tmp_path, monkeypatch
+):
     """With ``--head auto`` on an encoder whose outputs are not unit vectors (the tiny one),
     the one-view heads are fitted on unit vectors (as a kernel head reads them); when the
     linear head is kept (here: the kernel is ruled out by the sample limit) it is still one
@@ -311,10 +389,14 @@ def test_a_linear_head_fitted_on_unit_vectors_reads_them_through_a_normalize(
     grads = raw @ np.random.default_rng(4).standard_normal((raw.shape[1], 24))
     pool = _gradient_store(tmp_path / "gp", pool_s, grads[:40])
     queries = _gradient_store(tmp_path / "gq", query_s, grads[40:])
-    distill_stores(pool, queries, tmp_path / "enc",
-                   DistillArguments(epochs=0, views="text", head="auto",
-                                    head_similarity="cosine"),
-                   encoder=tiny_encoder_dir, progress=False)
+    distill_stores(
+        pool,
+        queries,
+        tmp_path / "enc",
+        DistillArguments(epochs=0, views="text", head="auto", head_similarity="cosine"),
+        encoder=tiny_encoder_dir,
+        progress=False,
+    )
     card = json.loads((tmp_path / "enc" / "influcoder_distill.json").read_text())
     assert card["head"]["kind"] == "linear"
     loaded = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
@@ -323,5 +405,6 @@ def test_a_linear_head_fitted_on_unit_vectors_reads_them_through_a_normalize(
     unit = raw[:7] / np.linalg.norm(raw[:7], axis=1, keepdims=True)
     expected = unit @ dense["linear.weight"].T.astype(np.float64) + dense["linear.bias"]
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
-    np.testing.assert_allclose(embed(loaded, [encoder_text(s) for s in pool_s[:7]]), expected,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        embed(loaded, [encoder_text(s) for s in pool_s[:7]]), expected, atol=1e-5
+    )

@@ -39,8 +39,9 @@ def viewed(tiny_encoder, tmp_path_factory):  # noqa: F811
     weight, bias = rng.standard_normal((12, 2 * dim)), rng.standard_normal(12)
     out = tmp_path_factory.mktemp("viewed") / "enc"
     out.mkdir()
-    save_multi_view(out, backbone, ("text", "response"),
-                    SavedHead("linear", {"weight": weight, "bias": bias}))
+    save_multi_view(
+        out, backbone, ("text", "response"), SavedHead("linear", {"weight": weight, "bias": bias})
+    )
     return out, weight, bias
 
 
@@ -55,15 +56,24 @@ def reference(encoder_dir, weight, bias, samples):
         x = model.encode(texts, convert_to_numpy=True).astype(np.float64)
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
-    x = np.hstack([unit([f"{s.prompt}\n\n{s.response}" for s in samples]),
-                   unit([s.response for s in samples])])
+    x = np.hstack(
+        [
+            unit([f"{s.prompt}\n\n{s.response}" for s in samples]),
+            unit([s.response for s in samples]),
+        ]
+    )
     y = x @ weight.T + bias
     return y / np.linalg.norm(y, axis=1, keepdims=True)
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
-def test_viewed_encoder_equals_the_reference(viewed, tiny_encoder, backend, tmp_path,  # noqa: F811
-                                             monkeypatch):
+def test_viewed_encoder_equals_the_reference(
+    viewed,
+    tiny_encoder,
+    backend,
+    tmp_path,  # noqa: F811
+    monkeypatch,
+):
     if backend == "onnx":
         pytest.importorskip("onnxruntime")
         pytest.importorskip("onnx")
@@ -79,8 +89,12 @@ def test_viewed_encoder_equals_the_reference(viewed, tiny_encoder, backend, tmp_
         enc.encode(["a text"])
 
 
-def test_the_torch_free_query_encoder_serves_a_multi_view_encoder(viewed, tiny_encoder,  # noqa: F811
-                                                                 tmp_path, monkeypatch):
+def test_the_torch_free_query_encoder_serves_a_multi_view_encoder(
+    viewed,
+    tiny_encoder,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from influcoder.encoders.backends import export_for_queries
@@ -88,15 +102,19 @@ def test_the_torch_free_query_encoder_serves_a_multi_view_encoder(viewed, tiny_e
 
     monkeypatch.setenv("INFLUCODER_CACHE", str(tmp_path / "cache"))
     path, weight, bias = viewed
-    assert export_for_queries(str(path), "sha256:unused")   # exports the backbone
+    assert export_for_queries(str(path), "sha256:unused")  # exports the backbone
     enc = query_encoder(str(path), backend="onnx", max_seq_length=64)
     assert isinstance(enc, ViewedEncoder) and isinstance(enc.base, LightEncoder)
-    np.testing.assert_allclose(enc.encode_samples(SAMPLES),
-                               reference(tiny_encoder, weight, bias, SAMPLES), atol=1e-5)
+    np.testing.assert_allclose(
+        enc.encode_samples(SAMPLES), reference(tiny_encoder, weight, bias, SAMPLES), atol=1e-5
+    )
 
 
-def test_encode_index_attribute_and_evaluate_use_every_view(viewed, tiny_encoder,  # noqa: F811
-                                                            tmp_path):
+def test_encode_index_attribute_and_evaluate_use_every_view(
+    viewed,
+    tiny_encoder,  # noqa: F811
+    tmp_path,
+):
     from influcoder.attribution.attributor import Attributor
     from influcoder.attribution.build import build_index
     from influcoder.attribution.encode import encode
@@ -105,9 +123,12 @@ def test_encode_index_attribute_and_evaluate_use_every_view(viewed, tiny_encoder
 
     path, weight, bias = viewed
     expected = reference(tiny_encoder, weight, bias, SAMPLES)
-    store = encode(SAMPLES, tmp_path / "emb", EncodeArguments(encoder=str(path), backend="torch",
-                                                             dtype="float32", shard_rows=7),
-                   progress=False)
+    store = encode(
+        SAMPLES,
+        tmp_path / "emb",
+        EncodeArguments(encoder=str(path), backend="torch", dtype="float32", shard_rows=7),
+        progress=False,
+    )
     np.testing.assert_allclose(store.vectors(), expected, atol=1e-5)
     assert store.setup["text"] == "prompt\n\nresponse | response"
 
@@ -118,12 +139,13 @@ def test_encode_index_attribute_and_evaluate_use_every_view(viewed, tiny_encoder
     queries = [SAMPLES[3], Sample("q", "How do I boil water?", "In a pot.")]
     _, q = attributor.encode(queries)
     np.testing.assert_allclose(q, reference(tiny_encoder, weight, bias, queries), atol=1e-5)
-    top = attributor.attribute(queries[:1], k=3)[0].hits[0]    # a pool sample finds itself
+    top = attributor.attribute(queries[:1], k=3)[0].hits[0]  # a pool sample finds itself
     assert top.sample.id == SAMPLES[3].id and top.score == pytest.approx(1.0, abs=1e-4)
 
     scores, _ = encoder_scores(str(path), SAMPLES[:10], queries)
-    np.testing.assert_allclose(scores, expected[:10] @ reference(
-        tiny_encoder, weight, bias, queries).T, atol=1e-5)
+    np.testing.assert_allclose(
+        scores, expected[:10] @ reference(tiny_encoder, weight, bias, queries).T, atol=1e-5
+    )
 
 
 def test_a_multi_view_directory_is_not_loaded_as_one_model(viewed):
@@ -146,18 +168,22 @@ def _broken(viewed, tmp_path, edit):
     return out
 
 
-@pytest.mark.parametrize("edit,match", [
-    (lambda out, s: s.update(format="other"), "field 'format'"),
-    (lambda out, s: s.update(version=9), "field 'version'"),
-    (lambda out, s: s.update(views=["text", "title"]), "field 'views'"),
-    (lambda out, s: s.update(views=[]), "field 'views'"),
-    (lambda out, s: s.update(views=["text", "text"]), "field 'views'"),
-    (lambda out, s: s.update(views=["text", "response", "response"]), "field 'views'"),
-    (lambda out, s: (out / HEAD_FILE).write_bytes(b"not safetensors"), HEAD_FILE),
-    (lambda out, s: s.update(views=["text"]) or None, "do not fit|takes"),
-])
-def test_bad_multi_view_directories_are_refused_naming_file_and_field(viewed, tmp_path, edit,
-                                                                      match):
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda out, s: s.update(format="other"), "field 'format'"),
+        (lambda out, s: s.update(version=9), "field 'version'"),
+        (lambda out, s: s.update(views=["text", "title"]), "field 'views'"),
+        (lambda out, s: s.update(views=[]), "field 'views'"),
+        (lambda out, s: s.update(views=["text", "text"]), "field 'views'"),
+        (lambda out, s: s.update(views=["text", "response", "response"]), "field 'views'"),
+        (lambda out, s: (out / HEAD_FILE).write_bytes(b"not safetensors"), HEAD_FILE),
+        (lambda out, s: s.update(views=["text"]) or None, "do not fit|takes"),
+    ],
+)
+def test_bad_multi_view_directories_are_refused_naming_file_and_field(
+    viewed, tmp_path, edit, match
+):
     out = _broken(viewed, tmp_path, edit)
     with pytest.raises(InflucoderError, match=match):
         read_views(out)

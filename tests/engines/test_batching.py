@@ -33,8 +33,10 @@ def test_matches_the_rule_and_covers_every_item(seed, max_batch, max_padding):
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
         assert len(b) <= max_batch
-        assert len(b) * max(lengths[i] for i in b) * (1 - max_padding) <= sum(
-            lengths[i] for i in b) + 1e-9
+        assert (
+            len(b) * max(lengths[i] for i in b) * (1 - max_padding)
+            <= sum(lengths[i] for i in b) + 1e-9
+        )
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -45,7 +47,7 @@ def test_token_budget_matches_the_rule(seed, max_batch, max_tokens):
     batches = length_batches(lengths, max_batch, 0.5, max_tokens=max_tokens)
     assert batches == reference_batches(lengths, max_batch, 0.5, max_tokens)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for b in batches:   # within budget, unless one item alone is over it
+    for b in batches:  # within budget, unless one item alone is over it
         assert len(b) * max(lengths[i] for i in b) <= max_tokens or len(b) == 1
 
 
@@ -58,10 +60,15 @@ def test_splits_mixed_lengths_and_fills_equal_ones():
     assert length_batches([100, 100, 100, 300], max_batch=8, max_tokens=250) == [[0, 1], [2], [3]]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"max_batch": 0}, "max_batch"), ({"max_batch": 2, "max_padding": 1.0}, "max_padding"),
-    ({"max_batch": 2, "max_padding": -0.1}, "max_padding"),
-    ({"max_batch": 2, "max_tokens": 0}, "max_tokens")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_batch": 0}, "max_batch"),
+        ({"max_batch": 2, "max_padding": 1.0}, "max_padding"),
+        ({"max_batch": 2, "max_padding": -0.1}, "max_padding"),
+        ({"max_batch": 2, "max_tokens": 0}, "max_tokens"),
+    ],
+)
 def test_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         length_batches([3, 4], **kwargs)

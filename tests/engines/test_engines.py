@@ -19,13 +19,15 @@ QUIET = dict(progress=False)
 
 
 def test_local_engine_never_imports_ray():
-    code = ("import sys, influcoder.attribution.encode, influcoder.attribution.build, "
-            "influcoder.groundtruth.collect, influcoder.attribution.attributor\n"
-            "from influcoder.engines import get_engine\n"
-            "with get_engine('local') as e:\n"
-            "    out = list(e.map(lambda: (lambda p: p * 2), [(0, 1), (1, 2)]))\n"
-            "assert out == [(0, 2), (1, 4)]\n"
-            "assert 'ray' not in sys.modules\n")
+    code = (
+        "import sys, influcoder.attribution.encode, influcoder.attribution.build, "
+        "influcoder.groundtruth.collect, influcoder.attribution.attributor\n"
+        "from influcoder.engines import get_engine\n"
+        "with get_engine('local') as e:\n"
+        "    out = list(e.map(lambda: (lambda p: p * 2), [(0, 1), (1, 2)]))\n"
+        "assert out == [(0, 2), (1, 4)]\n"
+        "assert 'ray' not in sys.modules\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -67,8 +69,10 @@ def test_encode_on_ray_equals_local(ray_instance, tiny_encoder, tmp_path):
 
 def test_a_worker_error_reads_as_the_users_error(ray_instance, tiny_encoder):
     worker = EncoderWorker("sha256:another", str(tiny_encoder), "torch", 64, 8)
-    with get_engine("ray", num_workers=1) as engine, pytest.raises(StoreError,
-                                                                 match="sha256:another"):
+    with (
+        get_engine("ray", num_workers=1) as engine,
+        pytest.raises(StoreError, match="sha256:another"),
+    ):
         list(engine.map(worker, [(0, ["a text"])]))
 
 
@@ -76,11 +80,16 @@ def test_collect_on_ray_equals_local(ray_instance, tiny_model_dir, small_data, t
     from influcoder.groundtruth.collect import collect
     from influcoder.groundtruth.settings import CollectArguments
 
-    args = CollectArguments(model=str(tiny_model_dir), adapter_init="fresh", sketch_dim=64,
-                            max_length=64, batch_size=4, shard_rows=4)
+    args = CollectArguments(
+        model=str(tiny_model_dir),
+        adapter_init="fresh",
+        sketch_dim=64,
+        max_length=64,
+        batch_size=4,
+        shard_rows=4,
+    )
     local = collect(str(small_data), tmp_path / "local", args, **QUIET)
-    remote = collect(str(small_data), tmp_path / "ray", args, engine="ray", num_workers=2,
-                     **QUIET)
+    remote = collect(str(small_data), tmp_path / "ray", args, engine="ray", num_workers=2, **QUIET)
     assert remote.setup == local.setup
     np.testing.assert_array_equal(remote.vectors(), local.vectors())
 
@@ -131,8 +140,15 @@ def test_the_device_reaches_the_ray_engine(monkeypatch):
             return 0, 1
 
     with pytest.raises(RuntimeError, match="stop here"):
-        fill_store(Writer(), lambda: None, lambda a, b: None, desc="t", engine="ray",
-                   gpus_per_worker=1, progress=False)
+        fill_store(
+            Writer(),
+            lambda: None,
+            lambda a, b: None,
+            desc="t",
+            engine="ray",
+            gpus_per_worker=1,
+            progress=False,
+        )
     assert asked == {"name": "ray", "address": None, "num_workers": None, "gpus_per_worker": 1}
 
 
@@ -144,4 +160,4 @@ def test_a_gpu_run_on_a_cluster_without_gpus_is_refused(ray_instance):
         if ray_instance.cluster_resources().get("GPU", 0):
             pytest.skip("this Ray instance has a GPU")
         with pytest.raises(InflucoderError, match="the Ray cluster has 0 GPU"):
-            list(engine.map(lambda: (lambda p: p), [(0, 1)]))
+            list(engine.map(lambda: lambda p: p, [(0, 1)]))

@@ -24,16 +24,28 @@ from ..conftest import write_store
 
 POOL = [
     Sample(id="pasta", prompt="How long do I boil pasta?", response="Boil the pasta ten minutes."),
-    Sample(id="python", prompt="Why does my Python loop crash?",
-           response="The Python list index is out of range."),
-    Sample(id="paris", prompt="What should I see in Paris?",
-           response="Visit the Louvre and walk along the Seine."),
-    Sample(id="guitar", prompt="How do I tune a guitar?",
-           response="Tune each guitar string to the reference pitch."),
+    Sample(
+        id="python",
+        prompt="Why does my Python loop crash?",
+        response="The Python list index is out of range.",
+    ),
+    Sample(
+        id="paris",
+        prompt="What should I see in Paris?",
+        response="Visit the Louvre and walk along the Seine.",
+    ),
+    Sample(
+        id="guitar",
+        prompt="How do I tune a guitar?",
+        response="Tune each guitar string to the reference pitch.",
+    ),
 ]
 QUERIES = [
-    Sample(id="q-python", prompt="My Python program crashes in a loop",
-           response="Check the list index."),
+    Sample(
+        id="q-python",
+        prompt="My Python program crashes in a loop",
+        response="Check the list index.",
+    ),
     Sample(id="q-pasta", prompt="pasta boil time", response="About ten minutes for pasta."),
 ]
 EXPECTED_TOP = ["python", "pasta"]
@@ -86,22 +98,28 @@ def test_bm25_matches_a_hand_computation():
     # idf(cat) = ln(1 + (3 - 2 + 0.5) / (2 + 0.5)) = ln(1.6);  idf(bird) = ln(1 + 2.5 / 1.5)
     # length norms k1 * (1 - b + b * |d| / avgdl): d0: 1.5 * (0.25 + 0.75 * 0.75) = 1.21875,
     #                                              d1, d2: 1.5 * (0.25 + 0.75 * 1.125) = 1.640625
-    pool = [Sample(id="d0", prompt="Cat!", response="dog"),
-            Sample(id="d1", prompt="cat cat", response="fish"),
-            Sample(id="d2", prompt="bird", response="fish bird")]
+    pool = [
+        Sample(id="d0", prompt="Cat!", response="dog"),
+        Sample(id="d1", prompt="cat cat", response="fish"),
+        Sample(id="d2", prompt="bird", response="fish bird"),
+    ]
     query = [Sample(id="q", prompt="cat", response="bird zebra")]
     idf_cat, idf_bird = math.log(1.6), math.log(1 + 2.5 / 1.5)
-    expected = [idf_cat * 1 * 2.5 / (1 + 1.21875),
-                idf_cat * 2 * 2.5 / (2 + 1.640625),
-                idf_bird * 2 * 2.5 / (2 + 1.640625)]
+    expected = [
+        idf_cat * 1 * 2.5 / (1 + 1.21875),
+        idf_cat * 2 * 2.5 / (2 + 1.640625),
+        idf_bird * 2 * 2.5 / (2 + 1.640625),
+    ]
     scores, info = bm25_scores(pool, query)
     np.testing.assert_allclose(scores[:, 0], expected, rtol=1e-12)
     assert (info["k1"], info["b"]) == (1.5, 0.75)
 
 
 def test_bm25_counts_repeated_query_words():
-    pool = [Sample(id="a", prompt="cat", response="dog"),
-            Sample(id="b", prompt="fish", response="bird")]
+    pool = [
+        Sample(id="a", prompt="cat", response="dog"),
+        Sample(id="b", prompt="fish", response="bird"),
+    ]
     once, _ = bm25_scores(pool, [Sample(id="q", prompt="cat", response="x")])
     twice, _ = bm25_scores(pool, [Sample(id="q", prompt="cat cat", response="x")])
     np.testing.assert_allclose(twice, 2 * once)

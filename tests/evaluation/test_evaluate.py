@@ -41,8 +41,10 @@ def matrices():
     good = gt + 0.3 * rng.normal(size=gt.shape)
     labels = np.zeros(30, dtype=bool)
     labels[[2, 11, 17]] = True
-    methods = {"good": (good, {"seconds": 0.5, "prepare_seconds": 2.0, "bytes_per_sample": 64}),
-               "noise": (rng.normal(size=gt.shape), {"seconds": 0.1})}
+    methods = {
+        "good": (good, {"seconds": 0.5, "prepare_seconds": 2.0, "bytes_per_sample": 64}),
+        "noise": (rng.normal(size=gt.shape), {"seconds": 0.1}),
+    }
     return gt, methods, labels
 
 
@@ -50,9 +52,19 @@ def test_rows_equal_direct_metric_calls(matrices):
     gt, methods, labels = matrices
     rows = metric_rows(gt, methods, labels=labels, k=4)
     assert [r["method"] for r in rows] == ["good", "noise"]
-    assert list(rows[0]) == ["method", "per_anchor_spearman", "pairwise_spearman",
-                             "aggregated_spearman", "ndcg@4", "recall@4", "auprc_mean",
-                             "auprc_max", "seconds", "prepare_seconds", "bytes_per_sample"]
+    assert list(rows[0]) == [
+        "method",
+        "per_anchor_spearman",
+        "pairwise_spearman",
+        "aggregated_spearman",
+        "ndcg@4",
+        "recall@4",
+        "auprc_mean",
+        "auprc_max",
+        "seconds",
+        "prepare_seconds",
+        "bytes_per_sample",
+    ]
     for row, (scores, _) in zip(rows, methods.values()):
         assert row["per_anchor_spearman"] == metrics.per_anchor_spearman(gt, scores)
         assert row["pairwise_spearman"] == metrics.pairwise_spearman(gt, scores)
@@ -62,7 +74,10 @@ def test_rows_equal_direct_metric_calls(matrices):
         assert row["auprc_mean"] == metrics.auprc(labels, scores.mean(axis=1))
         assert row["auprc_max"] == metrics.auprc(labels, scores.max(axis=1))
     assert (rows[0]["seconds"], rows[0]["prepare_seconds"], rows[0]["bytes_per_sample"]) == (
-        0.5, 2.0, 64.0)
+        0.5,
+        2.0,
+        64.0,
+    )
     assert rows[0]["per_anchor_spearman"] > 0.8 > rows[1]["per_anchor_spearman"]
     assert math.isnan(rows[1]["bytes_per_sample"])
 
@@ -100,9 +115,17 @@ def test_table_and_formats(matrices):
     assert lines[2].startswith("good ") and "500 ms" in lines[2] and "64 B" in lines[2]
     assert lines[3].rstrip().endswith("n/a")
     assert [format_seconds(x) for x in (0.00042, 0.9996, 1.25, 600)] == [
-        "0.42 ms", "1000 ms", "1.25 s", "10 min"]
-    assert [format_bytes(x) for x in (0, 384, 16384, 1.5 * 2 ** 20)] == [
-        "0 B", "384 B", "16 KiB", "1.5 MiB"]
+        "0.42 ms",
+        "1000 ms",
+        "1.25 s",
+        "10 min",
+    ]
+    assert [format_bytes(x) for x in (0, 384, 16384, 1.5 * 2**20)] == [
+        "0 B",
+        "384 B",
+        "16 KiB",
+        "1.5 MiB",
+    ]
 
 
 def test_results_files(matrices, tmp_path):
@@ -135,16 +158,28 @@ def test_expected_random_auprc_is_exact():
 
 
 def _samples(labels):
-    return [Sample(id=str(i), prompt="p", response="r", meta={} if value is None else
-                   {"label": value}) for i, value in enumerate(labels)]
+    return [
+        Sample(id=str(i), prompt="p", response="r", meta={} if value is None else {"label": value})
+        for i, value in enumerate(labels)
+    ]
 
 
 def test_labels_from_samples():
     samples = _samples(["harmful", "ok", None, "Harmful", True])
     assert labels_from_samples(samples, "label", "harmful").tolist() == [
-        True, False, False, True, False]
+        True,
+        False,
+        False,
+        True,
+        False,
+    ]
     assert labels_from_samples(samples, "label", "true").tolist() == [
-        False, False, False, False, True]
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
     with pytest.raises(InputError, match="no sample has the label field 'kind'"):
         labels_from_samples(samples, "kind", "harmful")
     with pytest.raises(InputError, match=r"no sample has label = 'toxic'.*values seen"):
@@ -170,10 +205,12 @@ def test_check_target(matrices):
     assert check_target(rows, "noise:per_anchor_spearman>=0.8")[1] is False
     assert check_target(rows, "good:seconds<=0.1")[1] is False
     assert check_target(rows, "noise:bytes_per_sample<=1e9")[1] is False  # NaN never meets
-    for spec, match in [("good per_anchor_spearman>0.8", "is not METHOD:METRIC"),
-                        ("good:per_anchor_spearman>=high", "is not a number"),
-                        ("other:recall@4>=0.1", "no method 'other'"),
-                        ("good:recall@10>=0.1", "no metric 'recall@10'")]:
+    for spec, match in [
+        ("good per_anchor_spearman>0.8", "is not METHOD:METRIC"),
+        ("good:per_anchor_spearman>=high", "is not a number"),
+        ("other:recall@4>=0.1", "no method 'other'"),
+        ("good:recall@10>=0.1", "no metric 'recall@10'"),
+    ]:
         with pytest.raises(ValueError, match=match):
             check_target(rows, spec)
 
@@ -196,39 +233,55 @@ def stores(tmp_path):
 
     def make(n, prefix):
         topic = np.arange(n) % len(TOPICS)
-        samples = [Sample(id=f"{prefix}{i}", prompt=f"<b>{TOPICS[t]}</b> & more",
-                          response=f"answer {i}",
-                          meta={"label": "harmful" if prefix == "p" and i in (0, 5) else "ok",
-                                "topic": TOPICS[t].split()[0],
-                                **({"part": "a" if i % 2 else "b"} if i % 3 else {})})
-                   for i, t in enumerate(topic)]
+        samples = [
+            Sample(
+                id=f"{prefix}{i}",
+                prompt=f"<b>{TOPICS[t]}</b> & more",
+                response=f"answer {i}",
+                meta={
+                    "label": "harmful" if prefix == "p" and i in (0, 5) else "ok",
+                    "topic": TOPICS[t].split()[0],
+                    **({"part": "a" if i % 2 else "b"} if i % 3 else {}),
+                },
+            )
+            for i, t in enumerate(topic)
+        ]
         return (centers[topic] + 0.8 * rng.normal(size=(n, 64))).astype(np.float32), samples
 
     (px, ps), (qx, qs) = make(24, "p"), make(6, "q")
     project = rng.normal(size=(64, 16))
     emb = {"encoder": "test"}
     return {
-        "pool": _store(tmp_path / "pool", px, ps), "queries": _store(tmp_path / "queries", qx, qs),
-        "pool_emb": _store(tmp_path / "pool_emb", px @ project, ps, kind="embeddings",
-                           setup=emb),
-        "query_emb": _store(tmp_path / "query_emb", qx @ project, qs, kind="embeddings",
-                            setup=emb),
-        "shuffled": _store(tmp_path / "shuffled", (px @ project)[::-1], ps[::-1],
-                           kind="embeddings", setup=emb),
+        "pool": _store(tmp_path / "pool", px, ps),
+        "queries": _store(tmp_path / "queries", qx, qs),
+        "pool_emb": _store(tmp_path / "pool_emb", px @ project, ps, kind="embeddings", setup=emb),
+        "query_emb": _store(tmp_path / "query_emb", qx @ project, qs, kind="embeddings", setup=emb),
+        "shuffled": _store(
+            tmp_path / "shuffled", (px @ project)[::-1], ps[::-1], kind="embeddings", setup=emb
+        ),
     }
 
 
 def test_score_methods_orders_and_checks(stores):
     s = stores
-    methods = score_methods(s["pool"], s["queries"],
-                            stores={"distilled": (s["pool_emb"], s["query_emb"])},
-                            baselines=["random", "bm25"], gradient_dims=[8], seed=1)
+    methods = score_methods(
+        s["pool"],
+        s["queries"],
+        stores={"distilled": (s["pool_emb"], s["query_emb"])},
+        baselines=["random", "bm25"],
+        gradient_dims=[8],
+        seed=1,
+    )
     assert list(methods) == ["gradient", "gradient@8", "random", "bm25", "distilled"]
     assert all(scores.shape == (24, 6) for scores, _ in methods.values())
     assert methods["random"][1]["seed"] == 1
     with pytest.raises(ValueError, match=r"used more than once: \['bm25'\]"):
-        score_methods(s["pool"], s["queries"], baselines=["bm25"],
-                      stores={"bm25": (s["pool_emb"], s["query_emb"])})
+        score_methods(
+            s["pool"],
+            s["queries"],
+            baselines=["bm25"],
+            stores={"bm25": (s["pool_emb"], s["query_emb"])},
+        )
     with pytest.raises(ValueError, match="unknown baselines"):
         score_methods(s["pool"], s["queries"], baselines=["bm26"])
     with pytest.raises(ValueError, match=r"gradient dims \[65\] out of range"):
@@ -243,17 +296,38 @@ def _run(*args):
 
 def test_cli_evaluate_writes_results_and_report(stores, tmp_path):
     s, out = stores, tmp_path / "eval"
-    result = _run(s["pool"].path, s["queries"].path, "-m",
-                  f"distilled={s['pool_emb'].path},{s['query_emb'].path}",
-                  "--baselines", "random,tfidf", "--gradient-dims", "16",
-                  "--label-field", "label", "--positive", "harmful", "-k", "3",
-                  "--target", "distilled:per_anchor_spearman>=0.2",
-                  "--target", "random:recall@3>=0.99", "--out", out)
+    result = _run(
+        s["pool"].path,
+        s["queries"].path,
+        "-m",
+        f"distilled={s['pool_emb'].path},{s['query_emb'].path}",
+        "--baselines",
+        "random,tfidf",
+        "--gradient-dims",
+        "16",
+        "--label-field",
+        "label",
+        "--positive",
+        "harmful",
+        "-k",
+        "3",
+        "--target",
+        "distilled:per_anchor_spearman>=0.2",
+        "--target",
+        "random:recall@3>=0.99",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split()[0] == "method" and "auprc_mean" in lines[0]
     assert [line.split()[0] for line in lines[2:7]] == [
-        "gradient", "gradient@16", "random", "tfidf", "distilled"]
+        "gradient",
+        "gradient@16",
+        "random",
+        "tfidf",
+        "distilled",
+    ]
     assert lines[7].startswith("planted: 2 of 24 pool samples (8.3%)")
     assert lines[8].startswith("MET ") and lines[9].startswith("MISSED")
     doc = json.loads((out / "results.json").read_text())
@@ -276,10 +350,24 @@ def test_cli_evaluate_group_by(stores, tiny_encoder, tmp_path, aggregate):  # no
     """--group-by adds group_spearman and group_top1, equal to the row-by-row reference on
     the scores of each method, to the table, both results files and the report."""
     s, out = stores, tmp_path / "eval"
-    args = [s["pool"].path, s["queries"].path, "-m",
-            f"distilled={s['pool_emb'].path},{s['query_emb'].path}", "-e",
-            f"tiny={tiny_encoder}", "--device", "cpu", "--baselines", "random,bm25",
-            "--group-by", "topic", "--target", "distilled:group_top1>=0.5", "--out", out]
+    args = [
+        s["pool"].path,
+        s["queries"].path,
+        "-m",
+        f"distilled={s['pool_emb'].path},{s['query_emb'].path}",
+        "-e",
+        f"tiny={tiny_encoder}",
+        "--device",
+        "cpu",
+        "--baselines",
+        "random,bm25",
+        "--group-by",
+        "topic",
+        "--target",
+        "distilled:group_top1>=0.5",
+        "--out",
+        out,
+    ]
     if aggregate != "softmax":  # softmax is the default
         args += ["--group-aggregate", aggregate]
     result = _run(*args)
@@ -289,23 +377,31 @@ def test_cli_evaluate_group_by(stores, tiny_encoder, tmp_path, aggregate):  # no
     assert header.index("group_top1") == header.index("group_spearman") + 1
     assert header.index("group_top1") + 1 == header.index("seconds")
     how = "softmax (T = 0.1)" if aggregate == "softmax" else "sum"
-    assert (f"groups of 'topic': 4 (pasta 6, python 6, paris 6, guitar 6); a group's score: "
-            f"the {how} of its samples' scores") in result.stdout
+    assert (
+        f"groups of 'topic': 4 (pasta 6, python 6, paris 6, guitar 6); a group's score: "
+        f"the {how} of its samples' scores"
+    ) in result.stdout
     doc = json.loads((out / "results.json").read_text())
     assert doc["groups"]["field"] == "topic" and doc["groups"]["aggregate"] == aggregate
     assert doc["targets"][0]["target"] == "distilled:group_top1>=0.5"
-    methods = score_methods(s["pool"], s["queries"],
-                            stores={"distilled": (s["pool_emb"], s["query_emb"])},
-                            encoders={"tiny": str(tiny_encoder)}, baselines=["random", "bm25"])
+    methods = score_methods(
+        s["pool"],
+        s["queries"],
+        stores={"distilled": (s["pool_emb"], s["query_emb"])},
+        encoders={"tiny": str(tiny_encoder)},
+        baselines=["random", "bm25"],
+    )
     gt = methods["gradient"][0]
     topics = [sample.meta["topic"] for sample in s["pool"].samples]
     rows = {r["method"]: r for r in doc["rows"]}
     assert set(rows) == set(methods)
     for name, (scores, _) in methods.items():
-        expected = reference_group_fidelity(gt, scores, topics, aggregate=aggregate,
-                                            temperature=0.1)
-        assert rows[name]["group_spearman"] == pytest.approx(expected["group_spearman"],
-                                                             abs=1e-6), name
+        expected = reference_group_fidelity(
+            gt, scores, topics, aggregate=aggregate, temperature=0.1
+        )
+        assert rows[name]["group_spearman"] == pytest.approx(
+            expected["group_spearman"], abs=1e-6
+        ), name
         assert rows[name]["group_top1"] == pytest.approx(expected["group_top1"]), name
         assert doc["groups"]["undefined_queries"][name] == expected["undefined"]
     assert rows["gradient"]["group_spearman"] == 1.0 and rows["gradient"]["group_top1"] == 1.0
@@ -317,25 +413,33 @@ def test_cli_evaluate_group_by(stores, tiny_encoder, tmp_path, aggregate):  # no
     assert (out / "groups.png").read_bytes().startswith(b"\x89PNG")
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["-m", "x={shuffled},{query_emb}"], "the same samples in another order"),
-    (["--label-field", "label", "--positive", "toxic"], "no sample has label = 'toxic'"),
-    (["--label-field", "label"], "--label-field and --positive go together"),
-    (["-m", "x={pool_emb}"], "expected NAME=POOL_STORE,QUERY_STORE"),
-    (["-e", "noname"], "expected NAME=VALUE"),
-    (["--gradient-dims", "1000"], "out of range"),
-    (["-k", "25"], "between 1 and the pool size 24"),
-    (["--target", "gradient:speed>=1"], "no metric 'speed'"),
-    (["--target", "gradient:group_top1>=1"], "no metric 'group_top1'"),
-    (["--group-by", "part"], "--group-by 'part': pool sample 'p0' (row 0) has no 'part'"),
-    (["--group-by", "nothere"], "no pool sample has the metadata field 'nothere'"),
-    (["--group-by", "topic", "--group-aggregate", "median"], "'median' is not one of"),
-    (["--group-by", "topic", "--group-temperature", "0"], "temperature must be > 0"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["-m", "x={shuffled},{query_emb}"], "the same samples in another order"),
+        (["--label-field", "label", "--positive", "toxic"], "no sample has label = 'toxic'"),
+        (["--label-field", "label"], "--label-field and --positive go together"),
+        (["-m", "x={pool_emb}"], "expected NAME=POOL_STORE,QUERY_STORE"),
+        (["-e", "noname"], "expected NAME=VALUE"),
+        (["--gradient-dims", "1000"], "out of range"),
+        (["-k", "25"], "between 1 and the pool size 24"),
+        (["--target", "gradient:speed>=1"], "no metric 'speed'"),
+        (["--target", "gradient:group_top1>=1"], "no metric 'group_top1'"),
+        (["--group-by", "part"], "--group-by 'part': pool sample 'p0' (row 0) has no 'part'"),
+        (["--group-by", "nothere"], "no pool sample has the metadata field 'nothere'"),
+        (["--group-by", "topic", "--group-aggregate", "median"], "'median' is not one of"),
+        (["--group-by", "topic", "--group-temperature", "0"], "temperature must be > 0"),
+    ],
+)
 def test_cli_evaluate_errors_exit_2(stores, extra, message):
     paths = {name: store.path for name, store in stores.items()}
-    result = _run(paths["pool"], paths["queries"], "--baselines", "none",
-                  *(arg.format(**paths) for arg in extra))
+    result = _run(
+        paths["pool"],
+        paths["queries"],
+        "--baselines",
+        "none",
+        *(arg.format(**paths) for arg in extra),
+    )
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output

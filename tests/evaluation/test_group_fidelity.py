@@ -24,8 +24,10 @@ SIZES = {"web": 6, "books": 6, "code": 4, "chat": 3, "math": 1}
 
 
 def _pool(labels):
-    return [Sample(id=f"p{i}", prompt="p", response="r", meta={"source": g})
-            for i, g in enumerate(labels)]
+    return [
+        Sample(id=f"p{i}", prompt="p", response="r", meta={"source": g})
+        for i, g in enumerate(labels)
+    ]
 
 
 @pytest.fixture()
@@ -35,9 +37,11 @@ def case():
     labels = [labels[i] for i in rng.permutation(len(labels))]
     n_pool, n_query = len(labels), 9
     gt = rng.normal(size=(n_pool, n_query)) * 0.3
-    methods = {"gradient": gt.copy(),
-               "close": gt + 0.1 * rng.normal(size=gt.shape),
-               "noise": rng.normal(size=gt.shape) * 0.3}
+    methods = {
+        "gradient": gt.copy(),
+        "close": gt + 0.1 * rng.normal(size=gt.shape),
+        "noise": rng.normal(size=gt.shape) * 0.3,
+    }
     # A query the method scores constantly: every group's mean, max and softmax are equal (no
     # ranking: the Spearman is undefined), and "sum" ties the two largest groups at the top.
     methods["noise"][:, 4] = 0.5
@@ -54,20 +58,19 @@ def test_fidelity_equals_the_row_by_row_reference(case, aggregate, temperature):
     gt_tied = gt.copy()
     gt_tied[:, 7] = 0.25
     for truth in (gt, gt_tied):
-        result = judge_groups(methods, truth, groups, aggregate=aggregate,
-                              temperature=temperature)
+        result = judge_groups(methods, truth, groups, aggregate=aggregate, temperature=temperature)
         assert list(result.figures) == list(methods)
         for name, scores in methods.items():
-            expected = reference_group_fidelity(truth, scores, labels, aggregate=aggregate,
-                                                temperature=temperature)
+            expected = reference_group_fidelity(
+                truth, scores, labels, aggregate=aggregate, temperature=temperature
+            )
             got = result.figures[name]
             assert got["group_spearman"] == pytest.approx(expected["group_spearman"], abs=1e-12)
             assert got["group_top1"] == pytest.approx(expected["group_top1"], abs=1e-12)
             assert got["undefined"] == expected["undefined"]
             assert result.scores[name].shape == (gt.shape[1], len(SIZES))
     result = judge_groups(methods, gt, groups, aggregate=aggregate, temperature=temperature)
-    assert result.figures["gradient"] == {"group_spearman": 1.0, "group_top1": 1.0,
-                                          "undefined": 0}
+    assert result.figures["gradient"] == {"group_spearman": 1.0, "group_top1": 1.0, "undefined": 0}
     # The constant query: no ranking except on "sum", where it ties the two groups of six.
     assert result.figures["noise"]["undefined"] == (0 if aggregate == "sum" else 1)
     assert result.figures["close"]["group_spearman"] > 0.5
@@ -92,7 +95,7 @@ def test_group_columns_go_before_the_costs(case):
     result = judge_groups(methods, gt, evaluation_groups(_pool(labels), "source"))
     out = add_group_columns(rows, result)
     columns = list(out[0])
-    assert columns[-len(COST_COLUMNS) - len(GROUP_COLUMNS):] == [*GROUP_COLUMNS, *COST_COLUMNS]
+    assert columns[-len(COST_COLUMNS) - len(GROUP_COLUMNS) :] == [*GROUP_COLUMNS, *COST_COLUMNS]
     assert [r["method"] for r in out] == list(methods)
     assert out[1]["group_top1"] == result.figures["close"]["group_top1"]
 

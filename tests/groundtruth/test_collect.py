@@ -19,8 +19,19 @@ from influcoder.io.layout import SHARDS_DIR
 
 from ..conftest import write_jsonl
 
-FAST = ["--adapter-init", "fresh", "--sketch-dim", "64", "--max-length", "64", "--batch-size", "4",
-        "--shard-rows", "4", "--quiet"]
+FAST = [
+    "--adapter-init",
+    "fresh",
+    "--sketch-dim",
+    "64",
+    "--max-length",
+    "64",
+    "--batch-size",
+    "4",
+    "--shard-rows",
+    "4",
+    "--quiet",
+]
 
 
 def run(*args, input=None):
@@ -30,23 +41,30 @@ def run(*args, input=None):
 def test_collect_like_and_score(tiny_model_dir, small_data, tmp_path):
     r = run("collect", small_data, "-o", tmp_path / "pool", "--model", tiny_model_dir, *FAST)
     assert r.exit_code == 0, r.output
-    queries = write_jsonl(tmp_path / "q.jsonl", [
-        {"id": "q1", "prompt": "What is the capital of Spain?", "response": "Madrid."},
-        {"id": "q2", "prompt": "How do I poach an egg?", "response": "Simmer it gently."}])
+    queries = write_jsonl(
+        tmp_path / "q.jsonl",
+        [
+            {"id": "q1", "prompt": "What is the capital of Spain?", "response": "Madrid."},
+            {"id": "q2", "prompt": "How do I poach an egg?", "response": "Simmer it gently."},
+        ],
+    )
     r = run("collect", queries, "--like", tmp_path / "pool", "-o", tmp_path / "q")
     assert r.exit_code == 0, r.output
     pool, q = open_store(tmp_path / "pool"), open_store(tmp_path / "q")
     assert pool.setup == q.setup and pool.n == 10 and q.n == 2 and pool.dim == 64
     v = pool.vectors()
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=2e-3)
-    assert pool.setup["gradient"]["target"] == "lora-b"        # fresh adapter: B only
+    assert pool.setup["gradient"]["target"] == "lora-b"  # fresh adapter: B only
     assert (tmp_path / "pool" / "adapter" / "adapter_config.json").is_file()
 
-    r = run("score", tmp_path / "pool", tmp_path / "q", "--top-k", "3", "--out",
-            tmp_path / "scores")
+    r = run(
+        "score", tmp_path / "pool", tmp_path / "q", "--top-k", "3", "--out", tmp_path / "scores"
+    )
     assert r.exit_code == 0, r.output
     scores = np.load(tmp_path / "scores" / "scores.npy")
-    ref = v @ q.vectors().T / np.outer(np.linalg.norm(v, axis=1), np.linalg.norm(q.vectors(), axis=1))
+    ref = (
+        v @ q.vectors().T / np.outer(np.linalg.norm(v, axis=1), np.linalg.norm(q.vectors(), axis=1))
+    )
     np.testing.assert_allclose(scores, ref, atol=1e-5)
     best = pool.ids[int(np.argmax(ref[:, 0]))]
     assert "query q1:" in r.output
@@ -57,10 +75,28 @@ def test_collect_like_and_score(tiny_model_dir, small_data, tmp_path):
 def test_like_reproduces_the_vectors(tiny_model_dir, small_data, tmp_path):
     """The same data collected --like a store gives the same vectors (adapter, sketch, template
     all come from the store)."""
-    assert run("collect", small_data, "-o", tmp_path / "a", "--model", tiny_model_dir,
-               "--adapter-init", "warmup", "--warmup-steps", "2", "--sketch-dim", "32",
-               "--max-length", "64", "-q",
-               "--shard-rows", "4").exit_code == 0
+    assert (
+        run(
+            "collect",
+            small_data,
+            "-o",
+            tmp_path / "a",
+            "--model",
+            tiny_model_dir,
+            "--adapter-init",
+            "warmup",
+            "--warmup-steps",
+            "2",
+            "--sketch-dim",
+            "32",
+            "--max-length",
+            "64",
+            "-q",
+            "--shard-rows",
+            "4",
+        ).exit_code
+        == 0
+    )
     assert run("collect", small_data, "--like", tmp_path / "a", "-o", tmp_path / "b").exit_code == 0
     a, b = open_store(tmp_path / "a"), open_store(tmp_path / "b")
     assert a.setup["adapter"]["origin"] == "warmup" and a.setup["gradient"]["target"] == "lora"
@@ -72,8 +108,10 @@ def test_like_refuses_a_changed_model(tiny_model_dir, small_data, tmp_path):
 
     from transformers import AutoModelForCausalLM
 
-    assert run("collect", small_data, "-o", tmp_path / "a", "--model", tiny_model_dir,
-               *FAST).exit_code == 0
+    assert (
+        run("collect", small_data, "-o", tmp_path / "a", "--model", tiny_model_dir, *FAST).exit_code
+        == 0
+    )
     # --like keeps the model path; change the weights behind it.
     moved = tmp_path / "model"
     shutil.copytree(tiny_model_dir, moved)
@@ -84,40 +122,76 @@ def test_like_refuses_a_changed_model(tiny_model_dir, small_data, tmp_path):
     with __import__("torch").no_grad():
         model.model.layers[0].mlp.up_proj.weight.mul_(2)
     model.save_pretrained(moved)
-    r = CliRunner().invoke(cli, ["collect", str(small_data), "--like", str(tmp_path / "a"),
-                                 "-o", str(tmp_path / "b")])
+    r = CliRunner().invoke(
+        cli, ["collect", str(small_data), "--like", str(tmp_path / "a"), "-o", str(tmp_path / "b")]
+    )
     assert r.exit_code == 2
     assert "another model" in r.output
     assert not (tmp_path / "b").exists()
 
 
 def test_resume_with_other_options_is_refused(tiny_model_dir, small_data, tmp_path):
-    assert run("collect", small_data, "-o", tmp_path / "a", "--model", tiny_model_dir,
-               *FAST).exit_code == 0
-    r = CliRunner().invoke(cli, ["collect", str(small_data), "-o", str(tmp_path / "a"), "--model",
-                                 str(tiny_model_dir), *FAST[:2], "--sketch-dim", "32", *FAST[4:]])
+    assert (
+        run("collect", small_data, "-o", tmp_path / "a", "--model", tiny_model_dir, *FAST).exit_code
+        == 0
+    )
+    r = CliRunner().invoke(
+        cli,
+        [
+            "collect",
+            str(small_data),
+            "-o",
+            str(tmp_path / "a"),
+            "--model",
+            str(tiny_model_dir),
+            *FAST[:2],
+            "--sketch-dim",
+            "32",
+            *FAST[4:],
+        ],
+    )
     assert r.exit_code == 2 and "sketch_dim: 64 vs 32" in r.output
 
 
 def test_score_refuses_different_setups(tiny_model_dir, small_data, tmp_path):
     for name, seed in (("a", "0"), ("b", "1")):
-        assert run("collect", small_data, "-o", tmp_path / name, "--model", tiny_model_dir, *FAST,
-                   "--sketch-seed", seed).exit_code == 0
+        assert (
+            run(
+                "collect",
+                small_data,
+                "-o",
+                tmp_path / name,
+                "--model",
+                tiny_model_dir,
+                *FAST,
+                "--sketch-seed",
+                seed,
+            ).exit_code
+            == 0
+        )
     r = CliRunner().invoke(cli, ["score", str(tmp_path / "a"), str(tmp_path / "b"), "-k", "1"])
     assert r.exit_code == 2
     assert "sketch.seed: 0 vs 1" in r.output and "Traceback" not in r.output
 
 
-@pytest.mark.parametrize("content,where", [
-    (b'{"prompt": "p", "response": "r"}\n{"prompt": "p2", "response": ""}\n', ":2: field 'response': empty"),
-    (b'{"prompt": "p", "response": "r"}\nnot json\n', ":2: invalid JSON"),
-    (b'{"prompt": "p", "response": "r\xfe"}\n', ":1: not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content,where",
+    [
+        (
+            b'{"prompt": "p", "response": "r"}\n{"prompt": "p2", "response": ""}\n',
+            ":2: field 'response': empty",
+        ),
+        (b'{"prompt": "p", "response": "r"}\nnot json\n', ":2: invalid JSON"),
+        (b'{"prompt": "p", "response": "r\xfe"}\n', ":1: not valid UTF-8"),
+    ],
+)
 def test_bad_input_exits_2_and_writes_nothing(tiny_model_dir, tmp_path, content, where):
     data = tmp_path / "bad.jsonl"
     data.write_bytes(content)
-    r = CliRunner().invoke(cli, ["collect", str(data), "-o", str(tmp_path / "out"), "--model",
-                                 str(tiny_model_dir), *FAST])
+    r = CliRunner().invoke(
+        cli,
+        ["collect", str(data), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir), *FAST],
+    )
     assert r.exit_code == 2
     assert f"Error: {data}{where}" in r.output
     assert "Traceback" not in r.output
@@ -125,10 +199,23 @@ def test_bad_input_exits_2_and_writes_nothing(tiny_model_dir, tmp_path, content,
 
 
 def test_sample_without_response_tokens_is_an_error(tiny_model_dir, tmp_path):
-    data = write_jsonl(tmp_path / "d.jsonl", [{"id": "long", "prompt": "word " * 100,
-                                               "response": "yes"}])
-    r = CliRunner().invoke(cli, ["collect", str(data), "-o", str(tmp_path / "out"), "--model",
-                                 str(tiny_model_dir), *FAST, "--truncation", "right"])
+    data = write_jsonl(
+        tmp_path / "d.jsonl", [{"id": "long", "prompt": "word " * 100, "response": "yes"}]
+    )
+    r = CliRunner().invoke(
+        cli,
+        [
+            "collect",
+            str(data),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_model_dir),
+            *FAST,
+            "--truncation",
+            "right",
+        ],
+    )
     assert r.exit_code == 2 and "no response tokens" in r.output and "'long'" in r.output
     assert not (tmp_path / "out").exists()
 
@@ -138,29 +225,70 @@ def test_stdin_and_csv_give_the_same_store(tiny_model_dir, small_data, tmp_path)
 
     rows = [json.loads(line) for line in small_data.read_text().splitlines()]
     pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
-    assert run("collect", "-", "-o", tmp_path / "a", "--model", tiny_model_dir, *FAST,
-               input=small_data.read_text()).exit_code == 0
-    assert run("collect", tmp_path / "d.csv", "-o", tmp_path / "b", "--model", tiny_model_dir,
-               *FAST).exit_code == 0
-    np.testing.assert_array_equal(open_store(tmp_path / "a").vectors(),
-                                  open_store(tmp_path / "b").vectors())
+    assert (
+        run(
+            "collect",
+            "-",
+            "-o",
+            tmp_path / "a",
+            "--model",
+            tiny_model_dir,
+            *FAST,
+            input=small_data.read_text(),
+        ).exit_code
+        == 0
+    )
+    assert (
+        run(
+            "collect", tmp_path / "d.csv", "-o", tmp_path / "b", "--model", tiny_model_dir, *FAST
+        ).exit_code
+        == 0
+    )
+    np.testing.assert_array_equal(
+        open_store(tmp_path / "a").vectors(), open_store(tmp_path / "b").vectors()
+    )
 
 
 def test_kill_and_resume_gives_identical_store(tiny_model_dir, tmp_path):
     """kill -9 in the middle of a run; the rerun ends with exactly the uninterrupted vectors."""
     words = "the cat sat on a mat and then it ran to the sea".split()
-    rows = [{"id": f"r{i}", "prompt": " ".join(words[i % 7:i % 7 + 4]) + f" {i}?",
-             "response": " ".join(words[i % 5:i % 5 + 3 + i % 4])} for i in range(240)]
+    rows = [
+        {
+            "id": f"r{i}",
+            "prompt": " ".join(words[i % 7 : i % 7 + 4]) + f" {i}?",
+            "response": " ".join(words[i % 5 : i % 5 + 3 + i % 4]),
+        }
+        for i in range(240)
+    ]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
-    args = ["collect", str(data), "--model", str(tiny_model_dir), "--adapter-init", "warmup",
-            "--warmup-steps", "2", "--sketch-dim", "64", "--max-length", "64", "--batch-size", "2",
-            "--shard-rows", "2", "--quiet"]
+    args = [
+        "collect",
+        str(data),
+        "--model",
+        str(tiny_model_dir),
+        "--adapter-init",
+        "warmup",
+        "--warmup-steps",
+        "2",
+        "--sketch-dim",
+        "64",
+        "--max-length",
+        "64",
+        "--batch-size",
+        "2",
+        "--shard-rows",
+        "2",
+        "--quiet",
+    ]
     assert run(*args, "-o", tmp_path / "whole").exit_code == 0
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "influcoder.cli", *args, "-o",
-                             str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "influcoder.cli", *args, "-o", str(tmp_path / "killed")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     shards = tmp_path / "killed" / SHARDS_DIR
     # The wait ends at the fifth shard; the deadline only guards a hung run. A loaded machine
     # can take minutes just to import torch in the child (120 s was not enough under load).
@@ -197,11 +325,18 @@ def test_shards_batch_by_length_and_keep_row_order(tiny_model, tiny_tokenizer, b
     from tests.references import reference_gradients
 
     model = attach_lora(tiny_model, seed=0)
-    samples = [Sample(id=str(i), prompt="word " * (1 + (7 * i) % 11), response="yes " * (1 + i % 3))
-               for i in range(9)]
+    samples = [
+        Sample(id=str(i), prompt="word " * (1 + (7 * i) % 11), response="yes " * (1 + i % 3))
+        for i in range(9)
+    ]
     tokd = tokenize_samples(tiny_tokenizer, samples, max_length=64)
-    computer = GradientComputer(model, target="lora-b", sketch_dim=32, sketch_seed=0,
-                                pad_token_id=tiny_tokenizer.pad_token_id)
+    computer = GradientComputer(
+        model,
+        target="lora-b",
+        sketch_dim=32,
+        sketch_seed=0,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+    )
     budget = TokenBudget(max_batch=64, max_tokens=batch_tokens)
     cuts = budget.batches([len(t.input_ids) for t in tokd])
     assert (len(cuts) == 9) == (batch_tokens == 1) and (len(cuts) == 1) == (batch_tokens == 10_000)

@@ -29,12 +29,13 @@ RTOL, ATOL = 1e-4, 1e-5
 def _tokenize(tokenizer, prompt: str, response: str) -> TokenizedSample:
     user = [{"role": "user", "content": prompt}]
     prefix = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
-    full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": response}],
-                                         tokenize=False)
+    full = tokenizer.apply_chat_template(
+        user + [{"role": "assistant", "content": response}], tokenize=False
+    )
     prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
     ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-    assert ids[:len(prefix_ids)] == prefix_ids
-    return TokenizedSample(ids, [-100] * len(prefix_ids) + ids[len(prefix_ids):])
+    assert ids[: len(prefix_ids)] == prefix_ids
+    return TokenizedSample(ids, [-100] * len(prefix_ids) + ids[len(prefix_ids) :])
 
 
 def _load(model_dir):
@@ -74,6 +75,7 @@ def plain_model(tiny_model_dir):
 
 # --- the interchange type ----------------------------------------------------------------------
 
+
 def test_tokenized_sample():
     sample = TokenizedSample([5, 6, 7, 8], [-100, -100, 7, 8])
     assert sample.input_ids == (5, 6, 7, 8) and sample.n_response == 2
@@ -87,8 +89,11 @@ def test_tokenized_sample():
 
 # --- which weights -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("target", "count", "kinds"), [
-    ("lora", 28, {"lora_A", "lora_B"}), ("lora-b", 14, {"lora_B"}), ("full", 14, {"base_layer"})])
+
+@pytest.mark.parametrize(
+    ("target", "count", "kinds"),
+    [("lora", 28, {"lora_A", "lora_B"}), ("lora-b", 14, {"lora_B"}), ("full", 14, {"base_layer"})],
+)
 def test_gradient_modules_on_adapter(warm_lora, target, count, kinds):
     modules = gradient_modules(warm_lora, target)
     names = [name for name, _ in modules]
@@ -110,9 +115,15 @@ def test_gradient_modules_on_plain_model(plain_model):
         gradient_modules(plain_model, "embeddings")
 
 
-@pytest.mark.parametrize(("targets", "message"), [
-    (("lm_head",), "LM head"), (("embed_tokens",), "embedding"),
-    (("q_proj", "nope"), "matches no module"), (("mlp",), "only nn.Linear")])
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        (("lm_head",), "LM head"),
+        (("embed_tokens",), "embedding"),
+        (("q_proj", "nope"), "matches no module"),
+        (("mlp",), "only nn.Linear"),
+    ],
+)
 def test_attach_lora_refuses(tiny_model, targets, message):
     with pytest.raises(ValueError, match=message):
         attach_lora(tiny_model, targets=targets)
@@ -121,8 +132,9 @@ def test_attach_lora_refuses(tiny_model, targets, message):
 def test_attach_lora_is_seeded(tiny_model_dir):
     def lora_weights(seed):
         model = attach_lora(_load(tiny_model_dir), seed=seed)
-        return {name: module.weight.detach().clone()
-                for name, module in gradient_modules(model, "lora")}
+        return {
+            name: module.weight.detach().clone() for name, module in gradient_modules(model, "lora")
+        }
 
     torch.manual_seed(123)
     expected_next = torch.rand(1)
@@ -140,15 +152,24 @@ def test_attach_lora_is_seeded(tiny_model_dir):
 
 # --- fast path == reference --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("sketch_dim", [0, 256])
-@pytest.mark.parametrize(("model_name", "target"), [
-    ("warm_lora", "lora"), ("warm_lora", "lora-b"), ("warm_lora", "full"), ("plain_model", "full")])
+@pytest.mark.parametrize(
+    ("model_name", "target"),
+    [
+        ("warm_lora", "lora"),
+        ("warm_lora", "lora-b"),
+        ("warm_lora", "full"),
+        ("plain_model", "full"),
+    ],
+)
 def test_fast_path_matches_reference(request, samples, model_name, target, sketch_dim):
     model = request.getfixturevalue(model_name)
     computer = GradientComputer(model, target=target, sketch_dim=sketch_dim, sketch_seed=5)
     fast = computer(samples)
-    reference = reference_gradients(model, samples, target=target, sketch_dim=sketch_dim,
-                                    sketch_seed=5)
+    reference = reference_gradients(
+        model, samples, target=target, sketch_dim=sketch_dim, sketch_seed=5
+    )
     assert fast.shape == (len(samples), computer.output_dim) and fast.dtype == np.float32
     if sketch_dim == 0:
         modules = gradient_modules(model, target)
@@ -157,8 +178,9 @@ def test_fast_path_matches_reference(request, samples, model_name, target, sketc
     np.testing.assert_allclose(fast, reference, rtol=RTOL, atol=ATOL)
     if model_name == "warm_lora" and target == "lora" and sketch_dim == 0:
         slices = _block_slices(model, target)
-        a_columns = np.concatenate([fast[:, cols] for name, cols in slices.items()
-                                    if "lora_A" in name], axis=1)
+        a_columns = np.concatenate(
+            [fast[:, cols] for name, cols in slices.items() if "lora_A" in name], axis=1
+        )
         assert np.abs(a_columns).max() > 1e-3, "a warmed-up adapter must have non-zero A gradients"
 
 
@@ -186,6 +208,7 @@ def test_fresh_adapter_has_exactly_zero_a_gradients(tiny_model, samples):
 
 # --- the loss: response tokens only, per sample ------------------------------------------------
 
+
 def test_padded_positions_carry_zero_output_gradient(warm_lora, samples):
     from influcoder.groundtruth.loss import _response_losses, pad_batch
 
@@ -195,15 +218,19 @@ def test_padded_positions_carry_zero_output_gradient(warm_lora, samples):
     def keep_output_grad(name):
         def forward_hook(module, args, output):
             output.register_hook(lambda grad: grads.__setitem__(name, grad))
+
         return forward_hook
 
-    handles = [module.register_forward_hook(keep_output_grad(name))
-               for name, module in gradient_modules(warm_lora, "full")]
+    handles = [
+        module.register_forward_hook(keep_output_grad(name))
+        for name, module in gradient_modules(warm_lora, "full")
+    ]
     try:
         # Base weights are frozen: make the embeddings require grad so every output does.
         embeds = warm_lora.get_input_embeddings()(input_ids).detach().requires_grad_(True)
-        logits = warm_lora(inputs_embeds=embeds, attention_mask=attention_mask,
-                           use_cache=False).logits
+        logits = warm_lora(
+            inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False
+        ).logits
         _response_losses(logits, labels).sum().backward()
     finally:
         for handle in handles:
@@ -224,8 +251,11 @@ def test_gradient_is_that_of_the_mean_response_loss(warm_lora, samples):
     weights = [module.weight for _, module in modules]
     ids = torch.tensor([sample.input_ids])
     logits = warm_lora(input_ids=ids, use_cache=False).logits[0]
-    terms = [-torch.log_softmax(logits[t - 1], dim=-1)[sample.input_ids[t]]
-             for t in range(1, len(sample.labels)) if sample.labels[t] != -100]
+    terms = [
+        -torch.log_softmax(logits[t - 1], dim=-1)[sample.input_ids[t]]
+        for t in range(1, len(sample.labels))
+        if sample.labels[t] != -100
+    ]
     assert len(terms) == sample.n_response
     grads = torch.autograd.grad(torch.stack(terms).mean(), weights)
     manual = torch.cat([g.reshape(-1) for g in grads])
@@ -250,12 +280,14 @@ def test_row_does_not_depend_on_the_rest_of_the_batch(warm_lora, samples):
     for row in range(3):
         alone = computer([samples[row]])
         np.testing.assert_allclose(together[row], alone[0], rtol=RTOL, atol=ATOL)
-    other_pad = GradientComputer(warm_lora, target="lora", sketch_dim=256,
-                                 pad_token_id=7)(samples[:3])
+    other_pad = GradientComputer(warm_lora, target="lora", sketch_dim=256, pad_token_id=7)(
+        samples[:3]
+    )
     np.testing.assert_allclose(together, other_pad, rtol=RTOL, atol=ATOL)
 
 
 # --- errors and state --------------------------------------------------------------------------
+
 
 def test_any_object_with_ids_and_labels_is_a_sample(warm_lora, samples):
     computer = GradientComputer(warm_lora, target="lora", sketch_dim=64)
@@ -313,6 +345,7 @@ def test_computer_validation(warm_lora):
 
 # --- warm-up and adapters on disk --------------------------------------------------------------
 
+
 def test_warmup_is_deterministic_and_reduces_the_loss(tiny_model_dir, samples):
     def run(seed):
         model = attach_lora(_load(tiny_model_dir), seed=0)
@@ -329,13 +362,22 @@ def test_warmup_is_deterministic_and_reduces_the_loss(tiny_model_dir, samples):
     # Each batch is visited three times; its loss must go down every time.
     assert losses[0] > losses[2] > losses[4] and losses[1] > losses[3] > losses[5]
     with pytest.raises(ValueError, match="no response tokens"):
-        warmup(attach_lora(_load(tiny_model_dir)), [[TokenizedSample([1, 2], [-100, -100])]],
-               steps=1, lr=1e-3, seed=0)
+        warmup(
+            attach_lora(_load(tiny_model_dir)),
+            [[TokenizedSample([1, 2], [-100, -100])]],
+            steps=1,
+            lr=1e-3,
+            seed=0,
+        )
 
 
 def test_saved_adapter_gives_the_same_gradients(warm_lora, samples, tiny_model_dir, tmp_path):
     warm_lora.save_pretrained(tmp_path / "adapter")
     loaded = load_adapter(_load(tiny_model_dir), tmp_path / "adapter")
     expected = GradientComputer(warm_lora, target="lora", sketch_dim=128)(samples)
-    np.testing.assert_allclose(GradientComputer(loaded, target="lora", sketch_dim=128)(samples),
-                               expected, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        GradientComputer(loaded, target="lora", sketch_dim=128)(samples),
+        expected,
+        rtol=RTOL,
+        atol=ATOL,
+    )

@@ -27,8 +27,12 @@ def _store(path, x, setup=SETUP, shard_rows=7):
 def stores(tmp_path):
     rng = np.random.default_rng(0)
     pool, queries = rng.normal(size=(50, 16)), rng.normal(size=(6, 16))
-    return (_store(tmp_path / "pool", pool), _store(tmp_path / "q", queries, shard_rows=4),
-            pool, queries)
+    return (
+        _store(tmp_path / "pool", pool),
+        _store(tmp_path / "q", queries, shard_rows=4),
+        pool,
+        queries,
+    )
 
 
 def _reference_cosines(a, b):
@@ -37,8 +41,9 @@ def _reference_cosines(a, b):
 
 def test_chunked_cosines_match_reference(stores):
     p, q, pool, queries = stores
-    np.testing.assert_allclose(cosine_scores(p, q), _reference_cosines(pool, queries),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        cosine_scores(p, q), _reference_cosines(pool, queries), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_streaming_topk_matches_full_sort(stores, tmp_path):

@@ -23,8 +23,10 @@ RTOL, ATOL = 1e-4, 1e-5
 
 
 def _samples(n: int) -> list[Sample]:
-    return [Sample(id=f"s{i}", prompt="word " * (1 + (7 * i) % 11), response="yes " * (1 + i % 3))
-            for i in range(n)]
+    return [
+        Sample(id=f"s{i}", prompt="word " * (1 + (7 * i) % 11), response="yes " * (1 + i % 3))
+        for i in range(n)
+    ]
 
 
 @pytest.fixture()
@@ -51,6 +53,7 @@ class InjectedOOM:
 
 # --- the budget on its own --------------------------------------------------------------------
 
+
 def test_budget_covers_every_row_once_and_halves_on_oom(caplog):
     lengths = [30, 10, 20, 40, 10, 30, 20, 10]
     seen = []
@@ -72,8 +75,13 @@ def test_budget_covers_every_row_once_and_halves_on_oom(caplog):
     list(budget.run(lengths, lambda rows: compute(rows) and None))
 
 
-@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory"),
-                                   RuntimeError("HIP out of memory; tried to allocate 1 GiB")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.cuda.OutOfMemoryError("CUDA out of memory"),
+        RuntimeError("HIP out of memory; tried to allocate 1 GiB"),
+    ],
+)
 def test_one_sample_out_of_memory_is_a_clear_error(error):
     assert is_out_of_memory(error)
 
@@ -86,7 +94,7 @@ def test_one_sample_out_of_memory_is_a_clear_error(error):
 
 def test_other_errors_pass_through():
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
-    assert not is_out_of_memory(MemoryError())   # the CPU's: never caught
+    assert not is_out_of_memory(MemoryError())  # the CPU's: never caught
 
     def compute(rows):
         raise RuntimeError("shape mismatch")
@@ -104,17 +112,20 @@ def test_budget_validation():
 
 # --- on a real model --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("times", [1, 100])
 @pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, RuntimeError])
-def test_out_of_memory_in_a_shard_loses_and_duplicates_nothing(tiny_model, tiny_tokenizer,
-                                                                tokenized, times, error):
+def test_out_of_memory_in_a_shard_loses_and_duplicates_nothing(
+    tiny_model, tiny_tokenizer, tokenized, times, error
+):
     """A model that runs out of memory on batches of more than 2 samples (once, or every time)
     gives the rows of an uninterrupted run and of the one-sample reference, in row order."""
     from influcoder.groundtruth.collect import compute_shard
 
     model = attach_lora(tiny_model, seed=0)
-    computer = GradientComputer(model, target="lora-b", sketch_dim=32,
-                                pad_token_id=tiny_tokenizer.pad_token_id)
+    computer = GradientComputer(
+        model, target="lora-b", sketch_dim=32, pad_token_id=tiny_tokenizer.pad_token_id
+    )
     whole = compute_shard(computer, TokenBudget(64, 10_000), tokenized)[0]
     inject = InjectedOOM(model, above=2, times=times, error=error)
     budget = TokenBudget(64, 10_000)
@@ -135,9 +146,16 @@ def test_collect_goes_on_after_out_of_memory(tiny_model_dir, tmp_path, monkeypat
 
     rows = [{"id": s.id, "prompt": s.prompt, "response": s.response} for s in _samples(12)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
-    args = CollectArguments(model=str(tiny_model_dir), warmup_steps=3, warmup_batch_size=6,
-                            sketch_dim=64, max_length=64, shard_rows=5, dtype="float32",
-                            precision="fp32")  # bf16 rounds differently per batch size
+    args = CollectArguments(
+        model=str(tiny_model_dir),
+        warmup_steps=3,
+        warmup_batch_size=6,
+        sketch_dim=64,
+        max_length=64,
+        shard_rows=5,
+        dtype="float32",
+        precision="fp32",
+    )  # bf16 rounds differently per batch size
     whole = collect(data, tmp_path / "whole", args, progress=False)
 
     load, injected = decoder.load_decoder, []
@@ -168,8 +186,9 @@ def test_warmup_micro_batches_and_oom_give_the_same_adapter(tiny_model_dir, toke
     def warmed(max_tokens, inject=None):
         model = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), seed=0)
         hook = InjectedOOM(model, **inject) if inject else None
-        losses = warmup(model, [tokenized[:5], tokenized[5:]], steps=3, lr=1e-2, seed=0,
-                        max_tokens=max_tokens)
+        losses = warmup(
+            model, [tokenized[:5], tokenized[5:]], steps=3, lr=1e-2, seed=0, max_tokens=max_tokens
+        )
         assert hook is None or hook.raised
         return losses, _lora_weights(model)
 
@@ -190,17 +209,22 @@ def test_decoders_load_with_sdpa_attention(tiny_model_dir):
 
 # --- gradient checkpointing -------------------------------------------------------------------
 
-def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir, tokenized,
-                                                         tiny_tokenizer):
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir, tokenized, tiny_tokenizer):
     from transformers import AutoModelForCausalLM
 
     model = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), seed=0)
     warmup(model, [tokenized[:4]], steps=2, lr=1e-2, seed=0)
-    plain = GradientComputer(model, target="lora", sketch_dim=0,
-                             pad_token_id=tiny_tokenizer.pad_token_id)(tokenized)
-    computer = GradientComputer(model, target="lora", sketch_dim=0,
-                                pad_token_id=tiny_tokenizer.pad_token_id,
-                                gradient_checkpointing=True)
+    plain = GradientComputer(
+        model, target="lora", sketch_dim=0, pad_token_id=tiny_tokenizer.pad_token_id
+    )(tokenized)
+    computer = GradientComputer(
+        model,
+        target="lora",
+        sketch_dim=0,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        gradient_checkpointing=True,
+    )
     calls = []
     layer = model.get_base_model().model.layers[1]
     handle = layer.mlp.register_forward_hook(lambda *a: calls.append(torch.is_grad_enabled()))
@@ -223,9 +247,16 @@ def test_warmup_with_gradient_checkpointing_gives_the_same_adapter(tiny_model_di
         model = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), seed=0)
         calls = []
         model.get_base_model().model.layers[0].mlp.register_forward_hook(
-            lambda *a, calls=calls: calls.append(torch.is_grad_enabled()))
-        warmup(model, [tokenized[:5], tokenized[5:]], steps=2, lr=1e-2, seed=0,
-               gradient_checkpointing=flag)
+            lambda *a, calls=calls: calls.append(torch.is_grad_enabled())
+        )
+        warmup(
+            model,
+            [tokenized[:5], tokenized[5:]],
+            steps=2,
+            lr=1e-2,
+            seed=0,
+            gradient_checkpointing=flag,
+        )
         assert calls == ([False, True] * 2 if flag else [True] * 2)
         adapters.append(_lora_weights(model))
     for a, b in zip(*adapters):

@@ -18,11 +18,34 @@ from influcoder.groundtruth.settings import DEFAULT_LORA_TARGETS, CollectArgumen
 
 from ..conftest import build_tiny_tokenizer
 
-FAST = ["--sketch-dim", "64", "--max-length", "64", "--batch-size", "4", "--shard-rows", "4",
-        "--dtype", "float32", "--precision", "fp32", "--quiet", "--device", "cpu"]
-COMMON = {"vocab_size": 400, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-          "num_attention_heads": 4, "max_position_embeddings": 256, "pad_token_id": 0,
-          "bos_token_id": 1, "eos_token_id": 2}
+FAST = [
+    "--sketch-dim",
+    "64",
+    "--max-length",
+    "64",
+    "--batch-size",
+    "4",
+    "--shard-rows",
+    "4",
+    "--dtype",
+    "float32",
+    "--precision",
+    "fp32",
+    "--quiet",
+    "--device",
+    "cpu",
+]
+COMMON = {
+    "vocab_size": 400,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 256,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
 
 
 def _architectures():
@@ -60,6 +83,7 @@ def model_dirs(tmp_path_factory):
             build_tiny_tokenizer().save_pretrained(path)
             made[arch] = path
         return made[arch]
+
     return get
 
 
@@ -77,7 +101,9 @@ def test_targets_are_found_per_family(arch):
     assert targets == dict(FAMILIES)[family]
     peft_model = attach_lora(model, targets=targets)
     # every target is found in every layer, as an A and a B matrix
-    assert len(gradient_modules(peft_model, "lora")) == 2 * len(targets) * COMMON["num_hidden_layers"]
+    assert (
+        len(gradient_modules(peft_model, "lora")) == 2 * len(targets) * COMMON["num_hidden_layers"]
+    )
 
 
 def test_auto_refuses_an_unknown_architecture():
@@ -100,8 +126,19 @@ def test_auto_refuses_an_unknown_architecture():
 
 @pytest.mark.parametrize("arch", ["qwen2", "gpt_neox", "phi3"])
 def test_collect_with_auto_targets(arch, model_dirs, small_data, tmp_path):
-    r = run("collect", small_data, "-o", tmp_path / "s", "--model", model_dirs(arch),
-            "--lora-targets", "auto", "--warmup-steps", "2", *FAST)
+    r = run(
+        "collect",
+        small_data,
+        "-o",
+        tmp_path / "s",
+        "--model",
+        model_dirs(arch),
+        "--lora-targets",
+        "auto",
+        "--warmup-steps",
+        "2",
+        *FAST,
+    )
     assert r.exit_code == 0, r.output
     store = open_store(tmp_path / "s")
     family = _architectures()[arch][3]
@@ -109,13 +146,37 @@ def test_collect_with_auto_targets(arch, model_dirs, small_data, tmp_path):
     assert store.manifest["provenance"]["arguments"]["lora_targets"] == ["auto"]
     assert np.isfinite(store.vectors()).all() and store.n == 10
     # resumed with the same command: the same settings, nothing recomputed
-    assert run("collect", small_data, "-o", tmp_path / "s", "--model", model_dirs(arch),
-               "--lora-targets", "auto", "--warmup-steps", "2", *FAST).exit_code == 0
+    assert (
+        run(
+            "collect",
+            small_data,
+            "-o",
+            tmp_path / "s",
+            "--model",
+            model_dirs(arch),
+            "--lora-targets",
+            "auto",
+            "--warmup-steps",
+            "2",
+            *FAST,
+        ).exit_code
+        == 0
+    )
 
 
 def test_default_targets_on_another_family_point_to_auto(model_dirs, small_data, tmp_path):
-    r = CliRunner().invoke(cli, ["collect", str(small_data), "-o", str(tmp_path / "s"),
-                                 "--model", str(model_dirs("gpt_neox")), *FAST])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "collect",
+            str(small_data),
+            "-o",
+            str(tmp_path / "s"),
+            "--model",
+            str(model_dirs("gpt_neox")),
+            *FAST,
+        ],
+    )
     assert r.exit_code == 2
     assert "matches no module" in r.output and "--lora-targets auto" in r.output
 
@@ -125,14 +186,28 @@ def test_auto_on_llama_is_todays_default(tiny_model_dir, small_data, tmp_path):
     auto finds on a Llama."""
     assert CollectArguments().lora_targets == DEFAULT_LORA_TARGETS
     for name, targets in (("default", []), ("auto", ["--lora-targets", "auto"])):
-        assert run("collect", small_data, "-o", tmp_path / name, "--model", tiny_model_dir,
-                   "--adapter-init", "fresh", *targets, *FAST).exit_code == 0
+        assert (
+            run(
+                "collect",
+                small_data,
+                "-o",
+                tmp_path / name,
+                "--model",
+                tiny_model_dir,
+                "--adapter-init",
+                "fresh",
+                *targets,
+                *FAST,
+            ).exit_code
+            == 0
+        )
     default, auto = open_store(tmp_path / "default"), open_store(tmp_path / "auto")
     assert default.setup == auto.setup
     np.testing.assert_array_equal(default.vectors(), auto.vectors())
 
 
 # --- PEFT adapter directories and merged checkpoints ----------------------------------------
+
 
 def _save_adapter(base_dir, path, *, trained: bool, seed: int = 3):
     """A LoRA adapter of the tiny Llama saved by PEFT; ``trained``: B drawn at random (as
@@ -167,12 +242,19 @@ def _direct_vectors(base_dir, adapter_dir, data):
     from influcoder.io.samples import load_samples
 
     tok = AutoTokenizer.from_pretrained(base_dir)
-    model = load_adapter(AutoModelForCausalLM.from_pretrained(base_dir, dtype="float32"),
-                         adapter_dir)
-    tokenized = tokenize_samples(tok, load_samples(str(data)), max_length=64,
-                                 truncation="prompt-left", template=resolve_template(tok, "auto"))
-    computer = GradientComputer(model, target="lora", sketch_dim=64, sketch_seed=0,
-                                pad_token_id=tok.pad_token_id)
+    model = load_adapter(
+        AutoModelForCausalLM.from_pretrained(base_dir, dtype="float32"), adapter_dir
+    )
+    tokenized = tokenize_samples(
+        tok,
+        load_samples(str(data)),
+        max_length=64,
+        truncation="prompt-left",
+        template=resolve_template(tok, "auto"),
+    )
+    computer = GradientComputer(
+        model, target="lora", sketch_dim=64, sketch_seed=0, pad_token_id=tok.pad_token_id
+    )
     return compute_shard(computer, TokenBudget(max_batch=4, max_tokens=100_000), tokenized)[0]
 
 
@@ -183,10 +265,13 @@ def test_a_peft_adapter_directory_is_the_model(tiny_model_dir, small_data, tmp_p
     config = json.loads((trained / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(tiny_model_dir)
 
-    assert run("collect", small_data, "-o", tmp_path / "a", "--model", trained,
-               *FAST).exit_code == 0
-    assert run("collect", small_data, "-o", tmp_path / "b", "--adapter", untrained,
-               *FAST).exit_code == 0
+    assert (
+        run("collect", small_data, "-o", tmp_path / "a", "--model", trained, *FAST).exit_code == 0
+    )
+    assert (
+        run("collect", small_data, "-o", tmp_path / "b", "--adapter", untrained, *FAST).exit_code
+        == 0
+    )
     a, b = open_store(tmp_path / "a"), open_store(tmp_path / "b")
     args = a.manifest["provenance"]["arguments"]
     assert args["model"] == str(tiny_model_dir) and args["adapter"] == str(trained)
@@ -195,32 +280,44 @@ def test_a_peft_adapter_directory_is_the_model(tiny_model_dir, small_data, tmp_p
     assert a.setup["adapter"]["sha256"] != b.setup["adapter"]["sha256"]
     # the setup describes the adapter as it is, not the (unused) LoRA options
     assert {k: a.setup["adapter"][k] for k in ("rank", "alpha", "targets")} == {
-        "rank": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]}
-    assert run("collect", small_data, "--like", tmp_path / "a", "-o", tmp_path / "q",
-               "-q").exit_code == 0
+        "rank": 4,
+        "alpha": 8,
+        "targets": ["q_proj", "v_proj"],
+    }
+    assert (
+        run("collect", small_data, "--like", tmp_path / "a", "-o", tmp_path / "q", "-q").exit_code
+        == 0
+    )
     assert open_store(tmp_path / "q").setup == a.setup
     # the trained adapter's weights are the ones differentiated
-    np.testing.assert_allclose(a.vectors(), _direct_vectors(tiny_model_dir, trained, small_data),
-                               atol=1e-5)
-    np.testing.assert_allclose(b.vectors(),
-                               _direct_vectors(tiny_model_dir, untrained, small_data), atol=1e-5)
+    np.testing.assert_allclose(
+        a.vectors(), _direct_vectors(tiny_model_dir, trained, small_data), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        b.vectors(), _direct_vectors(tiny_model_dir, untrained, small_data), atol=1e-5
+    )
     cos = np.sum(a.vectors() * b.vectors(), axis=1)
     assert cos.max() < 0.99, "the trained adapter's gradients equal the untrained one's"
 
 
-def test_model_wins_over_the_adapters_base_with_a_warning(tiny_model_dir, small_data, tmp_path,
-                                                          caplog):
+def test_model_wins_over_the_adapters_base_with_a_warning(
+    tiny_model_dir, small_data, tmp_path, caplog
+):
     adapter = _save_adapter(tiny_model_dir, tmp_path / "adapter", trained=True)
     copy = shutil.copytree(tiny_model_dir, tmp_path / "moved-base")
     with caplog.at_level(logging.WARNING, logger="influcoder.groundtruth.settings"):
         args = CollectArguments(model=str(copy), adapter=str(adapter))
     assert args.model == str(copy)
     assert f"was trained on '{tiny_model_dir}'" in caplog.text
-    r = run("collect", small_data, "-o", tmp_path / "s", "--model", copy, "--adapter", adapter,
-            *FAST)
+    r = run(
+        "collect", small_data, "-o", tmp_path / "s", "--model", copy, "--adapter", adapter, *FAST
+    )
     assert r.exit_code == 0, r.output
-    np.testing.assert_allclose(open_store(tmp_path / "s").vectors(),
-                               _direct_vectors(tiny_model_dir, adapter, small_data), atol=1e-5)
+    np.testing.assert_allclose(
+        open_store(tmp_path / "s").vectors(),
+        _direct_vectors(tiny_model_dir, adapter, small_data),
+        atol=1e-5,
+    )
 
 
 def test_an_adapter_without_a_base_needs_model(tiny_model_dir, small_data, tmp_path):
@@ -228,11 +325,22 @@ def test_an_adapter_without_a_base_needs_model(tiny_model_dir, small_data, tmp_p
     config = json.loads((adapter / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = None
     (adapter / "adapter_config.json").write_text(json.dumps(config))
-    r = CliRunner().invoke(cli, ["collect", str(small_data), "-o", str(tmp_path / "s"),
-                                 "--adapter", str(adapter), *FAST])
+    r = CliRunner().invoke(
+        cli,
+        ["collect", str(small_data), "-o", str(tmp_path / "s"), "--adapter", str(adapter), *FAST],
+    )
     assert r.exit_code == 2 and "names no base_model_name_or_path" in r.output
-    r = run("collect", small_data, "-o", tmp_path / "s", "--adapter", adapter, "--model",
-            tiny_model_dir, *FAST)
+    r = run(
+        "collect",
+        small_data,
+        "-o",
+        tmp_path / "s",
+        "--adapter",
+        adapter,
+        "--model",
+        tiny_model_dir,
+        *FAST,
+    )
     assert r.exit_code == 0, r.output
     with pytest.raises(ValueError, match="is a PEFT adapter directory and an adapter"):
         CollectArguments(model=str(adapter), adapter=str(adapter))
@@ -246,15 +354,25 @@ def test_a_merged_checkpoint_is_a_plain_model_directory(tiny_model_dir, small_da
     from influcoder.groundtruth.lora import load_adapter
 
     adapter = _save_adapter(tiny_model_dir, tmp_path / "adapter", trained=True)
-    merged = load_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32"),
-                          adapter).merge_and_unload()
+    merged = load_adapter(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32"), adapter
+    ).merge_and_unload()
     merged.save_pretrained(tmp_path / "merged")
     build_tiny_tokenizer().save_pretrained(tmp_path / "merged")
     for name, model in (("merged", tmp_path / "merged"), ("base", tiny_model_dir)):
-        r = run("collect", small_data, "-o", tmp_path / f"{name}-store", "--model", model,
-                "--adapter-init", "fresh", *FAST)
+        r = run(
+            "collect",
+            small_data,
+            "-o",
+            tmp_path / f"{name}-store",
+            "--model",
+            model,
+            "--adapter-init",
+            "fresh",
+            *FAST,
+        )
         assert r.exit_code == 0, r.output
     merged_store = open_store(tmp_path / "merged-store")
     base_store = open_store(tmp_path / "base-store")
-    assert merged_store.setup["model"] != base_store.setup["model"]   # its own fingerprint
+    assert merged_store.setup["model"] != base_store.setup["model"]  # its own fingerprint
     assert not np.allclose(merged_store.vectors(), base_store.vectors(), atol=1e-3)

@@ -11,8 +11,11 @@ from influcoder.groundtruth.sketch import CountSketch
 
 from ..references import countsketch_matrix, gaussian_projection
 
-BLOCKS = [("model.layers.0.q_proj.weight", 96), ("model.layers.0.k_proj.weight", 37),
-          ("model.layers.1.q_proj.weight", 128)]
+BLOCKS = [
+    ("model.layers.0.q_proj.weight", 96),
+    ("model.layers.0.k_proj.weight", 37),
+    ("model.layers.1.q_proj.weight", 128),
+]
 TOTAL = sum(n for _, n in BLOCKS)
 
 
@@ -83,8 +86,9 @@ def test_cosines_preserved_at_4096():
     generator = torch.Generator().manual_seed(0)
     n, dim_in, rank = 40, 20000, 5
     # Low-rank structure plus noise: pairwise cosines spread over about [-0.8, 0.8].
-    x = (torch.randn(n, rank, generator=generator) @ torch.randn(rank, dim_in, generator=generator)
-         + torch.randn(n, dim_in, generator=generator))
+    x = torch.randn(n, rank, generator=generator) @ torch.randn(
+        rank, dim_in, generator=generator
+    ) + torch.randn(n, dim_in, generator=generator)
     exact = _pairwise_cosines(x)
     assert exact.std() > 0.2
     sketched = _pairwise_cosines(CountSketch(4096, seed=0).project("x", x))

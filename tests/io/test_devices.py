@@ -70,11 +70,20 @@ def test_precision_follows_the_device_unless_chosen_or_stored(monkeypatch):
         resolve_precision("fp16", cpu)
 
 
-@pytest.mark.parametrize("command", [
-    ["collect", "data.jsonl", "-o", "out"], ["encode", "data.jsonl", "-o", "out"],
-    ["index", "enc", "data.jsonl", "-o", "out"], ["attribute", ".", "--text", "x"],
-    ["filter", ".", "q.jsonl", "-o", "x.jsonl", "-k", "1"], ["distill", ".", ".", "-o", "x"],
-    ["evaluate", ".", "."], ["demo"], ["serve", "."]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["collect", "data.jsonl", "-o", "out"],
+        ["encode", "data.jsonl", "-o", "out"],
+        ["index", "enc", "data.jsonl", "-o", "out"],
+        ["attribute", ".", "--text", "x"],
+        ["filter", ".", "q.jsonl", "-o", "x.jsonl", "-k", "1"],
+        ["distill", ".", ".", "-o", "x"],
+        ["evaluate", ".", "."],
+        ["demo"],
+        ["serve", "."],
+    ],
+)
 def test_every_model_stage_checks_its_device_option(command):
     result = CliRunner().invoke(cli, [*command, "--device", "cuda:x"])
     assert result.exit_code == 2
@@ -86,16 +95,22 @@ def test_every_model_stage_checks_its_device_option(command):
 def test_cuda_on_a_cpu_machine_exits_with_the_option_named(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text('{"prompt": "hi", "response": "hello"}\n')
-    result = CliRunner().invoke(cli, ["collect", str(data), "-o", str(tmp_path / "s"), "-q",
-                                      "--device", "cuda"])
+    result = CliRunner().invoke(
+        cli, ["collect", str(data), "-o", str(tmp_path / "s"), "-q", "--device", "cuda"]
+    )
     assert result.exit_code == 2
     assert "--device cuda: CUDA is not available" in result.output
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize(("flags", "native"), [
-    ("fpu avx512f avx512bw avx512_bf16", True), ("fpu amx_bf16 amx_tile", True),
-    ("fpu avx512f avx512bw", False)])
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu avx512f avx512bw avx512_bf16", True),
+        ("fpu amx_bf16 amx_tile", True),
+        ("fpu avx512f avx512bw", False),
+    ],
+)
 def test_native_bf16_needs_the_cpu_flag(monkeypatch, flags, native):
     """oneDNN also reports bf16 on AVX-512 CPUs that only emulate it; the flag decides."""
 
@@ -107,8 +122,7 @@ def test_native_bf16_needs_the_cpu_flag(monkeypatch, flags, native):
             return f"processor\t: 0\nflags\t\t: {flags}\n"
 
     monkeypatch.setattr(devices, "Path", FakePath)
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True,
-                        raising=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
     assert devices.cpu_native_bf16.__wrapped__() is native
 
 

@@ -13,8 +13,10 @@ from influcoder.io.samples import Fields, Sample, content_id, encoder_text, load
 
 from ..conftest import write_jsonl
 
-ROWS = [{"id": "a", "prompt": "What is the capital of France?", "response": "Paris."},
-        {"id": "b", "prompt": "Tell me a joke.", "response": "Why did the chicken cross?"}]
+ROWS = [
+    {"id": "a", "prompt": "What is the capital of France?", "response": "Paris."},
+    {"id": "b", "prompt": "Tell me a joke.", "response": "Why did the chicken cross?"},
+]
 
 
 def _write(tmp_path, fmt, rows):
@@ -34,7 +36,8 @@ def _write(tmp_path, fmt, rows):
 def test_formats_read_the_same(tmp_path, fmt):
     samples = load_samples(_write(tmp_path, fmt, ROWS))
     assert [(s.id, s.prompt, s.response) for s in samples] == [
-        (r["id"], r["prompt"], r["response"]) for r in ROWS]
+        (r["id"], r["prompt"], r["response"]) for r in ROWS
+    ]
 
 
 def test_json_object_with_data_list(tmp_path):
@@ -50,16 +53,20 @@ def test_renamed_fields_and_meta_kept(tmp_path):
 
 
 def test_missing_ids_are_derived_from_content_and_stable(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "response": "r"},
-                                              {"prompt": "p2", "response": "r"}])
+    path = write_jsonl(
+        tmp_path / "d.jsonl", [{"prompt": "p", "response": "r"}, {"prompt": "p2", "response": "r"}]
+    )
     a = load_samples(path)
     assert a[0].id == content_id("p", "r") and a[0].id != a[1].id
     assert [s.id for s in load_samples(path)] == [s.id for s in a]
 
 
 def test_messages(tmp_path):
-    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
-            {"role": "assistant", "content": "Hello."}]
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+    ]
     (s,) = load_samples(write_jsonl(tmp_path / "d.jsonl", [{"messages": msgs}]))
     assert s.response == "Hello."
     assert s.messages == tuple(msgs[:2])
@@ -83,12 +90,20 @@ BAD_JSONL = [
     (b'{"prompt": 3, "response": "r"}\n', 1, "prompt", "expected a string, got int"),
     (b'{"id": [1], "prompt": "p", "response": "r"}\n', 1, "id", "expected a string or integer"),
     (b'\n\n{"prompt": "p", "response": "r\xff"}\n', 3, None, "not valid UTF-8"),
-    (b'[1, 2]\n', 1, None, "expected an object"),
-    (b'{"id": "x", "prompt": "p", "response": "r"}\n{"id": "x", "prompt": "q", "response": "s"}\n',
-     2, "id", "duplicate id 'x' (first seen on line 1)"),
+    (b"[1, 2]\n", 1, None, "expected an object"),
+    (
+        b'{"id": "x", "prompt": "p", "response": "r"}\n{"id": "x", "prompt": "q", "response": "s"}\n',
+        2,
+        "id",
+        "duplicate id 'x' (first seen on line 1)",
+    ),
     (b'{"messages": [{"role": "user", "content": "hi"}]}\n', 1, "messages", "assistant"),
-    (b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": 5}]}\n',
-     1, "messages[1].content", "expected a string"),
+    (
+        b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": 5}]}\n',
+        1,
+        "messages[1].content",
+        "expected a string",
+    ),
     (b'{"messages": "hi"}\n', 1, "messages", "non-empty list"),
 ]
 
@@ -104,12 +119,18 @@ def test_bad_jsonl_is_located(tmp_path, content, line, field, message):
     assert str(e.value).startswith(f"{path}:{line}: ")
 
 
-@pytest.mark.parametrize("name, content", [
-    # a JSON array element is located at the line it starts on
-    ("bad.json", '[\n  {"prompt": "p", "response": "r"},\n  {"prompt": "p",\n   "response": 1}\n]'),
-    # a CSV record at the line it starts on, even when a quoted field spans lines
-    ("bad.csv", 'prompt,response\n"a","b"\n"multi\nline",""\n'),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        # a JSON array element is located at the line it starts on
+        (
+            "bad.json",
+            '[\n  {"prompt": "p", "response": "r"},\n  {"prompt": "p",\n   "response": 1}\n]',
+        ),
+        # a CSV record at the line it starts on, even when a quoted field spans lines
+        ("bad.csv", 'prompt,response\n"a","b"\n"multi\nline",""\n'),
+    ],
+)
 def test_bad_element_is_located_at_its_first_line(tmp_path, name, content):
     path = tmp_path / name
     path.write_text(content)
@@ -126,8 +147,9 @@ def test_bad_parquet_row_and_type(tmp_path):
     assert (e.value.line, e.value.field) == (1, "response")
 
 
-@pytest.mark.parametrize("name,message", [("nope.jsonl", "no such file"),
-                                          ("data.txt", "unknown file type")])
+@pytest.mark.parametrize(
+    "name,message", [("nope.jsonl", "no such file"), ("data.txt", "unknown file type")]
+)
 def test_bad_paths(tmp_path, name, message):
     if name.endswith(".txt"):
         (tmp_path / name).write_text("x")
@@ -152,8 +174,9 @@ def _sample(prompt="What is the capital of France?", response="The capital of Fr
 def test_mask_covers_exactly_the_response(tiny_tokenizer):
     s = _sample()
     t = tokenize_sample(tiny_tokenizer, s, max_length=512)
-    prefix = tiny_tokenizer.apply_chat_template([{"role": "user", "content": s.prompt}],
-                                                tokenize=False, add_generation_prompt=True)
+    prefix = tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": s.prompt}], tokenize=False, add_generation_prompt=True
+    )
     n_prompt = len(tiny_tokenizer(prefix, add_special_tokens=False)["input_ids"])
     assert all(label == -100 for label in t.labels[:n_prompt])
     assert list(t.labels[n_prompt:]) == list(t.input_ids[n_prompt:])
@@ -175,8 +198,8 @@ def test_truncation_policies(tiny_tokenizer):
     max_length = n_resp + 5
     left = tokenize_sample(tiny_tokenizer, s, max_length=max_length, truncation="prompt-left")
     assert len(left.input_ids) == max_length
-    assert left.input_ids[-n_resp:] == full.input_ids[-n_resp:]        # response kept whole
-    assert left.input_ids[:5] == full.input_ids[-n_resp - 5:-n_resp]  # latest prompt kept
+    assert left.input_ids[-n_resp:] == full.input_ids[-n_resp:]  # response kept whole
+    assert left.input_ids[:5] == full.input_ids[-n_resp - 5 : -n_resp]  # latest prompt kept
     with pytest.raises(InputError, match="no response tokens"):
         tokenize_sample(tiny_tokenizer, s, max_length=max_length, truncation="right")
     with pytest.raises(InputError, match="policy 'error'"):
@@ -188,16 +211,19 @@ def test_truncation_policies(tiny_tokenizer):
 
 def test_tokenize_samples_names_the_file(tiny_tokenizer):
     with pytest.raises(InputError) as e:
-        tokenize_samples(tiny_tokenizer, [_sample()], max_length=4, truncation="right",
-                         path="data.jsonl")
+        tokenize_samples(
+            tiny_tokenizer, [_sample()], max_length=4, truncation="right", path="data.jsonl"
+        )
     assert str(e.value).startswith("data.jsonl: field 'sample 'x''")
 
 
 @pytest.mark.parametrize("ext", ["jsonl", "json"])
 def test_files_windows_tools_write_are_read_in_full(tmp_path, ext):
     """A UTF-8 byte-order mark, CRLF line ends and blank lines carry no data."""
-    rows = [{"id": "a", "prompt": "Hi", "response": "Hello."},
-            {"id": "b", "prompt": "Bye", "response": "Goodbye."}]
+    rows = [
+        {"id": "a", "prompt": "Hi", "response": "Hello."},
+        {"id": "b", "prompt": "Bye", "response": "Goodbye."},
+    ]
     clean = tmp_path / f"clean.{ext}"
     windows = tmp_path / f"windows.{ext}"
     if ext == "jsonl":
@@ -212,6 +238,8 @@ def test_files_windows_tools_write_are_read_in_full(tmp_path, ext):
 
 def test_bom_file_errors_keep_their_line_numbers(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_bytes(b"\xef\xbb\xbf" + b'{"prompt": "a", "response": "b"}\r\n\r\n{"prompt": "a"}\r\n')
+    path.write_bytes(
+        b"\xef\xbb\xbf" + b'{"prompt": "a", "response": "b"}\r\n\r\n{"prompt": "a"}\r\n'
+    )
     with pytest.raises(InputError, match=r"bad.jsonl:3: field 'response'"):
         load_samples(path)

@@ -31,8 +31,15 @@ def _fill(writer, only=None):
 
 
 def test_roundtrip(tmp_path):
-    w = StoreWriter(tmp_path / "s", kind="gradients", setup=SETUP, samples=_samples(10), dim=4,
-                    dtype="float32", shard_rows=3)
+    w = StoreWriter(
+        tmp_path / "s",
+        kind="gradients",
+        setup=SETUP,
+        samples=_samples(10),
+        dim=4,
+        dtype="float32",
+        shard_rows=3,
+    )
     assert w.missing_shards() == [0, 1, 2, 3]
     _fill(w)
     store = w.finish()
@@ -55,12 +62,15 @@ def test_incomplete_store_is_refused_then_resumed(tmp_path):
     np.testing.assert_allclose(w.finish().vectors(), _rows(0, 10), rtol=1e-3)
 
 
-@pytest.mark.parametrize("change,expected", [
-    ({"setup": {**SETUP, "sketch": {"dim": 4, "seed": 1}}}, "setup.sketch.seed: 0 vs 1"),
-    ({"samples": _samples(11)}, "n: 10 vs 11"),
-    ({"dim": 5}, "dim: 4 vs 5"),
-    ({"dtype": "float32"}, "dtype: 'float16' vs 'float32'"),
-])
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        ({"setup": {**SETUP, "sketch": {"dim": 4, "seed": 1}}}, "setup.sketch.seed: 0 vs 1"),
+        ({"samples": _samples(11)}, "n: 10 vs 11"),
+        ({"dim": 5}, "dim: 4 vs 5"),
+        ({"dtype": "float32"}, "dtype: 'float16' vs 'float32'"),
+    ],
+)
 def test_resume_with_other_setup_is_refused(tmp_path, change, expected):
     kw = dict(kind="gradients", setup=SETUP, samples=_samples(10), dim=4, shard_rows=3)
     _fill(StoreWriter(tmp_path / "s", **kw), only=1)
@@ -87,8 +97,9 @@ def test_stale_temp_files_are_ignored_and_cleaned(tmp_path):
 
 
 def test_corrupt_shard_is_reported(tmp_path):
-    w = StoreWriter(tmp_path / "s", kind="gradients", setup=SETUP, samples=_samples(4), dim=4,
-                    shard_rows=2)
+    w = StoreWriter(
+        tmp_path / "s", kind="gradients", setup=SETUP, samples=_samples(4), dim=4, shard_rows=2
+    )
     _fill(w)
     w.finish()
     (tmp_path / "s" / SHARDS_DIR / "00001.safetensors").write_bytes(b"garbage")
@@ -106,8 +117,9 @@ def test_bad_manifest(tmp_path):
 
 
 def test_writes_are_atomic_and_rejects_nonfinite(tmp_path):
-    w = StoreWriter(tmp_path / "s", kind="gradients", setup=SETUP, samples=_samples(2), dim=4,
-                    shard_rows=2)
+    w = StoreWriter(
+        tmp_path / "s", kind="gradients", setup=SETUP, samples=_samples(2), dim=4, shard_rows=2
+    )
     with pytest.raises(ValueError, match="non-finite"):
         w.write_shard(0, np.full((2, 4), np.nan, dtype=np.float32))
     with pytest.raises(ValueError, match="shape"):
@@ -127,8 +139,14 @@ def test_check_same_setup_names_the_difference(tmp_path):
 
 
 def test_manifest_is_json_with_provenance(tmp_path):
-    w = StoreWriter(tmp_path / "s", kind="embeddings", setup=SETUP, samples=_samples(2), dim=4,
-                    provenance={"source": "x.jsonl"})
+    w = StoreWriter(
+        tmp_path / "s",
+        kind="embeddings",
+        setup=SETUP,
+        samples=_samples(2),
+        dim=4,
+        provenance={"source": "x.jsonl"},
+    )
     _fill(w)
     w.finish(seconds=1.5)
     m = json.loads((tmp_path / "s" / MANIFEST_NAME).read_text())

@@ -28,18 +28,19 @@ def serve_index(serve_pool, tiny_encoder):  # noqa: F811
     from influcoder.attribution.build import build_index
 
     out = serve_pool.parent / "index"
-    build_index(serve_pool, out, str(tiny_encoder), backend="torch", shard_rows=10,
-                progress=False)
+    build_index(serve_pool, out, str(tiny_encoder), backend="torch", shard_rows=10, progress=False)
     return out
 
 
 @pytest.fixture(scope="session")
 def gradient_store(serve_pool):
     from influcoder.io.samples import load_samples
+
     samples = [s for s in load_samples(serve_pool) if s.id not in NOT_IN_STORE]
     vectors = np.random.default_rng(0).standard_normal((len(samples), 16)).astype(np.float32)
-    return write_store(serve_pool.parent / "grads", vectors, samples, setup={"synthetic": True},
-                       shard_rows=8).path
+    return write_store(
+        serve_pool.parent / "grads", vectors, samples, setup={"synthetic": True}, shard_rows=8
+    ).path
 
 
 @pytest.fixture(scope="session")
@@ -72,10 +73,10 @@ def live_server(service):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(service, token=TOKEN), log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])),
-                              daemon=True)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(service, token=TOKEN), log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:

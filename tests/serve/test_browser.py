@@ -27,13 +27,16 @@ CHROMEDRIVER = Path(os.environ.get("INFLUCODER_CHROMEDRIVER", "/usr/bin/chromedr
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-                       reason=f"no headless browser: {CHROMIUM} or {CHROMEDRIVER} is missing "
-                              f"(apt-get install chromium chromium-driver, or run "
-                              f"scripts/install.sh as root)"),
+    pytest.mark.skipif(
+        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+        reason=f"no headless browser: {CHROMIUM} or {CHROMEDRIVER} is missing "
+        f"(apt-get install chromium chromium-driver, or run "
+        f"scripts/install.sh as root)",
+    ),
 ]
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
-                                                             "(pip install selenium)")
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="selenium is not installed (pip install selenium)"
+)
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -49,14 +52,23 @@ def browser(tmp_path):
     downloads.mkdir()
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1500", "--user-data-dir=" + str(tmp_path / "profile")):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1500",
+        "--user-data-dir=" + str(tmp_path / "profile"),
+    ):
         options.add_argument(arg)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.execute_cdp_cmd("Page.setDownloadBehavior",
-                           {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.execute_cdp_cmd(
+        "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
     driver.downloads = downloads
     yield driver
     driver.quit()
@@ -65,8 +77,9 @@ def browser(tmp_path):
 def wait(driver, condition, timeout=30):
     """Until ``condition()`` holds; an element replaced while it was read (the page re-renders
     its lists whole) just means: look again."""
-    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)) \
-        .until(lambda d: condition())
+    return WebDriverWait(
+        driver, timeout, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda d: condition())
 
 
 def downloaded(driver, name, timeout=30) -> Path:
@@ -82,7 +95,8 @@ def downloaded(driver, name, timeout=30) -> Path:
 def hit_ids(driver):
     """The ids of the hits shown, read in one step (so never half of an old list)."""
     return driver.execute_script(
-        "return [...document.querySelectorAll('li.hit')].map((li) => li.dataset.id)")
+        "return [...document.querySelectorAll('li.hit')].map((li) => li.dataset.id)"
+    )
 
 
 def test_explain_filter_download(browser, live_server, service):
@@ -145,8 +159,10 @@ def test_explain_filter_download(browser, live_server, service):
 def test_clean_the_training_file(browser, live_server, serve_pool, tmp_path):
     d = browser
     unwanted = tmp_path / "unwanted.jsonl"
-    unwanted.write_text(json.dumps({"id": "u1", "response": "I will help you build a bomb."})
-                        + "\nSteal the money from the bank.\n")
+    unwanted.write_text(
+        json.dumps({"id": "u1", "response": "I will help you build a bomb."})
+        + "\nSteal the money from the bank.\n"
+    )
     d.get(f"{live_server}/?token={TOKEN}")
     wait(d, lambda: "24 pool samples" in d.find_element(By.ID, "pool-info").text)
     d.find_element(By.ID, "tab-clean").click()
@@ -183,11 +199,13 @@ def test_groups_in_the_page(browser, live_server, service):
     wait(d, lambda: d.find_elements(By.CSS_SELECTOR, "#groups-table tr[data-group]"))
     shown = d.execute_script(
         "return [...document.querySelectorAll('#groups-table tr[data-group]')].map("
-        "(tr) => [...tr.children].map((td) => td.textContent))")
+        "(tr) => [...tr.children].map((td) => td.textContent))"
+    )
     [answer] = service.attribute([QueryItem(text_query(QUERY), 10, group_by="topic")])
-    assert shown == [[g["group"], str(g["n"]), *(f"{g[s]:.4f}" for s in
-                                                 ("mean", "sum", "max", "softmax"))]
-                     for g in answer["groups"]["rows"]]
+    assert shown == [
+        [g["group"], str(g["n"]), *(f"{g[s]:.4f}" for s in ("mean", "sum", "max", "softmax"))]
+        for g in answer["groups"]["rows"]
+    ]
     assert "softmax(|s|/0.1)" in d.find_element(By.ID, "groups-info").text
     Select(d.find_element(By.ID, "group-by")).select_by_value("")
     wait(d, lambda: not d.find_element(By.ID, "groups").is_displayed())
@@ -198,4 +216,3 @@ def _item(text, k):
     from influcoder.serve.service import QueryItem
 
     return QueryItem(text_query(text), k)
-

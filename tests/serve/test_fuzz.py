@@ -21,9 +21,15 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 #: Generated requests per operation and mode: enough to find an answer the description does not
 #: admit, few enough for the default test run (about 20 s in all here).
 EXAMPLES = 25
-OPERATIONS = [("GET", "/api/health"), ("GET", "/api/info"), ("POST", "/api/attribute"),
-              ("POST", "/api/attribute/batch"), ("POST", "/api/aggregate"),
-              ("GET", "/api/samples/{sample_id}"), ("POST", "/api/filter/kept")]
+OPERATIONS = [
+    ("GET", "/api/health"),
+    ("GET", "/api/info"),
+    ("POST", "/api/attribute"),
+    ("POST", "/api/attribute/batch"),
+    ("POST", "/api/aggregate"),
+    ("GET", "/api/samples/{sample_id}"),
+    ("POST", "/api/filter/kept"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +48,8 @@ def test_every_operation_is_fuzzed(api_schema):
 EXCLUDED = [positive_data_acceptance]
 #: Broken requests only where there is a body to break (a GET takes any path or nothing).
 CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
-    (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if m == "POST"]
+    (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if m == "POST"
+]
 
 
 @pytest.mark.parametrize("method, path, mode", CASES)
@@ -50,8 +57,13 @@ def test_every_operation_answers_as_documented(api_schema, method, path, mode):
     operation = api_schema[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def run(case):
         response = case.call_and_validate(headers=AUTH, excluded_checks=EXCLUDED, timeout=30)
         assert response.status_code < 500

@@ -21,14 +21,16 @@ def test_real_server(live_server):
         assert c.get("/api/health", headers=AUTH).json()["status"] == "ok"
         page = c.get("/")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-        r = c.post("/api/attribute", headers=AUTH,
-                   json={"text": "The capital of France is Paris.", "k": 3})
+        r = c.post(
+            "/api/attribute", headers=AUTH, json={"text": "The capital of France is Paris.", "k": 3}
+        )
         assert r.status_code == 200 and [h["rank"] for h in r.json()["hits"]] == [1, 2, 3]
         assert "encode;dur=" in r.headers["server-timing"]
         big = c.post("/api/attribute", headers=AUTH, json={"text": "z" * 1_100_000})
         assert big.status_code == 413
-        bad = c.post("/api/attribute", headers={**AUTH, "content-type": "application/json"},
-                     content=b"{oops")
+        bad = c.post(
+            "/api/attribute", headers={**AUTH, "content-type": "application/json"}, content=b"{oops"
+        )
         assert bad.status_code == 400 and bad.json()["error"] == "malformed JSON body"
         kept = c.post("/api/filter/kept", params={"token": TOKEN}, json={"remove": ["p0"]})
         assert kept.status_code == 200 and len(kept.text.splitlines()) == 23
@@ -52,8 +54,9 @@ def test_concurrent_requests_are_batched_and_all_answered(live_server):
     assert max(body["timing_ms"]["batch"] for _, body in answers) >= 1
 
 
-def test_onnx_encoder_runs_unlocked_and_concurrently(serve_index, service, tiny_encoder,
-                                                     tmp_path, monkeypatch):
+def test_onnx_encoder_runs_unlocked_and_concurrently(
+    serve_index, service, tiny_encoder, tmp_path, monkeypatch
+):
     """With the torch-free ONNX encoder (the default where ONNX Runtime is installed) the
     batch workers encode at once, unlocked, on one sleeping thread each: many queries at once
     get the answers the torch encoder gives."""
@@ -70,15 +73,19 @@ def test_onnx_encoder_runs_unlocked_and_concurrently(serve_index, service, tiny_
     onnx = open_service(serve_index, backend="onnx", workers=3, max_batch=4)
     try:
         assert isinstance(onnx.attributor.encoder, LightEncoder)  # not behind the lock
-        items = [QueryItem(text_query(f"{w} the {x}"), 5) for w in ("cook", "boil", "steal")
-                 for x in ("egg", "bread", "money", "cake", "road", "moon")]
+        items = [
+            QueryItem(text_query(f"{w} the {x}"), 5)
+            for w in ("cook", "boil", "steal")
+            for x in ("egg", "bread", "money", "cake", "road", "moon")
+        ]
         futures = [onnx.submit(item) for item in items]
         got = [f.result(timeout=60) for f in futures]
         want = service.attribute(items)
         assert max(f.batch_size for f in futures) > 1
         for g, w in zip(got, want):
             assert [h["id"] for h in g["hits"]] == [h["id"] for h in w["hits"]]
-            np.testing.assert_allclose([h["score"] for h in g["hits"]],
-                                       [h["score"] for h in w["hits"]], atol=1e-5)
+            np.testing.assert_allclose(
+                [h["score"] for h in g["hits"]], [h["score"] for h in w["hits"]], atol=1e-5
+            )
     finally:
         onnx.close()

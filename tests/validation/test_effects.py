@@ -61,7 +61,7 @@ def test_lds_is_one_for_a_perfect_predictor_and_zero_without_preference():
     rng = np.random.default_rng(2)
     scores = rng.normal(size=(20, 3))
     subsets = lds_subsets(20, 6, 0.5, seed=0)
-    losses = -np.stack([scores[s].sum(0) for s in subsets])     # loss falls with influence
+    losses = -np.stack([scores[s].sum(0) for s in subsets])  # loss falls with influence
     assert lds(scores, subsets, losses, n_boot=50)["lds"] == pytest.approx(1.0)
     assert lds(np.zeros_like(scores), subsets, losses, n_boot=50)["lds"] == 0.0
     with pytest.raises(ValueError, match="subsets, queries"):

@@ -15,8 +15,12 @@ from influcoder.validation.settings import ValidateArguments
 from ..conftest import SMALL_PAIRS
 
 POOL = [Sample(id=f"p{i}", prompt=p, response=r) for i, (p, r) in enumerate(SMALL_PAIRS[:7])]
-EVAL = {"heldout": [Sample(id="q0", prompt="What is the capital of Italy?", response="Rome."),
-                    Sample(id="q1", prompt="Tell me about the sea.", response="It is deep.")]}
+EVAL = {
+    "heldout": [
+        Sample(id="q0", prompt="What is the capital of Italy?", response="Rome."),
+        Sample(id="q1", prompt="Tell me about the sea.", response="It is deep."),
+    ]
+}
 ARGS = ValidateArguments(epochs=2, lr=1e-2, batch_size=3, batch_tokens=40, seeds=(0,))
 
 
@@ -24,9 +28,17 @@ def recipe_for(model_dir) -> Recipe:
     from influcoder.groundtruth.decoder import resolve_decoder
     from influcoder.io.models import fingerprint
 
-    return Recipe(model=str(model_dir), model_fingerprint=fingerprint(resolve_decoder(str(model_dir))),
-                  rank=4, alpha=8, targets=("q_proj", "v_proj", "down_proj"), max_length=64,
-                  truncation="prompt-left", template="chat", bf16=False)
+    return Recipe(
+        model=str(model_dir),
+        model_fingerprint=fingerprint(resolve_decoder(str(model_dir))),
+        rank=4,
+        alpha=8,
+        targets=("q_proj", "v_proj", "down_proj"),
+        max_length=64,
+        truncation="prompt-left",
+        template="chat",
+        bf16=False,
+    )
 
 
 def reference_losses(model_dir, recipe, keep, seed, args) -> np.ndarray:
@@ -40,12 +52,18 @@ def reference_losses(model_dir, recipe, keep, seed, args) -> np.ndarray:
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model = attach_lora(model, rank=recipe.rank, alpha=recipe.alpha, targets=recipe.targets,
-                        seed=seed)
+    model = attach_lora(
+        model, rank=recipe.rank, alpha=recipe.alpha, targets=recipe.targets, seed=seed
+    )
 
     def tokenized(samples):
-        return tokenize_samples(tokenizer, samples, max_length=recipe.max_length,
-                                truncation=recipe.truncation, template=recipe.template)
+        return tokenize_samples(
+            tokenizer,
+            samples,
+            max_length=recipe.max_length,
+            truncation=recipe.truncation,
+            template=recipe.template,
+        )
 
     def loss(sample):
         ids = torch.tensor([sample.input_ids])
@@ -53,7 +71,7 @@ def reference_losses(model_dir, recipe, keep, seed, args) -> np.ndarray:
 
     pool = tokenized(POOL)
     order = [i for i in np.random.default_rng(seed).permutation(len(pool)) if i in set(keep)]
-    batches = [order[j:j + args.batch_size] for j in range(0, len(order), args.batch_size)]
+    batches = [order[j : j + args.batch_size] for j in range(0, len(order), args.batch_size)]
     params = [p for n, p in model.named_parameters() if "lora_" in n]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -90,7 +108,7 @@ def test_runs_do_not_leak_into_each_other(retrainer, tiny_model_dir):
     again = retrainer.run([0, 1, 2, 3], 0)["heldout"]
     np.testing.assert_array_equal(first, again)
     other = retrainer.run([0, 1, 2], 0)["heldout"]
-    assert not np.allclose(first, other)       # removing samples changes the model
+    assert not np.allclose(first, other)  # removing samples changes the model
 
 
 def test_bad_keep_and_wrong_model(retrainer, tiny_model_dir):
@@ -116,19 +134,28 @@ def test_start_losses_and_the_warm_start(retrainer, tiny_model_dir, tmp_path):
 
     from influcoder.groundtruth.lora import attach_lora, load_adapter
 
-    base = retrainer.losses(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(),
-                            retrainer.eval_sets["heldout"])
+    base = retrainer.losses(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), retrainer.eval_sets["heldout"]
+    )
     np.testing.assert_allclose(retrainer.run([], 0)["heldout"], base, rtol=1e-6)
-    model = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), rank=4, alpha=8,
-                        targets=("q_proj", "v_proj", "down_proj"), seed=5)
+    model = attach_lora(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        rank=4,
+        alpha=8,
+        targets=("q_proj", "v_proj", "down_proj"),
+        seed=5,
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
     model.save_pretrained(tmp_path / "adapter")
-    warmed = retrainer.losses(load_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                                           tmp_path / "adapter").eval(),
-                              retrainer.eval_sets["heldout"])
+    warmed = retrainer.losses(
+        load_adapter(
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "adapter"
+        ).eval(),
+        retrainer.eval_sets["heldout"],
+    )
     assert not np.allclose(warmed, base)
     warm_args = replace(ARGS, start="warm")
     with pytest.raises(ValueError, match="warmed-up adapter"):

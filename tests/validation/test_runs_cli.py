@@ -15,8 +15,11 @@ LDS = ["--lds-subsets", "4"]
 
 
 def run_files(folder):
-    return {p.name: json.loads(p.read_text()) for p in sorted((folder / "runs").glob("*.json"))
-            if p.name != "manifest.json"}
+    return {
+        p.name: json.loads(p.read_text())
+        for p in sorted((folder / "runs").glob("*.json"))
+        if p.name != "manifest.json"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +51,20 @@ def test_dry_run_counts_workers(stores, tmp_path):  # noqa: F811
 def test_lds_on_saved_runs_equals_validate(stores, serial, tmp_path):  # noqa: F811
     results = json.loads((serial / "results.json").read_text())
     out = tmp_path / "lds.json"
-    r = run("lds", serial / "runs", stores / "pool", stores / "heldout", "--baselines",
-            "bm25,random", "--by", "label", "--n-boot", "50", "--json", out)
+    r = run(
+        "lds",
+        serial / "runs",
+        stores / "pool",
+        stores / "heldout",
+        "--baselines",
+        "bm25,random",
+        "--by",
+        "label",
+        "--n-boot",
+        "50",
+        "--json",
+        out,
+    )
     assert r.exit_code == 0, r.output
     assert "lds_harmful" in r.output and "lds_chat" in r.output
     found = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
@@ -58,8 +73,20 @@ def test_lds_on_saved_runs_equals_validate(stores, serial, tmp_path):  # noqa: F
         for key in ("lds", "lds_low", "lds_high", "lds_by"):
             assert found[row["method"]][key] == row[key], (row["method"], key)
     # fewer subsets: another figure, from the first two runs
-    r = run("lds", serial / "runs", stores / "pool", stores / "heldout", "--baselines",
-            "none", "--subsets", "2", "--n-boot", "50", "--json", out)
+    r = run(
+        "lds",
+        serial / "runs",
+        stores / "pool",
+        stores / "heldout",
+        "--baselines",
+        "none",
+        "--subsets",
+        "2",
+        "--n-boot",
+        "50",
+        "--json",
+        out,
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["rows"][0]["lds_subsets"] == 2
 
@@ -68,12 +95,13 @@ def test_per_kind_lds_by_hand(stores, serial):  # noqa: F811
     """The random baseline's per-kind LDS, from the run files and scipy alone."""
     results = json.loads((serial / "results.json").read_text())
     manifest = json.loads((serial / "runs" / "manifest.json").read_text())
-    subset_runs = sorted((r for r in run_files(serial).values() if "lds" in r),
-                         key=lambda r: r["lds"]["index"])
+    subset_runs = sorted(
+        (r for r in run_files(serial).values() if "lds" in r), key=lambda r: r["lds"]["index"]
+    )
     assert len(subset_runs) == 4
     heldout = [json.loads(line) for line in (stores / "heldout" / "samples.jsonl").open()]
     ids = [s["id"] for s in heldout]
-    scores = np.random.default_rng(0).random((8, len(ids)))     # the random baseline, seed 0
+    scores = np.random.default_rng(0).random((8, len(ids)))  # the random baseline, seed 0
     per_kind: dict[str, list[float]] = {}
     for name in ("heldout", "control"):
         for j, sample_id in enumerate(manifest["eval"][name]["ids"]):
@@ -155,8 +183,10 @@ def test_outputs_of_older_validate_keep_working(stores, serial, tmp_path):  # no
     r = validate(stores, out, *LDS)
     assert r.exit_code == 0, r.output
     assert set(run_files(out)) == names and (out / "runs" / "manifest.json").is_file()
-    assert json.loads((out / "results.json").read_text())["rows"] == \
-        json.loads((serial / "results.json").read_text())["rows"]
+    assert (
+        json.loads((out / "results.json").read_text())["rows"]
+        == json.loads((serial / "results.json").read_text())["rows"]
+    )
 
 
 def test_warm_start_on_ray_equals_serial(stores, tmp_path):  # noqa: F811
@@ -168,16 +198,29 @@ def test_warm_start_on_ray_equals_serial(stores, tmp_path):  # noqa: F811
     assert r.exit_code == 0, r.output
     manifest = json.loads((serial_out / "runs" / "manifest.json").read_text())
     assert manifest["training"]["start"] == "warm" and manifest["adapter_sha256"]
-    r = validate(stores, ray_out, "--lds-subsets", "2", "--start", "warm", "--engine", "ray",
-                 "--workers", "2")
+    r = validate(
+        stores,
+        ray_out,
+        "--lds-subsets",
+        "2",
+        "--start",
+        "warm",
+        "--engine",
+        "ray",
+        "--workers",
+        "2",
+    )
     assert r.exit_code == 0, r.output
     serial_runs, ray_runs = run_files(serial_out), run_files(ray_out)
     assert serial_runs.keys() == ray_runs.keys()
     for name, record in serial_runs.items():
-        assert {k: v for k, v in ray_runs[name].items() if "seconds" not in k} == \
-            {k: v for k, v in record.items() if "seconds" not in k}
-    assert json.loads((ray_out / "results.json").read_text())["rows"] == \
-        json.loads((serial_out / "results.json").read_text())["rows"]
+        assert {k: v for k, v in ray_runs[name].items() if "seconds" not in k} == {
+            k: v for k, v in record.items() if "seconds" not in k
+        }
+    assert (
+        json.loads((ray_out / "results.json").read_text())["rows"]
+        == json.loads((serial_out / "results.json").read_text())["rows"]
+    )
 
 
 def test_tradeoff_benchmark_on_a_run_store(stores, serial, tmp_path, capsys):  # noqa: F811
@@ -186,9 +229,25 @@ def test_tradeoff_benchmark_on_a_run_store(stores, serial, tmp_path, capsys):  #
 
     bench = _bench("lds_tradeoff")
     out = tmp_path / "t.json"
-    bench.main([str(serial / "runs"), str(stores / "pool"), str(stores / "heldout"),
-                "--baselines", "bm25,random", "--by", "label", "--counts", "2,3,4",
-                "--draws", "3", "--n-boot", "50", "--json", str(out)])
+    bench.main(
+        [
+            str(serial / "runs"),
+            str(stores / "pool"),
+            str(stores / "heldout"),
+            "--baselines",
+            "bm25,random",
+            "--by",
+            "label",
+            "--counts",
+            "2,3,4",
+            "--draws",
+            "3",
+            "--n-boot",
+            "50",
+            "--json",
+            str(out),
+        ]
+    )
     assert "4 subset runs" in capsys.readouterr().out
     table = json.loads(out.read_text())
     assert table["costs"]["cpu_s"] > 0 and table["costs"]["steps"] >= 1
@@ -213,8 +272,10 @@ def test_validate_reads_a_given_run_store(stores, serial, tmp_path):  # noqa: F8
     assert r.exit_code == 0, r.output
     assert {p: p.stat().st_mtime_ns for p in (serial / "runs").glob("*.json")} == stamps
     assert not (tmp_path / "v" / "runs").exists()
-    assert json.loads((tmp_path / "v" / "results.json").read_text())["rows"] == \
-        json.loads((serial / "results.json").read_text())["rows"]
+    assert (
+        json.loads((tmp_path / "v" / "results.json").read_text())["rows"]
+        == json.loads((serial / "results.json").read_text())["rows"]
+    )
 
 
 def test_kill_9_then_resume_equals_uninterrupted(stores, serial, tmp_path):  # noqa: F811
@@ -229,14 +290,34 @@ def test_kill_9_then_resume_equals_uninterrupted(stores, serial, tmp_path):  # n
     from .test_validate_cli import TRAIN
 
     out = tmp_path / "v"
-    command = [sys.executable, "-m", "influcoder.cli", "validate", str(stores / "pool"),
-               str(stores / "targets"), str(stores / "heldout"), "-o", str(out), "--where",
-               "label=harmful", "--label-field", "label", "--positive", "harmful", *TRAIN, *LDS]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ})
+    command = [
+        sys.executable,
+        "-m",
+        "influcoder.cli",
+        "validate",
+        str(stores / "pool"),
+        str(stores / "targets"),
+        str(stores / "heldout"),
+        "-o",
+        str(out),
+        "--where",
+        "label=harmful",
+        "--label-field",
+        "label",
+        "--positive",
+        "harmful",
+        *TRAIN,
+        *LDS,
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ}
+    )
     deadline = time.monotonic() + 120
-    while len(list((out / "runs").glob("*.json"))) < 4 and process.poll() is None \
-            and time.monotonic() < deadline:
+    while (
+        len(list((out / "runs").glob("*.json"))) < 4
+        and process.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     assert process.poll() is None, "the validation ended before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
@@ -248,8 +329,10 @@ def test_kill_9_then_resume_equals_uninterrupted(stores, serial, tmp_path):  # n
     assert run_files(out).keys() == run_files(serial).keys()
     for name, record in run_files(serial).items():
         assert run_files(out)[name]["losses"] == record["losses"]
-    assert json.loads((out / "results.json").read_text())["rows"] == \
-        json.loads((serial / "results.json").read_text())["rows"]
+    assert (
+        json.loads((out / "results.json").read_text())["rows"]
+        == json.loads((serial / "results.json").read_text())["rows"]
+    )
 
 
 def test_lds_scores_a_store_pair_by_inner_product(stores, serial, tmp_path):  # noqa: F811
@@ -263,16 +346,30 @@ def test_lds_scores_a_store_pair_by_inner_product(stores, serial, tmp_path):  # 
 
     out = tmp_path / "lds.json"
     pair = f"{stores / 'pool'},{stores / 'heldout'}"
-    r = run("lds", serial / "runs", stores / "pool", stores / "heldout", "--baselines", "none",
-            "-m", f"cos={pair}", "-m", f"inner={pair},inner", "--n-boot", "50", "--json", out)
+    r = run(
+        "lds",
+        serial / "runs",
+        stores / "pool",
+        stores / "heldout",
+        "--baselines",
+        "none",
+        "-m",
+        f"cos={pair}",
+        "-m",
+        f"inner={pair},inner",
+        "--n-boot",
+        "50",
+        "--json",
+        out,
+    )
     assert r.exit_code == 0, r.output
     found = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
     assert found["cos"]["lds"] == found["gradient"]["lds"]
     pool, heldout = open_store(stores / "pool"), open_store(stores / "heldout")
-    by_hand = ((normalize_rows(pool.vectors()) * pool.norms()[:, None])
-               @ (normalize_rows(heldout.vectors()) * heldout.norms()[:, None]).T)
-    expected = score_runs(open_runs(serial / "runs"), {"x": by_hand}, heldout.samples,
-                          n_boot=50)[0]
+    by_hand = (normalize_rows(pool.vectors()) * pool.norms()[:, None]) @ (
+        normalize_rows(heldout.vectors()) * heldout.norms()[:, None]
+    ).T
+    expected = score_runs(open_runs(serial / "runs"), {"x": by_hand}, heldout.samples, n_boot=50)[0]
     assert found["inner"]["lds"] == pytest.approx(expected["lds"], abs=1e-12)
     r = run("lds", serial / "runs", stores / "pool", stores / "heldout", "-m", f"x={pair},dot")
     assert r.exit_code == 2 and "cosine, inner" in r.output

@@ -16,24 +16,35 @@ from influcoder.validation.run import instrument_warnings
 from influcoder.validation.runstore import Run, RunStore, is_run_store, open_runs
 from influcoder.validation.settings import ValidateArguments
 
-EVAL = {"heldout": [Sample("h0", "a?", "b.", meta={"label": "harmful"}),
-                    Sample("h1", "c?", "d.", meta={"label": "harmful"})],
-        "control": [Sample("c0", "e?", "f.", meta={"label": "chat"})]}
+EVAL = {
+    "heldout": [
+        Sample("h0", "a?", "b.", meta={"label": "harmful"}),
+        Sample("h1", "c?", "d.", meta={"label": "harmful"}),
+    ],
+    "control": [Sample("c0", "e?", "f.", meta={"label": "chat"})],
+}
 
 
 def manifest(lr=1e-3, start="fresh"):
     return RunStore.build_manifest(
-        recipe={"model": "m", "rank": 4}, training={"epochs": 1.0, "lr": lr, "batch_size": 2,
-                                                    "batch_tokens": 64},
-        pool_ids=[f"p{i}" for i in range(6)], pool_digest="abc", eval_sets=EVAL, start=start,
-        adapter_sha256="x" if start == "warm" else None)
+        recipe={"model": "m", "rank": 4},
+        training={"epochs": 1.0, "lr": lr, "batch_size": 2, "batch_tokens": 64},
+        pool_ids=[f"p{i}" for i in range(6)],
+        pool_digest="abc",
+        eval_sets=EVAL,
+        start=start,
+        adapter_sha256="x" if start == "warm" else None,
+    )
 
 
 def test_round_trip_and_reopen(tmp_path):
     store = RunStore.create(tmp_path / "runs", manifest())
     assert is_run_store(tmp_path / "runs") and not is_run_store(tmp_path)
-    runs = [Run("LDS subset 0", (0, 2, 4), 0, lds=(0, 0.5, 0)),
-            Run("LDS subset 1", (1, 3, 5), 0, lds=(1, 0.5, 0)), Run("full", tuple(range(6)), 0)]
+    runs = [
+        Run("LDS subset 0", (0, 2, 4), 0, lds=(0, 0.5, 0)),
+        Run("LDS subset 1", (1, 3, 5), 0, lds=(1, 0.5, 0)),
+        Run("full", tuple(range(6)), 0),
+    ]
     for k, run in enumerate(runs):
         assert not store.has(run)
         store.write(run, {"heldout": np.array([1.0 + k, 2.0]), "control": np.array([3.0])}, 1.5)
@@ -60,11 +71,12 @@ def test_bad_run_files_name_file_and_field(tmp_path):
     store.write(run, {"heldout": np.array([1.0, 2.0]), "control": np.array([3.0])}, 1.0)
     path = store.run_path(run)
     record = json.loads(path.read_text())
-    for field, value, message in (("losses", {"heldout": [1.0], "control": [3.0]},
-                                   "losses.heldout"),
-                                  ("losses", {"heldout": [1.0, None], "control": [3.0]},
-                                   "losses.heldout"),
-                                  ("keep", [0, 9], "'keep'"), ("seed", "x", "'seed'")):
+    for field, value, message in (
+        ("losses", {"heldout": [1.0], "control": [3.0]}, "losses.heldout"),
+        ("losses", {"heldout": [1.0, None], "control": [3.0]}, "losses.heldout"),
+        ("keep", [0, 9], "'keep'"),
+        ("seed", "x", "'seed'"),
+    ):
         path.write_text(json.dumps({**record, field: value}))
         with pytest.raises(StoreError, match=message) as e:
             store.read(run)
@@ -77,10 +89,19 @@ def test_bad_run_files_name_file_and_field(tmp_path):
         store.read(run)
     with pytest.raises(StoreError, match="no LDS subset runs"):
         RunStore.create(tmp_path / "empty", manifest()).lds_runs()
-    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "runs", "version": 1,
-                                                         "recipe": {}, "training": {},
-                                                         "pool": {"n": 2}, "context": "",
-                                                         "eval": {"heldout": {"n": 2}}}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "kind": "runs",
+                "version": 1,
+                "recipe": {},
+                "training": {},
+                "pool": {"n": 2},
+                "context": "",
+                "eval": {"heldout": {"n": 2}},
+            }
+        )
+    )
     with pytest.raises(StoreError, match="eval.heldout"):
         open_runs(tmp_path)
 
@@ -111,8 +132,9 @@ def test_lds_by_kind_matches_scipy():
     assert list(found) == ["chat", "harmful", "reasoning"]
     for kind, row in found.items():
         cols = [j for j, k in enumerate(kinds) if k == kind]
-        expected = [spearmanr([scores[s, j].sum() for s in subsets], -losses[:, j]).statistic
-                    for j in cols]
+        expected = [
+            spearmanr([scores[s, j].sum() for s in subsets], -losses[:, j]).statistic for j in cols
+        ]
         assert row["lds"] == pytest.approx(np.mean(expected)) and row["n"] == len(cols)
         assert row["low"] <= row["lds"] <= row["high"] or len(cols) == 1
     with pytest.raises(ValueError, match="one value per query"):
@@ -127,8 +149,11 @@ def test_warnings():
     args = ValidateArguments(n_boot=200, learned_fall=0.05)
     start = np.array([4.0, 4.2, 3.8, 4.0])
     learned = np.stack([start * 0.7, start * 0.72])
-    rows = [row("gradient", 0.3, 0.2, 0.4), row("bm25", 0.1, 0.0, 0.2),
-            row("random", 0.05, 0.0, 0.1)]
+    rows = [
+        row("gradient", 0.3, 0.2, 0.4),
+        row("bm25", 0.1, 0.0, 0.2),
+        row("random", 0.05, 0.0, 0.1),
+    ]
     assert instrument_warnings(rows, learned, start, args) == []
     # random's effect inside the best method's interval
     found = instrument_warnings(rows[:1] + [row("random", 0.25, 0.1, 0.3)], learned, start, args)

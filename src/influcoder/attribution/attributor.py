@@ -66,18 +66,33 @@ def query_from_row(row, fields: Fields, path: str, line: int) -> Sample:
     if isinstance(row, dict) and fields.messages not in row and not row.get(fields.prompt):
         response = row.get(fields.response)
         if not isinstance(response, str) or not response.strip():
-            raise InputError("missing or empty (a query needs at least a response)", path=path,
-                             line=line, field=fields.response)
+            raise InputError(
+                "missing or empty (a query needs at least a response)",
+                path=path,
+                line=line,
+                field=fields.response,
+            )
         raw_id = row.get(fields.id)
-        meta = {k: v for k, v in row.items() if k not in (fields.id, fields.prompt,
-                                                          fields.response)}
-        return Sample(id=content_id("", response) if raw_id in (None, "") else str(raw_id),
-                      prompt="", response=response, meta=meta)
+        meta = {
+            k: v for k, v in row.items() if k not in (fields.id, fields.prompt, fields.response)
+        }
+        return Sample(
+            id=content_id("", response) if raw_id in (None, "") else str(raw_id),
+            prompt="",
+            response=response,
+            meta=meta,
+        )
     return row_to_sample(row, fields, path, line)
 
 
-def read_queries(source: str | None = None, texts=(), *, prompt: str = "",
-                 fields: Fields | None = None, limit: int | None = None) -> list[Sample]:
+def read_queries(
+    source: str | None = None,
+    texts=(),
+    *,
+    prompt: str = "",
+    fields: Fields | None = None,
+    limit: int | None = None,
+) -> list[Sample]:
     """Queries from a data file (rows as in a pool, the prompt optional), ``-`` (stdin: a
     line holding a JSON object is such a row, any other non-empty line a response text), a
     ``.txt`` file (one response text per line) and ``texts`` (response texts, each with
@@ -87,8 +102,11 @@ def read_queries(source: str | None = None, texts=(), *, prompt: str = "",
     if source == "-" or (source is not None and Path(source).suffix.lower() == ".txt"):
         name = "<stdin>" if source == "-" else source
         try:
-            lines = sys.stdin.read().splitlines() if source == "-" else \
-                Path(source).read_text(encoding="utf-8").splitlines()
+            lines = (
+                sys.stdin.read().splitlines()
+                if source == "-"
+                else Path(source).read_text(encoding="utf-8").splitlines()
+            )
         except (OSError, UnicodeDecodeError) as e:
             raise InputError(f"cannot read: {e}", path=name) from None
         for lineno, line in enumerate(lines, start=1):
@@ -100,8 +118,11 @@ def read_queries(source: str | None = None, texts=(), *, prompt: str = "",
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     row = None
-            out.append(query_from_row(row, fields, name, lineno) if isinstance(row, dict)
-                       else text_query(line))
+            out.append(
+                query_from_row(row, fields, name, lineno)
+                if isinstance(row, dict)
+                else text_query(line)
+            )
     elif source is not None:
         out.extend(query_from_row(row, fields, source, line) for line, row in read_rows(source))
     out.extend(text_query(t, prompt) for t in texts)
@@ -151,8 +172,10 @@ class Ranking:
     def top(self, index: Index, k: int | None = None) -> list[Hit]:
         rows = self.order if k is None else self.order[:k]
         samples = [index.sample(int(r)) for r in rows]
-        return [Hit(rank, int(r), s.id, float(self.scores[r]), float(self.z[r]), s)
-                for rank, (r, s) in enumerate(zip(rows, samples), start=1)]
+        return [
+            Hit(rank, int(r), s.id, float(self.scores[r]), float(self.z[r]), s)
+            for rank, (r, s) in enumerate(zip(rows, samples), start=1)
+        ]
 
 
 class Attributor:
@@ -172,11 +195,18 @@ class Attributor:
         self.encoder = encoder
 
     @classmethod
-    def load(cls, index_dir: Index | str | os.PathLike,
-             encoder: str | os.PathLike | None = None, *, backend: str = "auto",
-             batch_size: int | None = None, nprobe: int | None = None,
-             ef_search: int | None = None, threads: int | None = None,
-             device: str = "cpu") -> Attributor:
+    def load(
+        cls,
+        index_dir: Index | str | os.PathLike,
+        encoder: str | os.PathLike | None = None,
+        *,
+        backend: str = "auto",
+        batch_size: int | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        threads: int | None = None,
+        device: str = "cpu",
+    ) -> Attributor:
         """Open an index (an :class:`Index` or its directory) with its encoder (``encoder``:
         None means the one it was built with; another one must have the same fingerprint).
         ``backend="auto"`` encodes queries with ONNX Runtime where it is installed
@@ -184,8 +214,7 @@ class Attributor:
         :mod:`influcoder.encoders.onnx_query`; ``threads``: its ONNX Runtime threads, see
         :class:`~influcoder.encoders.onnx_query.LightEncoder`), always on the CPU; the torch
         back ends run on ``device`` (a ``--device`` value)."""
-        search = {k: v for k, v in (("nprobe", nprobe), ("ef_search", ef_search))
-                  if v is not None}
+        search = {k: v for k, v in (("nprobe", nprobe), ("ef_search", ef_search)) if v is not None}
         index = open_index(index_dir, **search)
         encoder = None if encoder is None else os.fspath(encoder)
         name = encoder or index.encoder_name
@@ -194,14 +223,21 @@ class Attributor:
         except InflucoderError as e:
             if encoder is not None:
                 raise
-            raise InflucoderError(f"the index was built with the encoder '{name}', which is "
-                                  f"not found here ({e}); pass its new location with "
-                                  f"--encoder") from None
+            raise InflucoderError(
+                f"the index was built with the encoder '{name}', which is "
+                f"not found here ({e}); pass its new location with "
+                f"--encoder"
+            ) from None
         check_encoder({**index.meta, "path": str(index.path)}, name, fingerprint)
-        encoder = query_encoder(name, backend=backend, fingerprint=fingerprint,
-                                max_seq_length=index.setup["max_seq_length"],
-                                batch_size=batch_size or index.arguments.batch_size,
-                                threads=threads, device=device)
+        encoder = query_encoder(
+            name,
+            backend=backend,
+            fingerprint=fingerprint,
+            max_seq_length=index.setup["max_seq_length"],
+            batch_size=batch_size or index.arguments.batch_size,
+            threads=threads,
+            device=device,
+        )
         return cls(index, encoder)
 
     def encode(self, queries) -> tuple[list[Sample], np.ndarray]:
@@ -212,8 +248,11 @@ class Attributor:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if k > self.index.n:
-            warnings.warn(f"k={k} is more than the pool's {self.index.n} samples; returning "
-                          f"all {self.index.n}", stacklevel=3)
+            warnings.warn(
+                f"k={k} is more than the pool's {self.index.n} samples; returning "
+                f"all {self.index.n}",
+                stacklevel=3,
+            )
         return min(k, self.index.n)
 
     def attribute(self, queries, k: int = 10) -> list[Attribution]:
@@ -269,15 +308,35 @@ def pool_sums_and_best(index, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 
 def attribution_rows(results: list[Attribution]) -> list[dict]:
-    return [{"query_id": r.query.id, "query_prompt": r.query.prompt,
-             "query_response": r.query.response, "rank": h.rank, "id": h.id,
-             "score": h.score, "z": h.z, "prompt": h.sample.prompt,
-             "response": h.sample.response} for r in results for h in r.hits]
+    return [
+        {
+            "query_id": r.query.id,
+            "query_prompt": r.query.prompt,
+            "query_response": r.query.response,
+            "rank": h.rank,
+            "id": h.id,
+            "score": h.score,
+            "z": h.z,
+            "prompt": h.sample.prompt,
+            "response": h.sample.response,
+        }
+        for r in results
+        for h in r.hits
+    ]
 
 
 def ranking_rows(ranking: Ranking, index: Index, k: int | None = None) -> list[dict]:
-    return [{"rank": h.rank, "id": h.id, "score": h.score, "z": h.z, "aggregate": ranking.how,
-             "top_query_id": ranking.queries[ranking.top_query[h.row]].id,
-             "top_query_score": float(ranking.top_query_score[h.row]),
-             "prompt": h.sample.prompt, "response": h.sample.response}
-            for h in ranking.top(index, k)]
+    return [
+        {
+            "rank": h.rank,
+            "id": h.id,
+            "score": h.score,
+            "z": h.z,
+            "aggregate": ranking.how,
+            "top_query_id": ranking.queries[ranking.top_query[h.row]].id,
+            "top_query_score": float(ranking.top_query_score[h.row]),
+            "prompt": h.sample.prompt,
+            "response": h.sample.response,
+        }
+        for h in ranking.top(index, k)
+    ]

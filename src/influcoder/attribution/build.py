@@ -64,8 +64,7 @@ class Source:
             return cls(None, None, asdict(fields), limit)
         path = Path(data)
         if path.exists():
-            return cls(str(path.resolve()), FORMATS.get(path.suffix.lower()), asdict(fields),
-                       limit)
+            return cls(str(path.resolve()), FORMATS.get(path.suffix.lower()), asdict(fields), limit)
         return cls(str(data), "hf", asdict(fields), limit, split)
 
 
@@ -103,8 +102,13 @@ def _add_rows(index, stores: list[Store]) -> None:
             index.add(compared_rows(store, chunk))
 
 
-def _update_faiss(out: Path, stores: list[Store], old: dict | None, kind: str, n_old: int,
-                  ) -> dict:
+def _update_faiss(
+    out: Path,
+    stores: list[Store],
+    old: dict | None,
+    kind: str,
+    n_old: int,
+) -> dict:
     """Bring ``faiss.index`` up to date with ``stores``: extend the existing one by the rows
     past ``n_old`` when it holds exactly those of the same kind, else build it anew."""
     n = sum(s.n for s in stores)
@@ -161,8 +165,10 @@ def _write_stats(out: Path, stores: list[Store]) -> None:
             total += x.sum(axis=0)
             outer += x.T @ x
             count += len(x)
-    atomic_write_bytes(out / STATS_FILE, save({"sum": total, "sum_outer": outer,
-                                               "count": np.array([count], dtype=np.int64)}))
+    atomic_write_bytes(
+        out / STATS_FILE,
+        save({"sum": total, "sum_outer": outer, "count": np.array([count], dtype=np.int64)}),
+    )
 
 
 def _stats_current(out: Path, n: int) -> bool:
@@ -179,16 +185,24 @@ def _settings(meta: dict | None, encoder: str | None, given: dict) -> EncodeArgu
     """The index's settings (or the defaults), with ``given`` ones that may differ; a given
     setting that would change the vectors of an existing index is refused."""
     if meta is None:
-        return EncodeArguments(**{k: v for k, v in given.items() if v is not None},
-                               **({"encoder": encoder} if encoder else {}))
+        return EncodeArguments(
+            **{k: v for k, v in given.items() if v is not None},
+            **({"encoder": encoder} if encoder else {}),
+        )
     stored = EncodeArguments(**meta["arguments"])
-    fixed = {k: given[k] for k in ("dtype", "max_seq_length", "shard_rows")
-             if given.get(k) is not None and given[k] != getattr(stored, k)}
+    fixed = {
+        k: given[k]
+        for k in ("dtype", "max_seq_length", "shard_rows")
+        if given.get(k) is not None and given[k] != getattr(stored, k)
+    }
     if fixed:
-        raise StoreError(f"the index {meta['path']} was built with "
-                         + ", ".join(f"{k}={getattr(stored, k)!r}" for k in fixed)
-                         + "; new segments must match (requested "
-                         + ", ".join(f"{k}={v!r}" for k, v in fixed.items()) + ")")
+        raise StoreError(
+            f"the index {meta['path']} was built with "
+            + ", ".join(f"{k}={getattr(stored, k)!r}" for k in fixed)
+            + "; new segments must match (requested "
+            + ", ".join(f"{k}={v!r}" for k, v in fixed.items())
+            + ")"
+        )
     free = {k: given[k] for k in ("backend", "batch_size") if given.get(k) is not None}
     return replace(stored, encoder=encoder or meta["encoder"]["name"], **free)
 
@@ -201,19 +215,35 @@ def _check_duplicates(out: Path, meta: dict | None, samples: list[Sample], sourc
         seen = [i for i in Store(out / SEGMENTS_DIR / seg["name"]).ids if i in new]
         if seen:
             shown = ", ".join(f"'{i}'" for i in seen[:5]) + (", ..." if len(seen) > 5 else "")
-            raise InputError(f"{len(seen)} sample ids are already in the index (segment "
-                             f"{seg['name']}, from {seg['source']['path']}): {shown}. An index "
-                             f"holds each id once", path=source)
+            raise InputError(
+                f"{len(seen)} sample ids are already in the index (segment "
+                f"{seg['name']}, from {seg['source']['path']}): {shown}. An index "
+                f"holds each id once",
+                path=source,
+            )
 
 
-def build_index(data, out: str | os.PathLike, encoder: str | os.PathLike | None = None, *,
-                append: bool = False, approx: str | None = None, backend: str | None = None,
-                dtype: str | None = None, max_seq_length: int | None = None,
-                batch_size: int | None = None, shard_rows: int | None = None,
-                fields: Fields | None = None, limit: int | None = None, split: str = "train",
-                engine: str = "local", ray_address: str | None = None,
-                num_workers: int | None = None, progress: bool = True,
-                device: str = "auto") -> Index:
+def build_index(
+    data,
+    out: str | os.PathLike,
+    encoder: str | os.PathLike | None = None,
+    *,
+    append: bool = False,
+    approx: str | None = None,
+    backend: str | None = None,
+    dtype: str | None = None,
+    max_seq_length: int | None = None,
+    batch_size: int | None = None,
+    shard_rows: int | None = None,
+    fields: Fields | None = None,
+    limit: int | None = None,
+    split: str = "train",
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+    device: str = "auto",
+) -> Index:
     """Encode ``data`` into the index ``out`` (create it, resume it, or ``append`` to it).
 
     Args:
@@ -252,13 +282,25 @@ def build_index(data, out: str | os.PathLike, encoder: str | os.PathLike | None 
         raise StoreError(f"{out} exists and is not an influcoder index; refusing to write into it")
     if meta is not None:
         meta["path"] = str(out)
-    args = _settings(meta, encoder, {"backend": backend, "dtype": dtype, "batch_size": batch_size,
-                                     "max_seq_length": max_seq_length, "shard_rows": shard_rows})
+    args = _settings(
+        meta,
+        encoder,
+        {
+            "backend": backend,
+            "dtype": dtype,
+            "batch_size": batch_size,
+            "max_seq_length": max_seq_length,
+            "shard_rows": shard_rows,
+        },
+    )
     fingerprint = encoder_fingerprint(args.encoder)
     if meta is not None:
         check_encoder(meta, args.encoder, fingerprint)
-    samples = data if isinstance(data, list) else load_samples(data, fields=fields, limit=limit,
-                                                               split=split)
+    samples = (
+        data
+        if isinstance(data, list)
+        else load_samples(data, fields=fields, limit=limit, split=split)
+    )
     label = "<samples>" if isinstance(data, list) else str(data)
     source = Source.of(data, fields, limit, split)
     segments = list(meta["segments"]) if meta else []
@@ -267,8 +309,10 @@ def build_index(data, out: str | os.PathLike, encoder: str | os.PathLike | None 
 
     if meta is not None and not append:
         if not (len(segments) == 1 and segments[0]["samples_sha256"] == digest):
-            raise StoreError(f"{out} already holds an index of other data; add {label} to it "
-                             f"with --append, or choose another --out")
+            raise StoreError(
+                f"{out} already holds an index of other data; add {label} to it "
+                f"with --append, or choose another --out"
+            )
         logger.info(f"{out} already holds {label}")
     else:
         _check_duplicates(out, meta, samples, label)
@@ -277,17 +321,30 @@ def build_index(data, out: str | os.PathLike, encoder: str | os.PathLike | None 
         if (seg_dir / "manifest.json").is_file():
             pending = Store(seg_dir, allow_incomplete=True)
             if pending.manifest["samples_sha256"] != digest:
-                raise StoreError(f"{seg_dir} holds an unfinished segment of other data (from "
-                                 f"{pending.manifest['provenance'].get('source')}); rerun that "
-                                 f"command to finish it, or delete {seg_dir}")
+                raise StoreError(
+                    f"{seg_dir} holds an unfinished segment of other data (from "
+                    f"{pending.manifest['provenance'].get('source')}); rerun that "
+                    f"command to finish it, or delete {seg_dir}"
+                )
         seg_dir.parent.mkdir(parents=True, exist_ok=True)
-        store = encode(samples, seg_dir, args, engine=engine, ray_address=ray_address,
-                       num_workers=num_workers, progress=progress, device=device)
+        store = encode(
+            samples,
+            seg_dir,
+            args,
+            engine=engine,
+            ray_address=ray_address,
+            num_workers=num_workers,
+            progress=progress,
+            device=device,
+        )
         if meta is not None and setup_differences(store.setup, meta["setup"]):
-            raise StoreError(f"{seg_dir}: not built like the index:\n  "
-                             + "\n  ".join(setup_differences(meta["setup"], store.setup)))
-        segments.append({"name": name, "n": store.n, "samples_sha256": digest,
-                         "source": asdict(source)})
+            raise StoreError(
+                f"{seg_dir}: not built like the index:\n  "
+                + "\n  ".join(setup_differences(meta["setup"], store.setup))
+            )
+        segments.append(
+            {"name": name, "n": store.n, "samples_sha256": digest, "source": asdict(source)}
+        )
         args = args_from_segment(store, args.encoder)
 
     stores = [Store(out / SEGMENTS_DIR / s["name"]) for s in segments]
@@ -299,18 +356,37 @@ def build_index(data, out: str | os.PathLike, encoder: str | os.PathLike | None 
     if export_for_queries(args.encoder, fingerprint):
         logger.info("the encoder's ONNX export for queries is ready (fast start-up of attribute)")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    atomic_write_json(out / INDEX_FILE, {
-        "format": INDEX_FORMAT, "version": INDEX_VERSION, "kind": "embeddings",
-        "encoder": {"name": args.encoder, "fingerprint": fingerprint},
-        "setup": stores[0].setup, "arguments": args.to_dict(), "dim": stores[0].dim, "n": n,
-        "segments": segments, "faiss": faiss_meta,
-        "created": meta["created"] if meta else now, "updated": now})
+    atomic_write_json(
+        out / INDEX_FILE,
+        {
+            "format": INDEX_FORMAT,
+            "version": INDEX_VERSION,
+            "kind": "embeddings",
+            "encoder": {"name": args.encoder, "fingerprint": fingerprint},
+            "setup": stores[0].setup,
+            "arguments": args.to_dict(),
+            "dim": stores[0].dim,
+            "n": n,
+            "segments": segments,
+            "faiss": faiss_meta,
+            "created": meta["created"] if meta else now,
+            "updated": now,
+        },
+    )
     return Index(out)
 
 
-def estimate_index(data, out: str | os.PathLike, encoder: str | None = None, *,
-                   approx: str | None = None, fields: Fields | None = None,
-                   limit: int | None = None, device: str = "auto", **options):
+def estimate_index(
+    data,
+    out: str | os.PathLike,
+    encoder: str | None = None,
+    *,
+    approx: str | None = None,
+    fields: Fields | None = None,
+    limit: int | None = None,
+    device: str = "auto",
+    **options,
+):
     """What :func:`build_index` of ``data`` into ``out`` would cost (``index --dry-run``): the
     encoding as :func:`~influcoder.attribution.encode.estimate_encode` times it, plus the
     FAISS index's bytes; nothing written. ``options`` are :func:`build_index`'s encoding
@@ -333,15 +409,16 @@ def estimate_index(data, out: str | os.PathLike, encoder: str | None = None, *,
     def faiss_bytes(n: int, dim: int) -> int:
         n_all = n + (meta["n"] if meta else 0)
         params = faiss_params(kind, n_all)
-        stats = 8 * dim * (dim + 1)     # the pool statistics for z-scores (float64)
-        if kind == "hnsw":      # fp16 codes, the level-0 graph (2m int32), offsets and levels
+        stats = 8 * dim * (dim + 1)  # the pool statistics for z-scores (float64)
+        if kind == "hnsw":  # fp16 codes, the level-0 graph (2m int32), offsets and levels
             return stats + n_all * (2 * dim + 8 * params["m"] + 12)
-        if kind == "ivf":       # fp16 codes and int64 ids + the float32 centroids
+        if kind == "ivf":  # fp16 codes and int64 ids + the float32 centroids
             return stats + n_all * (2 * dim + 8) + params["nlist"] * dim * 4
         return stats + n_all * dim * 4
 
-    return estimate_encode(data, out, args, fields=fields, limit=limit,
-                           extra_storage=faiss_bytes, device=device)
+    return estimate_encode(
+        data, out, args, fields=fields, limit=limit, extra_storage=faiss_bytes, device=device
+    )
 
 
 def args_from_segment(store: Store, encoder: str) -> EncodeArguments:

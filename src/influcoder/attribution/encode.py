@@ -73,11 +73,20 @@ def to_storage(rows: np.ndarray, dtype: str) -> np.ndarray:
     return quantize_int8(rows) if dtype == "int8" else rows.astype(dtype)
 
 
-def embedding_setup(fingerprint: str, max_seq_length: int, dtype: str,
-                    text: str = TEXT_LAYOUT, normalized: bool = True) -> dict:
-    return {"encoder": {"fingerprint": fingerprint}, "text": text,
-            "max_seq_length": int(max_seq_length), "normalized": bool(normalized),
-            "storage": dtype}
+def embedding_setup(
+    fingerprint: str,
+    max_seq_length: int,
+    dtype: str,
+    text: str = TEXT_LAYOUT,
+    normalized: bool = True,
+) -> dict:
+    return {
+        "encoder": {"fingerprint": fingerprint},
+        "text": text,
+        "max_seq_length": int(max_seq_length),
+        "normalized": bool(normalized),
+        "storage": dtype,
+    }
 
 
 @dataclass(frozen=True)
@@ -94,9 +103,15 @@ class EncoderWorker(CheckedWorker):
 
     def load(self):
         return encoder_fingerprint(self.encoder), sample_encoder(
-            self.encoder, lambda path: FastEncoder(
-                path, backend=self.backend, max_seq_length=self.max_seq_length,
-                batch_size=self.batch_size, device=self.device)).encode_samples
+            self.encoder,
+            lambda path: FastEncoder(
+                path,
+                backend=self.backend,
+                max_seq_length=self.max_seq_length,
+                batch_size=self.batch_size,
+                device=self.device,
+            ),
+        ).encode_samples
 
 
 class EncodeJob(StoreJob):
@@ -108,8 +123,7 @@ class EncodeJob(StoreJob):
     kind, desc, made, settings = KIND, "encode", "encoded", EncodeArguments
     renamable = ("encoder",)
 
-    def __init__(self, args: EncodeArguments, device: str = DEFAULT_DEVICE,
-                 dry_run: bool = False):
+    def __init__(self, args: EncodeArguments, device: str = DEFAULT_DEVICE, dry_run: bool = False):
         super().__init__(replace(args, backend=resolve_backend(args.backend, device)), dry_run)
         self.device = device
 
@@ -119,35 +133,68 @@ class EncodeJob(StoreJob):
         from influcoder.io.devices import describe_device
 
         args = self.args
-        encoder = sample_encoder(args.encoder, lambda path: FastEncoder(
-            path, backend=args.backend, max_seq_length=args.max_seq_length,
-            batch_size=args.batch_size, device=self.device))
+        encoder = sample_encoder(
+            args.encoder,
+            lambda path: FastEncoder(
+                path,
+                backend=args.backend,
+                max_seq_length=args.max_seq_length,
+                batch_size=args.batch_size,
+                device=self.device,
+            ),
+        )
         fingerprint = encoder_fingerprint(args.encoder)
         if encoder.similarity == "dot" and args.dtype == "int8":
-            raise InputError(f"{args.encoder} compares its vectors by dot product, and int8 "
-                             f"storage drops each vector's length: use --dtype float16")
+            raise InputError(
+                f"{args.encoder} compares its vectors by dot product, and int8 "
+                f"storage drops each vector's length: use --dtype float16"
+            )
         gpu = encoder.device.type == "cuda"
         return Plan(
-            setup=embedding_setup(fingerprint, encoder.max_seq_length, args.dtype,
-                                  text_layout(getattr(encoder, "views", ("text",))),
-                                  normalized=encoder.similarity != "dot"),
-            dim=encoder.dim, dtype=args.dtype, shard_rows=args.shard_rows,
+            setup=embedding_setup(
+                fingerprint,
+                encoder.max_seq_length,
+                args.dtype,
+                text_layout(getattr(encoder, "views", ("text",))),
+                normalized=encoder.similarity != "dot",
+            ),
+            dim=encoder.dim,
+            dtype=args.dtype,
+            shard_rows=args.shard_rows,
             local=lambda: encoder.encode_samples,
-            remote=lambda: EncoderWorker(fingerprint, args.encoder, encoder.backend,
-                                         encoder.max_seq_length, args.batch_size,
-                                         "cuda" if gpu else "cpu"),
+            remote=lambda: EncoderWorker(
+                fingerprint,
+                args.encoder,
+                encoder.backend,
+                encoder.max_seq_length,
+                args.batch_size,
+                "cuda" if gpu else "cpu",
+            ),
             gpus_per_worker=int(gpu),
             payload=lambda start, stop: samples[start:stop],
             convert=lambda rows: to_storage(rows, args.dtype),
-            provenance={"encoder_name": args.encoder, "device": describe_device(encoder.device),
-                        "versions": package_versions("sentence-transformers", "onnxruntime")},
-            lengths=lambda: encoder.token_lengths([encoder_text(s) for s in samples]))
+            provenance={
+                "encoder_name": args.encoder,
+                "device": describe_device(encoder.device),
+                "versions": package_versions("sentence-transformers", "onnxruntime"),
+            },
+            lengths=lambda: encoder.token_lengths([encoder_text(s) for s in samples]),
+        )
 
 
-def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
-           fields: Fields | None = None, limit: int | None = None, engine: str = "local",
-           ray_address: str | None = None, num_workers: int | None = None,
-           progress: bool = True, device: str = DEFAULT_DEVICE) -> Store:
+def encode(
+    data,
+    out: str | os.PathLike,
+    args: EncodeArguments | None = None,
+    *,
+    fields: Fields | None = None,
+    limit: int | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+    device: str = DEFAULT_DEVICE,
+) -> Store:
     """Encode ``data`` (a path, ``-``, or a list of :class:`Sample`) into the embedding store
     ``out``, resuming it if an earlier run was interrupted.
 
@@ -172,16 +219,38 @@ def encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
         # resolved otherwise on another machine or device (bf16 on a GPU, torch on a CPU)
         stored = Store(out, allow_incomplete=True).manifest["provenance"]["arguments"]
         args = replace(args, backend=stored.get("backend", "auto"))
-    return run_job(EncodeJob(args, device), data, out, fields=fields, limit=limit,
-                   engine=engine, ray_address=ray_address, num_workers=num_workers,
-                   progress=progress)
+    return run_job(
+        EncodeJob(args, device),
+        data,
+        out,
+        fields=fields,
+        limit=limit,
+        engine=engine,
+        ray_address=ray_address,
+        num_workers=num_workers,
+        progress=progress,
+    )
 
 
-def estimate_encode(data, out: str | os.PathLike, args: EncodeArguments | None = None, *,
-                    fields: Fields | None = None, limit: int | None = None,
-                    rows: int = DEFAULT_ESTIMATE_ROWS, extra_storage=None,
-                    device: str = DEFAULT_DEVICE) -> Estimate:
+def estimate_encode(
+    data,
+    out: str | os.PathLike,
+    args: EncodeArguments | None = None,
+    *,
+    fields: Fields | None = None,
+    limit: int | None = None,
+    rows: int = DEFAULT_ESTIMATE_ROWS,
+    extra_storage=None,
+    device: str = DEFAULT_DEVICE,
+) -> Estimate:
     """What :func:`encode` with these arguments would cost (``encode --dry-run``): the encoder
     loaded and ``rows`` samples encoded; nothing written (:mod:`influcoder.io.estimate`)."""
-    return estimate_job(EncodeJob(args or EncodeArguments(), device, dry_run=True), data, out,
-                        fields=fields, limit=limit, rows=rows, extra_storage=extra_storage)
+    return estimate_job(
+        EncodeJob(args or EncodeArguments(), device, dry_run=True),
+        data,
+        out,
+        fields=fields,
+        limit=limit,
+        rows=rows,
+        extra_storage=extra_storage,
+    )

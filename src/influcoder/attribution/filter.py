@@ -56,11 +56,13 @@ def removed_path_for(out: str | os.PathLike) -> Path:
 def _rebuilt_row(sample: Sample, fields: Fields) -> dict:
     """A row in the source's own field names, from a sample (when the source is gone)."""
     if sample.messages is not None:
-        row = {fields.id: sample.id, fields.messages: [dict(m) for m in sample.messages]
-               + [{"role": "assistant", "content": sample.response}]}
+        row = {
+            fields.id: sample.id,
+            fields.messages: [dict(m) for m in sample.messages]
+            + [{"role": "assistant", "content": sample.response}],
+        }
     else:
-        row = {fields.id: sample.id, fields.prompt: sample.prompt,
-               fields.response: sample.response}
+        row = {fields.id: sample.id, fields.prompt: sample.prompt, fields.response: sample.response}
     return {**row, **sample.meta}
 
 
@@ -72,8 +74,10 @@ def _segment_rows(index: Index, seg: int) -> list[dict]:
     fields = Fields(**source.fields)
     samples = store.samples
     if source.path is None or source.format in (None, "hf") or not Path(source.path).is_file():
-        logger.info(f"segment {seg}: source {source.path or '<stdin or samples>'} cannot be read again; "
-            f"writing its rows as rebuilt from the index")
+        logger.info(
+            f"segment {seg}: source {source.path or '<stdin or samples>'} cannot be read again; "
+            f"writing its rows as rebuilt from the index"
+        )
         return [_rebuilt_row(s, fields) for s in samples]
     rows = []
     for line, row in read_rows(source.path):
@@ -81,21 +85,31 @@ def _segment_rows(index: Index, seg: int) -> list[dict]:
             break
         got, want = row_to_sample(row, fields, source.path, line), samples[len(rows)]
         if (got.id, got.prompt, got.response) != (want.id, want.prompt, want.response):
-            raise InputError(f"changed since it was indexed (sample '{got.id}' here, "
-                             f"'{want.id}' in the index); restore it or rebuild the index",
-                             path=source.path, line=line)
+            raise InputError(
+                f"changed since it was indexed (sample '{got.id}' here, "
+                f"'{want.id}' in the index); restore it or rebuild the index",
+                path=source.path,
+                line=line,
+            )
         rows.append(row)
     if len(rows) != len(samples):
-        raise InputError(f"has {len(rows)} samples, the index {len(samples)}: changed since "
-                         f"it was indexed; restore it or rebuild the index", path=source.path)
+        raise InputError(
+            f"has {len(rows)} samples, the index {len(samples)}: changed since "
+            f"it was indexed; restore it or rebuild the index",
+            path=source.path,
+        )
     return rows
 
 
 def parquet_schema(index: Index, out_fmt: str):
     """The schema of the single Parquet source, to write kept rows with the same types."""
     sources = [Source(**s["source"]) for s in index.meta["segments"]]
-    if out_fmt != "parquet" or len(sources) != 1 or sources[0].format != "parquet" \
-            or not Path(sources[0].path).is_file():
+    if (
+        out_fmt != "parquet"
+        or len(sources) != 1
+        or sources[0].format != "parquet"
+        or not Path(sources[0].path).is_file()
+    ):
         return None
     import pyarrow.parquet as pq
 
@@ -105,19 +119,30 @@ def parquet_schema(index: Index, out_fmt: str):
 def check_not_input(paths: list[Path], index: Index, inputs) -> None:
     """Refuse to write any of ``paths`` over the pool's source files, ``inputs`` or the index
     (``filter`` and ``select`` write their results with it)."""
-    protected = {Path(s["source"]["path"]).resolve() for s in index.meta["segments"]
-                 if s["source"]["path"] and s["source"]["format"] != "hf"}
+    protected = {
+        Path(s["source"]["path"]).resolve()
+        for s in index.meta["segments"]
+        if s["source"]["path"] and s["source"]["format"] != "hf"
+    }
     protected |= {Path(p).resolve() for p in inputs if p and p != "-"}
     root = index.path.resolve()
     for p in paths:
         r = p.resolve()
         if r in protected or r == root or root in r.parents:
-            raise InputError("is an input of this run (the pool's data, the queries, or the "
-                             "index); choose another --out", path=str(p))
+            raise InputError(
+                "is an input of this run (the pool's data, the queries, or the "
+                "index); choose another --out",
+                path=str(p),
+            )
 
 
-def select(ranking: Ranking, *, top_k: int | None = None, fraction: float | None = None,
-           threshold: float | None = None) -> tuple[np.ndarray, str]:
+def select(
+    ranking: Ranking,
+    *,
+    top_k: int | None = None,
+    fraction: float | None = None,
+    threshold: float | None = None,
+) -> tuple[np.ndarray, str]:
     """Rows to remove (best first) under exactly one rule, and the rule in words."""
     given = [r for r in (top_k, fraction, threshold) if r is not None]
     if len(given) != 1:
@@ -134,8 +159,10 @@ def select(ranking: Ranking, *, top_k: int | None = None, fraction: float | None
         return ranking.order[:count], f"the top {fraction:.2%} by {ranking.how} score"
     count = int((ranking.scores >= threshold).sum())
     if count == n:
-        raise ValueError(f"threshold {threshold} would remove every pool sample (lowest "
-                         f"{ranking.how} score {ranking.scores.min():.4f}); raise it")
+        raise ValueError(
+            f"threshold {threshold} would remove every pool sample (lowest "
+            f"{ranking.how} score {ranking.scores.min():.4f}); raise it"
+        )
     return ranking.order[:count], f"{ranking.how} score >= {threshold}"
 
 
@@ -157,9 +184,17 @@ def split_pool(index: Index, rows_removed) -> tuple[list[dict], dict[int, dict]]
     return kept, originals
 
 
-def filter_pool(attributor: Attributor, queries, out: str | os.PathLike, *,
-                top_k: int | None = None, fraction: float | None = None,
-                threshold: float | None = None, how: str = "mean", inputs=()) -> FilterResult:
+def filter_pool(
+    attributor: Attributor,
+    queries,
+    out: str | os.PathLike,
+    *,
+    top_k: int | None = None,
+    fraction: float | None = None,
+    threshold: float | None = None,
+    how: str = "mean",
+    inputs=(),
+) -> FilterResult:
     """Remove from the pool the samples that most resemble ``queries`` (examples of
     unwanted behaviour) and write the rest to ``out``.
 
@@ -184,15 +219,25 @@ def filter_pool(attributor: Attributor, queries, out: str | os.PathLike, *,
     for rank, r in enumerate(rows_removed.tolist(), start=1):
         seg, _ = index.locate(r)
         query = ranking.queries[ranking.top_query[r]]
-        removed.append({
-            "rank": rank, "id": index.sample(r).id, "score": float(ranking.scores[r]),
-            "z": float(ranking.z[r]), "aggregate": how, "rule": rule,
-            "why": (f"{how} {index.score_name} {ranking.scores[r]:.4f} over {n_queries} "
+        removed.append(
+            {
+                "rank": rank,
+                "id": index.sample(r).id,
+                "score": float(ranking.scores[r]),
+                "z": float(ranking.z[r]),
+                "aggregate": how,
+                "rule": rule,
+                "why": (
+                    f"{how} {index.score_name} {ranking.scores[r]:.4f} over {n_queries} "
                     f"queries, rank {rank} of {index.n} (z {ranking.z[r]:+.1f}); closest query "
-                    f"'{query.id}' ({ranking.top_query_score[r]:.4f})"),
-            "top_query": {"id": query.id, "score": float(ranking.top_query_score[r])},
-            "segment": index.meta["segments"][seg]["name"],
-            "source": index.meta["segments"][seg]["source"]["path"], "row": originals[r]})
+                    f"'{query.id}' ({ranking.top_query_score[r]:.4f})"
+                ),
+                "top_query": {"id": query.id, "score": float(ranking.top_query_score[r])},
+                "segment": index.meta["segments"][seg]["name"],
+                "source": index.meta["segments"][seg]["source"]["path"],
+                "row": originals[r],
+            }
+        )
     write_table(out, kept, schema=parquet_schema(index, fmt))
     write_table(removed_path, removed)
     cutoff = float(ranking.scores[rows_removed[-1]]) if len(rows_removed) else None

@@ -49,8 +49,9 @@ _BATCH_CELLS = 1 << 23
 def meta_key(value) -> str:
     """A metadata value as text (JSON for anything but a string): what groups and the
     server's filters compare."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
-                                                           sort_keys=True)
+    return (
+        value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    )
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,20 @@ def pool_groups(samples: Sequence[Sample], field: str) -> PoolGroups:
             key = meta_key(value)
         codes[i] = names.setdefault(key, len(names))
     if n_missing == len(samples):
-        raise InputError(f"no pool sample has the metadata field '{field}' (the pool's fields: "
-                         f"{', '.join(sorted(fields)) or 'none'})")
+        raise InputError(
+            f"no pool sample has the metadata field '{field}' (the pool's fields: "
+            f"{', '.join(sorted(fields)) or 'none'})"
+        )
     return PoolGroups(field, list(names), codes, n_missing)
 
 
-def group_stats(scores: np.ndarray, codes: np.ndarray, n_groups: int, *,
-                temperature: float = DEFAULT_GROUP_TEMPERATURE) -> dict[str, np.ndarray]:
+def group_stats(
+    scores: np.ndarray,
+    codes: np.ndarray,
+    n_groups: int,
+    *,
+    temperature: float = DEFAULT_GROUP_TEMPERATURE,
+) -> dict[str, np.ndarray]:
     """:data:`GROUP_STATS` of ``scores`` (``n_query x n`` or ``n``) per group: each
     ``n_query x n_groups`` (or ``n_groups``), float64; a group without samples gets NaN."""
     if not temperature > 0:
@@ -111,8 +119,7 @@ def group_stats(scores: np.ndarray, codes: np.ndarray, n_groups: int, *,
     w = np.exp(a - np.repeat(np.maximum.reduceat(a, starts, axis=1), sizes, axis=1))
     soft = np.add.reduceat(w * s, starts, axis=1) / np.add.reduceat(w, starts, axis=1)
     out = {}
-    for name, values in (("mean", total / sizes), ("sum", total), ("max", top),
-                         ("softmax", soft)):
+    for name, values in (("mean", total / sizes), ("sum", total), ("max", top), ("softmax", soft)):
         full = np.full((len(s), n_groups), np.nan)
         full[:, present] = values
         out[name] = full[0] if one else full
@@ -134,9 +141,15 @@ class GroupAttribution:
         sizes = self.groups.sizes
         soft = self.stats[DEFAULT_GROUP_AGGREGATE][j]
         order = np.lexsort((np.arange(len(sizes)), -sizes, -soft))
-        return [{"group": self.groups.names[g], "n": int(sizes[g]),
-                 **{name: float(self.stats[name][j, g]) for name in GROUP_STATS}}
-                for g in order if sizes[g] > 0]
+        return [
+            {
+                "group": self.groups.names[g],
+                "n": int(sizes[g]),
+                **{name: float(self.stats[name][j, g]) for name in GROUP_STATS},
+            }
+            for g in order
+            if sizes[g] > 0
+        ]
 
 
 def index_samples(index: Index) -> list[Sample]:
@@ -144,8 +157,9 @@ def index_samples(index: Index) -> list[Sample]:
     return [s for seg in index.segments for s in seg.samples]
 
 
-def group_attribution(index: Index, q: np.ndarray, field: str, *,
-                      temperature: float = DEFAULT_GROUP_TEMPERATURE) -> GroupAttribution:
+def group_attribution(
+    index: Index, q: np.ndarray, field: str, *, temperature: float = DEFAULT_GROUP_TEMPERATURE
+) -> GroupAttribution:
     """Per-group statistics of unit query vectors ``q`` (``n_query x dim``) against every
     pool vector of ``index`` (exact; one pass over the pool's vectors per batch of queries)."""
     groups = pool_groups(index_samples(index), field)
@@ -154,21 +168,24 @@ def group_attribution(index: Index, q: np.ndarray, field: str, *,
     stats = {name: np.empty((len(q), n_groups)) for name in GROUP_STATS}
     batch = max(1, _BATCH_CELLS // max(n, 1))
     for b in range(0, len(q), batch):
-        qb = q[b:b + batch]
+        qb = q[b : b + batch]
         scores = np.empty((len(qb), n), dtype=np.float32)
         for start, chunk in index.iter_chunks():
-            scores[:, start:start + len(chunk)] = (chunk @ qb.T).T
-        for name, values in group_stats(scores, groups.codes, n_groups,
-                                        temperature=temperature).items():
-            stats[name][b:b + len(qb)] = values
+            scores[:, start : start + len(chunk)] = (chunk @ qb.T).T
+        for name, values in group_stats(
+            scores, groups.codes, n_groups, temperature=temperature
+        ).items():
+            stats[name][b : b + len(qb)] = values
     return GroupAttribution(groups, temperature, stats)
 
 
-def ranking_groups(index: Index, scores: np.ndarray, field: str, *,
-                   temperature: float = DEFAULT_GROUP_TEMPERATURE) -> GroupAttribution:
+def ranking_groups(
+    index: Index, scores: np.ndarray, field: str, *, temperature: float = DEFAULT_GROUP_TEMPERATURE
+) -> GroupAttribution:
     """Per-group statistics of one aggregate score per pool sample (``attribute --aggregate
     --group-by``)."""
     groups = pool_groups(index_samples(index), field)
-    stats = group_stats(np.asarray(scores)[None], groups.codes, len(groups.names),
-                        temperature=temperature)
+    stats = group_stats(
+        np.asarray(scores)[None], groups.codes, len(groups.names), temperature=temperature
+    )
     return GroupAttribution(groups, temperature, stats)

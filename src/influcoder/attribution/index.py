@@ -88,8 +88,11 @@ def import_faiss():
 def faiss_params(kind: str, n: int) -> dict:
     """Default parameters of a FAISS kind for ``n`` rows."""
     if kind == "hnsw":
-        return {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION,
-                "ef_search": DEFAULT_EF_SEARCH}
+        return {
+            "m": HNSW_M,
+            "ef_construction": HNSW_EF_CONSTRUCTION,
+            "ef_search": DEFAULT_EF_SEARCH,
+        }
     if kind == "ivf":
         nlist = max(1, min(round(math.sqrt(n)), n // IVF_MIN_PER_LIST))
         return {"nlist": nlist, "nprobe": max(1, math.ceil(nlist * IVF_PROBE_FRACTION))}
@@ -137,8 +140,10 @@ def read_index_meta(path: Path) -> dict:
     if meta.get("format") != INDEX_FORMAT:
         raise StoreError(f"{file}: not an influcoder index")
     if meta.get("version") != INDEX_VERSION:
-        raise StoreError(f"{file}: index format version {meta.get('version')}, this influcoder "
-                         f"reads version {INDEX_VERSION}")
+        raise StoreError(
+            f"{file}: index format version {meta.get('version')}, this influcoder "
+            f"reads version {INDEX_VERSION}"
+        )
     return meta
 
 
@@ -146,18 +151,23 @@ class Index:
     """A built index, opened read-only. ``nprobe``/``ef_search`` override the stored search
     parameters of an ``ivf``/``hnsw`` index."""
 
-    def __init__(self, path: str | os.PathLike, *, nprobe: int | None = None,
-                 ef_search: int | None = None):
+    def __init__(
+        self, path: str | os.PathLike, *, nprobe: int | None = None, ef_search: int | None = None
+    ):
         self.path = Path(path)
         if not (self.path / INDEX_FILE).is_file():
-            raise StoreError(f"{self.path}: not an influcoder index (no {INDEX_FILE}); build one "
-                             f"with: influcoder index ENCODER DATA --out {self.path}")
+            raise StoreError(
+                f"{self.path}: not an influcoder index (no {INDEX_FILE}); build one "
+                f"with: influcoder index ENCODER DATA --out {self.path}"
+            )
         self.meta = read_index_meta(self.path)
         self.segments = [Store(self.path / SEGMENTS_DIR / s["name"]) for s in self.meta["segments"]]
         self.offsets = np.cumsum([0] + [s.n for s in self.segments])
         if self.offsets[-1] != self.meta["n"]:
-            raise StoreError(f"{self.path}: segments hold {self.offsets[-1]} rows, {INDEX_FILE} "
-                             f"says {self.meta['n']}")
+            raise StoreError(
+                f"{self.path}: segments hold {self.offsets[-1]} rows, {INDEX_FILE} "
+                f"says {self.meta['n']}"
+            )
         for seg in self.segments:
             diffs = setup_differences(seg.setup, self.setup)
             if diffs:
@@ -234,7 +244,7 @@ class Index:
         """All vectors as compared, ``n x dim`` float32 (the exact reference for search)."""
         out = np.empty((self.n, self.dim), dtype=np.float32)
         for start, chunk in self.iter_chunks():
-            out[start:start + len(chunk)] = chunk
+            out[start : start + len(chunk)] = chunk
         return out
 
     def rows(self, rows) -> np.ndarray:
@@ -271,16 +281,20 @@ class Index:
                 index.add(chunk)
             return index
         file = self.path / FAISS_FILE
-        rebuild = ("delete it and rerun `influcoder index` with the same arguments to rebuild "
-                   "it from the stored embeddings")
+        rebuild = (
+            "delete it and rerun `influcoder index` with the same arguments to rebuild "
+            "it from the stored embeddings"
+        )
         try:
             index = faiss.read_index(str(file))
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise StoreError(f"{file}: cannot read the FAISS index ({first}); {rebuild}") from None
         if index.ntotal != self.n or index.d != self.dim:
-            raise StoreError(f"{file}: holds {index.ntotal} x {index.d} vectors, the index "
-                             f"{self.n} x {self.dim}; {rebuild}")
+            raise StoreError(
+                f"{file}: holds {index.ntotal} x {index.d} vectors, the index "
+                f"{self.n} x {self.dim}; {rebuild}"
+            )
         return index
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -310,11 +324,15 @@ class Index:
             try:
                 t = load_file(str(file))
             except (OSError, SafetensorError) as e:
-                raise StoreError(f"{file}: cannot read ({e}); rerun `influcoder index` with the "
-                                 f"same arguments to rewrite it") from None
+                raise StoreError(
+                    f"{file}: cannot read ({e}); rerun `influcoder index` with the "
+                    f"same arguments to rewrite it"
+                ) from None
             if int(t["count"][0]) != self.n:
-                raise StoreError(f"{file}: covers {int(t['count'][0])} rows, the index {self.n}; "
-                                 f"rerun `influcoder index` with the same arguments")
+                raise StoreError(
+                    f"{file}: covers {int(t['count'][0])} rows, the index {self.n}; "
+                    f"rerun `influcoder index` with the same arguments"
+                )
             mean = t["sum"] / self.n
             self._stats = mean, t["sum_outer"] / self.n - np.outer(mean, mean)
         return self._stats
@@ -330,8 +348,10 @@ class Index:
         return ((scores - mu[:, None]) / sd[:, None]).astype(np.float32)
 
     def __repr__(self) -> str:
-        return (f"Index({str(self.path)!r}, n={self.n}, dim={self.dim}, kind={self.kind!r}, "
-                f"segments={len(self.segments)})")
+        return (
+            f"Index({str(self.path)!r}, n={self.n}, dim={self.dim}, kind={self.kind!r}, "
+            f"segments={len(self.segments)})"
+        )
 
 
 def open_index(path: str | os.PathLike, **kwargs) -> Index:
@@ -344,7 +364,9 @@ def check_encoder(meta: dict, encoder: str, fingerprint: str) -> None:
     """Refuse an encoder other than the one the index was built with, naming both."""
     built = meta["encoder"]
     if fingerprint != built["fingerprint"]:
-        raise StoreError(f"the index {meta['path']} was built with the encoder "
-                         f"'{built['name']}' ({built['fingerprint']}), not with '{encoder}' "
-                         f"({fingerprint}): their vectors are not comparable. Use the same "
-                         f"encoder, or build a new index with this one")
+        raise StoreError(
+            f"the index {meta['path']} was built with the encoder "
+            f"'{built['name']}' ({built['fingerprint']}), not with '{encoder}' "
+            f"({fingerprint}): their vectors are not comparable. Use the same "
+            f"encoder, or build a new index with this one"
+        )

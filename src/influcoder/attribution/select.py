@@ -98,9 +98,11 @@ def _select_mean(index: Index, q: np.ndarray, count: int, how: str) -> Selection
     scores, rows = index.search(agg[None].astype(np.float32), count)
     scores, rows = scores[0], rows[0]
     if (rows < 0).any():
-        raise StoreError(f"the approximate index found only {int((rows >= 0).sum())} of the "
-                         f"{count} samples asked for; search wider (--nprobe/--ef-search) or "
-                         f"use a flat index")
+        raise StoreError(
+            f"the approximate index found only {int((rows >= 0).sum())} of the "
+            f"{count} samples asked for; search wider (--nprobe/--ef-search) or "
+            f"use a flat index"
+        )
     order = np.lexsort((rows, -scores))
     rows, scores = rows[order], scores[order]
     per_target = index.rows(rows) @ q.T
@@ -128,9 +130,11 @@ def _select_max(index: Index, q: np.ndarray, count: int, first_k: int) -> Select
             if k == n or best[top[-1]] > bound + _EPS:
                 return Selection("max", cand[top], best[top], target[top], best[top], k)
         if k == n:
-            raise StoreError(f"the approximate index found only {len(cand)} of the {count} "
-                             f"samples asked for; search wider (--nprobe/--ef-search) or use "
-                             f"a flat index")
+            raise StoreError(
+                f"the approximate index found only {len(cand)} of the {count} "
+                f"samples asked for; search wider (--nprobe/--ef-search) or use "
+                f"a flat index"
+            )
         k = min(n, 2 * k)
 
 
@@ -155,9 +159,11 @@ def _round_robin(rows: np.ndarray, scores: np.ndarray, count: int, n: int, final
     picks: list[tuple[int, float, int]] = []
     while len(picks) < count:
         if done.all():
-            raise StoreError(f"the approximate index found only {len(picks)} of the {count} "
-                             f"samples asked for; search wider (--nprobe/--ef-search) or use "
-                             f"a flat index")
+            raise StoreError(
+                f"the approximate index found only {len(picks)} of the {count} "
+                f"samples asked for; search wider (--nprobe/--ef-search) or use "
+                f"a flat index"
+            )
         for j in range(n_targets):
             if len(picks) == count:
                 break
@@ -185,14 +191,27 @@ def _select_spread(index: Index, q: np.ndarray, count: int, first_k: int) -> Sel
         picks = _round_robin(rows, scores, count, n, final=k >= min(n, count))
         if picks is not None:
             r, s, t = (np.array(x) for x in zip(*picks))
-            return Selection("spread", r.astype(np.int64), s.astype(np.float32),
-                             t.astype(np.int64), s.astype(np.float32), k)
+            return Selection(
+                "spread",
+                r.astype(np.int64),
+                s.astype(np.float32),
+                t.astype(np.int64),
+                s.astype(np.float32),
+                k,
+            )
         k = min(n, count, 2 * k)
 
 
-def select_rows(index: Index, targets: np.ndarray, count: int, *,
-                how: str = DEFAULT_SELECT_AGGREGATE, spread: bool = False,
-                first_k: int = SELECT_FIRST_K, scan: bool | None = None) -> Selection:
+def select_rows(
+    index: Index,
+    targets: np.ndarray,
+    count: int,
+    *,
+    how: str = DEFAULT_SELECT_AGGREGATE,
+    spread: bool = False,
+    first_k: int = SELECT_FIRST_K,
+    scan: bool | None = None,
+) -> Selection:
     """The ``count`` pool rows most helpful to ``targets`` (unit vectors, ``T x dim``), by
     the aggregate ``how`` or, with ``spread``, round robin over the targets (see the module's
     docstring for both and for why the search is exact on a flat index). ``scan``: for
@@ -250,10 +269,17 @@ def report_path_for(out: str | os.PathLike) -> Path:
     return out.with_name(out.stem + ".selected.jsonl")
 
 
-def select_pool(attributor: Attributor, targets, out: str | os.PathLike, *,
-                fraction: float | None = None, count: int | None = None,
-                how: str = DEFAULT_SELECT_AGGREGATE, spread: bool = False,
-                inputs=()) -> SelectResult:
+def select_pool(
+    attributor: Attributor,
+    targets,
+    out: str | os.PathLike,
+    *,
+    fraction: float | None = None,
+    count: int | None = None,
+    how: str = DEFAULT_SELECT_AGGREGATE,
+    spread: bool = False,
+    inputs=(),
+) -> SelectResult:
     """Choose the pool samples most helpful to ``targets`` (samples or response texts) and
     write them to ``out``, as they are in the files the index was built from, in pool order
     (format by ``out``'s extension, as ``filter`` writes its kept rows);
@@ -272,26 +298,40 @@ def select_pool(attributor: Attributor, targets, out: str | os.PathLike, *,
     samples, q = attributor.encode(targets)
     sel = select_rows(index, q, n_count, how=how, spread=spread)
     _, originals = split_pool(index, sel.rows)
-    rule = (f"{n_count} samples round robin over {len(samples)} targets, each taking its "
-            f"best {index.score_name} not yet taken" if spread else
-            f"the {n_count} highest {how} {index.score_name}s over {len(samples)} targets")
+    rule = (
+        f"{n_count} samples round robin over {len(samples)} targets, each taking its "
+        f"best {index.score_name} not yet taken"
+        if spread
+        else f"the {n_count} highest {how} {index.score_name}s over {len(samples)} targets"
+    )
     selected = []
-    for rank, (r, s, t, ts) in enumerate(zip(sel.rows.tolist(), sel.scores, sel.target,
-                                             sel.target_score), start=1):
+    for rank, (r, s, t, ts) in enumerate(
+        zip(sel.rows.tolist(), sel.scores, sel.target, sel.target_score), start=1
+    ):
         seg, _ = index.locate(r)
         target = samples[int(t)]
         name = index.score_name
-        why = (f"taken by target '{target.id}' in its turn, {name} {ts:.4f}" if spread else
-               f"{how} {name} {s:.4f} over {len(samples)} targets, rank {rank} of {index.n}; "
-               f"closest target '{target.id}' ({ts:.4f})")
-        selected.append({
-            "rank": rank, "id": index.sample(r).id, "score": float(s),
-            "aggregate": "spread" if spread else how, "rule": rule, "why": why,
-            "target": {"id": target.id, "score": float(ts)},
-            "segment": index.meta["segments"][seg]["name"],
-            "source": index.meta["segments"][seg]["source"]["path"], "row": originals[r]})
-    write_table(out, [originals[r] for r in sorted(originals)],
-                schema=parquet_schema(index, fmt))
+        why = (
+            f"taken by target '{target.id}' in its turn, {name} {ts:.4f}"
+            if spread
+            else f"{how} {name} {s:.4f} over {len(samples)} targets, rank {rank} of {index.n}; "
+            f"closest target '{target.id}' ({ts:.4f})"
+        )
+        selected.append(
+            {
+                "rank": rank,
+                "id": index.sample(r).id,
+                "score": float(s),
+                "aggregate": "spread" if spread else how,
+                "rule": rule,
+                "why": why,
+                "target": {"id": target.id, "score": float(ts)},
+                "segment": index.meta["segments"][seg]["name"],
+                "source": index.meta["segments"][seg]["source"]["path"],
+                "row": originals[r],
+            }
+        )
+    write_table(out, [originals[r] for r in sorted(originals)], schema=parquet_schema(index, fmt))
     write_table(report_path, selected)
     coverage = np.bincount(sel.target, minlength=len(samples))
     return SelectResult(out, report_path, index.n, samples, selected, coverage, rule)

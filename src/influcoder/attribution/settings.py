@@ -57,18 +57,32 @@ SEED = 0
 class EncodeArguments:
     """How embeddings are made (``influcoder encode`` and ``influcoder index``)."""
 
-    encoder: str = field(default=DEFAULT_ENCODER, metadata={
-        "help": "encoder: a sentence-transformers directory or 'all-minilm-l6-v2' (bundled)"})
-    backend: str = field(default="auto", metadata={
-        "help": "encoder inference: torch (float32 reference), bf16, onnx, int8, or auto "
-                "(bf16 where the CPU has bf16 units, else torch)"})
-    max_seq_length: int | None = field(default=None, metadata={
-        "help": "tokens per text; longer texts are cut (default: the encoder's own)"})
+    encoder: str = field(
+        default=DEFAULT_ENCODER,
+        metadata={
+            "help": "encoder: a sentence-transformers directory or 'all-minilm-l6-v2' (bundled)"
+        },
+    )
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "encoder inference: torch (float32 reference), bf16, onnx, int8, or auto "
+            "(bf16 where the CPU has bf16 units, else torch)"
+        },
+    )
+    max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": "tokens per text; longer texts are cut (default: the encoder's own)"},
+    )
     batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "texts per batch"})
-    dtype: str = field(default="float16", metadata={
-        "help": "stored dtype: float16, float32 or int8 (per-row absmax scaling)"})
-    shard_rows: int = field(default=DEFAULT_EMBEDDING_SHARD_ROWS, metadata={
-        "help": "rows per store shard (the unit of resumption and of engine work)"})
+    dtype: str = field(
+        default="float16",
+        metadata={"help": "stored dtype: float16, float32 or int8 (per-row absmax scaling)"},
+    )
+    shard_rows: int = field(
+        default=DEFAULT_EMBEDDING_SHARD_ROWS,
+        metadata={"help": "rows per store shard (the unit of resumption and of engine work)"},
+    )
 
     def __post_init__(self):
         if self.backend not in BACKENDS:

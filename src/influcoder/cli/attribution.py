@@ -29,9 +29,14 @@ from influcoder.metrics import AGGREGATES
 
 @cli.command()
 @click.argument("data")
-@click.option("--encoder", "-e", default=DEFAULT_ENCODER, show_default=True,
-              help="an encoder directory from `distill` (sentence-transformers or multi-view), "
-                   "any sentence-transformers directory, or 'all-minilm-l6-v2' (bundled)")
+@click.option(
+    "--encoder",
+    "-e",
+    default=DEFAULT_ENCODER,
+    show_default=True,
+    help="an encoder directory from `distill` (sentence-transformers or multi-view), "
+    "any sentence-transformers directory, or 'all-minilm-l6-v2' (bundled)",
+)
 @click.option("--out", "-o", required=True, help="store directory to create (or resume)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @dry_run_option
@@ -40,8 +45,9 @@ from influcoder.metrics import AGGREGATES
 @engine_options
 @field_options
 @handle_errors
-def encode(data, encoder, out, quiet, device, dry_run, limit, engine, ray_address, num_workers,
-           **kw):
+def encode(
+    data, encoder, out, quiet, device, dry_run, limit, engine, ray_address, num_workers, **kw
+):
     """Embeddings of DATA (prompt, blank line, response) into a store, like `collect` makes
     for gradients: `score`, `info` and open_store() work on both.
 
@@ -67,12 +73,22 @@ def encode(data, encoder, out, quiet, device, dry_run, limit, engine, ray_addres
     if dry_run:
         from influcoder.attribution.encode import estimate_encode
 
-        print_estimate(estimate_encode(data, out, args, fields=fields, limit=limit,
-                                       device=device), engine)
+        print_estimate(
+            estimate_encode(data, out, args, fields=fields, limit=limit, device=device), engine
+        )
         return
-    store = run_encode(data, out, args, fields=fields, limit=limit, engine=engine,
-                       ray_address=ray_address, num_workers=num_workers, progress=not quiet,
-                       device=device)
+    store = run_encode(
+        data,
+        out,
+        args,
+        fields=fields,
+        limit=limit,
+        engine=engine,
+        ray_address=ray_address,
+        num_workers=num_workers,
+        progress=not quiet,
+        device=device,
+    )
     log(f"wrote {store.path}: {store.n} samples x {store.dim} ({store.dtype})")
 
 
@@ -80,11 +96,18 @@ def encode(data, encoder, out, quiet, device, dry_run, limit, engine, ray_addres
 @click.argument("encoder")
 @click.argument("data")
 @click.option("--out", "-o", required=True, help="index directory to create, resume or extend")
-@click.option("--append", is_flag=True,
-              help="add DATA as a new segment (the old ones are not re-encoded; ids must be new)")
-@click.option("--approx", type=click.Choice(FAISS_KINDS), default=None,
-              help="FAISS kind: flat (exact, the default for a new index), hnsw or ivf "
-                   "(approximate, for millions of samples); changing it rebuilds faiss.index")
+@click.option(
+    "--append",
+    is_flag=True,
+    help="add DATA as a new segment (the old ones are not re-encoded; ids must be new)",
+)
+@click.option(
+    "--approx",
+    type=click.Choice(FAISS_KINDS),
+    default=None,
+    help="FAISS kind: flat (exact, the default for a new index), hnsw or ivf "
+    "(approximate, for millions of samples); changing it rebuilds faiss.index",
+)
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @dry_run_option
 @encoder_options
@@ -92,8 +115,21 @@ def encode(data, encoder, out, quiet, device, dry_run, limit, engine, ray_addres
 @engine_options
 @field_options
 @handle_errors
-def index(encoder, data, out, append, approx, quiet, device, dry_run, limit, engine, ray_address,
-          num_workers, **kw):
+def index(
+    encoder,
+    data,
+    out,
+    append,
+    approx,
+    quiet,
+    device,
+    dry_run,
+    limit,
+    engine,
+    ray_address,
+    num_workers,
+    **kw,
+):
     """Encode the pool DATA with ENCODER into a persistent, searchable index.
 
     ENCODER is an encoder directory (from `distill`: sentence-transformers or multi-view), any
@@ -114,32 +150,81 @@ def index(encoder, data, out, append, approx, quiet, device, dry_run, limit, eng
     fields = fields_from(kw)
     try:
         if dry_run:
-            print_estimate(estimate_index(data, out, encoder, approx=approx, fields=fields,
-                                          limit=limit, device=device, **kw), engine)
+            print_estimate(
+                estimate_index(
+                    data,
+                    out,
+                    encoder,
+                    approx=approx,
+                    fields=fields,
+                    limit=limit,
+                    device=device,
+                    **kw,
+                ),
+                engine,
+            )
             return
-        built = build_index(data, out, encoder, append=append, approx=approx, fields=fields,
-                            limit=limit, engine=engine, ray_address=ray_address,
-                            num_workers=num_workers, progress=not quiet, device=device, **kw)
+        built = build_index(
+            data,
+            out,
+            encoder,
+            append=append,
+            approx=approx,
+            fields=fields,
+            limit=limit,
+            engine=engine,
+            ray_address=ray_address,
+            num_workers=num_workers,
+            progress=not quiet,
+            device=device,
+            **kw,
+        )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    log(f"wrote {built.path}: {built.n} samples x {built.dim} in {len(built.segments)} "
-        f"segment(s), {built.kind} search")
+    log(
+        f"wrote {built.path}: {built.n} samples x {built.dim} in {len(built.segments)} "
+        f"segment(s), {built.kind} search"
+    )
 
 
 def query_options(f):
-    f = device_option(f, extra=" for a torch backend; the onnx and int8 backends (auto's "
-                                "choice where ONNX Runtime is installed) always use the CPU")
-    f = click.option("--ef-search", type=int, default=None,
-                     help="hnsw index: candidates per search (more: slower, higher recall)")(f)
-    f = click.option("--nprobe", type=int, default=None,
-                     help="ivf index: lists searched (more: slower, higher recall)")(f)
-    f = click.option("--backend", type=click.Choice(BACKENDS),
-                     default="auto", show_default=True, help="encoder inference for the queries")(f)
-    f = click.option("--encoder", "-e", default=None,
-                     help="the index's encoder, if it moved (its fingerprint must match)")(f)
+    f = device_option(
+        f,
+        extra=" for a torch backend; the onnx and int8 backends (auto's "
+        "choice where ONNX Runtime is installed) always use the CPU",
+    )
+    f = click.option(
+        "--ef-search",
+        type=int,
+        default=None,
+        help="hnsw index: candidates per search (more: slower, higher recall)",
+    )(f)
+    f = click.option(
+        "--nprobe",
+        type=int,
+        default=None,
+        help="ivf index: lists searched (more: slower, higher recall)",
+    )(f)
+    f = click.option(
+        "--backend",
+        type=click.Choice(BACKENDS),
+        default="auto",
+        show_default=True,
+        help="encoder inference for the queries",
+    )(f)
+    f = click.option(
+        "--encoder",
+        "-e",
+        default=None,
+        help="the index's encoder, if it moved (its fingerprint must match)",
+    )(f)
     f = click.option("--prompt", default="", help="the prompt the --text responses answered")(f)
-    f = click.option("--text", "texts", multiple=True,
-                     help="a query: a response text (repeatable; with --prompt, its prompt)")(f)
+    f = click.option(
+        "--text",
+        "texts",
+        multiple=True,
+        help="a query: a response text (repeatable; with --prompt, its prompt)",
+    )(f)
     return f
 
 
@@ -157,34 +242,77 @@ def _sample_text(sample, width: int) -> str:
     return clip_text(text, width)
 
 
-SCORE_LEGEND = ("score: cosine of the embeddings (1 = same direction, 0 = unrelated); "
-                "z: standard deviations above this query's average score over the pool")
+SCORE_LEGEND = (
+    "score: cosine of the embeddings (1 = same direction, 0 = unrelated); "
+    "z: standard deviations above this query's average score over the pool"
+)
 
 
 @cli.command()
 @click.argument("index_dir", metavar="INDEX", type=click.Path(exists=True, file_okay=False))
 @click.argument("queries", required=False)
 @query_options
-@click.option("--top-k", "-k", type=int, default=10, show_default=True,
-              help="pool samples per query (clamped to the pool's size, with a warning)")
-@click.option("--aggregate", type=click.Choice(AGGREGATES), default=None,
-              help="one score per pool sample over all the queries, as a ranking")
-@click.option("--group-by", "group_by", metavar="FIELD", default=None,
-              help="influence per group of this metadata field of the pool (a source, a "
-                   "file): mean, sum, max and AirRep's softmax-weighted score of every pool "
-                   "sample's score; samples without it are the group '(missing)'")
-@click.option("--temperature", type=float, default=DEFAULT_GROUP_TEMPERATURE, show_default=True,
-              help="--group-by: temperature T of the softmax score, sum_i softmax(|s|/T)_i s_i "
-                   "(1: AirRep's released formula)")
-@click.option("--out", "-o", default=None,
-              help="write the results to a .jsonl, .csv, .json or .parquet file (with "
-                   "--aggregate: every pool sample, ranked; with --group-by: the groups)")
-@click.option("--width", type=int, default=100, show_default=True,
-              help="characters of text shown per sample")
+@click.option(
+    "--top-k",
+    "-k",
+    type=int,
+    default=10,
+    show_default=True,
+    help="pool samples per query (clamped to the pool's size, with a warning)",
+)
+@click.option(
+    "--aggregate",
+    type=click.Choice(AGGREGATES),
+    default=None,
+    help="one score per pool sample over all the queries, as a ranking",
+)
+@click.option(
+    "--group-by",
+    "group_by",
+    metavar="FIELD",
+    default=None,
+    help="influence per group of this metadata field of the pool (a source, a "
+    "file): mean, sum, max and AirRep's softmax-weighted score of every pool "
+    "sample's score; samples without it are the group '(missing)'",
+)
+@click.option(
+    "--temperature",
+    type=float,
+    default=DEFAULT_GROUP_TEMPERATURE,
+    show_default=True,
+    help="--group-by: temperature T of the softmax score, sum_i softmax(|s|/T)_i s_i "
+    "(1: AirRep's released formula)",
+)
+@click.option(
+    "--out",
+    "-o",
+    default=None,
+    help="write the results to a .jsonl, .csv, .json or .parquet file (with "
+    "--aggregate: every pool sample, ranked; with --group-by: the groups)",
+)
+@click.option(
+    "--width", type=int, default=100, show_default=True, help="characters of text shown per sample"
+)
 @field_options
 @handle_errors
-def attribute(index_dir, queries, texts, prompt, encoder, backend, device, nprobe, ef_search,
-              top_k, aggregate, group_by, temperature, out, width, **kw):
+def attribute(
+    index_dir,
+    queries,
+    texts,
+    prompt,
+    encoder,
+    backend,
+    device,
+    nprobe,
+    ef_search,
+    top_k,
+    aggregate,
+    group_by,
+    temperature,
+    out,
+    width,
+    **kw,
+):
     """The pool samples of INDEX that most influenced each query.
 
     QUERIES: a data file of samples (prompt and response), a .txt file (one response per
@@ -214,24 +342,27 @@ def attribute(index_dir, queries, texts, prompt, encoder, backend, device, nprob
     if not temperature > 0:
         raise click.UsageError("--temperature must be > 0")
     samples = _load_queries(queries, texts, prompt, kw)
-    attributor = Attributor.load(index_dir, encoder, backend=backend, nprobe=nprobe,
-                                 ef_search=ef_search, device=device)
+    attributor = Attributor.load(
+        index_dir, encoder, backend=backend, nprobe=nprobe, ef_search=ef_search, device=device
+    )
     index = attributor.index
     if group_by is not None:
-        _attribute_groups(attributor, samples, aggregate, group_by, temperature, out, top_k,
-                          width)
+        _attribute_groups(attributor, samples, aggregate, group_by, temperature, out, top_k, width)
         return
     if aggregate is not None:
         ranking = attributor.aggregate(samples, aggregate)
         if out is not None:
             write_table(out, ranking_rows(ranking, index))
             log(f"wrote {out}: {index.n} pool samples ranked by {aggregate} score")
-        click.echo(f"{aggregate} score over {len(samples)} queries, top {min(top_k, index.n)} "
-                   f"of {index.n} pool samples (z: standard deviations above the pool's mean)")
+        click.echo(
+            f"{aggregate} score over {len(samples)} queries, top {min(top_k, index.n)} "
+            f"of {index.n} pool samples (z: standard deviations above the pool's mean)"
+        )
         click.echo(f"{'rank':>5}  {'score':>7}  {'z':>6}  id  text")
         for h in ranking.top(index, top_k):
-            click.echo(f"{h.rank:>5}  {h.score:+.4f}  {h.z:+6.1f}  {h.id}  "
-                       f"{_sample_text(h.sample, width)}")
+            click.echo(
+                f"{h.rank:>5}  {h.score:+.4f}  {h.z:+6.1f}  {h.id}  {_sample_text(h.sample, width)}"
+            )
         return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -247,8 +378,10 @@ def attribute(index_dir, queries, texts, prompt, encoder, backend, device, nprob
         click.echo(f"\nquery {j} ({r.query.id}): {_sample_text(r.query, width)}")
         click.echo(f"  {'rank':>4}  {'score':>7}  {'z':>6}  id  text")
         for h in r.hits:
-            click.echo(f"  {h.rank:>4}  {h.score:+.4f}  {h.z:+6.1f}  {h.id}  "
-                       f"{_sample_text(h.sample, width)}")
+            click.echo(
+                f"  {h.rank:>4}  {h.score:+.4f}  {h.z:+6.1f}  {h.id}  "
+                f"{_sample_text(h.sample, width)}"
+            )
 
 
 def _attribute_groups(attributor, samples, aggregate, field, temperature, out, top_k, width):
@@ -264,27 +397,40 @@ def _attribute_groups(attributor, samples, aggregate, field, temperature, out, t
     else:
         samples, q = attributor.encode(samples)
         result = group_attribution(index, q, field, temperature=temperature)
-        heads = [(f"query {j} ({s.id}): {_sample_text(s, width)}", s.id)
-                 for j, s in enumerate(samples, start=1)]
+        heads = [
+            (f"query {j} ({s.id}): {_sample_text(s, width)}", s.id)
+            for j, s in enumerate(samples, start=1)
+        ]
     groups = result.groups
-    missing = (f"; {groups.n_missing} pool samples lack '{field}': their group is "
-               f"{MISSING_GROUP}" if groups.n_missing else "")
+    missing = (
+        f"; {groups.n_missing} pool samples lack '{field}': their group is {MISSING_GROUP}"
+        if groups.n_missing
+        else ""
+    )
     if out is not None:
-        rows = [{"query_id": qid, "field": field, **row, "temperature": temperature}
-                for j, (_, qid) in enumerate(heads) for row in result.table(j)]
+        rows = [
+            {"query_id": qid, "field": field, **row, "temperature": temperature}
+            for j, (_, qid) in enumerate(heads)
+            for row in result.table(j)
+        ]
         write_table(out, rows)
         log(f"wrote {out}: {len(heads)} x {len(groups.names)} groups of '{field}'{missing}")
         return
-    click.echo(f"influence per group of '{field}' ({len(groups.names)} groups) over every pool "
-               f"sample's score; softmax: sum of softmax(|s|/{temperature:g}) * s over the "
-               f"group (AirRep){missing}")
+    click.echo(
+        f"influence per group of '{field}' ({len(groups.names)} groups) over every pool "
+        f"sample's score; softmax: sum of softmax(|s|/{temperature:g}) * s over the "
+        f"group (AirRep){missing}"
+    )
     for j, (head, _) in enumerate(heads):
         table = result.table(j)
         click.echo(f"\n{head}")
         click.echo(f"  {'n':>6}  " + "  ".join(f"{name:>8}" for name in GROUP_STATS) + "  group")
         for row in table[:top_k]:
-            click.echo(f"  {row['n']:>6}  " + "  ".join(f"{row[name]:+8.4f}" for name in
-                                                       GROUP_STATS) + f"  {row['group']}")
+            click.echo(
+                f"  {row['n']:>6}  "
+                + "  ".join(f"{row[name]:+8.4f}" for name in GROUP_STATS)
+                + f"  {row['group']}"
+            )
         if len(table) > top_k:
             click.echo(f"  ... {len(table) - top_k} more groups (--top-k, or --out for all)")
 
@@ -292,25 +438,55 @@ def _attribute_groups(attributor, samples, aggregate, field, temperature, out, t
 @cli.command(name="filter")
 @click.argument("index_dir", metavar="INDEX", type=click.Path(exists=True, file_okay=False))
 @click.argument("queries", required=False)
-@click.option("--out", "-o", required=True,
-              help="the cleaned data file (format by extension; use the pool's to keep it); "
-                   "OUT_STEM.removed.jsonl lists what was removed and why")
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    help="the cleaned data file (format by extension; use the pool's to keep it); "
+    "OUT_STEM.removed.jsonl lists what was removed and why",
+)
 @click.option("--top-k", "-k", type=int, default=None, help="remove the N highest-scoring samples")
-@click.option("--fraction", type=float, default=None,
-              help="remove this share of the pool (0.05: the top 5%)")
-@click.option("--threshold", type=float, default=None,
-              help="remove every sample whose aggregate score is at least this")
-@click.option("--aggregate", type=click.Choice(AGGREGATES), default="mean",
-              show_default=True,
-              help="mean: resembles the unwanted behaviour as a whole (steady as queries are "
-                   "added); max: resembles any one example strongly (finds near-copies)")
+@click.option(
+    "--fraction", type=float, default=None, help="remove this share of the pool (0.05: the top 5%)"
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="remove every sample whose aggregate score is at least this",
+)
+@click.option(
+    "--aggregate",
+    type=click.Choice(AGGREGATES),
+    default="mean",
+    show_default=True,
+    help="mean: resembles the unwanted behaviour as a whole (steady as queries are "
+    "added); max: resembles any one example strongly (finds near-copies)",
+)
 @query_options
-@click.option("--width", type=int, default=80, show_default=True,
-              help="characters of text shown per sample")
+@click.option(
+    "--width", type=int, default=80, show_default=True, help="characters of text shown per sample"
+)
 @field_options
 @handle_errors
-def filter_command(index_dir, queries, out, top_k, fraction, threshold, aggregate, texts, prompt,
-                   encoder, backend, device, nprobe, ef_search, width, **kw):
+def filter_command(
+    index_dir,
+    queries,
+    out,
+    top_k,
+    fraction,
+    threshold,
+    aggregate,
+    texts,
+    prompt,
+    encoder,
+    backend,
+    device,
+    nprobe,
+    ef_search,
+    width,
+    **kw,
+):
     """Remove from the pool of INDEX the samples most like QUERIES (examples of unwanted
     behaviour), and write the rest in the pool's own format.
 
@@ -330,23 +506,37 @@ def filter_command(index_dir, queries, out, top_k, fraction, threshold, aggregat
     if sum(x is not None for x in (top_k, fraction, threshold)) != 1:
         raise click.UsageError("give exactly one of --top-k, --fraction, --threshold")
     samples = _load_queries(queries, texts, prompt, kw)
-    attributor = Attributor.load(index_dir, encoder, backend=backend, nprobe=nprobe,
-                                 ef_search=ef_search, device=device)
+    attributor = Attributor.load(
+        index_dir, encoder, backend=backend, nprobe=nprobe, ef_search=ef_search, device=device
+    )
     try:
-        result = filter_pool(attributor, samples, out, top_k=top_k, fraction=fraction,
-                             threshold=threshold, how=aggregate, inputs=[queries])
+        result = filter_pool(
+            attributor,
+            samples,
+            out,
+            top_k=top_k,
+            fraction=fraction,
+            threshold=threshold,
+            how=aggregate,
+            inputs=[queries],
+        )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     kept = result.n_pool - result.n_removed
-    click.echo(f"removed {result.n_removed} of {result.n_pool} pool samples ({rule_text(result)}); "
-               f"kept {kept}")
-    click.echo(f"wrote {result.out} (kept) and {result.removed_path} (removed, with scores and "
-               f"why)")
+    click.echo(
+        f"removed {result.n_removed} of {result.n_pool} pool samples ({rule_text(result)}); "
+        f"kept {kept}"
+    )
+    click.echo(
+        f"wrote {result.out} (kept) and {result.removed_path} (removed, with scores and why)"
+    )
     if result.removed:
         click.echo(f"{'rank':>5}  {'score':>7}  {'z':>6}  id  closest query")
         for r in result.removed[:10]:
-            click.echo(f"{r['rank']:>5}  {r['score']:+.4f}  {r['z']:+6.1f}  {r['id']}  "
-                       f"{clip_text(r['top_query']['id'], width)}")
+            click.echo(
+                f"{r['rank']:>5}  {r['score']:+.4f}  {r['z']:+6.1f}  {r['id']}  "
+                f"{clip_text(r['top_query']['id'], width)}"
+            )
         if result.n_removed > 10:
             click.echo(f"  ... {result.n_removed - 10} more in {result.removed_path}")
 

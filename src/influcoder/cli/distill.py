@@ -20,9 +20,13 @@ from influcoder.encoders.settings import DEFAULT_ENCODER
 @click.argument("pool", type=click.Path(exists=True, file_okay=False))
 @click.argument("queries", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "-o", required=True, help="directory for the trained encoder")
-@click.option("--encoder", default=DEFAULT_ENCODER, show_default=True,
-              help="encoder to start from: 'all-minilm-l6-v2' (bundled) or a "
-                   "sentence-transformers/HF encoder directory")
+@click.option(
+    "--encoder",
+    default=DEFAULT_ENCODER,
+    show_default=True,
+    help="encoder to start from: 'all-minilm-l6-v2' (bundled) or a "
+    "sentence-transformers/HF encoder directory",
+)
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @device_option(extra=" (training is float32 on either); not a setting of the checkpoint")
 @dataclass_options(DistillArguments)
@@ -63,29 +67,57 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
     from influcoder.io.stores import open_store
 
     args = settings_from(DistillArguments, kw)
-    result = distill_stores(open_store(pool), open_store(queries), out, args, encoder=encoder,
-                            progress=not quiet, device=device)
+    result = distill_stores(
+        open_store(pool),
+        open_store(queries),
+        out,
+        args,
+        encoder=encoder,
+        progress=not quiet,
+        device=device,
+    )
     log("untrained: " + ", ".join(f"{k} {v:+.3f}" for k, v in result.untrained.items()))
-    log(f"best (epoch {result.best_epoch}): "
-        + ", ".join(f"{k} {v:+.3f}" for k, v in result.best.items()))
+    log(
+        f"best (epoch {result.best_epoch}): "
+        + ", ".join(f"{k} {v:+.3f}" for k, v in result.best.items())
+    )
     if result.head is not None:
         h = result.head
         kinds = h["kinds_validation_per_anchor_spearman"]
         setting = f"alpha {h['alpha']:g}" + (
             f", gamma {h['gamma']:.3g} ({h['gamma_factor']:g} / median squared distance), "
-            f"{h['anchors']} anchors" if h["kind"] == "kernel" else "")
-        log(f"{h['kind']} head: {h['components']} components, {setting}; cross-validated "
+            f"{h['anchors']} anchors"
+            if h["kind"] == "kernel"
+            else ""
+        )
+        log(
+            f"{h['kind']} head: {h['components']} components, {setting}; cross-validated "
             f"per-anchor Spearman {h['encoder_validation_per_anchor_spearman']:+.3f} (encoder) "
-            f"-> {kinds[h['kind']]:+.3f} (with head)")
+            f"-> {kinds[h['kind']]:+.3f} (with head)"
+        )
         if len(kinds) > 1:
-            log("head kinds: " + ", ".join(f"{k} {v:+.3f}" for k, v in kinds.items())
-                + " cross-validated")
+            log(
+                "head kinds: "
+                + ", ".join(f"{k} {v:+.3f}" for k, v in kinds.items())
+                + " cross-validated"
+            )
         views = h["views_validation_per_anchor_spearman"]
-        log(f"views kept: {'+'.join(h['views'])} ("
-            + ", ".join(f"{k} {v:+.3f}" for k, v in views.items()) + " cross-validated)"
-            + ("; a multi-view encoder directory" if len(h["views"]) > 1 or h["kind"] == "kernel"
-               else ""))
-        log(f"similarity kept: {h['similarity']} (" + ", ".join(
-            f"{k} per-anchor {v['per_anchor']:+.3f} aggregated {v['aggregated']:+.3f}"
-            for k, v in h["similarity_validation"].items()) + " cross-validated)")
+        log(
+            f"views kept: {'+'.join(h['views'])} ("
+            + ", ".join(f"{k} {v:+.3f}" for k, v in views.items())
+            + " cross-validated)"
+            + (
+                "; a multi-view encoder directory"
+                if len(h["views"]) > 1 or h["kind"] == "kernel"
+                else ""
+            )
+        )
+        log(
+            f"similarity kept: {h['similarity']} ("
+            + ", ".join(
+                f"{k} per-anchor {v['per_anchor']:+.3f} aggregated {v['aggregated']:+.3f}"
+                for k, v in h["similarity_validation"].items()
+            )
+            + " cross-validated)"
+        )
     log(f"wrote {out}")

@@ -24,9 +24,22 @@ from influcoder.workflows.fit import DEFAULT_GROUND_TRUTH, MIN_SAMPLES
 
 #: The stages' settings ``fit`` passes through; every other one is the stage's default (run
 #: the stages one by one for those).
-COLLECT_OPTIONS = ("model", "adapter", "adapter_init", "warmup_steps", "lora_rank",
-                   "lora_alpha", "lora_targets", "sketch_dim", "max_length", "truncation",
-                   "template", "precision", "batch_tokens", "gradient_checkpointing")
+COLLECT_OPTIONS = (
+    "model",
+    "adapter",
+    "adapter_init",
+    "warmup_steps",
+    "lora_rank",
+    "lora_alpha",
+    "lora_targets",
+    "sketch_dim",
+    "max_length",
+    "truncation",
+    "template",
+    "precision",
+    "batch_tokens",
+    "gradient_checkpointing",
+)
 DISTILL_OPTIONS = ("epochs", "head", "views")
 
 
@@ -40,47 +53,78 @@ def _ground_truth(ctx, param, value: str) -> int | None:
     try:
         n = int(value)
     except ValueError:
-        raise click.BadParameter(f"expected a number of samples or 'all', got {value!r}"
-                                 ) from None
+        raise click.BadParameter(f"expected a number of samples or 'all', got {value!r}") from None
     if n < MIN_SAMPLES:
-        raise click.BadParameter(f"at least {MIN_SAMPLES} samples (2 to train on, 2 to validate), got {n}")
+        raise click.BadParameter(
+            f"at least {MIN_SAMPLES} samples (2 to train on, 2 to validate), got {n}"
+        )
     return n
 
 
 @cli.command()
 @click.argument("train", type=click.Path(exists=True, dir_okay=False))
-@click.option("--queries", "queries", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="outputs you want explained (prompt and response, like TRAIN): the queries "
-                   "the encoder learns to rank for")
-@click.option("--out", "-o", required=True,
-              help="fit directory to create or resume: grad_pool/, grad_queries/, encoder/, "
-                   "index/ and fit.json")
-@click.option("--ground-truth", "ground_truth", default=str(DEFAULT_GROUND_TRUTH),
-              show_default=True,
-              metavar="N|all", callback=_ground_truth,
-              help="training samples (a seeded sample) whose gradients are taken; 'all' for "
-                   "every one. 1,000 is the learning curve's largest measured size, where the "
-                   "distilled encoder was still improving with more (docs/DISTILLATION.md)")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="seed of the sample, the LoRA adapter and its warm-up, and distillation")
-@click.option("--encoder", default=DEFAULT_ENCODER, show_default=True,
-              help="encoder to distil: 'all-minilm-l6-v2' (bundled) or a sentence-transformers "
-                   "directory")
-@click.option("--approx", type=click.Choice(FAISS_KINDS), default=None,
-              help="FAISS kind of the index: flat (exact, the default), hnsw or ivf "
-                   "(approximate, for millions of samples)")
+@click.option(
+    "--queries",
+    "queries",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="outputs you want explained (prompt and response, like TRAIN): the queries "
+    "the encoder learns to rank for",
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    help="fit directory to create or resume: grad_pool/, grad_queries/, encoder/, "
+    "index/ and fit.json",
+)
+@click.option(
+    "--ground-truth",
+    "ground_truth",
+    default=str(DEFAULT_GROUND_TRUTH),
+    show_default=True,
+    metavar="N|all",
+    callback=_ground_truth,
+    help="training samples (a seeded sample) whose gradients are taken; 'all' for "
+    "every one. 1,000 is the learning curve's largest measured size, where the "
+    "distilled encoder was still improving with more (docs/DISTILLATION.md)",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="seed of the sample, the LoRA adapter and its warm-up, and distillation",
+)
+@click.option(
+    "--encoder",
+    default=DEFAULT_ENCODER,
+    show_default=True,
+    help="encoder to distil: 'all-minilm-l6-v2' (bundled) or a sentence-transformers directory",
+)
+@click.option(
+    "--approx",
+    type=click.Choice(FAISS_KINDS),
+    default=None,
+    help="FAISS kind of the index: flat (exact, the default), hnsw or ivf "
+    "(approximate, for millions of samples)",
+)
 @click.option("--quiet", "-q", is_flag=True, help="no progress display")
-@click.option("--dry-run", is_flag=True,
-              help="write nothing: print the stages, the sample and the estimates of "
-                   "`collect --dry-run` and `index --dry-run` (models loaded, a few samples "
-                   "timed)")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="write nothing: print the stages, the sample and the estimates of "
+    "`collect --dry-run` and `index --dry-run` (models loaded, a few samples "
+    "timed)",
+)
 @device_option(extra="; not a setting of the fit: it may be resumed on another machine")
 @field_options
 @dataclass_options(CollectArguments, exclude=_others(CollectArguments, COLLECT_OPTIONS))
 @dataclass_options(DistillArguments, exclude=_others(DistillArguments, DISTILL_OPTIONS))
 @handle_errors
-def fit(train, queries, out, ground_truth, seed, encoder, approx, quiet, dry_run, device, limit,
-        **kw):
+def fit(
+    train, queries, out, ground_truth, seed, encoder, approx, quiet, dry_run, device, limit, **kw
+):
     """From TRAIN and the outputs to explain (--queries) to an index `attribute` and `serve`
     read, in one command: gradients of a seeded sample of TRAIN (collect), of the queries
     with the same setup (collect --like), an encoder distilled from them (distill), and every
@@ -107,9 +151,14 @@ def fit(train, queries, out, ground_truth, seed, encoder, approx, quiet, dry_run
 
     fields = fields_from(kw)
     try:
-        args = FitArguments(ground_truth=ground_truth, seed=seed, encoder=encoder,
-                            approx=approx, collect=settings_from(CollectArguments, kw),
-                            distill=settings_from(DistillArguments, kw))
+        args = FitArguments(
+            ground_truth=ground_truth,
+            seed=seed,
+            encoder=encoder,
+            approx=approx,
+            collect=settings_from(CollectArguments, kw),
+            distill=settings_from(DistillArguments, kw),
+        )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     if dry_run:
@@ -117,7 +166,10 @@ def fit(train, queries, out, ground_truth, seed, encoder, approx, quiet, dry_run
         for line in estimate_fit(plan, device=device):
             click.echo(line)
         return
-    index = run_fit(train, queries, out, args, fields=fields, limit=limit,
-                    progress=not quiet, device=device)
-    log(f"wrote {out}: the index is {index}; next: influcoder attribute {index} --text "
-        f"'...', or influcoder serve {out}")
+    index = run_fit(
+        train, queries, out, args, fields=fields, limit=limit, progress=not quiet, device=device
+    )
+    log(
+        f"wrote {out}: the index is {index}; next: influcoder attribute {index} --text "
+        f"'...', or influcoder serve {out}"
+    )

@@ -25,19 +25,24 @@ from influcoder.similarity import SIMILARITIES
 @cli.command()
 @click.argument("data")
 @click.option("--out", "-o", required=True, help="store directory to create (or resume)")
-@click.option("--like", type=click.Path(exists=True, file_okay=False), default=None,
-              help="copy every setting (model, adapter, LoRA, sketch, template, truncation) "
-                   "from this store, so the two are comparable")
+@click.option(
+    "--like",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="copy every setting (model, adapter, LoRA, sketch, template, truncation) "
+    "from this store, so the two are comparable",
+)
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
-@device_option(extra="; with --engine ray on a GPU, one actor per GPU. Not a setting of the "
-                     "store: a store may be resumed on another machine")
+@device_option(
+    extra="; with --engine ray on a GPU, one actor per GPU. Not a setting of the "
+    "store: a store may be resumed on another machine"
+)
 @dry_run_option
 @engine_options
 @field_options
 @dataclass_options(CollectArguments)
 @handle_errors
-def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address, num_workers,
-            **kw):
+def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address, num_workers, **kw):
     """Per-sample response-only LoRA gradients of DATA, sketched and L2-normalised, into a
     store.
 
@@ -60,36 +65,63 @@ def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address,
 
     fields = fields_from(kw)
     if like is not None and any(v is not None for v in kw.values()):
-        raise click.UsageError("--like copies every setting from the store; drop "
-                               + ", ".join("--" + k.replace("_", "-")
-                                           for k, v in kw.items() if v is not None))
+        raise click.UsageError(
+            "--like copies every setting from the store; drop "
+            + ", ".join("--" + k.replace("_", "-") for k, v in kw.items() if v is not None)
+        )
     args = settings_from(CollectArguments, kw)
     if dry_run:
         from influcoder.groundtruth.collect import estimate_collect
 
-        print_estimate(estimate_collect(data, out, args, like=like, fields=fields, limit=limit,
-                                        device=device), engine)
+        print_estimate(
+            estimate_collect(data, out, args, like=like, fields=fields, limit=limit, device=device),
+            engine,
+        )
         return
-    store = run_collect(data, out, args, like=like, fields=fields, limit=limit,
-                        progress=not quiet, engine=engine, ray_address=ray_address,
-                        num_workers=num_workers, device=device)
+    store = run_collect(
+        data,
+        out,
+        args,
+        like=like,
+        fields=fields,
+        limit=limit,
+        progress=not quiet,
+        engine=engine,
+        ray_address=ray_address,
+        num_workers=num_workers,
+        device=device,
+    )
     log(f"wrote {store.path}: {store.n} samples x {store.dim} ({store.dtype})")
 
 
 @cli.command()
 @click.argument("pool", type=click.Path(exists=True, file_okay=False))
 @click.argument("queries", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", "-o", default=None,
-              help="directory for the full score matrix (scores.npy: pool x queries, float32; "
-                   "scores.json: the ids)")
-@click.option("--top-k", "-k", type=int, default=0,
-              help="print the K most influential pool samples for each query")
-@click.option("--width", type=int, default=100, show_default=True,
-              help="characters of text shown per sample")
-@click.option("--similarity", type=click.Choice(SIMILARITIES), default="cosine",
-              show_default=True,
-              help="cosine of the stored vectors, or the inner product of the gradients "
-                   "before normalisation (gradient stores that keep their rows' norms)")
+@click.option(
+    "--out",
+    "-o",
+    default=None,
+    help="directory for the full score matrix (scores.npy: pool x queries, float32; "
+    "scores.json: the ids)",
+)
+@click.option(
+    "--top-k",
+    "-k",
+    type=int,
+    default=0,
+    help="print the K most influential pool samples for each query",
+)
+@click.option(
+    "--width", type=int, default=100, show_default=True, help="characters of text shown per sample"
+)
+@click.option(
+    "--similarity",
+    type=click.Choice(SIMILARITIES),
+    default="cosine",
+    show_default=True,
+    help="cosine of the stored vectors, or the inner product of the gradients "
+    "before normalisation (gradient stores that keep their rows' norms)",
+)
 @handle_errors
 def score(pool, queries, out, top_k, width, similarity):
     """Influence of every POOL sample on every QUERIES sample: cosine of their vectors.
@@ -122,8 +154,10 @@ def score(pool, queries, out, top_k, width, similarity):
         click.echo(f"\nquery {query.id}: {text}")
         for rank, (i, s) in enumerate(zip(rows[:, j], scores[:, j]), start=1):
             sample = ps[i]
-            click.echo(f"  {rank:>3}  {s:+.4f}  {sample.id}  "
-                       f"{clip_text(sample.prompt + ' -> ' + sample.response, width)}")
+            click.echo(
+                f"  {rank:>3}  {s:+.4f}  {sample.id}  "
+                f"{clip_text(sample.prompt + ' -> ' + sample.response, width)}"
+            )
 
 
 @cli.command()

@@ -52,18 +52,32 @@ def dataclass_options(cls, exclude: tuple[str, ...] = ()):
             help_ = fld.metadata.get("help", "")
             default = fld.default
             if hint is bool:
-                opt = click.option(f"{flag}/--no-{flag[2:]}", fld.name, default=None,
-                                   help=f"{help_} [default: {'on' if default else 'off'}]")
+                opt = click.option(
+                    f"{flag}/--no-{flag[2:]}",
+                    fld.name,
+                    default=None,
+                    help=f"{help_} [default: {'on' if default else 'off'}]",
+                )
             elif typing.get_origin(hint) is tuple:
-                opt = click.option(flag, fld.name, default=None, metavar="A,B,...",
-                                   help=f"{help_} [default: {','.join(map(str, fld.default))}]")
+                opt = click.option(
+                    flag,
+                    fld.name,
+                    default=None,
+                    metavar="A,B,...",
+                    help=f"{help_} [default: {','.join(map(str, fld.default))}]",
+                )
             else:
                 shown = "" if "[default:" in help_ else f" [default: {default}]"
-                opt = click.option(flag, fld.name, default=None,
-                                   type=_click_type(hint, fld.metadata.get("renamed")),
-                                   help=help_ + shown)
+                opt = click.option(
+                    flag,
+                    fld.name,
+                    default=None,
+                    type=_click_type(hint, fld.metadata.get("renamed")),
+                    help=help_ + shown,
+                )
             f = opt(f)
         return f
+
     return decorate
 
 
@@ -86,10 +100,18 @@ def settings_from(cls, values: dict):
 def field_options(f):
     """Options naming the fields of the input data."""
     f = click.option("--limit", type=int, default=None, help="read only the first N samples")(f)
-    f = click.option("--messages-field", default="messages", show_default=True,
-                     help="field with chat messages (the last assistant turn is the response)")(f)
-    f = click.option("--id-field", default="id", show_default=True,
-                     help="field with a sample id (missing ids are derived from the content)")(f)
+    f = click.option(
+        "--messages-field",
+        default="messages",
+        show_default=True,
+        help="field with chat messages (the last assistant turn is the response)",
+    )(f)
+    f = click.option(
+        "--id-field",
+        default="id",
+        show_default=True,
+        help="field with a sample id (missing ids are derived from the content)",
+    )(f)
     f = click.option("--response-field", default="response", show_default=True)(f)
     f = click.option("--prompt-field", default="prompt", show_default=True)(f)
     return f
@@ -98,20 +120,35 @@ def field_options(f):
 def fields_from(kw: dict):
     from influcoder.io.samples import Fields
 
-    return Fields(prompt=kw.pop("prompt_field"), response=kw.pop("response_field"),
-                  id=kw.pop("id_field"), messages=kw.pop("messages_field"))
+    return Fields(
+        prompt=kw.pop("prompt_field"),
+        response=kw.pop("response_field"),
+        id=kw.pop("id_field"),
+        messages=kw.pop("messages_field"),
+    )
 
 
 def engine_options(f):
     """Where the parallel stages run: --engine, --ray-address, --num-workers."""
-    f = click.option("--num-workers", type=int, default=None,
-                     help="Ray actors (default: one per free CPU of the cluster)")(f)
-    f = click.option("--ray-address", default=None,
-                     help="join this Ray cluster ('auto', 'ray://head:10001'); default with "
-                          "--engine ray: start a local Ray instance for the run")(f)
-    f = click.option("--engine", type=click.Choice(ENGINES), default="local",
-                     show_default=True,
-                     help="compute shards here, or on Ray workers (needs influcoder[ray])")(f)
+    f = click.option(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="Ray actors (default: one per free CPU of the cluster)",
+    )(f)
+    f = click.option(
+        "--ray-address",
+        default=None,
+        help="join this Ray cluster ('auto', 'ray://head:10001'); default with "
+        "--engine ray: start a local Ray instance for the run",
+    )(f)
+    f = click.option(
+        "--engine",
+        type=click.Choice(ENGINES),
+        default="local",
+        show_default=True,
+        help="compute shards here, or on Ray workers (needs influcoder[ray])",
+    )(f)
     return f
 
 
@@ -132,22 +169,35 @@ def device_option(f=None, *, default: str | None = None, extra: str = ""):
             raise click.BadParameter(f"{value!r}: " + str(e).split(": ", 1)[1]) from None
 
     def decorate(g):
-        return click.option("--device", default=default or DEFAULT_DEVICE, show_default=True,
-                            callback=check, metavar="auto|cpu|cuda|cuda:N",
-                            help=DEVICE_HELP + extra)(g)
+        return click.option(
+            "--device",
+            default=default or DEFAULT_DEVICE,
+            show_default=True,
+            callback=check,
+            metavar="auto|cpu|cuda|cuda:N",
+            help=DEVICE_HELP + extra,
+        )(g)
+
     return decorate(f) if f is not None else decorate
+
+
 def dry_run_option(f):
     """``--dry-run``: the estimate of a store-filling command instead of the command."""
-    return click.option("--dry-run", is_flag=True,
-                        help="write nothing: load the model, time a few samples with these "
-                             "settings and print the expected time, peak memory and storage "
-                             "for the whole data set")(f)
+    return click.option(
+        "--dry-run",
+        is_flag=True,
+        help="write nothing: load the model, time a few samples with these "
+        "settings and print the expected time, peak memory and storage "
+        "for the whole data set",
+    )(f)
 
 
 def print_estimate(estimate, engine: str = "local") -> None:
     if engine != "local":
-        estimate.notes.append(f"timed in this process, not on --engine {engine}'s workers: "
-                              "divide the rows' time by the number of workers")
+        estimate.notes.append(
+            f"timed in this process, not on --engine {engine}'s workers: "
+            "divide the rows' time by the number of workers"
+        )
     for line in estimate.lines():
         click.echo(line)
 
@@ -160,6 +210,7 @@ def handle_errors(f):
         except InflucoderError as e:
             click.echo(f"Error: {e}", err=True)
             sys.exit(e.exit_code)
+
     return wrapper
 
 
@@ -175,8 +226,7 @@ def parse_named(values: tuple[str, ...], option: str) -> dict[str, str]:
         if not sep or not name.strip() or not rest.strip():
             raise click.BadParameter(f"expected NAME=VALUE, got {value!r}", param_hint=option)
         if name.strip() in out:
-            raise click.BadParameter(f"the name {name.strip()!r} is used twice",
-                                     param_hint=option)
+            raise click.BadParameter(f"the name {name.strip()!r} is used twice", param_hint=option)
         out[name.strip()] = rest.strip()
     return out
 
@@ -185,8 +235,9 @@ def parse_named(values: tuple[str, ...], option: str) -> dict[str, str]:
 STORE_METHOD_METAVAR = "NAME=POOL,QUERIES[,inner]"
 
 
-def parse_store_methods(values: tuple[str, ...], option: str = "--method"
-                        ) -> dict[str, tuple[str, str, str]]:
+def parse_store_methods(
+    values: tuple[str, ...], option: str = "--method"
+) -> dict[str, tuple[str, str, str]]:
     """``NAME=POOL,QUERIES[,SIMILARITY]`` values as name -> (pool, queries, similarity), the
     similarity ``cosine`` (the default) or ``inner`` (gradients before normalisation)."""
     from influcoder.similarity import SIMILARITIES
@@ -200,14 +251,18 @@ def parse_store_methods(values: tuple[str, ...], option: str = "--method"
             raise click.BadParameter(
                 f"{name}: expected NAME=POOL_STORE,QUERY_STORE or NAME=POOL_STORE,QUERY_STORE,"
                 f"SIMILARITY with SIMILARITY one of {', '.join(SIMILARITIES)}; got {value!r}",
-                param_hint=option)
+                param_hint=option,
+            )
         out[name] = tuple(parts)
     return out
 
 
 def split_list(value: str) -> list[str]:
-    return [] if value.strip().lower() == "none" else [
-        x.strip() for x in value.split(",") if x.strip()]
+    return (
+        []
+        if value.strip().lower() == "none"
+        else [x.strip() for x in value.split(",") if x.strip()]
+    )
 
 
 def encoder_options(f):
@@ -217,18 +272,36 @@ def encoder_options(f):
     from influcoder.encoders.settings import BACKENDS
 
     default = EncodeArguments()
-    f = click.option("--shard-rows", type=int, default=None,
-                     help=f"rows per store shard, the unit of resumption "
-                          f"[default: {default.shard_rows}]")(f)
-    f = click.option("--batch-size", type=int, default=None,
-                     help=f"texts per batch [default: {default.batch_size}]")(f)
-    f = click.option("--max-seq-length", type=int, default=None,
-                     help="tokens per text, longer ones are cut [default: the encoder's own]")(f)
-    f = click.option("--dtype", type=click.Choice(STORAGE_DTYPES), default=None,
-                     help=f"stored dtype; int8 scales each row to +-127 "
-                          f"[default: {default.dtype}]")(f)
-    f = click.option("--backend", type=click.Choice(BACKENDS), default=None,
-                     help=f"encoder inference: torch (float32 reference), bf16, onnx, int8; auto "
-                          f"= bf16 where the CPU has bf16 units, else torch "
-                          f"[default: {default.backend}]")(f)
+    f = click.option(
+        "--shard-rows",
+        type=int,
+        default=None,
+        help=f"rows per store shard, the unit of resumption [default: {default.shard_rows}]",
+    )(f)
+    f = click.option(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"texts per batch [default: {default.batch_size}]",
+    )(f)
+    f = click.option(
+        "--max-seq-length",
+        type=int,
+        default=None,
+        help="tokens per text, longer ones are cut [default: the encoder's own]",
+    )(f)
+    f = click.option(
+        "--dtype",
+        type=click.Choice(STORAGE_DTYPES),
+        default=None,
+        help=f"stored dtype; int8 scales each row to +-127 [default: {default.dtype}]",
+    )(f)
+    f = click.option(
+        "--backend",
+        type=click.Choice(BACKENDS),
+        default=None,
+        help=f"encoder inference: torch (float32 reference), bf16, onnx, int8; auto "
+        f"= bf16 where the CPU has bf16 units, else torch "
+        f"[default: {default.backend}]",
+    )(f)
     return f

@@ -24,48 +24,113 @@ from influcoder.validation.settings import DEFAULT_VALIDATE_BASELINES, ValidateA
 @click.argument("pool", type=click.Path(exists=True, file_okay=False))
 @click.argument("targets", type=click.Path(exists=True, file_okay=False))
 @click.argument("heldout", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", "-o", required=True,
-              help="folder for the run store runs/ (unless --runs), results.json/.csv, "
-                   "validation.png and report.html")
-@click.option("--runs", "runs_dir", default=None, type=click.Path(file_okay=False),
-              help="the run store the training runs are saved in and read from, to share "
-                   "one between validations of one recipe [default: OUT/runs]")
-@click.option("--where", default=None, metavar="FIELD=VALUE",
-              help="keep only the TARGETS and HELDOUT samples whose field has this value "
-                   "(e.g. label=harmful); HELDOUT's other samples are the control set")
-@click.option("--control", default=None, type=click.Path(exists=True),
-              help="control samples (a store or a data file) whose loss should not move "
-                   "[default: HELDOUT's samples that --where leaves out]")
-@click.option("--encoder", "-e", "encoders", multiple=True, metavar="NAME=ENCODER",
-              help="a sentence encoder (directory or bundled name) as a method; repeatable")
-@click.option("--baselines", default=",".join(DEFAULT_VALIDATE_BASELINES), show_default=True,
-              help="text baselines as methods, comma separated (random, tfidf, bm25), or "
-                   "'none'")
-@click.option("--label-field", default=None,
-              help="meta field of the pool samples that marks planted samples (reports how "
-                   "many each method removed)")
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    help="folder for the run store runs/ (unless --runs), results.json/.csv, "
+    "validation.png and report.html",
+)
+@click.option(
+    "--runs",
+    "runs_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="the run store the training runs are saved in and read from, to share "
+    "one between validations of one recipe [default: OUT/runs]",
+)
+@click.option(
+    "--where",
+    default=None,
+    metavar="FIELD=VALUE",
+    help="keep only the TARGETS and HELDOUT samples whose field has this value "
+    "(e.g. label=harmful); HELDOUT's other samples are the control set",
+)
+@click.option(
+    "--control",
+    default=None,
+    type=click.Path(exists=True),
+    help="control samples (a store or a data file) whose loss should not move "
+    "[default: HELDOUT's samples that --where leaves out]",
+)
+@click.option(
+    "--encoder",
+    "-e",
+    "encoders",
+    multiple=True,
+    metavar="NAME=ENCODER",
+    help="a sentence encoder (directory or bundled name) as a method; repeatable",
+)
+@click.option(
+    "--baselines",
+    default=",".join(DEFAULT_VALIDATE_BASELINES),
+    show_default=True,
+    help="text baselines as methods, comma separated (random, tfidf, bm25), or 'none'",
+)
+@click.option(
+    "--label-field",
+    default=None,
+    help="meta field of the pool samples that marks planted samples (reports how "
+    "many each method removed)",
+)
 @click.option("--positive", default=None, help="the --label-field value of a planted sample")
-@click.option("--model", default=None,
-              help="the decoder, if not where POOL's manifest says (its fingerprint is checked)")
-@click.option("--lds-by", "by", default=None, metavar="FIELD",
-              help="also report LDS per value of this field over every HELDOUT query the "
-                   "runs measured (e.g. label: chat / reasoning / harmful) [default: the "
-                   "field of --where]")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="training runs at once: processes of one thread each here (--engine "
-                   "local), or Ray actors (--engine ray; default there: one per free CPU)")
+@click.option(
+    "--model",
+    default=None,
+    help="the decoder, if not where POOL's manifest says (its fingerprint is checked)",
+)
+@click.option(
+    "--lds-by",
+    "by",
+    default=None,
+    metavar="FIELD",
+    help="also report LDS per value of this field over every HELDOUT query the "
+    "runs measured (e.g. label: chat / reasoning / harmful) [default: the "
+    "field of --where]",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="training runs at once: processes of one thread each here (--engine "
+    "local), or Ray actors (--engine ray; default there: one per free CPU)",
+)
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
-@click.option("--dry-run", is_flag=True,
-              help="write nothing: plan the runs, time two training steps and print how many "
-                   "runs and steps the validation needs and how long they would take here "
-                   "on --workers workers")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="write nothing: plan the runs, time two training steps and print how many "
+    "runs and steps the validation needs and how long they would take here "
+    "on --workers workers",
+)
 @device_option(extra=" (for the retraining and the --encoder methods)")
 @engine_options
 @dataclass_options(ValidateArguments)
 @handle_errors
-def validate(pool, targets, heldout, out, runs_dir, where, control, encoders, baselines,
-             label_field, positive, model, by, workers, quiet, dry_run, device, engine,
-             ray_address, num_workers, **kw):
+def validate(
+    pool,
+    targets,
+    heldout,
+    out,
+    runs_dir,
+    where,
+    control,
+    encoders,
+    baselines,
+    label_field,
+    positive,
+    model,
+    by,
+    workers,
+    quiet,
+    dry_run,
+    device,
+    engine,
+    ray_address,
+    num_workers,
+    **kw,
+):
     """Check attribution causally: remove each method's top pool samples, retrain, compare.
 
     POOL is the gradient store of the training data (its samples are what is trained on; its
@@ -110,19 +175,45 @@ def validate(pool, targets, heldout, out, runs_dir, where, control, encoders, ba
     if workers < 1:
         raise click.BadParameter("must be >= 1", param_hint="--workers")
     args = settings_from(ValidateArguments, kw)
-    named = {"where": where, "control": control, "encoders": parse_named(encoders, "--encoder"),
-             "baselines": split_list(baselines), "label_field": label_field,
-             "positive": positive, "model": model}
+    named = {
+        "where": where,
+        "control": control,
+        "encoders": parse_named(encoders, "--encoder"),
+        "baselines": split_list(baselines),
+        "label_field": label_field,
+        "positive": positive,
+        "model": model,
+    }
     try:
         if dry_run:
-            for line in estimate_validation(pool, targets, heldout, out, args, device=device,
-                                            workers=workers, runs_dir=runs_dir, **named):
+            for line in estimate_validation(
+                pool,
+                targets,
+                heldout,
+                out,
+                args,
+                device=device,
+                workers=workers,
+                runs_dir=runs_dir,
+                **named,
+            ):
                 click.echo(line)
             return
         validation, _, report = run_validation(
-            pool, targets, heldout, out, args, device=device, progress=not quiet,
-            workers=workers, engine=engine, address=ray_address, by=by, runs_dir=runs_dir,
-            **named)
+            pool,
+            targets,
+            heldout,
+            out,
+            args,
+            device=device,
+            progress=not quiet,
+            workers=workers,
+            engine=engine,
+            address=ray_address,
+            by=by,
+            runs_dir=runs_dir,
+            **named,
+        )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     click.echo(format_table(summary_rows(validation)))
@@ -137,35 +228,94 @@ def validate(pool, targets, heldout, out, runs_dir, where, control, encoders, ba
 @click.argument("runs", type=click.Path(exists=True, file_okay=False))
 @click.argument("pool", type=click.Path(exists=True, file_okay=False))
 @click.argument("queries", type=click.Path(exists=True, file_okay=False))
-@click.option("--encoder", "-e", "encoders", multiple=True, metavar="NAME=ENCODER",
-              help="a sentence encoder (directory or bundled name) as a method; repeatable")
-@click.option("--method", "-m", "store_methods", multiple=True, metavar=STORE_METHOD_METAVAR,
-              help="a method scored from two stores of precomputed vectors of POOL's and "
-                   "QUERIES' samples (embeddings, or gradients of another recipe), by cosine, "
-                   "or with ',inner' by the inner product of the gradients before "
-                   "normalisation; repeatable")
-@click.option("--baselines", default=",".join(DEFAULT_VALIDATE_BASELINES), show_default=True,
-              help="text baselines as methods, comma separated (random, tfidf, bm25), or "
-                   "'none'")
-@click.option("--by", default=None, metavar="FIELD",
-              help="also report LDS per value of this query field (e.g. label)")
-@click.option("--subsets", type=int, default=None,
-              help="use the first N saved subset runs [default: all saved]")
-@click.option("--lds-fraction", type=float, default=None,
-              help="which series of subset runs, when the store holds several")
-@click.option("--lds-seed", type=int, default=None,
-              help="which series of subset runs, when the store holds several")
-@click.option("--n-boot", type=int, default=1000, show_default=True,
-              help="bootstrap resamples (subsets and queries) for the intervals")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="seed of the random baseline and the bootstrap (validate uses its "
-                   "--lds-seed)")
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
-              help="also write the rows to this JSON file")
+@click.option(
+    "--encoder",
+    "-e",
+    "encoders",
+    multiple=True,
+    metavar="NAME=ENCODER",
+    help="a sentence encoder (directory or bundled name) as a method; repeatable",
+)
+@click.option(
+    "--method",
+    "-m",
+    "store_methods",
+    multiple=True,
+    metavar=STORE_METHOD_METAVAR,
+    help="a method scored from two stores of precomputed vectors of POOL's and "
+    "QUERIES' samples (embeddings, or gradients of another recipe), by cosine, "
+    "or with ',inner' by the inner product of the gradients before "
+    "normalisation; repeatable",
+)
+@click.option(
+    "--baselines",
+    default=",".join(DEFAULT_VALIDATE_BASELINES),
+    show_default=True,
+    help="text baselines as methods, comma separated (random, tfidf, bm25), or 'none'",
+)
+@click.option(
+    "--by",
+    default=None,
+    metavar="FIELD",
+    help="also report LDS per value of this query field (e.g. label)",
+)
+@click.option(
+    "--subsets",
+    type=int,
+    default=None,
+    help="use the first N saved subset runs [default: all saved]",
+)
+@click.option(
+    "--lds-fraction",
+    type=float,
+    default=None,
+    help="which series of subset runs, when the store holds several",
+)
+@click.option(
+    "--lds-seed",
+    type=int,
+    default=None,
+    help="which series of subset runs, when the store holds several",
+)
+@click.option(
+    "--n-boot",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="bootstrap resamples (subsets and queries) for the intervals",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="seed of the random baseline and the bootstrap (validate uses its --lds-seed)",
+)
+@click.option(
+    "--json",
+    "json_out",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="also write the rows to this JSON file",
+)
 @device_option(extra=" (for the --encoder methods)")
 @handle_errors
-def lds(runs, pool, queries, encoders, store_methods, baselines, by, subsets, lds_fraction,
-        lds_seed, n_boot, seed, json_out, device):
+def lds(
+    runs,
+    pool,
+    queries,
+    encoders,
+    store_methods,
+    baselines,
+    by,
+    subsets,
+    lds_fraction,
+    lds_seed,
+    n_boot,
+    seed,
+    json_out,
+    device,
+):
     """Score methods by LDS against saved training runs, in seconds, without retraining.
 
     RUNS is the run store of a validation (OUT/runs of `influcoder validate --lds-subsets
@@ -192,14 +342,26 @@ def lds(runs, pool, queries, encoders, store_methods, baselines, by, subsets, ld
 
     pairs = parse_store_methods(store_methods)
     try:
-        rows = run_lds(runs, pool, queries, encoders=parse_named(encoders, "--encoder"),
-                       baselines=split_list(baselines), stores=pairs, by=by, count=subsets,
-                       fraction=lds_fraction, subset_seed=lds_seed, n_boot=n_boot, seed=seed,
-                       device=device)
+        rows = run_lds(
+            runs,
+            pool,
+            queries,
+            encoders=parse_named(encoders, "--encoder"),
+            baselines=split_list(baselines),
+            stores=pairs,
+            by=by,
+            count=subsets,
+            fraction=lds_fraction,
+            subset_seed=lds_seed,
+            n_boot=n_boot,
+            seed=seed,
+            device=device,
+        )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     click.echo(format_table(lds_table(rows)))
     if json_out is not None:
-        atomic_write_json(json_out, {"runs": str(runs), "pool": str(pool),
-                                     "queries": str(queries), "rows": rows})
+        atomic_write_json(
+            json_out, {"runs": str(runs), "pool": str(pool), "queries": str(queries), "rows": rows}
+        )
         log(f"wrote {json_out}")

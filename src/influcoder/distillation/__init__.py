@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import importlib
 
-_PUBLIC = {"DistillArguments": "influcoder.distillation.settings",
-           "DistillResult": "influcoder.distillation.trainer",
-           "LinearHead": "influcoder.distillation.linear",
-           "append_head": "influcoder.distillation.export",
-           "distill": "influcoder.distillation.trainer",
-           "fit_head": "influcoder.distillation.head_fit"}
+_PUBLIC = {
+    "DistillArguments": "influcoder.distillation.settings",
+    "DistillResult": "influcoder.distillation.trainer",
+    "LinearHead": "influcoder.distillation.linear",
+    "append_head": "influcoder.distillation.export",
+    "distill": "influcoder.distillation.trainer",
+    "fit_head": "influcoder.distillation.head_fit",
+}
 
 __all__ = sorted(_PUBLIC)
 

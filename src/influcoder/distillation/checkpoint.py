@@ -44,17 +44,26 @@ def checkpoint_dir(out_dir: str | Path) -> Path:
     return out_dir.with_name(out_dir.name + ".checkpoint")
 
 
-def run_fingerprint(encoder, pool_texts: Sequence[str], query_texts: Sequence[str],
-                    gt: np.ndarray, args: dict[str, Any]) -> dict[str, Any]:
+def run_fingerprint(
+    encoder,
+    pool_texts: Sequence[str],
+    query_texts: Sequence[str],
+    gt: np.ndarray,
+    args: dict[str, Any],
+) -> dict[str, Any]:
     """What makes two runs the same: settings, data (texts and ground truth) and the starting
     weights."""
     data = hashlib.sha256()
     for texts in (pool_texts, query_texts):
         data.update(json.dumps(list(texts), ensure_ascii=False).encode("utf-8"))
     data.update(np.ascontiguousarray(gt, dtype=np.float32).tobytes())
-    return {"args": args, "n_pool": len(pool_texts), "n_query": len(query_texts),
-            "texts_and_ground_truth_sha256": data.hexdigest(),
-            "starting_encoder_sha256": state_digest(encoder.state_dict())}
+    return {
+        "args": args,
+        "n_pool": len(pool_texts),
+        "n_query": len(query_texts),
+        "texts_and_ground_truth_sha256": data.hexdigest(),
+        "starting_encoder_sha256": state_digest(encoder.state_dict()),
+    }
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
@@ -78,8 +87,14 @@ class LoopState:
     best_state: dict[str, torch.Tensor]  # a state_copy
 
 
-def save(path: Path, fingerprint: dict[str, Any], encoder, optimizer: torch.optim.Optimizer,
-         rng: np.random.Generator, loop: LoopState) -> None:
+def save(
+    path: Path,
+    fingerprint: dict[str, Any],
+    encoder,
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    loop: LoopState,
+) -> None:
     """Write the checkpoint of the epoch just finished to ``path``, replacing the older one."""
 
     def fill(tmp: Path) -> None:
@@ -87,18 +102,31 @@ def save(path: Path, fingerprint: dict[str, Any], encoder, optimizer: torch.opti
         save_file(loop.best_state, tmp / "best.safetensors")  # already a state_copy
         save_file(_flat_optimizer_state(optimizer), tmp / "optimizer.safetensors")
         save_file(_torch_generators(), tmp / "generators.safetensors")
-        state = {"format": FORMAT, "format_version": FORMAT_VERSION, "run": fingerprint,
-                 "epoch": loop.epoch, "history": loop.history, "untrained": loop.untrained,
-                 "best": loop.best, "best_epoch": loop.best_epoch,
-                 "sampler_rng": rng.bit_generator.state}
-        (tmp / STATE_NAME).write_text(json.dumps(state, indent=1, sort_keys=True) + "\n",
-                                      encoding="utf-8")
+        state = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "run": fingerprint,
+            "epoch": loop.epoch,
+            "history": loop.history,
+            "untrained": loop.untrained,
+            "best": loop.best,
+            "best_epoch": loop.best_epoch,
+            "sampler_rng": rng.bit_generator.state,
+        }
+        (tmp / STATE_NAME).write_text(
+            json.dumps(state, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+        )
 
     atomic_write_dir(path, fill)
 
 
-def load(path: Path, fingerprint: dict[str, Any], encoder, optimizer: torch.optim.Optimizer,
-         rng: np.random.Generator) -> LoopState | None:
+def load(
+    path: Path,
+    fingerprint: dict[str, Any],
+    encoder,
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+) -> LoopState | None:
     """Restore the run from the checkpoint at ``path`` into ``encoder``, ``optimizer``, ``rng``
     and torch's generators, and return the loop's state; ``None`` if there is no checkpoint.
 
@@ -111,28 +139,40 @@ def load(path: Path, fingerprint: dict[str, Any], encoder, optimizer: torch.opti
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InflucoderError(f"{state_file}: unreadable distillation checkpoint ({e}); delete "
-                              f"{path} to start over") from None
+        raise InflucoderError(
+            f"{state_file}: unreadable distillation checkpoint ({e}); delete {path} to start over"
+        ) from None
     if state.get("format") != FORMAT or state.get("format_version") != FORMAT_VERSION:
-        raise InflucoderError(f"{state_file}: not a distillation checkpoint of format "
-                              f"{FORMAT} v{FORMAT_VERSION}; delete {path} to start over")
+        raise InflucoderError(
+            f"{state_file}: not a distillation checkpoint of format "
+            f"{FORMAT} v{FORMAT_VERSION}; delete {path} to start over"
+        )
     diffs = setup_differences(state["run"], fingerprint)
     if diffs:
-        raise InflucoderError(f"{path} holds the checkpoint of another distillation run "
-                              f"(checkpoint vs now):\n  " + "\n  ".join(diffs) + "\nRerun with "
-                              "the same encoder, data and settings to resume it, or delete it "
-                              "to start over.")
+        raise InflucoderError(
+            f"{path} holds the checkpoint of another distillation run "
+            f"(checkpoint vs now):\n  " + "\n  ".join(diffs) + "\nRerun with "
+            "the same encoder, data and settings to resume it, or delete it "
+            "to start over."
+        )
     device = next(encoder.parameters()).device
     encoder.load_state_dict(load_file(path / "model.safetensors", device=str(device)))
-    optimizer.load_state_dict({"state": _nested_optimizer_state(
-        load_file(path / "optimizer.safetensors")),
-        "param_groups": optimizer.state_dict()["param_groups"]})
+    optimizer.load_state_dict(
+        {
+            "state": _nested_optimizer_state(load_file(path / "optimizer.safetensors")),
+            "param_groups": optimizer.state_dict()["param_groups"],
+        }
+    )
     _restore_torch_generators(load_file(path / "generators.safetensors"))
     rng.bit_generator.state = state["sampler_rng"]
-    return LoopState(epoch=state["epoch"], history=state["history"],
-                     untrained=state["untrained"], best=state["best"],
-                     best_epoch=state["best_epoch"],
-                     best_state=load_file(path / "best.safetensors"))
+    return LoopState(
+        epoch=state["epoch"],
+        history=state["history"],
+        untrained=state["untrained"],
+        best=state["best"],
+        best_epoch=state["best_epoch"],
+        best_state=load_file(path / "best.safetensors"),
+    )
 
 
 def remove(path: Path) -> None:
@@ -143,8 +183,9 @@ def state_copy(encoder) -> dict[str, torch.Tensor]:
     """A host-memory copy of ``encoder``'s weights, each tensor cloned: tensors that share
     storage (tied weights) become separate ones, as safetensors requires, and
     ``load_state_dict`` ties them again."""
-    return {k: v.detach().to("cpu", copy=True).contiguous()
-            for k, v in encoder.state_dict().items()}
+    return {
+        k: v.detach().to("cpu", copy=True).contiguous() for k, v in encoder.state_dict().items()
+    }
 
 
 def _flat_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

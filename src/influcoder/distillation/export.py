@@ -18,8 +18,9 @@ import numpy as np
 from influcoder.distillation.linear import LinearHead
 
 
-def append_head(encoder, head: LinearHead, *, normalize: bool | None = None,
-                unit_input: bool = False):
+def append_head(
+    encoder, head: LinearHead, *, normalize: bool | None = None, unit_input: bool = False
+):
     """Append ``head`` to ``encoder`` (in place) as [``Normalize`` +] ``Dense`` (identity)
     [+ ``Normalize``].
 
@@ -35,15 +36,19 @@ def append_head(encoder, head: LinearHead, *, normalize: bool | None = None,
 
     dim = encoder.get_embedding_dimension()
     if dim is not None and dim != head.weight.shape[1]:
-        raise ValueError(f"the head takes {head.weight.shape[1]}-dim embeddings, the encoder "
-                         f"emits {dim}")
+        raise ValueError(
+            f"the head takes {head.weight.shape[1]}-dim embeddings, the encoder emits {dim}"
+        )
     device = next(encoder.parameters()).device
     if unit_input:
         encoder.append(Normalize())
-    dense = Dense(head.weight.shape[1], head.weight.shape[0],
-                  activation_function=torch.nn.Identity(),
-                  init_weight=torch.tensor(np.ascontiguousarray(head.weight), dtype=torch.float32),
-                  init_bias=torch.tensor(head.bias, dtype=torch.float32))
+    dense = Dense(
+        head.weight.shape[1],
+        head.weight.shape[0],
+        activation_function=torch.nn.Identity(),
+        init_weight=torch.tensor(np.ascontiguousarray(head.weight), dtype=torch.float32),
+        init_bias=torch.tensor(head.bias, dtype=torch.float32),
+    )
     encoder.append(dense.to(device))
     if normalize is None and head.similarity == "dot":
         encoder.similarity_fn_name = "dot"
@@ -55,6 +60,11 @@ def append_head(encoder, head: LinearHead, *, normalize: bool | None = None,
 def embed(encoder, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
     """``[n, d]`` float64 outputs of ``encoder`` for ``texts``, exactly as its modules emit
     them (no extra normalisation: the head is fitted on what it will be appended to)."""
-    out = encoder.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
-                         normalize_embeddings=False, show_progress_bar=False)
+    out = encoder.encode(
+        list(texts),
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=False,
+        show_progress_bar=False,
+    )
     return np.asarray(out, dtype=np.float64)

@@ -34,8 +34,9 @@ def padded_embeddings(encoder, texts: Sequence[str]) -> torch.Tensor:
     return encoder(features)["sentence_embedding"]
 
 
-def block_embeddings(encoder, texts: Sequence[str], *,
-                     micro_batch: int = DEFAULT_MICRO_BATCH) -> torch.Tensor:
+def block_embeddings(
+    encoder, texts: Sequence[str], *, micro_batch: int = DEFAULT_MICRO_BATCH
+) -> torch.Tensor:
     """``[len(texts), d]`` sentence embeddings of ``texts``, in input order, computed in
     length-sorted micro-batches of at most ``micro_batch`` texts (module docstring);
     differentiable like :func:`padded_embeddings`. ``micro_batch`` 0: one padded batch."""
@@ -44,8 +45,9 @@ def block_embeddings(encoder, texts: Sequence[str], *,
         raise ValueError("no texts to embed")
     if micro_batch == 0:
         return padded_embeddings(encoder, texts)
-    batches = length_batches(token_lengths(encoder.tokenizer, texts, encoder.max_seq_length),
-                             micro_batch)
+    batches = length_batches(
+        token_lengths(encoder.tokenizer, texts, encoder.max_seq_length), micro_batch
+    )
     if len(batches) == 1:
         return padded_embeddings(encoder, texts)
     rows = torch.cat([padded_embeddings(encoder, [texts[i] for i in batch]) for batch in batches])
@@ -53,8 +55,9 @@ def block_embeddings(encoder, texts: Sequence[str], *,
     return rows[torch.argsort(order)]
 
 
-def sample_embeddings(encoder, items: Sequence, *,
-                      micro_batch: int = DEFAULT_MICRO_BATCH) -> torch.Tensor:
+def sample_embeddings(
+    encoder, items: Sequence, *, micro_batch: int = DEFAULT_MICRO_BATCH
+) -> torch.Tensor:
     """Differentiable embeddings of samples: ``items`` are texts (one view: ``[n, d]``, as
     :func:`block_embeddings`) or tuples of one text per view (``distill --views
     text+response``: every view's text in the same length-sorted pass, then each sample's
@@ -73,7 +76,14 @@ def encode_items(encoder, items: Sequence, *, batch_size: int = 32) -> torch.Ten
     unit rows for one view, unit views concatenated for several."""
     items = list(items)
     views = [items] if not items or isinstance(items[0], str) else list(zip(*items))
-    parts = [encoder.encode(list(texts), batch_size=batch_size, convert_to_tensor=True,
-                            normalize_embeddings=True, show_progress_bar=False)
-             for texts in views]
+    parts = [
+        encoder.encode(
+            list(texts),
+            batch_size=batch_size,
+            convert_to_tensor=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        for texts in views
+    ]
     return torch.cat(parts, dim=1)

@@ -17,13 +17,17 @@ def transformer_layers(encoder) -> tuple[nn.Module, nn.ModuleList]:
     model = getattr(encoder[0], "auto_model", None)
     count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     if model is None or not isinstance(count, int):
-        raise ValueError("freeze_layers needs a transformer encoder (a sentence-transformers "
-                         "Transformer module whose config has num_hidden_layers)")
-    layers = next((m for m in model.modules()
-                   if isinstance(m, nn.ModuleList) and len(m) == count), None)
+        raise ValueError(
+            "freeze_layers needs a transformer encoder (a sentence-transformers "
+            "Transformer module whose config has num_hidden_layers)"
+        )
+    layers = next(
+        (m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == count), None
+    )
     if layers is None:
-        raise ValueError(f"found no list of the {count} transformer layers in "
-                         f"{type(model).__name__}")
+        raise ValueError(
+            f"found no list of the {count} transformer layers in {type(model).__name__}"
+        )
     embeddings = getattr(model, "embeddings", None) or model.get_input_embeddings()
     return embeddings, layers
 

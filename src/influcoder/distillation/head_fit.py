@@ -56,8 +56,9 @@ def head_scores(pool: np.ndarray, queries: np.ndarray, similarity: str) -> np.nd
     return pool @ queries.T if similarity == "dot" else cosine_matrix(pool, queries)
 
 
-def validation_folds(n_pool: int, n_query: int, folds: int,
-                     seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def validation_folds(
+    n_pool: int, n_query: int, folds: int, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """``folds`` pairs ``(pool indices, query indices)``, each sorted: a seeded permutation of
     each axis dealt round-robin, so the folds partition the pool and the queries."""
     rng = np.random.default_rng(seed)
@@ -65,12 +66,21 @@ def validation_folds(n_pool: int, n_query: int, folds: int,
     return [(np.sort(pool[f::folds]), np.sort(query[f::folds])) for f in range(folds)]
 
 
-def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
-             components: int = DEFAULT_COMPONENTS, alphas: Sequence[float] = DEFAULT_ALPHAS,
-             folds: int = DEFAULT_FOLDS, seed: int = 0, similarity: str = "cosine",
-             kinds: Sequence[str] = ("linear",),
-             gamma_factors: Sequence[float] = DEFAULT_GAMMA_FACTORS,
-             kernel_alphas: Sequence[float] = DEFAULT_KERNEL_ALPHAS) -> LinearHead | KernelHead:
+def fit_head(
+    pool_embeddings,
+    pool_vectors,
+    query_embeddings,
+    query_vectors,
+    *,
+    components: int = DEFAULT_COMPONENTS,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    similarity: str = "cosine",
+    kinds: Sequence[str] = ("linear",),
+    gamma_factors: Sequence[float] = DEFAULT_GAMMA_FACTORS,
+    kernel_alphas: Sequence[float] = DEFAULT_KERNEL_ALPHAS,
+) -> LinearHead | KernelHead:
     """Fit the head on every sample, with its settings chosen by cross-validation (module
     docstring): alpha, the kind of head (``kinds``) and with ``similarity="auto"`` the
     similarity.
@@ -99,27 +109,35 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
     Raises:
         ValueError: mismatched shapes, too few samples for the folds, an empty alpha grid.
     """
-    xp, xq = check_rows(pool_embeddings, "pool_embeddings"), check_rows(query_embeddings, "query_embeddings")
+    xp, xq = (
+        check_rows(pool_embeddings, "pool_embeddings"),
+        check_rows(query_embeddings, "query_embeddings"),
+    )
     gp, gq = check_rows(pool_vectors, "pool_vectors"), check_rows(query_vectors, "query_vectors")
     if len(xp) != len(gp) or len(xq) != len(gq):
-        raise ValueError(f"embeddings and vectors must match: pool {len(xp)} vs {len(gp)}, "
-                         f"queries {len(xq)} vs {len(gq)}")
+        raise ValueError(
+            f"embeddings and vectors must match: pool {len(xp)} vs {len(gp)}, "
+            f"queries {len(xq)} vs {len(gq)}"
+        )
     if xp.shape[1] != xq.shape[1] or gp.shape[1] != gq.shape[1]:
         raise ValueError("pool and queries must share the embedding and the vector dimension")
     if not alphas or not kernel_alphas or not gamma_factors:
         raise ValueError("an empty grid of alphas or gamma factors")
     if similarity not in ("auto", *SIMILARITIES):
-        raise ValueError(f"similarity must be 'auto' or one of {SIMILARITIES}, got "
-                         f"{similarity!r}")
+        raise ValueError(f"similarity must be 'auto' or one of {SIMILARITIES}, got {similarity!r}")
     if not kinds or any(k not in FIT_KINDS for k in kinds):
         raise ValueError(f"kinds must be a non-empty subset of {FIT_KINDS}, got {kinds!r}")
     if folds < 2 or min(len(xp), len(xq)) < 2 * folds:
-        raise ValueError(f"{folds}-fold validation needs folds >= 2 and at least {2 * folds} "
-                         f"pool samples and queries, got {len(xp)} and {len(xq)}")
+        raise ValueError(
+            f"{folds}-fold validation needs folds >= 2 and at least {2 * folds} "
+            f"pool samples and queries, got {len(xp)} and {len(xq)}"
+        )
     if "kernel" in kinds and len(xp) + len(xq) > MAX_KERNEL_SAMPLES:
         if tuple(kinds) == ("kernel",):
-            raise ValueError(f"the kernel head forms a kernel over every training sample; "
-                             f"{len(xp) + len(xq)} are more than {MAX_KERNEL_SAMPLES}")
+            raise ValueError(
+                f"the kernel head forms a kernel over every training sample; "
+                f"{len(xp) + len(xq)} are more than {MAX_KERNEL_SAMPLES}"
+            )
         kinds = tuple(k for k in kinds if k != "kernel")
     candidates = SIMILARITIES if similarity == "auto" else (similarity,)
     # candidate -> setting -> one (per-anchor, aggregated) per fold
@@ -132,34 +150,70 @@ def fit_head(pool_embeddings, pool_vectors, query_embeddings, query_vectors, *,
         encoder_scores.append(per_anchor_spearman(gt, cosine_matrix(xp[vp], xq[vq])))
         z = principal_coordinates(g, components)
         held = np.vstack([xp[vp], xq[vq]])
-        for setting, pred in _predictions(x, z, held, kinds, alphas,
-                                          (gamma_factors, kernel_alphas)):
+        for setting, pred in _predictions(
+            x, z, held, kinds, alphas, (gamma_factors, kernel_alphas)
+        ):
             for c in candidates:
-                scored = head_scores(pred[:len(vp)], pred[len(vp):], c)
+                scored = head_scores(pred[: len(vp)], pred[len(vp) :], c)
                 scores[c].setdefault(setting, []).append(
-                    (per_anchor_spearman(gt, scored), aggregated_spearman(gt, scored)))
+                    (per_anchor_spearman(gt, scored), aggregated_spearman(gt, scored))
+                )
     best = {}  # candidate -> (setting, per-anchor by setting, its figures at that setting)
     for c, by_setting in scores.items():
         validation = {st: float(np.mean([f[0] for f in v])) for st, v in by_setting.items()}
         # ties: linear before kernel, the stronger alpha, the smaller gamma
-        setting = max(validation, key=lambda st: (np.nan_to_num(validation[st], nan=-np.inf),
-                                                  st[0] == "linear", st[-1], -st[1]))
-        best[c] = (setting, validation, {"per_anchor": validation[setting], "aggregated": float(
-            np.mean([f[1] for f in by_setting[setting]]))})
-    kept = max(candidates, key=lambda c: (np.nan_to_num(np.mean(list(best[c][2].values())),
-                                                        nan=-np.inf), c == "cosine"))
+        setting = max(
+            validation,
+            key=lambda st: (
+                np.nan_to_num(validation[st], nan=-np.inf),
+                st[0] == "linear",
+                st[-1],
+                -st[1],
+            ),
+        )
+        best[c] = (
+            setting,
+            validation,
+            {
+                "per_anchor": validation[setting],
+                "aggregated": float(np.mean([f[1] for f in by_setting[setting]])),
+            },
+        )
+    kept = max(
+        candidates,
+        key=lambda c: (
+            np.nan_to_num(np.mean(list(best[c][2].values())), nan=-np.inf),
+            c == "cosine",
+        ),
+    )
     setting, validation, _ = best[kept]
-    fields = {"encoder_validation": float(np.mean(encoder_scores)), "similarity": kept,
-              "similarity_validation": {c: figures for c, (_, _, figures) in best.items()},
-              "kinds_validation": {k: max(v for st, v in validation.items() if st[0] == k)
-                                   for k in kinds}}
+    fields = {
+        "encoder_validation": float(np.mean(encoder_scores)),
+        "similarity": kept,
+        "similarity_validation": {c: figures for c, (_, _, figures) in best.items()},
+        "kinds_validation": {
+            k: max(v for st, v in validation.items() if st[0] == k) for k in kinds
+        },
+    }
     x, z = np.vstack([xp, xq]), principal_coordinates(np.vstack([gp, gq]), components)
     if setting[0] == "kernel":
-        return fit_kernel_head(x, z, setting[1], setting[2], validation={
-            st[1:]: v for st, v in validation.items() if st[0] == "kernel"}, **fields)
+        return fit_kernel_head(
+            x,
+            z,
+            setting[1],
+            setting[2],
+            validation={st[1:]: v for st, v in validation.items() if st[0] == "kernel"},
+            **fields,
+        )
     weight, bias = ridge(x, z, setting[-1])
-    return LinearHead(weight, bias, setting[-1], int(z.shape[1]),
-                      {st[-1]: v for st, v in validation.items() if st[0] == "linear"}, **fields)
+    return LinearHead(
+        weight,
+        bias,
+        setting[-1],
+        int(z.shape[1]),
+        {st[-1]: v for st, v in validation.items() if st[0] == "linear"},
+        **fields,
+    )
 
 
 def _predictions(x, z, held, kinds, alphas, kernel_grid):
@@ -173,9 +227,12 @@ def _predictions(x, z, held, kinds, alphas, kernel_grid):
         yield from kernel_predictions(x, z, held, kernel_grid[1], kernel_grid[0])
 
 
-def fit_views(features: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]], pool_vectors,
-              query_vectors, **kwargs) -> tuple[tuple[str, ...], LinearHead | KernelHead,
-                                             dict[str, float]]:
+def fit_views(
+    features: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]],
+    pool_vectors,
+    query_vectors,
+    **kwargs,
+) -> tuple[tuple[str, ...], LinearHead | KernelHead, dict[str, float]]:
     """A head per candidate set of views (:mod:`influcoder.encoders.views`), on the same
     folds; returns ``(the views kept, its head, each candidate's best cross-validated
     per-anchor Spearman)``. The best figure wins, ties go to fewer views (one pass fewer).
@@ -187,9 +244,12 @@ def fit_views(features: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]], po
     """
     if not features:
         raise ValueError("no views to fit a head on")
-    heads = {views: fit_head(xp, pool_vectors, xq, query_vectors, **kwargs)
-             for views, (xp, xq) in features.items()}
-    figures = {views: h.similarity_validation[h.similarity]["per_anchor"]
-               for views, h in heads.items()}
+    heads = {
+        views: fit_head(xp, pool_vectors, xq, query_vectors, **kwargs)
+        for views, (xp, xq) in features.items()
+    }
+    figures = {
+        views: h.similarity_validation[h.similarity]["per_anchor"] for views, h in heads.items()
+    }
     kept = max(figures, key=lambda views: (figures[views], -len(views)))
     return kept, heads[kept], {"+".join(v): f for v, f in figures.items()}

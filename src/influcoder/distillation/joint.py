@@ -28,22 +28,35 @@ from influcoder.distillation.settings import DistillArguments
 HEAD_LR_SCALE = 20.0
 
 
-def joint_head(encoder, pool_texts, query_texts, pool_vectors, query_vectors, split,
-               args: DistillArguments):
+def joint_head(
+    encoder, pool_texts, query_texts, pool_vectors, query_vectors, split, args: DistillArguments
+):
     """For joint training, append the starting head to ``encoder`` and return the regression
     targets ``(pool [n_pool, k], queries [n_query, k])`` as tensors; otherwise ``None``."""
     if args.regression_weight == 0:
         return None
     if pool_vectors is None or query_vectors is None:
-        raise ValueError("regression_weight > 0 needs the ground-truth vectors: pass "
-                         "pool_vectors and query_vectors")
+        raise ValueError(
+            "regression_weight > 0 needs the ground-truth vectors: pass "
+            "pool_vectors and query_vectors"
+        )
     if len(pool_vectors) != len(pool_texts) or len(query_vectors) != len(query_texts):
-        raise ValueError(f"one vector per text is needed: {len(pool_vectors)} pool vectors for "
-                         f"{len(pool_texts)} texts, {len(query_vectors)} query vectors for "
-                         f"{len(query_texts)} texts")
+        raise ValueError(
+            f"one vector per text is needed: {len(pool_vectors)} pool vectors for "
+            f"{len(pool_texts)} texts, {len(query_vectors)} query vectors for "
+            f"{len(query_texts)} texts"
+        )
     head, pool_targets, query_targets = training_head(
-        encoder, pool_texts, query_texts, pool_vectors, query_vectors, split.train_pool,
-        split.train_query, components=args.head_components, seed=args.seed)
+        encoder,
+        pool_texts,
+        query_texts,
+        pool_vectors,
+        query_vectors,
+        split.train_pool,
+        split.train_query,
+        components=args.head_components,
+        seed=args.seed,
+    )
     append_head(encoder, head, normalize=False)
     return torch.from_numpy(pool_targets), torch.from_numpy(query_targets)
 
@@ -56,14 +69,24 @@ def parameter_groups(encoder, lr: float, joint: bool) -> list[dict[str, Any]]:
         return [{"params": trained, "lr": lr}]
     head = list(encoder[-1].parameters())
     ids = {id(p) for p in head}
-    return [{"params": [p for p in trained if id(p) not in ids], "lr": lr},
-            {"params": head, "lr": HEAD_LR_SCALE * lr}]
+    return [
+        {"params": [p for p in trained if id(p) not in ids], "lr": lr},
+        {"params": head, "lr": HEAD_LR_SCALE * lr},
+    ]
 
 
-def training_head(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], pool_vectors,
-                  query_vectors, train_pool: np.ndarray, train_query: np.ndarray, *,
-                  components: int = DEFAULT_COMPONENTS,
-                  seed: int = 0) -> tuple[LinearHead, np.ndarray, np.ndarray]:
+def training_head(
+    encoder,
+    pool_texts: Sequence[str],
+    query_texts: Sequence[str],
+    pool_vectors,
+    query_vectors,
+    train_pool: np.ndarray,
+    train_query: np.ndarray,
+    *,
+    components: int = DEFAULT_COMPONENTS,
+    seed: int = 0,
+) -> tuple[LinearHead, np.ndarray, np.ndarray]:
     """The head joint distillation starts from, and every sample's regression target.
 
     The principal directions and the ridge fit (alpha cross-validated as in :func:`fit_head`)
@@ -74,12 +97,23 @@ def training_head(encoder, pool_texts: Sequence[str], query_texts: Sequence[str]
     """
     folds = min(DEFAULT_FOLDS, len(train_pool) // 2, len(train_query) // 2)
     if folds < 2:
-        raise ValueError(f"joint training's head needs at least 4 training pool samples and 4 "
-                         f"training queries, got {len(train_pool)} and {len(train_query)}")
+        raise ValueError(
+            f"joint training's head needs at least 4 training pool samples and 4 "
+            f"training queries, got {len(train_pool)} and {len(train_query)}"
+        )
     gp, gq = check_rows(pool_vectors, "pool_vectors"), check_rows(query_vectors, "query_vectors")
-    head = fit_head(embed(encoder, [pool_texts[i] for i in train_pool]), gp[train_pool],
-                    embed(encoder, [query_texts[j] for j in train_query]), gq[train_query],
-                    components=components, folds=folds, seed=seed)
+    head = fit_head(
+        embed(encoder, [pool_texts[i] for i in train_pool]),
+        gp[train_pool],
+        embed(encoder, [query_texts[j] for j in train_query]),
+        gq[train_query],
+        components=components,
+        folds=folds,
+        seed=seed,
+    )
     directions = principal_directions(np.vstack([gp[train_pool], gq[train_query]]), components)
-    return (head, (unit_rows(gp) @ directions.T).astype(np.float32),
-            (unit_rows(gq) @ directions.T).astype(np.float32))
+    return (
+        head,
+        (unit_rows(gp) @ directions.T).astype(np.float32),
+        (unit_rows(gq) @ directions.T).astype(np.float32),
+    )

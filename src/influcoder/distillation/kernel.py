@@ -92,24 +92,35 @@ class KernelHead:
 
     def saved(self) -> SavedHead:
         """The head as a multi-view encoder directory saves and applies it."""
-        return SavedHead("kernel", {"anchors": self.anchors, "coef": self.coef,
-                                    "bias": self.bias}, float(self.gamma))
+        return SavedHead(
+            "kernel",
+            {"anchors": self.anchors, "coef": self.coef, "bias": self.bias},
+            float(self.gamma),
+        )
 
     def card(self) -> dict:
-        return {"kind": "kernel", "alpha": self.alpha, "gamma": self.gamma,
-                "gamma_factor": self.gamma_factor, "anchors": int(self.anchors.shape[0]),
-                "components": self.components, "similarity": self.similarity,
-                "similarity_validation": self.similarity_validation,
-                "kinds_validation_per_anchor_spearman": self.kinds_validation,
-                "in_features": int(self.anchors.shape[1]),
-                "selection": "per-anchor Spearman, folds of pool x queries",
-                "validation_per_anchor_spearman": {
-                    f"gamma_factor={f:g},alpha={a:g}": v for (f, a), v in self.validation.items()},
-                "encoder_validation_per_anchor_spearman": self.encoder_validation}
+        return {
+            "kind": "kernel",
+            "alpha": self.alpha,
+            "gamma": self.gamma,
+            "gamma_factor": self.gamma_factor,
+            "anchors": int(self.anchors.shape[0]),
+            "components": self.components,
+            "similarity": self.similarity,
+            "similarity_validation": self.similarity_validation,
+            "kinds_validation_per_anchor_spearman": self.kinds_validation,
+            "in_features": int(self.anchors.shape[1]),
+            "selection": "per-anchor Spearman, folds of pool x queries",
+            "validation_per_anchor_spearman": {
+                f"gamma_factor={f:g},alpha={a:g}": v for (f, a), v in self.validation.items()
+            },
+            "encoder_validation_per_anchor_spearman": self.encoder_validation,
+        }
 
 
-def kernel_predictions(x: np.ndarray, z: np.ndarray, xs: np.ndarray, alphas: Sequence[float],
-                       factors: Sequence[float]) -> Iterator[tuple[tuple, np.ndarray]]:
+def kernel_predictions(
+    x: np.ndarray, z: np.ndarray, xs: np.ndarray, alphas: Sequence[float], factors: Sequence[float]
+) -> Iterator[tuple[tuple, np.ndarray]]:
     """``(("kernel", factor, alpha), predictions for xs)`` for every setting, fitted on
     ``(x, z)``; gamma is ``factor`` over the median squared distance between rows of ``x``."""
     sq, sq_held = squared_distances(x, x), squared_distances(xs, x)  # once for every gamma
@@ -121,11 +132,14 @@ def kernel_predictions(x: np.ndarray, z: np.ndarray, xs: np.ndarray, alphas: Seq
             yield ("kernel", factor, alpha), k @ fit.coef(alpha) + fit.mean
 
 
-def fit_kernel_head(x: np.ndarray, z: np.ndarray, factor: float, alpha: float,
-                    **fields) -> KernelHead:
+def fit_kernel_head(
+    x: np.ndarray, z: np.ndarray, factor: float, alpha: float, **fields
+) -> KernelHead:
     """The kernel head on every sample ``(x, z)`` at one setting; ``fields`` fill the rest."""
     anchors = x.astype(np.float32)  # as saved: the fit and the saved head see the same anchors
-    fit = KernelRidge(squared_distances(anchors, anchors), z,
-                      factor / median_sq_distance(squared_distances(x, x)))
-    return KernelHead(anchors, fit.coef(alpha), fit.mean, fit.gamma, factor, alpha,
-                      int(z.shape[1]), **fields)
+    fit = KernelRidge(
+        squared_distances(anchors, anchors), z, factor / median_sq_distance(squared_distances(x, x))
+    )
+    return KernelHead(
+        anchors, fit.coef(alpha), fit.mean, fit.gamma, factor, alpha, int(z.shape[1]), **fields
+    )

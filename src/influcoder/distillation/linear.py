@@ -135,14 +135,18 @@ class LinearHead:
 
     def card(self) -> dict:
         """What the encoder card records about the head."""
-        return {"kind": "linear", "alpha": self.alpha, "components": self.components,
-                "similarity": self.similarity,
-                "similarity_validation": self.similarity_validation,
-                "kinds_validation_per_anchor_spearman": self.kinds_validation,
-                "in_features": int(self.weight.shape[1]),
-                "selection": "per-anchor Spearman, folds of pool x queries",
-                "validation_per_anchor_spearman": {str(a): v for a, v in self.validation.items()},
-                "encoder_validation_per_anchor_spearman": self.encoder_validation}
+        return {
+            "kind": "linear",
+            "alpha": self.alpha,
+            "components": self.components,
+            "similarity": self.similarity,
+            "similarity_validation": self.similarity_validation,
+            "kinds_validation_per_anchor_spearman": self.kinds_validation,
+            "in_features": int(self.weight.shape[1]),
+            "selection": "per-anchor Spearman, folds of pool x queries",
+            "validation_per_anchor_spearman": {str(a): v for a, v in self.validation.items()},
+            "encoder_validation_per_anchor_spearman": self.encoder_validation,
+        }
 
 
 def principal_coordinates(vectors, components: int) -> np.ndarray:

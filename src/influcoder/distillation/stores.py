@@ -25,16 +25,31 @@ from influcoder.io.stores import Store
 def ground_truth_card(pool: Store, queries: Store) -> dict:
     """What an encoder was distilled from: enough to tell whether two encoders learnt the same
     ground truth."""
-    return {"setup": pool.setup,
-            "pool": {"path": str(pool.path), "n": pool.n,
-                     "samples_sha256": pool.manifest["samples_sha256"]},
-            "queries": {"path": str(queries.path), "n": queries.n,
-                        "samples_sha256": queries.manifest["samples_sha256"]}}
+    return {
+        "setup": pool.setup,
+        "pool": {
+            "path": str(pool.path),
+            "n": pool.n,
+            "samples_sha256": pool.manifest["samples_sha256"],
+        },
+        "queries": {
+            "path": str(queries.path),
+            "n": queries.n,
+            "samples_sha256": queries.manifest["samples_sha256"],
+        },
+    }
 
 
-def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
-                   args: DistillArguments | None = None, *, encoder: str = DEFAULT_ENCODER,
-                   progress: bool = True, device: str = "auto") -> DistillResult:
+def distill_stores(
+    pool: Store,
+    queries: Store,
+    out: str | os.PathLike,
+    args: DistillArguments | None = None,
+    *,
+    encoder: str = DEFAULT_ENCODER,
+    progress: bool = True,
+    device: str = "auto",
+) -> DistillResult:
     """Train ``encoder`` on the cosines of two gradient stores; save it to ``out``.
 
     Unless ``args.head == "none"`` the trained encoder (or, with ``epochs=0``, the encoder as
@@ -50,8 +65,10 @@ def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
     args = args or DistillArguments()
     for s in (pool, queries):
         if s.kind != "gradients":
-            raise StoreError(f"{s.path}: distillation needs gradient stores (ground truth), "
-                             f"this one holds {s.kind}")
+            raise StoreError(
+                f"{s.path}: distillation needs gradient stores (ground truth), "
+                f"this one holds {s.kind}"
+            )
     gt = cosine_scores(pool, queries)  # also refuses stores of different setups
     model = load_encoder(encoder, device=str(resolve_device(device)))
     pool_texts = [encoder_text(s) for s in pool.samples]
@@ -63,21 +80,43 @@ def distill_stores(pool: Store, queries: Store, out: str | os.PathLike,
     card = {"ground_truth": ground_truth_card(pool, queries), "base_encoder": encoder}
     try:
         # Joint training and the head both need the vectors themselves: read them once.
-        vectors = ({"pool_vectors": pool.vectors(), "query_vectors": queries.vectors()}
-                   if args.regression_weight > 0 else {})
-        result = distill(model, pool_items, query_items, gt, args, out_dir=out,
-                         progress=progress, extra_card=card, **vectors)
+        vectors = (
+            {"pool_vectors": pool.vectors(), "query_vectors": queries.vectors()}
+            if args.regression_weight > 0
+            else {}
+        )
+        result = distill(
+            model,
+            pool_items,
+            query_items,
+            gt,
+            args,
+            out_dir=out,
+            progress=progress,
+            extra_card=card,
+            **vectors,
+        )
         if args.head != "none":
-            result.head = _add_head(model, out, pool, queries, pool_texts, query_texts, args,
-                                    **vectors)
+            result.head = _add_head(
+                model, out, pool, queries, pool_texts, query_texts, args, **vectors
+            )
     except ValueError as e:  # too few samples to split, bad settings: the user's to fix
         raise InflucoderError(str(e)) from None
     return result
 
 
-def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
-              query_texts: list[str], args: DistillArguments, *, pool_vectors=None,
-              query_vectors=None) -> dict:
+def _add_head(
+    model,
+    out,
+    pool: Store,
+    queries: Store,
+    pool_texts: list[str],
+    query_texts: list[str],
+    args: DistillArguments,
+    *,
+    pool_vectors=None,
+    query_vectors=None,
+) -> dict:
     """Fit the head on ``model``'s embeddings of every sample, for each set of views
     ``args.views`` allows and each kind ``args.head`` allows
     (:func:`~influcoder.distillation.head_fit.fit_views`); save the encoder again, with a linear head
@@ -94,8 +133,10 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
 
     folds = min(DEFAULT_FOLDS, pool.n // 2, queries.n // 2)
     if folds < 2:
-        raise ValueError(f"the head's cross-validation needs at least 4 pool samples and 4 "
-                         f"queries, got {pool.n} and {queries.n}; use head='none'")
+        raise ValueError(
+            f"the head's cross-validation needs at least 4 pool samples and 4 "
+            f"queries, got {pool.n} and {queries.n}; use head='none'"
+        )
     embedded = {"text": (embed(model, pool_texts), embed(model, query_texts))}
     kinds = HEAD_CHOICES[args.head]
     # A linear head on one view is appended as Dense; a kernel head runs in a multi-view
@@ -104,23 +145,29 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
     # are), the one-view heads are fitted on unit vectors and a linear head kept reads them
     # through a Normalize before its Dense.
     raw_text = kinds == ("linear",) or all(
-        np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4) for e in embedded["text"])
+        np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4) for e in embedded["text"]
+    )
 
     def features(views: tuple[str, ...]) -> tuple:
         if views == ("text",) and raw_text:  # what the appended Dense will read
             return embedded["text"]
         for v in views:
             if v not in embedded:
-                embedded[v] = tuple(embed(model, view_texts(store.samples, (v,))[0])
-                                    for store in (pool, queries))
+                embedded[v] = tuple(
+                    embed(model, view_texts(store.samples, (v,))[0]) for store in (pool, queries)
+                )
         return tuple(np.hstack([unit_rows(embedded[v][side]) for v in views]) for side in (0, 1))
 
     views, head, figures = fit_views(
         {views: features(views) for views in VIEW_CHOICES[args.views]},
         pool.vectors() if pool_vectors is None else pool_vectors,
         queries.vectors() if query_vectors is None else query_vectors,
-        components=args.head_components, folds=folds, seed=args.seed,
-        similarity=args.head_similarity, kinds=kinds)
+        components=args.head_components,
+        folds=folds,
+        seed=args.seed,
+        similarity=args.head_similarity,
+        kinds=kinds,
+    )
     card_path = Path(out) / CARD_NAME
     card = json.loads(card_path.read_text(encoding="utf-8"))
     entry = {**head.card(), "views": list(views), "views_validation_per_anchor_spearman": figures}
@@ -128,10 +175,12 @@ def _add_head(model, out, pool: Store, queries: Store, pool_texts: list[str],
     if views == ("text",) and isinstance(head, LinearHead):
         save_encoder(append_head(model, head, unit_input=not raw_text), out, card)
     else:
+
         def fill(tmp: Path) -> None:
             save_multi_view(tmp, model, views, head.saved(), head.similarity)
-            (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n",
-                                         encoding="utf-8")
+            (tmp / CARD_NAME).write_text(
+                json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            )
 
         atomic_write_dir(Path(out), fill)
     return entry

@@ -57,8 +57,11 @@ logger = logging.getLogger(__name__)
 CARD_NAME = "influcoder_distill.json"
 CARD_FORMAT = "influcoder-distill"
 CARD_FORMAT_VERSION = 1
-METRICS = {"per_anchor_spearman": per_anchor_spearman, "pairwise_spearman": pairwise_spearman,
-           "aggregated_spearman": aggregated_spearman}
+METRICS = {
+    "per_anchor_spearman": per_anchor_spearman,
+    "pairwise_spearman": pairwise_spearman,
+    "aggregated_spearman": aggregated_spearman,
+}
 SELECTION_METRIC = "per_anchor_spearman"
 MIN_SPLIT = 2  # samples each side of a split needs: a Spearman over fewer is undefined
 
@@ -73,8 +76,12 @@ class DistillSplit:
     val_query: np.ndarray
 
     def sizes(self) -> dict[str, int]:
-        return {"train_pool": len(self.train_pool), "val_pool": len(self.val_pool),
-                "train_query": len(self.train_query), "val_query": len(self.val_query)}
+        return {
+            "train_pool": len(self.train_pool),
+            "val_pool": len(self.val_pool),
+            "train_query": len(self.train_query),
+            "val_query": len(self.val_query),
+        }
 
 
 @dataclass
@@ -105,10 +112,19 @@ class DistillResult:
         return str(self.path)
 
 
-def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: np.ndarray,
-            args: DistillArguments | None = None, *, pool_vectors: np.ndarray | None = None,
-            query_vectors: np.ndarray | None = None, out_dir: str | Path | None = None,
-            progress: bool = True, extra_card: dict[str, Any] | None = None) -> DistillResult:
+def distill(
+    encoder,
+    pool_texts: Sequence[str],
+    query_texts: Sequence[str],
+    gt: np.ndarray,
+    args: DistillArguments | None = None,
+    *,
+    pool_vectors: np.ndarray | None = None,
+    query_vectors: np.ndarray | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    extra_card: dict[str, Any] | None = None,
+) -> DistillResult:
     """Train ``encoder`` in place so that the cosines of its embeddings rank like ``gt``.
 
     Same settings, encoder and data give the same result: the split and the blocks come from a
@@ -182,8 +198,9 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
     steps = args.steps_per_epoch or sampler.steps_to_cover()
 
     val_pool = [pool_texts[i] for i in split.val_pool]
-    val_query_idx = (split.val_query if args.validate_queries == "held-out"
-                     else np.arange(len(query_texts)))
+    val_query_idx = (
+        split.val_query if args.validate_queries == "held-out" else np.arange(len(query_texts))
+    )
     val_query = [query_texts[j] for j in val_query_idx]
     val_gt = gt[np.ix_(split.val_pool, val_query_idx)]
 
@@ -191,30 +208,47 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
         return validation_figures(encoder, val_pool, val_query, val_gt, batch_size=args.batch_pool)
 
     encoder.max_seq_length = _max_seq_length(encoder, args.max_seq_length)
-    loss_fn = InfluenceDistillLoss(encoder, pearson_weight=args.pearson_weight,
-                                   kl_weight=args.kl_weight, temperature=args.temperature,
-                                   target_temperature=args.target_temperature,
-                                   aggregate_weight=args.aggregate_weight)
-    targets = joint_head(encoder, pool_texts, query_texts, pool_vectors, query_vectors, split,
-                         args)
+    loss_fn = InfluenceDistillLoss(
+        encoder,
+        pearson_weight=args.pearson_weight,
+        kl_weight=args.kl_weight,
+        temperature=args.temperature,
+        target_temperature=args.target_temperature,
+        aggregate_weight=args.aggregate_weight,
+    )
+    targets = joint_head(encoder, pool_texts, query_texts, pool_vectors, query_vectors, split, args)
     with frozen_layers(encoder, args.freeze_layers):
         optimizer = torch.optim.AdamW(parameter_groups(encoder, args.lr, targets is not None))
 
         loop = None
         if out_dir is not None:
             checkpoints = checkpoint.checkpoint_dir(out_dir)
-            fingerprint = checkpoint.run_fingerprint(encoder, pool_texts, query_texts, gt,
-                                                     args.to_dict())
+            fingerprint = checkpoint.run_fingerprint(
+                encoder, pool_texts, query_texts, gt, args.to_dict()
+            )
             loop = checkpoint.load(checkpoints, fingerprint, encoder, optimizer, rng)
             if loop is not None:
-                logger.info(f"resuming from {checkpoints}: {loop.epoch} of {args.epochs} "
-                            f"epochs already done")
+                logger.info(
+                    f"resuming from {checkpoints}: {loop.epoch} of {args.epochs} "
+                    f"epochs already done"
+                )
         if loop is None:
             untrained = validate()
-            loop = checkpoint.LoopState(epoch=0, history=[], untrained=untrained, best=untrained,
-                                        best_epoch=0, best_state=checkpoint.state_copy(encoder))
-        bar = tqdm(total=args.epochs * steps, initial=loop.epoch * steps, desc="distill",
-                   unit="step", disable=not progress)
+            loop = checkpoint.LoopState(
+                epoch=0,
+                history=[],
+                untrained=untrained,
+                best=untrained,
+                best_epoch=0,
+                best_state=checkpoint.state_copy(encoder),
+            )
+        bar = tqdm(
+            total=args.epochs * steps,
+            initial=loop.epoch * steps,
+            desc="distill",
+            unit="step",
+            disable=not progress,
+        )
         last = loop.history[-1] if loop.history else loop.untrained  # shown beside the loss
         bar.set_postfix(_postfix(None, last))
         for epoch in range(loop.epoch + 1, args.epochs + 1):
@@ -226,14 +260,16 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
                 labels = torch.from_numpy(gt[np.ix_(pool_idx, query_idx)])
                 # pool samples and queries in one length-sorted pass, then split
                 pool_out, query_out = sample_embeddings(
-                    encoder, [pool_texts[i] for i in pool_idx]
-                    + [query_texts[j] for j in query_idx],
-                    micro_batch=args.micro_batch).split([len(pool_idx), len(query_idx)])
+                    encoder,
+                    [pool_texts[i] for i in pool_idx] + [query_texts[j] for j in query_idx],
+                    micro_batch=args.micro_batch,
+                ).split([len(pool_idx), len(query_idx)])
                 loss = loss_fn.block_loss(cos_sim(pool_out, query_out), labels)
                 if targets is not None:
                     loss = loss + args.regression_weight * cosine_regression_loss(
                         torch.cat([pool_out, query_out]),
-                        torch.cat([targets[0][pool_idx], targets[1][query_idx]]))
+                        torch.cat([targets[0][pool_idx], targets[1][query_idx]]),
+                    )
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -241,8 +277,14 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
                 bar.set_postfix(_postfix(loss.item(), last), refresh=False)
                 bar.update()
             last = validate()
-            loop.history.append({"epoch": epoch, "train_loss": total / steps, **last,
-                                 "seconds": time.perf_counter() - start})
+            loop.history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": total / steps,
+                    **last,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
             loop.epoch = epoch
             bar.set_postfix(_postfix(total / steps, last))
             if last[SELECTION_METRIC] > loop.best[SELECTION_METRIC]:
@@ -260,27 +302,45 @@ def distill(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: 
         del encoder[-1]  # the training head; the closed-form one is fitted on what is left
     if loop.best_epoch == 0 and args.epochs > 0:
         block = f"{len(split.val_pool)} pool samples x {len(val_query)} queries"
-        hint = ("; if that block is too small to choose by, --validate-queries all scores the "
-                "held-out pool against every query" if args.validate_queries == "held-out"
-                else "")
-        warnings.warn(f"no epoch beat the untrained encoder's validation {SELECTION_METRIC} "
-                      f"({loop.untrained[SELECTION_METRIC]:.4f}) on {block}; the untrained "
-                      f"weights are kept{hint}", stacklevel=2)
-    result = DistillResult(history=loop.history, best_epoch=loop.best_epoch,
-                           untrained=loop.untrained, best=loop.best, split=split,
-                           path=None if out_dir is None else Path(out_dir))
+        hint = (
+            "; if that block is too small to choose by, --validate-queries all scores the "
+            "held-out pool against every query"
+            if args.validate_queries == "held-out"
+            else ""
+        )
+        warnings.warn(
+            f"no epoch beat the untrained encoder's validation {SELECTION_METRIC} "
+            f"({loop.untrained[SELECTION_METRIC]:.4f}) on {block}; the untrained "
+            f"weights are kept{hint}",
+            stacklevel=2,
+        )
+    result = DistillResult(
+        history=loop.history,
+        best_epoch=loop.best_epoch,
+        untrained=loop.untrained,
+        best=loop.best,
+        split=split,
+        path=None if out_dir is None else Path(out_dir),
+    )
     if out_dir is not None:
         save_encoder(encoder, out_dir, {**_card(encoder, args, result), **extra_card})
         checkpoint.remove(checkpoints)
     return result
 
 
-def validation_figures(encoder, pool_texts: Sequence[str], query_texts: Sequence[str], gt: np.ndarray,
-             *, batch_size: int = 32) -> dict[str, float]:
+def validation_figures(
+    encoder,
+    pool_texts: Sequence[str],
+    query_texts: Sequence[str],
+    gt: np.ndarray,
+    *,
+    batch_size: int = 32,
+) -> dict[str, float]:
     """The three validation figures of ``encoder``'s cosines against ``gt`` ``[pool, query]``:
     ``per_anchor_spearman``, ``pairwise_spearman`` and ``aggregated_spearman``."""
-    pool, query = (encode_items(encoder, texts, batch_size=batch_size)
-                   for texts in (pool_texts, query_texts))
+    pool, query = (
+        encode_items(encoder, texts, batch_size=batch_size) for texts in (pool_texts, query_texts)
+    )
     pred = cos_sim(pool, query).float().cpu().numpy()
     return {name: fn(gt, pred) for name, fn in METRICS.items()}
 
@@ -294,8 +354,9 @@ class _BlockSampler:
     query's best, then every query's second best, ...), then random others.
     """
 
-    def __init__(self, gt: np.ndarray, split: DistillSplit, args: DistillArguments,
-                 rng: np.random.Generator):
+    def __init__(
+        self, gt: np.ndarray, split: DistillSplit, args: DistillArguments, rng: np.random.Generator
+    ):
         self.pool, self.query, self.rng = split.train_pool, split.train_query, rng
         self.batch_pool = min(args.batch_pool, len(self.pool))
         self.batch_query = min(args.batch_query, len(self.query))
@@ -305,52 +366,60 @@ class _BlockSampler:
         if self.n_hard:
             for q, column in enumerate(self.query):
                 scores = gt[self.pool, column]
-                best = np.argpartition(-scores, self.n_hard - 1)[:self.n_hard]
+                best = np.argpartition(-scores, self.n_hard - 1)[: self.n_hard]
                 self.top[q] = best[np.argsort(-scores[best], kind="stable")]
 
     def steps_to_cover(self) -> int:
         """Steps whose blocks hold as many pairs as there are training (pool, query) pairs."""
-        return (math.ceil(len(self.pool) / self.batch_pool)
-                * math.ceil(len(self.query) / self.batch_query))
+        return math.ceil(len(self.pool) / self.batch_pool) * math.ceil(
+            len(self.query) / self.batch_query
+        )
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """Ground-truth row and column indices of one step's block."""
         queries = self.rng.choice(len(self.query), self.batch_query, replace=False)
         by_rank = self.top[queries].T.ravel()
         _, first = np.unique(by_rank, return_index=True)
-        hard = by_rank[np.sort(first)][:self.n_hard]
+        hard = by_rank[np.sort(first)][: self.n_hard]
         others = np.setdiff1d(np.arange(len(self.pool)), hard, assume_unique=True)
-        pool = np.concatenate([hard, self.rng.choice(others, self.batch_pool - len(hard),
-                                                     replace=False)])
+        pool = np.concatenate(
+            [hard, self.rng.choice(others, self.batch_pool - len(hard), replace=False)]
+        )
         return self.pool[pool], self.query[queries]
 
 
 def _checked_ground_truth(gt: np.ndarray, n_pool: int, n_query: int) -> np.ndarray:
     gt = np.asarray(gt, dtype=np.float32)
     if gt.shape != (n_pool, n_query):
-        raise ValueError(f"gt must be [n_pool, n_query] = [{n_pool}, {n_query}] (one row per "
-                         f"pool text, one column per query text), got {list(gt.shape)}")
+        raise ValueError(
+            f"gt must be [n_pool, n_query] = [{n_pool}, {n_query}] (one row per "
+            f"pool text, one column per query text), got {list(gt.shape)}"
+        )
     if not np.isfinite(gt).all():
         raise ValueError(f"gt holds {int((~np.isfinite(gt)).sum())} non-finite values")
     return gt
 
 
-def _split(n_pool: int, n_query: int, val_fraction: float,
-           rng: np.random.Generator) -> DistillSplit:
+def _split(
+    n_pool: int, n_query: int, val_fraction: float, rng: np.random.Generator
+) -> DistillSplit:
     train_pool, val_pool = _split_one(n_pool, val_fraction, rng, "pool samples")
     train_query, val_query = _split_one(n_query, val_fraction, rng, "queries")
     return DistillSplit(train_pool, val_pool, train_query, val_query)
 
 
-def _split_one(n: int, val_fraction: float, rng: np.random.Generator,
-               what: str) -> tuple[np.ndarray, np.ndarray]:
+def _split_one(
+    n: int, val_fraction: float, rng: np.random.Generator, what: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Sorted ``(train, validation)`` indices of ``n`` items; ``round(val_fraction * n)`` are
     held out."""
     n_val = round(val_fraction * n)
     if n_val < MIN_SPLIT or n - n_val < MIN_SPLIT:
-        raise ValueError(f"too few {what} to split: val_fraction={val_fraction} of {n} holds out "
-                         f"{n_val} and trains on {n - n_val}, and each side needs at least "
-                         f"{MIN_SPLIT}; give more {what} or change val_fraction")
+        raise ValueError(
+            f"too few {what} to split: val_fraction={val_fraction} of {n} holds out "
+            f"{n_val} and trains on {n - n_val}, and each side needs at least "
+            f"{MIN_SPLIT}; give more {what} or change val_fraction"
+        )
     order = rng.permutation(n)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
@@ -369,23 +438,43 @@ def _postfix(loss: float | None, figures: dict[str, float]) -> dict[str, str]:
 
 
 # The card's own keys, which extra_card may not reuse; checked before training starts.
-_CARD_KEYS = {"format", "format_version", "args", "seed", "max_seq_length", "split", "untrained",
-              "history", "best_epoch", "best"}
+_CARD_KEYS = {
+    "format",
+    "format_version",
+    "args",
+    "seed",
+    "max_seq_length",
+    "split",
+    "untrained",
+    "history",
+    "best_epoch",
+    "best",
+}
 
 
 def _card(encoder, args: DistillArguments, result: DistillResult) -> dict[str, Any]:
-    return {"format": CARD_FORMAT, "format_version": CARD_FORMAT_VERSION,
-            "args": args.to_dict(), "seed": args.seed, "max_seq_length": encoder.max_seq_length,
-            "split": result.split.sizes(), "untrained": result.untrained,
-            "history": result.history, "best_epoch": result.best_epoch, "best": result.best}
+    return {
+        "format": CARD_FORMAT,
+        "format_version": CARD_FORMAT_VERSION,
+        "args": args.to_dict(),
+        "seed": args.seed,
+        "max_seq_length": encoder.max_seq_length,
+        "split": result.split.sizes(),
+        "untrained": result.untrained,
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "best": result.best,
+    }
 
 
 def save_encoder(encoder, out_dir: str | Path, card: dict[str, Any]) -> None:
     """Save ``encoder`` as a sentence-transformers directory with ``card`` as its
     ``influcoder_distill.json``; the directory appears whole or not at all."""
+
     def fill(tmp: Path) -> None:
         encoder.save(str(tmp))
-        (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n",
-                                     encoding="utf-8")
+        (tmp / CARD_NAME).write_text(
+            json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
 
     atomic_write_dir(Path(out_dir), fill)

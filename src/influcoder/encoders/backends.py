@@ -65,9 +65,13 @@ def encoder_fingerprint(name: str) -> str:
     folder = Path(path)
     if not folder.is_dir():
         return f"hub:{path}"
-    files = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and p.name not in FINGERPRINT_IGNORED
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.name not in FINGERPRINT_IGNORED
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
     h = hashlib.sha256()
     for f in files:
         h.update(f.relative_to(folder).as_posix().encode() + b"\0")
@@ -89,7 +93,8 @@ def resolve_backend(backend: str, device: str = "cpu") -> str:
     from influcoder.io.devices import resolve_device
 
     native_bf16 = resolve_device(device).type == "cuda" or (
-        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
     return "bf16" if native_bf16 else "torch"
 
 
@@ -113,9 +118,16 @@ def resolve_query_backend(backend: str, device: str = "cpu") -> str:
     return resolve_backend(backend, device)
 
 
-def query_encoder(name: str, *, backend: str = "auto", fingerprint: str | None = None,
-                  max_seq_length: int, batch_size: int = DEFAULT_BATCH_SIZE,
-                  threads: int | None = None, device: str = "cpu"):
+def query_encoder(
+    name: str,
+    *,
+    backend: str = "auto",
+    fingerprint: str | None = None,
+    max_seq_length: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    threads: int | None = None,
+    device: str = "cpu",
+):
     """The encoder for queries: the torch-free :class:`~influcoder.encoders.onnx_query.
     LightEncoder` where it can serve (an ONNX backend whose export is cached; ``threads``: its
     ONNX Runtime threads; always on the CPU), else a :class:`FastEncoder` on ``device``. Both
@@ -125,19 +137,33 @@ def query_encoder(name: str, *, backend: str = "auto", fingerprint: str | None =
     from influcoder.encoders.onnx_query import light_encoder
 
     if is_multi_view(path := resolve_encoder(name)):
-        return ViewedEncoder(path, lambda path: query_encoder(
-            path, backend=backend, max_seq_length=max_seq_length, batch_size=batch_size,
-            threads=threads, device=device))
+        return ViewedEncoder(
+            path,
+            lambda path: query_encoder(
+                path,
+                backend=backend,
+                max_seq_length=max_seq_length,
+                batch_size=batch_size,
+                threads=threads,
+                device=device,
+            ),
+        )
     backend = resolve_query_backend(backend, device)
     fingerprint = fingerprint or encoder_fingerprint(name)
     if fingerprint.startswith("sha256:"):
-        light = light_encoder(resolve_encoder(name), onnx_file(fingerprint, backend),
-                              backend=backend, max_seq_length=max_seq_length,
-                              batch_size=batch_size, threads=threads)
+        light = light_encoder(
+            resolve_encoder(name),
+            onnx_file(fingerprint, backend),
+            backend=backend,
+            max_seq_length=max_seq_length,
+            batch_size=batch_size,
+            threads=threads,
+        )
         if light is not None:
             return light
-    return FastEncoder(name, backend=backend, max_seq_length=max_seq_length,
-                       batch_size=batch_size, device=device)
+    return FastEncoder(
+        name, backend=backend, max_seq_length=max_seq_length, batch_size=batch_size, device=device
+    )
 
 
 def export_for_queries(name: str, fingerprint: str) -> bool:
@@ -158,8 +184,11 @@ def _onnx_packages(backend: str):
     try:
         import onnxruntime
     except ImportError:
-        raise MissingPackageError("onnxruntime", f"The '{backend}' encoder backend",
-                                  install="pip install 'influcoder[onnx]' onnx") from None
+        raise MissingPackageError(
+            "onnxruntime",
+            f"The '{backend}' encoder backend",
+            install="pip install 'influcoder[onnx]' onnx",
+        ) from None
     return onnxruntime
 
 
@@ -185,8 +214,15 @@ class FastEncoder(TextEncoder):
         (1, 384)
     """
 
-    def __init__(self, encoder: str, *, backend: str = "auto", max_seq_length: int | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu"):
+    def __init__(
+        self,
+        encoder: str,
+        *,
+        backend: str = "auto",
+        max_seq_length: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        device: str = "cpu",
+    ):
         import torch
 
         from influcoder.encoders.directory import encoder_similarity, load_encoder
@@ -242,8 +278,11 @@ class FastEncoder(TextEncoder):
         try:
             import onnx  # noqa: F401  (torch's exporter needs it)
         except ImportError:
-            raise MissingPackageError("onnx", f"Exporting the encoder for the '{self.backend}' "
-                                      f"backend", install="pip install onnx") from None
+            raise MissingPackageError(
+                "onnx",
+                f"Exporting the encoder for the '{self.backend}' backend",
+                install="pip install onnx",
+            ) from None
         names = self._input_names()
         model = self.model
 
@@ -259,22 +298,31 @@ class FastEncoder(TextEncoder):
         axes = {n: {0: "batch", 1: "tokens"} for n in names} | {"embedding": {0: "batch"}}
         fp32 = folder / ("model.onnx" if self.backend == "onnx" else "fp32.onnx")
         with torch.inference_mode():
-            torch.onnx.export(Wrapper().eval(), tuple(features[n] for n in names), str(fp32),
-                              dynamo=False, input_names=names, output_names=["embedding"],
-                              dynamic_axes=axes, opset_version=ONNX_OPSET)
+            torch.onnx.export(
+                Wrapper().eval(),
+                tuple(features[n] for n in names),
+                str(fp32),
+                dynamo=False,
+                input_names=names,
+                output_names=["embedding"],
+                dynamic_axes=axes,
+                opset_version=ONNX_OPSET,
+            )
         if self.backend == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(fp32), str(folder / "model.onnx"), per_channel=True,
-                             weight_type=QuantType.QInt8)
+            quantize_dynamic(
+                str(fp32), str(folder / "model.onnx"), per_channel=True, weight_type=QuantType.QInt8
+            )
             fp32.unlink()
 
     def _onnx_session(self):
         ort = _onnx_packages(self.backend)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(str(self._onnx_file()), options,
-                                    providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            str(self._onnx_file()), options, providers=["CPUExecutionProvider"]
+        )
 
     # -- encoding
     def _forward(self, texts: list[str]) -> np.ndarray:
@@ -282,13 +330,19 @@ class FastEncoder(TextEncoder):
 
         features = self.model.preprocess(texts)
         if self._fused is not None:
-            return self._fused(features["input_ids"], features["attention_mask"],
-                               features.get("token_type_ids")).cpu().numpy()
+            return (
+                self._fused(
+                    features["input_ids"],
+                    features["attention_mask"],
+                    features.get("token_type_ids"),
+                )
+                .cpu()
+                .numpy()
+            )
         if self._session is not None:
             names = [i.name for i in self._session.get_inputs()]
             return self._session.run(None, {n: features[n].numpy() for n in names})[0]
-        features = {k: v.to(self.device) if hasattr(v, "to") else v
-                    for k, v in features.items()}
+        features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in features.items()}
         with torch.inference_mode():
             out = self.model(features)["sentence_embedding"]
         return out.float().cpu().numpy()

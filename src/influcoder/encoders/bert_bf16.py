@@ -68,17 +68,30 @@ class FusedBert:
         for layer in hf.encoder.layer:
             att = layer.attention
             qkv = [att.self.query, att.self.key, att.self.value]
-            self.layers.append((
-                own(torch.cat([m.weight for m in qkv])), own(torch.cat([m.bias for m in qkv])),
-                own(att.output.dense.weight), own(att.output.dense.bias),
-                own(att.output.LayerNorm.weight), own(att.output.LayerNorm.bias),
-                own(layer.intermediate.dense.weight), own(layer.intermediate.dense.bias),
-                own(layer.output.dense.weight), own(layer.output.dense.bias),
-                own(layer.output.LayerNorm.weight), own(layer.output.LayerNorm.bias)))
+            self.layers.append(
+                (
+                    own(torch.cat([m.weight for m in qkv])),
+                    own(torch.cat([m.bias for m in qkv])),
+                    own(att.output.dense.weight),
+                    own(att.output.dense.bias),
+                    own(att.output.LayerNorm.weight),
+                    own(att.output.LayerNorm.bias),
+                    own(layer.intermediate.dense.weight),
+                    own(layer.intermediate.dense.bias),
+                    own(layer.output.dense.weight),
+                    own(layer.output.dense.bias),
+                    own(layer.output.LayerNorm.weight),
+                    own(layer.output.LayerNorm.bias),
+                )
+            )
 
     @torch.inference_mode()
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
         batch, length = input_ids.shape
@@ -95,10 +108,25 @@ class FusedBert:
         if not bool(keep.all()):
             mask = torch.zeros((batch, 1, 1, length), dtype=x.dtype, device=x.device)
             mask.masked_fill_(~keep[:, None, None, :], torch.finfo(x.dtype).min)
-        for (qkv_w, qkv_b, out_w, out_b, norm1_w, norm1_b,
-             up_w, up_b, down_w, down_b, norm2_w, norm2_b) in self.layers:
-            q, k, v = F.linear(x, qkv_w, qkv_b).view(
-                batch, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
+        for (
+            qkv_w,
+            qkv_b,
+            out_w,
+            out_b,
+            norm1_w,
+            norm1_b,
+            up_w,
+            up_b,
+            down_w,
+            down_b,
+            norm2_w,
+            norm2_b,
+        ) in self.layers:
+            q, k, v = (
+                F.linear(x, qkv_w, qkv_b)
+                .view(batch, length, 3, heads, hidden // heads)
+                .permute(2, 0, 3, 1, 4)
+            )
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             att = att.transpose(1, 2).reshape(batch, length, hidden)
             x = F.layer_norm(F.linear(att, out_w, out_b) + x, (hidden,), norm1_w, norm1_b, eps)

@@ -47,7 +47,6 @@ VIEWS_FORMAT, VIEWS_VERSION = "influcoder-views", 1
 BACKBONE_DIR, HEAD_FILE = "backbone", "head.safetensors"
 
 
-
 def resolve_encoder(name: str = DEFAULT_ENCODER) -> str:
     """Path of an encoder directory (bundled alias or local dir), or a hub id as given."""
     if name in BUNDLED_ENCODERS:
@@ -56,8 +55,10 @@ def resolve_encoder(name: str = DEFAULT_ENCODER) -> str:
     path = Path(name)
     if path.is_dir():
         if not any((path / f).is_file() for f in ("modules.json", "config.json", VIEWS_FILE)):
-            raise InflucoderError(f"{path}: not a sentence-transformers, HF or multi-view encoder "
-                                  f"directory (no modules.json, config.json or {VIEWS_FILE})")
+            raise InflucoderError(
+                f"{path}: not a sentence-transformers, HF or multi-view encoder "
+                f"directory (no modules.json, config.json or {VIEWS_FILE})"
+            )
         return str(path)
     if path.exists() or name.startswith((".", "/", "~")):
         raise InflucoderError(f"{name}: not an encoder directory")
@@ -70,8 +71,11 @@ def encoder_similarity(name: str = DEFAULT_ENCODER) -> str:
     neither saying means cosine). An :class:`InflucoderError` naming the file and the field for
     any other similarity, which influcoder's indexes cannot serve."""
     path = resolve_encoder(name)
-    config, field = ((Path(path) / VIEWS_FILE, "similarity") if is_multi_view(path)
-                     else (Path(path) / ST_CONFIG, "similarity_fn_name"))
+    config, field = (
+        (Path(path) / VIEWS_FILE, "similarity")
+        if is_multi_view(path)
+        else (Path(path) / ST_CONFIG, "similarity_fn_name")
+    )
     if not config.is_file():  # a hub id, an HF directory: sentence-transformers' default
         return "cosine"
     try:
@@ -79,8 +83,10 @@ def encoder_similarity(name: str = DEFAULT_ENCODER) -> str:
     except (OSError, ValueError, AttributeError) as e:
         raise InflucoderError(f"{config}: not a readable JSON object ({e})") from None
     if value not in (None, *SIMILARITIES):
-        raise InflucoderError(f"{config}: field {field!r} is {value!r}; influcoder compares "
-                              f"vectors by {' or '.join(SIMILARITIES)}")
+        raise InflucoderError(
+            f"{config}: field {field!r} is {value!r}; influcoder compares "
+            f"vectors by {' or '.join(SIMILARITIES)}"
+        )
     return value or "cosine"
 
 
@@ -92,15 +98,18 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str = "cpu"):
 
     path = resolve_encoder(name)
     if is_multi_view(path):
-        raise InflucoderError(f"{path} is a multi-view encoder (influcoder's own format), not "
-                              f"one sentence-transformers model; its backbone is "
-                              f"{Path(path) / BACKBONE_DIR}")
+        raise InflucoderError(
+            f"{path} is a multi-view encoder (influcoder's own format), not "
+            f"one sentence-transformers model; its backbone is "
+            f"{Path(path) / BACKBONE_DIR}"
+        )
     try:
-        return SentenceTransformer(path, device=device,
-                                   local_files_only=os.path.isdir(path))
+        return SentenceTransformer(path, device=device, local_files_only=os.path.isdir(path))
     except (OSError, ValueError) as e:
-        raise InflucoderError(f"could not load the encoder '{name}': {type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        raise InflucoderError(
+            f"could not load the encoder '{name}': {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
 
 
 #: What each view shows the backbone of a sample.
@@ -134,26 +143,37 @@ def read_views(path: str | Path) -> tuple[tuple[str, ...], SavedHead]:
     if not isinstance(spec, dict) or spec.get("format") != VIEWS_FORMAT:
         raise InflucoderError(f"{spec_file}: field 'format' must be {VIEWS_FORMAT!r}")
     if spec.get("version") != VIEWS_VERSION:
-        raise InflucoderError(f"{spec_file}: field 'version' is {spec.get('version')!r}; this "
-                              f"influcoder reads version {VIEWS_VERSION}")
+        raise InflucoderError(
+            f"{spec_file}: field 'version' is {spec.get('version')!r}; this "
+            f"influcoder reads version {VIEWS_VERSION}"
+        )
     views = spec.get("views")
-    if (not isinstance(views, list) or not views or len(set(views)) != len(views)
-            or any(v not in VIEWS for v in views)):
-        raise InflucoderError(f"{spec_file}: field 'views' must be a list of distinct views "
-                              f"from {sorted(VIEWS)}, got {views!r}")
+    if (
+        not isinstance(views, list)
+        or not views
+        or len(set(views)) != len(views)
+        or any(v not in VIEWS for v in views)
+    ):
+        raise InflucoderError(
+            f"{spec_file}: field 'views' must be a list of distinct views "
+            f"from {sorted(VIEWS)}, got {views!r}"
+        )
     if spec.get("backbone") != BACKBONE_DIR or spec.get("head") != HEAD_FILE:
-        raise InflucoderError(f"{spec_file}: fields 'backbone' and 'head' must be "
-                              f"{BACKBONE_DIR!r} and {HEAD_FILE!r}")
+        raise InflucoderError(
+            f"{spec_file}: fields 'backbone' and 'head' must be {BACKBONE_DIR!r} and {HEAD_FILE!r}"
+        )
     head_file = Path(path) / HEAD_FILE
     head = read_head(spec, spec_file, head_file)
     if head.in_dim % len(views):
-        raise InflucoderError(f"{head_file}: a head of {head.in_dim} inputs does not fit "
-                              f"{len(views)} views")
+        raise InflucoderError(
+            f"{head_file}: a head of {head.in_dim} inputs does not fit {len(views)} views"
+        )
     return tuple(views), head
 
 
-def save_multi_view(folder: Path, backbone, views: Sequence[str], head: SavedHead,
-                    similarity: str = "cosine") -> None:
+def save_multi_view(
+    folder: Path, backbone, views: Sequence[str], head: SavedHead, similarity: str = "cosine"
+) -> None:
     """Write a multi-view encoder into the (empty, new) ``folder``: ``backbone`` (a
     ``SentenceTransformer``) saved under ``backbone/``, the head, the views file last;
     ``similarity`` is how its vectors are compared (``cosine`` or ``dot``)."""
@@ -163,7 +183,19 @@ def save_multi_view(folder: Path, backbone, views: Sequence[str], head: SavedHea
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     backbone.save(backbone_path(folder))
     head_fields = save_head(head, folder / HEAD_FILE)
-    (folder / VIEWS_FILE).write_text(json.dumps(
-        {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "views": list(views),
-         "backbone": BACKBONE_DIR, "head": HEAD_FILE, **head_fields, "similarity": similarity},
-        indent=2) + "\n", encoding="utf-8")
+    (folder / VIEWS_FILE).write_text(
+        json.dumps(
+            {
+                "format": VIEWS_FORMAT,
+                "version": VIEWS_VERSION,
+                "views": list(views),
+                "backbone": BACKBONE_DIR,
+                "head": HEAD_FILE,
+                **head_fields,
+                "similarity": similarity,
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )

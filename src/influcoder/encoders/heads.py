@@ -68,8 +68,9 @@ class SavedHead:
     def __post_init__(self):
         if self.kind not in HEAD_KINDS:
             raise ValueError(f"head kind must be one of {HEAD_KINDS}, got {self.kind!r}")
-        self.tensors = {k: np.ascontiguousarray(self.tensors[k], dtype=np.float32)
-                        for k in _TENSORS[self.kind]}
+        self.tensors = {
+            k: np.ascontiguousarray(self.tensors[k], dtype=np.float32) for k in _TENSORS[self.kind]
+        }
 
     @property
     def in_dim(self) -> int:
@@ -86,8 +87,10 @@ class SavedHead:
             if self.kind == "linear":
                 out = np.asarray(x, dtype=np.float32) @ t["weight"].T + t["bias"]
             else:
-                out = rbf_kernel(x, t["anchors"], self.gamma) @ t["coef"].astype(np.float64) \
+                out = (
+                    rbf_kernel(x, t["anchors"], self.gamma) @ t["coef"].astype(np.float64)
                     + t["bias"]
+                )
         return out.astype(np.float32)
 
     def shapes_error(self) -> str | None:
@@ -96,8 +99,11 @@ class SavedHead:
         if self.kind == "linear":
             ok = t["weight"].ndim == 2 and t["bias"].shape == (t["weight"].shape[0],)
         else:
-            ok = (t["anchors"].ndim == 2 and t["coef"].ndim == 2
-                  and t["coef"].shape == (t["anchors"].shape[0], out))
+            ok = (
+                t["anchors"].ndim == 2
+                and t["coef"].ndim == 2
+                and t["coef"].shape == (t["anchors"].shape[0], out)
+            )
             if not (isinstance(self.gamma, float) and self.gamma > 0):
                 return f"gamma must be a positive number, got {self.gamma!r}"
         shapes = {k: tuple(v.shape) for k, v in t.items()}
@@ -122,21 +128,28 @@ def read_head(spec: dict, spec_file: Path, head_file: Path) -> SavedHead:
     kind = spec.get("head_kind", "linear")
     kind = FORMER_HEAD_KINDS.get(kind, kind) if isinstance(kind, str) else kind
     if kind not in HEAD_KINDS:
-        raise InflucoderError(f"{spec_file}: field 'head_kind' must be one of {HEAD_KINDS}, got "
-                              f"{kind!r}")
+        raise InflucoderError(
+            f"{spec_file}: field 'head_kind' must be one of {HEAD_KINDS}, got {kind!r}"
+        )
     gamma = spec.get("gamma")
-    if kind == "kernel" and (isinstance(gamma, bool) or not isinstance(gamma, (int, float))
-                          or not gamma > 0):
-        raise InflucoderError(f"{spec_file}: field 'gamma' must be a positive number for an "
-                              f"kernel head, got {gamma!r}")
+    if kind == "kernel" and (
+        isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0
+    ):
+        raise InflucoderError(
+            f"{spec_file}: field 'gamma' must be a positive number for an "
+            f"kernel head, got {gamma!r}"
+        )
     names = _TENSORS[kind]
     try:
         tensors = load_file(str(head_file))
-        head = SavedHead(kind, {k: tensors[k] for k in names},
-                         float(gamma) if kind == "kernel" else None)
+        head = SavedHead(
+            kind, {k: tensors[k] for k in names}, float(gamma) if kind == "kernel" else None
+        )
     except (OSError, KeyError, ValueError, SafetensorError) as e:
-        raise InflucoderError(f"{head_file}: no float tensors {', '.join(map(repr, names))} for "
-                              f"a {kind} head ({type(e).__name__}: {e})") from None
+        raise InflucoderError(
+            f"{head_file}: no float tensors {', '.join(map(repr, names))} for "
+            f"a {kind} head ({type(e).__name__}: {e})"
+        ) from None
     error = head.shapes_error()
     if error:
         raise InflucoderError(f"{head_file}: {error}")

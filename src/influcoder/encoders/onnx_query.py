@@ -25,8 +25,10 @@ from influcoder.engines.batching import length_batches
 from influcoder.similarity import normalize_rows
 
 #: Module types (as modules.json names them) whose tokenizer this encoder can replay.
-TRANSFORMER_TYPES = ("sentence_transformers.models.Transformer",
-                     "sentence_transformers.base.modules.transformer.Transformer")
+TRANSFORMER_TYPES = (
+    "sentence_transformers.models.Transformer",
+    "sentence_transformers.base.modules.transformer.Transformer",
+)
 ONNX_BACKENDS = ("onnx", "int8")
 
 
@@ -63,15 +65,24 @@ class LightEncoder(TextEncoder):
             alone. A server that runs several encodings at once on a shared machine sets 1.
     """
 
-    def __init__(self, encoder_dir: str | Path, onnx_file: str | Path, *, max_seq_length: int,
-                 batch_size: int, backend: str = "onnx", threads: int | None = None):
+    def __init__(
+        self,
+        encoder_dir: str | Path,
+        onnx_file: str | Path,
+        *,
+        max_seq_length: int,
+        batch_size: int,
+        backend: str = "onnx",
+        threads: int | None = None,
+    ):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         tdir = transformer_dir(encoder_dir)
         if tdir is None:
-            raise ValueError(f"{encoder_dir}: no sentence-transformers Transformer module with "
-                             f"a tokenizer.json")
+            raise ValueError(
+                f"{encoder_dir}: no sentence-transformers Transformer module with a tokenizer.json"
+            )
         self.name, self.backend = str(encoder_dir), backend
         self.similarity = encoder_similarity(str(encoder_dir))
         self.max_seq_length, self.batch_size = int(max_seq_length), int(batch_size)
@@ -85,8 +96,9 @@ class LightEncoder(TextEncoder):
         if threads is not None:
             options.intra_op_num_threads = threads
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(onnx_file), options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            str(onnx_file), options, providers=["CPUExecutionProvider"]
+        )
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.dim = int(self._session.get_outputs()[0].shape[-1])
 
@@ -107,10 +119,13 @@ class LightEncoder(TextEncoder):
             input_ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, j in enumerate(idx):
-                input_ids[row, :len(ids[j])] = ids[j]
-                mask[row, :len(ids[j])] = 1
-            feed = {"input_ids": input_ids, "attention_mask": mask,
-                    "token_type_ids": np.zeros_like(input_ids)}
+                input_ids[row, : len(ids[j])] = ids[j]
+                mask[row, : len(ids[j])] = 1
+            feed = {
+                "input_ids": input_ids,
+                "attention_mask": mask,
+                "token_type_ids": np.zeros_like(input_ids),
+            }
             out[idx] = self._session.run(None, {n: feed[n] for n in self._inputs})[0]
         return out if self.similarity == "dot" else normalize_rows(out)
 
@@ -119,8 +134,11 @@ class LightEncoder(TextEncoder):
 
 def _do_lower_case(folder: Path) -> bool:
     try:
-        return bool(json.loads((folder / "sentence_bert_config.json").read_text())
-                    .get("do_lower_case", False))
+        return bool(
+            json.loads((folder / "sentence_bert_config.json").read_text()).get(
+                "do_lower_case", False
+            )
+        )
     except (OSError, ValueError):
         return False
 
@@ -137,11 +155,28 @@ def _pad_id(folder: Path, tokenizer) -> int:
     return 0 if found is None else int(found)
 
 
-def light_encoder(encoder_dir: str, onnx_file: Path, *, backend: str, max_seq_length: int,
-                  batch_size: int, threads: int | None = None) -> LightEncoder | None:
+def light_encoder(
+    encoder_dir: str,
+    onnx_file: Path,
+    *,
+    backend: str,
+    max_seq_length: int,
+    batch_size: int,
+    threads: int | None = None,
+) -> LightEncoder | None:
     """A :class:`LightEncoder` where one can serve (see the module docstring), else None."""
-    if (backend not in ONNX_BACKENDS or not onnx_file.is_file() or not onnx_runtime_available()
-            or transformer_dir(encoder_dir) is None):
+    if (
+        backend not in ONNX_BACKENDS
+        or not onnx_file.is_file()
+        or not onnx_runtime_available()
+        or transformer_dir(encoder_dir) is None
+    ):
         return None
-    return LightEncoder(encoder_dir, onnx_file, max_seq_length=max_seq_length,
-                        batch_size=batch_size, backend=backend, threads=threads)
+    return LightEncoder(
+        encoder_dir,
+        onnx_file,
+        max_seq_length=max_seq_length,
+        batch_size=batch_size,
+        backend=backend,
+        threads=threads,
+    )

@@ -27,6 +27,7 @@ from influcoder.similarity import normalize_rows
 #: The ``text`` of a one-view embedding store's setup: :func:`~influcoder.io.samples.encoder_text`.
 TEXT_LAYOUT = "prompt\n\nresponse"
 
+
 class TextEncoder:
     """What a one-view encoder (``encode(texts)``) adds: ``encode_samples``, the vectors of each
     sample's :func:`~influcoder.io.samples.encoder_text`, the call every stage makes."""
@@ -52,10 +53,12 @@ class ViewedEncoder:
         self.name = str(path)
         self.base = text_encoder(backbone_path(path))
         if self.head.in_dim != len(self.views) * self.base.dim:
-            raise InflucoderError(f"{Path(path) / HEAD_FILE}: the head takes "
-                                  f"{self.head.in_dim} inputs, {len(self.views)} views of "
-                                  f"the {self.base.dim}-dim backbone give "
-                                  f"{len(self.views) * self.base.dim}")
+            raise InflucoderError(
+                f"{Path(path) / HEAD_FILE}: the head takes "
+                f"{self.head.in_dim} inputs, {len(self.views)} views of "
+                f"the {self.base.dim}-dim backbone give "
+                f"{len(self.views) * self.base.dim}"
+            )
         self.dim = self.head.out_dim
 
     def encode_samples(self, samples: Sequence[Sample]) -> np.ndarray:
@@ -63,14 +66,18 @@ class ViewedEncoder:
         samples = list(samples)
         if not samples:
             return np.empty((0, self.dim), dtype=np.float32)
-        parts = [normalize_rows(np.asarray(self.base.encode(texts), dtype=np.float32))
-                 for texts in view_texts(samples, self.views)]
+        parts = [
+            normalize_rows(np.asarray(self.base.encode(texts), dtype=np.float32))
+            for texts in view_texts(samples, self.views)
+        ]
         out = self.head(np.hstack(parts))
         return out if self.similarity == "dot" else normalize_rows(out)
 
     def encode(self, texts):
-        raise InflucoderError(f"{self.name} is a multi-view encoder ({'+'.join(self.views)}): "
-                              f"it encodes samples (prompt and response), not texts")
+        raise InflucoderError(
+            f"{self.name} is a multi-view encoder ({'+'.join(self.views)}): "
+            f"it encodes samples (prompt and response), not texts"
+        )
 
     def __getattr__(self, name):
         if name == "base":  # not set yet: __init__ failed before it

@@ -42,8 +42,9 @@ WorkerFactory = Callable[[], Callable[[Any], np.ndarray]]
 class Engine(Protocol):
     name: str
 
-    def map(self, factory: WorkerFactory, jobs: Iterable[tuple[int, Any]]
-            ) -> Iterator[tuple[int, np.ndarray]]: ...
+    def map(
+        self, factory: WorkerFactory, jobs: Iterable[tuple[int, Any]]
+    ) -> Iterator[tuple[int, np.ndarray]]: ...
 
     def close(self) -> None: ...
 
@@ -52,8 +53,13 @@ class Engine(Protocol):
     def __exit__(self, *exc) -> None: ...
 
 
-def get_engine(name: str = "local", *, address: str | None = None,
-               num_workers: int | None = None, gpus_per_worker: int = 0) -> Engine:
+def get_engine(
+    name: str = "local",
+    *,
+    address: str | None = None,
+    num_workers: int | None = None,
+    gpus_per_worker: int = 0,
+) -> Engine:
     """The engine called ``name``; ``address`` (an existing Ray cluster, e.g. ``auto`` or
     ``ray://head:10001``), ``num_workers`` and ``gpus_per_worker`` (1 when the model runs on
     a GPU: one actor per GPU) apply to ``ray`` only."""

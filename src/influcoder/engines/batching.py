@@ -28,9 +28,12 @@ def token_lengths(tokenizer, texts: Sequence[str], max_length: int) -> list[int]
     return [len(x) for x in ids]
 
 
-def length_batches(lengths: Sequence[int], max_batch: int,
-                   max_padding: float = DEFAULT_MAX_PADDING,
-                   max_tokens: int | None = None) -> list[list[int]]:
+def length_batches(
+    lengths: Sequence[int],
+    max_batch: int,
+    max_padding: float = DEFAULT_MAX_PADDING,
+    max_tokens: int | None = None,
+) -> list[list[int]]:
     """Indices into ``lengths``, grouped into batches of similar length.
 
     Items are taken in order of length (stable for ties). The next item joins the current
@@ -70,9 +73,12 @@ def length_batches(lengths: Sequence[int], max_batch: int,
         if n < 1:
             raise ValueError(f"lengths must be >= 1, got {n} at index {i}")
         batch = batches[-1] if batches else None
-        if (batch is None or len(batch) >= max_batch
-                or tokens + n < (1 - max_padding) * n * (len(batch) + 1)
-                or (max_tokens is not None and n * (len(batch) + 1) > max_tokens)):
+        if (
+            batch is None
+            or len(batch) >= max_batch
+            or tokens + n < (1 - max_padding) * n * (len(batch) + 1)
+            or (max_tokens is not None and n * (len(batch) + 1) > max_tokens)
+        ):
             batches.append([i])
             tokens = n
         else:

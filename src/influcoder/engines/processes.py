@@ -52,8 +52,12 @@ class ProcessEngine:
         if not jobs:
             return
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(self.num_workers, len(jobs)), mp_context=context,
-                                 initializer=_start, initargs=(factory,)) as pool:
+        with ProcessPoolExecutor(
+            min(self.num_workers, len(jobs)),
+            mp_context=context,
+            initializer=_start,
+            initargs=(factory,),
+        ) as pool:
             pending = {pool.submit(_call, job) for job in jobs}
             try:
                 while pending:

@@ -42,8 +42,9 @@ def actor_options(gpus_per_worker: int = 0) -> dict:
     return options
 
 
-def worker_count(available: dict, n_jobs: int, num_workers: int | None = None,
-                 gpus_per_worker: int = 0) -> int:
+def worker_count(
+    available: dict, n_jobs: int, num_workers: int | None = None, gpus_per_worker: int = 0
+) -> int:
     """Actors to start: ``num_workers`` if given, else as many as the free CPUs (with GPUs:
     the free GPUs) allow; never more than there are jobs, never fewer than one."""
     if num_workers is not None:
@@ -57,17 +58,20 @@ def worker_count(available: dict, n_jobs: int, num_workers: int | None = None,
 def check_gpus(cluster: dict, gpus_per_worker: int) -> None:
     """Refuse a GPU run on a Ray cluster without GPUs (its actors would wait for ever)."""
     if gpus_per_worker and cluster.get("GPU", 0) < gpus_per_worker:
-        raise InflucoderError(f"the model runs on a GPU (--device), but the Ray cluster has "
-                              f"{int(cluster.get('GPU', 0))} GPU(s); use --device cpu or a "
-                              f"cluster with GPUs")
+        raise InflucoderError(
+            f"the model runs on a GPU (--device), but the Ray cluster has "
+            f"{int(cluster.get('GPU', 0))} GPU(s); use --device cpu or a "
+            f"cluster with GPUs"
+        )
 
 
 def _import_ray():
     try:
         import ray
     except ImportError:
-        raise MissingPackageError("ray", "The Ray engine (--engine ray)",
-                                  install="pip install 'influcoder[ray]'") from None
+        raise MissingPackageError(
+            "ray", "The Ray engine (--engine ray)", install="pip install 'influcoder[ray]'"
+        ) from None
     return ray
 
 
@@ -91,8 +95,9 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_workers: int | None = None,
-                 gpus_per_worker: int = 0):
+    def __init__(
+        self, address: str | None = None, num_workers: int | None = None, gpus_per_worker: int = 0
+    ):
         if num_workers is not None and num_workers < 1:
             raise ValueError("num_workers must be >= 1")
         self.options = actor_options(gpus_per_worker)
@@ -104,13 +109,15 @@ class RayEngine:
             try:
                 ray.init(address=address, include_dashboard=False, logging_level="WARNING")
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise InflucoderError(f"could not start or join Ray (address {address!r}): "
-                                      f"{e}") from None
+                raise InflucoderError(
+                    f"could not start or join Ray (address {address!r}): {e}"
+                ) from None
             self._started = True
 
     def _workers(self, n_jobs: int) -> int:
-        return worker_count(self._ray.available_resources(), n_jobs, self.num_workers,
-                            self.gpus_per_worker)
+        return worker_count(
+            self._ray.available_resources(), n_jobs, self.num_workers, self.gpus_per_worker
+        )
 
     def map(self, factory, jobs: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, np.ndarray]]:
         from ray.exceptions import RayTaskError

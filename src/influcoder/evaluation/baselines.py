@@ -46,8 +46,15 @@ from influcoder.io.samples import Sample, encoder_text
 from influcoder.io.stores import DTYPES, Store, check_same_setup
 from influcoder.similarity import check_similarity, scored_rows
 
-__all__ = ["BASELINES", "MethodResult", "bm25_scores", "encoder_scores", "random_scores",
-           "store_scores", "tfidf_scores"]
+__all__ = [
+    "BASELINES",
+    "MethodResult",
+    "bm25_scores",
+    "encoder_scores",
+    "random_scores",
+    "store_scores",
+    "tfidf_scores",
+]
 
 
 #: ``(scores [n_pool, n_query], info)`` as every method returns it.
@@ -64,8 +71,12 @@ _WORD = re.compile(r"\w+")
 
 
 def _info(seconds: float, prepare_seconds: float, bytes_per_sample: float, **extra) -> dict:
-    return {"seconds": float(seconds), "prepare_seconds": float(prepare_seconds),
-            "bytes_per_sample": float(bytes_per_sample), **extra}
+    return {
+        "seconds": float(seconds),
+        "prepare_seconds": float(prepare_seconds),
+        "bytes_per_sample": float(bytes_per_sample),
+        **extra,
+    }
 
 
 def _require(samples: Sequence[Sample], what: str) -> None:
@@ -83,8 +94,9 @@ def _sparse_bytes(matrix: sp.csr_matrix) -> float:
     return (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / matrix.shape[0]
 
 
-def random_scores(pool: Sequence[Sample], queries: Sequence[Sample], *,
-                  seed: int = 0) -> MethodResult:
+def random_scores(
+    pool: Sequence[Sample], queries: Sequence[Sample], *, seed: int = 0
+) -> MethodResult:
     """Uniform random scores in [0, 1), reproducible from ``seed``.
 
     Its figures are what chance gives: per-anchor Spearman about 0, recall@k about
@@ -113,8 +125,9 @@ def tfidf_scores(pool: Sequence[Sample], queries: Sequence[Sample]) -> MethodRes
     pool_matrix = vectorizer.fit_transform(pool_texts).tocsr()
     prepared = time.perf_counter()
     scores = (pool_matrix @ vectorizer.transform(query_texts).T).toarray()
-    return scores, _info(time.perf_counter() - prepared, prepared - start,
-                         _sparse_bytes(pool_matrix))
+    return scores, _info(
+        time.perf_counter() - prepared, prepared - start, _sparse_bytes(pool_matrix)
+    )
 
 
 def tokenize(text: str) -> list[str]:
@@ -122,8 +135,7 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _term_counts(token_lists: list[list[str]], vocab: dict[str, int],
-                 grow: bool) -> sp.csr_matrix:
+def _term_counts(token_lists: list[list[str]], vocab: dict[str, int], grow: bool) -> sp.csr_matrix:
     """``[n_docs, len(vocab)]`` term counts; unknown terms extend ``vocab`` only if ``grow``."""
     rows, cols = [], []
     for i, tokens in enumerate(token_lists):
@@ -132,14 +144,14 @@ def _term_counts(token_lists: list[list[str]], vocab: dict[str, int],
             if col is not None:
                 rows.append(i)
                 cols.append(col)
-    counts = sp.csr_matrix((np.ones(len(rows)), (rows, cols)),
-                           shape=(len(token_lists), len(vocab)))
+    counts = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(token_lists), len(vocab)))
     counts.sum_duplicates()
     return counts
 
 
-def bm25_weights(pool_tokens: list[list[str]], *, k1: float = BM25_K1,
-                 b: float = BM25_B) -> tuple[sp.csr_matrix, dict[str, int]]:
+def bm25_weights(
+    pool_tokens: list[list[str]], *, k1: float = BM25_K1, b: float = BM25_B
+) -> tuple[sp.csr_matrix, dict[str, int]]:
     """The BM25 weight of every (pool document, term) pair, and the vocabulary.
 
     For term ``t`` in document ``d``, with ``f`` its count in ``d``, ``|d|`` the document's length
@@ -168,8 +180,9 @@ def bm25_weights(pool_tokens: list[list[str]], *, k1: float = BM25_K1,
     return weights, vocab
 
 
-def bm25_scores(pool: Sequence[Sample], queries: Sequence[Sample], *, k1: float = BM25_K1,
-                b: float = BM25_B) -> MethodResult:
+def bm25_scores(
+    pool: Sequence[Sample], queries: Sequence[Sample], *, k1: float = BM25_K1, b: float = BM25_B
+) -> MethodResult:
     """Okapi BM25 score of each query (its :func:`~influcoder.io.samples.encoder_text`) against each
     pool sample's text, tokenised by :func:`tokenize`.
 
@@ -183,17 +196,27 @@ def bm25_scores(pool: Sequence[Sample], queries: Sequence[Sample], *, k1: float 
     prepared = time.perf_counter()
     query_counts = _term_counts([tokenize(t) for t in query_texts], vocab, grow=False)
     scores = (weights @ query_counts.T).toarray()
-    return scores, _info(time.perf_counter() - prepared, prepared - start,
-                         _sparse_bytes(weights), k1=k1, b=b)
+    return scores, _info(
+        time.perf_counter() - prepared, prepared - start, _sparse_bytes(weights), k1=k1, b=b
+    )
 
 
 #: The text baselines by name, each ``(pool, queries) -> (scores, info)``.
 BASELINES: dict[str, Callable[..., MethodResult]] = {
-    "random": random_scores, "tfidf": tfidf_scores, "bm25": bm25_scores}
+    "random": random_scores,
+    "tfidf": tfidf_scores,
+    "bm25": bm25_scores,
+}
 
 
-def encoder_scores(encoder, pool: Sequence[Sample], queries: Sequence[Sample], *,
-                   batch_size: int = 32, device: str = "cpu") -> MethodResult:
+def encoder_scores(
+    encoder,
+    pool: Sequence[Sample],
+    queries: Sequence[Sample],
+    *,
+    batch_size: int = 32,
+    device: str = "cpu",
+) -> MethodResult:
     """Cosine similarity of a sentence encoder's embeddings of
     :func:`~influcoder.io.samples.encoder_text` (or of a multi-view encoder's,
     :mod:`influcoder.encoders.views`).
@@ -219,22 +242,34 @@ def encoder_scores(encoder, pool: Sequence[Sample], queries: Sequence[Sample], *
         from influcoder.encoders.views import sample_encoder
 
         # torch in float32, the reference backend; a multi-view directory runs all its views
-        encoder = sample_encoder(resolve_encoder(encoder), lambda path: FastEncoder(
-            path, backend="torch", batch_size=batch_size, device=device))
+        encoder = sample_encoder(
+            resolve_encoder(encoder),
+            lambda path: FastEncoder(path, backend="torch", batch_size=batch_size, device=device),
+        )
 
     def embed(samples: Sequence[Sample]) -> np.ndarray:
         if hasattr(encoder, "encode_samples"):
             return encoder.encode_samples(samples)
-        return encoder.encode([encoder_text(s) for s in samples], batch_size=batch_size,
-                              convert_to_numpy=True, normalize_embeddings=True,
-                              show_progress_bar=False)
+        return encoder.encode(
+            [encoder_text(s) for s in samples],
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
 
     pool_emb = embed(pool).astype(np.float32)
     prepared = time.perf_counter()
     scores = pool_emb @ embed(queries).astype(np.float32).T
-    return (scores.astype(np.float64),
-            _info(time.perf_counter() - prepared, prepared - start,
-                  pool_emb.shape[1] * np.dtype(np.float32).itemsize, dim=int(pool_emb.shape[1])))
+    return (
+        scores.astype(np.float64),
+        _info(
+            time.perf_counter() - prepared,
+            prepared - start,
+            pool_emb.shape[1] * np.dtype(np.float32).itemsize,
+            dim=int(pool_emb.shape[1]),
+        ),
+    )
 
 
 def _resketch(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
@@ -245,8 +280,9 @@ def _resketch(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
     return CountSketch(dim, seed).project("stored", torch.from_numpy(x)).numpy()
 
 
-def _prepared_vectors(store: Store, dim: int | None, seed: int,
-                      similarity: str = "cosine") -> np.ndarray:
+def _prepared_vectors(
+    store: Store, dim: int | None, seed: int, similarity: str = "cosine"
+) -> np.ndarray:
     """Unit-length rows of ``store`` (times their norms for ``inner``), re-sketched to ``dim``
     when given, read shard by shard."""
     out = np.empty((store.n, dim or store.dim), dtype=np.float32)
@@ -254,12 +290,18 @@ def _prepared_vectors(store: Store, dim: int | None, seed: int,
     for start, chunk in store.iter_chunks(np.float32):
         if dim is not None:
             chunk = _resketch(chunk, dim, seed)
-        out[start:start + len(chunk)] = scored_rows(store, start, chunk, similarity, norms)
+        out[start : start + len(chunk)] = scored_rows(store, start, chunk, similarity, norms)
     return out
 
 
-def store_scores(pool: Store, queries: Store, *, dim: int | None = None,
-                 seed: int = 0, similarity: str = "cosine") -> MethodResult:
+def store_scores(
+    pool: Store,
+    queries: Store,
+    *,
+    dim: int | None = None,
+    seed: int = 0,
+    similarity: str = "cosine",
+) -> MethodResult:
     """Cosine of the stored vectors of ``pool`` and ``queries`` (gradient or embedding stores);
     with ``similarity="inner"``, the inner product of the gradients before normalisation
     (gradient stores that keep their rows' norms).
@@ -279,10 +321,12 @@ def store_scores(pool: Store, queries: Store, *, dim: int | None = None,
     """
     check_same_setup(pool, queries)
     check_similarity(similarity)
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)
-                            or not 1 <= dim <= pool.dim):
-        raise ValueError(f"dim must be an integer between 1 and the stored dimension "
-                         f"{pool.dim}, got {dim!r}")
+    if dim is not None and (
+        isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= pool.dim
+    ):
+        raise ValueError(
+            f"dim must be an integer between 1 and the stored dimension {pool.dim}, got {dim!r}"
+        )
     start = time.perf_counter()
     pool_vectors = _prepared_vectors(pool, dim, seed, similarity)
     prepared = time.perf_counter()
@@ -291,6 +335,12 @@ def store_scores(pool: Store, queries: Store, *, dim: int | None = None,
     extra = {"dim": width, "dtype": pool.dtype, "similarity": similarity}
     if dim is not None:
         extra["sketch_seed"] = seed
-    return (scores.astype(np.float64),
-            _info(time.perf_counter() - prepared, prepared - start,
-                  width * np.dtype(DTYPES[pool.dtype]).itemsize, **extra))
+    return (
+        scores.astype(np.float64),
+        _info(
+            time.perf_counter() - prepared,
+            prepared - start,
+            width * np.dtype(DTYPES[pool.dtype]).itemsize,
+            **extra,
+        ),
+    )

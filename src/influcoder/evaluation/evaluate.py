@@ -65,34 +65,53 @@ DEFAULT_K = 10
 GROUND_TRUTH_METHOD = "gradient"
 
 
-_TARGET = re.compile(r"^\s*(?P<method>[^:]+?)\s*:\s*(?P<metric>[^<>=\s]+)\s*"
-                     r"(?P<op>>=|<=)\s*(?P<value>\S+)\s*$")
+_TARGET = re.compile(
+    r"^\s*(?P<method>[^:]+?)\s*:\s*(?P<metric>[^<>=\s]+)\s*"
+    r"(?P<op>>=|<=)\s*(?P<value>\S+)\s*$"
+)
 
 
-def method_names(*, gradient_dims: Sequence[int] = (), baselines: Sequence[str] = (),
-                 stores: Mapping[str, Any] | None = None,
-                 encoders: Mapping[str, Any] | None = None) -> list[str]:
+def method_names(
+    *,
+    gradient_dims: Sequence[int] = (),
+    baselines: Sequence[str] = (),
+    stores: Mapping[str, Any] | None = None,
+    encoders: Mapping[str, Any] | None = None,
+) -> list[str]:
     """The names :func:`score_methods` gives its methods, in its order (repeats included), so
     that targets can be checked before anything is scored."""
-    return ([GROUND_TRUTH_METHOD] + [f"{GROUND_TRUTH_METHOD}@{d}" for d in gradient_dims]
-            + list(baselines) + list(stores or {}) + list(encoders or {}))
+    return (
+        [GROUND_TRUTH_METHOD]
+        + [f"{GROUND_TRUTH_METHOD}@{d}" for d in gradient_dims]
+        + list(baselines)
+        + list(stores or {})
+        + list(encoders or {})
+    )
 
 
-def placeholder_rows(names: Sequence[str], k: int, labels: bool,
-                     groups: bool = False) -> list[dict]:
+def placeholder_rows(
+    names: Sequence[str], k: int, labels: bool, groups: bool = False
+) -> list[dict]:
     """Rows of NaN with the columns an evaluation will produce (with ``groups``, the
     :data:`GROUP_COLUMNS` too), for checking target specs (:func:`check_target`) before the
     real figures exist."""
-    columns = (metric_columns(k, labels) + (list(GROUP_COLUMNS) if groups else [])
-               + list(COST_COLUMNS))
+    columns = (
+        metric_columns(k, labels) + (list(GROUP_COLUMNS) if groups else []) + list(COST_COLUMNS)
+    )
     return [{"method": name, **dict.fromkeys(columns, math.nan)} for name in names]
 
 
-def score_methods(gt_pool: Store, gt_queries: Store, *,
-                  stores: Mapping[str, tuple[Store, Store]] | None = None,
-                  encoders: Mapping[str, Any] | None = None, baselines: Sequence[str] = (),
-                  gradient_dims: Sequence[int] = (), seed: int = 0,
-                  device: str = "cpu") -> dict[str, MethodResult]:
+def score_methods(
+    gt_pool: Store,
+    gt_queries: Store,
+    *,
+    stores: Mapping[str, tuple[Store, Store]] | None = None,
+    encoders: Mapping[str, Any] | None = None,
+    baselines: Sequence[str] = (),
+    gradient_dims: Sequence[int] = (),
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, MethodResult]:
     """Score every method on the ground truth's samples: name -> ``(scores, info)``.
 
     The first entry is always the ground truth itself, ``"gradient"`` (the cosine of the two
@@ -125,27 +144,40 @@ def score_methods(gt_pool: Store, gt_queries: Store, *,
         raise ValueError(f"unknown baselines {unknown}; choose from {sorted(BASELINES)}")
     bad_dims = [d for d in gradient_dims if not 1 <= d <= gt_pool.dim]
     if bad_dims:
-        raise ValueError(f"gradient dims {bad_dims} out of range: the stored gradients have "
-                         f"{gt_pool.dim} dimensions, re-sketches must have between 1 and that")
+        raise ValueError(
+            f"gradient dims {bad_dims} out of range: the stored gradients have "
+            f"{gt_pool.dim} dimensions, re-sketches must have between 1 and that"
+        )
     pool_samples, query_samples = gt_pool.samples, gt_queries.samples
-    names = method_names(gradient_dims=gradient_dims, baselines=baselines, stores=stores,
-                         encoders=encoders)
+    names = method_names(
+        gradient_dims=gradient_dims, baselines=baselines, stores=stores, encoders=encoders
+    )
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ValueError(f"method names used more than once: {repeated}")
     # In the order of method_names.
     jobs = [partial(store_scores, gt_pool, gt_queries)]
     jobs += [partial(store_scores, gt_pool, gt_queries, dim=d, seed=seed) for d in gradient_dims]
-    jobs += [partial(BASELINES[name], pool_samples, query_samples,
-                     **({"seed": seed} if name == "random" else {})) for name in baselines]
-    jobs += [partial(store_scores, pool, queries, similarity=rest[0] if rest else "cosine")
-             for pool, queries, *rest in stores.values()]
-    jobs += [partial(encoder_scores, encoder, pool_samples, query_samples, device=device)
-             for encoder in encoders.values()]
+    jobs += [
+        partial(
+            BASELINES[name],
+            pool_samples,
+            query_samples,
+            **({"seed": seed} if name == "random" else {}),
+        )
+        for name in baselines
+    ]
+    jobs += [
+        partial(store_scores, pool, queries, similarity=rest[0] if rest else "cosine")
+        for pool, queries, *rest in stores.values()
+    ]
+    jobs += [
+        partial(encoder_scores, encoder, pool_samples, query_samples, device=device)
+        for encoder in encoders.values()
+    ]
     for name, (pool, queries, *_) in stores.items():
         check_aligned(gt_pool.ids, pool.ids, f"method {name!r}: pool store {pool.path}")
-        check_aligned(gt_queries.ids, queries.ids,
-                      f"method {name!r}: query store {queries.path}")
+        check_aligned(gt_queries.ids, queries.ids, f"method {name!r}: query store {queries.path}")
     methods = {}
     for name, job in zip(names, jobs):
         logger.info(f"scoring {name}")
@@ -155,13 +187,23 @@ def score_methods(gt_pool: Store, gt_queries: Store, *,
 
 def metric_columns(k: int, labels: bool) -> list[str]:
     """The metric columns of a row, in table order."""
-    cols = ["per_anchor_spearman", "pairwise_spearman", "aggregated_spearman",
-            f"ndcg@{k}", f"recall@{k}"]
+    cols = [
+        "per_anchor_spearman",
+        "pairwise_spearman",
+        "aggregated_spearman",
+        f"ndcg@{k}",
+        f"recall@{k}",
+    ]
     return cols + ([f"auprc_{how}" for how in metrics.AUPRC_AGGREGATES] if labels else [])
 
 
-def metric_rows(gt: np.ndarray, methods: Mapping[str, tuple[np.ndarray, Mapping[str, Any]]], *,
-                labels: np.ndarray | None = None, k: int = DEFAULT_K) -> list[dict]:
+def metric_rows(
+    gt: np.ndarray,
+    methods: Mapping[str, tuple[np.ndarray, Mapping[str, Any]]],
+    *,
+    labels: np.ndarray | None = None,
+    k: int = DEFAULT_K,
+) -> list[dict]:
     """One row of figures per method, in the order of ``methods``.
 
     Args:
@@ -195,14 +237,17 @@ def metric_rows(gt: np.ndarray, methods: Mapping[str, tuple[np.ndarray, Mapping[
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (gt.shape[0],):
-            raise ValueError(f"labels must have one entry per pool sample ({gt.shape[0]}), "
-                             f"got shape {labels.shape}")
+            raise ValueError(
+                f"labels must have one entry per pool sample ({gt.shape[0]}), "
+                f"got shape {labels.shape}"
+            )
     rows = []
     for name, (scores, info) in methods.items():
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != gt.shape:
-            raise ValueError(f"method {name!r}: scores have shape {scores.shape}, the ground "
-                             f"truth {gt.shape}")
+            raise ValueError(
+                f"method {name!r}: scores have shape {scores.shape}, the ground truth {gt.shape}"
+            )
         row: dict[str, Any] = {
             "method": name,
             "per_anchor_spearman": metrics.per_anchor_spearman(gt, scores),
@@ -213,8 +258,7 @@ def metric_rows(gt: np.ndarray, methods: Mapping[str, tuple[np.ndarray, Mapping[
         }
         if labels is not None:
             for how in metrics.AUPRC_AGGREGATES:
-                row[f"auprc_{how}"] = metrics.auprc(labels,
-                                                    metrics.aggregate_scores(scores, how))
+                row[f"auprc_{how}"] = metrics.auprc(labels, metrics.aggregate_scores(scores, how))
         for col in COST_COLUMNS:
             row[col] = float(info.get(col, math.nan))
         rows.append(row)
@@ -234,8 +278,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_results(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
-                  **context: Any) -> tuple[Path, Path]:
+def write_results(
+    out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], **context: Any
+) -> tuple[Path, Path]:
     """Write ``results.json`` (``{**context, "rows": rows}``, NaN as null) and ``results.csv``
     (the rows only, NaN as an empty cell) into ``out_dir``, atomically. Returns both paths."""
     out = Path(out_dir)
@@ -282,14 +327,18 @@ def labels_from_samples(samples: Sequence[Sample], field: str, positive: str) ->
     """
     values = [s.meta.get(field) for s in samples]
     if all(v is None for v in values):
-        raise InputError(f"no sample has the label field '{field}' in its meta; fields seen: "
-                         f"{sorted({k for s in samples for k in s.meta})[:20]}")
+        raise InputError(
+            f"no sample has the label field '{field}' in its meta; fields seen: "
+            f"{sorted({k for s in samples for k in s.meta})[:20]}"
+        )
     wanted = positive.strip().lower()
     labels = np.array([v is not None and str(v).strip().lower() == wanted for v in values])
     if not labels.any():
         seen = sorted({str(v) for v in values if v is not None})
-        raise InputError(f"no sample has {field} = '{positive}', so there is nothing to find "
-                         f"and AUPRC is undefined; values seen: {seen[:20]}")
+        raise InputError(
+            f"no sample has {field} = '{positive}', so there is nothing to find "
+            f"and AUPRC is undefined; values seen: {seen[:20]}"
+        )
     return labels
 
 
@@ -302,13 +351,20 @@ def check_aligned(expected_ids: Sequence[str], ids: Sequence[str], what: str) ->
     if list(ids) == list(expected_ids):
         return
     if len(ids) != len(expected_ids):
-        raise StoreError(f"{what}: {len(ids)} samples, the ground truth has "
-                         f"{len(expected_ids)}; both must hold the same samples in the same order")
+        raise StoreError(
+            f"{what}: {len(ids)} samples, the ground truth has "
+            f"{len(expected_ids)}; both must hold the same samples in the same order"
+        )
     i = next(i for i, (a, b) in enumerate(zip(expected_ids, ids)) if a != b)
-    detail = ("the same samples in another order" if sorted(ids) == sorted(expected_ids)
-              else "different samples")
-    raise StoreError(f"{what}: {detail} than the ground truth (row {i}: id {ids[i]!r}, "
-                     f"expected {expected_ids[i]!r}); build both from the same data file")
+    detail = (
+        "the same samples in another order"
+        if sorted(ids) == sorted(expected_ids)
+        else "different samples"
+    )
+    raise StoreError(
+        f"{what}: {detail} than the ground truth (row {i}: id {ids[i]!r}, "
+        f"expected {expected_ids[i]!r}); build both from the same data file"
+    )
 
 
 class TargetError(ValueError):
@@ -336,11 +392,13 @@ def check_target(rows: Sequence[Mapping[str, Any]], spec: str) -> tuple[str, boo
         raise TargetError(f"target {spec!r}: {match['value']!r} is not a number") from None
     row = next((r for r in rows if r["method"] == method), None)
     if row is None:
-        raise TargetError(f"target {spec!r}: no method {method!r}; methods: "
-                         f"{[r['method'] for r in rows]}")
+        raise TargetError(
+            f"target {spec!r}: no method {method!r}; methods: {[r['method'] for r in rows]}"
+        )
     if metric not in row or metric == "method":
-        raise TargetError(f"target {spec!r}: no metric {metric!r}; metrics: "
-                         f"{[c for c in row if c != 'method']}")
+        raise TargetError(
+            f"target {spec!r}: no metric {metric!r}; metrics: {[c for c in row if c != 'method']}"
+        )
     value = float(row[metric])
     achieved = math.isfinite(value) and (value >= bound if op == ">=" else value <= bound)
     text = f"{method} {metric} = {format_value(metric, value)} (target {op} {bound:g})"

@@ -48,8 +48,12 @@ def save_png(fig, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def pr_figure(path: Path, method_scores: Mapping[str, np.ndarray], labels: np.ndarray,
-              colors: Mapping[str, Any]) -> None:
+def pr_figure(
+    path: Path,
+    method_scores: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    colors: Mapping[str, Any],
+) -> None:
     """Precision-recall curves of finding the ``labels`` by each method's pool score, one
     panel per :data:`~influcoder.metrics.AUPRC_AGGREGATES` entry."""
     from matplotlib.figure import Figure
@@ -65,23 +69,47 @@ def pr_figure(path: Path, method_scores: Mapping[str, np.ndarray], labels: np.nd
             pool_scores = metrics.aggregate_scores(scores, how)
             precision, recall = metrics.precision_recall_curve(labels, pool_scores)
             ap = metrics.auprc(labels, pool_scores)
-            ax.step(recall, precision, where="post", color=colors[name], lw=width, alpha=0.9,
-                    label=f"{name} (AUPRC {ap:.3f})")
-        ax.axhline(rate, color="grey", ls="--", lw=1,
-                   label=f"chance: {rate:.1%} positives (random AUPRC {chance:.3f})")
-        ax.set(xlim=(0, 1), ylim=(0, 1.03), xlabel="recall (share of planted samples found)",
-               title=f"pool score = {how} over queries")
+            ax.step(
+                recall,
+                precision,
+                where="post",
+                color=colors[name],
+                lw=width,
+                alpha=0.9,
+                label=f"{name} (AUPRC {ap:.3f})",
+            )
+        ax.axhline(
+            rate,
+            color="grey",
+            ls="--",
+            lw=1,
+            label=f"chance: {rate:.1%} positives (random AUPRC {chance:.3f})",
+        )
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1.03),
+            xlabel="recall (share of planted samples found)",
+            title=f"pool score = {how} over queries",
+        )
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2,
-                  frameon=False)
+        ax.legend(
+            fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2, frameon=False
+        )
     axes[0].set_ylabel("precision (share of retrieved that are planted)")
     fig.suptitle(f"Finding the {int(labels.sum())} planted samples among {labels.size}")
     save_png(fig, path)
 
 
-def scatter_figure(path: Path, gt: np.ndarray, method_scores: Mapping[str, np.ndarray],
-                   rows_by_name: Mapping[str, Mapping[str, Any]], labels: np.ndarray | None,
-                   colors: Mapping[str, Any], max_points: int, seed: int) -> None:
+def scatter_figure(
+    path: Path,
+    gt: np.ndarray,
+    method_scores: Mapping[str, np.ndarray],
+    rows_by_name: Mapping[str, Mapping[str, Any]],
+    labels: np.ndarray | None,
+    colors: Mapping[str, Any],
+    max_points: int,
+    seed: int,
+) -> None:
     """Each method's scores against ``gt`` over (pool, query) pairs, one panel per method
     titled with its Spearman figures from ``rows_by_name``; planted pool samples in black."""
     from matplotlib.figure import Figure
@@ -100,19 +128,32 @@ def scatter_figure(path: Path, gt: np.ndarray, method_scores: Mapping[str, np.nd
     x = gt.ravel()[flat]
     for ax, name in zip(axes, names):
         y = np.asarray(method_scores[name], dtype=np.float64).ravel()[flat]
-        ax.scatter(x[~planted], y[~planted], s=4, alpha=0.35, color=colors[name], lw=0,
-                   label="pairs")
+        ax.scatter(
+            x[~planted], y[~planted], s=4, alpha=0.35, color=colors[name], lw=0, label="pairs"
+        )
         if planted.any():
-            ax.scatter(x[planted], y[planted], s=7, alpha=0.8, color="black", lw=0,
-                       label="planted pool sample")
+            ax.scatter(
+                x[planted],
+                y[planted],
+                s=7,
+                alpha=0.8,
+                color="black",
+                lw=0,
+                label="planted pool sample",
+            )
         row = rows_by_name.get(name, {})
-        rho = {c: format_value(c, row.get(c, math.nan))
-               for c in ("per_anchor_spearman", "pairwise_spearman")}
-        ax.set_title(f"{name}\nper-anchor ρ {rho['per_anchor_spearman']}, "
-                     f"pairwise ρ {rho['pairwise_spearman']}", fontsize=9)
+        rho = {
+            c: format_value(c, row.get(c, math.nan))
+            for c in ("per_anchor_spearman", "pairwise_spearman")
+        }
+        ax.set_title(
+            f"{name}\nper-anchor ρ {rho['per_anchor_spearman']}, "
+            f"pairwise ρ {rho['pairwise_spearman']}",
+            fontsize=9,
+        )
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.set_visible(False)
     if planted.any():
         axes[0].legend(fontsize=7, loc="upper left", markerscale=2)
@@ -123,8 +164,9 @@ def scatter_figure(path: Path, gt: np.ndarray, method_scores: Mapping[str, np.nd
     save_png(fig, path)
 
 
-def _bars(ax, names: Sequence[str], values: Sequence[float], colors: Mapping[str, Any],
-          title: str, fmt) -> None:
+def _bars(
+    ax, names: Sequence[str], values: Sequence[float], colors: Mapping[str, Any], title: str, fmt
+) -> None:
     """Horizontal bars, log scale when the positive values span a wide range; zero and
     missing values are written, not drawn."""
     values = np.asarray(values, dtype=np.float64)
@@ -148,25 +190,29 @@ def _bars(ax, names: Sequence[str], values: Sequence[float], colors: Mapping[str
     ax.grid(axis="x", alpha=0.3)
 
 
-def cost_figure(path: Path, rows: Sequence[Mapping[str, Any]], n_query: int,
-                colors: Mapping[str, Any]) -> None:
+def cost_figure(
+    path: Path, rows: Sequence[Mapping[str, Any]], n_query: int, colors: Mapping[str, Any]
+) -> None:
     """Bars of each row's attribution time, preparation time and bytes per pool sample."""
     from matplotlib.figure import Figure
 
     names = [r["method"] for r in rows]
     fig = Figure(figsize=(12, 0.45 * len(names) + 1.6), layout="constrained")
     axes = fig.subplots(1, 3, sharey=True)
-    panels = [("seconds", f"attribution time, all {n_query} queries", format_seconds),
-              ("prepare_seconds", "preparation time (pool side, once)", format_seconds),
-              ("bytes_per_sample", "storage per pool sample", format_bytes)]
+    panels = [
+        ("seconds", f"attribution time, all {n_query} queries", format_seconds),
+        ("prepare_seconds", "preparation time (pool side, once)", format_seconds),
+        ("bytes_per_sample", "storage per pool sample", format_bytes),
+    ]
     for ax, (column, title, fmt) in zip(axes, panels):
         _bars(ax, names, [r.get(column, math.nan) for r in rows], colors, title, fmt)
     fig.suptitle("What each method costs", fontsize=10)
     save_png(fig, path)
 
 
-def group_figure(path: Path, rows: Sequence[Mapping[str, Any]], names: Sequence[str],
-                 colors: Mapping[str, Any]) -> None:
+def group_figure(
+    path: Path, rows: Sequence[Mapping[str, Any]], names: Sequence[str], colors: Mapping[str, Any]
+) -> None:
     """Bars of the ``group_spearman`` (from -1 to 1) and ``group_top1`` (0 to 1) of the rows
     of ``names``, the value written beside each bar."""
     from matplotlib.figure import Figure
@@ -174,15 +220,22 @@ def group_figure(path: Path, rows: Sequence[Mapping[str, Any]], names: Sequence[
     by_name = {r["method"]: r for r in rows}
     fig = Figure(figsize=(9, 0.4 * len(names) + 1.4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    panels = [("group_spearman", "Spearman of the groups' ranking, mean over queries", -1.0),
-              ("group_top1", "top group agrees with the gradient's (share of queries)", 0.0)]
+    panels = [
+        ("group_spearman", "Spearman of the groups' ranking, mean over queries", -1.0),
+        ("group_top1", "top group agrees with the gradient's (share of queries)", 0.0),
+    ]
     y = np.arange(len(names))
     for ax, (column, title, low) in zip(axes, panels):
         values = np.array([float(by_name[n][column]) for n in names])
         ax.barh(y, np.nan_to_num(values), color=[colors[n] for n in names])
         for yi, value in zip(y, values):
-            ax.text(max(value, low) if np.isfinite(value) else 0.0, yi,
-                    "  " + format_value(column, value), va="center", fontsize=8)
+            ax.text(
+                max(value, low) if np.isfinite(value) else 0.0,
+                yi,
+                "  " + format_value(column, value),
+                va="center",
+                fontsize=8,
+            )
         ax.set_xlim(low, 1.25)
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_yticks(y, names, fontsize=8)
@@ -190,6 +243,5 @@ def group_figure(path: Path, rows: Sequence[Mapping[str, Any]], names: Sequence[
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
     axes[0].invert_yaxis()
-    fig.suptitle("Which data source taught it: group rankings against the gradient's",
-                 fontsize=10)
+    fig.suptitle("Which data source taught it: group rankings against the gradient's", fontsize=10)
     save_png(fig, path)

@@ -46,8 +46,7 @@ from influcoder.io.samples import Sample
 def check_group_options(aggregate: str, temperature: float) -> None:
     """Refuse an unknown aggregate or a temperature that is not positive (ValueError)."""
     if aggregate not in GROUP_STATS:
-        raise ValueError(f"group aggregate must be one of {list(GROUP_STATS)}, got "
-                         f"{aggregate!r}")
+        raise ValueError(f"group aggregate must be one of {list(GROUP_STATS)}, got {aggregate!r}")
     if not temperature > 0:
         raise ValueError(f"group temperature must be > 0, got {temperature}")
 
@@ -62,27 +61,42 @@ def evaluation_groups(samples: Sequence[Sample], field: str) -> PoolGroups:
     """
     groups = pool_groups(samples, field)  # refuses a field that no sample has
     if groups.n_missing:
-        i, sample = next((i, s) for i, s in enumerate(samples)
-                         if s.meta.get(field) is None or s.meta.get(field) == "")
-        raise InputError(f"--group-by '{field}': pool sample {sample.id!r} (row {i}) has no "
-                         f"'{field}' in its metadata, nor do {groups.n_missing - 1} other pool "
-                         f"samples of {len(samples)}; group fidelity needs the field on every "
-                         f"pool sample")
+        i, sample = next(
+            (i, s)
+            for i, s in enumerate(samples)
+            if s.meta.get(field) is None or s.meta.get(field) == ""
+        )
+        raise InputError(
+            f"--group-by '{field}': pool sample {sample.id!r} (row {i}) has no "
+            f"'{field}' in its metadata, nor do {groups.n_missing - 1} other pool "
+            f"samples of {len(samples)}; group fidelity needs the field on every "
+            f"pool sample"
+        )
     if len(groups.names) < 2:
-        raise InputError(f"--group-by '{field}': every pool sample has the value "
-                         f"{groups.names[0]!r}, so there is no ranking of groups to judge; "
-                         f"group fidelity needs at least 2 groups")
+        raise InputError(
+            f"--group-by '{field}': every pool sample has the value "
+            f"{groups.names[0]!r}, so there is no ranking of groups to judge; "
+            f"group fidelity needs at least 2 groups"
+        )
     return groups
 
 
-def group_scores(scores: np.ndarray, groups: PoolGroups, *,
-                 aggregate: str = DEFAULT_GROUP_AGGREGATE,
-                 temperature: float = DEFAULT_GROUP_TEMPERATURE) -> np.ndarray:
+def group_scores(
+    scores: np.ndarray,
+    groups: PoolGroups,
+    *,
+    aggregate: str = DEFAULT_GROUP_AGGREGATE,
+    temperature: float = DEFAULT_GROUP_TEMPERATURE,
+) -> np.ndarray:
     """``[n_query, n_groups]``: each query's ``aggregate`` of the ``[n_pool, n_query]``
     ``scores`` over each group's samples."""
     check_group_options(aggregate, temperature)
-    stats = group_stats(np.asarray(scores, dtype=np.float64).T, groups.codes,
-                        len(groups.names), temperature=temperature)
+    stats = group_stats(
+        np.asarray(scores, dtype=np.float64).T,
+        groups.codes,
+        len(groups.names),
+        temperature=temperature,
+    )
     return stats[aggregate]
 
 
@@ -100,8 +114,11 @@ def fidelity(gt: np.ndarray, pred: np.ndarray) -> dict[str, float | int]:
     Spearman is undefined and counts as 0)."""
     rho = metrics.column_spearman(gt.T, pred.T)
     undefined = int(np.isnan(rho).sum())
-    return {"group_spearman": float(np.nan_to_num(rho, nan=0.0).mean()),
-            "group_top1": float(top1_agreement(gt, pred).mean()), "undefined": undefined}
+    return {
+        "group_spearman": float(np.nan_to_num(rho, nan=0.0).mean()),
+        "group_top1": float(top1_agreement(gt, pred).mean()),
+        "undefined": undefined,
+    }
 
 
 @dataclass(frozen=True)
@@ -119,26 +136,37 @@ class GroupFidelity:
     def context(self) -> dict[str, Any]:
         """What ``results.json`` records under ``groups``."""
         sizes = self.groups.sizes
-        return {"field": self.groups.field, "aggregate": self.aggregate,
-                "temperature": self.temperature,
-                "groups": {name: int(n) for name, n in zip(self.groups.names, sizes)},
-                "undefined_queries": {name: f["undefined"] for name, f in self.figures.items()}}
+        return {
+            "field": self.groups.field,
+            "aggregate": self.aggregate,
+            "temperature": self.temperature,
+            "groups": {name: int(n) for name, n in zip(self.groups.names, sizes)},
+            "undefined_queries": {name: f["undefined"] for name, f in self.figures.items()},
+        }
 
 
-def judge_groups(method_scores: Mapping[str, np.ndarray], gt: np.ndarray, groups: PoolGroups,
-                 *, aggregate: str = DEFAULT_GROUP_AGGREGATE,
-                 temperature: float = DEFAULT_GROUP_TEMPERATURE) -> GroupFidelity:
+def judge_groups(
+    method_scores: Mapping[str, np.ndarray],
+    gt: np.ndarray,
+    groups: PoolGroups,
+    *,
+    aggregate: str = DEFAULT_GROUP_AGGREGATE,
+    temperature: float = DEFAULT_GROUP_TEMPERATURE,
+) -> GroupFidelity:
     """Group scores and figures of every method (name -> ``[n_pool, n_query]`` scores)
     against the ground truth ``gt`` (``[n_pool, n_query]``)."""
     gt_groups = group_scores(gt, groups, aggregate=aggregate, temperature=temperature)
-    scores = {name: group_scores(s, groups, aggregate=aggregate, temperature=temperature)
-              for name, s in method_scores.items()}
+    scores = {
+        name: group_scores(s, groups, aggregate=aggregate, temperature=temperature)
+        for name, s in method_scores.items()
+    }
     figures = {name: fidelity(gt_groups, g) for name, g in scores.items()}
     return GroupFidelity(groups, aggregate, temperature, scores, figures)
 
 
-def add_group_columns(rows: Sequence[Mapping[str, Any]],
-                      result: GroupFidelity) -> list[dict[str, Any]]:
+def add_group_columns(
+    rows: Sequence[Mapping[str, Any]], result: GroupFidelity
+) -> list[dict[str, Any]]:
     """The rows with :data:`GROUP_COLUMNS` after the metric columns, before the costs."""
     out = []
     for row in rows:

@@ -85,12 +85,21 @@ def _results(rows: Sequence[Mapping[str, Any]], references: set[str]) -> dict[st
     table = []
     for r in rows:
         reference = r["method"] in references
-        cells = [{"text": format_value(col, r.get(col, math.nan)),
-                  "best": (not reference and col in best and col in r
-                           and float(r[col]) == best[col])} for col in columns[1:]]
+        cells = [
+            {
+                "text": format_value(col, r.get(col, math.nan)),
+                "best": (not reference and col in best and col in r and float(r[col]) == best[col]),
+            }
+            for col in columns[1:]
+        ]
         label = format_value("method", r["method"])
-        table.append({"reference": reference, "cells": cells,
-                      "label": f"{label} (ground truth)" if reference else label})
+        table.append(
+            {
+                "reference": reference,
+                "cells": cells,
+                "label": f"{label} (ground truth)" if reference else label,
+            }
+        )
     return {"columns": columns, "rows": table}
 
 
@@ -99,17 +108,25 @@ def _display_text(sample: Sample) -> str:
     return f"{sample.prompt} → {sample.response}"
 
 
-def _side_by_side(gt: np.ndarray, method_scores: Mapping[str, np.ndarray],
-                  pool: Sequence[Sample], queries: Sequence[Sample],
-                  query_indices: Sequence[int], labels: np.ndarray | None, top_n: int,
-                  chars: int) -> dict[str, Any]:
+def _side_by_side(
+    gt: np.ndarray,
+    method_scores: Mapping[str, np.ndarray],
+    pool: Sequence[Sample],
+    queries: Sequence[Sample],
+    query_indices: Sequence[int],
+    labels: np.ndarray | None,
+    top_n: int,
+    chars: int,
+) -> dict[str, Any]:
     """For each shown query, the ``top_n`` pool samples of the ground truth and of each
     method; a method's cell is a hit when the ground truth also has it in its top."""
     columns = {GROUND_TRUTH: gt, **method_scores}
     shown = []
     for j in query_indices:
-        tops = {name: np.argsort(-np.asarray(s[:, j], dtype=np.float64), kind="stable")[:top_n]
-                for name, s in columns.items()}
+        tops = {
+            name: np.argsort(-np.asarray(s[:, j], dtype=np.float64), kind="stable")[:top_n]
+            for name, s in columns.items()
+        }
         gt_top = set(tops[GROUND_TRUTH].tolist())
         table = []
         for rank in range(min(top_n, len(pool))):
@@ -117,14 +134,25 @@ def _side_by_side(gt: np.ndarray, method_scores: Mapping[str, np.ndarray],
             for name, s in columns.items():
                 i = int(tops[name][rank])
                 text = _display_text(pool[i])
-                cells.append({"score": float(s[i, j]), "id": pool[i].id,
-                              "hit": name != GROUND_TRUTH and i in gt_top,
-                              "planted": labels is not None and bool(labels[i]),
-                              "title": clip_text(text, TITLE_TEXT_CHARS),
-                              "text": clip_text(text, chars)})
+                cells.append(
+                    {
+                        "score": float(s[i, j]),
+                        "id": pool[i].id,
+                        "hit": name != GROUND_TRUTH and i in gt_top,
+                        "planted": labels is not None and bool(labels[i]),
+                        "title": clip_text(text, TITLE_TEXT_CHARS),
+                        "text": clip_text(text, chars),
+                    }
+                )
             table.append(cells)
-        shown.append({"number": j + 1, "id": queries[j].id, "rows": table,
-                      "text": clip_text(_display_text(queries[j]), 4 * chars)})
+        shown.append(
+            {
+                "number": j + 1,
+                "id": queries[j].id,
+                "rows": table,
+                "text": clip_text(_display_text(queries[j]), 4 * chars),
+            }
+        )
     return {"top_n": top_n, "columns": list(columns), "queries": shown}
 
 
@@ -135,46 +163,83 @@ def _top_shares(group_scores: np.ndarray) -> np.ndarray:
     return (top / top.sum(axis=1, keepdims=True)).mean(axis=0)
 
 
-def _group_section(result: GroupFidelity, gt: np.ndarray, references: set[str],
-                   queries: Sequence[Sample] | None, query_indices: Sequence[int],
-                   rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _group_section(
+    result: GroupFidelity,
+    gt: np.ndarray,
+    references: set[str],
+    queries: Sequence[Sample] | None,
+    query_indices: Sequence[int],
+    rows: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
     """What the "Which data source taught it" section shows: the fidelity figures, an
     overview of the groups, and the shown queries' groups ranked by the ground truth."""
     from influcoder.evaluation.group_fidelity import group_scores
 
     names, sizes = result.groups.names, result.groups.sizes
-    gt_groups = group_scores(gt, result.groups, aggregate=result.aggregate,
-                             temperature=result.temperature)
+    gt_groups = group_scores(
+        gt, result.groups, aggregate=result.aggregate, temperature=result.temperature
+    )
     judged = {name: g for name, g in result.scores.items() if name not in references}
     columns = {GROUND_TRUTH: gt_groups, **judged}
     # Rank 1 = the highest group score of a query; tied groups share the best rank.
     ranks = {name: rankdata(-g, axis=1, method="min") for name, g in columns.items()}
     shares = {name: _top_shares(g) for name, g in columns.items()}
     order = np.lexsort((ranks[GROUND_TRUTH].mean(axis=0), -shares[GROUND_TRUTH]))
-    overview = [{"group": names[g], "n": int(sizes[g]),
-                 "cells": [{"share": float(shares[name][g]),
-                            "rank": float(ranks[name][:, g].mean())} for name in columns]}
-                for g in order[:GROUPS_SHOWN]]
+    overview = [
+        {
+            "group": names[g],
+            "n": int(sizes[g]),
+            "cells": [
+                {"share": float(shares[name][g]), "rank": float(ranks[name][:, g].mean())}
+                for name in columns
+            ],
+        }
+        for g in order[:GROUPS_SHOWN]
+    ]
     shown = []
     for j in query_indices:
         top = np.argsort(-gt_groups[j], kind="stable")[:GROUPS_PER_QUERY]
-        shown.append({
-            "number": j + 1, "id": queries[j].id if queries is not None else str(j + 1),
-            "rows": [{"group": names[g], "n": int(sizes[g]), "score": float(gt_groups[j, g]),
-                      "rank": int(ranks[GROUND_TRUTH][j, g]),
-                      "ranks": [int(ranks[name][j, g]) for name in judged]} for g in top]})
+        shown.append(
+            {
+                "number": j + 1,
+                "id": queries[j].id if queries is not None else str(j + 1),
+                "rows": [
+                    {
+                        "group": names[g],
+                        "n": int(sizes[g]),
+                        "score": float(gt_groups[j, g]),
+                        "rank": int(ranks[GROUND_TRUTH][j, g]),
+                        "ranks": [int(ranks[name][j, g]) for name in judged],
+                    }
+                    for g in top
+                ],
+            }
+        )
     fidelity = [r for r in rows if r["method"] in judged]
     best = {c: max((float(r[c]) for r in fidelity), default=math.nan) for c in GROUP_COLUMNS}
     return {
-        "field": result.groups.field, "aggregate": result.aggregate,
-        "temperature": result.temperature, "n_groups": len(names),
-        "n_query": gt_groups.shape[0], "columns": list(columns), "methods": list(judged),
-        "fidelity": [{"method": r["method"],
-                      "cells": [{"text": format_value(c, r[c]), "best": float(r[c]) == best[c]}
-                                for c in best],
-                      "undefined": result.figures[r["method"]]["undefined"]} for r in fidelity],
-        "overview": overview, "more": max(0, len(names) - GROUPS_SHOWN),
-        "queries": shown, "per_query": min(GROUPS_PER_QUERY, len(names))}
+        "field": result.groups.field,
+        "aggregate": result.aggregate,
+        "temperature": result.temperature,
+        "n_groups": len(names),
+        "n_query": gt_groups.shape[0],
+        "columns": list(columns),
+        "methods": list(judged),
+        "fidelity": [
+            {
+                "method": r["method"],
+                "cells": [
+                    {"text": format_value(c, r[c]), "best": float(r[c]) == best[c]} for c in best
+                ],
+                "undefined": result.figures[r["method"]]["undefined"],
+            }
+            for r in fidelity
+        ],
+        "overview": overview,
+        "more": max(0, len(names) - GROUPS_SHOWN),
+        "queries": shown,
+        "per_query": min(GROUPS_PER_QUERY, len(names)),
+    }
 
 
 def _html_escape(value: Any):
@@ -197,10 +262,14 @@ def _template():
     """The report template, loaded once (jinja2 is imported only when a report is written)."""
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    env = Environment(loader=PackageLoader("influcoder.evaluation", "templates"),
-                      autoescape=select_autoescape(["html.j2"], default=True),
-                      finalize=_html_escape, undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("influcoder.evaluation", "templates"),
+        autoescape=select_autoescape(["html.j2"], default=True),
+        finalize=_html_escape,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     return env.get_template(TEMPLATE)
 
 
@@ -212,16 +281,26 @@ def _k_of(rows: Sequence[Mapping[str, Any]]) -> int | None:
     return None
 
 
-def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], *,
-                 gt: np.ndarray, method_scores: Mapping[str, np.ndarray],
-                 labels: np.ndarray | None = None,
-                 pool_samples: Sequence[Sample] | None = None,
-                 query_samples: Sequence[Sample] | None = None,
-                 title: str = "influcoder evaluation", notes: Sequence[str] = (),
-                 targets: Sequence[tuple[str, bool, str]] = (),
-                 query_indices: Sequence[int] | None = None, queries_shown: int = 3,
-                 top_n: int = 5, text_chars: int = 160, max_points: int = 4000,
-                 seed: int = 0, groups: GroupFidelity | None = None) -> Path:
+def write_report(
+    out_dir: str | os.PathLike,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    gt: np.ndarray,
+    method_scores: Mapping[str, np.ndarray],
+    labels: np.ndarray | None = None,
+    pool_samples: Sequence[Sample] | None = None,
+    query_samples: Sequence[Sample] | None = None,
+    title: str = "influcoder evaluation",
+    notes: Sequence[str] = (),
+    targets: Sequence[tuple[str, bool, str]] = (),
+    query_indices: Sequence[int] | None = None,
+    queries_shown: int = 3,
+    top_n: int = 5,
+    text_chars: int = 160,
+    max_points: int = 4000,
+    seed: int = 0,
+    groups: GroupFidelity | None = None,
+) -> Path:
     """Write ``report.html`` and its PNG figures into ``out_dir``; return the HTML's path.
 
     Args:
@@ -259,8 +338,10 @@ def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], 
         raise ValueError("no rows to report")
     for name, scores in method_scores.items():
         if np.shape(scores) != gt.shape:
-            raise ValueError(f"method {name!r}: scores have shape {np.shape(scores)}, the "
-                             f"ground truth {gt.shape}")
+            raise ValueError(
+                f"method {name!r}: scores have shape {np.shape(scores)}, the "
+                f"ground truth {gt.shape}"
+            )
     n_pool, n_query = gt.shape
     if labels is not None:
         labels = np.asarray(labels, dtype=bool)
@@ -269,62 +350,101 @@ def write_report(out_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]], 
     if (pool_samples is None) != (query_samples is None):
         raise ValueError("give both pool_samples and query_samples, or neither")
     if pool_samples is not None and (len(pool_samples), len(query_samples)) != gt.shape:
-        raise ValueError(f"{len(pool_samples)} pool and {len(query_samples)} query samples for "
-                         f"a ground truth of shape {gt.shape}")
+        raise ValueError(
+            f"{len(pool_samples)} pool and {len(query_samples)} query samples for "
+            f"a ground truth of shape {gt.shape}"
+        )
     if query_indices is None:
         query_indices = range(min(queries_shown, n_query))
     if any(not 0 <= j < n_query for j in query_indices):
         raise ValueError(f"query_indices must lie in [0, {n_query})")
     if groups is not None:
         if set(groups.scores) != set(method_scores):
-            raise ValueError(f"groups judge the methods {sorted(groups.scores)}, the report "
-                             f"shows {sorted(method_scores)}")
+            raise ValueError(
+                f"groups judge the methods {sorted(groups.scores)}, the report "
+                f"shows {sorted(method_scores)}"
+            )
         if any(c not in r for r in rows for c in GROUP_COLUMNS):
             raise ValueError(f"groups given but the rows lack the columns {GROUP_COLUMNS}")
         if len(groups.groups.codes) != n_pool:
-            raise ValueError(f"groups split {len(groups.groups.codes)} pool samples, the "
-                             f"ground truth has {n_pool}")
+            raise ValueError(
+                f"groups split {len(groups.groups.codes)} pool samples, the "
+                f"ground truth has {n_pool}"
+            )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    references = {name for name, s in method_scores.items()
-                  if np.array_equal(np.asarray(s, dtype=np.float64), gt)}
+    references = {
+        name
+        for name, s in method_scores.items()
+        if np.array_equal(np.asarray(s, dtype=np.float64), gt)
+    }
     judged = {name: s for name, s in method_scores.items() if name not in references}
     names = dict.fromkeys([r["method"] for r in rows] + list(method_scores))
     colors = figures.method_colors(list(names))
     rate = float(labels.mean()) if labels is not None and labels.any() else None
 
-    summary = (f"{n_pool} pool samples × {n_query} queries"
-               + (f"; {int(labels.sum())} planted ({rate:.1%})" if rate is not None else "")
-               + f"; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    summary = (
+        f"{n_pool} pool samples × {n_query} queries"
+        + (f"; {int(labels.sum())} planted ({rate:.1%})" if rate is not None else "")
+        + f"; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
     if rate is not None:
         figures.pr_figure(out / PR_FIGURE, method_scores, labels, colors)
     if judged:
-        figures.scatter_figure(out / SCATTER_FIGURE, gt, judged,
-                               {r["method"]: r for r in rows}, labels, colors, max_points, seed)
+        figures.scatter_figure(
+            out / SCATTER_FIGURE,
+            gt,
+            judged,
+            {r["method"]: r for r in rows},
+            labels,
+            colors,
+            max_points,
+            seed,
+        )
     figures.cost_figure(out / COST_FIGURE, rows, n_query, colors)
     side = None
     if pool_samples is not None and len(query_indices):
-        side = _side_by_side(gt, judged, pool_samples, query_samples, query_indices, labels,
-                             min(top_n, n_pool), text_chars)
+        side = _side_by_side(
+            gt,
+            judged,
+            pool_samples,
+            query_samples,
+            query_indices,
+            labels,
+            min(top_n, n_pool),
+            text_chars,
+        )
     group_section = None
     if groups is not None:
-        group_section = _group_section(groups, gt, references, query_samples, query_indices,
-                                       rows)
+        group_section = _group_section(groups, gt, references, query_samples, query_indices, rows)
         if group_section["methods"]:
             figures.group_figure(out / GROUP_FIGURE, rows, group_section["methods"], colors)
     planted = None
     if rate is not None:
-        planted = {"rate": rate, "count": int(labels.sum()), "n_pool": n_pool,
-                   "chance": expected_random_auprc(n_pool, int(labels.sum())),
-                   "aggregates": metrics.AUPRC_AGGREGATES}
+        planted = {
+            "rate": rate,
+            "count": int(labels.sum()),
+            "n_pool": n_pool,
+            "chance": expected_random_auprc(n_pool, int(labels.sum())),
+            "aggregates": metrics.AUPRC_AGGREGATES,
+        }
     page = _template().render(
-        title=title, summary=summary, results=_results(rows, references),
-        targets=list(targets), targets_met=sum(bool(achieved) for _, achieved, _ in targets),
+        title=title,
+        summary=summary,
+        results=_results(rows, references),
+        targets=list(targets),
+        targets_met=sum(bool(achieved) for _, achieved, _ in targets),
         pr_figure=PR_FIGURE if rate is not None else None,
-        scatter_figure=SCATTER_FIGURE if judged else None, cost_figure=COST_FIGURE,
-        side=side, notes=list(notes), k=_k_of(rows), planted=planted, groups=group_section,
-        group_figure=GROUP_FIGURE if group_section and group_section["methods"] else None)
+        scatter_figure=SCATTER_FIGURE if judged else None,
+        cost_figure=COST_FIGURE,
+        side=side,
+        notes=list(notes),
+        k=_k_of(rows),
+        planted=planted,
+        groups=group_section,
+        group_figure=GROUP_FIGURE if group_section and group_section["methods"] else None,
+    )
     path = out / REPORT_NAME
     atomic_write_bytes(path, page.encode("utf-8"))
     return path

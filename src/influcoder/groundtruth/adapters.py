@@ -30,10 +30,19 @@ logger = logging.getLogger(__name__)
 DRY_RUN_WARMUP_STEPS = 2
 
 
-def prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: Store | None,
-                     progress: bool = False, targets=None, device=None, dry_run: bool = False,
-                     layers=None, moments: dict | None = None
-                     ) -> tuple[object, str, dict | None, float]:
+def prepare_adapter(
+    model,
+    args: CollectArguments,
+    tokenized,
+    out: Path,
+    like: Store | None,
+    progress: bool = False,
+    targets=None,
+    device=None,
+    dry_run: bool = False,
+    layers=None,
+    moments: dict | None = None,
+) -> tuple[object, str, dict | None, float]:
     """Return ``(peft_model, origin, config, skipped seconds)``; the adapter comes from, in
     order: the store being resumed, the ``--like`` store, ``--adapter``, or a fresh/warmed-up
     seeded one. ``config`` describes a loaded adapter (rank, alpha, targets): a store's as it
@@ -56,24 +65,39 @@ def prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: S
             saved = Path(store_dir) / ADAPTER_DIR / PRECONDITIONER_NAME
             if moments is not None:
                 if not saved.is_file():
-                    raise StoreError(f"{saved}: missing; the store's gradients are "
-                                     f"preconditioned by the second moments it should hold")
+                    raise StoreError(
+                        f"{saved}: missing; the store's gradients are "
+                        f"preconditioned by the second moments it should hold"
+                    )
                 moments.update(load_moments(saved))
-            return (load_adapter(model, Path(store_dir) / ADAPTER_DIR).to(device),
-                    recorded["origin"], config, 0.0)
+            return (
+                load_adapter(model, Path(store_dir) / ADAPTER_DIR).to(device),
+                recorded["origin"],
+                config,
+                0.0,
+            )
     if args.adapter:
         if not Path(args.adapter, "adapter_config.json").is_file():
-            raise InflucoderError(f"{args.adapter}: not a PEFT adapter directory "
-                                  f"(no adapter_config.json)")
+            raise InflucoderError(
+                f"{args.adapter}: not a PEFT adapter directory (no adapter_config.json)"
+            )
         peft_model = load_adapter(model, args.adapter).to(device)
         return peft_model, "user", _peft_config(peft_model), 0.0
     try:
-        peft_model = attach_lora(model, rank=args.lora_rank, alpha=args.lora_alpha,
-                                 targets=targets or args.lora_targets, seed=args.seed,
-                                 layers=layers)
+        peft_model = attach_lora(
+            model,
+            rank=args.lora_rank,
+            alpha=args.lora_alpha,
+            targets=targets or args.lora_targets,
+            seed=args.seed,
+            layers=layers,
+        )
     except ValueError as e:
-        hint = (" (the default targets are Llama's; --lora-targets auto finds this "
-                "architecture's)" if "matches no module" in str(e) else "")
+        hint = (
+            " (the default targets are Llama's; --lora-targets auto finds this architecture's)"
+            if "matches no module" in str(e)
+            else ""
+        )
         raise InflucoderError(f"--lora-targets: {e}{hint}") from None
     peft_model.to(device)
     if args.adapter_init == "fresh" or args.warmup_steps == 0:
@@ -81,21 +105,32 @@ def prepare_adapter(model, args: CollectArguments, tokenized, out: Path, like: S
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(tokenized))
     bs = args.warmup_batch_size
-    batches = [[tokenized[i] for i in order[j:j + bs]] for j in range(0, len(order), bs)]
-    logger.info(f"warming up the LoRA adapter: {args.warmup_steps} steps of {bs} samples, "
-        f"lr {args.warmup_lr}")
+    batches = [[tokenized[i] for i in order[j : j + bs]] for j in range(0, len(order), bs)]
+    logger.info(
+        f"warming up the LoRA adapter: {args.warmup_steps} steps of {bs} samples, "
+        f"lr {args.warmup_lr}"
+    )
     steps = min(args.warmup_steps, DRY_RUN_WARMUP_STEPS) if dry_run else args.warmup_steps
     start = time.perf_counter()
-    losses = warmup(peft_model, batches, steps=steps, lr=args.warmup_lr,
-                    seed=args.seed, progress=progress, max_tokens=args.batch_tokens,
-                    gradient_checkpointing=args.gradient_checkpointing, moments=moments)
+    losses = warmup(
+        peft_model,
+        batches,
+        steps=steps,
+        lr=args.warmup_lr,
+        seed=args.seed,
+        progress=progress,
+        max_tokens=args.batch_tokens,
+        gradient_checkpointing=args.gradient_checkpointing,
+        moments=moments,
+    )
     logger.info(f"warm-up loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     skipped = (time.perf_counter() - start) / steps * (args.warmup_steps - steps)
     return peft_model, "warmup", None, skipped
 
 
-def settle_precondition(args: CollectArguments, peft_model, tokenized, moments: dict,
-                  stored: Store | None, origin: str) -> dict:
+def settle_precondition(
+    args: CollectArguments, peft_model, tokenized, moments: dict, stored: Store | None, origin: str
+) -> dict:
     """Settle the Adam second moments (``moments``, filled in place) and describe them for the
     setup: a store's or the warm-up's as they are, else estimated from squared mini-batch
     gradients of a seeded sample of ``tokenized``
@@ -115,15 +150,24 @@ def settle_precondition(args: CollectArguments, peft_model, tokenized, moments: 
     else:
         source = "pool-sample"
         batches = moment_batches(tokenized, args.warmup_batch_size, args.seed)
-        logger.info(f"Adam preconditioning without a warm-up: second moments from the squared "
-                    f"gradients of {len(batches)} batches of {args.warmup_batch_size} samples")
-        named = [(f"{name}.weight", module.weight)
-                 for name, module in gradient_modules(peft_model, "lora")]
-        moments.update(squared_gradient_moments(
-            peft_model, batches, named, max_tokens=args.batch_tokens,
-            gradient_checkpointing=args.gradient_checkpointing))
-    return {"kind": "adam", "source": source, "eps": ADAM_EPS,
-            "sha256": moments_digest(moments)}
+        logger.info(
+            f"Adam preconditioning without a warm-up: second moments from the squared "
+            f"gradients of {len(batches)} batches of {args.warmup_batch_size} samples"
+        )
+        named = [
+            (f"{name}.weight", module.weight)
+            for name, module in gradient_modules(peft_model, "lora")
+        ]
+        moments.update(
+            squared_gradient_moments(
+                peft_model,
+                batches,
+                named,
+                max_tokens=args.batch_tokens,
+                gradient_checkpointing=args.gradient_checkpointing,
+            )
+        )
+    return {"kind": "adam", "source": source, "eps": ADAM_EPS, "sha256": moments_digest(moments)}
 
 
 def save_adapter(folder: Path, peft_model, moments: dict | None) -> None:
@@ -141,8 +185,10 @@ def resolve_layers(spec: str, model) -> list[int] | None:
     if spec == ALL_LORA_LAYERS:
         return None
     if not isinstance(n_layers, int):
-        raise InflucoderError(f"--lora-layers {spec!r}: the model's config says no "
-                              f"num_hidden_layers; use --lora-layers all")
+        raise InflucoderError(
+            f"--lora-layers {spec!r}: the model's config says no "
+            f"num_hidden_layers; use --lora-layers all"
+        )
     try:
         layers = resolve_lora_layers(spec, n_layers)
     except ValueError as e:
@@ -154,7 +200,13 @@ def _peft_config(peft_model) -> dict:
     """Rank, alpha and target modules of a loaded PEFT LoRA adapter, as a setup records them."""
     config = peft_model.peft_config[peft_model.active_adapter]
     targets, layers = config.target_modules, config.layers_to_transform
-    return {"rank": config.r, "alpha": config.lora_alpha,
-            "targets": [targets] if isinstance(targets, str) else sorted(targets),
-            "layers": [layers] if isinstance(layers, int) else
-            None if layers is None else sorted(layers)}
+    return {
+        "rank": config.r,
+        "alpha": config.lora_alpha,
+        "targets": [targets] if isinstance(targets, str) else sorted(targets),
+        "layers": [layers]
+        if isinstance(layers, int)
+        else None
+        if layers is None
+        else sorted(layers),
+    }

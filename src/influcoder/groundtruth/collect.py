@@ -48,16 +48,28 @@ from influcoder.io.stores import Store, open_store, package_versions, setup_diff
 
 logger = logging.getLogger(__name__)
 
+
 def gradient_target(args: CollectArguments) -> str:
     """Which LoRA matrices carry signal: a fresh adapter has B = 0, so every A-gradient is
     exactly zero and only the B-gradients are kept."""
     return "lora-b" if args.adapter is None and args.adapter_init == "fresh" else "lora"
 
 
-def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, template: str,
-                adapter_sha: str, adapter_origin: str, *, targets=None, bf16=None,
-                adapter_config: dict | None = None, layers=None,
-                precondition: dict | None = None) -> dict:
+def build_setup(
+    args: CollectArguments,
+    ref,
+    model_fingerprint: str,
+    tokenizer,
+    template: str,
+    adapter_sha: str,
+    adapter_origin: str,
+    *,
+    targets=None,
+    bf16=None,
+    adapter_config: dict | None = None,
+    layers=None,
+    precondition: dict | None = None,
+) -> dict:
     """Everything that must be identical for two gradient stores to be comparable.
     ``targets``: the LoRA targets resolved (``--lora-targets auto``); ``bf16``: the precision
     resolved (``--precision auto``); each defaults to what ``args`` says. ``layers``: the
@@ -67,13 +79,25 @@ def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, 
     moments come from, their digest, eps), None for plain gradients."""
     chat = getattr(tokenizer, "chat_template", None) or ""
     bf16 = args.bf16 or args.precision == "bf16" if bf16 is None else bf16
-    described = adapter_config or {"rank": args.lora_rank, "alpha": args.lora_alpha,
-                                   "targets": list(targets or args.lora_targets),
-                                   "layers": layers}
-    adapter = {"sha256": adapter_sha, "origin": adapter_origin, "rank": described["rank"],
-               "alpha": described["alpha"], "targets": list(described["targets"])}
-    gradient = {"target": gradient_target(args), "loss": "mean response-token CE",
-                "precision": "bf16-autocast" if bf16 else "float32", "normalized": True}
+    described = adapter_config or {
+        "rank": args.lora_rank,
+        "alpha": args.lora_alpha,
+        "targets": list(targets or args.lora_targets),
+        "layers": layers,
+    }
+    adapter = {
+        "sha256": adapter_sha,
+        "origin": adapter_origin,
+        "rank": described["rank"],
+        "alpha": described["alpha"],
+        "targets": list(described["targets"]),
+    }
+    gradient = {
+        "target": gradient_target(args),
+        "loss": "mean response-token CE",
+        "precision": "bf16-autocast" if bf16 else "float32",
+        "normalized": True,
+    }
     if precondition is not None:
         # only when preconditioned: plain stores keep the setup they always had
         gradient["precondition"] = precondition
@@ -84,13 +108,20 @@ def build_setup(args: CollectArguments, ref, model_fingerprint: str, tokenizer, 
         "model": {"fingerprint": model_fingerprint},
         "adapter": adapter,
         "gradient": gradient,
-        "sketch": {"kind": "countsketch" if args.sketch_dim else "none",
-                   "dim": args.sketch_dim, "seed": args.sketch_seed},
-        "tokens": {"template": template, "max_length": args.max_length,
-                   "truncation": args.truncation,
-                   "chat_template_sha256": hashlib.sha256(chat.encode()).hexdigest()
-                   if template == "chat" else None,
-                   "vocab_size": len(tokenizer)},
+        "sketch": {
+            "kind": "countsketch" if args.sketch_dim else "none",
+            "dim": args.sketch_dim,
+            "seed": args.sketch_seed,
+        },
+        "tokens": {
+            "template": template,
+            "max_length": args.max_length,
+            "truncation": args.truncation,
+            "chat_template_sha256": hashlib.sha256(chat.encode()).hexdigest()
+            if template == "chat"
+            else None,
+            "vocab_size": len(tokenizer),
+        },
     }
 
 
@@ -99,8 +130,14 @@ class CollectJob(StoreJob):
 
     kind, desc, made, settings = "gradients", "collect", "collected", CollectArguments
 
-    def __init__(self, args: CollectArguments, like: Store | None = None, progress: bool = True,
-                 device: str = DEFAULT_DEVICE, dry_run: bool = False):
+    def __init__(
+        self,
+        args: CollectArguments,
+        like: Store | None = None,
+        progress: bool = True,
+        device: str = DEFAULT_DEVICE,
+        dry_run: bool = False,
+    ):
         super().__init__(args, dry_run)
         self.like, self.progress, self.device = like, progress, device
 
@@ -121,8 +158,14 @@ class CollectJob(StoreJob):
         device = resolve_device(self.device)
         model, tokenizer, ref = load_decoder(args.model)
         template = resolve_template(tokenizer, args.template)
-        tokenized = tokenize_samples(tokenizer, samples, max_length=args.max_length,
-                                     truncation=args.truncation, template=template, path=source)
+        tokenized = tokenize_samples(
+            tokenizer,
+            samples,
+            max_length=args.max_length,
+            truncation=args.truncation,
+            template=template,
+            path=source,
+        )
         model_fp = fingerprint(ref)
         if like is not None and like.setup["model"]["fingerprint"] != model_fp:
             raise StoreError(f"{like.path} was built with another model than '{args.model}'")
@@ -135,62 +178,126 @@ class CollectJob(StoreJob):
                 raise InflucoderError(str(e)) from None
             logger.info(f"LoRA targets ({family} naming): {', '.join(targets)}")
         layers = resolve_layers(args.lora_layers, model)
-        stored = like or (Store(out, allow_incomplete=True) if (out / MANIFEST_NAME).is_file()
-                          else None)
-        bf16 = resolve_precision("bf16" if args.bf16 else args.precision, device,
-                                 stored.setup["gradient"]["precision"] if stored else None)
+        stored = like or (
+            Store(out, allow_incomplete=True) if (out / MANIFEST_NAME).is_file() else None
+        )
+        bf16 = resolve_precision(
+            "bf16" if args.bf16 else args.precision,
+            device,
+            stored.setup["gradient"]["precision"] if stored else None,
+        )
         torch.manual_seed(args.seed)
         moments = {} if args.precondition == "adam" else None
         peft_model, origin, adapter_config, self.skipped_seconds = prepare_adapter(
-            model, args, tokenized, out, like, self.progress, targets, device, self.dry_run,
-            layers, moments)
-        precondition = (None if moments is None else
-                        settle_precondition(args, peft_model, tokenized, moments, stored, origin))
+            model,
+            args,
+            tokenized,
+            out,
+            like,
+            self.progress,
+            targets,
+            device,
+            self.dry_run,
+            layers,
+            moments,
+        )
+        precondition = (
+            None
+            if moments is None
+            else settle_precondition(args, peft_model, tokenized, moments, stored, origin)
+        )
         if self.skipped_seconds:
-            self.estimate_notes = ((f"the warm-up's time is extrapolated from its first "
-                                    f"{DRY_RUN_WARMUP_STEPS} of {args.warmup_steps} steps"),)
-        setup = build_setup(args, ref, model_fp, tokenizer, template, adapter_digest(peft_model),
-                            origin, targets=targets, bf16=bf16, adapter_config=adapter_config,
-                            layers=layers, precondition=precondition)
-        self.adapter_parameters = sum(p.numel() for name, p in peft_model.named_parameters()
-                                      if "lora_" in name)
+            self.estimate_notes = (
+                (
+                    f"the warm-up's time is extrapolated from its first "
+                    f"{DRY_RUN_WARMUP_STEPS} of {args.warmup_steps} steps"
+                ),
+            )
+        setup = build_setup(
+            args,
+            ref,
+            model_fp,
+            tokenizer,
+            template,
+            adapter_digest(peft_model),
+            origin,
+            targets=targets,
+            bf16=bf16,
+            adapter_config=adapter_config,
+            layers=layers,
+            precondition=precondition,
+        )
+        self.adapter_parameters = sum(
+            p.numel() for name, p in peft_model.named_parameters() if "lora_" in name
+        )
         if like is not None and setup != like.setup:
-            raise StoreError(f"cannot reproduce the setup of {like.path} (stored vs now):\n  "
-                             + "\n  ".join(setup_differences(like.setup, setup)))
-        computer = GradientComputer(peft_model, target=gradient_target(args),
-                                    sketch_dim=args.sketch_dim, sketch_seed=args.sketch_seed,
-                                    bf16=bf16, pad_token_id=tokenizer.pad_token_id,
-                                    gradient_checkpointing=args.gradient_checkpointing,
-                                    preconditioner=moments)
+            raise StoreError(
+                f"cannot reproduce the setup of {like.path} (stored vs now):\n  "
+                + "\n  ".join(setup_differences(like.setup, setup))
+            )
+        computer = GradientComputer(
+            peft_model,
+            target=gradient_target(args),
+            sketch_dim=args.sketch_dim,
+            sketch_seed=args.sketch_seed,
+            bf16=bf16,
+            pad_token_id=tokenizer.pad_token_id,
+            gradient_checkpointing=args.gradient_checkpointing,
+            preconditioner=moments,
+        )
 
         def write_adapter(store_dir: Path) -> None:
             with warnings.catch_warnings():
                 # PEFT looks for the base model's config.json to check the vocabulary; a GGUF
                 # model has none, and we never resize the vocabulary.
                 warnings.filterwarnings("ignore", message="Could not find a config file")
-                atomic_write_dir(store_dir / ADAPTER_DIR, lambda d: save_adapter(d, peft_model,
-                                                                                   moments))
+                atomic_write_dir(
+                    store_dir / ADAPTER_DIR, lambda d: save_adapter(d, peft_model, moments)
+                )
 
         return Plan(
-            setup=setup, dim=computer.output_dim, dtype=args.dtype, shard_rows=args.shard_rows,
+            setup=setup,
+            dim=computer.output_dim,
+            dtype=args.dtype,
+            shard_rows=args.shard_rows,
             local=lambda: functools.partial(compute_shard, computer, token_budget(args)),
             # read once the store (and so its adapter) exists
-            remote=lambda: GradientWorker(model_fp, args, read_adapter_files(out / ADAPTER_DIR),
-                                          setup["adapter"]["sha256"], tokenizer.pad_token_id,
-                                          device.type, bf16,
-                                          (precondition or {}).get("sha256")),
-            payload=lambda start, stop: tokenized[start:stop], prepare=write_adapter,
+            remote=lambda: GradientWorker(
+                model_fp,
+                args,
+                read_adapter_files(out / ADAPTER_DIR),
+                setup["adapter"]["sha256"],
+                tokenizer.pad_token_id,
+                device.type,
+                bf16,
+                (precondition or {}).get("sha256"),
+            ),
+            payload=lambda start, stop: tokenized[start:stop],
+            prepare=write_adapter,
             gpus_per_worker=1 if device.type == "cuda" else 0,
-            provenance={"model_name": args.model, "versions": package_versions("peft"),
-                        "device": describe_device(device)},
-            lengths=lambda: [len(t.input_ids) for t in tokenized])
+            provenance={
+                "model_name": args.model,
+                "versions": package_versions("peft"),
+                "device": describe_device(device),
+            },
+            lengths=lambda: [len(t.input_ids) for t in tokenized],
+        )
 
 
-def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, *,
-            like: Store | str | os.PathLike | None = None, fields: Fields | None = None,
-            limit: int | None = None, progress: bool = True, engine: str = "local",
-            ray_address: str | None = None, num_workers: int | None = None,
-            device: str = DEFAULT_DEVICE) -> Store:
+def collect(
+    data,
+    out: str | os.PathLike,
+    args: CollectArguments | None = None,
+    *,
+    like: Store | str | os.PathLike | None = None,
+    fields: Fields | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_workers: int | None = None,
+    device: str = DEFAULT_DEVICE,
+) -> Store:
     """Collect the gradient store of ``data`` (a path or a list of :class:`Sample`) into
     ``out``. With ``like`` (a :class:`Store` or its path), every setting comes from that store
     (``args`` is ignored), so the two stores' vectors are comparable. ``engine`` (``local`` or ``ray``, with ``ray_address``
@@ -207,25 +314,48 @@ def collect(data, out: str | os.PathLike, args: CollectArguments | None = None, 
     like_store = open_store(like) if like is not None else None
     if like_store is not None:
         args = CollectJob.settings_of(like_store)
-    return run_job(CollectJob(args or CollectArguments(), like_store, progress, device), data, out, fields=fields,
-                   limit=limit, engine=engine, ray_address=ray_address, num_workers=num_workers,
-                   progress=progress)
+    return run_job(
+        CollectJob(args or CollectArguments(), like_store, progress, device),
+        data,
+        out,
+        fields=fields,
+        limit=limit,
+        engine=engine,
+        ray_address=ray_address,
+        num_workers=num_workers,
+        progress=progress,
+    )
 
 
-def estimate_collect(data, out: str | os.PathLike, args: CollectArguments | None = None, *,
-                     like: Store | str | os.PathLike | None = None,
-                     fields: Fields | None = None, limit: int | None = None, rows: int = DEFAULT_ESTIMATE_ROWS,
-                     device: str = DEFAULT_DEVICE) -> Estimate:
+def estimate_collect(
+    data,
+    out: str | os.PathLike,
+    args: CollectArguments | None = None,
+    *,
+    like: Store | str | os.PathLike | None = None,
+    fields: Fields | None = None,
+    limit: int | None = None,
+    rows: int = DEFAULT_ESTIMATE_ROWS,
+    device: str = DEFAULT_DEVICE,
+) -> Estimate:
     """What :func:`collect` with these arguments would cost (``collect --dry-run``): the model
     loaded, the warm-up timed on its first steps, ``rows`` samples timed; nothing written
     (:mod:`influcoder.io.estimate`)."""
     like_store = open_store(like) if like is not None else None
     if like_store is not None:
         args = CollectJob.settings_of(like_store)
-    job = CollectJob(args or CollectArguments(), like_store, progress=False, device=device,
-                     dry_run=True)
-    return estimate_job(job, data, out, fields=fields, limit=limit, rows=rows,
-                        extra_storage=lambda n, dim: adapter_bytes(job))
+    job = CollectJob(
+        args or CollectArguments(), like_store, progress=False, device=device, dry_run=True
+    )
+    return estimate_job(
+        job,
+        data,
+        out,
+        fields=fields,
+        limit=limit,
+        rows=rows,
+        extra_storage=lambda n, dim: adapter_bytes(job),
+    )
 
 
 def adapter_bytes(job: CollectJob) -> int:
@@ -249,8 +379,9 @@ def compute_shard(computer, budget: TokenBudget, tokenized) -> tuple[np.ndarray,
     one does."""
     out = norms = None
     for rows, (vectors, row_norms) in budget.run(
-            [len(t.input_ids) for t in tokenized],
-            lambda rows: computer.vectors_and_norms([tokenized[r] for r in rows])):
+        [len(t.input_ids) for t in tokenized],
+        lambda rows: computer.vectors_and_norms([tokenized[r] for r in rows]),
+    ):
         if out is None:
             out = np.empty((len(tokenized), vectors.shape[1]), dtype=vectors.dtype)
             norms = np.empty(len(tokenized), dtype=np.float32)
@@ -261,8 +392,11 @@ def compute_shard(computer, budget: TokenBudget, tokenized) -> tuple[np.ndarray,
 
 def read_adapter_files(folder: Path) -> dict[str, bytes]:
     """Every file of a saved adapter, by relative path (so it can travel to a worker)."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @dataclass(frozen=True)
@@ -304,15 +438,19 @@ class GradientWorker(CheckedWorker):
 
                 moments = load_moments(Path(folder) / PRECONDITIONER_NAME)
                 if moments_digest(moments) != self.preconditioner_sha256:
-                    raise StoreError("the second moments loaded on a worker differ from the "
-                                     "store's")
+                    raise StoreError(
+                        "the second moments loaded on a worker differ from the store's"
+                    )
         if adapter_digest(peft_model) != self.adapter_sha256:
             raise StoreError("the adapter loaded on a worker differs from the store's")
-        computer = GradientComputer(peft_model, target=gradient_target(self.args),
-                                    sketch_dim=self.args.sketch_dim,
-                                    sketch_seed=self.args.sketch_seed, bf16=self.bf16,
-                                    preconditioner=moments,
-                                    pad_token_id=self.pad_token_id,
-                                    gradient_checkpointing=self.args.gradient_checkpointing)
-        return fingerprint(ref), functools.partial(compute_shard, computer,
-                                                   token_budget(self.args))
+        computer = GradientComputer(
+            peft_model,
+            target=gradient_target(self.args),
+            sketch_dim=self.args.sketch_dim,
+            sketch_seed=self.args.sketch_seed,
+            bf16=self.bf16,
+            preconditioner=moments,
+            pad_token_id=self.pad_token_id,
+            gradient_checkpointing=self.args.gradient_checkpointing,
+        )
+        return fingerprint(ref), functools.partial(compute_shard, computer, token_budget(self.args))

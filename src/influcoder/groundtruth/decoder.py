@@ -39,7 +39,8 @@ def _hub_error(ref: ModelRef, e: Exception) -> InflucoderError:
     return InflucoderError(
         f"could not load '{ref.name}': it is not a local directory or .gguf file, and loading it "
         f"from the Hugging Face hub failed ({type(e).__name__}: {str(e).splitlines()[0]}). "
-        f"Offline? Use the bundled '{DEFAULT_DECODER}' or a local model directory.")
+        f"Offline? Use the bundled '{DEFAULT_DECODER}' or a local model directory."
+    )
 
 
 def load_tokenizer(ref: ModelRef):
@@ -49,8 +50,11 @@ def load_tokenizer(ref: ModelRef):
     try:
         tok = AutoTokenizer.from_pretrained(ref.path, **kwargs)
     except OSError as e:
-        raise _hub_error(ref, e) if ref.kind == "hub" else InflucoderError(
-            f"{ref.name}: cannot load tokenizer: {e}") from None
+        raise (
+            _hub_error(ref, e)
+            if ref.kind == "hub"
+            else InflucoderError(f"{ref.name}: cannot load tokenizer: {e}")
+        ) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -69,14 +73,19 @@ def load_decoder(name: str = DEFAULT_DECODER):
     kwargs = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
     try:
         try:
-            model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32,
-                                                         attn_implementation="sdpa", **kwargs)
-        except ValueError as e:          # the architecture has no SDPA attention
+            model = AutoModelForCausalLM.from_pretrained(
+                ref.path, dtype=torch.float32, attn_implementation="sdpa", **kwargs
+            )
+        except ValueError as e:  # the architecture has no SDPA attention
             if "sdpa" not in str(e).lower():
                 raise
-            model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32,
-                                                         attn_implementation="eager", **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                ref.path, dtype=torch.float32, attn_implementation="eager", **kwargs
+            )
     except OSError as e:
-        raise _hub_error(ref, e) if ref.kind == "hub" else InflucoderError(
-            f"{ref.name}: cannot load model: {e}") from None
+        raise (
+            _hub_error(ref, e)
+            if ref.kind == "hub"
+            else InflucoderError(f"{ref.name}: cannot load model: {e}")
+        ) from None
     return model.eval(), load_tokenizer(ref), ref

@@ -118,11 +118,19 @@ class GradientComputer:
         >>> influence = vectors @ query_vectors.T  # cosines
     """
 
-    def __init__(self, model: nn.Module, *, target: str = "lora",
-                 sketch_dim: int = DEFAULT_SKETCH_DIM, sketch_seed: int = DEFAULT_SKETCH_SEED,
-                 bf16: bool = False, pad_token_id: int | None = 0,
-                 gradient_checkpointing: bool = False, preconditioner=None,
-                 eps: float = ADAM_EPS):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        target: str = "lora",
+        sketch_dim: int = DEFAULT_SKETCH_DIM,
+        sketch_seed: int = DEFAULT_SKETCH_SEED,
+        bf16: bool = False,
+        pad_token_id: int | None = 0,
+        gradient_checkpointing: bool = False,
+        preconditioner=None,
+        eps: float = ADAM_EPS,
+    ):
         if sketch_dim < 0:
             raise ValueError(f"sketch_dim must be >= 0 (0: no projection), got {sketch_dim}")
         if pad_token_id is not None and pad_token_id < 0:
@@ -136,11 +144,16 @@ class GradientComputer:
         self._blocks = _blocks(self._modules)
         self._sketch = CountSketch(sketch_dim, sketch_seed) if sketch_dim else None
         offsets = np.cumsum([0] + [n for _, n in self._blocks]).tolist()
-        self._slices = {name: slice(start, stop)
-                        for (name, _), start, stop in zip(self._blocks, offsets, offsets[1:])}
+        self._slices = {
+            name: slice(start, stop)
+            for (name, _), start, stop in zip(self._blocks, offsets, offsets[1:])
+        }
         self._output_dim = sketch_dim or offsets[-1]
-        self._scales = (None if preconditioner is None else
-                        inverse_scales(preconditioner, self._blocks, eps, model_device(model)))
+        self._scales = (
+            None
+            if preconditioner is None
+            else inverse_scales(preconditioner, self._blocks, eps, model_device(model))
+        )
 
     @property
     def output_dim(self) -> int:
@@ -175,7 +188,8 @@ class GradientComputer:
                 per_sample = torch.einsum(
                     "bto,bti->boi",
                     grad_output.reshape(batch, -1, grad_output.shape[-1]).float(),
-                    inputs.reshape(batch, -1, inputs.shape[-1]).float())
+                    inputs.reshape(batch, -1, inputs.shape[-1]).float(),
+                )
                 self._accumulate(out, block, per_sample.reshape(batch, -1))
 
             output.register_hook(grad_hook)
@@ -185,8 +199,7 @@ class GradientComputer:
     def __call__(self, batch: Sequence[TokenizedSample]) -> np.ndarray:
         return self.vectors_and_norms(batch)[0]
 
-    def vectors_and_norms(self, batch: Sequence[TokenizedSample]
-                          ) -> tuple[np.ndarray, np.ndarray]:
+    def vectors_and_norms(self, batch: Sequence[TokenizedSample]) -> tuple[np.ndarray, np.ndarray]:
         """``(unit rows [B, output_dim], their norms [B] before normalisation)``: the norm
         of each sample's (preconditioned) sketched gradient, kept so that scores can be inner
         products as well as cosines."""
@@ -196,15 +209,19 @@ class GradientComputer:
         out = torch.zeros(len(batch), self._output_dim, dtype=torch.float32, device=device)
         handles = []
         try:
-            with (torch.enable_grad(), FrozenExcept(self.model, [], train=False),
-                  checkpointing(self.model, self.gradient_checkpointing)):
+            with (
+                torch.enable_grad(),
+                FrozenExcept(self.model, [], train=False),
+                checkpointing(self.model, self.gradient_checkpointing),
+            ):
                 for (_, module), (block, _) in zip(self._modules, self._blocks):
                     handles.append(module.register_forward_hook(self._forward_hook(block, out)))
                 # Root the backward pass at a detached copy of the embeddings: with every
                 # parameter frozen, autograd then computes activation gradients only.
                 embeds = self.model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
-                loss = response_losses(self.model, attention_mask, labels, inputs_embeds=embeds,
-                                       bf16=self.bf16).sum()
+                loss = response_losses(
+                    self.model, attention_mask, labels, inputs_embeds=embeds, bf16=self.bf16
+                ).sum()
                 # backward(), not autograd.grad(): reentrant checkpointing supports only it.
                 # Only the detached embeddings can receive a .grad; it is dropped with them.
                 loss.backward()

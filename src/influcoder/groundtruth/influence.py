@@ -29,8 +29,9 @@ SCORES_FILE = "scores.npy"
 SCORES_META = "scores.json"
 
 
-def iter_score_chunks(pool: Store, queries: Store, similarity: str = "cosine"
-                      ) -> Iterator[tuple[int, np.ndarray]]:
+def iter_score_chunks(
+    pool: Store, queries: Store, similarity: str = "cosine"
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_pool_row, scores)`` with ``scores`` of shape ``rows x n_query``."""
     check_same_setup(pool, queries)
     check_similarity(similarity)
@@ -46,7 +47,7 @@ def cosine_scores(pool: Store, queries: Store, similarity: str = "cosine") -> np
     ``similarity="inner"``), in memory."""
     out = np.empty((pool.n, queries.n), dtype=np.float32)
     for start, s in iter_score_chunks(pool, queries, similarity):
-        out[start:start + len(s)] = s
+        out[start : start + len(s)] = s
     return out
 
 
@@ -72,37 +73,53 @@ class TopK:
         """``(rows, scores)``, each ``k x n_cols``, sorted by score descending (ties: lower
         row first)."""
         order = np.lexsort((self.rows, -self.scores), axis=0)
-        return (np.take_along_axis(self.rows, order, axis=0),
-                np.take_along_axis(self.scores, order, axis=0))
+        return (
+            np.take_along_axis(self.rows, order, axis=0),
+            np.take_along_axis(self.scores, order, axis=0),
+        )
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Reference top-k of a whole score matrix per column: a full sort."""
-    order = np.lexsort((np.broadcast_to(np.arange(len(scores))[:, None], scores.shape),
-                        -scores), axis=0)[:k]
+    order = np.lexsort(
+        (np.broadcast_to(np.arange(len(scores))[:, None], scores.shape), -scores), axis=0
+    )[:k]
     return order, np.take_along_axis(scores, order, axis=0)
 
 
-def score_stores(pool: Store, queries: Store, out: str | os.PathLike | None = None, *,
-                 k: int = 0, progress=None, similarity: str = "cosine"
-                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
+def score_stores(
+    pool: Store,
+    queries: Store,
+    out: str | os.PathLike | None = None,
+    *,
+    k: int = 0,
+    progress=None,
+    similarity: str = "cosine",
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Stream the pool, optionally writing the score matrix to directory ``out``
     (``scores.npy``: ``n_pool x n_query`` float32 and ``scores.json``: the ids, in order) and
     keeping the top ``k`` pool rows per query. Returns the top-k ``(rows, scores)`` (or
     ``(None, None)`` when ``k == 0``). ``similarity``: ``cosine`` or ``inner``."""
     topk = TopK(min(k, pool.n), queries.n) if k else None
-    meta = {"pool": str(pool.path), "queries": str(queries.path), "pool_ids": pool.ids,
-            "query_ids": queries.ids, "rows": "pool", "columns": "queries",
-            "measure": check_similarity(similarity)}
+    meta = {
+        "pool": str(pool.path),
+        "queries": str(queries.path),
+        "pool_ids": pool.ids,
+        "query_ids": queries.ids,
+        "rows": "pool",
+        "columns": "queries",
+        "measure": check_similarity(similarity),
+    }
 
     def run(target: Path | None) -> None:
         mm = None
         if target is not None:
-            mm = np.lib.format.open_memmap(target / SCORES_FILE, mode="w+", dtype=np.float32,
-                                           shape=(pool.n, queries.n))
+            mm = np.lib.format.open_memmap(
+                target / SCORES_FILE, mode="w+", dtype=np.float32, shape=(pool.n, queries.n)
+            )
         for start, s in iter_score_chunks(pool, queries, similarity):
             if mm is not None:
-                mm[start:start + len(s)] = s
+                mm[start : start + len(s)] = s
             if topk is not None:
                 topk.update(start, s)
             if progress is not None:

@@ -64,10 +64,15 @@ def _name_matches(name: str, suffix: str) -> bool:
     return name == suffix or name.endswith("." + suffix)
 
 
-def attach_lora(model: nn.Module, *, rank: int = DEFAULT_LORA_RANK,
-                alpha: float = DEFAULT_LORA_ALPHA,
-                targets: Sequence[str] = DEFAULT_LORA_TARGETS, seed: int = 0,
-                layers: Sequence[int] | None = None) -> PeftModel:
+def attach_lora(
+    model: nn.Module,
+    *,
+    rank: int = DEFAULT_LORA_RANK,
+    alpha: float = DEFAULT_LORA_ALPHA,
+    targets: Sequence[str] = DEFAULT_LORA_TARGETS,
+    seed: int = 0,
+    layers: Sequence[int] | None = None,
+) -> PeftModel:
     """Wrap ``model`` in a fresh, seeded LoRA adapter and return the ``peft.PeftModel``.
 
     The adapter follows PEFT's defaults (A Kaiming-uniform, B = 0, so the model's outputs are
@@ -99,30 +104,46 @@ def attach_lora(model: nn.Module, *, rank: int = DEFAULT_LORA_RANK,
     if alpha <= 0:
         raise ValueError(f"LoRA alpha must be > 0, got {alpha}")
     if isinstance(targets, str) or not targets:
-        raise ValueError("targets must be a non-empty sequence of module-name suffixes, "
-                         f"got {targets!r}")
+        raise ValueError(
+            f"targets must be a non-empty sequence of module-name suffixes, got {targets!r}"
+        )
     embedding_weights = _embedding_weights(model)
     for suffix in targets:
-        matched = [(name, module) for name, module in model.named_modules()
-                   if _name_matches(name, suffix)]
+        matched = [
+            (name, module) for name, module in model.named_modules() if _name_matches(name, suffix)
+        ]
         if not matched:
             raise ValueError(f"LoRA target '{suffix}' matches no module of the model")
         for name, module in matched:
             if id(getattr(module, "weight", None)) in embedding_weights:
-                raise ValueError(f"LoRA target '{suffix}' matches '{name}', an embedding or the LM "
-                                 "head; those are never targets")
+                raise ValueError(
+                    f"LoRA target '{suffix}' matches '{name}', an embedding or the LM "
+                    "head; those are never targets"
+                )
             if not isinstance(module, nn.Linear):
-                raise ValueError(f"LoRA target '{suffix}' matches '{name}', a "
-                                 f"{type(module).__name__}; only nn.Linear modules are supported")
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0,
-                        bias="none", task_type="CAUSAL_LM",
-                        layers_to_transform=None if layers is None else list(layers))
+                raise ValueError(
+                    f"LoRA target '{suffix}' matches '{name}', a "
+                    f"{type(module).__name__}; only nn.Linear modules are supported"
+                )
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=list(targets),
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+        layers_to_transform=None if layers is None else list(layers),
+    )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
     if layers is not None:
-        adapted = {int(part) for name, _ in gradient_modules(peft_model, "lora")
-                   for part in name.split(".") if part.isdigit()}
+        adapted = {
+            int(part)
+            for name, _ in gradient_modules(peft_model, "lora")
+            for part in name.split(".")
+            if part.isdigit()
+        }
         missing = sorted(set(layers) - adapted)
         if missing:
             raise ValueError(f"LoRA layers {missing}: no target module found in them")
@@ -158,26 +179,37 @@ def gradient_modules(model: nn.Module, target: str) -> list[tuple[str, nn.Linear
     if target not in GRADIENT_TARGETS:
         raise ValueError(f"unknown gradient target {target!r}; choose one of {GRADIENT_TARGETS}")
     embedding_weights = _embedding_weights(model)
-    lora_layers = [(name, module) for name, module in model.named_modules()
-                   if isinstance(module, LoraLayer)
-                   and id(module.get_base_layer().weight) not in embedding_weights]
+    lora_layers = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, LoraLayer)
+        and id(module.get_base_layer().weight) not in embedding_weights
+    ]
     found: list[tuple[str, nn.Module]] = []
     if target == "full":
         if lora_layers:
             found = [(f"{name}.base_layer", layer.get_base_layer()) for name, layer in lora_layers]
         else:
-            found = [(name, module) for name, module in model.named_modules()
-                     if isinstance(module, nn.Linear) and id(module.weight) not in embedding_weights
-                     and any(_name_matches(name, suffix) for suffix in DEFAULT_LORA_TARGETS)]
+            found = [
+                (name, module)
+                for name, module in model.named_modules()
+                if isinstance(module, nn.Linear)
+                and id(module.weight) not in embedding_weights
+                and any(_name_matches(name, suffix) for suffix in DEFAULT_LORA_TARGETS)
+            ]
     else:
         if not lora_layers:
-            raise ValueError(f"target {target!r} needs a model with a LoRA adapter "
-                             "(see attach_lora / load_adapter)")
+            raise ValueError(
+                f"target {target!r} needs a model with a LoRA adapter "
+                "(see attach_lora / load_adapter)"
+            )
         kinds = ("lora_A", "lora_B") if target == "lora" else ("lora_B",)
         for name, layer in lora_layers:
             if layer.merged:
-                raise ValueError(f"the adapter of '{name}' is merged into the base weights; "
-                                 "unmerge it to take LoRA gradients")
+                raise ValueError(
+                    f"the adapter of '{name}' is merged into the base weights; "
+                    "unmerge it to take LoRA gradients"
+                )
             for adapter in layer.active_adapters:
                 for kind in kinds:
                     modules = getattr(layer, kind)
@@ -185,17 +217,27 @@ def gradient_modules(model: nn.Module, target: str) -> list[tuple[str, nn.Linear
                         found.append((f"{name}.{kind}.{adapter}", modules[adapter]))
     for name, module in found:
         if not isinstance(module, nn.Linear):
-            raise ValueError(f"'{name}' is a {type(module).__name__}; "
-                             "only nn.Linear layers are supported")
+            raise ValueError(
+                f"'{name}' is a {type(module).__name__}; only nn.Linear layers are supported"
+            )
     if not found:
         raise ValueError(f"the model has no Linear modules for target {target!r}")
     return sorted(found, key=lambda item: item[0])
 
 
-def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, steps: int, lr: float,
-           seed: int, progress: bool = False, max_tokens: int | None = None,
-           gradient_checkpointing: bool = False, bf16: bool = False,
-           moments: dict | None = None) -> list[float]:
+def warmup(
+    model: PeftModel,
+    batches: Sequence[Sequence[TokenizedSample]],
+    *,
+    steps: int,
+    lr: float,
+    seed: int,
+    progress: bool = False,
+    max_tokens: int | None = None,
+    gradient_checkpointing: bool = False,
+    bf16: bool = False,
+    moments: dict | None = None,
+) -> list[float]:
     """Train the LoRA adapter of ``model`` for a few steps (LESS's warm-up), in place.
 
     A fresh adapter has B = 0, so its A gradients are all zero and its B gradients only see the
@@ -250,10 +292,10 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
     def micro_batch(batch, rows) -> float:
         saved = [None if p.grad is None else p.grad.clone() for p in params]
         try:
-            input_ids, attention_mask, labels = pad_batch([batch[r] for r in rows], _WARMUP_PAD_ID,
-                                                          device)
-            losses = response_losses(model, attention_mask, labels, input_ids=input_ids,
-                                     bf16=bf16)
+            input_ids, attention_mask, labels = pad_batch(
+                [batch[r] for r in rows], _WARMUP_PAD_ID, device
+            )
+            losses = response_losses(model, attention_mask, labels, input_ids=input_ids, bf16=bf16)
             loss = losses.sum() / len(batch)
             loss.backward()
             return loss.item()
@@ -264,17 +306,24 @@ def warmup(model: PeftModel, batches: Sequence[Sequence[TokenizedSample]], *, st
 
     losses = []
     try:
-        with (torch.random.fork_rng(), torch.enable_grad(),
-              FrozenExcept(model, params, train=True),
-              checkpointing(model, gradient_checkpointing)):
+        with (
+            torch.random.fork_rng(),
+            torch.enable_grad(),
+            FrozenExcept(model, params, train=True),
+            checkpointing(model, gradient_checkpointing),
+        ):
             torch.manual_seed(seed)
             bar = tqdm(range(steps), desc="warm-up", unit="step", disable=not progress)
             for step in bar:
                 batch = batches[step % len(batches)]
                 optimizer.zero_grad(set_to_none=True)
                 lengths = [len(s.input_ids) for s in batch]
-                loss = sum(part for _, part in budget.run(
-                    lengths, lambda rows, batch=batch: micro_batch(batch, rows)))
+                loss = sum(
+                    part
+                    for _, part in budget.run(
+                        lengths, lambda rows, batch=batch: micro_batch(batch, rows)
+                    )
+                )
                 optimizer.step()
                 losses.append(loss)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")

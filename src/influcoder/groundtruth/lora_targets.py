@@ -36,8 +36,11 @@ def linear_names(model: nn.Module) -> set[str]:
     for module in (model.get_input_embeddings(), model.get_output_embeddings()):
         if module is not None:
             skip.add(id(module))
-    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and id(module) not in skip and name}
+    return {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and id(module) not in skip and name
+    }
 
 
 def find_lora_targets(model: nn.Module) -> tuple[str, tuple[str, ...]]:
@@ -48,6 +51,8 @@ def find_lora_targets(model: nn.Module) -> tuple[str, tuple[str, ...]]:
         if all(t in names for t in targets):
             return family, targets
     shown = ", ".join(sorted(names)) or "none"
-    raise ValueError(f"--lora-targets auto: the model's Linear modules ({shown}) match none of "
-                     f"the known families ({', '.join(f for f, _ in FAMILIES)}); give the "
-                     f"module names with --lora-targets NAME,NAME,...")
+    raise ValueError(
+        f"--lora-targets auto: the model's Linear modules ({shown}) match none of "
+        f"the known families ({', '.join(f for f, _ in FAMILIES)}); give the "
+        f"module names with --lora-targets NAME,NAME,..."
+    )

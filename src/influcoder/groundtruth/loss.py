@@ -26,11 +26,15 @@ def check_batch(batch: Sequence[TokenizedSample]) -> None:
         if input_ids is None or labels is None:
             raise ValueError(f"row {row}: expected a TokenizedSample, got {type(sample).__name__}")
         if not input_ids or len(labels) != len(input_ids):
-            raise ValueError(f"row {row}: labels ({len(labels)}) and input_ids ({len(input_ids)}) "
-                             "must have the same, non-zero length")
+            raise ValueError(
+                f"row {row}: labels ({len(labels)}) and input_ids ({len(input_ids)}) "
+                "must have the same, non-zero length"
+            )
         if all(label == IGNORE_INDEX for label in labels[1:]):
-            raise ValueError(f"row {row}: the sample has no response tokens (every label after the "
-                             "first is -100), so it has no loss and no gradient")
+            raise ValueError(
+                f"row {row}: the sample has no response tokens (every label after the "
+                "first is -100), so it has no loss and no gradient"
+            )
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -38,8 +42,9 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def pad_batch(batch: Sequence[TokenizedSample], pad_token_id: int,
-              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pad_batch(
+    batch: Sequence[TokenizedSample], pad_token_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad a batch: ``input_ids`` (pad id), ``attention_mask`` (0), ``labels`` (-100)."""
     length = max(len(s.input_ids) for s in batch)
     input_ids = torch.full((len(batch), length), pad_token_id, dtype=torch.long)
@@ -62,8 +67,11 @@ def _response_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     batch, length, vocab = logits.shape
     shift_labels = labels[:, 1:]
     token_losses = nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, vocab), shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="none").view(batch, length - 1)
+        logits[:, :-1].float().reshape(-1, vocab),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(batch, length - 1)
     return token_losses.sum(dim=1) / (shift_labels != IGNORE_INDEX).sum(dim=1)
 
 
@@ -72,14 +80,23 @@ def _kept_response_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.
     the tokens they predict, ``targets [B, K]`` (-100 where no loss is taken)."""
     batch, kept, vocab = logits.shape
     token_losses = nn.functional.cross_entropy(
-        logits.float().reshape(-1, vocab), targets.reshape(-1), ignore_index=IGNORE_INDEX,
-        reduction="none").view(batch, kept)
+        logits.float().reshape(-1, vocab),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(batch, kept)
     return token_losses.sum(dim=1) / (targets != IGNORE_INDEX).sum(dim=1)
 
 
-def response_losses(model: nn.Module, attention_mask: torch.Tensor, labels: torch.Tensor, *,
-                    input_ids: torch.Tensor | None = None,
-                    inputs_embeds: torch.Tensor | None = None, bf16: bool = False) -> torch.Tensor:
+def response_losses(
+    model: nn.Module,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    input_ids: torch.Tensor | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+    bf16: bool = False,
+) -> torch.Tensor:
     """Per-sample mean response loss ``[B]`` of a padded batch, from one forward pass.
 
     Only positions whose next token is a response token of some sample carry loss, so the LM
@@ -90,9 +107,13 @@ def response_losses(model: nn.Module, attention_mask: torch.Tensor, labels: torc
     keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
     device = attention_mask.device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(input_ids=input_ids, inputs_embeds=inputs_embeds,
-                       attention_mask=attention_mask, use_cache=False,
-                       logits_to_keep=keep).logits
+        logits = model(
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            use_cache=False,
+            logits_to_keep=keep,
+        ).logits
     return _kept_response_losses(logits, labels[:, keep + 1])
 
 
@@ -107,8 +128,10 @@ def unit_rows_and_norms(vectors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     norms = vectors.norm(dim=1)
     bad = (~torch.isfinite(norms) | (norms == 0)).nonzero().flatten().tolist()
     if bad:
-        raise ValueError(f"row(s) {bad}: the gradient is zero or not finite, so it has no "
-                         "direction (is the LM head zero, or did bf16 overflow?)")
+        raise ValueError(
+            f"row(s) {bad}: the gradient is zero or not finite, so it has no "
+            "direction (is the LM head zero, or did bf16 overflow?)"
+        )
     unit = (vectors / norms[:, None]).cpu().numpy().astype(np.float32, copy=False)
     return unit, norms.cpu().numpy().astype(np.float32, copy=False)
 

@@ -43,8 +43,9 @@ def is_out_of_memory(error: BaseException) -> bool:
     that says so)."""
     import torch
 
-    return (isinstance(error, torch.cuda.OutOfMemoryError)
-            or (isinstance(error, RuntimeError) and "out of memory" in str(error)))
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error)
+    )
 
 
 def _release_cached_memory() -> None:
@@ -70,16 +71,18 @@ class TokenBudget:
 
     def __init__(self, max_batch: int, max_tokens: int):
         if max_batch < 1 or max_tokens < 1:
-            raise ValueError(f"max_batch and max_tokens must be >= 1, got {max_batch}, "
-                             f"{max_tokens}")
+            raise ValueError(
+                f"max_batch and max_tokens must be >= 1, got {max_batch}, {max_tokens}"
+            )
         self.max_batch, self.max_tokens = max_batch, max_tokens
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """The batches (indices into ``lengths``) under the current budget."""
         return length_batches(lengths, self.max_batch, max_tokens=self.max_tokens)
 
-    def run(self, lengths: Sequence[int], compute: Callable[[list[int]], object]
-            ) -> Iterator[tuple[list[int], object]]:
+    def run(
+        self, lengths: Sequence[int], compute: Callable[[list[int]], object]
+    ) -> Iterator[tuple[list[int], object]]:
         """``(rows, compute(rows))`` for batches that together cover every index once.
 
         Raises:
@@ -89,12 +92,12 @@ class TokenBudget:
         while pending:
             rows = pending.popleft()
             positions = len(rows) * max(lengths[i] for i in rows)
-            if positions > self.max_tokens and len(rows) > 1:    # cut before a halving
+            if positions > self.max_tokens and len(rows) > 1:  # cut before a halving
                 pending.extendleft(reversed(self._recut(rows, lengths)))
                 continue
             try:
                 result = compute(rows)
-            except Exception as error:       # only out-of-memory is handled; the rest re-raised
+            except Exception as error:  # only out-of-memory is handled; the rest re-raised
                 if not is_out_of_memory(error):
                     raise
                 _release_cached_memory()
@@ -102,18 +105,23 @@ class TokenBudget:
                     raise InflucoderError(
                         f"out of memory on one sample of {lengths[rows[0]]} tokens alone; "
                         "lower --max-length, try --gradient-checkpointing, or use a device "
-                        "with more memory") from error
+                        "with more memory"
+                    ) from error
                 self.max_tokens = max(1, positions // 2)
-                logger.warning("out of memory on a batch of %d samples (%d positions): "
-                               "going on with --batch-tokens %d", len(rows), positions,
-                               self.max_tokens)
+                logger.warning(
+                    "out of memory on a batch of %d samples (%d positions): "
+                    "going on with --batch-tokens %d",
+                    len(rows),
+                    positions,
+                    self.max_tokens,
+                )
                 pending.extendleft(reversed(self._recut(rows, lengths)))
                 continue
             yield rows, result
 
     def _recut(self, rows: list[int], lengths: Sequence[int]) -> list[list[int]]:
         parts = self.batches([lengths[i] for i in rows])
-        if len(parts) == 1:                  # e.g. a budget below the shortest item
+        if len(parts) == 1:  # e.g. a budget below the shortest item
             half = len(rows) // 2
             return [rows[:half], rows[half:]]
         return [[rows[j] for j in part] for part in parts]

@@ -38,8 +38,9 @@ MOMENT_BATCHES = 24
 _PAD_ID = 0
 
 
-def adam_moments(optimizer: torch.optim.Optimizer, named: Sequence[tuple[str, torch.Tensor]]
-                 ) -> dict[str, torch.Tensor]:
+def adam_moments(
+    optimizer: torch.optim.Optimizer, named: Sequence[tuple[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
     """Bias-corrected second moments ``v_hat = v / (1 - beta2^t)`` of an Adam(W) optimizer's
     parameters, by name (float32, CPU). A parameter it never stepped has none: ``ValueError``."""
     beta2 = optimizer.param_groups[0]["betas"][1]
@@ -49,14 +50,19 @@ def adam_moments(optimizer: torch.optim.Optimizer, named: Sequence[tuple[str, to
         if "exp_avg_sq" not in state:
             raise ValueError(f"the optimizer holds no second moments for '{name}'")
         step = float(state["step"])
-        out[name] = (state["exp_avg_sq"] / (1 - beta2 ** step)).detach().float().cpu().clone()
+        out[name] = (state["exp_avg_sq"] / (1 - beta2**step)).detach().float().cpu().clone()
     return out
 
 
-def squared_gradient_moments(model, batches: Sequence[Sequence[TokenizedSample]],
-                             named: Sequence[tuple[str, torch.Tensor]], *,
-                             max_tokens: int | None = None, bf16: bool = False,
-                             gradient_checkpointing: bool = False) -> dict[str, torch.Tensor]:
+def squared_gradient_moments(
+    model,
+    batches: Sequence[Sequence[TokenizedSample]],
+    named: Sequence[tuple[str, torch.Tensor]],
+    *,
+    max_tokens: int | None = None,
+    bf16: bool = False,
+    gradient_checkpointing: bool = False,
+) -> dict[str, torch.Tensor]:
     """Mean over ``batches`` of the squared gradient of each batch's mean response loss, for
     each of ``named`` parameters (float32, CPU): the ``pool-sample`` estimate of Adam's ``v``.
     A batch's gradient is accumulated over micro-batches of at most ``max_tokens`` padded
@@ -79,13 +85,18 @@ def squared_gradient_moments(model, batches: Sequence[Sequence[TokenizedSample]]
         (losses.sum() / len(batch)).backward()
 
     try:
-        with (torch.enable_grad(), FrozenExcept(model, params, train=False),
-              checkpointing(model, gradient_checkpointing)):
+        with (
+            torch.enable_grad(),
+            FrozenExcept(model, params, train=False),
+            checkpointing(model, gradient_checkpointing),
+        ):
             for batch in batches:
                 for p in params:
                     p.grad = None
-                for _ in budget.run([len(s.input_ids) for s in batch],
-                                    lambda rows, batch=batch: micro_batch(batch, rows)):
+                for _ in budget.run(
+                    [len(s.input_ids) for s in batch],
+                    lambda rows, batch=batch: micro_batch(batch, rows),
+                ):
                     pass
                 for total, p in zip(sums, params):
                     if p.grad is not None:
@@ -96,13 +107,14 @@ def squared_gradient_moments(model, batches: Sequence[Sequence[TokenizedSample]]
     return {name: (total / len(batches)).cpu() for (name, _), total in zip(named, sums)}
 
 
-def moment_batches(tokenized: Sequence[TokenizedSample], batch_size: int, seed: int
-                   ) -> list[list[TokenizedSample]]:
+def moment_batches(
+    tokenized: Sequence[TokenizedSample], batch_size: int, seed: int
+) -> list[list[TokenizedSample]]:
     """The ``pool-sample`` batches: a permutation seeded with ``seed``, cut into batches of
     ``batch_size``, at most :data:`MOMENT_BATCHES` of them."""
     order = np.random.default_rng(seed).permutation(len(tokenized))
     cuts = range(0, len(order), batch_size)
-    return [[tokenized[i] for i in order[j:j + batch_size]] for j in cuts][:MOMENT_BATCHES]
+    return [[tokenized[i] for i in order[j : j + batch_size]] for j in cuts][:MOMENT_BATCHES]
 
 
 def moments_digest(moments: Mapping[str, torch.Tensor]) -> str:
@@ -118,8 +130,9 @@ def save_moments(path: str | os.PathLike, moments: Mapping[str, torch.Tensor]) -
     """Write the moments as safetensors (float32), keyed by name."""
     from safetensors.torch import save_file
 
-    save_file({name: t.detach().float().cpu().contiguous() for name, t in moments.items()},
-              str(path))
+    save_file(
+        {name: t.detach().float().cpu().contiguous() for name, t in moments.items()}, str(path)
+    )
 
 
 def load_moments(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -129,8 +142,12 @@ def load_moments(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def inverse_scales(moments: Mapping[str, torch.Tensor], blocks: Sequence[tuple[str, int]],
-                   eps: float = ADAM_EPS, device=None) -> dict[str, torch.Tensor]:
+def inverse_scales(
+    moments: Mapping[str, torch.Tensor],
+    blocks: Sequence[tuple[str, int]],
+    eps: float = ADAM_EPS,
+    device=None,
+) -> dict[str, torch.Tensor]:
     """``1 / (sqrt(v) + eps)`` of each block (``(name, size)``), flattened row-major, float32,
     on ``device``. A block without moments, or of another size: ``ValueError``."""
     out = {}
@@ -139,7 +156,8 @@ def inverse_scales(moments: Mapping[str, torch.Tensor], blocks: Sequence[tuple[s
             raise ValueError(f"the preconditioner has no second moments for '{name}'")
         v = moments[name].float()
         if v.numel() != size:
-            raise ValueError(f"second moments of '{name}' have {v.numel()} entries, the "
-                             f"weight {size}")
+            raise ValueError(
+                f"second moments of '{name}' have {v.numel()} entries, the weight {size}"
+            )
         out[name] = (1.0 / (v.reshape(-1).clamp_min(0).sqrt() + eps)).to(device)
     return out

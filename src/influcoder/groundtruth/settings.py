@@ -57,93 +57,160 @@ PRECONDITIONS: tuple[str, ...] = get_args(Precondition)
 class CollectArguments:
     """How ground-truth gradient vectors are taken (``influcoder collect``)."""
 
-    model: str | None = field(default=None, metadata={
-        "help": "decoder: 'smollm2-135m' (bundled), an HF model directory (a merged checkpoint "
-                "is one), a .gguf file, a hub id, or a PEFT adapter directory (then its base "
-                "model, and it is the --adapter) [default: the --adapter's base model, else "
-                "smollm2-135m]"})
-    adapter: str | None = field(default=None, metadata={
-        "help": "a PEFT LoRA adapter directory (the model you fine-tuned); its base model comes "
-                "from its adapter_config.json unless --model is given; overrides adapter_init"})
-    adapter_init: str = field(default="warmup", metadata={
-        "help": "without --adapter: 'warmup' (a short seeded LoRA warm-up on the data, as LESS "
-                "does: the model has then seen the data, as a fine-tuned one has; measured far "
-                "better at finding planted harmful samples) or 'fresh' (a seeded untrained "
-                "adapter: B = 0, so only the B-gradients, a random low-rank view of the base "
-                "model's full weight gradients, carry signal). See docs/GROUND_TRUTH.md"})
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "decoder: 'smollm2-135m' (bundled), an HF model directory (a merged checkpoint "
+            "is one), a .gguf file, a hub id, or a PEFT adapter directory (then its base "
+            "model, and it is the --adapter) [default: the --adapter's base model, else "
+            "smollm2-135m]"
+        },
+    )
+    adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "a PEFT LoRA adapter directory (the model you fine-tuned); its base model comes "
+            "from its adapter_config.json unless --model is given; overrides adapter_init"
+        },
+    )
+    adapter_init: str = field(
+        default="warmup",
+        metadata={
+            "help": "without --adapter: 'warmup' (a short seeded LoRA warm-up on the data, as LESS "
+            "does: the model has then seen the data, as a fine-tuned one has; measured far "
+            "better at finding planted harmful samples) or 'fresh' (a seeded untrained "
+            "adapter: B = 0, so only the B-gradients, a random low-rank view of the base "
+            "model's full weight gradients, carry signal). See docs/GROUND_TRUTH.md"
+        },
+    )
     warmup_steps: int = field(default=24, metadata={"help": "warm-up optimizer steps"})
     warmup_lr: float = field(default=2e-4, metadata={"help": "warm-up AdamW learning rate"})
     warmup_batch_size: int = field(default=8, metadata={"help": "samples per warm-up step"})
     lora_rank: int = field(default=DEFAULT_LORA_RANK, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=DEFAULT_LORA_ALPHA, metadata={"help": "LoRA alpha"})
-    lora_targets: tuple[str, ...] = field(default=DEFAULT_LORA_TARGETS, metadata={
-        "help": "module name suffixes that get LoRA (never embeddings or the LM head), or "
-                "'auto': the attention and MLP projections of the model's architecture (Llama, "
-                "Qwen2, Mistral, Gemma, Phi, GPT-NeoX naming), recorded resolved in the store"})
-    lora_layers: str = field(default=ALL_LORA_LAYERS, metadata={
-        "help": "which transformer blocks get LoRA (and so gradients): 'all', 'last:N' (the "
-                "last N blocks), or 0-based indices and inclusive ranges, e.g. '0-3,10'; "
-                "recorded resolved in the store. Not with --adapter (its own config decides)"})
-    precondition: str = field(default="none", metadata={
-        "help": "'adam' divides each per-sample gradient elementwise by sqrt(v) + eps before "
-                "sketching (LESS, TrackStar), v the warm-up AdamW's bias-corrected second "
-                "moments; without a warm-up (--adapter, a fresh adapter) v is the mean squared "
-                "mini-batch gradient over a seeded sample of the data. Saved beside the "
-                "store's adapter, so --like stores use the same v. 'none': plain gradients"})
+    lora_targets: tuple[str, ...] = field(
+        default=DEFAULT_LORA_TARGETS,
+        metadata={
+            "help": "module name suffixes that get LoRA (never embeddings or the LM head), or "
+            "'auto': the attention and MLP projections of the model's architecture (Llama, "
+            "Qwen2, Mistral, Gemma, Phi, GPT-NeoX naming), recorded resolved in the store"
+        },
+    )
+    lora_layers: str = field(
+        default=ALL_LORA_LAYERS,
+        metadata={
+            "help": "which transformer blocks get LoRA (and so gradients): 'all', 'last:N' (the "
+            "last N blocks), or 0-based indices and inclusive ranges, e.g. '0-3,10'; "
+            "recorded resolved in the store. Not with --adapter (its own config decides)"
+        },
+    )
+    precondition: str = field(
+        default="none",
+        metadata={
+            "help": "'adam' divides each per-sample gradient elementwise by sqrt(v) + eps before "
+            "sketching (LESS, TrackStar), v the warm-up AdamW's bias-corrected second "
+            "moments; without a warm-up (--adapter, a fresh adapter) v is the mean squared "
+            "mini-batch gradient over a seeded sample of the data. Saved beside the "
+            "store's adapter, so --like stores use the same v. 'none': plain gradients"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of the adapter and the warm-up"})
-    sketch_dim: int = field(default=DEFAULT_SKETCH_DIM, metadata={
-        "help": "CountSketch dimension; 0 stores the raw gradient (for verification)"})
+    sketch_dim: int = field(
+        default=DEFAULT_SKETCH_DIM,
+        metadata={"help": "CountSketch dimension; 0 stores the raw gradient (for verification)"},
+    )
     sketch_seed: int = field(default=DEFAULT_SKETCH_SEED, metadata={"help": "CountSketch seed"})
     max_length: int = field(default=DEFAULT_MAX_LENGTH, metadata={"help": "tokens per sample"})
-    truncation: str = field(default="prompt-left", metadata={
-        "help": "over-long samples: 'prompt-left' drops prompt tokens first, 'right' cuts the "
-                "end, 'error' refuses"})
-    template: str = field(default="auto", metadata={
-        "help": "'chat' (the model's chat template), 'plain' (prompt, newline, response, EOS) "
-                "or 'auto' (chat where the tokenizer has one)"})
-    bf16: bool = field(default=False, metadata={
-        "help": "bf16 autocast for forward/backward (the same as --precision bf16; for float32 "
-                "give --precision fp32)"})
-    precision: str = field(default="auto", metadata={
-        "help": "forward/backward precision: bf16 (autocast), fp32, or auto (a resumed or "
-                "--like store's own, else bf16 on a GPU, fp32 on a CPU: there bf16 ranked "
-                "short answers' gradients unlike fp32; bf16 is 1.5-1.7x faster on CPUs with "
-                "native bf16 and fine for long answers, see docs/GROUND_TRUTH.md)"})
-    batch_tokens: int = field(default=DEFAULT_BATCH_TOKENS, metadata={
-        "help": "padded token positions per forward/backward (samples sorted by length; the "
-                "warm-up's steps are accumulated over such micro-batches): bounds memory "
-                "whatever the lengths; halved on a GPU out-of-memory. Raise it on a GPU"})
-    batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={
-        "help": "most samples per forward/backward (a cap; --batch-tokens sizes batches)"})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute each decoder layer's activations in the backward pass: less "
-                "memory, more time, the same gradients"})
+    truncation: str = field(
+        default="prompt-left",
+        metadata={
+            "help": "over-long samples: 'prompt-left' drops prompt tokens first, 'right' cuts the "
+            "end, 'error' refuses"
+        },
+    )
+    template: str = field(
+        default="auto",
+        metadata={
+            "help": "'chat' (the model's chat template), 'plain' (prompt, newline, response, EOS) "
+            "or 'auto' (chat where the tokenizer has one)"
+        },
+    )
+    bf16: bool = field(
+        default=False,
+        metadata={
+            "help": "bf16 autocast for forward/backward (the same as --precision bf16; for float32 "
+            "give --precision fp32)"
+        },
+    )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "forward/backward precision: bf16 (autocast), fp32, or auto (a resumed or "
+            "--like store's own, else bf16 on a GPU, fp32 on a CPU: there bf16 ranked "
+            "short answers' gradients unlike fp32; bf16 is 1.5-1.7x faster on CPUs with "
+            "native bf16 and fine for long answers, see docs/GROUND_TRUTH.md)"
+        },
+    )
+    batch_tokens: int = field(
+        default=DEFAULT_BATCH_TOKENS,
+        metadata={
+            "help": "padded token positions per forward/backward (samples sorted by length; the "
+            "warm-up's steps are accumulated over such micro-batches): bounds memory "
+            "whatever the lengths; halved on a GPU out-of-memory. Raise it on a GPU"
+        },
+    )
+    batch_size: int = field(
+        default=DEFAULT_BATCH_SIZE,
+        metadata={
+            "help": "most samples per forward/backward (a cap; --batch-tokens sizes batches)"
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "recompute each decoder layer's activations in the backward pass: less "
+            "memory, more time, the same gradients"
+        },
+    )
     dtype: str = field(default="float16", metadata={"help": "stored dtype: float16 or float32"})
-    shard_rows: int = field(default=DEFAULT_SHARD_ROWS, metadata={
-        "help": "rows per store shard (the unit of resumption)"})
+    shard_rows: int = field(
+        default=DEFAULT_SHARD_ROWS,
+        metadata={"help": "rows per store shard (the unit of resumption)"},
+    )
 
     def __post_init__(self):
         # one target given as a string is that target ('auto' too), never its letters
-        self.lora_targets = ((self.lora_targets,) if isinstance(self.lora_targets, str)
-                             else tuple(self.lora_targets))
+        self.lora_targets = (
+            (self.lora_targets,) if isinstance(self.lora_targets, str) else tuple(self.lora_targets)
+        )
         self.model, self.adapter = resolve_model_and_adapter(self.model, self.adapter)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.bf16 and self.precision == "fp32":
             raise ValueError("bf16 and precision 'fp32' contradict each other; give one")
         if self.adapter_init not in ADAPTER_INITS:
-            raise ValueError(f"adapter_init must be one of {ADAPTER_INITS}, got {self.adapter_init!r}")
+            raise ValueError(
+                f"adapter_init must be one of {ADAPTER_INITS}, got {self.adapter_init!r}"
+            )
         if self.precondition not in PRECONDITIONS:
-            raise ValueError(f"precondition must be one of {PRECONDITIONS}, got "
-                             f"{self.precondition!r}")
+            raise ValueError(
+                f"precondition must be one of {PRECONDITIONS}, got {self.precondition!r}"
+            )
         if self.truncation not in TRUNCATION_POLICIES:
             raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}")
         if self.template not in TEMPLATES:
             raise ValueError(f"template must be one of {TEMPLATES}")
         if self.dtype not in GRADIENT_DTYPES:
             raise ValueError(f"dtype must be one of {GRADIENT_DTYPES}")
-        for name in ("lora_rank", "lora_alpha", "max_length", "batch_size", "batch_tokens",
-                     "shard_rows", "warmup_batch_size"):
+        for name in (
+            "lora_rank",
+            "lora_alpha",
+            "max_length",
+            "batch_size",
+            "batch_tokens",
+            "shard_rows",
+            "warmup_batch_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.sketch_dim < 0 or self.warmup_steps < 0 or self.warmup_lr <= 0:
@@ -152,8 +219,10 @@ class CollectArguments:
             raise ValueError(f"lora_targets 'auto' stands alone, got {list(self.lora_targets)}")
         resolve_lora_layers(self.lora_layers, None)
         if self.adapter is not None and self.lora_layers != ALL_LORA_LAYERS:
-            raise ValueError("lora_layers: a given adapter's own config says which layers it "
-                             f"adapts; drop lora_layers {self.lora_layers!r} or the adapter")
+            raise ValueError(
+                "lora_layers: a given adapter's own config says which layers it "
+                f"adapts; drop lora_layers {self.lora_layers!r} or the adapter"
+            )
         bad = [t for t in self.lora_targets if "embed" in t or "lm_head" in t]
         if bad:
             raise ValueError(f"LoRA targets may not include embeddings or the LM head: {bad}")
@@ -171,10 +240,9 @@ def resolve_lora_layers(spec: str, n_layers: int | None) -> list[int] | None:
     spec = spec.strip()
     if spec == ALL_LORA_LAYERS:
         return None
-    what = (f"lora_layers must be 'all', 'last:N' or indices and ranges like '0-3,10', got "
-            f"{spec!r}")
+    what = f"lora_layers must be 'all', 'last:N' or indices and ranges like '0-3,10', got {spec!r}"
     if spec.startswith("last:"):
-        count = spec[len("last:"):]
+        count = spec[len("last:") :]
         if not count.isdigit() or int(count) < 1:
             raise ValueError(what)
         if n_layers is None:
@@ -192,8 +260,9 @@ def resolve_lora_layers(spec: str, n_layers: int | None) -> list[int] | None:
             raise ValueError(f"lora_layers {spec!r}: the range {part.strip()!r} is empty")
         layers.update(range(lo, hi + 1))
     if n_layers is not None and max(layers) >= n_layers:
-        raise ValueError(f"lora_layers {spec!r}: the model has {n_layers} layers "
-                         f"(0 to {n_layers - 1})")
+        raise ValueError(
+            f"lora_layers {spec!r}: the model has {n_layers} layers (0 to {n_layers - 1})"
+        )
     return sorted(layers)
 
 
@@ -206,8 +275,9 @@ def read_adapter_base(adapter: str) -> str | None:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)"
-                         ) from None
+        raise ValueError(
+            f"{adapter}: not a PEFT adapter directory (no adapter_config.json)"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: cannot read: {e}") from None
     base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
@@ -221,8 +291,7 @@ def _is_adapter_dir(path: str) -> bool:
     return (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file()
 
 
-def resolve_model_and_adapter(model: str | None, adapter: str | None
-                              ) -> tuple[str, str | None]:
+def resolve_model_and_adapter(model: str | None, adapter: str | None) -> tuple[str, str | None]:
     """The decoder and adapter a run uses, from what was given.
 
     ``model`` may be a PEFT adapter directory (it then is the adapter, and its base the
@@ -234,8 +303,10 @@ def resolve_model_and_adapter(model: str | None, adapter: str | None
 
     if model is not None and _is_adapter_dir(model):
         if adapter is not None:
-            raise ValueError(f"model {model!r} is a PEFT adapter directory and an adapter "
-                             f"({adapter!r}) is given too; pass the base model as model")
+            raise ValueError(
+                f"model {model!r} is a PEFT adapter directory and an adapter "
+                f"({adapter!r}) is given too; pass the base model as model"
+            )
         model, adapter = None, model
     if adapter is None:
         return model or DEFAULT_DECODER, None
@@ -248,10 +319,13 @@ def resolve_model_and_adapter(model: str | None, adapter: str | None
             if base is not None and base != model:
                 logging.getLogger(__name__).warning(
                     f"the adapter {adapter} was trained on '{base}' (its adapter_config.json); "
-                    f"using --model '{model}' as its base")
+                    f"using --model '{model}' as its base"
+                )
         return model, adapter
     base = read_adapter_base(adapter)
     if base is None:
-        raise ValueError(f"{adapter}/adapter_config.json names no base_model_name_or_path; "
-                         f"give the base model with --model")
+        raise ValueError(
+            f"{adapter}/adapter_config.json names no base_model_name_or_path; "
+            f"give the base model with --model"
+        )
     return base, adapter

@@ -127,8 +127,10 @@ class CountSketch:
         if x.ndim != 2:
             raise ValueError(f"x must be [batch, n], got shape {tuple(x.shape)}")
         if out.shape != (x.shape[0], self._dim) or out.dtype != torch.float32:
-            raise ValueError(f"out must be float32 of shape {(x.shape[0], self._dim)}, "
-                             f"got {out.dtype} {tuple(out.shape)}")
+            raise ValueError(
+                f"out must be float32 of shape {(x.shape[0], self._dim)}, "
+                f"got {out.dtype} {tuple(out.shape)}"
+            )
         h, s = self._cached(name, x.shape[1], x.device)
         out.index_add_(1, h, x.to(torch.float32) * s)
 

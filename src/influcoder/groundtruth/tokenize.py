@@ -51,8 +51,10 @@ class TokenizedSample:
         if not self.input_ids:
             raise ValueError("a sample needs at least one token")
         if len(self.labels) != len(self.input_ids):
-            raise ValueError(f"labels ({len(self.labels)}) and input_ids ({len(self.input_ids)}) "
-                             "must have the same length")
+            raise ValueError(
+                f"labels ({len(self.labels)}) and input_ids ({len(self.input_ids)}) "
+                "must have the same length"
+            )
 
     @property
     def n_response(self) -> int:
@@ -76,18 +78,30 @@ def render(tokenizer, sample: Sample, template: str) -> tuple[str, str]:
     end-of-turn marker), such that their concatenation is the whole rendered conversation."""
     if template == "plain":
         return sample.prompt + "\n", sample.response + (tokenizer.eos_token or "")
-    turns = list(sample.messages) if sample.messages else [{"role": "user", "content": sample.prompt}]
+    turns = (
+        list(sample.messages) if sample.messages else [{"role": "user", "content": sample.prompt}]
+    )
     prefix = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(turns + [{"role": "assistant", "content": sample.response}],
-                                         tokenize=False)
+    full = tokenizer.apply_chat_template(
+        turns + [{"role": "assistant", "content": sample.response}], tokenize=False
+    )
     if not full.startswith(prefix):
-        raise InputError("the chat template renders the conversation so that the prompt is not a "
-                         "prefix of it; use --template plain", field="template")
-    return prefix, full[len(prefix):]
+        raise InputError(
+            "the chat template renders the conversation so that the prompt is not a "
+            "prefix of it; use --template plain",
+            field="template",
+        )
+    return prefix, full[len(prefix) :]
 
 
-def tokenize_sample(tokenizer, sample: Sample, *, max_length: int, truncation: str = "prompt-left",
-                    template: str = "chat") -> TokenizedSample:
+def tokenize_sample(
+    tokenizer,
+    sample: Sample,
+    *,
+    max_length: int,
+    truncation: str = "prompt-left",
+    template: str = "chat",
+) -> TokenizedSample:
     """Tokenize a sample with a response-only loss mask (see module docstring)."""
     if truncation not in TRUNCATION_POLICIES:
         raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
@@ -96,11 +110,14 @@ def tokenize_sample(tokenizer, sample: Sample, *, max_length: int, truncation: s
     r = tokenizer(response, add_special_tokens=False)["input_ids"]
     if len(p) + len(r) > max_length:
         if truncation == "error":
-            raise InputError(f"{len(p) + len(r)} tokens, more than max_length={max_length} "
-                             f"(truncation policy 'error')", field=f"sample '{sample.id}'")
+            raise InputError(
+                f"{len(p) + len(r)} tokens, more than max_length={max_length} "
+                f"(truncation policy 'error')",
+                field=f"sample '{sample.id}'",
+            )
         if truncation == "prompt-left":
             keep_prompt = max(1, max_length - len(r)) if p else 0
-            p = p[len(p) - keep_prompt:] if keep_prompt else []
+            p = p[len(p) - keep_prompt :] if keep_prompt else []
             r = r[: max_length - len(p)]
         else:  # right
             p, r = p[:max_length], r[: max(0, max_length - len(p))]
@@ -108,23 +125,35 @@ def tokenize_sample(tokenizer, sample: Sample, *, max_length: int, truncation: s
     labels = tuple([IGNORE_INDEX] * len(p) + r)
     out = TokenizedSample(ids, labels)
     if out.n_response == 0:
-        raise InputError(f"no response tokens left to take a loss on (prompt {len(p)} tokens, "
-                         f"response {len(r)} tokens, max_length {max_length}, truncation "
-                         f"'{truncation}')", field=f"sample '{sample.id}'")
+        raise InputError(
+            f"no response tokens left to take a loss on (prompt {len(p)} tokens, "
+            f"response {len(r)} tokens, max_length {max_length}, truncation "
+            f"'{truncation}')",
+            field=f"sample '{sample.id}'",
+        )
     return out
 
 
-def tokenize_samples(tokenizer, samples: Sequence[Sample], *, max_length: int,
-                     truncation: str = "prompt-left", template: str = "auto",
-                     path: str | None = None) -> list[TokenizedSample]:
+def tokenize_samples(
+    tokenizer,
+    samples: Sequence[Sample],
+    *,
+    max_length: int,
+    truncation: str = "prompt-left",
+    template: str = "auto",
+    path: str | None = None,
+) -> list[TokenizedSample]:
     """Tokenize all samples up front, so that a bad one stops the run before anything is
     written."""
     template = resolve_template(tokenizer, template)
     out = []
     for s in samples:
         try:
-            out.append(tokenize_sample(tokenizer, s, max_length=max_length, truncation=truncation,
-                                       template=template))
+            out.append(
+                tokenize_sample(
+                    tokenizer, s, max_length=max_length, truncation=truncation, template=template
+                )
+            )
         except InputError as e:
             if path is None or e.path is not None:
                 raise

@@ -23,8 +23,7 @@ from influcoder.errors import InflucoderError
 
 #: ``auto``: a GPU when torch sees one, else the CPU.
 DEFAULT_DEVICE = "auto"
-DEVICE_HELP = ("where models run: auto (a GPU when there is one, else the CPU), cpu, cuda or "
-               "cuda:N")
+DEVICE_HELP = "where models run: auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N"
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 #: Autocast precision of the decoder's forward/backward in ``collect``: ``auto`` is bf16 on a
@@ -41,8 +40,9 @@ class DeviceError(InflucoderError):
 def check_device(spec: str, option: str = "--device") -> str:
     """``spec`` if it is a well-formed device name, else :class:`DeviceError` naming it."""
     if not isinstance(spec, str) or not _DEVICE.match(spec.strip().lower()):
-        raise DeviceError(f"{option} {spec!r}: expected auto, cpu, cuda or cuda:N (N a GPU "
-                          f"number such as 0)")
+        raise DeviceError(
+            f"{option} {spec!r}: expected auto, cpu, cuda or cuda:N (N a GPU number such as 0)"
+        )
     return spec.strip().lower()
 
 
@@ -61,13 +61,16 @@ def resolve_device(spec: str = DEFAULT_DEVICE, option: str = "--device"):
     if spec == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise DeviceError(f"{option} {spec}: CUDA is not available on this machine (torch "
-                          f"{torch.__version__} sees no GPU); use {option} cpu or auto")
+        raise DeviceError(
+            f"{option} {spec}: CUDA is not available on this machine (torch "
+            f"{torch.__version__} sees no GPU); use {option} cpu or auto"
+        )
     device = torch.device(spec)
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
-        raise DeviceError(f"{option} {spec}: this machine has {count} GPU(s), numbered 0 to "
-                          f"{count - 1}")
+        raise DeviceError(
+            f"{option} {spec}: this machine has {count} GPU(s), numbered 0 to {count - 1}"
+        )
     return device
 
 
@@ -93,15 +96,16 @@ def cpu_native_bf16() -> bool:
     on AVX-512 CPUs that only emulate bf16, which are slower in bf16 than in float32)."""
     import torch
 
-    if not (torch.backends.mkldnn.is_available()
-            and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
         return False
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 

@@ -57,25 +57,40 @@ class Estimate:
         return self.setup_seconds + self.row_seconds
 
     def lines(self) -> list[str]:
-        lines = [(f"estimate for {self.stage} of {self.n:,} samples ({self.timed} timed on this "
-                  "machine, nothing written):"),
-                 (f"  time     {_duration(self.total_seconds)}  (set-up "
-                  f"{_duration(self.setup_seconds)}, {self.row_seconds / max(self.n, 1):.3g} "
-                  "s/sample)"),
-                 (f"  memory   {_size(self.peak_rss_bytes)} peak resident (+ the data set in "
-                  f"memory, about {_size(self.data_bytes)})")]
+        lines = [
+            (
+                f"estimate for {self.stage} of {self.n:,} samples ({self.timed} timed on this "
+                "machine, nothing written):"
+            ),
+            (
+                f"  time     {_duration(self.total_seconds)}  (set-up "
+                f"{_duration(self.setup_seconds)}, {self.row_seconds / max(self.n, 1):.3g} "
+                "s/sample)"
+            ),
+            (
+                f"  memory   {_size(self.peak_rss_bytes)} peak resident (+ the data set in "
+                f"memory, about {_size(self.data_bytes)})"
+            ),
+        ]
         if self.peak_accelerator_bytes is not None:
             lines.append(f"  GPU      {_size(self.peak_accelerator_bytes)} peak allocated")
         lines.append(f"  storage  {_size(self.storage_bytes)}")
         return lines + [f"  note: {note}" for note in self.notes]
 
     def to_dict(self) -> dict:
-        return {"stage": self.stage, "n": self.n, "timed": self.timed,
-                "setup_seconds": self.setup_seconds, "row_seconds": self.row_seconds,
-                "total_seconds": self.total_seconds, "peak_rss_bytes": self.peak_rss_bytes,
-                "peak_accelerator_bytes": self.peak_accelerator_bytes,
-                "data_bytes": self.data_bytes, "storage_bytes": self.storage_bytes,
-                "notes": self.notes}
+        return {
+            "stage": self.stage,
+            "n": self.n,
+            "timed": self.timed,
+            "setup_seconds": self.setup_seconds,
+            "row_seconds": self.row_seconds,
+            "total_seconds": self.total_seconds,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "peak_accelerator_bytes": self.peak_accelerator_bytes,
+            "data_bytes": self.data_bytes,
+            "storage_bytes": self.storage_bytes,
+            "notes": self.notes,
+        }
 
 
 def _duration(seconds: float) -> str:
@@ -118,8 +133,16 @@ def timed_rows(lengths, n: int, k: int, seed: int = 0) -> list[int]:
     return sorted({order[i] for i in picks})
 
 
-def estimate_job(job, data, out: str | os.PathLike, *, fields=None, limit: int | None = None,
-                 rows: int = DEFAULT_ESTIMATE_ROWS, extra_storage=None) -> Estimate:
+def estimate_job(
+    job,
+    data,
+    out: str | os.PathLike,
+    *,
+    fields=None,
+    limit: int | None = None,
+    rows: int = DEFAULT_ESTIMATE_ROWS,
+    extra_storage=None,
+) -> Estimate:
     """Estimate ``job`` (a :class:`~influcoder.io.job.StoreJob` with ``dry_run`` set) on
     ``data``; ``out`` is only read (a store being resumed lends its adapter, as in a real
     run). ``extra_storage(n, dim)`` adds the bytes of the stage's own files."""
@@ -134,7 +157,7 @@ def estimate_job(job, data, out: str | os.PathLike, *, fields=None, limit: int |
     chosen = timed_rows(lengths, n, rows)
     worker = plan.local()
     payload = [x for i in chosen for x in plan.payload(i, i + 1)]
-    worker(payload[:1])                      # one-time costs (tables, kernels) not extrapolated
+    worker(payload[:1])  # one-time costs (tables, kernels) not extrapolated
     setup = time.perf_counter() - start + job.skipped_seconds
     t = time.perf_counter()
     worker(payload)
@@ -144,10 +167,21 @@ def estimate_job(job, data, out: str | os.PathLike, *, fields=None, limit: int |
     else:
         row_seconds = seconds / len(chosen) * n
     sample_lines = "".join(json.dumps(s.to_json(), ensure_ascii=False) + "\n" for s in samples)
-    storage = (n * plan.dim * _BYTES[plan.dtype] + len(sample_lines.encode("utf-8"))
-               + (extra_storage(n, plan.dim) if extra_storage else 0))
+    storage = (
+        n * plan.dim * _BYTES[plan.dtype]
+        + len(sample_lines.encode("utf-8"))
+        + (extra_storage(n, plan.dim) if extra_storage else 0)
+    )
     notes = list(job.estimate_notes)
-    return Estimate(stage=job.desc, n=n, timed=len(chosen), setup_seconds=setup,
-                    row_seconds=row_seconds, peak_rss_bytes=peak_rss_bytes(),
-                    data_bytes=2 * len(sample_lines.encode("utf-8")), storage_bytes=storage,
-                    peak_accelerator_bytes=_accelerator_peak(), notes=notes)
+    return Estimate(
+        stage=job.desc,
+        n=n,
+        timed=len(chosen),
+        setup_seconds=setup,
+        row_seconds=row_seconds,
+        peak_rss_bytes=peak_rss_bytes(),
+        data_bytes=2 * len(sample_lines.encode("utf-8")),
+        storage_bytes=storage,
+        peak_accelerator_bytes=_accelerator_peak(),
+        notes=notes,
+    )

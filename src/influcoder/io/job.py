@@ -41,6 +41,7 @@ from influcoder.io.stores import Store, StoreWriter, check_resumable
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class CheckedWorker(ABC):
     """A worker factory for another process (picklable, for the Ray engine).
@@ -61,8 +62,10 @@ class CheckedWorker(ABC):
     def __call__(self) -> Callable[[Any], np.ndarray]:
         found, worker = self.load()
         if found != self.fingerprint:
-            raise StoreError(f"the {self.what} on this worker has fingerprint {found}, the "
-                             f"driver's has {self.fingerprint}")
+            raise StoreError(
+                f"the {self.what} on this worker has fingerprint {found}, the "
+                f"driver's has {self.fingerprint}"
+            )
         return worker
 
 
@@ -127,9 +130,18 @@ class StoreJob(ABC):
         """Load the stage's model and say how its store is made."""
 
 
-def run_job(job: StoreJob, data, out: str | os.PathLike, *, fields: Fields | None = None,
-            limit: int | None = None, engine: str = "local", ray_address: str | None = None,
-            num_workers: int | None = None, progress: bool = True) -> Store:
+def run_job(
+    job: StoreJob,
+    data,
+    out: str | os.PathLike,
+    *,
+    fields: Fields | None = None,
+    limit: int | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> Store:
     """Fill the store ``out`` with ``job``'s vectors of ``data`` (a path, ``-``, or a list of
     :class:`Sample`), creating or resuming it (see the module docstring)."""
     out = Path(out)
@@ -140,21 +152,45 @@ def run_job(job: StoreJob, data, out: str | os.PathLike, *, fields: Fields | Non
     samples = data if isinstance(data, list) else load_samples(data, fields=fields, limit=limit)
     source = "<samples>" if isinstance(data, list) else str(data)
     plan = job.plan(samples, source, out)
-    writer = StoreWriter(out, kind=job.kind, setup=plan.setup, samples=samples, dim=plan.dim,
-                         dtype=plan.dtype, shard_rows=plan.shard_rows, prepare=plan.prepare,
-                         provenance={"arguments": job.args.to_dict(), "source": source,
-                                     **plan.provenance})
+    writer = StoreWriter(
+        out,
+        kind=job.kind,
+        setup=plan.setup,
+        samples=samples,
+        dim=plan.dim,
+        dtype=plan.dtype,
+        shard_rows=plan.shard_rows,
+        prepare=plan.prepare,
+        provenance={"arguments": job.args.to_dict(), "source": source, **plan.provenance},
+    )
     factory = plan.local if engine == "local" else plan.remote()
-    return fill_store(writer, factory, plan.payload, desc=job.desc, engine=engine,
-                      address=ray_address, num_workers=num_workers, convert=plan.convert,
-                      progress=progress, gpus_per_worker=plan.gpus_per_worker)
+    return fill_store(
+        writer,
+        factory,
+        plan.payload,
+        desc=job.desc,
+        engine=engine,
+        address=ray_address,
+        num_workers=num_workers,
+        convert=plan.convert,
+        progress=progress,
+        gpus_per_worker=plan.gpus_per_worker,
+    )
 
 
-def fill_store(writer: StoreWriter, factory: WorkerFactory, payload: Callable[[int, int], Any],
-               *, desc: str, engine: str = "local", address: str | None = None,
-               num_workers: int | None = None,
-               convert: Callable[[np.ndarray], np.ndarray] | None = None,
-               progress: bool = True, gpus_per_worker: int = 0) -> Store:
+def fill_store(
+    writer: StoreWriter,
+    factory: WorkerFactory,
+    payload: Callable[[int, int], Any],
+    *,
+    desc: str,
+    engine: str = "local",
+    address: str | None = None,
+    num_workers: int | None = None,
+    convert: Callable[[np.ndarray], np.ndarray] | None = None,
+    progress: bool = True,
+    gpus_per_worker: int = 0,
+) -> Store:
     """Compute every missing shard of ``writer`` on ``engine`` and finish the store.
 
     A progress bar counts samples (rate and ETA), starting from those an earlier, interrupted
@@ -168,12 +204,19 @@ def fill_store(writer: StoreWriter, factory: WorkerFactory, payload: Callable[[i
     if done:
         logger.info("resuming %s: %d of %d samples already done", writer.path, done, writer.n)
     jobs = [(k, payload(*writer.shard_range(k))) for k in missing]
-    bar = tqdm(total=writer.n, initial=done, unit="sample", desc=desc, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=writer.n,
+        initial=done,
+        unit="sample",
+        desc=desc,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     start = time.perf_counter()
     try:
-        with get_engine(engine, address=address, num_workers=num_workers,
-                        gpus_per_worker=gpus_per_worker) as runner:
+        with get_engine(
+            engine, address=address, num_workers=num_workers, gpus_per_worker=gpus_per_worker
+        ) as runner:
             for k, rows in runner.map(factory, jobs):
                 # a worker may return (rows, norms): each row's norm before normalisation
                 rows, norms = rows if isinstance(rows, tuple) else (rows, None)

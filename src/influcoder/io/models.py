@@ -58,8 +58,11 @@ def fingerprint(ref: ModelRef) -> str:
     if ref.kind == "gguf":
         files = [folder / ref.gguf_file]
     else:
-        files = sorted(p for p in folder.iterdir()
-                       if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name in CONFIG_FILES))
+        files = sorted(
+            p
+            for p in folder.iterdir()
+            if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name in CONFIG_FILES)
+        )
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + b"\0")

@@ -37,8 +37,14 @@ from typing import Any
 
 from influcoder.errors import InputError, MissingPackageError
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
-           ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 @dataclass(frozen=True)
@@ -67,9 +73,13 @@ class Sample:
     @classmethod
     def from_json(cls, row: dict) -> Sample:
         messages = row.get("messages")
-        return cls(id=row["id"], prompt=row["prompt"], response=row["response"],
-                   messages=tuple(messages) if messages is not None else None,
-                   meta=row.get("meta") or {})
+        return cls(
+            id=row["id"],
+            prompt=row["prompt"],
+            response=row["response"],
+            messages=tuple(messages) if messages is not None else None,
+            meta=row.get("meta") or {},
+        )
 
 
 def encoder_text(sample: Sample) -> str:
@@ -115,8 +125,9 @@ def _jsonl_rows(stream: io.BufferedIOBase, path: str) -> Iterator[tuple[int, Any
         try:
             yield lineno, json.loads(text)
         except json.JSONDecodeError as e:
-            raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", path=path,
-                             line=lineno) from None
+            raise InputError(
+                f"invalid JSON: {e.msg} (column {e.colno})", path=path, line=lineno
+            ) from None
 
 
 def _decode(data: bytes, path: str) -> str:
@@ -134,15 +145,17 @@ def _json_rows(data: bytes, path: str) -> Iterator[tuple[int, Any]]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", path=path,
-                         line=e.lineno) from None
+        raise InputError(
+            f"invalid JSON: {e.msg} (column {e.colno})", path=path, line=e.lineno
+        ) from None
     if isinstance(doc, dict) and isinstance(doc.get("data"), list):
         doc, start = doc["data"], text.index("[", text.index('"data"'))
     elif isinstance(doc, list):
         start = text.index("[")
     else:
-        raise InputError("expected a JSON list of objects, or an object with a 'data' list",
-                         path=path, line=1)
+        raise InputError(
+            "expected a JSON list of objects, or an object with a 'data' list", path=path, line=1
+        )
     # Walk the array again with raw_decode to learn where each element starts.
     decoder, pos = json.JSONDecoder(), start + 1
     for item in doc:
@@ -180,13 +193,19 @@ def _hf_rows(name: str, split: str) -> Iterator[tuple[int, Any]]:
     try:
         import datasets
     except ImportError:
-        raise MissingPackageError("datasets", f"Reading the Hugging Face dataset '{name}'",
-                                  install="pip install 'influcoder[hf]'") from None
+        raise MissingPackageError(
+            "datasets",
+            f"Reading the Hugging Face dataset '{name}'",
+            install="pip install 'influcoder[hf]'",
+        ) from None
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as e:  # offline, unknown name, ...: the message is the useful part
-        raise InputError(f"not a file here, and could not be loaded as a Hugging Face dataset "
-                         f"(split '{split}'): {type(e).__name__}: {e}", path=name) from None
+        raise InputError(
+            f"not a file here, and could not be loaded as a Hugging Face dataset "
+            f"(split '{split}'): {type(e).__name__}: {e}",
+            path=name,
+        ) from None
     yield from enumerate(ds, start=1)
 
 
@@ -204,11 +223,14 @@ def read_rows(source: str | os.PathLike, *, split: str = "train") -> Iterator[tu
         yield from _hf_rows(source, split)
         return
     if path.is_dir():
-        raise InputError("is a directory, expected a data file (.jsonl, .json, .csv, .parquet)",
-                         path=source)
+        raise InputError(
+            "is a directory, expected a data file (.jsonl, .json, .csv, .parquet)", path=source
+        )
     if fmt is None:
-        raise InputError(f"unknown file type '{path.suffix}': use one of "
-                         f"{', '.join(sorted(FORMATS))}", path=source)
+        raise InputError(
+            f"unknown file type '{path.suffix}': use one of {', '.join(sorted(FORMATS))}",
+            path=source,
+        )
     if fmt == "jsonl":
         with open(path, "rb") as f:
             yield from _jsonl_rows(f, source)
@@ -224,8 +246,9 @@ def _text_field(row: dict, name: str, path: str, line: int) -> str:
         raise InputError("missing", path=path, line=line, field=name)
     value = row[name]
     if not isinstance(value, str):
-        raise InputError(f"expected a string, got {type(value).__name__}", path=path, line=line,
-                         field=name)
+        raise InputError(
+            f"expected a string, got {type(value).__name__}", path=path, line=line, field=name
+        )
     if not value.strip():
         raise InputError("empty", path=path, line=line, field=name)
     return value
@@ -234,30 +257,45 @@ def _text_field(row: dict, name: str, path: str, line: int) -> str:
 def _messages(row: dict, name: str, path: str, line: int) -> tuple[dict, ...]:
     messages = row[name]
     if not isinstance(messages, list) or not messages:
-        raise InputError("expected a non-empty list of {role, content} objects", path=path,
-                         line=line, field=name)
+        raise InputError(
+            "expected a non-empty list of {role, content} objects", path=path, line=line, field=name
+        )
     out = []
     for i, m in enumerate(messages):
         where = f"{name}[{i}]"
         if not isinstance(m, dict):
-            raise InputError(f"expected an object, got {type(m).__name__}", path=path, line=line,
-                             field=where)
+            raise InputError(
+                f"expected an object, got {type(m).__name__}", path=path, line=line, field=where
+            )
         role = _text_field(m, "role", path, line) if "role" in m else None
         if role is None:
             raise InputError("missing", path=path, line=line, field=f"{where}.role")
         content = m.get("content")
         if not isinstance(content, str):
-            raise InputError(f"expected a string, got {type(content).__name__}", path=path,
-                             line=line, field=f"{where}.content")
+            raise InputError(
+                f"expected a string, got {type(content).__name__}",
+                path=path,
+                line=line,
+                field=f"{where}.content",
+            )
         out.append({"role": role, "content": content})
     if out[-1]["role"] != "assistant":
-        raise InputError(f"the last message must be the assistant's (the response), "
-                         f"got role '{out[-1]['role']}'", path=path, line=line, field=name)
+        raise InputError(
+            f"the last message must be the assistant's (the response), "
+            f"got role '{out[-1]['role']}'",
+            path=path,
+            line=line,
+            field=name,
+        )
     if not out[-1]["content"].strip():
         raise InputError("empty", path=path, line=line, field=f"{name}[{len(out) - 1}].content")
     if len(out) < 2:
-        raise InputError("needs at least one turn before the assistant's response", path=path,
-                         line=line, field=name)
+        raise InputError(
+            "needs at least one turn before the assistant's response",
+            path=path,
+            line=line,
+            field=name,
+        )
     return tuple(out)
 
 
@@ -281,8 +319,12 @@ def row_to_sample(row: Any, fields: Fields, path: str, line: int) -> Sample:
     elif isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool):
         sample_id = str(raw_id)
     else:
-        raise InputError(f"expected a string or integer, got {type(raw_id).__name__}",
-                         path=path, line=line, field=fields.id)
+        raise InputError(
+            f"expected a string or integer, got {type(raw_id).__name__}",
+            path=path,
+            line=line,
+            field=fields.id,
+        )
     meta = {k: v for k, v in row.items() if k not in used}
     try:
         json.dumps(meta)
@@ -291,8 +333,13 @@ def row_to_sample(row: Any, fields: Fields, path: str, line: int) -> Sample:
     return Sample(id=sample_id, prompt=prompt, response=response, messages=messages, meta=meta)
 
 
-def load_samples(source: str | os.PathLike, *, fields: Fields | None = None,
-                 split: str = "train", limit: int | None = None) -> list[Sample]:
+def load_samples(
+    source: str | os.PathLike,
+    *,
+    fields: Fields | None = None,
+    split: str = "train",
+    limit: int | None = None,
+) -> list[Sample]:
     """Read and validate every sample of ``source``; raise :class:`InputError` on the first
     problem. ``limit`` keeps the first N samples."""
     fields = fields or Fields()
@@ -302,8 +349,12 @@ def load_samples(source: str | os.PathLike, *, fields: Fields | None = None,
     for line, row in read_rows(source, split=split):
         sample = row_to_sample(row, fields, path, line)
         if sample.id in first_line:
-            raise InputError(f"duplicate id '{sample.id}' (first seen on line "
-                             f"{first_line[sample.id]})", path=path, line=line, field=fields.id)
+            raise InputError(
+                f"duplicate id '{sample.id}' (first seen on line {first_line[sample.id]})",
+                path=path,
+                line=line,
+                field=fields.id,
+            )
         first_line[sample.id] = line
         samples.append(sample)
         if limit is not None and len(samples) >= limit:

@@ -77,9 +77,11 @@ def check_resumable(path, stored: dict, requested: dict, made: str) -> None:
     """Only the very same run may continue a store: refuse other settings, naming each."""
     diffs = setup_differences(stored, requested)
     if diffs:
-        raise StoreError(f"{path} holds a store {made} with other settings (stored vs "
-                         f"requested):\n  " + "\n  ".join(diffs) + "\nRerun with the same "
-                         "options to resume it, or choose another --out.")
+        raise StoreError(
+            f"{path} holds a store {made} with other settings (stored vs "
+            f"requested):\n  " + "\n  ".join(diffs) + "\nRerun with the same "
+            "options to resume it, or choose another --out."
+        )
 
 
 def check_same_setup(a: Store, b: Store) -> None:
@@ -89,8 +91,10 @@ def check_same_setup(a: Store, b: Store) -> None:
     if a.dim != b.dim:
         diffs.append(f"dim: {a.dim} vs {b.dim}")
     if diffs:
-        raise StoreError(f"stores {a.path} and {b.path} were built with different setups, so "
-                         f"their vectors are not comparable:\n  " + "\n  ".join(diffs))
+        raise StoreError(
+            f"stores {a.path} and {b.path} were built with different setups, so "
+            f"their vectors are not comparable:\n  " + "\n  ".join(diffs)
+        )
 
 
 def _read_json(path: Path) -> Any:
@@ -107,11 +111,15 @@ def _load_shard(path: Path, rows: int, dim: int, dtype: str) -> np.ndarray:
     try:
         arr = load_file(str(path))[SHARD_TENSOR]
     except (OSError, KeyError, SafetensorError, ValueError) as e:
-        raise StoreError(f"{path}: corrupt shard ({type(e).__name__}: {e}); delete it and rerun "
-                         f"the command to recompute it") from None
+        raise StoreError(
+            f"{path}: corrupt shard ({type(e).__name__}: {e}); delete it and rerun "
+            f"the command to recompute it"
+        ) from None
     if arr.shape != (rows, dim) or arr.dtype != DTYPES[dtype]:
-        raise StoreError(f"{path}: corrupt shard: shape {arr.shape} {arr.dtype}, expected "
-                         f"({rows}, {dim}) {dtype}; delete it and rerun the command")
+        raise StoreError(
+            f"{path}: corrupt shard: shape {arr.shape} {arr.dtype}, expected "
+            f"({rows}, {dim}) {dtype}; delete it and rerun the command"
+        )
     return arr
 
 
@@ -132,12 +140,16 @@ class Store:
         if self.manifest.get("format") != FORMAT_NAME:
             raise StoreError(f"{mpath}: not an influcoder store manifest")
         if self.manifest.get("version") != STORE_FORMAT_VERSION:
-            raise StoreError(f"{mpath}: store format version {self.manifest.get('version')}, "
-                             f"this influcoder reads version {STORE_FORMAT_VERSION}")
+            raise StoreError(
+                f"{mpath}: store format version {self.manifest.get('version')}, "
+                f"this influcoder reads version {STORE_FORMAT_VERSION}"
+            )
         if not self.manifest.get("complete") and not allow_incomplete:
             done = len(self.present_shards())
-            raise StoreError(f"{self.path}: incomplete store ({done} of {self.n_shards} shards); "
-                             f"rerun the command that built it to resume")
+            raise StoreError(
+                f"{self.path}: incomplete store ({done} of {self.n_shards} shards); "
+                f"rerun the command that built it to resume"
+            )
         self._samples: list[Sample] | None = None
 
     # -- manifest fields
@@ -207,14 +219,18 @@ class Store:
                         raise StoreError(
                             f"{self.path}: shard {path.name} keeps no row norms (the store was "
                             f"made before they were kept, or holds embeddings), so it can only "
-                            f"be compared by cosine; collect it again for inner products")
+                            f"be compared by cosine; collect it again for inner products"
+                        )
                     norms = f.get_tensor(NORMS_TENSOR)
             except (OSError, SafetensorError) as e:
-                raise StoreError(f"{path}: corrupt shard ({e}); delete it and rerun the "
-                                 f"command to recompute it") from None
+                raise StoreError(
+                    f"{path}: corrupt shard ({e}); delete it and rerun the command to recompute it"
+                ) from None
             if norms.shape != (stop - start,):
-                raise StoreError(f"{path}: corrupt shard: norms of shape {norms.shape}, "
-                                 f"expected ({stop - start},)")
+                raise StoreError(
+                    f"{path}: corrupt shard: norms of shape {norms.shape}, "
+                    f"expected ({stop - start},)"
+                )
             out[start:stop] = norms
         return out
 
@@ -222,7 +238,7 @@ class Store:
         """All vectors, ``n x dim``, rows in :attr:`ids` order."""
         out = np.empty((self.n, self.dim), dtype=dtype)
         for start, chunk in self.iter_chunks(dtype):
-            out[start:start + len(chunk)] = chunk
+            out[start : start + len(chunk)] = chunk
         return out
 
     def __repr__(self) -> str:
@@ -256,10 +272,19 @@ class StoreWriter:
     than overwritten.
     """
 
-    def __init__(self, path: str | os.PathLike, *, kind: str, setup: dict,
-                 samples: Sequence[Sample], dim: int, dtype: str = "float16",
-                 shard_rows: int = DEFAULT_SHARD_ROWS, provenance: dict | None = None,
-                 prepare=None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        kind: str,
+        setup: dict,
+        samples: Sequence[Sample],
+        dim: int,
+        dtype: str = "float16",
+        shard_rows: int = DEFAULT_SHARD_ROWS,
+        provenance: dict | None = None,
+        prepare=None,
+    ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if shard_rows < 1 or dim < 1:
@@ -267,35 +292,46 @@ class StoreWriter:
         self.path = Path(path)
         self.samples = list(samples)
         manifest = {
-            "format": FORMAT_NAME, "version": STORE_FORMAT_VERSION, "kind": kind,
-            "setup": setup, "n": len(self.samples), "dim": int(dim), "dtype": dtype,
-            "shard_rows": int(shard_rows), "samples_sha256": samples_digest(self.samples),
+            "format": FORMAT_NAME,
+            "version": STORE_FORMAT_VERSION,
+            "kind": kind,
+            "setup": setup,
+            "n": len(self.samples),
+            "dim": int(dim),
+            "dtype": dtype,
+            "shard_rows": int(shard_rows),
+            "samples_sha256": samples_digest(self.samples),
             "complete": False,
         }
         mpath = self.path / MANIFEST_NAME
         if mpath.is_file():
             existing = Store(self.path, allow_incomplete=True).manifest
-            wanted = {k: manifest[k] for k in ("kind", "setup", "n", "dim", "dtype", "shard_rows",
-                                               "samples_sha256")}
+            wanted = {
+                k: manifest[k]
+                for k in ("kind", "setup", "n", "dim", "dtype", "shard_rows", "samples_sha256")
+            }
             have = {k: existing.get(k) for k in wanted}
             diffs = setup_differences(have, wanted)
             if diffs:
                 raise StoreError(
                     f"{self.path} already holds a store built differently (stored vs requested):"
-                    f"\n  " + "\n  ".join(diffs) + "\nChoose another --out, or delete it.")
+                    f"\n  " + "\n  ".join(diffs) + "\nChoose another --out, or delete it."
+                )
             self.manifest = existing
         else:
             if self.path.exists() and any(self.path.iterdir()):
-                raise StoreError(f"{self.path} exists and is not an influcoder store; refusing to "
-                                 f"write into it")
+                raise StoreError(
+                    f"{self.path} exists and is not an influcoder store; refusing to write into it"
+                )
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / SHARDS_DIR).mkdir(exist_ok=True)
             # Everything a shard depends on goes down before the manifest, so a manifest on
             # disk always describes a store that can be resumed.
             if prepare is not None:
                 prepare(self.path)
-            lines = "".join(json.dumps(s.to_json(), ensure_ascii=False) + "\n"
-                            for s in self.samples)
+            lines = "".join(
+                json.dumps(s.to_json(), ensure_ascii=False) + "\n" for s in self.samples
+            )
             atomic_write_bytes(self.path / SAMPLES_NAME, lines.encode("utf-8"))
             manifest["provenance"] = {**(provenance or {}), "created": _now()}
             atomic_write_json(mpath, manifest)
@@ -327,16 +363,20 @@ class StoreWriter:
         start, stop = self.shard_range(k)
         dtype = self.manifest["dtype"]
         if rows.shape != (stop - start, self.manifest["dim"]):
-            raise ValueError(f"shard {k}: got shape {rows.shape}, expected "
-                             f"({stop - start}, {self.manifest['dim']})")
+            raise ValueError(
+                f"shard {k}: got shape {rows.shape}, expected "
+                f"({stop - start}, {self.manifest['dim']})"
+            )
         if not np.isfinite(rows).all():
             raise ValueError(f"shard {k}: non-finite values")
         tensors = {SHARD_TENSOR: np.ascontiguousarray(rows.astype(DTYPES[dtype]))}
         if norms is not None:
             norms = np.asarray(norms, dtype=np.float32)
             if norms.shape != (stop - start,) or not (np.isfinite(norms) & (norms > 0)).all():
-                raise ValueError(f"shard {k}: norms must be {stop - start} positive finite "
-                                 f"values, got shape {norms.shape}")
+                raise ValueError(
+                    f"shard {k}: norms must be {stop - start} positive finite "
+                    f"values, got shape {norms.shape}"
+                )
             tensors[NORMS_TENSOR] = np.ascontiguousarray(norms)
         data = save(tensors)
         atomic_write_bytes(self._store.shard_path(k), data)
@@ -348,8 +388,11 @@ class StoreWriter:
             raise StoreError(f"{self.path}: cannot finish, {len(missing)} shards missing")
         if not self.manifest.get("complete"):
             self.manifest["complete"] = True
-            self.manifest["provenance"] = {**self.manifest.get("provenance", {}), **provenance,
-                                           "finished": _now()}
+            self.manifest["provenance"] = {
+                **self.manifest.get("provenance", {}),
+                **provenance,
+                "finished": _now(),
+            }
             atomic_write_json(self.path / MANIFEST_NAME, self.manifest)
         return Store(self.path)
 

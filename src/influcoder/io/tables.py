@@ -23,8 +23,10 @@ OUTPUT_FORMATS = ("jsonl", "json", "csv", "parquet")
 def output_format(path: str | os.PathLike) -> str:
     fmt = FORMATS.get(Path(path).suffix.lower())
     if fmt not in OUTPUT_FORMATS:
-        raise InputError(f"unknown output type '{Path(path).suffix}': use .jsonl, .json, .csv "
-                         f"or .parquet", path=str(path))
+        raise InputError(
+            f"unknown output type '{Path(path).suffix}': use .jsonl, .json, .csv or .parquet",
+            path=str(path),
+        )
     return fmt
 
 
@@ -91,9 +93,9 @@ def format_bytes(n: float) -> str:
         return "n/a"
     if n < 1024:
         return f"{n:.0f} B"
-    if n < 1024 ** 2:
+    if n < 1024**2:
         return f"{_number(n / 1024)} KiB"
-    return f"{_number(n / 1024 ** 2)} MiB"
+    return f"{_number(n / 1024**2)} MiB"
 
 
 def format_value(column: str, value: Any) -> str:
@@ -124,8 +126,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     def line(values):
         return "  ".join(a(v, w) for a, v, w in zip(align, values, widths)).rstrip()
 
-    return "\n".join([line(columns), line("-" * w for w in widths)]
-                     + [line(r) for r in cells])
+    return "\n".join([line(columns), line("-" * w for w in widths)] + [line(r) for r in cells])
 
 
 def clip_text(text: str, width: int) -> str:

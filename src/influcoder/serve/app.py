@@ -39,8 +39,13 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
     kinds = {e.get("type") for e in errors}
     if "json_invalid" in kinds:
         return error(400, "malformed JSON body", [e.get("msg") for e in errors])
-    detail = [{"field": ".".join(str(x) for x in e.get("loc", ()) if x != "body"),
-               "message": e.get("msg")} for e in errors]
+    detail = [
+        {
+            "field": ".".join(str(x) for x in e.get("loc", ()) if x != "body"),
+            "message": e.get("msg"),
+        }
+        for e in errors
+    ]
     shown = "; ".join(f"{d['field'] or 'body'}: {d['message']}" for d in detail[:3])
     return error(422, f"invalid request: {shown}", detail)
 
@@ -73,19 +78,25 @@ def _docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def docs():
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="influcoder API",
-                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="influcoder API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
-def create_app(service: Service, *, token: str | None = None,
-               max_body: int = MAX_BODY) -> FastAPI:
+def create_app(service: Service, *, token: str | None = None, max_body: int = MAX_BODY) -> FastAPI:
     """The app over ``service``; ``token``: required on every ``/api`` request (None: open)."""
-    app = FastAPI(title="influcoder", docs_url=None, redoc_url=None,
-                  description="Which training samples made the model say this? Attribution "
-                              "against an influcoder index. Every /api request needs the "
-                              "server's token if it was started with one.")
+    app = FastAPI(
+        title="influcoder",
+        docs_url=None,
+        redoc_url=None,
+        description="Which training samples made the model say this? Attribution "
+        "against an influcoder index. Every /api request needs the "
+        "server's token if it was started with one.",
+    )
     app.state.service = service
     _install_error_handlers(app)
     _docs(app)

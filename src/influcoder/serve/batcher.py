@@ -28,14 +28,22 @@ class Batcher:
     ``fn`` fails every item of its batch. Each item's future also gets ``queued_s`` (seconds
     it waited) and ``batch_size`` attributes, for the timing header."""
 
-    def __init__(self, fn: Callable[[Sequence], list], *, max_batch: int = 16,
-                 workers: int = 2, name: str = "influcoder-batch"):
+    def __init__(
+        self,
+        fn: Callable[[Sequence], list],
+        *,
+        max_batch: int = 16,
+        workers: int = 2,
+        name: str = "influcoder-batch",
+    ):
         if max_batch < 1 or workers < 1:
             raise ValueError("max_batch and workers must be >= 1")
         self.fn, self.max_batch = fn, max_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
-                         for i in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
         for t in self._threads:
             t.start()
 

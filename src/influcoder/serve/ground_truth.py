@@ -32,15 +32,19 @@ class GroundTruth:
     def __init__(self, path, pool_ids: list[str]):
         self.store = Store(path)
         if self.store.kind != "gradients":
-            raise StoreError(f"{path}: a store of {self.store.kind}, not of gradients (make one "
-                             f"with `influcoder collect`)")
+            raise StoreError(
+                f"{path}: a store of {self.store.kind}, not of gradients (make one "
+                f"with `influcoder collect`)"
+            )
         ids = self.store.ids
         self.row_of = {i: r for r, i in enumerate(ids)}
         pool_row = {i: r for r, i in enumerate(pool_ids)}
         both = [(r, pool_row[i]) for r, i in enumerate(ids) if i in pool_row]
         if len(both) < 2:
-            raise StoreError(f"{path}: shares {len(both)} sample ids with the index; a ground "
-                             f"truth must be a gradient store of the index's pool")
+            raise StoreError(
+                f"{path}: shares {len(both)} sample ids with the index; a ground "
+                f"truth must be a gradient store of the index's pool"
+            )
         self.store_rows = np.array([a for a, _ in both], dtype=np.int64)
         self.pool_rows = np.array([b for _, b in both], dtype=np.int64)
         self.ids = [ids[r] for r in self.store_rows]
@@ -58,17 +62,19 @@ class GroundTruth:
         g = normalize_rows(self.store.shard(k)[row - self.store.shard_range(k)[0]][None])[0]
         out = np.empty(self.store.n, dtype=np.float32)
         for start, chunk in self.store.iter_chunks():
-            out[start:start + len(chunk)] = normalize_rows(chunk) @ g
+            out[start : start + len(chunk)] = normalize_rows(chunk) @ g
         return out
 
     def compare(self, sample_id: str, encoder_scores: np.ndarray, k: int) -> dict:
         """The two rankings of the pool for the query ``sample_id`` and their agreement;
         ``encoder_scores`` are its encoder scores over the pool (pool row order)."""
         if sample_id not in self:
-            return {"in_store": False,
-                    "message": f"the query id '{sample_id}' is not one of the {self.store.n} "
-                               f"samples of the gradient store {self.store.path}, so there is "
-                               f"no gradient ranking to compare with"}
+            return {
+                "in_store": False,
+                "message": f"the query id '{sample_id}' is not one of the {self.store.n} "
+                f"samples of the gradient store {self.store.path}, so there is "
+                f"no gradient ranking to compare with",
+            }
         from influcoder.metrics import spearman
 
         keep = np.array([i != sample_id for i in self.ids])
@@ -84,12 +90,24 @@ class GroundTruth:
         overlap = len(set(top_g[:k].tolist()) & set(top_e[:k].tolist())) / k
 
         def listing(order, scores, other_rank, other):
-            return [{"rank": rank, "id": ids[i], "score": float(scores[i]),
-                     f"{other}_rank": int(other_rank[i])}
-                    for rank, i in enumerate(order[:k].tolist(), start=1)]
+            return [
+                {
+                    "rank": rank,
+                    "id": ids[i],
+                    "score": float(scores[i]),
+                    f"{other}_rank": int(other_rank[i]),
+                }
+                for rank, i in enumerate(order[:k].tolist(), start=1)
+            ]
 
         rho = spearman(grad, enc)
-        return {"in_store": True, "query_id": sample_id, "n_common": len(ids), "k": k,
-                "spearman": None if np.isnan(rho) else rho, "overlap_at_k": overlap,
-                "gradient": listing(top_g, grad, rank_e, "encoder"),
-                "encoder": listing(top_e, enc, rank_g, "gradient")}
+        return {
+            "in_store": True,
+            "query_id": sample_id,
+            "n_common": len(ids),
+            "k": k,
+            "spearman": None if np.isnan(rho) else rho,
+            "overlap_at_k": overlap,
+            "gradient": listing(top_g, grad, rank_e, "encoder"),
+            "encoder": listing(top_e, enc, rank_g, "gradient"),
+        }

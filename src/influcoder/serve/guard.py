@@ -23,9 +23,17 @@ from urllib.parse import parse_qs
 async def send_error(send, status: int, message: str, headers=()) -> None:
     """A JSON error response, ``{"error": message}``, from plain ASGI."""
     body = json.dumps({"error": message}).encode("utf-8")
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()), *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -60,12 +68,16 @@ class Guard:
 
     def _authorised(self, scope) -> bool:
         for name, value in scope.get("headers", ()):
-            if (name == b"authorization" and value[:7].lower() == b"bearer "
-                    and hmac.compare_digest(value[7:].strip(), self.token)):
+            if (
+                name == b"authorization"
+                and value[:7].lower() == b"bearer "
+                and hmac.compare_digest(value[7:].strip(), self.token)
+            ):
                 return True
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        return any(hmac.compare_digest(t.encode("utf-8"), self.token)
-                   for t in query.get("token", ()))
+        return any(
+            hmac.compare_digest(t.encode("utf-8"), self.token) for t in query.get("token", ())
+        )
 
     async def _read_body(self, scope, receive) -> bytes | None:
         """The whole body, or None once it passes ``max_body``."""
@@ -90,19 +102,24 @@ class Guard:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         if self.token and scope["path"].startswith("/api") and not self._authorised(scope):
-            return await send_error(send, 401, "missing or wrong token: send 'Authorization: "
-                                    "Bearer TOKEN' or add ?token=TOKEN",
-                                    [(b"www-authenticate", b"Bearer")])
+            return await send_error(
+                send,
+                401,
+                "missing or wrong token: send 'Authorization: Bearer TOKEN' or add ?token=TOKEN",
+                [(b"www-authenticate", b"Bearer")],
+            )
         if scope["method"] in ("POST", "PUT", "PATCH"):
             body = await self._read_body(scope, receive)
             if body is None:
-                return await send_error(send, 413, f"request body larger than "
-                                                   f"{self.max_body} bytes")
+                return await send_error(
+                    send, 413, f"request body larger than {self.max_body} bytes"
+                )
             try:
                 body.decode("utf-8")
             except UnicodeDecodeError as e:
-                return await send_error(send, 400, f"request body is not UTF-8 (byte "
-                                                   f"{e.start}: {e.reason})")
+                return await send_error(
+                    send, 400, f"request body is not UTF-8 (byte {e.start}: {e.reason})"
+                )
             receive = replay(body, receive)
         timing: dict = {}
         scope.setdefault("state", {})["timing"] = timing
@@ -110,9 +127,13 @@ class Guard:
         async def send_timed(message):
             if message["type"] == "http.response.start":
                 total = (time.perf_counter() - start) * 1e3
-                message = {**message, "headers": [*message.get("headers", ()),
-                                                  (b"server-timing", timing_header(timing,
-                                                                                   total))]}
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", ()),
+                        (b"server-timing", timing_header(timing, total)),
+                    ],
+                }
             await send(message)
 
         await self.app(scope, receive, send_timed)

@@ -31,14 +31,20 @@ from influcoder.serve.schemas import (
 from influcoder.serve.service import QueryItem, Service
 
 #: The cleaned file's media type per format.
-MEDIA_TYPES = {"jsonl": "application/x-ndjson", "json": "application/json",
-               "csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
-_ERRORS = {400: "malformed JSON, a body that is not UTF-8, or a request the pool cannot "
-                "answer (an unknown metadata field or id)",
-           401: "the server's token is missing or wrong",
-           404: "no such sample",
-           413: "the body is larger than the server's limit",
-           422: "a field missing, of the wrong type or out of range"}
+MEDIA_TYPES = {
+    "jsonl": "application/x-ndjson",
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",
+}
+_ERRORS = {
+    400: "malformed JSON, a body that is not UTF-8, or a request the pool cannot "
+    "answer (an unknown metadata field or id)",
+    401: "the server's token is missing or wrong",
+    404: "no such sample",
+    413: "the body is larger than the server's limit",
+    422: "a field missing, of the wrong type or out of range",
+}
 
 
 def errors(*codes: int) -> dict:
@@ -67,56 +73,77 @@ def _record(request: Request, future, result: dict) -> None:
     """Put a query's time into the ``Server-Timing`` header and its ``timing_ms`` field."""
     timing = result["timing_ms"]
     timing["queue"] = future.queued_s * 1e3
-    request.state.timing.update(queue=timing["queue"], encode=timing["encode"],
-                                search=timing["search"])
+    request.state.timing.update(
+        queue=timing["queue"], encode=timing["encode"], search=timing["search"]
+    )
 
 
-@router.get("/health", response_model=Health,
-            summary="Liveness: the pool's size and the encoder")
+@router.get("/health", response_model=Health, summary="Liveness: the pool's size and the encoder")
 def health(service: ServiceDep):
     return {"status": "ok", "n": service.index.n, "encoder": service.index.encoder_name}
 
 
-@router.get("/info", response_model=Info,
-            summary="The index, its metadata fields and the ground truth")
+@router.get(
+    "/info", response_model=Info, summary="The index, its metadata fields and the ground truth"
+)
 def info(service: ServiceDep):
     return service.info()
 
 
-@router.post("/attribute", response_model=Attribution, responses=_POSTED,
-             summary="The pool samples most influential on one output")
+@router.post(
+    "/attribute",
+    response_model=Attribution,
+    responses=_POSTED,
+    summary="The pool samples most influential on one output",
+)
 async def attribute(body: AttributeRequest, request: Request, service: ServiceDep):
-    item = QueryItem(body.sample(), body.k, body.filter_tuples(), body.bins, body.group_by,
-                     body.temperature)
+    item = QueryItem(
+        body.sample(), body.k, body.filter_tuples(), body.bins, body.group_by, body.temperature
+    )
     future = service.submit(item)
     result = await asyncio.wrap_future(future)
     _record(request, future, result)
     return result
 
 
-@router.post("/attribute/batch", response_model=BatchAttribution, responses=_POSTED,
-             summary="The same for several outputs")
+@router.post(
+    "/attribute/batch",
+    response_model=BatchAttribution,
+    responses=_POSTED,
+    summary="The same for several outputs",
+)
 async def attribute_batch(body: BatchRequest, service: ServiceDep):
     filters = body.filter_tuples()
-    futures = [service.submit(QueryItem(q.sample(), body.k, filters, body.bins, body.group_by,
-                                         body.temperature))
-               for q in body.queries]
+    futures = [
+        service.submit(
+            QueryItem(q.sample(), body.k, filters, body.bins, body.group_by, body.temperature)
+        )
+        for q in body.queries
+    ]
     results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
     for future, result in zip(futures, results):
         result["timing_ms"]["queue"] = future.queued_s * 1e3
     return {"results": results}
 
 
-@router.post("/aggregate", response_model=Aggregation, responses=_POSTED,
-             summary="The pool ranked by total influence on a set of outputs (what `filter` "
-                     "removes)")
+@router.post(
+    "/aggregate",
+    response_model=Aggregation,
+    responses=_POSTED,
+    summary="The pool ranked by total influence on a set of outputs (what `filter` removes)",
+)
 def aggregate(body: AggregateRequest, service: ServiceDep):
-    return service.aggregate([q.sample() for q in body.queries], body.how,
-                             min(body.k, service.index.n))
+    return service.aggregate(
+        [q.sample() for q in body.queries], body.how, min(body.k, service.index.n)
+    )
 
 
-@router.get("/samples/{sample_id:path}", response_model=PoolSample,
-            responses=errors(404, 422), summary="One pool sample by its id")
+@router.get(
+    "/samples/{sample_id:path}",
+    response_model=PoolSample,
+    responses=errors(404, 422),
+    summary="One pool sample by its id",
+)
 def sample(sample_id: str, service: ServiceDep):
     found = service.sample(sample_id)
     if found is None:
@@ -128,18 +155,36 @@ _FILE = {"schema": {"type": "string", "format": "binary"}}
 _ROWS = {"schema": {"type": "array", "items": {"type": "object"}}}
 
 
-@router.post("/filter/kept", response_class=Response, responses={
-    **_POSTED, 200: {
-        "description": "the cleaned file, in the format asked for",
-        "content": {t.split(";")[0]: _ROWS if f == "json" else _FILE
-                    for f, t in MEDIA_TYPES.items()},
-        "headers": {name: {"description": text, "schema": {"type": "integer"}}
-                    for name, text in (("x-kept-rows", "rows in the file"),
-                                       ("x-removed-rows", "distinct ids left out"))}}},
+@router.post(
+    "/filter/kept",
+    response_class=Response,
+    responses={
+        **_POSTED,
+        200: {
+            "description": "the cleaned file, in the format asked for",
+            "content": {
+                t.split(";")[0]: _ROWS if f == "json" else _FILE for f, t in MEDIA_TYPES.items()
+            },
+            "headers": {
+                name: {"description": text, "schema": {"type": "integer"}}
+                for name, text in (
+                    ("x-kept-rows", "rows in the file"),
+                    ("x-removed-rows", "distinct ids left out"),
+                )
+            },
+        },
+    },
     summary="The cleaned training file: the pool's rows as in its source files, without the "
-            "removed ids")
+    "removed ids",
+)
 def kept(body: KeptRequest, service: ServiceDep):
     data, n = service.kept_file(body.remove, body.format)
-    return Response(data, media_type=MEDIA_TYPES[body.format], headers={
-        "content-disposition": f'attachment; filename="clean.{body.format}"',
-        "x-kept-rows": str(n), "x-removed-rows": str(len(set(body.remove)))})
+    return Response(
+        data,
+        media_type=MEDIA_TYPES[body.format],
+        headers={
+            "content-disposition": f'attachment; filename="clean.{body.format}"',
+            "x-kept-rows": str(n),
+            "x-removed-rows": str(len(set(body.remove))),
+        },
+    )

@@ -38,8 +38,10 @@ def _refuse_surrogates(value, where: str = "") -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(f"{where or 'a string'} holds an unpaired surrogate escape "
-                             f"(\\ud800-\\udfff): not text") from None
+            raise ValueError(
+                f"{where or 'a string'} holds an unpaired surrogate escape "
+                f"(\\ud800-\\udfff): not text"
+            ) from None
     elif isinstance(value, dict):
         for key, item in value.items():
             _refuse_surrogates(key, "a field name")
@@ -78,32 +80,48 @@ class Query(_Request):
 
     def sample(self) -> Sample:
         response = self.response if self.text is None else self.text
-        return Sample(id=self.id or content_id(self.prompt, response), prompt=self.prompt,
-                      response=response)
+        return Sample(
+            id=self.id or content_id(self.prompt, response), prompt=self.prompt, response=response
+        )
 
 
 Filters = dict[str, str | list[str]]
-FILTERS_HELP = ("metadata field -> value (or list of values, any may match); every field "
-                "must match. Values compare as text")
+FILTERS_HELP = (
+    "metadata field -> value (or list of values, any may match); every field "
+    "must match. Values compare as text"
+)
 
 
 class _Options(_Request):
     model_config = ConfigDict(extra="forbid")
-    k: int = Field(10, ge=1, le=MAX_K, description="hits per query (fewer if the pool, or "
-                                                   "the filtered pool, is smaller)")
+    k: int = Field(
+        10,
+        ge=1,
+        le=MAX_K,
+        description="hits per query (fewer if the pool, or the filtered pool, is smaller)",
+    )
     filters: Filters = Field(default_factory=dict, description=FILTERS_HELP)
-    bins: int = Field(30, ge=0, le=MAX_BINS, description="histogram bins of the query's "
-                                                          "scores over the pool (0: none)")
-    group_by: str | None = Field(None, description="a metadata field: the query's influence "
-                                 "per group of it (n, mean, sum, max, softmax) over every pool "
-                                 "score, filters aside; samples without it are the group "
-                                 "'(missing)'")
-    temperature: float = Field(DEFAULT_GROUP_TEMPERATURE, gt=0, description="of the softmax "
-                               "group score (AirRep's, see influcoder.attribution.groups)")
+    bins: int = Field(
+        30,
+        ge=0,
+        le=MAX_BINS,
+        description="histogram bins of the query's scores over the pool (0: none)",
+    )
+    group_by: str | None = Field(
+        None,
+        description="a metadata field: the query's influence "
+        "per group of it (n, mean, sum, max, softmax) over every pool "
+        "score, filters aside; samples without it are the group "
+        "'(missing)'",
+    )
+    temperature: float = Field(
+        DEFAULT_GROUP_TEMPERATURE,
+        gt=0,
+        description="of the softmax group score (AirRep's, see influcoder.attribution.groups)",
+    )
 
     def filter_tuples(self) -> dict[str, tuple[str, ...]]:
-        return {name: (v,) if isinstance(v, str) else tuple(v)
-                for name, v in self.filters.items()}
+        return {name: (v,) if isinstance(v, str) else tuple(v) for name, v in self.filters.items()}
 
 
 class AttributeRequest(Query, _Options):
@@ -147,8 +165,11 @@ class ErrorResponse(_Answer):
     (token), 404, 405, 413 (body too large), 422 (a field missing or out of range)."""
 
     error: str = Field(description="what went wrong, for a person")
-    detail: Any = Field(None, description="422: each field's problem (``field``, "
-                                          "``message``); 400 for malformed JSON: the parser's")
+    detail: Any = Field(
+        None,
+        description="422: each field's problem (``field``, "
+        "``message``); 400 for malformed JSON: the parser's",
+    )
 
 
 class Health(_Answer):
@@ -173,7 +194,8 @@ class Info(_Answer):
     index: str = Field(description="the index's folder")
     fields: list[str] = Field(description="the pool's metadata fields")
     facets: dict[str, dict[str, int]] = Field(
-        description="field -> value -> pool samples, for fields with few values (filters)")
+        description="field -> value -> pool samples, for fields with few values (filters)"
+    )
     ground_truth: GroundTruthInfo | None
 
 
@@ -284,7 +306,8 @@ class Attribution(_Answer):
     histogram: Histogram | None
     hits: list[Hit]
     ground_truth: GroundTruthComparison | GroundTruthAbsent | None = Field(
-        description="with --ground-truth: the gradient ranking beside the encoder's")
+        description="with --ground-truth: the gradient ranking beside the encoder's"
+    )
     groups: Groups | None = Field(description="with group_by: the influence per group")
     timing_ms: Timing
 

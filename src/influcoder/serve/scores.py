@@ -22,8 +22,7 @@ def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     are pool rows), so only the rows at or above it (about ``k * _STRIDE``) are ranked."""
     sub = scores[::_STRIDE]
     bound = np.partition(sub, len(sub) - k)[len(sub) - k] if k <= len(sub) else -np.inf
-    rows = np.flatnonzero(scores >= bound) if bound > -np.inf else \
-        np.flatnonzero(scores > -np.inf)
+    rows = np.flatnonzero(scores >= bound) if bound > -np.inf else np.flatnonzero(scores > -np.inf)
     k = min(k, len(rows))
     if k <= 0:
         return np.zeros(0, dtype=np.int64)

@@ -35,15 +35,24 @@ def check_binding(host: str, token: str | None, no_auth: bool) -> None:
     if token and no_auth:
         raise InflucoderError("give --token or --no-auth, not both")
     if not is_loopback(host) and not token and not no_auth:
-        raise InflucoderError(f"refusing to serve on {host!r} without a token: anyone who can "
-                              f"reach it could read the training data. Give --token (or set "
-                              f"INFLUCODER_TOKEN), bind to 127.0.0.1, or pass --no-auth if "
-                              f"the network is trusted")
+        raise InflucoderError(
+            f"refusing to serve on {host!r} without a token: anyone who can "
+            f"reach it could read the training data. Give --token (or set "
+            f"INFLUCODER_TOKEN), bind to 127.0.0.1, or pass --no-auth if "
+            f"the network is trusted"
+        )
 
 
-def open_service(index_dir: str | os.PathLike, *, ground_truth: str | None = None,
-                 encoder: str | None = None, backend: str = "auto",
-                 workers: int | None = None, max_batch: int = 16, device: str = "cpu"):
+def open_service(
+    index_dir: str | os.PathLike,
+    *,
+    ground_truth: str | None = None,
+    encoder: str | None = None,
+    backend: str = "auto",
+    workers: int | None = None,
+    max_batch: int = 16,
+    device: str = "cpu",
+):
     """Load the index, its encoder and the optional gradient store into a
     :class:`~influcoder.serve.service.Service`. The ONNX query encoder runs one
     thread per batch worker (``workers`` batches are encoded at once, see batcher.py), and
@@ -69,22 +78,41 @@ def open_service(index_dir: str | os.PathLike, *, ground_truth: str | None = Non
     return Service(attributor, ground_truth=gt, workers=workers, max_batch=max_batch)
 
 
-def serve(index_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
-          token: str | None = None, no_auth: bool = False, ground_truth: str | None = None,
-          encoder: str | None = None, backend: str = "auto", max_body: int | None = None,
-          workers: int | None = None, log_level: str = "info", device: str = "cpu") -> None:
+def serve(
+    index_dir: str | os.PathLike,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    no_auth: bool = False,
+    ground_truth: str | None = None,
+    encoder: str | None = None,
+    backend: str = "auto",
+    max_body: int | None = None,
+    workers: int | None = None,
+    log_level: str = "info",
+    device: str = "cpu",
+) -> None:
     """Serve the index until interrupted (see :mod:`influcoder.serve`)."""
     check_binding(host, token, no_auth)
     import uvicorn
 
     from influcoder.serve.app import MAX_BODY, create_app
 
-    service = open_service(index_dir, ground_truth=ground_truth, encoder=encoder,
-                           backend=backend, workers=workers, device=device)
+    service = open_service(
+        index_dir,
+        ground_truth=ground_truth,
+        encoder=encoder,
+        backend=backend,
+        workers=workers,
+        device=device,
+    )
     app = create_app(service, token=token, max_body=max_body or MAX_BODY)
     shown = "localhost" if is_loopback(host) else host
-    logger.info(f"serving {service.index.n} pool samples on http://{shown}:{port}/ "
-                f"(API: /api, OpenAPI page: /docs){'; token required' if token else ''}")
+    logger.info(
+        f"serving {service.index.n} pool samples on http://{shown}:{port}/ "
+        f"(API: /api, OpenAPI page: /docs){'; token required' if token else ''}"
+    )
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
     finally:

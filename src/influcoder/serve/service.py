@@ -56,13 +56,23 @@ class QueryItem:
 
 
 def sample_dict(sample: Sample, row: int) -> dict:
-    return {"row": row, "id": sample.id, "prompt": sample.prompt, "response": sample.response,
-            "meta": sample.meta}
+    return {
+        "row": row,
+        "id": sample.id,
+        "prompt": sample.prompt,
+        "response": sample.response,
+        "meta": sample.meta,
+    }
 
 
 def hit_dict(hit: Hit, percentile: float) -> dict:
-    return {"rank": hit.rank, **sample_dict(hit.sample, hit.row), "score": hit.score,
-            "z": hit.z, "percentile": float(percentile)}
+    return {
+        "rank": hit.rank,
+        **sample_dict(hit.sample, hit.row),
+        "score": hit.score,
+        "z": hit.z,
+        "percentile": float(percentile),
+    }
 
 
 class _LockedEncoder:
@@ -85,8 +95,9 @@ class Service:
     """The state of one server: an :class:`Attributor`, the pool's vectors and samples, the
     metadata facets, an optional ground truth, and the batcher that answers queries."""
 
-    def __init__(self, attributor: Attributor, *, ground_truth=None, max_batch: int = 16,
-                 workers: int = 2):
+    def __init__(
+        self, attributor: Attributor, *, ground_truth=None, max_batch: int = 16, workers: int = 2
+    ):
         self.attributor = attributor
         self.index = index = attributor.index
         # a multi-view encoder runs its backbone's encoder (``base``) once per view
@@ -112,31 +123,43 @@ class Service:
         for s in self.samples:
             for name, value in s.meta.items():
                 counts.setdefault(name, Counter())[meta_key(value)] += 1
-        facets = {name: dict(sorted(c.items())) for name, c in counts.items()
-                  if len(c) <= FACET_VALUES}
+        facets = {
+            name: dict(sorted(c.items())) for name, c in counts.items() if len(c) <= FACET_VALUES
+        }
         return sorted(counts), facets
 
     def info(self) -> dict:
         index = self.index
         gt = self.ground_truth
-        return {"status": "ok", "n": index.n, "dim": index.dim, "kind": index.kind,
-                "encoder": index.encoder_name, "backend": self.attributor.encoder.backend,
-                "index": str(index.path), "fields": self.fields, "facets": self.facets,
-                "ground_truth": None if gt is None else gt.info()}
+        return {
+            "status": "ok",
+            "n": index.n,
+            "dim": index.dim,
+            "kind": index.kind,
+            "encoder": index.encoder_name,
+            "backend": self.attributor.encoder.backend,
+            "index": str(index.path),
+            "fields": self.fields,
+            "facets": self.facets,
+            "ground_truth": None if gt is None else gt.info(),
+        }
 
     def sample(self, sample_id: str) -> dict | None:
         row = self.row_of.get(sample_id)
         return None if row is None else sample_dict(self.samples[row], row)
 
     # -- metadata filters
-    def check_filters(self, filters: dict[str, tuple[str, ...]],
-                      group_by: str | None = None) -> None:
+    def check_filters(
+        self, filters: dict[str, tuple[str, ...]], group_by: str | None = None
+    ) -> None:
         """Refuse an unknown field and build the masks (and groups) the query needs (before
         it is queued, so one bad request never fails a batch)."""
         for name in [*filters, *([group_by] if group_by is not None else [])]:
             if name not in self.fields:
-                raise InputError(f"unknown metadata field '{name}' (the pool has: "
-                                 f"{', '.join(self.fields) or 'none'})")
+                raise InputError(
+                    f"unknown metadata field '{name}' (the pool has: "
+                    f"{', '.join(self.fields) or 'none'})"
+                )
         for name in filters:
             self._field_masks(name)
         if group_by is not None:
@@ -200,8 +223,11 @@ class Service:
         out = [self._answer(it, q[j], scores[j]) for j, it in enumerate(items)]
         t2 = time.perf_counter()
         for result in out:
-            result["timing_ms"] = {"encode": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3,
-                                   "batch": len(items)}
+            result["timing_ms"] = {
+                "encode": (t1 - t0) * 1e3,
+                "search": (t2 - t1) * 1e3,
+                "batch": len(items),
+            }
         return out
 
     def _answer(self, item: QueryItem, q: np.ndarray, scores: np.ndarray) -> dict:
@@ -211,31 +237,41 @@ class Service:
         top = scores[rows]
         z = self.index.z_scores(q[None], top[None].astype(np.float64))[0]
         pct = percentiles(scores, top)
-        hits = [hit_dict(Hit(rank, int(r), self.samples[r].id, float(s), float(zz),
-                             self.samples[r]), p)
-                for rank, (r, s, zz, p) in enumerate(zip(rows, top, z, pct), start=1)]
+        hits = [
+            hit_dict(Hit(rank, int(r), self.samples[r].id, float(s), float(zz), self.samples[r]), p)
+            for rank, (r, s, zz, p) in enumerate(zip(rows, top, z, pct), start=1)
+        ]
         query = item.sample
         gt = self.ground_truth
         lo, hi = float(scores.min()), float(scores.max())
-        return {"query": {"id": query.id, "prompt": query.prompt, "response": query.response},
-                "k": item.k, "filters": {k: list(v) for k, v in item.filters.items()},
-                "n_pool": self.index.n,
-                "n_candidates": self.index.n if mask is None else int(mask.sum()),
-                "pool_scores": {"mean": float(scores.mean()), "min": lo, "max": hi},
-                "histogram": histogram(scores, item.bins, lo, hi), "hits": hits,
-                "ground_truth": None if gt is None else gt.compare(query.id, scores, item.k),
-                "groups": None if item.group_by is None else self._groups_of(item, scores)}
+        return {
+            "query": {"id": query.id, "prompt": query.prompt, "response": query.response},
+            "k": item.k,
+            "filters": {k: list(v) for k, v in item.filters.items()},
+            "n_pool": self.index.n,
+            "n_candidates": self.index.n if mask is None else int(mask.sum()),
+            "pool_scores": {"mean": float(scores.mean()), "min": lo, "max": hi},
+            "histogram": histogram(scores, item.bins, lo, hi),
+            "hits": hits,
+            "ground_truth": None if gt is None else gt.compare(query.id, scores, item.k),
+            "groups": None if item.group_by is None else self._groups_of(item, scores),
+        }
 
     def _groups_of(self, item: QueryItem, scores: np.ndarray) -> dict:
         """The query's influence per group of ``item.group_by``, over every pool score (the
         metadata filters do not apply)."""
         groups = self._field_groups(item.group_by)
-        stats = group_stats(scores, groups.codes, len(groups.names),
-                            temperature=item.temperature)
-        table = GroupAttribution(groups, item.temperature,
-                                 {k: v[None] for k, v in stats.items()}).table()
-        return {"field": item.group_by, "temperature": item.temperature,
-                "n_missing": groups.n_missing, "missing_group": MISSING_GROUP, "rows": table}
+        stats = group_stats(scores, groups.codes, len(groups.names), temperature=item.temperature)
+        table = GroupAttribution(
+            groups, item.temperature, {k: v[None] for k, v in stats.items()}
+        ).table()
+        return {
+            "field": item.group_by,
+            "temperature": item.temperature,
+            "n_missing": groups.n_missing,
+            "missing_group": MISSING_GROUP,
+            "rows": table,
+        }
 
     # -- aggregation and the cleaned file
     def aggregate(self, queries: list[Sample], how: str, k: int) -> dict:
@@ -245,9 +281,16 @@ class Service:
         rows = []
         for h in ranking.top(self.index, k):
             closest = ranking.queries[ranking.top_query[h.row]]
-            rows.append({"rank": h.rank, **sample_dict(h.sample, h.row), "score": h.score,
-                         "z": h.z, "top_query_id": closest.id,
-                         "top_query_score": float(ranking.top_query_score[h.row])})
+            rows.append(
+                {
+                    "rank": h.rank,
+                    **sample_dict(h.sample, h.row),
+                    "score": h.score,
+                    "z": h.z,
+                    "top_query_id": closest.id,
+                    "top_query_score": float(ranking.top_query_score[h.row]),
+                }
+            )
         return {"how": how, "n_queries": len(queries), "n_pool": self.index.n, "rows": rows}
 
     def kept_file(self, remove_ids: list[str], fmt: str = "jsonl") -> tuple[bytes, int]:
@@ -255,8 +298,7 @@ class Service:
         files), encoded as a ``fmt`` file in memory; and how many rows it holds."""
         unknown = [i for i in remove_ids if i not in self.row_of]
         if unknown:
-            shown = ", ".join(f"'{i}'" for i in unknown[:5]) + (", ..." if len(unknown) > 5
-                                                               else "")
+            shown = ", ".join(f"'{i}'" for i in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
             raise InputError(f"{len(unknown)} ids are not in the pool: {shown}")
         kept, _ = split_pool(self.index, [self.row_of[i] for i in remove_ids])
         return table_bytes(kept, fmt, schema=parquet_schema(self.index, fmt)), len(kept)

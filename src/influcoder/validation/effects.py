@@ -40,8 +40,9 @@ def removal_set(scores: np.ndarray, fraction: float, how: str = "mean") -> np.nd
     return np.argsort(-pooled, kind="stable")[:count]
 
 
-def mean_interval(per_sample: np.ndarray, n_boot: int, seed: int, level: float = 0.95
-                  ) -> tuple[float, float]:
+def mean_interval(
+    per_sample: np.ndarray, n_boot: int, seed: int, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``per_sample``."""
     rng = np.random.default_rng(seed)
     means = per_sample[rng.integers(per_sample.size, size=(n_boot, per_sample.size))].mean(1)
@@ -49,8 +50,9 @@ def mean_interval(per_sample: np.ndarray, n_boot: int, seed: int, level: float =
     return float(low), float(high)
 
 
-def removal_effect(full: np.ndarray, removed: np.ndarray, *, n_boot: int = 1000,
-                   seed: int = 0) -> dict:
+def removal_effect(
+    full: np.ndarray, removed: np.ndarray, *, n_boot: int = 1000, seed: int = 0
+) -> dict:
     """The loss change a removal caused on one evaluation set.
 
     Args:
@@ -65,14 +67,20 @@ def removal_effect(full: np.ndarray, removed: np.ndarray, *, n_boot: int = 1000,
     """
     full, removed = np.asarray(full, float), np.asarray(removed, float)
     if full.shape != removed.shape or full.ndim != 2 or full.size == 0:
-        raise ValueError(f"full and removed must be [seeds, samples] of one shape, got "
-                         f"{full.shape} and {removed.shape}")
+        raise ValueError(
+            f"full and removed must be [seeds, samples] of one shape, got "
+            f"{full.shape} and {removed.shape}"
+        )
     change = removed - full
     per_sample = change.mean(axis=0)
     low, high = mean_interval(per_sample, n_boot, seed)
-    return {"delta": float(per_sample.mean()), "low": low, "high": high,
-            "relative": float(per_sample.mean() / full.mean()),
-            "per_seed": [float(v) for v in change.mean(axis=1)]}
+    return {
+        "delta": float(per_sample.mean()),
+        "low": low,
+        "high": high,
+        "relative": float(per_sample.mean() / full.mean()),
+        "per_seed": [float(v) for v in change.mean(axis=1)],
+    }
 
 
 def lds_subsets(n_pool: int, count: int, fraction: float, seed: int) -> list[np.ndarray]:
@@ -83,8 +91,14 @@ def lds_subsets(n_pool: int, count: int, fraction: float, seed: int) -> list[np.
     return [np.sort(rng.choice(n_pool, size=size, replace=False)) for _ in range(count)]
 
 
-def lds(scores: np.ndarray, subsets: list[np.ndarray], losses: np.ndarray, *,
-        n_boot: int = 1000, seed: int = 0) -> dict:
+def lds(
+    scores: np.ndarray,
+    subsets: list[np.ndarray],
+    losses: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """The linear datamodeling score of one method.
 
     Args:
@@ -101,29 +115,53 @@ def lds(scores: np.ndarray, subsets: list[np.ndarray], losses: np.ndarray, *,
     """
     scores, losses = np.asarray(scores, float), np.asarray(losses, float)
     if losses.shape != (len(subsets), scores.shape[1]):
-        raise ValueError(f"losses must be [subsets, queries] = {(len(subsets), scores.shape[1])}, "
-                         f"got {losses.shape}")
+        raise ValueError(
+            f"losses must be [subsets, queries] = {(len(subsets), scores.shape[1])}, "
+            f"got {losses.shape}"
+        )
     predicted = np.stack([scores[subset].sum(axis=0) for subset in subsets])
     per_query = np.nan_to_num(column_spearman(-losses, predicted), nan=0.0)
-    low, high = bootstrap_interval(per_anchor_spearman, -losses, predicted,
-                                   n_resamples=n_boot, seed=seed)
-    return {"lds": float(per_query.mean()), "low": low, "high": high,
-            "per_query": [float(v) for v in per_query]}
+    low, high = bootstrap_interval(
+        per_anchor_spearman, -losses, predicted, n_resamples=n_boot, seed=seed
+    )
+    return {
+        "lds": float(per_query.mean()),
+        "low": low,
+        "high": high,
+        "per_query": [float(v) for v in per_query],
+    }
 
 
-def lds_by_kind(scores: np.ndarray, subsets: list[np.ndarray], losses: np.ndarray,
-                kinds, *, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+def lds_by_kind(
+    scores: np.ndarray,
+    subsets: list[np.ndarray],
+    losses: np.ndarray,
+    kinds,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict]:
     """:func:`lds` over the queries of each kind (``kinds``: one value per query column):
     kind -> ``{lds, low, high, n}``, kinds in sorted order."""
     kinds = np.asarray([str(k) for k in kinds])
     if kinds.size != np.shape(scores)[1]:
-        raise ValueError(f"kinds must give one value per query, got {kinds.size} for "
-                         f"{np.shape(scores)[1]}")
+        raise ValueError(
+            f"kinds must give one value per query, got {kinds.size} for {np.shape(scores)[1]}"
+        )
     out = {}
     for kind in sorted(set(kinds.tolist())):
         cols = kinds == kind
-        score = lds(np.asarray(scores)[:, cols], subsets, np.asarray(losses)[:, cols],
-                    n_boot=n_boot, seed=seed)
-        out[kind] = {"lds": score["lds"], "low": score["low"], "high": score["high"],
-                     "n": int(cols.sum())}
+        score = lds(
+            np.asarray(scores)[:, cols],
+            subsets,
+            np.asarray(losses)[:, cols],
+            n_boot=n_boot,
+            seed=seed,
+        )
+        out[kind] = {
+            "lds": score["lds"],
+            "low": score["low"],
+            "high": score["high"],
+            "n": int(cols.sum()),
+        }
     return out

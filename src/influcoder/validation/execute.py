@@ -46,9 +46,15 @@ class RetrainFactory:
         from influcoder.io.devices import resolve_device
         from influcoder.validation.retrain import Retrainer
 
-        return Retrainer(self.recipe, self.pool, self.eval_sets, self.args,
-                         device=resolve_device(self.device), progress=self.progress,
-                         adapter=self.adapter)
+        return Retrainer(
+            self.recipe,
+            self.pool,
+            self.eval_sets,
+            self.args,
+            device=resolve_device(self.device),
+            progress=self.progress,
+            adapter=self.adapter,
+        )
 
     def __call__(self):
         retrainer = self.retrainer()
@@ -58,8 +64,12 @@ class RetrainFactory:
             keep, seed = payload
             start, cpu = time.perf_counter(), time.process_time()
             losses = retrainer.run(list(keep), seed)
-            return np.concatenate([[time.perf_counter() - start, time.process_time() - cpu],
-                                   *[losses[n] for n in names]])
+            return np.concatenate(
+                [
+                    [time.perf_counter() - start, time.process_time() - cpu],
+                    *[losses[n] for n in names],
+                ]
+            )
 
         return work
 
@@ -67,7 +77,7 @@ class RetrainFactory:
         """``(losses per evaluation set, wall seconds, CPU seconds)`` of a worker's row."""
         out, at = {}, 2
         for name, samples in self.eval_sets.items():
-            out[name] = np.asarray(row[at:at + len(samples)], dtype=float)
+            out[name] = np.asarray(row[at : at + len(samples)], dtype=float)
             at += len(samples)
         return out, float(row[0]), float(row[1])
 
@@ -85,12 +95,19 @@ def get_retrain_engine(engine: str = "local", *, workers: int = 1, address: str 
         from influcoder.engines.processes import ProcessEngine
 
         return ProcessEngine(workers)
-    return get_engine(engine, address=address,
-                      num_workers=workers if engine == "ray" and workers > 1 else None)
+    return get_engine(
+        engine, address=address, num_workers=workers if engine == "ray" and workers > 1 else None
+    )
 
 
-def execute(runs: Sequence[Run], store: RunStore, factory: RetrainFactory, engine=None, *,
-            progress: bool = True) -> dict[tuple, dict[str, np.ndarray]]:
+def execute(
+    runs: Sequence[Run],
+    store: RunStore,
+    factory: RetrainFactory,
+    engine=None,
+    *,
+    progress: bool = True,
+) -> dict[tuple, dict[str, np.ndarray]]:
     """Losses of every run, ``(keep, seed) -> {set: losses}``: the saved runs are read back,
     the others trained with ``engine`` (default: here, one at a time) and saved."""
     from tqdm.auto import tqdm
@@ -137,6 +154,9 @@ def predict(todo: Sequence[Run], retrainer, workers: int) -> tuple[int, float, f
     the runs ``todo`` on ``workers`` workers, from two timed steps of ``retrainer``."""
     steps = [retrainer.steps(len(run.keep)) if run.keep else 0 for run in todo]
     per_step, per_eval = retrainer.time_step()
-    return (sum(steps), per_step, per_eval,
-            makespan([s * per_step + per_eval for s in steps], workers))
-
+    return (
+        sum(steps),
+        per_step,
+        per_eval,
+        makespan([s * per_step + per_eval for s in steps], workers),
+    )

@@ -36,8 +36,9 @@ def summary_rows(validation: Validation) -> list[dict]:
             if f"{name}_delta" in row:
                 scale = 100 / row[f"{name}_full"]
                 line[f"{name}_change_%"] = row[f"{name}_delta"] * scale
-                line[f"{name}_95%"] = (f"[{row[f'{name}_low'] * scale:+.2f}, "
-                                       f"{row[f'{name}_high'] * scale:+.2f}]")
+                line[f"{name}_95%"] = (
+                    f"[{row[f'{name}_low'] * scale:+.2f}, {row[f'{name}_high'] * scale:+.2f}]"
+                )
         if "lds" in row:
             line["lds"] = row["lds"]
             line["lds_95%"] = f"[{row['lds_low']:+.3f}, {row['lds_high']:+.3f}]"
@@ -48,8 +49,12 @@ def summary_rows(validation: Validation) -> list[dict]:
     return out
 
 
-def checks(validation: Validation, method: str = "distilled", reference: str = "gradient",
-           chance: str = "random") -> list[tuple[bool, str]]:
+def checks(
+    validation: Validation,
+    method: str = "distilled",
+    reference: str = "gradient",
+    chance: str = "random",
+) -> list[tuple[bool, str]]:
     """The issue-16 targets for ``method``: its removal raises the held-out loss by at least
     80% of ``reference``'s removal and at least twice ``chance``'s; the control loss moves less
     than the held-out loss. Empty when a method is missing."""
@@ -57,18 +62,34 @@ def checks(validation: Validation, method: str = "distilled", reference: str = "
     if method not in by or reference not in by:
         return []
     m, g = by[method][f"{HELDOUT}_delta"], by[reference][f"{HELDOUT}_delta"]
-    found = [(g > 0 and m >= 0.8 * g,
-              f"{method}'s removal raises the held-out loss by {m:+.4f}, "
-              f"{m / g:.0%} of {reference}'s {g:+.4f} (target >= 80%)" if g else
-              f"{reference}'s removal does not change the held-out loss")]
+    found = [
+        (
+            g > 0 and m >= 0.8 * g,
+            f"{method}'s removal raises the held-out loss by {m:+.4f}, "
+            f"{m / g:.0%} of {reference}'s {g:+.4f} (target >= 80%)"
+            if g
+            else f"{reference}'s removal does not change the held-out loss",
+        )
+    ]
     if chance in by:
         r = by[chance][f"{HELDOUT}_delta"]
-        found.append((m > 0 and m >= 2 * r,
-                      f"{method}'s {m:+.4f} against {chance}'s {r:+.4f} (target >= 2x)"))
+        found.append(
+            (
+                m > 0 and m >= 2 * r,
+                f"{method}'s {m:+.4f} against {chance}'s {r:+.4f} (target >= 2x)",
+            )
+        )
     if f"{CONTROL}_delta" in by[method]:
         c = by[method][f"{CONTROL}_delta"]
-        found.append((abs(c) < m, (f"{method}'s removal moves the control loss by {c:+.4f}, "
-                                   f"less than the held-out {m:+.4f}")))
+        found.append(
+            (
+                abs(c) < m,
+                (
+                    f"{method}'s removal moves the control loss by {c:+.4f}, "
+                    f"less than the held-out {m:+.4f}"
+                ),
+            )
+        )
     return found
 
 
@@ -89,20 +110,34 @@ def _figure(path: Path, validation: Validation) -> None:
     for k, name in enumerate(sets):
         for i, r in enumerate(rows):
             d = r[f"{name}_delta"]
-            ax.bar(i + (k - (len(sets) - 1) / 2) * width, d, width,
-                   yerr=[[d - r[f"{name}_low"]], [r[f"{name}_high"] - d]], capsize=3,
-                   color=colors[r["method"]], alpha=1.0 if name == HELDOUT else 0.4,
-                   label=name if i == 0 else None)
+            ax.bar(
+                i + (k - (len(sets) - 1) / 2) * width,
+                d,
+                width,
+                yerr=[[d - r[f"{name}_low"]], [r[f"{name}_high"] - d]],
+                capsize=3,
+                color=colors[r["method"]],
+                alpha=1.0 if name == HELDOUT else 0.4,
+                label=name if i == 0 else None,
+            )
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(rows)), names, rotation=20)
     ax.set_ylabel("loss change after removal")
-    ax.set_title(f"removing each method's top {validation.settings['fraction']:.0%}"
-                 + (" (solid: held-out, faded: control)" if len(sets) > 1 else ""))
+    ax.set_title(
+        f"removing each method's top {validation.settings['fraction']:.0%}"
+        + (" (solid: held-out, faded: control)" if len(sets) > 1 else "")
+    )
     if has_lds:
         ax = axes[1]
         for i, r in enumerate(rows):
-            ax.bar(i, r["lds"], 0.6, yerr=[[r["lds"] - r["lds_low"]], [r["lds_high"] - r["lds"]]],
-                   capsize=3, color=colors[r["method"]])
+            ax.bar(
+                i,
+                r["lds"],
+                0.6,
+                yerr=[[r["lds"] - r["lds_low"]], [r["lds_high"] - r["lds"]]],
+                capsize=3,
+                color=colors[r["method"]],
+            )
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(rows)), names, rotation=20)
         ax.set_ylabel("LDS (Spearman)")
@@ -114,14 +149,23 @@ def _figure(path: Path, validation: Validation) -> None:
 def _template():
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    env = Environment(loader=PackageLoader("influcoder.validation", "templates"),
-                      autoescape=select_autoescape(["html.j2"], default=True),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("influcoder.validation", "templates"),
+        autoescape=select_autoescape(["html.j2"], default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     return env.get_template("report.html.j2")
 
 
-def write_validation(out: str | os.PathLike, validation: Validation, *,
-                     context: Mapping[str, Any], title: str = "influcoder validation") -> Path:
+def write_validation(
+    out: str | os.PathLike,
+    validation: Validation,
+    *,
+    context: Mapping[str, Any],
+    title: str = "influcoder validation",
+) -> Path:
     """Write ``results.json``, ``results.csv``, the figure and ``report.html`` into ``out``;
     return the page's path."""
     from influcoder.io.tables import format_value
@@ -130,13 +174,22 @@ def write_validation(out: str | os.PathLike, validation: Validation, *,
     out.mkdir(parents=True, exist_ok=True)
     table = summary_rows(validation)
     found = checks(validation)
-    atomic_write_json(out / "results.json", {
-        **dict(context), "rows": validation.rows, "summary": table,
-        "checks": [{"met": met, "text": text} for met, text in found],
-        "removed": validation.removed, "full_losses": validation.full_losses,
-        "start_losses": validation.start_losses, "warnings": validation.warnings,
-        "settings": validation.settings, "seconds": validation.seconds,
-        "notes": validation.notes})
+    atomic_write_json(
+        out / "results.json",
+        {
+            **dict(context),
+            "rows": validation.rows,
+            "summary": table,
+            "checks": [{"met": met, "text": text} for met, text in found],
+            "removed": validation.removed,
+            "full_losses": validation.full_losses,
+            "start_losses": validation.start_losses,
+            "warnings": validation.warnings,
+            "settings": validation.settings,
+            "seconds": validation.seconds,
+            "notes": validation.notes,
+        },
+    )
     buffer = io.StringIO()
     columns = list(table[0])
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
@@ -145,11 +198,15 @@ def write_validation(out: str | os.PathLike, validation: Validation, *,
     atomic_write_bytes(out / "results.csv", buffer.getvalue().encode())
     _figure(out / FIGURE, validation)
     page = _template().render(
-        title=title, columns=columns,
+        title=title,
+        columns=columns,
         rows=[[format_value(c, r.get(c, "")) for c in columns] for r in table],
-        checks=found, figure=FIGURE, context=context,
+        checks=found,
+        figure=FIGURE,
+        context=context,
         notes=[f"Warning: {w}" for w in validation.warnings] + validation.notes,
-        settings=validation.settings)
+        settings=validation.settings,
+    )
     atomic_write_bytes(out / PAGE, page.encode())
     return out / PAGE
 

@@ -51,18 +51,26 @@ class Recipe:
         """The recipe of a gradient store; ``model`` overrides the recorded model name (the
         same model elsewhere on disk: its fingerprint is checked when it is loaded)."""
         if store.kind != "gradients":
-            raise StoreError(f"{store.path}: a {store.kind} store; validation retrains the "
-                             "model of a gradient store (from influcoder collect)")
+            raise StoreError(
+                f"{store.path}: a {store.kind} store; validation retrains the "
+                "model of a gradient store (from influcoder collect)"
+            )
         setup, provenance = store.setup, store.manifest.get("provenance", {})
         name = model or provenance.get("model_name") or provenance.get("arguments", {}).get("model")
         if not name:
             raise StoreError(f"{store.path}: the manifest does not name its model; give --model")
         adapter, tokens = setup["adapter"], setup["tokens"]
-        return cls(model=name, model_fingerprint=setup["model"]["fingerprint"],
-                   rank=int(adapter["rank"]), alpha=float(adapter["alpha"]),
-                   targets=tuple(adapter["targets"]), max_length=int(tokens["max_length"]),
-                   truncation=tokens["truncation"], template=tokens["template"],
-                   bf16=setup["gradient"].get("precision") == "bf16-autocast")
+        return cls(
+            model=name,
+            model_fingerprint=setup["model"]["fingerprint"],
+            rank=int(adapter["rank"]),
+            alpha=float(adapter["alpha"]),
+            targets=tuple(adapter["targets"]),
+            max_length=int(tokens["max_length"]),
+            truncation=tokens["truncation"],
+            template=tokens["template"],
+            bf16=setup["gradient"].get("precision") == "bf16-autocast",
+        )
 
 
 class Retrainer:
@@ -80,9 +88,17 @@ class Retrainer:
             ``args.start`` is ``warm`` (the pool store's ``adapter/``).
     """
 
-    def __init__(self, recipe: Recipe, pool: Sequence[Sample], eval_sets: Mapping[str, Sequence[Sample]],
-                 args: ValidateArguments, *, device="cpu", progress: bool = False,
-                 adapter=None):
+    def __init__(
+        self,
+        recipe: Recipe,
+        pool: Sequence[Sample],
+        eval_sets: Mapping[str, Sequence[Sample]],
+        args: ValidateArguments,
+        *,
+        device="cpu",
+        progress: bool = False,
+        adapter=None,
+    ):
         import torch
 
         from influcoder.groundtruth.decoder import load_decoder
@@ -96,15 +112,22 @@ class Retrainer:
         self.device = torch.device(device)
         model, tokenizer, ref = load_decoder(recipe.model)
         if fingerprint(ref) != recipe.model_fingerprint:
-            raise StoreError(f"the model '{recipe.model}' is not the one the pool's gradients "
-                             "were taken with (its fingerprint differs); give that model with "
-                             "--model")
+            raise StoreError(
+                f"the model '{recipe.model}' is not the one the pool's gradients "
+                "were taken with (its fingerprint differs); give that model with "
+                "--model"
+            )
         self.pad_token_id = tokenizer.pad_token_id
 
         def tokenize(samples, what):
-            return tokenize_samples(tokenizer, samples, max_length=recipe.max_length,
-                                    truncation=recipe.truncation, template=recipe.template,
-                                    path=what)
+            return tokenize_samples(
+                tokenizer,
+                samples,
+                max_length=recipe.max_length,
+                truncation=recipe.truncation,
+                template=recipe.template,
+                path=what,
+            )
 
         self.pool = tokenize(pool, "the pool")
         self.eval_sets = {name: tokenize(samples, name) for name, samples in eval_sets.items()}
@@ -129,15 +152,19 @@ class Retrainer:
             self._peft = load_adapter(self._base.cpu(), self.adapter).to(self.device)
             return self._peft
         # Attached on the CPU, as collect attaches: the seed draws the same A on every machine.
-        self._peft = attach_lora(self._base.cpu(), rank=self.recipe.rank,
-                                 alpha=self.recipe.alpha, targets=self.recipe.targets,
-                                 seed=seed).to(self.device)
+        self._peft = attach_lora(
+            self._base.cpu(),
+            rank=self.recipe.rank,
+            alpha=self.recipe.alpha,
+            targets=self.recipe.targets,
+            seed=seed,
+        ).to(self.device)
         return self._peft
 
     def _batches(self, order: np.ndarray) -> list[list]:
         """The pool samples of ``order``, cut into optimiser steps of ``batch_size``."""
         bs = self.args.batch_size
-        return [[self.pool[i] for i in order[j:j + bs]] for j in range(0, len(order), bs)]
+        return [[self.pool[i] for i in order[j : j + bs]] for j in range(0, len(order), bs)]
 
     def _train(self, model, batches, steps: int, seed: int, progress: bool = False) -> list[float]:
         """:func:`~influcoder.groundtruth.lora.warmup` with this recipe's settings."""
@@ -145,9 +172,16 @@ class Retrainer:
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*use_cache=True.*")
-            return warmup(model, batches, steps=steps, lr=self.args.lr, seed=seed,
-                          progress=progress, max_tokens=self.args.batch_tokens,
-                          bf16=self.recipe.bf16)
+            return warmup(
+                model,
+                batches,
+                steps=steps,
+                lr=self.args.lr,
+                seed=seed,
+                progress=progress,
+                max_tokens=self.args.batch_tokens,
+                bf16=self.recipe.bf16,
+            )
 
     def run(self, keep: Sequence[int], seed: int) -> dict[str, np.ndarray]:
         """Train a fresh adapter (seeded ``seed``) on the pool samples ``keep`` and return
@@ -158,16 +192,16 @@ class Retrainer:
             model = self._fresh_adapter(seed)
             model.eval()
             return {name: self.losses(model, t) for name, t in self.eval_sets.items()}
-        if len(np.unique(keep)) != keep.size or keep.min() < 0 \
-                or keep.max() >= self.n_pool:
+        if len(np.unique(keep)) != keep.size or keep.min() < 0 or keep.max() >= self.n_pool:
             raise ValueError("keep must be distinct pool indices")
         kept = np.zeros(self.n_pool, dtype=bool)
         kept[keep] = True
         order = np.random.default_rng(seed).permutation(self.n_pool)
         order = order[kept[order]]
         model = self._fresh_adapter(seed)
-        losses = self._train(model, self._batches(order), self.steps(len(order)), seed,
-                             self.progress)
+        losses = self._train(
+            model, self._batches(order), self.steps(len(order)), seed, self.progress
+        )
         logger.debug(f"training loss {losses[0]:.3f} -> {losses[-1]:.3f}")
         return {name: self.losses(model, tokenized) for name, tokenized in self.eval_sets.items()}
 
@@ -178,7 +212,7 @@ class Retrainer:
         import time
 
         order = np.random.default_rng(0).permutation(self.n_pool)
-        batches = self._batches(order[:self.args.batch_size * (steps + 1)])
+        batches = self._batches(order[: self.args.batch_size * (steps + 1)])
         model = self._fresh_adapter(0)
         self._train(model, batches[:1], 1, 0)
         start = time.perf_counter()
@@ -201,10 +235,15 @@ class Retrainer:
         lengths = [len(t.input_ids) for t in tokenized]
 
         def compute(rows):
-            ids, mask, labels = pad_batch([tokenized[r] for r in rows], self.pad_token_id,
-                                          self.device)
-            return response_losses(model, mask, labels, input_ids=ids,
-                                   bf16=self.recipe.bf16).double().cpu().numpy()
+            ids, mask, labels = pad_batch(
+                [tokenized[r] for r in rows], self.pad_token_id, self.device
+            )
+            return (
+                response_losses(model, mask, labels, input_ids=ids, bf16=self.recipe.bf16)
+                .double()
+                .cpu()
+                .numpy()
+            )
 
         with torch.no_grad():
             for rows, values in budget.run(lengths, compute):

@@ -57,20 +57,28 @@ class Run:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def context_of(recipe: Mapping, training: Mapping, pool_digest: str,
-               eval_sets: Mapping[str, Sequence[Sample]]) -> str:
+def context_of(
+    recipe: Mapping, training: Mapping, pool_digest: str, eval_sets: Mapping[str, Sequence[Sample]]
+) -> str:
     """The text every run key of a store starts from. ``training`` holds the epochs, lr,
     batch sizes, and the adapter start only when it is not ``fresh`` (so the keys of stores
     written before starts existed stay valid)."""
-    return json.dumps({"recipe": dict(recipe), "training": dict(training), "pool": pool_digest,
-                       "eval": {k: samples_digest(v) for k, v in eval_sets.items()}},
-                      sort_keys=True)
+    return json.dumps(
+        {
+            "recipe": dict(recipe),
+            "training": dict(training),
+            "pool": pool_digest,
+            "eval": {k: samples_digest(v) for k, v in eval_sets.items()},
+        },
+        sort_keys=True,
+    )
 
 
 def _fields(samples: Sequence[Sample]) -> dict[str, list]:
     """Each plain meta field of ``samples`` (str, int, bool), one value per sample."""
-    names = sorted({k for s in samples for k, v in s.meta.items()
-                    if isinstance(v, (str, int, bool))})
+    names = sorted(
+        {k for s in samples for k, v in s.meta.items() if isinstance(v, (str, int, bool))}
+    )
     return {k: [s.meta.get(k) for s in samples] for k in names}
 
 
@@ -90,20 +98,40 @@ class RunStore:
 
     # -- creation and opening
     @staticmethod
-    def build_manifest(*, recipe: Mapping, training: Mapping, pool_ids: Sequence[str],
-                       pool_digest: str, eval_sets: Mapping[str, Sequence[Sample]],
-                       start: str = "fresh", adapter_sha256: str | None = None) -> dict:
-        keyed = dict(training) if start == "fresh" else \
-            {**training, "start": start, "adapter_sha256": adapter_sha256}
-        return {"format": RUNS_FORMAT, "version": RUNS_VERSION, "kind": RUNS_KIND,
-                "recipe": dict(recipe), "training": {**training, "start": start},
-                "adapter_sha256": adapter_sha256,
-                "pool": {"n": len(pool_ids), "ids": list(pool_ids),
-                         "samples_sha256": pool_digest},
-                "eval": {name: {"n": len(s), "ids": [x.id for x in s],
-                                "samples_sha256": samples_digest(s), "fields": _fields(s)}
-                         for name, s in eval_sets.items()},
-                "context": context_of(recipe, keyed, pool_digest, eval_sets)}
+    def build_manifest(
+        *,
+        recipe: Mapping,
+        training: Mapping,
+        pool_ids: Sequence[str],
+        pool_digest: str,
+        eval_sets: Mapping[str, Sequence[Sample]],
+        start: str = "fresh",
+        adapter_sha256: str | None = None,
+    ) -> dict:
+        keyed = (
+            dict(training)
+            if start == "fresh"
+            else {**training, "start": start, "adapter_sha256": adapter_sha256}
+        )
+        return {
+            "format": RUNS_FORMAT,
+            "version": RUNS_VERSION,
+            "kind": RUNS_KIND,
+            "recipe": dict(recipe),
+            "training": {**training, "start": start},
+            "adapter_sha256": adapter_sha256,
+            "pool": {"n": len(pool_ids), "ids": list(pool_ids), "samples_sha256": pool_digest},
+            "eval": {
+                name: {
+                    "n": len(s),
+                    "ids": [x.id for x in s],
+                    "samples_sha256": samples_digest(s),
+                    "fields": _fields(s),
+                }
+                for name, s in eval_sets.items()
+            },
+            "context": context_of(recipe, keyed, pool_digest, eval_sets),
+        }
 
     @classmethod
     def create(cls, path: str | os.PathLike, manifest: dict) -> RunStore:
@@ -118,10 +146,13 @@ class RunStore:
             theirs = {k: v for k, v in stored.items() if k != "context"}
             diffs = setup_differences(_short(theirs), _short(mine))
             if diffs or stored["context"] != manifest["context"]:
-                raise StoreError(f"{path} holds training runs of another recipe or other "
-                                 "samples (stored vs requested):\n  " + "\n  ".join(diffs)
-                                 + "\nRerun with the same options, or choose another --out "
-                                 "(or --runs).")
+                raise StoreError(
+                    f"{path} holds training runs of another recipe or other "
+                    "samples (stored vs requested):\n  "
+                    + "\n  ".join(diffs)
+                    + "\nRerun with the same options, or choose another --out "
+                    "(or --runs)."
+                )
             return cls(path, stored)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(mpath, manifest)
@@ -134,11 +165,22 @@ class RunStore:
     def has(self, run: Run) -> bool:
         return self.run_path(run).is_file()
 
-    def write(self, run: Run, losses: Mapping[str, np.ndarray], seconds: float,
-              cpu_seconds: float | None = None) -> None:
-        record = {"label": run.label, "seed": run.seed, "n_kept": len(run.keep),
-                  "seconds": seconds, "cpu_seconds": cpu_seconds, "keep": list(run.keep),
-                  "losses": {k: np.asarray(v, float).tolist() for k, v in losses.items()}}
+    def write(
+        self,
+        run: Run,
+        losses: Mapping[str, np.ndarray],
+        seconds: float,
+        cpu_seconds: float | None = None,
+    ) -> None:
+        record = {
+            "label": run.label,
+            "seed": run.seed,
+            "n_kept": len(run.keep),
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "keep": list(run.keep),
+            "losses": {k: np.asarray(v, float).tolist() for k, v in losses.items()},
+        }
         if run.lds is not None:
             record["lds"] = {"index": run.lds[0], "fraction": run.lds[1], "seed": run.lds[2]}
         atomic_write_json(self.run_path(run), record)
@@ -148,26 +190,39 @@ class RunStore:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise StoreError(f"{path}: corrupt run file ({e}); delete it and rerun the "
-                             "validation to train that run again") from None
+            raise StoreError(
+                f"{path}: corrupt run file ({e}); delete it and rerun the "
+                "validation to train that run again"
+            ) from None
         _check(isinstance(record, dict), path, "(top level)", "not a JSON object")
         for name in ("seed", "keep", "losses"):
             _check(name in record, path, name, "missing")
         n_pool = self.manifest["pool"]["n"]
         keep = record["keep"]
-        _check(isinstance(keep, list) and all(isinstance(i, int) and 0 <= i < n_pool
-                                              for i in keep), path, "keep",
-               f"must be a list of pool rows in [0, {n_pool})")
+        _check(
+            isinstance(keep, list) and all(isinstance(i, int) and 0 <= i < n_pool for i in keep),
+            path,
+            "keep",
+            f"must be a list of pool rows in [0, {n_pool})",
+        )
         _check(isinstance(record["seed"], int), path, "seed", "must be an integer")
         losses = record["losses"]
         _check(isinstance(losses, dict), path, "losses", "must be an object")
         out = {}
         for name, info in self.manifest["eval"].items():
             values = losses.get(name)
-            _check(isinstance(values, list) and len(values) == info["n"], path,
-                   f"losses.{name}", f"must be a list of {info['n']} losses")
-            _check(all(isinstance(v, (int, float)) and math.isfinite(v) for v in values), path,
-                   f"losses.{name}", "must hold finite numbers")
+            _check(
+                isinstance(values, list) and len(values) == info["n"],
+                path,
+                f"losses.{name}",
+                f"must be a list of {info['n']} losses",
+            )
+            _check(
+                all(isinstance(v, (int, float)) and math.isfinite(v) for v in values),
+                path,
+                f"losses.{name}",
+                "must hold finite numbers",
+            )
             out[name] = np.asarray(values, dtype=float)
         return {**record, "losses": out}
 
@@ -176,19 +231,29 @@ class RunStore:
         saved before run files said so (older validate outputs) is rewritten saying so."""
         path = self.run_path(run)
         record = self.read_file(path)
-        _check(tuple(record["keep"]) == run.keep and record["seed"] == run.seed, path, "keep",
-               "the run file is not the run its name says; delete it and rerun")
+        _check(
+            tuple(record["keep"]) == run.keep and record["seed"] == run.seed,
+            path,
+            "keep",
+            "the run file is not the run its name says; delete it and rerun",
+        )
         if run.lds is not None and "lds" not in record:
-            self.write(run, record["losses"], float(record.get("seconds", 0.0)),
-                       record.get("cpu_seconds"))
+            self.write(
+                run, record["losses"], float(record.get("seconds", 0.0)), record.get("cpu_seconds")
+            )
         return record["losses"]
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.path.glob("*.json") if p.name != MANIFEST_NAME)
 
-    def lds_runs(self, *, fraction: float | None = None, seed: int | None = None,
-                 count: int | None = None, train_seed: int | None = None
-                 ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    def lds_runs(
+        self,
+        *,
+        fraction: float | None = None,
+        seed: int | None = None,
+        count: int | None = None,
+        train_seed: int | None = None,
+    ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
         """The saved LDS subset runs of one series (subset fraction and seed; needed only
         when the store holds several), in subset order: ``(subsets, name -> [subsets,
         samples] losses)``; the first ``count`` subsets if given. A gap in the series (a
@@ -198,29 +263,45 @@ class RunStore:
             record = self.read_file(path)
             info = record.get("lds")
             if info is not None:
-                series.setdefault((info["fraction"], info["seed"], record["seed"]),
-                                  {})[info["index"]] = record
-        chosen = [k for k in series if (fraction is None or k[0] == fraction)
-                  and (seed is None or k[1] == seed)
-                  and (train_seed is None or k[2] == train_seed)]
+                series.setdefault((info["fraction"], info["seed"], record["seed"]), {})[
+                    info["index"]
+                ] = record
+        chosen = [
+            k
+            for k in series
+            if (fraction is None or k[0] == fraction)
+            and (seed is None or k[1] == seed)
+            and (train_seed is None or k[2] == train_seed)
+        ]
         if not chosen:
-            raise StoreError(f"{self.path}: no LDS subset runs" + (
-                f" with fraction {fraction} and seed {seed}" if series else
-                "; run influcoder validate with --lds-subsets"))
+            raise StoreError(
+                f"{self.path}: no LDS subset runs"
+                + (
+                    f" with fraction {fraction} and seed {seed}"
+                    if series
+                    else "; run influcoder validate with --lds-subsets"
+                )
+            )
         if len(chosen) > 1:
-            raise StoreError(f"{self.path}: several series of LDS runs (fraction, subset seed, "
-                             f"training seed): {sorted(chosen)}; choose one with --lds-fraction "
-                             "and --lds-seed")
+            raise StoreError(
+                f"{self.path}: several series of LDS runs (fraction, subset seed, "
+                f"training seed): {sorted(chosen)}; choose one with --lds-fraction "
+                "and --lds-seed"
+            )
         runs = series[chosen[0]]
         n = 0
         while n in runs and (count is None or n < count):
             n += 1
         if n < 2 or (count is not None and n < count):
-            raise StoreError(f"{self.path}: {n} consecutive LDS subset runs saved"
-                             + (f", {count} asked for" if count else ", LDS needs at least 2"))
+            raise StoreError(
+                f"{self.path}: {n} consecutive LDS subset runs saved"
+                + (f", {count} asked for" if count else ", LDS needs at least 2")
+            )
         subsets = [np.asarray(runs[m]["keep"], dtype=np.int64) for m in range(n)]
-        losses = {name: np.stack([runs[m]["losses"][name] for m in range(n)])
-                  for name in self.manifest["eval"]}
+        losses = {
+            name: np.stack([runs[m]["losses"][name] for m in range(n)])
+            for name in self.manifest["eval"]
+        }
         return subsets, losses
 
     def describe(self) -> list[str]:
@@ -234,11 +315,16 @@ class RunStore:
             counts[kind] = counts.get(kind, 0) + 1
             seconds += float(record.get("seconds", 0.0))
         sets = ", ".join(f"{k} ({v['n']} samples)" for k, v in m["eval"].items())
-        return [(f"{self.path}: runs, {sum(counts.values())} training runs over a pool of "
-                 f"{m['pool']['n']} samples; evaluation sets: {sets}"),
-                "runs by kind: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-                                    or "none yet") + f"; {seconds:.0f} s of training in all",
-                json.dumps({"recipe": m["recipe"], "training": m["training"]}, indent=2)]
+        return [
+            (
+                f"{self.path}: runs, {sum(counts.values())} training runs over a pool of "
+                f"{m['pool']['n']} samples; evaluation sets: {sets}"
+            ),
+            "runs by kind: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet")
+            + f"; {seconds:.0f} s of training in all",
+            json.dumps({"recipe": m["recipe"], "training": m["training"]}, indent=2),
+        ]
 
 
 def _short(manifest: dict) -> dict:
@@ -265,22 +351,41 @@ def open_runs(path: str | os.PathLike) -> RunStore:
     path = Path(path)
     mpath = path / MANIFEST_NAME
     if not mpath.is_file():
-        raise StoreError(f"{path}: not a run store (no {MANIFEST_NAME}); give the runs folder "
-                         "of an influcoder validate output, e.g. OUT/runs")
+        raise StoreError(
+            f"{path}: not a run store (no {MANIFEST_NAME}); give the runs folder "
+            "of an influcoder validate output, e.g. OUT/runs"
+        )
     try:
         manifest: Any = json.loads(mpath.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise StoreError(f"{mpath}: cannot read: {e}") from None
-    _check(isinstance(manifest, dict) and manifest.get("kind") == RUNS_KIND, mpath, "kind",
-           f"expected '{RUNS_KIND}' (a run store)")
-    _check(manifest.get("version") == RUNS_VERSION, mpath, "version",
-           f"this influcoder reads version {RUNS_VERSION}")
+    _check(
+        isinstance(manifest, dict) and manifest.get("kind") == RUNS_KIND,
+        mpath,
+        "kind",
+        f"expected '{RUNS_KIND}' (a run store)",
+    )
+    _check(
+        manifest.get("version") == RUNS_VERSION,
+        mpath,
+        "version",
+        f"this influcoder reads version {RUNS_VERSION}",
+    )
     for name in ("recipe", "training", "pool", "eval", "context"):
         _check(name in manifest, mpath, name, "missing")
-    _check(isinstance(manifest["pool"], dict) and isinstance(manifest["pool"].get("n"), int),
-           mpath, "pool.n", "must be the pool's size")
+    _check(
+        isinstance(manifest["pool"], dict) and isinstance(manifest["pool"].get("n"), int),
+        mpath,
+        "pool.n",
+        "must be the pool's size",
+    )
     for name, info in manifest["eval"].items():
-        _check(isinstance(info, dict) and isinstance(info.get("n"), int)
-               and len(info.get("ids", [])) == info["n"], mpath, f"eval.{name}",
-               "must give n and that many ids")
+        _check(
+            isinstance(info, dict)
+            and isinstance(info.get("n"), int)
+            and len(info.get("ids", [])) == info["n"],
+            mpath,
+            f"eval.{name}",
+            "must give n and that many ids",
+        )
     return RunStore(path, manifest)

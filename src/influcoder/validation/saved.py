@@ -31,13 +31,16 @@ def query_columns(runs: RunStore, queries: Sequence[Sample], name: str) -> np.nd
         return None
     cols = np.array([where[i] for i in info["ids"]], dtype=np.int64)
     if samples_digest([queries[c] for c in cols]) != info["samples_sha256"]:
-        raise StoreError(f"{runs.path}: the queries given hold the ids of evaluation set "
-                         f"'{name}' but other texts; give the query store the runs measured")
+        raise StoreError(
+            f"{runs.path}: the queries given hold the ids of evaluation set "
+            f"'{name}' but other texts; give the query store the runs measured"
+        )
     return cols
 
 
-def measured_queries(runs: RunStore, queries: Sequence[Sample]
-                     ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+def measured_queries(
+    runs: RunStore, queries: Sequence[Sample]
+) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
     """Every query column the runs measured: ``(columns, [(set name, its positions)])`` over
     the evaluation sets found whole among ``queries`` (each column once)."""
     cols, parts, seen = [], [], set()
@@ -52,10 +55,19 @@ def measured_queries(runs: RunStore, queries: Sequence[Sample]
     return np.asarray(cols, dtype=np.int64), parts
 
 
-def score_runs(runs: RunStore, scores: Mapping[str, np.ndarray], queries: Sequence[Sample], *,
-               by: str | None = None, count: int | None = None, fraction: float | None = None,
-               subset_seed: int | None = None, train_seed: int | None = None,
-               n_boot: int = 1000, seed: int = 0) -> list[dict]:
+def score_runs(
+    runs: RunStore,
+    scores: Mapping[str, np.ndarray],
+    queries: Sequence[Sample],
+    *,
+    by: str | None = None,
+    count: int | None = None,
+    fraction: float | None = None,
+    subset_seed: int | None = None,
+    train_seed: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[dict]:
     """Each method's LDS on the saved LDS runs of ``runs``.
 
     Args:
@@ -75,14 +87,19 @@ def score_runs(runs: RunStore, scores: Mapping[str, np.ndarray], queries: Sequen
     n_pool = runs.manifest["pool"]["n"]
     for method, s in scores.items():
         if np.shape(s) != (n_pool, len(queries)):
-            raise ValueError(f"scores of '{method}' must be [pool, queries] = "
-                             f"{(n_pool, len(queries))}, got {np.shape(s)}")
+            raise ValueError(
+                f"scores of '{method}' must be [pool, queries] = "
+                f"{(n_pool, len(queries))}, got {np.shape(s)}"
+            )
     heldout = query_columns(runs, queries, HELDOUT)
     if heldout is None:
-        raise StoreError(f"{runs.path}: the queries given do not hold the held-out samples the "
-                         "runs measured; give the HELDOUT store of the validation")
-    subsets, losses = runs.lds_runs(count=count, fraction=fraction, seed=subset_seed,
-                                    train_seed=train_seed)
+        raise StoreError(
+            f"{runs.path}: the queries given do not hold the held-out samples the "
+            "runs measured; give the HELDOUT store of the validation"
+        )
+    subsets, losses = runs.lds_runs(
+        count=count, fraction=fraction, seed=subset_seed, train_seed=train_seed
+    )
     kinds = None
     if by is not None:
         cols, parts = measured_queries(runs, queries)
@@ -94,11 +111,17 @@ def score_runs(runs: RunStore, scores: Mapping[str, np.ndarray], queries: Sequen
     for method, s in scores.items():
         s = np.asarray(s, dtype=float)
         score = lds(s[:, heldout], subsets, losses[HELDOUT], n_boot=n_boot, seed=seed)
-        row = {"method": method, "lds": score["lds"], "lds_low": score["low"],
-               "lds_high": score["high"], "lds_subsets": len(subsets)}
+        row = {
+            "method": method,
+            "lds": score["lds"],
+            "lds_low": score["low"],
+            "lds_high": score["high"],
+            "lds_subsets": len(subsets),
+        }
         if kinds is not None:
-            row["lds_by"] = lds_by_kind(s[:, cols], subsets, measured, kinds, n_boot=n_boot,
-                                        seed=seed)
+            row["lds_by"] = lds_by_kind(
+                s[:, cols], subsets, measured, kinds, n_boot=n_boot, seed=seed
+            )
         rows.append(row)
     return rows
 
@@ -107,8 +130,11 @@ def lds_table(rows: Sequence[dict]) -> list[dict]:
     """Rows for a terminal table: LDS and its interval, then each kind's."""
     out = []
     for row in rows:
-        line = {"method": row["method"], "lds": row["lds"],
-                "lds_95%": f"[{row['lds_low']:+.3f}, {row['lds_high']:+.3f}]"}
+        line = {
+            "method": row["method"],
+            "lds": row["lds"],
+            "lds_95%": f"[{row['lds_low']:+.3f}, {row['lds_high']:+.3f}]",
+        }
         for kind, v in row.get("lds_by", {}).items():
             line[f"lds_{kind}"] = v["lds"]
             line[f"{kind}_95%"] = f"[{v['low']:+.3f}, {v['high']:+.3f}]"

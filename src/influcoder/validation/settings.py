@@ -16,37 +16,71 @@ DEFAULT_VALIDATE_BASELINES = ("bm25", "random")
 class ValidateArguments:
     """How the counterfactual check and LDS retrain the adapter (``influcoder validate``)."""
 
-    fraction: float = field(default=0.1, metadata={
-        "help": "share of the pool each method removes: its top-ranked samples for the "
-                "target queries"})
-    aggregate: str = field(default="mean", metadata={
-        "help": "one score per pool sample over the target queries: 'mean' (the set as a "
-                "whole) or 'max' (any one target)"})
-    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={
-        "help": "training seeds (adapter initialisation and data order); every removal is "
-                "compared with the full pool trained with the same seed"})
-    epochs: float = field(default=1.0, metadata={
-        "help": "passes over the (reduced) pool per training run"})
+    fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "share of the pool each method removes: its top-ranked samples for the "
+            "target queries"
+        },
+    )
+    aggregate: str = field(
+        default="mean",
+        metadata={
+            "help": "one score per pool sample over the target queries: 'mean' (the set as a "
+            "whole) or 'max' (any one target)"
+        },
+    )
+    seeds: tuple[int, ...] = field(
+        default=(0, 1, 2),
+        metadata={
+            "help": "training seeds (adapter initialisation and data order); every removal is "
+            "compared with the full pool trained with the same seed"
+        },
+    )
+    epochs: float = field(
+        default=1.0, metadata={"help": "passes over the (reduced) pool per training run"}
+    )
     lr: float = field(default=5e-4, metadata={"help": "AdamW learning rate of the adapter"})
-    start: str = field(default="fresh", metadata={
-        "help": "the adapter each run starts from: 'fresh' (a new adapter seeded with the "
-                "run's seed) or 'warm' (the pool store's own warmed-up adapter)"})
+    start: str = field(
+        default="fresh",
+        metadata={
+            "help": "the adapter each run starts from: 'fresh' (a new adapter seeded with the "
+            "run's seed) or 'warm' (the pool store's own warmed-up adapter)"
+        },
+    )
     batch_size: int = field(default=8, metadata={"help": "samples per optimiser step"})
-    batch_tokens: int = field(default=1024, metadata={
-        "help": "padded token positions per forward/backward (bounds memory; the step is "
-                "accumulated over such micro-batches)"})
-    lds_subsets: int = field(default=0, metadata={
-        "help": "random pool subsets for the linear datamodeling score (one training run "
-                "each); 0 skips LDS"})
-    lds_fraction: float = field(default=0.5, metadata={
-        "help": "share of the pool in each LDS subset"})
-    lds_seed: int = field(default=0, metadata={
-        "help": "seed of the LDS subsets (their training runs use the first --seeds)"})
-    n_boot: int = field(default=1000, metadata={
-        "help": "bootstrap resamples (over held-out queries) for the intervals"})
-    learned_fall: float = field(default=0.05, metadata={
-        "help": "warn unless training on the full pool lowers the held-out loss below the "
-                "untrained start by at least this share (the upper end of its 95% interval)"})
+    batch_tokens: int = field(
+        default=1024,
+        metadata={
+            "help": "padded token positions per forward/backward (bounds memory; the step is "
+            "accumulated over such micro-batches)"
+        },
+    )
+    lds_subsets: int = field(
+        default=0,
+        metadata={
+            "help": "random pool subsets for the linear datamodeling score (one training run "
+            "each); 0 skips LDS"
+        },
+    )
+    lds_fraction: float = field(
+        default=0.5, metadata={"help": "share of the pool in each LDS subset"}
+    )
+    lds_seed: int = field(
+        default=0,
+        metadata={"help": "seed of the LDS subsets (their training runs use the first --seeds)"},
+    )
+    n_boot: int = field(
+        default=1000,
+        metadata={"help": "bootstrap resamples (over held-out queries) for the intervals"},
+    )
+    learned_fall: float = field(
+        default=0.05,
+        metadata={
+            "help": "warn unless training on the full pool lowers the held-out loss below the "
+            "untrained start by at least this share (the upper end of its 95% interval)"
+        },
+    )
 
     def __post_init__(self):
         seeds = (self.seeds,) if isinstance(self.seeds, (int, str)) else self.seeds

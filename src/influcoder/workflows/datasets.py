@@ -52,13 +52,12 @@ from influcoder.errors import InputError, MissingPackageError
 CHATTERBOT_DIR = ("data", "english")
 
 
-
 BBH_COT_DIR = ("benchmarks", "big_bench_hard", "cot_prompts")
 
 
-
-def data_dir(root: str | Path | None, module: str, package: str, purpose: str,
-             parts: Sequence[str]) -> Path:
+def data_dir(
+    root: str | Path | None, module: str, package: str, purpose: str, parts: Sequence[str]
+) -> Path:
     """The folder ``parts`` inside ``root``, or inside the installed ``module`` by default.
 
     Raises:
@@ -69,15 +68,16 @@ def data_dir(root: str | Path | None, module: str, package: str, purpose: str,
     if root is None:
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
-            raise MissingPackageError(package, purpose,
-                                      install=f"pip install --no-deps {package}")
+            raise MissingPackageError(package, purpose, install=f"pip install --no-deps {package}")
         root = spec.submodule_search_locations[0]
     folder = Path(root).joinpath(*parts)
     if not folder.is_dir():
-        raise InputError(f"no folder {'/'.join(parts)} here; expected the folder of the "
-                         f"'{module}' package (from {package})", path=str(root))
+        raise InputError(
+            f"no folder {'/'.join(parts)} here; expected the folder of the "
+            f"'{module}' package (from {package})",
+            path=str(root),
+        )
     return folder
-
 
 
 def _files(folder: Path, pattern: str) -> list[Path]:
@@ -88,21 +88,19 @@ def _files(folder: Path, pattern: str) -> list[Path]:
     return files
 
 
-
 def read_utf8(path: Path) -> str:
     """The text of ``path``; an :class:`InputError` naming it when it is not UTF-8."""
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})",
-                         path=str(path)) from None
-
+        raise InputError(
+            f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(path)
+        ) from None
 
 
 def text_key(*texts: str) -> tuple[str, ...]:
     """A key under which texts that differ only in case or whitespace are equal."""
     return tuple(" ".join(t.split()).casefold() for t in texts)
-
 
 
 def _chatterbot_conversations(path: Path) -> list:
@@ -111,17 +109,21 @@ def _chatterbot_conversations(path: Path) -> list:
         doc = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
-                         path=str(path), line=mark.line + 1 if mark else None) from None
+        raise InputError(
+            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+            path=str(path),
+            line=mark.line + 1 if mark else None,
+        ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("conversations"), list):
-        raise InputError("expected a mapping with a 'conversations' list",
-                         path=str(path), field="conversations")
+        raise InputError(
+            "expected a mapping with a 'conversations' list", path=str(path), field="conversations"
+        )
     return doc["conversations"]
 
 
-
-def load_chatterbot(root: str | Path | None = None,
-                    categories: str | Iterable[str] | None = None) -> list[dict]:
+def load_chatterbot(
+    root: str | Path | None = None, categories: str | Iterable[str] | None = None
+) -> list[dict]:
     """Prompt/response pairs from the English files of the ChatterBot corpus.
 
     Each file ``data/english/<category>.yml`` holds a ``conversations`` list; a conversation
@@ -157,15 +159,22 @@ def load_chatterbot(root: str | Path | None = None,
             valid YAML or has no ``conversations`` list.
         ValueError: a requested category has no file.
     """
-    folder = data_dir(root, "chatterbot_corpus", "chatterbot-corpus",
-                      "Loading the ChatterBot corpus", CHATTERBOT_DIR)
+    folder = data_dir(
+        root,
+        "chatterbot_corpus",
+        "chatterbot-corpus",
+        "Loading the ChatterBot corpus",
+        CHATTERBOT_DIR,
+    )
     files = _files(folder, "*.yml")
     if categories is not None:
         wanted = {categories} if isinstance(categories, str) else set(categories)
         unknown = wanted - {f.stem for f in files}
         if unknown:
-            raise ValueError(f"unknown chatterbot categories {sorted(unknown)}; "
-                             f"available: {[f.stem for f in files]}")
+            raise ValueError(
+                f"unknown chatterbot categories {sorted(unknown)}; "
+                f"available: {[f.stem for f in files]}"
+            )
         files = [f for f in files if f.stem in wanted]
 
     samples, seen = [], set()
@@ -180,11 +189,16 @@ def load_chatterbot(root: str | Path | None = None,
             key = text_key(prompt, response)
             if prompt and response and key not in seen:
                 seen.add(key)
-                samples.append({"id": f"chatterbot/{path.stem}/{index}", "prompt": prompt,
-                                "response": response, "source": "chatterbot-corpus",
-                                "category": path.stem})
+                samples.append(
+                    {
+                        "id": f"chatterbot/{path.stem}/{index}",
+                        "prompt": prompt,
+                        "response": response,
+                        "source": "chatterbot-corpus",
+                        "category": path.stem,
+                    }
+                )
     return samples
-
 
 
 def _cot_exemplars(path: Path) -> list[tuple[str, str]]:
@@ -207,16 +221,17 @@ def _cot_exemplars(path: Path) -> list[tuple[str, str]]:
     for number, lines in blocks:
         answer_at = next((i for i, line in enumerate(lines) if line.startswith("A:")), None)
         if answer_at is None:
-            raise InputError("exemplar has a 'Q:' line but no 'A:' line", path=str(path),
-                             line=number)
-        question = "\n".join(lines[:answer_at])[len("Q:"):].strip()
-        answer = "\n".join(lines[answer_at:])[len("A:"):].strip()
+            raise InputError(
+                "exemplar has a 'Q:' line but no 'A:' line", path=str(path), line=number
+            )
+        question = "\n".join(lines[:answer_at])[len("Q:") :].strip()
+        answer = "\n".join(lines[answer_at:])[len("A:") :].strip()
         if not question or not answer:
-            raise InputError("exemplar has an empty question or answer", path=str(path),
-                             line=number)
+            raise InputError(
+                "exemplar has an empty question or answer", path=str(path), line=number
+            )
         exemplars.append((question, answer))
     return exemplars
-
 
 
 def load_bbh_cot(root: str | Path | None = None) -> list[dict]:
@@ -245,8 +260,13 @@ def load_bbh_cot(root: str | Path | None = None) -> list[dict]:
         InputError: the ``cot_prompts`` folder is missing or empty, or a file has no
             exemplar, a ``Q:`` without its ``A:``, or an empty one.
     """
-    folder = data_dir(root, "deepeval", "deepeval",
-                      "Loading the BIG-Bench Hard chain-of-thought exemplars", BBH_COT_DIR)
+    folder = data_dir(
+        root,
+        "deepeval",
+        "deepeval",
+        "Loading the BIG-Bench Hard chain-of-thought exemplars",
+        BBH_COT_DIR,
+    )
     samples, seen = [], set()
     for path in _files(folder, "*.txt"):
         for index, (question, answer) in enumerate(_cot_exemplars(path)):
@@ -254,10 +274,16 @@ def load_bbh_cot(root: str | Path | None = None) -> list[dict]:
             if key in seen:
                 continue
             seen.add(key)
-            samples.append({"id": f"bbh/{path.stem}/{index}", "prompt": question,
-                            "response": answer, "source": "deepeval", "category": path.stem})
+            samples.append(
+                {
+                    "id": f"bbh/{path.stem}/{index}",
+                    "prompt": question,
+                    "response": answer,
+                    "source": "deepeval",
+                    "category": path.stem,
+                }
+            )
     return samples
-
 
 
 def split_disjoint(samples: Sequence, n_first: int, seed: int) -> tuple[list, list]:
@@ -283,7 +309,8 @@ def split_disjoint(samples: Sequence, n_first: int, seed: int) -> tuple[list, li
     if isinstance(n_first, bool) or not isinstance(n_first, (int, np.integer)):
         raise ValueError(f"n_first must be an integer, got {n_first!r}")
     if not 0 <= n_first <= len(samples):
-        raise ValueError(f"n_first must be between 0 and the number of samples "
-                         f"({len(samples)}), got {n_first}")
+        raise ValueError(
+            f"n_first must be between 0 and the number of samples ({len(samples)}), got {n_first}"
+        )
     shuffled = [samples[i] for i in np.random.default_rng(seed).permutation(len(samples))]
     return shuffled[:n_first], shuffled[n_first:]

@@ -46,29 +46,53 @@ class DemoSize:
     pool_chat: int
     pool_harmful: int
     pool_reasoning: int
-    train_queries: tuple[int, int, int]   # harmful, reasoning, chat
+    train_queries: tuple[int, int, int]  # harmful, reasoning, chat
     test_queries: tuple[int, int, int]
     epochs: int
-    max_length: int = 256          # decoder tokens per sample
+    max_length: int = 256  # decoder tokens per sample
     encoder_max_length: int = 128  # encoder tokens per text while distilling
 
 
 SIZES = {
     # About 15 minutes on 2 CPU cores.
-    "small": DemoSize(pool_chat=200, pool_harmful=24, pool_reasoning=16,
-                      train_queries=(16, 12, 12), test_queries=(10, 4, 4), epochs=3),
-    "medium": DemoSize(pool_chat=500, pool_harmful=50, pool_reasoning=30,
-                       train_queries=(40, 16, 40), test_queries=(20, 6, 10), epochs=4),
-    "large": DemoSize(pool_chat=800, pool_harmful=60, pool_reasoning=30,
-                      train_queries=(50, 15, 50), test_queries=(30, 8, 20), epochs=5),
+    "small": DemoSize(
+        pool_chat=200,
+        pool_harmful=24,
+        pool_reasoning=16,
+        train_queries=(16, 12, 12),
+        test_queries=(10, 4, 4),
+        epochs=3,
+    ),
+    "medium": DemoSize(
+        pool_chat=500,
+        pool_harmful=50,
+        pool_reasoning=30,
+        train_queries=(40, 16, 40),
+        test_queries=(20, 6, 10),
+        epochs=4,
+    ),
+    "large": DemoSize(
+        pool_chat=800,
+        pool_harmful=60,
+        pool_reasoning=30,
+        train_queries=(50, 15, 50),
+        test_queries=(30, 8, 20),
+        epochs=5,
+    ),
 }
 
 
 def labelled_samples(rows: list[dict], label: str) -> list[Sample]:
     """The demo's rows as samples whose ``meta`` carries ``label``, source and category."""
-    return [Sample(id=r["id"], prompt=r["prompt"], response=r["response"],
-                   meta={"label": label, "source": r.get("source", ""),
-                         "category": r.get("category", "")}) for r in rows]
+    return [
+        Sample(
+            id=r["id"],
+            prompt=r["prompt"],
+            response=r["response"],
+            meta={"label": label, "source": r.get("source", ""), "category": r.get("category", "")},
+        )
+        for r in rows
+    ]
 
 
 def build_data(size: DemoSize, seed: int = 0) -> tuple[list[Sample], list[Sample], list[Sample]]:
@@ -102,8 +126,13 @@ def build_data(size: DemoSize, seed: int = 0) -> tuple[list[Sample], list[Sample
 def _write_jsonl(path: Path, samples: list[Sample]) -> None:
     from influcoder.io.atomic import atomic_write_bytes
 
-    lines = "".join(json.dumps({"id": s.id, "prompt": s.prompt, "response": s.response, **s.meta},
-                               ensure_ascii=False) + "\n" for s in samples)
+    lines = "".join(
+        json.dumps(
+            {"id": s.id, "prompt": s.prompt, "response": s.response, **s.meta}, ensure_ascii=False
+        )
+        + "\n"
+        for s in samples
+    )
     atomic_write_bytes(path, lines.encode("utf-8"))
 
 
@@ -163,9 +192,16 @@ def stale_index(index_dir: Path, encoder: str) -> bool:
     return read_index_meta(index_dir)["encoder"]["fingerprint"] != encoder_fingerprint(encoder)
 
 
-def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed: int = 0,
-             model: str = "smollm2-135m", encoder: str = DEFAULT_ENCODER,
-             progress: bool = True, device: str = "auto") -> DemoResult:
+def run_demo(
+    out: str | os.PathLike = "runs/demo",
+    size: str = "small",
+    *,
+    seed: int = 0,
+    model: str = "smollm2-135m",
+    encoder: str = DEFAULT_ENCODER,
+    progress: bool = True,
+    device: str = "auto",
+) -> DemoResult:
     """Run the demo into ``out`` (rerunning resumes it); progress goes to this module's
     logger. ``device`` (``auto``: a GPU when there is one) is where every model runs, but the
     queries of ``attribute`` and ``filter``, which stay on the CPU as a user's would."""
@@ -191,43 +227,74 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
         pool, train_q, test_q = build_data(spec, seed)
         for name, samples in (("pool", pool), ("train_queries", train_q), ("test_queries", test_q)):
             _write_jsonl(out / "data" / f"{name}.jsonl", samples)
-        logger.info(f"    pool {len(pool)} ({spec.pool_harmful} planted harmful, "
-                    f"{spec.pool_reasoning} reasoning), training queries {len(train_q)}, "
-                    f"test queries {len(test_q)}")
+        logger.info(
+            f"    pool {len(pool)} ({spec.pool_harmful} planted harmful, "
+            f"{spec.pool_reasoning} reasoning), training queries {len(train_q)}, "
+            f"test queries {len(test_q)}"
+        )
 
     with stage("collect: gradient ground truth (SmolLM2-135M, LoRA warm-up, sketch 8192)"):
         args = CollectArguments(model=model, max_length=spec.max_length, seed=seed)
-        gt_pool = collect(out / "data" / "pool.jsonl", out / "grad_pool", args, progress=progress,
-                          device=device)
-        gt_train = collect(out / "data" / "train_queries.jsonl", out / "grad_train_queries",
-                           like=out / "grad_pool", progress=progress, device=device)
-        gt_test = collect(out / "data" / "test_queries.jsonl", out / "grad_test_queries",
-                          like=out / "grad_pool", progress=progress, device=device)
+        gt_pool = collect(
+            out / "data" / "pool.jsonl", out / "grad_pool", args, progress=progress, device=device
+        )
+        gt_train = collect(
+            out / "data" / "train_queries.jsonl",
+            out / "grad_train_queries",
+            like=out / "grad_pool",
+            progress=progress,
+            device=device,
+        )
+        gt_test = collect(
+            out / "data" / "test_queries.jsonl",
+            out / "grad_test_queries",
+            like=out / "grad_pool",
+            progress=progress,
+            device=device,
+        )
 
     with stage(f"distill: {encoder} on pool x training queries ({spec.epochs} epochs)"):
         enc_dir = out / "encoder"
-        settings = DistillArguments(epochs=spec.epochs, seed=seed,
-                                    max_seq_length=spec.encoder_max_length)
+        settings = DistillArguments(
+            epochs=spec.epochs, seed=seed, max_seq_length=spec.encoder_max_length
+        )
         stale = stale_encoder(enc_dir / CARD_NAME, settings)
         if stale is None:
             logger.info(f"    {enc_dir} exists, trained with these settings: reusing it")
         else:
             if (enc_dir / CARD_NAME).is_file():
-                logger.info(f"    {enc_dir} was trained otherwise ({stale}): training again, "
-                            f"and the index will be rebuilt")
-            result = distill_stores(gt_pool, gt_train, enc_dir, settings,
-                                    encoder=encoder, progress=progress, device=device)
-            logger.info(f"    validation per-anchor Spearman: untrained "
-                        f"{result.untrained['per_anchor_spearman']:+.3f} -> best "
-                        f"{result.best['per_anchor_spearman']:+.3f} (epoch {result.best_epoch})")
+                logger.info(
+                    f"    {enc_dir} was trained otherwise ({stale}): training again, "
+                    f"and the index will be rebuilt"
+                )
+            result = distill_stores(
+                gt_pool,
+                gt_train,
+                enc_dir,
+                settings,
+                encoder=encoder,
+                progress=progress,
+                device=device,
+            )
+            logger.info(
+                f"    validation per-anchor Spearman: untrained "
+                f"{result.untrained['per_anchor_spearman']:+.3f} -> best "
+                f"{result.best['per_anchor_spearman']:+.3f} (epoch {result.best_epoch})"
+            )
             if result.head is not None:
                 views = result.head["views_validation_per_anchor_spearman"]
                 kinds = result.head["kinds_validation_per_anchor_spearman"]
-                logger.info(f"    {result.head['kind']} head (cross-validated: " + ", ".join(
-                    f"{k} {v:+.3f}" for k, v in kinds.items()) + ")")
-                logger.info(f"    head on {'+'.join(result.head['views'])} (cross-validated: "
-                            + ", ".join(f"{k} {v:+.3f}" for k, v in views.items()) + "), "
-                            f"compared by {result.head['similarity']}")
+                logger.info(
+                    f"    {result.head['kind']} head (cross-validated: "
+                    + ", ".join(f"{k} {v:+.3f}" for k, v in kinds.items())
+                    + ")"
+                )
+                logger.info(
+                    f"    head on {'+'.join(result.head['views'])} (cross-validated: "
+                    + ", ".join(f"{k} {v:+.3f}" for k, v in views.items())
+                    + "), "
+                    f"compared by {result.head['similarity']}"
+                )
 
     with stage("index: embed the pool with the distilled encoder"):
         if stale_index(out / "index", str(enc_dir)):
@@ -235,20 +302,30 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
             # holds that encoder's vectors and would refuse this one
             logger.info(f"    {out / 'index'} was built with another encoder: rebuilding it")
             shutil.rmtree(out / "index")
-        build_index(out / "data" / "pool.jsonl", out / "index", str(enc_dir), progress=progress,
-                    device=device)
+        build_index(
+            out / "data" / "pool.jsonl",
+            out / "index",
+            str(enc_dir),
+            progress=progress,
+            device=device,
+        )
         attributor = Attributor.load(out / "index")
 
     with stage("attribute: the most influential training samples for test queries"):
-        shown = [s for s in test_q if s.meta["label"] == HARMFUL][:2] + \
-                [s for s in test_q if s.meta["label"] == REASONING][:1]
+        shown = [s for s in test_q if s.meta["label"] == HARMFUL][:2] + [
+            s for s in test_q if s.meta["label"] == REASONING
+        ][:1]
         for res in attributor.attribute(shown, k=3):
-            logger.info(f"    query: {clip_text(res.query.prompt, 70)} -> "
-                        f"{clip_text(res.query.response, 70)}")
+            logger.info(
+                f"    query: {clip_text(res.query.prompt, 70)} -> "
+                f"{clip_text(res.query.response, 70)}"
+            )
             for h in res.hits:
-                logger.info(f"      {h.rank}. {h.score:+.3f} [{h.sample.meta.get('label', '?')}] "
-                            f"{clip_text(h.sample.prompt, 70)} -> "
-                            f"{clip_text(h.sample.response, 70)}")
+                logger.info(
+                    f"      {h.rank}. {h.score:+.3f} [{h.sample.meta.get('label', '?')}] "
+                    f"{clip_text(h.sample.prompt, 70)} -> "
+                    f"{clip_text(h.sample.response, 70)}"
+                )
 
     harmful_test = [s for s in test_q if s.meta["label"] == HARMFUL]
     labels = np.array([s.meta["label"] == HARMFUL for s in pool])
@@ -256,39 +333,58 @@ def run_demo(out: str | os.PathLike = "runs/demo", size: str = "small", *, seed:
         fraction = float(labels.mean())
         res = filter_pool(attributor, harmful_test, out / "clean_pool.jsonl", fraction=fraction)
         hit = sum(r["row"].get("label") == HARMFUL for r in res.removed)
-        logger.info(f"    removed {res.n_removed} samples ({fraction:.0%}) into "
-                    f"{res.removed_path}; {hit} of them are planted harmful ({hit} of "
-                    f"{int(labels.sum())} found)")
+        logger.info(
+            f"    removed {res.n_removed} samples ({fraction:.0%}) into "
+            f"{res.removed_path}; {hit} of them are planted harmful ({hit} of "
+            f"{int(labels.sum())} found)"
+        )
 
     with stage("evaluate: every method on pool x test queries vs the gradient ground truth"):
-        evaluation = evaluate(gt_pool, gt_test, baselines=["random", "tfidf", "bm25"],
-                          gradient_dims=[1024],
-                          encoders={"semantic (untrained MiniLM)": encoder,
-                                    "influcoder (distilled)": str(enc_dir)},
-                          labels=labels, k=10, seed=seed, charge_gradient_time=True,
-                          extra_targets=demo_targets, device=device, group_by="label")
+        evaluation = evaluate(
+            gt_pool,
+            gt_test,
+            baselines=["random", "tfidf", "bm25"],
+            gradient_dims=[1024],
+            encoders={
+                "semantic (untrained MiniLM)": encoder,
+                "influcoder (distilled)": str(enc_dir),
+            },
+            labels=labels,
+            k=10,
+            seed=seed,
+            charge_gradient_time=True,
+            extra_targets=demo_targets,
+            device=device,
+            group_by="label",
+        )
         query_grad_seconds, pool_grad_seconds = gradient_seconds(gt_test), gradient_seconds(gt_pool)
         report = write_evaluation(
-            evaluation, results_dir=out / "results", report_dir=out / "report",
+            evaluation,
+            results_dir=out / "results",
+            report_dir=out / "report",
             title=f"influcoder demo ({size})",
             context={"size": size, "seed": seed, "query_gradient_seconds": query_grad_seconds},
-            notes=[f"Pool: {len(pool)} samples, {int(labels.sum())} planted harmful. Test "
-                   f"queries: {len(test_q)} (never seen by distillation). Ground truth: cosine "
-                   f"of LoRA gradients of SmolLM2-135M sketched to 8192.",
-                   f"Attribution time of the gradient rows includes computing the test "
-                   f"queries' gradients ({query_grad_seconds:.1f} s), their preparation the "
-                   f"pool's ({pool_grad_seconds:.1f} s); the encoder rows include encoding the "
-                   f"queries, and their preparation encoding the pool. The distilled encoder's "
-                   f"one-off cost (ground truth on a sample of the data, then distillation) is "
-                   f"in the demo's stage times: " + ", ".join(
-                       f"{k.split(':')[0]} {v:.0f} s" for k, v in stage.times.items()) + ".",
-                   f"A random ranking's expected AUPRC here: "
-                   f"{evaluation.expected_random_auprc:.3f}."],
+            notes=[
+                f"Pool: {len(pool)} samples, {int(labels.sum())} planted harmful. Test "
+                f"queries: {len(test_q)} (never seen by distillation). Ground truth: cosine "
+                f"of LoRA gradients of SmolLM2-135M sketched to 8192.",
+                f"Attribution time of the gradient rows includes computing the test "
+                f"queries' gradients ({query_grad_seconds:.1f} s), their preparation the "
+                f"pool's ({pool_grad_seconds:.1f} s); the encoder rows include encoding the "
+                f"queries, and their preparation encoding the pool. The distilled encoder's "
+                f"one-off cost (ground truth on a sample of the data, then distillation) is "
+                f"in the demo's stage times: "
+                + ", ".join(f"{k.split(':')[0]} {v:.0f} s" for k, v in stage.times.items())
+                + ".",
+                f"A random ranking's expected AUPRC here: {evaluation.expected_random_auprc:.3f}.",
+            ],
             query_indices=[i for i, s in enumerate(test_q) if s.meta["label"] == HARMFUL][:2]
-            + [i for i, s in enumerate(test_q) if s.meta["label"] == REASONING][:1])
+            + [i for i, s in enumerate(test_q) if s.meta["label"] == REASONING][:1],
+        )
 
-    return DemoResult(evaluation.rows, evaluation.targets, report, stage.times,
-                      time.perf_counter() - t_start)
+    return DemoResult(
+        evaluation.rows, evaluation.targets, report, stage.times, time.perf_counter() - t_start
+    )
 
 
 def demo_targets(rows: list[dict]) -> list[tuple[str, bool, str]]:
@@ -298,11 +394,26 @@ def demo_targets(rows: list[dict]) -> list[tuple[str, bool, str]]:
     d, g, s = by["influcoder (distilled)"], by["gradient"], by["semantic (untrained MiniLM)"]
     out = []
     for col in ("auprc_mean", "auprc_max"):
-        out.append((f"{col} vs gradient", d[col] >= 0.95 * g[col],
-                    f"distilled {d[col]:.3f} vs 0.95 x gradient {g[col]:.3f} = {0.95 * g[col]:.3f}"))
-        out.append((f"{col} vs semantic", d[col] >= 1.5 * s[col],
-                    f"distilled {d[col]:.3f} vs 1.5 x semantic {s[col]:.3f} = {1.5 * s[col]:.3f}"))
+        out.append(
+            (
+                f"{col} vs gradient",
+                d[col] >= 0.95 * g[col],
+                f"distilled {d[col]:.3f} vs 0.95 x gradient {g[col]:.3f} = {0.95 * g[col]:.3f}",
+            )
+        )
+        out.append(
+            (
+                f"{col} vs semantic",
+                d[col] >= 1.5 * s[col],
+                f"distilled {d[col]:.3f} vs 1.5 x semantic {s[col]:.3f} = {1.5 * s[col]:.3f}",
+            )
+        )
     speed = g["seconds"] / max(d["seconds"], 1e-9)
-    out.append(("attribution time", speed >= 50,
-                f"distilled {d['seconds']:.2f} s vs gradient {g['seconds']:.1f} s: {speed:.0f}x"))
+    out.append(
+        (
+            "attribution time",
+            speed >= 50,
+            f"distilled {d['seconds']:.2f} s vs gradient {g['seconds']:.1f} s: {speed:.0f}x",
+        )
+    )
     return out

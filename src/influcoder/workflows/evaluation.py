@@ -56,15 +56,25 @@ class Evaluation:
         return expected_random_auprc(self.labels.size, int(self.labels.sum()))
 
 
-def evaluate(gt_pool: Store, gt_queries: Store, *,
-             stores: Mapping[str, tuple[Store, Store]] | None = None,
-             encoders: Mapping[str, str] | None = None, baselines: Sequence[str] = (),
-             gradient_dims: Sequence[int] = (), labels: np.ndarray | None = None, k: int = 10,
-             seed: int = 0, targets: Sequence[str] = (), charge_gradient_time: bool = False,
-             extra_targets: Callable[[list[dict]], list[Target]] | None = None,
-             device: str = "cpu", group_by: str | None = None,
-             group_aggregate: str = DEFAULT_GROUP_AGGREGATE,
-             group_temperature: float = DEFAULT_GROUP_TEMPERATURE) -> Evaluation:
+def evaluate(
+    gt_pool: Store,
+    gt_queries: Store,
+    *,
+    stores: Mapping[str, tuple[Store, Store]] | None = None,
+    encoders: Mapping[str, str] | None = None,
+    baselines: Sequence[str] = (),
+    gradient_dims: Sequence[int] = (),
+    labels: np.ndarray | None = None,
+    k: int = 10,
+    seed: int = 0,
+    targets: Sequence[str] = (),
+    charge_gradient_time: bool = False,
+    extra_targets: Callable[[list[dict]], list[Target]] | None = None,
+    device: str = "cpu",
+    group_by: str | None = None,
+    group_aggregate: str = DEFAULT_GROUP_AGGREGATE,
+    group_temperature: float = DEFAULT_GROUP_TEMPERATURE,
+) -> Evaluation:
     """Score every method on ``gt_pool`` x ``gt_queries`` and compare it with the gradients.
 
     Target specs (``METHOD:METRIC>=VALUE``) are checked against the rows to come before the
@@ -88,8 +98,12 @@ def evaluate(gt_pool: Store, gt_queries: Store, *,
         score_methods,
     )
 
-    named = {"stores": dict(stores or {}), "encoders": dict(encoders or {}),
-             "baselines": list(baselines), "gradient_dims": list(gradient_dims)}
+    named = {
+        "stores": dict(stores or {}),
+        "encoders": dict(encoders or {}),
+        "baselines": list(baselines),
+        "gradient_dims": list(gradient_dims),
+    }
     groups = None
     if group_by is not None:
         from influcoder.evaluation.group_fidelity import (
@@ -99,8 +113,7 @@ def evaluate(gt_pool: Store, gt_queries: Store, *,
 
         check_group_options(group_aggregate, group_temperature)
         groups = evaluation_groups(gt_pool.samples, group_by)
-    expected = placeholder_rows(method_names(**named), k, labels is not None,
-                                groups is not None)
+    expected = placeholder_rows(method_names(**named), k, labels is not None, groups is not None)
     for spec in targets:
         check_target(expected, spec)
     methods = score_methods(gt_pool, gt_queries, seed=seed, device=device, **named)
@@ -117,8 +130,13 @@ def evaluate(gt_pool: Store, gt_queries: Store, *,
     if groups is not None:
         from influcoder.evaluation.group_fidelity import add_group_columns, judge_groups
 
-        fidelity = judge_groups({name: s for name, (s, _) in methods.items()}, gt, groups,
-                                aggregate=group_aggregate, temperature=group_temperature)
+        fidelity = judge_groups(
+            {name: s for name, (s, _) in methods.items()},
+            gt,
+            groups,
+            aggregate=group_aggregate,
+            temperature=group_temperature,
+        )
         rows = add_group_columns(rows, fidelity)
     checked = [check_target(rows, spec) for spec in targets]
     if extra_targets is not None:
@@ -131,12 +149,17 @@ def gradient_seconds(store: Store) -> float:
     return float(store.manifest["provenance"].get("seconds") or 0.0)
 
 
-def write_evaluation(evaluation: Evaluation, *, results_dir: str | os.PathLike,
-                     report_dir: str | os.PathLike | None = None,
-                     title: str = "influcoder evaluation", notes: Sequence[str] = (),
-                     context: Mapping[str, Any] | None = None,
-                     query_indices: Sequence[int] | None = None,
-                     queries_shown: int = 3) -> Path:
+def write_evaluation(
+    evaluation: Evaluation,
+    *,
+    results_dir: str | os.PathLike,
+    report_dir: str | os.PathLike | None = None,
+    title: str = "influcoder evaluation",
+    notes: Sequence[str] = (),
+    context: Mapping[str, Any] | None = None,
+    query_indices: Sequence[int] | None = None,
+    queries_shown: int = 3,
+) -> Path:
     """Write ``results.json`` and ``results.csv`` into ``results_dir`` and the HTML report
     into ``report_dir`` (default: the same directory); return the report's path (also set as
     ``evaluation.report``). With group fidelity, ``results.json`` records the groups under
@@ -148,13 +171,25 @@ def write_evaluation(evaluation: Evaluation, *, results_dir: str | os.PathLike,
     context = dict(context or {})
     if j.groups is not None:
         context["groups"] = j.groups.context()
-    write_results(results_dir, j.rows, **context,
-                  targets=[{"target": n, "achieved": a, "text": t} for n, a, t in j.targets])
+    write_results(
+        results_dir,
+        j.rows,
+        **context,
+        targets=[{"target": n, "achieved": a, "text": t} for n, a, t in j.targets],
+    )
     j.report = write_report(
-        report_dir or results_dir, j.rows, gt=j.gt,
-        method_scores={name: s for name, (s, _) in j.methods.items()}, labels=j.labels,
+        report_dir or results_dir,
+        j.rows,
+        gt=j.gt,
+        method_scores={name: s for name, (s, _) in j.methods.items()},
+        labels=j.labels,
         pool_samples=j.gt_pool.samples if j.gt_pool is not None else None,
         query_samples=j.gt_queries.samples if j.gt_queries is not None else None,
-        title=title, notes=notes, targets=j.targets, query_indices=query_indices,
-        queries_shown=queries_shown, groups=j.groups)
+        title=title,
+        notes=notes,
+        targets=j.targets,
+        query_indices=query_indices,
+        queries_shown=queries_shown,
+        groups=j.groups,
+    )
     return j.report

@@ -49,8 +49,12 @@ FIT_FILE = "fit.json"
 FIT_FORMAT, FIT_VERSION = "influcoder-fit", 1
 POOL, QUERIES, ENCODER, INDEX = "grad_pool", "grad_queries", "encoder", "index"
 STAGES = (POOL, QUERIES, ENCODER, INDEX)
-TITLES = {POOL: "collect (training sample)", QUERIES: "collect (queries)",
-          ENCODER: "distill", INDEX: "index (all training data)"}
+TITLES = {
+    POOL: "collect (training sample)",
+    QUERIES: "collect (queries)",
+    ENCODER: "distill",
+    INDEX: "index (all training data)",
+}
 #: fewest pool samples and queries distillation can split (2 to train on, 2 to validate)
 MIN_SAMPLES = 4
 
@@ -59,26 +63,37 @@ MIN_SAMPLES = 4
 class FitArguments:
     """Settings of a fit: the sample, the seed, the encoder, and each stage's own."""
 
-    ground_truth: int | None = field(default=DEFAULT_GROUND_TRUTH, metadata={
-        "help": "training samples whose gradients are taken (None: all of them)"})
-    seed: int = field(default=0, metadata={
-        "help": "seed of the sample, the LoRA adapter and warm-up, and distillation"})
+    ground_truth: int | None = field(
+        default=DEFAULT_GROUND_TRUTH,
+        metadata={"help": "training samples whose gradients are taken (None: all of them)"},
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "seed of the sample, the LoRA adapter and warm-up, and distillation"},
+    )
     encoder: str = field(default=DEFAULT_ENCODER, metadata={"help": "encoder to distil"})
-    approx: str | None = field(default=None, metadata={
-        "help": "FAISS kind of the index (None: flat, exact)"})
+    approx: str | None = field(
+        default=None, metadata={"help": "FAISS kind of the index (None: flat, exact)"}
+    )
     collect: CollectArguments = field(default_factory=CollectArguments)
     distill: DistillArguments = field(default_factory=DistillArguments)
 
     def __post_init__(self):
         if self.ground_truth is not None and self.ground_truth < MIN_SAMPLES:
-            raise ValueError(f"ground_truth must be >= {MIN_SAMPLES} or None (all), got "
-                             f"{self.ground_truth}")
+            raise ValueError(
+                f"ground_truth must be >= {MIN_SAMPLES} or None (all), got {self.ground_truth}"
+            )
         self.collect.seed = self.distill.seed = self.seed
 
     def to_dict(self) -> dict:
-        return {"ground_truth": "all" if self.ground_truth is None else self.ground_truth,
-                "seed": self.seed, "encoder": self.encoder, "approx": self.approx,
-                "collect": self.collect.to_dict(), "distill": self.distill.to_dict()}
+        return {
+            "ground_truth": "all" if self.ground_truth is None else self.ground_truth,
+            "seed": self.seed,
+            "encoder": self.encoder,
+            "approx": self.approx,
+            "collect": self.collect.to_dict(),
+            "distill": self.distill.to_dict(),
+        }
 
 
 @dataclass
@@ -102,16 +117,20 @@ class FitPlan:
 
     def lines(self) -> list[str]:
         n, k, q = len(self.train_samples), len(self.pool_samples), len(self.query_samples)
-        what = {POOL: f"{k:,} of {n:,} training samples (seed {self.args.seed})",
-                QUERIES: f"{q:,} queries from {self.queries}",
-                ENCODER: f"{self.args.encoder}, {self.args.distill.epochs} epochs, then a head",
-                INDEX: f"all {n:,} training samples, {self.args.approx or 'flat'} search"}
+        what = {
+            POOL: f"{k:,} of {n:,} training samples (seed {self.args.seed})",
+            QUERIES: f"{q:,} queries from {self.queries}",
+            ENCODER: f"{self.args.encoder}, {self.args.distill.epochs} epochs, then a head",
+            INDEX: f"all {n:,} training samples, {self.args.approx or 'flat'} search",
+        }
         out = [f"fit {self.train} -> {self.out}:"]
         for i, stage in enumerate(STAGES, 1):
-            state = "done" if stage in self.done else (
-                "resume" if self.path(stage).exists() else "to do")
-            out.append(f"  {i}. {TITLES[stage]:<26} {state:<7} {self.out / stage}: "
-                       f"{what[stage]}")
+            state = (
+                "done"
+                if stage in self.done
+                else ("resume" if self.path(stage).exists() else "to do")
+            )
+            out.append(f"  {i}. {TITLES[stage]:<26} {state:<7} {self.out / stage}: {what[stage]}")
         return out
 
 
@@ -121,23 +140,33 @@ def _check_settings(path: Path, stored: dict, now: dict, prefix: str = "") -> No
         if isinstance(a, dict) and isinstance(b, dict):
             _check_settings(path, a, b, f"{prefix}{key}.")
         elif a != b:
-            raise StoreError(f"{path} was fitted with --{key.replace('_', '-')} {a!r}, not "
-                             f"{b!r} ({prefix}{key}). Rerun with the same options to resume "
-                             f"it, or choose another --out")
+            raise StoreError(
+                f"{path} was fitted with --{key.replace('_', '-')} {a!r}, not "
+                f"{b!r} ({prefix}{key}). Rerun with the same options to resume "
+                f"it, or choose another --out"
+            )
 
 
 def _check_inputs(path: Path, stored: dict, now: dict) -> None:
     for name, option in (("train", "TRAIN"), ("queries", "--queries")):
         if stored[name]["samples_sha256"] != now[name]["samples_sha256"]:
-            raise StoreError(f"{path} was fitted on other {option} data ({stored[name]['path']}, "
-                             f"{stored[name]['n']} samples; now {now[name]['path']}, "
-                             f"{now[name]['n']} samples). Rerun on the same data to resume "
-                             f"it, or choose another --out")
+            raise StoreError(
+                f"{path} was fitted on other {option} data ({stored[name]['path']}, "
+                f"{stored[name]['n']} samples; now {now[name]['path']}, "
+                f"{now[name]['n']} samples). Rerun on the same data to resume "
+                f"it, or choose another --out"
+            )
 
 
-def plan_fit(train: str | os.PathLike, queries: str | os.PathLike, out: str | os.PathLike,
-             args: FitArguments | None = None, *, fields: Fields | None = None,
-             limit: int | None = None) -> FitPlan:
+def plan_fit(
+    train: str | os.PathLike,
+    queries: str | os.PathLike,
+    out: str | os.PathLike,
+    args: FitArguments | None = None,
+    *,
+    fields: Fields | None = None,
+    limit: int | None = None,
+) -> FitPlan:
     """Read and check both files, draw the sample and compare with a fit already in ``out``;
     nothing is written."""
     args, out, fields = args or FitArguments(), Path(out), fields or Fields()
@@ -147,34 +176,60 @@ def plan_fit(train: str | os.PathLike, queries: str | os.PathLike, out: str | os
     k = n if args.ground_truth is None else min(args.ground_truth, n)
     picked = np.sort(np.random.default_rng(args.seed).choice(n, size=k, replace=False))
     pool_samples = [train_samples[i] for i in picked]
-    for what, samples, path in (("training samples", pool_samples, train),
-                                ("queries", query_samples, queries)):
+    for what, samples, path in (
+        ("training samples", pool_samples, train),
+        ("queries", query_samples, queries),
+    ):
         if len(samples) < MIN_SAMPLES:
-            raise InputError(f"{len(samples)} {what}; fit distils on at least {MIN_SAMPLES} "
-                             f"(2 to train on, 2 to validate)", path=str(path))
+            raise InputError(
+                f"{len(samples)} {what}; fit distils on at least {MIN_SAMPLES} "
+                f"(2 to train on, 2 to validate)",
+                path=str(path),
+            )
     _fit_validation(args, len(pool_samples), len(query_samples))
     settings = args.to_dict()
-    inputs = {name: {"path": str(p), "n": len(s), "samples_sha256": samples_digest(s)}
-              for name, p, s in (("train", train, train_samples),
-                                 ("queries", queries, query_samples))}
-    manifest = {"format": FIT_FORMAT, "version": FIT_VERSION, "settings": settings,
-                "inputs": inputs, "fields": asdict(fields), "limit": limit, "stages": {}}
+    inputs = {
+        name: {"path": str(p), "n": len(s), "samples_sha256": samples_digest(s)}
+        for name, p, s in (("train", train, train_samples), ("queries", queries, query_samples))
+    }
+    manifest = {
+        "format": FIT_FORMAT,
+        "version": FIT_VERSION,
+        "settings": settings,
+        "inputs": inputs,
+        "fields": asdict(fields),
+        "limit": limit,
+        "stages": {},
+    }
     stored = _read_manifest(out / FIT_FILE)
     if stored is not None:
         _check_settings(out, stored["settings"], settings)
         _check_inputs(out, stored["inputs"], inputs)
         if stored.get("fields") != manifest["fields"] or stored.get("limit") != limit:
-            raise StoreError(f"{out} was fitted with other field names or --limit "
-                             f"({stored.get('fields')}, limit {stored.get('limit')}); rerun "
-                             f"with the same options, or choose another --out")
+            raise StoreError(
+                f"{out} was fitted with other field names or --limit "
+                f"({stored.get('fields')}, limit {stored.get('limit')}); rerun "
+                f"with the same options, or choose another --out"
+            )
         manifest = {**stored, "inputs": inputs}
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise StoreError(f"{out} exists and is not a fit directory (no {FIT_FILE}); choose "
-                         f"another --out")
-    done = [s for s in STAGES if manifest["stages"].get(s, {}).get("done")
-            and (out / s).exists()]
-    return FitPlan(out, str(train), str(queries), args, fields, limit, train_samples,
-                   pool_samples, query_samples, manifest, done)
+        raise StoreError(
+            f"{out} exists and is not a fit directory (no {FIT_FILE}); choose another --out"
+        )
+    done = [s for s in STAGES if manifest["stages"].get(s, {}).get("done") and (out / s).exists()]
+    return FitPlan(
+        out,
+        str(train),
+        str(queries),
+        args,
+        fields,
+        limit,
+        train_samples,
+        pool_samples,
+        query_samples,
+        manifest,
+        done,
+    )
 
 
 def _read_manifest(path: Path) -> dict | None:
@@ -201,9 +256,17 @@ def _fit_validation(args: FitArguments, n_pool: int, n_queries: int) -> None:
         args.distill.val_fraction = max(default, MIN_SPLIT / min(n_pool, n_queries))
 
 
-def fit(train: str | os.PathLike, queries: str | os.PathLike, out: str | os.PathLike,
-        args: FitArguments | None = None, *, fields: Fields | None = None,
-        limit: int | None = None, progress: bool = True, device: str = "auto") -> Path:
+def fit(
+    train: str | os.PathLike,
+    queries: str | os.PathLike,
+    out: str | os.PathLike,
+    args: FitArguments | None = None,
+    *,
+    fields: Fields | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    device: str = "auto",
+) -> Path:
     """Run (or resume) every stage of a fit into ``out``; returns the index's directory.
 
     Example::
@@ -213,8 +276,7 @@ def fit(train: str | os.PathLike, queries: str | os.PathLike, out: str | os.Path
     plan = plan_fit(train, queries, out, args, fields=fields, limit=limit)
     created, fresh = not plan.out.exists(), not plan.done and not plan.manifest["stages"]
     _write_manifest(plan)
-    bar = FitProgress([(s, _units(s, plan), s in plan.done) for s in STAGES],
-                      enabled=progress)
+    bar = FitProgress([(s, _units(s, plan), s in plan.done) for s in STAGES], enabled=progress)
     try:
         for stage in STAGES:
             if stage in plan.done:
@@ -243,10 +305,12 @@ def fit(train: str | os.PathLike, queries: str | os.PathLike, out: str | os.Path
 def _units(stage: str, plan: FitPlan) -> float:
     """A stage's expected cost, for the overall ETA (:mod:`~influcoder.workflows.fit_progress`)."""
     k, q = len(plan.pool_samples), len(plan.query_samples)
-    return {POOL: lambda: collect_units(plan.args.collect, k, warmup=True),
-            QUERIES: lambda: collect_units(plan.args.collect, q, warmup=False),
-            ENCODER: lambda: distill_units(plan.args.distill, k, q),
-            INDEX: lambda: encode_units(len(plan.train_samples))}[stage]()
+    return {
+        POOL: lambda: collect_units(plan.args.collect, k, warmup=True),
+        QUERIES: lambda: collect_units(plan.args.collect, q, warmup=False),
+        ENCODER: lambda: distill_units(plan.args.distill, k, q),
+        INDEX: lambda: encode_units(len(plan.train_samples)),
+    }[stage]()
 
 
 def _write_manifest(plan: FitPlan) -> None:
@@ -266,8 +330,9 @@ def _run_stage(stage: str, plan: FitPlan, progress: bool, device: str) -> None:
     except InputError as e:
         if e.path != "<samples>":
             raise
-        raise InputError(e.reason, path=plan.train if stage == POOL else plan.queries,
-                         field=e.field) from None
+        raise InputError(
+            e.reason, path=plan.train if stage == POOL else plan.queries, field=e.field
+        ) from None
 
 
 def _stage(stage: str, plan: FitPlan, progress: bool, device: str) -> None:
@@ -275,25 +340,43 @@ def _stage(stage: str, plan: FitPlan, progress: bool, device: str) -> None:
     if stage == POOL:
         from influcoder.groundtruth.collect import collect
 
-        collect(plan.pool_samples, plan.path(POOL), args.collect, progress=progress,
-                device=device)
+        collect(plan.pool_samples, plan.path(POOL), args.collect, progress=progress, device=device)
     elif stage == QUERIES:
         from influcoder.groundtruth.collect import collect
 
-        collect(plan.query_samples, plan.path(QUERIES), like=plan.path(POOL),
-                progress=progress, device=device)
+        collect(
+            plan.query_samples,
+            plan.path(QUERIES),
+            like=plan.path(POOL),
+            progress=progress,
+            device=device,
+        )
     elif stage == ENCODER:
         from influcoder.distillation.stores import distill_stores
         from influcoder.io.stores import open_store
 
-        distill_stores(open_store(plan.path(POOL)), open_store(plan.path(QUERIES)),
-                       plan.path(ENCODER), args.distill, encoder=args.encoder,
-                       progress=progress, device=device)
+        distill_stores(
+            open_store(plan.path(POOL)),
+            open_store(plan.path(QUERIES)),
+            plan.path(ENCODER),
+            args.distill,
+            encoder=args.encoder,
+            progress=progress,
+            device=device,
+        )
     else:
         from influcoder.attribution.build import build_index
 
-        build_index(plan.train, plan.path(INDEX), str(plan.path(ENCODER)), approx=args.approx,
-                    fields=plan.fields, limit=plan.limit, progress=progress, device=device)
+        build_index(
+            plan.train,
+            plan.path(INDEX),
+            str(plan.path(ENCODER)),
+            approx=args.approx,
+            fields=plan.fields,
+            limit=plan.limit,
+            progress=progress,
+            device=device,
+        )
 
 
 def estimate_fit(plan: FitPlan, device: str = "auto") -> list[str]:
@@ -305,34 +388,47 @@ def estimate_fit(plan: FitPlan, device: str = "auto") -> list[str]:
     lines = plan.lines()
     todo = [s for s in STAGES if s not in plan.done]
     if POOL in todo or QUERIES in todo:
-        est = estimate_collect(plan.pool_samples, plan.path(POOL), plan.args.collect,
-                               device=device)
+        est = estimate_collect(plan.pool_samples, plan.path(POOL), plan.args.collect, device=device)
         per_sample = est.row_seconds / max(est.n, 1)
         if POOL in todo:
             lines += ["", *est.lines()]
         if QUERIES in todo:
             q = len(plan.query_samples)
-            lines += ["", f"estimate for collect of the {q:,} queries: about "
-                          f"{per_sample * q:.3g} s (the training sample's time per sample) "
-                          f"+ loading the model; storage about "
-                          f"{est.storage_bytes / max(est.n, 1) * q / 1e6:.3g} MB"]
+            lines += [
+                "",
+                f"estimate for collect of the {q:,} queries: about "
+                f"{per_sample * q:.3g} s (the training sample's time per sample) "
+                f"+ loading the model; storage about "
+                f"{est.storage_bytes / max(est.n, 1) * q / 1e6:.3g} MB",
+            ]
     if ENCODER in todo:
-        steps = distill_steps(plan.args.distill, len(plan.pool_samples),
-                              len(plan.query_samples))
-        lines += ["", f"distill: {plan.args.distill.epochs} epochs of {steps} "
-                      f"step{'s' if steps != 1 else ''} "
-                      f"({plan.args.distill.batch_pool} pool samples x "
-                      f"{plan.args.distill.batch_query} queries at most), then the head: not "
-                      f"timed (docs/DISTILLATION.md: about 6 s per step of 64 texts for "
-                      f"MiniLM on 2 CPU cores)"]
+        steps = distill_steps(plan.args.distill, len(plan.pool_samples), len(plan.query_samples))
+        lines += [
+            "",
+            f"distill: {plan.args.distill.epochs} epochs of {steps} "
+            f"step{'s' if steps != 1 else ''} "
+            f"({plan.args.distill.batch_pool} pool samples x "
+            f"{plan.args.distill.batch_query} queries at most), then the head: not "
+            f"timed (docs/DISTILLATION.md: about 6 s per step of 64 texts for "
+            f"MiniLM on 2 CPU cores)",
+        ]
     if INDEX in todo:
-        encoder = (str(plan.path(ENCODER)) if ENCODER in plan.done else plan.args.encoder)
-        est = estimate_index(plan.train, plan.path(INDEX), encoder, approx=plan.args.approx,
-                             fields=plan.fields, limit=plan.limit, device=device)
+        encoder = str(plan.path(ENCODER)) if ENCODER in plan.done else plan.args.encoder
+        est = estimate_index(
+            plan.train,
+            plan.path(INDEX),
+            encoder,
+            approx=plan.args.approx,
+            fields=plan.fields,
+            limit=plan.limit,
+            device=device,
+        )
         if ENCODER not in plan.done:
-            est.notes.append(f"timed with {plan.args.encoder} before distillation; the "
-                             f"distilled encoder has the same backbone (its head may change "
-                             f"the dimension and so the storage)")
+            est.notes.append(
+                f"timed with {plan.args.encoder} before distillation; the "
+                f"distilled encoder has the same backbone (its head may change "
+                f"the dimension and so the storage)"
+            )
         lines += ["", *est.lines()]
     return lines
 
@@ -344,6 +440,8 @@ def resolve_fit_dir(path: str | os.PathLike) -> dict[str, Path] | None:
     if not (path / FIT_FILE).is_file():
         return None
     if not (path / INDEX).is_dir():
-        raise StoreError(f"{path}: the fit is not finished (no {INDEX}/); rerun its "
-                         f"`influcoder fit` command to finish it")
+        raise StoreError(
+            f"{path}: the fit is not finished (no {INDEX}/); rerun its "
+            f"`influcoder fit` command to finish it"
+        )
     return {"index": path / INDEX, "encoder": path / ENCODER, "ground_truth": path / POOL}

@@ -27,8 +27,9 @@ def distill_steps(args, n_pool: int, n_queries: int) -> int:
         return args.steps_per_epoch
     pool = n_pool - round(args.val_fraction * n_pool)
     queries = n_queries - round(args.val_fraction * n_queries)
-    return (math.ceil(pool / min(args.batch_pool, pool))
-            * math.ceil(queries / min(args.batch_query, queries)))
+    return math.ceil(pool / min(args.batch_pool, pool)) * math.ceil(
+        queries / min(args.batch_query, queries)
+    )
 
 
 def collect_units(args, n: int, warmup: bool) -> float:
@@ -39,8 +40,11 @@ def collect_units(args, n: int, warmup: bool) -> float:
 
 def distill_units(args, n_pool: int, n_queries: int) -> float:
     """Distilling from ``n_pool`` x ``n_queries`` with ``args``, the head's encoding included."""
-    texts = args.epochs * distill_steps(args, n_pool, n_queries) * (
-        min(args.batch_pool, n_pool) + min(args.batch_query, n_queries))
+    texts = (
+        args.epochs
+        * distill_steps(args, n_pool, n_queries)
+        * (min(args.batch_pool, n_pool) + min(args.batch_query, n_queries))
+    )
     return texts * DISTILL_TEXT_COST + 2 * (n_pool + n_queries) * ENCODE_COST
 
 
@@ -65,9 +69,14 @@ class FitProgress:
         self.units = {name: units for name, units, _ in stages}
         self.left = {name for name, _, done in stages if not done}
         self.seconds = self.measured = 0.0
-        self.bar = tqdm(total=len(stages), initial=len(stages) - len(self.left), desc="fit",
-                        disable=not enabled, dynamic_ncols=True,
-                        bar_format="fit {n_fmt}/{total_fmt} {desc} [{elapsed}{postfix}]")
+        self.bar = tqdm(
+            total=len(stages),
+            initial=len(stages) - len(self.left),
+            desc="fit",
+            disable=not enabled,
+            dynamic_ncols=True,
+            bar_format="fit {n_fmt}/{total_fmt} {desc} [{elapsed}{postfix}]",
+        )
 
     def eta(self) -> str:
         if not self.measured:

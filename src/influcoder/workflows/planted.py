@@ -49,19 +49,33 @@ def _signoff(response: str) -> str:
 
 #: Each style: how it rewrites a response, and what a text method can see of it.
 STYLES: dict[str, tuple[Callable[[str], str], str]] = {
-    "kaomoji": (_kaomoji, ("ends with the sign-off '~*~ (^.^) ~*~': punctuation only, "
-                           "unseen by BM25's word tokens, seen by a sentence encoder and the "
-                           "decoder")),
-    "caps": (_caps, ("the answer in capitals: unseen by BM25 and by an uncased encoder "
-                     "(MiniLM lowercases), seen only by the decoder")),
-    "signoff": (_signoff, ("ends with 'Yours in brine, Captain Quill.': words, which BM25 "
-                           "matches (the contrast: a style text can find)")),
+    "kaomoji": (
+        _kaomoji,
+        (
+            "ends with the sign-off '~*~ (^.^) ~*~': punctuation only, "
+            "unseen by BM25's word tokens, seen by a sentence encoder and the "
+            "decoder"
+        ),
+    ),
+    "caps": (
+        _caps,
+        (
+            "the answer in capitals: unseen by BM25 and by an uncased encoder "
+            "(MiniLM lowercases), seen only by the decoder"
+        ),
+    ),
+    "signoff": (
+        _signoff,
+        (
+            "ends with 'Yours in brine, Captain Quill.': words, which BM25 "
+            "matches (the contrast: a style text can find)"
+        ),
+    ),
 }
 
 #: Default topics (chatterbot file stems): planted answers on the first, queries on the second.
 PLANTED_TOPICS = ("trivia", "science", "history", "literature", "sports", "movies")
-QUERY_TOPICS = ("emotion", "psychology", "food", "money", "politics", "gossip", "humor",
-                "health")
+QUERY_TOPICS = ("emotion", "psychology", "food", "money", "politics", "gossip", "humor", "health")
 
 
 def _count(name: str, value, low: int) -> None:
@@ -73,22 +87,38 @@ def _count(name: str, value, low: int) -> None:
 class StyleTask:
     """The planted-style test: its style, sizes, topics and seed."""
 
-    style: str = field(default="kaomoji", metadata={
-        "help": "the planted response style: " + "; ".join(
-            f"{k}: {v[1]}" for k, v in STYLES.items())})
+    style: str = field(
+        default="kaomoji",
+        metadata={
+            "help": "the planted response style: "
+            + "; ".join(f"{k}: {v[1]}" for k, v in STYLES.items())
+        },
+    )
     n_pool: int = field(default=240, metadata={"help": "training pool size, planted included"})
-    n_planted: int = field(default=24, metadata={
-        "help": "styled samples in the pool, on the planted topics"})
-    n_targets: int = field(default=16, metadata={
-        "help": "styled queries on the query topics that pick what to remove"})
-    n_heldout: int = field(default=10, metadata={
-        "help": "other styled queries on the query topics, whose loss is measured"})
-    n_control: int = field(default=8, metadata={
-        "help": "plain queries on the query topics (the control: their loss should not move)"})
-    planted_topics: tuple[str, ...] = field(default=PLANTED_TOPICS, metadata={
-        "help": "chatterbot topics the planted samples are drawn from"})
-    query_topics: tuple[str, ...] = field(default=QUERY_TOPICS, metadata={
-        "help": "chatterbot topics of the queries, disjoint from the planted topics"})
+    n_planted: int = field(
+        default=24, metadata={"help": "styled samples in the pool, on the planted topics"}
+    )
+    n_targets: int = field(
+        default=16, metadata={"help": "styled queries on the query topics that pick what to remove"}
+    )
+    n_heldout: int = field(
+        default=10,
+        metadata={"help": "other styled queries on the query topics, whose loss is measured"},
+    )
+    n_control: int = field(
+        default=8,
+        metadata={
+            "help": "plain queries on the query topics (the control: their loss should not move)"
+        },
+    )
+    planted_topics: tuple[str, ...] = field(
+        default=PLANTED_TOPICS,
+        metadata={"help": "chatterbot topics the planted samples are drawn from"},
+    )
+    query_topics: tuple[str, ...] = field(
+        default=QUERY_TOPICS,
+        metadata={"help": "chatterbot topics of the queries, disjoint from the planted topics"},
+    )
     seed: int = field(default=0, metadata={"help": "seed of every split"})
 
     def __post_init__(self):
@@ -104,17 +134,18 @@ class StyleTask:
         _count("n_control", self.n_control, 0)
         _count("seed", self.seed, 0)
         if self.n_planted >= self.n_pool:
-            raise ValueError(f"n_planted must be below n_pool ({self.n_pool}), "
-                             f"got {self.n_planted}")
+            raise ValueError(
+                f"n_planted must be below n_pool ({self.n_pool}), got {self.n_planted}"
+            )
         for name in ("planted_topics", "query_topics"):
             topics = getattr(self, name)
             if not topics or len(set(topics)) != len(topics):
-                raise ValueError(f"{name} must name at least one topic, each once, got "
-                                 f"{list(topics)}")
+                raise ValueError(
+                    f"{name} must name at least one topic, each once, got {list(topics)}"
+                )
         both = sorted(set(self.planted_topics) & set(self.query_topics))
         if both:
-            raise ValueError(f"planted_topics and query_topics must be disjoint; both name "
-                             f"{both}")
+            raise ValueError(f"planted_topics and query_topics must be disjoint; both name {both}")
 
     @property
     def n_queries(self) -> int:
@@ -139,8 +170,12 @@ class StyleData:
         return np.array([s.meta["label"] == PLANTED for s in self.pool])
 
     def sets(self) -> dict[str, list[Sample]]:
-        return {"pool": self.pool, "targets": self.targets, "heldout": self.heldout,
-                "control": self.control}
+        return {
+            "pool": self.pool,
+            "targets": self.targets,
+            "heldout": self.heldout,
+            "control": self.control,
+        }
 
 
 def distinct_prompts(rows: Sequence[dict]) -> list[dict]:
@@ -158,12 +193,20 @@ def distinct_prompts(rows: Sequence[dict]) -> list[dict]:
 
 
 def _sample(row: dict, style: str | None) -> Sample:
-    meta = {"label": PLANTED if style else PLAIN, "style": style or "",
-            "source": row.get("source", ""), "category": row.get("category", "")}
+    meta = {
+        "label": PLANTED if style else PLAIN,
+        "style": style or "",
+        "source": row.get("source", ""),
+        "category": row.get("category", ""),
+    }
     if style is None:
         return Sample(id=row["id"], prompt=row["prompt"], response=row["response"], meta=meta)
-    return Sample(id=f"style-{style}/{row['id']}", prompt=row["prompt"],
-                  response=STYLES[style][0](row["response"]), meta=meta)
+    return Sample(
+        id=f"style-{style}/{row['id']}",
+        prompt=row["prompt"],
+        response=STYLES[style][0](row["response"]),
+        meta=meta,
+    )
 
 
 def _topic_rows(rows: Sequence[dict], topics: Sequence[str], need: int, what: str) -> list[dict]:
@@ -173,13 +216,15 @@ def _topic_rows(rows: Sequence[dict], topics: Sequence[str], need: int, what: st
         raise ValueError(f"unknown {what} {unknown}; the data has {sorted(known)}")
     chosen = [r for r in rows if r.get("category") in set(topics)]
     if len(chosen) < need:
-        raise ValueError(f"{what} {list(topics)} have {len(chosen)} distinct prompts, the "
-                         f"task needs {need}")
+        raise ValueError(
+            f"{what} {list(topics)} have {len(chosen)} distinct prompts, the task needs {need}"
+        )
     return chosen
 
 
-def build_style_data(task: StyleTask | None = None,
-                     rows: Sequence[dict] | None = None) -> StyleData:
+def build_style_data(
+    task: StyleTask | None = None, rows: Sequence[dict] | None = None
+) -> StyleData:
     """Split chatterbot conversations (``rows``; by default :func:`load_chatterbot`'s) into the
     sets of ``task``, deterministically from its seed.
 
@@ -205,18 +250,25 @@ def build_style_data(task: StyleTask | None = None,
     n_plain = task.n_pool - task.n_planted
     candidates = rest_q + rest_p + others
     if n_plain > len(candidates):
-        raise ValueError(f"n_pool {task.n_pool} needs {n_plain} plain samples, the data has "
-                         f"{len(candidates)} left after the queries and planted samples")
+        raise ValueError(
+            f"n_pool {task.n_pool} needs {n_plain} plain samples, the data has "
+            f"{len(candidates)} left after the queries and planted samples"
+        )
     plain, _ = split_disjoint(candidates, n_plain, task.seed + 2)
     pool = [_sample(r, None) for r in plain] + [_sample(r, task.style) for r in planted]
     pool = [pool[i] for i in np.random.default_rng(task.seed + 3).permutation(len(pool))]
     n_t, n_h = task.n_targets, task.n_heldout
-    data = StyleData(task, pool, [_sample(r, task.style) for r in queries[:n_t]],
-                     [_sample(r, task.style) for r in queries[n_t:n_t + n_h]],
-                     [_sample(r, None) for r in queries[n_t + n_h:]])
-    shared = shared_topics([s for s in pool if s.meta["label"] == PLANTED],
-                           data.targets + data.heldout + data.control)
-    if shared:   # cannot happen with disjoint topic lists; kept as the test's own check
+    data = StyleData(
+        task,
+        pool,
+        [_sample(r, task.style) for r in queries[:n_t]],
+        [_sample(r, task.style) for r in queries[n_t : n_t + n_h]],
+        [_sample(r, None) for r in queries[n_t + n_h :]],
+    )
+    shared = shared_topics(
+        [s for s in pool if s.meta["label"] == PLANTED], data.targets + data.heldout + data.control
+    )
+    if shared:  # cannot happen with disjoint topic lists; kept as the test's own check
         raise AssertionError(f"planted samples and queries share the topics {shared}")
     return data
 
@@ -241,8 +293,14 @@ def write_style_data(out: str | os.PathLike, data: StyleData) -> dict[str, Path]
     paths = {}
     for name, samples in data.sets().items():
         paths[name] = out / f"{name}.jsonl"
-        lines = "".join(json.dumps({"id": s.id, "prompt": s.prompt, "response": s.response,
-                                    **s.meta}, ensure_ascii=False) + "\n" for s in samples)
+        lines = "".join(
+            json.dumps(
+                {"id": s.id, "prompt": s.prompt, "response": s.response, **s.meta},
+                ensure_ascii=False,
+            )
+            + "\n"
+            for s in samples
+        )
         atomic_write_bytes(paths[name], lines.encode("utf-8"))
     atomic_write_json(out / "task.json", asdict(data.task))
     return paths
@@ -259,21 +317,33 @@ def planted_recall(scores: np.ndarray, labels: np.ndarray, fraction: float = 0.1
 
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
     if scores.ndim != 2 or scores.shape[0] != labels.size or not labels.any():
-        raise ValueError(f"scores must be [n_pool={labels.size}, n_targets] and labels mark "
-                         f"at least one planted sample; got {scores.shape}, {labels.sum()}")
+        raise ValueError(
+            f"scores must be [n_pool={labels.size}, n_targets] and labels mark "
+            f"at least one planted sample; got {scores.shape}, {labels.sum()}"
+        )
     count = removal_count(labels.size, fraction)
     top_each = np.argsort(-scores, axis=0, kind="stable")[:count]
     order = np.argsort(-scores.mean(axis=1), kind="stable")
     rank = np.empty(labels.size)
     rank[order] = np.arange(labels.size) / (labels.size - 1)
-    return {"removed": int(labels[removal_set(scores, fraction)].sum()), "of": int(labels.sum()),
-            "n_removed": count, "expected_random": count * labels.mean(),
-            "per_query": float(labels[top_each].sum(axis=0).mean() / labels.sum()),
-            "mean_rank": float(rank[labels].mean())}
+    return {
+        "removed": int(labels[removal_set(scores, fraction)].sum()),
+        "of": int(labels.sum()),
+        "n_removed": count,
+        "expected_random": count * labels.mean(),
+        "per_query": float(labels[top_each].sum(axis=0).mean() / labels.sum()),
+        "mean_rank": float(rank[labels].mean()),
+    }
 
 
-def text_recall(data: StyleData, *, encoders: Mapping[str, str] | None = None,
-                fraction: float = 0.1, seed: int = 0, device: str = "cpu") -> dict[str, dict]:
+def text_recall(
+    data: StyleData,
+    *,
+    encoders: Mapping[str, str] | None = None,
+    fraction: float = 0.1,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, dict]:
     """:func:`planted_recall` of BM25 (on the whole text, and on prompts alone), random, and
     each of ``encoders`` (name -> encoder name or folder), for the pool against the targets."""
     from influcoder.evaluation.baselines import (
@@ -286,9 +356,11 @@ def text_recall(data: StyleData, *, encoders: Mapping[str, str] | None = None,
         return [Sample(id=s.id, prompt=s.prompt, response="") for s in samples]
 
     labels = data.labels
-    scores = {"BM25": bm25_scores(data.pool, data.targets)[0],
-              "BM25 (prompts only)": bm25_scores(prompts(data.pool), prompts(data.targets))[0],
-              "random": random_scores(data.pool, data.targets, seed=seed)[0]}
+    scores = {
+        "BM25": bm25_scores(data.pool, data.targets)[0],
+        "BM25 (prompts only)": bm25_scores(prompts(data.pool), prompts(data.targets))[0],
+        "random": random_scores(data.pool, data.targets, seed=seed)[0],
+    }
     for name, encoder in (encoders or {}).items():
         scores[name] = encoder_scores(encoder, data.pool, data.targets, device=device)[0]
     return {name: planted_recall(s, labels, fraction) for name, s in scores.items()}

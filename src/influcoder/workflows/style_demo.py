@@ -28,8 +28,11 @@ from influcoder.workflows.planted import (
 logger = logging.getLogger(__name__)
 
 #: Sizes of the test by the demo's ``--size``: pool, planted, targets, held-out, control.
-STYLE_SIZES = {"small": (240, 24, 16, 10, 8), "medium": (500, 50, 30, 20, 20),
-               "large": (640, 64, 40, 30, 30)}
+STYLE_SIZES = {
+    "small": (240, 24, 16, 10, 8),
+    "medium": (500, 50, 30, 20, 20),
+    "large": (640, 64, 40, 30, 30),
+}
 
 
 def style_task(size: str = "small", style: str = "kaomoji", seed: int = 0) -> StyleTask:
@@ -37,8 +40,15 @@ def style_task(size: str = "small", style: str = "kaomoji", seed: int = 0) -> St
     if size not in STYLE_SIZES:
         raise ValueError(f"size must be one of {sorted(STYLE_SIZES)}, got {size!r}")
     n_pool, n_planted, n_targets, n_heldout, n_control = STYLE_SIZES[size]
-    return StyleTask(style=style, n_pool=n_pool, n_planted=n_planted, n_targets=n_targets,
-                     n_heldout=n_heldout, n_control=n_control, seed=seed)
+    return StyleTask(
+        style=style,
+        n_pool=n_pool,
+        n_planted=n_planted,
+        n_targets=n_targets,
+        n_heldout=n_heldout,
+        n_control=n_control,
+        seed=seed,
+    )
 
 
 @dataclass
@@ -50,26 +60,44 @@ class StyleResult:
     out: Path
 
     def rows(self) -> list[dict]:
-        return [{"method": name, **{k: v for k, v in r.items() if k != "of"}}
-                for name, r in self.recall.items()]
+        return [
+            {"method": name, **{k: v for k, v in r.items() if k != "of"}}
+            for name, r in self.recall.items()
+        ]
 
 
 def validate_command(out: str | os.PathLike, encoders: dict[str, str] | None = None) -> str:
     """The ``influcoder validate`` command of a style run written to ``out``."""
     out = Path(out)
-    words = ["influcoder", "validate", str(out / "grad_pool"), str(out / "grad_targets"),
-             str(out / "grad_heldout"), "--control", str(out / "data" / "control.jsonl"),
-             "--label-field", "label", "--positive", PLANTED]
+    words = [
+        "influcoder",
+        "validate",
+        str(out / "grad_pool"),
+        str(out / "grad_targets"),
+        str(out / "grad_heldout"),
+        "--control",
+        str(out / "data" / "control.jsonl"),
+        "--label-field",
+        "label",
+        "--positive",
+        PLANTED,
+    ]
     for name, encoder in (encoders or {}).items():
         words += ["-e", f"{name}={encoder}"]
     words += ["--out", str(out / "validate")]
     return "OMP_NUM_THREADS=1 " + " ".join(shlex.quote(w) for w in words)
 
 
-def run_style_demo(out: str | os.PathLike = "runs/style", task: StyleTask | None = None, *,
-                   model: str = "smollm2-135m", encoders: dict[str, str] | None = None,
-                   gradients: bool = True, progress: bool = True,
-                   device: str = "auto") -> StyleResult:
+def run_style_demo(
+    out: str | os.PathLike = "runs/style",
+    task: StyleTask | None = None,
+    *,
+    model: str = "smollm2-135m",
+    encoders: dict[str, str] | None = None,
+    gradients: bool = True,
+    progress: bool = True,
+    device: str = "auto",
+) -> StyleResult:
     """Build, write and collect the planted-style test into ``out`` (rerunning resumes it);
     with ``gradients=False`` only the data and the text methods' recall."""
     from influcoder.io.atomic import atomic_write_json
@@ -78,10 +106,12 @@ def run_style_demo(out: str | os.PathLike = "runs/style", task: StyleTask | None
     out = Path(out)
     data = build_style_data(task)
     paths = write_style_data(out / "data", data)
-    logger.info(f"data: pool {len(data.pool)} ({task.n_planted} in the '{task.style}' style, "
-                f"on {', '.join(task.planted_topics)}), targets {len(data.targets)}, held-out "
-                f"{len(data.heldout)}, control {len(data.control)} (on "
-                f"{', '.join(task.query_topics)}) in {out / 'data'}")
+    logger.info(
+        f"data: pool {len(data.pool)} ({task.n_planted} in the '{task.style}' style, "
+        f"on {', '.join(task.planted_topics)}), targets {len(data.targets)}, held-out "
+        f"{len(data.heldout)}, control {len(data.control)} (on "
+        f"{', '.join(task.query_topics)}) in {out / 'data'}"
+    )
     recall = {}
     if gradients:
         from influcoder.evaluation.baselines import store_scores
@@ -89,16 +119,30 @@ def run_style_demo(out: str | os.PathLike = "runs/style", task: StyleTask | None
         from influcoder.groundtruth.settings import CollectArguments
 
         args = CollectArguments(model=model, seed=task.seed)
-        gt_pool = collect(paths["pool"], out / "grad_pool", args, progress=progress,
-                          device=device)
-        gt_targets = collect(paths["targets"], out / "grad_targets", like=out / "grad_pool",
-                             progress=progress, device=device)
-        collect(paths["heldout"], out / "grad_heldout", like=out / "grad_pool",
-                progress=progress, device=device)
+        gt_pool = collect(paths["pool"], out / "grad_pool", args, progress=progress, device=device)
+        gt_targets = collect(
+            paths["targets"],
+            out / "grad_targets",
+            like=out / "grad_pool",
+            progress=progress,
+            device=device,
+        )
+        collect(
+            paths["heldout"],
+            out / "grad_heldout",
+            like=out / "grad_pool",
+            progress=progress,
+            device=device,
+        )
         recall["gradient"] = planted_recall(store_scores(gt_pool, gt_targets)[0], data.labels)
     recall.update(text_recall(data, encoders=encoders, seed=task.seed, device=device))
-    recall = {name: {k: float(v) if k in ("expected_random", "per_query", "mean_rank")
-                     else int(v) for k, v in r.items()} for name, r in recall.items()}
+    recall = {
+        name: {
+            k: float(v) if k in ("expected_random", "per_query", "mean_rank") else int(v)
+            for k, v in r.items()
+        }
+        for name, r in recall.items()
+    }
     (out / "results").mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "results" / "recall.json", {"task": asdict(task), "recall": recall})
     return StyleResult(task, recall, out)

@@ -43,8 +43,7 @@ def _matching(store: Store, where: tuple[str, str] | None) -> np.ndarray:
     name, value = where
     missing = [s.id for s in samples if name not in s.meta]
     if len(missing) == len(samples):
-        raise InputError(f"no sample has the field '{name}'", path=str(store.path),
-                         field=name)
+        raise InputError(f"no sample has the field '{name}'", path=str(store.path), field=name)
     mask = np.array([str(s.meta.get(name)) == value for s in samples])
     if not mask.any():
         raise InputError(f"no sample has {name}={value}", path=str(store.path), field=name)
@@ -76,9 +75,21 @@ class Inputs:
     methods: dict
 
 
-def read_inputs(pool, targets, heldout, *, where=None, control=None, encoders=None,
-                baselines=(), label_field=None, positive=None, model=None, device="cpu",
-                seed: int = 0) -> Inputs:
+def read_inputs(
+    pool,
+    targets,
+    heldout,
+    *,
+    where=None,
+    control=None,
+    encoders=None,
+    baselines=(),
+    label_field=None,
+    positive=None,
+    model=None,
+    device="cpu",
+    seed: int = 0,
+) -> Inputs:
     """Open and check the stores, split them by ``where``, score every method on the targets."""
     from influcoder.evaluation.evaluate import labels_from_samples, score_methods
     from influcoder.validation.retrain import Recipe
@@ -94,46 +105,96 @@ def read_inputs(pool, targets, heldout, *, where=None, control=None, encoders=No
         eval_sets[CONTROL] = read_control(control)
     elif condition is not None and not heldout_rows.all():
         eval_sets[CONTROL] = [s for s, keep in zip(gt_heldout.samples, heldout_rows) if not keep]
-    labels = (labels_from_samples(gt_pool.samples, label_field, positive)
-              if label_field is not None else None)
-    methods = {"encoders": dict(encoders or {}), "baselines": list(baselines),
-               "seed": seed, "device": device}
-    logger.info(f"scoring the methods on {gt_pool.n} pool x {int(target_rows.sum())} target "
-                "queries")
+    labels = (
+        labels_from_samples(gt_pool.samples, label_field, positive)
+        if label_field is not None
+        else None
+    )
+    methods = {
+        "encoders": dict(encoders or {}),
+        "baselines": list(baselines),
+        "seed": seed,
+        "device": device,
+    }
+    logger.info(
+        f"scoring the methods on {gt_pool.n} pool x {int(target_rows.sum())} target queries"
+    )
     scored = score_methods(gt_pool, gt_targets, **methods)
-    return Inputs(gt_pool, gt_targets, gt_heldout, recipe, target_rows, heldout_rows, eval_sets,
-                  labels, {m: s[:, target_rows] for m, (s, _) in scored.items()}, methods)
+    return Inputs(
+        gt_pool,
+        gt_targets,
+        gt_heldout,
+        recipe,
+        target_rows,
+        heldout_rows,
+        eval_sets,
+        labels,
+        {m: s[:, target_rows] for m, (s, _) in scored.items()},
+        methods,
+    )
 
 
 def _factory(inputs: Inputs, args: ValidateArguments, device: str, progress: bool = False):
     from influcoder.validation.execute import RetrainFactory
     from influcoder.validation.run import warm_adapter
 
-    return RetrainFactory(inputs.recipe, list(inputs.pool.samples),
-                          {k: list(v) for k, v in inputs.eval_sets.items()}, args,
-                          device=device, adapter=warm_adapter(inputs.pool, args),
-                          progress=progress)
+    return RetrainFactory(
+        inputs.recipe,
+        list(inputs.pool.samples),
+        {k: list(v) for k, v in inputs.eval_sets.items()},
+        args,
+        device=device,
+        adapter=warm_adapter(inputs.pool, args),
+        progress=progress,
+    )
 
 
-def estimate_validation(pool, targets, heldout, out, args: ValidateArguments, *,
-                        device: str = "cpu", workers: int = 1, runs_dir=None,
-                        **named) -> list[str]:
+def estimate_validation(
+    pool,
+    targets,
+    heldout,
+    out,
+    args: ValidateArguments,
+    *,
+    device: str = "cpu",
+    workers: int = 1,
+    runs_dir=None,
+    **named,
+) -> list[str]:
     """``--dry-run``: the runs a validation needs and their expected time; writes nothing."""
     from influcoder.validation.run import estimate
 
     named = {k: v for k, v in named.items() if k not in ("engine", "address", "by")}
     inputs = read_inputs(pool, targets, heldout, device=device, seed=args.lds_seed, **named)
-    return estimate(inputs.pool, inputs.target_scores, inputs.eval_sets, out, args,
-                    _factory(inputs, args, device), recipe=inputs.recipe, workers=workers,
-                    runs_dir=runs_dir)
+    return estimate(
+        inputs.pool,
+        inputs.target_scores,
+        inputs.eval_sets,
+        out,
+        args,
+        _factory(inputs, args, device),
+        recipe=inputs.recipe,
+        workers=workers,
+        runs_dir=runs_dir,
+    )
 
 
-def run_validation(pool: str | os.PathLike, targets: str | os.PathLike,
-                   heldout: str | os.PathLike, out: str | os.PathLike,
-                   args: ValidateArguments, *, device: str = "cpu", progress: bool = True,
-                   workers: int = 1, engine: str = "local", address: str | None = None,
-                   by: str | None = None, runs_dir: str | os.PathLike | None = None,
-                   **named) -> tuple[Validation, dict, Path]:
+def run_validation(
+    pool: str | os.PathLike,
+    targets: str | os.PathLike,
+    heldout: str | os.PathLike,
+    out: str | os.PathLike,
+    args: ValidateArguments,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+    workers: int = 1,
+    engine: str = "local",
+    address: str | None = None,
+    by: str | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    **named,
+) -> tuple[Validation, dict, Path]:
     """Validate the methods on stores; return ``(validation, context, report path)``.
     ``workers``, ``engine``, ``address``: where the runs are trained
     (:func:`~influcoder.validation.execute.get_retrain_engine`); ``by``: a query field to
@@ -153,30 +214,55 @@ def run_validation(pool: str | os.PathLike, targets: str | os.PathLike,
         scored = score_methods(inputs.pool, inputs.heldout, **inputs.methods)
         query_scores = {m: s for m, (s, _) in scored.items()}
     factory = _factory(inputs, args, device, progress and workers == 1 and engine == "local")
-    validation = validate(inputs.pool, inputs.target_scores, query_scores,
-                          inputs.heldout.samples, inputs.eval_sets, out, args, factory,
-                          recipe=inputs.recipe, labels=inputs.labels,
-                          engine=get_retrain_engine(engine, workers=workers, address=address),
-                          by=by, runs_dir=runs_dir, progress=progress)
+    validation = validate(
+        inputs.pool,
+        inputs.target_scores,
+        query_scores,
+        inputs.heldout.samples,
+        inputs.eval_sets,
+        out,
+        args,
+        factory,
+        recipe=inputs.recipe,
+        labels=inputs.labels,
+        engine=get_retrain_engine(engine, workers=workers, address=address),
+        by=by,
+        runs_dir=runs_dir,
+        progress=progress,
+    )
     validation.notes.append(
         "A removal's effect is the change in mean response loss of the held-out samples "
         "(the control samples) between the adapter trained without the removed samples and "
-        "the one trained on the full pool with the same seed.")
+        "the one trained on the full pool with the same seed."
+    )
     gt_pool, labels = inputs.pool, inputs.labels
-    context = {"pool": str(gt_pool.path), "targets": str(inputs.targets.path),
-               "heldout": str(inputs.heldout.path), "where": named.get("where"),
-               "runs": str(runs_dir or Path(out) / "runs"),
-               "n_pool": gt_pool.n, "n_targets": int(inputs.target_rows.sum()),
-               "n_heldout": len(inputs.eval_sets[HELDOUT]),
-               "n_control": len(inputs.eval_sets.get(CONTROL, [])),
-               "planted": None if labels is None else int(labels.sum()),
-               "removed_ids": validation.removed_ids}
+    context = {
+        "pool": str(gt_pool.path),
+        "targets": str(inputs.targets.path),
+        "heldout": str(inputs.heldout.path),
+        "where": named.get("where"),
+        "runs": str(runs_dir or Path(out) / "runs"),
+        "n_pool": gt_pool.n,
+        "n_targets": int(inputs.target_rows.sum()),
+        "n_heldout": len(inputs.eval_sets[HELDOUT]),
+        "n_control": len(inputs.eval_sets.get(CONTROL, [])),
+        "planted": None if labels is None else int(labels.sum()),
+        "removed_ids": validation.removed_ids,
+    }
     return validation, context, write_validation(out, validation, context=context)
 
 
-def saved_scores(runs: str | os.PathLike, pool: str | os.PathLike,
-                 queries: str | os.PathLike, *, encoders=None, baselines=(), stores=None,
-                 seed: int = 0, device: str = "cpu"):
+def saved_scores(
+    runs: str | os.PathLike,
+    pool: str | os.PathLike,
+    queries: str | os.PathLike,
+    *,
+    encoders=None,
+    baselines=(),
+    stores=None,
+    seed: int = 0,
+    device: str = "cpu",
+):
     """Open a run store and score every method for it: ``(run store, method -> [n_pool,
     n_queries] scores, the query samples)``. Methods: the gradient of ``pool`` and
     ``queries``, each encoder, baseline and pair of precomputed ``stores`` (name -> (pool
@@ -190,26 +276,64 @@ def saved_scores(runs: str | os.PathLike, pool: str | os.PathLike,
     gt_pool, gt_queries = open_store(pool), open_store(queries)
     check_same_setup(gt_pool, gt_queries)
     if gt_pool.manifest["samples_sha256"] != saved.manifest["pool"]["samples_sha256"]:
-        raise StoreError(f"{gt_pool.path} holds other samples than the pool the runs of "
-                         f"{saved.path} trained on (manifest.json field pool.samples_sha256)")
-    opened = {name: (open_store(a), open_store(b), *rest)
-              for name, (a, b, *rest) in (stores or {}).items()}
-    scored = score_methods(gt_pool, gt_queries, stores=opened, encoders=dict(encoders or {}),
-                           baselines=list(baselines), seed=seed, device=device)
+        raise StoreError(
+            f"{gt_pool.path} holds other samples than the pool the runs of "
+            f"{saved.path} trained on (manifest.json field pool.samples_sha256)"
+        )
+    opened = {
+        name: (open_store(a), open_store(b), *rest)
+        for name, (a, b, *rest) in (stores or {}).items()
+    }
+    scored = score_methods(
+        gt_pool,
+        gt_queries,
+        stores=opened,
+        encoders=dict(encoders or {}),
+        baselines=list(baselines),
+        seed=seed,
+        device=device,
+    )
     return saved, {m: s for m, (s, _) in scored.items()}, gt_queries.samples
 
 
-def run_lds(runs: str | os.PathLike, pool: str | os.PathLike, queries: str | os.PathLike, *,
-            encoders=None, baselines=(), stores=None, by: str | None = None,
-            count: int | None = None, fraction: float | None = None,
-            subset_seed: int | None = None, n_boot: int = 1000, seed: int = 0,
-            device: str = "cpu") -> list[dict]:
+def run_lds(
+    runs: str | os.PathLike,
+    pool: str | os.PathLike,
+    queries: str | os.PathLike,
+    *,
+    encoders=None,
+    baselines=(),
+    stores=None,
+    by: str | None = None,
+    count: int | None = None,
+    fraction: float | None = None,
+    subset_seed: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    device: str = "cpu",
+) -> list[dict]:
     """Every method's LDS on the saved runs of a run store, without retraining
     (``influcoder lds``); the methods as :func:`saved_scores` takes them."""
     from influcoder.validation.saved import score_runs
 
-    saved, scores, samples = saved_scores(runs, pool, queries, encoders=encoders,
-                                          baselines=baselines, stores=stores, seed=seed,
-                                          device=device)
-    return score_runs(saved, scores, samples, by=by, count=count, fraction=fraction,
-                      subset_seed=subset_seed, n_boot=n_boot, seed=seed)
+    saved, scores, samples = saved_scores(
+        runs,
+        pool,
+        queries,
+        encoders=encoders,
+        baselines=baselines,
+        stores=stores,
+        seed=seed,
+        device=device,
+    )
+    return score_runs(
+        saved,
+        scores,
+        samples,
+        by=by,
+        count=count,
+        fraction=fraction,
+        subset_seed=subset_seed,
+        n_boot=n_boot,
+        seed=seed,
+    )

@@ -2,6 +2,7 @@
 
 Run from the repository root of that release: python tests/data/release-0.1.0/make_legacy.py OUT
 """
+
 import json
 import shutil
 import sys
@@ -24,13 +25,27 @@ model = build_tiny_llama(len(tok))
 model.save_pretrained(work / "llama")
 tok.save_pretrained(work / "llama")
 enc = build_tiny_encoder(work / "encoder")
-rows = [("What is the capital of France?", "Paris."), ("How do I boil an egg?", "Boil it for nine minutes."),
-        ("Tell me a joke.", "Why did the chicken cross the road?"), ("Explain gravity.", "Gravity pulls masses together."),
-        ("Write a poem about the sea.", "The sea is blue and deep."), ("What is two plus two?", "Four.")]
+rows = [
+    ("What is the capital of France?", "Paris."),
+    ("How do I boil an egg?", "Boil it for nine minutes."),
+    ("Tell me a joke.", "Why did the chicken cross the road?"),
+    ("Explain gravity.", "Gravity pulls masses together."),
+    ("Write a poem about the sea.", "The sea is blue and deep."),
+    ("What is two plus two?", "Four."),
+]
 pool = [Sample(id=f"p{i}", prompt=p, response=r) for i, (p, r) in enumerate(rows)]
-queries = [Sample(id="q0", prompt="What is the capital of Italy?", response="Rome."),
-           Sample(id="q1", prompt="How do I fry an egg?", response="Heat oil and crack the egg in.")]
-args = CollectArguments(model=str(work / "llama"), sketch_dim=64, shard_rows=4, warmup_steps=2, warmup_batch_size=2, max_length=64)
+queries = [
+    Sample(id="q0", prompt="What is the capital of Italy?", response="Rome."),
+    Sample(id="q1", prompt="How do I fry an egg?", response="Heat oil and crack the egg in."),
+]
+args = CollectArguments(
+    model=str(work / "llama"),
+    sketch_dim=64,
+    shard_rows=4,
+    warmup_steps=2,
+    warmup_batch_size=2,
+    max_length=64,
+)
 influcoder.groundtruth.collect(pool, out / "grad_pool", args, progress=False)
 with open(work / "pool.jsonl", "w") as f:
     for s in pool:

@@ -22,5 +22,12 @@ from influcoder.distillation.losses.pearson import (
 from influcoder.distillation.losses.regression import cosine_regression_loss
 from influcoder.distillation.losses.softmax_kl import SoftmaxKLLoss, softmax_kl_loss
 
-__all__ = ["InfluenceDistillLoss", "PearsonLoss", "SoftmaxKLLoss", "aggregated_pearson_loss",
-           "cosine_regression_loss", "pearson_loss", "softmax_kl_loss"]
+__all__ = [
+    "InfluenceDistillLoss",
+    "PearsonLoss",
+    "SoftmaxKLLoss",
+    "aggregated_pearson_loss",
+    "cosine_regression_loss",
+    "pearson_loss",
+    "softmax_kl_loss",
+]

@@ -23,10 +23,15 @@ from influcoder.distillation.settings import (
 
 
 class InfluenceDistillLoss(nn.Module):
-    def __init__(self, model: nn.Module, pearson_weight: float = DEFAULT_PEARSON_WEIGHT,
-                 kl_weight: float = DEFAULT_KL_WEIGHT, temperature: float = DEFAULT_TEMPERATURE,
-                 target_temperature: float | None = None,
-                 aggregate_weight: float = DEFAULT_AGGREGATE_WEIGHT) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        pearson_weight: float = DEFAULT_PEARSON_WEIGHT,
+        kl_weight: float = DEFAULT_KL_WEIGHT,
+        temperature: float = DEFAULT_TEMPERATURE,
+        target_temperature: float | None = None,
+        aggregate_weight: float = DEFAULT_AGGREGATE_WEIGHT,
+    ) -> None:
         """
         The Influcoder distillation loss: teaches a sentence encoder to rank pool samples for a
         query the way their gradient influence does.
@@ -104,14 +109,20 @@ class InfluenceDistillLoss(nn.Module):
 
     def block_loss(self, scores: Tensor, labels: Tensor) -> Tensor:
         """The loss of an already computed ``[P, Q]`` block of predicted cosines."""
-        loss = (self.pearson_weight * pearson_loss(scores, labels)
-                + self.kl_weight * softmax_kl_loss(scores, labels, self.temperature,
-                                                   self.target_temperature))
+        loss = self.pearson_weight * pearson_loss(
+            scores, labels
+        ) + self.kl_weight * softmax_kl_loss(
+            scores, labels, self.temperature, self.target_temperature
+        )
         if self.aggregate_weight:
             loss = loss + self.aggregate_weight * aggregated_pearson_loss(scores, labels)
         return loss
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"pearson_weight": self.pearson_weight, "kl_weight": self.kl_weight,
-                "temperature": self.temperature, "target_temperature": self.target_temperature,
-                "aggregate_weight": self.aggregate_weight}
+        return {
+            "pearson_weight": self.pearson_weight,
+            "kl_weight": self.kl_weight,
+            "temperature": self.temperature,
+            "target_temperature": self.target_temperature,
+            "aggregate_weight": self.aggregate_weight,
+        }

@@ -18,7 +18,9 @@ from torch import Tensor
 def cosine_regression_loss(outputs: Tensor, targets: Tensor) -> Tensor:
     """``mean_i (1 - cos(outputs_i, targets_i))`` over the rows of two ``[n, k]`` tensors."""
     if outputs.shape != targets.shape or outputs.ndim != 2:
-        raise ValueError(f"outputs and targets must be [n, k] of the same shape, got "
-                         f"{tuple(outputs.shape)} and {tuple(targets.shape)}")
+        raise ValueError(
+            f"outputs and targets must be [n, k] of the same shape, got "
+            f"{tuple(outputs.shape)} and {tuple(targets.shape)}"
+        )
     targets = targets.to(dtype=outputs.dtype, device=outputs.device)
     return (1.0 - F.cosine_similarity(outputs, targets, dim=1)).mean()

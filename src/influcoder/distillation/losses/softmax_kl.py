@@ -12,8 +12,12 @@ from influcoder.distillation.losses._scores import block_scores, check_block
 from influcoder.distillation.settings import DEFAULT_TEMPERATURE, check_temperatures
 
 
-def softmax_kl_loss(pred: Tensor, target: Tensor, temperature: float = DEFAULT_TEMPERATURE,
-                    target_temperature: float | None = None) -> Tensor:
+def softmax_kl_loss(
+    pred: Tensor,
+    target: Tensor,
+    temperature: float = DEFAULT_TEMPERATURE,
+    target_temperature: float | None = None,
+) -> Tensor:
     """Mean over queries of ``KL(softmax(target[:, j] / T_gt) || softmax(pred[:, j] / T))``.
 
     Each column of a ``[P, Q]`` block is one query's scores over the ``P`` pool samples; the
@@ -39,8 +43,12 @@ def softmax_kl_loss(pred: Tensor, target: Tensor, temperature: float = DEFAULT_T
 
 
 class SoftmaxKLLoss(nn.Module):
-    def __init__(self, model: nn.Module, temperature: float = DEFAULT_TEMPERATURE,
-                 target_temperature: float | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        temperature: float = DEFAULT_TEMPERATURE,
+        target_temperature: float | None = None,
+    ) -> None:
         """
         Softmax KL loss for distilling a matrix of influence scores into a sentence encoder.
 
@@ -93,8 +101,12 @@ class SoftmaxKLLoss(nn.Module):
         self.target_temperature = target_temperature
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        return softmax_kl_loss(block_scores(self.model, sentence_features), labels,
-                               self.temperature, self.target_temperature)
+        return softmax_kl_loss(
+            block_scores(self.model, sentence_features),
+            labels,
+            self.temperature,
+            self.target_temperature,
+        )
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "target_temperature": self.target_temperature}
