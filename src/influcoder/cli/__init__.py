@@ -12,6 +12,7 @@ from influcoder.cli import (  # noqa: F401
     evaluation,
     fit,
     ground_truth,
+    index,
     selection,
     serve,
     validation,
