@@ -20,6 +20,24 @@ from influcoder.cli.options import (
 from influcoder.encoders.settings import DEFAULT_ENCODER
 
 
+def embedding_options(f):
+    """The options ``encode`` and ``index`` share: quiet, dry run, the encoder's backend, the
+    device, the engine, the data's fields; and the error handler."""
+    for option in reversed(
+        (
+            click.option("--quiet", "-q", is_flag=True, help="no progress bar"),
+            dry_run_option,
+            encoder_options,
+            device_option(extra=" (the onnx and int8 backends always use the CPU)"),
+            engine_options,
+            field_options,
+            handle_errors,
+        )
+    ):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @click.argument("data")
 @click.option(
@@ -31,13 +49,7 @@ from influcoder.encoders.settings import DEFAULT_ENCODER
     "any sentence-transformers directory, or 'all-minilm-l6-v2' (bundled)",
 )
 @click.option("--out", "-o", required=True, help="store directory to create (or resume)")
-@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
-@dry_run_option
-@encoder_options
-@device_option(extra=" (the onnx and int8 backends always use the CPU)")
-@engine_options
-@field_options
-@handle_errors
+@embedding_options
 def encode(
     data, encoder, out, quiet, device, dry_run, limit, engine, ray_address, num_workers, **kw
 ):
@@ -101,13 +113,7 @@ def encode(
     help="FAISS kind: flat (exact, the default for a new index), hnsw or ivf "
     "(approximate, for millions of samples); changing it rebuilds faiss.index",
 )
-@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
-@dry_run_option
-@encoder_options
-@device_option(extra=" (the onnx and int8 backends always use the CPU)")
-@engine_options
-@field_options
-@handle_errors
+@embedding_options
 def index(
     encoder,
     data,

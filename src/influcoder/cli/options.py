@@ -305,3 +305,14 @@ def encoder_options(f):
         f"[default: {default.backend}]",
     )(f)
     return f
+
+
+#: ``-e NAME=ENCODER``, repeatable: a sentence encoder as a method (validate, lds).
+encoder_methods_option = click.option(
+    "--encoder",
+    "-e",
+    "encoders",
+    multiple=True,
+    metavar="NAME=ENCODER",
+    help="a sentence encoder (directory or bundled name) as a method; repeatable",
+)

@@ -9,6 +9,7 @@ from influcoder.cli.options import (
     STORE_METHOD_METAVAR,
     dataclass_options,
     device_option,
+    encoder_methods_option,
     engine_options,
     handle_errors,
     log,
@@ -53,14 +54,7 @@ from influcoder.validation.settings import DEFAULT_VALIDATE_BASELINES, ValidateA
     help="control samples (a store or a data file) whose loss should not move "
     "[default: HELDOUT's samples that --where leaves out]",
 )
-@click.option(
-    "--encoder",
-    "-e",
-    "encoders",
-    multiple=True,
-    metavar="NAME=ENCODER",
-    help="a sentence encoder (directory or bundled name) as a method; repeatable",
-)
+@encoder_methods_option
 @click.option(
     "--baselines",
     default=",".join(DEFAULT_VALIDATE_BASELINES),
@@ -228,14 +222,7 @@ def validate(
 @click.argument("runs", type=click.Path(exists=True, file_okay=False))
 @click.argument("pool", type=click.Path(exists=True, file_okay=False))
 @click.argument("queries", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--encoder",
-    "-e",
-    "encoders",
-    multiple=True,
-    metavar="NAME=ENCODER",
-    help="a sentence encoder (directory or bundled name) as a method; repeatable",
-)
+@encoder_methods_option
 @click.option(
     "--method",
     "-m",
