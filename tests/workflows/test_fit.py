@@ -205,7 +205,7 @@ def _contents(folder: Path) -> dict[str, object]:
 #: function: a real kill -9, at a chosen point.
 KILLER = """
 import os, signal, sys
-from influcoder.distillation import trainer
+from influcoder.distillation import blocks
 from influcoder.io import stores
 point, n = sys.argv[1], int(sys.argv[2])
 calls = [0]
@@ -217,7 +217,7 @@ def killing(original):
         return original(*args, **kwargs)
     return wrapper
 if point == "distill":
-    trainer._BlockSampler.sample = killing(trainer._BlockSampler.sample)
+    blocks.BlockSampler.sample = killing(blocks.BlockSampler.sample)
 elif point == "shard":
     stores.StoreWriter.write_shard = killing(stores.StoreWriter.write_shard)
 from influcoder.cli import main

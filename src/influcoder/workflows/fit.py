@@ -249,7 +249,7 @@ def _read_manifest(path: Path) -> dict | None:
 def _fit_validation(args: FitArguments, n_pool: int, n_queries: int) -> None:
     """Hold out enough of the smaller side for distillation's validation split (its default
     share, or 2 samples where that share rounds to fewer)."""
-    from influcoder.distillation.trainer import MIN_SPLIT
+    from influcoder.distillation.blocks import MIN_SPLIT
 
     default = DistillArguments().val_fraction
     if args.distill.val_fraction == default:
