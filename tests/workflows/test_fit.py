@@ -354,7 +354,7 @@ def test_too_few_queries_and_a_foreign_out_are_refused(
 
 
 def test_the_sample_is_seeded(data):
-    from influcoder.workflows.fit import FitArguments, plan_fit
+    from influcoder.workflows.fit_plan import FitArguments, plan_fit
 
     one = plan_fit(data[0], data[1], "unused", FitArguments(ground_truth=10, seed=3))
     two = plan_fit(data[0], data[1], "unused", FitArguments(ground_truth=10, seed=3))
