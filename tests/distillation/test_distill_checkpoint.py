@@ -11,7 +11,7 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from influcoder.distillation import checkpoint, distill, trainer
+from influcoder.distillation import blocks, checkpoint, distill, trainer
 from influcoder.distillation.settings import DistillArguments
 from influcoder.distillation.trainer import CARD_NAME
 from influcoder.errors import InflucoderError
@@ -35,7 +35,7 @@ class Killed(BaseException):
 
 def kill_at_step(monkeypatch, step: int) -> None:
     """Make the ``step``-th training block (from 1) raise :class:`Killed`."""
-    original = trainer._BlockSampler.sample
+    original = blocks.BlockSampler.sample
     calls = {"n": 0}
 
     def sample(self):
@@ -44,7 +44,7 @@ def kill_at_step(monkeypatch, step: int) -> None:
             raise Killed
         return original(self)
 
-    monkeypatch.setattr(trainer._BlockSampler, "sample", sample)
+    monkeypatch.setattr(blocks.BlockSampler, "sample", sample)
 
 
 def two_views(texts):

@@ -182,7 +182,7 @@ class Killed(BaseException):
 def test_killed_distill_resumes_with_the_same_options(
     tiny_model_dir, tiny_encoder_dir, tmp_path, monkeypatch
 ):
-    from influcoder.distillation import trainer
+    from influcoder.distillation import blocks
 
     run = CliRunner()
     collect_stores(run, tiny_model_dir, tmp_path)
@@ -203,7 +203,7 @@ def test_killed_distill_resumes_with_the_same_options(
         "0.25",
         "-q",
     ]
-    original, calls = trainer._BlockSampler.sample, []
+    original, calls = blocks.BlockSampler.sample, []
 
     def sample(self):  # killed at the first step of epoch 2, after epoch 1's checkpoint
         calls.append(1)
@@ -212,7 +212,7 @@ def test_killed_distill_resumes_with_the_same_options(
         return original(self)
 
     with monkeypatch.context() as m:
-        m.setattr(trainer._BlockSampler, "sample", sample)
+        m.setattr(blocks.BlockSampler, "sample", sample)
         try:
             run.invoke(cli, distill, catch_exceptions=False)
         except Killed:

@@ -10,7 +10,7 @@ import torch
 from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 
-from influcoder.distillation import distill, trainer
+from influcoder.distillation import blocks, distill, trainer
 from influcoder.distillation.settings import DistillArguments
 from influcoder.distillation.trainer import CARD_NAME, DistillResult
 
@@ -90,7 +90,7 @@ def test_aggregate_term_alone_learns_a_pool_wide_ranking(tiny_encoder_dir, plant
 
 
 def test_split_holds_out_pool_and_queries(planted):
-    split = trainer._split(80, 24, 0.25, np.random.default_rng(0))
+    split = blocks.split_indices(80, 24, 0.25, np.random.default_rng(0))
     assert split.sizes() == {"train_pool": 60, "val_pool": 20, "train_query": 18, "val_query": 6}
     assert sorted(np.concatenate([split.train_pool, split.val_pool])) == list(range(80))
     assert sorted(np.concatenate([split.train_query, split.val_query])) == list(range(24))
@@ -99,8 +99,8 @@ def test_split_holds_out_pool_and_queries(planted):
 def test_training_blocks_use_only_training_rows_and_hard_examples(planted):
     args = DistillArguments(batch_pool=8, batch_query=3, hard_fraction=0.5, val_fraction=0.25)
     rng = np.random.default_rng(0)
-    split = trainer._split(80, 24, args.val_fraction, rng)
-    sampler = trainer._BlockSampler(planted.gt, split, args, rng)
+    split = blocks.split_indices(80, 24, args.val_fraction, rng)
+    sampler = blocks.BlockSampler(planted.gt, split, args, rng)
     assert sampler.steps_to_cover() == 8 * 6  # ceil(60 / 8) * ceil(18 / 3)
     for _ in range(20):
         pool, queries = sampler.sample()

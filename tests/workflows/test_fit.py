@@ -205,7 +205,7 @@ def _contents(folder: Path) -> dict[str, object]:
 #: function: a real kill -9, at a chosen point.
 KILLER = """
 import os, signal, sys
-from influcoder.distillation import trainer
+from influcoder.distillation import blocks
 from influcoder.io import stores
 point, n = sys.argv[1], int(sys.argv[2])
 calls = [0]
@@ -217,7 +217,7 @@ def killing(original):
         return original(*args, **kwargs)
     return wrapper
 if point == "distill":
-    trainer._BlockSampler.sample = killing(trainer._BlockSampler.sample)
+    blocks.BlockSampler.sample = killing(blocks.BlockSampler.sample)
 elif point == "shard":
     stores.StoreWriter.write_shard = killing(stores.StoreWriter.write_shard)
 from influcoder.cli import main
@@ -354,7 +354,7 @@ def test_too_few_queries_and_a_foreign_out_are_refused(
 
 
 def test_the_sample_is_seeded(data):
-    from influcoder.workflows.fit import FitArguments, plan_fit
+    from influcoder.workflows.fit_plan import FitArguments, plan_fit
 
     one = plan_fit(data[0], data[1], "unused", FitArguments(ground_truth=10, seed=3))
     two = plan_fit(data[0], data[1], "unused", FitArguments(ground_truth=10, seed=3))

@@ -20,7 +20,7 @@ from influcoder.cli.options import (
 from influcoder.distillation.settings import DistillArguments
 from influcoder.encoders.settings import DEFAULT_ENCODER
 from influcoder.groundtruth.settings import CollectArguments
-from influcoder.workflows.fit import DEFAULT_GROUND_TRUTH, MIN_SAMPLES
+from influcoder.workflows.fit_plan import DEFAULT_GROUND_TRUTH, MIN_SAMPLES
 
 #: The stages' settings ``fit`` passes through; every other one is the stage's default (run
 #: the stages one by one for those).
@@ -146,8 +146,9 @@ def fit(
           --response-field answer --lora-targets auto --model pythia-dir/
       influcoder serve runs/fit
     """
-    from influcoder.workflows.fit import FitArguments, estimate_fit, plan_fit
+    from influcoder.workflows.fit import estimate_fit
     from influcoder.workflows.fit import fit as run_fit
+    from influcoder.workflows.fit_plan import FitArguments, plan_fit
 
     fields = fields_from(kw)
     try:

@@ -10,8 +10,9 @@ scores the held-out pool samples against every query instead: a larger block).
 Trade-offs:
 
 * Blocks are sampled at random each step (optionally seeded with each query's top pool samples,
-  ``hard_fraction``) rather than swept in a fixed order, so ``steps_per_epoch`` can be set
-  freely; by default an epoch covers each (pool sample, query) pair about once.
+  ``hard_fraction``; :mod:`influcoder.distillation.blocks`) rather than swept in a fixed order,
+  so ``steps_per_epoch`` can be set freely; by default an epoch covers each (pool sample, query)
+  pair about once.
 * The best weights by validation ``per_anchor_spearman`` are kept in host memory (one copy of
   the encoder's state) and restored at the end, the untrained encoder included: an encoder that
   distillation did not improve comes back unchanged, with a warning.
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -40,6 +40,7 @@ from sentence_transformers.util import cos_sim
 from tqdm.auto import tqdm
 
 from influcoder.distillation import checkpoint
+from influcoder.distillation.blocks import BlockSampler, DistillSplit, split_indices
 from influcoder.distillation.forward import encode_items, sample_embeddings
 from influcoder.distillation.freeze import frozen_layers
 from influcoder.distillation.joint import joint_head, parameter_groups
@@ -63,25 +64,6 @@ METRICS = {
     "aggregated_spearman": aggregated_spearman,
 }
 SELECTION_METRIC = "per_anchor_spearman"
-MIN_SPLIT = 2  # samples each side of a split needs: a Spearman over fewer is undefined
-
-
-@dataclass
-class DistillSplit:
-    """Row (pool) and column (query) indices of the ground truth by role, each sorted."""
-
-    train_pool: np.ndarray
-    val_pool: np.ndarray
-    train_query: np.ndarray
-    val_query: np.ndarray
-
-    def sizes(self) -> dict[str, int]:
-        return {
-            "train_pool": len(self.train_pool),
-            "val_pool": len(self.val_pool),
-            "train_query": len(self.train_query),
-            "val_query": len(self.val_query),
-        }
 
 
 @dataclass
@@ -193,8 +175,8 @@ def distill(
 
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
-    split = _split(len(pool_texts), len(query_texts), args.val_fraction, rng)
-    sampler = _BlockSampler(gt, split, args, rng)
+    split = split_indices(len(pool_texts), len(query_texts), args.val_fraction, rng)
+    sampler = BlockSampler(gt, split, args, rng)
     steps = args.steps_per_epoch or sampler.steps_to_cover()
 
     val_pool = [pool_texts[i] for i in split.val_pool]
@@ -345,49 +327,6 @@ def validation_figures(
     return {name: fn(gt, pred) for name, fn in METRICS.items()}
 
 
-class _BlockSampler:
-    """Draws the (pool, query) index blocks of training steps, from one seeded generator.
-
-    Each step takes ``batch_query`` distinct training queries and ``batch_pool`` distinct
-    training pool samples: first up to ``round(hard_fraction * batch_pool)`` hard ones (the
-    queries' top ground-truth pool samples, taken rank by rank across the queries: every
-    query's best, then every query's second best, ...), then random others.
-    """
-
-    def __init__(
-        self, gt: np.ndarray, split: DistillSplit, args: DistillArguments, rng: np.random.Generator
-    ):
-        self.pool, self.query, self.rng = split.train_pool, split.train_query, rng
-        self.batch_pool = min(args.batch_pool, len(self.pool))
-        self.batch_query = min(args.batch_query, len(self.query))
-        self.n_hard = round(args.hard_fraction * self.batch_pool)
-        # top[q]: positions in self.pool of training query q's n_hard best pool samples, best first
-        self.top = np.empty((len(self.query), self.n_hard), dtype=np.int64)
-        if self.n_hard:
-            for q, column in enumerate(self.query):
-                scores = gt[self.pool, column]
-                best = np.argpartition(-scores, self.n_hard - 1)[: self.n_hard]
-                self.top[q] = best[np.argsort(-scores[best], kind="stable")]
-
-    def steps_to_cover(self) -> int:
-        """Steps whose blocks hold as many pairs as there are training (pool, query) pairs."""
-        return math.ceil(len(self.pool) / self.batch_pool) * math.ceil(
-            len(self.query) / self.batch_query
-        )
-
-    def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """Ground-truth row and column indices of one step's block."""
-        queries = self.rng.choice(len(self.query), self.batch_query, replace=False)
-        by_rank = self.top[queries].T.ravel()
-        _, first = np.unique(by_rank, return_index=True)
-        hard = by_rank[np.sort(first)][: self.n_hard]
-        others = np.setdiff1d(np.arange(len(self.pool)), hard, assume_unique=True)
-        pool = np.concatenate(
-            [hard, self.rng.choice(others, self.batch_pool - len(hard), replace=False)]
-        )
-        return self.pool[pool], self.query[queries]
-
-
 def _checked_ground_truth(gt: np.ndarray, n_pool: int, n_query: int) -> np.ndarray:
     gt = np.asarray(gt, dtype=np.float32)
     if gt.shape != (n_pool, n_query):
@@ -398,30 +337,6 @@ def _checked_ground_truth(gt: np.ndarray, n_pool: int, n_query: int) -> np.ndarr
     if not np.isfinite(gt).all():
         raise ValueError(f"gt holds {int((~np.isfinite(gt)).sum())} non-finite values")
     return gt
-
-
-def _split(
-    n_pool: int, n_query: int, val_fraction: float, rng: np.random.Generator
-) -> DistillSplit:
-    train_pool, val_pool = _split_one(n_pool, val_fraction, rng, "pool samples")
-    train_query, val_query = _split_one(n_query, val_fraction, rng, "queries")
-    return DistillSplit(train_pool, val_pool, train_query, val_query)
-
-
-def _split_one(
-    n: int, val_fraction: float, rng: np.random.Generator, what: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``(train, validation)`` indices of ``n`` items; ``round(val_fraction * n)`` are
-    held out."""
-    n_val = round(val_fraction * n)
-    if n_val < MIN_SPLIT or n - n_val < MIN_SPLIT:
-        raise ValueError(
-            f"too few {what} to split: val_fraction={val_fraction} of {n} holds out "
-            f"{n_val} and trains on {n - n_val}, and each side needs at least "
-            f"{MIN_SPLIT}; give more {what} or change val_fraction"
-        )
-    order = rng.permutation(n)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def _max_seq_length(encoder, wanted: int) -> int:

@@ -8,7 +8,7 @@ The steps, in the order that keeps a bad input from ever leaving a half-written 
    or a store being resumed), or a seeded fresh/warmed-up one, and with ``--precondition
    adam`` its second moments (:mod:`influcoder.groundtruth.adapters`);
 3. create the store (adapter, samples, manifest), or check that the existing one was made
-   with exactly this setup;
+   with exactly this setup (:mod:`influcoder.groundtruth.store_setup`);
 4. compute the missing shards, each atomically written: a killed run resumes where it
    stopped and ends with the vectors of an uninterrupted run.
 """
@@ -16,7 +16,6 @@ The steps, in the order that keeps a bad input from ever leaving a half-written 
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import warnings
@@ -37,6 +36,7 @@ from influcoder.groundtruth.adapters import (
 from influcoder.groundtruth.lora import adapter_digest
 from influcoder.groundtruth.memory import TokenBudget
 from influcoder.groundtruth.settings import AUTO_LORA_TARGETS, CollectArguments
+from influcoder.groundtruth.store_setup import build_setup, gradient_target
 from influcoder.groundtruth.tokenize import resolve_template, tokenize_samples
 from influcoder.io.atomic import atomic_write_dir
 from influcoder.io.devices import DEFAULT_DEVICE
@@ -47,82 +47,6 @@ from influcoder.io.samples import Fields
 from influcoder.io.stores import Store, open_store, package_versions, setup_differences
 
 logger = logging.getLogger(__name__)
-
-
-def gradient_target(args: CollectArguments) -> str:
-    """Which LoRA matrices carry signal: a fresh adapter has B = 0, so every A-gradient is
-    exactly zero and only the B-gradients are kept."""
-    return "lora-b" if args.adapter is None and args.adapter_init == "fresh" else "lora"
-
-
-def build_setup(
-    args: CollectArguments,
-    ref,
-    model_fingerprint: str,
-    tokenizer,
-    template: str,
-    adapter_sha: str,
-    adapter_origin: str,
-    *,
-    targets=None,
-    bf16=None,
-    adapter_config: dict | None = None,
-    layers=None,
-    precondition: dict | None = None,
-) -> dict:
-    """Everything that must be identical for two gradient stores to be comparable.
-    ``targets``: the LoRA targets resolved (``--lora-targets auto``); ``bf16``: the precision
-    resolved (``--precision auto``); each defaults to what ``args`` says. ``layers``: the
-    blocks with LoRA (``--lora-layers`` resolved; None: all). ``adapter_config`` (``rank``,
-    ``alpha``, ``targets``, maybe ``layers``): a loaded adapter's own, instead of
-    ``args``'. ``precondition``: how the gradients are preconditioned (kind, where the second
-    moments come from, their digest, eps), None for plain gradients."""
-    chat = getattr(tokenizer, "chat_template", None) or ""
-    bf16 = args.bf16 or args.precision == "bf16" if bf16 is None else bf16
-    described = adapter_config or {
-        "rank": args.lora_rank,
-        "alpha": args.lora_alpha,
-        "targets": list(targets or args.lora_targets),
-        "layers": layers,
-    }
-    adapter = {
-        "sha256": adapter_sha,
-        "origin": adapter_origin,
-        "rank": described["rank"],
-        "alpha": described["alpha"],
-        "targets": list(described["targets"]),
-    }
-    gradient = {
-        "target": gradient_target(args),
-        "loss": "mean response-token CE",
-        "precision": "bf16-autocast" if bf16 else "float32",
-        "normalized": True,
-    }
-    if precondition is not None:
-        # only when preconditioned: plain stores keep the setup they always had
-        gradient["precondition"] = precondition
-    if described.get("layers") is not None:
-        # only when not every block: stores of every block keep the setup they always had
-        adapter["layers"] = list(described["layers"])
-    return {
-        "model": {"fingerprint": model_fingerprint},
-        "adapter": adapter,
-        "gradient": gradient,
-        "sketch": {
-            "kind": "countsketch" if args.sketch_dim else "none",
-            "dim": args.sketch_dim,
-            "seed": args.sketch_seed,
-        },
-        "tokens": {
-            "template": template,
-            "max_length": args.max_length,
-            "truncation": args.truncation,
-            "chat_template_sha256": hashlib.sha256(chat.encode()).hexdigest()
-            if template == "chat"
-            else None,
-            "vocab_size": len(tokenizer),
-        },
-    }
 
 
 class CollectJob(StoreJob):

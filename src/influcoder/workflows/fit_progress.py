@@ -22,7 +22,7 @@ ENCODE_COST = 0.02
 
 def distill_steps(args, n_pool: int, n_queries: int) -> int:
     """Steps per epoch of distillation with ``args`` (its block sampler covers every training
-    pair once: :meth:`~influcoder.distillation.trainer._BlockSampler.steps_to_cover`)."""
+    pair once: :meth:`~influcoder.distillation.blocks.BlockSampler.steps_to_cover`)."""
     if args.steps_per_epoch:
         return args.steps_per_epoch
     pool = n_pool - round(args.val_fraction * n_pool)
