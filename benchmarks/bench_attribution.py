@@ -107,7 +107,7 @@ def gradient_vs_encoder(
 
     def gradient_attribute():
         # collect's own batching, by its token budget
-        q = compute_shard(comp, token_budget(CollectArguments(**args)), tokd)
+        q, _ = compute_shard(comp, token_budget(CollectArguments(**args)), tokd)
         np.argsort(-(pool_vectors @ q.T), axis=0)[:K]
 
     grad_loaded = _median_seconds(gradient_attribute, repeats)

@@ -71,7 +71,7 @@ class Collect:
         self.compute_shard = compute_shard
 
     def __call__(self, samples):
-        vectors = self.compute_shard(self.computer, self.budget, samples)
+        vectors, _ = self.compute_shard(self.computer, self.budget, samples)
         return cosines_of(vectors), len(samples)
 
 
