@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -166,3 +167,24 @@ def test_start_losses_and_the_warm_start(retrainer, tiny_model_dir, tmp_path):
     np.testing.assert_array_equal(trained, warm.run([0, 1, 2], 0)["heldout"])
     assert not np.allclose(trained, warmed)
     assert not np.allclose(trained, retrainer.run([0, 1, 2], 0)["heldout"])
+
+
+def test_a_recipe_without_layers_records_as_before(tiny_model_dir):
+    recipe = recipe_for(tiny_model_dir)
+    assert "layers" not in recipe.record()  # run keys of older stores stay the same
+    assert recipe.record() == {k: v for k, v in asdict(recipe).items() if k != "layers"}
+    layered = replace(recipe, layers=(1,))
+    assert layered.record()["layers"] == [1]
+
+
+def test_a_layered_recipe_retrains_only_those_blocks(tiny_model_dir):
+    recipe = replace(recipe_for(tiny_model_dir), layers=(1,))
+    retrainer = Retrainer(recipe, POOL, EVAL, ARGS)
+    adapter = retrainer._fresh_adapter(0)
+    adapted = {
+        n.split(".layers.")[1].split(".")[0] for n, _ in adapter.named_parameters() if "lora_" in n
+    }
+    assert adapted == {"1"}
+    found = retrainer.run([0, 1, 2, 3], 0)["heldout"]
+    everywhere = Retrainer(recipe_for(tiny_model_dir), POOL, EVAL, ARGS).run([0, 1, 2, 3], 0)
+    assert not np.allclose(found, everywhere["heldout"])

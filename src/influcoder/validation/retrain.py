@@ -20,7 +20,7 @@ import logging
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -45,6 +45,19 @@ class Recipe:
     truncation: str
     template: str
     bf16: bool
+    #: the transformer blocks that carry LoRA (``collect --lora-layers``); None: all of them
+    layers: tuple[int, ...] | None = None
+
+    def record(self) -> dict:
+        """The recipe as a run store records it (and keys its runs by): without ``layers``
+        when every block is adapted, so runs of stores from before ``--lora-layers`` keep
+        their keys."""
+        out = asdict(self)
+        if out["layers"] is None:
+            del out["layers"]
+        else:
+            out["layers"] = list(out["layers"])
+        return out
 
     @classmethod
     def from_store(cls, store: Store, model: str | None = None) -> Recipe:
@@ -70,6 +83,7 @@ class Recipe:
             truncation=tokens["truncation"],
             template=tokens["template"],
             bf16=setup["gradient"].get("precision") == "bf16-autocast",
+            layers=tuple(adapter["layers"]) if adapter.get("layers") is not None else None,
         )
 
 
@@ -158,6 +172,7 @@ class Retrainer:
             alpha=self.recipe.alpha,
             targets=self.recipe.targets,
             seed=seed,
+            layers=self.recipe.layers,
         ).to(self.device)
         return self._peft
 

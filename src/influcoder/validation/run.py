@@ -133,7 +133,7 @@ def run_manifest(
     """The manifest of the run store a validation of ``pool`` with ``args`` trains into."""
     training = {k: getattr(args, k) for k in TRAINING_FIELDS}
     return RunStore.build_manifest(
-        recipe=asdict(recipe),
+        recipe=recipe.record(),
         training=training,
         pool_ids=pool.ids,
         pool_digest=pool.manifest["samples_sha256"],
