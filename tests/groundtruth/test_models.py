@@ -434,3 +434,16 @@ def test_a_merged_checkpoint_is_a_plain_model_directory(tiny_model_dir, small_da
     base_store = open_store(tmp_path / "base-store")
     assert merged_store.setup["model"] != base_store.setup["model"]  # its own fingerprint
     assert not np.allclose(merged_store.vectors(), base_store.vectors(), atol=1e-3)
+
+
+def test_targets_mixing_linear_and_conv1d_are_refused():
+    """PEFT's fan_in_fan_out is one setting for the whole adapter: one kind at a time."""
+    from torch import nn
+
+    from influcoder.groundtruth.lora import attach_lora
+
+    model = build("gpt2")
+    model.transformer.h[0].mlp.c_fc = nn.Linear(32, 64)  # the same map, as a Linear
+    with pytest.raises(ValueError, match="mix nn.Linear and Conv1D modules"):
+        attach_lora(model, targets=("c_attn", "c_fc"))
+    attach_lora(build("gpt2"), targets=("c_attn", "c_fc"))  # Conv1D alone is fine
