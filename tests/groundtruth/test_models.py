@@ -60,6 +60,12 @@ def _architectures():
         "phi": (t.PhiConfig, t.PhiForCausalLM, {}, "phi"),
         "phi3": (t.Phi3Config, t.Phi3ForCausalLM, gqa, "phi3"),
         "gpt_neox": (t.GPTNeoXConfig, t.GPTNeoXForCausalLM, {}, "gpt_neox"),
+        # no SDPA attention (loaded with eager, whatever its error says)
+        "gemma2": (t.Gemma2Config, t.Gemma2ForCausalLM, {**gqa, "head_dim": 8}, "llama"),
+        # flattens [B, T, d] to [B * T, d] before its MLP
+        "opt": (t.OPTConfig, t.OPTForCausalLM, {"ffn_dim": 64, "word_embed_proj_dim": 32}, "opt"),
+        # Conv1D layers (weight [in, out])
+        "gpt2": (t.GPT2Config, t.GPT2LMHeadModel, {"n_inner": 64}, "gpt2"),
     }
 
 
@@ -99,11 +105,11 @@ def test_targets_are_found_per_family(arch):
     family, targets = find_lora_targets(model)
     assert family == _architectures()[arch][3]
     assert targets == dict(FAMILIES)[family]
+    # GPT-2 names both its attention and its MLP output projections c_proj
+    per_layer = len(targets) + (arch == "gpt2")
     peft_model = attach_lora(model, targets=targets)
     # every target is found in every layer, as an A and a B matrix
-    assert (
-        len(gradient_modules(peft_model, "lora")) == 2 * len(targets) * COMMON["num_hidden_layers"]
-    )
+    assert len(gradient_modules(peft_model, "lora")) == 2 * per_layer * COMMON["num_hidden_layers"]
 
 
 def test_auto_refuses_an_unknown_architecture():
@@ -124,7 +130,59 @@ def test_auto_refuses_an_unknown_architecture():
         find_lora_targets(Odd())
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "gpt_neox", "phi3"])
+@pytest.mark.parametrize("arch", ["gemma2", "opt", "gpt2"])
+@pytest.mark.parametrize("target", ["lora", "full"])
+def test_gradients_match_the_reference_per_family(arch, target):
+    """Batched hook gradients equal one-sample autograd on the families whose layers differ
+    (Conv1D's transposed weight, OPT's flattened MLP activations), with a trained-like B."""
+    import torch
+
+    from influcoder.groundtruth.gradients import GradientComputer
+    from influcoder.groundtruth.lora import attach_lora
+    from influcoder.groundtruth.tokenize import TokenizedSample
+    from tests.references import reference_gradients
+
+    model = attach_lora(build(arch), rank=4, targets=find_lora_targets(build(arch))[1])
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    batch = [  # different lengths: padding is exercised
+        TokenizedSample([5, 17, 33, 9, 40, 41], [-100, -100, -100, 9, 40, 41]),
+        TokenizedSample([7, 8, 90, 12], [-100, -100, 90, 12]),
+        TokenizedSample([3, 60, 61, 62, 63, 64, 65, 66], [-100, -100, -100, -100, 63, 64, 65, 66]),
+    ]
+    fast = GradientComputer(model, target=target, sketch_dim=0)(batch)
+    reference = reference_gradients(model, batch, target=target, sketch_dim=0)
+    np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "arch, kind",
+    [("t5", "an encoder-decoder model"), ("bert", "an encoder-only model")],
+)
+def test_a_model_that_is_not_a_causal_lm_is_refused_in_one_line(arch, kind, small_data, tmp_path):
+    import transformers as t
+
+    config = {
+        "t5": t.T5Config(vocab_size=400, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8),
+        "bert": t.BertConfig(**{**COMMON, "num_hidden_layers": 1}),
+    }[arch]
+    path = tmp_path / arch
+    config.save_pretrained(path)  # no weights: refused from its config alone
+    build_tiny_tokenizer().save_pretrained(path)
+    r = CliRunner().invoke(
+        cli, ["collect", str(small_data), "-o", str(tmp_path / "s"), "--model", str(path), *FAST]
+    )
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines()[-1] == (
+        f"Error: {path}: {arch} is {kind}; collect needs a causal (decoder-only) language model"
+    )
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt_neox", "phi3", "gemma2", "opt", "gpt2"])
 def test_collect_with_auto_targets(arch, model_dirs, small_data, tmp_path):
     r = run(
         "collect",
@@ -376,3 +434,16 @@ def test_a_merged_checkpoint_is_a_plain_model_directory(tiny_model_dir, small_da
     base_store = open_store(tmp_path / "base-store")
     assert merged_store.setup["model"] != base_store.setup["model"]  # its own fingerprint
     assert not np.allclose(merged_store.vectors(), base_store.vectors(), atol=1e-3)
+
+
+def test_targets_mixing_linear_and_conv1d_are_refused():
+    """PEFT's fan_in_fan_out is one setting for the whole adapter: one kind at a time."""
+    from torch import nn
+
+    from influcoder.groundtruth.lora import attach_lora
+
+    model = build("gpt2")
+    model.transformer.h[0].mlp.c_fc = nn.Linear(32, 64)  # the same map, as a Linear
+    with pytest.raises(ValueError, match="mix nn.Linear and Conv1D modules"):
+        attach_lora(model, targets=("c_attn", "c_fc"))
+    attach_lora(build("gpt2"), targets=("c_attn", "c_fc"))  # Conv1D alone is fine

@@ -60,24 +60,64 @@ def load_tokenizer(ref: ModelRef):
     return tok
 
 
+def check_causal(ref: ModelRef, config) -> None:
+    """Refuse, in one line, a config that is not a causal (decoder-only) language model: an
+    encoder-decoder (T5, BART) or an encoder-only one (BERT), before any weight is loaded."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", None) or type(config).__name__
+    if getattr(config, "is_encoder_decoder", False):
+        what = "an encoder-decoder model"
+    elif kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False):
+        what = "an encoder-only model"
+    elif kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and "AutoModelForCausalLM" not in (
+        getattr(config, "auto_map", None) or {}
+    ):
+        what = "not a causal language model"
+    else:
+        return
+    raise InflucoderError(
+        f"{ref.name}: {kind} is {what}; collect needs a causal (decoder-only) language model"
+    )
+
+
+def _load_config(ref: ModelRef, kwargs: dict):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(ref.path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise (
+            _hub_error(ref, e)
+            if ref.kind == "hub"
+            else InflucoderError(f"{ref.name}: cannot load model config: {e}")
+        ) from None
+
+
 def load_decoder(name: str = DEFAULT_DECODER):
     """Return ``(model, tokenizer, ref)``: a float32 causal LM in eval mode.
 
     Attention is PyTorch's ``scaled_dot_product_attention`` where the architecture supports it
     (its fused kernels keep no ``T x T`` attention matrix for the backward pass), eager
-    attention otherwise."""
+    attention otherwise (whatever the wording of the error that says so). A model that is not a
+    causal LM is refused by :func:`check_causal` before its weights are read."""
     import torch
     from transformers import AutoModelForCausalLM
 
     ref = resolve_decoder(name)
     kwargs = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
+    check_causal(ref, _load_config(ref, kwargs))
     try:
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 ref.path, dtype=torch.float32, attn_implementation="sdpa", **kwargs
             )
-        except ValueError as e:  # the architecture has no SDPA attention
-            if "sdpa" not in str(e).lower():
+        except ValueError as e:  # the architecture has no SDPA attention (Gemma2 says so
+            # without naming "sdpa"); any other problem fails again, with eager, below
+            if not any(w in str(e).lower() for w in ("sdpa", "attention")):
                 raise
             model = AutoModelForCausalLM.from_pretrained(
                 ref.path, dtype=torch.float32, attn_implementation="eager", **kwargs

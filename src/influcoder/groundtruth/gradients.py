@@ -29,7 +29,7 @@ through one forward and one backward pass of ``sum over samples of each sample's
 Samples don't interact in a decoder (no batch norm, eval mode, per-row attention), so the
 gradient of that sum with respect to sample ``b``'s activations is the gradient of sample ``b``'s
 own loss: nothing is rescaled by the batch size. A forward hook on each hooked Linear keeps its
-input ``x [B, T, in]``; a tensor hook on its output receives ``g = dL/dy [B, T, out]`` during the
+input ``x [B, T, in]`` (or ``[B * T, in]``, as OPT's MLP has it: reshaped back); a tensor hook on its output receives ``g = dL/dy [B, T, out]`` during the
 backward pass, and the per-sample weight gradient is ``einsum('bto,bti->boi', g, x)``. It is
 sketched at once and dropped, so besides the activations the peak extra memory is one module's
 per-sample gradients, ``B * out * in`` floats. Padded positions contribute nothing: their loss is
@@ -78,7 +78,7 @@ from influcoder.groundtruth.sketch import CountSketch
 from influcoder.groundtruth.tokenize import TokenizedSample
 
 
-def _blocks(modules: list[tuple[str, nn.Linear]]) -> list[tuple[str, int]]:
+def _blocks(modules: list[tuple[str, nn.Module]]) -> list[tuple[str, int]]:
     """Sketch blocks ``(parameter name, size)`` of the modules' weights, in order."""
     return [(f"{name}.weight", module.weight.numel()) for name, module in modules]
 
@@ -182,11 +182,15 @@ class GradientComputer:
                 # the backward pass recomputes the layer
                 return
             inputs = args[0].detach()
+            # weight [out, in] (Linear) or [in, out] (GPT-2's Conv1D): the gradient's layout
+            layout = "bto,bti->boi" if isinstance(module, nn.Linear) else "bto,bti->bio"
 
             def grad_hook(grad_output):
-                batch = grad_output.shape[0]
+                # the batch size from the output rows, not the activations: OPT flattens
+                # [B, T, d] to [B * T, d] before its MLP, which reshapes back row-major
+                batch = out.shape[0]
                 per_sample = torch.einsum(
-                    "bto,bti->boi",
+                    layout,
                     grad_output.reshape(batch, -1, grad_output.shape[-1]).float(),
                     inputs.reshape(batch, -1, inputs.shape[-1]).float(),
                 )

@@ -15,6 +15,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from tqdm.auto import tqdm
 
+from influcoder.groundtruth.lora_targets import LINEAR_TYPES
 from influcoder.groundtruth.loss import (
     FrozenExcept,
     check_batch,
@@ -87,7 +88,8 @@ def attach_lora(
         alpha: LoRA ``alpha``; the update is scaled by ``alpha / rank``.
         targets: Module-name suffixes to adapt (``"q_proj"`` matches
             ``model.layers.0.self_attn.q_proj``).
-            Each must match at least one ``nn.Linear``; embeddings and the LM head are refused.
+            Each must match at least one ``nn.Linear`` or GPT-2 ``Conv1D`` (adapted with PEFT's
+            ``fan_in_fan_out``); embeddings and the LM head are refused.
         seed: Seed of the A matrices.
         layers: Indices of the transformer blocks that get LoRA (PEFT's
             ``layers_to_transform``); None: every block.
@@ -108,6 +110,7 @@ def attach_lora(
             f"targets must be a non-empty sequence of module-name suffixes, got {targets!r}"
         )
     embedding_weights = _embedding_weights(model)
+    transposed = set()
     for suffix in targets:
         matched = [
             (name, module) for name, module in model.named_modules() if _name_matches(name, suffix)
@@ -120,11 +123,17 @@ def attach_lora(
                     f"LoRA target '{suffix}' matches '{name}', an embedding or the LM "
                     "head; those are never targets"
                 )
-            if not isinstance(module, nn.Linear):
+            if not isinstance(module, LINEAR_TYPES):
                 raise ValueError(
                     f"LoRA target '{suffix}' matches '{name}', a "
-                    f"{type(module).__name__}; only nn.Linear modules are supported"
+                    f"{type(module).__name__}; only nn.Linear and Conv1D modules are supported"
                 )
+            transposed.add(not isinstance(module, nn.Linear))  # Conv1D: weight [in, out]
+    if len(transposed) > 1:
+        raise ValueError(
+            f"LoRA targets {list(targets)} mix nn.Linear and Conv1D modules; "
+            "adapt one kind at a time"
+        )
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
@@ -133,6 +142,7 @@ def attach_lora(
         bias="none",
         task_type="CAUSAL_LM",
         layers_to_transform=None if layers is None else list(layers),
+        fan_in_fan_out=transposed == {True},
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -158,8 +168,8 @@ def load_adapter(model: nn.Module, adapter_dir: str | os.PathLike) -> PeftModel:
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True).eval()
 
 
-def gradient_modules(model: nn.Module, target: str) -> list[tuple[str, nn.Linear]]:
-    """The Linear modules whose weight gradients make up a sample's vector, sorted by name.
+def gradient_modules(model: nn.Module, target: str) -> list[tuple[str, nn.Module]]:
+    """The Linear (or GPT-2 ``Conv1D``, for ``"full"``) modules whose weight gradients make up a sample's vector, sorted by name.
 
     Args:
         model: A causal LM, with a PEFT LoRA adapter for the ``"lora"`` targets.
@@ -193,7 +203,7 @@ def gradient_modules(model: nn.Module, target: str) -> list[tuple[str, nn.Linear
             found = [
                 (name, module)
                 for name, module in model.named_modules()
-                if isinstance(module, nn.Linear)
+                if isinstance(module, LINEAR_TYPES)
                 and id(module.weight) not in embedding_weights
                 and any(_name_matches(name, suffix) for suffix in DEFAULT_LORA_TARGETS)
             ]
@@ -216,9 +226,10 @@ def gradient_modules(model: nn.Module, target: str) -> list[tuple[str, nn.Linear
                     if adapter in modules:
                         found.append((f"{name}.{kind}.{adapter}", modules[adapter]))
     for name, module in found:
-        if not isinstance(module, nn.Linear):
+        if not isinstance(module, LINEAR_TYPES):
             raise ValueError(
-                f"'{name}' is a {type(module).__name__}; only nn.Linear layers are supported"
+                f"'{name}' is a {type(module).__name__}; only nn.Linear and Conv1D layers "
+                "are supported"
             )
     if not found:
         raise ValueError(f"the model has no Linear modules for target {target!r}")
