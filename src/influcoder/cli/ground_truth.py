@@ -64,9 +64,12 @@ def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address,
     from influcoder.groundtruth.collect import collect as run_collect
 
     fields = fields_from(kw)
+    # with --like, --model only says where the store's model is now (its fingerprint is checked)
+    moved = kw.pop("model") if like is not None else None
     if like is not None and any(v is not None for v in kw.values()):
         raise click.UsageError(
-            "--like copies every setting from the store; drop "
+            "--like copies every setting from the store (--model only says where its model "
+            "is now); drop "
             + ", ".join("--" + k.replace("_", "-") for k, v in kw.items() if v is not None)
         )
     args = settings_from(CollectArguments, kw)
@@ -74,7 +77,9 @@ def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address,
         from influcoder.groundtruth.collect import estimate_collect
 
         print_estimate(
-            estimate_collect(data, out, args, like=like, fields=fields, limit=limit, device=device),
+            estimate_collect(
+                data, out, args, like=like, model=moved, fields=fields, limit=limit, device=device
+            ),
             engine,
         )
         return
@@ -83,6 +88,7 @@ def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address,
         out,
         args,
         like=like,
+        model=moved,
         fields=fields,
         limit=limit,
         progress=not quiet,

@@ -19,7 +19,7 @@ import functools
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -64,6 +64,19 @@ class CollectJob(StoreJob):
     ):
         super().__init__(args, dry_run)
         self.like, self.progress, self.device = like, progress, device
+
+    @classmethod
+    def settings_of(cls, store: Store, **overrides):
+        """The store's settings, its model and adapter found from here: a store made before
+        paths were recorded absolute names them as typed, so a relative one is looked for from
+        the current folder, then from the store's parent; a missing one is refused by name."""
+        if store.kind != cls.kind:
+            raise StoreError(f"{store.path}: holds {store.kind}, not {cls.kind}")
+        recorded = dict(store.manifest["provenance"]["arguments"])
+        for key in ("model", "adapter"):
+            if key not in overrides and recorded.get(key):
+                recorded[key] = _find_recorded_path(store, key, recorded[key])
+        return replace(cls.settings(**recorded), **overrides)
 
     def plan(self, samples, source: str, out: Path) -> Plan:
         import torch
@@ -176,7 +189,8 @@ class CollectJob(StoreJob):
                 # model has none, and we never resize the vocabulary.
                 warnings.filterwarnings("ignore", message="Could not find a config file")
                 atomic_write_dir(
-                    store_dir / ADAPTER_DIR, lambda d: save_adapter(d, peft_model, moments)
+                    store_dir / ADAPTER_DIR,
+                    lambda d: save_adapter(d, peft_model, moments, args.model),
                 )
 
         return Plan(
@@ -208,12 +222,35 @@ class CollectJob(StoreJob):
         )
 
 
+def _find_recorded_path(store: Store, key: str, name: str) -> str:
+    """A model or adapter path as a store recorded it, found from here (see
+    :meth:`CollectJob.settings_of`); bundled aliases and hub ids pass as they are."""
+    from influcoder.groundtruth.decoder import BUNDLED_DECODERS
+
+    path = Path(name).expanduser()
+    if name in BUNDLED_DECODERS or path.is_absolute() and path.exists():
+        return name
+    for candidate in (path, Path(store.path).resolve().parent / path):
+        if candidate.exists():
+            return str(candidate.resolve())
+    # the store's own saved adapter is the one it uses; its recorded source may be gone
+    if key == "adapter" or store.setup["model"]["fingerprint"].startswith("hub:"):
+        return name
+    raise StoreError(
+        f"{store.path}: its model {name!r} (a local path, as its manifest records it) is "
+        f"not found from here"
+        + ("" if path.is_absolute() else " nor from the store's parent folder")
+        + "; give the model's folder with --model"
+    )
+
+
 def collect(
     data,
     out: str | os.PathLike,
     args: CollectArguments | None = None,
     *,
     like: Store | str | os.PathLike | None = None,
+    model: str | None = None,
     fields: Fields | None = None,
     limit: int | None = None,
     progress: bool = True,
@@ -224,7 +261,8 @@ def collect(
 ) -> Store:
     """Collect the gradient store of ``data`` (a path or a list of :class:`Sample`) into
     ``out``. With ``like`` (a :class:`Store` or its path), every setting comes from that store
-    (``args`` is ignored), so the two stores' vectors are comparable. ``engine`` (``local`` or ``ray``, with ``ray_address``
+    (``args`` is ignored), so the two stores' vectors are comparable; ``model`` then says where
+    that store's model is now, if it moved (its fingerprint is checked). ``engine`` (``local`` or ``ray``, with ``ray_address``
     and ``num_workers``) says where shards are computed (:mod:`influcoder.engines`); the
     vectors are the same either way. ``device`` (:mod:`influcoder.io.devices`) says where the
     decoder runs (with the Ray engine on a GPU: one GPU per actor); it is not part of the
@@ -237,7 +275,7 @@ def collect(
     """
     like_store = open_store(like) if like is not None else None
     if like_store is not None:
-        args = CollectJob.settings_of(like_store)
+        args = CollectJob.settings_of(like_store, **({"model": model} if model else {}))
     return run_job(
         CollectJob(args or CollectArguments(), like_store, progress, device),
         data,
@@ -257,6 +295,7 @@ def estimate_collect(
     args: CollectArguments | None = None,
     *,
     like: Store | str | os.PathLike | None = None,
+    model: str | None = None,
     fields: Fields | None = None,
     limit: int | None = None,
     rows: int = DEFAULT_ESTIMATE_ROWS,
@@ -267,7 +306,7 @@ def estimate_collect(
     (:mod:`influcoder.io.estimate`)."""
     like_store = open_store(like) if like is not None else None
     if like_store is not None:
-        args = CollectJob.settings_of(like_store)
+        args = CollectJob.settings_of(like_store, **({"model": model} if model else {}))
     job = CollectJob(
         args or CollectArguments(), like_store, progress=False, device=device, dry_run=True
     )
