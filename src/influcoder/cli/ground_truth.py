@@ -170,18 +170,9 @@ def score(pool, queries, out, top_k, width, similarity):
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @handle_errors
 def info(store):
-    """What a store holds and how it was made."""
-    import json
+    """What an influcoder folder holds and how it was made: a gradient or embedding store, an
+    encoder directory, an index or a run store."""
+    from influcoder.workflows.describe import describe_folder
 
-    from influcoder.io.stores import Store
-    from influcoder.validation.runstore import is_run_store, open_runs
-
-    if is_run_store(store):
-        for line in open_runs(store).describe():
-            click.echo(line)
-        return
-    s = Store(store, allow_incomplete=True)
-    m = s.manifest
-    state = "complete" if m["complete"] else f"{len(s.present_shards())}/{s.n_shards} shards"
-    click.echo(f"{s.path}: {m['kind']}, {s.n} samples x {s.dim} ({s.dtype}), {state}")
-    click.echo(json.dumps({"setup": m["setup"], "provenance": m.get("provenance", {})}, indent=2))
+    for line in describe_folder(store):
+        click.echo(line)
