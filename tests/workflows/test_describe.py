@@ -59,3 +59,28 @@ def test_info_describes_stores_encoders_and_indexes(
     r = run("info", tmp_path / "other")
     assert r.exit_code == 2
     assert "not an influcoder folder" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_info_describes_a_multi_view_encoder(tiny_encoder, tmp_path):
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from influcoder.distillation.linear import LinearHead
+    from influcoder.encoders.directory import save_multi_view
+
+    backbone = SentenceTransformer(str(tiny_encoder), device="cpu")
+    dim = 2 * backbone.get_embedding_dimension()
+    head = LinearHead(
+        weight=np.random.default_rng(0).standard_normal((4, dim)),
+        bias=np.zeros(4),
+        alpha=1.0,
+        components=4,
+        similarity="dot",
+    )
+    out = tmp_path / "mv"
+    out.mkdir()
+    save_multi_view(out, backbone, ("text", "response"), head.saved(), "dot")
+    r = run("info", out)
+    assert r.exit_code == 0, r.output
+    assert "backbone BertModel" in r.output
+    assert "head: linear; views: text+response; similarity: dot" in r.output
