@@ -36,7 +36,11 @@ from influcoder.groundtruth.adapters import (
 from influcoder.groundtruth.lora import adapter_digest
 from influcoder.groundtruth.memory import TokenBudget
 from influcoder.groundtruth.settings import AUTO_LORA_TARGETS, CollectArguments
-from influcoder.groundtruth.store_setup import build_setup, gradient_target
+from influcoder.groundtruth.store_setup import (
+    build_setup,
+    find_recorded_path,
+    gradient_target,
+)
 from influcoder.groundtruth.tokenize import resolve_template, tokenize_samples
 from influcoder.io.atomic import atomic_write_dir
 from influcoder.io.devices import DEFAULT_DEVICE
@@ -75,7 +79,7 @@ class CollectJob(StoreJob):
         recorded = dict(store.manifest["provenance"]["arguments"])
         for key in ("model", "adapter"):
             if key not in overrides and recorded.get(key):
-                recorded[key] = _find_recorded_path(store, key, recorded[key])
+                recorded[key] = find_recorded_path(store, key, recorded[key])
         return replace(cls.settings(**recorded), **overrides)
 
     def plan(self, samples, source: str, out: Path) -> Plan:
@@ -220,28 +224,6 @@ class CollectJob(StoreJob):
             },
             lengths=lambda: [len(t.input_ids) for t in tokenized],
         )
-
-
-def _find_recorded_path(store: Store, key: str, name: str) -> str:
-    """A model or adapter path as a store recorded it, found from here (see
-    :meth:`CollectJob.settings_of`); bundled aliases and hub ids pass as they are."""
-    from influcoder.groundtruth.decoder import BUNDLED_DECODERS
-
-    path = Path(name).expanduser()
-    if name in BUNDLED_DECODERS or path.is_absolute() and path.exists():
-        return name
-    for candidate in (path, Path(store.path).resolve().parent / path):
-        if candidate.exists():
-            return str(candidate.resolve())
-    # the store's own saved adapter is the one it uses; its recorded source may be gone
-    if key == "adapter" or store.setup["model"]["fingerprint"].startswith("hub:"):
-        return name
-    raise StoreError(
-        f"{store.path}: its model {name!r} (a local path, as its manifest records it) is "
-        f"not found from here"
-        + ("" if path.is_absolute() else " nor from the store's parent folder")
-        + "; give the model's folder with --model"
-    )
 
 
 def collect(
