@@ -277,3 +277,34 @@ def test_a_former_head_name_is_refused_with_its_new_name(tmp_path, former, now):
     assert (
         "--head [auto|linear|kernel|none]" in CliRunner().invoke(cli, ["distill", "--help"]).output
     )
+
+
+def test_distill_head_only_on_a_dozen_samples(tiny_model_dir, tiny_encoder_dir, tmp_path):
+    """12 pool samples x 4 queries: the default share held out widens to leave 2 queries
+    for validation, so --epochs 0 (head only) works; a share the user gives is kept, and
+    the error names its option."""
+    run = CliRunner()
+    pool = write_jsonl(tmp_path / "pool.jsonl", _rows("p", 12))
+    queries = write_jsonl(tmp_path / "q.jsonl", _rows("q", 4))
+    r = run.invoke(
+        cli,
+        ["collect", str(pool), "-o", str(tmp_path / "gp"), "--model", str(tiny_model_dir)]
+        + COLLECT,
+    )
+    assert r.exit_code == 0, r.output
+    r = run.invoke(
+        cli, ["collect", str(queries), "--like", str(tmp_path / "gp"), "-o", str(tmp_path / "gq")]
+    )
+    assert r.exit_code == 0, r.output
+    common = [str(tmp_path / "gp"), str(tmp_path / "gq"), "--encoder", tiny_encoder_dir, "-q"]
+    r = run.invoke(cli, ["distill", *common, "-o", str(tmp_path / "enc"), "--epochs", "0"])
+    assert r.exit_code == 0, r.output
+    assert "holding out 0.5 of the samples for validation (--val-fraction)" in r.output
+    card = json.loads((tmp_path / "enc" / "influcoder_distill.json").read_text())
+    assert card["head"]["kind"] in ("linear", "kernel")
+    r = run.invoke(
+        cli,
+        ["distill", *common, "-o", str(tmp_path / "e2"), "--epochs", "0", "--val-fraction", "0.1"],
+    )
+    assert r.exit_code == 2 and "too few pool samples" in r.output and "--val-fraction" in r.output
+    assert not (tmp_path / "e2").exists()

@@ -343,3 +343,89 @@ def test_shards_batch_by_length_and_keep_row_order(tiny_model, tiny_tokenizer, b
     fast = compute_shard(computer, budget, tokd)[0]
     ref = reference_gradients(model, tokd, target="lora-b", sketch_dim=32, sketch_seed=0)
     np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_relative_model_path_travels(tiny_model_dir, small_data, tmp_path, monkeypatch):
+    """A relative --model is recorded absolute, so --like works from another folder; an old
+    store that recorded it relative is found from its parent folder, else refused by name."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_model_dir, work / "tiny")
+    shutil.copy(small_data, work / "d.jsonl")
+    monkeypatch.chdir(work)
+    assert run("collect", "d.jsonl", "-o", "pool", "--model", "tiny", *FAST).exit_code == 0
+    recorded = open_store(work / "pool").manifest["provenance"]["arguments"]["model"]
+    assert recorded == str((work / "tiny").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = run("collect", work / "d.jsonl", "--like", work / "pool", "-o", "q")
+    assert r.exit_code == 0, r.output
+    assert open_store(elsewhere / "q").setup == open_store(work / "pool").setup
+
+    # an older store: the model as typed, relative to the folder it was made in
+    manifest_path = work / "pool" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["provenance"]["arguments"]["model"] = "tiny"
+    manifest_path.write_text(json.dumps(manifest))
+    r = run("collect", work / "d.jsonl", "--like", work / "pool", "-o", "q2")
+    assert r.exit_code == 0, r.output
+    manifest["provenance"]["arguments"]["model"] = "gone/tiny"
+    manifest_path.write_text(json.dumps(manifest))
+    r = run("collect", work / "d.jsonl", "--like", work / "pool", "-o", "q3")
+    assert r.exit_code != 0
+    assert "'gone/tiny'" in r.output and "--model" in r.output and "hub" not in r.output
+    assert not (elsewhere / "q3").exists()
+    r = run(
+        "collect", work / "d.jsonl", "--like", work / "pool", "-o", "q3", "--model", work / "tiny"
+    )
+    assert r.exit_code == 0, r.output
+
+
+def test_saved_adapter_alone_finds_its_base(tiny_model_dir, small_data, tmp_path):
+    """The adapter a store saves names its base model so --adapter alone loads it again."""
+    r = run("collect", small_data, "-o", tmp_path / "pool", "--model", tiny_model_dir, *FAST)
+    assert r.exit_code == 0, r.output
+    config = json.loads((tmp_path / "pool" / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_model_dir.resolve())
+    r = run(
+        "collect",
+        small_data,
+        "-o",
+        tmp_path / "again",
+        "--adapter",
+        tmp_path / "pool" / "adapter",
+        "--sketch-dim",
+        "0",
+        "--max-length",
+        "64",
+        "--shard-rows",
+        "4",
+        "--quiet",
+    )
+    assert r.exit_code == 0, r.output
+    again = open_store(tmp_path / "again")
+    assert again.setup["model"] == open_store(tmp_path / "pool").setup["model"]
+    assert again.setup["adapter"]["origin"] == "user"
+
+
+def test_adapter_with_missing_base_names_it(tmp_path):
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "./models/gone"})
+    )
+    r = run("collect", tmp_path / "d.jsonl", "-o", tmp_path / "x", "--adapter", adapter)
+    assert r.exit_code == 2
+    assert "base_model_name_or_path" in r.output and "./models/gone" in r.output
+    assert "--model" in r.output and "hub" not in r.output
+
+
+def test_folder_holding_one_gguf_is_that_file(tmp_path):
+    """PEFT records a GGUF model's folder as an adapter's base: that folder names the file."""
+    from influcoder.groundtruth.decoder import resolve_decoder
+
+    (tmp_path / "model.Q4.gguf").write_bytes(b"")
+    ref = resolve_decoder(str(tmp_path))
+    assert (ref.kind, ref.gguf_file) == ("gguf", "model.Q4.gguf")

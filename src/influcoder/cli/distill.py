@@ -67,9 +67,17 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
     from influcoder.io.stores import open_store
 
     args = settings_from(DistillArguments, kw)
+    pool, queries = open_store(pool), open_store(queries)
+    if kw.get("val_fraction") is None:  # on small data, hold out enough to validate on
+        from influcoder.distillation.blocks import small_data_val_fraction
+
+        widened = small_data_val_fraction(args.val_fraction, pool.n, queries.n)
+        if widened != args.val_fraction:
+            log(f"holding out {widened:.2g} of the samples for validation (--val-fraction)")
+            args.val_fraction = widened
     result = distill_stores(
-        open_store(pool),
-        open_store(queries),
+        pool,
+        queries,
         out,
         args,
         encoder=encoder,

@@ -64,9 +64,12 @@ def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address,
     from influcoder.groundtruth.collect import collect as run_collect
 
     fields = fields_from(kw)
+    # with --like, --model only says where the store's model is now (its fingerprint is checked)
+    moved = kw.pop("model") if like is not None else None
     if like is not None and any(v is not None for v in kw.values()):
         raise click.UsageError(
-            "--like copies every setting from the store; drop "
+            "--like copies every setting from the store (--model only says where its model "
+            "is now); drop "
             + ", ".join("--" + k.replace("_", "-") for k, v in kw.items() if v is not None)
         )
     args = settings_from(CollectArguments, kw)
@@ -74,7 +77,9 @@ def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address,
         from influcoder.groundtruth.collect import estimate_collect
 
         print_estimate(
-            estimate_collect(data, out, args, like=like, fields=fields, limit=limit, device=device),
+            estimate_collect(
+                data, out, args, like=like, model=moved, fields=fields, limit=limit, device=device
+            ),
             engine,
         )
         return
@@ -83,6 +88,7 @@ def collect(data, out, like, quiet, device, dry_run, limit, engine, ray_address,
         out,
         args,
         like=like,
+        model=moved,
         fields=fields,
         limit=limit,
         progress=not quiet,
@@ -164,18 +170,9 @@ def score(pool, queries, out, top_k, width, similarity):
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @handle_errors
 def info(store):
-    """What a store holds and how it was made."""
-    import json
+    """What an influcoder folder holds and how it was made: a gradient or embedding store, an
+    encoder directory, an index or a run store."""
+    from influcoder.workflows.describe import describe_folder
 
-    from influcoder.io.stores import Store
-    from influcoder.validation.runstore import is_run_store, open_runs
-
-    if is_run_store(store):
-        for line in open_runs(store).describe():
-            click.echo(line)
-        return
-    s = Store(store, allow_incomplete=True)
-    m = s.manifest
-    state = "complete" if m["complete"] else f"{len(s.present_shards())}/{s.n_shards} shards"
-    click.echo(f"{s.path}: {m['kind']}, {s.n} samples x {s.dim} ({s.dtype}), {state}")
-    click.echo(json.dumps({"setup": m["setup"], "provenance": m.get("provenance", {})}, indent=2))
+    for line in describe_folder(store):
+        click.echo(line)

@@ -35,6 +35,17 @@ class DistillSplit:
         }
 
 
+def small_data_val_fraction(val_fraction: float, n_pool: int, n_query: int) -> float:
+    """``val_fraction`` widened where it would hold out fewer than :data:`MIN_SPLIT` of the
+    smaller side (a dozen pool samples, four queries): the share that holds out
+    :data:`MIN_SPLIT` of it. Callers apply it only to the default, never to a share the user
+    chose. Below :data:`MIN_SPLIT` on each side of the split, no share helps: it is kept."""
+    smaller = min(n_pool, n_query)
+    if smaller < 2 * MIN_SPLIT:
+        return val_fraction
+    return max(val_fraction, MIN_SPLIT / smaller)
+
+
 def split_indices(
     n_pool: int, n_query: int, val_fraction: float, rng: np.random.Generator
 ) -> DistillSplit:
@@ -53,7 +64,7 @@ def _split_one(
         raise ValueError(
             f"too few {what} to split: val_fraction={val_fraction} of {n} holds out "
             f"{n_val} and trains on {n - n_val}, and each side needs at least "
-            f"{MIN_SPLIT}; give more {what} or change val_fraction"
+            f"{MIN_SPLIT}; give more {what} or change val_fraction (--val-fraction)"
         )
     order = rng.permutation(n)
     return np.sort(order[n_val:]), np.sort(order[:n_val])

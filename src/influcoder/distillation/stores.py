@@ -135,7 +135,7 @@ def _add_head(
     if folds < 2:
         raise ValueError(
             f"the head's cross-validation needs at least 4 pool samples and 4 "
-            f"queries, got {pool.n} and {queries.n}; use head='none'"
+            f"queries, got {pool.n} and {queries.n}; use head='none' (--head none)"
         )
     embedded = {"text": (embed(model, pool_texts), embed(model, query_texts))}
     kinds = HEAD_CHOICES[args.head]

@@ -170,11 +170,21 @@ def settle_precondition(
     return {"kind": "adam", "source": source, "eps": ADAM_EPS, "sha256": moments_digest(moments)}
 
 
-def save_adapter(folder: Path, peft_model, moments: dict | None) -> None:
-    """The adapter and, for preconditioned gradients, its second moments."""
+def save_adapter(folder: Path, peft_model, moments: dict | None, base: str | None = None) -> None:
+    """The adapter and, for preconditioned gradients, its second moments. ``base``: the model
+    as ``collect`` was given it (a bundled alias, an absolute path), recorded as the adapter's
+    ``base_model_name_or_path`` so that ``--adapter`` alone finds it again (PEFT would record
+    the folder transformers loaded, which for a GGUF file is no model directory)."""
+    import json
+
     from influcoder.groundtruth.precondition import save_moments
 
     peft_model.save_pretrained(folder)
+    if base is not None:
+        config_path = folder / "adapter_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = base
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     if moments is not None:
         save_moments(folder / PRECONDITIONER_NAME, moments)
 

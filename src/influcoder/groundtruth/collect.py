@@ -19,7 +19,7 @@ import functools
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -36,7 +36,11 @@ from influcoder.groundtruth.adapters import (
 from influcoder.groundtruth.lora import adapter_digest
 from influcoder.groundtruth.memory import TokenBudget
 from influcoder.groundtruth.settings import AUTO_LORA_TARGETS, CollectArguments
-from influcoder.groundtruth.store_setup import build_setup, gradient_target
+from influcoder.groundtruth.store_setup import (
+    build_setup,
+    find_recorded_path,
+    gradient_target,
+)
 from influcoder.groundtruth.tokenize import resolve_template, tokenize_samples
 from influcoder.io.atomic import atomic_write_dir
 from influcoder.io.devices import DEFAULT_DEVICE
@@ -64,6 +68,19 @@ class CollectJob(StoreJob):
     ):
         super().__init__(args, dry_run)
         self.like, self.progress, self.device = like, progress, device
+
+    @classmethod
+    def settings_of(cls, store: Store, **overrides):
+        """The store's settings, its model and adapter found from here: a store made before
+        paths were recorded absolute names them as typed, so a relative one is looked for from
+        the current folder, then from the store's parent; a missing one is refused by name."""
+        if store.kind != cls.kind:
+            raise StoreError(f"{store.path}: holds {store.kind}, not {cls.kind}")
+        recorded = dict(store.manifest["provenance"]["arguments"])
+        for key in ("model", "adapter"):
+            if key not in overrides and recorded.get(key):
+                recorded[key] = find_recorded_path(store, key, recorded[key])
+        return replace(cls.settings(**recorded), **overrides)
 
     def plan(self, samples, source: str, out: Path) -> Plan:
         import torch
@@ -176,7 +193,8 @@ class CollectJob(StoreJob):
                 # model has none, and we never resize the vocabulary.
                 warnings.filterwarnings("ignore", message="Could not find a config file")
                 atomic_write_dir(
-                    store_dir / ADAPTER_DIR, lambda d: save_adapter(d, peft_model, moments)
+                    store_dir / ADAPTER_DIR,
+                    lambda d: save_adapter(d, peft_model, moments, args.model),
                 )
 
         return Plan(
@@ -214,6 +232,7 @@ def collect(
     args: CollectArguments | None = None,
     *,
     like: Store | str | os.PathLike | None = None,
+    model: str | None = None,
     fields: Fields | None = None,
     limit: int | None = None,
     progress: bool = True,
@@ -224,7 +243,8 @@ def collect(
 ) -> Store:
     """Collect the gradient store of ``data`` (a path or a list of :class:`Sample`) into
     ``out``. With ``like`` (a :class:`Store` or its path), every setting comes from that store
-    (``args`` is ignored), so the two stores' vectors are comparable. ``engine`` (``local`` or ``ray``, with ``ray_address``
+    (``args`` is ignored), so the two stores' vectors are comparable; ``model`` then says where
+    that store's model is now, if it moved (its fingerprint is checked). ``engine`` (``local`` or ``ray``, with ``ray_address``
     and ``num_workers``) says where shards are computed (:mod:`influcoder.engines`); the
     vectors are the same either way. ``device`` (:mod:`influcoder.io.devices`) says where the
     decoder runs (with the Ray engine on a GPU: one GPU per actor); it is not part of the
@@ -237,7 +257,7 @@ def collect(
     """
     like_store = open_store(like) if like is not None else None
     if like_store is not None:
-        args = CollectJob.settings_of(like_store)
+        args = CollectJob.settings_of(like_store, **({"model": model} if model else {}))
     return run_job(
         CollectJob(args or CollectArguments(), like_store, progress, device),
         data,
@@ -257,6 +277,7 @@ def estimate_collect(
     args: CollectArguments | None = None,
     *,
     like: Store | str | os.PathLike | None = None,
+    model: str | None = None,
     fields: Fields | None = None,
     limit: int | None = None,
     rows: int = DEFAULT_ESTIMATE_ROWS,
@@ -267,7 +288,7 @@ def estimate_collect(
     (:mod:`influcoder.io.estimate`)."""
     like_store = open_store(like) if like is not None else None
     if like_store is not None:
-        args = CollectJob.settings_of(like_store)
+        args = CollectJob.settings_of(like_store, **({"model": model} if model else {}))
     job = CollectJob(
         args or CollectArguments(), like_store, progress=False, device=device, dry_run=True
     )

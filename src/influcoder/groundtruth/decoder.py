@@ -27,11 +27,16 @@ def resolve_decoder(name: str = DEFAULT_DECODER) -> ModelRef:
     if path.is_file() and path.suffix == ".gguf":
         return ModelRef(name, "gguf", str(path.parent), path.name)
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise InflucoderError(f"{path}: not a Hugging Face model directory (no config.json)")
-        return ModelRef(name, "dir", str(path))
-    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        if (path / "config.json").is_file():
+            return ModelRef(name, "dir", str(path))
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:  # a folder holding one GGUF file (the bundled package's is one)
+            return ModelRef(name, "gguf", str(path), ggufs[0].name)
+        raise InflucoderError(f"{path}: not a Hugging Face model directory (no config.json)")
+    if path.exists():
         raise InflucoderError(f"{name}: not a model directory or .gguf file")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise InflucoderError(f"{name}: no such model directory or .gguf file")
     return ModelRef(name, "hub", name)
 
 

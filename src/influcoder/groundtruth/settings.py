@@ -284,6 +284,17 @@ def read_adapter_base(adapter: str) -> str | None:
     return base if isinstance(base, str) and base else None
 
 
+def absolute_local(name: str | None) -> str | None:
+    """``name`` as an absolute path where it names an existing local file or folder (so a
+    store's manifest names it from anywhere); a bundled alias or hub id as it is."""
+    from pathlib import Path
+
+    if name is None:
+        return None
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
 def _is_adapter_dir(path: str) -> bool:
     from pathlib import Path
 
@@ -301,6 +312,7 @@ def resolve_model_and_adapter(model: str | None, adapter: str | None) -> tuple[s
     """
     import logging
 
+    model, adapter = absolute_local(model), absolute_local(adapter)
     if model is not None and _is_adapter_dir(model):
         if adapter is not None:
             raise ValueError(
@@ -328,4 +340,12 @@ def resolve_model_and_adapter(model: str | None, adapter: str | None) -> tuple[s
             f"{adapter}/adapter_config.json names no base_model_name_or_path; "
             f"give the base model with --model"
         )
-    return base, adapter
+    from pathlib import Path
+
+    if base.startswith(("/", ".", "~")) and not Path(base).expanduser().exists():
+        raise ValueError(
+            f"{adapter}/adapter_config.json names the base model {base!r} "
+            f"(base_model_name_or_path), which does not exist here; give the base model "
+            f"with --model"
+        )
+    return absolute_local(base), adapter

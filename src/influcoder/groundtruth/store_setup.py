@@ -2,13 +2,17 @@
 vectors to be comparable (model, adapter, gradient target and precision, sketch, tokens).
 :func:`build_setup` writes it from the settings and what loading resolved; a store is refused
 by ``like`` or on resume when the setups differ (:func:`influcoder.io.stores.setup_differences`).
+:func:`find_recorded_path` finds the model a store recorded from wherever it is read.
 """
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
+from influcoder.errors import StoreError
 from influcoder.groundtruth.settings import CollectArguments
+from influcoder.io.stores import Store
 
 
 def gradient_target(args: CollectArguments) -> str:
@@ -85,3 +89,25 @@ def build_setup(
             "vocab_size": len(tokenizer),
         },
     }
+
+
+def find_recorded_path(store: Store, key: str, name: str) -> str:
+    """A model or adapter path as a store recorded it, found from here (see
+    :meth:`~influcoder.groundtruth.collect.CollectJob.settings_of`); bundled aliases and hub ids pass as they are."""
+    from influcoder.groundtruth.decoder import BUNDLED_DECODERS
+
+    path = Path(name).expanduser()
+    if name in BUNDLED_DECODERS or path.is_absolute() and path.exists():
+        return name
+    for candidate in (path, Path(store.path).resolve().parent / path):
+        if candidate.exists():
+            return str(candidate.resolve())
+    # the store's own saved adapter is the one it uses; its recorded source may be gone
+    if key == "adapter" or store.setup["model"]["fingerprint"].startswith("hub:"):
+        return name
+    raise StoreError(
+        f"{store.path}: its model {name!r} (a local path, as its manifest records it) is "
+        f"not found from here"
+        + ("" if path.is_absolute() else " nor from the store's parent folder")
+        + "; give the model's folder with --model"
+    )

@@ -228,8 +228,8 @@ def _read_manifest(path: Path) -> dict | None:
 def _fit_validation(args: FitArguments, n_pool: int, n_queries: int) -> None:
     """Hold out enough of the smaller side for distillation's validation split (its default
     share, or 2 samples where that share rounds to fewer)."""
-    from influcoder.distillation.blocks import MIN_SPLIT
+    from influcoder.distillation.blocks import small_data_val_fraction
 
     default = DistillArguments().val_fraction
     if args.distill.val_fraction == default:
-        args.distill.val_fraction = max(default, MIN_SPLIT / min(n_pool, n_queries))
+        args.distill.val_fraction = small_data_val_fraction(default, n_pool, n_queries)
