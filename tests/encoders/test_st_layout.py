@@ -99,3 +99,11 @@ def test_a_two_view_directory_has_a_card_and_no_modules_json(backbone, tmp_path)
     assert json.loads((out / VIEWS_FILE).read_text())["views"] == ["text", "response"]
     card = (out / "README.md").read_text()
     assert "text+response" in card and "trust_remote_code" not in card
+
+
+def test_the_copied_module_reads_the_config_file_the_writer_names():
+    from influcoder.encoders import influcoder_head, st_layout
+
+    assert st_layout.HEAD_CONFIG == influcoder_head.CONFIG_FILE
+    assert st_layout.HEAD_SOURCE.is_file()
+    assert st_layout.HEAD_MODULE == f"influcoder_head.{influcoder_head.InflucoderHead.__name__}"

@@ -12,11 +12,14 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from influcoder.encoders import influcoder_head
 from influcoder.encoders.heads import SavedHead
 
 ST_CONFIG = "config_sentence_transformers.json"
 HEAD_MODULE = "influcoder_head.InflucoderHead"
+#: The custom module's source (not imported here: it imports torch, which the torch-free
+#: query path never loads) and the config file it reads (its ``CONFIG_FILE``).
+HEAD_SOURCE = Path(__file__).with_name("influcoder_head.py")
+HEAD_CONFIG = "influcoder_head.json"
 
 
 def write_st_files(
@@ -41,9 +44,9 @@ def write_st_files(
             {"idx": len(modules), "name": str(len(modules)), "path": "", "type": HEAD_MODULE}
         )
         _write_json(folder / "modules.json", modules)
-        shutil.copyfile(influcoder_head.__file__, folder / "influcoder_head.py")
+        shutil.copyfile(HEAD_SOURCE, folder / HEAD_SOURCE.name)
         _write_json(
-            folder / influcoder_head.CONFIG_FILE,
+            folder / HEAD_CONFIG,
             {"kind": head.kind, "gamma": head.gamma, "similarity": similarity},
         )
         config_file = backbone / ST_CONFIG
