@@ -183,6 +183,14 @@ def test_distill_stores_saves_a_kernel_head_as_a_multi_view_directory(
     got = enc.encode_samples(pool_s[:7])
     ref = rbf_kernel(unit["pool"][:7], t["anchors"], spec["gamma"]) @ t["coef"] + t["bias"]
     np.testing.assert_allclose(got, ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
+    # plain sentence-transformers loads the directory with its head and agrees
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(out), trust_remote_code=True, device="cpu")
+    np.testing.assert_allclose(
+        st.encode([encoder_text(s) for s in pool_s[:7]]), got, rtol=1e-5, atol=1e-5
+    )
+    assert "distilled by influcoder" in (out / "README.md").read_text().lower()
     truth = grads["pool"] @ grads["query"].T
     pred = enc.encode_samples(pool_s) @ enc.encode_samples(query_s).T
     assert per_anchor_spearman(truth, pred) > per_anchor_spearman(

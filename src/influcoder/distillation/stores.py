@@ -177,7 +177,9 @@ def _add_head(
     else:
 
         def fill(tmp: Path) -> None:
-            save_multi_view(tmp, model, views, head.saved(), head.similarity)
+            save_multi_view(
+                tmp, model, views, head.saved(), head.similarity, card.get("base_encoder")
+            )
             (tmp / CARD_NAME).write_text(
                 json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8"
             )

