@@ -3,6 +3,8 @@ libraries' settings afterwards; ``--adapter`` reports the adapter's own targets.
 
 from __future__ import annotations
 
+import json
+
 from influcoder.cli import cli
 
 FAST = ["--sketch-dim", "64", "--max-length", "64", "--batch-size", "4", "--shard-rows", "4"]
@@ -32,3 +34,25 @@ def test_quiet_collect_prints_no_bar_and_restores(tiny_model_dir, small_data, tm
     invoke("collect", small_data, "-o", tmp_path / "loud", "--model", tiny_model_dir, *FAST)
     err = capfd.readouterr().err
     assert "warm-up" in err, err
+
+
+def test_adapter_reports_its_own_targets(tiny_model_dir, small_data, tmp_path, capfd):
+    """Collecting with --adapter says and records the adapter's own targets, not the
+    defaults, and that the adapter was given, not warmed up."""
+    pool, out = tmp_path / "pool", tmp_path / "again"
+    mine = ["--lora-targets", "q_proj,v_proj", "--lora-rank", "4", "--warmup-steps", "1"]
+    invoke("collect", small_data, "-o", pool, "--model", tiny_model_dir, *FAST, *mine, "-q")
+    capfd.readouterr()
+    adapter = pool / "adapter"
+    invoke("collect", small_data, "-o", out, "--adapter", adapter, "--model", tiny_model_dir, *FAST)
+    err = capfd.readouterr().err
+    assert f"LoRA adapter {adapter}: targets q_proj, v_proj, rank 4, alpha 16" in err, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    arguments = manifest["provenance"]["arguments"]
+    assert arguments["adapter"] == str(adapter)
+    assert arguments["adapter_init"] == "given"
+    assert (arguments["lora_targets"], arguments["lora_rank"]) == (["q_proj", "v_proj"], 4)
+    assert manifest["setup"]["adapter"]["targets"] == ["q_proj", "v_proj"]
+    # the same command resumes the store (its recorded settings read back the same)
+    invoke("collect", small_data, "-o", out, "--adapter", adapter, "--model", tiny_model_dir, *FAST)
+    assert "wrote" in capfd.readouterr().err

@@ -82,7 +82,12 @@ def prepare_adapter(
                 f"{args.adapter}: not a PEFT adapter directory (no adapter_config.json)"
             )
         peft_model = load_adapter(model, args.adapter).to(device)
-        return peft_model, "user", _peft_config(peft_model), 0.0
+        config = _peft_config(peft_model)
+        logger.info(
+            f"LoRA adapter {args.adapter}: targets {', '.join(config['targets'])}, "
+            f"rank {config['rank']}, alpha {config['alpha']}"
+        )
+        return peft_model, "user", config, 0.0
     try:
         peft_model = attach_lora(
             model,
