@@ -72,6 +72,9 @@ def test_collect_dry_run_writes_nothing_and_predicts_the_store(tiny_model_dir, t
     assert not (tmp_path / "pool").exists()
     assert "estimate for collect of 40 samples" in r.output
     assert "warm-up's time is extrapolated from its first 2 of 4 steps" in r.output
+    # the two timed steps are no warm-up: neither its header nor its losses are printed
+    assert "timing the LoRA warm-up on 2 of its 4 steps" in r.output
+    assert "warm-up loss" not in r.output and "warming up" not in r.output
     assert _size(r.output, "time") > 0 and _size(r.output, "memory") > 50e6  # torch alone
     predicted = _size(r.output, "storage")
     assert run("collect", data, "-o", tmp_path / "pool", *args, "--quiet").exit_code == 0

@@ -100,7 +100,8 @@ def test_a_rerun_skips_finished_stages_and_refuses_other_options(
 ):
     out, _ = fitted
     before = (out / "index" / "index.json").read_bytes()
-    r = CliRunner().invoke(cli, _command(data, out, tiny_model_dir, tiny_encoder, "-q"))
+    # without -q: it silences the stage lines counted here
+    r = CliRunner().invoke(cli, _command(data, out, tiny_model_dir, tiny_encoder))
     assert r.exit_code == 0, r.output
     assert r.output.count("already done (") == 4
     assert (out / "index" / "index.json").read_bytes() == before
@@ -227,7 +228,7 @@ main(sys.argv[3:])
 
 def _run(command: list[str], point: str = "none", n: int = 0) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", KILLER, point, str(n), *command, "-q"],
+        [sys.executable, "-c", KILLER, point, str(n), *command],
         capture_output=True,
         text=True,
         timeout=600,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import logging
 import sys
 import types
 import typing
@@ -202,11 +204,56 @@ def print_estimate(estimate, engine: str = "local") -> None:
         click.echo(line)
 
 
+@contextlib.contextmanager
+def quieted(quiet: bool = True):
+    """With ``quiet``, no progress bar (ours, transformers' model loading and GGUF conversion,
+    huggingface_hub's) and no stage line (warm-up, resumes) for the duration; the libraries'
+    settings are restored afterwards. The result lines of a command still print."""
+    if not quiet:
+        yield
+        return
+    ours = logging.getLogger("influcoder")
+    level = ours.level
+    restore = []
+    try:
+        ours.setLevel(logging.WARNING)
+        with contextlib.suppress(ImportError):
+            from huggingface_hub import utils as hub_utils
+
+            if not hub_utils.are_progress_bars_disabled():  # restored last, as it was
+                hub_utils.disable_progress_bars()
+                restore.append(hub_utils.enable_progress_bars)
+        with contextlib.suppress(ImportError):
+            from transformers.utils import logging as hf_logging
+
+            if hf_logging.is_progress_bar_enabled():
+                hf_logging.disable_progress_bar()  # huggingface_hub's bars too
+                restore.append(hf_logging.enable_progress_bar)
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
+            restore.append(functools.partial(hf_logging.set_verbosity, verbosity))
+            # the GGUF conversion bar is a bare tqdm; transformers' own tqdm obeys the switch
+            from transformers import modeling_gguf_pytorch_utils as gguf
+
+            bare = gguf.tqdm
+            gguf.tqdm = hf_logging.tqdm
+            restore.append(functools.partial(setattr, gguf, "tqdm", bare))
+        yield
+    finally:
+        ours.setLevel(level)
+        for undo in reversed(restore):
+            undo()
+
+
 def handle_errors(f):
+    """Prints an :class:`InflucoderError` as one clean line (exit status 2); a command's
+    ``quiet`` flag runs it :func:`quieted`."""
+
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
-            return f(*args, **kwargs)
+            with quieted(bool(kwargs.get("quiet"))):
+                return f(*args, **kwargs)
         except InflucoderError as e:
             click.echo(f"Error: {e}", err=True)
             sys.exit(e.exit_code)

@@ -82,7 +82,12 @@ def prepare_adapter(
                 f"{args.adapter}: not a PEFT adapter directory (no adapter_config.json)"
             )
         peft_model = load_adapter(model, args.adapter).to(device)
-        return peft_model, "user", _peft_config(peft_model), 0.0
+        config = _peft_config(peft_model)
+        logger.info(
+            f"LoRA adapter {args.adapter}: targets {', '.join(config['targets'])}, "
+            f"rank {config['rank']}, alpha {config['alpha']}"
+        )
+        return peft_model, "user", config, 0.0
     try:
         peft_model = attach_lora(
             model,
@@ -106,11 +111,14 @@ def prepare_adapter(
     order = rng.permutation(len(tokenized))
     bs = args.warmup_batch_size
     batches = [[tokenized[i] for i in order[j : j + bs]] for j in range(0, len(order), bs)]
-    logger.info(
-        f"warming up the LoRA adapter: {args.warmup_steps} steps of {bs} samples, "
-        f"lr {args.warmup_lr}"
-    )
     steps = min(args.warmup_steps, DRY_RUN_WARMUP_STEPS) if dry_run else args.warmup_steps
+    if dry_run:  # timed on its first steps only: their losses would read as the warm-up's
+        logger.info(f"timing the LoRA warm-up on {steps} of its {args.warmup_steps} steps")
+    else:
+        logger.info(
+            f"warming up the LoRA adapter: {args.warmup_steps} steps of {bs} samples, "
+            f"lr {args.warmup_lr}"
+        )
     start = time.perf_counter()
     losses = warmup(
         peft_model,
@@ -123,7 +131,8 @@ def prepare_adapter(
         gradient_checkpointing=args.gradient_checkpointing,
         moments=moments,
     )
-    logger.info(f"warm-up loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    if not dry_run:
+        logger.info(f"warm-up loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     skipped = (time.perf_counter() - start) / steps * (args.warmup_steps - steps)
     return peft_model, "warmup", None, skipped
 

@@ -46,6 +46,9 @@ GradientTarget = Literal["lora", "lora-b", "full"]
 Precondition = Literal["none", "adam"]
 
 ADAPTER_INITS: tuple[str, ...] = get_args(AdapterInit)
+
+#: ``adapter_init`` of a run given an ``--adapter``: set for it, never chosen.
+GIVEN_ADAPTER = "given"
 TRUNCATION_POLICIES: tuple[str, ...] = get_args(Truncation)
 TEMPLATES: tuple[str, ...] = get_args(Template)
 GRADIENT_DTYPES: tuple[str, ...] = get_args(GradientDtype)
@@ -188,7 +191,11 @@ class CollectArguments:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.bf16 and self.precision == "fp32":
             raise ValueError("bf16 and precision 'fp32' contradict each other; give one")
-        if self.adapter_init not in ADAPTER_INITS:
+        if self.adapter is not None:
+            self._describe_given_adapter()
+        elif self.adapter_init == GIVEN_ADAPTER:
+            raise ValueError("adapter_init 'given' stands for an adapter; give one")
+        if self.adapter_init not in (*ADAPTER_INITS, GIVEN_ADAPTER):
             raise ValueError(
                 f"adapter_init must be one of {ADAPTER_INITS}, got {self.adapter_init!r}"
             )
@@ -226,6 +233,28 @@ class CollectArguments:
         bad = [t for t in self.lora_targets if "embed" in t or "lm_head" in t]
         if bad:
             raise ValueError(f"LoRA targets may not include embeddings or the LM head: {bad}")
+
+    def _describe_given_adapter(self) -> None:
+        """With an adapter, the settings say what it is (its own targets, rank and alpha from
+        its adapter_config.json, ``adapter_init`` 'given'), not the defaults it overrides; an
+        unreadable config is left to the loading to refuse, by name."""
+        import json
+        from pathlib import Path
+
+        self.adapter_init = GIVEN_ADAPTER
+        try:
+            config = json.loads(Path(self.adapter, "adapter_config.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return
+        targets = config.get("target_modules") if isinstance(config, dict) else None
+        if isinstance(targets, str):
+            self.lora_targets = (targets,)
+        elif isinstance(targets, list) and targets:
+            self.lora_targets = tuple(sorted(str(t) for t in targets))
+        for key, name in (("r", "lora_rank"), ("lora_alpha", "lora_alpha")):
+            value = config.get(key) if isinstance(config, dict) else None
+            if isinstance(value, (int, float)) and value == int(value) and value >= 1:
+                setattr(self, name, int(value))
 
     def to_dict(self) -> dict:
         d = asdict(self)
