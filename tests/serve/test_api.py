@@ -409,3 +409,14 @@ def test_a_bug_is_a_500_and_the_server_keeps_serving(service, monkeypatch):
         assert r.status_code == 500 and r.json()["error"].startswith("internal error")
         monkeypatch.undo()
         assert c.get("/api/samples/p1").status_code == 200
+
+
+@pytest.mark.parametrize("temperature", ["1e999", "Infinity", "NaN", "5e-324"])
+def test_an_unusable_temperature_is_a_422_not_a_500(client, temperature):
+    """An infinite, not-a-number or subnormal temperature made the group scores infinite, and
+    the answer failed to encode (a 500); it is refused with the field named."""
+    body = f'{{"text": "{QUERY}", "group_by": "topic", "temperature": {temperature}}}'
+    r = client.post("/api/attribute", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert "temperature" in r.text
+    assert client.post("/api/attribute", json={"text": QUERY}).status_code == 200

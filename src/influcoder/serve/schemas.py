@@ -116,8 +116,11 @@ class _Options(_Request):
     )
     temperature: float = Field(
         DEFAULT_GROUP_TEMPERATURE,
-        gt=0,
-        description="of the softmax group score (AirRep's, see influcoder.attribution.groups)",
+        ge=1e-6,
+        le=1e6,
+        allow_inf_nan=False,
+        description="of the softmax group score (AirRep's, see influcoder.attribution.groups); "
+        "finite, between 1e-6 and 1e6 (a smaller one makes the scores over it overflow)",
     )
 
     def filter_tuples(self) -> dict[str, tuple[str, ...]]:
