@@ -238,21 +238,18 @@ class CollectArguments:
         """With an adapter, the settings say what it is (its own targets, rank and alpha from
         its adapter_config.json, ``adapter_init`` 'given'), not the defaults it overrides; an
         unreadable config is left to the loading to refuse, by name."""
-        import json
-        from pathlib import Path
-
         self.adapter_init = GIVEN_ADAPTER
         try:
-            config = json.loads(Path(self.adapter, "adapter_config.json").read_text("utf-8"))
-        except (OSError, ValueError):
+            config = read_adapter_config(self.adapter)
+        except ValueError:
             return
-        targets = config.get("target_modules") if isinstance(config, dict) else None
+        targets = config.get("target_modules")
         if isinstance(targets, str):
             self.lora_targets = (targets,)
         elif isinstance(targets, list) and targets:
             self.lora_targets = tuple(sorted(str(t) for t in targets))
         for key, name in (("r", "lora_rank"), ("lora_alpha", "lora_alpha")):
-            value = config.get(key) if isinstance(config, dict) else None
+            value = config.get(key)
             if isinstance(value, (int, float)) and value == int(value) and value >= 1:
                 setattr(self, name, int(value))
 
@@ -295,8 +292,9 @@ def resolve_lora_layers(spec: str, n_layers: int | None) -> list[int] | None:
     return sorted(layers)
 
 
-def read_adapter_base(adapter: str) -> str | None:
-    """``base_model_name_or_path`` of a PEFT adapter directory's ``adapter_config.json``."""
+def read_adapter_config(adapter: str) -> dict:
+    """A PEFT adapter directory's ``adapter_config.json``; a ValueError naming the file when
+    there is none or it is not a readable JSON object."""
     import json
     from pathlib import Path
 
@@ -309,7 +307,12 @@ def read_adapter_base(adapter: str) -> str | None:
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: cannot read: {e}") from None
-    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    return config if isinstance(config, dict) else {}
+
+
+def read_adapter_base(adapter: str) -> str | None:
+    """``base_model_name_or_path`` of a PEFT adapter directory's ``adapter_config.json``."""
+    base = read_adapter_config(adapter).get("base_model_name_or_path")
     return base if isinstance(base, str) and base else None
 
 
