@@ -24,13 +24,22 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# After `make demo`: the causal check on the demo's stores (remove, retrain, measure; about an
-# hour on 2 CPU cores, resumable). docs/VALIDATION.md explains it and shows our figures.
+# After `make demo`: the causal instrument on the demo (docs/VALIDATION.md): 64 half-pool
+# retraining runs (two at a time), every method's LDS on 130 queries (validation block: the 40
+# training queries; report block: the 18 test and 72 held-out queries), per block and kind.
+# About an hour on 2 CPU cores; resumable (rerun it). VALIDATE_FLAGS=--dry-run estimates it.
+LDS = runs/demo/lds
+VALIDATE_FLAGS ?=
 validate: install
-	OMP_NUM_THREADS=1 $(BIN)/influcoder validate runs/demo/grad_pool runs/demo/grad_train_queries \
-	    runs/demo/grad_test_queries --where label=harmful --label-field label --positive harmful \
-	    -e distilled=runs/demo/encoder -e untrained=all-minilm-l6-v2 --lds-subsets 16 \
-	    --out runs/demo/validate
+	$(BIN)/influcoder collect runs/demo/data/lds_queries.jsonl --like runs/demo/grad_pool \
+	    --out $(LDS)/grad_queries -q
+	OMP_NUM_THREADS=1 $(BIN)/influcoder validate runs/demo/grad_pool $(LDS)/grad_queries \
+	    $(LDS)/grad_queries --where label=harmful --baselines none --seeds 0 --lds-subsets 64 \
+	    --lds-by part --label-field label --positive harmful --workers 2 --out $(LDS) $(VALIDATE_FLAGS)
+	test -n "$(VALIDATE_FLAGS)" || for by in block part; do \
+	  $(BIN)/influcoder lds $(LDS)/runs runs/demo/grad_pool $(LDS)/grad_queries \
+	    -e distilled=runs/demo/encoder -e untrained=all-minilm-l6-v2 \
+	    --baselines bm25,tfidf,random --by $$by --json $(LDS)/lds_$$by.json || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs

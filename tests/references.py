@@ -34,6 +34,7 @@ def reference_gradients(
     second_moments=None,
     eps: float = 1e-8,
     with_norms: bool = False,
+    kfac=None,
 ):
     """The slow, obviously-correct version of :class:`GradientComputer` (tests only).
 
@@ -49,6 +50,8 @@ def reference_gradients(
     ``second_moments`` (``f"{module name}.weight"`` -> a tensor of the weight's shape):
     each weight's gradient is divided elementwise by ``sqrt(v) + eps`` before anything else
     (Adam preconditioning). ``with_norms``: also return each row's norm before normalising.
+    ``kfac`` (K-FAC factors by weight name): each weight gradient ``G`` (as ``[out, in]``)
+    becomes ``S^-1/2 G A^-1/2``, the roots taken by ``kfac.inverse_root``.
     """
     if sketch_dim < 0:
         raise ValueError(f"sketch_dim must be >= 0 (0: no projection), got {sketch_dim}")
@@ -74,6 +77,11 @@ def reference_gradients(
                         g / (second_moments[f"{name}.weight"].to(g.device).float().sqrt() + eps)
                         for g, (name, _) in zip(grads, modules)
                     ]
+                if kfac is not None:
+                    grads = [
+                        _kfac_apply(g, kfac, f"{name}.weight", isinstance(module, nn.Linear))
+                        for g, (name, module) in zip(grads, modules)
+                    ]
                 rows.append(torch.cat([g.reshape(-1) for g in grads]))
     finally:
         for w, grad in zip(weights, saved_grads):
@@ -92,6 +100,55 @@ def reference_gradients(
         vectors = projected
     unit, norms = unit_rows_and_norms(vectors)
     return (unit, norms) if with_norms else unit
+
+
+def _kfac_apply(grad: torch.Tensor, factors, name: str, linear: bool) -> torch.Tensor:
+    """``S^-1/2 G A^-1/2`` for a Linear's ``[out, in]`` gradient (a Conv1D's is ``[in, out]``)."""
+    from influcoder.groundtruth.kfac import inverse_root
+
+    root_in = inverse_root(factors[name + ".kfac_in"]).to(grad.device)
+    root_out = inverse_root(factors[name + ".kfac_out"]).to(grad.device)
+    g = grad if linear else grad.T
+    g = root_out @ g @ root_in
+    return g if linear else g.T
+
+
+def reference_kfac(model: nn.Module, batch: Sequence[TokenizedSample], modules) -> dict:
+    """The slow K-FAC factors: one sample at a time (no padding), each module's input rows
+    kept by a forward hook and its output's gradient taken with ``torch.autograd.grad`` of the
+    sample's mean response loss; ``x x^T`` and ``g g^T`` summed over every token of every
+    sample and divided by the number of tokens."""
+    device = model_device(model)
+    sums, tokens = {}, 0
+    with torch.enable_grad(), FrozenExcept(model, [], train=False):
+        inputs, outputs = {}, {}
+        for sample in batch:
+
+            def keep(name):
+                def hook(module, args, output):
+                    inputs[name], outputs[name] = args[0].detach(), output
+
+                return hook
+
+            handles = [m.register_forward_hook(keep(n)) for n, m in modules]
+            try:
+                ids = torch.tensor([sample.input_ids], device=device)
+                embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+                labels = torch.tensor([sample.labels], device=device)
+                loss = model(inputs_embeds=embeds, labels=labels, use_cache=False).loss
+                names = [n for n, _ in modules]
+                grads = torch.autograd.grad(loss, [outputs[n] for n in names])
+            finally:
+                for h in handles:
+                    h.remove()
+            tokens += len(sample.input_ids)
+            for name, g in zip(names, grads):
+                x = inputs[name].reshape(-1, inputs[name].shape[-1]).double()
+                g = g.reshape(-1, g.shape[-1]).double()
+                for key, rows in ((".weight.kfac_in", x), (".weight.kfac_out", g)):
+                    outer = sum(torch.outer(r, r) for r in rows)
+                    sums[name + key] = sums.get(name + key, 0) + outer
+    return {key: (total / tokens).float().cpu() for key, total in sums.items()}
 
 
 def countsketch_matrix(sketch: CountSketch, blocks: list[tuple[str, int]]) -> torch.Tensor:

@@ -43,7 +43,7 @@ def collect(data, out, *args):
     return open_store(out)
 
 
-def store_reference(store, *, second_moments=None):
+def store_reference(store, *, second_moments=None, kfac=None):
     """The one-sample-at-a-time reference of a store's rows and norms: its saved adapter on
     the base model, plain autograd per sample, the dense sketch."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -70,6 +70,7 @@ def store_reference(store, *, second_moments=None):
         sketch_dim=args["sketch_dim"],
         sketch_seed=args["sketch_seed"],
         second_moments=second_moments,
+        kfac=kfac,
         with_norms=True,
     )
 

@@ -129,7 +129,7 @@ def prepare_adapter(
         progress=progress,
         max_tokens=args.batch_tokens,
         gradient_checkpointing=args.gradient_checkpointing,
-        moments=moments,
+        moments=moments if args.precondition == "adam" else None,
     )
     if not dry_run:
         logger.info(f"warm-up loss {losses[0]:.3f} -> {losses[-1]:.3f}")
@@ -152,6 +152,8 @@ def settle_precondition(
         squared_gradient_moments,
     )
 
+    if args.precondition == "kfac":
+        return _settle_kfac(args, peft_model, tokenized, moments, stored)
     if stored is not None and "precondition" in stored.setup["gradient"]:
         source = stored.setup["gradient"]["precondition"]["source"]
     elif moments:
@@ -177,6 +179,30 @@ def settle_precondition(
             )
         )
     return {"kind": "adam", "source": source, "eps": ADAM_EPS, "sha256": moments_digest(moments)}
+
+
+def _settle_kfac(args: CollectArguments, peft_model, tokenized, factors: dict, stored) -> dict:
+    """K-FAC's factors (``factors``, filled in place): a store's as saved, else fitted on the
+    ``pool-sample`` batches of ``tokenized`` (:mod:`~influcoder.groundtruth.kfac`)."""
+    from influcoder.groundtruth.kfac import KFAC_DAMPING, fit_kfac
+    from influcoder.groundtruth.lora import gradient_modules
+    from influcoder.groundtruth.precondition import moment_batches, moments_digest
+
+    if not factors:
+        if stored is not None:
+            raise StoreError(f"{stored.path}: its gradients are not K-FAC preconditioned")
+        batches = moment_batches(tokenized, args.warmup_batch_size, args.seed)
+        logger.info(
+            f"K-FAC factors from {sum(len(b) for b in batches)} samples "
+            f"({len(batches)} batches of {args.warmup_batch_size})"
+        )
+        factors.update(fit_kfac(peft_model, batches, gradient_modules(peft_model, "lora")))
+    return {
+        "kind": "kfac",
+        "source": "pool-sample",
+        "damping": KFAC_DAMPING,
+        "sha256": moments_digest(factors),
+    }
 
 
 def save_adapter(folder: Path, peft_model, moments: dict | None, base: str | None = None) -> None:

@@ -128,7 +128,7 @@ class CollectJob(StoreJob):
             stored.setup["gradient"]["precision"] if stored else None,
         )
         torch.manual_seed(args.seed)
-        moments = {} if args.precondition == "adam" else None
+        moments = None if args.precondition == "none" else {}
         peft_model, origin, adapter_config, self.skipped_seconds = prepare_adapter(
             model,
             args,
@@ -184,7 +184,7 @@ class CollectJob(StoreJob):
             bf16=bf16,
             pad_token_id=tokenizer.pad_token_id,
             gradient_checkpointing=args.gradient_checkpointing,
-            preconditioner=moments,
+            **preconditioning(args.precondition, moments),
         )
 
         def write_adapter(store_dir: Path) -> None:
@@ -224,6 +224,14 @@ class CollectJob(StoreJob):
             },
             lengths=lambda: [len(t.input_ids) for t in tokenized],
         )
+
+
+def preconditioning(kind: str, factors: dict | None) -> dict:
+    """:class:`GradientComputer`'s keyword for a store's saved preconditioner: Adam's second
+    moments or K-FAC's factors (``kind``, the store's ``--precondition``)."""
+    if factors is None or kind == "none":
+        return {}
+    return {"kfac": factors} if kind == "kfac" else {"preconditioner": factors}
 
 
 def collect(
@@ -394,7 +402,7 @@ class GradientWorker(CheckedWorker):
             sketch_dim=self.args.sketch_dim,
             sketch_seed=self.args.sketch_seed,
             bf16=self.bf16,
-            preconditioner=moments,
+            **preconditioning(self.args.precondition, moments),
             pad_token_id=self.pad_token_id,
             gradient_checkpointing=self.args.gradient_checkpointing,
         )

