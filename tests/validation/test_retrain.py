@@ -188,3 +188,17 @@ def test_a_layered_recipe_retrains_only_those_blocks(tiny_model_dir):
     found = retrainer.run([0, 1, 2, 3], 0)["heldout"]
     everywhere = Retrainer(recipe_for(tiny_model_dir), POOL, EVAL, ARGS).run([0, 1, 2, 3], 0)
     assert not np.allclose(found, everywhere["heldout"])
+
+
+def test_a_sample_in_several_sets_is_measured_once_with_the_same_losses(tiny_model_dir):
+    """The control drawn from the held-out file: every set gets its own losses, in its own
+    order, as if measured alone, and the shared samples are evaluated once."""
+    heldout = EVAL["heldout"] + [Sample(id="q2", prompt="Name a colour.", response="Blue.")]
+    sets = {"heldout": heldout, "control": [heldout[2], heldout[0]]}
+    both = Retrainer(recipe_for(tiny_model_dir), POOL, sets, ARGS)
+    assert len(both._unique) == 3
+    found = both.run([0, 1, 2, 3], 0)
+    alone = Retrainer(recipe_for(tiny_model_dir), POOL, {"control": sets["control"]}, ARGS)
+    np.testing.assert_allclose(found["control"], alone.run([0, 1, 2, 3], 0)["control"], rtol=1e-5)
+    np.testing.assert_array_equal(found["control"], found["heldout"][[2, 0]])
+    assert found["heldout"].shape == (3,)

@@ -145,6 +145,18 @@ class Retrainer:
 
         self.pool = tokenize(pool, "the pool")
         self.eval_sets = {name: tokenize(samples, name) for name, samples in eval_sets.items()}
+        # a sample in several sets (the control drawn from the held-out file) is measured once
+        self._unique, self._rows = [], {}
+        seen = {}
+        for name, tokenized in self.eval_sets.items():
+            rows = []
+            for t in tokenized:
+                key = (tuple(t.input_ids), tuple(t.labels))
+                if key not in seen:
+                    seen[key] = len(self._unique)
+                    self._unique.append(t)
+                rows.append(seen[key])
+            self._rows[name] = np.asarray(rows, dtype=np.int64)
         self._base = model.to(self.device)
         self._peft = None
 
@@ -206,7 +218,7 @@ class Retrainer:
         if keep.size == 0:
             model = self._fresh_adapter(seed)
             model.eval()
-            return {name: self.losses(model, t) for name, t in self.eval_sets.items()}
+            return self._evaluate(model)
         if len(np.unique(keep)) != keep.size or keep.min() < 0 or keep.max() >= self.n_pool:
             raise ValueError("keep must be distinct pool indices")
         kept = np.zeros(self.n_pool, dtype=bool)
@@ -218,7 +230,12 @@ class Retrainer:
             model, self._batches(order), self.steps(len(order)), seed, self.progress
         )
         logger.debug(f"training loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-        return {name: self.losses(model, tokenized) for name, tokenized in self.eval_sets.items()}
+        return self._evaluate(model)
+
+    def _evaluate(self, model) -> dict[str, np.ndarray]:
+        """Name -> per-sample loss of each evaluation set, every distinct sample measured once."""
+        losses = self.losses(model, self._unique)
+        return {name: losses[rows] for name, rows in self._rows.items()}
 
     def time_step(self, steps: int = 2) -> tuple[float, float]:
         """``(seconds per optimiser step, seconds per evaluation of every set)``, measured on a
@@ -234,8 +251,7 @@ class Retrainer:
         self._train(model, batches[1:], steps, 0)
         per_step = (time.perf_counter() - start) / steps
         start = time.perf_counter()
-        for tokenized in self.eval_sets.values():
-            self.losses(model, tokenized)
+        self._evaluate(model)
         return per_step, time.perf_counter() - start
 
     def losses(self, model, tokenized) -> np.ndarray:
