@@ -373,3 +373,34 @@ def test_lds_scores_a_store_pair_by_inner_product(stores, serial, tmp_path):  # 
     assert found["inner"]["lds"] == pytest.approx(expected["lds"], abs=1e-12)
     r = run("lds", serial / "runs", stores / "pool", stores / "heldout", "-m", f"x={pair},dot")
     assert r.exit_code == 2 and "cosine, inner" in r.output
+
+
+def test_ceiling_benchmark_is_the_seed_to_seed_spearman(stores, serial, tmp_path, capsys):  # noqa: F811
+    """The same subsets trained with another seed: per query, the Spearman between the two
+    seeds' losses over the subsets, by hand; a store against itself agrees perfectly."""
+    from influcoder import open_store
+    from influcoder.validation.runstore import open_runs
+    from influcoder.validation.saved import measured_queries
+    from tests.benchmarks.test_bench_peers import _bench
+
+    other = tmp_path / "seed1"
+    r = validate(stores, other, *LDS, "--seeds", "1", "--baselines", "none")
+    assert r.exit_code == 0, r.output
+    bench = _bench("lds_ceiling")
+    out = tmp_path / "c.json"
+    args = [str(serial / "runs"), str(other / "runs"), str(stores / "heldout"), "--by", "label"]
+    bench.main([*args, "--n-boot", "50", "--json", str(out)])
+    assert "4 subsets trained with both seeds" in capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    queries = open_store(stores / "heldout").samples
+    a, b = open_runs(serial / "runs"), open_runs(other / "runs")
+    cols, parts = measured_queries(a, queries)
+    la = np.concatenate([a.lds_runs()[1][n][:, p] for n, p in parts], axis=1)
+    lb = np.concatenate([b.lds_runs()[1][n][:, p] for n, p in parts], axis=1)
+    by_hand = [spearmanr(la[:, q], lb[:, q])[0] for q in range(la.shape[1])]
+    by_hand = np.nan_to_num(by_hand, nan=0.0)
+    assert figures["all"]["seed_to_seed"] == pytest.approx(by_hand.mean())
+    assert figures["all"]["ceiling"] == pytest.approx(np.sqrt(np.clip(by_hand, 0, None)).mean())
+    assert not np.allclose(la, lb)  # another seed, other losses
+    bench.main([str(serial / "runs"), str(serial / "runs"), str(stores / "heldout")])
+    assert "1.000" in capsys.readouterr().out
