@@ -59,9 +59,9 @@ class RunsArguments:
         default=10.0,
         metadata={"help": "largest weight of a pair (its gap in standardised loss, clipped)"},
     )
-    runs: int = field(
+    train_runs: int = field(
         default=0,
-        metadata={"help": "train on the first N training runs (0: all of them)"},
+        metadata={"help": "train on N of the training runs (0: all of them)"},
     )
     heldout_runs: float = field(
         default=0.25,
@@ -80,8 +80,10 @@ class RunsArguments:
     def __post_init__(self) -> None:
         if self.pooling not in POOLING_CHOICES:
             raise ValueError(f"pooling must be one of {POOLING_CHOICES}, got {self.pooling!r}")
-        if self.epochs < 0 or self.runs < 0:
-            raise ValueError(f"epochs and runs must be >= 0, got {self.epochs} and {self.runs}")
+        if self.epochs < 0 or self.train_runs < 0:
+            raise ValueError(
+                f"epochs and train_runs must be >= 0, got {self.epochs} and {self.train_runs}"
+            )
         if min(self.batch_query, self.batch_pool, self.max_seq_length) < 1:
             raise ValueError("batch_query, batch_pool and max_seq_length must be >= 1")
         if min(self.lr, self.pooling_lr, self.temperature, self.max_weight) <= 0:
@@ -97,7 +99,7 @@ class RunsArguments:
 @dataclass
 class RunsSplit:
     """Run (row) and query (column) indices by role, each sorted; ``train_runs`` are the
-    runs training uses (the first ``runs`` of the training side when a number is given)."""
+    runs training uses (``train_runs`` of the training side when a number is given)."""
 
     train_runs: np.ndarray
     heldout_runs: np.ndarray
@@ -110,7 +112,7 @@ class RunsSplit:
 
 def split_runs(n_runs: int, n_queries: int, args: RunsArguments) -> RunsSplit:
     """Hold out ``round(share * n)`` of the runs and of the queries, drawn from a generator
-    seeded with ``args.seed`` (the same split whatever ``args.runs``: a curve over the number
+    seeded with ``args.seed`` (the same split whatever ``args.train_runs``: a curve over the number
     of training runs is judged on one held-out set). Training keeps at least 2 runs and 1
     query; a held-out side, when there is one, at least 2 runs and 1 query."""
     rng = np.random.default_rng(args.seed)
@@ -123,10 +125,12 @@ def split_runs(n_runs: int, n_queries: int, args: RunsArguments) -> RunsSplit:
             "held-out side 2 runs"
         )
     train = run_order[n_hr:]
-    if args.runs:
-        if args.runs > len(train):
-            raise ValueError(f"runs={args.runs} asked for, {len(train)} training runs there")
-        train = train[: args.runs]
+    if args.train_runs:
+        if args.train_runs > len(train):
+            raise ValueError(
+                f"train_runs={args.train_runs} asked for, {len(train)} training runs there"
+            )
+        train = train[: args.train_runs]
     if len(train) < 2:
         raise ValueError("training needs at least 2 runs")
     return RunsSplit(

@@ -234,20 +234,24 @@ def train_on_runs(
     encoder.eval()
     result.pooling = pooling.config()
     if out_dir is not None:
-        card = {
-            "format": RUNS_CARD_FORMAT,
-            "format_version": RUNS_CARD_VERSION,
-            "args": args.to_dict(),
-            "split": split.to_dict(),
-            "pooling": result.pooling,
-            "untrained": result.untrained,
-            "history": result.history,
-            "max_seq_length": encoder.max_seq_length,
-            **(extra_card or {}),
-        }
+        card = {**runs_card(encoder, args, result), **(extra_card or {})}
         save_runs_encoder(encoder, out_dir, card, base_dir)
         result.path = Path(out_dir)
     return result
+
+
+def runs_card(encoder, args: RunsArguments, result: RunsResult) -> dict[str, Any]:
+    """The card of an encoder trained on runs: settings, split, pooling, held-out figures."""
+    return {
+        "format": RUNS_CARD_FORMAT,
+        "format_version": RUNS_CARD_VERSION,
+        "args": args.to_dict(),
+        "split": result.split.to_dict(),
+        "pooling": result.pooling,
+        "untrained": result.untrained,
+        "history": result.history,
+        "max_seq_length": encoder.max_seq_length,
+    }
 
 
 def save_runs_encoder(encoder, out_dir, card: dict, base_dir=None) -> None:
