@@ -14,7 +14,8 @@ import numpy as np
 from influcoder.distillation.settings import DEFAULT_MICRO_BATCH
 
 POOLING_CHOICES = ("sum", "attention")
-DEFAULT_RUNS_LR = 5e-5
+#: distill's default rate: a few steps an epoch on a demo-sized run store.
+DEFAULT_RUNS_LR = 2e-4
 #: Learning rate of the attention pooling's vector: it starts at 0 and is one vector, so it
 #: moves at a rate of its own.
 DEFAULT_POOLING_LR = 1e-2

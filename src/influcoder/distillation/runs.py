@@ -123,6 +123,7 @@ def train_on_runs(
     out_dir: str | Path | None = None,
     base_dir: str | Path | None = None,
     progress: bool = True,
+    judge: bool = True,
     extra_card: dict[str, Any] | None = None,
 ) -> RunsResult:
     """Train ``encoder`` (a ``SentenceTransformer``, in place) on retraining runs.
@@ -140,6 +141,8 @@ def train_on_runs(
         base_dir: the directory ``encoder`` was loaded from; its ``influcoder_distill.json``
             (a gradient distillation's card) is kept in ``out_dir``.
         progress: show a progress bar.
+        judge: compute the held-out figures before training and after every epoch (False:
+            the caller judges; saves encoding the pool once an epoch).
 
     Returns:
         A :class:`RunsResult`.
@@ -173,8 +176,8 @@ def train_on_runs(
     dim = embed_texts(encoder, pool_texts[:1], args, cosine).shape[1]
     pooling = make_pooling(args.pooling, dim).to(device)
 
-    def judge() -> dict[str, float]:
-        if not held_q or len(held_m) < 2:
+    def figures() -> dict[str, float]:
+        if not judge or not held_q or len(held_m) < 2:
             return {}
         pool = embed_texts(encoder, pool_texts, args, cosine)
         return heldout_figures(
@@ -185,7 +188,7 @@ def train_on_runs(
     if list(pooling.parameters()):
         groups.append({"params": list(pooling.parameters()), "lr": args.pooling_lr})
     optimizer = torch.optim.AdamW(groups)
-    result = RunsResult(split=split, untrained=judge())
+    result = RunsResult(split=split, untrained=figures())
     n_batch = -(-len(split.train_queries) // args.batch_query)
     used_pool = np.flatnonzero(members[split.train_runs].any(axis=0))
     bar = tqdm(total=args.epochs * n_batch, desc="distill-runs", unit="step", disable=not progress)
@@ -225,7 +228,7 @@ def train_on_runs(
             {
                 "epoch": epoch,
                 "train_loss": total / n_batch,
-                **judge(),
+                **figures(),
                 "seconds": time.perf_counter() - start,
                 "cpu_seconds": time.process_time() - cpu,
             }

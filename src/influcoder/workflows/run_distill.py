@@ -26,7 +26,8 @@ from influcoder.io.stores import open_store
 class RunsData:
     """A run store's LDS runs as arrays: ``members`` ``[R, n_pool]`` bool, ``losses`` ``[R,
     Q]`` over the measured ``queries`` (every evaluation set found whole in the query
-    store, each sample once), with where they came from."""
+    store, each sample once; ``columns``: their rows in that store), with where they came
+    from."""
 
     store: object
     pool: list[Sample]
@@ -34,6 +35,7 @@ class RunsData:
     members: np.ndarray
     losses: np.ndarray
     series: dict
+    columns: np.ndarray
 
     def card(self, split) -> dict:
         """The runs and queries an encoder was trained and judged on, for its card."""
@@ -96,6 +98,7 @@ def read_runs(
         members=members,
         losses=losses,
         series={"fraction": fraction, "subset_seed": subset_seed, "count": len(subsets)},
+        columns=cols,
     )
 
 
@@ -106,11 +109,13 @@ def distill_runs(
     *,
     encoder: str,
     progress: bool = True,
+    judge: bool = True,
     device: str = "cpu",
 ):
     """Train ``encoder`` (a name or directory: the untrained encoder, or a gradient-distilled
     one to refine) on ``data``'s runs; save it to ``out`` (None: not saved) and return
-    ``(the trained SentenceTransformer, RunsResult)``. A multi-view encoder directory is
+    ``(the trained SentenceTransformer, RunsResult)``; ``judge``: as
+    :func:`~influcoder.distillation.runs.train_on_runs` takes it. A multi-view encoder directory is
     refused: refining trains one sentence-transformers model (distill with ``--views text
     --head linear`` for one)."""
     from influcoder.distillation.run_settings import RunsArguments
@@ -131,6 +136,7 @@ def distill_runs(
         args,
         out_dir=None,
         progress=progress,
+        judge=judge,
     )
     if out is not None:
         card = {**runs_card(model, args, result), **extra, **data.card(result.split)}
