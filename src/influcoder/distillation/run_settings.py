@@ -8,6 +8,7 @@ judged on runs and queries no training step saw. Importing this module loads no 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class RunsArguments:
             "each subset use embeddings computed without gradients"
         },
     )
-    pooling: str = field(
+    pooling: Literal["sum", "attention"] = field(
         default="sum",
         metadata={
             "help": "how a subset is scored: sum (the linear datamodel LDS scores) or "
