@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import common  # noqa: F401  (offline hub, quiet tokenizers)
 
@@ -123,11 +125,19 @@ def main(argv=None) -> dict:
     for k in parse_ks(a.ks, len(split.train_runs)):
         for name, start in (("runs", a.base), ("distilled+runs", a.encoder_from)):
             cpu = time.process_time()
-            model, _ = distill_runs(
-                data, None, replace(args, train_runs=k), encoder=start, progress=False, judge=False
-            )
-            cpu = round(time.process_time() - cpu, 2)
-            judge(name, encoder_scores(model, data.pool, queries)[0], k, cpu)
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "encoder"
+                distill_runs(
+                    data,
+                    out,
+                    replace(args, train_runs=k),
+                    encoder=start,
+                    progress=False,
+                    judge=False,
+                )
+                cpu = round(time.process_time() - cpu, 2)
+                # scored from its directory, as `influcoder lds -e NAME=DIR` scores it
+                judge(name, encoder_scores(str(out), data.pool, queries)[0], k, cpu)
 
     table = [
         {

@@ -14,6 +14,8 @@ Trade-offs:
 * A step embeds its queries and ``batch_pool`` pool samples with gradients; every other member
   of a subset uses its embedding from the last time it was computed (all of them at the start
   of an epoch, the step's samples after each step), so a step costs the same on any pool.
+* Training runs without dropout, as AirRep's trainer does, so the members embedded with
+  gradients and the cached ones come from the same function.
 * The encoder keeps the last epoch's weights: the held-out figures recorded each epoch (LDS
   on held-out runs x held-out queries, and the ranking loss there) are the judge, so they
   choose nothing.
@@ -170,7 +172,7 @@ def train_on_runs(
 
     train_m = torch.from_numpy(members[split.train_runs].astype(np.float32)).to(device)
     train_l = losses[split.train_runs]
-    held_m = members[np.ix_(split.heldout_runs, np.arange(members.shape[1]))]
+    held_m = members[split.heldout_runs]
     held_l = losses[np.ix_(split.heldout_runs, split.heldout_queries)]
     held_q = [query_texts[j] for j in split.heldout_queries]
     dim = embed_texts(encoder, pool_texts[:1], args, cosine).shape[1]
@@ -195,7 +197,7 @@ def train_on_runs(
     for epoch in range(1, args.epochs + 1):
         start, cpu = time.perf_counter(), time.process_time()
         cache = embed_texts(encoder, pool_texts, args, cosine)
-        encoder.train()
+        encoder.eval()  # no dropout (as AirRep's trainer): the cached members have none
         order = rng.permutation(split.train_queries)
         total = 0.0
         for b in range(n_batch):
@@ -223,7 +225,6 @@ def train_on_runs(
             total += loss.item()
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             bar.update()
-        encoder.eval()
         result.history.append(
             {
                 "epoch": epoch,
