@@ -1,4 +1,5 @@
-"""The ``distill`` command: train an encoder whose scores rank like the gradient influence."""
+"""The ``distill`` and ``distill-runs`` commands: train an encoder whose scores rank like the
+gradient influence, or order retraining runs as their measured losses do."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from influcoder.cli.options import (
     log,
     settings_from,
 )
+from influcoder.distillation.run_settings import RunsArguments
 from influcoder.distillation.settings import DistillArguments
 from influcoder.encoders.settings import DEFAULT_ENCODER
 
@@ -128,4 +130,76 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
             )
             + " cross-validated)"
         )
+    log(f"wrote {out}")
+
+
+@cli.command("distill-runs")
+@click.argument("runs", type=click.Path(exists=True, file_okay=False))
+@click.argument("pool", type=click.Path(exists=True, file_okay=False))
+@click.argument("queries", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "-o", required=True, help="directory for the trained encoder")
+@click.option(
+    "--encoder",
+    default=DEFAULT_ENCODER,
+    show_default=True,
+    help="encoder to start from: the untrained one (AirRep alone) or a gradient-distilled "
+    "sentence-transformers directory (refine it on the runs)",
+)
+@click.option(
+    "--subsets", type=int, default=None, help="use the first N saved subset runs [default: all]"
+)
+@click.option(
+    "--lds-fraction", type=float, default=None, help="which series of subset runs, if several"
+)
+@click.option("--lds-seed", type=int, default=None, help="which series of subset runs, if several")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@device_option(extra=" (training is float32 on either)")
+@dataclass_options(RunsArguments)
+@handle_errors
+def distill_runs(
+    runs, pool, queries, out, encoder, subsets, lds_fraction, lds_seed, quiet, device, **kw
+):
+    """Train an encoder on saved retraining runs (AirRep's objective), or refine a distilled one.
+
+    RUNS is the run store of a validation (OUT/runs of `influcoder validate --lds-subsets
+    M`); POOL and QUERIES are the stores it was run with (QUERIES: its HELDOUT store). For a
+    query x and two subset runs S1, S2, the pooled score <E(x), pool(E(S))> is trained to
+    order the runs as their measured losses on x do (a weighted pairwise logistic loss;
+    --pooling sum or attention). A seeded share of the runs and of the queries is held out
+    (--heldout-runs, --heldout-queries): LDS on held-out runs x held-out queries is printed
+    before training and after every epoch; the last epoch's encoder is saved, a
+    sentence-transformers directory that `lds -e`, `index` and `attribute` take, with
+    influcoder_runs.json (settings, split, runs used, pooling, history).
+
+    \b
+    Examples:
+      influcoder distill-runs runs/v/runs runs/pool runs/hq -o runs/airrep
+      influcoder distill-runs runs/v/runs runs/pool runs/hq -o runs/refined \\
+          --encoder runs/encoder --epochs 2 --pooling attention
+      influcoder lds runs/v/runs runs/pool runs/hq -e airrep=runs/airrep -e refined=runs/refined
+    """
+    from influcoder.workflows.run_distill import distill_runs as train
+    from influcoder.workflows.run_distill import read_runs
+
+    args = settings_from(RunsArguments, kw)
+    data = read_runs(
+        runs, pool, queries, count=subsets, fraction=lds_fraction, subset_seed=lds_seed
+    )
+    log(
+        f"{len(data.members)} subset runs, {len(data.queries)} measured queries, "
+        f"pool of {len(data.pool)}"
+    )
+    try:
+        _, result = train(data, out, args, encoder=encoder, progress=not quiet, device=device)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    sizes = {k: len(v) for k, v in result.split.to_dict().items()}
+    log("split: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+    for name, figures in [("untrained", result.untrained)] + [
+        (f"epoch {h['epoch']}", h) for h in result.history
+    ]:
+        shown = ", ".join(
+            f"{k} {figures[k]:+.3f}" for k in ("train_loss", "lds", "ranking_loss") if k in figures
+        )
+        log(f"{name}: {shown or 'no held-out runs'}")
     log(f"wrote {out}")

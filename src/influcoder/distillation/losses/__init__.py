@@ -11,6 +11,9 @@ and ``labels`` is the ground-truth block ``[P, Q]`` of their influence scores:
 | [pool_features, query_features]: two     | ground-truth influence block ``[P, Q]``|
 | tokenized batches (``P`` and ``Q`` texts)| (pool sample i, query j)               |
 +------------------------------------------+----------------------------------------+
+
+:func:`subset_ranking_loss` is the exception: it learns from retraining runs, not from a
+ground-truth block (scores of pool subsets against queries, and the runs' measured losses).
 """
 
 from influcoder.distillation.losses.influence_distill import InfluenceDistillLoss
@@ -21,6 +24,7 @@ from influcoder.distillation.losses.pearson import (
 )
 from influcoder.distillation.losses.regression import cosine_regression_loss
 from influcoder.distillation.losses.softmax_kl import SoftmaxKLLoss, softmax_kl_loss
+from influcoder.distillation.losses.subset_ranking import subset_ranking_loss
 
 __all__ = [
     "InfluenceDistillLoss",
@@ -30,4 +34,5 @@ __all__ = [
     "cosine_regression_loss",
     "pearson_loss",
     "softmax_kl_loss",
+    "subset_ranking_loss",
 ]
