@@ -48,6 +48,7 @@ from influcoder.workflows.demo_data import (  # noqa: F401 (the demo's data, re-
 
 logger = logging.getLogger(__name__)
 
+
 class _Stage:
     """Logs a stage header and its wall time."""
 

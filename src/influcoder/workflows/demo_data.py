@@ -141,5 +141,3 @@ def write_jsonl(path: Path, samples: list[Sample]) -> None:
         for s in samples
     )
     atomic_write_bytes(path, lines.encode("utf-8"))
-
-
