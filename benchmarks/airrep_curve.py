@@ -50,7 +50,12 @@ def parse_ks(text: str, n_train: int) -> list[int]:
 def main(argv=None) -> dict:
     import numpy as np
 
-    from influcoder.distillation.run_settings import POOLING_CHOICES, RunsArguments, split_runs
+    from influcoder.distillation.run_settings import (
+        POOLING_CHOICES,
+        RunsArguments,
+        heldout_mask,
+        split_runs,
+    )
     from influcoder.encoders.settings import DEFAULT_ENCODER
     from influcoder.evaluation.baselines import bm25_scores, encoder_scores, random_scores
     from influcoder.groundtruth.influence import cosine_scores
@@ -72,6 +77,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch-pool", type=int, default=32)
     ap.add_argument("--heldout-runs", type=float, default=RunsArguments.heldout_runs)
     ap.add_argument("--heldout-queries", type=float, default=RunsArguments.heldout_queries)
+    ap.add_argument("--heldout-where", default=None, help="FIELD=VALUE: the held-out queries")
     ap.add_argument("--seed", type=int, default=0, help="split, batches and bootstrap")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--json", default=None, help="also write the rows here")
@@ -84,10 +90,12 @@ def main(argv=None) -> dict:
         batch_pool=a.batch_pool,
         heldout_runs=a.heldout_runs,
         heldout_queries=a.heldout_queries,
+        heldout_where=a.heldout_where,
         seed=a.seed,
     )
     data = read_runs(a.runs, a.pool, a.queries)
-    split = split_runs(*data.losses.shape, args)
+    held = heldout_mask([s.meta for s in data.queries], args.heldout_where)
+    split = split_runs(*data.losses.shape, args, held)
     if len(split.heldout_runs) < 2 or not len(split.heldout_queries):
         raise SystemExit("held-out runs and queries are needed: raise --heldout-runs/-queries")
     held_q = split.heldout_queries

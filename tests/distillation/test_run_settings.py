@@ -37,3 +37,22 @@ def test_no_held_out_side_and_refusals():
         split_runs(8, 4, RunsArguments(train_runs=9))
     with pytest.raises(ValueError, match="pooling must be one of"):
         RunsArguments(pooling="max")
+
+
+def test_heldout_where_holds_out_exactly_the_matching_queries():
+    from influcoder.distillation.run_settings import heldout_mask
+
+    metas = [{"block": "report" if i % 3 == 0 else "validation"} for i in range(12)]
+    args = RunsArguments(heldout_where="block=report", seed=1)
+    mask = heldout_mask(metas, args.heldout_where)
+    split = split_runs(20, 12, args, mask)
+    assert list(split.heldout_queries) == [0, 3, 6, 9]
+    assert list(split.train_queries) == [i for i in range(12) if i % 3]
+    assert split_runs(20, 12, RunsArguments(seed=1)).heldout_runs.tolist() == (
+        split.heldout_runs.tolist()
+    )  # the runs' split does not move
+    assert heldout_mask(metas, None) is None
+    with pytest.raises(ValueError, match="0 of 12 queries match"):
+        heldout_mask(metas, "block=test")
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        RunsArguments(heldout_where="block")

@@ -7,6 +7,7 @@ judged on runs and queries no training step saw. Importing this module loads no 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -73,6 +74,14 @@ class RunsArguments:
         default=0.25,
         metadata={"help": "share of the queries held out for judging (seeded); 0 trains on all"},
     )
+    heldout_where: str | None = field(
+        default=None,
+        metadata={
+            "help": "FIELD=VALUE: hold out the queries whose field has this value (e.g. "
+            "block=report: the queries a gradient-distilled encoder never saw) instead of a "
+            "seeded share of them"
+        },
+    )
     max_seq_length: int = field(default=128, metadata={"help": "tokens per text at most"})
     micro_batch: int = field(
         default=DEFAULT_MICRO_BATCH, metadata={"help": "texts per length-sorted forward pass"}
@@ -90,6 +99,8 @@ class RunsArguments:
             raise ValueError("batch_query, batch_pool and max_seq_length must be >= 1")
         if min(self.lr, self.pooling_lr, self.temperature, self.max_weight) <= 0:
             raise ValueError("lr, pooling_lr, temperature and max_weight must be > 0")
+        if self.heldout_where is not None and "=" not in self.heldout_where:
+            raise ValueError(f"heldout_where must be FIELD=VALUE, got {self.heldout_where!r}")
         for name in ("heldout_runs", "heldout_queries"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -112,14 +123,38 @@ class RunsSplit:
         return {k: [int(i) for i in v] for k, v in asdict(self).items()}
 
 
-def split_runs(n_runs: int, n_queries: int, args: RunsArguments) -> RunsSplit:
-    """Hold out ``round(share * n)`` of the runs and of the queries, drawn from a generator
+def heldout_mask(metas: Sequence[Mapping], where: str | None) -> np.ndarray | None:
+    """The queries (by their ``meta``) that ``where`` (``FIELD=VALUE``) holds out; None
+    without ``where``. No query matching, or every one: ``ValueError``."""
+    if where is None:
+        return None
+    name, value = where.split("=", 1)
+    mask = np.array([str(m.get(name)) == value for m in metas], dtype=bool)
+    if not mask.any() or mask.all():
+        raise ValueError(
+            f"heldout_where {where!r}: {int(mask.sum())} of {len(mask)} queries match; "
+            "it must hold out some queries and leave some to train on"
+        )
+    return mask
+
+
+def split_runs(
+    n_runs: int, n_queries: int, args: RunsArguments, heldout: np.ndarray | None = None
+) -> RunsSplit:
+    """Hold out ``round(share * n)`` of the runs and of the queries (or the queries of the
+    ``heldout`` mask, :func:`heldout_mask`), drawn from a generator
     seeded with ``args.seed`` (the same split whatever ``args.train_runs``: a curve over the number
     of training runs is judged on one held-out set). Training keeps at least 2 runs and 1
     query; a held-out side, when there is one, at least 2 runs and 1 query."""
     rng = np.random.default_rng(args.seed)
     run_order, query_order = rng.permutation(n_runs), rng.permutation(n_queries)
     n_hr, n_hq = round(args.heldout_runs * n_runs), round(args.heldout_queries * n_queries)
+    if heldout is not None:  # the mask's queries first, each side in the seeded order
+        heldout = np.asarray(heldout, dtype=bool)
+        query_order = np.concatenate(
+            [query_order[heldout[query_order]], query_order[~heldout[query_order]]]
+        )
+        n_hq = int(heldout.sum())
     if n_runs - n_hr < 2 or n_queries - n_hq < 1 or n_hr == 1:
         raise ValueError(
             f"too few runs or queries to split: {n_runs} runs ({n_hr} held out) and "

@@ -127,6 +127,7 @@ def train_on_runs(
     progress: bool = True,
     judge: bool = True,
     extra_card: dict[str, Any] | None = None,
+    heldout: np.ndarray | None = None,
 ) -> RunsResult:
     """Train ``encoder`` (a ``SentenceTransformer``, in place) on retraining runs.
 
@@ -145,6 +146,8 @@ def train_on_runs(
         progress: show a progress bar.
         judge: compute the held-out figures before training and after every epoch (False:
             the caller judges; saves encoding the pool once an epoch).
+        heldout: ``[Q]`` bool, the queries to hold out (``args.heldout_where``'s, read from
+            their metadata by the caller); None: a seeded share.
 
     Returns:
         A :class:`RunsResult`.
@@ -161,7 +164,7 @@ def train_on_runs(
         )
     if not np.isfinite(losses).all() or not members.any(axis=1).all():
         raise ValueError("losses must be finite and every run must keep a pool sample")
-    split = split_runs(*losses.shape, args)
+    split = split_runs(*losses.shape, args, heldout)
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     limit = getattr(getattr(encoder[0], "config", None), "max_position_embeddings", None)

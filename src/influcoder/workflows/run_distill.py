@@ -118,7 +118,7 @@ def distill_runs(
     :func:`~influcoder.distillation.runs.train_on_runs` takes it. A multi-view encoder directory is
     refused: refining trains one sentence-transformers model (distill with ``--views text
     --head linear`` for one)."""
-    from influcoder.distillation.run_settings import RunsArguments
+    from influcoder.distillation.run_settings import RunsArguments, heldout_mask
     from influcoder.distillation.runs import runs_card, save_runs_encoder, train_on_runs
     from influcoder.encoders.directory import load_encoder, resolve_encoder
     from influcoder.io.devices import resolve_device
@@ -137,6 +137,7 @@ def distill_runs(
         out_dir=None,
         progress=progress,
         judge=judge,
+        heldout=heldout_mask([s.meta for s in data.queries], args.heldout_where),
     )
     if out is not None:
         card = {**runs_card(model, args, result), **extra, **data.card(result.split)}
