@@ -21,10 +21,10 @@ is scaled to unit length again unless ``similarity`` (optional, ``cosine`` when 
 backend (:mod:`influcoder.encoders.backends`, :mod:`influcoder.encoders.onnx_query`), so
 ONNX, int8 and bf16 serve a multi-view encoder as they serve its backbone. A one-view
 (``text``) directory also has a top-level ``modules.json`` running the backbone and then the
-head as a custom module, so ``SentenceTransformer(path, trust_remote_code=True)`` gives the
-same vectors (:mod:`influcoder.encoders.st_layout`); with several views there is no
-``modules.json`` at the top, so ``SentenceTransformer`` refuses the directory instead of
-silently computing the backbone's vectors without the head. Every one has a ``README.md``.
+head as sentence-transformers' own modules, so plain ``SentenceTransformer(path)`` gives the
+same vectors, with no custom code; a directory of several views has one naming a module that
+refuses in one line, naming influcoder, instead of silently computing the backbone's vectors
+without the head (:mod:`influcoder.encoders.st_layout`). Every one has a ``README.md``.
 """
 
 from __future__ import annotations

@@ -5,9 +5,11 @@ the OpenAPI page at ``/docs``.
 No route writes anything: the index is opened read-only, and the cleaned training file is
 built in memory and sent back. Errors are JSON, ``{"error": "...", "detail": ...}``: 400 for
 malformed JSON, a body that is not UTF-8 or a request the pool cannot answer (an unknown
-metadata field, an id not in the pool), 404 for an unknown sample or path, 405 (with
-``Allow``) for a method a path does not take, 413 for a body over the limit (see guard.py),
-422 for a field missing or out of range; anything else is a bug, answered 500 and logged, and
+metadata field, an id not in the pool), 401 without the token, 404 for an unknown sample or
+path, 405 (with ``Allow``) for a method a path does not take, 413 for a body over the limit
+and 415 for one that is not ``application/json`` (see guard.py), 422 for a field missing or
+out of range (``detail``: each field's problem); every one is declared in the OpenAPI
+description with its body's shape. Anything else is a bug, answered 500 and logged, and
 the server keeps serving.
 """
 
@@ -52,7 +54,11 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
 
 def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     response = error(exc.status_code, str(exc.detail))
-    response.headers.update(exc.headers or {})  # 405: Allow (RFC 9110 requires it)
+    headers = dict(exc.headers or {})  # 405: Allow (RFC 9110 requires it)
+    allow = [m.strip() for m in headers.get("Allow", "").split(",") if m.strip()]
+    if "GET" in allow and "HEAD" not in allow:  # the guard answers HEAD wherever GET is
+        headers["Allow"] = ", ".join([*allow, "HEAD"])
+    response.headers.update(headers)
     return response
 
 

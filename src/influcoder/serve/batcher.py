@@ -24,9 +24,11 @@ _STOP = object()
 class Batcher:
     """Runs ``fn(items) -> results`` (one result per item, in order) over queued items.
 
-    ``submit`` returns a :class:`~concurrent.futures.Future` per item; an exception from
-    ``fn`` fails every item of its batch. Each item's future also gets ``queued_s`` (seconds
-    it waited) and ``batch_size`` attributes, for the timing header."""
+    ``submit`` returns a :class:`~concurrent.futures.Future` per item. When ``fn`` raises on a
+    batch, each of its items is run again alone, so an item that fails fails only its own
+    future: one bad request never fails the others queued with it. Each item's future also
+    gets ``queued_s`` (seconds it waited) and ``batch_size`` attributes, for the timing
+    header."""
 
     def __init__(
         self,
@@ -73,14 +75,20 @@ class Batcher:
             start = time.perf_counter()
             for _, future, queued in batch:
                 future.queued_s, future.batch_size = start - queued, len(batch)
-            try:
-                results = self.fn([item for item, _, _ in batch])
-            except BaseException as e:  # noqa: BLE001 - handed to every waiting request
-                for _, future, _ in batch:
-                    future.set_exception(e)
-                continue
-            for (_, future, _), result in zip(batch, results):
-                future.set_result(result)
+            self._answer(batch)
+
+    def _answer(self, batch: list) -> None:
+        try:
+            results = self.fn([item for item, _, _ in batch])
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting request
+            if len(batch) == 1:
+                batch[0][1].set_exception(e)
+            else:  # find the items that fail: each alone
+                for one in batch:
+                    self._answer([one])
+            return
+        for (_, future, _), result in zip(batch, results):
+            future.set_result(result)
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Stop the workers once the queue is empty."""

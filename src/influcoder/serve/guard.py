@@ -1,12 +1,17 @@
-"""The server's gate (plain ASGI, so it costs microseconds): the token, the body size limit,
-and the timing header.
+"""The server's gate (plain ASGI, so it costs microseconds): the token, the body's size,
+media type and encoding, HEAD, and the timing header.
 
 * With a token, every request under ``/api`` must carry it, as ``Authorization: Bearer
   TOKEN`` or ``?token=TOKEN``; otherwise 401. The page and its static files are public (they
   hold no data), and so is the OpenAPI description of the API.
 * A body larger than ``max_body`` bytes gets 413, whether it says its length up front or
   streams it; the body is read whole here and handed on, so no endpoint sees a partial one.
-  A body that is not UTF-8 gets 400 here (JSON must be UTF-8).
+  A body must be UTF-8 (400 otherwise: JSON must be UTF-8; the routes refuse one not sent as
+  ``Content-Type: application/json`` with 415, with no type too, see :func:`json_media_type`).
+  A NUL byte counts as not UTF-8: JSON text never holds one raw, and UTF-16 or UTF-32 text
+  (which Python's JSON parser would otherwise guess and accept) always does.
+* ``HEAD`` on a GET route is answered as GET without the body (RFC 9110), status and headers
+  alike.
 * Every response gets ``Server-Timing`` (total, and the parts an endpoint recorded in
   ``request.state.timing``: queue, encode, search; ``rest`` is the total less those), which
   ``benchmarks/bench_serve.py`` reads to say where the time goes.
@@ -59,6 +64,45 @@ def replay(body: bytes, receive):
     return receive_body
 
 
+def json_media_type(value: str | None) -> str | None:
+    """Why a ``Content-Type`` is not UTF-8 JSON, or None if it is (the routes' check, so that
+    a method a path does not take is a 405 first)."""
+    if value is None:
+        return "the request has no Content-Type; send 'Content-Type: application/json'"
+    kind, *params = value.lower().split(";")
+    kind = kind.strip()
+    if kind != "application/json" and not kind.endswith("+json"):
+        return f"the body must be JSON: send 'Content-Type: application/json', not '{kind}'"
+    for param in params:
+        name, _, charset = param.partition("=")
+        if name.strip() == "charset" and charset.strip().strip('"') not in ("utf-8", "utf8"):
+            return f"the body must be UTF-8 JSON, not charset={charset.strip()}"
+    return None
+
+
+def utf8_problem(body: bytes) -> str | None:
+    """Why ``body`` is not UTF-8 JSON text, or None if it is."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"request body is not UTF-8 (byte {e.start}: {e.reason})"
+    nul = body.find(b"\x00")
+    if nul >= 0:
+        return f"request body is not UTF-8 JSON (a NUL byte at {nul}: UTF-16 or UTF-32?)"
+    return None
+
+
+def without_body(send):
+    """An ASGI ``send`` that drops the response body (HEAD), keeping its headers."""
+
+    async def send_head(message):
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_head
+
+
 class Guard:
     """ASGI middleware: see the module docstring."""
 
@@ -108,18 +152,16 @@ class Guard:
                 "missing or wrong token: send 'Authorization: Bearer TOKEN' or add ?token=TOKEN",
                 [(b"www-authenticate", b"Bearer")],
             )
+        if scope["method"] == "HEAD":
+            scope, send = {**scope, "method": "GET"}, without_body(send)
         if scope["method"] in ("POST", "PUT", "PATCH"):
             body = await self._read_body(scope, receive)
             if body is None:
                 return await send_error(
                     send, 413, f"request body larger than {self.max_body} bytes"
                 )
-            try:
-                body.decode("utf-8")
-            except UnicodeDecodeError as e:
-                return await send_error(
-                    send, 400, f"request body is not UTF-8 (byte {e.start}: {e.reason})"
-                )
+            if problem := utf8_problem(body):
+                return await send_error(send, 400, problem)
             receive = replay(body, receive)
         timing: dict = {}
         scope.setdefault("state", {})["timing"] = timing

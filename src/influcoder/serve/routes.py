@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from influcoder.serve.guard import json_media_type
 from influcoder.serve.schemas import (
     AggregateRequest,
     Aggregation,
@@ -27,6 +28,7 @@ from influcoder.serve.schemas import (
     Info,
     KeptRequest,
     PoolSample,
+    ValidationErrorResponse,
 )
 from influcoder.serve.service import QueryItem, Service
 
@@ -43,13 +45,21 @@ _ERRORS = {
     401: "the server's token is missing or wrong",
     404: "no such sample",
     413: "the body is larger than the server's limit",
+    415: "the body is not sent as 'Content-Type: application/json'",
     422: "a field missing, of the wrong type or out of range",
 }
 
 
 def errors(*codes: int) -> dict:
-    """The ``responses`` entry documenting ``codes`` as :class:`ErrorResponse` bodies."""
-    return {code: {"model": ErrorResponse, "description": _ERRORS[code]} for code in codes}
+    """The ``responses`` entry documenting ``codes`` with their bodies' models
+    (:class:`ValidationErrorResponse` for 422, :class:`ErrorResponse` for the rest)."""
+    return {
+        code: {
+            "model": ValidationErrorResponse if code == 422 else ErrorResponse,
+            "description": _ERRORS[code],
+        }
+        for code in codes
+    }
 
 
 def error(status: int, message: str, detail=None) -> JSONResponse:
@@ -64,9 +74,17 @@ def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
+def json_body(request: Request) -> None:
+    """A body not sent as JSON is a 415 saying so (without a type FastAPI never parses it, and
+    said "Input should be a valid dictionary")."""
+    if problem := json_media_type(request.headers.get("content-type")):
+        raise HTTPException(415, problem)
+
+
 ServiceDep = Annotated[Service, Depends(get_service)]
 router = APIRouter(prefix="/api", responses=errors(401))
-_POSTED = errors(400, 413, 422)
+_POSTED = errors(400, 413, 415, 422)
+_JSON = [Depends(json_body)]
 
 
 def _record(request: Request, future, result: dict) -> None:
@@ -94,6 +112,7 @@ def info(service: ServiceDep):
     "/attribute",
     response_model=Attribution,
     responses=_POSTED,
+    dependencies=_JSON,
     summary="The pool samples most influential on one output",
 )
 async def attribute(body: AttributeRequest, request: Request, service: ServiceDep):
@@ -110,6 +129,7 @@ async def attribute(body: AttributeRequest, request: Request, service: ServiceDe
     "/attribute/batch",
     response_model=BatchAttribution,
     responses=_POSTED,
+    dependencies=_JSON,
     summary="The same for several outputs",
 )
 async def attribute_batch(body: BatchRequest, service: ServiceDep):
@@ -130,6 +150,7 @@ async def attribute_batch(body: BatchRequest, service: ServiceDep):
     "/aggregate",
     response_model=Aggregation,
     responses=_POSTED,
+    dependencies=_JSON,
     summary="The pool ranked by total influence on a set of outputs (what `filter` removes)",
 )
 def aggregate(body: AggregateRequest, service: ServiceDep):
@@ -158,6 +179,7 @@ _ROWS = {"schema": {"type": "array", "items": {"type": "object"}}}
 @router.post(
     "/filter/kept",
     response_class=Response,
+    dependencies=_JSON,
     responses={
         **_POSTED,
         200: {

@@ -164,15 +164,25 @@ class _Answer(BaseModel):
 
 
 class ErrorResponse(_Answer):
-    """Every error: 400 (malformed JSON, not UTF-8, a request the pool cannot answer), 401
-    (token), 404, 405, 413 (body too large), 422 (a field missing or out of range)."""
+    """Every error but 422: 400 (malformed JSON, not UTF-8, a request the pool cannot
+    answer), 401 (token), 404, 405, 413 (body too large), 415 (not JSON)."""
 
     error: str = Field(description="what went wrong, for a person")
-    detail: Any = Field(
-        None,
-        description="422: each field's problem (``field``, "
-        "``message``); 400 for malformed JSON: the parser's",
+    detail: list[str] | None = Field(
+        None, description="400 for malformed JSON: the parser's messages"
     )
+
+
+class FieldProblem(_Answer):
+    field: str = Field(description="the field, dotted (``queries.0.text``); empty: the body")
+    message: str
+
+
+class ValidationErrorResponse(_Answer):
+    """422: a field missing, of the wrong type or out of range."""
+
+    error: str = Field(description="what went wrong, for a person (the first problems)")
+    detail: list[FieldProblem] = Field(description="each field's problem")
 
 
 class Health(_Answer):
