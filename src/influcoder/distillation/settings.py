@@ -149,6 +149,17 @@ class DistillArguments:
             "scores held-out queries against held-out pool samples"
         },
     )
+    holdout_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "share of the pool samples AND of the queries held out of distillation "
+            "altogether (training, validation and the head), on which the saved encoder is "
+            "scored at the end: the held-out fidelity estimate in its card, as honest as a "
+            "separate test. None: 0.1 where that holds out at least 10 pool samples and 4 "
+            "queries, else no estimate; 0: distil on everything, no estimate. Stores only "
+            "(influcoder distill, fit)"
+        },
+    )
     validate_queries: Literal["held-out", "all"] = field(
         default="held-out",
         metadata={
@@ -300,6 +311,8 @@ class DistillArguments:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.hard_fraction <= 1:
             raise ValueError(f"hard_fraction must be in [0, 1], got {self.hard_fraction}")
+        if self.holdout_fraction is not None and not 0 <= self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         check_temperatures(
