@@ -210,6 +210,7 @@ def _add_head(
         pool_vectors,
         query_vectors,
         components=args.head_components,
+        landmarks=args.head_landmarks,
         folds=folds,
         seed=args.seed,
         similarity=args.head_similarity,
