@@ -147,3 +147,21 @@ def test_no_estimate_when_switched_off_and_a_clear_refusal_when_too_small(
     assert not (tmp_path / "enc2").exists()
     with pytest.raises(ValueError, match="holdout_fraction must be in"):
         DistillArguments(holdout_fraction=1.0)
+
+
+def test_the_cli_prints_the_estimate_and_refuses_a_share_too_small(
+    tiny_encoder_dir, tiny_encoder, tmp_path
+):
+    from click.testing import CliRunner
+
+    from influcoder.cli import cli
+
+    pool, queries = _stores(tmp_path, tiny_encoder)
+    common = ["distill", str(pool.path), str(queries.path), "--encoder", tiny_encoder_dir, "-q"]
+    common += ["--epochs", "0", "--head", "linear", "--views", "text"]
+    r = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "e"), "--holdout-fraction", "0.25"])
+    assert r.exit_code == 0, r.output
+    assert "held-out fidelity (12 pool samples x 5 queries never distilled on" in r.output
+    r = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "f"), "--holdout-fraction", "0.05"])
+    assert r.exit_code == 2 and "holds out 2 and 1; the fidelity estimate needs" in r.output
+    assert not (tmp_path / "f").exists()
