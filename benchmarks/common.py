@@ -81,11 +81,22 @@ def plain_loop(model, chosen, keep: bool = False):
     return rows
 
 
+#: Settings added after results were cached, left out of the digest at these values (what
+#: every earlier result was made under), so those results keep their names.
+DIGEST_OMITTED_AT = {"holdout_fraction": None, "head_landmarks": 2000}
+
+
 def settings_digest(settings, **more) -> str:
     """Ten hex digits naming a cached result by every setting that decides it (``settings``, a
     dataclass with ``to_dict()``, plus ``more``), so a changed default or option never reuses
-    a result made under another."""
-    blob = json.dumps({**settings.to_dict(), **more}, sort_keys=True, default=str)
+    a result made under another (:data:`DIGEST_OMITTED_AT`: settings newer than the cache, at
+    the value it was made under, are left out)."""
+    named = {
+        k: v
+        for k, v in settings.to_dict().items()
+        if not (k in DIGEST_OMITTED_AT and v == DIGEST_OMITTED_AT[k])
+    }
+    blob = json.dumps({**named, **more}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

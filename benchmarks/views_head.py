@@ -87,7 +87,13 @@ def main() -> None:
                     train["pool"],
                     train["queries"],
                     enc_dir,
-                    DistillArguments(epochs=0, views=views, max_seq_length=args.max_seq_length),
+                    # scored on its own test blocks: the head fits every training sample
+                    DistillArguments(
+                        epochs=0,
+                        views=views,
+                        max_seq_length=args.max_seq_length,
+                        holdout_fraction=0,
+                    ),
                     encoder=name,
                     progress=False,
                 )

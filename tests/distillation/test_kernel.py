@@ -125,12 +125,16 @@ def test_auto_kind_matches_a_brute_force_validation_and_picks_the_kernel_where_i
 
 
 def test_the_kernel_is_not_formed_over_too_many_samples(monkeypatch):
+    """Above the exact size the kernel head runs on landmarks; with none (0) it is dropped
+    from a choice and refused alone."""
     xp, gp, xq, gq = _nonlinear_geometry(20, 12)
     monkeypatch.setattr("influcoder.distillation.head_fit.MAX_KERNEL_SAMPLES", 30)
-    head = fit_head(xp, gp, xq, gq, components=4, folds=2, kinds=("linear", "kernel"))
+    head = fit_head(xp, gp, xq, gq, components=4, folds=2, kinds=("kernel",), landmarks=9)
+    assert head.card()["approximation"] == "nystroem" and head.card()["anchors"] == 9
+    head = fit_head(xp, gp, xq, gq, components=4, folds=2, kinds=("linear", "kernel"), landmarks=0)
     assert head.card()["kind"] == "linear" and set(head.kinds_validation) == {"linear"}
     with pytest.raises(ValueError, match="more than 30"):
-        fit_head(xp, gp, xq, gq, components=4, folds=2, kinds=("kernel",))
+        fit_head(xp, gp, xq, gq, components=4, folds=2, kinds=("kernel",), landmarks=0)
     with pytest.raises(ValueError, match="kinds"):
         fit_head(xp, gp, xq, gq, components=4, folds=2, kinds=("mlp",))
     assert kernel.MAX_KERNEL_SAMPLES > 1000  # the real limit is untouched
@@ -379,7 +383,7 @@ def test_a_linear_head_fitted_on_unit_vectors_reads_them_through_a_normalize(
 ):
     """With ``--head auto`` on an encoder whose outputs are not unit vectors (the tiny one),
     the one-view heads are fitted on unit vectors (as a kernel head reads them); when the
-    linear head is kept (here: the kernel is ruled out by the sample limit) it is still one
+    linear head is kept (here: the kernel is ruled out by the sample limit, no landmarks) it is still one
     plain sentence-transformers directory, with a Normalize before its Dense, and gives the
     fitted head of the unit embeddings."""
     from safetensors.numpy import load_file
@@ -401,7 +405,9 @@ def test_a_linear_head_fitted_on_unit_vectors_reads_them_through_a_normalize(
         pool,
         queries,
         tmp_path / "enc",
-        DistillArguments(epochs=0, views="text", head="auto", head_similarity="cosine"),
+        DistillArguments(
+            epochs=0, views="text", head="auto", head_similarity="cosine", head_landmarks=0
+        ),
         encoder=tiny_encoder_dir,
         progress=False,
     )

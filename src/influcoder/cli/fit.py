@@ -21,6 +21,7 @@ from influcoder.distillation.settings import DistillArguments
 from influcoder.encoders.settings import DEFAULT_ENCODER
 from influcoder.groundtruth.settings import CollectArguments
 from influcoder.workflows.fit_plan import DEFAULT_GROUND_TRUTH, MIN_SAMPLES
+from influcoder.workflows.sampling import SAMPLINGS
 
 #: The stages' settings ``fit`` passes through; every other one is the stage's default (run
 #: the stages one by one for those).
@@ -97,6 +98,15 @@ def _ground_truth(ctx, param, value: str) -> int | None:
     help="seed of the sample, the LoRA adapter and its warm-up, and distillation",
 )
 @click.option(
+    "--sampling",
+    type=click.Choice(SAMPLINGS),
+    default="random",
+    show_default=True,
+    help="how the --ground-truth sample is drawn: seeded at random, or 'coverage': k-means "
+    "of the untrained encoder's embeddings of all of TRAIN, the sample nearest each "
+    "centroid (spread over the whole file; one encoder pass over it first)",
+)
+@click.option(
     "--encoder",
     default=DEFAULT_ENCODER,
     show_default=True,
@@ -123,7 +133,19 @@ def _ground_truth(ctx, param, value: str) -> int | None:
 @dataclass_options(DistillArguments, exclude=_others(DistillArguments, DISTILL_OPTIONS))
 @handle_errors
 def fit(
-    train, queries, out, ground_truth, seed, encoder, approx, quiet, dry_run, device, limit, **kw
+    train,
+    queries,
+    out,
+    ground_truth,
+    seed,
+    sampling,
+    encoder,
+    approx,
+    quiet,
+    dry_run,
+    device,
+    limit,
+    **kw,
 ):
     """From TRAIN and the outputs to explain (--queries) to an index `attribute` and `serve`
     read, in one command: gradients of a seeded sample of TRAIN (collect), of the queries
@@ -155,6 +177,7 @@ def fit(
         args = FitArguments(
             ground_truth=ground_truth,
             seed=seed,
+            sampling=sampling,
             encoder=encoder,
             approx=approx,
             collect=settings_from(CollectArguments, kw),
@@ -163,7 +186,7 @@ def fit(
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     if dry_run:
-        plan = plan_fit(train, queries, out, args, fields=fields, limit=limit)
+        plan = plan_fit(train, queries, out, args, fields=fields, limit=limit, device=device)
         for line in estimate_fit(plan, device=device):
             click.echo(line)
         return

@@ -13,7 +13,8 @@ RBF kernel ridge), its similarity and its views, then fitting it on every sample
    ``auto`` scores both on the same folds and keeps the higher mean of per-anchor and
    aggregated Spearman (measured in docs/DISTILLATION.md, ``benchmarks/head_similarity.py``).
    **Kind** (``kinds``): the linear head or the kernel head (RBF kernel ridge,
-   :mod:`influcoder.distillation.kernel`), chosen on the same folds like alpha.
+   :mod:`influcoder.distillation.kernel`, on landmarks above its exact size), chosen on the
+   same folds like alpha.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from influcoder.distillation.kernel import (
     fit_kernel_head,
     kernel_predictions,
 )
+from influcoder.distillation.landmarks import DEFAULT_LANDMARKS
 from influcoder.distillation.linear import (
     DEFAULT_ALPHAS,
     DEFAULT_COMPONENTS,
@@ -80,6 +82,7 @@ def fit_head(
     kinds: Sequence[str] = ("linear",),
     gamma_factors: Sequence[float] = DEFAULT_GAMMA_FACTORS,
     kernel_alphas: Sequence[float] = DEFAULT_KERNEL_ALPHAS,
+    landmarks: int = DEFAULT_LANDMARKS,
 ) -> LinearHead | KernelHead:
     """Fit the head on every sample, with its settings chosen by cross-validation (module
     docstring): alpha, the kind of head (``kinds``) and with ``similarity="auto"`` the
@@ -102,9 +105,11 @@ def fit_head(
         kinds: ``linear`` (ridge regression, :class:`LinearHead`) and/or ``kernel`` (RBF kernel ridge,
             :class:`~influcoder.distillation.kernel.KernelHead`, at each of ``gamma_factors`` and
             ``kernel_alphas``); the
-            best setting by per-anchor Spearman wins (ties: linear, the stronger alpha). ``kernel``
-            is dropped from a choice above :data:`~influcoder.distillation.kernel.MAX_KERNEL_SAMPLES`
-            samples, and refused alone.
+            best setting by per-anchor Spearman wins (ties: linear, the stronger alpha).
+        landmarks: above :data:`~influcoder.distillation.kernel.MAX_KERNEL_SAMPLES` samples the
+            kernel head (its folds and its final fit) runs on this many seeded landmarks
+            (:mod:`influcoder.distillation.landmarks`); 0: ``kernel`` is then dropped from a
+            choice, and refused alone.
 
     Raises:
         ValueError: mismatched shapes, too few samples for the folds, an empty alpha grid.
@@ -132,13 +137,21 @@ def fit_head(
             f"{folds}-fold validation needs folds >= 2 and at least {2 * folds} "
             f"pool samples and queries, got {len(xp)} and {len(xq)}"
         )
+    if landmarks < 0:
+        raise ValueError(f"landmarks must be >= 0, got {landmarks}")
+    on_landmarks = None  # the exact kernel
     if "kernel" in kinds and len(xp) + len(xq) > MAX_KERNEL_SAMPLES:
-        if tuple(kinds) == ("kernel",):
+        if landmarks > 0:
+            on_landmarks = landmarks
+        elif tuple(kinds) == ("kernel",):
             raise ValueError(
-                f"the kernel head forms a kernel over every training sample; "
-                f"{len(xp) + len(xq)} are more than {MAX_KERNEL_SAMPLES}"
+                f"the exact kernel head forms a kernel over every training sample; "
+                f"{len(xp) + len(xq)} are more than {MAX_KERNEL_SAMPLES}: give it "
+                f"landmarks (--head-landmarks)"
             )
-        kinds = tuple(k for k in kinds if k != "kernel")
+        else:
+            kinds = tuple(k for k in kinds if k != "kernel")
+    kernel_grid = (gamma_factors, kernel_alphas, on_landmarks, seed)
     candidates = SIMILARITIES if similarity == "auto" else (similarity,)
     # candidate -> setting -> one (per-anchor, aggregated) per fold
     scores: dict[str, dict[tuple, list]] = {c: {} for c in candidates}
@@ -150,9 +163,7 @@ def fit_head(
         encoder_scores.append(per_anchor_spearman(gt, cosine_matrix(xp[vp], xq[vq])))
         z = principal_coordinates(g, components)
         held = np.vstack([xp[vp], xq[vq]])
-        for setting, pred in _predictions(
-            x, z, held, kinds, alphas, (gamma_factors, kernel_alphas)
-        ):
+        for setting, pred in _predictions(x, z, held, kinds, alphas, kernel_grid):
             for c in candidates:
                 scored = head_scores(pred[: len(vp)], pred[len(vp) :], c)
                 scores[c].setdefault(setting, []).append(
@@ -202,6 +213,8 @@ def fit_head(
             z,
             setting[1],
             setting[2],
+            landmarks=on_landmarks,
+            seed=seed,
             validation={st[1:]: v for st, v in validation.items() if st[0] == "kernel"},
             **fields,
         )
@@ -224,7 +237,10 @@ def _predictions(x, z, held, kinds, alphas, kernel_grid):
             weight, bias = ridge(x, z, alpha)
             yield ("linear", 0.0, alpha), held @ weight.T + bias
     if "kernel" in kinds:
-        yield from kernel_predictions(x, z, held, kernel_grid[1], kernel_grid[0])
+        factors, kernel_alphas, landmarks, seed = kernel_grid
+        yield from kernel_predictions(
+            x, z, held, kernel_alphas, factors, landmarks=landmarks, seed=seed
+        )
 
 
 def fit_views(

@@ -17,7 +17,8 @@ Cost: ``O(n^2 * d)`` for the kernel and ``O(n^3)`` for its eigendecomposition (1
 about a second per gamma on one core); the head keeps the ``n`` anchors (``n * d`` floats) and
 applies ``k(x, X)`` per encoded sample, ``O(n * d)``: for 1,500 anchors of 768 dims about the
 cost of the linear head times 12, still far below one pass of the encoder. Above
-:data:`MAX_KERNEL_SAMPLES` training samples the kernel head is not fitted.
+:data:`MAX_KERNEL_SAMPLES` training samples the kernel is approximated on landmarks
+(:mod:`influcoder.distillation.landmarks`), which the head then keeps as its anchors.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from influcoder.distillation.landmarks import LandmarkRidge, choose_landmarks, median_scale
 from influcoder.encoders.heads import SavedHead, rbf_kernel, squared_distances
 
 #: gamma = factor / (median squared distance of the training features), and the kernel ridge's
@@ -34,7 +36,8 @@ from influcoder.encoders.heads import SavedHead, rbf_kernel, squared_distances
 #: grid: factor 2, alpha 1 for the two-view features (see docs/DISTILLATION.md, "A kernel head").
 DEFAULT_GAMMA_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
 DEFAULT_KERNEL_ALPHAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-#: Above this many training samples (pool + queries) the ``n x n`` kernel is not formed.
+#: Above this many training samples (pool + queries) the ``n x n`` kernel is not formed: the
+#: head is fitted on landmarks instead.
 MAX_KERNEL_SAMPLES = 5000
 _MEDIAN_ROWS = 2000  # rows the median distance is estimated on (a seeded subset beyond it)
 
@@ -86,6 +89,7 @@ class KernelHead:
     similarity: str = "cosine"
     similarity_validation: dict[str, dict[str, float]] = field(default_factory=dict)
     kinds_validation: dict[str, float] = field(default_factory=dict)
+    approximation: str = "exact"
 
     def __call__(self, embeddings) -> np.ndarray:
         return rbf_kernel(embeddings, self.anchors, self.gamma) @ self.coef + self.bias
@@ -105,6 +109,7 @@ class KernelHead:
             "gamma": self.gamma,
             "gamma_factor": self.gamma_factor,
             "anchors": int(self.anchors.shape[0]),
+            "approximation": self.approximation,
             "components": self.components,
             "similarity": self.similarity,
             "similarity_validation": self.similarity_validation,
@@ -119,10 +124,28 @@ class KernelHead:
 
 
 def kernel_predictions(
-    x: np.ndarray, z: np.ndarray, xs: np.ndarray, alphas: Sequence[float], factors: Sequence[float]
+    x: np.ndarray,
+    z: np.ndarray,
+    xs: np.ndarray,
+    alphas: Sequence[float],
+    factors: Sequence[float],
+    *,
+    landmarks: int | None = None,
+    seed: int = 0,
 ) -> Iterator[tuple[tuple, np.ndarray]]:
     """``(("kernel", factor, alpha), predictions for xs)`` for every setting, fitted on
-    ``(x, z)``; gamma is ``factor`` over the median squared distance between rows of ``x``."""
+    ``(x, z)``; gamma is ``factor`` over the median squared distance between rows of ``x``.
+    ``landmarks``: ``None``, the exact kernel; ``m``, kernel ridge on ``m`` seeded landmarks
+    (:mod:`influcoder.distillation.landmarks`), never forming ``k(x, x)``."""
+    if landmarks is not None:
+        scale = median_scale(x)
+        anchors = x[choose_landmarks(len(x), landmarks, seed)].astype(np.float32)
+        for factor in map(float, factors):
+            fit = LandmarkRidge(x, anchors, z, factor / scale)
+            alphas = list(map(float, alphas))
+            for alpha, pred in fit.predictions(xs, alphas).items():
+                yield ("kernel", factor, alpha), pred
+        return
     sq, sq_held = squared_distances(x, x), squared_distances(xs, x)  # once for every gamma
     scale = median_sq_distance(sq)
     for factor in map(float, factors):
@@ -133,9 +156,31 @@ def kernel_predictions(
 
 
 def fit_kernel_head(
-    x: np.ndarray, z: np.ndarray, factor: float, alpha: float, **fields
+    x: np.ndarray,
+    z: np.ndarray,
+    factor: float,
+    alpha: float,
+    *,
+    landmarks: int | None = None,
+    seed: int = 0,
+    **fields,
 ) -> KernelHead:
-    """The kernel head on every sample ``(x, z)`` at one setting; ``fields`` fill the rest."""
+    """The kernel head on every sample ``(x, z)`` at one setting, exact or (``landmarks``) on
+    that many seeded landmarks as :func:`kernel_predictions`; ``fields`` fill the rest."""
+    if landmarks is not None:
+        anchors = x[choose_landmarks(len(x), landmarks, seed)].astype(np.float32)
+        fit = LandmarkRidge(x, anchors, z, factor / median_scale(x))
+        return KernelHead(
+            anchors,
+            fit.coef(alpha),
+            fit.mean,
+            fit.gamma,
+            factor,
+            alpha,
+            int(z.shape[1]),
+            approximation="nystroem",
+            **fields,
+        )
     anchors = x.astype(np.float32)  # as saved: the fit and the saved head see the same anchors
     fit = KernelRidge(
         squared_distances(anchors, anchors), z, factor / median_sq_distance(squared_distances(x, x))

@@ -38,6 +38,8 @@ DEFAULT_VIEWS = "auto"
 # the 500 x 1,000 stores' folds the kernel head beat the linear one (docs/DISTILLATION.md).
 DEFAULT_HEAD = "auto"
 DEFAULT_HEAD_COMPONENTS = 128
+#: As influcoder.distillation.landmarks.DEFAULT_LANDMARKS (kept here so the CLI needs no numpy).
+DEFAULT_HEAD_LANDMARKS = 2000
 #: How the head's outputs are compared: ``auto`` scores cosine and dot product on the head's
 #: cross-validation folds and keeps the better (influcoder.distillation.head_fit.fit_head). On the
 #: 500 x 1,000 stores' folds dot kept per-anchor Spearman (within 0.003) and added 0.07-0.13
@@ -149,6 +151,17 @@ class DistillArguments:
             "scores held-out queries against held-out pool samples"
         },
     )
+    holdout_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "share of the pool samples AND of the queries held out of distillation "
+            "altogether (training, validation and the head), on which the saved encoder is "
+            "scored at the end: the held-out fidelity estimate in its card, as honest as a "
+            "separate test. None: 0.1 where that holds out at least 10 pool samples and 4 "
+            "queries, else no estimate; 0: distil on everything, no estimate. Stores only "
+            "(influcoder distill, fit)"
+        },
+    )
     validate_queries: Literal["held-out", "all"] = field(
         default="held-out",
         metadata={
@@ -232,6 +245,14 @@ class DistillArguments:
             "dimension; capped at the number of samples)"
         },
     )
+    head_landmarks: int = field(
+        default=DEFAULT_HEAD_LANDMARKS,
+        metadata={
+            "help": "above 5,000 ground-truth samples (pool + queries) the kernel head is fitted "
+            "on this many seeded landmarks (Nystroem) instead of the exact kernel over every "
+            "sample, and keeps them as its anchors; 0: no kernel head above that size",
+        },
+    )
     views: Literal["auto", "text", "text+response"] = field(
         default=DEFAULT_VIEWS,
         metadata={
@@ -294,12 +315,16 @@ class DistillArguments:
             )
         if self.micro_batch < 0:
             raise ValueError(f"micro_batch must be >= 0, got {self.micro_batch}")
+        if self.head_landmarks < 0:
+            raise ValueError(f"head_landmarks must be >= 0, got {self.head_landmarks}")
         if self.freeze_layers < 0:
             raise ValueError(f"freeze_layers must be >= 0, got {self.freeze_layers}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.hard_fraction <= 1:
             raise ValueError(f"hard_fraction must be in [0, 1], got {self.hard_fraction}")
+        if self.holdout_fraction is not None and not 0 <= self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         check_temperatures(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from influcoder.distillation.fidelity import card_section, holdout_split, measure
 from influcoder.distillation.settings import DistillArguments
 from influcoder.distillation.trainer import (
     CARD_NAME,
@@ -18,6 +19,7 @@ from influcoder.distillation.trainer import (
 from influcoder.encoders.settings import DEFAULT_ENCODER
 from influcoder.errors import InflucoderError, StoreError
 from influcoder.groundtruth.influence import cosine_scores
+from influcoder.io.atomic import atomic_write_bytes, atomic_write_json
 from influcoder.io.samples import encoder_text
 from influcoder.io.stores import Store
 
@@ -52,9 +54,14 @@ def distill_stores(
 ) -> DistillResult:
     """Train ``encoder`` on the cosines of two gradient stores; save it to ``out``.
 
-    Unless ``args.head == "none"`` the trained encoder (or, with ``epochs=0``, the encoder as
-    given) then gets a head (linear or kernel) fitted on every sample of both stores
-    (:func:`~influcoder.distillation.head_fit.fit_head`), and the card records it under ``"head"``.
+    First a seeded share of the pool samples and of the queries is held out
+    (``args.holdout_fraction``, :func:`~influcoder.distillation.fidelity.holdout_split`): nothing
+    below sees their gradients. Unless ``args.head == "none"`` the trained encoder (or, with
+    ``epochs=0``, the encoder as given) then gets a head (linear or kernel) fitted on every
+    sample not held out (:func:`~influcoder.distillation.head_fit.fit_head`), and the card
+    records it under ``"head"``. Last, the saved encoder is scored on the held-out block
+    (:func:`~influcoder.distillation.fidelity.measure`): ``result.fidelity``, the card's
+    ``"fidelity"`` and a section of its ``README.md``.
     ``device`` (``auto``: a GPU when there is one, :mod:`influcoder.io.devices`) is where the
     encoder trains, in float32; it is not one of the settings a checkpoint is resumed with.
     """
@@ -70,59 +77,97 @@ def distill_stores(
                 f"this one holds {s.kind}"
             )
     gt = cosine_scores(pool, queries)  # also refuses stores of different setups
+    try:
+        holdout = holdout_split(pool.n, queries.n, args.holdout_fraction, args.seed)
+    except ValueError as e:
+        raise InflucoderError(f"{pool.path}, {queries.path}: {e}") from None
+    # Distillation (training, validation, the head) sees only the samples not held out.
+    keep_pool, keep_query = (
+        (np.arange(pool.n), np.arange(queries.n))
+        if holdout is None
+        else (holdout.train_pool, holdout.train_query)
+    )
+    pool_samples = [pool.samples[i] for i in keep_pool]
+    query_samples = [queries.samples[j] for j in keep_query]
     model = load_encoder(encoder, device=str(resolve_device(device)))
-    pool_texts = [encoder_text(s) for s in pool.samples]
-    query_texts = [encoder_text(s) for s in queries.samples]
+    pool_texts = [encoder_text(s) for s in pool_samples]
+    query_texts = [encoder_text(s) for s in query_samples]
     pool_items, query_items = pool_texts, query_texts
     if args.views == "text+response":  # trained through both views: (text, response) pairs
         two = VIEW_CHOICES["text+response"][0]
-        pool_items, query_items = (list(zip(*view_texts(s.samples, two))) for s in (pool, queries))
+        pool_items, query_items = (
+            list(zip(*view_texts(s, two))) for s in (pool_samples, query_samples)
+        )
     card = {"ground_truth": ground_truth_card(pool, queries), "base_encoder": encoder}
     try:
         # Joint training and the head both need the vectors themselves: read them once.
         vectors = (
-            {"pool_vectors": pool.vectors(), "query_vectors": queries.vectors()}
-            if args.regression_weight > 0
+            {
+                "pool_vectors": pool.vectors()[keep_pool],
+                "query_vectors": queries.vectors()[keep_query],
+            }
+            if args.regression_weight > 0 or args.head != "none"
             else {}
         )
         result = distill(
             model,
             pool_items,
             query_items,
-            gt,
+            gt[np.ix_(keep_pool, keep_query)],
             args,
             out_dir=out,
             progress=progress,
             extra_card=card,
-            **vectors,
+            **({} if args.regression_weight == 0 else vectors),
         )
         if args.head != "none":
             result.head = _add_head(
-                model, out, pool, queries, pool_texts, query_texts, args, **vectors
+                model, out, pool_samples, query_samples, pool_texts, query_texts, args, **vectors
             )
     except ValueError as e:  # too few samples to split, bad settings: the user's to fix
         raise InflucoderError(str(e)) from None
+    if holdout is not None:
+        result.fidelity = measure(
+            out,
+            encoder,
+            holdout,
+            pool.samples,
+            queries.samples,
+            gt,
+            seed=args.seed,
+            device=str(resolve_device(device)),
+        )
+        _record_fidelity(Path(out), result.fidelity)
     return result
+
+
+def _record_fidelity(out: Path, fidelity: dict) -> None:
+    """Add the held-out estimate to the encoder's card and model card (``README.md``)."""
+    card_path = out / CARD_NAME
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    atomic_write_json(card_path, {**card, "fidelity": fidelity})
+    readme = out / "README.md"
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    atomic_write_bytes(readme, (text + card_section(fidelity)).encode("utf-8"))
 
 
 def _add_head(
     model,
     out,
-    pool: Store,
-    queries: Store,
+    pool_samples: list,
+    query_samples: list,
     pool_texts: list[str],
     query_texts: list[str],
     args: DistillArguments,
     *,
-    pool_vectors=None,
-    query_vectors=None,
+    pool_vectors,
+    query_vectors,
 ) -> dict:
     """Fit the head on ``model``'s embeddings of every sample, for each set of views
     ``args.views`` allows and each kind ``args.head`` allows
     (:func:`~influcoder.distillation.head_fit.fit_views`); save the encoder again, with a linear head
     on one view appended as ``Dense``, any other as a multi-view directory
-    (:mod:`influcoder.encoders.views`). Returns the head's card entry. The stores' vectors
-    are read unless given."""
+    (:mod:`influcoder.encoders.views`). Returns the head's card entry."""
     from influcoder.distillation.export import append_head, embed
     from influcoder.distillation.head_fit import DEFAULT_FOLDS, fit_views
     from influcoder.distillation.linear import LinearHead
@@ -131,11 +176,12 @@ def _add_head(
     from influcoder.io.atomic import atomic_write_dir
     from influcoder.similarity import unit_rows
 
-    folds = min(DEFAULT_FOLDS, pool.n // 2, queries.n // 2)
+    n_pool, n_query = len(pool_samples), len(query_samples)
+    folds = min(DEFAULT_FOLDS, n_pool // 2, n_query // 2)
     if folds < 2:
         raise ValueError(
             f"the head's cross-validation needs at least 4 pool samples and 4 "
-            f"queries, got {pool.n} and {queries.n}; use head='none' (--head none)"
+            f"queries, got {n_pool} and {n_query}; use head='none' (--head none)"
         )
     embedded = {"text": (embed(model, pool_texts), embed(model, query_texts))}
     kinds = HEAD_CHOICES[args.head]
@@ -154,15 +200,17 @@ def _add_head(
         for v in views:
             if v not in embedded:
                 embedded[v] = tuple(
-                    embed(model, view_texts(store.samples, (v,))[0]) for store in (pool, queries)
+                    embed(model, view_texts(samples, (v,))[0])
+                    for samples in (pool_samples, query_samples)
                 )
         return tuple(np.hstack([unit_rows(embedded[v][side]) for v in views]) for side in (0, 1))
 
     views, head, figures = fit_views(
         {views: features(views) for views in VIEW_CHOICES[args.views]},
-        pool.vectors() if pool_vectors is None else pool_vectors,
-        queries.vectors() if query_vectors is None else query_vectors,
+        pool_vectors,
+        query_vectors,
         components=args.head_components,
+        landmarks=args.head_landmarks,
         folds=folds,
         seed=args.seed,
         similarity=args.head_similarity,

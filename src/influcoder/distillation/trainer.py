@@ -77,7 +77,9 @@ class DistillResult:
     ``best_epoch``. ``head`` is the card entry of the linear head appended after training
     (:mod:`influcoder.distillation.linear`), ``None`` without one. ``path``: the encoder
     directory written (None when nothing was saved); the result is path-like, so ``index``,
-    ``encode`` and ``evaluate`` take it where they take that directory.
+    ``encode`` and ``evaluate`` take it where they take that directory. ``fidelity``: the
+    saved encoder's figures on samples held out of distillation altogether
+    (:mod:`influcoder.distillation.fidelity`; ``distill_stores`` only), ``None`` without.
     """
 
     history: list[dict[str, float]]
@@ -87,6 +89,7 @@ class DistillResult:
     split: DistillSplit
     head: dict[str, Any] | None = None
     path: Path | None = None
+    fidelity: dict[str, Any] | None = None
 
     def __fspath__(self) -> str:
         if self.path is None:

@@ -123,8 +123,20 @@ def _describe_encoder(folder: Path) -> list[str]:
     card_file = folder / CARD_NAME
     card = _read(card_file) if card_file.is_file() else {}
     base = card.get("base_encoder")
-    return [
+    lines = [
         f"{folder}: encoder, backbone {_architecture(backbone) or 'unknown'}"
         + (f" distilled from {base}" if base else ""),
         f"head: {head_kind}; views: {'+'.join(views)}; similarity: {encoder_similarity(str(folder))}",
     ]
+    if isinstance(card.get("fidelity"), dict):
+        from influcoder.distillation.fidelity import summary
+
+        try:
+            lines.append(summary(card["fidelity"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise InflucoderError(f"{card_file}: a malformed 'fidelity' entry ({e})") from None
+    elif card:
+        lines.append(
+            "held-out fidelity: none recorded (--holdout-fraction 0, too little ground truth, or an older encoder)"
+        )
+    return lines

@@ -64,7 +64,7 @@ def fit(
 
         >>> index = fit("train.jsonl", "outputs.jsonl", "runs/fit")
     """
-    plan = plan_fit(train, queries, out, args, fields=fields, limit=limit)
+    plan = plan_fit(train, queries, out, args, fields=fields, limit=limit, device=device)
     created, fresh = not plan.out.exists(), not plan.done and not plan.manifest["stages"]
     _write_manifest(plan)
     bar = FitProgress([(s, _units(s, plan), s in plan.done) for s in STAGES], enabled=progress)

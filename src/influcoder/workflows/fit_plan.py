@@ -10,14 +10,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from influcoder.distillation.settings import DistillArguments
 from influcoder.encoders.settings import DEFAULT_ENCODER
 from influcoder.errors import InputError, StoreError
 from influcoder.groundtruth.settings import CollectArguments
 from influcoder.io.samples import Fields, Sample, load_samples
 from influcoder.io.stores import samples_digest
+from influcoder.workflows.sampling import SAMPLINGS, sample_indices
 
 #: Training samples whose gradients are the ground truth, by default: the learning curve's
 #: largest measured pool (docs/DISTILLATION.md, 500 queries x 1,000 pool), where the distilled
@@ -50,6 +49,14 @@ class FitArguments:
         default=0,
         metadata={"help": "seed of the sample, the LoRA adapter and warm-up, and distillation"},
     )
+    sampling: str = field(
+        default="random",
+        metadata={
+            "help": "how the ground-truth sample is drawn: 'random' (seeded), or 'coverage' "
+            "(k-means of the untrained encoder's embeddings of the whole file, the sample "
+            "nearest each centroid; one encoder pass over the file)"
+        },
+    )
     encoder: str = field(default=DEFAULT_ENCODER, metadata={"help": "encoder to distil"})
     approx: str | None = field(
         default=None, metadata={"help": "FAISS kind of the index (None: flat, exact)"}
@@ -62,12 +69,15 @@ class FitArguments:
             raise ValueError(
                 f"ground_truth must be >= {MIN_SAMPLES} or None (all), got {self.ground_truth}"
             )
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         self.collect.seed = self.distill.seed = self.seed
 
     def to_dict(self) -> dict:
         return {
             "ground_truth": "all" if self.ground_truth is None else self.ground_truth,
             "seed": self.seed,
+            "sampling": self.sampling,
             "encoder": self.encoder,
             "approx": self.approx,
             "collect": self.collect.to_dict(),
@@ -97,7 +107,7 @@ class FitPlan:
     def lines(self) -> list[str]:
         n, k, q = len(self.train_samples), len(self.pool_samples), len(self.query_samples)
         what = {
-            POOL: f"{k:,} of {n:,} training samples (seed {self.args.seed})",
+            POOL: f"{k:,} of {n:,} training samples ({self.args.sampling}, seed {self.args.seed})",
             QUERIES: f"{q:,} queries from {self.queries}",
             ENCODER: f"{self.args.encoder}, {self.args.distill.epochs} epochs, then a head",
             INDEX: f"all {n:,} training samples, {self.args.approx or 'flat'} search",
@@ -113,11 +123,15 @@ class FitPlan:
         return out
 
 
-def _check_settings(path: Path, stored: dict, now: dict, prefix: str = "") -> None:
+def _check_settings(path: Path, stored: dict, now: dict, defaults: dict, prefix: str = "") -> None:
+    """Refuse a setting that differs from the stored one; a setting the stored fit predates
+    (missing there) passes when it has its default."""
     for key in sorted(set(stored) | set(now)):
         a, b = stored.get(key), now.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            _check_settings(path, a, b, f"{prefix}{key}.")
+            _check_settings(path, a, b, defaults.get(key) or {}, f"{prefix}{key}.")
+        elif key not in stored and key in defaults and b == defaults[key]:
+            continue
         elif a != b:
             raise StoreError(
                 f"{path} was fitted with --{key.replace('_', '-')} {a!r}, not "
@@ -145,15 +159,25 @@ def plan_fit(
     *,
     fields: Fields | None = None,
     limit: int | None = None,
+    device: str = "cpu",
 ) -> FitPlan:
-    """Read and check both files, draw the sample and compare with a fit already in ``out``;
-    nothing is written."""
+    """Read and check both files, draw the sample (``args.sampling``; a fit already in ``out``
+    keeps the one it recorded) and compare with that fit; nothing is written. ``device``:
+    where the untrained encoder embeds the file for a coverage sample."""
     args, out, fields = args or FitArguments(), Path(out), fields or Fields()
     train_samples = load_samples(train, fields=fields, limit=limit)
     query_samples = load_samples(queries, fields=fields)
     n = len(train_samples)
     k = n if args.ground_truth is None else min(args.ground_truth, n)
-    picked = np.sort(np.random.default_rng(args.seed).choice(n, size=k, replace=False))
+    stored = _read_manifest(out / FIT_FILE)
+    recorded = (stored or {}).get("pool_ids")
+    if recorded is not None:  # resuming: the sample drawn the first time, never drawn again
+        position = {s.id: i for i, s in enumerate(train_samples)}
+        picked = [position[i] for i in recorded if i in position]  # other data: refused below
+    else:
+        picked = sample_indices(
+            train_samples, k, args.sampling, args.seed, encoder=args.encoder, device=device
+        )
     pool_samples = [train_samples[i] for i in picked]
     for what, samples, path in (
         ("training samples", pool_samples, train),
@@ -179,10 +203,10 @@ def plan_fit(
         "fields": asdict(fields),
         "limit": limit,
         "stages": {},
+        "pool_ids": [s.id for s in pool_samples],
     }
-    stored = _read_manifest(out / FIT_FILE)
     if stored is not None:
-        _check_settings(out, stored["settings"], settings)
+        _check_settings(out, stored["settings"], settings, FitArguments().to_dict())
         _check_inputs(out, stored["inputs"], inputs)
         if stored.get("fields") != manifest["fields"] or stored.get("limit") != limit:
             raise StoreError(
@@ -190,7 +214,7 @@ def plan_fit(
                 f"({stored.get('fields')}, limit {stored.get('limit')}); rerun "
                 f"with the same options, or choose another --out"
             )
-        manifest = {**stored, "inputs": inputs}
+        manifest = {**stored, "inputs": inputs, "pool_ids": manifest["pool_ids"]}
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise StoreError(
             f"{out} exists and is not a fit directory (no {FIT_FILE}); choose another --out"
