@@ -35,6 +35,7 @@ from influcoder.groundtruth.adapters import (
 )
 from influcoder.groundtruth.lora import adapter_digest
 from influcoder.groundtruth.memory import TokenBudget
+from influcoder.groundtruth.precondition import preconditioning
 from influcoder.groundtruth.settings import AUTO_LORA_TARGETS, CollectArguments
 from influcoder.groundtruth.store_setup import (
     build_setup,
@@ -224,14 +225,6 @@ class CollectJob(StoreJob):
             },
             lengths=lambda: [len(t.input_ids) for t in tokenized],
         )
-
-
-def preconditioning(kind: str, factors: dict | None) -> dict:
-    """:class:`GradientComputer`'s keyword for a store's saved preconditioner: Adam's second
-    moments or K-FAC's factors (``kind``, the store's ``--precondition``)."""
-    if factors is None or kind == "none":
-        return {}
-    return {"kfac": factors} if kind == "kfac" else {"preconditioner": factors}
 
 
 def collect(

@@ -16,7 +16,8 @@ count less, as they do in an Adam step. Where ``v`` comes from:
 The moments are saved beside the store's adapter (``adapter/preconditioner.safetensors``,
 keyed by the gradient blocks' names) and their digest goes into the store's setup, so every
 store collected ``--like`` it divides by the very same ``v``, and stores with other moments are
-refused when compared.
+refused when compared. :func:`preconditioning` reads a store's saved preconditioner, these
+moments or K-FAC's factors (:mod:`influcoder.groundtruth.kfac`), into the gradient computer.
 """
 
 from __future__ import annotations
@@ -161,3 +162,11 @@ def inverse_scales(
             )
         out[name] = (1.0 / (v.reshape(-1).clamp_min(0).sqrt() + eps)).to(device)
     return out
+
+
+def preconditioning(kind: str, factors: dict | None) -> dict:
+    """:class:`GradientComputer`'s keyword for a store's saved preconditioner: Adam's second
+    moments or K-FAC's factors (``kind``, the store's ``--precondition``)."""
+    if factors is None or kind == "none":
+        return {}
+    return {"kfac": factors} if kind == "kfac" else {"preconditioner": factors}
