@@ -73,3 +73,26 @@ def test_the_others_are_refused_in_one_line(model_type):
     with pytest.raises(ValueError, match=r"^--lora-targets auto: the model's Linear modules") as e:
         find_lora_targets(model)
     assert "\n" not in str(e.value) and "--lora-targets NAME,NAME" in str(e.value)
+
+
+def test_mlp_targets_on_fused_experts_are_refused_before_any_work():
+    """PEFT maps ``down_proj`` onto the fused expert parameters of ERNIE-4.5-MoE (beside its
+    shared experts' Linear ``down_proj``), which the gradient hooks cannot take: refused when
+    the adapter is attached; ``auto`` takes the attention projections only."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from influcoder.groundtruth.lora import attach_lora
+
+    attention = ("q_proj", "k_proj", "v_proj", "o_proj")
+    for model_type in ("ernie4_5_moe", "mixtral"):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(tiny_config(model_type))
+        assert find_lora_targets(model) == ("llama", attention)
+        message = (  # Mixtral has no Linear down_proj at all
+            "matches no module"
+            if model_type == "mixtral"
+            else r"PEFT puts LoRA on 'model\.layers\.\d\.mlp\.experts' \(Ernie4_5_MoeExperts: fused"
+        )
+        with pytest.raises(ValueError, match=message):
+            attach_lora(model, targets=("q_proj", "down_proj"))

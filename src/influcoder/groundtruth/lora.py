@@ -152,8 +152,8 @@ def attach_lora(
             module.get_base_layer(), LINEAR_TYPES
         ):  # PEFT maps MLP names onto fused mixture-of-experts parameters
             raise ValueError(
-                f"LoRA targets {list(targets)}: PEFT puts LoRA on '{name.split('model.', 2)[-1]}', "
-                f"a {type(module.get_base_layer()).__name__} (fused experts); target the "
+                f"LoRA targets {list(targets)}: PEFT puts LoRA on '{name.split('model.', 2)[-1]}' "
+                f"({type(module.get_base_layer()).__name__}: fused experts); target the "
                 "attention projections only, or use --lora-targets auto"
             )
     if layers is not None:
