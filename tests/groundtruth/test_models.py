@@ -130,11 +130,10 @@ def test_auto_refuses_an_unknown_architecture():
         find_lora_targets(Odd())
 
 
-@pytest.mark.parametrize("arch", ["gemma2", "opt", "gpt2"])
-@pytest.mark.parametrize("target", ["lora", "full"])
-def test_gradients_match_the_reference_per_family(arch, target):
-    """Batched hook gradients equal one-sample autograd on the families whose layers differ
-    (Conv1D's transposed weight, OPT's flattened MLP activations), with a trained-like B."""
+def assert_gradients_match_reference(model, target: str = "lora") -> None:
+    """Batched hook gradients of ``model`` (LoRA attached by ``auto``, B drawn as if trained)
+    equal one-sample autograd (:func:`tests.references.reference_gradients`) on three samples
+    of different lengths."""
     import torch
 
     from influcoder.groundtruth.gradients import GradientComputer
@@ -142,7 +141,7 @@ def test_gradients_match_the_reference_per_family(arch, target):
     from influcoder.groundtruth.tokenize import TokenizedSample
     from tests.references import reference_gradients
 
-    model = attach_lora(build(arch), rank=4, targets=find_lora_targets(build(arch))[1])
+    model = attach_lora(model, rank=4, targets=find_lora_targets(model)[1])
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -156,6 +155,14 @@ def test_gradients_match_the_reference_per_family(arch, target):
     fast = GradientComputer(model, target=target, sketch_dim=0)(batch)
     reference = reference_gradients(model, batch, target=target, sketch_dim=0)
     np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "opt", "gpt2"])
+@pytest.mark.parametrize("target", ["lora", "full"])
+def test_gradients_match_the_reference_per_family(arch, target):
+    """Batched hook gradients equal one-sample autograd on the families whose layers differ
+    (Conv1D's transposed weight, OPT's flattened MLP activations), with a trained-like B."""
+    assert_gradients_match_reference(build(arch), target)
 
 
 @pytest.mark.parametrize(

@@ -147,6 +147,15 @@ def attach_lora(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
+    for name, module in peft_model.named_modules():
+        if isinstance(module, LoraLayer) and not isinstance(
+            module.get_base_layer(), LINEAR_TYPES
+        ):  # PEFT maps MLP names onto fused mixture-of-experts parameters
+            raise ValueError(
+                f"LoRA targets {list(targets)}: PEFT puts LoRA on '{name.split('model.', 2)[-1]}' "
+                f"({type(module.get_base_layer()).__name__}: fused experts); target the "
+                "attention projections only, or use --lora-targets auto"
+            )
     if layers is not None:
         adapted = {
             int(part)

@@ -14,7 +14,22 @@ Phi-1/2                                     q_proj k_proj v_proj dense fc1 fc2
 OPT                                         q_proj k_proj v_proj out_proj fc1 fc2
 GPT-NeoX (Pythia)                           query_key_value dense dense_h_to_4h dense_4h_to_h
 GPT-2 (``Conv1D`` layers)                   c_attn c_proj c_fc
+GLM, GLM-4                                  q_proj k_proj v_proj o_proj gate_up_proj down_proj
+Nemotron, Apertus, Arcee (no gate)          q_proj k_proj v_proj o_proj up_proj down_proj
+StarCoder2                                  q_proj k_proj v_proj o_proj c_fc c_proj
+NanoChat                                    q_proj k_proj v_proj o_proj fc1 fc2
+GPT-J                                       q_proj k_proj v_proj out_proj fc_in fc_out
+GPT-Neo                                     q_proj k_proj v_proj out_proj c_fc c_proj
+CodeGen                                     qkv_proj out_proj fc_in fc_out
+MPT                                         Wqkv out_proj up_proj down_proj
+DeepSeek-V2/V3 (multi-head latent attn.)    q_a_proj q_b_proj kv_a_proj_with_mqa kv_b_proj o_proj
+                                            gate_proj up_proj down_proj
+Mamba, Jamba                                in_proj x_proj dt_proj
 ==========================================  ====================================================
+
+Mixture-of-experts models whose experts are fused into 3-D parameters (Mixtral, OLMoE, ... in
+transformers 5) are not ``nn.Linear``, and PEFT would turn the MLP names into targets on those
+parameters: for them the MLP names are dropped and only the attention projections are targets.
 
 The input embeddings and the LM head are never targets, whatever their names.
 """
@@ -32,7 +47,32 @@ FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("opt", ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")),
     ("gpt_neox", ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")),
     ("gpt2", ("c_attn", "c_proj", "c_fc")),
+    ("glm", ("q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj")),
+    ("nemotron", ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")),
+    ("starcoder2", ("q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj")),
+    ("nanochat", ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")),
+    ("gptj", ("q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_out")),
+    ("gpt_neo", ("q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj")),
+    ("codegen", ("qkv_proj", "out_proj", "fc_in", "fc_out")),
+    ("mpt", ("Wqkv", "out_proj", "up_proj", "down_proj")),
+    (
+        "deepseek",
+        (
+            "q_a_proj",
+            "q_b_proj",
+            "kv_a_proj_with_mqa",
+            "kv_b_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ),
+    ),
+    ("mamba", ("in_proj", "x_proj", "dt_proj")),  # PEFT refuses out_proj on Mamba
 )
+
+#: MLP names that PEFT maps onto fused expert parameters of mixture-of-experts models.
+MLP_NAMES = frozenset({"gate_proj", "up_proj", "down_proj", "gate_up_proj", "w1", "w2", "w3"})
 
 #: The module types that can carry LoRA: ``nn.Linear`` and GPT-2's ``Conv1D`` (a Linear whose
 #: weight is stored transposed, ``[in, out]``).
@@ -53,11 +93,26 @@ def linear_names(model: nn.Module) -> set[str]:
     }
 
 
+def has_fused_experts(model: nn.Module) -> bool:
+    """Whether ``model`` holds mixture-of-experts weights fused into a 3-D parameter named
+    like an MLP projection (``experts.gate_up_proj`` of shape ``[experts, out, in]``)."""
+    return any(
+        name in MLP_NAMES and param.dim() == 3
+        for module in model.modules()
+        if not isinstance(module, (*LINEAR_TYPES, nn.Conv1d))
+        for name, param in module.named_parameters(recurse=False)
+    )
+
+
 def find_lora_targets(model: nn.Module) -> tuple[str, tuple[str, ...]]:
     """``(family, targets)``: the attention and MLP projections of ``model`` (see the module
-    docstring); ``ValueError`` naming the Linear modules found when no family fits."""
+    docstring; attention only with fused experts); ``ValueError`` naming the Linear modules
+    found when no family fits."""
     names = linear_names(model)
+    fused = has_fused_experts(model)
     for family, targets in FAMILIES:
+        if fused:
+            targets = tuple(t for t in targets if t not in MLP_NAMES)
         if all(t in names for t in targets):
             return family, targets
     shown = ", ".join(sorted(names)) or "none"

@@ -1,0 +1,98 @@
+"""Every causal-LM model type of the installed transformers is tested on a tiny random model,
+refused in one line, or skipped with its reason (the tables in ``architectures.py``); a model
+type in none of them (a new transformers release) fails ``test_every_model_type_is_listed``."""
+
+from __future__ import annotations
+
+import pytest
+
+from influcoder.errors import InflucoderError
+from influcoder.groundtruth.decoder import check_causal
+from influcoder.groundtruth.lora_targets import FAMILIES, MLP_NAMES, find_lora_targets
+from influcoder.io.models import ModelRef
+
+from .architectures import NO_FAMILY, REFUSED, SKIPPED, TESTED, tiny_config
+from .test_models import assert_gradients_match_reference
+
+
+def _causal_lm_types() -> list[str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return list(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def test_every_model_type_is_listed():
+    unlisted = sorted(set(_causal_lm_types()) - set(TESTED) - set(REFUSED) - set(SKIPPED))
+    assert not unlisted, (
+        f"causal-LM model types of this transformers in none of TESTED, REFUSED, SKIPPED "
+        f"(tests/groundtruth/architectures.py): {', '.join(unlisted)}"
+    )
+    both = (
+        (set(TESTED) & set(REFUSED)) | (set(TESTED) & set(SKIPPED)) | (set(REFUSED) & set(SKIPPED))
+    )
+    assert not both, f"model types listed twice: {sorted(both)}"
+    assert all(why.strip() for why in SKIPPED.values())
+
+
+@pytest.mark.parametrize("model_type", sorted(TESTED))
+def test_a_tiny_model_of_each_family_gives_the_reference_gradients(model_type):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(model_type)
+    check_causal(ModelRef(model_type, "dir", model_type), config)  # not refused
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    family, targets = find_lora_targets(model)
+    assert family == TESTED[model_type][0]
+    assert set(targets) <= set(dict(FAMILIES)[family])
+    assert set(dict(FAMILIES)[family]) - set(targets) <= MLP_NAMES  # only fused experts' MLP
+    assert_gradients_match_reference(model)
+
+
+@pytest.mark.parametrize("model_type", sorted(REFUSED))
+def test_the_others_are_refused_in_one_line(model_type):
+    """Encoder-decoder and encoder-only configs are refused from the config alone (no weights);
+    a decoder whose projections match no family is refused by ``auto``, naming them."""
+    reason = REFUSED[model_type]
+    if reason != NO_FAMILY:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        with pytest.raises(InflucoderError) as e:
+            check_causal(ModelRef(model_type, "dir", model_type), CONFIG_MAPPING[model_type]())
+        assert str(e.value) == (
+            f"{model_type}: {model_type} is {reason}; "
+            "collect needs a causal (decoder-only) language model"
+        )
+        return
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type))
+    with pytest.raises(ValueError, match=r"^--lora-targets auto: the model's Linear modules") as e:
+        find_lora_targets(model)
+    assert "\n" not in str(e.value) and "--lora-targets NAME,NAME" in str(e.value)
+
+
+def test_mlp_targets_on_fused_experts_are_refused_before_any_work():
+    """PEFT maps ``down_proj`` onto the fused expert parameters of ERNIE-4.5-MoE (beside its
+    shared experts' Linear ``down_proj``), which the gradient hooks cannot take: refused when
+    the adapter is attached; ``auto`` takes the attention projections only."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from influcoder.groundtruth.lora import attach_lora
+
+    attention = ("q_proj", "k_proj", "v_proj", "o_proj")
+    for model_type in ("ernie4_5_moe", "mixtral"):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(tiny_config(model_type))
+        assert find_lora_targets(model) == ("llama", attention)
+        message = (  # Mixtral has no Linear down_proj at all
+            "matches no module"
+            if model_type == "mixtral"
+            else r"PEFT puts LoRA on 'model\.layers\.\d\.mlp\.experts' \(Ernie4_5_MoeExperts: fused"
+        )
+        with pytest.raises(ValueError, match=message):
+            attach_lora(model, targets=("q_proj", "down_proj"))
