@@ -110,7 +110,12 @@ def test_the_card_holds_the_saved_encoders_figures_on_samples_it_never_saw(
     assert fid["untrained"]["per_anchor_spearman"]["value"] != pytest.approx(
         fid["encoder"]["per_anchor_spearman"]["value"]
     )
-    assert "## Fidelity on samples it never saw" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "## Fidelity on samples it never saw" in card
+    # what it was distilled from: the decoder, the recipe, the data sizes, the head
+    assert "## Distilled from" in card
+    assert f"Data: {pool.n - 12} pool samples x {queries.n - 5} queries" in card
+    assert card.index("## Distilled from") < card.index("## Fidelity on samples")
     info = "\n".join(describe_folder(out))
     assert "held-out fidelity (12 pool samples x 5 queries never distilled on" in info
     assert f"per-anchor {row['per_anchor_spearman']:+.3f}" in info

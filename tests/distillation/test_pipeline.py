@@ -78,6 +78,9 @@ def test_whole_pipeline(tiny_model_dir, tiny_encoder_dir, tmp_path):
         "0.25",
         "-q",
     )
+    card = (tmp_path / "enc" / "README.md").read_text()  # what it was distilled from
+    assert f"Decoder: `{tiny_model_dir}`, LoRA rank 8 on q_proj" in card
+    assert "preconditioning: none, CountSketch to 64" in card
     run("index", tmp_path / "enc", pool, "-o", tmp_path / "index", "-q")
     out = run("attribute", tmp_path / "index", test_q, "-k", "3")
     assert "q200" in out

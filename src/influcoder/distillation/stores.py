@@ -126,6 +126,8 @@ def distill_stores(
             )
     except ValueError as e:  # too few samples to split, bad settings: the user's to fix
         raise InflucoderError(str(e)) from None
+    sizes = (len(keep_pool), pool.n, len(keep_query), queries.n)
+    _record_provenance(Path(out), pool, sizes, encoder, result)
     if holdout is not None:
         result.fidelity = measure(
             out,
@@ -139,6 +141,52 @@ def distill_stores(
         )
         _record_fidelity(Path(out), result.fidelity)
     return result
+
+
+def _record_provenance(out: Path, pool: Store, sizes: tuple, encoder: str, result) -> None:
+    """Add to the model card (``README.md``) what the encoder was distilled from: the decoder,
+    its adapter and gradient recipe, the data sizes, the head, the validation figures (what
+    the stores' setup records of them); ``sizes``: pool samples and queries distilled on, and
+    in the stores."""
+    setup = pool.setup
+    adapter, gradient = setup.get("adapter", {}), setup.get("gradient", {})
+    lines = ["", "## Distilled from", ""]
+    name = pool.manifest.get("provenance", {}).get("model_name")
+    if name or adapter:
+        decoder = f"- Decoder: `{name or '?'}`"
+        if adapter:
+            layers = adapter.get("layers")
+            decoder += (
+                f", LoRA rank {adapter.get('rank')} on {', '.join(adapter.get('targets', []))}"
+                + (f" of blocks {layers}" if layers else "")
+                + f" ({adapter.get('origin')} adapter)"
+            )
+        lines.append(decoder + ".")
+    if gradient:
+        recipe = gradient.get("precondition", {}).get("kind", "none")
+        sketch = setup.get("sketch", {}).get("dim")
+        lines.append(
+            f"- Ground truth: per-sample gradients ({gradient.get('loss', '?')}), "
+            f"preconditioning: {recipe}"
+            + (f", CountSketch to {sketch}" if sketch else "")
+            + "; influence = cosine."
+        )
+    lines.append(
+        f"- Data: {sizes[0]} pool samples x {sizes[2]} queries (of {sizes[1]} x {sizes[3]} in "
+        f"the stores); base encoder `{encoder}`."
+    )
+    head = result.head or {}
+    lines.append(
+        f"- Head: {head.get('kind', 'none')}"
+        + (f", {head['similarity']} similarity" if "similarity" in head else "")
+        + "."
+    )
+    best = ", ".join(f"{k.replace('_', ' ')} {v:+.3f}" for k, v in (result.best or {}).items())
+    if best:
+        lines.append(f"- Validation (pool samples and queries held out of training): {best}.")
+    readme = out / "README.md"
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    atomic_write_bytes(readme, (text + "\n".join(lines) + "\n").encode("utf-8"))
 
 
 def _record_fidelity(out: Path, fidelity: dict) -> None:
