@@ -181,7 +181,9 @@ def _record_provenance(out: Path, pool: Store, sizes: tuple, encoder: str, resul
         + (f", {head['similarity']} similarity" if "similarity" in head else "")
         + "."
     )
-    best = ", ".join(f"{k.replace('_', ' ')} {v:+.3f}" for k, v in (result.best or {}).items())
+    best = ", ".join(
+        f"{k.replace('_', ' ')} {v:+.3f}" for k, v in sorted((result.best or {}).items())
+    )
     if best:
         lines.append(f"- Validation (pool samples and queries held out of training): {best}.")
     readme = out / "README.md"
