@@ -223,7 +223,8 @@ SKIPPED = {
     "minicpm3": "its tiny config fails in transformers' forward (latent-attention/rope dims)",
     "mllama": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "moss_transcribe_diarize": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "mpt": "MPT's forward takes no inputs_embeds, which the gradient path needs",
+    "mpt": "fails the gradient check on the tiny model (not investigated; its forward does take "
+    "inputs_embeds)",
     "nemotron_h": "slow to build tiny (8 s)",
     "phi4_multimodal": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "qwen3_5": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
