@@ -29,6 +29,25 @@ def test_demo_data_is_disjoint_and_sized(size):
     assert [s.id for s in build_data(spec, seed=0)[0]] == [s.id for s in pool]
 
 
+@needs_data
+def test_lds_queries_are_the_two_query_sets_and_more_held_out_ones():
+    """make validate's queries: the training queries as the validation block, the test
+    queries and 72 more, disjoint from everything the demo fits on, as the report block."""
+    from influcoder.workflows.demo_data import held_out_queries, lds_queries
+
+    spec = SIZES["small"]
+    pool, train, test = build_data(spec, seed=0)
+    marked = lds_queries(spec, seed=0)
+    held = held_out_queries(spec, seed=0)
+    assert [s.id for s in marked] == [s.id for s in train + test + held]
+    assert {s.meta["block"] for s in marked[: len(train)]} == {"validation"}
+    assert {s.meta["block"] for s in marked[len(train) :]} == {"report"}
+    assert all(s.meta["part"] == f"{s.meta['block']}/{s.meta['label']}" for s in marked)
+    seen = {(s.prompt, s.response) for s in pool + train + test}
+    assert len(held) == 72 and not seen & {(s.prompt, s.response) for s in held}
+    assert sorted(s.meta["label"] for s in held) == sorted(["harmful", "reasoning", "chat"] * 24)
+
+
 def test_demo_targets():
     rows = [
         {"method": "gradient", "auprc_mean": 0.9, "auprc_max": 0.5, "seconds": 10.0},
