@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 
 from influcoder.distillation.settings import DEFAULT_MICRO_BATCH
+from influcoder.io.samples import parse_where
 
 POOLING_CHOICES = ("sum", "attention")
 #: distill's default rate: a few steps an epoch on a demo-sized run store.
@@ -99,8 +100,10 @@ class RunsArguments:
             raise ValueError("batch_query, batch_pool and max_seq_length must be >= 1")
         if min(self.lr, self.pooling_lr, self.temperature, self.max_weight) <= 0:
             raise ValueError("lr, pooling_lr, temperature and max_weight must be > 0")
-        if self.heldout_where is not None and "=" not in self.heldout_where:
-            raise ValueError(f"heldout_where must be FIELD=VALUE, got {self.heldout_where!r}")
+        try:
+            parse_where(self.heldout_where)
+        except ValueError as e:
+            raise ValueError(f"heldout_where: {e}") from None
         for name in ("heldout_runs", "heldout_queries"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -128,7 +131,7 @@ def heldout_mask(metas: Sequence[Mapping], where: str | None) -> np.ndarray | No
     without ``where``. No query matching, or every one: ``ValueError``."""
     if where is None:
         return None
-    name, value = where.split("=", 1)
+    name, value = parse_where(where)
     mask = np.array([str(m.get(name)) == value for m in metas], dtype=bool)
     if not mask.any() or mask.all():
         raise ValueError(

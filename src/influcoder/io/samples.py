@@ -88,6 +88,17 @@ def encoder_text(sample: Sample) -> str:
     return f"{sample.prompt}\n\n{sample.response}"
 
 
+def parse_where(where: str | None) -> tuple[str, str] | None:
+    """``FIELD=VALUE`` (a condition on a sample's ``meta``) -> ``(field, value)``, both
+    stripped; None for None. No ``=`` or no field: ``ValueError``."""
+    if where is None:
+        return None
+    name, sep, value = where.partition("=")
+    if not sep or not name.strip():
+        raise ValueError(f"expected FIELD=VALUE, got {where!r}")
+    return name.strip(), value.strip()
+
+
 def messages_to_text(messages: Sequence[dict]) -> str:
     """Plain text of chat turns: a lone user turn is its content; several turns are written
     ``role: content``, one per line."""

@@ -17,22 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from influcoder.errors import InputError
-from influcoder.io.samples import Sample
+from influcoder.io.samples import Sample, parse_where
 from influcoder.io.stores import MANIFEST_NAME, Store, check_same_setup, open_store
 from influcoder.validation.run import CONTROL, HELDOUT, Validation
 from influcoder.validation.settings import ValidateArguments
 
 logger = logging.getLogger(__name__)
-
-
-def parse_where(where: str | None) -> tuple[str, str] | None:
-    """``FIELD=VALUE`` -> ``(field, value)``."""
-    if where is None:
-        return None
-    name, sep, value = where.partition("=")
-    if not sep or not name.strip():
-        raise ValueError(f"expected FIELD=VALUE, got {where!r}")
-    return name.strip(), value.strip()
 
 
 def _matching(store: Store, where: tuple[str, str] | None) -> np.ndarray:
