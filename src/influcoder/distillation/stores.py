@@ -186,9 +186,7 @@ def _record_provenance(out: Path, pool: Store, sizes: tuple, encoder: str, resul
     )
     if best:
         lines.append(f"- Validation (pool samples and queries held out of training): {best}.")
-    readme = out / "README.md"
-    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-    atomic_write_bytes(readme, (text + "\n".join(lines) + "\n").encode("utf-8"))
+    _append_to_model_card(out, "\n".join(lines) + "\n")
 
 
 def _record_fidelity(out: Path, fidelity: dict) -> None:
@@ -196,9 +194,14 @@ def _record_fidelity(out: Path, fidelity: dict) -> None:
     card_path = out / CARD_NAME
     card = json.loads(card_path.read_text(encoding="utf-8"))
     atomic_write_json(card_path, {**card, "fidelity": fidelity})
+    _append_to_model_card(out, card_section(fidelity))
+
+
+def _append_to_model_card(out: Path, section: str) -> None:
+    """Append ``section`` (markdown) to the encoder's ``README.md``, atomically."""
     readme = out / "README.md"
     text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-    atomic_write_bytes(readme, (text + card_section(fidelity)).encode("utf-8"))
+    atomic_write_bytes(readme, (text + section).encode("utf-8"))
 
 
 def _add_head(
