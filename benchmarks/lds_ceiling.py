@@ -40,7 +40,7 @@ def parse_args(argv=None):
 def common_losses(a, b, queries):
     """``(kinds, losses_a, losses_b)`` over the subsets both stores trained, every query
     both measured (columns in the order of ``measured_queries`` of ``a``)."""
-    from influcoder.validation.saved import measured_queries
+    from influcoder.validation.saved import measured_losses, measured_queries
 
     subsets_a, losses_a = a.lds_runs()
     subsets_b, losses_b = b.lds_runs()
@@ -54,8 +54,7 @@ def common_losses(a, b, queries):
         sys.exit(f"only {len(rows)} subsets trained in both stores; need 3 or more")
     ia, ib = (np.array(x) for x in zip(*rows))
     cols, parts = measured_queries(a, queries)
-    la = np.concatenate([losses_a[name][ia][:, pos] for name, pos in parts], axis=1)
-    lb = np.concatenate([losses_b[name][ib][:, pos] for name, pos in parts], axis=1)
+    la, lb = measured_losses(losses_a, parts)[ia], measured_losses(losses_b, parts)[ib]
     return cols, la, lb
 
 

@@ -96,7 +96,12 @@ def run_costs(saved, subsets) -> dict:
 def main(argv=None) -> None:
     from influcoder.io.tables import format_table
     from influcoder.validation.effects import lds, lds_by_kind
-    from influcoder.validation.saved import HELDOUT, measured_queries, query_columns
+    from influcoder.validation.saved import (
+        HELDOUT,
+        measured_losses,
+        measured_queries,
+        query_columns,
+    )
     from influcoder.workflows.validation import saved_scores
 
     args = parse_args(argv)
@@ -125,7 +130,7 @@ def main(argv=None) -> None:
     if args.by:
         cols, parts = measured_queries(saved, queries)
         kinds = [str(queries[c].meta.get(args.by)) for c in cols]
-        measured = np.concatenate([losses[name][:, pos] for name, pos in parts], axis=1)
+        measured = measured_losses(losses, parts)
     costs = run_costs(saved, subsets)
     rng = np.random.default_rng(args.seed)
     table, start = [], time.perf_counter()

@@ -55,6 +55,14 @@ def measured_queries(
     return np.asarray(cols, dtype=np.int64), parts
 
 
+def measured_losses(
+    losses: Mapping[str, np.ndarray], parts: Sequence[tuple[str, np.ndarray]]
+) -> np.ndarray:
+    """``[runs, measured queries]``: the per-set losses (name -> ``[runs, set size]``) put in
+    the column order of :func:`measured_queries`' ``parts``."""
+    return np.concatenate([losses[name][:, pos] for name, pos in parts], axis=1)
+
+
 def score_runs(
     runs: RunStore,
     scores: Mapping[str, np.ndarray],
@@ -106,7 +114,7 @@ def score_runs(
         if not any(by in queries[c].meta for c in cols):
             raise StoreError(f"{runs.path}: no query the runs measured has the field '{by}'")
         kinds = [str(queries[c].meta.get(by)) for c in cols]
-        measured = np.concatenate([losses[name][:, pos] for name, pos in parts], axis=1)
+        measured = measured_losses(losses, parts)
     rows = []
     for method, s in scores.items():
         s = np.asarray(s, dtype=float)

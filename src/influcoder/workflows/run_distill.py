@@ -71,7 +71,7 @@ def read_runs(
     store holds several; the first ``count``) as arrays; ``pool`` must hold the samples the
     runs trained on and ``queries`` the samples of at least one evaluation set."""
     from influcoder.validation.runstore import open_runs
-    from influcoder.validation.saved import measured_queries
+    from influcoder.validation.saved import measured_losses, measured_queries
 
     saved = open_runs(runs)
     pool_store, query_store = open_store(pool), open_store(queries)
@@ -90,7 +90,7 @@ def read_runs(
     members = np.zeros((len(subsets), pool_store.n), dtype=bool)
     for r, subset in enumerate(subsets):
         members[r, subset] = True
-    losses = np.concatenate([by_set[name][:, pos] for name, pos in parts], axis=1)
+    losses = measured_losses(by_set, parts)
     return RunsData(
         store=saved,
         pool=list(pool_store.samples),
