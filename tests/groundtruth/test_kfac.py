@@ -12,20 +12,6 @@ from .test_recipes import FAST, WARM, collect, run, store_reference
 
 
 @pytest.fixture()
-def tokenized(tiny_tokenizer):
-    from influcoder.groundtruth.tokenize import tokenize_samples
-    from influcoder.io.samples import Sample
-
-    from ..conftest import SMALL_PAIRS
-
-    return tokenize_samples(
-        tiny_tokenizer,
-        [Sample(id=str(i), prompt=p, response=r) for i, (p, r) in enumerate(SMALL_PAIRS)],
-        max_length=64,
-    )
-
-
-@pytest.fixture()
 def warmed(tiny_model, tokenized):
     from influcoder.groundtruth.lora import attach_lora, warmup
 

@@ -298,20 +298,6 @@ def _batch_gradients(model, batch):
     return grads
 
 
-@pytest.fixture()
-def tokenized(tiny_tokenizer):
-    from influcoder.groundtruth.tokenize import tokenize_samples
-    from influcoder.io.samples import Sample
-
-    from ..conftest import SMALL_PAIRS
-
-    return tokenize_samples(
-        tiny_tokenizer,
-        [Sample(id=str(i), prompt=p, response=r) for i, (p, r) in enumerate(SMALL_PAIRS)],
-        max_length=64,
-    )
-
-
 def test_one_warmup_step_leaves_the_squared_gradient_as_adams_moments(tiny_model, tokenized):
     """After one AdamW step, bias-corrected v is the first batch's squared gradient."""
     import copy
