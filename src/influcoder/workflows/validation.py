@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,7 +295,7 @@ def run_lds(
     encoders=None,
     baselines=(),
     stores=None,
-    by: str | None = None,
+    by: str | Sequence[str] | None = None,
     count: int | None = None,
     fraction: float | None = None,
     subset_seed: int | None = None,
