@@ -341,3 +341,10 @@ def test_tables_fit_a_1024_pixel_window(tmp_path):
     assert page_scroll <= page_width, widths
     assert len(tables) == 2 and all(extra <= 0 for extra in tables), widths
     assert image > 0  # the figure next to the page loaded
+
+
+def test_validate_report_names_the_lds_page(saved):
+    report = (saved / "v" / "report.html").read_text()
+    runs, pool, heldout = (str(saved / name) for name in ("v/runs", "pool", "heldout"))
+    command = f"influcoder lds {runs} {pool} {heldout} -e NAME=ENCODER"
+    assert command in report and "--by label --html lds.html" in report
