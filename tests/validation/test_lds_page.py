@@ -280,7 +280,7 @@ def test_bad_page_paths_are_refused_before_scoring(saved, tmp_path, make, messag
 
 def test_json_and_page_must_differ(saved, tmp_path):
     r = lds(saved, "--json", tmp_path / "lds.png", "--html", tmp_path / "lds.html")
-    assert r.exit_code == 2 and "overwrite" in r.output
+    assert r.exit_code == 2 and "overwritten" in r.output
     r = lds(saved, "--by", "label,label")
     assert r.exit_code == 2 and "twice" in r.output
     r = lds(saved, "--by", "nosuchfield", "--html", tmp_path / "n.html")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from influcoder.cli.app import cli
@@ -354,16 +352,9 @@ def lds(
     by = None if not fields else fields[0] if len(fields) == 1 else fields
     if html_out is not None:
         try:
-            check_page_path(html_out)
+            check_page_path(html_out, spare=[json_out] if json_out else [])
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--html") from None
-        if json_out is not None and {Path(json_out).resolve()} & {
-            Path(html_out).resolve(),
-            figure_path(html_out).resolve(),
-        }:
-            raise click.BadParameter(
-                "--json would overwrite the page or its figure", param_hint="--html"
-            )
     try:
         rows = run_lds(
             runs,

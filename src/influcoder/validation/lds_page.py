@@ -104,9 +104,10 @@ def figure_path(page: str | os.PathLike) -> Path:
     return Path(page).with_suffix(".png")
 
 
-def check_page_path(page: str | os.PathLike) -> None:
+def check_page_path(page: str | os.PathLike, spare: Sequence[str | os.PathLike] = ()) -> None:
     """Raise ``ValueError`` unless ``page`` can be written: it ends in .html (its figure is
-    the .png of the same name) and no folder on its way is a file."""
+    the .png of the same name), no folder on its way is a file, and neither it nor its
+    figure is one of the ``spare`` paths (other outputs of the same command)."""
     page = Path(page)
     if page.suffix.lower() not in PAGE_SUFFIXES:
         raise ValueError(f"the page must end in .html (its figure gets .png): {page}")
@@ -115,6 +116,10 @@ def check_page_path(page: str | os.PathLike) -> None:
     for parent in page.parents:
         if parent.exists() and not parent.is_dir():
             raise ValueError(f"{parent} is a file, not a folder; cannot write {page}")
+    ours = {page.resolve(), figure_path(page).resolve()}
+    for other in spare:
+        if Path(other).resolve() in ours:
+            raise ValueError(f"{other} would be overwritten by the page or its figure")
 
 
 def _figure(path: Path, sections: Sequence[Section], methods: Sequence[str]) -> None:
