@@ -243,8 +243,9 @@ def validate(
 @click.option(
     "--by",
     default=None,
-    metavar="FIELD",
-    help="also report LDS per value of this query field (e.g. label)",
+    metavar="FIELD[,FIELD...]",
+    help="also report LDS per value of this query field (e.g. label), or of each of "
+    "several (in --json, lds_by is then keyed by field first)",
 )
 @click.option(
     "--subsets",
@@ -285,6 +286,16 @@ def validate(
     type=click.Path(dir_okay=False),
     help="also write the rows to this JSON file",
 )
+@click.option(
+    "--html",
+    "html_out",
+    default=None,
+    type=click.Path(dir_okay=False),
+    metavar="PAGE",
+    help="also write a page (PAGE.html, its figure PAGE.png next to it): every "
+    "method's LDS with its 95% interval per group of --by, a table per field and "
+    "which method leads, or overlaps the runner-up",
+)
 @device_option(extra=" (for the --encoder methods)")
 @handle_errors
 def lds(
@@ -301,6 +312,7 @@ def lds(
     n_boot,
     seed,
     json_out,
+    html_out,
     device,
 ):
     """Score methods by LDS against saved training runs, in seconds, without retraining.
@@ -312,7 +324,8 @@ def lds(
     correlation over the saved subset runs of its predicted and the measured held-out loss,
     averaged over the held-out queries, with a bootstrap interval over subsets and queries.
     With the same settings it equals what validate reported. --by FIELD adds LDS per value of
-    the field over every query the runs measured (held-out and control).
+    the field over every query the runs measured (held-out and control); --by a,b does so for
+    each field. --html PAGE draws it all on a page, with a figure, to compare the methods.
 
     \b
     Examples:
@@ -321,13 +334,27 @@ def lds(
           --baselines bm25,random --subsets 32 --json lds.json
       influcoder lds runs/v/runs runs/pool runs/hq -m inner=runs/pool,runs/hq,inner \\
           -m adam=runs/pool_adam,runs/hq_adam
+      influcoder lds runs/v/runs runs/pool runs/hq -e distilled=runs/encoder \\
+          --by block,part --html runs/v/lds.html
     """
     from influcoder.io.atomic import atomic_write_json
     from influcoder.io.tables import format_table
+    from influcoder.validation.lds_page import check_page_path, figure_path, write_lds_page
     from influcoder.validation.saved import lds_table
     from influcoder.workflows.validation import run_lds
 
     pairs = parse_store_methods(store_methods)
+    fields = split_list(by) if by is not None else []
+    if by is not None and not fields:
+        raise click.BadParameter("give at least one field", param_hint="--by")
+    if len(set(fields)) < len(fields):
+        raise click.BadParameter(f"a field is named twice: {by}", param_hint="--by")
+    by = None if not fields else fields[0] if len(fields) == 1 else fields
+    if html_out is not None:
+        try:
+            check_page_path(html_out, spare=[json_out] if json_out else [])
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--html") from None
     try:
         rows = run_lds(
             runs,
@@ -346,9 +373,11 @@ def lds(
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    click.echo(format_table(lds_table(rows)))
+    click.echo(format_table(lds_table(rows, by)))
+    context = {"runs": str(runs), "pool": str(pool), "queries": str(queries)}
     if json_out is not None:
-        atomic_write_json(
-            json_out, {"runs": str(runs), "pool": str(pool), "queries": str(queries), "rows": rows}
-        )
+        atomic_write_json(json_out, {**context, "by": by, "rows": rows})
         log(f"wrote {json_out}")
+    if html_out is not None:
+        write_lds_page(html_out, rows, by=by, context={**context, "n_boot": n_boot})
+        log(f"wrote {html_out} and {figure_path(html_out).name}")

@@ -4,7 +4,8 @@
 scores of the pool against a query store's samples, and computes every method's LDS on the
 store's LDS subset runs: on the held-out set (the figure ``validate`` reports, computed by
 this very function there) and, with ``by``, per value of a sample field over every query the
-runs measured (e.g. chat / reasoning / harmful). Scoring takes seconds; the runs took hours.
+runs measured (e.g. chat / reasoning / harmful), or per value of each of several fields.
+Scoring takes seconds; the runs took hours.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def score_runs(
     scores: Mapping[str, np.ndarray],
     queries: Sequence[Sample],
     *,
-    by: str | None = None,
+    by: str | Sequence[str] | None = None,
     count: int | None = None,
     fraction: float | None = None,
     subset_seed: int | None = None,
@@ -82,15 +83,17 @@ def score_runs(
         runs: the run store.
         scores: method -> ``[n_pool, len(queries)]`` scores against ``queries``.
         queries: the query samples (a query store's), among them the held-out set's.
-        by: a sample field: also report LDS per value of it over every measured query.
+        by: a sample field: also report LDS per value of it over every measured query; or a
+            sequence of fields, each reported so.
         count, fraction, subset_seed, train_seed: which LDS runs (the first ``count`` of the
             series of that subset fraction, subset seed and training seed; needed only when
             the store holds several series).
         n_boot, seed: bootstrap resamples and their seed.
 
     Returns:
-        one row per method: ``method``, ``lds``, ``lds_low``, ``lds_high`` and, with ``by``,
-        ``lds_by`` (value -> ``{lds, low, high, n}``).
+        one row per method: ``method``, ``lds``, ``lds_low``, ``lds_high``, ``lds_subsets``,
+        ``lds_queries`` (held-out queries) and, with ``by``, ``lds_by``: value ->
+        ``{lds, low, high, n}`` for one field, field -> value -> that for a sequence.
     """
     n_pool = runs.manifest["pool"]["n"]
     for method, s in scores.items():
@@ -108,13 +111,15 @@ def score_runs(
     subsets, losses = runs.lds_runs(
         count=count, fraction=fraction, seed=subset_seed, train_seed=train_seed
     )
-    kinds = None
-    if by is not None:
+    fields = [] if by is None else [by] if isinstance(by, str) else list(by)
+    kinds = {}
+    if fields:
         cols, parts = measured_queries(runs, queries)
-        if not any(by in queries[c].meta for c in cols):
-            raise StoreError(f"{runs.path}: no query the runs measured has the field '{by}'")
-        kinds = [str(queries[c].meta.get(by)) for c in cols]
         measured = measured_losses(losses, parts)
+    for field in fields:
+        if not any(field in queries[c].meta for c in cols):
+            raise StoreError(f"{runs.path}: no query the runs measured has the field '{field}'")
+        kinds[field] = [str(queries[c].meta.get(field)) for c in cols]
     rows = []
     for method, s in scores.items():
         s = np.asarray(s, dtype=float)
@@ -125,17 +130,29 @@ def score_runs(
             "lds_low": score["low"],
             "lds_high": score["high"],
             "lds_subsets": len(subsets),
+            "lds_queries": len(heldout),
         }
-        if kinds is not None:
-            row["lds_by"] = lds_by_kind(
-                s[:, cols], subsets, measured, kinds, n_boot=n_boot, seed=seed
-            )
+        per_field = {
+            field: lds_by_kind(s[:, cols], subsets, measured, values, n_boot=n_boot, seed=seed)
+            for field, values in kinds.items()
+        }
+        if per_field:
+            row["lds_by"] = per_field[by] if isinstance(by, str) else per_field
         rows.append(row)
     return rows
 
 
-def lds_table(rows: Sequence[dict]) -> list[dict]:
-    """Rows for a terminal table: LDS and its interval, then each kind's."""
+def lds_per_field(row: Mapping, by: str | Sequence[str] | None) -> dict[str, dict]:
+    """A row's ``lds_by`` as field -> value -> ``{lds, low, high, n}``, whether
+    :func:`score_runs` was given one field (``by`` a str) or several."""
+    if by is None or "lds_by" not in row:
+        return {}
+    return {by: row["lds_by"]} if isinstance(by, str) else dict(row["lds_by"])
+
+
+def lds_table(rows: Sequence[dict], by: str | Sequence[str] | None = None) -> list[dict]:
+    """Rows for a terminal table: LDS and its interval, then each kind's (named
+    ``FIELD=VALUE`` when ``by`` holds several fields)."""
     out = []
     for row in rows:
         line = {
@@ -143,8 +160,10 @@ def lds_table(rows: Sequence[dict]) -> list[dict]:
             "lds": row["lds"],
             "lds_95%": f"[{row['lds_low']:+.3f}, {row['lds_high']:+.3f}]",
         }
-        for kind, v in row.get("lds_by", {}).items():
-            line[f"lds_{kind}"] = v["lds"]
-            line[f"{kind}_95%"] = f"[{v['low']:+.3f}, {v['high']:+.3f}]"
+        for field, values in lds_per_field(row, by).items():
+            for kind, v in values.items():
+                name = kind if isinstance(by, str) else f"{field}={kind}"
+                line[f"lds_{name}"] = v["lds"]
+                line[f"{name}_95%"] = f"[{v['low']:+.3f}, {v['high']:+.3f}]"
         out.append(line)
     return out

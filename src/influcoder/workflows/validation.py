@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,12 +227,20 @@ def run_validation(
         "the one trained on the full pool with the same seed."
     )
     gt_pool, labels = inputs.pool, inputs.labels
+    runs = str(runs_dir or Path(out) / "runs")
+    if args.lds_subsets:
+        validation.notes.append(
+            "To compare other methods against these runs in seconds, with their intervals "
+            f"drawn per group on a page: influcoder lds {runs} {gt_pool.path} "
+            f"{inputs.heldout.path} -e NAME=ENCODER --baselines bm25,tfidf,random"
+            f"{f' --by {by}' if by else ''} --html lds.html"
+        )
     context = {
         "pool": str(gt_pool.path),
         "targets": str(inputs.targets.path),
         "heldout": str(inputs.heldout.path),
         "where": named.get("where"),
-        "runs": str(runs_dir or Path(out) / "runs"),
+        "runs": runs,
         "n_pool": gt_pool.n,
         "n_targets": int(inputs.target_rows.sum()),
         "n_heldout": len(inputs.eval_sets[HELDOUT]),
@@ -294,7 +303,7 @@ def run_lds(
     encoders=None,
     baselines=(),
     stores=None,
-    by: str | None = None,
+    by: str | Sequence[str] | None = None,
     count: int | None = None,
     fraction: float | None = None,
     subset_seed: int | None = None,
