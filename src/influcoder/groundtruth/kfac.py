@@ -15,16 +15,18 @@ default, Kronfluence's heuristic), which keeps the recipe independent of the los
 
 Modules that read the very same input tensor in a forward (the ``lora_A`` of q/k/v, of
 gate/up) have one input factor, fitted and stored once. The preconditioner file beside the
-store's adapter holds each factor's damped inverse root once (``f"{key}.inverse_root"``) and,
-as its string metadata, the damping and each block's pair of factor keys; every store
-collected ``--like`` it loads the roots instead of decomposing the factors again. Files of the
-first layout (one pair of raw factors per block, ``f"{block}.kfac_in"`` and ``".kfac_out"``)
-are still read: their roots are computed as they always were.
+store's adapter holds each factor's damped inverse root once (``f"{key}.inverse_root"``, its
+upper triangle: the roots are symmetric) and, as its string metadata, the damping and each
+block's pair of factor keys; every store collected ``--like`` it loads the roots instead of
+decomposing the factors again. Files of the first layout (one pair of raw factors per block,
+``f"{block}.kfac_in"`` and ``".kfac_out"``) are still read: their roots are computed as they
+always were.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,8 +66,12 @@ class KfacFactors:
         }
 
     def roots(self, damping: float = KFAC_DAMPING) -> KfacRoots:
-        """The damped inverse root of each factor, decomposed once per key."""
-        roots = {key: inverse_root(factor, damping) for key, factor in self.factors.items()}
+        """The damped inverse root of each factor, decomposed once per key, made exactly
+        symmetric (its upper triangle mirrored) so that a saved root reads back bit for bit."""
+        roots = {
+            key: unpack_upper(pack_upper(inverse_root(factor, damping)))
+            for key, factor in self.factors.items()
+        }
         return KfacRoots(roots, dict(self.blocks), damping)
 
 
@@ -80,10 +86,11 @@ class KfacRoots:
 
     def saved(self) -> dict[str, torch.Tensor | str]:
         """The preconditioner file's content (:func:`~influcoder.groundtruth.precondition.
-        save_moments`): each root once, and the layout as a string (metadata)."""
+        save_moments`): each root once, its upper triangle (:func:`pack_upper`; the roots are
+        symmetric), and the layout as a string (metadata)."""
         layout = {"damping": self.damping, "blocks": {b: list(k) for b, k in self.blocks.items()}}
         out: dict[str, torch.Tensor | str] = {
-            key + ROOT_SUFFIX: root.contiguous() for key, root in self.roots.items()
+            key + ROOT_SUFFIX: pack_upper(root) for key, root in self.roots.items()
         }
         out[LAYOUT_KEY] = json.dumps(layout, sort_keys=True)
         return out
@@ -101,8 +108,27 @@ class KfacRoots:
             for key in keys:
                 if key + ROOT_SUFFIX not in saved:
                     raise ValueError(f"the preconditioner has no K-FAC inverse root '{key}'")
-                roots[key] = saved[key + ROOT_SUFFIX]
+                roots[key] = unpack_upper(saved[key + ROOT_SUFFIX])
         return cls(roots, blocks, float(layout["damping"]))
+
+
+def pack_upper(matrix: torch.Tensor) -> torch.Tensor:
+    """The upper triangle (diagonal included) of a square ``matrix``, row by row: ``n (n +
+    1) / 2`` entries."""
+    rows, cols = torch.triu_indices(*matrix.shape)
+    return matrix[rows, cols].contiguous()
+
+
+def unpack_upper(packed: torch.Tensor) -> torch.Tensor:
+    """The symmetric matrix whose upper triangle :func:`pack_upper` gave. A length that is no
+    triangle's: ``ValueError``."""
+    n = (math.isqrt(8 * packed.numel() + 1) - 1) // 2
+    if n * (n + 1) // 2 != packed.numel() or packed.dim() != 1:
+        raise ValueError(f"{tuple(packed.shape)} entries are no packed upper triangle")
+    rows, cols = torch.triu_indices(n, n)
+    upper = packed.new_zeros(n, n)
+    upper[rows, cols] = packed
+    return upper + upper.triu(1).T
 
 
 def fit_kfac(
