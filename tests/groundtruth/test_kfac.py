@@ -71,6 +71,24 @@ def test_modules_reading_one_tensor_share_their_input_factor(warmed, tokenized):
             )
 
 
+def test_an_input_is_shared_only_between_single_reads_of_one_tensor():
+    """A block may take another's input factor only when both read that tensor once, the same
+    way in every forward (a module called twice would mix two inputs into one factor)."""
+    from influcoder.groundtruth.kfac import IN_KEY, _settle_inputs
+
+    q, k = "q.weight", "k.weight"
+    inputs: dict[str, str] = {}
+    _settle_inputs({q: [q + IN_KEY], k: [q + IN_KEY]}, inputs)
+    assert inputs == {q: q + IN_KEY, k: q + IN_KEY}
+    _settle_inputs({q: [q + IN_KEY, q + IN_KEY]}, {})  # its own inputs, twice: fine
+    with pytest.raises(ValueError, match="but not only that once"):
+        _settle_inputs({q: [q + IN_KEY, q + IN_KEY], k: [q + IN_KEY]}, {})
+    with pytest.raises(ValueError, match="but not only that once"):
+        _settle_inputs({q: [q + IN_KEY], k: [q + IN_KEY, k + IN_KEY]}, {})
+    with pytest.raises(ValueError, match="from one forward to the next"):
+        _settle_inputs({q: [q + IN_KEY], k: [k + IN_KEY]}, inputs)
+
+
 def test_packed_upper_triangles_read_back():
     from influcoder.groundtruth.kfac import pack_upper, unpack_upper
 
