@@ -50,8 +50,10 @@ def reference_gradients(
     ``second_moments`` (``f"{module name}.weight"`` -> a tensor of the weight's shape):
     each weight's gradient is divided elementwise by ``sqrt(v) + eps`` before anything else
     (Adam preconditioning). ``with_norms``: also return each row's norm before normalising.
-    ``kfac`` (K-FAC factors by weight name): each weight gradient ``G`` (as ``[out, in]``)
-    becomes ``S^-1/2 G A^-1/2``, the roots taken by ``kfac.inverse_root``.
+    ``kfac`` (K-FAC factors by weight name, ``f"{weight}.kfac_in"`` and ``".kfac_out"``, or
+    their damped inverse roots, ``weight -> (A^-1/2, S^-1/2)``): each weight gradient ``G`` (as
+    ``[out, in]``) becomes ``S^-1/2 G A^-1/2``, the roots of factors taken by
+    ``kfac.inverse_root``.
     """
     if sketch_dim < 0:
         raise ValueError(f"sketch_dim must be >= 0 (0: no projection), got {sketch_dim}")
@@ -106,8 +108,11 @@ def _kfac_apply(grad: torch.Tensor, factors, name: str, linear: bool) -> torch.T
     """``S^-1/2 G A^-1/2`` for a Linear's ``[out, in]`` gradient (a Conv1D's is ``[in, out]``)."""
     from influcoder.groundtruth.kfac import inverse_root
 
-    root_in = inverse_root(factors[name + ".kfac_in"]).to(grad.device)
-    root_out = inverse_root(factors[name + ".kfac_out"]).to(grad.device)
+    if name in factors:
+        root_in, root_out = (root.to(grad.device) for root in factors[name])
+    else:
+        root_in = inverse_root(factors[name + ".kfac_in"]).to(grad.device)
+        root_out = inverse_root(factors[name + ".kfac_out"]).to(grad.device)
     g = grad if linear else grad.T
     g = root_out @ g @ root_in
     return g if linear else g.T

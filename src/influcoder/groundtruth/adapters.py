@@ -182,8 +182,9 @@ def settle_precondition(
 
 
 def _settle_kfac(args: CollectArguments, peft_model, tokenized, factors: dict, stored) -> dict:
-    """K-FAC's factors (``factors``, filled in place): a store's as saved, else fitted on the
-    ``pool-sample`` batches of ``tokenized`` (:mod:`~influcoder.groundtruth.kfac`)."""
+    """K-FAC's preconditioner (``factors``, filled in place): a store's as saved, else
+    fitted on the ``pool-sample`` batches of ``tokenized`` and kept as the factors' damped
+    inverse roots, decomposed here once (:mod:`~influcoder.groundtruth.kfac`)."""
     from influcoder.groundtruth.kfac import KFAC_DAMPING, fit_kfac
     from influcoder.groundtruth.lora import gradient_modules
     from influcoder.groundtruth.precondition import moment_batches, moments_digest
@@ -196,7 +197,8 @@ def _settle_kfac(args: CollectArguments, peft_model, tokenized, factors: dict, s
             f"K-FAC factors from {sum(len(b) for b in batches)} samples "
             f"({len(batches)} batches of {args.warmup_batch_size})"
         )
-        factors.update(fit_kfac(peft_model, batches, gradient_modules(peft_model, "lora")))
+        fitted = fit_kfac(peft_model, batches, gradient_modules(peft_model, "lora"))
+        factors.update(fitted.roots(KFAC_DAMPING).saved())
     return {
         "kind": "kfac",
         "source": "pool-sample",

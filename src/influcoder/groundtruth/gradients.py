@@ -106,9 +106,11 @@ class GradientComputer:
             gradient is divided elementwise by ``sqrt(v) + eps`` before it is sketched (Adam
             preconditioning). None: the plain gradient.
         eps: Added to ``sqrt(v)``.
-        kfac: K-FAC factors by block name (:func:`~influcoder.groundtruth.kfac.fit_kfac`):
-            each per-sample gradient ``G`` becomes ``S^-1/2 G A^-1/2`` (damped) before it is
-            sketched. Not with ``preconditioner``.
+        kfac: K-FAC factors (:func:`~influcoder.groundtruth.kfac.fit_kfac`), their damped
+            inverse roots, or a preconditioner file's content
+            (:func:`~influcoder.groundtruth.kfac.kfac_transforms`): each per-sample gradient
+            ``G`` becomes ``S^-1/2 G A^-1/2`` (damped) before it is sketched. Not with
+            ``preconditioner``.
 
     Calling it on a batch returns a ``[B, output_dim]`` float32 array, one unit-norm row per
     sample, in batch order. A row does not depend on the other samples in its batch.

@@ -17,7 +17,8 @@ The moments are saved beside the store's adapter (``adapter/preconditioner.safet
 keyed by the gradient blocks' names) and their digest goes into the store's setup, so every
 store collected ``--like`` it divides by the very same ``v``, and stores with other moments are
 refused when compared. :func:`preconditioning` reads a store's saved preconditioner, these
-moments or K-FAC's factors (:mod:`influcoder.groundtruth.kfac`), into the gradient computer.
+moments or K-FAC's inverse roots (:mod:`influcoder.groundtruth.kfac`), into the gradient
+computer.
 """
 
 from __future__ import annotations
@@ -118,29 +119,42 @@ def moment_batches(
     return [[tokenized[i] for i in order[j : j + batch_size]] for j in cuts][:MOMENT_BATCHES]
 
 
-def moments_digest(moments: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 of the moments (names and float32 bytes, sorted by name)."""
+def moments_digest(moments: Mapping[str, torch.Tensor | str]) -> str:
+    """SHA-256 of the moments (names and float32 bytes, sorted by name; a string entry, the
+    file's metadata, by its UTF-8 bytes)."""
     h = hashlib.sha256()
     for name in sorted(moments):
         h.update(name.encode() + b"\0")
-        h.update(moments[name].detach().float().cpu().contiguous().numpy().tobytes())
+        value = moments[name]
+        if isinstance(value, str):
+            h.update(b"str\0" + value.encode())
+        else:
+            h.update(value.detach().float().cpu().contiguous().numpy().tobytes())
     return "sha256:" + h.hexdigest()
 
 
-def save_moments(path: str | os.PathLike, moments: Mapping[str, torch.Tensor]) -> None:
-    """Write the moments as safetensors (float32), keyed by name."""
+def save_moments(path: str | os.PathLike, moments: Mapping[str, torch.Tensor | str]) -> None:
+    """Write the moments as safetensors (float32), keyed by name; string entries (K-FAC's
+    layout) go into the file's metadata."""
     from safetensors.torch import save_file
 
-    save_file(
-        {name: t.detach().float().cpu().contiguous() for name, t in moments.items()}, str(path)
-    )
+    tensors = {
+        k: t.detach().float().cpu().contiguous()
+        for k, t in moments.items()
+        if not isinstance(t, str)
+    }
+    metadata = {k: v for k, v in moments.items() if isinstance(v, str)}
+    save_file(tensors, str(path), metadata=metadata or None)
 
 
-def load_moments(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read moments written by :func:`save_moments`."""
+def load_moments(path: str | os.PathLike) -> dict[str, torch.Tensor | str]:
+    """Read moments written by :func:`save_moments`, its metadata as string entries."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    return load_file(str(path))
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata() or {}
+    return {**load_file(str(path)), **metadata}
 
 
 def inverse_scales(
@@ -166,7 +180,7 @@ def inverse_scales(
 
 def preconditioning(kind: str, factors: dict | None) -> dict:
     """:class:`GradientComputer`'s keyword for a store's saved preconditioner: Adam's second
-    moments or K-FAC's factors (``kind``, the store's ``--precondition``)."""
+    moments or K-FAC's inverse roots (``kind``, the store's ``--precondition``)."""
     if factors is None or kind == "none":
         return {}
     return {"kfac": factors} if kind == "kfac" else {"preconditioner": factors}
