@@ -257,6 +257,7 @@ def warmup(
     gradient_checkpointing: bool = False,
     bf16: bool = False,
     moments: dict | None = None,
+    share_prefix: bool = False,
 ) -> list[float]:
     """Train the LoRA adapter of ``model`` for a few steps (LESS's warm-up), in place.
 
@@ -285,6 +286,9 @@ def warmup(
         moments: A dict to fill with AdamW's bias-corrected second moments after the last
             step, ``f"{module name}.weight"`` -> tensor (float32, CPU), for Adam
             preconditioning (:mod:`influcoder.groundtruth.precondition`); needs ``steps > 0``.
+        share_prefix: Run the tokens a micro-batch's rows all start with once
+            (:func:`~influcoder.groundtruth.loss.response_losses`); the same step to float
+            rounding, for decoders checked to support it.
 
     Returns:
         The loss of each step, measured before that step's update. The model is left in eval
@@ -315,7 +319,14 @@ def warmup(
             input_ids, attention_mask, labels = pad_batch(
                 [batch[r] for r in rows], _WARMUP_PAD_ID, device
             )
-            losses = response_losses(model, attention_mask, labels, input_ids=input_ids, bf16=bf16)
+            losses = response_losses(
+                model,
+                attention_mask,
+                labels,
+                input_ids=input_ids,
+                bf16=bf16,
+                share_prefix=share_prefix,
+            )
             loss = losses.sum() / len(batch)
             loss.backward()
             return loss.item()

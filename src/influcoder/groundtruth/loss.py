@@ -88,6 +88,49 @@ def _kept_response_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.
     return token_losses.sum(dim=1) / (targets != IGNORE_INDEX).sum(dim=1)
 
 
+#: the shortest prefix worth computing once for a whole batch (see :func:`shared_prefix_length`)
+MIN_SHARED_PREFIX = 8
+
+
+def shared_prefix_length(input_ids: torch.Tensor, labels: torch.Tensor) -> int:
+    """How many leading tokens every row of a batch has in common (a chat template's system
+    prompt) and that carry no loss, so that they can be run once for the whole batch: 0 for a
+    single row or a prefix shorter than :data:`MIN_SHARED_PREFIX`."""
+    batch, length = input_ids.shape
+    if batch < 2:
+        return 0
+    same = (input_ids == input_ids[:1]).all(dim=0).long().cumprod(dim=0)
+    scored = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero()
+    first_scored = int(scored[0]) if len(scored) else length - 1
+    prefix = min(int(same.sum()), first_scored, length - 1)
+    return prefix if prefix >= MIN_SHARED_PREFIX else 0
+
+
+def _logits_after_shared_prefix(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prefix: int,
+    keep: torch.Tensor,
+) -> torch.Tensor:
+    """The logits at positions ``keep`` of a right-padded batch whose rows share their first
+    ``prefix`` tokens: the prefix runs once (one row), its keys and values are repeated for
+    every row, and the rest of each row attends to them. The same numbers as one plain forward
+    pass, to float rounding, with gradients flowing into the prefix's pass."""
+    batch, length = input_ids.shape
+    cache = model(input_ids=input_ids[:1, :prefix], use_cache=True).cache
+    cache.batch_repeat_interleave(batch)
+    positions = torch.arange(prefix, length, device=input_ids.device).expand(batch, -1)
+    return model(
+        input_ids=input_ids[:, prefix:],
+        attention_mask=attention_mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=False,
+        logits_to_keep=keep - prefix,
+    ).logits
+
+
 def response_losses(
     model: nn.Module,
     attention_mask: torch.Tensor,
@@ -96,24 +139,35 @@ def response_losses(
     input_ids: torch.Tensor | None = None,
     inputs_embeds: torch.Tensor | None = None,
     bf16: bool = False,
+    share_prefix: bool = False,
 ) -> torch.Tensor:
     """Per-sample mean response loss ``[B]`` of a padded batch, from one forward pass.
 
     Only positions whose next token is a response token of some sample carry loss, so the LM
     head (a fifth of a small model's work, and with a large vocabulary the largest activation:
     ``B x T x V`` floats) runs on those alone. With ``bf16`` the forward pass runs under
-    bfloat16 autocast; the loss is float32.
+    bfloat16 autocast; the loss is float32. With ``share_prefix`` the tokens every row starts
+    with (:func:`shared_prefix_length`) run once for the batch; only for decoders whose cache
+    and position ids are known to reproduce the plain pass (the caller checks: see
+    :class:`~influcoder.validation.retrain.Retrainer`), and never for per-sample gradients
+    (the shared pass sums the rows' gradients).
     """
     keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
     device = attention_mask.device
+    prefix = (
+        shared_prefix_length(input_ids, labels) if share_prefix and input_ids is not None else 0
+    )
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(
-            input_ids=input_ids,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            use_cache=False,
-            logits_to_keep=keep,
-        ).logits
+        if prefix:
+            logits = _logits_after_shared_prefix(model, input_ids, attention_mask, prefix, keep)
+        else:
+            logits = model(
+                input_ids=input_ids,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                use_cache=False,
+                logits_to_keep=keep,
+            ).logits
     return _kept_response_losses(logits, labels[:, keep + 1])
 
 
