@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from influcoder.io.atomic import atomic_write_bytes
+from influcoder.validation.report import page_template
 from influcoder.validation.saved import lds_per_field
 
 HELDOUT_SECTION = "held-out queries"
@@ -168,20 +168,6 @@ def _figure(path: Path, sections: Sequence[Section], methods: Sequence[str]) -> 
     save_png(fig, path)
 
 
-@functools.cache
-def _template():
-    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-
-    env = Environment(
-        loader=PackageLoader("influcoder.validation", "templates"),
-        autoescape=select_autoescape(["html.j2"], default=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return env.get_template("lds.html.j2")
-
-
 def _cell(v: Mapping[str, float] | None, best: bool) -> dict[str, Any] | None:
     if v is None:
         return None
@@ -229,7 +215,7 @@ def write_lds_page(
             }
         )
     figure = figure_path(page)
-    html = _template().render(
+    html = page_template("lds.html.j2").render(
         title=title,
         tables=tables,
         figure=figure.name,

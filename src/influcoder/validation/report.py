@@ -146,7 +146,9 @@ def _figure(path: Path, validation: Validation) -> None:
 
 
 @functools.cache
-def _template():
+def page_template(name: str):
+    """The jinja2 template ``name`` of this package's ``templates/`` (HTML autoescaped), for
+    validate's report and the LDS page."""
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
     env = Environment(
@@ -156,7 +158,7 @@ def _template():
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env.get_template("report.html.j2")
+    return env.get_template(name)
 
 
 def write_validation(
@@ -197,7 +199,7 @@ def write_validation(
     writer.writerows(table)
     atomic_write_bytes(out / "results.csv", buffer.getvalue().encode())
     _figure(out / FIGURE, validation)
-    page = _template().render(
+    page = page_template("report.html.j2").render(
         title=title,
         columns=columns,
         rows=[[format_value(c, r.get(c, "")) for c in columns] for r in table],
