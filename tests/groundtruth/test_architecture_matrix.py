@@ -47,7 +47,20 @@ def test_a_tiny_model_of_each_family_gives_the_reference_gradients(model_type):
     assert family == TESTED[model_type][0]
     assert set(targets) <= set(dict(FAMILIES)[family])
     assert set(dict(FAMILIES)[family]) - set(targets) <= MLP_NAMES  # only fused experts' MLP
+    assert_left_to_right(model)
     assert_gradients_match_reference(model)
+
+
+def assert_left_to_right(model) -> None:
+    """The logits before the last position do not depend on the last token (XLNet's do)."""
+    import torch
+
+    ids = torch.tensor([[5, 17, 33, 9, 40, 41]])
+    changed = ids.clone()
+    changed[0, -1] = 77
+    with torch.no_grad():
+        before, after = (model(input_ids=x, use_cache=False).logits[0, :-1] for x in (ids, changed))
+    torch.testing.assert_close(before, after, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("model_type", sorted(REFUSED))

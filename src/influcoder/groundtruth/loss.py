@@ -106,6 +106,10 @@ def response_losses(
     """
     keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
     device = attention_mask.device
+    if inputs_embeds is not None and hasattr(model, "get_base_model"):
+        # PEFT's wrapper refuses inputs_embeds for MPT (whose forward takes them); its LoRA
+        # layers sit inside the base model, so calling that is the same forward pass
+        model = model.get_base_model()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = model(
             input_ids=input_ids,
@@ -114,6 +118,8 @@ def response_losses(
             use_cache=False,
             logits_to_keep=keep,
         ).logits
+    if logits.shape[1] != len(keep):  # a model that ignores logits_to_keep (TrOCR)
+        logits = logits[:, keep]
     return _kept_response_losses(logits, labels[:, keep + 1])
 
 
