@@ -44,6 +44,15 @@ MLA = {
     "topk_group": 1,
 }
 
+#: Mamba-2 mixers of the hybrid models: four heads of 16 (expand 2 x hidden 32), one group.
+MAMBA2 = {
+    "mamba_n_heads": 4,
+    "mamba_d_head": 16,
+    "mamba_d_state": 8,
+    "mamba_n_groups": 1,
+    "mamba_chunk_size": 16,
+}
+
 TESTED = {
     "afmoe": ("llama", {}),
     "apertus": ("nemotron", {}),
@@ -52,6 +61,7 @@ TESTED = {
     "aria_text": ("llama", {}),
     "axk1": ("deepseek", MLA),
     "bailing_hybrid": ("llama", {}),
+    "bamba": ("llama", {**MAMBA2, "attn_layer_indices": [1]}),
     "beam": ("llama", {}),
     "biogpt": ("opt", {}),
     "bitnet": ("llama", {}),
@@ -60,13 +70,44 @@ TESTED = {
     "cohere": ("llama", {}),
     "cohere2": ("llama", {}),
     "cohere2_moe": ("llama", {}),
+    "cohere_compass_text": (
+        "llama",
+        {
+            "rope_parameters": {
+                t: {"rope_type": "default", "rope_theta": 1e4}
+                for t in ("full_attention", "sliding_attention")
+            }
+        },
+    ),
     "cwm": ("llama", {}),
+    "dbrx": (
+        "mpt",
+        {
+            "d_model": 32,
+            "n_heads": 4,
+            "n_layers": 2,
+            "attn_config": {"rope_theta": 1e4, "kv_n_heads": 2, "clip_qkv": 8.0},
+            "ffn_config": {"moe_num_experts": 4, "moe_top_k": 2, "ffn_hidden_size": 64},
+        },
+    ),
     "deepseek_v2": ("deepseek", MLA),
     "deepseek_v3": ("deepseek", MLA),
     "deepseek_v32": ("deepseek", MLA),
     "diffllama": ("llama", {}),
     "doge": ("llama", {}),
     "dory": ("llama", {}),
+    "dots1": (
+        "llama",
+        {
+            "n_routed_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 16,
+            "n_shared_experts": 1,
+            "n_group": 1,
+            "topk_group": 1,
+        },
+    ),
+    "dots3_note_text": ("deepseek", {"num_key_value_heads": 4}),
     "ernie4_5": ("llama", {}),
     "ernie4_5_moe": ("llama", {}),
     "exaone": ("llama", {}),
@@ -80,6 +121,7 @@ TESTED = {
     "gemma": ("llama", {}),
     "gemma2": ("llama", {}),
     "gemma3_text": ("llama", {}),
+    "gemma3n_text": ("llama", {"num_kv_shared_layers": 0}),
     "gemma4_unified_text": ("llama", {}),
     "glm": ("glm", {}),
     "glm4": ("glm", {}),
@@ -98,6 +140,15 @@ TESTED = {
     "granite_swa": ("llama", {}),
     "granitemoe": ("llama", {}),
     "granitemoe_swa": ("llama", {}),
+    "granitemoehybrid": (
+        "llama",
+        {
+            **MAMBA2,
+            "layer_types": ["mamba", "attention"],
+            "num_local_experts": 4,
+            "num_experts_per_tok": 2,
+        },
+    ),
     "granitemoeshared": ("llama", {}),
     "helium": ("llama", {}),
     "hrm_text": ("llama", {}),
@@ -110,6 +161,7 @@ TESTED = {
     "iquestcoder": ("llama", {}),
     "jais2": ("nemotron", {}),
     "jamba": ("mamba", {}),
+    "kolibri1_1": ("llama", {"head_dim": 16, "index_num_heads": 1}),
     "laguna": ("llama", {}),
     "lara_mini": ("llama", {}),
     "llama": ("llama", {}),
@@ -153,6 +205,18 @@ TESTED = {
     "vaultgemma": ("llama", {}),
     "xglm": ("opt", {}),
     "youtu": ("deepseek", MLA),
+    "zamba2": (
+        "glm",
+        {
+            "layer_types": ["mamba", "hybrid"],
+            "hybrid_layer_ids": [1],
+            "mamba_d_state": 8,
+            "n_mamba_heads": 4,
+            "mamba_headdim": 16,
+            "mamba_ngroups": 1,
+            "chunk_size": 16,
+        },
+    ),
 }
 
 REFUSED = {
@@ -196,7 +260,9 @@ REFUSED = {
     "inkling2_loop_text": NO_FAMILY,
     "inkling2_text": NO_FAMILY,
     "jetmoe": NO_FAMILY,
+    "mamba2": NO_FAMILY,  # in_proj and out_proj only (PEFT refuses out_proj on Mamba-2)
     "lfm2": NO_FAMILY,
+    "lfm2_moe": NO_FAMILY,
     "lfm3": NO_FAMILY,
     "minicpm5_moe": NO_FAMILY,
     "modernbert-decoder": NO_FAMILY,
@@ -212,34 +278,36 @@ REFUSED = {
     "zaya": NO_FAMILY,
 }
 
+#: Settings on top of ``TINY`` for the REFUSED model types built to be refused.
+REFUSED_TINY = {
+    "lfm2_moe": {
+        "layer_types": ["conv", "full_attention"],
+        "num_dense_layers": 1,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 16,
+    },
+    "mamba2": {"num_heads": 4, "head_dim": 16, "state_size": 8, "n_groups": 1, "chunk_size": 16},
+}
+
 SKIPPED = {
-    "bamba": "its config refuses the generic tiny settings (needs per-family layer types)",
     "blt": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "cohere_compass_text": "transformers cannot build it from a generic tiny config (KeyError)",
-    "dbrx": "transformers cannot build it from a generic tiny config (AttributeError)",
-    "dots1": "transformers cannot build it from a generic tiny config (TypeError)",
-    "dots3_note": "its config refuses the generic tiny settings (needs per-family layer types)",
-    "dots3_note_text": "its config refuses the generic tiny settings (needs per-family layer types)",
+    "dots3_note": "a vision-language model whose vision adapter must match the text width",
     "emu3": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "ergo": "slow to build tiny (4 s)",
     "falcon_h1": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "gemma3": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "gemma3n": "needs an extra package (timm) for its vision tower",
-    "gemma3n_text": "transformers cannot build it from a generic tiny config (ValueError)",
     "gemma4": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "gemma4_assistant": "its config refuses the generic tiny settings (needs per-family layer types)",
+    "gemma4_assistant": "its config refuses the generic tiny settings (per-layer input width)",
     "gemma4_text": "slow to build tiny (10 s)",
     "gemma4_unified": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "gemma4_unified_assistant": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "got_ocr2": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "granitemoehybrid": "its config refuses the generic tiny settings (needs per-family layer types)",
     "inkling_text": "slow to build tiny (9 s)",
     "kimi_linear": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "kolibri1": "slow to build tiny (3 s)",
-    "kolibri1_1": "its config refuses the generic tiny settings (needs per-family layer types)",
-    "lfm2_moe": "transformers cannot build it from a generic tiny config (TypeError)",
     "llama4": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "mamba2": "its config refuses the generic tiny settings (needs per-family layer types)",
     "mellum": "slow to build tiny (4 s)",
     "mimo_v2_flash": "slow to build tiny (3 s)",
     "mllama": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
@@ -249,8 +317,7 @@ SKIPPED = {
     "qwen3_5": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "qwen3_5_moe": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "qwen4_exp": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "zamba": "its config refuses the generic tiny settings (needs per-family layer types)",
-    "zamba2": "its config refuses the generic tiny settings (needs per-family layer types)",
+    "zamba": "its shared-attention weight ties do not fit a tiny layer count (ValueError)",
 }
 
 
@@ -258,6 +325,6 @@ def tiny_config(model_type: str):
     """The tiny config of a TESTED (or REFUSED) model type, from transformers' own config class."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    overrides = TESTED[model_type][1] if model_type in TESTED else {}
+    overrides = TESTED[model_type][1] if model_type in TESTED else REFUSED_TINY.get(model_type, {})
     settings = {**TINY, **overrides}
     return CONFIG_MAPPING[model_type](**{k: v for k, v in settings.items() if v is not None})
