@@ -109,3 +109,74 @@ def test_mlp_targets_on_fused_experts_are_refused_before_any_work():
         )
         with pytest.raises(ValueError, match=message):
             attach_lora(model, targets=("q_proj", "down_proj"))
+
+
+#: One family per code path: plain Linear, GPT-2's Conv1D, OPT's flattened activations, fused
+#: experts (attention only), Gemma2 (eager attention), MPT (PEFT's wrapper bypassed), latent
+#: attention, a state-space model.
+END_TO_END = ["llama", "gpt2", "opt", "mixtral", "gemma2", "mpt", "deepseek_v3", "mamba"]
+
+
+@pytest.mark.parametrize("model_type", END_TO_END)
+def test_collect_like_and_score_per_family(model_type, small_data, tmp_path):
+    """The real ``collect`` (auto targets, a two-step warm-up) on a saved tiny model of each
+    family; ``collect --like`` on two of its samples and two new ones gives the pool's vectors
+    for the shared two; ``score`` gives the cosines of the stored vectors."""
+    import numpy as np
+    import torch
+    from click.testing import CliRunner
+    from transformers import AutoModelForCausalLM
+
+    from influcoder import open_store
+    from influcoder.cli import cli
+
+    from ..conftest import SMALL_PAIRS, build_tiny_tokenizer, write_jsonl
+
+    def run(*args):
+        r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r
+
+    model_dir = tmp_path / model_type
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type))
+    model.save_pretrained(model_dir)
+    build_tiny_tokenizer().save_pretrained(model_dir)
+    fast = ["--sketch-dim", "64", "--max-length", "64", "--batch-size", "4", "-q"]
+    run(
+        "collect",
+        small_data,
+        "-o",
+        tmp_path / "pool",
+        "--model",
+        model_dir,
+        "--lora-targets",
+        "auto",
+        "--adapter-init",
+        "warmup",
+        "--warmup-steps",
+        "2",
+        "--shard-rows",
+        "4",
+        *fast,
+    )
+    rows = [{"id": f"s{i}", "prompt": p, "response": r} for i, (p, r) in enumerate(SMALL_PAIRS)]
+    queries = write_jsonl(
+        tmp_path / "q.jsonl",
+        [
+            rows[1],
+            rows[6],
+            {"id": "n1", "prompt": "Name a colour.", "response": "Green."},
+            {"id": "n2", "prompt": "Count to three.", "response": "One, two, three."},
+        ],
+    )
+    run("collect", queries, "--like", tmp_path / "pool", "-o", tmp_path / "q")
+    pool, q = open_store(tmp_path / "pool"), open_store(tmp_path / "q")
+    assert pool.setup["adapter"]["targets"] == list(find_lora_targets(model)[1])
+    v, w = pool.vectors(), q.vectors()
+    np.testing.assert_allclose(w[:2], v[[pool.ids.index("s1"), pool.ids.index("s6")]], atol=1e-4)
+
+    run("score", tmp_path / "pool", tmp_path / "q", "--top-k", "3", "--out", tmp_path / "scores")
+    scores = np.load(tmp_path / "scores" / "scores.npy")
+    cosines = v @ w.T / np.outer(np.linalg.norm(v, axis=1), np.linalg.norm(w, axis=1))
+    np.testing.assert_allclose(scores, cosines, atol=1e-5)
