@@ -205,6 +205,17 @@ TESTED = {
     "vaultgemma": ("llama", {}),
     "xglm": ("opt", {}),
     "youtu": ("deepseek", MLA),
+    "zamba": (  # two hybrid layers: one shared attention block, called twice
+        "llama",
+        {
+            "num_hidden_layers": 3,
+            "layer_types": ["mamba", "hybrid", "hybrid"],
+            "mamba_d_state": 8,
+            "n_mamba_heads": 2,
+            "attention_head_dim": 16,
+            "mamba_dt_rank": 4,
+        },
+    ),
     "zamba2": (
         "glm",
         {
@@ -248,6 +259,8 @@ REFUSED = {
     "whisper": "an encoder-decoder model",
     "git": "an image-to-text model",
     "xlnet": "a permutation language model (every token sees the whole text)",
+    "gemma4_assistant": "a drafting assistant (it needs another model's key/value states)",
+    "gemma4_unified_assistant": "a drafting assistant (it needs another model's key/value states)",
     "xlm": "an encoder-only model",
     "xlm-roberta": "an encoder-only model",
     "xlm-roberta-xl": "an encoder-only model",
@@ -280,6 +293,14 @@ REFUSED = {
 
 #: Settings on top of ``TINY`` for the REFUSED model types built to be refused.
 REFUSED_TINY = {
+    "gemma4_assistant": {  # its default config does not validate
+        "text_config": {
+            "hidden_size_per_layer_input": 0,
+            "vocab_size_per_layer_input": 0,
+            "enable_moe_block": False,
+            "use_double_wide_mlp": False,
+        }
+    },
     "lfm2_moe": {
         "layer_types": ["conv", "full_attention"],
         "num_dense_layers": 1,
@@ -299,10 +320,8 @@ SKIPPED = {
     "gemma3": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "gemma3n": "needs an extra package (timm) for its vision tower",
     "gemma4": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "gemma4_assistant": "its config refuses the generic tiny settings (per-layer input width)",
     "gemma4_text": "slow to build tiny (10 s)",
     "gemma4_unified": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "gemma4_unified_assistant": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "got_ocr2": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "inkling_text": "slow to build tiny (9 s)",
     "kimi_linear": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
@@ -317,7 +336,6 @@ SKIPPED = {
     "qwen3_5": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "qwen3_5_moe": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
     "qwen4_exp": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "zamba": "its shared-attention weight ties do not fit a tiny layer count (ValueError)",
 }
 
 

@@ -11,7 +11,7 @@ from influcoder.groundtruth.decoder import check_causal
 from influcoder.groundtruth.lora_targets import FAMILIES, MLP_NAMES, find_lora_targets
 from influcoder.io.models import ModelRef
 
-from .architectures import NO_FAMILY, REFUSED, SKIPPED, TESTED, tiny_config
+from .architectures import NO_FAMILY, REFUSED, REFUSED_TINY, SKIPPED, TESTED, tiny_config
 from .test_models import assert_gradients_match_reference
 
 
@@ -71,8 +71,11 @@ def test_the_others_are_refused_in_one_line(model_type):
     if reason != NO_FAMILY:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+        config = tiny_config(model_type) if model_type in REFUSED_TINY else None
         with pytest.raises(InflucoderError) as e:
-            check_causal(ModelRef(model_type, "dir", model_type), CONFIG_MAPPING[model_type]())
+            check_causal(
+                ModelRef(model_type, "dir", model_type), config or CONFIG_MAPPING[model_type]()
+            )
         assert str(e.value) == (
             f"{model_type}: {model_type} is {reason}; "
             "collect needs a causal (decoder-only) language model"

@@ -67,6 +67,9 @@ def load_tokenizer(ref: ModelRef):
 
 #: Model types in transformers' causal-LM list that are not left-to-right text decoders.
 NOT_TEXT_DECODERS = {
+    # speculative-decoding drafters: every layer reads the target model's key/value states
+    "gemma4_assistant": "a drafting assistant (it needs another model's key/value states)",
+    "gemma4_unified_assistant": "a drafting assistant (it needs another model's key/value states)",
     # its Linear names are BERT's; ``auto`` would put LoRA on the unused vision tower
     "git": "an image-to-text model",
     # without a permutation mask every position sees the whole sequence, the next token included
