@@ -5,7 +5,8 @@ with the reason. ``test_architecture_matrix.py`` fails on a model type in none o
 
 TESTED: model type -> (family ``auto`` must find, config settings on top of ``TINY``; None drops
 a setting). REFUSED: model type -> the refusal's reason (``NO_FAMILY``: ``auto`` finds no family,
-the user names the targets). SKIPPED: model type -> why it is not built here.
+the user names the targets; ``REFUSED_TINY`` holds settings for those built to be refused).
+SKIPPED: model type -> why it is not built here.
 """
 
 from __future__ import annotations
