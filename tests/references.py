@@ -70,7 +70,10 @@ def reference_gradients(
                     w.grad = None
                 input_ids = torch.tensor([sample.input_ids], device=device)
                 labels = torch.tensor([sample.labels], device=device)
-                model(input_ids=input_ids, labels=labels, use_cache=False).loss.backward()
+                # the mean next-token loss over the response, from the logits (not the model's
+                # own .loss: TrOCR's does not shift the labels)
+                logits = model(input_ids=input_ids, use_cache=False).logits[0, :-1]
+                nn.functional.cross_entropy(logits, labels[0, 1:], ignore_index=-100).backward()
                 grads = [
                     (w.grad if w.grad is not None else torch.zeros_like(w)).float() for w in weights
                 ]

@@ -5,7 +5,8 @@ with the reason. ``test_architecture_matrix.py`` fails on a model type in none o
 
 TESTED: model type -> (family ``auto`` must find, config settings on top of ``TINY``; None drops
 a setting). REFUSED: model type -> the refusal's reason (``NO_FAMILY``: ``auto`` finds no family,
-the user names the targets). SKIPPED: model type -> why it is not built here.
+the user names the targets; ``REFUSED_TINY`` holds settings for those built to be refused).
+SKIPPED: model type -> why it is not built here.
 """
 
 from __future__ import annotations
@@ -27,13 +28,41 @@ TINY = {
 
 NO_FAMILY = "no --lora-targets auto family"
 
+#: Multi-head latent attention (DeepSeek-V2/V3 and their kin): tiny low ranks and head parts,
+#: as many key/value heads as query heads, four routed experts in one group.
+MLA = {
+    "kv_lora_rank": 16,
+    "q_lora_rank": 16,
+    "qk_rope_head_dim": 4,
+    "qk_nope_head_dim": 4,
+    "v_head_dim": 8,
+    "head_dim": 4,
+    "num_key_value_heads": 4,
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 16,
+    "n_group": 1,
+    "topk_group": 1,
+}
+
+#: Mamba-2 mixers of the hybrid models: four heads of 16 (expand 2 x hidden 32), one group.
+MAMBA2 = {
+    "mamba_n_heads": 4,
+    "mamba_d_head": 16,
+    "mamba_d_state": 8,
+    "mamba_n_groups": 1,
+    "mamba_chunk_size": 16,
+}
+
 TESTED = {
     "afmoe": ("llama", {}),
     "apertus": ("nemotron", {}),
     "apertus1p5_text": ("nemotron", {}),
     "arcee": ("nemotron", {}),
     "aria_text": ("llama", {}),
+    "axk1": ("deepseek", MLA),
     "bailing_hybrid": ("llama", {}),
+    "bamba": ("llama", {**MAMBA2, "attn_layer_indices": [1]}),
     "beam": ("llama", {}),
     "biogpt": ("opt", {}),
     "bitnet": ("llama", {}),
@@ -42,16 +71,62 @@ TESTED = {
     "cohere": ("llama", {}),
     "cohere2": ("llama", {}),
     "cohere2_moe": ("llama", {}),
+    "cohere_compass_text": (
+        "llama",
+        {
+            "rope_parameters": {
+                t: {"rope_type": "default", "rope_theta": 1e4}
+                for t in ("full_attention", "sliding_attention")
+            }
+        },
+    ),
     "cwm": ("llama", {}),
+    "dbrx": (
+        "mpt",
+        {
+            "d_model": 32,
+            "n_heads": 4,
+            "n_layers": 2,
+            "attn_config": {"rope_theta": 1e4, "kv_n_heads": 2, "clip_qkv": 8.0},
+            "ffn_config": {"moe_num_experts": 4, "moe_top_k": 2, "ffn_hidden_size": 64},
+        },
+    ),
+    "deepseek_v2": ("deepseek", MLA),
+    "deepseek_v3": ("deepseek", MLA),
+    "deepseek_v32": ("deepseek", MLA),
     "diffllama": ("llama", {}),
     "doge": ("llama", {}),
     "dory": ("llama", {}),
+    "dots1": (
+        "llama",
+        {
+            "n_routed_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 16,
+            "n_shared_experts": 1,
+            "n_group": 1,
+            "topk_group": 1,
+        },
+    ),
+    "dots3_note_text": ("deepseek", {"num_key_value_heads": 4}),
+    "ergo": ("phi3", {}),
     "ernie4_5": ("llama", {}),
     "ernie4_5_moe": ("llama", {}),
     "exaone": ("llama", {}),
     "exaone4": ("llama", {}),
     "exaone_moe": ("llama", {}),
     "falcon": ("gpt_neox", {"head_dim": None}),
+    "falcon_h1": (
+        "llama",
+        {
+            "mamba_d_ssm": 64,
+            "mamba_n_heads": 4,
+            "mamba_d_head": 16,
+            "mamba_d_state": 8,
+            "mamba_n_groups": 1,
+            "mamba_chunk_size": 16,
+        },
+    ),
     "falcon_mamba": ("mamba", {}),
     "flex_olmo": ("llama", {}),
     "flint": ("llama", {}),
@@ -59,10 +134,17 @@ TESTED = {
     "gemma": ("llama", {}),
     "gemma2": ("llama", {}),
     "gemma3_text": ("llama", {}),
+    "gemma3n_text": ("llama", {"num_kv_shared_layers": 0}),
+    "gemma4_text": (
+        "llama",
+        {"vocab_size_per_layer_input": 400, "hidden_size_per_layer_input": 8, "global_head_dim": 8},
+    ),
     "gemma4_unified_text": ("llama", {}),
     "glm": ("glm", {}),
     "glm4": ("glm", {}),
     "glm4_moe": ("llama", {}),
+    "glm4_moe_lite": ("deepseek", MLA),
+    "glm_moe_dsa": ("deepseek", MLA),
     "gpt-sw3": ("gpt2", {}),
     "gpt2": ("gpt2", {}),
     "gpt_bigcode": ("gpt2", {}),
@@ -75,6 +157,15 @@ TESTED = {
     "granite_swa": ("llama", {}),
     "granitemoe": ("llama", {}),
     "granitemoe_swa": ("llama", {}),
+    "granitemoehybrid": (
+        "llama",
+        {
+            **MAMBA2,
+            "layer_types": ["mamba", "attention"],
+            "num_local_experts": 4,
+            "num_experts_per_tok": 2,
+        },
+    ),
     "granitemoeshared": ("llama", {}),
     "helium": ("llama", {}),
     "hrm_text": ("llama", {}),
@@ -83,15 +174,31 @@ TESTED = {
     "hy_v3": ("llama", {}),
     "hy_v4": ("deepseek", {}),
     "hyperclovax": ("llama", {}),
+    "inkling_text": ("llama", {}),
     "internlm3": ("llama", {}),
     "iquestcoder": ("llama", {}),
     "jais2": ("nemotron", {}),
     "jamba": ("mamba", {}),
+    "kimi_linear": (
+        "llama",
+        {
+            **MLA,
+            "linear_attn_config": {"head_dim": 8, "num_heads": 4},
+            "num_experts": 4,
+            "num_experts_per_token": 2,
+        },
+    ),
+    "kolibri1": ("llama", {}),
+    "kolibri1_1": ("llama", {"head_dim": 16, "index_num_heads": 1}),
     "laguna": ("llama", {}),
     "lara_mini": ("llama", {}),
     "llama": ("llama", {}),
     "llama4_text": ("llama", {}),
+    "longcat_flash": ("deepseek", MLA),
     "mamba": ("mamba", {}),
+    "mellum": ("llama", {}),
+    "mimo_v2_flash": ("llama", {}),
+    "minicpm3": ("deepseek", MLA),
     "minimax": ("llama", {}),
     "minimax_m2": ("llama", {}),
     "minimax_m3_vl_text": ("llama", {}),
@@ -99,8 +206,19 @@ TESTED = {
     "ministral3": ("llama", {}),
     "mistral": ("llama", {}),
     "mixtral": ("llama", {}),
+    "mpt": ("mpt", {}),  # PEFT's wrapper refuses its inputs_embeds: the base model is called
     "nanochat": ("nanochat", {}),
     "nemotron": ("nemotron", {}),
+    "nemotron_h": (
+        "llama",
+        {
+            "mamba_num_heads": 4,
+            "mamba_head_dim": 16,
+            "ssm_state_size": 8,
+            "n_groups": 1,
+            "chunk_size": 16,
+        },
+    ),
     "olmo": ("llama", {}),
     "olmo2": ("llama", {}),
     "olmo3": ("llama", {}),
@@ -123,8 +241,33 @@ TESTED = {
     "solar_open": ("llama", {}),
     "stablelm": ("llama", {}),
     "starcoder2": ("starcoder2", {}),
+    "trocr": ("opt", {}),  # ignores logits_to_keep; its own loss does not shift the labels
     "vaultgemma": ("llama", {}),
     "xglm": ("opt", {}),
+    "youtu": ("deepseek", MLA),
+    "zamba": (  # two hybrid layers: one shared attention block, called twice
+        "llama",
+        {
+            "num_hidden_layers": 3,
+            "layer_types": ["mamba", "hybrid", "hybrid"],
+            "mamba_d_state": 8,
+            "n_mamba_heads": 2,
+            "attention_head_dim": 16,
+            "mamba_dt_rank": 4,
+        },
+    ),
+    "zamba2": (
+        "glm",
+        {
+            "layer_types": ["mamba", "hybrid"],
+            "hybrid_layer_ids": [1],
+            "mamba_d_state": 8,
+            "n_mamba_heads": 4,
+            "mamba_headdim": 16,
+            "mamba_ngroups": 1,
+            "chunk_size": 16,
+        },
+    ),
 }
 
 REFUSED = {
@@ -154,6 +297,10 @@ REFUSED = {
     "roc_bert": "an encoder-only model",
     "roformer": "an encoder-only model",
     "whisper": "an encoder-decoder model",
+    "git": "an image-to-text model",
+    "xlnet": "a permutation language model (every token sees the whole text)",
+    "gemma4_assistant": "a drafting assistant (it needs another model's key/value states)",
+    "gemma4_unified_assistant": "a drafting assistant (it needs another model's key/value states)",
     "xlm": "an encoder-only model",
     "xlm-roberta": "an encoder-only model",
     "xlm-roberta-xl": "an encoder-only model",
@@ -166,7 +313,9 @@ REFUSED = {
     "inkling2_loop_text": NO_FAMILY,
     "inkling2_text": NO_FAMILY,
     "jetmoe": NO_FAMILY,
+    "mamba2": NO_FAMILY,  # in_proj and out_proj only (PEFT refuses out_proj on Mamba-2)
     "lfm2": NO_FAMILY,
+    "lfm2_moe": NO_FAMILY,
     "lfm3": NO_FAMILY,
     "minicpm5_moe": NO_FAMILY,
     "modernbert-decoder": NO_FAMILY,
@@ -182,59 +331,46 @@ REFUSED = {
     "zaya": NO_FAMILY,
 }
 
+#: Settings on top of ``TINY`` for the REFUSED model types built to be refused.
+REFUSED_TINY = {
+    "gemma4_assistant": {  # its default config does not validate
+        "text_config": {
+            "hidden_size_per_layer_input": 0,
+            "vocab_size_per_layer_input": 0,
+            "enable_moe_block": False,
+            "use_double_wide_mlp": False,
+        }
+    },
+    "lfm2_moe": {
+        "layer_types": ["conv", "full_attention"],
+        "num_dense_layers": 1,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 16,
+    },
+    "mamba2": {"num_heads": 4, "head_dim": 16, "state_size": 8, "n_groups": 1, "chunk_size": 16},
+}
+
+#: Why most multimodal model types are skipped.
+MULTIMODAL = "too heavy to build tiny: multimodal, the generic settings miss its sub-configs (20 s)"
+
 SKIPPED = {
-    "axk1": "its tiny config fails in transformers' forward (latent-attention/rope dims)",
-    "bamba": "its config refuses the generic tiny settings (needs per-family layer types)",
-    "blt": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "cohere_compass_text": "transformers cannot build it from a generic tiny config (KeyError)",
-    "dbrx": "transformers cannot build it from a generic tiny config (AttributeError)",
-    "deepseek_v2": "its tiny config fails in transformers' forward (latent-attention/rope dims)",
-    "deepseek_v3": "its tiny config fails in transformers' forward (latent-attention/rope dims)",
-    "deepseek_v32": "its tiny config fails in transformers' forward (latent-attention/rope dims)",
-    "dots1": "transformers cannot build it from a generic tiny config (TypeError)",
-    "dots3_note": "its config refuses the generic tiny settings (needs per-family layer types)",
-    "dots3_note_text": "its config refuses the generic tiny settings (needs per-family layer types)",
-    "emu3": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "ergo": "slow to build tiny (4 s)",
-    "falcon_h1": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "gemma3": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
+    "blt": MULTIMODAL,
+    "dots3_note": "a vision-language model whose vision adapter must match the text width",
+    "emu3": MULTIMODAL,
+    "gemma3": "multimodal: with tiny sub-configs it gives the reference gradients, but auto also "
+    "puts LoRA on its unused vision tower (targets are not yet limited to the text decoder)",
     "gemma3n": "needs an extra package (timm) for its vision tower",
-    "gemma3n_text": "transformers cannot build it from a generic tiny config (ValueError)",
-    "gemma4": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "gemma4_assistant": "its config refuses the generic tiny settings (needs per-family layer types)",
-    "gemma4_text": "slow to build tiny (10 s)",
-    "gemma4_unified": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "gemma4_unified_assistant": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "git": "an in-place op on a leaf that requires grad in its forward (not investigated)",
-    "glm4_moe_lite": "its tiny config fails in transformers' forward (latent-attention/rope dims)",
-    "glm_moe_dsa": "its tiny config fails in transformers' forward (latent-attention/rope dims)",
-    "got_ocr2": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "granitemoehybrid": "its config refuses the generic tiny settings (needs per-family layer types)",
-    "inkling_text": "slow to build tiny (9 s)",
-    "kimi_linear": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "kolibri1": "slow to build tiny (3 s)",
-    "kolibri1_1": "its config refuses the generic tiny settings (needs per-family layer types)",
-    "lfm2_moe": "transformers cannot build it from a generic tiny config (TypeError)",
-    "llama4": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "longcat_flash": "its tiny config fails in transformers' forward (latent-attention/rope dims)",
-    "mamba2": "its config refuses the generic tiny settings (needs per-family layer types)",
-    "mellum": "slow to build tiny (4 s)",
-    "mimo_v2_flash": "slow to build tiny (3 s)",
-    "minicpm3": "its tiny config fails in transformers' forward (latent-attention/rope dims)",
-    "mllama": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "moss_transcribe_diarize": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "mpt": "fails the gradient check on the tiny model (not investigated; its forward does take "
-    "inputs_embeds)",
-    "nemotron_h": "slow to build tiny (8 s)",
-    "phi4_multimodal": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "qwen3_5": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "qwen3_5_moe": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "qwen4_exp": "too heavy to build tiny (over 20 s: multimodal or fixed sub-configs)",
-    "trocr": "its loss does not shift the labels (batch-size mismatch in transformers)",
-    "xlnet": "its config refuses max_position_embeddings (no length limit)",
-    "youtu": "its tiny config fails in transformers' forward (latent-attention/rope dims)",
-    "zamba": "its config refuses the generic tiny settings (needs per-family layer types)",
-    "zamba2": "its config refuses the generic tiny settings (needs per-family layer types)",
+    "gemma4": MULTIMODAL,
+    "gemma4_unified": MULTIMODAL,
+    "got_ocr2": MULTIMODAL,
+    "llama4": MULTIMODAL,
+    "mllama": MULTIMODAL,
+    "moss_transcribe_diarize": MULTIMODAL,
+    "phi4_multimodal": MULTIMODAL,
+    "qwen3_5": MULTIMODAL,
+    "qwen3_5_moe": MULTIMODAL,
+    "qwen4_exp": MULTIMODAL,
 }
 
 
@@ -242,6 +378,6 @@ def tiny_config(model_type: str):
     """The tiny config of a TESTED (or REFUSED) model type, from transformers' own config class."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    overrides = TESTED[model_type][1] if model_type in TESTED else {}
+    overrides = TESTED[model_type][1] if model_type in TESTED else REFUSED_TINY.get(model_type, {})
     settings = {**TINY, **overrides}
     return CONFIG_MAPPING[model_type](**{k: v for k, v in settings.items() if v is not None})

@@ -11,7 +11,7 @@ from influcoder.groundtruth.decoder import check_causal
 from influcoder.groundtruth.lora_targets import FAMILIES, MLP_NAMES, find_lora_targets
 from influcoder.io.models import ModelRef
 
-from .architectures import NO_FAMILY, REFUSED, SKIPPED, TESTED, tiny_config
+from .architectures import NO_FAMILY, REFUSED, REFUSED_TINY, SKIPPED, TESTED, tiny_config
 from .test_models import assert_gradients_match_reference
 
 
@@ -47,7 +47,20 @@ def test_a_tiny_model_of_each_family_gives_the_reference_gradients(model_type):
     assert family == TESTED[model_type][0]
     assert set(targets) <= set(dict(FAMILIES)[family])
     assert set(dict(FAMILIES)[family]) - set(targets) <= MLP_NAMES  # only fused experts' MLP
+    assert_left_to_right(model)
     assert_gradients_match_reference(model)
+
+
+def assert_left_to_right(model) -> None:
+    """The logits before the last position do not depend on the last token (XLNet's do)."""
+    import torch
+
+    ids = torch.tensor([[5, 17, 33, 9, 40, 41]])
+    changed = ids.clone()
+    changed[0, -1] = 77
+    with torch.no_grad():
+        before, after = (model(input_ids=x, use_cache=False).logits[0, :-1] for x in (ids, changed))
+    torch.testing.assert_close(before, after, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("model_type", sorted(REFUSED))
@@ -58,8 +71,11 @@ def test_the_others_are_refused_in_one_line(model_type):
     if reason != NO_FAMILY:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+        config = tiny_config(model_type) if model_type in REFUSED_TINY else None
         with pytest.raises(InflucoderError) as e:
-            check_causal(ModelRef(model_type, "dir", model_type), CONFIG_MAPPING[model_type]())
+            check_causal(
+                ModelRef(model_type, "dir", model_type), config or CONFIG_MAPPING[model_type]()
+            )
         assert str(e.value) == (
             f"{model_type}: {model_type} is {reason}; "
             "collect needs a causal (decoder-only) language model"
@@ -96,3 +112,74 @@ def test_mlp_targets_on_fused_experts_are_refused_before_any_work():
         )
         with pytest.raises(ValueError, match=message):
             attach_lora(model, targets=("q_proj", "down_proj"))
+
+
+#: One family per code path: plain Linear, GPT-2's Conv1D, OPT's flattened activations, fused
+#: experts (attention only), Gemma2 (eager attention), MPT (PEFT's wrapper bypassed), latent
+#: attention, a state-space model.
+END_TO_END = ["llama", "gpt2", "opt", "mixtral", "gemma2", "mpt", "deepseek_v3", "mamba"]
+
+
+@pytest.mark.parametrize("model_type", END_TO_END)
+def test_collect_like_and_score_per_family(model_type, small_data, tmp_path):
+    """The real ``collect`` (auto targets, a two-step warm-up) on a saved tiny model of each
+    family; ``collect --like`` on two of its samples and two new ones gives the pool's vectors
+    for the shared two; ``score`` gives the cosines of the stored vectors."""
+    import numpy as np
+    import torch
+    from click.testing import CliRunner
+    from transformers import AutoModelForCausalLM
+
+    from influcoder import open_store
+    from influcoder.cli import cli
+
+    from ..conftest import SMALL_PAIRS, build_tiny_tokenizer, write_jsonl
+
+    def run(*args):
+        r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r
+
+    model_dir = tmp_path / model_type
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type))
+    model.save_pretrained(model_dir)
+    build_tiny_tokenizer().save_pretrained(model_dir)
+    fast = ["--sketch-dim", "64", "--max-length", "64", "--batch-size", "4", "-q"]
+    run(
+        "collect",
+        small_data,
+        "-o",
+        tmp_path / "pool",
+        "--model",
+        model_dir,
+        "--lora-targets",
+        "auto",
+        "--adapter-init",
+        "warmup",
+        "--warmup-steps",
+        "2",
+        "--shard-rows",
+        "4",
+        *fast,
+    )
+    rows = [{"id": f"s{i}", "prompt": p, "response": r} for i, (p, r) in enumerate(SMALL_PAIRS)]
+    queries = write_jsonl(
+        tmp_path / "q.jsonl",
+        [
+            rows[1],
+            rows[6],
+            {"id": "n1", "prompt": "Name a colour.", "response": "Green."},
+            {"id": "n2", "prompt": "Count to three.", "response": "One, two, three."},
+        ],
+    )
+    run("collect", queries, "--like", tmp_path / "pool", "-o", tmp_path / "q")
+    pool, q = open_store(tmp_path / "pool"), open_store(tmp_path / "q")
+    assert pool.setup["adapter"]["targets"] == list(find_lora_targets(model)[1])
+    v, w = pool.vectors(), q.vectors()
+    np.testing.assert_allclose(w[:2], v[[pool.ids.index("s1"), pool.ids.index("s6")]], atol=1e-4)
+
+    run("score", tmp_path / "pool", tmp_path / "q", "--top-k", "3", "--out", tmp_path / "scores")
+    scores = np.load(tmp_path / "scores" / "scores.npy")
+    cosines = v @ w.T / np.outer(np.linalg.norm(v, axis=1), np.linalg.norm(w, axis=1))
+    np.testing.assert_allclose(scores, cosines, atol=1e-5)

@@ -96,6 +96,31 @@ def test_head_answers_like_get_without_a_body(client):
     assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
 
 
+def test_the_token_is_declared_as_a_security_scheme(client, spec, service):
+    """Clients generated from the description send the token: both ways the server takes it
+    are declared schemes, either one required on every /api operation; a server without a
+    token declares none."""
+    from influcoder.serve.app import create_app
+
+    assert spec["components"]["securitySchemes"] == {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "Authorization: Bearer TOKEN",
+        },
+        "token": {"type": "apiKey", "in": "query", "name": "token", "description": "?token=TOKEN"},
+    }
+    operations = [(p, op) for p, ops in spec["paths"].items() for op in ops.values()]
+    assert operations and all(p.startswith("/api") for p, _ in operations)
+    assert all(op["security"] == [{"bearer": []}, {"token": []}] for _, op in operations)
+    assert client.get("/api/health", params={"token": TOKEN}).status_code == 200
+    assert client.get("/api/health", params={"token": "wrong"}).status_code == 401
+    assert client.get("/openapi.json").status_code == 200  # the description stays public
+    open_spec = create_app(service).openapi()
+    assert "securitySchemes" not in open_spec.get("components", {})
+    assert not any("security" in op for ops in open_spec["paths"].values() for op in ops.values())
+
+
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le"])
 def test_a_body_not_in_utf8_is_refused_naming_utf8(client, encoding):
     """Python's JSON parser guesses UTF-16 and UTF-32 from the NUL bytes and accepted them."""

@@ -65,16 +65,31 @@ def load_tokenizer(ref: ModelRef):
     return tok
 
 
+#: Model types in transformers' causal-LM list that are not left-to-right text decoders.
+NOT_TEXT_DECODERS = {
+    # speculative-decoding drafters: every layer reads the target model's key/value states
+    "gemma4_assistant": "a drafting assistant (it needs another model's key/value states)",
+    "gemma4_unified_assistant": "a drafting assistant (it needs another model's key/value states)",
+    # its Linear names are BERT's; ``auto`` would put LoRA on the unused vision tower
+    "git": "an image-to-text model",
+    # without a permutation mask every position sees the whole sequence, the next token included
+    "xlnet": "a permutation language model (every token sees the whole text)",
+}
+
+
 def check_causal(ref: ModelRef, config) -> None:
     """Refuse, in one line, a config that is not a causal (decoder-only) language model: an
-    encoder-decoder (T5, BART) or an encoder-only one (BERT), before any weight is loaded."""
+    encoder-decoder (T5, BART), an encoder-only one (BERT) or one of
+    :data:`NOT_TEXT_DECODERS`, before any weight is loaded."""
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     )
 
     kind = getattr(config, "model_type", None) or type(config).__name__
-    if getattr(config, "is_encoder_decoder", False):
+    if kind in NOT_TEXT_DECODERS:
+        what = NOT_TEXT_DECODERS[kind]
+    elif getattr(config, "is_encoder_decoder", False):
         what = "an encoder-decoder model"
     elif kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False):
         what = "an encoder-only model"

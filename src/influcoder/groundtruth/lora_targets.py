@@ -27,8 +27,8 @@ DeepSeek-V2/V3 (multi-head latent attn.)    q_a_proj q_b_proj kv_a_proj_with_mqa
 Mamba, Jamba                                in_proj x_proj dt_proj
 ==========================================  ====================================================
 
-Mixture-of-experts models whose experts are fused into 3-D parameters (Mixtral, OLMoE, ... in
-transformers 5) are not ``nn.Linear``, and PEFT would turn the MLP names into targets on those
+Mixture-of-experts models whose experts are fused into one parameter (Mixtral, OLMoE, ... in
+transformers 5; DBRX) are not ``nn.Linear``, and PEFT would turn the MLP names into targets on those
 parameters: for them the MLP names are dropped and only the attention projections are targets.
 
 The input embeddings and the LM head are never targets, whatever their names.
@@ -94,10 +94,11 @@ def linear_names(model: nn.Module) -> set[str]:
 
 
 def has_fused_experts(model: nn.Module) -> bool:
-    """Whether ``model`` holds mixture-of-experts weights fused into a 3-D parameter named
-    like an MLP projection (``experts.gate_up_proj`` of shape ``[experts, out, in]``)."""
+    """Whether ``model`` holds mixture-of-experts weights fused into one parameter named like
+    an MLP projection, outside any Linear module (``experts.gate_up_proj`` of shape
+    ``[experts, out, in]``; DBRX's ``experts.mlp.w1`` of shape ``[experts * out, in]``)."""
     return any(
-        name in MLP_NAMES and param.dim() == 3
+        name in MLP_NAMES and param.dim() >= 2
         for module in model.modules()
         if not isinstance(module, (*LINEAR_TYPES, nn.Conv1d))
         for name, param in module.named_parameters(recurse=False)

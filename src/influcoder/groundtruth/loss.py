@@ -121,7 +121,7 @@ def _logits_after_shared_prefix(
     cache = model(input_ids=input_ids[:1, :prefix], use_cache=True).cache
     cache.batch_repeat_interleave(batch)
     positions = torch.arange(prefix, length, device=input_ids.device).expand(batch, -1)
-    return model(
+    logits = model(
         input_ids=input_ids[:, prefix:],
         attention_mask=attention_mask,
         position_ids=positions,
@@ -129,6 +129,9 @@ def _logits_after_shared_prefix(
         use_cache=False,
         logits_to_keep=keep - prefix,
     ).logits
+    if logits.shape[1] != len(keep):  # a model that ignores logits_to_keep (TrOCR)
+        logits = logits[:, keep - prefix]
+    return logits
 
 
 def response_losses(
@@ -157,6 +160,10 @@ def response_losses(
     prefix = (
         shared_prefix_length(input_ids, labels) if share_prefix and input_ids is not None else 0
     )
+    if inputs_embeds is not None and hasattr(model, "get_base_model"):
+        # PEFT's wrapper refuses inputs_embeds for MPT (whose forward takes them); its LoRA
+        # layers sit inside the base model, so calling that is the same forward pass
+        model = model.get_base_model()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         if prefix:
             logits = _logits_after_shared_prefix(model, input_ids, attention_mask, prefix, keep)
@@ -168,6 +175,8 @@ def response_losses(
                 use_cache=False,
                 logits_to_keep=keep,
             ).logits
+            if logits.shape[1] != len(keep):  # a model that ignores logits_to_keep (TrOCR)
+                logits = logits[:, keep]
     return _kept_response_losses(logits, labels[:, keep + 1])
 
 

@@ -93,6 +93,32 @@ def _docs(app: FastAPI) -> None:
         )
 
 
+#: How the token may be sent (guard.py accepts either): the OpenAPI security schemes.
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer TOKEN"},
+    "token": {"type": "apiKey", "in": "query", "name": "token", "description": "?token=TOKEN"},
+}
+
+
+def _declare_token(app: FastAPI) -> None:
+    """Declare the token in the OpenAPI description, as either scheme, on every ``/api``
+    operation (the page, its files and the description itself stay public), so that clients
+    generated from it send it."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()  # cached by FastAPI in app.openapi_schema
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            for path, operations in schema["paths"].items():
+                if path.startswith("/api"):
+                    for operation in operations.values():
+                        operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(service: Service, *, token: str | None = None, max_body: int = MAX_BODY) -> FastAPI:
     """The app over ``service``; ``token``: required on every ``/api`` request (None: open)."""
     app = FastAPI(
@@ -101,7 +127,7 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = MA
         redoc_url=None,
         description="Which training samples made the model say this? Attribution "
         "against an influcoder index. Every /api request needs the "
-        "server's token if it was started with one.",
+        "server's token if it was started with one (declared as a security scheme then).",
     )
     app.state.service = service
     _install_error_handlers(app)
@@ -113,5 +139,7 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = MA
         return FileResponse(STATIC / "index.html")
 
     app.include_router(router)
+    if token:
+        _declare_token(app)
     app.add_middleware(Guard, token=token, max_body=max_body)
     return app
