@@ -4,6 +4,7 @@ both, built once per session."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -56,10 +57,10 @@ def service(serve_index, gradient_store):
 TOKEN = "test-token-1"
 
 
-@pytest.fixture(scope="session")
-def live_server(service):
-    """A real uvicorn server over the service, on a free loopback port, with a token; yields
-    its base URL."""
+@contextlib.contextmanager
+def running(service, token: str = TOKEN):
+    """A real uvicorn server over ``service``, on a free loopback port, with ``token``;
+    yields its base URL and stops it on exit."""
     import asyncio
     import socket
     import threading
@@ -74,7 +75,7 @@ def live_server(service):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(service, token=TOKEN), log_level="warning", access_log=False)
+        uvicorn.Config(create_app(service, token=token), log_level="warning", access_log=False)
     )
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
@@ -83,7 +84,17 @@ def live_server(service):
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(service):
+    """A real uvicorn server over the service, on a free loopback port, with a token; yields
+    its base URL."""
+    with running(service) as url:
+        yield url

@@ -190,9 +190,34 @@ class Attributor:
         >>> ranking = attributor.aggregate(unwanted_examples, how="mean")
     """
 
-    def __init__(self, index: Index, encoder: FastEncoder | LightEncoder):
+    def __init__(
+        self,
+        index: Index,
+        encoder: FastEncoder | LightEncoder,
+        encoder_name: str | None = None,
+    ):
         self.index = index
         self.encoder = encoder
+        #: the encoder's name or directory (the index's own when None)
+        self.encoder_name = encoder_name or index.encoder_name
+
+    @property
+    def encoder_dir(self) -> str:
+        """The encoder's directory (a bundled name resolved)."""
+        from influcoder.encoders.directory import resolve_encoder
+
+        return resolve_encoder(self.encoder_name)
+
+    def pooler(self, option: str | None = None):
+        """The encoder's learned pooler (:mod:`influcoder.encoders.pooler`), or None when it
+        has none; with ``option``, its absence is refused (InputError naming ``option`` and
+        the encoder's folder)."""
+        from influcoder.encoders.pooler import read_pooler, require_pooler
+
+        path = self.encoder_dir
+        if option is not None:
+            return require_pooler(path, option)
+        return read_pooler(path) if os.path.isdir(path) else None
 
     @classmethod
     def load(
@@ -238,7 +263,7 @@ class Attributor:
             threads=threads,
             device=device,
         )
-        return cls(index, encoder)
+        return cls(index, encoder, name)
 
     def encode(self, queries) -> tuple[list[Sample], np.ndarray]:
         samples = as_queries(queries)

@@ -18,10 +18,17 @@ the top k). For a group's scores ``s_1 .. s_m``:
   e^2 = 7.4 times and the result is close to the mean; the default ``T`` (0.1, see
   :data:`~influcoder.attribution.settings.DEFAULT_GROUP_TEMPERATURE`) lets a group's
   strongest samples dominate. ``T = 1`` reproduces AirRep's formula.
+* ``learned``: only with an encoder that carries a learned pooler (``distill-runs --pooling
+  attention``, :mod:`influcoder.encoders.pooler`): the score of the group's pooled vector,
+  ``<E(x), |G| * sum_i a_i E(z_i)>`` with ``a = softmax_G(<w, E(z_i)> / T_w)``, the pooling the
+  encoder was trained with on retraining runs, with the group as the set. The weights do not
+  depend on the query, so it is ``sum_i |G| a_i s_i``: on the sum's scale, a sum that leans
+  towards the members the pooler learned to count.
 
 Samples whose field is absent, null or empty form the group ``(missing)``
 (:data:`~influcoder.attribution.settings.MISSING_GROUP`). Values are compared as text (lists
-and objects as JSON). Groups are listed by ``softmax``, highest first.
+and objects as JSON). Groups are listed by ``softmax``, highest first, unless another aggregate
+is asked for.
 """
 
 from __future__ import annotations
@@ -36,9 +43,12 @@ from influcoder.attribution.index import Index
 from influcoder.attribution.settings import (
     DEFAULT_GROUP_AGGREGATE,
     DEFAULT_GROUP_TEMPERATURE,
+    GROUP_AGGREGATES,
     GROUP_STATS,
+    LEARNED_AGGREGATE,
     MISSING_GROUP,
 )
+from influcoder.encoders.pooler import LearnedPooler
 from influcoder.errors import InputError
 from influcoder.io.samples import Sample
 
@@ -97,9 +107,12 @@ def group_stats(
     n_groups: int,
     *,
     temperature: float = DEFAULT_GROUP_TEMPERATURE,
+    learned: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """:data:`GROUP_STATS` of ``scores`` (``n_query x n`` or ``n``) per group: each
-    ``n_query x n_groups`` (or ``n_groups``), float64; a group without samples gets NaN."""
+    ``n_query x n_groups`` (or ``n_groups``), float64; a group without samples gets NaN.
+    ``learned``: the samples' learned-pooler weights (:func:`learned_weights`); adds
+    ``learned``, the weighted sum of each group's scores."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     s = np.asarray(scores, dtype=np.float64)
@@ -118,8 +131,12 @@ def group_stats(
     a = np.abs(s) / temperature
     w = np.exp(a - np.repeat(np.maximum.reduceat(a, starts, axis=1), sizes, axis=1))
     soft = np.add.reduceat(w * s, starts, axis=1) / np.add.reduceat(w, starts, axis=1)
+    found = [("mean", total / sizes), ("sum", total), ("max", top), ("softmax", soft)]
+    if learned is not None:
+        pooled = np.add.reduceat(np.asarray(learned, dtype=np.float64)[order] * s, starts, axis=1)
+        found.append((LEARNED_AGGREGATE, pooled))
     out = {}
-    for name, values in (("mean", total / sizes), ("sum", total), ("max", top), ("softmax", soft)):
+    for name, values in found:
         full = np.full((len(s), n_groups), np.nan)
         full[:, present] = values
         out[name] = full[0] if one else full
@@ -134,18 +151,24 @@ class GroupAttribution:
     groups: PoolGroups
     temperature: float
     stats: dict[str, np.ndarray]
+    #: the statistic the groups are listed by
+    aggregate: str = DEFAULT_GROUP_AGGREGATE
+
+    @property
+    def names(self) -> list[str]:
+        """The statistics held, in :data:`GROUP_AGGREGATES` order."""
+        return [name for name in GROUP_AGGREGATES if name in self.stats]
 
     def table(self, j: int = 0) -> list[dict]:
-        """Query ``j``'s groups, highest :data:`DEFAULT_GROUP_AGGREGATE` (``softmax``) first
-        (ties: larger group first)."""
+        """Query ``j``'s groups, highest :attr:`aggregate` first (ties: larger group first)."""
         sizes = self.groups.sizes
-        soft = self.stats[DEFAULT_GROUP_AGGREGATE][j]
-        order = np.lexsort((np.arange(len(sizes)), -sizes, -soft))
+        key = self.stats[self.aggregate][j]
+        order = np.lexsort((np.arange(len(sizes)), -sizes, -key))
         return [
             {
                 "group": self.groups.names[g],
                 "n": int(sizes[g]),
-                **{name: float(self.stats[name][j, g]) for name in GROUP_STATS},
+                **{name: float(self.stats[name][j, g]) for name in self.names},
             }
             for g in order
             if sizes[g] > 0
@@ -157,15 +180,44 @@ def index_samples(index: Index) -> list[Sample]:
     return [s for seg in index.segments for s in seg.samples]
 
 
+def learned_weights(index: Index, groups: PoolGroups, pooler: LearnedPooler) -> np.ndarray:
+    """``[n]``: each pool sample's weight in its group under ``pooler``
+    (:meth:`~influcoder.encoders.pooler.LearnedPooler.member_weights`), from the index's
+    vectors, one pass over them."""
+    logits = np.empty(index.n)
+    for start, chunk in index.iter_chunks():
+        logits[start : start + len(chunk)] = pooler.logits(chunk)
+    return pooler.member_weights(logits, groups.codes, len(groups.names))
+
+
+def check_aggregate(aggregate: str, pooler: LearnedPooler | None, option: str) -> None:
+    """Refuse an unknown aggregate, or ``learned`` without a pooler (InputError naming
+    ``option``)."""
+    if aggregate not in GROUP_AGGREGATES:
+        raise InputError(f"{option} must be one of {list(GROUP_AGGREGATES)}, got {aggregate!r}")
+    if aggregate == LEARNED_AGGREGATE and pooler is None:
+        raise InputError(f"{option} {LEARNED_AGGREGATE}: the encoder carries no learned pooler")
+
+
 def group_attribution(
-    index: Index, q: np.ndarray, field: str, *, temperature: float = DEFAULT_GROUP_TEMPERATURE
+    index: Index,
+    q: np.ndarray,
+    field: str,
+    *,
+    temperature: float = DEFAULT_GROUP_TEMPERATURE,
+    pooler: LearnedPooler | None = None,
+    aggregate: str = DEFAULT_GROUP_AGGREGATE,
 ) -> GroupAttribution:
     """Per-group statistics of unit query vectors ``q`` (``n_query x dim``) against every
-    pool vector of ``index`` (exact; one pass over the pool's vectors per batch of queries)."""
+    pool vector of ``index`` (exact; one pass over the pool's vectors per batch of queries);
+    with ``pooler``, ``learned`` too; listed by ``aggregate``."""
     groups = pool_groups(index_samples(index), field)
+    check_aggregate(aggregate, pooler, "aggregate")
+    learned = None if pooler is None else learned_weights(index, groups, pooler)
     q = np.atleast_2d(np.asarray(q, dtype=np.float32))
     n, n_groups = index.n, len(groups.names)
-    stats = {name: np.empty((len(q), n_groups)) for name in GROUP_STATS}
+    names = GROUP_STATS if learned is None else GROUP_AGGREGATES
+    stats = {name: np.empty((len(q), n_groups)) for name in names}
     batch = max(1, _BATCH_CELLS // max(n, 1))
     for b in range(0, len(q), batch):
         qb = q[b : b + batch]
@@ -173,19 +225,31 @@ def group_attribution(
         for start, chunk in index.iter_chunks():
             scores[:, start : start + len(chunk)] = (chunk @ qb.T).T
         for name, values in group_stats(
-            scores, groups.codes, n_groups, temperature=temperature
+            scores, groups.codes, n_groups, temperature=temperature, learned=learned
         ).items():
             stats[name][b : b + len(qb)] = values
-    return GroupAttribution(groups, temperature, stats)
+    return GroupAttribution(groups, temperature, stats, aggregate)
 
 
 def ranking_groups(
-    index: Index, scores: np.ndarray, field: str, *, temperature: float = DEFAULT_GROUP_TEMPERATURE
+    index: Index,
+    scores: np.ndarray,
+    field: str,
+    *,
+    temperature: float = DEFAULT_GROUP_TEMPERATURE,
+    pooler: LearnedPooler | None = None,
+    aggregate: str = DEFAULT_GROUP_AGGREGATE,
 ) -> GroupAttribution:
     """Per-group statistics of one aggregate score per pool sample (``attribute --aggregate
-    --group-by``)."""
+    --group-by``); with ``pooler``, ``learned`` too; listed by ``aggregate``."""
     groups = pool_groups(index_samples(index), field)
+    check_aggregate(aggregate, pooler, "aggregate")
+    learned = None if pooler is None else learned_weights(index, groups, pooler)
     stats = group_stats(
-        np.asarray(scores)[None], groups.codes, len(groups.names), temperature=temperature
+        np.asarray(scores)[None],
+        groups.codes,
+        len(groups.names),
+        temperature=temperature,
+        learned=learned,
     )
-    return GroupAttribution(groups, temperature, stats)
+    return GroupAttribution(groups, temperature, stats, aggregate)

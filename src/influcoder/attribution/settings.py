@@ -28,6 +28,12 @@ SELECT_FIRST_K = 64
 #: ``attribute --group-by``: the statistics of a group's scores, and the group of the samples
 #: that lack the field.
 GROUP_STATS: tuple[str, ...] = ("mean", "sum", "max", "softmax")
+#: The group aggregate of an encoder's learned pooler (``distill-runs --pooling attention``):
+#: available only when the encoder directory carries one (:mod:`influcoder.encoders.pooler`).
+LEARNED_AGGREGATE = "learned"
+#: Every group aggregate a command may rank or judge groups by.
+GroupAggregate = Literal["mean", "sum", "max", "softmax", "learned"]
+GROUP_AGGREGATES: tuple[str, ...] = get_args(GroupAggregate)
 MISSING_GROUP = "(missing)"
 #: The statistic groups are ranked by (``attribute --group-by`` lists them by it, ``evaluate
 #: --group-by`` judges methods on it unless ``--group-aggregate`` says otherwise).

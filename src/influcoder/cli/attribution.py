@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from influcoder.attribution.settings import (
+    DEFAULT_GROUP_AGGREGATE,
     DEFAULT_GROUP_TEMPERATURE,
-    GROUP_STATS,
-    MISSING_GROUP,
+    GROUP_AGGREGATES,
 )
 from influcoder.cli.app import cli
+from influcoder.cli.groups import attribute_groups, sample_text
 from influcoder.cli.options import (
     device_option,
     field_options,
@@ -72,11 +73,6 @@ def _load_queries(queries, texts, prompt, kw):
     return read_queries(queries, texts, prompt=prompt, fields=fields_from(kw), limit=limit)
 
 
-def _sample_text(sample, width: int) -> str:
-    text = f"{sample.prompt} -> {sample.response}" if sample.prompt else sample.response
-    return clip_text(text, width)
-
-
 SCORE_LEGEND = (
     "score: cosine of the embeddings (1 = same direction, 0 = unrelated); "
     "z: standard deviations above this query's average score over the pool"
@@ -108,7 +104,16 @@ SCORE_LEGEND = (
     default=None,
     help="influence per group of this metadata field of the pool (a source, a "
     "file): mean, sum, max and AirRep's softmax-weighted score of every pool "
-    "sample's score; samples without it are the group '(missing)'",
+    "sample's score (and learned, when the encoder carries a learned pooler); "
+    "samples without it are the group '(missing)'",
+)
+@click.option(
+    "--group-aggregate",
+    type=click.Choice(GROUP_AGGREGATES),
+    default=DEFAULT_GROUP_AGGREGATE,
+    show_default=True,
+    help="--group-by: the score groups are listed by (learned: the encoder's learned "
+    "pooler, from distill-runs --pooling attention)",
 )
 @click.option(
     "--temperature",
@@ -143,6 +148,7 @@ def attribute(
     top_k,
     aggregate,
     group_by,
+    group_aggregate,
     temperature,
     out,
     width,
@@ -162,6 +168,7 @@ def attribute(
       influcoder attribute runs/index unwanted.jsonl --aggregate mean --out ranking.parquet
       influcoder attribute runs/index queries.jsonl --group-by source
       influcoder attribute runs/index unwanted.jsonl --aggregate mean --group-by source -o g.csv
+      influcoder attribute runs/index queries.jsonl --group-by source --group-aggregate learned
     """
     import warnings
 
@@ -182,7 +189,17 @@ def attribute(
     )
     index = attributor.index
     if group_by is not None:
-        _attribute_groups(attributor, samples, aggregate, group_by, temperature, out, top_k, width)
+        attribute_groups(
+            attributor,
+            samples,
+            aggregate,
+            group_by,
+            group_aggregate,
+            temperature,
+            out,
+            top_k,
+            width,
+        )
         return
     if aggregate is not None:
         ranking = attributor.aggregate(samples, aggregate)
@@ -196,7 +213,7 @@ def attribute(
         click.echo(f"{'rank':>5}  {'score':>7}  {'z':>6}  id  text")
         for h in ranking.top(index, top_k):
             click.echo(
-                f"{h.rank:>5}  {h.score:+.4f}  {h.z:+6.1f}  {h.id}  {_sample_text(h.sample, width)}"
+                f"{h.rank:>5}  {h.score:+.4f}  {h.z:+6.1f}  {h.id}  {sample_text(h.sample, width)}"
             )
         return
     with warnings.catch_warnings(record=True) as caught:
@@ -210,64 +227,13 @@ def attribute(
         return
     click.echo(SCORE_LEGEND)
     for j, r in enumerate(results, start=1):
-        click.echo(f"\nquery {j} ({r.query.id}): {_sample_text(r.query, width)}")
+        click.echo(f"\nquery {j} ({r.query.id}): {sample_text(r.query, width)}")
         click.echo(f"  {'rank':>4}  {'score':>7}  {'z':>6}  id  text")
         for h in r.hits:
             click.echo(
                 f"  {h.rank:>4}  {h.score:+.4f}  {h.z:+6.1f}  {h.id}  "
-                f"{_sample_text(h.sample, width)}"
+                f"{sample_text(h.sample, width)}"
             )
-
-
-def _attribute_groups(attributor, samples, aggregate, field, temperature, out, top_k, width):
-    """``attribute --group-by``: a table of groups per query (or for the aggregate)."""
-    from influcoder.attribution.groups import group_attribution, ranking_groups
-    from influcoder.io.tables import write_table
-
-    index = attributor.index
-    if aggregate is not None:
-        ranking = attributor.aggregate(samples, aggregate)
-        result = ranking_groups(index, ranking.scores, field, temperature=temperature)
-        heads = [(f"{aggregate} over {len(samples)} queries", "aggregate")]
-    else:
-        samples, q = attributor.encode(samples)
-        result = group_attribution(index, q, field, temperature=temperature)
-        heads = [
-            (f"query {j} ({s.id}): {_sample_text(s, width)}", s.id)
-            for j, s in enumerate(samples, start=1)
-        ]
-    groups = result.groups
-    missing = (
-        f"; {groups.n_missing} pool samples lack '{field}': their group is {MISSING_GROUP}"
-        if groups.n_missing
-        else ""
-    )
-    if out is not None:
-        rows = [
-            {"query_id": qid, "field": field, **row, "temperature": temperature}
-            for j, (_, qid) in enumerate(heads)
-            for row in result.table(j)
-        ]
-        write_table(out, rows)
-        log(f"wrote {out}: {len(heads)} x {len(groups.names)} groups of '{field}'{missing}")
-        return
-    click.echo(
-        f"influence per group of '{field}' ({len(groups.names)} groups) over every pool "
-        f"sample's score; softmax: sum of softmax(|s|/{temperature:g}) * s over the "
-        f"group (AirRep){missing}"
-    )
-    for j, (head, _) in enumerate(heads):
-        table = result.table(j)
-        click.echo(f"\n{head}")
-        click.echo(f"  {'n':>6}  " + "  ".join(f"{name:>8}" for name in GROUP_STATS) + "  group")
-        for row in table[:top_k]:
-            click.echo(
-                f"  {row['n']:>6}  "
-                + "  ".join(f"{row[name]:+8.4f}" for name in GROUP_STATS)
-                + f"  {row['group']}"
-            )
-        if len(table) > top_k:
-            click.echo(f"  ... {len(table) - top_k} more groups (--top-k, or --out for all)")
 
 
 @cli.command(name="filter")

@@ -7,6 +7,7 @@ import click
 from influcoder.attribution.settings import (
     DEFAULT_GROUP_AGGREGATE,
     DEFAULT_GROUP_TEMPERATURE,
+    GROUP_AGGREGATES,
     GROUP_STATS,
 )
 from influcoder.cli.app import cli
@@ -235,6 +236,8 @@ def evaluate(
                 "queries whose group scores are all equal (no ranking; their Spearman "
                 "counts as 0): " + ", ".join(f"{n} {u}" for n, u in undefined.items())
             )
+    if evaluation.groups is not None:
+        _echo_by_aggregate(evaluation.groups)
     for _name, achieved, text in evaluation.targets:
         click.echo(f"{'MET   ' if achieved else 'MISSED'}  {text}")
     if out is None:
@@ -256,3 +259,16 @@ def evaluate(
         },
     )
     log(f"wrote {out}: results.json, results.csv, {report.name}")
+
+
+def _echo_by_aggregate(g) -> None:
+    """Each method's group_spearman under every aggregate, against one gradient ranking."""
+    names = [a for a in GROUP_AGGREGATES if any(a in row for row in g.by_aggregate.values())]
+    click.echo(
+        f"group_spearman by aggregate, all against the gradient's groups by {g.aggregate} "
+        "(learned: encoders that carry a learned pooler)"
+    )
+    click.echo(f"  {'method':<20}" + "".join(f"{a:>9}" for a in names))
+    for method, row in g.by_aggregate.items():
+        cells = "".join(f"{row[a]:>+9.3f}" if a in row else f"{'-':>9}" for a in names)
+        click.echo(f"  {method:<20}{cells}")

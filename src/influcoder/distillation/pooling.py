@@ -13,14 +13,16 @@ embeddings ``[n_pool, d]``, to scores ``[R, Q]`` against queries ``[Q, d]``:
   where it equals ``sum`` exactly). Scaling by ``|S|`` keeps sets of different sizes on the
   sum's scale. AirRep's paper calls its pooler attention-based; its released code weights
   the members by ``softmax(|<E(x), E(z)>|)``, query-dependent and without parameters, which
-  is influcoder's ``softmax`` group aggregate; the learned vector here is the small module the
-  issue asked for, so a group's pooling can be learned from retraining.
+  is influcoder's ``softmax`` group aggregate; the learned vector here is what the ``learned``
+  group aggregate applies to a group (the math is :mod:`influcoder.encoders.pooler`'s, shared).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from influcoder.encoders.pooler import attention_logits, attention_pool, attention_weights
 
 POOLINGS = ("sum", "attention")
 
@@ -74,16 +76,11 @@ class AttentionPooling(nn.Module):
 
     def attention(self, members: Tensor, pool: Tensor) -> Tensor:
         """``[R, n_pool]`` weights: each subset's softmax over its members (0 elsewhere)."""
-        logits = (pool @ self.weight.to(pool.dtype)) / self.temperature
-        mask = members.bool()
-        masked = logits.expand(mask.shape[0], -1).masked_fill(~mask, float("-inf"))
-        return torch.softmax(masked, dim=1)
+        return attention_weights(attention_logits(pool, self.weight, self.temperature), members)
 
     def forward(self, members: Tensor, pool: Tensor, queries: Tensor) -> Tensor:
         _check(members, pool, queries)
-        sizes = members.sum(dim=1, keepdim=True).to(pool.dtype)
-        pooled = sizes * (self.attention(members, pool) @ pool)
-        return pooled @ queries.T
+        return attention_pool(members, pool, self.weight, self.temperature) @ queries.T
 
     def config(self) -> dict:
         return {

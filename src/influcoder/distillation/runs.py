@@ -20,8 +20,9 @@ Trade-offs:
   on held-out runs x held-out queries, and the ranking loss there) are the judge, so they
   choose nothing.
 * The embedding used at query time is unchanged: ``E(x)`` for a query, ``E(z)`` for a pool
-  sample, compared by the encoder's similarity; a trained attention pooling is recorded in
-  ``influcoder_runs.json`` for scoring groups.
+  sample, compared by the encoder's similarity; a trained attention pooling is saved in
+  ``influcoder_runs.json`` (:mod:`influcoder.encoders.pooler` reads it) and scores groups
+  (the ``learned`` group aggregate).
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ from influcoder.distillation.losses import subset_ranking_loss
 from influcoder.distillation.pooling import SumPooling, make_pooling
 from influcoder.distillation.run_settings import RunsArguments, RunsSplit, split_runs
 from influcoder.distillation.trainer import CARD_NAME
+from influcoder.encoders.pooler import RUNS_CARD
 from influcoder.io.atomic import atomic_write_dir
 from influcoder.metrics import column_spearman
 
-RUNS_CARD = "influcoder_runs.json"
 RUNS_CARD_FORMAT, RUNS_CARD_VERSION = "influcoder-runs-training", 1
 
 

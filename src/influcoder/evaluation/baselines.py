@@ -268,6 +268,7 @@ def encoder_scores(
             prepared - start,
             pool_emb.shape[1] * np.dtype(np.float32).itemsize,
             dim=int(pool_emb.shape[1]),
+            pool_vectors=pool_emb,  # for a learned pooler's group weights; the caller pops it
         ),
     )
 

@@ -19,14 +19,18 @@ its group scores with the ground truth's (``gradient``):
 Every pool sample must have the field (a ``(missing)`` group would lump unrelated samples
 together and judge them as one source), and there must be at least two groups, or no
 ranking of groups exists; both are refused with an :class:`~influcoder.errors.InputError`.
-The softmax score depends on the scores' scale (``|s| / T``): on BM25's unbounded scores it is
+Side by side (``by_aggregate``): each method's ``group_spearman`` under every aggregate (mean,
+sum, max, softmax, and ``learned`` for an encoder that carries a learned pooler,
+:mod:`influcoder.encoders.pooler`), all against one ranking, the gradient's groups by
+``--group-aggregate``: which way of pooling a method's scores best reproduces the gradient's
+group ranking. The softmax score depends on the scores' scale (``|s| / T``): on BM25's unbounded scores it is
 close to the group's largest score, on cosines it is what ``attribute --group-by`` shows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +41,7 @@ from influcoder.attribution.settings import (
     DEFAULT_GROUP_AGGREGATE,
     DEFAULT_GROUP_TEMPERATURE,
     GROUP_STATS,
+    LEARNED_AGGREGATE,
 )
 from influcoder.errors import InputError
 from influcoder.evaluation.evaluate import COST_COLUMNS, GROUP_COLUMNS
@@ -132,6 +137,8 @@ class GroupFidelity:
     scores: dict[str, np.ndarray]
     #: method -> :func:`fidelity`'s dict
     figures: dict[str, dict[str, float | int]]
+    #: method -> aggregate -> ``group_spearman`` against the gradient's groups by ``aggregate``
+    by_aggregate: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def context(self) -> dict[str, Any]:
         """What ``results.json`` records under ``groups``."""
@@ -142,6 +149,7 @@ class GroupFidelity:
             "temperature": self.temperature,
             "groups": {name: int(n) for name, n in zip(self.groups.names, sizes)},
             "undefined_queries": {name: f["undefined"] for name, f in self.figures.items()},
+            "by_aggregate": self.by_aggregate,
         }
 
 
@@ -152,16 +160,31 @@ def judge_groups(
     *,
     aggregate: str = DEFAULT_GROUP_AGGREGATE,
     temperature: float = DEFAULT_GROUP_TEMPERATURE,
+    learned: Mapping[str, np.ndarray] | None = None,
 ) -> GroupFidelity:
     """Group scores and figures of every method (name -> ``[n_pool, n_query]`` scores)
-    against the ground truth ``gt`` (``[n_pool, n_query]``)."""
+    against the ground truth ``gt`` (``[n_pool, n_query]``); ``learned``: method -> its pool
+    samples' learned-pooler weights (:meth:`~influcoder.encoders.pooler.LearnedPooler.
+    member_weights`), for the ``learned`` column of ``by_aggregate``."""
     gt_groups = group_scores(gt, groups, aggregate=aggregate, temperature=temperature)
     scores = {
         name: group_scores(s, groups, aggregate=aggregate, temperature=temperature)
         for name, s in method_scores.items()
     }
     figures = {name: fidelity(gt_groups, g) for name, g in scores.items()}
-    return GroupFidelity(groups, aggregate, temperature, scores, figures)
+    by_aggregate = {}
+    for name, s in method_scores.items():
+        weights = (learned or {}).get(name)
+        stats = group_stats(
+            np.asarray(s, dtype=np.float64).T,
+            groups.codes,
+            len(groups.names),
+            temperature=temperature,
+            learned=weights,
+        )
+        names = [*GROUP_STATS, *([LEARNED_AGGREGATE] if weights is not None else [])]
+        by_aggregate[name] = {a: fidelity(gt_groups, stats[a])["group_spearman"] for a in names}
+    return GroupFidelity(groups, aggregate, temperature, scores, figures, by_aggregate)
 
 
 def add_group_columns(

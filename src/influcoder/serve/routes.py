@@ -117,7 +117,13 @@ def info(service: ServiceDep):
 )
 async def attribute(body: AttributeRequest, request: Request, service: ServiceDep):
     item = QueryItem(
-        body.sample(), body.k, body.filter_tuples(), body.bins, body.group_by, body.temperature
+        body.sample(),
+        body.k,
+        body.filter_tuples(),
+        body.bins,
+        body.group_by,
+        body.temperature,
+        body.group_aggregate,
     )
     future = service.submit(item)
     result = await asyncio.wrap_future(future)
@@ -136,7 +142,15 @@ async def attribute_batch(body: BatchRequest, service: ServiceDep):
     filters = body.filter_tuples()
     futures = [
         service.submit(
-            QueryItem(q.sample(), body.k, filters, body.bins, body.group_by, body.temperature)
+            QueryItem(
+                q.sample(),
+                body.k,
+                filters,
+                body.bins,
+                body.group_by,
+                body.temperature,
+                body.group_aggregate,
+            )
         )
         for q in body.queries
     ]

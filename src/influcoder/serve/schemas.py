@@ -17,7 +17,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from influcoder.attribution.settings import DEFAULT_GROUP_TEMPERATURE
+from influcoder.attribution.settings import (
+    DEFAULT_GROUP_AGGREGATE,
+    DEFAULT_GROUP_TEMPERATURE,
+    GroupAggregate,
+)
 from influcoder.io.samples import Sample, content_id
 from influcoder.metrics import Aggregate
 
@@ -110,9 +114,15 @@ class _Options(_Request):
     group_by: str | None = Field(
         None,
         description="a metadata field: the query's influence "
-        "per group of it (n, mean, sum, max, softmax) over every pool "
-        "score, filters aside; samples without it are the group "
-        "'(missing)'",
+        "per group of it (n, mean, sum, max, softmax, and learned when the encoder "
+        "carries a learned pooler) over every pool score, filters aside; samples without "
+        "it are the group '(missing)'",
+    )
+    group_aggregate: GroupAggregate = Field(
+        DEFAULT_GROUP_AGGREGATE,
+        description="the group score the groups are listed by; learned: the encoder's "
+        "learned pooler (distill-runs --pooling attention), refused (400) without one "
+        "(see group_aggregates in /info)",
     )
     temperature: float = Field(
         DEFAULT_GROUP_TEMPERATURE,
@@ -209,6 +219,9 @@ class Info(_Answer):
     facets: dict[str, dict[str, int]] = Field(
         description="field -> value -> pool samples, for fields with few values (filters)"
     )
+    group_aggregates: list[GroupAggregate] = Field(
+        description="the group aggregates offered (learned: the encoder carries a pooler)"
+    )
     ground_truth: GroundTruthInfo | None
 
 
@@ -290,11 +303,15 @@ class GroupRow(_Answer):
     sum: float
     max: float
     softmax: float
+    learned: float | None = Field(
+        None, description="the encoder's learned pooling of the group (absent without a pooler)"
+    )
 
 
 class Groups(_Answer):
     field: str
     temperature: float
+    aggregate: GroupAggregate = Field(description="the score the rows are listed by")
     n_missing: int = Field(description="pool samples without the field")
     missing_group: str = Field(description="the name of their group")
     rows: list[GroupRow]

@@ -28,10 +28,18 @@ from influcoder.attribution.groups import (
     PoolGroups,
     group_stats,
     index_samples,
+    learned_weights,
     meta_key,
     pool_groups,
 )
-from influcoder.attribution.settings import DEFAULT_GROUP_TEMPERATURE, MISSING_GROUP
+from influcoder.attribution.settings import (
+    DEFAULT_GROUP_AGGREGATE,
+    DEFAULT_GROUP_TEMPERATURE,
+    GROUP_AGGREGATES,
+    GROUP_STATS,
+    LEARNED_AGGREGATE,
+    MISSING_GROUP,
+)
 from influcoder.encoders.onnx_query import LightEncoder
 from influcoder.errors import InputError
 from influcoder.io.samples import Sample
@@ -53,6 +61,7 @@ class QueryItem:
     bins: int = 30
     group_by: str | None = None
     temperature: float = DEFAULT_GROUP_TEMPERATURE
+    group_aggregate: str = DEFAULT_GROUP_AGGREGATE
 
 
 def sample_dict(sample: Sample, row: int) -> dict:
@@ -110,6 +119,9 @@ class Service:
         self._masks: dict[str, dict[str, np.ndarray]] = {}
         self._masks_lock = threading.Lock()
         self._groups: dict[str, PoolGroups] = {}
+        #: the encoder's learned pooler (``learned`` group aggregate), None without one
+        self.pooler = attributor.pooler()
+        self._learned: dict[str, np.ndarray] = {}
         self.ground_truth = ground_truth
         index.stats()  # read once here, not by the first request
         self.batcher = Batcher(self._attribute_batch, max_batch=max_batch, workers=workers)
@@ -141,8 +153,15 @@ class Service:
             "index": str(index.path),
             "fields": self.fields,
             "facets": self.facets,
+            "group_aggregates": self.group_aggregates,
             "ground_truth": None if gt is None else gt.info(),
         }
+
+    @property
+    def group_aggregates(self) -> list[str]:
+        """The group aggregates this server computes (``learned`` with a pooler)."""
+        names = GROUP_STATS if self.pooler is None else GROUP_AGGREGATES
+        return list(names)
 
     def sample(self, sample_id: str) -> dict | None:
         row = self.row_of.get(sample_id)
@@ -150,10 +169,21 @@ class Service:
 
     # -- metadata filters
     def check_filters(
-        self, filters: dict[str, tuple[str, ...]], group_by: str | None = None
+        self,
+        filters: dict[str, tuple[str, ...]],
+        group_by: str | None = None,
+        group_aggregate: str = DEFAULT_GROUP_AGGREGATE,
     ) -> None:
-        """Refuse an unknown field and build the masks (and groups) the query needs (before
-        it is queued, so one bad request never fails a batch)."""
+        """Refuse an unknown field, or the ``learned`` aggregate without a pooler, and build
+        the masks (and groups) the query needs (before it is queued, so one bad request
+        never fails a batch)."""
+        if group_aggregate == LEARNED_AGGREGATE and self.pooler is None:
+            raise InputError(
+                f"group_aggregate '{LEARNED_AGGREGATE}': the encoder "
+                f"{self.attributor.encoder_dir} carries no learned pooler (train one with "
+                f"influcoder distill-runs --pooling attention); this server offers "
+                f"{', '.join(self.group_aggregates)}"
+            )
         for name in [*filters, *([group_by] if group_by is not None else [])]:
             if name not in self.fields:
                 raise InputError(
@@ -168,7 +198,9 @@ class Service:
     def _field_groups(self, name: str) -> PoolGroups:
         with self._masks_lock:
             if name not in self._groups:
-                self._groups[name] = pool_groups(self.samples, name)
+                self._groups[name] = groups = pool_groups(self.samples, name)
+                if self.pooler is not None:
+                    self._learned[name] = learned_weights(self.index, groups, self.pooler)
             return self._groups[name]
 
     def _field_masks(self, name: str) -> dict[str, np.ndarray]:
@@ -200,13 +232,13 @@ class Service:
     # -- attribution
     def submit(self, item: QueryItem):
         """Queue one query; a future of its answer (see :meth:`_answer`)."""
-        self.check_filters(item.filters, item.group_by)
+        self.check_filters(item.filters, item.group_by, item.group_aggregate)
         return self.batcher.submit(item)
 
     def attribute(self, items: list[QueryItem]) -> list[dict]:
         """Answer queries now, in this thread (the batcher's function, for library use)."""
         for item in items:
-            self.check_filters(item.filters, item.group_by)
+            self.check_filters(item.filters, item.group_by, item.group_aggregate)
         return self._attribute_batch(items)
 
     def score_matrix(self, q: np.ndarray) -> np.ndarray:
@@ -261,13 +293,23 @@ class Service:
         """The query's influence per group of ``item.group_by``, over every pool score (the
         metadata filters do not apply)."""
         groups = self._field_groups(item.group_by)
-        stats = group_stats(scores, groups.codes, len(groups.names), temperature=item.temperature)
+        stats = group_stats(
+            scores,
+            groups.codes,
+            len(groups.names),
+            temperature=item.temperature,
+            learned=self._learned.get(item.group_by),
+        )
         table = GroupAttribution(
-            groups, item.temperature, {k: v[None] for k, v in stats.items()}
+            groups,
+            item.temperature,
+            {k: v[None] for k, v in stats.items()},
+            item.group_aggregate,
         ).table()
         return {
             "field": item.group_by,
             "temperature": item.temperature,
+            "aggregate": item.group_aggregate,
             "n_missing": groups.n_missing,
             "missing_group": MISSING_GROUP,
             "rows": table,

@@ -117,6 +117,7 @@ def evaluate(
     for spec in targets:
         check_target(expected, spec)
     methods = score_methods(gt_pool, gt_queries, seed=seed, device=device, **named)
+    pool_vectors = {name: info.pop("pool_vectors", None) for name, (_, info) in methods.items()}
     if charge_gradient_time:
         query_seconds = gradient_seconds(gt_queries)
         pool_seconds = gradient_seconds(gt_pool)
@@ -136,12 +137,30 @@ def evaluate(
             groups,
             aggregate=group_aggregate,
             temperature=group_temperature,
+            learned=learned_weights(pool_vectors, named["encoders"], groups),
         )
         rows = add_group_columns(rows, fidelity)
     checked = [check_target(rows, spec) for spec in targets]
     if extra_targets is not None:
         checked += extra_targets(rows)
     return Evaluation(rows, methods, gt, labels, checked, gt_pool, gt_queries, fidelity)
+
+
+def learned_weights(pool_vectors, encoders: Mapping[str, Any], groups) -> dict[str, np.ndarray]:
+    """Method -> its pool samples' weights under its encoder's learned pooler, for each
+    encoder (given by directory) that carries one (the ``learned`` group aggregate)."""
+    from influcoder.encoders.directory import resolve_encoder
+    from influcoder.encoders.pooler import read_pooler
+
+    out = {}
+    for name, encoder in encoders.items():
+        path = resolve_encoder(encoder) if isinstance(encoder, (str, os.PathLike)) else None
+        pooler = read_pooler(path) if path is not None and os.path.isdir(path) else None
+        vectors = pool_vectors.get(name)
+        if pooler is not None and vectors is not None:
+            logits = pooler.logits(vectors)
+            out[name] = pooler.member_weights(logits, groups.codes, len(groups.names))
+    return out
 
 
 def gradient_seconds(store: Store) -> float:

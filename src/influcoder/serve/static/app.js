@@ -77,6 +77,9 @@ async function start() {
   const groupBy = $("group-by");
   groupBy.replaceChildren(el("option", { value: "", text: "none" }),
     ...info.fields.map((name) => el("option", { value: name, text: name })));
+  // learned is offered only when the encoder carries a learned pooler
+  $("group-aggregate").replaceChildren(...info.group_aggregates.map((name) =>
+    el("option", { value: name, text: name, ...(name === "softmax" ? { selected: "" } : {}) })));
 }
 
 function setFilter(name, value) {
@@ -96,7 +99,10 @@ async function runQuery(event) {
                  filters: state.filters, bins: 40 };
   const id = $("query-id").value.trim();
   if (id) body.id = id;
-  if ($("group-by").value) body.group_by = $("group-by").value;
+  if ($("group-by").value) {
+    body.group_by = $("group-by").value;
+    body.group_aggregate = $("group-aggregate").value || "softmax";
+  }
   $("run").disabled = true;
   try {
     state.result = await api("/api/attribute", body);
@@ -127,9 +133,10 @@ function renderGroups(g) {
   if (!g) return;
   const missing = g.n_missing ? ` ${g.n_missing} pool samples lack ${g.field}: their group is ${g.missing_group}.` : "";
   box.append(el("p", { id: "groups-info", text: `Influence per ${g.field} over every pool sample's ` +
-    `score, highest softmax first (softmax: AirRep's group score, the sum of softmax(|s|/${g.temperature}) × s ` +
-    `over the group; the metadata filters do not apply).${missing}` }));
-  const stats = ["mean", "sum", "max", "softmax"];
+    `score, highest ${g.aggregate} first (softmax: AirRep's group score, the sum of softmax(|s|/${g.temperature}) × s ` +
+    `over the group` + (g.rows.length && g.rows[0].learned != null ? "; learned: the encoder's learned pooling of the group" : "") +
+    `; the metadata filters do not apply).${missing}` }));
+  const stats = ["mean", "sum", "max", "softmax"].concat(g.rows.length && g.rows[0].learned != null ? ["learned"] : []);
   box.append(el("table", { id: "groups-table" },
     el("tr", {}, el("th", { text: g.field }), el("th", { text: "n" }), ...stats.map((s) => el("th", { text: s }))),
     ...g.rows.map((r) => el("tr", { "data-group": r.group }, el("td", { text: r.group }),
@@ -320,6 +327,7 @@ $("unwanted-file").addEventListener("change", async (event) => {
   $("rank").disabled = state.unwanted.length === 0;
 });
 $("group-by").addEventListener("change", () => { if ($("response").value.trim()) runQuery(); });
+$("group-aggregate").addEventListener("change", () => { if ($("group-by").value && $("response").value.trim()) runQuery(); });
 $("rank").addEventListener("click", rankPool);
 $("download-clean").addEventListener("click", downloadClean);
 $("token-save").addEventListener("click", () => {
