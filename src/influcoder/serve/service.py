@@ -37,6 +37,7 @@ from influcoder.errors import InputError
 from influcoder.io.samples import Sample
 from influcoder.io.tables import table_bytes
 from influcoder.serve.batcher import Batcher
+from influcoder.serve.fidelity import encoder_fidelity
 from influcoder.serve.scores import histogram, percentiles, top_rows
 
 #: A metadata field with at most this many distinct values is offered as a filter menu.
@@ -111,6 +112,7 @@ class Service:
         self._masks_lock = threading.Lock()
         self._groups: dict[str, PoolGroups] = {}
         self.ground_truth = ground_truth
+        self.fidelity = encoder_fidelity(getattr(attributor.encoder, "name", index.encoder_name))
         index.stats()  # read once here, not by the first request
         self.batcher = Batcher(self._attribute_batch, max_batch=max_batch, workers=workers)
 
@@ -142,6 +144,7 @@ class Service:
             "fields": self.fields,
             "facets": self.facets,
             "ground_truth": None if gt is None else gt.info(),
+            "fidelity": self.fidelity,
         }
 
     def sample(self, sample_id: str) -> dict | None:
