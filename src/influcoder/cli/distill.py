@@ -134,9 +134,11 @@ def distill(pool, queries, out, encoder, quiet, device, **kw):
             + " cross-validated)"
         )
     if result.fidelity is not None:
-        from influcoder.distillation.fidelity import summary
+        from influcoder.distillation.fidelity import advice_line, summary
 
         log(summary(result.fidelity))
+        if advice_line(result.fidelity):
+            log(advice_line(result.fidelity))
     log(f"wrote {out}")
 
 

@@ -196,6 +196,19 @@ def summary(fidelity: dict) -> str:
     )
 
 
+def advice_line(fidelity: dict) -> str | None:
+    """Whether more ground truth is likely to help (:mod:`influcoder.distillation.advice`), one
+    line for ``distill`` and ``info``; ``None`` when the card has no such entry."""
+    advice = fidelity.get("more_ground_truth")
+    if not isinstance(advice, dict):
+        return None
+    half, full = advice["half"], advice["all"]
+    return (
+        f"{advice['sentence']} (head refitted on {half['n_pool']} x {half['n_queries']} and "
+        f"{full['n_pool']} x {full['n_queries']} pool samples x queries)"
+    )
+
+
 def card_section(fidelity: dict) -> str:
     """The model card's section on the held-out estimate (markdown)."""
     rows = [
@@ -219,5 +232,16 @@ def card_section(fidelity: dict) -> str:
             "|---|---|---|",
             *rows,
             "",
+            *(
+                [
+                    f"More ground truth: {advice_line(fidelity)}; the head fitted on a seeded "
+                    "half of the training pool samples and queries and on all of them, on this "
+                    "encoder's embeddings, scored on the same held-out block (the interval: a "
+                    "paired bootstrap over the held-out queries).",
+                    "",
+                ]
+                if advice_line(fidelity)
+                else []
+            ),
         ]
     )

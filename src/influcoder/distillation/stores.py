@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from influcoder.distillation.advice import head_advice
+from influcoder.distillation.export import embed
 from influcoder.distillation.fidelity import card_section, holdout_split, measure
 from influcoder.distillation.settings import DistillArguments
 from influcoder.distillation.trainer import (
@@ -106,7 +108,7 @@ def distill_stores(
                 "pool_vectors": pool.vectors()[keep_pool],
                 "query_vectors": queries.vectors()[keep_query],
             }
-            if args.regression_weight > 0 or args.head != "none"
+            if args.regression_weight > 0 or args.head != "none" or holdout is not None
             else {}
         )
         result = distill(
@@ -120,10 +122,27 @@ def distill_stores(
             extra_card=card,
             **({} if args.regression_weight == 0 else vectors),
         )
-        if args.head != "none":
-            result.head = _add_head(
-                model, out, pool_samples, query_samples, pool_texts, query_texts, args, **vectors
+        # the final encoder's text embeddings, before a head is appended to it in place
+        text = (
+            (embed(model, pool_texts), embed(model, query_texts))
+            if args.head != "none" or holdout is not None
+            else None
+        )
+        advice = None
+        if holdout is not None:  # half vs all the ground truth, for the head: seconds
+            advice = head_advice(
+                model,
+                text,
+                (vectors["pool_vectors"], vectors["query_vectors"]),
+                (
+                    [pool.samples[i] for i in holdout.held_pool],
+                    [queries.samples[j] for j in holdout.held_query],
+                ),
+                gt[np.ix_(holdout.held_pool, holdout.held_query)],
+                args,
             )
+        if args.head != "none":
+            result.head = _add_head(model, out, pool_samples, query_samples, text, args, **vectors)
     except ValueError as e:  # too few samples to split, bad settings: the user's to fix
         raise InflucoderError(str(e)) from None
     sizes = (len(keep_pool), pool.n, len(keep_query), queries.n)
@@ -139,6 +158,8 @@ def distill_stores(
             seed=args.seed,
             device=str(resolve_device(device)),
         )
+        if advice is not None:
+            result.fidelity["more_ground_truth"] = advice
         _record_fidelity(Path(out), result.fidelity)
     return result
 
@@ -209,19 +230,19 @@ def _add_head(
     out,
     pool_samples: list,
     query_samples: list,
-    pool_texts: list[str],
-    query_texts: list[str],
+    text: tuple[np.ndarray, np.ndarray],
     args: DistillArguments,
     *,
     pool_vectors,
     query_vectors,
 ) -> dict:
-    """Fit the head on ``model``'s embeddings of every sample, for each set of views
+    """Fit the head on ``model``'s embeddings of every sample (``text``: those of the text
+    view, pool and queries), for each set of views
     ``args.views`` allows and each kind ``args.head`` allows
     (:func:`~influcoder.distillation.head_fit.fit_views`); save the encoder again, with a linear head
     on one view appended as ``Dense``, any other as a multi-view directory
     (:mod:`influcoder.encoders.views`). Returns the head's card entry."""
-    from influcoder.distillation.export import append_head, embed
+    from influcoder.distillation.export import append_head
     from influcoder.distillation.head_fit import DEFAULT_FOLDS, fit_views
     from influcoder.distillation.linear import LinearHead
     from influcoder.distillation.settings import HEAD_CHOICES, VIEW_CHOICES
@@ -236,7 +257,7 @@ def _add_head(
             f"the head's cross-validation needs at least 4 pool samples and 4 "
             f"queries, got {n_pool} and {n_query}; use head='none' (--head none)"
         )
-    embedded = {"text": (embed(model, pool_texts), embed(model, query_texts))}
+    embedded = {"text": text}
     kinds = HEAD_CHOICES[args.head]
     # A linear head on one view is appended as Dense; a kernel head runs in a multi-view
     # directory, which scales each view to unit length. When a kernel may be chosen and the

@@ -46,6 +46,7 @@ from influcoder.distillation.freeze import frozen_layers
 from influcoder.distillation.joint import joint_head, parameter_groups
 from influcoder.distillation.losses import InfluenceDistillLoss, cosine_regression_loss
 from influcoder.distillation.settings import DistillArguments
+from influcoder.encoders.settings import CARD_NAME
 from influcoder.io.atomic import atomic_write_dir
 from influcoder.metrics import (
     aggregated_spearman,
@@ -55,7 +56,6 @@ from influcoder.metrics import (
 
 logger = logging.getLogger(__name__)
 
-CARD_NAME = "influcoder_distill.json"
 CARD_FORMAT = "influcoder-distill"
 CARD_FORMAT_VERSION = 1
 METRICS = {

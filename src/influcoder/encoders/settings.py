@@ -8,6 +8,10 @@ from typing import Literal, get_args
 
 DEFAULT_ENCODER = "all-minilm-l6-v2"
 
+#: The card a distilled encoder's directory holds (settings, ground truth, head, fidelity);
+#: :mod:`influcoder.distillation.trainer` writes it.
+CARD_NAME = "influcoder_distill.json"
+
 #: Encoder inference back ends (see :mod:`influcoder.encoders.backends`).
 Backend = Literal["auto", "torch", "bf16", "onnx", "int8"]
 BACKENDS: tuple[str, ...] = get_args(Backend)

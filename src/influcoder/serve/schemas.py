@@ -207,6 +207,28 @@ class GroundTruthInfo(_Answer):
     n_common: int = Field(description="of them in the index's pool")
 
 
+class Figure(_Answer):
+    value: float
+    low: float = Field(description="the interval's lower end")
+    high: float = Field(description="the interval's upper end")
+
+
+class FidelityInfo(_Answer):
+    n_pool: int = Field(description="held-out pool samples, never distilled on")
+    n_queries: int = Field(description="held-out queries, never distilled on")
+    holdout_fraction: float
+    level: float = Field(description="the intervals' coverage (bootstrap)")
+    per_anchor_spearman: Figure
+    aggregated_spearman: Figure
+    recall_at_10: Figure
+    untrained_per_anchor_spearman: float | None = Field(
+        description="the encoder it was distilled from, on the same block"
+    )
+    more_ground_truth: str | None = Field(
+        description="whether more ground truth is likely to help (half vs all of it)"
+    )
+
+
 class Info(_Answer):
     status: Literal["ok"]
     n: int
@@ -223,6 +245,10 @@ class Info(_Answer):
         description="the group aggregates offered (learned: the encoder carries a pooler)"
     )
     ground_truth: GroundTruthInfo | None
+    fidelity: FidelityInfo | None = Field(
+        description="the encoder's held-out fidelity estimate, from its card "
+        "(distill --holdout-fraction); null when it has none"
+    )
 
 
 class PoolSample(_Answer):

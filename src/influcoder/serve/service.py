@@ -45,6 +45,7 @@ from influcoder.errors import InputError
 from influcoder.io.samples import Sample
 from influcoder.io.tables import table_bytes
 from influcoder.serve.batcher import Batcher
+from influcoder.serve.fidelity import encoder_fidelity
 from influcoder.serve.scores import histogram, percentiles, top_rows
 
 #: A metadata field with at most this many distinct values is offered as a filter menu.
@@ -123,6 +124,7 @@ class Service:
         self.pooler = attributor.pooler()
         self._learned: dict[str, np.ndarray] = {}
         self.ground_truth = ground_truth
+        self.fidelity = encoder_fidelity(getattr(attributor.encoder, "name", index.encoder_name))
         index.stats()  # read once here, not by the first request
         self.batcher = Batcher(self._attribute_batch, max_batch=max_batch, workers=workers)
 
@@ -155,6 +157,7 @@ class Service:
             "facets": self.facets,
             "group_aggregates": self.group_aggregates,
             "ground_truth": None if gt is None else gt.info(),
+            "fidelity": self.fidelity,
         }
 
     @property

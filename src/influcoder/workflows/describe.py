@@ -129,10 +129,11 @@ def _describe_encoder(folder: Path) -> list[str]:
         f"head: {head_kind}; views: {'+'.join(views)}; similarity: {encoder_similarity(str(folder))}",
     ]
     if isinstance(card.get("fidelity"), dict):
-        from influcoder.distillation.fidelity import summary
+        from influcoder.distillation.fidelity import advice_line, summary
 
         try:
             lines.append(summary(card["fidelity"]))
+            lines += filter(None, [advice_line(card["fidelity"])])
         except (KeyError, TypeError, ValueError) as e:
             raise InflucoderError(f"{card_file}: a malformed 'fidelity' entry ({e})") from None
     elif card:

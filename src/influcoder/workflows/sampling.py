@@ -89,6 +89,12 @@ def sample_indices(
     n = len(samples)
     if sampling == "random" or k >= n:
         return random_indices(n, min(k, n), seed)
+    return coverage_indices(untrained_embeddings(samples, encoder, device), k, seed)
+
+
+def untrained_embeddings(samples: Sequence, encoder: str, device: str = "cpu") -> np.ndarray:
+    """``[n, d]`` embeddings of ``samples`` by ``encoder`` (a bundled name or a directory), the
+    ones a coverage sample is drawn on."""
     from influcoder.encoders.backends import FastEncoder
     from influcoder.encoders.directory import resolve_encoder
     from influcoder.encoders.views import sample_encoder
@@ -96,4 +102,4 @@ def sample_indices(
     enc = sample_encoder(
         resolve_encoder(encoder), lambda p: FastEncoder(p, backend="torch", device=device)
     )
-    return coverage_indices(enc.encode_samples(list(samples)), k, seed)
+    return enc.encode_samples(list(samples))

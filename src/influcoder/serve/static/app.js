@@ -55,6 +55,20 @@ async function api(path, body, raw = false) {
 const fmt = (x, d = 3) => (x === null || x === undefined || Number.isNaN(x)) ? "n/a" : Number(x).toFixed(d);
 const clip = (s, n) => { s = s.replace(/\s+/g, " ").trim(); return s.length > n ? s.slice(0, n - 1) + "…" : s; };
 
+// ---- the encoder's held-out fidelity estimate (from its card), or why there is none
+function fidelityText(f) {
+  if (!f) return "Encoder fidelity: no held-out estimate (distilled with --holdout-fraction 0, " +
+    "or not distilled by influcoder)";
+  const fig = (name, x) => `${name} ${fmt(x.value, 2)} [${fmt(x.low, 2)}, ${fmt(x.high, 2)}]`;
+  return `Encoder fidelity on ${f.n_pool} pool samples x ${f.n_queries} queries it never ` +
+    `saw (${Math.round(f.level * 100)}% intervals): ` +
+    [fig("per-anchor", f.per_anchor_spearman), fig("aggregated", f.aggregated_spearman),
+     fig("recall@10", f.recall_at_10)].join(", ") +
+    (f.untrained_per_anchor_spearman === null ? "" :
+      `; untrained per-anchor ${fmt(f.untrained_per_anchor_spearman, 2)}`) +
+    (f.more_ground_truth ? `. ${f.more_ground_truth}.` : "");
+}
+
 // ---- start: what the pool holds, its metadata filters
 async function start() {
   try {
@@ -63,6 +77,7 @@ async function start() {
   const info = state.info;
   $("pool-info").textContent = `${info.n.toLocaleString()} pool samples · ${info.encoder}` +
     (info.ground_truth ? ` · ground truth: ${info.ground_truth.path}` : "");
+  $("fidelity-info").textContent = fidelityText(info.fidelity);
   const box = $("filters");
   box.replaceChildren();
   for (const [name, values] of Object.entries(info.facets)) {
