@@ -24,7 +24,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# After `make demo`: the causal instrument on the demo (docs/VALIDATION.md): 64 half-pool
+# After `make demo`: the causal instrument on the demo (docs/VALIDATION.md): 60 half-pool
 # retraining runs (two at a time), every method's LDS on 130 queries (validation block: the 40
 # training queries; report block: the 18 test and 72 held-out queries), per block and kind,
 # in lds.json and on one page, lds.html (each method's LDS with its interval, drawn and tabled).
@@ -35,7 +35,7 @@ validate: install
 	$(BIN)/influcoder collect runs/demo/data/lds_queries.jsonl --like runs/demo/grad_pool \
 	    --out $(LDS)/grad_queries -q
 	OMP_NUM_THREADS=1 $(BIN)/influcoder validate runs/demo/grad_pool $(LDS)/grad_queries \
-	    $(LDS)/grad_queries --where label=harmful --baselines none --seeds 0 --lds-subsets 64 \
+	    $(LDS)/grad_queries --where label=harmful --baselines none --seeds 0 --lds-subsets 60 \
 	    --lds-by part --label-field label --positive harmful --workers 2 --out $(LDS) $(VALIDATE_FLAGS)
 	test -n "$(VALIDATE_FLAGS)" || $(BIN)/influcoder lds $(LDS)/runs runs/demo/grad_pool \
 	    $(LDS)/grad_queries -e distilled=runs/demo/encoder -e untrained=all-minilm-l6-v2 \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The causal instrument on the demo with every gradient recipe (docs/VALIDATION.md, "LDS on the
-# demo"): `make validate`'s runs (64 half-pool subsets; 130 queries: the 40 training queries are
+# demo"): `make validate`'s runs (60 half-pool subsets; 130 queries: the 40 training queries are
 # the validation block, the 18 test and 72 held-out queries the report block), then the pool and
 # queries collected with each recipe and every method and recipe scored against the same saved
 # runs, per block and per kind. Needs `make demo` first. Every stage resumes: rerun the script
