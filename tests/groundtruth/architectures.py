@@ -4,7 +4,8 @@ autograd reference), refused (one line, before any weight is loaded or any work 
 with the reason. ``test_architecture_matrix.py`` fails on a model type in none of the three.
 
 TESTED: model type -> (family ``auto`` must find, config settings on top of ``TINY``; None drops
-a setting). REFUSED: model type -> the refusal's reason (``NO_FAMILY``: ``auto`` finds no family,
+a setting; a multimodal model's settings, with a ``vision_config``, put ``TINY`` in its
+``text_config``). REFUSED: model type -> the refusal's reason (``NO_FAMILY``: ``auto`` finds no family,
 the user names the targets; ``REFUSED_TINY`` holds settings for those built to be refused).
 SKIPPED: model type -> why it is not built here.
 """
@@ -133,6 +134,24 @@ TESTED = {
     "fuyu": ("gpt_neox", {}),
     "gemma": ("llama", {}),
     "gemma2": ("llama", {}),
+    "gemma3": (
+        "llama",
+        {
+            "text_config": {},
+            "vision_config": {
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "image_size": 28,
+                "patch_size": 14,
+            },
+            "mm_tokens_per_image": 4,
+            "boi_token_index": 397,
+            "eoi_token_index": 398,
+            "image_token_index": 399,
+        },
+    ),
     "gemma3_text": ("llama", {}),
     "gemma3n_text": ("llama", {"num_kv_shared_layers": 0}),
     "gemma4_text": (
@@ -358,8 +377,6 @@ SKIPPED = {
     "blt": MULTIMODAL,
     "dots3_note": "a vision-language model whose vision adapter must match the text width",
     "emu3": MULTIMODAL,
-    "gemma3": "multimodal: with tiny sub-configs it gives the reference gradients, but auto also "
-    "puts LoRA on its unused vision tower (targets are not yet limited to the text decoder)",
     "gemma3n": "needs an extra package (timm) for its vision tower",
     "gemma4": MULTIMODAL,
     "gemma4_unified": MULTIMODAL,
@@ -379,5 +396,8 @@ def tiny_config(model_type: str):
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     overrides = TESTED[model_type][1] if model_type in TESTED else REFUSED_TINY.get(model_type, {})
-    settings = {**TINY, **overrides}
+    if "text_config" in overrides and "vision_config" in overrides:  # multimodal
+        settings = {**overrides, "text_config": {**TINY, **overrides["text_config"]}}
+    else:
+        settings = {**TINY, **overrides}
     return CONFIG_MAPPING[model_type](**{k: v for k, v in settings.items() if v is not None})

@@ -114,6 +114,51 @@ def test_mlp_targets_on_fused_experts_are_refused_before_any_work():
             attach_lora(model, targets=("q_proj", "down_proj"))
 
 
+#: The multimodal model types of TESTED: LoRA on their language model only.
+MULTIMODAL_TESTED = sorted(t for t, (_, settings) in TESTED.items() if "vision_config" in settings)
+
+
+@pytest.mark.parametrize("model_type", MULTIMODAL_TESTED)
+def test_lora_stays_in_the_text_decoder_of_a_multimodal_model(model_type, tmp_path):
+    """``auto`` targets (and the same names given explicitly) put LoRA on the language model
+    only, never on the vision tower or projector whose modules share the names; a store's saved
+    adapter (``collect --like``) and a re-attached one (validate's retrainer: the recorded
+    names) sit on exactly the same modules."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoModelForCausalLM
+
+    from influcoder.groundtruth.lora import attach_lora, load_adapter
+    from influcoder.groundtruth.lora_targets import text_decoder_name
+
+    def build():
+        torch.manual_seed(0)
+        return AutoModelForCausalLM.from_config(tiny_config(model_type))
+
+    def adapted(peft_model) -> list[str]:
+        return sorted(n for n, m in peft_model.named_modules() if isinstance(m, LoraLayer))
+
+    model = build()
+    text = text_decoder_name(model)
+    targets = find_lora_targets(model)[1]
+    outside = [  # the towers do hold modules of these names: the test can fail
+        n
+        for n, _ in model.named_modules()
+        if not n.startswith(f"{text}.") and n.rsplit(".", 1)[-1] in targets
+    ]
+    inside = sum(
+        n.startswith(f"{text}.") and n.rsplit(".", 1)[-1] in targets
+        for n, _ in model.named_modules()
+    )
+    assert text and outside
+    lora = attach_lora(model, rank=4, targets=targets)
+    names = adapted(lora)
+    assert len(names) == inside and all(f".{text}." in n for n in names), names
+    lora.save_pretrained(tmp_path / "adapter")
+    assert adapted(load_adapter(build(), tmp_path / "adapter")) == names
+    assert adapted(attach_lora(build(), rank=4, targets=targets)) == names
+
+
 #: One family per code path: plain Linear, GPT-2's Conv1D, OPT's flattened activations, fused
 #: experts (attention only), Gemma2 (eager attention), MPT (PEFT's wrapper bypassed), latent
 #: attention, a state-space model.

@@ -15,7 +15,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from tqdm.auto import tqdm
 
-from influcoder.groundtruth.lora_targets import LINEAR_TYPES
+from influcoder.groundtruth.lora_targets import LINEAR_TYPES, outside_text_decoder, text_modules
 from influcoder.groundtruth.loss import (
     FrozenExcept,
     check_batch,
@@ -89,7 +89,8 @@ def attach_lora(
         targets: Module-name suffixes to adapt (``"q_proj"`` matches
             ``model.layers.0.self_attn.q_proj``).
             Each must match at least one ``nn.Linear`` or GPT-2 ``Conv1D`` (adapted with PEFT's
-            ``fan_in_fan_out``); embeddings and the LM head are refused.
+            ``fan_in_fan_out``); embeddings and the LM head are refused. Only the text
+            decoder is matched: a multimodal model's vision or audio tower gets no LoRA.
         seed: Seed of the A matrices.
         layers: Indices of the transformer blocks that get LoRA (PEFT's
             ``layers_to_transform``); None: every block.
@@ -111,10 +112,9 @@ def attach_lora(
         )
     embedding_weights = _embedding_weights(model)
     transposed = set()
+    text = text_modules(model)
     for suffix in targets:
-        matched = [
-            (name, module) for name, module in model.named_modules() if _name_matches(name, suffix)
-        ]
+        matched = [(name, module) for name, module in text if _name_matches(name, suffix)]
         if not matched:
             raise ValueError(f"LoRA target '{suffix}' matches no module of the model")
         for name, module in matched:
@@ -134,6 +134,12 @@ def attach_lora(
             f"LoRA targets {list(targets)} mix nn.Linear and Conv1D modules; "
             "adapt one kind at a time"
         )
+    text_names = {name for name, _ in text}
+    outside = [  # a multimodal model's towers: PEFT would adapt their matching modules too
+        name
+        for name, _ in model.named_modules()
+        if name not in text_names and any(_name_matches(name, s) for s in targets)
+    ]
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
@@ -143,6 +149,7 @@ def attach_lora(
         task_type="CAUSAL_LM",
         layers_to_transform=None if layers is None else list(layers),
         fan_in_fan_out=transposed == {True},
+        exclude_modules=outside_text_decoder(model) if outside else None,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -185,7 +192,8 @@ def gradient_modules(model: nn.Module, target: str) -> list[tuple[str, nn.Module
         target: ``"lora"``: every ``lora_A`` and ``lora_B`` Linear of the active adapter(s).
             ``"lora-b"``: only the ``lora_B`` ones. ``"full"``: the base projections: for a
             PEFT model the ``base_layer`` of each LoRA layer, for a plain model every
-            ``nn.Linear`` whose name ends with one of ``DEFAULT_LORA_TARGETS``.
+            ``nn.Linear`` of its text decoder whose name ends with one of
+            ``DEFAULT_LORA_TARGETS``.
 
     The input embeddings and the LM head are never included, even when an adapter wraps them.
     The order fixes the layout of an unprojected gradient and the sketch block names
@@ -211,7 +219,7 @@ def gradient_modules(model: nn.Module, target: str) -> list[tuple[str, nn.Module
         else:
             found = [
                 (name, module)
-                for name, module in model.named_modules()
+                for name, module in text_modules(model)
                 if isinstance(module, LINEAR_TYPES)
                 and id(module.weight) not in embedding_weights
                 and any(_name_matches(name, suffix) for suffix in DEFAULT_LORA_TARGETS)

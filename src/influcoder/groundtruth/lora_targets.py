@@ -31,10 +31,15 @@ Mixture-of-experts models whose experts are fused into one parameter (Mixtral, O
 transformers 5; DBRX) are not ``nn.Linear``, and PEFT would turn the MLP names into targets on those
 parameters: for them the MLP names are dropped and only the attention projections are targets.
 
-The input embeddings and the LM head are never targets, whatever their names.
+The input embeddings and the LM head are never targets, whatever their names. In a multimodal
+model (Gemma-3's vision tower and projector beside its language model) only the text decoder,
+transformers' ``get_decoder()``, is looked at and adapted: the towers take no part in a text
+loss, so LoRA there would only add zero gradients.
 """
 
 from __future__ import annotations
+
+import re
 
 from torch import nn
 from transformers.pytorch_utils import Conv1D
@@ -79,16 +84,44 @@ MLP_NAMES = frozenset({"gate_proj", "up_proj", "down_proj", "gate_up_proj", "w1"
 LINEAR_TYPES: tuple[type, ...] = (nn.Linear, Conv1D)
 
 
+def text_decoder_name(model: nn.Module) -> str | None:
+    """The dotted name of ``model``'s text decoder (transformers' ``get_decoder()``), None when
+    the model has no separate one (it is its own decoder) or it is not among its modules."""
+    get_decoder = getattr(model, "get_decoder", None)
+    decoder = get_decoder() if callable(get_decoder) else None
+    if decoder is None or decoder is model:
+        return None
+    return next((name for name, module in model.named_modules() if module is decoder), None)
+
+
+def text_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``model.named_modules()`` within its text decoder (:func:`text_decoder_name`): all of
+    them for a plain causal LM, the language model only for a multimodal one."""
+    prefix = text_decoder_name(model)
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if prefix is None or name == prefix or name.startswith(prefix + ".")
+    ]
+
+
+def outside_text_decoder(model: nn.Module) -> str | None:
+    """A regular expression (PEFT's ``exclude_modules``, matched in full) for every module
+    name outside ``model``'s text decoder; None when the model has no separate decoder."""
+    prefix = text_decoder_name(model)
+    return None if prefix is None else rf"(?!{re.escape(prefix)}(\.|$)).*"
+
+
 def linear_names(model: nn.Module) -> set[str]:
-    """The last name component of every ``nn.Linear`` or ``Conv1D`` of ``model`` except the
-    input embeddings and the LM head."""
+    """The last name component of every ``nn.Linear`` or ``Conv1D`` of ``model``'s text
+    decoder except the input embeddings and the LM head."""
     skip = set()
     for module in (model.get_input_embeddings(), model.get_output_embeddings()):
         if module is not None:
             skip.add(id(module))
     return {
         name.rsplit(".", 1)[-1]
-        for name, module in model.named_modules()
+        for name, module in text_modules(model)
         if isinstance(module, LINEAR_TYPES) and id(module) not in skip and name
     }
 
@@ -99,7 +132,7 @@ def has_fused_experts(model: nn.Module) -> bool:
     ``[experts, out, in]``; DBRX's ``experts.mlp.w1`` of shape ``[experts * out, in]``)."""
     return any(
         name in MLP_NAMES and param.dim() >= 2
-        for module in model.modules()
+        for _, module in text_modules(model)
         if not isinstance(module, (*LINEAR_TYPES, nn.Conv1d))
         for name, param in module.named_parameters(recurse=False)
     )
