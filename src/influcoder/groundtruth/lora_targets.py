@@ -91,7 +91,19 @@ def text_decoder_name(model: nn.Module) -> str | None:
     decoder = get_decoder() if callable(get_decoder) else None
     if decoder is None or decoder is model:
         return None
-    return next((name for name, module in model.named_modules() if module is decoder), None)
+    prefix = next((name for name, module in model.named_modules() if module is decoder), None)
+    if prefix is None:
+        return None
+    # a plain causal LM: nothing with weights outside its decoder but the LM head, which stays
+    # reachable (so that naming it as a target is refused for what it is)
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    inside = {id(m) for m in decoder.modules()} | (
+        {id(m) for m in head.modules()} if head else set()
+    )
+    if all(id(m) in inside for m in model.modules() if next(m.parameters(False), None) is not None):
+        return None
+    return prefix
 
 
 def text_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
