@@ -199,6 +199,14 @@ def check_aggregate(aggregate: str, pooler: LearnedPooler | None, option: str) -
         raise InputError(f"{option} {LEARNED_AGGREGATE}: the encoder carries no learned pooler")
 
 
+def _groups_and_weights(index: Index, field: str, pooler, aggregate: str):
+    """The pool's groups by ``field`` and, with ``pooler``, each sample's learned weight;
+    ``aggregate`` checked first."""
+    groups = pool_groups(index_samples(index), field)
+    check_aggregate(aggregate, pooler, "aggregate")
+    return groups, None if pooler is None else learned_weights(index, groups, pooler)
+
+
 def group_attribution(
     index: Index,
     q: np.ndarray,
@@ -211,9 +219,7 @@ def group_attribution(
     """Per-group statistics of unit query vectors ``q`` (``n_query x dim``) against every
     pool vector of ``index`` (exact; one pass over the pool's vectors per batch of queries);
     with ``pooler``, ``learned`` too; listed by ``aggregate``."""
-    groups = pool_groups(index_samples(index), field)
-    check_aggregate(aggregate, pooler, "aggregate")
-    learned = None if pooler is None else learned_weights(index, groups, pooler)
+    groups, learned = _groups_and_weights(index, field, pooler, aggregate)
     q = np.atleast_2d(np.asarray(q, dtype=np.float32))
     n, n_groups = index.n, len(groups.names)
     names = GROUP_STATS if learned is None else GROUP_AGGREGATES
@@ -242,9 +248,7 @@ def ranking_groups(
 ) -> GroupAttribution:
     """Per-group statistics of one aggregate score per pool sample (``attribute --aggregate
     --group-by``); with ``pooler``, ``learned`` too; listed by ``aggregate``."""
-    groups = pool_groups(index_samples(index), field)
-    check_aggregate(aggregate, pooler, "aggregate")
-    learned = None if pooler is None else learned_weights(index, groups, pooler)
+    groups, learned = _groups_and_weights(index, field, pooler, aggregate)
     stats = group_stats(
         np.asarray(scores)[None],
         groups.codes,
