@@ -1,7 +1,7 @@
 """The page of ``influcoder lds --html``: every method's LDS with its interval, per group.
 
 * :func:`lds_sections`: the rows of :func:`~influcoder.validation.saved.score_runs` as
-  sections (the held-out set, then one per ``--by`` field), each group's figures per method;
+  sections (every query scored, then one per ``--by`` field), each group's figures per method;
 * :func:`verdict`: one sentence per group: the highest method, and whether its interval
   overlaps the runner-up's (then the two are said to overlap, not ranked);
 * :func:`write_lds_page`: the page and its figure (a dot-and-interval plot, one panel per
@@ -21,7 +21,8 @@ from influcoder.io.atomic import atomic_write_bytes
 from influcoder.validation.report import page_template
 from influcoder.validation.saved import lds_per_field
 
-HELDOUT_SECTION = "held-out queries"
+#: The first section: every query of the QUERIES store (in `make validate`, both blocks).
+ALL_SECTION = "every query scored"
 #: File name endings the page may have (its figure is the same name ending in .png).
 PAGE_SUFFIXES = (".html", ".htm")
 
@@ -37,16 +38,17 @@ class Section:
 
 
 def lds_sections(rows: Sequence[Mapping], by: str | Sequence[str] | None = None) -> list[Section]:
-    """The held-out section, then one per field of ``by``, from :func:`score_runs`' rows."""
-    heldout = Section(
-        HELDOUT_SECTION,
-        {"held-out": rows[0].get("lds_queries") if rows else None},
+    """The section of every query scored, then one per field of ``by``, from
+    :func:`score_runs`' rows."""
+    every = Section(
+        ALL_SECTION,
+        {"all": rows[0].get("lds_queries") if rows else None},
         {
-            r["method"]: {"held-out": {"lds": r["lds"], "low": r["lds_low"], "high": r["lds_high"]}}
+            r["method"]: {"all": {"lds": r["lds"], "low": r["lds_low"], "high": r["lds_high"]}}
             for r in rows
         },
     )
-    sections = [heldout]
+    sections = [every]
     fields: dict[str, dict[str, dict]] = {}
     for row in rows:
         for field, values in lds_per_field(row, by).items():
