@@ -295,6 +295,12 @@ def training_selection(
     return out
 
 
+def random_store_indices(chosen: dict, max_q: int) -> dict:
+    """A random :func:`training_selection` with its pool indices into the pool store, which
+    holds the candidates from ``max_q`` on (the queries' store holds the first ``max_q``)."""
+    return {size: (qi, pi - max_q) for size, (qi, pi) in chosen.items()}
+
+
 def selection_union(chosen: dict):
     """``(union, relabelled)``: the sorted candidate indices some size of ``chosen``
     (:func:`training_selection`) draws, and ``chosen`` with its indices into that union."""

@@ -213,6 +213,7 @@ def main() -> None:
         train_dir = work / "grad_train_pool"
         gp = collect(candidates[max_q : max_q + max_p], train_dir, cargs)
         gq = collect(candidates[:max_q], work / "grad_train_queries", like=train_dir)
+        chosen = common.random_store_indices(chosen, max_q)
     gtp = collect(test_pool, work / "grad_test_pool", like=train_dir)
     gtq = collect(test_q, work / "grad_test_queries", like=train_dir)
     # Test blocks: name -> (pool samples, queries, ground truth [pool, queries]).

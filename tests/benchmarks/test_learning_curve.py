@@ -18,6 +18,19 @@ def _clusters() -> tuple[np.ndarray, np.ndarray]:
     return (centres[which] + rng.normal(scale=0.5, size=(60, 2))).astype(np.float32), which
 
 
+def test_random_indices_lead_to_the_stores_samples():
+    common = _bench("common")
+    candidates = [f"c{i}" for i in range(30)]
+    max_q, max_p = 3, 6
+    chosen = common.training_selection(30, [(2, 4), (3, 6)], "random", 0)
+    queries, pool = candidates[:max_q], candidates[max_q : max_q + max_p]  # the two stores
+    for (qi, pi), (sq, sp) in zip(
+        chosen.values(), common.random_store_indices(chosen, max_q).values(), strict=True
+    ):
+        assert [queries[i] for i in sq] == [candidates[i] for i in qi]
+        assert [pool[i] for i in sp] == [candidates[i] for i in pi]
+
+
 def test_random_is_the_front_of_the_candidates_each_size_a_prefix():
     common = _bench("common")
     chosen = common.training_selection(30, [(2, 4), (3, 6)], "random", 0)
