@@ -109,3 +109,24 @@ def test_stale_index_is_one_built_with_another_encoder(tmp_path):
     build_index(pool, tmp_path / "index", str(first), backend="torch", progress=False)
     assert not stale_index(tmp_path / "index", str(first))
     assert stale_index(tmp_path / "index", str(other))
+
+
+@needs_data
+def test_more_training_queries_extend_the_training_queries_and_stay_disjoint():
+    """benchmarks/demo_more_queries.py's queries: the training queries first, then more of
+    each kind, none of them in the pool, the test queries or make validate's held-out ones."""
+    from influcoder.workflows.demo_data import lds_queries, more_training_queries
+
+    spec = SIZES["small"]
+    pool, train, _ = build_data(spec, seed=0)
+    more = more_training_queries(spec, (5, 3, 7), seed=0)
+    assert [s.id for s in more[: len(train)]] == [s.id for s in train]
+    extra = more[len(train) :]
+    assert sorted(s.meta["label"] for s in extra) == sorted(
+        ["harmful"] * 5 + ["reasoning"] * 3 + ["chat"] * 7
+    )
+    seen = {(s.prompt, s.response) for s in pool + lds_queries(spec, seed=0)}
+    assert len(seen) == len(pool) + 130
+    assert not seen & {(s.prompt, s.response) for s in extra}
+    with pytest.raises(ValueError, match="reasoning"):
+        more_training_queries(spec, (0, 1000, 0), seed=0)

