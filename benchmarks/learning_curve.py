@@ -28,7 +28,9 @@ the rest. The test blocks are the same as under --sampling random (the default: 
 the front of the shuffled samples, a seeded random sample that a larger size extends), so both
 are judged on the same held-out pool x queries. Coverage samples of two sizes need not nest:
 the gradients of every sample some size draws are collected once, into a store named by that
-set.
+set. Collect warms the adapter up on that sample, so the test blocks' gradients are taken again
+with its adapter (stores named after it): each sampling is judged against its own ground truth
+on the same test samples.
 
 Everything is cached under --work (stores resume, encoders are reused; coverage stores,
 encoders and results carry ``coverage`` in their names), so a long run can be stopped and
@@ -214,13 +216,16 @@ def main() -> None:
         gp = collect(candidates[max_q : max_q + max_p], train_dir, cargs)
         gq = collect(candidates[:max_q], work / "grad_train_queries", like=train_dir)
         chosen = common.random_store_indices(chosen, max_q)
-    gtp = collect(test_pool, work / "grad_test_pool", like=train_dir)
-    gtq = collect(test_q, work / "grad_test_queries", like=train_dir)
+    # the test blocks' gradients are taken with the training store's adapter (coverage warms
+    # its adapter up on its own sample), in stores named after it when it is not random's
+    tag = f"_{train_dir.name}" if coverage else ""
+    gtp = collect(test_pool, work / f"grad_test_pool{tag}", like=train_dir)
+    gtq = collect(test_q, work / f"grad_test_queries{tag}", like=train_dir)
     # Test blocks: name -> (pool samples, queries, ground truth [pool, queries]).
     blocks = {"test": (gtp.samples, gtq.samples, cosine_scores(gtp, gtq))}
     if eq:
-        gep = collect(extra_pool, work / "grad_extra_pool", like=train_dir)
-        geq = collect(extra_q, work / "grad_extra_queries", like=train_dir)
+        gep = collect(extra_pool, work / f"grad_extra_pool{tag}", like=train_dir)
+        geq = collect(extra_q, work / f"grad_extra_queries{tag}", like=train_dir)
         blocks["both"] = (
             gtp.samples + gep.samples,
             gtq.samples + geq.samples,
