@@ -28,7 +28,7 @@ lint: install
 # retraining runs (two at a time), every method's LDS on 130 queries (validation block: the 40
 # training queries; report block: the 18 test and 72 held-out queries), per block and kind,
 # in lds.json and on one page, lds.html (each method's LDS with its interval, drawn and tabled).
-# About an hour on 2 CPU cores; resumable (rerun it). VALIDATE_FLAGS=--dry-run estimates it.
+# About 58 minutes on 2 idle CPU cores; resumable (rerun it). VALIDATE_FLAGS=--dry-run estimates it.
 LDS = runs/demo/lds
 VALIDATE_FLAGS ?=
 validate: install
