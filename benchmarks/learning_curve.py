@@ -21,6 +21,12 @@ With --head linear (the default) every encoder is also scored with the closed-fo
 encoder gets a head per size (no training: seconds), so the table reads as fidelity per
 CPU-second. --epochs 0 skips fine-tuning altogether.
 
+With --encoder NAME (default the bundled MiniLM), the untrained rows, their heads and the
+encoder fine-tuning starts from (unless --init says otherwise) are that encoder: another
+backbone (``all-mpnet-base-v2``, docs/DISTILLATION.md) is compared on the same ground truth,
+with its encoding time per 1,000 texts (the test block's, one warm-up batch first) beside
+its untrained row; its results file is named after it.
+
 With --sampling coverage, each size's training queries and pool are drawn from the samples
 left after the test blocks as ``fit --sampling coverage`` draws them (k-means on the untrained
 MiniLM's embeddings, :mod:`influcoder.workflows.sampling`): queries first, then the pool from
@@ -46,7 +52,8 @@ from pathlib import Path
 
 import common
 
-#: the untrained encoder whose embeddings a coverage sample is drawn on
+#: the untrained encoder whose embeddings a coverage sample is drawn on (whatever --encoder
+#: is, so that every backbone trains on the same samples); --encoder's default
 UNTRAINED = "all-minilm-l6-v2"
 
 
@@ -113,9 +120,15 @@ def main() -> None:
         "smaller size",
     )
     ap.add_argument(
+        "--encoder",
+        default=UNTRAINED,
+        help="the backbone of the untrained rows and their heads, and the default "
+        "--init: a bundled encoder name or an encoder directory",
+    )
+    ap.add_argument(
         "--init",
-        default="all-minilm-l6-v2",
-        help="encoder to start from: the bundled MiniLM, or an encoder directory "
+        default=None,
+        help="encoder to start from (default --encoder), or an encoder directory "
         "distilled before (to train it for more epochs; keep --seed so the "
         "validation split stays the one it never trained on)",
     )
@@ -160,6 +173,7 @@ def main() -> None:
     ap.add_argument("--work", default="runs/learning_curve")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    args.init = args.init or args.encoder
     sizes = [common.block_size(s) for s in args.sizes.split(",")]
     tq, tp = common.block_size(args.test)
     max_q, max_p = max(q for q, _ in sizes), max(p for _, p in sizes)
@@ -309,16 +323,36 @@ def main() -> None:
             "head": head.card()["kind"],
         }
 
+    def encode_seconds(name: str) -> float:
+        """Seconds to embed 1,000 of the test block's texts (pool and queries) with ``name``,
+        loaded as the head rows load it, after one warm-up batch."""
+        from influcoder.distillation.export import embed
+
+        model = load_encoder(name)
+        pool, queries, _ = blocks["test"]
+        texts = [encoder_text(s) for s in [*pool, *queries]]
+        embed(model, texts[:32])
+        start = time.perf_counter()
+        embed(model, texts)
+        return (time.perf_counter() - start) * 1000 / len(texts)
+
+    other = args.encoder != UNTRAINED
+    label = args.encoder if other else "MiniLM"
     rows_out = [
         {"method": "TF-IDF", **figures(lambda p, q: tfidf_scores(p, q)[0])},
-        {"method": "untrained MiniLM", **figures(encoder(UNTRAINED))},
+        {
+            "method": f"untrained {label}",
+            **figures(encoder(args.encoder)),
+            "encode s/1k": encode_seconds(args.encoder),
+        },
     ]
     if args.head != "none":
         for q, p in sizes:
             rows_out.append(
                 {
-                    "method": f"untrained + head {q}x{p}" + (" coverage" if coverage else ""),
-                    **with_head(UNTRAINED, q, p),
+                    "method": f"untrained{f' {label}' if other else ''} + head {q}x{p}"
+                    + (" coverage" if coverage else ""),
+                    **with_head(args.encoder, q, p),
                 }
             )
     # The settings most often varied label the rows (and the encoder folders).
@@ -408,6 +442,7 @@ def main() -> None:
                         "head s": r.get("head s"),
                         "head": r.get("head"),
                         "best epoch": r.get("best epoch"),
+                        "encode s/1k": r.get("encode s/1k"),
                     }
                     for r in rows_out
                 ],
@@ -422,11 +457,13 @@ def main() -> None:
                     "head s",
                     "head",
                     "best epoch",
+                    "encode s/1k",
                 ],
             )
         )
     print(f"\nreproduce: {common.command_line()}")
-    results = "results_coverage.json" if coverage else "results.json"
+    results = "results" + ("_coverage" if coverage else "")
+    results += f"_{Path(args.encoder).name}.json" if other else ".json"
     (work / results).write_text(json.dumps(rows_out, indent=2, default=float))
 
 

