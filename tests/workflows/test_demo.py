@@ -88,6 +88,13 @@ def test_stale_encoder_names_what_changed(tmp_path):
     why = stale_encoder(card, wanted)
     assert why.startswith("settings recorded vs asked for: ")
     assert "lr: 5e-05 vs 0.0002" in why and "micro_batch: '<absent>' vs 32" in why
+    # a head without the gradient basis --query-gradients needs: distilled again
+    card.write_text(json.dumps({"args": wanted.to_dict(), "head": {"kind": "kernel"}}))
+    assert stale_encoder(card, wanted) == (
+        "it has a head but no gradient basis (influcoder_gradient_basis.safetensors)"
+    )
+    (tmp_path / "influcoder_gradient_basis.safetensors").write_bytes(b"")
+    assert stale_encoder(card, wanted) is None
 
 
 def test_stale_index_is_one_built_with_another_encoder(tmp_path):

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from influcoder.attribution.index import Index, check_encoder, open_index
+from influcoder.attribution.query_gradients import QueryGradients, check_dim
 from influcoder.encoders.backends import FastEncoder, encoder_fingerprint, query_encoder
 from influcoder.encoders.onnx_query import LightEncoder
 from influcoder.errors import InflucoderError, InputError
@@ -193,7 +194,7 @@ class Attributor:
     def __init__(
         self,
         index: Index,
-        encoder: FastEncoder | LightEncoder,
+        encoder: FastEncoder | LightEncoder | QueryGradients,
         encoder_name: str | None = None,
     ):
         self.index = index
@@ -231,6 +232,7 @@ class Attributor:
         ef_search: int | None = None,
         threads: int | None = None,
         device: str = "cpu",
+        query_gradients: str | os.PathLike | None = None,
     ) -> Attributor:
         """Open an index (an :class:`Index` or its directory) with its encoder (``encoder``:
         None means the one it was built with; another one must have the same fingerprint).
@@ -238,7 +240,10 @@ class Attributor:
         (float32-exact; no torch is imported once the encoder's export is cached, see
         :mod:`influcoder.encoders.onnx_query`; ``threads``: its ONNX Runtime threads, see
         :class:`~influcoder.encoders.onnx_query.LightEncoder`), always on the CPU; the torch
-        back ends run on ``device`` (a ``--device`` value)."""
+        back ends run on ``device`` (a ``--device`` value). ``query_gradients``: a gradient
+        store taken like the encoder's ground truth; queries are then their own gradients in
+        the encoder's gradient basis (:mod:`influcoder.attribution.query_gradients`), the
+        decoder running on ``device``."""
         search = {k: v for k, v in (("nprobe", nprobe), ("ef_search", ef_search)) if v is not None}
         index = open_index(index_dir, **search)
         encoder = None if encoder is None else os.fspath(encoder)
@@ -254,6 +259,12 @@ class Attributor:
                 f"--encoder"
             ) from None
         check_encoder({**index.meta, "path": str(index.path)}, name, fingerprint)
+        if query_gradients is not None:
+            from influcoder.encoders.directory import resolve_encoder
+
+            queries = QueryGradients(resolve_encoder(name), query_gradients, device=device)
+            check_dim(queries.basis, index.dim, name)
+            return cls(index, queries, name)
         encoder = query_encoder(
             name,
             backend=backend,

@@ -30,6 +30,16 @@ def query_options(f):
         "choice where ONNX Runtime is installed) always use the CPU",
     )
     f = click.option(
+        "--query-gradients",
+        metavar="STORE",
+        type=click.Path(exists=True, file_okay=False),
+        default=None,
+        help="compare each query's own gradient (one backward pass of the decoder per query, "
+        "taken like the gradient store STORE the encoder was distilled from) with the "
+        "index's embeddings, instead of the encoder's embedding of the query; needs an "
+        "encoder distilled with a head",
+    )(f)
+    f = click.option(
         "--ef-search",
         type=int,
         default=None,
@@ -145,6 +155,7 @@ def attribute(
     device,
     nprobe,
     ef_search,
+    query_gradients,
     top_k,
     aggregate,
     group_by,
@@ -169,6 +180,7 @@ def attribute(
       influcoder attribute runs/index queries.jsonl --group-by source
       influcoder attribute runs/index unwanted.jsonl --aggregate mean --group-by source -o g.csv
       influcoder attribute runs/index queries.jsonl --group-by source --group-aggregate learned
+      influcoder attribute runs/index queries.jsonl --query-gradients runs/pool -k 20
     """
     import warnings
 
@@ -185,7 +197,13 @@ def attribute(
         raise click.UsageError("--temperature must be > 0")
     samples = _load_queries(queries, texts, prompt, kw)
     attributor = Attributor.load(
-        index_dir, encoder, backend=backend, nprobe=nprobe, ef_search=ef_search, device=device
+        index_dir,
+        encoder,
+        backend=backend,
+        nprobe=nprobe,
+        ef_search=ef_search,
+        device=device,
+        query_gradients=query_gradients,
     )
     index = attributor.index
     if group_by is not None:
@@ -285,6 +303,7 @@ def filter_command(
     device,
     nprobe,
     ef_search,
+    query_gradients,
     width,
     **kw,
 ):
@@ -308,7 +327,13 @@ def filter_command(
         raise click.UsageError("give exactly one of --top-k, --fraction, --threshold")
     samples = _load_queries(queries, texts, prompt, kw)
     attributor = Attributor.load(
-        index_dir, encoder, backend=backend, nprobe=nprobe, ef_search=ef_search, device=device
+        index_dir,
+        encoder,
+        backend=backend,
+        nprobe=nprobe,
+        ef_search=ef_search,
+        device=device,
+        query_gradients=query_gradients,
     )
     try:
         result = filter_pool(

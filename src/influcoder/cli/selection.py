@@ -65,6 +65,7 @@ def select(
     device,
     nprobe,
     ef_search,
+    query_gradients,
     width,
     **kw,
 ):
@@ -107,7 +108,13 @@ def select(
             raise
         raise InputError("no targets (an empty file?)", path=targets) from None
     attributor = Attributor.load(
-        index_dir, encoder, backend=backend, nprobe=nprobe, ef_search=ef_search, device=device
+        index_dir,
+        encoder,
+        backend=backend,
+        nprobe=nprobe,
+        ef_search=ef_search,
+        device=device,
+        query_gradients=query_gradients,
     )
     try:
         result = select_pool(

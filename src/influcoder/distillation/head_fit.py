@@ -38,12 +38,13 @@ from influcoder.distillation.linear import (
     LinearHead,
     check_rows,
     principal_coordinates,
+    principal_directions,
     ridge,
 )
 from influcoder.encoders.heads import HEAD_KINDS
 from influcoder.encoders.settings import SIMILARITIES
 from influcoder.metrics import aggregated_spearman, per_anchor_spearman
-from influcoder.similarity import cosine_matrix
+from influcoder.similarity import cosine_matrix, unit_rows
 
 DEFAULT_FOLDS = 4
 #: The kinds of head :func:`fit_head` chooses between: linear (ridge regression), kernel (RBF
@@ -206,7 +207,10 @@ def fit_head(
             k: max(v for st, v in validation.items() if st[0] == k) for k in kinds
         },
     }
-    x, z = np.vstack([xp, xq]), principal_coordinates(np.vstack([gp, gq]), components)
+    g = np.vstack([gp, gq])
+    directions = principal_directions(g, components)
+    x, z = np.vstack([xp, xq]), unit_rows(g) @ directions.T
+    fields["directions"] = directions
     if setting[0] == "kernel":
         return fit_kernel_head(
             x,

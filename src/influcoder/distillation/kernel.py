@@ -90,6 +90,7 @@ class KernelHead:
     similarity_validation: dict[str, dict[str, float]] = field(default_factory=dict)
     kinds_validation: dict[str, float] = field(default_factory=dict)
     approximation: str = "exact"
+    directions: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, embeddings) -> np.ndarray:
         return rbf_kernel(embeddings, self.anchors, self.gamma) @ self.coef + self.bias

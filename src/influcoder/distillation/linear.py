@@ -125,6 +125,9 @@ class LinearHead:
     similarity: str = "cosine"
     similarity_validation: dict[str, dict[str, float]] = field(default_factory=dict)
     kinds_validation: dict[str, float] = field(default_factory=dict)
+    #: the principal directions ``[k, dim]`` the head predicts coordinates on (saved as
+    #: the encoder's gradient basis, :mod:`influcoder.encoders.basis`); None when unknown
+    directions: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, embeddings) -> np.ndarray:
         return check_rows(embeddings, "embeddings") @ self.weight.T + self.bias

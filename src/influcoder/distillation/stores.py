@@ -246,6 +246,7 @@ def _add_head(
     from influcoder.distillation.head_fit import DEFAULT_FOLDS, fit_views
     from influcoder.distillation.linear import LinearHead
     from influcoder.distillation.settings import HEAD_CHOICES, VIEW_CHOICES
+    from influcoder.encoders.basis import save_basis
     from influcoder.encoders.directory import save_multi_view, view_texts
     from influcoder.io.atomic import atomic_write_dir
     from influcoder.similarity import unit_rows
@@ -294,14 +295,20 @@ def _add_head(
     card = json.loads(card_path.read_text(encoding="utf-8"))
     entry = {**head.card(), "views": list(views), "views_validation_per_anchor_spearman": figures}
     card = {**card, "head": entry}
+    setup = card.get("ground_truth", {}).get("setup", {})
+
+    def basis(tmp: Path) -> None:  # what query gradients are projected on, beside the head
+        save_basis(tmp, head.directions, setup)
+
     if views == ("text",) and isinstance(head, LinearHead):
-        save_encoder(append_head(model, head, unit_input=not raw_text), out, card)
+        save_encoder(append_head(model, head, unit_input=not raw_text), out, card, basis)
     else:
 
         def fill(tmp: Path) -> None:
             save_multi_view(
                 tmp, model, views, head.saved(), head.similarity, card.get("base_encoder")
             )
+            basis(tmp)
             (tmp / CARD_NAME).write_text(
                 json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8"
             )

@@ -385,12 +385,15 @@ def _card(encoder, args: DistillArguments, result: DistillResult) -> dict[str, A
     }
 
 
-def save_encoder(encoder, out_dir: str | Path, card: dict[str, Any]) -> None:
+def save_encoder(encoder, out_dir: str | Path, card: dict[str, Any], extra=None) -> None:
     """Save ``encoder`` as a sentence-transformers directory with ``card`` as its
-    ``influcoder_distill.json``; the directory appears whole or not at all."""
+    ``influcoder_distill.json`` (and whatever ``extra(folder)`` adds); the directory appears
+    whole or not at all."""
 
     def fill(tmp: Path) -> None:
         encoder.save(str(tmp))
+        if extra is not None:
+            extra(tmp)
         (tmp / CARD_NAME).write_text(
             json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )

@@ -84,14 +84,20 @@ class DemoResult:
 def stale_encoder(card_path: Path, settings) -> str | None:
     """Why the distilled encoder whose card is ``card_path`` cannot stand for one trained with
     ``settings`` (a :class:`~influcoder.distillation.settings.DistillArguments`), or None if it can:
-    no card yet, or the settings it records differ (a default changed since it was trained)."""
+    no card yet, the settings it records differ (a default changed since it was trained), or
+    it has a head but no gradient basis (distilled before ``--query-gradients`` existed)."""
+    from influcoder.encoders.basis import BASIS_NAME, has_basis
     from influcoder.io.stores import setup_differences
 
     if not card_path.is_file():
         return "none yet"
-    recorded = json.loads(card_path.read_text(encoding="utf-8")).get("args", {})
-    diffs = setup_differences(recorded, settings.to_dict())
-    return "settings recorded vs asked for: " + "; ".join(diffs) if diffs else None
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    diffs = setup_differences(card.get("args", {}), settings.to_dict())
+    if diffs:
+        return "settings recorded vs asked for: " + "; ".join(diffs)
+    if "head" in card and not has_basis(card_path.parent):
+        return f"it has a head but no gradient basis ({BASIS_NAME})"
+    return None
 
 
 def stale_index(index_dir: Path, encoder: str) -> bool:

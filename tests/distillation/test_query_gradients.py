@@ -1,0 +1,140 @@
+"""Query gradients, pool embeddings, on tiny models through the CLI: ``distill`` saves the
+head's principal directions (the gradient basis, equal to those recomputed from the stores);
+``attribute --query-gradients`` equals a slow reference (collect the queries ``--like`` the
+pool, project by hand, cosine against the encoder's pool embeddings); encoders without a
+basis and stores of another setup are refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from influcoder.cli import cli
+
+from ..conftest import write_jsonl
+from .conftest import FILLER, TOPIC_WORDS
+
+
+def _rows(prefix, n, offset=0):
+    """Samples in the tiny encoder's vocabulary (so its embeddings differ), a topic each."""
+    rows = []
+    for i in range(offset, offset + n):
+        words = TOPIC_WORDS[i % len(TOPIC_WORDS)]
+        prompt = f"{words[i % 6]} {FILLER[i % 24]} {words[(i + 1) % 6]}"
+        response = f"{words[(i + 2) % 6]} {FILLER[(i * 5) % 24]} {words[(i + 3) % 6]}"
+        rows.append({"id": f"{prefix}{i}", "prompt": prompt, "response": response})
+    return rows
+
+
+def run(*args):
+    r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return r
+
+
+def ok(*args):
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+@pytest.fixture(scope="module")
+def made(tiny_model_dir, tiny_encoder_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("query-gradients")
+    files = {
+        "pool": write_jsonl(tmp / "pool.jsonl", _rows("p", 24)),
+        "train": write_jsonl(tmp / "train.jsonl", _rows("t", 12, offset=100)),
+        "test": write_jsonl(tmp / "test.jsonl", _rows("q", 5, offset=200)),
+    }
+    ok("collect", files["pool"], "-o", tmp / "gp", "--model", tiny_model_dir,
+       "--sketch-dim", "64", "--max-length", "64", "-q")  # fmt: skip
+    ok("collect", files["train"], "--like", tmp / "gp", "-o", tmp / "gt", "-q")
+    for head in ("linear", "kernel"):
+        ok("distill", tmp / "gp", tmp / "gt", "-o", tmp / f"enc_{head}", "--encoder",
+           tiny_encoder_dir, "--epochs", "1", "--head", head, "--head-components", "8",
+           "--holdout-fraction", "0", "--views", "text" if head == "linear" else "auto",
+           "--head-similarity", "dot" if head == "linear" else "cosine", "-q")  # fmt: skip
+        ok("index", tmp / f"enc_{head}", files["pool"], "-o", tmp / f"index_{head}", "--dtype",
+           "float32", "--backend", "torch", "-q")  # fmt: skip
+    return tmp, files
+
+
+@pytest.mark.parametrize("head", ["linear", "kernel"])
+def test_distill_saves_the_heads_principal_directions(made, head):
+    from sentence_transformers import SentenceTransformer
+
+    from influcoder.distillation.linear import principal_directions
+    from influcoder.encoders.basis import load_basis
+    from influcoder.io.stores import open_store
+
+    tmp, _ = made
+    pool, train = open_store(tmp / "gp"), open_store(tmp / "gt")
+    basis = load_basis(tmp / f"enc_{head}")
+    expected = principal_directions(np.vstack([pool.vectors(), train.vectors()]), 8)
+    np.testing.assert_allclose(basis.directions, expected, atol=1e-6)
+    assert basis.setup == pool.setup
+    card = json.loads((tmp / f"enc_{head}" / "influcoder_distill.json").read_text())
+    assert card["head"]["kind"] == head and card["head"]["components"] == 8
+    assert card["head"]["similarity"] == ("dot" if head == "linear" else "cosine")
+    if head == "linear":  # the text view's linear head is a Dense: plain ST still loads it
+        assert (
+            SentenceTransformer(str(tmp / "enc_linear"), device="cpu").encode(["x"]).shape[1] == 8
+        )
+
+
+@pytest.mark.parametrize("head", ["linear", "kernel"])
+def test_attribute_with_query_gradients_equals_the_reference(made, head):
+    from influcoder.encoders.backends import FastEncoder
+    from influcoder.encoders.basis import load_basis
+    from influcoder.encoders.directory import encoder_similarity
+    from influcoder.encoders.views import sample_encoder
+    from influcoder.groundtruth.collect import collect
+    from influcoder.io.samples import load_samples
+    from influcoder.io.stores import open_store
+
+    tmp, files = made
+    encoder = tmp / f"enc_{head}"
+    out = tmp / f"top_{head}.jsonl"
+    ok("attribute", tmp / f"index_{head}", files["test"], "--query-gradients", tmp / "gp",
+       "-k", "4", "-o", out, "--device", "cpu")  # fmt: skip
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+
+    # the slow reference: a query store, projected by hand, against every pool embedding
+    queries = collect(
+        files["test"], tmp / f"gq_{head}", like=open_store(tmp / "gp"), progress=False
+    )
+    g = queries.vectors().astype(np.float64)
+    z = (g / np.linalg.norm(g, axis=1, keepdims=True)) @ load_basis(encoder).directions.T
+    if encoder_similarity(str(encoder)) == "cosine":  # the kernel encoder's; linear's is dot
+        z /= np.linalg.norm(z, axis=1, keepdims=True)
+    pool_samples = load_samples(files["pool"])
+    emb = sample_encoder(str(encoder), lambda p: FastEncoder(p, backend="torch"))
+    scores = emb.encode_samples(pool_samples).astype(np.float64) @ z.T
+    row_of = {s.id: i for i, s in enumerate(pool_samples)}
+    for j, query in enumerate(queries.samples):
+        hits = sorted((r for r in got if r["query_id"] == query.id), key=lambda r: r["rank"])
+        assert len(hits) == 4
+        for r in hits:  # each hit's score is the reference's for that pool sample
+            assert r["score"] == pytest.approx(scores[row_of[r["id"]], j], abs=1e-4)
+        best = np.sort(scores[:, j])[::-1][:4]  # and they are the four best (ties aside)
+        np.testing.assert_allclose([r["score"] for r in hits], best, atol=1e-4)
+    assert len({round(float(x), 4) for x in scores.ravel()}) > scores.size // 2  # few ties
+
+
+def test_query_gradients_refuse_an_encoder_without_a_basis_and_another_setup(
+    made, tiny_encoder_dir
+):
+    tmp, files = made
+    ok("index", tiny_encoder_dir, files["pool"], "-o", tmp / "index_plain", "-q")
+    r = run("attribute", tmp / "index_plain", files["test"], "--query-gradients", tmp / "gp")
+    assert r.exit_code != 0 and "has no gradient basis" in r.output
+    ok("collect", files["test"], "-o", tmp / "other", "--like", tmp / "gp", "-q")
+    setup = json.loads((tmp / "other" / "manifest.json").read_text())
+    setup["setup"]["sketch"]["seed"] = 7  # a store whose gradients were sketched otherwise
+    (tmp / "other" / "manifest.json").write_text(json.dumps(setup))
+    r = run("attribute", tmp / "index_linear", files["test"], "--query-gradients", tmp / "other")
+    assert r.exit_code != 0
+    assert "taken otherwise" in r.output and "sketch.seed: 0 vs 7" in r.output
+
