@@ -27,7 +27,8 @@ lint: install
 # After `make demo`: the causal instrument on the demo (docs/VALIDATION.md): 60 half-pool
 # retraining runs (two at a time), every method's LDS on 130 queries (validation block: the 40
 # training queries; report block: the 18 test and 72 held-out queries), per block and kind,
-# in lds.json and on one page, lds.html (each method's LDS with its interval, drawn and tabled).
+# in lds.json and on one page, lds.html (each method's LDS with its interval, drawn and tabled;
+# distilled+query-grad: the encoder's pool embeddings against each query's own gradient).
 # About 58 minutes on 2 idle CPU cores; resumable (rerun it). VALIDATE_FLAGS=--dry-run estimates it.
 LDS = runs/demo/lds
 VALIDATE_FLAGS ?=
@@ -39,7 +40,7 @@ validate: install
 	    --lds-by part --label-field label --positive harmful --workers 2 --out $(LDS) $(VALIDATE_FLAGS)
 	test -n "$(VALIDATE_FLAGS)" || $(BIN)/influcoder lds $(LDS)/runs runs/demo/grad_pool \
 	    $(LDS)/grad_queries -e distilled=runs/demo/encoder -e untrained=all-minilm-l6-v2 \
-	    --baselines bm25,tfidf,random --by block,part --json $(LDS)/lds.json \
+	    --query-gradients --baselines bm25,tfidf,random --by block,part --json $(LDS)/lds.json \
 	    --html $(LDS)/lds.html
 
 clean:

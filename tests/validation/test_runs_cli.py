@@ -91,6 +91,56 @@ def test_lds_on_saved_runs_equals_validate(stores, serial, tmp_path):  # noqa: F
     assert json.loads(out.read_text())["rows"][0]["lds_subsets"] == 2
 
 
+def test_lds_with_query_gradients_equals_a_reference(stores, serial, tiny_encoder, tmp_path):  # noqa: F811
+    """``lds --query-gradients``: the held-out store's own gradients in the encoder's basis
+    against its pool embeddings, by hand, scored on the same runs; refused without a basis."""
+    import shutil
+
+    from influcoder.encoders.backends import FastEncoder
+    from influcoder.encoders.basis import save_basis
+    from influcoder.io.stores import open_store
+    from influcoder.validation.runstore import open_runs
+    from influcoder.validation.saved import score_runs
+
+    pool, heldout = open_store(stores / "pool"), open_store(stores / "heldout")
+    encoder = tmp_path / "enc"
+    shutil.copytree(tiny_encoder, encoder)
+    dim = FastEncoder(str(encoder), backend="torch").encode_samples(pool.samples[:1]).shape[1]
+    save_basis(encoder, np.eye(pool.dim)[:5], pool.setup)  # another head's: refused by name
+    r = run("lds", serial / "runs", stores / "pool", stores / "heldout", "--baselines", "none",
+            "-e", f"enc={encoder}", "--query-gradients")  # fmt: skip
+    assert r.exit_code != 0 and "gradient basis has 5 directions" in r.output
+    directions = np.linalg.qr(np.random.default_rng(0).normal(size=(pool.dim, dim)))[0].T
+    save_basis(encoder, directions, pool.setup)
+    out = tmp_path / "lds.json"
+    args = ["lds", serial / "runs", stores / "pool", stores / "heldout", "--baselines", "none"]
+    r = run(*args, "-e", f"enc={encoder}", "--query-gradients", "--n-boot", "50", "--json", out)
+    assert r.exit_code == 0, r.output
+    found = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    assert list(found) == ["gradient", "enc", "enc+query-grad"]
+
+    g = heldout.vectors().astype(np.float64)
+    z = (g / np.linalg.norm(g, axis=1, keepdims=True)) @ directions.T.astype(np.float32)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    emb = FastEncoder(str(encoder), backend="torch").encode_samples(pool.samples)
+    [expected] = score_runs(
+        open_runs(serial / "runs"), {"ref": emb @ z.T}, heldout.samples, n_boot=50
+    )
+    for key in ("lds", "lds_low", "lds_high"):
+        assert found["enc+query-grad"][key] == pytest.approx(expected[key], abs=1e-9)
+    assert found["enc+query-grad"]["lds"] != found["enc"]["lds"]
+
+    # an encoder without a basis is left out beside one with; alone, refused
+    r = run(*args, "-e", f"plain={tiny_encoder}", "-e", f"enc={encoder}", "--query-gradients",
+            "--n-boot", "50", "--json", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert [row["method"] for row in json.loads(out.read_text())["rows"]] == [
+        "gradient", "plain", "enc", "enc+query-grad"
+    ]  # fmt: skip
+    r = run(*args, "-e", f"plain={tiny_encoder}", "--query-gradients")
+    assert r.exit_code != 0 and "no --encoder has a gradient basis" in r.output
+
+
 def test_per_kind_lds_by_hand(stores, serial):  # noqa: F811
     """The random baseline's per-kind LDS, from the run files and scipy alone."""
     results = json.loads((serial / "results.json").read_text())

@@ -248,6 +248,13 @@ def validate(
     "several (in --json, lds_by is then keyed by field first)",
 )
 @click.option(
+    "--query-gradients",
+    is_flag=True,
+    help="also score each --encoder with the queries' own gradients (QUERIES' vectors) "
+    "in its gradient basis against its pool embeddings, as attribute --query-gradients "
+    "does: a method NAME+query-grad (the encoder needs a head)",
+)
+@click.option(
     "--subsets",
     type=int,
     default=None,
@@ -306,6 +313,7 @@ def lds(
     store_methods,
     baselines,
     by,
+    query_gradients,
     subsets,
     lds_fraction,
     lds_seed,
@@ -336,6 +344,7 @@ def lds(
           -m adam=runs/pool_adam,runs/hq_adam
       influcoder lds runs/v/runs runs/pool runs/hq -e distilled=runs/encoder \\
           --by block,part --html runs/v/lds.html
+      influcoder lds runs/v/runs runs/pool runs/hq -e distilled=runs/encoder --query-gradients
     """
     from influcoder.io.atomic import atomic_write_json
     from influcoder.io.tables import format_table
@@ -370,6 +379,7 @@ def lds(
             n_boot=n_boot,
             seed=seed,
             device=device,
+            query_gradients=query_gradients,
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from influcoder.errors import InputError
+from influcoder.errors import InflucoderError, InputError
 from influcoder.io.samples import Sample, parse_where
 from influcoder.io.stores import MANIFEST_NAME, Store, check_same_setup, open_store
 from influcoder.validation.run import CONTROL, HELDOUT, Validation
@@ -261,12 +261,15 @@ def saved_scores(
     stores=None,
     seed: int = 0,
     device: str = "cpu",
+    query_gradients: bool = False,
 ):
     """Open a run store and score every method for it: ``(run store, method -> [n_pool,
     n_queries] scores, the query samples)``. Methods: the gradient of ``pool`` and
     ``queries``, each encoder, baseline and pair of precomputed ``stores`` (name -> (pool
     store path, query store path[, similarity: ``cosine`` or ``inner``])); ``pool`` must hold
-    the samples the runs trained on."""
+    the samples the runs trained on. With ``query_gradients``, also ``NAME+query-grad`` for
+    each encoder: the queries' own gradients in its gradient basis against its pool
+    embeddings (:mod:`influcoder.attribution.query_gradients`)."""
     from influcoder.errors import StoreError
     from influcoder.evaluation.evaluate import score_methods
     from influcoder.validation.runstore import open_runs
@@ -292,7 +295,26 @@ def saved_scores(
         seed=seed,
         device=device,
     )
-    return saved, {m: s for m, (s, _) in scored.items()}, gt_queries.samples
+    scores = {m: s for m, (s, _) in scored.items()}
+    if query_gradients:
+        from influcoder.attribution.query_gradients import stored_query_scores
+        from influcoder.encoders.basis import BASIS_NAME, has_basis
+        from influcoder.encoders.directory import resolve_encoder
+
+        paths = {name: resolve_encoder(encoder) for name, encoder in dict(encoders or {}).items()}
+        if not any(has_basis(path) for path in paths.values()):
+            raise InflucoderError(
+                f"--query-gradients: no --encoder has a gradient basis ({BASIS_NAME}); only "
+                "an encoder distilled with a head (influcoder distill) by this version or "
+                "later has one"
+            )
+        for name, path in paths.items():
+            if not has_basis(path):
+                logger.info(f"--query-gradients: {name} has no gradient basis; left out")
+                continue
+            pool_embeddings = scored[name][1]["pool_vectors"]
+            scores[f"{name}+query-grad"] = stored_query_scores(path, pool_embeddings, gt_queries)
+    return saved, scores, gt_queries.samples
 
 
 def run_lds(
@@ -310,6 +332,7 @@ def run_lds(
     n_boot: int = 1000,
     seed: int = 0,
     device: str = "cpu",
+    query_gradients: bool = False,
 ) -> list[dict]:
     """Every method's LDS on the saved runs of a run store, without retraining
     (``influcoder lds``); the methods as :func:`saved_scores` takes them."""
@@ -324,6 +347,7 @@ def run_lds(
         stores=stores,
         seed=seed,
         device=device,
+        query_gradients=query_gradients,
     )
     return score_runs(
         saved,
