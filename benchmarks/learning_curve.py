@@ -170,6 +170,13 @@ def main() -> None:
         help="how each size's training queries and pool are drawn from the samples "
         "left after the test blocks (fit --sampling); the test blocks are the same",
     )
+    ap.add_argument(
+        "--query-gradients",
+        action="store_true",
+        help="also score each head row with the held-out queries' own gradients on the head's "
+        "directions against the head's pool embeddings (attribute --query-gradients): a row "
+        "'... + query gradients' after it",
+    )
     ap.add_argument("--work", default="runs/learning_curve")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -289,13 +296,21 @@ def main() -> None:
     def encoder(name):
         return lambda pool, queries: encoder_scores(name, pool, queries)[0]
 
-    def with_head(name: str, q: int, p: int) -> dict:
+    # every held-out query's gradient, for --query-gradients
+    held_queries = [gtq, geq] if eq else [gtq]
+    query_vector = {
+        s.id: v for store in held_queries for s, v in zip(store.samples, store.vectors())
+    }
+
+    def with_head(name: str, q: int, p: int) -> list[dict]:
         """A row for encoder ``name`` plus the head fitted on the first ``p`` training
         pool samples and ``q`` training queries (their embeddings and gradient vectors);
-        ``head s`` is the wall time of embedding those samples and fitting."""
+        ``head s`` is the wall time of embedding those samples and fitting. With
+        --query-gradients, a second row: the same pool side against each held-out query's
+        own gradient on the head's directions."""
         from influcoder.distillation.export import embed
         from influcoder.distillation.head_fit import fit_head
-        from influcoder.similarity import cosine_matrix
+        from influcoder.similarity import cosine_matrix, unit_rows
 
         model = load_encoder(name)
         pool, pool_v, queries, query_v, _ = training(q, p)
@@ -316,12 +331,22 @@ def main() -> None:
                 head(embed(model, [encoder_text(s) for s in queries])),
             )
 
-        return {
+        def query_gradient_scores(pool, queries):
+            g = np.stack([query_vector[s.id] for s in queries])
+            return cosine_matrix(
+                head(embed(model, [encoder_text(s) for s in pool])),
+                unit_rows(g) @ head.directions.T,
+            )
+
+        row = {
             **figures(scores),
             "head s": seconds,
             "alpha": head.alpha,
             "head": head.card()["kind"],
         }
+        if not args.query_gradients:
+            return [row]
+        return [row, {**figures(query_gradient_scores), "head": row["head"]}]
 
     def encode_seconds(name: str) -> float:
         """Seconds to embed 1,000 of the test block's texts (pool and queries) with ``name``,
@@ -348,13 +373,11 @@ def main() -> None:
     ]
     if args.head != "none":
         for q, p in sizes:
-            rows_out.append(
-                {
-                    "method": f"untrained{f' {label}' if other else ''} + head {q}x{p}"
-                    + (" coverage" if coverage else ""),
-                    **with_head(args.encoder, q, p),
-                }
+            method = f"untrained{f' {label}' if other else ''} + head {q}x{p}" + (
+                " coverage" if coverage else ""
             )
+            for row, suffix in zip(with_head(args.encoder, q, p), ("", " + query gradients")):
+                rows_out.append({"method": method + suffix, **row})
     # The settings most often varied label the rows (and the encoder folders).
     tag = "".join(
         f"_{name}{value:g}"
@@ -418,13 +441,11 @@ def main() -> None:
             }
         )
         if args.head != "none":
-            rows_out.append(
-                {
-                    "method": f"distilled {q}x{p}{tag} + head",
-                    **with_head(str(enc_dir), q, p),
-                    "train s": rows_out[-1]["train s"],
-                }
-            )
+            train_s = rows_out[-1]["train s"]
+            for row, suffix in zip(with_head(str(enc_dir), q, p), ("", " + query gradients")):
+                rows_out.append(
+                    {"method": f"distilled {q}x{p}{tag} + head{suffix}", **row, "train s": train_s}
+                )
     print(
         f"\nground truth ready in {collect_seconds:.0f} s (collected, or checked if already "
         f"there); training samples drawn by {args.sampling} sampling, {len(gp.samples)} with "

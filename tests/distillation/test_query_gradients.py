@@ -138,3 +138,49 @@ def test_query_gradients_refuse_an_encoder_without_a_basis_and_another_setup(
     assert r.exit_code != 0
     assert "taken otherwise" in r.output and "sketch.seed: 0 vs 7" in r.output
 
+
+def test_card_estimate_benchmark_scores_the_encoder_on_a_separate_test(made, tmp_path):
+    """benchmarks/card_estimate.py: the card's held-out figures as recorded; the separate
+    test's by hand (encoder cosines, and query gradients on the basis, against the gradients)."""
+    from influcoder.encoders.backends import FastEncoder
+    from influcoder.encoders.basis import load_basis
+    from influcoder.encoders.directory import encoder_similarity
+    from influcoder.encoders.views import sample_encoder
+    from influcoder.io.stores import open_store
+    from influcoder.metrics import per_anchor_spearman
+    from influcoder.similarity import cosine_matrix, unit_rows
+    from tests.benchmarks.test_bench_peers import _bench
+
+    tmp, files = made
+    enc = tmp / "enc_holdout"
+    ok("distill", tmp / "gp", tmp / "gt", "-o", enc, "--encoder", made_encoder(tmp), "--epochs",
+       "0", "--head", "linear", "--head-components", "8", "--holdout-fraction", "0.42",
+       "--val-fraction", "0.3", "-q")  # fmt: skip
+    other = write_jsonl(tmp_path / "other.jsonl", _rows("x", 10, offset=300))
+    ok("collect", other, "--like", tmp / "gp", "-o", tmp_path / "xp", "-q")
+    ok("collect", files["test"], "--like", tmp / "gp", "-o", tmp_path / "xq", "-q")
+    out = tmp_path / "c.json"
+    _bench("card_estimate").main(
+        [str(enc), "--pool", str(tmp_path / "xp"), "--queries", str(tmp_path / "xq"),
+         "--json", str(out)]
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    card = json.loads((enc / "influcoder_distill.json").read_text())["fidelity"]
+    assert result["card"]["encoder"] == card["encoder"] and card["n_pool"] == 10
+    xp, xq = open_store(tmp_path / "xp"), open_store(tmp_path / "xq")
+    gt = cosine_matrix(xp.vectors(), xq.vectors())
+    emb = sample_encoder(str(enc), lambda p: FastEncoder(p, backend="torch"))
+    pool_emb = emb.encode_samples(xp.samples)
+    by_hand = per_anchor_spearman(gt, cosine_matrix(pool_emb, emb.encode_samples(xq.samples)))
+    separate = result["separate"]
+    assert separate["encoder"]["per_anchor"]["value"] == pytest.approx(by_hand, abs=1e-6)
+    z = unit_rows(xq.vectors().astype(np.float64)) @ load_basis(enc).directions.T
+    if encoder_similarity(str(enc)) == "cosine":
+        z = unit_rows(z)
+    by_hand = per_anchor_spearman(gt, pool_emb @ z.T)
+    assert separate["query gradients"]["per_anchor"]["value"] == pytest.approx(by_hand, abs=1e-6)
+
+
+def made_encoder(tmp):
+    """The tiny encoder the module's encoders were distilled from (their card names it)."""
+    return json.loads((tmp / "enc_linear" / "influcoder_distill.json").read_text())["base_encoder"]
