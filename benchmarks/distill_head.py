@@ -26,6 +26,8 @@ head fitting; fine-tuning as its card records, validation included) and ``encode
 
     python benchmarks/distill_head.py --work runs/demo
     python benchmarks/distill_head.py --work runs/demo --seeds 0,1,2 --n-boot 300
+    python benchmarks/distill_head.py --work runs/demo --seeds 0,1,2 --head auto \
+        --head-similarity auto --query-gradients
     python benchmarks/distill_head.py --work runs/demo --within 0 --seeds 1 \
         --variant "all queries:batch_query=64,epochs=3,lr=1e-4"   # choose settings
 
@@ -79,13 +81,15 @@ def encoder_rows(
     seed,
     views=("text",),
     head_choice=("linear", "cosine"),
+    query_gradients=False,
 ):
     """``{variant: (embeddings by store, info)}`` for ``model`` and ``model`` + a head fitted on
     the training side only. Embedding the held-out block (its pool samples and queries) is
     timed, as attribution would pay it. ``views``: what the model reads; two views are each
     scaled to unit length and concatenated (``distill --views text+response``).
     ``head_choice``: ``(distill --head, --head-similarity)``; the head's rows are then compared
-    by the similarity it kept."""
+    by the similarity it kept. ``query_gradients``: also the head's pool side against each
+    query's own (unit) gradient on the head's directions (``attribute --query-gradients``)."""
     from influcoder.distillation.export import append_head, embed
     from influcoder.distillation.head_fit import fit_head
     from influcoder.distillation.linear import LinearHead
@@ -131,21 +135,23 @@ def encoder_rows(
             atol=1e-4,
         )
         del model[-2:]
-    return {
-        name: (emb, {"prepare s": prepare_seconds, "encode s": encode}),
-        name + " + head": (
-            headed,
-            {
-                "prepare s": prepare_seconds + fit,
-                "encode s": encode,
-                "alpha": head.alpha,
-                "head": head.card()["kind"],
-                "similarity": head.similarity,
-                "val encoder": head.encoder_validation,
-                "val": head.kinds_validation[head.card()["kind"]],
-            },
-        ),
+    head_info = {
+        "prepare s": prepare_seconds + fit,
+        "encode s": encode,
+        "alpha": head.alpha,
+        "head": head.card()["kind"],
+        "similarity": head.similarity,
+        "val encoder": head.encoder_validation,
+        "val": head.kinds_validation[head.card()["kind"]],
     }
+    out = {
+        name: (emb, {"prepare s": prepare_seconds, "encode s": encode}),
+        name + " + head": (headed, head_info),
+    }
+    if query_gradients:  # each query its own gradient on the head's directions
+        own = {k: vectors[k] @ head.directions.T for k in ("train_queries", "test_queries")}
+        out[name + " + head + query gradients"] = ({**headed, **own}, head_info)
+    return out
 
 
 def finetuned(data, train, args, seed, regression_weight=0.0, epochs=None, overrides=None):
@@ -266,7 +272,11 @@ def run_split(seed, data, args, components) -> list[dict]:
     held, train = stratified_third(data["labels"], seed)
     harmful = np.array([label == "harmful" for label in data["labels"]])
     untrained = load_encoder("all-minilm-l6-v2")
-    rows_of = functools.partial(encoder_rows, head_choice=(args.head, args.head_similarity))
+    rows_of = functools.partial(
+        encoder_rows,
+        head_choice=(args.head, args.head_similarity),
+        query_gradients=args.query_gradients,
+    )
     variants = rows_of("untrained", untrained, 0.0, data, held, train, components, seed)
     if args.two_view_heads:
         variants.update(
@@ -415,6 +425,12 @@ def main() -> None:
         help="how the head's outputs are compared (distill --head-similarity)",
     )
     ap.add_argument("--no-finetune", action="store_true", help="skip the distilled variant")
+    ap.add_argument(
+        "--query-gradients",
+        action="store_true",
+        help="also each head row with every query's own gradient on the head's directions "
+        "(attribute --query-gradients): a row 'NAME + head + query gradients'",
+    )
     ap.add_argument(
         "--regression-weights",
         default="",
