@@ -74,6 +74,21 @@ def query_options(f):
     return f
 
 
+def open_attributor(index_dir, encoder, backend, nprobe, ef_search, device, query_gradients):
+    """The index with its encoder as :func:`query_options` set them up."""
+    from influcoder.attribution.attributor import Attributor
+
+    return Attributor.load(
+        index_dir,
+        encoder,
+        backend=backend,
+        nprobe=nprobe,
+        ef_search=ef_search,
+        device=device,
+        query_gradients=query_gradients,
+    )
+
+
 def _load_queries(queries, texts, prompt, kw):
     from influcoder.attribution.attributor import read_queries
 
@@ -185,7 +200,6 @@ def attribute(
     import warnings
 
     from influcoder.attribution.attributor import (
-        Attributor,
         attribution_rows,
         ranking_rows,
     )
@@ -196,14 +210,8 @@ def attribute(
     if not temperature > 0:
         raise click.UsageError("--temperature must be > 0")
     samples = _load_queries(queries, texts, prompt, kw)
-    attributor = Attributor.load(
-        index_dir,
-        encoder,
-        backend=backend,
-        nprobe=nprobe,
-        ef_search=ef_search,
-        device=device,
-        query_gradients=query_gradients,
+    attributor = open_attributor(
+        index_dir, encoder, backend, nprobe, ef_search, device, query_gradients
     )
     index = attributor.index
     if group_by is not None:
@@ -320,20 +328,13 @@ def filter_command(
       influcoder filter runs/index harmful.jsonl -k 100 --aggregate max --out clean.parquet
       influcoder filter runs/index harmful.jsonl --threshold 0.45 --out clean.csv
     """
-    from influcoder.attribution.attributor import Attributor
     from influcoder.attribution.filter import filter_pool
 
     if sum(x is not None for x in (top_k, fraction, threshold)) != 1:
         raise click.UsageError("give exactly one of --top-k, --fraction, --threshold")
     samples = _load_queries(queries, texts, prompt, kw)
-    attributor = Attributor.load(
-        index_dir,
-        encoder,
-        backend=backend,
-        nprobe=nprobe,
-        ef_search=ef_search,
-        device=device,
-        query_gradients=query_gradients,
+    attributor = open_attributor(
+        index_dir, encoder, backend, nprobe, ef_search, device, query_gradients
     )
     try:
         result = filter_pool(

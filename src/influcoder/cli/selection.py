@@ -6,7 +6,7 @@ import click
 
 from influcoder.attribution.settings import DEFAULT_SELECT_AGGREGATE
 from influcoder.cli.app import cli
-from influcoder.cli.attribution import query_options
+from influcoder.cli.attribution import open_attributor, query_options
 from influcoder.cli.options import field_options, fields_from, handle_errors
 from influcoder.io.tables import clip_text
 from influcoder.metrics import AGGREGATES
@@ -84,7 +84,7 @@ def select(
       influcoder select runs/index task.jsonl --count 1000 --aggregate mean -o subset.parquet
       influcoder select runs/index task.jsonl --fraction 0.1 --spread --out subset.csv
     """
-    from influcoder.attribution.attributor import Attributor, read_queries
+    from influcoder.attribution.attributor import read_queries
     from influcoder.attribution.select import select_pool
     from influcoder.errors import InputError
 
@@ -107,14 +107,8 @@ def select(
         if e.reason != "no queries":
             raise
         raise InputError("no targets (an empty file?)", path=targets) from None
-    attributor = Attributor.load(
-        index_dir,
-        encoder,
-        backend=backend,
-        nprobe=nprobe,
-        ef_search=ef_search,
-        device=device,
-        query_gradients=query_gradients,
+    attributor = open_attributor(
+        index_dir, encoder, backend, nprobe, ef_search, device, query_gradients
     )
     try:
         result = select_pool(
