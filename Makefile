@@ -28,7 +28,8 @@ lint: install
 # retraining runs (two at a time), every method's LDS on 130 queries (validation block: the 40
 # training queries; report block: the 18 test and 72 held-out queries), per block and kind,
 # in lds.json and on one page, lds.html (each method's LDS with its interval, drawn and tabled;
-# distilled+query-grad: the encoder's pool embeddings against each query's own gradient).
+# distilled+query-grad: the encoder's pool embeddings against each query's own gradient), and
+# paired differences (distilled against BM25 and untrained, the gradient against query-grad).
 # About 58 minutes on 2 idle CPU cores; resumable (rerun it). VALIDATE_FLAGS=--dry-run estimates it.
 LDS = runs/demo/lds
 VALIDATE_FLAGS ?=
@@ -41,6 +42,8 @@ validate: install
 	test -n "$(VALIDATE_FLAGS)" || $(BIN)/influcoder lds $(LDS)/runs runs/demo/grad_pool \
 	    $(LDS)/grad_queries -e distilled=runs/demo/encoder -e untrained=all-minilm-l6-v2 \
 	    --query-gradients --baselines bm25,tfidf,random --by block,part --json $(LDS)/lds.json \
+	    --paired distilled,bm25 --paired distilled,untrained \
+	    --paired gradient,distilled+query-grad \
 	    --html $(LDS)/lds.html
 
 clean:

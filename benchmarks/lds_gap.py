@@ -68,27 +68,12 @@ def gap_scores(gp, gt, gq, pool_pred, query_pred, components: int) -> dict[str, 
 
 
 def paired_difference(a, b, subsets, losses, *, n_boot: int = 1000, seed: int = 0):
-    """LDS of scores ``a`` minus LDS of scores ``b`` (``[pool, queries]`` each) on the same
-    runs, with a 95% paired bootstrap interval: each resample draws the subsets and the queries
-    with replacement once, for both methods. Returns ``(difference, low, high)``."""
-    from influcoder.metrics import column_spearman
+    """``(difference, low, high)`` of
+    :func:`~influcoder.validation.effects.paired_lds_difference`."""
+    from influcoder.validation.effects import paired_lds_difference
 
-    target = -np.asarray(losses, dtype=float)
-    pa, pb = (np.stack([np.asarray(s)[subset].sum(axis=0) for subset in subsets]) for s in (a, b))
-
-    def difference(rows, cols):
-        ra = np.nan_to_num(column_spearman(target[np.ix_(rows, cols)], pa[np.ix_(rows, cols)]))
-        rb = np.nan_to_num(column_spearman(target[np.ix_(rows, cols)], pb[np.ix_(rows, cols)]))
-        return float(ra.mean() - rb.mean())
-
-    n_runs, n_queries = target.shape
-    rng = np.random.default_rng(seed)
-    draws = [
-        difference(rng.integers(0, n_runs, n_runs), rng.integers(0, n_queries, n_queries))
-        for _ in range(n_boot)
-    ]
-    low, high = np.quantile(draws, [0.025, 0.975])
-    return difference(np.arange(n_runs), np.arange(n_queries)), float(low), float(high)
+    d = paired_lds_difference((a, b), subsets, losses, n_boot=n_boot, seed=seed)
+    return d["difference"], d["low"], d["high"]
 
 
 def main(argv=None) -> None:

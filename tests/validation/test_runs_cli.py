@@ -454,3 +454,90 @@ def test_ceiling_benchmark_is_the_seed_to_seed_spearman(stores, serial, tmp_path
     assert not np.allclose(la, lb)  # another seed, other losses
     bench.main([str(serial / "runs"), str(serial / "runs"), str(stores / "heldout")])
     assert "1.000" in capsys.readouterr().out
+
+
+def test_group_removal_runs_and_their_spearman_by_hand(stores, serial, tmp_path):  # noqa: F811
+    """validate --group-removal adds one run per group to a saved store (nothing else is
+    retrained); lds --group-removal's figures equal the aggregates, effects and Spearman
+    correlations computed by hand from the run files; a store without them is refused."""
+    import shutil
+
+    from influcoder import open_store
+    from influcoder.similarity import cosine_matrix
+    from influcoder.validation.group_removal import removal_groups
+
+    out = tmp_path / "v"
+    shutil.copytree(serial, out)
+    before = set(run_files(out))
+    r = validate(stores, out, *LDS, "--group-removal", "topic", "--group-min-size", "2")
+    assert r.exit_code == 0, r.output
+    added = {k: v for k, v in run_files(out).items() if k not in before}
+    assert sorted(v["label"] for v in added.values()) == [
+        f"without group topic=t{i}" for i in range(3)
+    ]
+    pool, heldout = open_store(stores / "pool"), open_store(stores / "heldout")
+    js = tmp_path / "g.json"
+    args = ["lds", out / "runs", stores / "pool", stores / "heldout", "--baselines", "none"]
+    r = run(*args, "--group-removal", "topic", "--group-min-size", "2", "--n-boot", "20",
+            "--json", js)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "group removal by topic: Spearman over 3 removed groups" in r.output
+    [row] = json.loads(js.read_text())["rows"]
+    assert sorted(row["group_removal"]) == ["max", "mean", "softmax", "sum"]
+
+    files = run_files(out)
+    full = next(v for v in files.values() if v["label"] == "full")
+    names = list(full["losses"])  # heldout, control: lds orders the columns so
+
+    def losses(v):  # noqa: E306
+        return np.concatenate([v["losses"][n] for n in names])
+
+    ids = [
+        i
+        for n in names
+        for i in json.loads((out / "runs" / "manifest.json").read_text())["eval"][n]["ids"]
+    ]  # noqa: E501
+    cols = [heldout.ids.index(i) for i in ids]
+    scores = cosine_matrix(pool.vectors(), heldout.vectors())[:, cols]
+    groups = removal_groups(pool.samples, "topic", 2)
+    effects = np.stack([
+        losses(next(v for v in added.values() if v["label"].endswith(f"={name}")))
+        - losses(full)
+        for name, _ in groups
+    ])  # fmt: skip
+    for aggregate, fn in (("sum", np.sum), ("mean", np.mean), ("max", np.max)):
+        predicted = np.stack([fn(scores[members], axis=0) for _, members in groups])
+        per_query = [spearmanr(predicted[:, q], effects[:, q])[0] for q in range(len(cols))]
+        expected = np.nan_to_num(per_query, nan=0.0).mean()
+        assert row["group_removal"][aggregate]["group_spearman"] == pytest.approx(expected)
+    assert row["group_removal"]["sum"]["groups"] == 3
+
+    r = run("lds", serial / "runs", stores / "pool", stores / "heldout", "--baselines", "none",
+            "--group-removal", "topic", "--group-min-size", "2")  # fmt: skip
+    assert r.exit_code != 0 and "no saved run 'without group topic=t0'" in r.output
+    r = run(*args, "--group-removal", "topic")  # groups of 3, 3 and 2: none of 5 or more
+    assert r.exit_code != 0 and "ranking groups needs 3 or more" in r.output
+
+
+def test_lds_paired_difference_by_hand(stores, serial, tmp_path):  # noqa: F811
+    """lds --paired A,B: A's LDS minus B's on the held-out set and per --by value, the point
+    figure equal to the two LDS rows' difference, its paired interval around it; unknown
+    names and malformed pairs refused."""
+    out = tmp_path / "p.json"
+    args = ["lds", serial / "runs", stores / "pool", stores / "heldout", "--n-boot", "50"]
+    r = run(*args, "--by", "label", "--paired", "gradient,random", "--json", out)
+    assert r.exit_code == 0, r.output
+    assert "LDS of A minus LDS of B" in r.output and "gradient - random" in r.output
+    rows = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    found = {p["queries"]: p for p in rows["gradient"]["paired"]}
+    assert sorted(found) == ["held-out", "label=chat", "label=harmful"]
+    held = found["held-out"]
+    assert held["difference"] == pytest.approx(rows["gradient"]["lds"] - rows["random"]["lds"])
+    assert held["low"] <= held["difference"] <= held["high"]
+    for kind in ("chat", "harmful"):
+        expected = rows["gradient"]["lds_by"][kind]["lds"] - rows["random"]["lds_by"][kind]["lds"]
+        assert found[f"label={kind}"]["difference"] == pytest.approx(expected)
+    r = run(*args, "--paired", "gradient,nothing")
+    assert r.exit_code != 0 and "--paired names no method ['nothing']" in r.output
+    r = run(*args, "--paired", "gradient")
+    assert r.exit_code != 0 and "give two method names, A,B" in r.output

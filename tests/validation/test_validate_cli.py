@@ -54,12 +54,17 @@ def rows(kind, pairs):
     ]
 
 
+def topics(kind, pairs):
+    """:func:`rows` with a ``topic`` field of three values, for group removal."""
+    return [{**r, "topic": f"t{i % 3}"} for i, r in enumerate(rows(kind, pairs))]
+
+
 @pytest.fixture(scope="module")
 def stores(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("validate")
     pool = write_jsonl(
         tmp / "pool.jsonl",
-        rows(
+        topics(
             "p",
             [
                 ("What is the capital of France?", "Paris.", "chat"),

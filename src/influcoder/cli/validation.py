@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from influcoder.cli import groups as lds_tables
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
     STORE_METHOD_METAVAR,
@@ -254,6 +255,7 @@ def validate(
     "in its gradient basis against its pool embeddings, as attribute --query-gradients "
     "does: a method NAME+query-grad (the encoder needs a head)",
 )
+@lds_tables.group_removal_options
 @click.option(
     "--subsets",
     type=int,
@@ -314,6 +316,10 @@ def lds(
     baselines,
     by,
     query_gradients,
+    group_removal,
+    group_min_size,
+    paired,
+    temperature,
     subsets,
     lds_fraction,
     lds_seed,
@@ -345,6 +351,8 @@ def lds(
       influcoder lds runs/v/runs runs/pool runs/hq -e distilled=runs/encoder \\
           --by block,part --html runs/v/lds.html
       influcoder lds runs/v/runs runs/pool runs/hq -e distilled=runs/encoder --query-gradients
+      influcoder lds runs/v/runs runs/pool runs/hq -e distilled=runs/encoder \\
+          --group-removal category --paired distilled,bm25
     """
     from influcoder.io.atomic import atomic_write_json
     from influcoder.io.tables import format_table
@@ -380,10 +388,18 @@ def lds(
             seed=seed,
             device=device,
             query_gradients=query_gradients,
+            group_removal=group_removal,
+            group_min_size=group_min_size,
+            temperature=temperature,
+            paired=lds_tables.parse_pairs(paired),
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     click.echo(format_table(lds_table(rows, by)))
+    if group_removal:
+        lds_tables.print_group_removal(rows, group_removal)
+    if paired:
+        lds_tables.print_paired(rows)
     context = {"runs": str(runs), "pool": str(pool), "queries": str(queries)}
     if json_out is not None:
         atomic_write_json(json_out, {**context, "by": by, "rows": rows})

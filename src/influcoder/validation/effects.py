@@ -12,7 +12,10 @@ figure can be checked against a hand computation:
   AirRep compute it. For held-out query ``j`` and random pool subsets ``S_1..S_M``, a method
   predicts ``g_j(S) = sum_{i in S} score(i, j)``; the LDS of ``j`` is the Spearman correlation,
   over the subsets, of ``g_j(S_m)`` and ``-loss_j(S_m)`` (a helpful subset lowers the loss);
-  the method's LDS is the mean over queries.
+  the method's LDS is the mean over queries;
+* :func:`paired_lds_difference`: one method's LDS minus another's on the same runs, with a
+  paired bootstrap interval (the same subsets and queries drawn for both), which tells two
+  methods apart where their separate intervals overlap.
 """
 
 from __future__ import annotations
@@ -165,3 +168,43 @@ def lds_by_kind(
             "n": int(cols.sum()),
         }
     return out
+
+
+def paired_lds_difference(
+    pair: tuple[np.ndarray, np.ndarray], subsets: list[np.ndarray], losses: np.ndarray, **boot
+) -> dict:
+    """LDS of scores ``a`` minus LDS of scores ``b`` (``pair``, ``[n_pool, n_queries]`` each)
+    on the same runs (``losses``: ``[n_subsets, n_queries]``): ``difference``, and
+    ``low``/``high``, a 95% paired bootstrap interval: each resample draws the subsets and the
+    queries with replacement once, for both methods. ``boot``: ``n_boot`` (1000) resamples
+    and their ``seed`` (0)."""
+    a, b = pair
+    n_boot, seed = boot.pop("n_boot", 1000), boot.pop("seed", 0)
+    if boot:
+        raise TypeError(f"unexpected arguments {sorted(boot)}")
+    target = -np.asarray(losses, dtype=float)
+    if target.shape != (len(subsets), np.shape(a)[1]) or np.shape(a) != np.shape(b):
+        raise ValueError(
+            f"scores {np.shape(a)} and {np.shape(b)} and losses {target.shape} do not match "
+            f"{len(subsets)} subsets"
+        )
+    pa, pb = (np.stack([np.asarray(s)[subset].sum(axis=0) for subset in subsets]) for s in (a, b))
+
+    def difference(rows, cols):
+        t = target[np.ix_(rows, cols)]
+        ra = np.nan_to_num(column_spearman(t, pa[np.ix_(rows, cols)]), nan=0.0)
+        rb = np.nan_to_num(column_spearman(t, pb[np.ix_(rows, cols)]), nan=0.0)
+        return float(ra.mean() - rb.mean())
+
+    n_runs, n_queries = target.shape
+    rng = np.random.default_rng(seed)
+    draws = [
+        difference(rng.integers(0, n_runs, n_runs), rng.integers(0, n_queries, n_queries))
+        for _ in range(n_boot)
+    ]
+    low, high = np.quantile(draws, [0.025, 0.975])
+    return {
+        "difference": difference(np.arange(n_runs), np.arange(n_queries)),
+        "low": float(low),
+        "high": float(high),
+    }

@@ -146,6 +146,12 @@ def run_manifest(
 def _plan(pool, targets_scores, args):
     removed = {m: removal_set(s, args.fraction, args.aggregate) for m, s in targets_scores.items()}
     runs, subsets = plan_runs(pool.n, removed, args)
+    if args.group_removal:  # one run without each group (validation/group_removal.py)
+        from influcoder.validation.group_removal import group_runs, removal_groups
+
+        groups = removal_groups(pool.samples, args.group_removal, args.group_min_size)
+        runs += group_runs(pool.n, groups, args.group_removal, args.seeds[0])
+        runs = list({(r.keep, r.seed): r for r in runs}.values())
     return removed, runs, subsets
 
 

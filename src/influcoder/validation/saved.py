@@ -17,7 +17,7 @@ import numpy as np
 from influcoder.errors import StoreError
 from influcoder.io.samples import Sample
 from influcoder.io.stores import samples_digest
-from influcoder.validation.effects import lds, lds_by_kind
+from influcoder.validation.effects import lds, lds_by_kind, paired_lds_difference
 from influcoder.validation.runstore import RunStore
 
 HELDOUT = "heldout"
@@ -139,6 +139,44 @@ def score_runs(
         if per_field:
             row["lds_by"] = per_field[by] if isinstance(by, str) else per_field
         rows.append(row)
+    return rows
+
+
+def paired_rows(
+    runs: RunStore,
+    scores: Mapping[str, np.ndarray],
+    queries: Sequence[Sample],
+    pairs: Sequence[tuple[str, str]],
+    *,
+    by: str | Sequence[str] | None = None,
+    which: Mapping | None = None,
+    **boot,
+) -> list[dict]:
+    """For each pair ``(a, b)`` of methods: ``a``'s LDS minus ``b``'s with a paired bootstrap
+    interval (:func:`~influcoder.validation.effects.paired_lds_difference`, ``boot``: its
+    ``n_boot`` and ``seed``), on the held-out set and, with ``by``, per value of each field
+    over every measured query; ``which``: the series of LDS runs, as
+    :meth:`~influcoder.validation.runstore.RunStore.lds_runs` takes it. Rows: ``a``, ``b``,
+    ``queries`` (``held-out`` or ``FIELD=VALUE``), ``n``, ``difference``, ``low``, ``high``."""
+    unknown = sorted({m for pair in pairs for m in pair} - set(scores))
+    if unknown:
+        raise ValueError(f"--paired names no method {unknown}; the methods: {sorted(scores)}")
+    subsets, losses = runs.lds_runs(**(which or {}))
+    blocks = [("held-out", query_columns(runs, queries, HELDOUT), losses[HELDOUT])]
+    if by is not None:
+        cols, parts = measured_queries(runs, queries)
+        measured = measured_losses(losses, parts)
+        for field in [by] if isinstance(by, str) else by:
+            values = np.array([str(queries[c].meta.get(field)) for c in cols])
+            for value in sorted(set(values.tolist())):
+                keep = values == value
+                blocks.append((f"{field}={value}", cols[keep], measured[:, keep]))
+    rows = []
+    for a, b in pairs:
+        for name, cols, block_losses in blocks:
+            pair = (np.asarray(scores[a])[:, cols], np.asarray(scores[b])[:, cols])
+            d = paired_lds_difference(pair, subsets, block_losses, **boot)
+            rows.append({"a": a, "b": b, "queries": name, "n": int(len(cols)), **d})
     return rows
 
 

@@ -70,6 +70,17 @@ class ValidateArguments:
         default=0,
         metadata={"help": "seed of the LDS subsets (their training runs use the first --seeds)"},
     )
+    group_removal: str | None = field(
+        default=None,
+        metadata={
+            "help": "also train once without each group of this pool field (e.g. category), "
+            "groups of at least --group-min-size samples, for `influcoder lds "
+            "--group-removal`: the groups' measured effects"
+        },
+    )
+    group_min_size: int = field(
+        default=5, metadata={"help": "--group-removal: the smallest group removed"}
+    )
     n_boot: int = field(
         default=1000,
         metadata={"help": "bootstrap resamples (over held-out queries) for the intervals"},
@@ -103,5 +114,7 @@ class ValidateArguments:
             raise ValueError(f"lds_subsets must be 0 (no LDS) or >= 2, got {self.lds_subsets}")
         if not 0 < self.lds_fraction < 1:
             raise ValueError(f"lds_fraction must be in (0, 1), got {self.lds_fraction}")
+        if self.group_min_size < 1:
+            raise ValueError(f"group_min_size must be >= 1, got {self.group_min_size}")
         if self.n_boot < 1:
             raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")

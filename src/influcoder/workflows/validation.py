@@ -262,6 +262,7 @@ def saved_scores(
     seed: int = 0,
     device: str = "cpu",
     query_gradients: bool = False,
+    pool_vectors: dict | None = None,
 ):
     """Open a run store and score every method for it: ``(run store, method -> [n_pool,
     n_queries] scores, the query samples)``. Methods: the gradient of ``pool`` and
@@ -269,7 +270,8 @@ def saved_scores(
     store path, query store path[, similarity: ``cosine`` or ``inner``])); ``pool`` must hold
     the samples the runs trained on. With ``query_gradients``, also ``NAME+query-grad`` for
     each encoder: the queries' own gradients in its gradient basis against its pool
-    embeddings (:mod:`influcoder.attribution.query_gradients`)."""
+    embeddings (:mod:`influcoder.attribution.query_gradients`). A ``pool_vectors`` dict is
+    filled with each encoder's pool embeddings."""
     from influcoder.errors import StoreError
     from influcoder.evaluation.evaluate import score_methods
     from influcoder.validation.runstore import open_runs
@@ -296,6 +298,8 @@ def saved_scores(
         device=device,
     )
     scores = {m: s for m, (s, _) in scored.items()}
+    if pool_vectors is not None:
+        pool_vectors.update({name: scored[name][1]["pool_vectors"] for name in encoders or {}})
     if query_gradients:
         from influcoder.attribution.query_gradients import stored_query_scores
         from influcoder.encoders.basis import BASIS_NAME, has_basis
@@ -333,11 +337,20 @@ def run_lds(
     seed: int = 0,
     device: str = "cpu",
     query_gradients: bool = False,
+    group_removal: str | None = None,
+    group_min_size: int = 5,
+    temperature: float | None = None,
+    paired: Sequence[tuple[str, str]] = (),
 ) -> list[dict]:
     """Every method's LDS on the saved runs of a run store, without retraining
-    (``influcoder lds``); the methods as :func:`saved_scores` takes them."""
-    from influcoder.validation.saved import score_runs
+    (``influcoder lds``); the methods as :func:`saved_scores` takes them. With
+    ``group_removal`` (a pool field whose groups ``validate --group-removal`` removed), each
+    row also gets ``group_removal``: aggregate -> ``{group_spearman, low, high, groups,
+    queries}`` (:mod:`influcoder.validation.group_removal`). Each pair ``(a, b)`` of ``paired``
+    adds to ``a``'s row, under ``paired``, :func:`~influcoder.validation.saved.paired_rows`."""
+    from influcoder.validation.saved import paired_rows, score_runs
 
+    vectors: dict = {}
     saved, scores, samples = saved_scores(
         runs,
         pool,
@@ -348,15 +361,37 @@ def run_lds(
         seed=seed,
         device=device,
         query_gradients=query_gradients,
+        pool_vectors=vectors,
     )
-    return score_runs(
-        saved,
-        scores,
-        samples,
-        by=by,
-        count=count,
-        fraction=fraction,
-        subset_seed=subset_seed,
-        n_boot=n_boot,
-        seed=seed,
+    which = {"count": count, "fraction": fraction, "subset_seed": subset_seed}
+    rows = score_runs(saved, scores, samples, by=by, **which, n_boot=n_boot, seed=seed)
+    by_method = {row["method"]: row for row in rows}
+    series = {"count": count, "fraction": fraction, "seed": subset_seed}
+    pairs = paired_rows(
+        saved, scores, samples, paired, by=by, which=series, n_boot=n_boot, seed=seed
     )
+    for found in pairs:
+        by_method[found["a"]].setdefault("paired", []).append(found)
+    if group_removal:
+        from influcoder.attribution.settings import DEFAULT_GROUP_TEMPERATURE
+        from influcoder.validation.group_removal import group_removal_rows, learned_logits
+
+        found = group_removal_rows(
+            saved,
+            scores,
+            samples,
+            open_store(pool).samples,
+            group_removal,
+            min_size=group_min_size,
+            learned=learned_logits(dict(encoders or {}), vectors),
+            temperature=temperature or DEFAULT_GROUP_TEMPERATURE,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        for row in rows:
+            row["group_removal"] = {
+                r["aggregate"]: {k: v for k, v in r.items() if k not in ("method", "aggregate")}
+                for r in found
+                if r["method"] == row["method"]
+            }
+    return rows
