@@ -110,7 +110,20 @@ def test_the_card_holds_the_saved_encoders_figures_on_samples_it_never_saw(
     assert fid["untrained"]["per_anchor_spearman"]["value"] != pytest.approx(
         fid["encoder"]["per_anchor_spearman"]["value"]
     )
+    # with the held-out queries' own gradients on the saved basis (--query-gradients)
+    from influcoder.encoders.backends import FastEncoder
+    from influcoder.encoders.basis import load_basis
+    from influcoder.encoders.views import sample_encoder
+
+    enc = sample_encoder(str(out), lambda path: FastEncoder(path, backend="torch"))
+    pool_emb = enc.encode_samples([pool.samples[i] for i in ip]).astype(np.float64)
+    z = (gq / np.linalg.norm(gq, axis=1, keepdims=True)) @ load_basis(out).directions.T
+    z /= np.linalg.norm(z, axis=1, keepdims=True)  # the head compares by cosine
+    (own,) = metric_rows(gt, {"own": (pool_emb @ z.T, {})}, k=10)
+    for name in ("per_anchor_spearman", "aggregated_spearman", "recall@10"):
+        assert fid["query_gradients"][name]["value"] == pytest.approx(own[name], abs=1e-5), name
     card = (out / "README.md").read_text()
+    assert "| this encoder | untrained | with query gradients |" in card
     assert "## Fidelity on samples it never saw" in card
     # what it was distilled from: the decoder, the recipe, the data sizes, the head
     assert "## Distilled from" in card
@@ -119,6 +132,8 @@ def test_the_card_holds_the_saved_encoders_figures_on_samples_it_never_saw(
     info = "\n".join(describe_folder(out))
     assert "held-out fidelity (12 pool samples x 5 queries never distilled on" in info
     assert f"per-anchor {row['per_anchor_spearman']:+.3f}" in info
+    with_own = info.split("with --query-gradients ", 1)[1]
+    assert f"per-anchor {own['per_anchor_spearman']:+.3f}" in with_own
 
 
 def test_no_estimate_when_switched_off_and_a_clear_refusal_when_too_small(

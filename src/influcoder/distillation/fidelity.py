@@ -131,7 +131,21 @@ def encoder_block_scores(encoder: str, pool, queries, *, device: str = "cpu") ->
         lambda path: FastEncoder(path, backend="torch", device=device),
     )
     pool_emb = enc.encode_samples(pool).astype(np.float32)
-    return (pool_emb @ enc.encode_samples(queries).astype(np.float32).T).astype(np.float64)
+    if not isinstance(queries, np.ndarray):
+        queries = enc.encode_samples(queries)
+    return (pool_emb @ queries.astype(np.float32).T).astype(np.float64)
+
+
+def query_gradient_coordinates(encoder: str, gradients: np.ndarray) -> np.ndarray:
+    """Query gradients in the saved encoder's gradient basis, as ``attribute
+    --query-gradients`` compares them with its pool embeddings (unit rows unless the encoder
+    compares by dot product)."""
+    from influcoder.encoders.basis import load_basis
+    from influcoder.encoders.directory import encoder_similarity
+    from influcoder.similarity import normalize_rows
+
+    z = load_basis(encoder).coordinates(gradients)
+    return z if encoder_similarity(str(encoder)) == "dot" else normalize_rows(z)
 
 
 def measure(
@@ -144,18 +158,28 @@ def measure(
     *,
     seed: int,
     device: str = "cpu",
+    query_vectors: np.ndarray | None = None,
 ) -> dict:
     """The card's ``fidelity`` entry: the saved encoder at ``out`` and the ``base_encoder`` it
     started from, scored on the held-out block of ``gt`` (the full ``[pool, query]`` ground
-    truth; the samples are every pool sample and query, in its order)."""
+    truth; the samples are every pool sample and query, in its order). With every query's
+    gradient (``query_vectors``, rows in ``query_samples``' order) and a gradient basis in
+    ``out``, also ``query_gradients``: the saved encoder's pool embeddings against the
+    held-out queries' own gradients, as ``attribute --query-gradients`` ranks."""
+    from influcoder.encoders.basis import has_basis
+
     pool = [pool_samples[i] for i in holdout.held_pool]
     queries = [query_samples[j] for j in holdout.held_query]
     block = gt[np.ix_(holdout.held_pool, holdout.held_query)].astype(np.float64)
+    sides = {"encoder": (str(out), queries), "untrained": (base_encoder, queries)}
+    if query_vectors is not None and has_basis(out):
+        own = np.asarray(query_vectors)[holdout.held_query]
+        sides["query_gradients"] = (str(out), query_gradient_coordinates(str(out), own))
     figures = {
         name: fidelity_figures(
-            block, encoder_block_scores(enc, pool, queries, device=device), seed=seed
+            block, encoder_block_scores(enc, pool, side, device=device), seed=seed
         )
-        for name, enc in (("encoder", str(out)), ("untrained", base_encoder))
+        for name, (enc, side) in sides.items()
     }
     return {
         "holdout_fraction": holdout.fraction,
@@ -193,6 +217,11 @@ def summary(fidelity: dict) -> str:
             if "per_anchor_spearman" in untrained
             else ""
         )
+        + (
+            "; with --query-gradients " + one(fidelity["query_gradients"])
+            if "query_gradients" in fidelity
+            else ""
+        )
     )
 
 
@@ -211,9 +240,14 @@ def advice_line(fidelity: dict) -> str | None:
 
 def card_section(fidelity: dict) -> str:
     """The model card's section on the held-out estimate (markdown)."""
+    own = fidelity.get("query_gradients")
+
+    def cell(f: dict) -> str:
+        return f"{f['value']:.3f} [{f['low']:.3f}, {f['high']:.3f}]"
+
     rows = [
-        f"| {name} | {f['value']:.3f} [{f['low']:.3f}, {f['high']:.3f}] | "
-        f"{fidelity['untrained'][name]['value']:.3f} |"
+        f"| {name} | {cell(f)} | {fidelity['untrained'][name]['value']:.3f} |"
+        + (f" {cell(own[name])} |" if own else "")
         for name, f in fidelity["encoder"].items()
     ]
     return "\n".join(
@@ -226,10 +260,16 @@ def card_section(fidelity: dict) -> str:
             "of distillation: no training step, validation or head fit saw their gradients. "
             "This encoder's scores on them against the gradient ground truth "
             f"({fidelity['interval']['level']:.0%} bootstrap intervals over the held-out pool "
-            "samples and queries), beside the encoder it started from:",
+            "samples and queries), beside the encoder it started from"
+            + (
+                " and, last, with each held-out query's own gradient in place of its "
+                "embedding (`attribute --query-gradients`):"
+                if own
+                else ":"
+            ),
             "",
-            "| metric | this encoder | untrained |",
-            "|---|---|---|",
+            "| metric | this encoder | untrained |" + (" with query gradients |" if own else ""),
+            "|---|---|---|" + ("---|" if own else ""),
             *rows,
             "",
             *(

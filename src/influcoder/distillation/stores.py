@@ -157,6 +157,7 @@ def distill_stores(
             gt,
             seed=args.seed,
             device=str(resolve_device(device)),
+            query_vectors=queries.vectors(),
         )
         if advice is not None:
             result.fidelity["more_ground_truth"] = advice
