@@ -4,9 +4,10 @@ basis (:mod:`influcoder.encoders.basis`), searched against the index of encoder 
 The encoder predicts an unseen query's gradient worst of all: on the demo's runs, swapping
 its prediction for the query's true gradient (projected on the head's directions) takes LDS
 from 0.33 to about 0.48 of the gradient's 0.515, while swapping the pool side instead gains
-nothing (``benchmarks/lds_gap.py``). Taking the query's gradient costs one forward and
-backward pass of the decoder per query (about a second on a CPU for SmolLM2-135M), where the
-encoder takes milliseconds; no pool gradient is needed and the index stays as it is.
+nothing (``benchmarks/lds_gap.py``). Taking the query's gradient costs loading the decoder
+(about 25 s per call for the bundled GGUF on a 2-core CPU) and one forward and backward pass
+per query (about 0.2 s there), where the encoder takes milliseconds; no pool gradient is
+needed and the index stays as it is.
 
 The gradients are taken exactly as the ground truth's were: ``collect --like STORE`` into a
 temporary folder (STORE: the gradient store the encoder was distilled from, or any store
