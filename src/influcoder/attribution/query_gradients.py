@@ -30,7 +30,6 @@ from influcoder.errors import InflucoderError, StoreError
 from influcoder.io.devices import DEFAULT_DEVICE
 from influcoder.io.samples import Sample
 from influcoder.io.stores import Store, open_store, setup_differences
-from influcoder.similarity import normalize_rows
 
 OPTION = "--query-gradients"
 
@@ -67,9 +66,7 @@ def stored_query_scores(encoder_dir, pool_embeddings, queries: Store) -> np.ndar
     basis = load_basis(encoder_dir, OPTION)
     check_setup(basis, queries, encoder_dir)
     check_dim(basis, np.shape(pool_embeddings)[1], encoder_dir)
-    z = basis.coordinates(queries.vectors())
-    if encoder_similarity(str(encoder_dir)) != "dot":
-        z = normalize_rows(z)
+    z = basis.query_vectors(queries.vectors(), encoder_similarity(str(encoder_dir)))
     return np.asarray(pool_embeddings, dtype=np.float64) @ np.asarray(z, dtype=np.float64).T
 
 
@@ -120,5 +117,4 @@ class QueryGradients:
             return store.vectors()
 
     def encode_samples(self, samples: Sequence[Sample]) -> np.ndarray:
-        z = self.basis.coordinates(self.gradients(samples)).astype(np.float32)
-        return z if self.similarity == "dot" else normalize_rows(z)
+        return self.basis.query_vectors(self.gradients(samples), self.similarity)

@@ -136,18 +136,6 @@ def encoder_block_scores(encoder: str, pool, queries, *, device: str = "cpu") ->
     return (pool_emb @ queries.astype(np.float32).T).astype(np.float64)
 
 
-def query_gradient_coordinates(encoder: str, gradients: np.ndarray) -> np.ndarray:
-    """Query gradients in the saved encoder's gradient basis, as ``attribute
-    --query-gradients`` compares them with its pool embeddings (unit rows unless the encoder
-    compares by dot product)."""
-    from influcoder.encoders.basis import load_basis
-    from influcoder.encoders.directory import encoder_similarity
-    from influcoder.similarity import normalize_rows
-
-    z = load_basis(encoder).coordinates(gradients)
-    return z if encoder_similarity(str(encoder)) == "dot" else normalize_rows(z)
-
-
 def measure(
     out: str | Path,
     base_encoder: str,
@@ -166,7 +154,8 @@ def measure(
     gradient (``query_vectors``, rows in ``query_samples``' order) and a gradient basis in
     ``out``, also ``query_gradients``: the saved encoder's pool embeddings against the
     held-out queries' own gradients, as ``attribute --query-gradients`` ranks."""
-    from influcoder.encoders.basis import has_basis
+    from influcoder.encoders.basis import has_basis, load_basis
+    from influcoder.encoders.directory import encoder_similarity
 
     pool = [pool_samples[i] for i in holdout.held_pool]
     queries = [query_samples[j] for j in holdout.held_query]
@@ -174,7 +163,8 @@ def measure(
     sides = {"encoder": (str(out), queries), "untrained": (base_encoder, queries)}
     if query_vectors is not None and has_basis(out):
         own = np.asarray(query_vectors)[holdout.held_query]
-        sides["query_gradients"] = (str(out), query_gradient_coordinates(str(out), own))
+        own = load_basis(out).query_vectors(own, encoder_similarity(str(out)))
+        sides["query_gradients"] = (str(out), own)
     figures = {
         name: fidelity_figures(
             block, encoder_block_scores(enc, pool, side, device=device), seed=seed

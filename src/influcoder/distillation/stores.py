@@ -102,13 +102,16 @@ def distill_stores(
         )
     card = {"ground_truth": ground_truth_card(pool, queries), "base_encoder": encoder}
     try:
-        # Joint training and the head both need the vectors themselves: read them once.
+        # Joint training, the head and the held-out estimate need the vectors themselves:
+        # read them once.
+        needed = args.regression_weight > 0 or args.head != "none" or holdout is not None
+        all_queries = queries.vectors() if needed else None
         vectors = (
             {
                 "pool_vectors": pool.vectors()[keep_pool],
-                "query_vectors": queries.vectors()[keep_query],
+                "query_vectors": all_queries[keep_query],
             }
-            if args.regression_weight > 0 or args.head != "none" or holdout is not None
+            if needed
             else {}
         )
         result = distill(
@@ -157,7 +160,7 @@ def distill_stores(
             gt,
             seed=args.seed,
             device=str(resolve_device(device)),
-            query_vectors=queries.vectors(),
+            query_vectors=all_queries,
         )
         if advice is not None:
             result.fidelity["more_ground_truth"] = advice

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from influcoder.errors import InflucoderError
-from influcoder.similarity import unit_rows
+from influcoder.similarity import normalize_rows, unit_rows
 
 BASIS_NAME = "influcoder_gradient_basis.safetensors"
 _FORMAT = "influcoder-gradient-basis"
@@ -48,6 +48,12 @@ class GradientBasis:
                 f"basis of {self.directions.shape[1]}"
             )
         return unit_rows(g) @ self.directions.T.astype(np.float64)
+
+    def query_vectors(self, gradients, similarity: str) -> np.ndarray:
+        """Query gradients as the encoder's pool embeddings are compared with them: their
+        :meth:`coordinates`, as unit rows unless the encoder compares by ``dot`` (float32)."""
+        z = self.coordinates(gradients)
+        return z.astype(np.float32) if similarity == "dot" else normalize_rows(z)
 
 
 def save_basis(folder: str | os.PathLike, directions, setup: dict) -> Path:
