@@ -170,18 +170,12 @@ def lds_by_kind(
     return out
 
 
-def paired_lds_difference(
-    pair: tuple[np.ndarray, np.ndarray], subsets: list[np.ndarray], losses: np.ndarray, **boot
-) -> dict:
+def paired_lds_difference(pair, subsets, losses, *, n_boot: int = 1000, seed: int = 0) -> dict:
     """LDS of scores ``a`` minus LDS of scores ``b`` (``pair``, ``[n_pool, n_queries]`` each)
-    on the same runs (``losses``: ``[n_subsets, n_queries]``): ``difference``, and
-    ``low``/``high``, a 95% paired bootstrap interval: each resample draws the subsets and the
-    queries with replacement once, for both methods. ``boot``: ``n_boot`` (1000) resamples
-    and their ``seed`` (0)."""
+    on the same runs (``subsets``; ``losses``: ``[n_subsets, n_queries]``): ``difference``,
+    and ``low``/``high``, a 95% paired bootstrap interval over ``n_boot`` resamples: each
+    draws the subsets and the queries with replacement once, for both methods."""
     a, b = pair
-    n_boot, seed = boot.pop("n_boot", 1000), boot.pop("seed", 0)
-    if boot:
-        raise TypeError(f"unexpected arguments {sorted(boot)}")
     target = -np.asarray(losses, dtype=float)
     if target.shape != (len(subsets), np.shape(a)[1]) or np.shape(a) != np.shape(b):
         raise ValueError(

@@ -26,7 +26,7 @@ from influcoder.attribution.settings import DEFAULT_GROUP_TEMPERATURE, MISSING_G
 from influcoder.errors import InputError
 from influcoder.io.samples import Sample
 from influcoder.metrics import column_spearman
-from influcoder.validation.runstore import FULL_LABEL, Run, RunStore
+from influcoder.validation.runstore import FULL_LABEL, Run, RunStore, without
 
 #: Label prefix of a group-removal run.
 GROUP_LABEL = "without group"
@@ -59,25 +59,20 @@ def group_runs(
     n_pool: int, groups: Sequence[tuple[str, np.ndarray]], field: str, seed: int
 ) -> list[Run]:
     """One run per group: the pool without it, trained with ``seed``."""
-    runs = []
-    for name, rows in groups:
-        gone = set(rows.tolist())
-        keep = tuple(i for i in range(n_pool) if i not in gone)
-        runs.append(Run(f"{GROUP_LABEL} {field}={name}", keep, seed))
-    return runs
+    return [
+        Run(f"{GROUP_LABEL} {field}={name}", without(n_pool, rows), seed) for name, rows in groups
+    ]
 
 
 def full_seed(store: RunStore) -> int:
     """The seed of the store's full-pool run (the smallest, when several seeds were run):
     the seed ``validate`` trains its group-removal runs with (its first ``--seeds``)."""
-    import json
-
     n_pool = store.manifest["pool"]["n"]
     seeds = []
     for path in store.files():
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if record.get("label") == FULL_LABEL and record.get("n_kept") == n_pool:
-            seeds.append(int(record["seed"]))
+        record = store.read_file(path)
+        if record.get("label") == FULL_LABEL and len(record["keep"]) == n_pool:
+            seeds.append(record["seed"])
     if not seeds:
         raise InputError(f"{store.path}: no full-pool run saved; run influcoder validate first")
     return min(seeds)

@@ -45,6 +45,7 @@ from influcoder.validation.runstore import (
     TRAINING_FIELDS,
     Run,
     RunStore,
+    without,
 )
 from influcoder.validation.settings import ValidateArguments
 
@@ -77,12 +78,6 @@ class Validation:
     removed_ids: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _without(n_pool: int, rows) -> tuple[int, ...]:
-    """The pool indices left once ``rows`` are removed, in order."""
-    gone = {int(r) for r in rows}
-    return tuple(i for i in range(n_pool) if i not in gone)
-
-
 def plan_runs(
     n_pool: int, removed: Mapping[str, np.ndarray], args: ValidateArguments
 ) -> tuple[list[Run], list[np.ndarray]]:
@@ -93,7 +88,7 @@ def plan_runs(
     for seed in args.seeds:
         runs.append(Run(FULL_LABEL, everything, seed))
         runs += [
-            Run(f"without {method}'s top", _without(n_pool, rows), seed)
+            Run(f"without {method}'s top", without(n_pool, rows), seed)
             for method, rows in removed.items()
         ]
     subsets = (
@@ -310,7 +305,7 @@ def validate(
         }
     rows = []
     for method, rows_removed in removed.items():
-        keep = _without(pool.n, rows_removed)
+        keep = without(pool.n, rows_removed)
         row = {"method": method, "removed": len(rows_removed)}
         if labels is not None:
             row["planted_removed"] = int(labels[rows_removed].sum())

@@ -57,6 +57,12 @@ class Run:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def without(n_pool: int, rows) -> tuple[int, ...]:
+    """A run's ``keep``: the pool indices left once ``rows`` are removed, in order."""
+    gone = {int(r) for r in rows}
+    return tuple(i for i in range(n_pool) if i not in gone)
+
+
 def context_of(
     recipe: Mapping, training: Mapping, pool_digest: str, eval_sets: Mapping[str, Sequence[Sample]]
 ) -> str:

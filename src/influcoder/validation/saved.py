@@ -150,17 +150,20 @@ def paired_rows(
     *,
     by: str | Sequence[str] | None = None,
     which: Mapping | None = None,
-    **boot,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> list[dict]:
     """For each pair ``(a, b)`` of methods: ``a``'s LDS minus ``b``'s with a paired bootstrap
-    interval (:func:`~influcoder.validation.effects.paired_lds_difference`, ``boot``: its
-    ``n_boot`` and ``seed``), on the held-out set and, with ``by``, per value of each field
-    over every measured query; ``which``: the series of LDS runs, as
-    :meth:`~influcoder.validation.runstore.RunStore.lds_runs` takes it. Rows: ``a``, ``b``,
-    ``queries`` (``held-out`` or ``FIELD=VALUE``), ``n``, ``difference``, ``low``, ``high``."""
+    interval (:func:`~influcoder.validation.effects.paired_lds_difference`), on the held-out
+    set and, with ``by``, per value of each field over every measured query; ``which``: the
+    series of LDS runs, as :meth:`~influcoder.validation.runstore.RunStore.lds_runs` takes it.
+    Rows: ``a``, ``b``, ``queries`` (``held-out`` or ``FIELD=VALUE``), ``n``, ``difference``,
+    ``low``, ``high``; none, and no run read, without pairs."""
     unknown = sorted({m for pair in pairs for m in pair} - set(scores))
     if unknown:
         raise ValueError(f"--paired names no method {unknown}; the methods: {sorted(scores)}")
+    if not pairs:
+        return []
     subsets, losses = runs.lds_runs(**(which or {}))
     blocks = [("held-out", query_columns(runs, queries, HELDOUT), losses[HELDOUT])]
     if by is not None:
@@ -175,7 +178,7 @@ def paired_rows(
     for a, b in pairs:
         for name, cols, block_losses in blocks:
             pair = (np.asarray(scores[a])[:, cols], np.asarray(scores[b])[:, cols])
-            d = paired_lds_difference(pair, subsets, block_losses, **boot)
+            d = paired_lds_difference(pair, subsets, block_losses, n_boot=n_boot, seed=seed)
             rows.append({"a": a, "b": b, "queries": name, "n": int(len(cols)), **d})
     return rows
 

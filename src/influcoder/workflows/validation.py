@@ -363,10 +363,19 @@ def run_lds(
         query_gradients=query_gradients,
         pool_vectors=vectors,
     )
-    which = {"count": count, "fraction": fraction, "subset_seed": subset_seed}
-    rows = score_runs(saved, scores, samples, by=by, **which, n_boot=n_boot, seed=seed)
+    series = {"count": count, "fraction": fraction, "seed": subset_seed}  # as lds_runs takes it
+    rows = score_runs(
+        saved,
+        scores,
+        samples,
+        by=by,
+        count=count,
+        fraction=fraction,
+        subset_seed=subset_seed,
+        n_boot=n_boot,
+        seed=seed,
+    )
     by_method = {row["method"]: row for row in rows}
-    series = {"count": count, "fraction": fraction, "seed": subset_seed}
     pairs = paired_rows(
         saved, scores, samples, paired, by=by, which=series, n_boot=n_boot, seed=seed
     )
@@ -384,7 +393,7 @@ def run_lds(
             group_removal,
             min_size=group_min_size,
             learned=learned_logits(dict(encoders or {}), vectors),
-            temperature=temperature or DEFAULT_GROUP_TEMPERATURE,
+            temperature=DEFAULT_GROUP_TEMPERATURE if temperature is None else temperature,
             n_boot=n_boot,
             seed=seed,
         )
