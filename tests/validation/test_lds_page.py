@@ -150,7 +150,7 @@ def test_page_shows_the_json_figures_per_field(saved, tmp_path):
     page = read_page(out)
     assert page.images == ["lds.png"] and page.links == []  # self-contained but the figure
     held, label, size = page.tables
-    assert held[0] == ["method", "all (2)"]
+    assert held[0] == ["method", "held-out (2)"]
     assert label[0] == ["method", "chat (2)", "harmful (2)"]
     assert size[0] == ["method", "long (2)", "short (2)"]
     for table, field in ((label, "label"), (size, "size")):
@@ -165,7 +165,7 @@ def test_page_shows_the_json_figures_per_field(saved, tmp_path):
     # one sentence per group, naming the leader, or "overlap" exactly when the intervals do
     groups = [
         (
-            "all",
+            "held-out",
             {
                 r["method"]: {"lds": r["lds"], "low": r["lds_low"], "high": r["lds_high"]}
                 for r in rows
@@ -194,7 +194,7 @@ def test_one_field_keeps_the_json_and_the_terminal_table(saved, tmp_path):
     r = lds(saved, "--by", "label,size")
     assert r.exit_code == 0 and "lds_label=harmful" in r.output and "lds_size=short" in r.output
     assert len(read_page(tmp_path / "a.html").tables) == 2
-    r = lds(saved, "--html", tmp_path / "b.html")  # no --by: every query scored, alone
+    r = lds(saved, "--html", tmp_path / "b.html")  # no --by: the held-out set alone
     assert r.exit_code == 0, r.output
     assert len(read_page(tmp_path / "b.html").tables) == 1
 

@@ -1,7 +1,7 @@
 """The page of ``influcoder lds --html``: every method's LDS with its interval, per group.
 
 * :func:`lds_sections`: the rows of :func:`~influcoder.validation.saved.score_runs` as
-  sections (every query scored, then one per ``--by`` field), each group's figures per method;
+  sections (the held-out set, then one per ``--by`` field), each group's figures per method;
 * :func:`verdict`: one sentence per group: the highest method, and whether its interval
   overlaps the runner-up's (then the two are said to overlap, not ranked);
 * :func:`write_lds_page`: the page and its figure (a dot-and-interval plot, one panel per
@@ -21,8 +21,9 @@ from influcoder.io.atomic import atomic_write_bytes
 from influcoder.validation.report import page_template
 from influcoder.validation.saved import lds_per_field
 
-#: The first section: every query of the QUERIES store (in `make validate`, both blocks).
-ALL_SECTION = "every query scored"
+#: The first section: the runs' held-out set (validate's HELDOUT samples that --where kept; in
+#: make validate the 50 harmful queries of both blocks), the set score_runs' own figure is on.
+HELDOUT_SECTION = "held-out queries"
 #: File name endings the page may have (its figure is the same name ending in .png).
 PAGE_SUFFIXES = (".html", ".htm")
 
@@ -38,17 +39,16 @@ class Section:
 
 
 def lds_sections(rows: Sequence[Mapping], by: str | Sequence[str] | None = None) -> list[Section]:
-    """The section of every query scored, then one per field of ``by``, from
-    :func:`score_runs`' rows."""
-    every = Section(
-        ALL_SECTION,
-        {"all": rows[0].get("lds_queries") if rows else None},
+    """The held-out section, then one per field of ``by``, from :func:`score_runs`' rows."""
+    heldout = Section(
+        HELDOUT_SECTION,
+        {"held-out": rows[0].get("lds_queries") if rows else None},
         {
-            r["method"]: {"all": {"lds": r["lds"], "low": r["lds_low"], "high": r["lds_high"]}}
+            r["method"]: {"held-out": {"lds": r["lds"], "low": r["lds_low"], "high": r["lds_high"]}}
             for r in rows
         },
     )
-    sections = [every]
+    sections = [heldout]
     fields: dict[str, dict[str, dict]] = {}
     for row in rows:
         for field, values in lds_per_field(row, by).items():
