@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from influcoder.errors import InflucoderError
+from influcoder.groundtruth import decoder_cache
 from influcoder.groundtruth.settings import DEFAULT_DECODER
 from influcoder.io.models import ModelRef, package_dir
 
@@ -117,29 +118,20 @@ def _load_config(ref: ModelRef, kwargs: dict):
         ) from None
 
 
-def load_decoder(name: str = DEFAULT_DECODER):
-    """Return ``(model, tokenizer, ref)``: a float32 causal LM in eval mode.
-
-    Attention is PyTorch's ``scaled_dot_product_attention`` where the architecture supports it
-    (its fused kernels keep no ``T x T`` attention matrix for the backward pass), eager
-    attention otherwise (whatever the wording of the error that says so). A model that is not a
-    causal LM is refused by :func:`check_causal` before its weights are read."""
+def _load_model(ref: ModelRef, kwargs: dict):
     import torch
     from transformers import AutoModelForCausalLM
 
-    ref = resolve_decoder(name)
-    kwargs = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
-    check_causal(ref, _load_config(ref, kwargs))
     try:
         try:
-            model = AutoModelForCausalLM.from_pretrained(
+            return AutoModelForCausalLM.from_pretrained(
                 ref.path, dtype=torch.float32, attn_implementation="sdpa", **kwargs
             )
         except ValueError as e:  # the architecture has no SDPA attention (Gemma2 says so
             # without naming "sdpa"); any other problem fails again, with eager, below
             if not any(w in str(e).lower() for w in ("sdpa", "attention")):
                 raise
-            model = AutoModelForCausalLM.from_pretrained(
+            return AutoModelForCausalLM.from_pretrained(
                 ref.path, dtype=torch.float32, attn_implementation="eager", **kwargs
             )
     except OSError as e:
@@ -148,4 +140,42 @@ def load_decoder(name: str = DEFAULT_DECODER):
             if ref.kind == "hub"
             else InflucoderError(f"{ref.name}: cannot load model: {e}")
         ) from None
-    return model.eval(), load_tokenizer(ref), ref
+
+
+def _load_copy(ref: ModelRef):
+    """``(model, tokenizer)`` from the dequantised copy of GGUF decoder ``ref``, or ``None``
+    where there is none (or it does not load: it is removed, and written again)."""
+    folder = decoder_cache.cached_folder(ref)
+    if not decoder_cache.usable(folder):
+        return None
+    copy = ModelRef(ref.name, "dir", str(folder))
+    try:
+        check_causal(ref, _load_config(copy, {}))
+        model, tokenizer = _load_model(copy, {}), load_tokenizer(copy)
+    except Exception as e:  # whatever a damaged copy raises, the GGUF file is still there
+        decoder_cache.forget(folder, f"{type(e).__name__}: {str(e).splitlines()[0]}")
+        return None
+    model.config._name_or_path = model.name_or_path = ref.path  # what PEFT names as the base
+    return model, tokenizer
+
+
+def load_decoder(name: str = DEFAULT_DECODER):
+    """Return ``(model, tokenizer, ref)``: a float32 causal LM in eval mode.
+
+    Attention is PyTorch's ``scaled_dot_product_attention`` where the architecture supports it
+    (its fused kernels keep no ``T x T`` attention matrix for the backward pass), eager
+    attention otherwise (whatever the wording of the error that says so). A model that is not a
+    causal LM is refused by :func:`check_causal` before its weights are read. A GGUF decoder is
+    read from its dequantised copy where one is kept (:mod:`.decoder_cache`)."""
+    ref = resolve_decoder(name)
+    gguf = ref.kind == "gguf"
+    if gguf and decoder_cache.enabled() and (loaded := _load_copy(ref)) is not None:
+        return loaded[0].eval(), loaded[1], ref
+    kwargs = {"gguf_file": ref.gguf_file} if gguf else {}
+    check_causal(ref, _load_config(ref, kwargs))
+    model, tokenizer = _load_model(ref, kwargs), load_tokenizer(ref)
+    if gguf and decoder_cache.dequantised(model):
+        decoder_cache.unmark(model)
+        if decoder_cache.enabled():
+            decoder_cache.keep(ref, model, tokenizer)
+    return model.eval(), tokenizer, ref
