@@ -4,23 +4,22 @@ basis (:mod:`influcoder.encoders.basis`), searched against the index of encoder 
 The encoder predicts an unseen query's gradient worst of all: on the demo's runs, swapping
 its prediction for the query's true gradient (projected on the head's directions) takes LDS
 from 0.33 to about 0.48 of the gradient's 0.515, while swapping the pool side instead gains
-nothing (``benchmarks/lds_gap.py``). Taking the query's gradient costs loading the decoder
-(about 25 s per call for the bundled GGUF on a 2-core CPU) and one forward and backward pass
-per query (about 0.2 s there), where the encoder takes milliseconds; no pool gradient is
-needed and the index stays as it is.
+nothing (``benchmarks/lds_gap.py``). Taking the query's gradient costs starting the decoder
+(about 5 s on a 2-core CPU once the GGUF decoder's dequantised copy is kept, see
+:mod:`influcoder.groundtruth.decoder_cache`) and one forward and backward pass per query
+(about 0.2-0.7 s there), where the encoder takes milliseconds; no pool gradient is needed and
+the index stays as it is.
 
-The gradients are taken exactly as the ground truth's were: ``collect --like STORE`` into a
-temporary folder (STORE: the gradient store the encoder was distilled from, or any store
+The gradients are taken exactly as the ground truth's were, by a decoder kept loaded between
+calls (:class:`~influcoder.groundtruth.resident.ResidentCollector`: the bytes ``collect --like
+STORE`` writes; STORE: the gradient store the encoder was distilled from, or any store
 collected ``--like`` it; its setup must equal the one the basis records).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -95,26 +94,21 @@ class QueryGradients:
         self.like = open_store(store)
         check_setup(self.basis, self.like, encoder_dir)
         self.similarity = encoder_similarity(str(encoder_dir))
-        self.model, self.device = model, device
+        from influcoder.groundtruth.resident import ResidentCollector  # imports PEFT: seconds
+
+        self.collector = ResidentCollector(self.like, model=model, device=device)
         self.dim = int(self.basis.directions.shape[0])
+        self.backend = "query-gradients"
+
+    def load(self) -> QueryGradients:
+        """Load the decoder now rather than on the first query (a server does, at start)."""
+        self.collector.load()
+        return self
 
     def gradients(self, samples: Sequence[Sample]) -> np.ndarray:
-        """``[n, dim]`` sketched, normalised gradients of ``samples``, as ``collect --like``
-        the store takes them (in a temporary store, removed after)."""
-        from influcoder.groundtruth.collect import collect
-
-        # ids only need to be unique here: two queries may be the same text
-        renamed = [dataclasses.replace(s, id=f"q{i}") for i, s in enumerate(samples)]
-        with tempfile.TemporaryDirectory(prefix="influcoder-query-gradients-") as tmp:
-            store = collect(
-                renamed,
-                Path(tmp) / "queries",
-                like=self.like,
-                model=self.model,
-                progress=False,
-                device=self.device,
-            )
-            return store.vectors()
+        """``[n, dim]`` sketched, normalised gradients of ``samples``, the vectors ``collect
+        --like`` the store writes; the decoder stays loaded for the next call."""
+        return self.collector.vectors(samples)
 
     def encode_samples(self, samples: Sequence[Sample]) -> np.ndarray:
         return self.basis.query_vectors(self.gradients(samples), self.similarity)

@@ -100,6 +100,7 @@ class CollectJob(StoreJob):
         device = resolve_device(self.device)
         model, tokenizer, ref = load_decoder(args.model)
         template = resolve_template(tokenizer, args.template)
+        self.tokenizer, self.template = tokenizer, template  # for a resident collector
         tokenized = tokenize_samples(
             tokenizer,
             samples,
