@@ -165,12 +165,14 @@ def index(
 # --- attribute, filter, select -----------------------------------------------------------------
 
 
-def _attributor(index, encoder, backend: str, device: str) -> Attributor:
+def _attributor(index, encoder, backend: str, device: str, query_gradients=None) -> Attributor:
     from influcoder.attribution.attributor import Attributor
 
     if isinstance(index, Attributor):
         return index
-    return Attributor.load(index, encoder, backend=backend, device=device)
+    return Attributor.load(
+        index, encoder, backend=backend, device=device, query_gradients=query_gradients
+    )
 
 
 def _queries(queries):
@@ -198,13 +200,18 @@ def attribute(
     encoder: str | os.PathLike | None = None,
     backend: str = "auto",
     device: str = "cpu",
+    query_gradients: str | os.PathLike | Store | None = None,
 ) -> list[Attribution]:
     """The ``k`` pool samples of ``index`` most influential on each query, best first:
     ``[result.hits[0].id, ...]`` per query. ``queries``: a response text, a list of texts and
     :class:`Sample` objects, a ``pathlib.Path`` of a data file, or a store. ``index``: an
     index (its directory) or an :class:`Attributor`, which keeps the encoder loaded between
-    calls."""
-    return _attributor(index, encoder, backend, device).attribute(_queries(queries), k)
+    calls. ``query_gradients``: a gradient store taken like the encoder's ground truth; each
+    query is then its own gradient on the encoder's gradient basis (an :class:`Attributor`
+    keeps the decoder loaded too); ``filter`` and ``select`` take it as well."""
+    return _attributor(index, encoder, backend, device, query_gradients).attribute(
+        _queries(queries), k
+    )
 
 
 def filter(
@@ -219,6 +226,7 @@ def filter(
     encoder: str | os.PathLike | None = None,
     backend: str = "auto",
     device: str = "cpu",
+    query_gradients: str | os.PathLike | Store | None = None,
 ) -> FilterResult:
     """Remove from the pool of ``index`` the samples most like ``queries`` (examples of
     unwanted outputs, as :func:`attribute` takes them) and write the rest to ``out``; exactly
@@ -227,7 +235,7 @@ def filter(
     from influcoder.attribution.filter import filter_pool
 
     return filter_pool(
-        _attributor(index, encoder, backend, device),
+        _attributor(index, encoder, backend, device, query_gradients),
         _queries(queries),
         out,
         top_k=top_k,
@@ -250,6 +258,7 @@ def select(
     encoder: str | os.PathLike | None = None,
     backend: str = "auto",
     device: str = "cpu",
+    query_gradients: str | os.PathLike | Store | None = None,
 ) -> SelectResult:
     """Choose the pool samples of ``index`` most helpful to ``targets`` (examples of the task,
     as :func:`attribute` takes queries) and write them to ``out``; exactly one of
@@ -259,7 +268,7 @@ def select(
     from influcoder.attribution.settings import DEFAULT_SELECT_AGGREGATE
 
     return select_pool(
-        _attributor(index, encoder, backend, device),
+        _attributor(index, encoder, backend, device, query_gradients),
         _queries(targets),
         out,
         fraction=fraction,

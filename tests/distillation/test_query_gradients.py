@@ -184,3 +184,82 @@ def test_card_estimate_benchmark_scores_the_encoder_on_a_separate_test(made, tmp
 def made_encoder(tmp):
     """The tiny encoder the module's encoders were distilled from (their card names it)."""
     return json.loads((tmp / "enc_linear" / "influcoder_distill.json").read_text())["base_encoder"]
+
+
+def test_serve_with_query_gradients_answers_as_attribute_does(made):
+    """``serve --query-gradients``: the decoder loads once, at start; each request's hits are
+    the CLI's (which the test above checks against the slow reference), concurrent requests
+    included; /api/info says which store the gradients are taken like."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    import httpx
+
+    from influcoder.io.samples import load_samples
+    from influcoder.serve.server import open_service
+    from tests.serve.conftest import TOKEN, running
+
+    tmp, files = made
+    out = tmp / "top_serve_reference.jsonl"
+    ok("attribute", tmp / "index_linear", files["test"], "--query-gradients", tmp / "gp",
+       "-k", "4", "-o", out, "--device", "cpu")  # fmt: skip
+    expected = {}
+    for line in out.read_text().splitlines():
+        row = json.loads(line)
+        expected.setdefault(row["query_id"], []).append((row["rank"], row["id"], row["score"]))
+    service = open_service(tmp / "index_linear", query_gradients=str(tmp / "gp"), backend="torch")
+    assert service.attributor.encoder.collector._compute is not None  # loaded at start
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        with running(service) as url, httpx.Client(base_url=url, timeout=60) as c:
+            info = c.get("/api/info", headers=auth).json()
+            assert info["backend"] == "query-gradients"
+            assert Path(info["query_gradients"]).resolve() == (tmp / "gp").resolve()
+
+            def ask(sample):
+                body = {"prompt": sample.prompt, "response": sample.response, "k": 4}
+                r = c.post("/api/attribute", headers=auth, json=body)
+                assert r.status_code == 200, r.text
+                return sample.id, r.json()["hits"]
+
+            samples = load_samples(files["test"])
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(ask, samples + samples))
+    finally:
+        service.close()
+    for query_id, hits in answers:
+        want = sorted(expected[query_id])
+        assert [h["rank"] for h in hits] == [1, 2, 3, 4]
+        np.testing.assert_allclose([h["score"] for h in hits], [w[2] for w in want], atol=2e-3)
+        assert [h["id"] for h in hits][:1] == [w[1] for w in want][:1]
+
+
+def test_python_api_takes_query_gradients(made):
+    """``influcoder.attribute(..., query_gradients=STORE)`` gives the CLI's hits; an
+    :class:`Attributor` loaded with a store keeps its decoder between calls."""
+    from pathlib import Path
+
+    import influcoder
+    from influcoder.attribution.attributor import Attributor
+    from influcoder.io.stores import open_store
+
+    tmp, files = made
+    out = tmp / "top_api_reference.jsonl"
+    ok("attribute", tmp / "index_linear", files["test"], "--query-gradients", tmp / "gp",
+       "-k", "3", "-o", out, "--device", "cpu")  # fmt: skip
+    cli_hits = [
+        (r["query_id"], r["id"], r["score"]) for r in map(json.loads, out.read_text().splitlines())
+    ]
+    queries = Path(files["test"])
+    results = influcoder.attribute(
+        tmp / "index_linear", queries, k=3, query_gradients=open_store(tmp / "gp")
+    )
+    got = [(res.query.id, h.id, h.score) for res in results for h in res.hits]
+    assert [g[:2] for g in got] == [c[:2] for c in cli_hits]
+    np.testing.assert_allclose([g[2] for g in got], [c[2] for c in cli_hits], atol=1e-6)
+    attributor = Attributor.load(tmp / "index_linear", query_gradients=tmp / "gp")
+    first = influcoder.attribute(attributor, queries, k=3)
+    compute = attributor.encoder.collector._compute
+    second = influcoder.attribute(attributor, queries, k=3)
+    assert attributor.encoder.collector._compute is compute  # not loaded again
+    assert [h.score for r in first for h in r.hits] == [h.score for r in second for h in r.hits]

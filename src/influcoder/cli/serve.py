@@ -62,13 +62,33 @@ from influcoder.encoders.settings import BACKENDS
     default=None,
     help="batches answered at once [default: one per core, 2 to 8]",
 )
+@click.option(
+    "--query-gradients",
+    metavar="STORE",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="answer with each query's own gradient (the decoder stays loaded; one backward pass "
+    "per query, taken like the gradient store STORE the encoder was distilled from) against "
+    "the index's embeddings; needs an encoder distilled with a head",
+)
 @device_option(
     extra=" for a torch backend; the onnx and int8 backends (auto's choice where "
     "ONNX Runtime is installed) always use the CPU"
 )
 @handle_errors
 def serve(
-    index_dir, ground_truth, host, port, token, no_auth, encoder, backend, max_body, workers, device
+    index_dir,
+    ground_truth,
+    host,
+    port,
+    token,
+    no_auth,
+    encoder,
+    backend,
+    max_body,
+    workers,
+    query_gradients,
+    device,
 ):
     """Serve INDEX (or the index of a `fit` directory, with its training sample's gradients
     as --ground-truth): a web page at / (query box, hits, filters, histogram, downloads, and a
@@ -82,6 +102,7 @@ def serve(
       influcoder serve runs/index
       influcoder serve runs/fit
       influcoder serve runs/index --ground-truth runs/pool --port 8080
+      influcoder serve runs/index --query-gradients runs/pool
       INFLUCODER_TOKEN=s3cret influcoder serve runs/index --host 0.0.0.0
       curl -s localhost:8000/api/attribute -H 'content-type: application/json' \\
            -d '{"text": "The capital of France is Paris.", "k": 5}'
@@ -100,4 +121,5 @@ def serve(
         max_body=max_body,
         workers=workers,
         device=device,
+        query_gradients=query_gradients,
     )

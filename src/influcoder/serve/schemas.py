@@ -245,6 +245,10 @@ class Info(_Answer):
         description="the group aggregates offered (learned: the encoder carries a pooler)"
     )
     ground_truth: GroundTruthInfo | None
+    query_gradients: str | None = Field(
+        description="the gradient store queries' own gradients are taken like (serve "
+        "--query-gradients): the backend is then query-gradients; null: the encoder embeds them"
+    )
     fidelity: FidelityInfo | None = Field(
         description="the encoder's held-out fidelity estimate, from its card "
         "(distill --holdout-fraction); null when it has none"

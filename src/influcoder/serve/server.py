@@ -52,6 +52,7 @@ def open_service(
     workers: int | None = None,
     max_batch: int = 16,
     device: str = "cpu",
+    query_gradients: str | None = None,
 ):
     """Load the index, its encoder and the optional gradient store into a
     :class:`~influcoder.serve.service.Service`. The ONNX query encoder runs one
@@ -62,7 +63,9 @@ def open_service(
 
     ``index_dir`` may be a fit directory (``influcoder fit``): its index is served, with its
     encoder (wherever the directory moved) and, unless ``ground_truth`` says otherwise, its
-    training sample's gradient store as the ground truth."""
+    training sample's gradient store as the ground truth. With ``query_gradients`` (a gradient
+    store taken like the encoder's ground truth) each query is its own gradient in the
+    encoder's gradient basis; the decoder loads here, once, and stays."""
     from influcoder.attribution.attributor import Attributor
     from influcoder.serve.ground_truth import GroundTruth
     from influcoder.serve.service import Service
@@ -72,7 +75,16 @@ def open_service(
     if fitted is not None:
         index_dir, encoder = fitted["index"], encoder or str(fitted["encoder"])
         ground_truth = ground_truth or str(fitted["ground_truth"])
-    attributor = Attributor.load(index_dir, encoder, backend=backend, threads=1, device=device)
+    attributor = Attributor.load(
+        index_dir,
+        encoder,
+        backend=backend,
+        threads=1,
+        device=device,
+        query_gradients=query_gradients,
+    )
+    if query_gradients is not None:
+        attributor.encoder.load()
     gt = None if ground_truth is None else GroundTruth(ground_truth, attributor.index.ids)
     workers = workers or min(8, max(2, os.cpu_count() or 2))
     return Service(attributor, ground_truth=gt, workers=workers, max_batch=max_batch)
@@ -92,6 +104,7 @@ def serve(
     workers: int | None = None,
     log_level: str = "info",
     device: str = "cpu",
+    query_gradients: str | None = None,
 ) -> None:
     """Serve the index until interrupted (see :mod:`influcoder.serve`)."""
     check_binding(host, token, no_auth)
@@ -106,6 +119,7 @@ def serve(
         backend=backend,
         workers=workers,
         device=device,
+        query_gradients=query_gradients,
     )
     app = create_app(service, token=token, max_body=max_body or MAX_BODY)
     shown = "localhost" if is_loopback(host) else host

@@ -124,6 +124,8 @@ class Service:
         self.pooler = attributor.pooler()
         self._learned: dict[str, np.ndarray] = {}
         self.ground_truth = ground_truth
+        like = getattr(attributor.encoder, "like", None)  # a QueryGradients' store
+        self.query_gradients = None if like is None else str(like.path)
         self.fidelity = encoder_fidelity(getattr(attributor.encoder, "name", index.encoder_name))
         index.stats()  # read once here, not by the first request
         self.batcher = Batcher(self._attribute_batch, max_batch=max_batch, workers=workers)
@@ -157,6 +159,7 @@ class Service:
             "facets": self.facets,
             "group_aggregates": self.group_aggregates,
             "ground_truth": None if gt is None else gt.info(),
+            "query_gradients": self.query_gradients,
             "fidelity": self.fidelity,
         }
 

@@ -76,7 +76,8 @@ async function start() {
   } catch (e) { showError(e.message); return; }
   const info = state.info;
   $("pool-info").textContent = `${info.n.toLocaleString()} pool samples · ${info.encoder}` +
-    (info.ground_truth ? ` · ground truth: ${info.ground_truth.path}` : "");
+    (info.ground_truth ? ` · ground truth: ${info.ground_truth.path}` : "") +
+    (info.query_gradients ? ` · queries by their own gradients, taken like ${info.query_gradients}` : "");
   $("fidelity-info").textContent = fidelityText(info.fidelity);
   const box = $("filters");
   box.replaceChildren();
