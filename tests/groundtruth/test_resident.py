@@ -58,3 +58,50 @@ def test_resident_refuses_what_collect_refuses(tiny_model_dir, small_data, tmp_p
     )
     with pytest.raises(InflucoderError, match="another model"):
         ResidentCollector(pool, model=str(other), device="cpu").load()
+
+
+def test_representations_and_repsim_equal_a_sample_at_a_time_reference(
+    tiny_model_dir, small_data, tmp_path
+):
+    """The batched, padded representations against the decoder (the store's warmed-up
+    adapter loaded by PEFT itself) run on one sample at a time through the full causal LM;
+    and the ``repsim`` baseline of ``score_methods`` is their cosine."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from influcoder.evaluation.evaluate import score_methods
+    from influcoder.groundtruth.tokenize import IGNORE_INDEX, tokenize_sample
+
+    pool = tmp_path / "pool"
+    fast = [a for a in FAST if a not in ("--adapter-init", "fresh")]  # a warmed-up adapter
+    r = run("collect", small_data, "-o", pool, "--model", tiny_model_dir, *fast)
+    assert r.exit_code == 0, r.output
+    store = open_store(pool)
+    collector = ResidentCollector(pool, device="cpu")
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, pool / "adapter").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for pooling in ("response", "all", "last"):
+        got = collector.representations(store.samples, pooling=pooling)
+        for row, sample in enumerate(store.samples):
+            t = tokenize_sample(tokenizer, sample, max_length=64)
+            with torch.no_grad():
+                out = model(input_ids=torch.tensor([t.input_ids]), output_hidden_states=True)
+            hidden = out.hidden_states[-1][0]
+            keep = {
+                "response": torch.tensor(t.labels) != IGNORE_INDEX,
+                "all": torch.ones(len(t.input_ids), dtype=torch.bool),
+                "last": torch.arange(len(t.input_ids)) == len(t.input_ids) - 1,
+            }[pooling]
+            np.testing.assert_allclose(got[row], hidden[keep].mean(0).numpy(), atol=2e-5)
+    with pytest.raises(ValueError, match="pooling"):
+        collector.representations(store.samples, pooling="max")
+
+    reps = collector.representations(store.samples)
+    unit = reps / np.linalg.norm(reps, axis=1, keepdims=True)
+    methods = score_methods(store, store, baselines=["repsim"])
+    scores, info = methods["repsim"]
+    np.testing.assert_allclose(scores, unit @ unit.T, atol=1e-6)
+    assert info["bytes_per_sample"] == 4 * reps.shape[1] and info["pooling"] == "response"

@@ -51,7 +51,8 @@ GROUPS_LISTED = 8
     "--baselines",
     default="random,tfidf,bm25",
     show_default=True,
-    help="text baselines to run, comma separated, or 'none'",
+    help="baselines to run, comma separated (random, tfidf, bm25; repsim: the decoder's own "
+    "representations, DATE-LM's Rep-Sim), or 'none'",
 )
 @click.option(
     "--gradient-dims",

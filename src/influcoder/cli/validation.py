@@ -60,7 +60,8 @@ from influcoder.validation.settings import DEFAULT_VALIDATE_BASELINES, ValidateA
     "--baselines",
     default=",".join(DEFAULT_VALIDATE_BASELINES),
     show_default=True,
-    help="text baselines as methods, comma separated (random, tfidf, bm25), or 'none'",
+    help="baselines as methods, comma separated (random, tfidf, bm25; repsim: the decoder's "
+    "own representations, DATE-LM's Rep-Sim), or 'none'",
 )
 @click.option(
     "--label-field",
@@ -239,7 +240,8 @@ def validate(
     "--baselines",
     default=",".join(DEFAULT_VALIDATE_BASELINES),
     show_default=True,
-    help="text baselines as methods, comma separated (random, tfidf, bm25), or 'none'",
+    help="baselines as methods, comma separated (random, tfidf, bm25; repsim: the decoder's "
+    "own representations, DATE-LM's Rep-Sim), or 'none'",
 )
 @click.option(
     "--by",

@@ -37,6 +37,7 @@ from influcoder.evaluation.baselines import (
     encoder_scores,
     store_scores,
 )
+from influcoder.evaluation.repsim import MODEL_BASELINES
 from influcoder.io.atomic import atomic_write_bytes
 from influcoder.io.samples import Sample
 from influcoder.io.stores import Store
@@ -116,7 +117,8 @@ def score_methods(
 
     The first entry is always the ground truth itself, ``"gradient"`` (the cosine of the two
     gradient stores, with its own cost); then ``gradient@D`` for each re-sketch dimension, the
-    text ``baselines`` (names of :data:`~influcoder.evaluation.baselines.BASELINES`), each pair of
+    ``baselines`` (names of :data:`~influcoder.evaluation.baselines.BASELINES`, or ``repsim``,
+    the decoder's own representations: :mod:`influcoder.evaluation.repsim`), each pair of
     ``stores`` (pool, queries) and each of ``encoders`` (a ``SentenceTransformer``, or a name
     or directory :func:`~influcoder.encoders.directory.load_encoder` takes), in that order.
 
@@ -139,9 +141,10 @@ def score_methods(
         ValueError: on an unknown baseline, a name used twice, or a dimension out of range.
     """
     stores, encoders = dict(stores or {}), dict(encoders or {})
-    unknown = [b for b in baselines if b not in BASELINES]
+    known = {**BASELINES, **MODEL_BASELINES}
+    unknown = [b for b in baselines if b not in known]
     if unknown:
-        raise ValueError(f"unknown baselines {unknown}; choose from {sorted(BASELINES)}")
+        raise ValueError(f"unknown baselines {unknown}; choose from {sorted(known)}")
     bad_dims = [d for d in gradient_dims if not 1 <= d <= gt_pool.dim]
     if bad_dims:
         raise ValueError(
@@ -159,7 +162,9 @@ def score_methods(
     jobs = [partial(store_scores, gt_pool, gt_queries)]
     jobs += [partial(store_scores, gt_pool, gt_queries, dim=d, seed=seed) for d in gradient_dims]
     jobs += [
-        partial(
+        partial(MODEL_BASELINES[name], gt_pool, gt_queries, device=device)
+        if name in MODEL_BASELINES
+        else partial(
             BASELINES[name],
             pool_samples,
             query_samples,

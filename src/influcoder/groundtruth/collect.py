@@ -144,6 +144,7 @@ class CollectJob(StoreJob):
             layers,
             moments,
         )
+        self.peft_model = peft_model  # for a resident collector
         precondition = (
             None
             if moments is None

@@ -6,6 +6,10 @@ decoder costs seconds, a query's forward and backward pass a fraction of one.
 The samples are cut into shards of the store's ``shard_rows`` and each shard into the same
 token-budgeted batches as ``collect`` cuts them, and the rows are rounded to the store's
 dtype, so the vectors are the bytes a store collected ``--like`` it holds.
+
+The same decoder also gives each sample's *representation* (forward only): its last hidden
+states averaged over the response tokens, DATE-LM's Rep-Sim features (the ``repsim``
+baseline of :mod:`influcoder.evaluation.repsim`).
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from influcoder.groundtruth.collect import CollectJob
-from influcoder.groundtruth.tokenize import tokenize_samples
+from influcoder.groundtruth.collect import CollectJob, token_budget
+from influcoder.groundtruth.tokenize import IGNORE_INDEX, tokenize_samples
 from influcoder.io.devices import DEFAULT_DEVICE
 from influcoder.io.samples import Sample
 from influcoder.io.stores import DTYPES, Store, open_store
+
+#: How :meth:`ResidentCollector.representations` pools a sample's last hidden states.
+REPRESENTATION_POOLINGS = ("response", "all", "last")
 
 
 class ResidentCollector:
@@ -63,6 +70,60 @@ class ResidentCollector:
                 self._job, self._compute = job, plan.local()
         return self
 
+    def _tokenize(self, samples: Sequence[Sample], source: str) -> list:
+        args = self._job.args
+        return tokenize_samples(
+            self._job.tokenizer,
+            list(samples),
+            max_length=args.max_length,
+            truncation=args.truncation,
+            template=self._job.template,
+            path=source,
+        )
+
+    def representations(
+        self, samples: Sequence[Sample], source: str = "<samples>", pooling: str = "response"
+    ) -> np.ndarray:
+        """``[n, hidden]`` float32: the decoder's last hidden states (the store's adapter on,
+        no gradient), averaged over each sample's response tokens (``pooling="response"``),
+        over all its tokens (``"all"``), or its last token (``"last"``)."""
+        import torch
+
+        from influcoder.groundtruth.loss import pad_batch
+
+        if pooling not in REPRESENTATION_POOLINGS:
+            raise ValueError(f"pooling must be one of {REPRESENTATION_POOLINGS}, got {pooling!r}")
+        self.load()
+        base = self._job.peft_model.get_base_model()
+        backbone = getattr(base, base.base_model_prefix)  # no vocabulary-sized logits
+        device = next(base.parameters()).device
+        with self._lock:
+            tokenized = self._tokenize(samples, source)
+            rows_out: dict[int, np.ndarray] = {}
+
+            def compute(rows):
+                ids, mask, labels = pad_batch(
+                    [tokenized[r] for r in rows], self._job.tokenizer.pad_token_id, device
+                )
+                hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+                if pooling == "response":
+                    weights = labels != IGNORE_INDEX
+                elif pooling == "all":
+                    weights = mask.bool()
+                else:
+                    weights = torch.zeros_like(mask, dtype=torch.bool)
+                    weights[torch.arange(len(rows)), mask.sum(1) - 1] = True
+                w = weights.unsqueeze(-1).to(hidden.dtype)
+                return ((hidden * w).sum(1) / w.sum(1)).cpu().numpy()
+
+            with torch.no_grad():
+                lengths = [len(t.input_ids) for t in tokenized]
+                for rows, values in token_budget(self._job.args).run(lengths, compute):
+                    rows_out.update(zip(rows, values))
+        if not tokenized:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([rows_out[r] for r in range(len(tokenized))]).astype(np.float32)
+
     def vectors(self, samples: Sequence[Sample], source: str = "<queries>") -> np.ndarray:
         """``[n, dim]`` float32: the sketched, normalised gradient of each sample, as the
         store's dtype holds it. A sample the store's settings refuse (no response token left
@@ -70,14 +131,7 @@ class ResidentCollector:
         self.load()
         args = self._job.args
         with self._lock:
-            tokenized = tokenize_samples(
-                self._job.tokenizer,
-                list(samples),
-                max_length=args.max_length,
-                truncation=args.truncation,
-                template=self._job.template,
-                path=source,
-            )
+            tokenized = self._tokenize(samples, source)
             out = np.empty((len(tokenized), self.dim), dtype=np.float32)
             for start in range(0, len(tokenized), args.shard_rows):
                 rows, _ = self._compute(tokenized[start : start + args.shard_rows])
