@@ -83,6 +83,7 @@ def test_representations_and_repsim_equal_a_sample_at_a_time_reference(
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, pool / "adapter").eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    every = collector.representations(store.samples, layers="all")
     for pooling in ("response", "all", "last"):
         got = collector.representations(store.samples, pooling=pooling)
         for row, sample in enumerate(store.samples):
@@ -96,12 +97,22 @@ def test_representations_and_repsim_equal_a_sample_at_a_time_reference(
                 "last": torch.arange(len(t.input_ids)) == len(t.input_ids) - 1,
             }[pooling]
             np.testing.assert_allclose(got[row], hidden[keep].mean(0).numpy(), atol=2e-5)
+            if pooling == "response":  # every layer's, each part of unit norm
+                parts = [h[0][keep].mean(0) for h in out.hidden_states]
+                expected = torch.cat([p / p.norm() for p in parts]).numpy()
+                np.testing.assert_allclose(every[row], expected, atol=2e-5)
+        if pooling == "response":
+            assert every.shape == (len(store.samples), 3 * got.shape[1])  # embeddings + 2 blocks
     with pytest.raises(ValueError, match="pooling"):
         collector.representations(store.samples, pooling="max")
+    with pytest.raises(ValueError, match="layers"):
+        collector.representations(store.samples, layers="first")
 
     reps = collector.representations(store.samples)
     unit = reps / np.linalg.norm(reps, axis=1, keepdims=True)
-    methods = score_methods(store, store, baselines=["repsim"])
+    methods = score_methods(store, store, baselines=["repsim", "repsim-layers"])
     scores, info = methods["repsim"]
     np.testing.assert_allclose(scores, unit @ unit.T, atol=1e-6)
     assert info["bytes_per_sample"] == 4 * reps.shape[1] and info["pooling"] == "response"
+    unit = every / np.linalg.norm(every, axis=1, keepdims=True)
+    np.testing.assert_allclose(methods["repsim-layers"][0], unit @ unit.T, atol=1e-6)

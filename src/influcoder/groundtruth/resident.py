@@ -82,17 +82,26 @@ class ResidentCollector:
         )
 
     def representations(
-        self, samples: Sequence[Sample], source: str = "<samples>", pooling: str = "response"
+        self,
+        samples: Sequence[Sample],
+        source: str = "<samples>",
+        pooling: str = "response",
+        layers: str = "last",
     ) -> np.ndarray:
         """``[n, hidden]`` float32: the decoder's last hidden states (the store's adapter on,
         no gradient), averaged over each sample's response tokens (``pooling="response"``),
-        over all its tokens (``"all"``), or its last token (``"last"``)."""
+        over all its tokens (``"all"``), or its last token (``"last"``). With
+        ``layers="all"``, ``[n, (blocks + 1) * hidden]``: the same of every layer's output
+        (the embeddings' first, the last hidden states last), each layer's part scaled to
+        unit norm so that every layer counts alike."""
         import torch
 
         from influcoder.groundtruth.loss import pad_batch
 
         if pooling not in REPRESENTATION_POOLINGS:
             raise ValueError(f"pooling must be one of {REPRESENTATION_POOLINGS}, got {pooling!r}")
+        if layers not in ("last", "all"):
+            raise ValueError(f"layers must be 'last' or 'all', got {layers!r}")
         self.load()
         base = self._job.peft_model.get_base_model()
         backbone = getattr(base, base.base_model_prefix)  # no vocabulary-sized logits
@@ -105,7 +114,9 @@ class ResidentCollector:
                 ids, mask, labels = pad_batch(
                     [tokenized[r] for r in rows], self._job.tokenizer.pad_token_id, device
                 )
-                hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+                out = backbone(
+                    input_ids=ids, attention_mask=mask, output_hidden_states=layers == "all"
+                )
                 if pooling == "response":
                     weights = labels != IGNORE_INDEX
                 elif pooling == "all":
@@ -113,8 +124,12 @@ class ResidentCollector:
                 else:
                     weights = torch.zeros_like(mask, dtype=torch.bool)
                     weights[torch.arange(len(rows)), mask.sum(1) - 1] = True
-                w = weights.unsqueeze(-1).to(hidden.dtype)
-                return ((hidden * w).sum(1) / w.sum(1)).cpu().numpy()
+                w = weights.unsqueeze(-1).float()
+                if layers == "last":
+                    return ((out.last_hidden_state.float() * w).sum(1) / w.sum(1)).cpu().numpy()
+                parts = [(h.float() * w).sum(1) / w.sum(1) for h in out.hidden_states]
+                parts = [p / p.norm(dim=1, keepdim=True) for p in parts]
+                return torch.cat(parts, dim=1).cpu().numpy()
 
             with torch.no_grad():
                 lengths = [len(t.input_ids) for t in tokenized]

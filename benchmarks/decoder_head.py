@@ -1,0 +1,153 @@
+"""The decoder as the encoder: a closed-form head (the one ``distill`` fits) on the decoder's
+own representations (its last hidden states averaged over the response tokens, with the
+ground truth's adapter: ``repsim``'s features) instead of on a sentence encoder's
+embeddings, scored by LDS on saved runs beside the gradient, Rep-Sim, the distilled encoder
+and BM25. The head is fitted on the pool and the training queries (as ``distill`` fits the
+demo's); choose on the validation block, report the report block.
+
+    OMP_NUM_THREADS=1 python benchmarks/decoder_head.py runs/demo/lds_q/runs \\
+        runs/demo/grad_pool runs/demo/grad_train_queries runs/demo/lds_q/grad_queries \\
+        --encoder runs/demo/encoder --cache runs/demo/decoder_reps --by block,part
+
+A decoder forward pass per sample (cached in --cache as .npy), then seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", help="a run store with LDS subset runs")
+    p.add_argument("pool", help="the pool's gradient store (the runs' pool)")
+    p.add_argument("train_queries", help="the query gradient store the head is fitted on")
+    p.add_argument("queries", help="the query gradient store the runs measured")
+    p.add_argument("--encoder", default=None, help="a distilled encoder to score beside")
+    p.add_argument(
+        "--pooling", default="response", help="response, all, last, or layers (every layer's)"
+    )
+    p.add_argument("--cache", default=None, help="keep the representations here (.npy)")
+    p.add_argument("--components", type=int, default=None, help="default: distill's")
+    p.add_argument("--by", default="block", help="also per value of these query fields")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--json", default=None)
+    return p.parse_args(argv)
+
+
+def layer_representations(collector, samples, source: str) -> np.ndarray:
+    """``[n, layers * hidden]``: every layer's output averaged over the response tokens, each
+    layer's block scaled to unit norm (the embeddings' output first)."""
+    import torch
+
+    from influcoder.groundtruth.loss import pad_batch
+    from influcoder.groundtruth.tokenize import IGNORE_INDEX
+
+    collector.load()
+    base = collector._job.peft_model.get_base_model()
+    backbone = getattr(base, base.base_model_prefix)
+    tokenized = collector._tokenize(samples, source)
+    out = []
+    with torch.no_grad():
+        for t in tokenized:
+            ids, mask, labels = pad_batch([t], collector._job.tokenizer.pad_token_id, "cpu")
+            states = backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            keep = (labels[0] != IGNORE_INDEX).float().unsqueeze(-1)
+            blocks = [(h[0] * keep).sum(0) / keep.sum() for h in states.hidden_states]
+            out.append(torch.cat([b / b.norm() for b in blocks]).numpy())
+    return np.stack(out).astype(np.float32)
+
+
+def representations(collector, store, name: str, pooling: str, cache: str | None):
+    path = Path(cache, f"{name}-{pooling}.npy") if cache else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    if pooling == "layers":
+        reps = layer_representations(collector, store.samples, str(store.path))
+    else:
+        reps = collector.representations(store.samples, str(store.path), pooling)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, reps)
+    return reps
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from influcoder.distillation.head_fit import fit_head, head_scores
+    from influcoder.distillation.linear import DEFAULT_COMPONENTS
+    from influcoder.evaluation.baselines import bm25_scores
+    from influcoder.groundtruth.resident import ResidentCollector
+    from influcoder.io.stores import open_store
+    from influcoder.io.tables import format_table
+    from influcoder.similarity import cosine_matrix
+    from influcoder.validation.runstore import open_runs
+    from influcoder.validation.saved import lds_table, score_runs
+
+    pool, train, queries = (open_store(p) for p in (args.pool, args.train_queries, args.queries))
+    collector = ResidentCollector(pool, device="cpu")
+    reps = {
+        name: representations(collector, store, name, args.pooling, args.cache)
+        for name, store in (("pool", pool), ("train", train), ("queries", queries))
+    }
+    head = fit_head(
+        reps["pool"],
+        pool.vectors(),
+        reps["train"],
+        train.vectors(),
+        components=args.components or DEFAULT_COMPONENTS,
+        kinds=("linear", "kernel"),
+        similarity="auto",
+    )
+    print(f"head: {head.card()['kind']}, similarity {head.similarity}", flush=True)
+    scores = {
+        "gradient": cosine_matrix(pool.vectors(), queries.vectors()),
+        "repsim": cosine_matrix(reps["pool"], reps["queries"]),
+        "decoder+head": head_scores(head(reps["pool"]), head(reps["queries"]), head.similarity),
+        "bm25": bm25_scores(pool.samples, queries.samples)[0],
+    }
+    if args.encoder:
+        from influcoder.encoders.backends import FastEncoder
+        from influcoder.encoders.directory import encoder_similarity
+        from influcoder.encoders.views import sample_encoder
+
+        encoder = sample_encoder(args.encoder, lambda path: FastEncoder(path, backend="torch"))
+        e_pool, e_q = encoder.encode_samples(pool.samples), encoder.encode_samples(queries.samples)
+        sim = encoder_similarity(args.encoder)
+        scores["distilled"] = head_scores(np.asarray(e_pool), np.asarray(e_q), sim)
+    by = args.by.split(",") if "," in args.by else args.by
+    rows = score_runs(open_runs(args.runs), scores, queries.samples, by=by, n_boot=args.n_boot)
+    print(format_table(lds_table(rows, by)))
+    from influcoder.validation.effects import paired_lds_difference
+    from influcoder.validation.saved import measured_losses, measured_queries
+
+    runs = open_runs(args.runs)
+    cols, parts = measured_queries(runs, queries.samples)
+    subsets, losses = runs.lds_runs()
+    measured = measured_losses(losses, parts)
+    paired = []
+    for block in ("report", "validation"):
+        keep = [i for i, c in enumerate(cols) if queries.samples[c].meta.get("block") == block]
+        for a, b in (("decoder+head", "distilled"), ("gradient", "decoder+head")):
+            if a in scores and b in scores:
+                d = paired_lds_difference(
+                    (scores[a][:, cols[keep]], scores[b][:, cols[keep]]),
+                    subsets,
+                    measured[:, keep],
+                    n_boot=args.n_boot,
+                )
+                paired.append({"pair": f"{a} - {b}", "block": block, **d})
+    print(format_table([{k: v for k, v in p.items() if not isinstance(v, list)} for p in paired]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"head": head.card(), "rows": rows, "paired": paired}, f, indent=2, default=str
+            )
+
+
+if __name__ == "__main__":
+    main()
