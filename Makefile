@@ -28,8 +28,9 @@ lint: install
 # retraining runs (two at a time), every method's LDS on 130 queries (validation block: the 40
 # training queries; report block: the 18 test and 72 held-out queries), per block and kind,
 # in lds.json and on one page, lds.html (each method's LDS with its interval, drawn and tabled;
-# distilled+query-grad: the encoder's pool embeddings against each query's own gradient), and
-# paired differences (distilled against BM25 and untrained, the gradient against query-grad).
+# distilled+query-grad: the encoder's pool embeddings against each query's own gradient;
+# repsim-layers: the decoder's own representations, every layer), and paired differences
+# (distilled against BM25, untrained and Rep-Sim, the gradient against query-grad).
 # About 58 minutes on 2 idle CPU cores; resumable (rerun it). VALIDATE_FLAGS=--dry-run estimates it.
 LDS = runs/demo/lds
 VALIDATE_FLAGS ?=
@@ -41,9 +42,9 @@ validate: install
 	    --lds-by part --label-field label --positive harmful --workers 2 --out $(LDS) $(VALIDATE_FLAGS)
 	test -n "$(VALIDATE_FLAGS)" || $(BIN)/influcoder lds $(LDS)/runs runs/demo/grad_pool \
 	    $(LDS)/grad_queries -e distilled=runs/demo/encoder -e untrained=all-minilm-l6-v2 \
-	    --query-gradients --baselines bm25,tfidf,random --by block,part --json $(LDS)/lds.json \
-	    --paired distilled,bm25 --paired distilled,untrained \
-	    --paired gradient,distilled+query-grad \
+	    --query-gradients --baselines bm25,tfidf,random,repsim-layers --by block,part \
+	    --json $(LDS)/lds.json --paired distilled,bm25 --paired distilled,untrained \
+	    --paired distilled,repsim-layers --paired gradient,distilled+query-grad \
 	    --html $(LDS)/lds.html
 
 clean:
