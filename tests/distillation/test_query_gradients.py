@@ -189,7 +189,8 @@ def made_encoder(tmp):
 def test_serve_with_query_gradients_answers_as_attribute_does(made):
     """``serve --query-gradients``: the decoder loads once, at start; each request's hits are
     the CLI's (which the test above checks against the slow reference), concurrent requests
-    included; /api/info says which store the gradients are taken like."""
+    and a mix of both modes included; ``query_gradient: false`` gets the encoder's answer;
+    /api/info says which store the gradients are taken like."""
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
@@ -203,32 +204,42 @@ def test_serve_with_query_gradients_answers_as_attribute_does(made):
     out = tmp / "top_serve_reference.jsonl"
     ok("attribute", tmp / "index_linear", files["test"], "--query-gradients", tmp / "gp",
        "-k", "4", "-o", out, "--device", "cpu")  # fmt: skip
-    expected = {}
-    for line in out.read_text().splitlines():
-        row = json.loads(line)
-        expected.setdefault(row["query_id"], []).append((row["rank"], row["id"], row["score"]))
+    fast_out = tmp / "top_serve_encoder.jsonl"
+    ok("attribute", tmp / "index_linear", files["test"], "-k", "4", "-o", fast_out,
+       "--backend", "torch")  # fmt: skip
+    expected = {True: {}, False: {}}
+    for mode, path in ((True, out), (False, fast_out)):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            hit = (row["rank"], row["id"], row["score"])
+            expected[mode].setdefault(row["query_id"], []).append(hit)
     service = open_service(tmp / "index_linear", query_gradients=str(tmp / "gp"), backend="torch")
-    assert service.attributor.encoder.collector._compute is not None  # loaded at start
+    assert service.exact.encoder.collector._compute is not None  # loaded at start
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
         with running(service) as url, httpx.Client(base_url=url, timeout=60) as c:
             info = c.get("/api/info", headers=auth).json()
-            assert info["backend"] == "query-gradients"
+            assert info["backend"] == "torch"  # the encoder's, for query_gradient: false
             assert Path(info["query_gradients"]).resolve() == (tmp / "gp").resolve()
 
-            def ask(sample):
+            def ask(sample_and_mode):
+                sample, mode = sample_and_mode
                 body = {"prompt": sample.prompt, "response": sample.response, "k": 4}
+                if mode is not None:
+                    body["query_gradient"] = mode
                 r = c.post("/api/attribute", headers=auth, json=body)
                 assert r.status_code == 200, r.text
-                return sample.id, r.json()["hits"]
+                assert r.json()["query_gradient"] is (mode is not False)
+                return sample.id, mode is not False, r.json()["hits"]
 
             samples = load_samples(files["test"])
+            asks = [(s, m) for m in (None, True, False) for s in samples]
             with ThreadPoolExecutor(4) as pool:
-                answers = list(pool.map(ask, samples + samples))
+                answers = list(pool.map(ask, asks))
     finally:
         service.close()
-    for query_id, hits in answers:
-        want = sorted(expected[query_id])
+    for query_id, mode, hits in answers:
+        want = sorted(expected[mode][query_id])
         assert [h["rank"] for h in hits] == [1, 2, 3, 4]
         np.testing.assert_allclose([h["score"] for h in hits], [w[2] for w in want], atol=2e-3)
         assert [h["id"] for h in hits][:1] == [w[1] for w in want][:1]

@@ -54,7 +54,9 @@ def test_resident_refuses_what_collect_refuses(tiny_model_dir, small_data, tmp_p
     for f in tiny_model_dir.iterdir():
         (other / f.name).write_bytes(f.read_bytes())
     (other / "config.json").write_text(
-        (other / "config.json").read_text().replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-05')
+        (other / "config.json")
+        .read_text()
+        .replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-05')
     )
     with pytest.raises(InflucoderError, match="another model"):
         ResidentCollector(pool, model=str(other), device="cpu").load()

@@ -126,6 +126,17 @@ def test_metadata_filter(client, service):
     assert bad.status_code == 400 and "unknown metadata field 'colour'" in bad.json()["error"]
 
 
+def test_query_gradient_is_refused_by_a_server_without_a_store(client):
+    """Without --query-gradients a request may not ask for the query's own gradient (400,
+    naming the option); false or absent is the encoder's answer."""
+    assert client.get("/api/info").json()["query_gradients"] is None
+    bad = client.post("/api/attribute", json={"text": QUERY, "query_gradient": True})
+    assert bad.status_code == 400 and "--query-gradients STORE" in bad.json()["error"]
+    for body in ({"text": QUERY}, {"text": QUERY, "query_gradient": False}):
+        r = client.post("/api/attribute", json=body)
+        assert r.status_code == 200 and r.json()["query_gradient"] is False
+
+
 def test_group_by_equals_the_reference(client, service):
     from tests.references import reference_group_stats
 

@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,60 @@ def _item(text, k):
     from influcoder.serve.service import QueryItem
 
     return QueryItem(text_query(text), k)
+
+
+def test_the_outputs_own_gradient_is_a_checkbox(
+    browser, live_server, serve_pool, tiny_model_dir, tiny_encoder, tmp_path
+):
+    """Without --query-gradients the page offers no checkbox; with it, the box is ticked,
+    the answer says it compared the output's own gradient, and unticked the encoder answers
+    (the hits the server's encoder-only mode gives)."""
+    from click.testing import CliRunner
+
+    from influcoder.cli import cli
+    from influcoder.serve.server import open_service
+
+    from .conftest import running
+
+    d = browser
+    d.get(f"{live_server}/?token={TOKEN}")
+    wait(d, lambda: "24 pool samples" in d.find_element(By.ID, "pool-info").text)
+    assert not d.find_element(By.ID, "query-gradient-label").is_displayed()
+
+    def ok(*args):
+        r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(line for line in serve_pool.read_text().splitlines(True)[:12]))
+    ok("collect", serve_pool, "-o", tmp_path / "gp", "--model", tiny_model_dir, "--sketch-dim",
+       "64", "--max-length", "64", "--adapter-init", "fresh", "-q")  # fmt: skip
+    ok("collect", queries, "--like", tmp_path / "gp", "-o", tmp_path / "gq", "-q")
+    ok("distill", tmp_path / "gp", tmp_path / "gq", "-o", tmp_path / "enc", "--encoder",
+       tiny_encoder, "--epochs", "0", "--head", "linear", "--head-components", "4",
+       "--holdout-fraction", "0", "-q")  # fmt: skip
+    ok("index", tmp_path / "enc", serve_pool, "-o", tmp_path / "index", "--backend", "torch", "-q")
+    service = open_service(
+        tmp_path / "index", query_gradients=str(tmp_path / "gp"), backend="torch"
+    )
+    try:
+        with running(service) as url:
+            d.get(f"{url}/?token={TOKEN}")
+            wait(d, lambda: "query gradients taken like" in d.find_element(By.ID, "pool-info").text)
+            box = d.find_element(By.ID, "query-gradient")
+            assert box.is_displayed() and box.is_selected()
+            d.find_element(By.ID, "response").send_keys(QUERY)
+            d.find_element(By.ID, "run").click()
+            wait(d, lambda: "own gradient" in d.find_element(By.ID, "summary").text)
+            exact = hit_ids(d)
+            box.click()
+            d.find_element(By.ID, "run").click()
+            wait(d, lambda: "own gradient" not in d.find_element(By.ID, "summary").text)
+            wait(d, lambda: len(hit_ids(d)) == 10)
+            fast = hit_ids(d)
+    finally:
+        service.close()
+    [answer] = service.attribute([_item(QUERY, 10)])  # the default: the query's gradient
+    assert exact == [h["id"] for h in answer["hits"]] and answer["query_gradient"] is True
+    [answer] = service.attribute([replace(_item(QUERY, 10), query_gradient=False)])
+    assert fast == [h["id"] for h in answer["hits"]] and answer["query_gradient"] is False

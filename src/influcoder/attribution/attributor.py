@@ -202,6 +202,14 @@ class Attributor:
         #: the encoder's name or directory (the index's own when None)
         self.encoder_name = encoder_name or index.encoder_name
 
+    def with_query_gradients(self, store, *, device: str = "cpu") -> Attributor:
+        """The same index and encoder with each query's own gradient, taken like the gradient
+        store ``store``, on the encoder's gradient basis
+        (:class:`~influcoder.attribution.query_gradients.QueryGradients`)."""
+        queries = QueryGradients(self.encoder_dir, store, device=device)
+        check_dim(queries.basis, self.index.dim, self.encoder_name)
+        return type(self)(self.index, queries, self.encoder_name)
+
     @property
     def encoder_dir(self) -> str:
         """The encoder's directory (a bundled name resolved)."""
@@ -260,11 +268,7 @@ class Attributor:
             ) from None
         check_encoder({**index.meta, "path": str(index.path)}, name, fingerprint)
         if query_gradients is not None:
-            from influcoder.encoders.directory import resolve_encoder
-
-            queries = QueryGradients(resolve_encoder(name), query_gradients, device=device)
-            check_dim(queries.basis, index.dim, name)
-            return cls(index, queries, name)
+            return cls(index, None, name).with_query_gradients(query_gradients, device=device)
         encoder = query_encoder(
             name,
             backend=backend,

@@ -67,9 +67,10 @@ from influcoder.encoders.settings import BACKENDS
     metavar="STORE",
     type=click.Path(exists=True, file_okay=False),
     default=None,
-    help="answer with each query's own gradient (the decoder stays loaded; one backward pass "
+    help="also offer each query's own gradient (the decoder stays loaded; one backward pass "
     "per query, taken like the gradient store STORE the encoder was distilled from) against "
-    "the index's embeddings; needs an encoder distilled with a head",
+    "the index's embeddings, the default of every request (query_gradient: false asks for "
+    "the encoder's); needs an encoder distilled with a head",
 )
 @device_option(
     extra=" for a torch backend; the onnx and int8 backends (auto's choice where "

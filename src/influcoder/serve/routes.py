@@ -124,6 +124,7 @@ async def attribute(body: AttributeRequest, request: Request, service: ServiceDe
         body.group_by,
         body.temperature,
         body.group_aggregate,
+        body.query_gradient,
     )
     future = service.submit(item)
     result = await asyncio.wrap_future(future)
@@ -150,6 +151,7 @@ async def attribute_batch(body: BatchRequest, service: ServiceDep):
                 body.group_by,
                 body.temperature,
                 body.group_aggregate,
+                body.query_gradient,
             )
         )
         for q in body.queries

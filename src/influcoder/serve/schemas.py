@@ -124,6 +124,12 @@ class _Options(_Request):
         "learned pooler (distill-runs --pooling attention), refused (400) without one "
         "(see group_aggregates in /info)",
     )
+    query_gradient: bool | None = Field(
+        None,
+        description="true: compare the query's own gradient (the server's decoder, about a "
+        "second) instead of the encoder's embedding; false: the encoder's; null: true where "
+        "the server offers it (query_gradients in /info), refused (400) where it does not",
+    )
     temperature: float = Field(
         DEFAULT_GROUP_TEMPERATURE,
         ge=1e-6,
@@ -247,7 +253,7 @@ class Info(_Answer):
     ground_truth: GroundTruthInfo | None
     query_gradients: str | None = Field(
         description="the gradient store queries' own gradients are taken like (serve "
-        "--query-gradients): the backend is then query-gradients; null: the encoder embeds them"
+        "--query-gradients; then the default of query_gradient); null: none offered"
     )
     fidelity: FidelityInfo | None = Field(
         description="the encoder's held-out fidelity estimate, from its card "
@@ -369,6 +375,7 @@ class Attribution(_Answer):
         description="with --ground-truth: the gradient ranking beside the encoder's"
     )
     groups: Groups | None = Field(description="with group_by: the influence per group")
+    query_gradient: bool = Field(description="whether the query's own gradient was compared")
     timing_ms: Timing
 
 

@@ -64,8 +64,8 @@ def open_service(
     ``index_dir`` may be a fit directory (``influcoder fit``): its index is served, with its
     encoder (wherever the directory moved) and, unless ``ground_truth`` says otherwise, its
     training sample's gradient store as the ground truth. With ``query_gradients`` (a gradient
-    store taken like the encoder's ground truth) each query is its own gradient in the
-    encoder's gradient basis; the decoder loads here, once, and stays."""
+    store taken like the encoder's ground truth) a query may also be its own gradient in the
+    encoder's gradient basis (the default of each request); the decoder loads here, once."""
     from influcoder.attribution.attributor import Attributor
     from influcoder.serve.ground_truth import GroundTruth
     from influcoder.serve.service import Service
@@ -75,19 +75,14 @@ def open_service(
     if fitted is not None:
         index_dir, encoder = fitted["index"], encoder or str(fitted["encoder"])
         ground_truth = ground_truth or str(fitted["ground_truth"])
-    attributor = Attributor.load(
-        index_dir,
-        encoder,
-        backend=backend,
-        threads=1,
-        device=device,
-        query_gradients=query_gradients,
-    )
+    attributor = Attributor.load(index_dir, encoder, backend=backend, threads=1, device=device)
+    exact = None
     if query_gradients is not None:
-        attributor.encoder.load()
+        exact = attributor.with_query_gradients(query_gradients, device=device)
+        exact.encoder.load()
     gt = None if ground_truth is None else GroundTruth(ground_truth, attributor.index.ids)
     workers = workers or min(8, max(2, os.cpu_count() or 2))
-    return Service(attributor, ground_truth=gt, workers=workers, max_batch=max_batch)
+    return Service(attributor, ground_truth=gt, workers=workers, max_batch=max_batch, exact=exact)
 
 
 def serve(

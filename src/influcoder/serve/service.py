@@ -63,6 +63,8 @@ class QueryItem:
     group_by: str | None = None
     temperature: float = DEFAULT_GROUP_TEMPERATURE
     group_aggregate: str = DEFAULT_GROUP_AGGREGATE
+    #: compare the query's own gradient; None: where the server offers it
+    query_gradient: bool | None = None
 
 
 def sample_dict(sample: Sample, row: int) -> dict:
@@ -106,9 +108,19 @@ class Service:
     metadata facets, an optional ground truth, and the batcher that answers queries."""
 
     def __init__(
-        self, attributor: Attributor, *, ground_truth=None, max_batch: int = 16, workers: int = 2
+        self,
+        attributor: Attributor,
+        *,
+        ground_truth=None,
+        max_batch: int = 16,
+        workers: int = 2,
+        exact: Attributor | None = None,
     ):
         self.attributor = attributor
+        #: the same index with each query's own gradient (serve --query-gradients), or None
+        self.exact = exact
+        if exact is not None:  # one decoder: one backward pass at a time
+            exact.encoder = _LockedEncoder(exact.encoder, threading.Lock())
         self.index = index = attributor.index
         # a multi-view encoder runs its backbone's encoder (``base``) once per view
         if not isinstance(getattr(attributor.encoder, "base", attributor.encoder), LightEncoder):
@@ -124,8 +136,7 @@ class Service:
         self.pooler = attributor.pooler()
         self._learned: dict[str, np.ndarray] = {}
         self.ground_truth = ground_truth
-        like = getattr(attributor.encoder, "like", None)  # a QueryGradients' store
-        self.query_gradients = None if like is None else str(like.path)
+        self.query_gradients = None if exact is None else str(exact.encoder.like.path)
         self.fidelity = encoder_fidelity(getattr(attributor.encoder, "name", index.encoder_name))
         index.stats()  # read once here, not by the first request
         self.batcher = Batcher(self._attribute_batch, max_batch=max_batch, workers=workers)
@@ -236,16 +247,28 @@ class Service:
         return out
 
     # -- attribution
+    def _check(self, item: QueryItem) -> None:
+        if item.query_gradient and self.exact is None:
+            raise InputError(
+                "query_gradient: this server compares the encoder's embeddings only; start it "
+                "with --query-gradients STORE (the gradient store the encoder was distilled "
+                "from) to offer each query's own gradient"
+            )
+        self.check_filters(item.filters, item.group_by, item.group_aggregate)
+
     def submit(self, item: QueryItem):
         """Queue one query; a future of its answer (see :meth:`_answer`)."""
-        self.check_filters(item.filters, item.group_by, item.group_aggregate)
+        self._check(item)
         return self.batcher.submit(item)
 
     def attribute(self, items: list[QueryItem]) -> list[dict]:
         """Answer queries now, in this thread (the batcher's function, for library use)."""
         for item in items:
-            self.check_filters(item.filters, item.group_by, item.group_aggregate)
+            self._check(item)
         return self._attribute_batch(items)
+
+    def _exact(self, item: QueryItem) -> bool:
+        return self.exact is not None and item.query_gradient is not False
 
     def score_matrix(self, q: np.ndarray) -> np.ndarray:
         """Exact scores of unit query vectors against every pool vector: ``n_query x n``
@@ -255,10 +278,15 @@ class Service:
 
     def _attribute_batch(self, items) -> list[dict]:
         t0 = time.perf_counter()
-        q = self.attributor.encoder.encode_samples([it.sample for it in items])
+        exact = [self._exact(it) for it in items]
+        q = np.empty((len(items), self.index.dim), dtype=np.float32)
+        for mode, attributor in ((False, self.attributor), (True, self.exact)):
+            rows = [j for j, e in enumerate(exact) if e == mode]
+            if rows:
+                q[rows] = attributor.encoder.encode_samples([items[j].sample for j in rows])
         t1 = time.perf_counter()
         scores = self.score_matrix(q)
-        out = [self._answer(it, q[j], scores[j]) for j, it in enumerate(items)]
+        out = [self._answer(it, q[j], scores[j], exact[j]) for j, it in enumerate(items)]
         t2 = time.perf_counter()
         for result in out:
             result["timing_ms"] = {
@@ -268,7 +296,7 @@ class Service:
             }
         return out
 
-    def _answer(self, item: QueryItem, q: np.ndarray, scores: np.ndarray) -> dict:
+    def _answer(self, item: QueryItem, q: np.ndarray, scores: np.ndarray, exact: bool) -> dict:
         mask = self.mask(item.filters)
         candidates = scores if mask is None else np.where(mask, scores, -np.inf)
         rows = top_rows(candidates, item.k)
@@ -293,6 +321,7 @@ class Service:
             "hits": hits,
             "ground_truth": None if gt is None else gt.compare(query.id, scores, item.k),
             "groups": None if item.group_by is None else self._groups_of(item, scores),
+            "query_gradient": exact,
         }
 
     def _groups_of(self, item: QueryItem, scores: np.ndarray) -> dict:
@@ -323,9 +352,10 @@ class Service:
 
     # -- aggregation and the cleaned file
     def aggregate(self, queries: list[Sample], how: str, k: int) -> dict:
-        """The pool ranked by ``how`` over ``queries`` (the ``filter`` use case); the top
-        ``k`` rows, each with its closest query."""
-        ranking = self.attributor.aggregate(queries, how)
+        """The pool ranked by ``how`` over ``queries`` (the ``filter`` use case; with the
+        queries' own gradients where the server offers them); the top ``k`` rows, each with
+        its closest query."""
+        ranking = (self.exact or self.attributor).aggregate(queries, how)
         rows = []
         for h in ranking.top(self.index, k):
             closest = ranking.queries[ranking.top_query[h.row]]

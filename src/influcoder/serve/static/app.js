@@ -77,7 +77,8 @@ async function start() {
   const info = state.info;
   $("pool-info").textContent = `${info.n.toLocaleString()} pool samples · ${info.encoder}` +
     (info.ground_truth ? ` · ground truth: ${info.ground_truth.path}` : "") +
-    (info.query_gradients ? ` · queries by their own gradients, taken like ${info.query_gradients}` : "");
+    (info.query_gradients ? ` · query gradients taken like ${info.query_gradients}` : "");
+  $("query-gradient-label").hidden = !info.query_gradients;
   $("fidelity-info").textContent = fidelityText(info.fidelity);
   const box = $("filters");
   box.replaceChildren();
@@ -115,6 +116,7 @@ async function runQuery(event) {
                  filters: state.filters, bins: 40 };
   const id = $("query-id").value.trim();
   if (id) body.id = id;
+  if (state.info && state.info.query_gradients) body.query_gradient = $("query-gradient").checked;
   if ($("group-by").value) {
     body.group_by = $("group-by").value;
     body.group_aggregate = $("group-aggregate").value || "softmax";
@@ -132,7 +134,8 @@ function renderResult(r) {
     ` among ${r.n_candidates.toLocaleString()} matching ` +
     Object.entries(r.filters).map(([k, v]) => `${k}=${v.join("|")}`).join(", ") : "";
   $("summary").textContent = `${r.hits.length} most influential of ${r.n_pool.toLocaleString()} ` +
-    `pool samples${filtered}. This query's scores over the pool: mean ${fmt(r.pool_scores.mean)}, ` +
+    `pool samples${filtered}` + (r.query_gradient ? ", by the output's own gradient" : "") +
+    `. This query's scores over the pool: mean ${fmt(r.pool_scores.mean)}, ` +
     `max ${fmt(r.pool_scores.max)}.`;
   drawHistogram(r);
   const list = $("hits");
