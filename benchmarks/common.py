@@ -318,3 +318,10 @@ def selection_union(chosen: dict):
 def ids_digest(samples) -> str:
     """Ten hex digits naming a set of samples by their ids, in order."""
     return hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest()[:10]
+
+
+def saved_runs_arguments(p) -> None:
+    """The positional arguments of an LDS benchmark: the saved runs and the pool they trained
+    on (more follow in each benchmark's own order)."""
+    p.add_argument("runs", help="a run store with LDS subset runs")
+    p.add_argument("pool", help="the pool's gradient store (the runs' pool)")

@@ -18,18 +18,21 @@ import argparse
 import json
 from pathlib import Path
 
+import common
 import numpy as np
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", help="a run store with LDS subset runs")
-    p.add_argument("pool", help="the pool's gradient store (the runs' pool)")
+    common.saved_runs_arguments(p)
     p.add_argument("train_queries", help="the query gradient store the head is fitted on")
     p.add_argument("queries", help="the query gradient store the runs measured")
     p.add_argument("--encoder", default=None, help="a distilled encoder to score beside")
     p.add_argument(
-        "--pooling", default="response", help="response, all, last, or layers (every layer's)"
+        "--pooling",
+        default="response",
+        help="response, all, last, or layers (every layer's response tokens, each layer's "
+        "part of unit norm: repsim-layers' features)",
     )
     p.add_argument("--cache", default=None, help="keep the representations here (.npy)")
     p.add_argument("--components", type=int, default=None, help="default: distill's")
@@ -39,37 +42,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def layer_representations(collector, samples, source: str) -> np.ndarray:
-    """``[n, layers * hidden]``: every layer's output averaged over the response tokens, each
-    layer's block scaled to unit norm (the embeddings' output first)."""
-    import torch
-
-    from influcoder.groundtruth.loss import pad_batch
-    from influcoder.groundtruth.tokenize import IGNORE_INDEX
-
-    collector.load()
-    base = collector._job.peft_model.get_base_model()
-    backbone = getattr(base, base.base_model_prefix)
-    tokenized = collector._tokenize(samples, source)
-    out = []
-    with torch.no_grad():
-        for t in tokenized:
-            ids, mask, labels = pad_batch([t], collector._job.tokenizer.pad_token_id, "cpu")
-            states = backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-            keep = (labels[0] != IGNORE_INDEX).float().unsqueeze(-1)
-            blocks = [(h[0] * keep).sum(0) / keep.sum() for h in states.hidden_states]
-            out.append(torch.cat([b / b.norm() for b in blocks]).numpy())
-    return np.stack(out).astype(np.float32)
-
-
 def representations(collector, store, name: str, pooling: str, cache: str | None):
     path = Path(cache, f"{name}-{pooling}.npy") if cache else None
     if path is not None and path.is_file():
         return np.load(path)
-    if pooling == "layers":
-        reps = layer_representations(collector, store.samples, str(store.path))
-    else:
-        reps = collector.representations(store.samples, str(store.path), pooling)
+    layers = "all" if pooling == "layers" else "last"
+    pooling = "response" if pooling == "layers" else pooling
+    reps = collector.representations(store.samples, str(store.path), pooling, layers)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, reps)

@@ -27,13 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 
+import common
 import numpy as np
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", help="a run store with LDS subset runs")
-    p.add_argument("pool", help="the pool's gradient store (the runs' pool)")
+    common.saved_runs_arguments(p)
     p.add_argument("queries", help="the query gradient store the runs measured")
     p.add_argument("train_queries", help="the query store the encoder's head was fitted on")
     p.add_argument("encoder", help="a distilled encoder directory with a head")

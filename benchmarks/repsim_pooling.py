@@ -16,11 +16,12 @@ import argparse
 import json
 import time
 
+import common
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", help="a run store with LDS subset runs")
-    p.add_argument("pool", help="the pool's gradient store (the runs' pool)")
+    common.saved_runs_arguments(p)
     p.add_argument("queries", help="the query gradient store the runs measured")
     p.add_argument(
         "--by",

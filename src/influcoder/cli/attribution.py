@@ -17,6 +17,7 @@ from influcoder.cli.options import (
     fields_from,
     handle_errors,
     log,
+    query_gradients_option,
 )
 from influcoder.encoders.settings import BACKENDS
 from influcoder.io.tables import clip_text
@@ -29,15 +30,11 @@ def query_options(f):
         extra=" for a torch backend; the onnx and int8 backends (auto's "
         "choice where ONNX Runtime is installed) always use the CPU",
     )
-    f = click.option(
-        "--query-gradients",
-        metavar="STORE",
-        type=click.Path(exists=True, file_okay=False),
-        default=None,
-        help="compare each query's own gradient (one backward pass of the decoder per query, "
+    f = query_gradients_option(
+        "compare each query's own gradient (one backward pass of the decoder per query, "
         "taken like the gradient store STORE the encoder was distilled from) with the "
         "index's embeddings, instead of the encoder's embedding of the query; needs an "
-        "encoder distilled with a head",
+        "encoder distilled with a head"
     )(f)
     f = click.option(
         "--ef-search",

@@ -183,6 +183,18 @@ def device_option(f=None, *, default: str | None = None, extra: str = ""):
     return decorate(f) if f is not None else decorate
 
 
+def query_gradients_option(help: str):
+    """``--query-gradients STORE``: each query's own gradient, taken like the gradient store
+    STORE (:mod:`influcoder.attribution.query_gradients`)."""
+    return click.option(
+        "--query-gradients",
+        metavar="STORE",
+        type=click.Path(exists=True, file_okay=False),
+        default=None,
+        help=help,
+    )
+
+
 def dry_run_option(f):
     """``--dry-run``: the estimate of a store-filling command instead of the command."""
     return click.option(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from influcoder.cli.app import cli
-from influcoder.cli.options import device_option, handle_errors
+from influcoder.cli.options import device_option, handle_errors, query_gradients_option
 from influcoder.encoders.settings import BACKENDS
 
 
@@ -62,15 +62,11 @@ from influcoder.encoders.settings import BACKENDS
     default=None,
     help="batches answered at once [default: one per core, 2 to 8]",
 )
-@click.option(
-    "--query-gradients",
-    metavar="STORE",
-    type=click.Path(exists=True, file_okay=False),
-    default=None,
-    help="also offer each query's own gradient (the decoder stays loaded; one backward pass "
+@query_gradients_option(
+    "also offer each query's own gradient (the decoder stays loaded; one backward pass "
     "per query, taken like the gradient store STORE the encoder was distilled from) against "
     "the index's embeddings, the default of every request (query_gradient: false asks for "
-    "the encoder's); needs an encoder distilled with a head",
+    "the encoder's); needs an encoder distilled with a head"
 )
 @device_option(
     extra=" for a torch backend; the onnx and int8 backends (auto's choice where "
