@@ -192,9 +192,11 @@ class CollectJob(StoreJob):
 
         def write_adapter(store_dir: Path) -> None:
             with warnings.catch_warnings():
-                # PEFT looks for the base model's config.json to check the vocabulary; a GGUF
-                # model has none, and we never resize the vocabulary.
+                # PEFT looks for the base model's config.json to check the vocabulary (on the
+                # hub, where the folder has none, as a GGUF model's has not; PEFT 0.22 says so
+                # in other words), and we never resize the vocabulary.
                 warnings.filterwarnings("ignore", message="Could not find a config file")
+                warnings.filterwarnings("ignore", message="Unable to fetch remote file")
                 atomic_write_dir(
                     store_dir / ADAPTER_DIR,
                     lambda d: save_adapter(d, peft_model, moments, args.model),
