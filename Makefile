@@ -31,7 +31,7 @@ lint: install
 # distilled+query-grad: the encoder's pool embeddings against each query's own gradient;
 # repsim-layers: the decoder's own representations, every layer), and paired differences
 # (distilled against BM25, untrained and Rep-Sim, the gradient against query-grad).
-# About 58 minutes on 2 idle CPU cores; resumable (rerun it). VALIDATE_FLAGS=--dry-run estimates it.
+# About 57 minutes on 2 idle CPU cores; resumable (rerun it). VALIDATE_FLAGS=--dry-run estimates it.
 LDS = runs/demo/lds
 VALIDATE_FLAGS ?=
 validate: install
