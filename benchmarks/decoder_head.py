@@ -21,6 +21,11 @@ from pathlib import Path
 import common
 import numpy as np
 
+POOLING_HELP = (
+    "response, all, last, or layers (every layer's response tokens, each layer's part of "
+    "unit norm: repsim-layers' features)"
+)
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -28,12 +33,7 @@ def parse_args(argv=None):
     p.add_argument("train_queries", help="the query gradient store the head is fitted on")
     p.add_argument("queries", help="the query gradient store the runs measured")
     p.add_argument("--encoder", default=None, help="a distilled encoder to score beside")
-    p.add_argument(
-        "--pooling",
-        default="response",
-        help="response, all, last, or layers (every layer's response tokens, each layer's "
-        "part of unit norm: repsim-layers' features)",
-    )
+    p.add_argument("--pooling", default="response", help=POOLING_HELP)
     p.add_argument("--cache", default=None, help="keep the representations here (.npy)")
     p.add_argument("--components", type=int, default=None, help="default: distill's")
     p.add_argument("--by", default="block", help="also per value of these query fields")
