@@ -165,13 +165,13 @@ def index(
 # --- attribute, filter, select -----------------------------------------------------------------
 
 
-def _attributor(index, encoder, backend: str, device: str, query_gradients=None) -> Attributor:
+def _attributor(index, encoder, backend: str, device: str, gradients=None) -> Attributor:
     from influcoder.attribution.attributor import Attributor
 
     if isinstance(index, Attributor):
         return index
     return Attributor.load(
-        index, encoder, backend=backend, device=device, query_gradients=query_gradients
+        index, encoder, backend=backend, device=device, query_gradients=gradients
     )
 
 

@@ -12,6 +12,7 @@ from influcoder.attribution.settings import (
 )
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
+    BASELINES_HELP,
     STORE_METHOD_METAVAR,
     device_option,
     handle_errors,
@@ -51,8 +52,7 @@ GROUPS_LISTED = 8
     "--baselines",
     default="random,tfidf,bm25",
     show_default=True,
-    help="baselines to run, comma separated (random, tfidf, bm25; repsim: the decoder's own "
-    "representations, DATE-LM's Rep-Sim), or 'none'",
+    help=BASELINES_HELP,
 )
 @click.option(
     "--gradient-dims",

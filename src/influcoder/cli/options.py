@@ -183,6 +183,13 @@ def device_option(f=None, *, default: str | None = None, extra: str = ""):
     return decorate(f) if f is not None else decorate
 
 
+#: ``--baselines``: the methods ``evaluate``, ``validate`` and ``lds`` run beside the others.
+BASELINES_HELP = (
+    "baselines as methods, comma separated (random, tfidf, bm25; repsim, repsim-layers: the "
+    "decoder's own representations, DATE-LM's Rep-Sim, last or every layer), or 'none'"
+)
+
+
 def query_gradients_option(help: str):
     """``--query-gradients STORE``: each query's own gradient, taken like the gradient store
     STORE (:mod:`influcoder.attribution.query_gradients`)."""

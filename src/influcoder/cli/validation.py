@@ -7,6 +7,7 @@ import click
 from influcoder.cli import groups as lds_tables
 from influcoder.cli.app import cli
 from influcoder.cli.options import (
+    BASELINES_HELP,
     STORE_METHOD_METAVAR,
     dataclass_options,
     device_option,
@@ -60,8 +61,7 @@ from influcoder.validation.settings import DEFAULT_VALIDATE_BASELINES, ValidateA
     "--baselines",
     default=",".join(DEFAULT_VALIDATE_BASELINES),
     show_default=True,
-    help="baselines as methods, comma separated (random, tfidf, bm25; repsim: the decoder's "
-    "own representations, DATE-LM's Rep-Sim), or 'none'",
+    help=BASELINES_HELP,
 )
 @click.option(
     "--label-field",
@@ -240,8 +240,7 @@ def validate(
     "--baselines",
     default=",".join(DEFAULT_VALIDATE_BASELINES),
     show_default=True,
-    help="baselines as methods, comma separated (random, tfidf, bm25; repsim: the decoder's "
-    "own representations, DATE-LM's Rep-Sim), or 'none'",
+    help=BASELINES_HELP,
 )
 @click.option(
     "--by",
