@@ -31,6 +31,11 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "decoders"
 
 
+def copy_of(ref):
+    """The copy of ``ref`` as ``load_decoder`` reads it, or None."""
+    return _load_copy(ref, decoder_cache.cached_folder(ref))
+
+
 def copies(cache):
     return sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
 
@@ -38,14 +43,14 @@ def copies(cache):
 def test_the_copy_is_the_gguf_model(gguf_file, cache, monkeypatch, capsys):
     monkeypatch.setenv(decoder_cache.ENV, "0")
     direct, direct_tok, ref = load_decoder(str(gguf_file))
-    assert copies(cache) == [] and _load_copy(ref) is None
+    assert copies(cache) == [] and copy_of(ref) is None
     assert ref.kind == "gguf" and direct.hf_quantizer is None  # unmarked either way
 
     monkeypatch.delenv(decoder_cache.ENV)
     load_decoder(str(gguf_file))
     assert "kept the dequantised decoder" in capsys.readouterr().err
     assert len(copies(cache)) == 1
-    model, tok = _load_copy(ref)
+    model, tok = copy_of(ref)
     assert model.name_or_path == model.config._name_or_path == direct.name_or_path == ref.path
     a, b = direct.state_dict(), model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -84,7 +89,7 @@ def test_a_damaged_copy_is_replaced(gguf_file, cache, capsys):
     model, _, _ = load_decoder(str(gguf_file))
     err = capsys.readouterr().err
     assert "did not load" in err and "kept the dequantised decoder" in err
-    assert _load_copy(ref) is not None and model.config.vocab_size > 0
+    assert copy_of(ref) is not None and model.config.vocab_size > 0
 
 
 def test_another_file_gets_another_copy(gguf_file, cache, tmp_path, tiny_tokenizer):

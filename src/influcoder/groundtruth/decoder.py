@@ -142,10 +142,9 @@ def _load_model(ref: ModelRef, kwargs: dict):
         ) from None
 
 
-def _load_copy(ref: ModelRef):
-    """``(model, tokenizer)`` from the dequantised copy of GGUF decoder ``ref``, or ``None``
-    where there is none (or it does not load: it is removed, and written again)."""
-    folder = decoder_cache.cached_folder(ref)
+def _load_copy(ref: ModelRef, folder: Path):
+    """``(model, tokenizer)`` from the dequantised copy of GGUF decoder ``ref`` in ``folder``,
+    or ``None`` where there is none (or it does not load: it is removed, and written again)."""
     if not decoder_cache.usable(folder):
         return None
     copy = ModelRef(ref.name, "dir", str(folder))
@@ -169,13 +168,15 @@ def load_decoder(name: str = DEFAULT_DECODER):
     read from its dequantised copy where one is kept (:mod:`.decoder_cache`)."""
     ref = resolve_decoder(name)
     gguf = ref.kind == "gguf"
-    if gguf and decoder_cache.enabled() and (loaded := _load_copy(ref)) is not None:
+    # named by the GGUF file's hash: read the file once for both the lookup and the write
+    folder = decoder_cache.cached_folder(ref) if gguf and decoder_cache.enabled() else None
+    if folder is not None and (loaded := _load_copy(ref, folder)) is not None:
         return loaded[0].eval(), loaded[1], ref
     kwargs = {"gguf_file": ref.gguf_file} if gguf else {}
     check_causal(ref, _load_config(ref, kwargs))
     model, tokenizer = _load_model(ref, kwargs), load_tokenizer(ref)
     if gguf and decoder_cache.dequantised(model):
         decoder_cache.unmark(model)
-        if decoder_cache.enabled():
-            decoder_cache.keep(ref, model, tokenizer)
+        if folder is not None:
+            decoder_cache.keep(folder, model, tokenizer)
     return model.eval(), tokenizer, ref

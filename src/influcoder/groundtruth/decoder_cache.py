@@ -59,10 +59,10 @@ def unmark(model) -> None:
     model.config.__dict__.pop("quantization_config", None)
 
 
-def keep(ref: ModelRef, model, tokenizer) -> Path | None:
-    """Write the copy of an unmarked, dequantised ``model`` and its ``tokenizer``; return its
-    folder, or ``None`` (with one line on stderr) where the cache cannot be written."""
-    folder = cached_folder(ref)
+def keep(folder: Path, model, tokenizer) -> Path | None:
+    """Write the copy of an unmarked, dequantised ``model`` and its ``tokenizer`` into
+    ``folder`` (:func:`cached_folder`); return it, or ``None`` (with one line on stderr) where
+    the cache cannot be written."""
 
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)

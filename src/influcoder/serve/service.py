@@ -117,10 +117,9 @@ class Service:
         exact: Attributor | None = None,
     ):
         self.attributor = attributor
-        #: the same index with each query's own gradient (serve --query-gradients), or None
+        #: the same index with each query's own gradient (serve --query-gradients), or None;
+        #: its resident collector serialises the backward passes itself
         self.exact = exact
-        if exact is not None:  # one decoder: one backward pass at a time
-            exact.encoder = _LockedEncoder(exact.encoder, threading.Lock())
         self.index = index = attributor.index
         # a multi-view encoder runs its backbone's encoder (``base``) once per view
         if not isinstance(getattr(attributor.encoder, "base", attributor.encoder), LightEncoder):
